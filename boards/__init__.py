@@ -1,0 +1,1 @@
+"""Board targets, bitstream builds, the UART link and the host runtime."""

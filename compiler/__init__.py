@@ -1,0 +1,1 @@
+"""Network capture, the IR and its passes, EIE encoding: compressed model -> program image."""

@@ -1,0 +1,1 @@
+"""Model compression: pruning, weight sharing, fixed point, Huffman coding, low rank, distillation."""

@@ -1,0 +1,1 @@
+"""The EIE-style sparse inference engine, in Amaranth HDL."""

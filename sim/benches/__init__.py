@@ -1,0 +1,1 @@
+"""cocotb test modules; run from pytest through sparseforge.sim.runner."""

