@@ -1,0 +1,258 @@
+"""The compiler's IR: a network as a sequence of typed ops, float and quantized.
+
+Three levels, each a frozen dataclass over NumPy arrays:
+
+* :class:`Graph` -- what capture produced from an ``nn.Module`` or an ONNX file: a sequence of
+  ops (Linear, ReLU, BatchNorm, Flatten, Identity, Softmax) with the module path of each.
+* :class:`Network` -- the canonical float network the engine can run: Linear layers with ReLU
+  fused in, everything else folded or erased (``compiler/passes.py`` gets there from a Graph).
+* :class:`QuantizedNetwork` -- the integer network that compression produces and the compiler
+  lowers: per layer a code matrix, a fixed-point codebook, an integer bias and formats.  Its
+  :meth:`QuantizedNetwork.forward` is the reference semantics the golden model and the engine
+  must match bit for bit.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .numerics import FixedFormat, requantize
+
+__all__ = ["OpKind", "Op", "Graph", "Linear", "Network", "QuantizedLinear", "QuantizedNetwork",
+           "SUPPORTED_OPS"]
+
+
+class OpKind(enum.Enum):
+    LINEAR = "linear"
+    RELU = "relu"
+    BATCHNORM = "batchnorm"       # folded into the preceding Linear
+    FLATTEN = "flatten"           # erased (inputs are flat vectors)
+    IDENTITY = "identity"         # Dropout and Identity: erased at inference
+    SOFTMAX = "softmax"           # dropped when last: argmax does not change
+
+
+SUPPORTED_OPS = ("Linear", "ReLU", "BatchNorm1d", "Flatten", "Dropout", "Identity",
+                 "Softmax (last layer only)")
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One captured op.  ``params`` holds its arrays (Linear: weight, bias; BatchNorm: mean,
+    var, weight, bias; others: none) and ``attrs`` its scalars (BatchNorm: eps)."""
+    kind: OpKind
+    name: str                                   # module path or ONNX node name
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A captured network: ops in execution order over a flat input of ``input_size``."""
+    ops: tuple[Op, ...]
+    input_size: int
+    source: str = ""
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Float64 interpreter, used to check that passes keep the function unchanged."""
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for op in self.ops:
+            if op.kind is OpKind.LINEAR:
+                x = x @ op.params["weight"].T.astype(np.float64) + op.params["bias"]
+                if op.attrs.get("relu"):
+                    x = np.maximum(x, 0)
+            elif op.kind is OpKind.RELU:
+                x = np.maximum(x, 0)
+            elif op.kind is OpKind.BATCHNORM:
+                p = op.params
+                x = (x - p["mean"]) / np.sqrt(p["var"] + op.attrs["eps"]) * p["weight"] + p["bias"]
+            elif op.kind is OpKind.SOFTMAX:
+                e = np.exp(x - x.max(axis=1, keepdims=True))
+                x = e / e.sum(axis=1, keepdims=True)
+        return x
+
+
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """A fully connected layer ``y = W x + b`` (W is out x in), optionally followed by ReLU."""
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray
+    relu: bool
+
+    def __post_init__(self):
+        if self.weight.ndim != 2:
+            raise ValueError(f"layer {self.name}: weight must be 2-D, not {self.weight.shape}")
+        if self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"layer {self.name}: bias shape {self.bias.shape} does not match "
+                             f"{self.weight.shape[0]} outputs")
+        for what, array in (("weight", self.weight), ("bias", self.bias)):
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"layer {self.name}: {what} holds NaN or infinite values")
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """The canonical float network: a chain of :class:`Linear` layers with fused ReLU."""
+    layers: tuple[Linear, ...]
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("a network needs at least one Linear layer")
+        for before, after in zip(self.layers, self.layers[1:]):
+            if before.out_features != after.in_features:
+                raise ValueError(f"layer {after.name} takes {after.in_features} inputs but "
+                                 f"{before.name} gives {before.out_features}")
+
+    @property
+    def input_size(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].out_features
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        for layer in self.layers:
+            x = x @ layer.weight.T.astype(np.float64) + layer.bias
+            if layer.relu:
+                x = np.maximum(x, 0)
+        return x
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedLinear:
+    """One layer of the integer network.
+
+    ``codes`` (out x in, uint8) index ``codebook`` (``2**code_bits`` integers in
+    ``weight_format``); code 0 is the pruned zero and ``codebook[0] == 0``.  ``bias`` is at the
+    accumulator's scale, ``2**-(input_format.frac + weight_format.frac)``, saturated to
+    ``bias_bits``.  The output is ``requantize(acc + bias, shift)`` in ``output_format``.
+    """
+    name: str
+    codes: np.ndarray
+    codebook: np.ndarray
+    bias: np.ndarray
+    code_bits: int
+    input_format: FixedFormat
+    weight_format: FixedFormat
+    output_format: FixedFormat
+    bias_bits: int
+    relu: bool
+
+    def __post_init__(self):
+        where = f"layer {self.name}"
+        if self.codes.ndim != 2 or self.codes.dtype != np.uint8:
+            raise ValueError(f"{where}: codes must be a 2-D uint8 array, not "
+                             f"{self.codes.dtype} {self.codes.shape}")
+        if not 1 <= self.code_bits <= 8:
+            raise ValueError(f"{where}: code_bits must be from 1 to 8, not {self.code_bits}")
+        if self.codebook.shape != (1 << self.code_bits,):
+            raise ValueError(f"{where}: codebook must hold {1 << self.code_bits} values for "
+                             f"{self.code_bits}-bit codes, not {self.codebook.shape}")
+        if self.codebook[0] != 0:
+            raise ValueError(f"{where}: codebook[0] must be 0 (the pruned weight), "
+                             f"not {self.codebook[0]}")
+        if self.codes.size and int(self.codes.max()) >= (1 << self.code_bits):
+            raise ValueError(f"{where}: code {int(self.codes.max())} is out of range for "
+                             f"{self.code_bits}-bit codes")
+        fmt = self.weight_format
+        if self.codebook.min() < fmt.min or self.codebook.max() > fmt.max:
+            raise ValueError(f"{where}: codebook values exceed the {fmt.bits}-bit weight format")
+        if self.bias.shape != (self.codes.shape[0],):
+            raise ValueError(f"{where}: bias shape {self.bias.shape} does not match "
+                             f"{self.codes.shape[0]} outputs")
+        lo, hi = -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1
+        if self.bias.size and (self.bias.min() < lo or self.bias.max() > hi):
+            raise ValueError(f"{where}: bias exceeds {self.bias_bits} bits")
+        if self.input_format.bits != self.output_format.bits:
+            raise ValueError(f"{where}: input and output activations must share one width")
+        if self.shift < 0:
+            raise ValueError(f"{where}: output frac {self.output_format.frac} is finer than "
+                             f"the accumulator's ({self.accumulator_frac}); shift would be "
+                             f"{self.shift}")
+
+    @property
+    def in_features(self) -> int:
+        return self.codes.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def accumulator_frac(self) -> int:
+        return self.input_format.frac + self.weight_format.frac
+
+    @property
+    def shift(self) -> int:
+        """The requantize shift from the accumulator's scale to the output format."""
+        return self.accumulator_frac - self.output_format.frac
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The decoded integer weights, out x in."""
+        return self.codebook.astype(np.int64)[self.codes]
+
+    @property
+    def nnz(self) -> int:
+        return int(np.count_nonzero(self.codes))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        acc = np.asarray(x, dtype=np.int64) @ self.weights.T
+        return requantize(acc, self.bias, self.shift, self.output_format.bits, self.relu)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedNetwork:
+    """The integer network: the compress stage's output and the compiler's input."""
+    layers: tuple[QuantizedLinear, ...]
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("a quantized network needs at least one layer")
+        for before, after in zip(self.layers, self.layers[1:]):
+            if before.out_features != after.in_features:
+                raise ValueError(f"layer {after.name} takes {after.in_features} inputs but "
+                                 f"{before.name} gives {before.out_features}")
+            if before.output_format != after.input_format:
+                raise ValueError(f"layer {after.name}'s input format {after.input_format} is "
+                                 f"not {before.name}'s output format {before.output_format}")
+
+    @property
+    def input_format(self) -> FixedFormat:
+        return self.layers[0].input_format
+
+    @property
+    def output_format(self) -> FixedFormat:
+        return self.layers[-1].output_format
+
+    @property
+    def act_bits(self) -> int:
+        return self.input_format.bits
+
+    def quantize_input(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return self.input_format.quantize(x.reshape(len(x), -1))
+
+    def forward(self, x_int: np.ndarray) -> np.ndarray:
+        """Integer inputs (batch x in) to integer outputs: the reference semantics."""
+        x = np.asarray(x_int, dtype=np.int64)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def dequantize_output(self, q) -> np.ndarray:
+        return self.output_format.dequantize(q)

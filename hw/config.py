@@ -1,0 +1,148 @@
+"""The engine's configuration: one frozen, validated record that hw/, compiler/ and sim/ share.
+
+The compiler derives it from a quantized network and a target board; the engine is generated
+from it; the golden and cycle models read it.  Widths that follow from other fields are
+properties, so nobody re-derives them.  Round-trips through JSON (``engine.json`` beside the
+program image).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["EngineConfig"]
+
+
+def _bits_for(count: int) -> int:
+    """Unsigned width that can hold the values 0 .. count (inclusive)."""
+    return max(1, int(count).bit_length())
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Parameters of one generated engine.
+
+    Parameters
+    ----------
+    pes : number of processing elements N; row ``i`` of every layer belongs to PE ``i mod N``.
+    act_bits : activation width (signed).
+    code_bits : codebook index width; a codebook holds ``2**code_bits`` values, code 0 is zero.
+    idx_bits : relative row index (zero run) width of a sparse-matrix entry; EIE uses 4.
+    coef_bits : width of a codebook value (signed fixed point).
+    acc_bits : accumulator width; the compiler checks that no layer can overflow it.
+    bias_bits : width of a stored bias (at the accumulator's scale).
+    scan_lanes : activations the broadcast unit examines per cycle (G); divides ``pes``.
+    max_layers : layer descriptors the sequencer holds.
+    max_features : the widest layer input or output the activation buffer holds.
+    max_rows : accumulator rows per PE (``ceil(max out_features / pes)``).
+    entry_depth : sparse-matrix entries per PE, all layers together.
+    pointer_depth : column pointers per PE, all layers together (``sum(in_features + 1)``).
+    bias_depth : biases per PE, all layers together (``sum(ceil(out_features / pes))``).
+    occupancy_depth : occupancy words (one per group of ``scan_lanes`` columns), all layers.
+    fifo_depth : depth of each PE's activation queue.
+    shift_bits : width of the requantize shift in a layer descriptor.
+    """
+    pes: int
+    act_bits: int = 8
+    code_bits: int = 4
+    idx_bits: int = 4
+    coef_bits: int = 8
+    acc_bits: int = 24
+    bias_bits: int = 16
+    scan_lanes: int = 1
+    max_layers: int = 4
+    max_features: int = 256
+    max_rows: int = 32
+    entry_depth: int = 1024
+    pointer_depth: int = 512
+    bias_depth: int = 64
+    occupancy_depth: int = 256
+    fifo_depth: int = 8
+    shift_bits: int = 6
+
+    def __post_init__(self):
+        def check(name, low, high):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+
+        check("pes", 1, 64)
+        check("act_bits", 2, 16)
+        check("code_bits", 1, 8)
+        check("idx_bits", 1, 8)
+        check("coef_bits", 2, 18)
+        check("acc_bits", 8, 48)
+        check("bias_bits", 2, 48)
+        check("scan_lanes", 1, 64)
+        check("max_layers", 1, 256)
+        check("max_features", 1, 1 << 16)
+        check("max_rows", 1, 1 << 16)
+        check("entry_depth", 1, 1 << 21)
+        check("pointer_depth", 2, 1 << 21)
+        check("bias_depth", 1, 1 << 21)
+        check("occupancy_depth", 1, 1 << 21)
+        check("fifo_depth", 2, 1024)
+        check("shift_bits", 1, 7)
+        if self.pes % self.scan_lanes:
+            raise ValueError(f"scan_lanes ({self.scan_lanes}) must divide pes ({self.pes})")
+        if self.bias_bits > self.acc_bits:
+            raise ValueError(f"bias_bits ({self.bias_bits}) must not exceed acc_bits "
+                             f"({self.acc_bits})")
+
+    # ---- derived widths -------------------------------------------------------------------
+    @property
+    def codebook_size(self) -> int:
+        return 1 << self.code_bits
+
+    @property
+    def entry_bits(self) -> int:
+        return self.idx_bits + self.code_bits
+
+    @property
+    def entry_addr_bits(self) -> int:
+        return _bits_for(self.entry_depth - 1)
+
+    @property
+    def pointer_bits(self) -> int:
+        """A pointer is an entry address or one past the last entry."""
+        return _bits_for(self.entry_depth)
+
+    @property
+    def feature_bits(self) -> int:
+        """Holds a feature count 0 .. max_features."""
+        return _bits_for(self.max_features)
+
+    @property
+    def row_bits(self) -> int:
+        return _bits_for(self.max_rows)
+
+    @property
+    def act_words(self) -> int:
+        """Depth of the activation buffer, whose words are ``pes`` activations wide."""
+        return -(-self.max_features // self.pes)
+
+    @property
+    def groups_per_word(self) -> int:
+        return self.pes // self.scan_lanes
+
+    @property
+    def max_zero_run(self) -> int:
+        return (1 << self.idx_bits) - 1
+
+    # ---- JSON ----------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> EngineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ValueError(f"unknown engine configuration fields: {', '.join(sorted(unknown))}")
+        if "pes" not in obj:
+            raise ValueError("engine configuration lacks 'pes'")
+        return cls(**obj)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True)

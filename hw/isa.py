@@ -1,0 +1,158 @@
+"""Packed words shared by the engine, the compiler, the golden model and the testbenches.
+
+Every word the engine reads from a memory is an Amaranth ``data.StructLayout`` defined here:
+the hardware decodes ``Signal(layout)``, and the compiler, the NumPy golden model and cocotb
+encode and decode with :func:`pack` / :func:`unpack`, which read the field offsets from the same
+layout.  The host bus address map lives here too.
+
+Sparse-matrix entry (EIE, Han et al. 2016, section III-B): the PE's nonzeros of a column, in
+increasing local row, each as (zero run ``z``, codebook index ``c``): the entry sits ``z`` rows
+below the previous one (the first sits at local row ``z``).  A gap wider than ``2**idx_bits - 1``
+inserts a padding entry ``(2**idx_bits - 1, 0)``: code 0 is the zero weight.
+
+Column pointers (EIE section III-B, "pointer read unit"): per PE and layer, ``p[0..in]``; column
+``j`` holds entries ``p[j] .. p[j+1]-1``.  The engine keeps even and odd pointers in two banks so
+that ``p[j]`` and ``p[j+1]`` are read in one cycle.
+
+Occupancy word (sparseforge, not in EIE): one bit per (column, PE) saying ``p[j+1] > p[j]``, in
+groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has (docs/engine.md).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+from amaranth.lib import data
+
+from .config import EngineConfig, _bits_for
+
+__all__ = ["entry_layout", "descriptor_layout", "occupancy_layout", "pack", "unpack",
+           "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
+           "PER_PE_REGIONS"]
+
+
+def entry_layout(config: EngineConfig) -> data.StructLayout:
+    """A sparse-matrix entry: ``zero_run`` (rows skipped before it) and ``code``."""
+    return data.StructLayout({
+        "zero_run": config.idx_bits,
+        "code": config.code_bits,
+    })
+
+
+def descriptor_layout(config: EngineConfig) -> data.StructLayout:
+    """A layer descriptor, one per layer, read by the sequencer.
+
+    Fields: ``in_features`` and ``out_features``; ``rows`` = ceil(out / pes) accumulator rows
+    per PE; ``groups`` = ceil(in / scan_lanes) scan steps; ``pointer_base`` (index of the
+    layer's ``p[0]`` in every PE's pointer memory), ``bias_base`` (of its row 0 in every PE's
+    bias memory), ``occupancy_base``; ``shift`` (requantize shift) and ``relu``.
+    """
+    return data.StructLayout({
+        "in_features": config.feature_bits,
+        "out_features": config.feature_bits,
+        "rows": config.row_bits,
+        "groups": _bits_for(-(-config.max_features // config.scan_lanes)),
+        "pointer_base": _bits_for(config.pointer_depth - 1),
+        "bias_base": _bits_for(config.bias_depth - 1),
+        "occupancy_base": _bits_for(config.occupancy_depth - 1),
+        "shift": config.shift_bits,
+        "relu": 1,
+    })
+
+
+def occupancy_layout(config: EngineConfig) -> data.ArrayLayout:
+    """``scan_lanes`` columns x ``pes`` bits: bit ``[lane][pe]`` is set when PE ``pe`` holds
+    entries in column ``group * scan_lanes + lane``."""
+    return data.ArrayLayout(config.pes, config.scan_lanes)
+
+
+def pack(layout: data.StructLayout, **fields) -> np.ndarray:
+    """Pack NumPy arrays of field values into words (Python ints in an object array when wider
+    than 63 bits, else uint64).  Signed fields are stored in two's complement."""
+    names = {name for name, _ in layout}
+    if set(fields) != names:
+        raise ValueError(f"pack needs exactly the fields {sorted(names)}, got {sorted(fields)}")
+    wide = layout.size > 63
+    words = None
+    for name, field in layout:
+        values = np.asarray(fields[name], dtype=np.int64)
+        mask = (1 << field.width) - 1
+        signed = field.shape.signed if hasattr(field.shape, "signed") else False
+        low = -(1 << (field.width - 1)) if signed else 0
+        high = (1 << (field.width - 1)) - 1 if signed else mask
+        if values.size and (values.min() < low or values.max() > high):
+            raise ValueError(f"field {name!r} value out of range for {field.width} bits: "
+                             f"{int(values.min())} .. {int(values.max())}")
+        if wide:
+            part = np.array([(int(v) & mask) << field.offset for v in values.ravel()],
+                            dtype=object).reshape(values.shape)
+        else:
+            part = (values.astype(np.uint64) & np.uint64(mask)) << np.uint64(field.offset)
+        words = part if words is None else words | part
+    return words
+
+
+def unpack(layout: data.StructLayout, words) -> dict[str, np.ndarray]:
+    """The inverse of :func:`pack`: a dict of int64 arrays, one per field."""
+    words = np.asarray(words)
+    out = {}
+    for name, field in layout:
+        mask = (1 << field.width) - 1
+        if words.dtype == object:
+            values = np.array([(int(w) >> field.offset) & mask for w in words.ravel()],
+                              dtype=np.int64).reshape(words.shape)
+        else:
+            values = ((words.astype(np.uint64) >> np.uint64(field.offset))
+                      & np.uint64(mask)).astype(np.int64)
+        signed = field.shape.signed if hasattr(field.shape, "signed") else False
+        if signed:
+            values = np.where(values >= (1 << (field.width - 1)), values - (1 << field.width),
+                              values)
+        out[name] = values
+    return out
+
+
+# ---- host bus --------------------------------------------------------------------------------
+
+BUS_DATA_BITS = 32
+ENGINE_ID = 0x53463031          # "SF01"
+
+
+class Region(enum.IntEnum):
+    """Bus address bits [28:32]: which memory or register file an access goes to."""
+    REGISTERS = 0       # index: see REGISTERS
+    CYCLES = 1          # read: cycle count of layer ``index`` of the last run
+    DESCRIPTORS = 2     # write: layer descriptors, ``chunks_of`` 32-bit words each
+    CODEBOOK = 3        # write: ``layer * 2**code_bits + code`` -> coefficient
+    OCCUPANCY = 4       # write: occupancy words, ``chunks_of`` 32-bit words each
+    ACTIVATIONS = 5     # read/write: activation ``index`` (inputs before a run, outputs after)
+    ENTRIES = 6         # write, per PE: sparse-matrix entries
+    POINTERS = 7        # write, per PE: column pointers p (global index)
+    BIASES = 8          # write, per PE: biases
+
+
+PER_PE_REGIONS = (Region.ENTRIES, Region.POINTERS, Region.BIASES)
+
+REGISTERS = {
+    "id": 0,            # read: ENGINE_ID
+    "config": 1,        # read: pes | act_bits << 8 | code_bits << 16 | scan_lanes << 24
+    "control": 2,       # write 1: start a run; read: bit 0 busy, bit 1 done
+    "layer_count": 3,   # read/write: number of layers a run executes
+    "total_cycles": 4,  # read: cycles of the last run, start to done
+    "input_count": 5,   # read: activations received on the input stream since the last run
+}
+
+
+def bus_address(region: Region, index: int, pe: int = 0) -> int:
+    """Bits [28:32] region, [21:28] PE (per-PE regions only), [0:21] index."""
+    if not 0 <= index < (1 << 21):
+        raise ValueError(f"bus index {index} is out of range (21 bits)")
+    if not 0 <= pe < 128:
+        raise ValueError(f"PE {pe} is out of range")
+    return (int(region) << 28) | (pe << 21) | index
+
+
+def chunks_of(width: int) -> int:
+    """How many 32-bit bus words a memory word of ``width`` bits takes."""
+    return max(1, -(-width // BUS_DATA_BITS))
