@@ -1,8 +1,46 @@
 """sparseforge: compress a PyTorch network and run it on a verified sparse engine on open FPGAs.
 
+    import sparseforge as sf
+    cm = sf.compress(model, train=(X, y), val=(Xv, yv), sparsity=0.9, weight_bits=4, act_bits=8)
+    prog = sf.compile(cm, pes=8, board="icebreaker")
+    ref = sf.reference(prog, X)                         # golden model, integer outputs
+    sim = sf.simulate(prog, X, simulator="verilator")   # cocotb on the generated Verilog
+    hw = sf.build(prog, board="icebreaker")             # bitstream, Fmax, utilisation
+
 The pipeline is compress -> compile -> engine -> board; each stage consumes the previous
-stage's artifact.  The public API is re-exported here; heavy modules (torch, amaranth) are only
-imported when a name that needs them is used.
+stage's artifact.  Names are imported on first use, so ``import sparseforge`` stays light.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_API = {
+    "compress": ("sparseforge.compiler.compress.api", "compress"),
+    "CompressedModel": ("sparseforge.compiler.compress.model", "CompressedModel"),
+    "load_compressed": ("sparseforge.compiler.compress.model", "load_compressed"),
+    "compile": ("sparseforge.compiler.program", "compile"),
+    "Program": ("sparseforge.compiler.program", "Program"),
+    "load_program": ("sparseforge.compiler.program", "load_program"),
+    "reference": ("sparseforge.sim.reference.golden", "reference"),
+    "simulate": ("sparseforge.sim.simulate", "simulate"),
+    "build": ("sparseforge.boards.build", "build"),
+    "EngineConfig": ("sparseforge.hw.config", "EngineConfig"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    try:
+        module, attribute = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'sparseforge' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_API))
