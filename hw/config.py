@@ -32,7 +32,8 @@ class EngineConfig:
     coef_bits : width of a codebook value (signed fixed point).
     acc_bits : accumulator width; the compiler checks that no layer can overflow it.
     bias_bits : width of a stored bias (at the accumulator's scale).
-    scan_lanes : activations the broadcast unit examines per cycle (G); divides ``pes``.
+    scan_lanes : activations the broadcast unit examines per cycle (G): a power of two that
+        divides ``pes``.
     max_layers : layer descriptors the sequencer holds.
     max_features : the widest layer input or output the activation buffer holds.
     max_rows : accumulator rows per PE (``ceil(max out_features / pes)``).
@@ -84,8 +85,9 @@ class EngineConfig:
         check("occupancy_depth", 1, 1 << 21)
         check("fifo_depth", 2, 1024)
         check("shift_bits", 1, 7)
-        if self.pes % self.scan_lanes:
-            raise ValueError(f"scan_lanes ({self.scan_lanes}) must divide pes ({self.pes})")
+        if self.scan_lanes & (self.scan_lanes - 1) or self.pes % self.scan_lanes:
+            raise ValueError(f"scan_lanes must be a power of two that divides pes ({self.pes}), "
+                             f"not {self.scan_lanes}")
         if self.bias_bits > self.acc_bits:
             raise ValueError(f"bias_bits ({self.bias_bits}) must not exceed acc_bits "
                              f"({self.acc_bits})")
@@ -125,6 +127,11 @@ class EngineConfig:
     @property
     def groups_per_word(self) -> int:
         return self.pes // self.scan_lanes
+
+    @property
+    def pointer_bank_depth(self) -> int:
+        """Depth of each of the two pointer banks (even and odd pointer indices)."""
+        return (self.pointer_depth + 1) // 2
 
     @property
     def max_zero_run(self) -> int:
