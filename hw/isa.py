@@ -23,12 +23,14 @@ from __future__ import annotations
 import enum
 
 import numpy as np
+from amaranth import signed
 from amaranth.lib import data
 
 from .config import EngineConfig, _bits_for
 
-__all__ = ["entry_layout", "descriptor_layout", "occupancy_layout", "pack", "unpack",
+__all__ = ["entry_layout", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
+           "chunk_bits", "chunk_index",
            "PER_PE_REGIONS"]
 
 
@@ -65,6 +67,18 @@ def occupancy_layout(config: EngineConfig) -> data.ArrayLayout:
     """``scan_lanes`` columns x ``pes`` bits: bit ``[lane][pe]`` is set when PE ``pe`` holds
     entries in column ``group * scan_lanes + lane``."""
     return data.ArrayLayout(config.pes, config.scan_lanes)
+
+
+def group_layout(config: EngineConfig) -> data.StructLayout:
+    """What the broadcast unit queues for a PE: scan group ``group`` (columns ``group * G`` ..
+    ``group * G + G - 1``), the lanes that hold work for this PE (nonzero activation and an
+    occupied column), and the ``G`` activation values."""
+    groups = -(-config.max_features // config.scan_lanes)
+    return data.StructLayout({
+        "group": _bits_for(groups - 1),
+        "mask": config.scan_lanes,
+        "values": data.ArrayLayout(signed(config.act_bits), config.scan_lanes),
+    })
 
 
 def pack(layout: data.StructLayout, **fields) -> np.ndarray:
@@ -123,9 +137,9 @@ class Region(enum.IntEnum):
     """Bus address bits [28:32]: which memory or register file an access goes to."""
     REGISTERS = 0       # index: see REGISTERS
     CYCLES = 1          # read: cycle count of layer ``index`` of the last run
-    DESCRIPTORS = 2     # write: layer descriptors, ``chunks_of`` 32-bit words each
+    DESCRIPTORS = 2     # write: layer descriptors, in 32-bit chunks (``chunk_index``)
     CODEBOOK = 3        # write: ``layer * 2**code_bits + code`` -> coefficient
-    OCCUPANCY = 4       # write: occupancy words, ``chunks_of`` 32-bit words each
+    OCCUPANCY = 4       # write: occupancy words, in 32-bit chunks (``chunk_index``)
     ACTIVATIONS = 5     # read/write: activation ``index`` (inputs before a run, outputs after)
     ENTRIES = 6         # write, per PE: sparse-matrix entries
     POINTERS = 7        # write, per PE: column pointers p (global index)
@@ -156,3 +170,17 @@ def bus_address(region: Region, index: int, pe: int = 0) -> int:
 def chunks_of(width: int) -> int:
     """How many 32-bit bus words a memory word of ``width`` bits takes."""
     return max(1, -(-width // BUS_DATA_BITS))
+
+
+def chunk_bits(width: int) -> int:
+    """Index bits that select the chunk of a wide word: chunk ``c`` of word ``w`` is written at
+    index ``w << chunk_bits(width) | c``.  Chunks are written in order; writing the last one
+    (``c == chunks_of(width) - 1``) commits the word, so a partly written word never lands."""
+    return (chunks_of(width) - 1).bit_length()
+
+
+def chunk_index(word: int, chunk: int, width: int) -> int:
+    """Bus index of chunk ``chunk`` (bits ``[32*chunk, 32*chunk+32)``) of memory word ``word``."""
+    if not 0 <= chunk < chunks_of(width):
+        raise ValueError(f"chunk {chunk} out of range for a {width}-bit word")
+    return (word << chunk_bits(width)) | chunk

@@ -1,0 +1,327 @@
+"""A processing element of the EIE-style sparse engine.
+
+Follows EIE (Han et al., ISCA 2016, section III-B and III-C): each PE owns the rows ``i`` with
+``i mod N == k`` of every layer, keeps its slice of the sparse matrix in CSC form (relative
+zero-run indices, 4-bit codebook indices), and for each nonzero input activation ``a_j`` reads
+the column pointers ``p[j]`` and ``p[j+1]`` in one cycle (even and odd pointers live in two
+banks), walks the column's entries one per cycle, decodes each through the layer's codebook,
+multiplies and accumulates into its accumulator file.  A write-back pass adds the bias, rescales,
+saturates and applies ReLU (``requantize.py``).
+
+Where this differs from EIE, and why (docs/engine.md):
+
+* The activation queue holds *groups* of ``G = scan_lanes`` activations with a mask of the lanes
+  this PE has work for (the broadcast unit knows from the occupancy bits); the front end picks
+  lanes with a leading-nonzero detector, one column per cycle.  So a column the PE has no entry
+  in costs it nothing, and the queue is filled ``G`` activations at a time.
+* A small column queue decouples the pointer read from the entry walk, and the walker reads the
+  next column's first entry in the cycle after the previous column's last: columns cost no
+  bubbles, so a PE's busy cycles approach its entry count ``E_k``.
+* The accumulator read port is transparent to its write port: a product for row ``r`` that
+  follows one for the same row in the next cycle sees the freshly written sum.  That is EIE's
+  "bypass" for back-to-back writes to one row, done by the memory's transparency logic.
+
+Pipeline (one column per cycle at the front, one entry per cycle after the column queue)::
+
+    queue -> front end (LNZD) -> pointer banks -> column queue -> walker -> entry memory
+          -> decode (row, codebook) -> multiply -> accumulate (read-modify-write)
+"""
+
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import isa
+from .config import EngineConfig
+from .requantize import Requantizer
+
+__all__ = ["ProcessingElement", "Target", "COLUMN_QUEUE_DEPTH"]
+
+COLUMN_QUEUE_DEPTH = 4
+
+
+class Target:
+    """Values of the ``write.target`` field: which PE memory a host write goes to."""
+    ENTRIES = 0
+    POINTERS = 1
+    BIASES = 2
+
+
+def lowest_set_bit(m: Module, mask) -> Signal:
+    """Index of the lowest set bit of ``mask`` (0 when ``mask`` is 0): EIE's LNZD, per PE."""
+    index = Signal(range(max(2, len(mask))))
+    for bit in reversed(range(len(mask))):
+        with m.If(mask[bit]):
+            m.d.comb += index.eq(bit)
+    return index
+
+
+class ProcessingElement(wiring.Component):
+    """One PE.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    entries, pointers, biases : initial memory contents (from the program image), or None.
+
+    Ports
+    -----
+    queue : In(stream of ``isa.group_layout``); the broadcast unit's groups for this PE.
+    pointer_base, bias_base, rows, shift, relu : In; the running layer's descriptor fields,
+        stable while the layer runs.
+    codebook : In; ``en``/``index``/``value`` writes one codebook register (the sequencer loads
+        the layer's codebook before the compute phase).
+    writeback : In; a one-cycle pulse starts the write-back of ``rows`` rows: row ``r``'s
+        accumulator is read, cleared, and requantized.
+    result : Out(stream of the output activation), always ready; one per row, in row order.
+    busy : Out; compute work is queued or in flight.
+    write : In; host writes into the entry, pointer (global index) and bias memories.
+    """
+
+    def __init__(self, config: EngineConfig, *, entries=None, pointers=None, biases=None):
+        self._config = config
+        self._init = {"entries": entries, "pointers": pointers, "biases": biases}
+        super().__init__({
+            "queue": In(stream.Signature(isa.group_layout(config))),
+            "pointer_base": In(ceil_log2(config.pointer_depth)),
+            "bias_base": In(ceil_log2(max(2, config.bias_depth))),
+            "rows": In(config.row_bits),
+            "shift": In(config.shift_bits),
+            "relu": In(1),
+            "codebook": In(wiring.Signature({
+                "en": Out(1),
+                "index": Out(config.code_bits),
+                "value": Out(signed(config.coef_bits)),
+            })),
+            "writeback": In(1),
+            "result": Out(stream.Signature(signed(config.act_bits), always_ready=True)),
+            "busy": Out(1),
+            "write": In(wiring.Signature({
+                "en": Out(1),
+                "target": Out(2),
+                "addr": Out(21),
+                "data": Out(isa.BUS_DATA_BITS),
+            })),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        lanes = config.scan_lanes
+        lane_bits = ceil_log2(lanes)
+        entry = isa.entry_layout(config)
+
+        # ---- memories (synchronous reads map to block RAM) -------------------------------
+        pointers = self._init["pointers"]
+        even_init = odd_init = []
+        if pointers is not None:
+            even_init, odd_init = list(pointers[0::2]), list(pointers[1::2])
+        m.submodules.entries = entries = memory.Memory(
+            shape=entry.size, depth=config.entry_depth,
+            init=_init(self._init["entries"]))
+        m.submodules.even_pointers = even = memory.Memory(
+            shape=config.pointer_bits, depth=config.pointer_bank_depth, init=even_init)
+        m.submodules.odd_pointers = odd = memory.Memory(
+            shape=config.pointer_bits, depth=config.pointer_bank_depth, init=odd_init)
+        m.submodules.biases = biases = memory.Memory(
+            shape=signed(config.bias_bits), depth=config.bias_depth,
+            init=_init(self._init["biases"]))
+        m.submodules.accumulators = accumulators = memory.Memory(
+            shape=signed(config.acc_bits), depth=config.max_rows, init=[])
+
+        entries_w, entries_r = entries.write_port(), entries.read_port()
+        even_w, even_r = even.write_port(), even.read_port()
+        odd_w, odd_r = odd.write_port(), odd.read_port()
+        biases_w, biases_r = biases.write_port(), biases.read_port()
+        acc_w = accumulators.write_port()
+        acc_r = accumulators.read_port(transparent_for=(acc_w,))
+
+        # ---- host writes ------------------------------------------------------------------
+        write = self.write
+        m.d.comb += [
+            entries_w.addr.eq(write.addr), entries_w.data.eq(write.data),
+            entries_w.en.eq(write.en & (write.target == Target.ENTRIES)),
+            even_w.addr.eq(write.addr >> 1), even_w.data.eq(write.data),
+            even_w.en.eq(write.en & (write.target == Target.POINTERS) & ~write.addr[0]),
+            odd_w.addr.eq(write.addr >> 1), odd_w.data.eq(write.data),
+            odd_w.en.eq(write.en & (write.target == Target.POINTERS) & write.addr[0]),
+            biases_w.addr.eq(write.addr), biases_w.data.eq(write.data),
+            biases_w.en.eq(write.en & (write.target == Target.BIASES)),
+        ]
+
+        # ---- codebook registers (loaded per layer) ----------------------------------------
+        codebook = Array(Signal(signed(config.coef_bits), name=f"codebook_{c}")
+                         for c in range(config.codebook_size))
+        with m.If(self.codebook.en):
+            m.d.sync += codebook[self.codebook.index].eq(self.codebook.value)
+
+        # ---- activation queue -------------------------------------------------------------
+        m.submodules.queue = queue = fifo.SyncFIFO(
+            width=isa.group_layout(config).size, depth=config.fifo_depth)
+        m.d.comb += [
+            queue.w_data.eq(self.queue.payload),
+            queue.w_en.eq(self.queue.valid),
+            self.queue.ready.eq(queue.w_rdy),
+        ]
+        head = data.View(isa.group_layout(config), queue.r_data)
+
+        # ---- front end: pick the next lane with work, read p[j] and p[j+1] -----------------
+        column_layout = data.StructLayout({
+            "start": config.pointer_bits,
+            "end": config.pointer_bits,
+            "value": signed(config.act_bits),
+        })
+        m.submodules.columns = columns = fifo.SyncFIFO(
+            width=column_layout.size, depth=COLUMN_QUEUE_DEPTH)
+
+        front_valid = Signal()
+        front_mask = Signal(lanes)
+        front_base = Signal(ceil_log2(config.pointer_depth) + 1)  # pointer index of lane 0
+        front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes))
+
+        lane = lowest_set_bit(m, front_mask)
+        remaining = Signal(lanes)
+        m.d.comb += remaining.eq(front_mask & (front_mask - 1))
+        issued = Signal()           # a pointer read was issued last cycle
+        issue = Signal()
+        # Room for the read in flight: it lands in the column queue next cycle.
+        m.d.comb += issue.eq(front_valid & (columns.level + issued < COLUMN_QUEUE_DEPTH))
+        take = Signal()
+        m.d.comb += [
+            take.eq(queue.r_rdy & (~front_valid | (issue & (remaining == 0)))),
+            queue.r_en.eq(take),
+        ]
+        with m.If(take):
+            m.d.sync += [
+                front_valid.eq(1),
+                front_mask.eq(head.mask),
+                front_base.eq(self.pointer_base + (head.group << lane_bits)),
+                front_values.eq(head.values),
+            ]
+        with m.Elif(issue & (remaining == 0)):
+            m.d.sync += front_valid.eq(0)
+        with m.Elif(issue):
+            m.d.sync += front_mask.eq(remaining)
+
+        index = Signal.like(front_base)
+        m.d.comb += [
+            index.eq(front_base + lane),
+            odd_r.addr.eq(index >> 1),
+            even_r.addr.eq((index >> 1) + index[0]),
+        ]
+        index_odd = Signal()
+        issued_value = Signal(signed(config.act_bits))
+        m.d.sync += [
+            issued.eq(issue),
+            index_odd.eq(index[0]),
+            issued_value.eq(front_values[lane]),
+        ]
+        start = Mux(index_odd, odd_r.data, even_r.data)
+        end = Mux(index_odd, even_r.data, odd_r.data)
+        column_in = data.View(column_layout, columns.w_data)
+        m.d.comb += [
+            column_in.start.eq(start),
+            column_in.end.eq(end),
+            column_in.value.eq(issued_value),
+            # The occupancy bits promise a nonempty column; an empty one is skipped anyway.
+            columns.w_en.eq(issued & (end != start)),
+        ]
+
+        # ---- walker: one entry per cycle, straight from the column queue's head ------------
+        column = data.View(column_layout, columns.r_data)
+        walking = Signal()                          # the head column is partly read
+        walk_addr = Signal(config.pointer_bits)
+        address = Signal(config.pointer_bits)
+        m.d.comb += address.eq(Mux(walking, walk_addr, column.start))
+        read_entry = Signal()
+        last_entry = Signal()
+        m.d.comb += [
+            read_entry.eq(columns.r_rdy),
+            last_entry.eq(address + 1 == column.end),
+            columns.r_en.eq(read_entry & last_entry),
+            entries_r.addr.eq(address),
+        ]
+        with m.If(read_entry):
+            m.d.sync += [walk_addr.eq(address + 1), walking.eq(~last_entry)]
+
+        # ---- decode: entry -> row and weight ----------------------------------------------
+        decode_valid = Signal()
+        decode_first = Signal()
+        decode_value = Signal(signed(config.act_bits))
+        m.d.sync += [
+            decode_valid.eq(read_entry),
+            decode_first.eq(read_entry & ~walking),
+            decode_value.eq(column.value),
+        ]
+        fetched = data.View(entry, entries_r.data)
+        previous_row = Signal(config.row_bits)
+        row = Signal(config.row_bits)
+        m.d.comb += row.eq(Mux(decode_first, fetched.zero_run,
+                               previous_row + fetched.zero_run + 1))
+        multiply_valid = Signal()
+        multiply_row = Signal(config.row_bits)
+        multiply_value = Signal(signed(config.act_bits))
+        multiply_weight = Signal(signed(config.coef_bits))
+        m.d.sync += [
+            multiply_valid.eq(decode_valid),
+            multiply_row.eq(row),
+            multiply_value.eq(decode_value),
+            multiply_weight.eq(codebook[fetched.code]),
+        ]
+        with m.If(decode_valid):
+            m.d.sync += previous_row.eq(row)
+
+        # ---- multiply, then accumulate (read in this stage, write in the next) --------------
+        accumulate_valid = Signal()
+        accumulate_row = Signal(config.row_bits)
+        product = Signal(signed(config.act_bits + config.coef_bits))
+        m.d.sync += [
+            accumulate_valid.eq(multiply_valid),
+            accumulate_row.eq(multiply_row),
+            product.eq(multiply_value * multiply_weight),
+        ]
+
+        # ---- write-back: read and clear each row, requantize -------------------------------
+        m.submodules.requantizer = requantizer = Requantizer(config)
+        writing_back = Signal()
+        writeback_row = Signal(config.row_bits)
+        readout_valid = Signal()
+        readout_row = Signal(config.row_bits)
+        with m.If(self.writeback):
+            m.d.sync += [writing_back.eq(1), writeback_row.eq(0)]
+        with m.Elif(writing_back):
+            m.d.sync += writeback_row.eq(writeback_row + 1)
+            with m.If(writeback_row + 1 == self.rows):
+                m.d.sync += writing_back.eq(0)
+        m.d.sync += [readout_valid.eq(writing_back), readout_row.eq(writeback_row)]
+
+        m.d.comb += [
+            acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
+            biases_r.addr.eq(self.bias_base + writeback_row),
+        ]
+        with m.If(readout_valid):
+            # Read out and clear: the next layer starts from zero.
+            m.d.comb += [acc_w.addr.eq(readout_row), acc_w.data.eq(0), acc_w.en.eq(1)]
+        with m.Else():
+            m.d.comb += [
+                acc_w.addr.eq(accumulate_row),
+                acc_w.data.eq(acc_r.data + product),
+                acc_w.en.eq(accumulate_valid),
+            ]
+        m.d.comb += [
+            requantizer.i.valid.eq(readout_valid),
+            requantizer.i.payload.acc.eq(acc_r.data),
+            requantizer.i.payload.bias.eq(biases_r.data),
+            requantizer.shift.eq(self.shift),
+            requantizer.relu.eq(self.relu),
+        ]
+        wiring.connect(m, requantizer.o, wiring.flipped(self.result))
+
+        m.d.comb += self.busy.eq(queue.r_rdy | front_valid | issued | columns.r_rdy
+                                 | decode_valid | multiply_valid | accumulate_valid)
+        return m
+
+
+def _init(values):
+    return [] if values is None else [int(v) for v in values]

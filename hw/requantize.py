@@ -1,0 +1,82 @@
+"""Write-back arithmetic of a PE: bias, rounding shift, saturation, ReLU.
+
+Implements ``requantize`` of docs/numerics.md (``compiler/numerics.py`` is the definition this
+is checked against): ``clamp((acc + bias + 2**(shift-1)) >> shift)``, then ReLU.  EIE applies
+ReLU when writing the destination activation registers (Han et al. 2016, section III-C); we add
+the bias and rescale at the same point, since a power-of-two scale makes that a shift.
+
+Three pipeline stages so that none of the adder, the barrel shifter and the saturation compare
+sits in one cycle with another: the write-back is off the multiply-accumulate path and its
+latency only adds a fixed few cycles per layer.
+"""
+
+from amaranth import Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import EngineConfig
+
+__all__ = ["Requantizer", "LATENCY"]
+
+LATENCY = 3     # cycles from an input transfer to its output transfer
+
+
+class Requantizer(wiring.Component):
+    """One output activation per cycle from an accumulator and a bias.
+
+    Ports
+    -----
+    i : In(stream of {acc, bias}), always ready.
+    shift, relu : In; the layer's requantize parameters, stable during a write-back.
+    o : Out(stream of signed(act_bits)), always ready: the output ``LATENCY`` cycles later.
+    """
+
+    def __init__(self, config: EngineConfig):
+        self._config = config
+        operands = data.StructLayout({"acc": signed(config.acc_bits),
+                                      "bias": signed(config.bias_bits)})
+        super().__init__({
+            "i": In(stream.Signature(operands, always_ready=True)),
+            "shift": In(config.shift_bits),
+            "relu": In(1),
+            "o": Out(stream.Signature(signed(config.act_bits), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        wide = config.acc_bits + 2          # acc + bias + rounding constant cannot overflow this
+
+        # Stage 1: add the bias and the rounding constant 2**(shift-1) (0 when shift is 0).
+        rounding = Signal(wide)
+        m.d.comb += rounding.eq(Mux(self.shift == 0, 0, Const(1, wide) << (self.shift - 1)))
+        total = Signal(signed(wide))
+        total_valid = Signal()
+        m.d.sync += [
+            total.eq(self.i.payload.acc + self.i.payload.bias + rounding),
+            total_valid.eq(self.i.valid),
+        ]
+
+        # Stage 2: arithmetic shift right (floor), which with the constant rounds half up.
+        shifted = Signal(signed(wide))
+        shifted_valid = Signal()
+        m.d.sync += [
+            shifted.eq(total >> self.shift),
+            shifted_valid.eq(total_valid),
+        ]
+
+        # Stage 3: saturate to the activation width, then ReLU.
+        low = -(1 << (config.act_bits - 1))
+        high = (1 << (config.act_bits - 1)) - 1
+        floor = Mux(self.relu, 0, low)
+        value = Signal(signed(config.act_bits))
+        with m.If(shifted > high):
+            m.d.sync += value.eq(high)
+        with m.Elif(shifted < floor):
+            m.d.sync += value.eq(floor)
+        with m.Else():
+            m.d.sync += value.eq(shifted)
+        m.d.sync += self.o.valid.eq(shifted_valid)
+        m.d.comb += self.o.payload.eq(value)
+        return m
+
