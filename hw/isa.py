@@ -30,7 +30,8 @@ from .config import EngineConfig, _bits_for
 
 __all__ = ["entry_layout", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
-           "chunk_bits", "chunk_index",
+           "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
+           "activation_index", "lane_bits", "stream_layout",
            "PER_PE_REGIONS"]
 
 
@@ -140,7 +141,7 @@ class Region(enum.IntEnum):
     DESCRIPTORS = 2     # write: layer descriptors, in 32-bit chunks (``chunk_index``)
     CODEBOOK = 3        # write: ``layer * 2**code_bits + code`` -> coefficient
     OCCUPANCY = 4       # write: occupancy words, in 32-bit chunks (``chunk_index``)
-    ACTIVATIONS = 5     # read/write: activation ``index`` (inputs before a run, outputs after)
+    ACTIVATIONS = 5     # read/write: ``activation_index(i)`` (inputs before a run, outputs after)
     ENTRIES = 6         # write, per PE: sparse-matrix entries
     POINTERS = 7        # write, per PE: column pointers p (global index)
     BIASES = 8          # write, per PE: biases
@@ -156,6 +157,43 @@ REGISTERS = {
     "total_cycles": 4,  # read: cycles of the last run, start to done
     "input_count": 5,   # read: activations received on the input stream since the last run
 }
+
+
+def host_bus_signature():
+    """The host bus, seen from its master (the UART bridge, a testbench).
+
+    A write is one cycle of ``w_en`` with ``addr`` and ``w_data``.  A read is one cycle of
+    ``r_en`` with ``addr``; ``r_data`` is valid with ``r_valid`` exactly ``READ_LATENCY`` cycles
+    later.  Memory writes while the engine is busy are ignored.
+    """
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    return wiring.Signature({
+        "addr": Out(32),
+        "w_data": Out(BUS_DATA_BITS),
+        "w_en": Out(1),
+        "r_en": Out(1),
+        "r_data": In(BUS_DATA_BITS),
+        "r_valid": In(1),
+    })
+
+
+READ_LATENCY = 2
+
+
+def activation_index(i: int, config: EngineConfig) -> int:
+    """Bus index of activation ``i``: word ``i // pes`` and lane ``i % pes`` as bit fields."""
+    return ((i // config.pes) << lane_bits(config)) | (i % config.pes)
+
+
+def lane_bits(config: EngineConfig) -> int:
+    return (config.pes - 1).bit_length()
+
+
+def stream_layout(config: EngineConfig) -> data.StructLayout:
+    """The input and output streams' payload: one activation, and ``last`` on the final one.
+    On the input stream ``last`` starts the run."""
+    return data.StructLayout({"value": signed(config.act_bits), "last": 1})
 
 
 def bus_address(region: Region, index: int, pe: int = 0) -> int:

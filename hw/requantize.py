@@ -49,7 +49,7 @@ class Requantizer(wiring.Component):
 
         # Stage 1: add the bias and the rounding constant 2**(shift-1) (0 when shift is 0).
         rounding = Signal(wide)
-        m.d.comb += rounding.eq(Mux(self.shift == 0, 0, Const(1, wide) << (self.shift - 1)))
+        m.d.comb += rounding.eq((Const(1, wide + 1) << self.shift)[1:])
         total = Signal(signed(wide))
         total_valid = Signal()
         m.d.sync += [

@@ -1,0 +1,322 @@
+"""The sparse inference engine: broadcast unit, N processing elements, sequencer, host bus.
+
+An EIE-style engine (Han et al., ISCA 2016) generated from an :class:`EngineConfig`:
+
+* the activation buffer holds a layer's input, ``pes`` activations per word; the PEs' write-back
+  overwrites it with the layer's output, one word per cycle (EIE's source and destination
+  register files, merged: a layer's input is dead by the time its output is written);
+* the broadcast unit scans it and queues each PE's work (``broadcast.py``);
+* the PEs multiply and accumulate (``pe.py``), the sequencer runs the layers (``sequencer.py``).
+
+Interfaces: ``input`` (a stream of activations; ``last`` starts the run), ``output`` (the last
+layer's activations after a run), and ``bus`` (``isa.host_bus_signature``): memory writes, so
+a new model of the same shape class loads without regenerating the engine, and reads of status,
+activations and per-layer cycle counters.  Memories start from the program image when one is
+given.
+"""
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import isa
+from .broadcast import BroadcastUnit
+from .config import EngineConfig
+from .pe import ProcessingElement, Target
+from .sequencer import Sequencer
+
+__all__ = ["Engine"]
+
+
+class Engine(wiring.Component):
+    """The whole engine.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    image : the program image to initialise the memories with (an object with ``entries``,
+        ``pointers`` and ``biases`` per PE, ``codebook``, ``occupancy``, ``descriptors`` and
+        ``layer_count``), or None for empty memories that the host fills over the bus.
+
+    Ports
+    -----
+    input : In(stream of ``isa.stream_layout``); activations in order; ``last`` starts the run.
+    output : Out(stream of ``isa.stream_layout``); the last layer's outputs after each run.
+    bus : In(``isa.host_bus_signature()``).
+    """
+
+    def __init__(self, config: EngineConfig, image=None):
+        self._config = config
+        self._image = image
+        super().__init__({
+            "input": In(stream.Signature(isa.stream_layout(config))),
+            "output": Out(stream.Signature(isa.stream_layout(config))),
+            "bus": In(isa.host_bus_signature()),
+        })
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        image = self._image
+        pes = config.pes
+        lane_bits = isa.lane_bits(config)
+
+        # ---- components ---------------------------------------------------------------------
+        m.submodules.sequencer = sequencer = Sequencer(config)
+        m.submodules.broadcast = broadcast = BroadcastUnit(
+            config, occupancy=None if image is None else image.occupancy)
+        processing_elements = []
+        for k in range(pes):
+            pe = ProcessingElement(
+                config,
+                entries=None if image is None else image.entries[k],
+                pointers=None if image is None else image.pointers[k],
+                biases=None if image is None else image.biases[k])
+            m.submodules[f"pe{k}"] = pe
+            processing_elements.append(pe)
+
+        # ---- memories -----------------------------------------------------------------------
+        descriptor = isa.descriptor_layout(config)
+        m.submodules.descriptors = descriptors = memory.Memory(
+            shape=descriptor.size, depth=config.max_layers,
+            init=[] if image is None else [int(d) for d in image.descriptors])
+        m.submodules.codebook = codebook = memory.Memory(
+            shape=signed(config.coef_bits), depth=config.max_layers * config.codebook_size,
+            init=[] if image is None else [int(c) for c in _flat(image.codebook)])
+        m.submodules.activations = activations = memory.Memory(
+            shape=data.ArrayLayout(signed(config.act_bits), pes), depth=config.act_words,
+            init=[])
+        m.submodules.cycles = cycles = memory.Memory(shape=32, depth=config.max_layers, init=[])
+
+        descriptors_w, descriptors_r = descriptors.write_port(), descriptors.read_port()
+        codebook_w, codebook_r = codebook.write_port(), codebook.read_port()
+        activations_w = activations.write_port(granularity=1)
+        activations_r = activations.read_port()
+        cycles_w, cycles_r = cycles.write_port(), cycles.read_port()
+
+        layer_count = Signal(range(config.max_layers + 1),
+                             init=0 if image is None else int(image.layer_count))
+        busy = Signal()
+        done = Signal()         # sticky: the last run finished (cleared by the next start)
+        start = Signal()
+        unloading = Signal()
+
+        # ---- sequencer wiring ---------------------------------------------------------------
+        m.d.comb += [
+            sequencer.start.eq(start),
+            sequencer.layer_count.eq(layer_count),
+            descriptors_r.addr.eq(sequencer.descriptors.addr),
+            sequencer.descriptors.data.eq(descriptors_r.data),
+            codebook_r.addr.eq(sequencer.codebook.addr),
+            sequencer.codebook.data.eq(codebook_r.data),
+            broadcast.start.eq(sequencer.broadcast_start),
+            broadcast.groups.eq(sequencer.layer.groups),
+            broadcast.occupancy_base.eq(sequencer.layer.occupancy_base),
+            sequencer.broadcast_idle.eq(broadcast.idle),
+            sequencer.pes_busy.eq(Cat(pe.busy for pe in processing_elements).any()),
+            sequencer.results_valid.eq(processing_elements[0].result.valid),
+            cycles_w.en.eq(sequencer.cycles_write.en),
+            cycles_w.addr.eq(sequencer.cycles_write.addr),
+            cycles_w.data.eq(sequencer.cycles_write.data),
+            busy.eq(sequencer.busy | unloading),
+        ]
+        with m.If(start):
+            m.d.sync += done.eq(0)
+        with m.If(sequencer.done):
+            m.d.sync += done.eq(1)
+
+        for pe, queue in zip(processing_elements, broadcast.queues):
+            wiring.connect(m, queue, pe.queue)
+            m.d.comb += [
+                pe.pointer_base.eq(sequencer.layer.pointer_base),
+                pe.bias_base.eq(sequencer.layer.bias_base),
+                pe.rows.eq(sequencer.layer.rows),
+                pe.shift.eq(sequencer.layer.shift),
+                pe.relu.eq(sequencer.layer.relu),
+                pe.codebook.en.eq(sequencer.codebook_write.en),
+                pe.codebook.index.eq(sequencer.codebook_write.index),
+                pe.codebook.value.eq(sequencer.codebook_write.value),
+                pe.writeback.eq(sequencer.writeback),
+            ]
+
+        # ---- host bus: decode -----------------------------------------------------------------
+        bus = self.bus
+        region = bus.addr[28:32]
+        target_pe = bus.addr[21:28]
+        index = bus.addr[0:21]
+        writing = Signal()
+        m.d.comb += writing.eq(bus.w_en & ~busy)
+
+        # Wide words (descriptors, occupancy) arrive as 32-bit chunks; the last commits.
+        descriptor_chunks = isa.chunks_of(descriptor.size)
+        occupancy_width = isa.occupancy_layout(config).size
+        occupancy_chunks = isa.chunks_of(occupancy_width)
+        staged = Signal(32 * max(descriptor_chunks, occupancy_chunks))
+        for what, width in ((isa.Region.DESCRIPTORS, descriptor.size),
+                            (isa.Region.OCCUPANCY, occupancy_width)):
+            chunks = isa.chunks_of(width)
+            if chunks > 1:
+                chunk = index[:isa.chunk_bits(width)]
+                with m.If(writing & (region == what) & (chunk < chunks - 1)):
+                    with m.Switch(chunk):
+                        for c in range(chunks - 1):
+                            with m.Case(c):
+                                m.d.sync += staged[32 * c:32 * (c + 1)].eq(bus.w_data)
+        descriptor_chunk = index[:isa.chunk_bits(descriptor.size)] if descriptor_chunks > 1 else 0
+        occupancy_chunk = index[:isa.chunk_bits(occupancy_width)] if occupancy_chunks > 1 else 0
+        m.d.comb += [
+            descriptors_w.addr.eq(index >> isa.chunk_bits(descriptor.size)),
+            descriptors_w.data.eq(Cat(staged[:32 * (descriptor_chunks - 1)], bus.w_data)),
+            descriptors_w.en.eq(writing & (region == isa.Region.DESCRIPTORS)
+                                & (descriptor_chunk == descriptor_chunks - 1)),
+            broadcast.occupancy_write.addr.eq(index >> isa.chunk_bits(occupancy_width)),
+            broadcast.occupancy_write.data.eq(
+                Cat(staged[:32 * (occupancy_chunks - 1)], bus.w_data)),
+            broadcast.occupancy_write.en.eq(writing & (region == isa.Region.OCCUPANCY)
+                                            & (occupancy_chunk == occupancy_chunks - 1)),
+            codebook_w.addr.eq(index),
+            codebook_w.data.eq(bus.w_data),
+            codebook_w.en.eq(writing & (region == isa.Region.CODEBOOK)),
+        ]
+        per_pe_target = {isa.Region.ENTRIES: Target.ENTRIES, isa.Region.POINTERS: Target.POINTERS,
+                         isa.Region.BIASES: Target.BIASES}
+        target = Signal(2)
+        with m.Switch(region):
+            for what, code in per_pe_target.items():
+                with m.Case(what):
+                    m.d.comb += target.eq(code)
+        per_pe_region = Cat(region == what for what in per_pe_target).any()
+        for k, pe in enumerate(processing_elements):
+            m.d.comb += [
+                pe.write.en.eq(writing & per_pe_region & (target_pe == k)),
+                pe.write.target.eq(target),
+                pe.write.addr.eq(index),
+                pe.write.data.eq(bus.w_data),
+            ]
+
+        registers_write = bus.w_en & (region == isa.Region.REGISTERS)
+        with m.If(registers_write & (index == isa.REGISTERS["layer_count"]) & ~busy):
+            m.d.sync += layer_count.eq(bus.w_data)
+        bus_start = registers_write & (index == isa.REGISTERS["control"]) & bus.w_data[0]
+
+        # ---- input stream: activations into the buffer, `last` starts the run -----------------
+        input_count = Signal(range(config.max_features + 1))
+        input_word = Signal.like(activations_w.addr)
+        input_lane = Signal(range(max(2, pes)))
+        m.d.comb += self.input.ready.eq(~busy)
+        stream_write = self.input.valid & self.input.ready
+        with m.If(stream_write):
+            with m.If(self.input.payload.last):
+                m.d.sync += [input_word.eq(0), input_lane.eq(0)]
+            with m.Elif(input_lane == pes - 1):
+                m.d.sync += [input_word.eq(input_word + 1), input_lane.eq(0)]
+            with m.Else():
+                m.d.sync += input_lane.eq(input_lane + 1)
+            m.d.sync += input_count.eq(Mux(self.input.payload.last, 0, input_count + 1))
+        m.d.comb += start.eq(~busy & (bus_start | (stream_write & self.input.payload.last)))
+
+        # ---- activation buffer write port: write-back, input stream, host ------------------------
+        results = Cat(pe.result.payload for pe in processing_elements)
+        with m.If(sequencer.result_write.en):
+            m.d.comb += [activations_w.addr.eq(sequencer.result_write.addr),
+                         activations_w.data.eq(results),
+                         activations_w.en.eq((1 << pes) - 1)]
+        with m.Elif(stream_write):
+            m.d.comb += [activations_w.addr.eq(input_word),
+                         activations_w.data.eq(_replicate(self.input.payload.value, pes)),
+                         activations_w.en.eq(1 << input_lane)]
+        with m.Elif(writing & (region == isa.Region.ACTIVATIONS)):
+            m.d.comb += [activations_w.addr.eq(index >> lane_bits),
+                         activations_w.data.eq(_replicate(bus.w_data[:config.act_bits], pes)),
+                         activations_w.en.eq(1 << index[:max(1, lane_bits)])]
+
+        # ---- output stream: the last layer's outputs after a run --------------------------------
+        output_count = Signal(range(config.max_features + 1))
+        output_word = Signal.like(activations_r.addr)
+        output_lane = Signal(range(max(2, pes)))
+        showing = Signal()
+        with m.If(sequencer.done):
+            m.d.sync += [unloading.eq(1), showing.eq(0), output_count.eq(0),
+                         output_word.eq(0), output_lane.eq(0)]
+        with m.Elif(unloading & ~showing):
+            m.d.sync += showing.eq(1)      # the read of (output_word) was issued this cycle
+        m.d.comb += [
+            self.output.valid.eq(showing),
+            self.output.payload.value.eq(activations_r.data[output_lane]),
+            self.output.payload.last.eq(output_count + 1 == sequencer.layer.out_features),
+        ]
+        with m.If(self.output.valid & self.output.ready):
+            m.d.sync += [showing.eq(0), output_count.eq(output_count + 1)]
+            with m.If(self.output.payload.last):
+                m.d.sync += unloading.eq(0)
+            with m.Elif(output_lane == pes - 1):
+                m.d.sync += [output_lane.eq(0), output_word.eq(output_word + 1)]
+            with m.Else():
+                m.d.sync += output_lane.eq(output_lane + 1)
+
+        # ---- activation buffer read port: broadcast, output stream, host ------------------------
+        read_lane = Signal(range(max(2, pes)))
+        with m.If(sequencer.busy):
+            m.d.comb += [activations_r.addr.eq(broadcast.activations.addr),
+                         activations_r.en.eq(broadcast.activations.en)]
+        with m.Elif(unloading):
+            m.d.comb += [activations_r.addr.eq(output_word), activations_r.en.eq(~showing)]
+        with m.Else():
+            m.d.comb += [activations_r.addr.eq(index >> lane_bits),
+                         activations_r.en.eq(bus.r_en)]
+        m.d.comb += broadcast.activations.data.eq(activations_r.data)
+
+        # ---- host bus: reads, READ_LATENCY cycles after r_en ------------------------------------
+        register_value = Signal(32)
+        with m.Switch(index):
+            with m.Case(isa.REGISTERS["id"]):
+                m.d.comb += register_value.eq(isa.ENGINE_ID)
+            with m.Case(isa.REGISTERS["config"]):
+                m.d.comb += register_value.eq(pes | (config.act_bits << 8)
+                                              | (config.code_bits << 16)
+                                              | (config.scan_lanes << 24))
+            with m.Case(isa.REGISTERS["control"]):
+                m.d.comb += register_value.eq(Cat(busy, done))
+            with m.Case(isa.REGISTERS["layer_count"]):
+                m.d.comb += register_value.eq(layer_count)
+            with m.Case(isa.REGISTERS["total_cycles"]):
+                m.d.comb += register_value.eq(sequencer.total_cycles)
+            with m.Case(isa.REGISTERS["input_count"]):
+                m.d.comb += register_value.eq(input_count)
+        m.d.comb += cycles_r.addr.eq(index)
+
+        read_region = Signal(4)
+        read_register = Signal(32)
+        read_pending = Signal()
+        m.d.sync += [
+            read_pending.eq(bus.r_en),
+            read_region.eq(region),
+            read_register.eq(register_value),
+            read_lane.eq(index[:max(1, lane_bits)]),
+        ]
+        with m.If(read_pending):
+            with m.Switch(read_region):
+                with m.Case(isa.Region.REGISTERS):
+                    m.d.sync += bus.r_data.eq(read_register)
+                with m.Case(isa.Region.CYCLES):
+                    m.d.sync += bus.r_data.eq(cycles_r.data)
+                with m.Case(isa.Region.ACTIVATIONS):
+                    m.d.sync += bus.r_data.eq(activations_r.data[read_lane])
+                with m.Default():
+                    m.d.sync += bus.r_data.eq(0)
+        m.d.sync += bus.r_valid.eq(read_pending)
+        return m
+
+
+def _replicate(value, count):
+    return Cat(value for _ in range(count))
+
+
+def _flat(array):
+    import numpy as np
+    return np.asarray(array).reshape(-1)
