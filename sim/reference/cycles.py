@@ -1,0 +1,165 @@
+"""The cycle model: how many clock cycles the engine takes for a layer, and why.
+
+Two yardsticks from DESIGN.md are computed from the same work counts: for a layer and an input,
+``E_k`` is the number of entries (padding included) PE ``k`` must process for the nonzero input
+activations; the physical limit is ``ceil(sum_k E_k / N)`` (perfect balance) and a queue-based
+engine cannot beat ``max_k E_k``.
+
+The prediction mirrors the RTL's register transfers cycle by cycle (broadcast unit, each PE's
+activation queue, LNZD front end, pointer read, column queue, entry walker, MAC pipeline), so
+it can be checked against RTL simulation instead of being fitted to it.  Around the compute
+phase the sequencer adds a fixed per-layer overhead that depends only on the configuration and
+the layer's shape (:func:`fixed_overhead`):
+
+====================  ==========================================================
+FETCH, FETCHED        2 cycles (descriptor read)
+LOAD                  ``2**code_bits`` cycles (codebook into the PEs)
+COMPUTE               1 cycle (starts the broadcast unit)
+DRAIN                 the compute phase: queues fill and drain (simulated)
+WRITEBACK + STORE     ``1 + rows + WRITEBACK_LATENCY - 1`` cycles
+====================  ==========================================================
+
+and the compute phase itself cannot end before the broadcast unit has scanned
+``ceil(in / scan_lanes)`` groups and the last entry has left the pipeline (``PIPELINE_FILL``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparseforge.hw.config import EngineConfig
+from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
+from sparseforge.hw.sequencer import WRITEBACK_LATENCY
+
+__all__ = ["LayerTiming", "simulate_compute", "fixed_overhead", "layer_timing", "PIPELINE_FILL"]
+
+# From the broadcast unit's start to the first product written, when nothing waits: scan
+# fetch (2), queue write and read (2), pointer read (2), entry read, decode, multiply,
+# accumulate (4); and one cycle for the sequencer to see the engine idle.
+PIPELINE_FILL = 10
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """Cycles of one layer for one input, with the cost model's yardsticks."""
+    cycles: int               # predicted cycles, FETCH to the last write-back word
+    compute: int              # of which the compute phase (DRAIN state)
+    overhead: int             # of which the fixed part (fixed_overhead)
+    work: np.ndarray          # E_k per PE
+    limit: int                # ceil(sum_k E_k / N)
+    bound: int                # max_k E_k
+    nonzero_inputs: int
+
+    @property
+    def efficiency(self) -> float:
+        """Load-balance efficiency: (sum_k E_k / N) over the measured or predicted cycles."""
+        return float(self.work.sum()) / len(self.work) / self.cycles if self.cycles else 0.0
+
+
+def fixed_overhead(config: EngineConfig, out_features: int) -> int:
+    """Cycles of a layer outside its compute phase (sequencing, codebook load, write-back)."""
+    rows = -(-out_features // config.pes)
+    return 2 + config.codebook_size + 1 + 1 + rows + WRITEBACK_LATENCY - 1
+
+
+def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarray) -> int:
+    """Cycles the sequencer spends in DRAIN for one layer and one input.
+
+    ``counts`` (pes x in): entries of each PE's column, padding included; ``active`` (in,):
+    which input activations are nonzero.  Mirrors hw/broadcast.py and hw/pe.py register for
+    register; see the comments there for the meaning of each step.
+    """
+    pes, lanes = config.pes, config.scan_lanes
+    in_features = counts.shape[1]
+    groups = -(-in_features // lanes)
+    padded = np.zeros((pes, groups * lanes), dtype=np.int64)
+    padded[:, :in_features] = np.where(active[None, :], counts, 0)
+    # work[g][k]: the entry counts of the lanes of group g that PE k has work for, lane order.
+    per_group = padded.reshape(pes, groups, lanes)
+    work = [[tuple(int(c) for c in per_group[k, g] if c) for k in range(pes)]
+            for g in range(groups)]
+
+    running, next_group = True, 0
+    held, held_group, fresh, pending = False, 0, False, set()
+    queues = [deque() for _ in range(pes)]
+    fronts: list[list[int] | None] = [None] * pes
+    issued: list[int | None] = [None] * pes
+    columns = [deque() for _ in range(pes)]
+    walked = [0] * pes                      # entries of the head column already read
+    pipes = [[False, False, False] for _ in range(pes)]
+    depth = config.fifo_depth
+
+    cycle = 0
+    while True:
+        cycle += 1
+        broadcast_idle = not running and not held
+        if broadcast_idle and not any(
+                queues[k] or fronts[k] is not None or issued[k] is not None or columns[k]
+                or any(pipes[k]) for k in range(pes)):
+            return cycle
+
+        # ---- broadcast unit (combinational view of this cycle) ----
+        fetch = running and next_group != groups
+        accepted: list[int] = []
+        refused: set[int] = set()
+        if held:
+            wanted = ([k for k in range(pes) if work[held_group][k]] if fresh
+                      else sorted(pending))
+            for k in wanted:
+                if len(queues[k]) < depth:
+                    accepted.append(k)
+                else:
+                    refused.add(k)
+        advance = not held or not refused
+
+        # ---- PEs ----
+        for k in range(pes):
+            front = fronts[k]
+            issue = front is not None and len(columns[k]) + (issued[k] is not None) \
+                < COLUMN_QUEUE_DEPTH
+            last_lane = issue and len(front) == 1
+            take = bool(queues[k]) and (front is None or last_lane)
+            read = bool(columns[k])
+            # state updates, in the order the registers would take them
+            pipes[k] = [read, pipes[k][0], pipes[k][1]]
+            if read:
+                if walked[k] + 1 == columns[k][0]:
+                    columns[k].popleft()
+                    walked[k] = 0
+                else:
+                    walked[k] += 1
+            if issued[k] is not None:
+                columns[k].append(issued[k])
+            issued[k] = front[0] if issue else None
+            if take:
+                fronts[k] = list(queues[k].popleft())
+            elif last_lane:
+                fronts[k] = None
+            elif issue:
+                fronts[k] = front[1:]
+
+        for k in accepted:
+            queues[k].append(work[held_group][k])
+        if advance:
+            held, held_group, fresh = fetch, next_group, True
+            if fetch:
+                next_group += 1
+            elif running:
+                running = False
+        else:
+            pending, fresh = refused, False
+
+
+def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
+                 out_features: int) -> LayerTiming:
+    """Predicted cycles and the cost model's yardsticks for one layer and one input."""
+    work = (counts * active[None, :]).sum(axis=1)
+    compute = simulate_compute(config, counts, active)
+    overhead = fixed_overhead(config, out_features)
+    return LayerTiming(
+        cycles=overhead + compute, compute=compute, overhead=overhead, work=work,
+        limit=int(-(-int(work.sum()) // config.pes)), bound=int(work.max()),
+        nonzero_inputs=int(np.count_nonzero(active)))
