@@ -14,20 +14,22 @@ from pathlib import Path
 
 from sparseforge import toolchain
 
-__all__ = ["SIMULATORS", "CocotbFailure", "available_simulators", "run_cocotb"]
+__all__ = ["SIMULATORS", "CocotbFailure", "available_simulators", "run_cocotb", "lint",
+           "LINT_WAIVERS"]
 
 SIMULATORS = ("verilator", "icarus")
 
-# Amaranth emits width-mismatched assignments and unused bits that are correct by construction;
-# each waiver is listed in docs/engine.md.
-VERILATOR_WAIVERS = (
-    "-Wno-fatal",
-    "-Wno-WIDTHEXPAND",
-    "-Wno-WIDTHTRUNC",
-    "-Wno-UNUSEDSIGNAL",
-    "-Wno-UNOPTFLAT",
-    "-Wno-CASEINCOMPLETE",
-)
+# Warnings that Amaranth's generated Verilog raises by construction; anything else is a finding.
+LINT_WAIVERS = {
+    "WIDTHEXPAND": "Amaranth's arithmetic widens operands implicitly; widths are checked there",
+    "WIDTHTRUNC": "assignments truncate to the target width, as Amaranth's semantics say",
+    "UNUSEDSIGNAL": "the backend keeps intermediate wires and unused bits of packed structs",
+    "PROCASSINIT": "registers are declared with their reset value and assigned in processes",
+    "CASEINCOMPLETE": "Amaranth's Switch without Default leaves other values unassigned",
+    "DECLFILENAME": "the module name is chosen by the caller, not the file name",
+}
+VERILATOR_WAIVERS = ("-Wno-fatal", "-Wno-UNOPTFLAT",
+                     *(f"-Wno-{warning}" for warning in LINT_WAIVERS))
 
 BENCH_PLUSARG = "sf_bench"
 
@@ -52,6 +54,17 @@ def available_simulators() -> list[str]:
     if shutil.which("iverilog") and shutil.which("vvp"):
         found.append("icarus")
     return found
+
+
+def lint(source: Path, toplevel: str) -> list[str]:
+    """Run ``verilator --lint-only -Wall`` with the documented waivers; return the warnings."""
+    import subprocess
+    verilator = toolchain.require("verilator")
+    result = subprocess.run(
+        [verilator.path, "--lint-only", "-Wall", "--top-module", toplevel,
+         *(f"-Wno-{warning}" for warning in LINT_WAIVERS), str(source)],
+        capture_output=True, text=True, env=toolchain.environment())
+    return [line for line in result.stderr.splitlines() if line.startswith("%")]
 
 
 def _prepare_environment() -> None:

@@ -66,6 +66,22 @@ def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0
     return np.array(outputs), np.array(cycles)
 
 
+def column_counts(image, layers, index, pes):
+    """Entries of each PE's columns of layer ``index``, from the image's pointers."""
+    base = sum(layer.codes.shape[1] + 1 for layer in layers[:index])
+    width = layers[index].codes.shape[1]
+    return np.array([np.diff(image.pointers[k][base:base + width + 1]) for k in range(pes)])
+
+
+def assert_cycles_match_model(config, image, layers, activations, cycles):
+    for b in range(len(cycles)):
+        for index, layer in enumerate(layers):
+            counts = column_counts(image, layers, index, config.pes)
+            timing = layer_timing(config, counts, activations[index][b] != 0,
+                                  layer.codes.shape[0])
+            assert cycles[b, index] == timing.cycles, (b, index, cycles[b, index], timing)
+
+
 def golden(layers, x, act_bits=8):
     activations = [np.asarray(x, np.int64)]
     for layer in layers:
@@ -86,8 +102,25 @@ def test_engine_matches_golden_and_cycle_model(pes, scan_lanes):
     outputs, cycles = rtl_infer(config, image, inputs, input_idle=0.3, output_stall=0.3)
     activations = golden(layers, inputs)
     np.testing.assert_array_equal(outputs, activations[-1])
-    for b in range(len(inputs)):
-        for index, layer in enumerate(layers):
-            counts = np.array([np.diff(image.pointers[k][sum(l.codes.shape[1] + 1 for l in layers[:index]):][:layer.codes.shape[1] + 1]) for k in range(pes)])
-            timing = layer_timing(config, counts, activations[index][b] != 0, layer.codes.shape[0])
-            assert cycles[b, index] == timing.cycles, (b, index, cycles[b, index], timing)
+    assert_cycles_match_model(config, image, layers, activations, cycles)
+
+
+@pytest.mark.parametrize("pes,scan_lanes,fifo_depth,density", [
+    (2, 1, 2, 0.05),      # long zero runs: 40 rows per PE, padding entries
+    (8, 4, 2, 0.3),       # small queues: the broadcast unit must wait for full PEs
+    (16, 4, 4, 0.15),
+])
+def test_engine_stress(pes, scan_lanes, fifo_depth, density):
+    rng = np.random.default_rng(pes + fifo_depth)
+    layers = random_layers(rng, [(80, 24), (24, 80)], density=density)
+    config = config_for(layers, pes, scan_lanes, fifo_depth=fifo_depth)
+    image = build_image(config, layers)
+    padding = sum(int(np.count_nonzero((np.array(e) & 0xF0) == 0)) for e in image.entries)
+    inputs = rng.integers(-128, 128, (2, 24))
+    inputs[:, rng.random(24) < 0.35] = 0
+    outputs, cycles = rtl_infer(config, image, inputs, input_idle=0.2, output_stall=0.2)
+    activations = golden(layers, inputs)
+    np.testing.assert_array_equal(outputs, activations[-1])
+    assert_cycles_match_model(config, image, layers, activations, cycles)
+    if density < 0.1:
+        assert padding > 0
