@@ -43,6 +43,10 @@ class EngineConfig:
     occupancy_depth : occupancy words (one per group of ``scan_lanes`` columns), all layers.
     fifo_depth : depth of each PE's activation queue.
     shift_bits : width of the requantize shift in a layer descriptor.
+    max_column_entries : the most entries (padding included) one PE holds in one column.
+    acc_memory_bits : accumulator bits kept in block RAM; the rest (``acc_bits -
+        acc_memory_bits``) in registers.  iCE40 block RAMs are 16 bits wide, so a 24-bit
+        accumulator file costs two of them; 16 keeps it to one.  0 means all in block RAM.
     """
     pes: int
     act_bits: int = 8
@@ -61,6 +65,8 @@ class EngineConfig:
     occupancy_depth: int = 256
     fifo_depth: int = 8
     shift_bits: int = 6
+    max_column_entries: int = 64
+    acc_memory_bits: int = 0
 
     def __post_init__(self):
         def check(name, low, high):
@@ -85,6 +91,11 @@ class EngineConfig:
         check("occupancy_depth", 1, 1 << 21)
         check("fifo_depth", 2, 1024)
         check("shift_bits", 1, 7)
+        check("max_column_entries", 1, 1 << 21)
+        check("acc_memory_bits", 0, 48)
+        if self.acc_memory_bits > self.acc_bits:
+            raise ValueError(f"acc_memory_bits ({self.acc_memory_bits}) must not exceed "
+                             f"acc_bits ({self.acc_bits})")
         if self.scan_lanes & (self.scan_lanes - 1) or self.pes % self.scan_lanes:
             raise ValueError(f"scan_lanes must be a power of two that divides pes ({self.pes}), "
                              f"not {self.scan_lanes}")
@@ -129,9 +140,14 @@ class EngineConfig:
         return self.pes // self.scan_lanes
 
     @property
-    def pointer_bank_depth(self) -> int:
-        """Depth of each of the two pointer banks (even and odd pointer indices)."""
-        return (self.pointer_depth + 1) // 2
+    def count_bits(self) -> int:
+        """Holds an entry count of one PE's column, 0 .. max_column_entries."""
+        return _bits_for(self.max_column_entries)
+
+    @property
+    def parameter_depth(self) -> int:
+        """Depth of a PE's parameter memory: a column word per pointer index, then biases."""
+        return self.pointer_depth + self.bias_depth
 
     @property
     def max_zero_run(self) -> int:

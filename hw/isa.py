@@ -11,8 +11,10 @@ below the previous one (the first sits at local row ``z``).  A gap wider than ``
 inserts a padding entry ``(2**idx_bits - 1, 0)``: code 0 is the zero weight.
 
 Column pointers (EIE section III-B, "pointer read unit"): per PE and layer, ``p[0..in]``; column
-``j`` holds entries ``p[j] .. p[j+1]-1``.  The engine keeps even and odd pointers in two banks so
-that ``p[j]`` and ``p[j+1]`` are read in one cycle.
+``j`` holds entries ``p[j] .. p[j+1]-1``.  EIE reads ``p[j]`` and ``p[j+1]`` in one cycle from
+two banks; the engine stores both in one *column word* ``(start = p[j], count = p[j+1]-p[j])`` at
+pointer index ``pointer_base + j``, in a per-PE parameter memory that also holds the biases
+(read only at write-back), which saves two block RAMs per PE on small FPGAs.
 
 Occupancy word (sparseforge, not in EIE): one bit per (column, PE) saying ``p[j+1] > p[j]``, in
 groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has (docs/engine.md).
@@ -28,7 +30,7 @@ from amaranth.lib import data
 
 from .config import EngineConfig, _bits_for
 
-__all__ = ["entry_layout", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
+__all__ = ["entry_layout", "column_layout", "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
            "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
            "activation_index", "lane_bits", "stream_layout",
@@ -41,6 +43,28 @@ def entry_layout(config: EngineConfig) -> data.StructLayout:
         "zero_run": config.idx_bits,
         "code": config.code_bits,
     })
+
+
+def column_layout(config: EngineConfig) -> data.StructLayout:
+    """A column word of a PE's parameter memory: where its column starts and how many entries."""
+    return data.StructLayout({
+        "start": config.pointer_bits,
+        "count": config.count_bits,
+    })
+
+
+def parameter_bits(config: EngineConfig) -> int:
+    """Width of a PE's parameter memory: column words and biases share it."""
+    return max(column_layout(config).size, config.bias_bits)
+
+
+def column_words(config: EngineConfig, pointers) -> np.ndarray:
+    """A PE's column words from its pointer array (all layers): word ``i`` describes the column
+    that starts at ``pointers[i]``; the word at a layer's last index ``p[in]`` is never read."""
+    pointers = np.asarray(pointers, dtype=np.int64)
+    counts = np.diff(pointers, append=pointers[-1:]) if pointers.size else pointers
+    counts = np.where(counts < 0, 0, counts)       # across a layer boundary: never read
+    return pack(column_layout(config), start=pointers, count=counts)
 
 
 def descriptor_layout(config: EngineConfig) -> data.StructLayout:
@@ -143,7 +167,7 @@ class Region(enum.IntEnum):
     OCCUPANCY = 4       # write: occupancy words, in 32-bit chunks (``chunk_index``)
     ACTIVATIONS = 5     # read/write: ``activation_index(i)`` (inputs before a run, outputs after)
     ENTRIES = 6         # write, per PE: sparse-matrix entries
-    POINTERS = 7        # write, per PE: column pointers p (global index)
+    POINTERS = 7        # write, per PE: column words (``column_words``) at the pointer index
     BIASES = 8          # write, per PE: biases
 
 

@@ -3,8 +3,7 @@
 Follows EIE (Han et al., ISCA 2016, section III-B and III-C): each PE owns the rows ``i`` with
 ``i mod N == k`` of every layer, keeps its slice of the sparse matrix in CSC form (relative
 zero-run indices, 4-bit codebook indices), and for each nonzero input activation ``a_j`` reads
-the column pointers ``p[j]`` and ``p[j+1]`` in one cycle (even and odd pointers live in two
-banks), walks the column's entries one per cycle, decodes each through the layer's codebook,
+the column pointers ``p[j]`` and ``p[j+1]`` in one cycle, walks the column's entries one per cycle, decodes each through the layer's codebook,
 multiplies and accumulates into its accumulator file.  A write-back pass adds the bias, rescales,
 saturates and applies ReLU (``requantize.py``).
 
@@ -14,20 +13,25 @@ Where this differs from EIE, and why (docs/engine.md):
   this PE has work for (the broadcast unit knows from the occupancy bits); the front end picks
   lanes with a leading-nonzero detector, one column per cycle.  So a column the PE has no entry
   in costs it nothing, and the queue is filled ``G`` activations at a time.
+* ``p[j]`` and ``p[j+1]`` come from one *column word* ``(start, count)`` instead of two banks,
+  and the biases share that memory (they are read only at write-back): one block RAM instead
+  of three on parts whose RAMs are small (the iCE40UP5K has 30).
 * A small column queue decouples the pointer read from the entry walk, and the walker reads the
   next column's first entry in the cycle after the previous column's last: columns cost no
   bubbles, so a PE's busy cycles approach its entry count ``E_k``.
+* Optionally (``acc_memory_bits``) the accumulators' high bits live in registers, so a 24-bit
+  accumulator file fits one 16-bit-wide iCE40 block RAM.
 * The accumulator read port is transparent to its write port: a product for row ``r`` that
   follows one for the same row in the next cycle sees the freshly written sum.  That is EIE's
   "bypass" for back-to-back writes to one row, done by the memory's transparency logic.
 
 Pipeline (one column per cycle at the front, one entry per cycle after the column queue)::
 
-    queue -> front end (LNZD) -> pointer banks -> column queue -> walker -> entry memory
+    queue -> front end (LNZD) -> column word -> column queue -> walker -> entry memory
           -> decode (row, codebook) -> multiply -> accumulate (read-modify-write)
 """
 
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -38,7 +42,9 @@ from .requantize import Requantizer
 
 __all__ = ["ProcessingElement", "Target", "COLUMN_QUEUE_DEPTH"]
 
-COLUMN_QUEUE_DEPTH = 4
+# Three: with one-entry columns the walker takes a column per cycle while one sits in the queue
+# and one read is in flight.
+COLUMN_QUEUE_DEPTH = 3
 
 
 class Target:
@@ -113,41 +119,33 @@ class ProcessingElement(wiring.Component):
         entry = isa.entry_layout(config)
 
         # ---- memories (synchronous reads map to block RAM) -------------------------------
-        pointers = self._init["pointers"]
-        even_init = odd_init = []
-        if pointers is not None:
-            even_init, odd_init = list(pointers[0::2]), list(pointers[1::2])
+        # Parameter memory: column words at pointer indices, then biases.
+        parameters_init = []
+        if self._init["pointers"] is not None:
+            parameters_init = [int(w) for w in isa.column_words(config, self._init["pointers"])]
+            parameters_init += [0] * (config.pointer_depth - len(parameters_init))
+            parameters_init += [int(b) & ((1 << config.bias_bits) - 1)
+                                for b in self._init["biases"]]
         m.submodules.entries = entries = memory.Memory(
-            shape=entry.size, depth=config.entry_depth,
-            init=_init(self._init["entries"]))
-        m.submodules.even_pointers = even = memory.Memory(
-            shape=config.pointer_bits, depth=config.pointer_bank_depth, init=even_init)
-        m.submodules.odd_pointers = odd = memory.Memory(
-            shape=config.pointer_bits, depth=config.pointer_bank_depth, init=odd_init)
-        m.submodules.biases = biases = memory.Memory(
-            shape=signed(config.bias_bits), depth=config.bias_depth,
-            init=_init(self._init["biases"]))
-        m.submodules.accumulators = accumulators = memory.Memory(
-            shape=signed(config.acc_bits), depth=config.max_rows, init=[])
+            shape=entry.size, depth=config.entry_depth, init=_init(self._init["entries"]))
+        m.submodules.parameters = parameters = memory.Memory(
+            shape=isa.parameter_bits(config), depth=config.parameter_depth, init=parameters_init)
+        m.submodules.accumulators = accumulators = AccumulatorFile(config)
 
         entries_w, entries_r = entries.write_port(), entries.read_port()
-        even_w, even_r = even.write_port(), even.read_port()
-        odd_w, odd_r = odd.write_port(), odd.read_port()
-        biases_w, biases_r = biases.write_port(), biases.read_port()
-        acc_w = accumulators.write_port()
-        acc_r = accumulators.read_port(transparent_for=(acc_w,))
+        parameters_w, parameters_r = parameters.write_port(), parameters.read_port()
+        acc_w, acc_r = accumulators.write, accumulators.read
 
         # ---- host writes ------------------------------------------------------------------
         write = self.write
         m.d.comb += [
             entries_w.addr.eq(write.addr), entries_w.data.eq(write.data),
             entries_w.en.eq(write.en & (write.target == Target.ENTRIES)),
-            even_w.addr.eq(write.addr >> 1), even_w.data.eq(write.data),
-            even_w.en.eq(write.en & (write.target == Target.POINTERS) & ~write.addr[0]),
-            odd_w.addr.eq(write.addr >> 1), odd_w.data.eq(write.data),
-            odd_w.en.eq(write.en & (write.target == Target.POINTERS) & write.addr[0]),
-            biases_w.addr.eq(write.addr), biases_w.data.eq(write.data),
-            biases_w.en.eq(write.en & (write.target == Target.BIASES)),
+            parameters_w.addr.eq(Mux(write.target == Target.BIASES,
+                                     config.pointer_depth + write.addr, write.addr)),
+            parameters_w.data.eq(write.data),
+            parameters_w.en.eq(write.en & ((write.target == Target.POINTERS)
+                                           | (write.target == Target.BIASES))),
         ]
 
         # ---- codebook registers (loaded per layer) ----------------------------------------
@@ -166,10 +164,10 @@ class ProcessingElement(wiring.Component):
         ]
         head = data.View(isa.group_layout(config), queue.r_data)
 
-        # ---- front end: pick the next lane with work, read p[j] and p[j+1] -----------------
+        # ---- front end: pick the next lane with work, read its column word ----------------
         column_layout = data.StructLayout({
             "start": config.pointer_bits,
-            "end": config.pointer_bits,
+            "count": config.count_bits,
             "value": signed(config.act_bits),
         })
         m.submodules.columns = columns = fifo.SyncFIFO(
@@ -183,7 +181,7 @@ class ProcessingElement(wiring.Component):
         lane = lowest_set_bit(m, front_mask)
         remaining = Signal(lanes)
         m.d.comb += remaining.eq(front_mask & (front_mask - 1))
-        issued = Signal()           # a pointer read was issued last cycle
+        issued = Signal()           # a column word read was issued last cycle
         issue = Signal()
         # Room for the read in flight: it lands in the column queue next cycle.
         m.d.comb += issue.eq(front_valid & (columns.level + issued < COLUMN_QUEUE_DEPTH))
@@ -204,46 +202,39 @@ class ProcessingElement(wiring.Component):
         with m.Elif(issue):
             m.d.sync += front_mask.eq(remaining)
 
-        index = Signal.like(front_base)
-        m.d.comb += [
-            index.eq(front_base + lane),
-            odd_r.addr.eq(index >> 1),
-            even_r.addr.eq((index >> 1) + index[0]),
-        ]
-        index_odd = Signal()
         issued_value = Signal(signed(config.act_bits))
-        m.d.sync += [
-            issued.eq(issue),
-            index_odd.eq(index[0]),
-            issued_value.eq(front_values[lane]),
-        ]
-        start = Mux(index_odd, odd_r.data, even_r.data)
-        end = Mux(index_odd, even_r.data, odd_r.data)
+        m.d.sync += [issued.eq(issue), issued_value.eq(front_values[lane])]
+        fetched_column = data.View(isa.column_layout(config),
+                                   parameters_r.data[:isa.column_layout(config).size])
         column_in = data.View(column_layout, columns.w_data)
         m.d.comb += [
-            column_in.start.eq(start),
-            column_in.end.eq(end),
+            column_in.start.eq(fetched_column.start),
+            column_in.count.eq(fetched_column.count),
             column_in.value.eq(issued_value),
             # The occupancy bits promise a nonempty column; an empty one is skipped anyway.
-            columns.w_en.eq(issued & (end != start)),
+            columns.w_en.eq(issued & (fetched_column.count != 0)),
         ]
 
         # ---- walker: one entry per cycle, straight from the column queue's head ------------
         column = data.View(column_layout, columns.r_data)
         walking = Signal()                          # the head column is partly read
         walk_addr = Signal(config.pointer_bits)
+        walk_left = Signal(config.count_bits)       # entries of the head column still to read
         address = Signal(config.pointer_bits)
-        m.d.comb += address.eq(Mux(walking, walk_addr, column.start))
+        left = Signal(config.count_bits)
         read_entry = Signal()
         last_entry = Signal()
         m.d.comb += [
+            address.eq(Mux(walking, walk_addr, column.start)),
+            left.eq(Mux(walking, walk_left, column.count)),
             read_entry.eq(columns.r_rdy),
-            last_entry.eq(address + 1 == column.end),
+            last_entry.eq(left == 1),
             columns.r_en.eq(read_entry & last_entry),
             entries_r.addr.eq(address),
         ]
         with m.If(read_entry):
-            m.d.sync += [walk_addr.eq(address + 1), walking.eq(~last_entry)]
+            m.d.sync += [walk_addr.eq(address + 1), walk_left.eq(left - 1),
+                         walking.eq(~last_entry)]
 
         # ---- decode: entry -> row and weight ----------------------------------------------
         decode_valid = Signal()
@@ -298,7 +289,9 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += [
             acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
-            biases_r.addr.eq(self.bias_base + writeback_row),
+            parameters_r.addr.eq(Mux(writing_back,
+                                     config.pointer_depth + self.bias_base + writeback_row,
+                                     front_base + lane)),
         ]
         with m.If(readout_valid):
             # Read out and clear: the next layer starts from zero.
@@ -312,7 +305,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [
             requantizer.i.valid.eq(readout_valid),
             requantizer.i.payload.acc.eq(acc_r.data),
-            requantizer.i.payload.bias.eq(biases_r.data),
+            requantizer.i.payload.bias.eq(parameters_r.data[:config.bias_bits]),
             requantizer.shift.eq(self.shift),
             requantizer.relu.eq(self.relu),
         ]
@@ -320,6 +313,52 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += self.busy.eq(queue.r_rdy | front_valid | issued | columns.r_rdy
                                  | decode_valid | multiply_valid | accumulate_valid)
+        return m
+
+
+class AccumulatorFile(wiring.Component):
+    """The PE's accumulators: one synchronous read and one write per cycle, the read transparent
+    to the write (a read of the row being written returns the new sum: EIE's bypass).
+
+    The low ``acc_memory_bits`` live in a memory (block RAM); the rest, if any, in registers
+    with the same timing, so the file costs one 16-bit block RAM on an iCE40.
+    """
+
+    def __init__(self, config: EngineConfig):
+        self._config = config
+        address = ceil_log2(max(2, config.max_rows))
+        super().__init__({
+            "read": In(wiring.Signature({
+                "addr": Out(address), "data": In(signed(config.acc_bits))})),
+            "write": In(wiring.Signature({
+                "addr": Out(address), "data": Out(signed(config.acc_bits)), "en": Out(1)})),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        low_bits = config.acc_memory_bits or config.acc_bits
+        high_bits = config.acc_bits - low_bits
+        m.submodules.memory = storage = memory.Memory(
+            shape=low_bits, depth=config.max_rows, init=[])
+        write = storage.write_port()
+        read = storage.read_port(transparent_for=(write,))
+        m.d.comb += [
+            write.addr.eq(self.write.addr), write.data.eq(self.write.data[:low_bits]),
+            write.en.eq(self.write.en), read.addr.eq(self.read.addr),
+        ]
+        if not high_bits:
+            m.d.comb += self.read.data.eq(read.data)
+            return m
+        high = Array(Signal(high_bits, name=f"high_{row}") for row in range(config.max_rows))
+        high_read = Signal(high_bits)
+        with m.If(self.write.en):
+            m.d.sync += high[self.write.addr].eq(self.write.data[low_bits:])
+        with m.If(self.write.en & (self.write.addr == self.read.addr)):
+            m.d.sync += high_read.eq(self.write.data[low_bits:])
+        with m.Else():
+            m.d.sync += high_read.eq(high[self.read.addr])
+        m.d.comb += self.read.data.eq(Cat(read.data, high_read))
         return m
 
 

@@ -1,5 +1,7 @@
 """The whole engine in Amaranth's simulator: bit-exact outputs and cycle counts vs the models."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -124,3 +126,18 @@ def test_engine_stress(pes, scan_lanes, fifo_depth, density):
     assert_cycles_match_model(config, image, layers, activations, cycles)
     if density < 0.1:
         assert padding > 0
+
+
+def test_engine_with_accumulator_high_bits_in_registers():
+    # Dense rows and large weights: accumulators exceed 16 bits, so the register half matters;
+    # one-row PEs make back-to-back updates of one row (the bypass path) the common case.
+    rng = np.random.default_rng(11)
+    layers = random_layers(rng, [(4, 40), (6, 4)], density=0.9)
+    config = dataclasses.replace(config_for(layers, 4, 2), acc_memory_bits=12)
+    image = build_image(config, layers)
+    inputs = rng.integers(-128, 128, (3, 40))
+    outputs, cycles = rtl_infer(config, image, inputs)
+    activations = golden(layers, inputs)
+    assert np.abs(inputs @ layers[0].codebook[layers[0].codes].T).max() >= 1 << 12
+    np.testing.assert_array_equal(outputs, activations[-1])
+    assert_cycles_match_model(config, image, layers, activations, cycles)
