@@ -33,7 +33,7 @@ from .config import EngineConfig, _bits_for
 __all__ = ["entry_layout", "column_layout", "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
            "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
-           "activation_index", "lane_bits", "stream_layout",
+           "activation_index", "lane_bits", "stream_layout", "image_bus_writes",
            "PER_PE_REGIONS"]
 
 
@@ -246,3 +246,36 @@ def chunk_index(word: int, chunk: int, width: int) -> int:
     if not 0 <= chunk < chunks_of(width):
         raise ValueError(f"chunk {chunk} out of range for a {width}-bit word")
     return (word << chunk_bits(width)) | chunk
+
+
+def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
+    """Every host-bus write that loads ``image`` into an engine built for ``config``.
+
+    ``image`` has ``layer_count``, ``descriptors``, ``codebook`` (layers x codes), ``occupancy``,
+    and per PE ``entries``, ``pointers`` and ``biases``.  Returns an (n, 2) uint64 array of
+    (address, data), wide words as 32-bit chunks lowest first.  Loading it and then writing
+    nothing else reproduces the memories an engine generated with this image starts with.
+    """
+    writes: list[tuple[int, int]] = []
+
+    def wide(region, words, width):
+        for word_index, word in enumerate(words):
+            for chunk in range(chunks_of(width)):
+                writes.append((bus_address(region, chunk_index(word_index, chunk, width)),
+                               (int(word) >> (32 * chunk)) & 0xFFFFFFFF))
+
+    writes.append((bus_address(Region.REGISTERS, REGISTERS["layer_count"]),
+                   int(image.layer_count)))
+    wide(Region.DESCRIPTORS, image.descriptors, descriptor_layout(config).size)
+    codebook = np.asarray(image.codebook, dtype=np.int64).reshape(-1)
+    writes += [(bus_address(Region.CODEBOOK, i), int(c) & 0xFFFFFFFF)
+               for i, c in enumerate(codebook)]
+    wide(Region.OCCUPANCY, image.occupancy, occupancy_layout(config).size)
+    for pe in range(config.pes):
+        writes += [(bus_address(Region.ENTRIES, i, pe), int(e))
+                   for i, e in enumerate(image.entries[pe])]
+        writes += [(bus_address(Region.POINTERS, i, pe), int(w))
+                   for i, w in enumerate(column_words(config, image.pointers[pe]))]
+        writes += [(bus_address(Region.BIASES, i, pe), int(b) & 0xFFFFFFFF)
+                   for i, b in enumerate(image.biases[pe])]
+    return np.array(writes, dtype=np.uint64).reshape(-1, 2)

