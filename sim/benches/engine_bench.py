@@ -21,7 +21,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from sparseforge.hw import isa
 
@@ -33,6 +33,34 @@ def _bench_plan() -> dict:
     if not path:
         raise RuntimeError("the engine bench needs +sf_bench=<plan.json>")
     return json.loads(Path(path).read_text())
+
+
+async def wake_combinational_logic(dut) -> None:
+    """Make Icarus evaluate every ``always @*`` block once at time zero.
+
+    Yosys's Verilog backend adds a dummy register to each module and reads it in every
+    combinational block so that its initial value change triggers them; Icarus 11 does not treat
+    a declaration initialiser as an event, and comb outputs stay X until an input changes.
+    Depositing a value on each of those registers gives every block its first evaluation.
+    """
+    if "icarus" not in cocotb.SIM_NAME.lower():
+        return
+    triggers = []
+
+    def walk(handle, depth=0):
+        for child in handle:
+            name = child._name
+            if name.startswith("$auto$verilog_backend"):
+                triggers.append(child)
+            elif depth < 8 and child._type in ("GPI_MODULE", "GPI_GENARRAY"):
+                walk(child, depth + 1)
+
+    walk(dut)
+    dut._log.info(f"Icarus: waking {len(triggers)} modules' combinational logic")
+    for value in (1, 0):
+        for trigger in triggers:
+            trigger.value = value
+        await Timer(1, unit="ps")
 
 
 class HostBusDriver:
@@ -146,6 +174,7 @@ class TB:
         self.sink = StreamSink(dut, dut.clk, "output", layout, self.rng, output_stall)
 
     async def reset(self) -> None:
+        await wake_combinational_logic(self.dut)
         self.dut.rst.value = 1
         await ClockCycles(self.dut.clk, 2)
         self.dut.rst.value = 0
