@@ -44,6 +44,7 @@ class Engine(wiring.Component):
     input : In(stream of ``isa.stream_layout``); activations in order; ``last`` starts the run.
     output : Out(stream of ``isa.stream_layout``); the last layer's outputs after each run.
     bus : In(``isa.host_bus_signature()``).
+    busy : Out; a run, the clear after reset, or the output stream is in progress.
     """
 
     def __init__(self, config: EngineConfig, image=None):
@@ -53,6 +54,7 @@ class Engine(wiring.Component):
             "input": In(stream.Signature(isa.stream_layout(config))),
             "output": Out(stream.Signature(isa.stream_layout(config))),
             "bus": In(isa.host_bus_signature()),
+            "busy": Out(1),
         })
 
     @property
@@ -124,6 +126,7 @@ class Engine(wiring.Component):
             cycles_w.addr.eq(sequencer.cycles_write.addr),
             cycles_w.data.eq(sequencer.cycles_write.data),
             busy.eq(sequencer.busy | unloading),
+            self.busy.eq(busy),
         ]
         with m.If(start):
             m.d.sync += done.eq(0)

@@ -1,0 +1,1 @@
+"""Gateware of the board link: UART, the SLIP/CRC command bridge to the engine host bus."""

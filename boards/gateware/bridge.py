@@ -1,0 +1,500 @@
+"""The link bridge: SLIP frames from the UART in, engine host-bus operations, replies out.
+
+Implements docs/protocol.md (``boards/protocol.py`` is the definition it is tested against):
+
+* A frame is received into a buffer while its CRC is computed; nothing is executed before the
+  closing END shows the CRC good, so a corrupted frame (a flipped address bit) can never write
+  a stray memory.  Bytes that arrive while a command executes are dropped: the host sees no
+  reply and retries.
+* A side-effecting command (WRITE, LOAD_INPUT, RUN, RESET) whose sequence number equals the
+  last one's is not executed again: its cached reply is sent, so a retry after a lost reply
+  never runs a command twice.  Reads are simply executed again.
+* Replies stream out as they are produced (bus reads go straight to the UART), escaped by a
+  small SLIP encoder.
+
+The FSM uses a continuation register for its two subroutines, "collect N payload bytes into a
+little-endian word" and "emit N bytes of a word", so each command reads as a short sequence.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from sparseforge.hw import isa
+from sparseforge.hw.config import EngineConfig
+
+from .. import protocol
+
+__all__ = ["LinkBridge", "SlipEncoder", "crc16_next"]
+
+
+def crc16_next(m: Module, crc, byte) -> Signal:
+    """CRC-16/CCITT-FALSE of ``crc`` after one more byte (MSB first), as gates.  Each bit step
+    gets its own signal: written as one expression the tree would double eight times."""
+    value = Signal(16)
+    m.d.comb += value.eq(crc ^ (byte << 8))
+    for _ in range(8):
+        step = Signal(16)
+        m.d.comb += step.eq(Mux(value[15], (value << 1) ^ 0x1021, value << 1))
+        value = step
+    return value
+
+
+class SlipEncoder(wiring.Component):
+    """Escapes END and ESC in a stream of bytes; bytes marked ``raw`` (the frame delimiters)
+    pass unescaped."""
+    i: In(stream.Signature(data.StructLayout({"byte": 8, "raw": 1})))
+    o: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        pending = Signal()
+        second = Signal(8)
+        byte = self.i.payload.byte
+        special = ~self.i.payload.raw & ((byte == protocol.END) | (byte == protocol.ESC))
+        with m.If(pending):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(second)]
+            with m.If(self.o.ready):
+                m.d.sync += pending.eq(0)
+        with m.Else():
+            m.d.comb += [
+                self.o.valid.eq(self.i.valid),
+                self.o.payload.eq(Mux(special, protocol.ESC, byte)),
+                self.i.ready.eq(self.o.ready),
+            ]
+            with m.If(self.i.valid & self.o.ready & special):
+                m.d.sync += [pending.eq(1),
+                             second.eq(Mux(byte == protocol.END, protocol.ESC_END,
+                                           protocol.ESC_ESC))]
+        return m
+
+
+class After(enum.Enum, shape=4):
+    """Where the FSM goes when a collect or emit subroutine finishes."""
+    WRITE_ADDRESS = 0
+    WRITE_DATA = 1
+    READ_ADDRESS = 2
+    READ_COUNT = 3
+    READ_WORD = 4
+    LOAD_VALUE = 5
+    OUTPUT_COUNT = 6
+    OUTPUT_VALUE = 7
+    CYCLES_COUNT = 8
+    CYCLES_WORD = 9
+    INFO_WORD = 10
+    RUN_WORD = 11
+    CRC = 12
+    END = 13
+
+
+class LinkBridge(wiring.Component):
+    """Parameters
+    ----------
+    config : the engine's configuration (for activation addressing).
+    max_payload : the frame buffer's payload capacity in bytes.
+
+    Ports
+    -----
+    rx : In(stream of bytes) from the UART receiver (never back-pressured).
+    tx : Out(stream of bytes) to the UART transmitter.
+    bus : Out(host bus) to the engine.
+    engine_busy : In; the engine is running.
+    engine_reset : Out; one-cycle pulse (the RESET command).
+    activity : Out; a frame is being executed or answered (for an LED).
+    """
+
+    def __init__(self, config: EngineConfig, max_payload: int = protocol.MAX_PAYLOAD):
+        self._config = config
+        self._max_payload = max_payload
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "bus": Out(isa.host_bus_signature()),
+            "engine_busy": In(1),
+            "engine_reset": Out(1),
+            "activity": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        capacity = self._max_payload + 4             # seq, code, payload, two CRC bytes
+
+        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=capacity, init=[])
+        buffer_w, buffer_r = buffer.write_port(), buffer.read_port()
+        m.submodules.encoder = encoder = SlipEncoder()
+        wiring.connect(m, encoder.o, wiring.flipped(self.tx))
+
+        # ---- receive: unescape, buffer, CRC ----------------------------------------------------
+        length = Signal(range(capacity + 1))
+        crc = Signal(16, init=0xFFFF)
+        escaped, poisoned, overflow = Signal(), Signal(), Signal()
+        seq, opcode = Signal(8), Signal(8)
+        receiving = Signal()
+        frame_end = Signal()                             # END closed a nonempty frame
+        byte = Signal(8)
+        is_data = Signal()
+        m.d.comb += self.rx.ready.eq(1)
+        arriving = self.rx.valid & receiving
+        with m.If(arriving):
+            with m.If(self.rx.payload == protocol.END):
+                m.d.comb += frame_end.eq(length != 0)
+                m.d.sync += escaped.eq(0)
+            with m.Elif(self.rx.payload == protocol.ESC):
+                m.d.sync += escaped.eq(1)
+            with m.Elif(escaped):
+                m.d.sync += escaped.eq(0)
+                m.d.comb += [is_data.eq(1), byte.eq(Mux(self.rx.payload == protocol.ESC_END,
+                                                         protocol.END, protocol.ESC))]
+                with m.If((self.rx.payload != protocol.ESC_END)
+                          & (self.rx.payload != protocol.ESC_ESC)):
+                    m.d.sync += poisoned.eq(1)
+            with m.Else():
+                m.d.comb += [is_data.eq(1), byte.eq(self.rx.payload)]
+        with m.If(is_data):
+            with m.If(length == capacity):
+                m.d.sync += overflow.eq(1)
+            with m.Else():
+                m.d.comb += [buffer_w.addr.eq(length), buffer_w.data.eq(byte),
+                             buffer_w.en.eq(1)]
+                m.d.sync += [length.eq(length + 1), crc.eq(crc16_next(m, crc, byte))]
+                with m.If(length == 0):
+                    m.d.sync += seq.eq(byte)
+                with m.If(length == 1):
+                    m.d.sync += opcode.eq(byte)
+        with m.If(self.rx.valid & ~receiving):
+            m.d.sync += poisoned.eq(1)                   # dropped while busy: frame is lost
+
+        # ---- the command FSM ---------------------------------------------------------------------
+        payload_length = Signal(range(capacity + 1))
+        m.d.comb += payload_length.eq(length - 4)
+        position = Signal(range(capacity + 1))           # next payload byte in the buffer
+        word = Signal(32)                                # collected or to-be-emitted word
+        count = Signal(3)                                # bytes left in the subroutine
+        wide = Signal()                                  # collecting 4 bytes (else 2)
+        after = Signal(After)
+        status = Signal(8)
+        address = Signal(32)
+        items = Signal(16)                               # words/values left in a loop
+        value_index = Signal(16)                         # activation index being loaded/read
+        lane = Signal(range(max(2, config.pes)))
+        act_word = Signal(16)
+        tx_crc = Signal(16)
+
+        last_valid, last_seq = Signal(), Signal(8)
+        last_status, last_has_word, last_word = Signal(8), Signal(), Signal(32)
+
+        emit_byte, emit_raw, emit_valid = Signal(8), Signal(), Signal()
+        m.d.comb += [
+            encoder.i.payload.byte.eq(emit_byte),
+            encoder.i.payload.raw.eq(emit_raw),
+            encoder.i.valid.eq(emit_valid),
+        ]
+        emitted = emit_valid & encoder.i.ready
+        with m.If(emitted & ~emit_raw):
+            m.d.sync += tx_crc.eq(crc16_next(m, tx_crc, emit_byte))
+
+        lane_bits = isa.lane_bits(config)
+
+        def advance_activation():
+            if config.pes == 1:
+                m.d.sync += act_word.eq(act_word + 1)
+            else:
+                with m.If(lane == config.pes - 1):
+                    m.d.sync += [lane.eq(0), act_word.eq(act_word + 1)]
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
+
+        def activation_address():
+            index = (act_word << lane_bits) | lane if lane_bits else act_word
+            return isa.bus_address(isa.Region.ACTIVATIONS, 0) | index
+
+        def collect(bytes_, then):
+            m.d.sync += [count.eq(bytes_), wide.eq(bytes_ == 4), after.eq(then), word.eq(0)]
+            m.next = "COLLECT_ADDR"
+
+        def emit(value, bytes_, then):
+            m.d.sync += [word.eq(value), count.eq(bytes_), after.eq(then)]
+            m.next = "EMIT"
+
+        def reply(code, then_payload):
+            """Send END, seq, status; then go on with the command's payload."""
+            m.d.sync += [status.eq(code), after.eq(then_payload)]
+            m.next = "REPLY_START"
+
+        def trailer():
+            """The CRC, high byte first (latched: sending it must not change it), then END."""
+            emit(Cat(tx_crc[8:16], tx_crc[0:8]), 2, After.END)
+
+        def remember(code, has_word=0, value=0):
+            m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_status.eq(code),
+                         last_has_word.eq(has_word), last_word.eq(value)]
+
+        def bus_read(bus_address):
+            m.d.comb += [self.bus.addr.eq(bus_address), self.bus.r_en.eq(1)]
+
+        m.d.comb += self.activity.eq(~receiving)
+        command = Signal(8)
+        m.d.comb += command.eq(opcode)
+        side_effect = ((command == protocol.Opcode.WRITE) | (command == protocol.Opcode.LOAD_INPUT)
+                       | (command == protocol.Opcode.RUN) | (command == protocol.Opcode.RESET))
+
+        with m.FSM():
+            with m.State("RECEIVE"):
+                m.d.comb += receiving.eq(1)
+                good = ~overflow & ~poisoned & (length >= 4) & (crc == 0)
+                with m.If(arriving & (self.rx.payload == protocol.END)):
+                    m.d.sync += [position.eq(2), lane.eq(0), act_word.eq(0)]
+                    with m.If(frame_end & good):
+                        m.next = "DISPATCH"             # the frame stays in the buffer
+                    with m.Else():
+                        m.d.sync += [length.eq(0), crc.eq(0xFFFF), poisoned.eq(0),
+                                     overflow.eq(0)]
+                        # Answer what looks like a damaged request; ignore short noise.
+                        with m.If(frame_end & overflow):
+                            reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        with m.Elif(frame_end & (length >= 4)):
+                            reply(protocol.Status.BAD_CRC, After.CRC)
+
+            with m.State("DISPATCH"):
+                with m.If(side_effect & last_valid & (seq == last_seq)):
+                    m.d.sync += word.eq(last_word)
+                    with m.If(last_has_word):
+                        reply(last_status, After.RUN_WORD)
+                    with m.Else():
+                        reply(last_status, After.CRC)
+                with m.Elif(command == protocol.Opcode.INFO):
+                    with m.If(payload_length != 0):
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Else():
+                        m.d.sync += items.eq(0)
+                        reply(protocol.Status.OK, After.INFO_WORD)
+                with m.Elif(command == protocol.Opcode.WRITE):
+                    bad = (payload_length < 8) | (payload_length[:2] != 0)
+                    with m.If(bad):
+                        remember(protocol.Status.BAD_LENGTH)
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Elif(self.engine_busy):
+                        remember(protocol.Status.BUSY)
+                        reply(protocol.Status.BUSY, After.CRC)
+                    with m.Else():
+                        m.d.sync += items.eq((payload_length >> 2) - 1)
+                        collect(4, After.WRITE_ADDRESS)
+                with m.Elif(command == protocol.Opcode.READ):
+                    with m.If(payload_length != 6):
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Else():
+                        collect(4, After.READ_ADDRESS)
+                with m.Elif(command == protocol.Opcode.LOAD_INPUT):
+                    with m.If((payload_length == 0) | payload_length[0]
+                              | (payload_length > 2 * config.max_features)):
+                        remember(protocol.Status.BAD_LENGTH)
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Elif(self.engine_busy):
+                        remember(protocol.Status.BUSY)
+                        reply(protocol.Status.BUSY, After.CRC)
+                    with m.Else():
+                        m.d.sync += items.eq(payload_length >> 1)
+                        collect(2, After.LOAD_VALUE)
+                with m.Elif(command == protocol.Opcode.RUN):
+                    with m.If(payload_length != 0):
+                        remember(protocol.Status.BAD_LENGTH)
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Elif(self.engine_busy):
+                        remember(protocol.Status.BUSY)
+                        reply(protocol.Status.BUSY, After.CRC)
+                    with m.Else():
+                        m.d.comb += [
+                            self.bus.addr.eq(isa.bus_address(isa.Region.REGISTERS,
+                                                             isa.REGISTERS["control"])),
+                            self.bus.w_data.eq(1), self.bus.w_en.eq(1)]
+                        m.next = "RUN_STARTED"
+                with m.Elif((command == protocol.Opcode.READ_OUTPUT)
+                            | (command == protocol.Opcode.READ_CYCLES)):
+                    with m.If(payload_length != 2):
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Elif(command == protocol.Opcode.READ_OUTPUT):
+                        collect(2, After.OUTPUT_COUNT)
+                    with m.Else():
+                        collect(2, After.CYCLES_COUNT)
+                with m.Elif(command == protocol.Opcode.RESET):
+                    with m.If(payload_length != 0):
+                        remember(protocol.Status.BAD_LENGTH)
+                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Else():
+                        m.d.comb += self.engine_reset.eq(1)
+                        remember(protocol.Status.OK)
+                        reply(protocol.Status.OK, After.CRC)
+                with m.Else():
+                    reply(protocol.Status.UNKNOWN, After.CRC)
+
+            # ---- subroutine: collect `count` payload bytes, little-endian, into `word` -----------
+            with m.State("COLLECT_ADDR"):
+                m.d.comb += buffer_r.addr.eq(position)
+                m.next = "COLLECT_DATA"
+            with m.State("COLLECT_DATA"):
+                shifted = Mux(wide, Cat(word[8:32], buffer_r.data), Cat(word[8:16], buffer_r.data))
+                m.d.sync += [word.eq(shifted), position.eq(position + 1), count.eq(count - 1)]
+                with m.If(count == 1):
+                    m.next = "CONTINUE"
+                with m.Else():
+                    m.next = "COLLECT_ADDR"
+
+            # ---- subroutine: emit the low `count` bytes of `word`, little-endian -----------------
+            with m.State("EMIT"):
+                m.d.comb += [emit_byte.eq(word[:8]), emit_valid.eq(1)]
+                with m.If(encoder.i.ready):
+                    m.d.sync += [word.eq(word >> 8), count.eq(count - 1)]
+                    with m.If(count == 1):
+                        m.next = "CONTINUE"
+
+            # ---- reply framing -------------------------------------------------------------------
+            with m.State("REPLY_START"):
+                m.d.comb += [emit_byte.eq(protocol.END), emit_raw.eq(1), emit_valid.eq(1)]
+                with m.If(encoder.i.ready):
+                    m.d.sync += tx_crc.eq(0xFFFF)
+                    m.next = "REPLY_SEQ"
+            with m.State("REPLY_SEQ"):
+                m.d.comb += [emit_byte.eq(seq), emit_valid.eq(1)]
+                with m.If(encoder.i.ready):
+                    m.next = "REPLY_STATUS"
+            with m.State("REPLY_STATUS"):
+                m.d.comb += [emit_byte.eq(status), emit_valid.eq(1)]
+                with m.If(encoder.i.ready):
+                    m.next = "CONTINUE"
+            with m.State("REPLY_END"):
+                m.d.comb += [emit_byte.eq(protocol.END), emit_raw.eq(1), emit_valid.eq(1)]
+                with m.If(encoder.i.ready):
+                    m.d.sync += [length.eq(0), crc.eq(0xFFFF), poisoned.eq(0),
+                                 overflow.eq(0), escaped.eq(0)]
+                    m.next = "RECEIVE"
+
+            # ---- commands' bus work ---------------------------------------------------------------
+            with m.State("WRITE_BUS"):
+                m.d.comb += [self.bus.addr.eq(address), self.bus.w_data.eq(word),
+                             self.bus.w_en.eq(1)]
+                m.d.sync += [address.eq(address + 1), items.eq(items - 1)]
+                with m.If(items == 1):
+                    remember(protocol.Status.OK)
+                    reply(protocol.Status.OK, After.CRC)
+                with m.Else():
+                    collect(4, After.WRITE_DATA)
+            with m.State("LOAD_BUS"):
+                m.d.comb += [self.bus.addr.eq(activation_address()),
+                             self.bus.w_data.eq(word[:16].as_signed()), self.bus.w_en.eq(1)]
+                advance_activation()
+                m.d.sync += items.eq(items - 1)
+                with m.If(items == 1):
+                    remember(protocol.Status.OK)
+                    reply(protocol.Status.OK, After.CRC)
+                with m.Else():
+                    collect(2, After.LOAD_VALUE)
+            with m.State("READ_BUS"):
+                m.d.sync += address.eq(address + 1)
+                bus_read(address)
+                m.next = "READ_WAIT"
+            with m.State("READ_WAIT"):
+                with m.If(self.bus.r_valid):
+                    m.d.sync += items.eq(items - 1)
+                    emit(self.bus.r_data, 4, After.READ_WORD)
+            with m.State("OUTPUT_BUS"):
+                bus_read(activation_address())
+                advance_activation()
+                m.next = "OUTPUT_WAIT"
+            with m.State("OUTPUT_WAIT"):
+                with m.If(self.bus.r_valid):
+                    m.d.sync += items.eq(items - 1)
+                    emit(self.bus.r_data, 2, After.OUTPUT_VALUE)
+            with m.State("CYCLES_BUS"):
+                bus_read(isa.bus_address(isa.Region.CYCLES, 0) | value_index)
+                m.d.sync += value_index.eq(value_index + 1)
+                m.next = "CYCLES_WAIT"
+            with m.State("CYCLES_WAIT"):
+                with m.If(self.bus.r_valid):
+                    m.d.sync += items.eq(items - 1)
+                    emit(self.bus.r_data, 4, After.CYCLES_WORD)
+            with m.State("INFO_BUS"):
+                registers = Mux(items == 0, isa.REGISTERS["id"],
+                                Mux(items == 1, isa.REGISTERS["config"],
+                                    isa.REGISTERS["layer_count"]))
+                bus_read(isa.bus_address(isa.Region.REGISTERS, 0) | registers)
+                m.next = "INFO_WAIT"
+            with m.State("INFO_WAIT"):
+                with m.If(self.bus.r_valid):
+                    m.d.sync += items.eq(items + 1)
+                    emit(self.bus.r_data, 4, After.INFO_WORD)
+            with m.State("INFO_CAPACITY"):
+                emit(self._max_payload, 2, After.CRC)
+            with m.State("RUN_STARTED"):
+                # The engine raises busy the cycle after the start write.
+                m.next = "RUN_WAIT"
+            with m.State("RUN_WAIT"):
+                with m.If(~self.engine_busy):
+                    bus_read(isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["total_cycles"]))
+                    m.next = "RUN_CYCLES"
+            with m.State("RUN_CYCLES"):
+                with m.If(self.bus.r_valid):
+                    m.d.sync += word.eq(self.bus.r_data)
+                    remember(protocol.Status.OK, 1, self.bus.r_data)
+                    reply(protocol.Status.OK, After.RUN_WORD)
+
+            # ---- continuations: where each subroutine returns to -------------------------------
+            with m.State("CONTINUE"):
+                with m.Switch(after):
+                    with m.Case(After.WRITE_ADDRESS):
+                        m.d.sync += address.eq(word)
+                        collect(4, After.WRITE_DATA)
+                    with m.Case(After.WRITE_DATA):
+                        m.next = "WRITE_BUS"
+                    with m.Case(After.READ_ADDRESS):
+                        m.d.sync += address.eq(word)
+                        collect(2, After.READ_COUNT)
+                    with m.Case(After.READ_COUNT):
+                        with m.If((word[:16] == 0) | (word[:16] > self._max_payload // 4)):
+                            reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        with m.Else():
+                            m.d.sync += items.eq(word[:16])
+                            reply(protocol.Status.OK, After.READ_WORD)
+                    with m.Case(After.READ_WORD):
+                        with m.If(items == 0):
+                            trailer()
+                        with m.Else():
+                            m.next = "READ_BUS"
+                    with m.Case(After.LOAD_VALUE):
+                        m.next = "LOAD_BUS"
+                    with m.Case(After.OUTPUT_COUNT):
+                        with m.If((word[:16] == 0) | (word[:16] > config.max_features)
+                                  | (word[:16] > self._max_payload // 2)):
+                            reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        with m.Else():
+                            m.d.sync += items.eq(word[:16])
+                            reply(protocol.Status.OK, After.OUTPUT_VALUE)
+                    with m.Case(After.OUTPUT_VALUE):
+                        with m.If(items == 0):
+                            trailer()
+                        with m.Else():
+                            m.next = "OUTPUT_BUS"
+                    with m.Case(After.CYCLES_COUNT):
+                        with m.If((word[:16] == 0) | (word[:16] > config.max_layers)):
+                            reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        with m.Else():
+                            m.d.sync += [items.eq(word[:16]), value_index.eq(0)]
+                            reply(protocol.Status.OK, After.CYCLES_WORD)
+                    with m.Case(After.CYCLES_WORD):
+                        with m.If(items == 0):
+                            trailer()
+                        with m.Else():
+                            m.next = "CYCLES_BUS"
+                    with m.Case(After.INFO_WORD):
+                        with m.If(items == 3):
+                            m.next = "INFO_CAPACITY"
+                        with m.Else():
+                            m.next = "INFO_BUS"
+                    with m.Case(After.RUN_WORD):
+                        emit(word, 4, After.CRC)
+                    with m.Case(After.CRC):
+                        trailer()
+                    with m.Case(After.END):
+                        m.next = "REPLY_END"
+        return m

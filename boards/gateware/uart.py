@@ -1,0 +1,95 @@
+"""An 8N1 UART: a transmitter and a receiver with streams of bytes.
+
+The receiver waits half a bit after the start edge, checks the start bit is still low, then
+samples each bit in its middle; a missing stop bit drops the byte (a framing error), which the
+link layer above sees as a bad CRC and recovers from.
+"""
+
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["UARTTransmitter", "UARTReceiver"]
+
+
+class UARTTransmitter(wiring.Component):
+    """Sends each byte of ``data`` on ``tx`` at ``clocks_per_bit`` clock cycles per bit.
+
+    Ports: ``data`` In(stream of 8 bits); ``tx`` Out (idle high).
+    """
+
+    def __init__(self, clocks_per_bit: int):
+        if clocks_per_bit < 2:
+            raise ValueError(f"clocks_per_bit must be at least 2, not {clocks_per_bit}")
+        self._clocks_per_bit = clocks_per_bit
+        super().__init__({"data": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        timer = Signal(range(self._clocks_per_bit))
+        shifter = Signal(10)        # start bit, 8 data bits (LSB first), stop bit; LSB goes first
+        bits_left = Signal(range(11))
+        # Ready once the stop bit has been on the line for a whole bit time.
+        m.d.comb += self.data.ready.eq((bits_left == 0) & (timer == 0))
+        with m.If(self.data.valid & self.data.ready):
+            m.d.sync += [shifter.eq((1 << 9) | (self.data.payload << 1)), bits_left.eq(10)]
+        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Elif(bits_left != 0):
+            m.d.sync += [self.tx.eq(shifter[0]), shifter.eq(shifter >> 1),
+                         bits_left.eq(bits_left - 1), timer.eq(self._clocks_per_bit - 1)]
+        return m
+
+
+class UARTReceiver(wiring.Component):
+    """Receives bytes from ``rx``; each good byte is offered once on ``data`` (no backpressure:
+    the consumer must take one byte per character time, which any FIFO or the link does).
+
+    Ports: ``rx`` In (asynchronous; synchronised here); ``data`` Out(stream of 8 bits).
+    """
+
+    def __init__(self, clocks_per_bit: int):
+        if clocks_per_bit < 4:
+            raise ValueError(f"clocks_per_bit must be at least 4, not {clocks_per_bit}")
+        self._clocks_per_bit = clocks_per_bit
+        super().__init__({"rx": In(1, init=1), "data": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        rx = Signal(init=1)
+        m.submodules.sync = FFSynchronizer(self.rx, rx, init=1)
+        timer = Signal(range(self._clocks_per_bit))
+        shifter = Signal(8)
+        bit = Signal(range(9))
+        m.d.sync += self.data.valid.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~rx):
+                    m.d.sync += timer.eq(self._clocks_per_bit // 2)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(timer == 0):
+                    m.d.sync += [timer.eq(self._clocks_per_bit - 1), bit.eq(0)]
+                    # Still low in the middle of the start bit, or it was a glitch.
+                    m.next = "DATA"
+                    with m.If(rx):
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("DATA"):
+                with m.If(timer == 0):
+                    m.d.sync += [shifter.eq((rx << 7) | (shifter >> 1)), bit.eq(bit + 1),
+                                 timer.eq(self._clocks_per_bit - 1)]
+                    with m.If(bit == 7):
+                        m.next = "STOP"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("STOP"):
+                with m.If(timer == 0):
+                    with m.If(rx):
+                        m.d.sync += [self.data.payload.eq(shifter), self.data.valid.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+        return m

@@ -1,0 +1,130 @@
+"""The link bridge and the engine, byte streams in Amaranth's simulator, checked with the host's
+protocol module: every command, error replies, and exactly-once execution of retried commands."""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from sparseforge.boards import protocol
+from sparseforge.boards.gateware.bridge import LinkBridge
+from sparseforge.hw import isa
+from sparseforge.hw.engine import Engine
+from tests.oracle import build_image, config_for, random_layers
+from tests.test_hw_engine import golden
+
+Op, Status = protocol.Opcode, protocol.Status
+
+
+def run_link(config, image, requests, *, timeout=30000):
+    """Send each request's wire bytes and collect the reply frames that come back before the
+    next request is sent (none, when the bridge stays silent).  Also returns, per request,
+    whether the engine was busy at any time while it was handled (did it run?)."""
+    m = Module()
+    m.submodules.engine = engine = Engine(config, image)
+    m.submodules.bridge = bridge = LinkBridge(config)
+    wiring.connect(m, bridge.bus, engine.bus)
+    m.d.comb += [bridge.engine_busy.eq(engine.busy), engine.output.ready.eq(1)]
+    replies, ran = [], []
+
+    async def testbench(ctx):
+        decoder = protocol.SlipDecoder()
+        ctx.set(bridge.tx.ready, 1)
+        for wire in requests:
+            got, busy = [], False
+            for byte in wire:
+                ctx.set(bridge.rx.payload, byte)
+                ctx.set(bridge.rx.valid, 1)
+                await ctx.tick()
+            ctx.set(bridge.rx.valid, 0)
+            for _ in range(timeout):
+                busy |= bool(ctx.get(engine.busy))
+                if ctx.get(bridge.tx.valid):
+                    got += decoder.feed(bytes([ctx.get(bridge.tx.payload)]))
+                await ctx.tick()
+                if got and not ctx.get(bridge.activity):
+                    break
+            replies.append([protocol.decode_frame(frame) for frame in got])
+            ran.append(busy)
+
+    simulator = Simulator(m)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(testbench)
+    simulator.run()
+    return replies, ran
+
+
+def request(seq, opcode, payload=b""):
+    return protocol.encode_frame(seq, opcode, payload)
+
+
+@pytest.fixture(scope="module")
+def model():
+    rng = np.random.default_rng(8)
+    layers = random_layers(rng, [(12, 10), (6, 12)], density=0.5)
+    config = config_for(layers, 4, 2)
+    return config, layers, build_image(config, layers), rng.integers(-128, 128, 10)
+
+
+def test_inference_over_the_link(model):
+    config, layers, image, x = model
+    expected = golden(layers, x[None])[-1][0]
+    replies, _ = run_link(config, image, [
+        request(1, Op.INFO),
+        request(2, Op.LOAD_INPUT, struct.pack(f"<{len(x)}h", *x)),
+        request(3, Op.RUN),
+        request(4, Op.READ_OUTPUT, struct.pack("<H", len(expected))),
+        request(5, Op.READ_CYCLES, struct.pack("<H", 2)),
+    ])
+    assert [r[0].code for r in replies] == [Status.OK] * 5
+    identity, config_word, layer_count, capacity = struct.unpack("<IIIH", replies[0][0].payload)
+    assert identity == isa.ENGINE_ID and layer_count == 2 and capacity == protocol.MAX_PAYLOAD
+    assert config_word & 0xFF == config.pes
+    (total,) = struct.unpack("<I", replies[2][0].payload)
+    outputs = struct.unpack(f"<{len(expected)}h", replies[3][0].payload)
+    assert list(outputs) == list(expected)
+    cycles = struct.unpack("<II", replies[4][0].payload)
+    assert sum(cycles) == total and all(c > 0 for c in cycles)
+
+
+def test_write_and_read_back_through_registers(model):
+    config, _, image, _ = model
+    layer_count = isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["layer_count"])
+    replies, _ = run_link(config, image, [
+        request(1, Op.WRITE, struct.pack("<II", layer_count, 1)),
+        request(2, Op.READ, struct.pack("<IH", layer_count, 1)),
+        request(3, Op.WRITE, struct.pack("<II", layer_count, 2)),
+        request(4, Op.READ, struct.pack("<IH", layer_count, 1)),
+    ])
+    assert [r[0].code for r in replies] == [Status.OK] * 4
+    assert struct.unpack("<I", replies[1][0].payload) == (1,)
+    assert struct.unpack("<I", replies[3][0].payload) == (2,)
+
+
+def test_errors_and_retries(model):
+    config, _, image, x = model
+    layer_count = isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["layer_count"])
+    good = request(7, Op.WRITE, struct.pack("<II", layer_count, 1))
+    damaged = bytearray(good)
+    damaged[5] ^= 0x10
+    replies, ran = run_link(config, image, [
+        bytes(damaged),                                        # bad CRC: nothing executed
+        request(8, 0x7F),                                      # unknown opcode
+        request(9, Op.RUN, b"\x00"),                           # wrong length
+        request(10, Op.READ, struct.pack("<IH", layer_count, 0)),
+        bytes([0x11, 0x22, protocol.END]),                     # short noise: no reply
+        request(11, Op.RUN),
+        request(11, Op.RUN),                                   # a retry: replayed, not re-run
+        request(12, Op.READ_CYCLES, struct.pack("<H", 1)),
+        request(13, Op.READ, struct.pack("<IH", layer_count, 1)),
+    ])
+    codes = [[r.code for r in reply] for reply in replies]
+    assert codes == [[Status.BAD_CRC], [Status.UNKNOWN], [Status.BAD_LENGTH],
+                     [Status.BAD_LENGTH], [], [Status.OK], [Status.OK], [Status.OK], [Status.OK]]
+    assert replies[0][0].seq == 7
+    assert struct.unpack("<I", replies[8][0].payload) == (2,)  # the damaged write did nothing
+    assert ran[5] and not ran[6]                               # the retry did not run again
+    assert replies[5][0].payload == replies[6][0].payload      # it got the cached reply
