@@ -128,8 +128,11 @@ class Engine(wiring.Component):
             busy.eq(sequencer.busy | unloading),
             self.busy.eq(busy),
         ]
+        runs = Signal(32)
         with m.If(start):
             m.d.sync += done.eq(0)
+            with m.If(layer_count != 0):
+                m.d.sync += runs.eq(runs + 1)
         with m.If(sequencer.done):
             m.d.sync += done.eq(1)
 
@@ -291,6 +294,8 @@ class Engine(wiring.Component):
                 m.d.comb += register_value.eq(sequencer.total_cycles)
             with m.Case(isa.REGISTERS["input_count"]):
                 m.d.comb += register_value.eq(input_count)
+            with m.Case(isa.REGISTERS["runs"]):
+                m.d.comb += register_value.eq(runs)
         m.d.comb += cycles_r.addr.eq(index)
 
         read_region = Signal(4)

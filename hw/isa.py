@@ -180,6 +180,7 @@ REGISTERS = {
     "layer_count": 3,   # read/write: number of layers a run executes
     "total_cycles": 4,  # read: cycles of the last run, start to done
     "input_count": 5,   # read: activations received on the input stream since the last run
+    "runs": 6,          # read: runs started since reset (lets a host prove exactly-once)
 }
 
 

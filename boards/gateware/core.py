@@ -1,0 +1,68 @@
+"""The engine behind its UART link: what a board carries, minus clocking and pins.
+
+``LinkedEngine`` is what the board top instantiates and what the board simulation runs: UART
+receiver and transmitter, the link bridge, and the engine, whose state the RESET command clears
+(the loaded model stays: memories are not reset).
+"""
+
+from amaranth import Module, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sparseforge.hw.config import EngineConfig
+from sparseforge.hw.engine import Engine
+
+from .. import protocol
+from .bridge import LinkBridge
+from .uart import UARTReceiver, UARTTransmitter
+
+__all__ = ["LinkedEngine"]
+
+
+class LinkedEngine(wiring.Component):
+    """Parameters
+    ----------
+    config : EngineConfig
+    image : the program image the engine's memories start with (or None).
+    clocks_per_bit : the UART's bit time in clock cycles (clock frequency / baud rate).
+
+    Ports
+    -----
+    rx : In, the UART line from the host.  tx : Out, the UART line to the host.
+    busy : Out, the engine is running.  activity : Out, the link is executing a command.
+    """
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    activity: Out(1)
+
+    def __init__(self, config: EngineConfig, image=None, *, clocks_per_bit: int,
+                 max_payload: int = protocol.MAX_PAYLOAD):
+        self._config = config
+        self._image = image
+        self._clocks_per_bit = clocks_per_bit
+        self._max_payload = max_payload
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        engine_reset = Signal()
+        m.submodules.engine = engine = ResetInserter(engine_reset)(
+            Engine(self._config, self._image))
+        m.submodules.bridge = bridge = LinkBridge(self._config, self._max_payload)
+        m.submodules.receiver = receiver = UARTReceiver(self._clocks_per_bit)
+        m.submodules.transmitter = transmitter = UARTTransmitter(self._clocks_per_bit)
+        wiring.connect(m, receiver.data, bridge.rx)
+        wiring.connect(m, bridge.tx, transmitter.data)
+        wiring.connect(m, bridge.bus, engine.bus)
+        m.d.comb += [
+            receiver.rx.eq(self.rx),
+            self.tx.eq(transmitter.tx),
+            bridge.engine_busy.eq(engine.busy),
+            engine_reset.eq(bridge.engine_reset),
+            engine.output.ready.eq(1),          # outputs are read over the link
+            engine.input.valid.eq(0),           # inputs are written over the link
+            self.busy.eq(engine.busy),
+            self.activity.eq(bridge.activity),
+        ]
+        return m
