@@ -1,0 +1,127 @@
+"""``sf.simulate``: run a program's inputs on the generated Verilog and check it bit for bit.
+
+Generates the engine for the program's configuration, runs every input under cocotb (Verilator
+by default, Icarus when asked and installed), compares the outputs with the golden model, and
+puts the engine's own cycle counters beside the cycle model's prediction and the cost model's
+limit and bound.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .reference.cycles import LayerTiming, layer_timing
+from .reference.golden import run_image
+from .rtl import RtlCase, run_rtl
+
+__all__ = ["Simulation", "simulate", "predict"]
+
+
+@dataclass
+class Simulation:
+    """What the RTL did for a batch of inputs."""
+    outputs: np.ndarray                 # batch x classes, the engine's integer outputs
+    golden: np.ndarray                  # batch x classes, the golden model's
+    cycles: np.ndarray                  # batch x layers, the engine's cycle counters
+    predicted: np.ndarray               # batch x layers, the cycle model's prediction
+    limit: np.ndarray                   # batch x layers, ceil(sum_k E_k / N)
+    bound: np.ndarray                   # batch x layers, max_k E_k
+    overhead: np.ndarray                # layers, the cycle model's fixed per-layer overhead
+    work: np.ndarray                    # batch x layers, sum_k E_k
+    pes: int
+    simulator: str
+    seconds: float                      # simulating the inputs
+    build_seconds: float                # generating Verilog and compiling the simulator
+    waves: Path | None = None
+    labels: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def mismatches(self) -> int:
+        return int(np.count_nonzero(self.outputs != self.golden))
+
+    @property
+    def total_cycles(self) -> np.ndarray:
+        return self.cycles.sum(axis=1)
+
+    @property
+    def efficiency(self) -> float:
+        """Load-balance efficiency over the whole run: (sum_k E_k / N) / measured cycles."""
+        return float(self.work.sum() / self.pes / self.cycles.sum())
+
+    @property
+    def model_error(self) -> float:
+        """Largest relative difference between predicted and measured layer cycles."""
+        return float(np.max(np.abs(self.predicted - self.cycles) / self.cycles))
+
+    @property
+    def accuracy(self) -> float | None:
+        if self.labels is None:
+            return None
+        return float(np.mean(self.outputs.argmax(axis=1) == self.labels))
+
+    def to_json(self) -> dict:
+        return {
+            "simulator": self.simulator, "inputs": int(len(self.outputs)),
+            "accuracy": self.accuracy, "mismatches": self.mismatches,
+            "cycles": {"per_layer_mean": self.cycles.mean(axis=0).round(2).tolist(),
+                       "total_mean": float(self.total_cycles.mean()),
+                       "predicted_mean": self.predicted.mean(axis=0).round(2).tolist(),
+                       "limit_mean": self.limit.mean(axis=0).round(2).tolist(),
+                       "bound_mean": self.bound.mean(axis=0).round(2).tolist(),
+                       "overhead": self.overhead.tolist()},
+            "efficiency": round(self.efficiency, 4),
+            "cycle_model_max_error": round(self.model_error, 4),
+            "seconds": round(self.seconds, 2),
+            "build_seconds": round(self.build_seconds, 2),
+            "cycles_per_second": round(float(self.cycles.sum()) / self.seconds, 1),
+        }
+
+
+def predict(program, x_int) -> list[list[LayerTiming]]:
+    """The cycle model for every input (rows) and layer (columns)."""
+    activations = run_image(program.config, program.image, x_int, return_layers=True)
+    counts = [program.column_counts(layer) for layer in range(program.layer_count)]
+    return [[layer_timing(program.config, counts[layer], activations[layer][b] != 0,
+                          program.network.layers[layer].out_features)
+             for layer in range(program.layer_count)]
+            for b in range(len(activations[0]))]
+
+
+def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: bool = False,
+             waves: bool = False, build_dir=None, input_idle: float = 0.0,
+             output_stall: float = 0.0) -> Simulation:
+    """Run inputs ``X`` (floats, or integers with ``integer=True``) on the generated engine.
+
+    ``labels`` (optional) gives the accuracy; ``waves`` writes an FST (Verilator) or VCD
+    (Icarus) into ``build_dir``; ``input_idle`` / ``output_stall`` inject stalls on the streams.
+    """
+    x_int = np.asarray(X, dtype=np.int64) if integer else program.quantize_input(X)
+    golden = run_image(program.config, program.image, x_int)
+    timings = predict(program, x_int)
+    build_dir = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="sparseforge-"))
+    started = time.perf_counter()
+    (result,) = run_rtl(program.config, [RtlCase("program", program.image, x_int, golden)],
+                        build_dir=build_dir, simulator=simulator, waves=waves,
+                        input_idle=input_idle, output_stall=output_stall)
+    wall = time.perf_counter() - started
+
+    def table(attribute):
+        return np.array([[getattr(t, attribute) for t in row] for row in timings])
+
+    waves_file = None
+    if waves:
+        found = sorted(build_dir.rglob("*.fst")) + sorted(build_dir.rglob("*.vcd"))
+        waves_file = found[0] if found else None
+    return Simulation(
+        outputs=result.outputs, golden=golden, cycles=result.cycles,
+        predicted=table("cycles"), limit=table("limit"), bound=table("bound"),
+        overhead=np.array([t.overhead for t in timings[0]]),
+        work=np.array([[int(t.work.sum()) for t in row] for row in timings]),
+        pes=program.config.pes, simulator=simulator, seconds=result.seconds,
+        build_seconds=wall - result.seconds, waves=waves_file,
+        labels=None if labels is None else np.asarray(labels))
