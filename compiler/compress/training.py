@@ -1,0 +1,113 @@
+"""Training and evaluation shared by every compression method: deterministic, masked, quiet
+unless a progress bar is asked for."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Dataset", "as_dataset", "accuracy", "train", "TrainConfig", "progress_bar",
+           "seeded"]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    x: np.ndarray           # float32, samples x features
+    y: np.ndarray           # int64 labels
+
+    def __len__(self):
+        return len(self.y)
+
+
+def as_dataset(data, what: str) -> Dataset:
+    """``(X, y)`` from NumPy arrays or torch tensors, checked."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"{what} must be a pair (X, y), not {type(data).__name__}")
+    x, y = (np.asarray(d.detach().cpu().numpy() if hasattr(d, "detach") else d) for d in data)
+    x = x.reshape(len(x), -1).astype(np.float32)
+    if len(x) != len(y):
+        raise ValueError(f"{what}: X has {len(x)} samples but y has {len(y)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what}: X holds NaN or infinite values")
+    return Dataset(x, y.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Deterministic torch for the duration (single thread: results do not depend on cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    try:
+        yield torch.Generator().manual_seed(seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def accuracy(model, data: Dataset) -> float:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.x))
+    return float((logits.argmax(dim=1).numpy() == data.y).mean())
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool):
+    """A rich progress bar on stderr, or nothing."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step=None,
+          description: str = "training", progress: bool = False) -> None:
+    """Adam on cross-entropy (or ``loss_fn(model, x, y)``); ``after_step(model)`` runs after
+    every optimiser step (pruning masks use it to keep pruned weights at zero)."""
+    import torch
+    import torch.nn.functional as F
+
+    with seeded(config.seed) as generator:
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimiser = torch.optim.Adam(parameters, lr=config.learning_rate,
+                                     weight_decay=config.weight_decay)
+        x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+        with progress_bar(description, config.epochs, progress) as advance:
+            for _ in range(config.epochs):
+                model.train()
+                order = torch.randperm(len(y), generator=generator)
+                for start in range(0, len(y), config.batch_size):
+                    batch = order[start:start + config.batch_size]
+                    optimiser.zero_grad()
+                    loss = (loss_fn(model, x[batch], y[batch]) if loss_fn
+                            else F.cross_entropy(model(x[batch]), y[batch],
+                                                 label_smoothing=config.label_smoothing))
+                    loss.backward()
+                    optimiser.step()
+                    if after_step is not None:
+                        after_step(model)
+                advance()
+        model.eval()
