@@ -1,0 +1,222 @@
+"""Pruning: magnitude (Han et al. 2015), load-balance-aware (ESE, Han et al. 2017), structured
+by L1 norm (Li et al. 2017), and per-layer sparsities from a sensitivity scan.
+
+Masks are boolean arrays shaped like the weights (True = kept).  ``MaskKeeper`` re-applies them
+after every optimiser step, so pruned weights stay exactly zero through fine-tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["magnitude_mask", "balanced_mask", "MaskKeeper", "prune_iteratively",
+           "sensitivity_scan", "choose_sparsities", "prune_neurons", "prune_filters",
+           "linear_layers", "global_sparsity"]
+
+
+def linear_layers(model):
+    """The Linear modules of a model, in order."""
+    import torch.nn as nn
+
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def magnitude_mask(weight: np.ndarray, sparsity: float, keep: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """Keep the largest-magnitude ``1 - sparsity`` of the weights (ties broken by position);
+    weights already pruned (``keep`` False) stay pruned."""
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be between 0 and 1, not {sparsity}")
+    weight = np.asarray(weight, dtype=np.float64)
+    magnitude = np.abs(weight).ravel()
+    if keep is not None:
+        magnitude = np.where(keep.ravel(), magnitude, -1.0)
+    kept = int(round((1.0 - sparsity) * weight.size))
+    order = np.argsort(-magnitude, kind="stable")
+    mask = np.zeros(weight.size, dtype=bool)
+    mask[order[:kept]] = True
+    if keep is not None:
+        mask &= keep.ravel()
+    return mask.reshape(weight.shape)
+
+
+def balanced_mask(weight: np.ndarray, sparsity: float, pes: int) -> np.ndarray:
+    """ESE's load-balance-aware pruning: the same overall sparsity, but every PE (rows ``i``
+    with ``i mod pes == k``) keeps the same number of weights, its largest."""
+    if not 1 <= pes <= 64:
+        raise ValueError(f"pes must be between 1 and 64, not {pes}")
+    weight = np.asarray(weight, dtype=np.float64)
+    per_pe = int(round((1.0 - sparsity) * weight.size / pes))
+    mask = np.zeros(weight.shape, dtype=bool)
+    for k in range(pes):
+        rows = np.arange(k, weight.shape[0], pes)
+        if per_pe > rows.size * weight.shape[1]:
+            raise ValueError(f"PE {k} holds only {rows.size * weight.shape[1]} weights, fewer "
+                             f"than the {per_pe} each PE must keep; use fewer PEs")
+        block = np.abs(weight[rows]).ravel()
+        order = np.argsort(-block, kind="stable")[:per_pe]
+        kept = np.zeros(block.size, dtype=bool)
+        kept[order] = True
+        mask[rows] = kept.reshape(rows.size, weight.shape[1])
+    return mask
+
+
+class MaskKeeper:
+    """Holds one mask per Linear layer and zeroes the pruned weights of a model on call."""
+
+    def __init__(self, masks: list[np.ndarray]):
+        import torch
+
+        self.masks = [torch.from_numpy(np.asarray(mask, dtype=np.float32)) for mask in masks]
+
+    def __call__(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for layer, mask in zip(linear_layers(model), self.masks):
+                layer.weight.mul_(mask)
+
+
+def global_sparsity(model) -> float:
+    layers = linear_layers(model)
+    zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
+    return zeros / sum(layer.weight.numel() for layer in layers)
+
+
+def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int = 8,
+                      epochs_per_step: int = 8, final_epochs: int = 30,
+                      balance_pes: int | None = None, train_config=None,
+                      progress: bool = False) -> list[np.ndarray]:
+    """Deep Compression's prune-retrain loop with Zhu and Gupta's gradual schedule: in ``steps``
+    steps the sparsity of each layer follows ``target * (1 - (1 - t)**3)`` (most of the pruning
+    early, gently at the end), each step retrained with the masks held; then a final
+    fine-tune at a tenth of the learning rate.  Returns the final masks."""
+    import dataclasses
+
+    from .training import TrainConfig, train
+
+    layers = linear_layers(model)
+    if len(sparsities) != len(layers):
+        raise ValueError(f"{len(sparsities)} sparsities for {len(layers)} Linear layers")
+    config = train_config or TrainConfig(epochs=epochs_per_step, learning_rate=1e-3)
+    masks = [np.ones(tuple(layer.weight.shape), dtype=bool) for layer in layers]
+    keeper = MaskKeeper(masks)
+    for step in range(1, steps + 1):
+        schedule = 1.0 - (1.0 - step / steps) ** 3
+        for index, (layer, target) in enumerate(zip(layers, sparsities)):
+            weight = layer.weight.detach().numpy()
+            fraction = target * schedule
+            masks[index] = (balanced_mask(weight, fraction, balance_pes) & masks[index]
+                            if balance_pes else magnitude_mask(weight, fraction, masks[index]))
+        keeper = MaskKeeper(masks)
+        keeper(model)
+        train(model, train_set, dataclasses.replace(config, epochs=epochs_per_step,
+                                                    seed=config.seed + step),
+              after_step=keeper, description=f"pruning, step {step} of {steps}",
+              progress=progress)
+    if final_epochs:
+        train(model, train_set,
+              dataclasses.replace(config, epochs=final_epochs,
+                                  learning_rate=config.learning_rate / 10,
+                                  seed=config.seed + steps + 1),
+              after_step=keeper, description="fine-tuning the pruned model", progress=progress)
+    return masks
+
+
+def sensitivity_scan(model, val_set, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95, 0.97)
+                     ) -> dict[int, list[tuple[float, float]]]:
+    """Deep Compression's sensitivity analysis: for each layer alone, the validation accuracy
+    after magnitude pruning it to each sparsity (no retraining)."""
+    import torch
+
+    from .training import accuracy
+
+    curves: dict[int, list[tuple[float, float]]] = {}
+    for index, layer in enumerate(linear_layers(model)):
+        original = layer.weight.detach().clone()
+        curves[index] = []
+        for sparsity in sparsities:
+            mask = magnitude_mask(original.numpy(), sparsity)
+            with torch.no_grad():
+                layer.weight.copy_(original * torch.from_numpy(mask.astype(np.float32)))
+            curves[index].append((sparsity, accuracy(model, val_set)))
+        with torch.no_grad():
+            layer.weight.copy_(original)
+    return curves
+
+
+def choose_sparsities(curves, baseline: float, budget: float, sizes: list[int]) -> list[float]:
+    """Per layer, the highest scanned sparsity whose accuracy stays within ``budget`` of the
+    baseline (thresholds chosen from the sensitivity scan)."""
+    chosen = []
+    for index in range(len(sizes)):
+        ok = [s for s, acc in curves[index] if baseline - acc <= budget]
+        chosen.append(max(ok) if ok else 0.0)
+    return chosen
+
+
+@dataclass(frozen=True)
+class NeuronPruning:
+    layer: int
+    kept: np.ndarray        # indices of the neurons kept, in order
+
+
+def prune_neurons(model, layer_index: int, keep: int) -> NeuronPruning:
+    """Structured pruning: keep the ``keep`` output neurons of Linear ``layer_index`` with the
+    largest L1 norm of incoming weights, and remove the matching input columns of the next
+    Linear; the layers physically shrink."""
+    import torch
+    import torch.nn as nn
+
+    layers = linear_layers(model)
+    if not 0 <= layer_index < len(layers) - 1:
+        raise ValueError(f"layer_index must name a Linear layer followed by another "
+                         f"(0 .. {len(layers) - 2}), not {layer_index}")
+    layer, following = layers[layer_index], layers[layer_index + 1]
+    if not 1 <= keep <= layer.out_features:
+        raise ValueError(f"keep must be between 1 and {layer.out_features}, not {keep}")
+    norms = layer.weight.detach().abs().sum(dim=1).numpy()
+    kept = np.sort(np.argsort(-norms, kind="stable")[:keep])
+    index = torch.from_numpy(kept)
+    with torch.no_grad():
+        shrunk = nn.Linear(layer.in_features, keep, bias=layer.bias is not None)
+        shrunk.weight.copy_(layer.weight[index])
+        if layer.bias is not None:
+            shrunk.bias.copy_(layer.bias[index])
+        narrowed = nn.Linear(keep, following.out_features, bias=following.bias is not None)
+        narrowed.weight.copy_(following.weight[:, index])
+        if following.bias is not None:
+            narrowed.bias.copy_(following.bias)
+    _replace_module(model, layer, shrunk)
+    _replace_module(model, following, narrowed)
+    return NeuronPruning(layer_index, kept)
+
+
+def prune_filters(conv, keep: int):
+    """Structured pruning of a Conv2d: the ``keep`` filters with the largest L1 norm, as a new,
+    smaller Conv2d, and their indices (to narrow the next layer's input channels).  A torch-level
+    utility: the engine runs Linear layers today."""
+    import torch
+    import torch.nn as nn
+
+    norms = conv.weight.detach().abs().sum(dim=(1, 2, 3)).numpy()
+    kept = np.sort(np.argsort(-norms, kind="stable")[:keep])
+    index = torch.from_numpy(kept)
+    shrunk = nn.Conv2d(conv.in_channels, keep, conv.kernel_size, conv.stride, conv.padding,
+                       conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        shrunk.weight.copy_(conv.weight[index])
+        if conv.bias is not None:
+            shrunk.bias.copy_(conv.bias[index])
+    return shrunk, kept
+
+
+def _replace_module(model, old, new) -> None:
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new)
+                return
+    raise ValueError("the layer to replace is not part of the model")

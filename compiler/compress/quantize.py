@@ -1,0 +1,90 @@
+"""Fixed-point quantization: from a float network with shared weights to the integer network.
+
+Scales are powers of two chosen by calibration on data (``numerics.choose_frac``): the input and
+every layer's output get the largest binary point at which the largest magnitude seen still
+fits ``act_bits``; each codebook gets the largest at which its largest value fits ``coef_bits``.
+Biases are quantized at the accumulator's scale.  Every rounding and saturation is
+``numerics.FixedFormat.quantize``; the integer network's ``forward`` is what the hardware does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
+from ..numerics import FixedFormat, choose_frac
+
+__all__ = ["quantize_network", "network_codebooks"]
+
+MAX_SHIFT = 63
+
+
+def network_codebooks(network: Network, code_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(codes, codebook) per layer from a network whose weights take few distinct values (after
+    weight sharing): codebook entry 0 is 0, the others the distinct nonzero values."""
+    books = []
+    for layer in network.layers:
+        values = np.unique(layer.weight[layer.weight != 0])
+        if len(values) >= 1 << code_bits:
+            raise ValueError(f"layer {layer.name} has {len(values)} distinct nonzero weights; "
+                             f"{code_bits}-bit codes hold {(1 << code_bits) - 1}: share its "
+                             f"weights first")
+        codebook = np.zeros(1 << code_bits)
+        codebook[1:len(values) + 1] = values
+        codes = np.zeros(layer.weight.shape, dtype=np.uint8)
+        nonzero = layer.weight != 0
+        codes[nonzero] = np.searchsorted(values, layer.weight[nonzero]) + 1
+        books.append((codes, codebook))
+    return books
+
+
+def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int = 8,
+                     coef_bits: int = 8, code_bits: int = 4, bias_bits: int | None = None,
+                     codebooks=None) -> QuantizedNetwork:
+    """The integer network for ``network`` (float, weights already shared).
+
+    ``calibration`` (samples x inputs, floats) sets the activation scales.  ``codebooks``:
+    (codes, float codebook) per layer, or None to read them off the weights.  ``bias_bits``:
+    None sizes each layer's biases to fit (at least 8 bits).
+    """
+    if act_bits not in (8, 16) or coef_bits not in (8, 16):
+        raise ValueError(f"act_bits and coef_bits must be 8 or 16, not {act_bits} and "
+                         f"{coef_bits}")
+    calibration = np.asarray(calibration, dtype=np.float64).reshape(len(calibration), -1)
+    if calibration.shape[1] != network.input_size:
+        raise ValueError(f"calibration data has {calibration.shape[1]} features; the network "
+                         f"takes {network.input_size}")
+    books = codebooks if codebooks is not None else network_codebooks(network, code_bits)
+    input_format = FixedFormat(act_bits, choose_frac(float(np.abs(calibration).max()),
+                                                     act_bits))
+    x_int = input_format.quantize(calibration)
+    layers = []
+    for layer, (codes, codebook) in zip(network.layers, books):
+        codes = np.asarray(codes, dtype=np.uint8).copy()
+        weight_format = FixedFormat(coef_bits, choose_frac(float(np.abs(codebook).max()),
+                                                           coef_bits))
+        codebook_int = weight_format.quantize(codebook)
+        codebook_int[0] = 0
+        # A shared value that rounds to zero is a pruned weight: code 0 means zero.
+        codes[codebook_int[codes] == 0] = 0
+        accumulator_frac = input_format.frac + weight_format.frac
+        float_out = _float_layer(layer, input_format.dequantize(x_int), codebook, codes)
+        output_frac = min(choose_frac(float(np.abs(float_out).max()), act_bits), accumulator_frac)
+        output_frac = max(output_frac, accumulator_frac - MAX_SHIFT)
+        bias_int = np.floor(np.ldexp(layer.bias, accumulator_frac) + 0.5).astype(np.int64)
+        bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
+        bias_format = FixedFormat(bits, accumulator_frac)
+        quantized = QuantizedLinear(
+            name=layer.name, codes=codes, codebook=codebook_int,
+            bias=bias_format.quantize(layer.bias), code_bits=code_bits,
+            input_format=input_format, weight_format=weight_format,
+            output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu)
+        layers.append(quantized)
+        x_int = quantized.forward(x_int)
+        input_format = quantized.output_format
+    return QuantizedNetwork(tuple(layers))
+
+
+def _float_layer(layer: Linear, x: np.ndarray, codebook: np.ndarray, codes: np.ndarray):
+    y = x @ codebook[codes].T + layer.bias
+    return np.maximum(y, 0) if layer.relu else y
