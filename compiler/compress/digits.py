@@ -33,10 +33,13 @@ def load_digits_split() -> tuple[Dataset, Dataset, Dataset]:
 
 
 def digits_mlp(hidden: int = HIDDEN, seed: int = 0):
+    from collections import OrderedDict
+
     import torch.nn as nn
 
     with seeded(seed):
-        return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        return nn.Sequential(OrderedDict(fc1=nn.Linear(64, hidden), relu=nn.ReLU(),
+                                         fc2=nn.Linear(hidden, 10)))
 
 
 def train_digits_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False):

@@ -130,20 +130,22 @@ def render(report: CompressionReport, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title="Compression (Deep Compression accounting: entries incl. padding, "
-                        "codebooks, biases; 32-bit dense)")
-    for column in ("layer", "shape", "weights", "density", "bits/weight", "bits/index",
-                   "dense", "compressed", "Huffman", "ratio"):
-        table.add_column(column, justify="right" if column != "layer" else "left")
+    from rich import box
+
+    table = Table(title="Deep Compression accounting (entries incl. padding, codebooks, "
+                        "biases; dense = 32-bit)", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("layer", "shape", "weights", "density", "bits w/i", "KiB dense",
+                   "KiB comp.", "KiB Huff.", "ratio"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in report.layers:
         table.add_row(layer.name, f"{layer.shape[0]}x{layer.shape[1]}", f"{layer.weights:,}",
-                      f"{100 * layer.density:.1f}%", str(layer.code_bits),
-                      str(layer.index_bits), _kib(layer.dense_bits),
-                      _kib(layer.compressed_bits), _kib(layer.huffman_bits),
+                      f"{100 * layer.density:.1f}%", f"{layer.code_bits}/{layer.index_bits}",
+                      _kib(layer.dense_bits), _kib(layer.compressed_bits),
+                      _kib(layer.huffman_bits),
                       f"{layer.dense_bits / layer.compressed_bits:.1f}x")
     total_dense = sum(layer.dense_bits for layer in report.layers)
     table.add_row("total", "", f"{report.weights:,}", f"{100 * (1 - report.sparsity):.1f}%",
-                  "", "", _kib(total_dense),
+                  "", _kib(total_dense),
                   _kib(sum(layer.compressed_bits for layer in report.layers)),
                   _kib(sum(layer.huffman_bits for layer in report.layers)),
                   f"{report.compression_ratio:.1f}x", style="bold")
@@ -151,14 +153,14 @@ def render(report: CompressionReport, console=None) -> None:
     pointers = sum(layer.pointer_bits for layer in report.layers)
     console.print(f"compression ratio {report.compression_ratio:.1f}x, with Huffman coding "
                   f"{report.compression_ratio_huffman:.1f}x; column pointers "
-                  f"{_kib(pointers)} more ({report.compression_ratio_with_pointers:.1f}x "
+                  f"{_kib(pointers)} KiB more ({report.compression_ratio_with_pointers:.1f}x "
                   f"with them)")
     if report.accuracy_float is not None:
         drop = 100 * (report.accuracy_float - report.accuracy_quantized)
         console.print(f"accuracy{' on ' + report.accuracy_data if report.accuracy_data else ''}"
                       f": float {100 * report.accuracy_float:.2f}%, compressed fixed point "
-                      f"{100 * report.accuracy_quantized:.2f}% ({drop:+.2f} points lost)")
+                      f"{100 * report.accuracy_quantized:.2f}% ({drop:.2f} points lost)")
 
 
 def _kib(bits: int) -> str:
-    return f"{bits / 8192:.2f} KiB"
+    return f"{bits / 8192:.2f}"
