@@ -56,6 +56,12 @@ def available_simulators() -> list[str]:
     return found
 
 
+def _tail(log: Path, lines: int = 30) -> str:
+    if not log.exists():
+        return "(no log written)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def lint(source: Path, toplevel: str) -> list[str]:
     """Run ``verilator --lint-only -Wall`` with the documented waivers; return the warnings."""
     import subprocess
@@ -108,13 +114,23 @@ def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_di
         build_args = list(VERILATOR_WAIVERS)
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
-    runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
-                 build_dir=str(build_dir), build_args=build_args, timescale=("1ns", "1ps"),
-                 waves=waves, always=rebuild)
+    # The simulators' chatter goes to log files: stdout belongs to the caller (--json).
+    build_log, test_log = build_dir / "build.log", build_dir / "test.log"
+    try:
+        runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
+                     build_dir=str(build_dir), build_args=build_args, timescale=("1ns", "1ps"),
+                     waves=waves, always=rebuild, log_file=str(build_log))
+    except Exception as error:
+        raise RuntimeError(f"building the {simulator} simulation failed:\n"
+                           + _tail(build_log)) from error
     plusargs = [f"+{BENCH_PLUSARG}={Path(bench_file).resolve()}"] if bench_file else []
-    results = runner.test(hdl_toplevel=toplevel, test_module=test_module,
-                          build_dir=str(build_dir), test_dir=str(build_dir), plusargs=plusargs,
-                          waves=waves, testcase=testcase)
+    try:
+        results = runner.test(hdl_toplevel=toplevel, test_module=test_module,
+                              build_dir=str(build_dir), test_dir=str(build_dir),
+                              plusargs=plusargs, waves=waves, testcase=testcase,
+                              log_file=str(test_log))
+    except Exception as error:
+        raise RuntimeError(f"the {simulator} simulation failed:\n" + _tail(test_log)) from error
     tests, failed = get_results(results)
     waves_file = None
     if waves:
@@ -122,5 +138,5 @@ def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_di
         waves_file = candidates[0] if candidates else None
     if tests == 0 or failed:
         raise CocotbFailure(f"{failed} of {tests} cocotb tests in {test_module} failed "
-                            f"on {simulator}; see {results}")
+                            f"on {simulator}; see {test_log}:\n" + _tail(test_log))
     return CocotbRun(Path(results), tests, failed, waves_file)

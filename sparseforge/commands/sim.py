@@ -1,0 +1,101 @@
+"""``sparseforge sim DIR``: run inputs on the generated Verilog under cocotb, bit-exact against
+the golden model, with cycles beside the cycle model and the cost model.
+
+Inputs: ``--inputs X.npy`` (floats, quantized with the program's input format) and optionally
+``--labels y.npy``; by default the digits test split when the program takes 64 inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .common import add_json_flag, console_for, emit_json, fail
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("sim", help="verify a program on the generated Verilog (cocotb)",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("program", help="a compiled program directory")
+    parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
+    parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
+    parser.add_argument("--labels", help=".npy of labels, for the accuracy")
+    parser.add_argument("--count", type=int, help="use only the first COUNT inputs")
+    parser.add_argument("--waves", action="store_true", help="write an FST/VCD waveform")
+    parser.add_argument("--build-dir", help="where to build the simulator (default: DIR/sim)")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def default_inputs(program):
+    if program.in_features != 64:
+        raise ValueError("pass --inputs: the default data (digits) has 64 features, the "
+                         f"program takes {program.in_features}")
+    from sparseforge.compiler.compress.digits import load_digits_split
+
+    _, _, test = load_digits_split()
+    return test.x, test.y
+
+
+def run(args) -> int:
+    import sparseforge as sf
+    from sparseforge.compiler.program import ProgramError
+
+    console = console_for(args)
+    try:
+        program = sf.load_program(args.program)
+        if args.inputs:
+            x = np.load(args.inputs, allow_pickle=False)
+            labels = np.load(args.labels, allow_pickle=False) if args.labels else None
+        else:
+            x, labels = default_inputs(program)
+    except (ProgramError, ValueError, OSError) as error:
+        return fail(str(error))
+    if args.count:
+        x = x[:args.count]
+        labels = None if labels is None else labels[:args.count]
+    build_dir = Path(args.build_dir) if args.build_dir else Path(args.program) / "sim"
+    with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
+        result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
+                             waves=args.waves, build_dir=build_dir)
+    render(console, result)
+    emit_json(args, result.to_json() | {"waves": str(result.waves) if result.waves else None})
+    return 0 if result.mismatches == 0 else 1
+
+
+def render(console, result) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"{len(result.outputs)} inputs on {result.simulator}, "
+                        f"{result.pes} PEs (mean cycles per inference)", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for column in ("layer", "measured", "cycle model", "limit", "bound", "overhead",
+                   "efficiency"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in range(result.cycles.shape[1]):
+        measured = result.cycles[:, layer].mean()
+        work = result.work[:, layer].mean() / result.pes
+        table.add_row(str(layer), f"{measured:.1f}", f"{result.predicted[:, layer].mean():.1f}",
+                      f"{result.limit[:, layer].mean():.1f}",
+                      f"{result.bound[:, layer].mean():.1f}", str(result.overhead[layer]),
+                      f"{100 * work / measured:.1f}%")
+    table.add_row("total", f"{result.total_cycles.mean():.1f}",
+                  f"{result.predicted.sum(axis=1).mean():.1f}",
+                  f"{result.limit.sum(axis=1).mean():.1f}",
+                  f"{result.bound.sum(axis=1).mean():.1f}", str(result.overhead.sum()),
+                  f"{100 * result.efficiency:.1f}%", style="bold")
+    console.print(table)
+    verdict = ("[green]bit-exact[/green]" if result.mismatches == 0
+               else f"[red]{result.mismatches} mismatches[/red]")
+    accuracy = (f"; accuracy {100 * result.accuracy:.2f}%" if result.accuracy is not None
+                else "")
+    console.print(f"outputs vs golden model: {verdict}{accuracy}; cycle model off by at most "
+                  f"{100 * result.model_error:.1f}%; {result.seconds:.1f} s simulating "
+                  f"({result.cycles.sum() / result.seconds:,.0f} cycles/s), "
+                  f"{result.build_seconds:.1f} s building")
+    if result.waves:
+        console.print(f"waveform: {result.waves}")
