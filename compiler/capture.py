@@ -1,10 +1,17 @@
 """Network capture: an ``nn.Module`` or an ONNX file as a :class:`Graph` of typed ops.
 
-Modules are walked in execution order (``nn.Sequential`` and nested containers; a module that
-is a leaf of a known type becomes one op).  ONNX graphs are read with the ``onnx`` package:
-Gemm, MatMul followed by Add, Relu, Flatten, BatchNormalization, Dropout/Identity, and a final
-Softmax.  Anything else is refused with the module path (or node name), its type, and what is
-supported.
+Modules are walked in execution order: ``nn.Sequential`` (nested to any depth) child by child,
+a leaf module of a known type as one op (the table :func:`_module_handlers`), and any other
+container with ``torch.fx`` (its forward must be a chain: each op takes the previous op's
+output).  Parameters are read as evaluation mode sees them: BatchNorm's running statistics,
+and for a model pruned with ``torch.nn.utils.prune`` the effective ``weight_orig *
+weight_mask``.  ONNX graphs are read with the ``onnx`` package: Gemm (``transB``, ``alpha``,
+``beta``), MatMul followed by Add, Relu, Flatten/Reshape, BatchNormalization, Dropout/Identity
+and a final Softmax.  Anything else is refused with :class:`UnsupportedLayerError` naming the
+module path (or node name), its type, and what is supported (``ir.SUPPORTED_OPS``).
+
+Every captured graph is checked (:func:`check_graph`): a Linear whose ``in_features`` does not
+match what reaches it is an error naming both, and NaN or infinite parameters are refused.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import numpy as np
 
 from .ir import SUPPORTED_OPS, Graph, Op, OpKind
 
-__all__ = ["UnsupportedLayerError", "capture", "capture_module", "capture_onnx"]
+__all__ = ["UnsupportedLayerError", "capture", "capture_module", "capture_onnx",
+           "check_graph"]
 
 
 class UnsupportedLayerError(ValueError):
@@ -29,7 +37,7 @@ class UnsupportedLayerError(ValueError):
 
 
 def capture(model) -> Graph:
-    """Capture an ``nn.Module``, or an ONNX file given by its path."""
+    """Capture an ``nn.Module``, or an ONNX file given by its path (``.onnx``)."""
     if isinstance(model, (str, Path)):
         path = Path(model)
         if path.suffix.lower() != ".onnx":
@@ -44,28 +52,73 @@ def capture(model) -> Graph:
                     f"{type(model).__name__}")
 
 
+def check_graph(ops, input_size: int, source: str = "") -> Graph:
+    """The Graph of ``ops`` over ``input_size`` inputs, after checking it: every Linear and
+    BatchNorm gets the width it expects (Flatten, ReLU, Identity and Softmax keep the width),
+    and no parameter holds NaN or infinity."""
+    width, produced_by = input_size, "the input"
+    for op in ops:
+        for name, values in op.params.items():
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"{op.kind.value} {op.name!r}: {name} holds NaN or infinite "
+                                 f"values")
+        if op.kind is OpKind.LINEAR:
+            weight = op.params["weight"]
+            if weight.ndim != 2:
+                raise ValueError(f"Linear {op.name!r}: weight must be 2-D, not {weight.shape}")
+            if weight.shape[1] != width:
+                raise ValueError(f"Linear {op.name!r} takes {weight.shape[1]} inputs but "
+                                 f"{produced_by} gives {width}")
+            if op.params["bias"].shape != (weight.shape[0],):
+                raise ValueError(f"Linear {op.name!r}: bias shape {op.params['bias'].shape} "
+                                 f"does not match {weight.shape[0]} outputs")
+            width, produced_by = weight.shape[0], f"{op.name!r}"
+        elif op.kind is OpKind.BATCHNORM:
+            for name, values in op.params.items():
+                if values.shape != (width,):
+                    raise ValueError(f"BatchNorm {op.name!r} has {name} of shape "
+                                     f"{values.shape} but {produced_by} gives {width} features")
+    return Graph(tuple(ops), input_size, source)
+
+
 # ---- PyTorch ----------------------------------------------------------------------------------
 
 def _array(tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy().astype(np.float64)
+    return tensor.detach().cpu().to(dtype=tensor.dtype).numpy().astype(np.float64)
+
+
+def _effective(module, name: str) -> np.ndarray | None:
+    """A parameter as the module computes with it: ``torch.nn.utils.prune`` keeps
+    ``<name>_orig`` and ``<name>_mask`` and recomputes ``<name>`` only in a forward pre-hook,
+    so after training ``module.weight`` can be stale; the product never is."""
+    original = getattr(module, f"{name}_orig", None)
+    mask = getattr(module, f"{name}_mask", None)
+    if original is not None and mask is not None:
+        return _array(original) * _array(mask)
+    value = getattr(module, name, None)
+    return None if value is None else _array(value)
 
 
 @functools.cache
 def _module_handlers():
+    """Leaf module type -> function(module, path) -> ops.  Exact types: a subclass may
+    override ``forward``, so it is traced instead."""
     import torch.nn as nn
 
     def linear(module, name):
-        # torch.nn.utils.prune keeps weight_orig and weight_mask; `weight` is their product.
-        bias = (_array(module.bias) if module.bias is not None
-                else np.zeros(module.out_features))
-        return [Op(OpKind.LINEAR, name, {"weight": _array(module.weight), "bias": bias})]
+        bias = _effective(module, "bias")
+        return [Op(OpKind.LINEAR, name, {
+            "weight": _effective(module, "weight"),
+            "bias": bias if bias is not None else np.zeros(module.out_features)})]
 
     def batchnorm(module, name):
-        if not module.track_running_stats or module.running_mean is None:
-            raise UnsupportedLayerError(f"{name} (BatchNorm1d without running statistics)",
+        if module.running_mean is None or module.running_var is None:
+            raise UnsupportedLayerError(f"layer {name!r} (BatchNorm1d without running "
+                                        f"statistics, track_running_stats=False)",
                                         "BatchNorm1d")
-        weight = (_array(module.weight) if module.affine else np.ones(module.num_features))
-        bias = _array(module.bias) if module.affine else np.zeros(module.num_features)
+        features = module.num_features
+        weight = _effective(module, "weight") if module.affine else np.ones(features)
+        bias = _effective(module, "bias") if module.affine else np.zeros(features)
         return [Op(OpKind.BATCHNORM, name,
                    {"mean": _array(module.running_mean), "var": _array(module.running_var),
                     "weight": weight, "bias": bias}, {"eps": float(module.eps)})]
@@ -86,14 +139,21 @@ def _module_handlers():
 
 
 def capture_module(model) -> Graph:
-    """``model`` (evaluation-mode parameters) as a Graph.  An ``nn.Sequential`` is walked
-    child by child; any other module is traced with ``torch.fx`` and must be a chain (each op
-    takes the previous op's output)."""
+    """``model`` (evaluation-mode parameters) as a shape-checked Graph.
+
+    An ``nn.Sequential`` is walked child by child (nested Sequentials too); any other
+    container is traced with ``torch.fx`` and must be a chain.  Op names are module paths
+    (``"0"``, ``"encoder.fc1"``), so errors point at the module to change.
+    """
+    import torch.nn as nn
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"capture_module takes an nn.Module, not {type(model).__name__}")
     ops = _capture(model, "")
     linear = [op for op in ops if op.kind is OpKind.LINEAR]
     if not linear:
-        raise ValueError("the model has no Linear layer to run")
-    return Graph(tuple(ops), linear[0].params["weight"].shape[1], type(model).__name__)
+        raise ValueError(f"the model ({type(model).__name__}) has no Linear layer to run")
+    return check_graph(ops, linear[0].params["weight"].shape[1], type(model).__name__)
 
 
 def _capture(module, name) -> list[Op]:
@@ -102,18 +162,21 @@ def _capture(module, name) -> list[Op]:
     handler = _module_handlers().get(type(module))
     if handler is not None:
         return handler(module, name or type(module).__name__)
-    if not list(module.children()) and type(module).forward is not nn.Module.forward \
-            and type(module).__module__.startswith("torch.nn"):
-        raise UnsupportedLayerError(f"layer {name or type(module).__name__!r}",
-                                    type(module).__name__)
-    if isinstance(module, nn.Sequential):
+    if type(module) is nn.Sequential:
         ops = []
         for child_name, child in module.named_children():
             ops += _capture(child, f"{name}.{child_name}" if name else child_name)
         return ops
+    if type(module).__module__.startswith("torch.nn"):
+        # A library layer we do not lower (Conv2d, Tanh, LSTM, ...): tracing would only
+        # break it into functions we do not lower either.
+        raise UnsupportedLayerError(f"layer {name or type(module).__name__!r}",
+                                    type(module).__name__)
     return _trace(module, name)
 
 
+# call_function / call_method targets -> op kind; None marks a shape query (``x.size(0)``)
+# whose result only feeds a reshape's arguments.
 @functools.cache
 def _function_kinds():
     import torch
@@ -121,9 +184,11 @@ def _function_kinds():
 
     return {torch.relu: OpKind.RELU, F.relu: OpKind.RELU, "relu": OpKind.RELU,
             torch.flatten: OpKind.FLATTEN, "flatten": OpKind.FLATTEN, "view": OpKind.FLATTEN,
-            "reshape": OpKind.FLATTEN, F.dropout: OpKind.IDENTITY,
+            "reshape": OpKind.FLATTEN, torch.reshape: OpKind.FLATTEN,
+            F.dropout: OpKind.IDENTITY, "contiguous": OpKind.IDENTITY,
             torch.softmax: OpKind.SOFTMAX, F.softmax: OpKind.SOFTMAX,
-            F.log_softmax: OpKind.SOFTMAX, "softmax": OpKind.SOFTMAX}
+            F.log_softmax: OpKind.SOFTMAX, "softmax": OpKind.SOFTMAX,
+            "log_softmax": OpKind.SOFTMAX, "size": None, "dim": None}
 
 
 def _trace(module, name) -> list[Op]:
@@ -133,28 +198,44 @@ def _trace(module, name) -> list[Op]:
     try:
         traced = torch.fx.symbolic_trace(module)
     except Exception as error:      # fx raises many kinds for data-dependent control flow
-        raise UnsupportedLayerError(f"{where} (its forward cannot be traced: {error})",
+        raise UnsupportedLayerError(f"{where!r} (its forward cannot be traced: {error})",
                                     type(module).__name__) from error
+    kinds = _function_kinds()
     ops: list[Op] = []
-    previous = None
+    previous, shape_queries = None, set()
     for node in traced.graph.nodes:
         if node.op == "placeholder":
+            if previous is not None:
+                raise UnsupportedLayerError(f"{where!r} (its forward takes more than one input)",
+                                            type(module).__name__)
             previous = node
             continue
         if node.op == "output":
+            if node.args[0] is not previous:
+                raise UnsupportedLayerError(f"{where!r} (it returns something other than its "
+                                            f"last layer's output)", type(module).__name__)
             break
-        if node.op == "get_attr" or not node.args or node.args[0] is not previous:
-            raise UnsupportedLayerError(f"{where} at {node.name} (not a chain of layers: "
-                                        f"branches and skip connections are not supported)",
-                                        type(module).__name__)
-        path = f"{where}.{node.target}" if node.op == "call_module" else f"{where}.{node.name}"
+        target = node.target
+        path = f"{where}.{target}" if node.op == "call_module" else f"{where}.{node.name}"
+        if node.op == "call_method" and target in kinds and kinds[target] is None:
+            shape_queries.add(node)                     # x.size(0): feeds a reshape only
+            continue
+        others = set(node.all_input_nodes) - {previous} - shape_queries
+        if node.op == "get_attr" or not node.args or node.args[0] is not previous or others:
+            raise UnsupportedLayerError(f"{path!r} (not a chain of layers: branches, skip "
+                                        f"connections and parameters used directly are not "
+                                        f"supported)", type(module).__name__)
         if node.op == "call_module":
-            ops += _capture(traced.get_submodule(node.target), path)
+            ops += _capture(traced.get_submodule(target), f"{where}.{target}" if name
+                            else str(target))
         else:
-            kind = _function_kinds().get(node.target)
+            try:
+                kind = kinds.get(target)
+            except TypeError:                          # unhashable target
+                kind = None
             if kind is None:
-                raise UnsupportedLayerError(path, str(getattr(node.target, "__name__",
-                                                              node.target)))
+                raise UnsupportedLayerError(f"{path!r}",
+                                            str(getattr(target, "__name__", target)))
             ops.append(Op(kind, path))
         previous = node
     return ops
@@ -162,79 +243,108 @@ def _trace(module, name) -> list[Op]:
 
 # ---- ONNX -------------------------------------------------------------------------------------
 
-def capture_onnx(path: Path) -> Graph:
-    """Read an ONNX file's graph into a Graph (chain-structured models)."""
+_ONNX_SIMPLE = {"Relu": OpKind.RELU, "Flatten": OpKind.FLATTEN, "Reshape": OpKind.FLATTEN,
+                "Dropout": OpKind.IDENTITY, "Identity": OpKind.IDENTITY,
+                "Softmax": OpKind.SOFTMAX, "LogSoftmax": OpKind.SOFTMAX}
+
+
+def capture_onnx(path) -> Graph:
+    """Read an ONNX file's graph into a shape-checked Graph.
+
+    The graph must be a chain from its one real input (not an initializer) to its output:
+    each node's data input is the previous node's output.  Weights must be initializers or
+    Constant nodes (``onnx.numpy_helper``).  ``Gemm`` computes ``alpha * A B' + beta * C`` with
+    ``B' = B^T`` when ``transB``; ``MatMul(x, W)`` takes ``W`` as in x out, and an ``Add`` right
+    after it is its bias.
+    """
     import onnx
     from onnx import numpy_helper
 
     path = Path(path)
     try:
         model = onnx.load(str(path))
-    except Exception as error:          # onnx raises DecodeError and others
+    except Exception as error:          # onnx raises DecodeError, OSError and others
         raise ValueError(f"{path}: not a readable ONNX file ({error})") from error
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init).astype(np.float64)
                  for init in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    constants[node.output[0]] = numpy_helper.to_array(
-                        attribute.t).astype(np.float64)
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is None:
+                raise UnsupportedLayerError(f"ONNX node {node.name!r} (a Constant without a "
+                                            f"tensor 'value')", "Constant")
+            constants[node.output[0]] = numpy_helper.to_array(value).astype(np.float64)
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: the graph must have exactly one input, not "
+                         f"{[i.name for i in inputs]}")
+    current = inputs[0].name            # the tensor the next node must consume
     ops: list[Op] = []
-    pending_matmul = None               # (node name, weight) waiting for its Add
-    nodes = [n for n in graph.node if n.op_type != "Constant"]
-    for node in nodes:
+    pending = None                      # (MatMul name, weight out x in) waiting for its Add
+    for node in (n for n in graph.node if n.op_type != "Constant"):
         name = node.name or f"{node.op_type}_{len(ops)}"
+        data = [i for i in node.input if i and i not in constants]
+        if data != [current]:
+            raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {data}, not just the "
+                                        f"previous output {current!r}: not a chain of layers)",
+                                        node.op_type)
+        current = node.output[0]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if pending_matmul is not None and node.op_type != "Add":
-            matmul_name, weight = pending_matmul
-            ops.append(Op(OpKind.LINEAR, matmul_name,
-                          {"weight": weight, "bias": np.zeros(weight.shape[0])}))
-            pending_matmul = None
+        if pending is not None and node.op_type != "Add":
+            ops.append(_linear(pending[0], pending[1], None))
+            pending = None
         if node.op_type == "Gemm":
-            weight = _constant(constants, node.input[1], name)
             if attrs.get("transA", 0):
-                raise UnsupportedLayerError(f"{name} (Gemm with transA)", "Gemm")
-            weight = weight if attrs.get("transB", 0) else weight.T
-            bias = (_constant(constants, node.input[2], name) * attrs.get("beta", 1.0)
-                    if len(node.input) > 2 and node.input[2] else np.zeros(weight.shape[0]))
-            ops.append(Op(OpKind.LINEAR, name, {"weight": weight * attrs.get("alpha", 1.0),
-                                                 "bias": np.broadcast_to(
-                                                     bias, (weight.shape[0],)).copy()}))
-        elif node.op_type == "MatMul":
+                raise UnsupportedLayerError(f"ONNX node {name!r} (Gemm with transA=1)", "Gemm")
             weight = _constant(constants, node.input[1], name)
-            pending_matmul = (name, weight.T)
-        elif node.op_type == "Add" and pending_matmul is not None:
-            matmul_name, weight = pending_matmul
-            operand = node.input[1] if node.input[1] in constants else node.input[0]
-            bias = np.broadcast_to(_constant(constants, operand, name), (weight.shape[0],))
-            ops.append(Op(OpKind.LINEAR, matmul_name, {"weight": weight, "bias": bias.copy()}))
-            pending_matmul = None
-        elif node.op_type == "Relu":
-            ops.append(Op(OpKind.RELU, name))
-        elif node.op_type == "Flatten" or node.op_type == "Reshape":
-            ops.append(Op(OpKind.FLATTEN, name))
-        elif node.op_type in ("Dropout", "Identity"):
-            ops.append(Op(OpKind.IDENTITY, name))
+            weight = (weight if attrs.get("transB", 0) else weight.T) * attrs.get("alpha", 1.0)
+            bias = (_constant(constants, node.input[2], name) * attrs.get("beta", 1.0)
+                    if len(node.input) > 2 and node.input[2] else None)
+            ops.append(_linear(name, weight, bias))
+        elif node.op_type == "MatMul":
+            if node.input[0] != data[0]:
+                raise UnsupportedLayerError(f"ONNX node {name!r} (MatMul with the weight on "
+                                            f"the left)", "MatMul")
+            pending = (name, _constant(constants, node.input[1], name).T)
+        elif node.op_type == "Add" and pending is not None:
+            operand = next(i for i in node.input if i in constants)
+            ops.append(_linear(pending[0], pending[1], _constant(constants, operand, name)))
+            pending = None
         elif node.op_type == "BatchNormalization":
             scale, shift, mean, var = (_constant(constants, node.input[i], name)
                                        for i in range(1, 5))
             ops.append(Op(OpKind.BATCHNORM, name, {"weight": scale, "bias": shift,
                                                     "mean": mean, "var": var},
                           {"eps": float(attrs.get("epsilon", 1e-5))}))
-        elif node.op_type in ("Softmax", "LogSoftmax"):
-            ops.append(Op(OpKind.SOFTMAX, name))
+        elif node.op_type in _ONNX_SIMPLE:
+            ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
         else:
             raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
-    if pending_matmul is not None:
-        matmul_name, weight = pending_matmul
-        ops.append(Op(OpKind.LINEAR, matmul_name,
-                      {"weight": weight, "bias": np.zeros(weight.shape[0])}))
+    if pending is not None:
+        ops.append(_linear(pending[0], pending[1], None))
     linear = [op for op in ops if op.kind is OpKind.LINEAR]
     if not linear:
         raise ValueError(f"{path}: the ONNX graph has no Gemm or MatMul layer")
-    return Graph(tuple(ops), linear[0].params["weight"].shape[1], str(path))
+    input_size = linear[0].params["weight"].shape[1]
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:]]
+    if dims and all(d > 0 for d in dims) and int(np.prod(dims)) != input_size:
+        raise ValueError(f"{path}: the graph input {inputs[0].name!r} has {int(np.prod(dims))} "
+                         f"features but {linear[0].name} takes {input_size}")
+    return check_graph(ops, input_size, str(path))
+
+
+def _linear(name: str, weight: np.ndarray, bias) -> Op:
+    if weight.ndim != 2:
+        raise UnsupportedLayerError(f"ONNX node {name!r} (a {weight.ndim}-D weight)",
+                                    "non-matrix product")
+    bias = np.zeros(weight.shape[0]) if bias is None else bias
+    try:
+        bias = np.broadcast_to(bias, (weight.shape[0],)).copy()
+    except ValueError:
+        raise ValueError(f"ONNX node {name!r}: bias of shape {bias.shape} does not match "
+                         f"{weight.shape[0]} outputs") from None
+    return Op(OpKind.LINEAR, name, {"weight": np.ascontiguousarray(weight), "bias": bias})
 
 
 def _constant(constants, name, node):

@@ -25,7 +25,8 @@ def erase_identities(graph: Graph) -> Graph:
 def fold_batchnorm(graph: Graph) -> Graph:
     """Fold each BatchNorm into the Linear right before it: ``W' = diag(s) W``, ``b' = s (b - m)
     + beta`` with ``s = gamma / sqrt(var + eps)``.  After it, no BATCHNORM op remains; a
-    BatchNorm with no Linear right before it (after ReLU, or first) is an error."""
+    BatchNorm with no Linear right before it (after a ReLU, first, or after a Linear whose ReLU
+    is fused) is an error: BatchNorm after a nonlinearity cannot be folded into a Linear."""
     ops: list[Op] = []
     for op in graph.ops:
         if op.kind is not OpKind.BATCHNORM:
@@ -35,7 +36,11 @@ def fold_batchnorm(graph: Graph) -> Graph:
             before = ops[-1].name if ops else "the input"
             raise ValueError(f"BatchNorm {op.name} follows {before}, not a Linear layer; "
                              f"sparseforge folds BatchNorm only into the Linear before it")
-        linear = ops.pop()
+        linear = ops[-1]
+        if linear.attrs.get("relu"):
+            raise ValueError(f"BatchNorm {op.name} follows {linear.name}, whose ReLU is already "
+                             f"fused; folding through a ReLU would change the function")
+        ops.pop()
         p = op.params
         scale = p["weight"] / np.sqrt(p["var"] + op.attrs["eps"])
         weight = linear.params["weight"] * scale[:, None]

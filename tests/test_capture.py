@@ -1,0 +1,260 @@
+"""Capture: nn.Module (Sequential walk, torch.fx) and ONNX files into the Graph IR."""
+
+from collections import OrderedDict
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.utils.prune as prune
+from onnx import TensorProto, helper, numpy_helper
+
+from sparseforge.compiler.capture import (UnsupportedLayerError, capture, capture_module,
+                                          capture_onnx)
+from sparseforge.compiler.ir import SUPPORTED_OPS, OpKind
+from sparseforge.compiler.passes import canonicalize
+
+
+def seeded_model(*modules, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(*modules)
+
+
+def torch_out(model, x):
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x.astype(np.float32))).double().numpy()
+
+
+def inputs(features, batch=16, seed=1):
+    return np.random.default_rng(seed).normal(size=(batch, features))
+
+
+def test_sequential_mlp_is_captured_in_order_with_module_paths():
+    model = seeded_model(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Dropout(0.3),
+                         nn.Linear(8, 3), nn.Softmax(dim=1))
+    graph = capture(model)
+    assert [op.kind for op in graph.ops] == [OpKind.FLATTEN, OpKind.LINEAR, OpKind.RELU,
+                                             OpKind.IDENTITY, OpKind.LINEAR, OpKind.SOFTMAX]
+    assert [op.name for op in graph.ops] == ["0", "1", "2", "3", "4", "5"]
+    assert graph.input_size == 12
+    x = inputs(12)
+    np.testing.assert_allclose(graph.run(x), torch_out(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_nested_sequential_names_are_paths():
+    model = nn.Sequential(OrderedDict(
+        encoder=nn.Sequential(OrderedDict(fc1=nn.Linear(6, 5), act=nn.ReLU())),
+        head=nn.Linear(5, 2)))
+    graph = capture_module(model)
+    assert [op.name for op in graph.ops] == ["encoder.fc1", "encoder.act", "head"]
+
+
+class ViewNet(nn.Module):
+    """A custom forward: traced with torch.fx."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 9)
+        self.bn = nn.BatchNorm1d(9)
+        self.fc2 = nn.Linear(9, 4)
+
+    def forward(self, x):
+        x = x.view(x.size(0), -1)
+        x = F.relu(self.bn(self.fc1(x)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def test_custom_forward_is_traced_and_batchnorm_uses_running_statistics():
+    torch.manual_seed(3)
+    model = ViewNet()
+    model.train()
+    model(torch.randn(64, 1, 4, 4) * 3 + 1)         # moves the running statistics
+    graph = capture(model)
+    assert [op.kind for op in graph.ops] == [OpKind.FLATTEN, OpKind.LINEAR, OpKind.BATCHNORM,
+                                             OpKind.RELU, OpKind.LINEAR, OpKind.SOFTMAX]
+    assert graph.ops[1].name == "fc1" and graph.ops[2].name == "bn"
+    x = inputs(16)
+    expected = torch_out(model, x.reshape(-1, 1, 4, 4))   # eval mode: running statistics
+    np.testing.assert_allclose(np.log(graph.run(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pruned_weights_are_the_effective_product_even_when_weight_is_stale():
+    model = seeded_model(nn.Linear(10, 6), nn.ReLU(), nn.Linear(6, 2))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    with torch.no_grad():                   # training step: weight is recomputed only in forward
+        model[0].weight_orig.mul_(2.0)
+    expected = (model[0].weight_orig * model[0].weight_mask).detach().double().numpy()
+    weight = capture(model).ops[0].params["weight"]
+    np.testing.assert_array_equal(weight, expected)
+    assert np.count_nonzero(weight) == 30
+    x = inputs(10)
+    np.testing.assert_allclose(capture(model).run(x), torch_out(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_without_bias_gets_zero_bias():
+    graph = capture(seeded_model(nn.Linear(4, 3, bias=False)))
+    np.testing.assert_array_equal(graph.ops[0].params["bias"], np.zeros(3))
+
+
+@pytest.mark.parametrize("layer,kind", [(nn.Conv1d(1, 1, 3), "Conv1d"), (nn.Tanh(), "Tanh"),
+                                        (nn.LSTM(4, 4), "LSTM")])
+def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
+    model = nn.Sequential(OrderedDict(fc=nn.Linear(4, 4),
+                                      block=nn.Sequential(nn.ReLU(), layer)))
+    with pytest.raises(UnsupportedLayerError) as caught:
+        capture(model)
+    message = str(caught.value)
+    assert f"layer 'block.1' is a {kind}, which sparseforge cannot run; supported: " in message
+    assert all(op in message for op in SUPPORTED_OPS)
+
+
+class Sigmoidal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(x) + x
+
+
+def test_unsupported_function_in_a_traced_forward():
+    with pytest.raises(UnsupportedLayerError, match=r"'Sigmoidal.sigmoid' is a sigmoid"):
+        capture(Sigmoidal())
+
+
+def test_skip_connection_is_refused_as_not_a_chain():
+    with pytest.raises(UnsupportedLayerError, match="not a chain of layers"):
+        capture(Residual())
+
+
+def test_shape_mismatch_names_both_layers():
+    model = seeded_model(nn.Linear(4, 8), nn.ReLU(), nn.Linear(7, 2))
+    with pytest.raises(ValueError, match=r"Linear '2' takes 7 inputs but '0' gives 8"):
+        capture(model)
+
+
+def test_batchnorm_width_mismatch():
+    model = seeded_model(nn.Linear(4, 8), nn.BatchNorm1d(5))
+    with pytest.raises(ValueError, match=r"BatchNorm '1' has .* but '0' gives 8 features"):
+        capture(model)
+
+
+def test_nan_weight_is_refused_with_the_layer_named():
+    model = seeded_model(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[2].weight[1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"linear '2': weight holds NaN or infinite values"):
+        capture(model)
+
+
+def test_capture_dispatch_errors(tmp_path):
+    with pytest.raises(TypeError, match="not int"):
+        capture(3)
+    with pytest.raises(ValueError, match=r"model.pt: capture reads ONNX files"):
+        capture(tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="has no Linear layer"):
+        capture(nn.Sequential(nn.ReLU()))
+
+
+# ---- ONNX ------------------------------------------------------------------------------------
+
+def onnx_file(path, nodes, initializers, input_shape, output="y"):
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, None])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in
+         initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_gemm_transb_alpha_beta_relu_and_final_softmax(tmp_path):
+    rng = np.random.default_rng(5)
+    w1, b1 = rng.normal(size=(6, 8)), rng.normal(size=6)      # transB=1: out x in
+    w2, b2 = rng.normal(size=(6, 3)), rng.normal(size=3)      # transB=0: in x out
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], name="fc1", transB=1,
+                              alpha=0.5, beta=2.0),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("Dropout", ["r"], ["d"], name="drop"),
+             helper.make_node("Gemm", ["d", "w2", "b2"], ["z"], name="fc2"),
+             helper.make_node("Softmax", ["z"], ["y"], name="soft", axis=1)]
+    path = onnx_file(tmp_path / "m.onnx", nodes, {"w1": w1, "b1": b1, "w2": w2, "b2": b2},
+                     [None, 2, 4])
+    graph = capture(path)
+    assert [op.kind for op in graph.ops] == [OpKind.FLATTEN, OpKind.LINEAR, OpKind.RELU,
+                                             OpKind.IDENTITY, OpKind.LINEAR, OpKind.SOFTMAX]
+    assert graph.input_size == 8
+    x = inputs(8)
+    w1, b1, w2, b2 = (np.float32(a).astype(np.float64) for a in (w1, b1, w2, b2))
+    logits = np.maximum(0.5 * x @ w1.T + 2.0 * b1, 0) @ w2 + b2
+    network = canonicalize(graph)
+    np.testing.assert_allclose(network.forward(x), logits, rtol=1e-12)
+    np.testing.assert_allclose(graph.run(x).argmax(1), logits.argmax(1))
+
+
+def test_onnx_matmul_add_and_batchnorm(tmp_path):
+    rng = np.random.default_rng(6)
+    w, b = rng.normal(size=(5, 4)), rng.normal(size=4)          # MatMul: in x out
+    scale, shift, mean = rng.normal(size=4), rng.normal(size=4), rng.normal(size=4)
+    var = rng.uniform(0.5, 2, size=4)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+             helper.make_node("BatchNormalization", ["a", "s", "t", "mu", "var"], ["n"],
+                              name="bn", epsilon=1e-3),
+             helper.make_node("Identity", ["n"], ["y"], name="id")]
+    path = onnx_file(tmp_path / "m.onnx", nodes,
+                     {"w": w, "b": b, "s": scale, "t": shift, "mu": mean, "var": var}, [None, 5])
+    graph = capture_onnx(path)
+    assert [(op.kind, op.name) for op in graph.ops] == [
+        (OpKind.LINEAR, "mm"), (OpKind.BATCHNORM, "bn"), (OpKind.IDENTITY, "id")]
+    f32 = [np.float32(a).astype(np.float64) for a in (w, b, scale, shift, mean, var)]
+    w, b, scale, shift, mean, var = f32
+    x = inputs(5)
+    expected = (x @ w + b - mean) / np.sqrt(var + 1e-3) * scale + shift
+    np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_onnx_unsupported_node_and_non_chain(tmp_path):
+    w = np.ones((3, 3))
+    sigmoid = onnx_file(tmp_path / "s.onnx", [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Sigmoid", ["h"], ["y"], name="squash")], {"w": w}, [None, 3])
+    with pytest.raises(UnsupportedLayerError, match="ONNX node 'squash' is a Sigmoid"):
+        capture(sigmoid)
+    residual = onnx_file(tmp_path / "r.onnx", [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Add", ["h", "x"], ["y"], name="skip")], {"w": w}, [None, 3])
+    with pytest.raises(UnsupportedLayerError, match="'skip' .*not a chain of layers"):
+        capture(residual)
+
+
+def test_onnx_input_size_must_match_the_first_layer(tmp_path):
+    path = onnx_file(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"])],
+                     {"w": np.ones((4, 2))}, [None, 5])
+    with pytest.raises(ValueError, match="has 5 features but Gemm_0 takes 4"):
+        capture(path)
+
+
+def test_truncated_onnx_file(tmp_path):
+    path = onnx_file(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"])],
+                     {"w": np.ones((4, 2))}, [None, 4])
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable ONNX file"):
+        capture(path)

@@ -1,0 +1,114 @@
+"""Passes over the Graph, each tested twice: the interpreter gives the same result before and
+after, and the expected structural change happened."""
+
+import numpy as np
+import pytest
+
+from sparseforge.compiler.ir import Graph, Network, Op, OpKind
+from sparseforge.compiler.passes import (PASSES, canonicalize, drop_final_softmax,
+                                         erase_identities, fold_batchnorm, fuse_relu)
+
+RNG = np.random.default_rng(11)
+
+
+def linear(name, out_features, in_features, relu=False):
+    attrs = {"relu": True} if relu else {}
+    return Op(OpKind.LINEAR, name, {"weight": RNG.normal(size=(out_features, in_features)),
+                                    "bias": RNG.normal(size=out_features)}, attrs)
+
+
+def batchnorm(name, features):
+    return Op(OpKind.BATCHNORM, name, {"mean": RNG.normal(size=features),
+                                       "var": RNG.uniform(0.2, 3.0, size=features),
+                                       "weight": RNG.normal(size=features),
+                                       "bias": RNG.normal(size=features)}, {"eps": 1e-5})
+
+
+def op(kind, name):
+    return Op(kind, name)
+
+
+X = RNG.normal(size=(32, 6))
+
+
+def kinds(graph):
+    return [o.kind for o in graph.ops]
+
+
+def assert_same_function(before, after, *, argmax_only=False):
+    if argmax_only:
+        np.testing.assert_array_equal(before.run(X).argmax(1), after.run(X).argmax(1))
+    else:
+        np.testing.assert_allclose(after.run(X), before.run(X), rtol=1e-12, atol=1e-12)
+
+
+def test_erase_identities():
+    graph = Graph((op(OpKind.FLATTEN, "flat"), linear("fc1", 5, 6), op(OpKind.IDENTITY, "drop"),
+                   op(OpKind.RELU, "act"), op(OpKind.IDENTITY, "id"), linear("fc2", 3, 5)), 6)
+    after = erase_identities(graph)
+    assert_same_function(graph, after)
+    assert [o.name for o in after.ops] == ["fc1", "act", "fc2"]
+
+
+def test_fold_batchnorm_into_the_preceding_linear():
+    graph = Graph((linear("fc1", 5, 6), batchnorm("bn1", 5), op(OpKind.RELU, "act"),
+                   linear("fc2", 4, 5), batchnorm("bn2", 4)), 6)
+    after = fold_batchnorm(graph)
+    assert_same_function(graph, after)
+    assert kinds(after) == [OpKind.LINEAR, OpKind.RELU, OpKind.LINEAR]
+    assert [o.name for o in after.ops] == ["fc1", "act", "fc2"]
+    assert not np.allclose(after.ops[0].params["weight"], graph.ops[0].params["weight"])
+
+
+@pytest.mark.parametrize("ops,before", [
+    ((batchnorm("bn", 6), linear("fc", 3, 6)), "the input"),
+    ((linear("fc", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5)), "act"),
+])
+def test_batchnorm_without_a_preceding_linear_is_an_error(ops, before):
+    with pytest.raises(ValueError, match=f"BatchNorm bn follows {before}, not a Linear layer"):
+        fold_batchnorm(Graph(ops, 6))
+
+
+def test_batchnorm_after_a_fused_relu_is_an_error():
+    graph = Graph((linear("fc", 5, 6, relu=True), batchnorm("bn", 5)), 6)
+    with pytest.raises(ValueError, match="whose ReLU is already fused"):
+        fold_batchnorm(graph)
+
+
+def test_fuse_relu():
+    graph = Graph((linear("fc1", 5, 6), op(OpKind.RELU, "act"), linear("fc2", 3, 5)), 6)
+    after = fuse_relu(graph)
+    assert_same_function(graph, after)
+    assert kinds(after) == [OpKind.LINEAR, OpKind.LINEAR]
+    assert after.ops[0].attrs["relu"] is True and not after.ops[1].attrs.get("relu")
+
+
+def test_relu_first_is_an_error():
+    with pytest.raises(ValueError, match="ReLU act does not follow a Linear layer"):
+        fuse_relu(Graph((op(OpKind.RELU, "act"), linear("fc", 3, 6)), 6))
+
+
+def test_drop_final_softmax_keeps_the_argmax():
+    graph = Graph((linear("fc1", 5, 6), op(OpKind.SOFTMAX, "soft")), 6)
+    after = drop_final_softmax(graph)
+    assert_same_function(graph, after, argmax_only=True)
+    assert kinds(after) == [OpKind.LINEAR]
+
+
+def test_softmax_in_the_middle_is_an_error():
+    graph = Graph((linear("fc1", 5, 6), op(OpKind.SOFTMAX, "soft"), linear("fc2", 3, 5)), 6)
+    with pytest.raises(ValueError, match="Softmax soft is not the last layer"):
+        drop_final_softmax(graph)
+
+
+def test_canonicalize_runs_every_pass_and_builds_a_network():
+    graph = Graph((op(OpKind.FLATTEN, "flat"), linear("fc1", 5, 6), batchnorm("bn", 5),
+                   op(OpKind.RELU, "act"), op(OpKind.IDENTITY, "drop"), linear("fc2", 3, 5),
+                   op(OpKind.SOFTMAX, "soft")), 6, "test")
+    network = canonicalize(graph)
+    assert isinstance(network, Network) and len(PASSES) == 4
+    assert [(layer.name, layer.relu) for layer in network.layers] == [("fc1", True),
+                                                                      ("fc2", False)]
+    np.testing.assert_array_equal(network.forward(X).argmax(1), graph.run(X).argmax(1))
+    np.testing.assert_allclose(network.forward(X),
+                               Graph(graph.ops[:-1], 6).run(X), rtol=1e-12, atol=1e-12)
