@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa
+from .activation_buffer import ActivationBuffer
 from .broadcast import BroadcastUnit
 from .config import EngineConfig
 from .pe import ProcessingElement, Target
@@ -90,15 +91,11 @@ class Engine(wiring.Component):
         m.submodules.codebook = codebook = memory.Memory(
             shape=signed(config.coef_bits), depth=config.max_layers * config.codebook_size,
             init=[] if image is None else [int(c) for c in _flat(image.codebook)])
-        m.submodules.activations = activations = memory.Memory(
-            shape=data.ArrayLayout(signed(config.act_bits), pes), depth=config.act_words,
-            init=[])
+        m.submodules.activations = activations = ActivationBuffer(config)
         m.submodules.cycles = cycles = memory.Memory(shape=32, depth=config.max_layers, init=[])
 
         descriptors_w, descriptors_r = descriptors.write_port(), descriptors.read_port()
         codebook_w, codebook_r = codebook.write_port(), codebook.read_port()
-        activations_w = activations.write_port(granularity=1)
-        activations_r = activations.read_port()
         cycles_w, cycles_r = cycles.write_port(), cycles.read_port()
 
         layer_count = Signal(range(config.max_layers + 1),
@@ -136,6 +133,13 @@ class Engine(wiring.Component):
         with m.If(sequencer.done):
             m.d.sync += done.eq(1)
 
+        # The running layer's codebook: one register file, read by every PE.
+        codebook_values = Signal(data.ArrayLayout(signed(config.coef_bits),
+                                                  config.codebook_size))
+        with m.If(sequencer.codebook_write.en):
+            m.d.sync += codebook_values[sequencer.codebook_write.index].eq(
+                sequencer.codebook_write.value)
+
         for pe, queue in zip(processing_elements, broadcast.queues):
             wiring.connect(m, queue, pe.queue)
             m.d.comb += [
@@ -144,9 +148,7 @@ class Engine(wiring.Component):
                 pe.rows.eq(sequencer.layer.rows),
                 pe.shift.eq(sequencer.layer.shift),
                 pe.relu.eq(sequencer.layer.relu),
-                pe.codebook.en.eq(sequencer.codebook_write.en),
-                pe.codebook.index.eq(sequencer.codebook_write.index),
-                pe.codebook.value.eq(sequencer.codebook_write.value),
+                pe.codebook.eq(codebook_values),
                 pe.writeback.eq(sequencer.writeback),
             ]
 
@@ -212,7 +214,7 @@ class Engine(wiring.Component):
 
         # ---- input stream: activations into the buffer, `last` starts the run -----------------
         input_count = Signal(range(config.max_features + 1))
-        input_word = Signal.like(activations_w.addr)
+        input_word = Signal.like(activations.addr)
         input_lane = Signal(range(max(2, pes)))
         m.d.comb += self.input.ready.eq(~busy)
         stream_write = self.input.valid & self.input.ready
@@ -226,24 +228,28 @@ class Engine(wiring.Component):
             m.d.sync += input_count.eq(Mux(self.input.payload.last, 0, input_count + 1))
         m.d.comb += start.eq(~busy & (bus_start | (stream_write & self.input.payload.last)))
 
-        # ---- activation buffer write port: write-back, input stream, host ------------------------
+        # ---- activation buffer: one access per cycle -------------------------------------------
+        # Writes: the write-back (whole words), the input stream and the host (one lane each).
+        # Reads: the broadcast unit (computing), the output stream (unloading), the host (idle).
         results = Cat(pe.result.payload for pe in processing_elements)
+        write_address = Signal.like(activations.addr)
+        single_value = Signal(signed(config.act_bits))
         with m.If(sequencer.result_write.en):
-            m.d.comb += [activations_w.addr.eq(sequencer.result_write.addr),
-                         activations_w.data.eq(results),
-                         activations_w.en.eq((1 << pes) - 1)]
+            m.d.comb += [write_address.eq(sequencer.result_write.addr),
+                         activations.w_en.eq((1 << pes) - 1)]
         with m.Elif(stream_write):
-            m.d.comb += [activations_w.addr.eq(input_word),
-                         activations_w.data.eq(_replicate(self.input.payload.value, pes)),
-                         activations_w.en.eq(1 << input_lane)]
+            m.d.comb += [write_address.eq(input_word), single_value.eq(self.input.payload.value),
+                         activations.w_en.eq(1 << input_lane)]
         with m.Elif(writing & (region == isa.Region.ACTIVATIONS)):
-            m.d.comb += [activations_w.addr.eq(index >> lane_bits),
-                         activations_w.data.eq(_replicate(bus.w_data[:config.act_bits], pes)),
-                         activations_w.en.eq(1 << index[:max(1, lane_bits)])]
+            m.d.comb += [write_address.eq(index >> lane_bits),
+                         single_value.eq(bus.w_data[:config.act_bits]),
+                         activations.w_en.eq(1 << index[:max(1, lane_bits)])]
+        m.d.comb += activations.w_data.eq(
+            Mux(sequencer.result_write.en, results, _replicate(single_value, pes)))
 
         # ---- output stream: the last layer's outputs after a run --------------------------------
         output_count = Signal(range(config.max_features + 1))
-        output_word = Signal.like(activations_r.addr)
+        output_word = Signal.like(activations.addr)
         output_lane = Signal(range(max(2, pes)))
         showing = Signal()
         with m.If(sequencer.done):
@@ -253,7 +259,7 @@ class Engine(wiring.Component):
             m.d.sync += showing.eq(1)      # the read of (output_word) was issued this cycle
         m.d.comb += [
             self.output.valid.eq(showing),
-            self.output.payload.value.eq(activations_r.data[output_lane]),
+            self.output.payload.value.eq(activations.r_data[output_lane]),
             self.output.payload.last.eq(output_count + 1 == sequencer.layer.out_features),
         ]
         with m.If(self.output.valid & self.output.ready):
@@ -267,15 +273,18 @@ class Engine(wiring.Component):
 
         # ---- activation buffer read port: broadcast, output stream, host ------------------------
         read_lane = Signal(range(max(2, pes)))
+        read_address = Signal.like(activations.addr)
         with m.If(sequencer.busy):
-            m.d.comb += [activations_r.addr.eq(broadcast.activations.addr),
-                         activations_r.en.eq(broadcast.activations.en)]
+            m.d.comb += [read_address.eq(broadcast.activations.addr),
+                         activations.r_en.eq(broadcast.activations.en)]
         with m.Elif(unloading):
-            m.d.comb += [activations_r.addr.eq(output_word), activations_r.en.eq(~showing)]
+            m.d.comb += [read_address.eq(output_word), activations.r_en.eq(~showing)]
         with m.Else():
-            m.d.comb += [activations_r.addr.eq(index >> lane_bits),
-                         activations_r.en.eq(bus.r_en)]
-        m.d.comb += broadcast.activations.data.eq(activations_r.data)
+            m.d.comb += [read_address.eq(index >> lane_bits), activations.r_en.eq(bus.r_en)]
+        m.d.comb += [
+            activations.addr.eq(Mux(activations.w_en != 0, write_address, read_address)),
+            broadcast.activations.data.eq(activations.r_data),
+        ]
 
         # ---- host bus: reads, READ_LATENCY cycles after r_en ------------------------------------
         register_value = Signal(32)
@@ -314,7 +323,7 @@ class Engine(wiring.Component):
                 with m.Case(isa.Region.CYCLES):
                     m.d.sync += bus.r_data.eq(cycles_r.data)
                 with m.Case(isa.Region.ACTIVATIONS):
-                    m.d.sync += bus.r_data.eq(activations_r.data[read_lane])
+                    m.d.sync += bus.r_data.eq(activations.r_data[read_lane])
                 with m.Default():
                     m.d.sync += bus.r_data.eq(0)
         m.d.sync += bus.r_valid.eq(read_pending)

@@ -3,8 +3,9 @@
 Follows EIE (Han et al., ISCA 2016, section III-B and III-C): each PE owns the rows ``i`` with
 ``i mod N == k`` of every layer, keeps its slice of the sparse matrix in CSC form (relative
 zero-run indices, 4-bit codebook indices), and for each nonzero input activation ``a_j`` reads
-the column pointers ``p[j]`` and ``p[j+1]`` in one cycle, walks the column's entries one per cycle, decodes each through the layer's codebook,
-multiplies and accumulates into its accumulator file.  A write-back pass adds the bias, rescales,
+the column pointers ``p[j]`` and ``p[j+1]`` in one cycle, walks the column's entries one per
+cycle, decodes each through the layer's codebook, multiplies and accumulates into its
+accumulator file.  A write-back pass adds the bias, rescales,
 saturates and applies ReLU (``requantize.py``).
 
 Where this differs from EIE, and why (docs/engine.md):
@@ -76,8 +77,9 @@ class ProcessingElement(wiring.Component):
     queue : In(stream of ``isa.group_layout``); the broadcast unit's groups for this PE.
     pointer_base, bias_base, rows, shift, relu : In; the running layer's descriptor fields,
         stable while the layer runs.
-    codebook : In; ``en``/``index``/``value`` writes one codebook register (the sequencer loads
-        the layer's codebook before the compute phase).
+    codebook : In; the running layer's codebook values.  One register file in the engine serves
+        every PE (EIE gives each PE its own lookup table; on an FPGA the copies would cost more
+        registers than the whole PE datapath, and the PEs only read it).
     writeback : In; a one-cycle pulse starts the write-back of ``rows`` rows: row ``r``'s
         accumulator is read, cleared, and requantized.
     result : Out(stream of the output activation), always ready; one per row, in row order.
@@ -95,11 +97,7 @@ class ProcessingElement(wiring.Component):
             "rows": In(config.row_bits),
             "shift": In(config.shift_bits),
             "relu": In(1),
-            "codebook": In(wiring.Signature({
-                "en": Out(1),
-                "index": Out(config.code_bits),
-                "value": Out(signed(config.coef_bits)),
-            })),
+            "codebook": In(data.ArrayLayout(signed(config.coef_bits), config.codebook_size)),
             "writeback": In(1),
             "result": Out(stream.Signature(signed(config.act_bits), always_ready=True)),
             "busy": Out(1),
@@ -147,12 +145,6 @@ class ProcessingElement(wiring.Component):
             parameters_w.en.eq(write.en & ((write.target == Target.POINTERS)
                                            | (write.target == Target.BIASES))),
         ]
-
-        # ---- codebook registers (loaded per layer) ----------------------------------------
-        codebook = Array(Signal(signed(config.coef_bits), name=f"codebook_{c}")
-                         for c in range(config.codebook_size))
-        with m.If(self.codebook.en):
-            m.d.sync += codebook[self.codebook.index].eq(self.codebook.value)
 
         # ---- activation queue -------------------------------------------------------------
         m.submodules.queue = queue = fifo.SyncFIFO(
@@ -258,7 +250,7 @@ class ProcessingElement(wiring.Component):
             multiply_valid.eq(decode_valid),
             multiply_row.eq(row),
             multiply_value.eq(decode_value),
-            multiply_weight.eq(codebook[fetched.code]),
+            multiply_weight.eq(self.codebook[fetched.code]),
         ]
         with m.If(decode_valid):
             m.d.sync += previous_row.eq(row)

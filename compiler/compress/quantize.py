@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
-from ..numerics import FixedFormat, choose_frac
+from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac
 
 __all__ = ["quantize_network", "network_codebooks"]
 
@@ -40,12 +40,15 @@ def network_codebooks(network: Network, code_bits: int) -> list[tuple[np.ndarray
 
 def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int = 8,
                      coef_bits: int = 8, code_bits: int = 4, bias_bits: int | None = None,
-                     codebooks=None) -> QuantizedNetwork:
+                     codebooks=None, max_acc_bits: int | None = None) -> QuantizedNetwork:
     """The integer network for ``network`` (float, weights already shared).
 
     ``calibration`` (samples x inputs, floats) sets the activation scales.  ``codebooks``:
     (codes, float codebook) per layer, or None to read them off the weights.  ``bias_bits``:
-    None sizes each layer's biases to fit (at least 8 bits).
+    None sizes each layer's biases to fit (at least 8 bits).  ``max_acc_bits`` caps the
+    accumulator width the engine will need: a layer whose worst case would not fit gets a
+    coarser codebook scale, one bit at a time (iCE40 block RAMs are 16 bits wide, and one
+    RAM per PE instead of two is what lets eight PEs fit an iCE40UP5K).
     """
     if act_bits not in (8, 16) or coef_bits not in (8, 16):
         raise ValueError(f"act_bits and coef_bits must be 8 or 16, not {act_bits} and "
@@ -60,29 +63,48 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
     x_int = input_format.quantize(calibration)
     layers = []
     for layer, (codes, codebook) in zip(network.layers, books):
-        codes = np.asarray(codes, dtype=np.uint8).copy()
-        weight_format = FixedFormat(coef_bits, choose_frac(float(np.abs(codebook).max()),
-                                                           coef_bits))
-        codebook_int = weight_format.quantize(codebook)
-        codebook_int[0] = 0
-        # A shared value that rounds to zero is a pruned weight: code 0 means zero.
-        codes[codebook_int[codes] == 0] = 0
-        accumulator_frac = input_format.frac + weight_format.frac
-        float_out = _float_layer(layer, input_format.dequantize(x_int), codebook, codes)
-        output_frac = min(choose_frac(float(np.abs(float_out).max()), act_bits), accumulator_frac)
-        output_frac = max(output_frac, accumulator_frac - MAX_SHIFT)
-        bias_int = np.floor(np.ldexp(layer.bias, accumulator_frac) + 0.5).astype(np.int64)
-        bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
-        bias_format = FixedFormat(bits, accumulator_frac)
-        quantized = QuantizedLinear(
-            name=layer.name, codes=codes, codebook=codebook_int,
-            bias=bias_format.quantize(layer.bias), code_bits=code_bits,
-            input_format=input_format, weight_format=weight_format,
-            output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu)
+        frac = choose_frac(float(np.abs(codebook).max()), coef_bits)
+        while True:
+            quantized = _quantize_layer(layer, codes, codebook, x_int, input_format,
+                                        FixedFormat(coef_bits, frac), act_bits, code_bits,
+                                        bias_bits)
+            if max_acc_bits is None or _accumulator_bits(quantized) <= max_acc_bits:
+                break
+            if frac <= -40:
+                raise ValueError(f"layer {layer.name}: no codebook scale keeps its accumulator "
+                                 f"within {max_acc_bits} bits")
+            frac -= 1
         layers.append(quantized)
         x_int = quantized.forward(x_int)
         input_format = quantized.output_format
     return QuantizedNetwork(tuple(layers))
+
+
+def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFormat,
+                    weight_format: FixedFormat, act_bits: int, code_bits: int,
+                    bias_bits: int | None) -> QuantizedLinear:
+    codes = np.asarray(codes, dtype=np.uint8).copy()
+    codebook_int = weight_format.quantize(codebook)
+    codebook_int[0] = 0
+    # A shared value that rounds to zero is a pruned weight: code 0 means zero.
+    codes[codebook_int[codes] == 0] = 0
+    accumulator_frac = input_format.frac + weight_format.frac
+    float_out = _float_layer(layer, input_format.dequantize(x_int), codebook, codes)
+    output_frac = min(choose_frac(float(np.abs(float_out).max()), act_bits), accumulator_frac)
+    output_frac = max(output_frac, accumulator_frac - MAX_SHIFT)
+    bias_int = np.floor(np.ldexp(layer.bias, accumulator_frac) + 0.5).astype(np.int64)
+    bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
+    return QuantizedLinear(
+        name=layer.name, codes=codes, codebook=codebook_int,
+        bias=FixedFormat(bits, accumulator_frac).quantize(layer.bias), code_bits=code_bits,
+        input_format=input_format, weight_format=weight_format,
+        output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu)
+
+
+def _accumulator_bits(layer: QuantizedLinear) -> int:
+    """What the compiler will size the accumulator to (``configure.needs_of``)."""
+    bound = accumulator_bound(layer.weights, layer.bias, layer.output_format.bits)
+    return accumulator_bits(bound + (1 << max(0, layer.shift - 1)))
 
 
 def _float_layer(layer: Linear, x: np.ndarray, codebook: np.ndarray, codes: np.ndarray):
