@@ -1,10 +1,17 @@
 """The engine configuration a model needs, and whether it fits an engine or a board.
 
-:func:`derive_config` sizes every memory and width from the encoded model; :func:`fit` checks
-a model against an existing engine (to load it at run time without new Verilog) and names each
-field that is too small; :func:`estimate_resources` predicts the LUT / block RAM / DSP use of
-an engine, and :func:`check_board` refuses a model that does not fit a board's part, with the
-numbers.
+* :func:`model_needs` measures what a ``QuantizedNetwork`` encoded for N PEs requires of an
+  engine, field by field (:class:`ModelNeeds`).
+* :func:`derive_config` turns that into the smallest :class:`EngineConfig` that runs it (with
+  optional headroom, so later models of the same shape class load without new Verilog), and
+  with a ``board`` refuses an engine that does not fit the board's part.
+* :func:`fit` checks a model against an EXISTING engine (to load it at run time) and names every
+  field that is short, needed vs available.
+* :func:`estimate_resources` predicts an engine's LUT4 / block RAM / DSP use (an estimate:
+  block RAMs from the memories' shapes, LUTs from a stated linear model to be calibrated
+  against nextpnr), and :func:`check_board` compares it with a part.
+
+Every refusal is a :class:`DoesNotFit` (a ValueError) whose message lists each shortfall.
 """
 
 from __future__ import annotations
@@ -13,13 +20,23 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from sparseforge.boards.parts import Part
+from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
 
+from .encode import encode_layer
 from .ir import QuantizedNetwork
 from .numerics import accumulator_bits, accumulator_bound
 
-__all__ = ["ModelNeeds", "needs_of", "derive_config", "fit", "DoesNotFit", "Resources",
-           "estimate_resources", "check_board"]
+__all__ = ["DoesNotFit", "ModelNeeds", "model_needs", "default_scan_lanes", "derive_config",
+           "fit", "Resources", "LutModel", "LUT_MODEL", "Memory", "engine_memories",
+           "estimate_resources", "check_board", "MAX_ACC_BITS", "SHIFT_BITS"]
+
+MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
+SHIFT_BITS = 6          # descriptor shift field: shifts 0..63
+IDX_BITS = 4            # EIE's 4-bit relative row index
 
 
 class DoesNotFit(ValueError):
@@ -28,31 +45,60 @@ class DoesNotFit(ValueError):
 
 @dataclass(frozen=True)
 class ModelNeeds:
-    """What a compiled model requires of an engine, field by field (see EngineConfig)."""
+    """What a model encoded for ``pes`` PEs (with ``idx_bits`` zero runs and ``scan_lanes``
+    occupancy lanes) requires of an engine, field by field (see EngineConfig)."""
     pes: int
+    idx_bits: int
+    scan_lanes: int
     act_bits: int
     code_bits: int
     coef_bits: int
     acc_bits: int
     bias_bits: int
     max_layers: int
-    max_features: int
+    max_features: int           # the widest layer input or output (not rounded)
     max_rows: int
-    entry_depth: int
+    entry_depth: int            # max over PEs of that PE's entries, all layers
     pointer_depth: int
     bias_depth: int
     occupancy_depth: int
     max_column_entries: int
     max_shift: int
+    accumulator_bound: int      # the largest |accumulator| any input can produce
 
 
-def needs_of(network: QuantizedNetwork, pes: int, scan_lanes: int,
-             entries_per_pe: list[int], max_column_entries: int) -> ModelNeeds:
+def _check_network(qnet) -> QuantizedNetwork:
+    network = getattr(qnet, "network", qnet)
+    if not isinstance(network, QuantizedNetwork):
+        raise TypeError(f"expected a CompressedModel or a QuantizedNetwork, not "
+                        f"{type(qnet).__name__}")
+    for layer in network.layers:
+        if layer.in_features < 1 or layer.out_features < 1:
+            raise ValueError(f"layer {layer.name} has shape {layer.codes.shape}; the engine "
+                             f"needs at least one input and one output")
+    return network
+
+
+def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
+                encoded=None) -> ModelNeeds:
+    """Measure a model against the engine fields.  ``encoded`` (each layer's
+    ``encode_layer`` slices for these ``pes`` and ``idx_bits``) is computed when not given."""
+    network = _check_network(qnet)
     layers = network.layers
-    bound = max(accumulator_bound(layer.weights, layer.bias, layer.output_format.bits)
+    if encoded is None:
+        encoded = [encode_layer(layer.codes, pes, (1 << idx_bits) - 1) for layer in layers]
+    per_pe = np.zeros(pes, dtype=np.int64)
+    max_column = 0
+    for slices in encoded:
+        per_pe += [csc.entries for csc in slices]
+        max_column = max(max_column, max(int(csc.column_counts.max(initial=0))
+                                         for csc in slices))
+    # Worst |accumulator| over every input, plus the rounding constant added at write-back
+    # (docs/numerics.md: acc_bits holds the bound, the bias and the rounding constant).
+    bound = max(accumulator_bound(layer.weights, layer.bias, layer.input_format.bits)
                 + (1 << max(0, layer.shift - 1)) for layer in layers)
     return ModelNeeds(
-        pes=pes,
+        pes=pes, idx_bits=idx_bits, scan_lanes=scan_lanes,
         act_bits=network.act_bits,
         code_bits=max(layer.code_bits for layer in layers),
         coef_bits=max(layer.weight_format.bits for layer in layers),
@@ -61,125 +107,242 @@ def needs_of(network: QuantizedNetwork, pes: int, scan_lanes: int,
         max_layers=len(layers),
         max_features=max(max(layer.in_features, layer.out_features) for layer in layers),
         max_rows=max(-(-layer.out_features // pes) for layer in layers),
-        entry_depth=max(1, max(entries_per_pe)),
+        entry_depth=int(per_pe.max()),
         pointer_depth=sum(layer.in_features + 1 for layer in layers),
         bias_depth=sum(-(-layer.out_features // pes) for layer in layers),
         occupancy_depth=sum(-(-layer.in_features // scan_lanes) for layer in layers),
-        max_column_entries=max(1, max_column_entries),
+        max_column_entries=max_column,
         max_shift=max(layer.shift for layer in layers),
-    )
+        accumulator_bound=bound)
 
 
 def default_scan_lanes(pes: int) -> int:
-    """The largest power of two that divides ``pes``, at most 4."""
+    """The largest divisor of ``pes`` that is at most 4 and a power of two (EngineConfig
+    requires a power of two): 1 for odd N, 2 for N = 2 mod 4, else 4."""
     lanes = 1
     while lanes < 4 and pes % (lanes * 2) == 0:
         lanes *= 2
     return lanes
 
 
-def derive_config(needs: ModelNeeds, *, scan_lanes: int, fifo_depth: int = 8,
-                  acc_memory_bits: int = 0) -> EngineConfig:
-    """The smallest engine that runs a model with these needs."""
-    if needs.acc_bits > 48:
-        raise DoesNotFit(f"the model's accumulators need {needs.acc_bits} bits; the engine "
-                         f"supports at most 48 (use narrower activations or codebook values)")
-    return EngineConfig(
-        pes=needs.pes, act_bits=needs.act_bits, code_bits=needs.code_bits, idx_bits=4,
-        coef_bits=needs.coef_bits, acc_bits=needs.acc_bits,
-        bias_bits=min(needs.bias_bits, needs.acc_bits), scan_lanes=scan_lanes,
-        max_layers=needs.max_layers,
-        max_features=-(-needs.max_features // needs.pes) * needs.pes,
-        max_rows=needs.max_rows, entry_depth=needs.entry_depth,
-        pointer_depth=needs.pointer_depth, bias_depth=needs.bias_depth,
-        occupancy_depth=needs.occupancy_depth, fifo_depth=fifo_depth,
-        shift_bits=max(1, needs.max_shift.bit_length()),
-        max_column_entries=needs.max_column_entries,
-        acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0)
+def _grow(value: int, headroom: float) -> int:
+    return max(1, math.ceil(value * (1 + headroom)))
 
 
-def fit(needs: ModelNeeds, config: EngineConfig) -> None:
-    """Raise :class:`DoesNotFit` naming every field where ``config`` is short of ``needs``."""
+def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = None,
+                  fifo_depth: int = 8, headroom: float | None = None,
+                  acc_memory_bits: int | None = None, encoded=None) -> EngineConfig:
+    """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
+    ``pes`` PEs.
+
+    Widths: ``act_bits`` from the model, ``code_bits``, ``coef_bits`` and ``bias_bits`` the
+    maxima over layers, ``acc_bits = numerics.accumulator_bits(max accumulator bound)``
+    (refused above 48), ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
+    Depths: ``max_features`` the widest layer rounded up to a multiple of ``pes``;
+    ``entry_depth`` the most entries any PE holds; ``pointer_depth = sum(in + 1)``;
+    ``bias_depth = sum(ceil(out / pes))``; ``occupancy_depth = sum(ceil(in / scan_lanes))``.
+    ``scan_lanes`` defaults to :func:`default_scan_lanes`.
+
+    ``headroom`` (a fraction, e.g. 0.5) enlarges every capacity field (layers, features, rows,
+    memory depths, column entries) so a later, larger model of the same class still fits.
+    ``board`` (a name from ``boards.registry``) sets the accumulator split for the part's
+    block RAMs (iCE40: 16 bits in RAM) and refuses an engine that does not fit the part.
+    """
+    if not isinstance(pes, (int, np.integer)) or isinstance(pes, bool) or not 1 <= pes <= 64:
+        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+    lanes = default_scan_lanes(pes) if scan_lanes is None else scan_lanes
+    if not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1) or pes % lanes:
+        raise ValueError(f"scan_lanes must be a power of two that divides pes ({pes}), "
+                         f"not {lanes!r}")
+    if headroom is not None and not (isinstance(headroom, (int, float)) and headroom >= 0):
+        raise ValueError(f"headroom must be a fraction >= 0, not {headroom!r}")
+    part = _part_of(board)
+    needs = model_needs(qnet, pes, scan_lanes=lanes, encoded=encoded)
     problems = []
-    exact = {"pes": config.pes, "act_bits": config.act_bits}
-    for name, have in exact.items():
-        if getattr(needs, name) != have:
-            problems.append(f"{name}: the model needs {getattr(needs, name)}, the engine has "
-                            f"{have}")
-    at_least = ["code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers",
-                "max_features", "max_rows", "entry_depth", "pointer_depth", "bias_depth",
-                "occupancy_depth", "max_column_entries"]
-    for name in at_least:
-        if getattr(needs, name) > getattr(config, name):
-            problems.append(f"{name}: needs {getattr(needs, name)}, the engine has "
-                            f"{getattr(config, name)}")
+    if needs.acc_bits > MAX_ACC_BITS:
+        problems.append(f"acc_bits: the model's accumulators need {needs.acc_bits} bits "
+                        f"(bound {needs.accumulator_bound}), the engine supports at most "
+                        f"{MAX_ACC_BITS}; use narrower activations or codebook values")
+    if needs.max_shift >= 1 << SHIFT_BITS:
+        problems.append(f"shift: a layer shifts by {needs.max_shift}, the {SHIFT_BITS}-bit "
+                        f"shift field reaches {(1 << SHIFT_BITS) - 1}")
+    if problems:
+        raise DoesNotFit("no engine can run this model:\n  " + "\n  ".join(problems))
+    grow = (lambda value: value) if not headroom else (lambda value: _grow(value, headroom))
+    if acc_memory_bits is None:
+        acc_memory_bits = 16 if part is not None and part.family == "ice40" else 0
+    features = grow(needs.max_features)
+    config = EngineConfig(
+        pes=pes, act_bits=needs.act_bits, code_bits=needs.code_bits, idx_bits=IDX_BITS,
+        coef_bits=needs.coef_bits, acc_bits=needs.acc_bits, bias_bits=needs.bias_bits,
+        scan_lanes=lanes, max_layers=grow(needs.max_layers),
+        max_features=-(-features // pes) * pes, max_rows=grow(needs.max_rows),
+        entry_depth=grow(max(1, needs.entry_depth)),
+        pointer_depth=grow(needs.pointer_depth), bias_depth=grow(needs.bias_depth),
+        occupancy_depth=grow(needs.occupancy_depth), fifo_depth=fifo_depth,
+        shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
+        acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0)
+    if part is not None:
+        check_board(config, part)
+    return config
+
+
+# Fields a model must match exactly, and fields where the engine must have at least as much.
+_EXACT = ("pes", "act_bits")
+_AT_LEAST = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
+             "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
+             "max_column_entries")
+
+
+def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
+    """Check that ``qnet`` runs on an existing engine ``config`` (same PEs and activation
+    width; every width and depth at least what the model needs; every shift within
+    ``shift_bits``).  Returns the model's needs; raises :class:`DoesNotFit` listing each field
+    needed vs available."""
+    needs = model_needs(qnet, config.pes, scan_lanes=config.scan_lanes,
+                        idx_bits=config.idx_bits, encoded=encoded)
+    problems = [f"{name}: the model needs {getattr(needs, name)}, the engine has "
+                f"{getattr(config, name)}"
+                for name in _EXACT if getattr(needs, name) != getattr(config, name)]
+    problems += [f"{name}: the model needs {getattr(needs, name)}, the engine has "
+                 f"{getattr(config, name)}"
+                 for name in _AT_LEAST if getattr(needs, name) > getattr(config, name)]
     if needs.max_shift >= 1 << config.shift_bits:
-        problems.append(f"shift: a layer shifts by {needs.max_shift}, the engine's "
+        problems.append(f"shift_bits: a layer shifts by {needs.max_shift}, the engine's "
                         f"{config.shift_bits}-bit shift reaches {(1 << config.shift_bits) - 1}")
     if problems:
         raise DoesNotFit("the model does not fit this engine:\n  " + "\n  ".join(problems))
+    return needs
+
+
+# ---- resources --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory of the engine: ``copies`` instances of ``depth`` x ``width`` bits."""
+    name: str
+    depth: int
+    width: int
+    copies: int = 1
+
+    @property
+    def bits(self) -> int:
+        return self.depth * self.width * self.copies
+
+
+def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
+    """Every block-RAM candidate of the engine (hw/pe.py, hw/engine.py, hw/broadcast.py):
+    per PE the entry memory, the parameter memory (column words and biases) and the
+    accumulator file's RAM part; shared the activation buffer (N activations wide), the
+    occupancy words, the codebooks, the descriptors and the cycle counters."""
+    pes = config.pes
+    return (
+        Memory("entries", config.entry_depth, config.entry_bits, pes),
+        Memory("parameters", config.parameter_depth, isa.parameter_bits(config), pes),
+        Memory("accumulators", config.max_rows, config.acc_memory_bits or config.acc_bits,
+               pes),
+        Memory("activations", config.act_words, pes * config.act_bits),
+        Memory("occupancy", config.occupancy_depth, isa.occupancy_layout(config).size),
+        Memory("codebook", config.max_layers * config.codebook_size, config.coef_bits),
+        Memory("descriptors", config.max_layers, isa.descriptor_layout(config).size),
+        Memory("cycles", config.max_layers, 32),
+    )
+
+
+# Block RAM aspect ratios (depth, width): iCE40 SB_RAM40_4K, ECP5 DP16KD.
+_BRAM_SHAPES = {
+    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
+    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+}
+# Below this many bits a memory is left to registers (iCE40) or LUT RAM (ECP5).
+_SMALL_MEMORY_BITS = {"ice40": 256, "ecp5": 1024}
+
+
+def brams_for(memory: Memory, family: str) -> int:
+    """Block RAMs for one memory: the best aspect ratio's ``ceil(width / w) * ceil(depth / d)``
+    per copy; memories smaller than a quarter block are assumed to go to registers / LUT RAM."""
+    if family not in _BRAM_SHAPES:
+        raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(_BRAM_SHAPES)}")
+    if memory.depth * memory.width < _SMALL_MEMORY_BITS[family]:
+        return 0
+    return memory.copies * min(math.ceil(memory.width / w) * math.ceil(memory.depth / d)
+                               for d, w in _BRAM_SHAPES[family])
+
+
+@dataclass(frozen=True)
+class LutModel:
+    """A rough linear model of an engine's LUT4 use, an ESTIMATE to be calibrated against
+    nextpnr by the engine engineer: ``per_pe`` LUTs per PE (pointer and entry walker, decode,
+    MAC control, accumulator bypass, requantizer, queues), ``shared`` LUTs for the sequencer,
+    broadcast unit and host bus, ``per_buffer_bit`` LUTs per bit of the activation buffer's
+    N-wide word (lane muxing and the LNZD over ``scan_lanes`` lanes), and ``per_register_bit``
+    for the accumulator bits kept in registers (``acc_bits - acc_memory_bits`` per row)."""
+    per_pe: float = 250.0
+    shared: float = 600.0
+    per_buffer_bit: float = 1.5
+    per_register_bit: float = 1.0
+
+    def luts(self, config: EngineConfig) -> int:
+        register_bits = (config.pes * config.max_rows
+                         * (config.acc_bits - config.acc_memory_bits
+                            if config.acc_memory_bits else 0))
+        return math.ceil(self.per_pe * config.pes + self.shared
+                         + self.per_buffer_bit * config.pes * config.act_bits
+                         * config.scan_lanes
+                         + self.per_register_bit * register_bits)
+
+
+LUT_MODEL = LutModel()
 
 
 @dataclass(frozen=True)
 class Resources:
-    """An estimate of an engine's use of a part (LUT4s, block RAMs, DSPs)."""
+    """An estimate of an engine's use of a part (LUT4s, block RAMs, DSPs), with the block
+    RAMs per memory so a report can say where they go."""
+    family: str
     lut: int
     bram: int
     dsp: int
     bram_bits: int
+    brams_by_memory: tuple[tuple[str, int], ...]
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "brams_by_memory": dict(self.brams_by_memory),
+                "estimate": True}
 
 
-def _brams(depth: int, width: int, family: str) -> int:
-    """Block RAMs for one memory: iCE40 EBRs are 4 kbit (up to 16 wide), ECP5 DP16KD 18 kbit
-    (up to 36 wide); memories smaller than a quarter block go to registers or LUT RAM."""
-    if family == "ice40":
-        shapes = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
-        if depth * width < 256:
-            return 0
-    else:
-        shapes = [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]
-        if depth * width < 1024:
-            return 0
-    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in shapes)
+def estimate_resources(config: EngineConfig, family: str,
+                       lut_model: LutModel = LUT_MODEL) -> Resources:
+    """Block RAMs from the memories' shapes (:func:`engine_memories`, :func:`brams_for`), one
+    DSP (multiplier) per PE, LUTs from ``lut_model``.  An estimate, not a synthesis result."""
+    memories = engine_memories(config)
+    by_memory = tuple((m.name, brams_for(m, family)) for m in memories)
+    return Resources(family=family, lut=lut_model.luts(config),
+                     bram=sum(count for _, count in by_memory), dsp=config.pes,
+                     bram_bits=sum(m.bits for m in memories), brams_by_memory=by_memory)
 
 
-def estimate_resources(config: EngineConfig, family: str) -> Resources:
-    """Block RAMs from the memories' shapes; DSPs one per PE; LUTs from a linear model fitted
-    to Yosys + nextpnr results (docs/engine.md lists the builds it was fitted to)."""
-    from sparseforge.hw import isa
-
-    per_pe = [(config.entry_depth, config.entry_bits),
-              (config.parameter_depth, isa.parameter_bits(config)),
-              (config.max_rows, config.acc_memory_bits or config.acc_bits)]
-    shared = [(config.act_words, config.pes * config.act_bits),
-              (config.occupancy_depth, config.pes * config.scan_lanes),
-              (config.max_layers * config.codebook_size, config.coef_bits)]
-    bram = (config.pes * sum(_brams(d, w, family) for d, w in per_pe)
-            + sum(_brams(d, w, family) for d, w in shared))
-    bits = (config.pes * sum(d * w for d, w in per_pe) + sum(d * w for d, w in shared))
-    lut = int(LUT_PER_PE * config.pes + LUT_SHARED
-              + LUT_PER_LANE_BIT * config.pes * config.scan_lanes * config.act_bits)
-    return Resources(lut=lut, bram=bram, dsp=config.pes, bram_bits=bits)
-
-
-# Linear LUT model; see docs/engine.md for the builds it comes from.
-LUT_PER_PE = 700
-LUT_SHARED = 900
-LUT_PER_LANE_BIT = 1.5
-
-
-def check_board(config: EngineConfig, part) -> Resources:
-    """Refuse an engine that cannot fit ``part`` (a ``boards.parts.Part``), with the numbers."""
+def check_board(config: EngineConfig, part: Part) -> Resources:
+    """Refuse an engine that cannot fit ``part`` (``boards.parts.Part``): a DoesNotFit naming
+    each resource, needed vs available.  Returns the estimate when it fits."""
     use = estimate_resources(config, part.family)
-    problems = []
-    for name, need, have in (("LUT", use.lut, part.luts), ("BRAM", use.bram, part.brams),
-                             ("DSP", use.dsp, part.dsps)):
-        if need > have:
-            problems.append(f"{name}: needs about {need}, the {part.name} has {have}")
+    problems = [f"{name}: needs about {need}, the {part.name} has {have}"
+                for name, need, have in (("LUT", use.lut, part.luts),
+                                         ("BRAM", use.bram, part.brams),
+                                         ("DSP", use.dsp, part.dsps))
+                if need > have]
     if problems:
-        raise DoesNotFit(f"the engine ({config.pes} PEs) does not fit the {part.name}:\n  "
-                         + "\n  ".join(problems))
+        raise DoesNotFit(f"the engine ({config.pes} PEs, {config.entry_depth} entries per PE) "
+                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems))
     return use
+
+
+def _part_of(board) -> Part | None:
+    """A board name (``boards.registry``), a Part, or None."""
+    if board is None or isinstance(board, Part):
+        return board
+    if not isinstance(board, str):
+        raise TypeError(f"board must be a board name, not {type(board).__name__}")
+    from sparseforge.boards.registry import board as find_board
+
+    return find_board(board).part

@@ -1,14 +1,21 @@
-"""EIE encoding of a layer for N processing elements, and its exact inverse.
+"""EIE encoding of a network for N processing elements, its exact inverse, and the program image.
 
-Pure functions over NumPy arrays, vectorised over nonzeros (no Python loop over entries), as
-docs/architecture.md states the format (Han et al., EIE, section III-B):
+Pure functions over NumPy arrays, vectorised over nonzeros and PEs (no Python loop over
+entries), implementing the format of docs/architecture.md (Han et al., EIE, ISCA 2016,
+section III-B):
 
 * row ``i`` belongs to PE ``i mod N`` as local row ``i div N`` (:func:`interleave_rows`);
-* a PE stores its nonzeros column by column, each as (zero run, code), the zero run counting the
-  zero rows since the previous entry of the column; a gap wider than ``max_run`` is bridged by
-  padding entries ``(max_run, 0)`` that advance ``max_run + 1`` rows and add nothing
-  (:func:`encode_csc`);
-* pointers ``p[0..in]``: column ``j`` holds entries ``p[j] .. p[j+1]-1``.
+* a PE stores its nonzeros column by column, in increasing local row, each as (zero run, code):
+  the zero run counts the zero rows since the previous entry of the column (for the first,
+  since local row 0); a gap wider than ``max_run = 2**idx_bits - 1`` is bridged by padding
+  entries ``(max_run, 0)`` that advance ``max_run + 1`` rows and add nothing (:func:`encode_csc`,
+  :func:`encode_layer`);
+* pointers ``p[0..in]`` per PE: column ``j`` holds entries ``p[j] .. p[j+1]-1``;
+* :func:`pack_image` lays every layer out one after another in each memory (entries, pointers,
+  biases, codebooks, occupancy words, descriptors) as the packed words of ``hw/isa.py``.
+
+The inverse functions (:func:`decode_csc`, :func:`decode_layer`, :func:`deinterleave_rows`)
+exist for the property tests (``decode(encode(W)) == W``) and the program loader's checks.
 """
 
 from __future__ import annotations
@@ -17,19 +24,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PECSC", "interleave_rows", "encode_csc", "decode_csc", "encode_layer",
-           "decode_layer", "occupancy_bits"]
+from sparseforge.hw import isa
+from sparseforge.hw.config import EngineConfig
+
+__all__ = ["PECSC", "interleave_rows", "deinterleave_rows", "encode_layer", "encode_csc",
+           "decode_csc", "decode_layer", "occupancy_words", "Image", "pack_image",
+           "layer_bases"]
 
 
 @dataclass(frozen=True, eq=False)
 class PECSC:
-    """One PE's slice of one layer: entries as (zero run, code) and column pointers."""
+    """One PE's slice of one layer: entries as (zero run, code) and column pointers.
+
+    ``pointers`` are relative to the slice (``p[0] == 0``); :func:`pack_image` offsets them by
+    the entries of the layers before."""
     zero_runs: np.ndarray        # int64, one per entry (padding included)
     codes: np.ndarray            # int64, 0 for padding
     pointers: np.ndarray         # int64, in_features + 1, starting at 0
 
     @property
+    def entries(self) -> int:
+        return len(self.codes)
+
+    @property
     def padding(self) -> int:
+        """Padding entries: those with code 0 (a real entry never has code 0)."""
         return int(np.count_nonzero(self.codes == 0))
 
     @property
@@ -37,72 +56,233 @@ class PECSC:
         return np.diff(self.pointers)
 
 
+def _check_pes(pes) -> None:
+    if not isinstance(pes, (int, np.integer)) or not 1 <= pes <= 64:
+        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+
+
 def interleave_rows(matrix: np.ndarray, pes: int) -> list[np.ndarray]:
-    """The rows each PE owns: PE ``k`` gets rows ``k, k+N, k+2N, ...`` in that order."""
-    if not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes}")
+    """The rows each PE owns: PE ``k`` gets rows ``k, k+N, k+2N, ...`` in that order, so its
+    local row ``r`` is global row ``r*N + k`` (EIE's interleaving balances rows across PEs)."""
+    _check_pes(pes)
+    matrix = np.asarray(matrix)
     return [matrix[k::pes] for k in range(pes)]
 
 
-def encode_csc(codes: np.ndarray, max_run: int) -> PECSC:
-    """CSC with relative indices of one PE's rows (``rows x in`` codes, 0 = zero weight)."""
+def deinterleave_rows(parts: list[np.ndarray], out_features: int) -> np.ndarray:
+    """The inverse of :func:`interleave_rows`: the ``out_features`` rows in global order."""
+    pes = len(parts)
+    _check_pes(pes)
+    out = np.zeros((out_features,) + parts[0].shape[1:], dtype=parts[0].dtype)
+    for k, part in enumerate(parts):
+        expected = len(range(k, out_features, pes))
+        if len(part) != expected:
+            raise ValueError(f"PE {k} holds {len(part)} rows; {out_features} rows over {pes} "
+                             f"PEs give it {expected}")
+        out[k::pes] = part
+    return out
+
+
+def _check_codes(codes) -> np.ndarray:
     codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise ValueError(f"a layer's codes must be a 2-D (out x in) array, not {codes.shape}")
+    if codes.dtype.kind not in "ui":
+        raise TypeError(f"codes must be integers, not {codes.dtype}")
+    if codes.size and codes.min() < 0:
+        raise ValueError(f"codes must be >= 0, not {int(codes.min())}")
+    return codes
+
+
+def _check_max_run(max_run) -> None:
+    if not isinstance(max_run, (int, np.integer)) or max_run < 1 \
+            or (int(max_run) + 1) & int(max_run):
+        raise ValueError(f"max_run must be 2**idx_bits - 1 (1, 3, 7, 15, ...), not {max_run!r}")
+
+
+def encode_layer(codes, pes: int, max_run: int = 15) -> list[PECSC]:
+    """Every PE's slice of a layer's code matrix (``out x in``, 0 = zero weight), in one
+    vectorised pass over the nonzeros of all PEs."""
+    codes = _check_codes(codes)
+    _check_pes(pes)
+    _check_max_run(max_run)
     in_features = codes.shape[1]
-    columns, rows = np.nonzero(codes.T)             # column-major: sorted by column, then row
-    values = codes.T[columns, rows].astype(np.int64)
-    first = np.ones(len(rows), dtype=bool)
-    first[1:] = columns[1:] != columns[:-1]
-    previous = np.where(first, -1, np.concatenate(([-1], rows[:-1])))
-    gaps = rows - previous - 1
-    pads = gaps // (max_run + 1)                    # padding entries before each nonzero
-    zero_runs_real = gaps - pads * (max_run + 1)
+    rows, columns = np.nonzero(codes)
+    values = codes[rows, columns].astype(np.int64)
+    pe, local = rows % pes, rows // pes
+    order = np.lexsort((local, columns, pe))            # by PE, then column, then local row
+    pe, local, columns, values = pe[order], local[order], columns[order], values[order]
+    # Zero rows since the previous entry of the same (PE, column); -1 before the first.
+    key = pe * in_features + columns
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    previous = np.where(first, -1, np.concatenate(([-1], local[:-1])))
+    gaps = local - previous - 1
+    pads = gaps // (max_run + 1)                        # padding entries before each nonzero
     per_nonzero = pads + 1
     total = int(per_nonzero.sum())
     zero_runs = np.full(total, max_run, dtype=np.int64)
     entry_codes = np.zeros(total, dtype=np.int64)
-    real = np.cumsum(per_nonzero) - 1
-    zero_runs[real] = zero_runs_real
+    real = np.cumsum(per_nonzero) - 1                   # each nonzero follows its padding
+    zero_runs[real] = gaps - pads * (max_run + 1)
     entry_codes[real] = values
-    counts = np.bincount(columns, weights=per_nonzero, minlength=in_features).astype(np.int64)
-    pointers = np.concatenate(([0], np.cumsum(counts)))
-    return PECSC(zero_runs, entry_codes, pointers)
+    counts = np.bincount(key, weights=per_nonzero, minlength=pes * in_features)
+    counts = counts.astype(np.int64).reshape(pes, in_features)
+    per_pe = counts.sum(axis=1)
+    bounds = np.concatenate(([0], np.cumsum(per_pe)))
+    slices = []
+    for k in range(pes):                                # a split, not a loop over entries
+        pointers = np.concatenate(([0], np.cumsum(counts[k]))).astype(np.int64)
+        slices.append(PECSC(zero_runs[bounds[k]:bounds[k + 1]],
+                            entry_codes[bounds[k]:bounds[k + 1]], pointers))
+    return slices
+
+
+def encode_csc(codes, max_run: int = 15) -> PECSC:
+    """CSC with relative row indices of one PE's rows (``rows x in`` codes, 0 = zero weight):
+    :func:`encode_layer` with one PE."""
+    return encode_layer(codes, 1, max_run)[0]
 
 
 def decode_csc(csc: PECSC, rows: int) -> np.ndarray:
-    """The inverse of :func:`encode_csc`: the ``rows x in`` code matrix."""
-    in_features = len(csc.pointers) - 1
-    counts = np.diff(csc.pointers)
+    """The inverse of :func:`encode_csc`: the ``rows x in`` code matrix.  Raises ValueError
+    for pointers that decrease or entries that land outside ``rows``."""
+    pointers = np.asarray(csc.pointers, dtype=np.int64)
+    in_features = len(pointers) - 1
+    counts = np.diff(pointers)
     if np.any(counts < 0):
-        raise ValueError("pointers must not decrease")
+        raise ValueError(f"pointers must not decrease (at column "
+                         f"{int(np.argmax(counts < 0))})")
+    if pointers[0] != 0 or pointers[-1] != len(csc.codes):
+        raise ValueError(f"pointers span {pointers[0]} .. {pointers[-1]}, not the "
+                         f"{len(csc.codes)} entries")
     columns = np.repeat(np.arange(in_features), counts)
-    steps = csc.zero_runs + 1
-    running = np.cumsum(steps)
-    starts = np.concatenate(([0], running))[csc.pointers[:-1]]     # running sum before column
-    positions = running - np.repeat(starts, counts) - 1
+    running = np.cumsum(np.asarray(csc.zero_runs, dtype=np.int64) + 1)
+    before = np.concatenate(([0], running))[pointers[:-1]]   # rows advanced before column j
+    positions = running - np.repeat(before, counts) - 1       # local row of every entry
+    codes = np.asarray(csc.codes, dtype=np.int64)
+    keep = codes != 0
+    if np.any(positions[keep] >= rows):
+        bad = int(np.argmax(keep & (positions >= rows)))
+        raise ValueError(f"entry {bad} (column {int(columns[bad])}) lands on local row "
+                         f"{int(positions[bad])}, beyond the PE's {rows} rows")
     out = np.zeros((rows, in_features), dtype=np.int64)
-    keep = csc.codes != 0
-    if np.any(positions[keep] >= rows) or np.any(positions < 0):
-        raise ValueError(f"an entry lands outside the PE's {rows} rows")
-    out[positions[keep], columns[keep]] = csc.codes[keep]
+    out[positions[keep], columns[keep]] = codes[keep]
     return out
-
-
-def encode_layer(codes: np.ndarray, pes: int, max_run: int) -> list[PECSC]:
-    """Every PE's slice of a layer's code matrix (``out x in``)."""
-    return [encode_csc(part, max_run) for part in interleave_rows(np.asarray(codes), pes)]
 
 
 def decode_layer(slices: list[PECSC], out_features: int) -> np.ndarray:
-    """The inverse of :func:`encode_layer`."""
+    """The inverse of :func:`encode_layer`: the ``out x in`` code matrix."""
+    pes = len(slices)
+    return deinterleave_rows([decode_csc(csc, len(range(k, out_features, pes)))
+                              for k, csc in enumerate(slices)], out_features)
+
+
+def occupancy_words(slices: list[PECSC], scan_lanes: int) -> np.ndarray:
+    """A layer's occupancy words (``isa.occupancy_layout``): word ``g`` has bit
+    ``lane * N + k`` set when PE ``k`` holds an entry (padding included) in column
+    ``g * scan_lanes + lane``; columns past ``in`` are 0.  An object array of Python ints
+    (a word is ``N * scan_lanes`` bits, up to 256)."""
     pes = len(slices)
     in_features = len(slices[0].pointers) - 1
-    out = np.zeros((out_features, in_features), dtype=np.int64)
-    for k, csc in enumerate(slices):
-        rows = len(range(k, out_features, pes))
-        out[k::pes] = decode_csc(csc, rows)
-    return out
+    groups = -(-in_features // scan_lanes)
+    occupied = np.zeros((pes, groups * scan_lanes), dtype=bool)
+    occupied[:, :in_features] = np.stack([s.column_counts > 0 for s in slices])
+    bits = occupied.T.reshape(groups, scan_lanes * pes)       # [group, lane * pes + k]
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return np.array([int.from_bytes(row.tobytes(), "little") for row in packed] or [],
+                    dtype=object)
 
 
-def occupancy_bits(slices: list[PECSC]) -> np.ndarray:
-    """``pes x in`` booleans: PE ``k`` holds at least one entry in column ``j``."""
-    return np.stack([s.column_counts > 0 for s in slices])
+# ---- the program image ------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """The contents of every engine memory (docs/architecture.md) for ``config``.
+
+    Per PE (tuples of ``config.pes`` arrays): ``entries`` (uint64 ``entry_layout`` words),
+    ``pointers`` (int64 ``p[0..in]`` of every layer, one after another, absolute entry
+    addresses), ``biases`` (int64, ``ceil(out/N)`` rows of every layer).  Shared: ``codebook``
+    (int64, layers x ``2**code_bits``), ``occupancy`` and ``descriptors`` (object arrays of
+    Python ints: the words are wider than 64 bits for wide engines), ``layer_count``.
+    """
+    config: EngineConfig
+    entries: tuple[np.ndarray, ...]
+    pointers: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    codebook: np.ndarray
+    occupancy: np.ndarray
+    descriptors: np.ndarray
+    layer_count: int
+
+    def bus_writes(self) -> np.ndarray:
+        """(address, data) rows, an ``(n, 2)`` uint64 array, that load this image through the
+        host bus: the ``layer_count`` register, descriptors and occupancy words in 32-bit
+        chunks (chunk ``c`` holds bits ``[32c, 32c+32)``, at index ``word << chunk_bits |
+        c``), the codebook, and per PE (the address's PE field) entries, column words and
+        biases.  Signed values are written in two's complement."""
+        return isa.image_bus_writes(self.config, self)
+
+    def descriptor_fields(self) -> dict[str, np.ndarray]:
+        """The layer descriptors unpacked: field name -> int64 array over layers."""
+        return isa.unpack(isa.descriptor_layout(self.config), self.descriptors)
+
+    def entry_fields(self, pe: int) -> dict[str, np.ndarray]:
+        """PE ``pe``'s entries unpacked: ``zero_run`` and ``code`` arrays."""
+        return isa.unpack(isa.entry_layout(self.config), self.entries[pe])
+
+
+def layer_bases(shapes, pes: int, scan_lanes: int) -> list[dict[str, int]]:
+    """Where each layer (``(out, in)`` shapes) starts in the pointer, bias and occupancy
+    memories: the ``pointer_base``, ``bias_base`` and ``occupancy_base`` of its descriptor."""
+    bases, pointer, bias, occupancy = [], 0, 0, 0
+    for out_features, in_features in shapes:
+        bases.append({"pointer_base": pointer, "bias_base": bias, "occupancy_base": occupancy})
+        pointer += in_features + 1
+        bias += -(-out_features // pes)
+        occupancy += -(-in_features // scan_lanes)
+    return bases
+
+
+def pack_image(config: EngineConfig, network, encoded=None) -> Image:
+    """The program image of a ``QuantizedNetwork`` for an engine ``config`` it fits (see
+    ``configure.fit``).  ``encoded`` (each layer's :func:`encode_layer` slices) is computed
+    when not given.  Field values that do not fit their packed widths raise ValueError."""
+    pes, lanes = config.pes, config.scan_lanes
+    layers = network.layers
+    if encoded is None:
+        encoded = [encode_layer(layer.codes, pes, config.max_zero_run) for layer in layers]
+    entry = isa.entry_layout(config)
+    offsets = np.zeros(pes, dtype=np.int64)
+    entries, pointers, biases = ([[] for _ in range(pes)] for _ in range(3))
+    occupancy = []
+    codebook = np.zeros((len(layers), config.codebook_size), dtype=np.int64)
+    for index, (layer, slices) in enumerate(zip(layers, encoded)):
+        rows = -(-layer.out_features // pes)
+        bias = np.zeros(rows * pes, dtype=np.int64)
+        bias[:layer.out_features] = layer.bias
+        for k, csc in enumerate(slices):
+            entries[k].append(isa.pack(entry, zero_run=csc.zero_runs, code=csc.codes))
+            pointers[k].append(csc.pointers + offsets[k])
+            offsets[k] += csc.entries
+            biases[k].append(bias[k::pes])
+        occupancy.append(occupancy_words(slices, lanes))
+        codebook[index, :len(layer.codebook)] = layer.codebook
+    bases = layer_bases([(l.out_features, l.in_features) for l in layers], pes, lanes)
+    descriptors = isa.pack(
+        isa.descriptor_layout(config),
+        in_features=[l.in_features for l in layers], out_features=[l.out_features for l in layers],
+        rows=[-(-l.out_features // pes) for l in layers],
+        groups=[-(-l.in_features // lanes) for l in layers],
+        pointer_base=[b["pointer_base"] for b in bases], bias_base=[b["bias_base"] for b in bases],
+        occupancy_base=[b["occupancy_base"] for b in bases],
+        shift=[l.shift for l in layers], relu=[int(l.relu) for l in layers])
+    return Image(
+        config=config,
+        entries=tuple(np.concatenate(e).astype(np.uint64) for e in entries),
+        pointers=tuple(np.concatenate(p).astype(np.int64) for p in pointers),
+        biases=tuple(np.concatenate(b).astype(np.int64) for b in biases),
+        codebook=codebook,
+        occupancy=np.array([int(w) for words in occupancy for w in words], dtype=object),
+        descriptors=np.array([int(d) for d in descriptors], dtype=object),
+        layer_count=len(layers))

@@ -1,12 +1,28 @@
 """The program: a compiled model = engine configuration + program image (+ the network).
 
-``compile`` encodes every layer of a :class:`QuantizedNetwork` for N PEs (``encode.py``), lays
-the layers out one after another in each memory, derives the smallest engine that runs them
-(``configure.py``) or checks them against a given engine or board, and returns a
-:class:`Program`.  On disk a program is a directory: ``image.npz`` (arrays only, loaded with
-``allow_pickle=False``), ``network.npz``, ``program.json`` (format version, layer table,
-provenance) and ``engine.json`` (the EngineConfig).  Saving is atomic and loading validates every
-array against the configuration, naming the field that is wrong.
+:func:`compile` is a staged pipeline with a check after each step: encode every layer of a
+``QuantizedNetwork`` for N PEs (``encode.py``); derive the smallest engine that runs it, or
+check it against a given engine, and against a board (``configure.py``); pack the image; then
+(``verify=True``) decode the image back and compare it with the network exactly, and run the
+golden model on a seeded random batch against ``QuantizedNetwork.forward``.
+
+On disk a program is a directory (docs/compiler.md):
+
+* ``program.json`` -- the manifest: ``format`` ``"sparseforge-program"``, ``version``
+  (:data:`FORMAT_VERSION`), ``layer_count``, ``board``, and the layer table (name, shape,
+  formats, code and bias widths, ReLU, nnz);
+* ``engine.json`` -- the :class:`EngineConfig`;
+* ``image.npz`` -- the image: ``entries_<k>``, ``pointers_<k>``, ``biases_<k>`` per PE,
+  ``codebook``, and ``occupancy`` / ``descriptors`` as uint32 chunk matrices (word x chunk,
+  lowest chunk first), so no object arrays and no pickle (loaded with ``allow_pickle=False``);
+* ``network.npz`` -- each layer's ``codes_<l>``, ``codebook_<l>``, ``bias_<l>``.
+
+Saving is atomic: files are written to a staging directory and renamed into place, the
+manifest last (and the old manifest removed first), so a reader sees the old program, no
+program, or the new one -- never a mix.  Loading validates everything (format version, array
+kinds and shapes against the configuration, value ranges, pointer order, entries and padding,
+the image against the network) and refuses a bad program with a :class:`ProgramError` naming
+the field.
 """
 
 from __future__ import annotations
@@ -24,13 +40,16 @@ from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
 
 from . import configure
-from .encode import encode_layer
+from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .ir import QuantizedLinear, QuantizedNetwork
 from .numerics import FixedFormat
 
-__all__ = ["Image", "Program", "compile", "load_program", "ProgramError", "FORMAT_VERSION"]
+__all__ = ["Image", "Program", "compile", "load_program", "validate_image", "ProgramError",
+           "FORMAT_VERSION", "FORMAT_NAME", "PROGRAM_FILES"]
 
+FORMAT_NAME = "sparseforge-program"
 FORMAT_VERSION = 1
+PROGRAM_FILES = ("image.npz", "network.npz", "engine.json", "program.json")   # manifest last
 
 
 class ProgramError(ValueError):
@@ -38,24 +57,12 @@ class ProgramError(ValueError):
 
 
 @dataclass(frozen=True, eq=False)
-class Image:
-    """The contents of every engine memory (docs/architecture.md), per PE where per PE."""
-    entries: tuple[np.ndarray, ...]       # packed entry words
-    pointers: tuple[np.ndarray, ...]      # p[0..in] of every layer, one after another
-    biases: tuple[np.ndarray, ...]        # rows of every layer
-    codebook: np.ndarray                  # layers x 2**code_bits
-    occupancy: np.ndarray                 # packed occupancy words (Python ints)
-    descriptors: np.ndarray               # packed descriptor words (Python ints)
-    layer_count: int
-
-    def bus_writes(self, config: EngineConfig) -> np.ndarray:
-        """(address, data) rows that load this image through the host bus."""
-        return isa.image_bus_writes(config, self)
-
-
-@dataclass(frozen=True, eq=False)
 class Program:
-    """A compiled model: run it with ``sf.reference``, ``sf.simulate`` or on a board."""
+    """A compiled model: run it with ``sf.reference``, ``sf.simulate`` or on a board.
+
+    ``config`` is the engine, ``image`` every memory's contents, ``network`` the integer
+    network the image encodes (for its input and output formats), ``board`` the board it was
+    checked against (or None)."""
     config: EngineConfig
     image: Image
     network: QuantizedNetwork
@@ -74,12 +81,17 @@ class Program:
         return self.network.layers[-1].out_features
 
     def quantize_input(self, x) -> np.ndarray:
-        """Float inputs (batch x features, or images) to the engine's integer activations."""
+        """Float inputs (batch x features, or batch x any shape: flattened) to the engine's
+        integer activations (round half up, saturate; docs/numerics.md)."""
         return self.network.quantize_input(x)
 
     def dequantize(self, outputs) -> np.ndarray:
-        """The engine's integer outputs as float logits."""
+        """The engine's integer outputs as float logits (``out * 2**-frac_out``)."""
         return self.network.dequantize_output(outputs)
+
+    def bus_writes(self) -> np.ndarray:
+        """The host-bus writes that load this program's image (see :meth:`Image.bus_writes`)."""
+        return self.image.bus_writes()
 
     def layer_pointers(self, layer: int) -> list[np.ndarray]:
         """Each PE's ``p[0..in]`` of one layer (absolute entry addresses)."""
@@ -92,136 +104,112 @@ class Program:
         return np.stack([np.diff(p) for p in self.layer_pointers(layer)])
 
     def save(self, directory) -> Path:
-        """Write the program to ``directory`` atomically (a complete program or nothing)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            _write(self, staging)
-            if directory.exists():
-                previous = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(previous, ignore_errors=True)
-                os.replace(directory, previous)
-                os.replace(staging, directory)
-                shutil.rmtree(previous, ignore_errors=True)
-            else:
-                os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return directory
+        """Write the program to ``directory`` atomically (see the module docstring).  Other
+        files in the directory are left alone."""
+        return _save(self, Path(directory))
 
 
 # ---- compiling --------------------------------------------------------------------------------
 
-def compile(model, pes: int = 8, board: str | None = None, *, scan_lanes: int | None = None,
-            fifo_depth: int = 8, config: EngineConfig | None = None) -> Program:
-    """Lower a compressed model (or a QuantizedNetwork) to a program for ``pes`` PEs.
+def compile(model, pes: int | None = None, board: str | None = None, *,
+            scan_lanes: int | None = None, fifo_depth: int = 8, headroom: float | None = None,
+            config: EngineConfig | None = None, verify: bool = True) -> Program:
+    """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
+    QuantizedNetwork to a program for ``pes`` PEs (default 8).
 
-    With ``config`` the program must fit that existing engine (to load it at run time); with
-    ``board`` the derived engine must fit the board's part.  Errors name what does not fit.
+    Without ``config`` the smallest engine is derived (``configure.derive_config``: options
+    ``scan_lanes``, ``fifo_depth``, ``headroom``); with ``config`` the model must fit that
+    existing engine (to load it at run time without new Verilog), and ``pes`` must be
+    omitted or equal ``config.pes``.  With ``board`` the engine must fit the board's part.
+    Refusals are ``configure.DoesNotFit`` errors listing needed vs available.
     """
     network = getattr(model, "network", model)
     if not isinstance(network, QuantizedNetwork):
         raise TypeError(f"compile takes a CompressedModel or a QuantizedNetwork, not "
                         f"{type(model).__name__}")
-    if not isinstance(pes, int) or not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
-    if config is not None and config.pes != pes:
+    if config is not None:
+        if pes is not None and pes != config.pes:
+            raise ValueError(f"pes={pes} contradicts the given engine's {config.pes} PEs")
         pes = config.pes
-    lanes = config.scan_lanes if config is not None else (
-        scan_lanes or configure.default_scan_lanes(pes))
-    encoded = [encode_layer(layer.codes, pes, 15) for layer in network.layers]
-    entries_per_pe = [sum(len(layer[k].codes) for layer in encoded) for k in range(pes)]
-    max_column = max(int(s.column_counts.max(initial=0)) for layer in encoded for s in layer)
-    needs = configure.needs_of(network, pes, lanes, entries_per_pe, max_column)
-    part = None
-    if board is not None:
-        from sparseforge.boards.registry import board as find_board
-        part = find_board(board).part
+    pes = 8 if pes is None else pes
+    if not isinstance(pes, (int, np.integer)) or isinstance(pes, bool) or not 1 <= pes <= 64:
+        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+    idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
+    encoded = [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
+               for layer in network.layers]
     if config is None:
-        acc_memory = 16 if part is not None and part.family == "ice40" else 0
-        config = configure.derive_config(needs, scan_lanes=lanes, fifo_depth=fifo_depth,
-                                         acc_memory_bits=acc_memory)
+        config = configure.derive_config(network, int(pes), board=board, scan_lanes=scan_lanes,
+                                         fifo_depth=fifo_depth, headroom=headroom,
+                                         encoded=encoded)
     else:
-        configure.fit(needs, config)
-    if part is not None:
-        configure.check_board(config, part)
-    return Program(config, _pack_image(config, network, encoded), network, board)
+        configure.fit(network, config, encoded=encoded)
+        if board is not None:
+            configure.check_board(config, configure._part_of(board))
+    program = Program(config, pack_image(config, network, encoded), network, board)
+    if verify:
+        _verify(program)
+    return program
 
 
-def _pack_image(config: EngineConfig, network: QuantizedNetwork, encoded) -> Image:
-    pes, lanes = config.pes, config.scan_lanes
-    entry = isa.entry_layout(config)
-    entries = [[] for _ in range(pes)]
-    pointers = [[] for _ in range(pes)]
-    biases = [[] for _ in range(pes)]
-    occupancy, descriptors = [], []
-    codebook = np.zeros((network_layers := len(network.layers), config.codebook_size), np.int64)
-    offsets = np.zeros(pes, dtype=np.int64)
-    pointer_base = bias_base = occupancy_base = 0
-    for index, (layer, slices) in enumerate(zip(network.layers, encoded)):
-        rows = -(-layer.out_features // pes)
-        groups = -(-layer.in_features // lanes)
-        bias = np.zeros(rows * pes, dtype=np.int64)
-        bias[:layer.out_features] = layer.bias
-        for k, csc in enumerate(slices):
-            entries[k].append(isa.pack(entry, zero_run=csc.zero_runs, code=csc.codes))
-            pointers[k].append(csc.pointers + offsets[k])
-            offsets[k] += len(csc.codes)
-            biases[k].append(bias[k::pes])
-        occupied = np.zeros((pes, groups * lanes), dtype=bool)
-        occupied[:, :layer.in_features] = np.stack([s.column_counts > 0 for s in slices])
-        occupancy += _pack_occupancy(occupied, pes, lanes)
-        descriptors.append(isa.descriptor_layout(config).const({
-            "in_features": layer.in_features, "out_features": layer.out_features,
-            "rows": rows, "groups": groups, "pointer_base": pointer_base,
-            "bias_base": bias_base, "occupancy_base": occupancy_base,
-            "shift": layer.shift, "relu": int(layer.relu)}).as_bits())
-        codebook[index, :len(layer.codebook)] = layer.codebook
-        pointer_base += layer.in_features + 1
-        bias_base += rows
-        occupancy_base += groups
-    return Image(
-        entries=tuple(np.concatenate(e).astype(np.uint64) for e in entries),
-        pointers=tuple(np.concatenate(p).astype(np.int64) for p in pointers),
-        biases=tuple(np.concatenate(b).astype(np.int64) for b in biases),
-        codebook=codebook,
-        occupancy=np.array(occupancy, dtype=object),
-        descriptors=np.array(descriptors, dtype=object),
-        layer_count=network_layers)
+def _verify(program: Program, batch: int = 8, seed: int = 0) -> None:
+    """The compile pipeline's check: the image decodes to the network's codes, and the golden
+    model (which reads only the image) agrees with ``QuantizedNetwork.forward``."""
+    from sparseforge.sim.reference.golden import run_image
+
+    bases = _pointer_bases(program.network, program.config)
+    for layer, base in zip(program.network.layers, bases):
+        codes = decode_layer(_layer_slices(program.image, base, layer.in_features),
+                             layer.out_features)
+        if not np.array_equal(codes, layer.codes):
+            raise AssertionError(f"internal error: the image of layer {layer.name} does not "
+                                 f"decode to its codes")
+    fmt = program.network.input_format
+    x = np.random.default_rng(seed).integers(fmt.min, fmt.max + 1,
+                                             (batch, program.in_features))
+    if not np.array_equal(run_image(program.config, program.image, x),
+                          program.network.forward(x)):
+        raise AssertionError("internal error: the golden model disagrees with the network")
 
 
-def _pack_occupancy(occupied: np.ndarray, pes: int, lanes: int) -> list[int]:
-    """One word per group: bit ``lane * pes + k`` set when PE k has entries in that lane's
-    column (``isa.occupancy_layout``)."""
-    groups = occupied.shape[1] // lanes
-    bits = occupied.T.reshape(groups, lanes * pes)          # [group, lane * pes + k]
-    packed = np.packbits(bits, axis=1, bitorder="little")
-    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+def _layer_slices(image: Image, pointer_base: int, in_features: int) -> list[PECSC]:
+    """One layer's per-PE slices, read back from the image's pointers and entries."""
+    slices = []
+    for k in range(image.config.pes):
+        pointers = np.asarray(image.pointers[k][pointer_base:pointer_base + in_features + 1],
+                              dtype=np.int64)
+        entries = image.entry_fields(k)
+        start, end = int(pointers[0]), int(pointers[-1])
+        slices.append(PECSC(entries["zero_run"][start:end], entries["code"][start:end],
+                            pointers - start))
+    return slices
 
 
-# ---- on disk ----------------------------------------------------------------------------------
-
-def _words_to_array(words) -> np.ndarray:
-    """Wide words as uint32 chunks (n x chunks): npz without objects, so without pickle."""
-    words = [int(w) for w in words]
-    chunks = max(1, max((w.bit_length() for w in words), default=1) + 31) // 32
-    return np.array([[(w >> (32 * c)) & 0xFFFFFFFF for c in range(chunks)] for w in words],
-                    dtype=np.uint32).reshape(len(words), chunks)
+def _pointer_bases(network: QuantizedNetwork, config: EngineConfig) -> list[int]:
+    return [b["pointer_base"] for b in layer_bases(
+        [(l.out_features, l.in_features) for l in network.layers], config.pes,
+        config.scan_lanes)]
 
 
-def _array_to_words(array: np.ndarray) -> np.ndarray:
+# ---- saving -----------------------------------------------------------------------------------
+
+def _chunked(words, width: int) -> np.ndarray:
+    """Wide words as a uint32 matrix (word x chunk, lowest chunk first)."""
+    chunks = isa.chunks_of(width)
+    return np.array([[(int(w) >> (32 * c)) & 0xFFFFFFFF for c in range(chunks)]
+                     for w in words], dtype=np.uint32).reshape(len(words), chunks)
+
+
+def _unchunked(array: np.ndarray) -> np.ndarray:
     return np.array([sum(int(v) << (32 * c) for c, v in enumerate(row)) for row in array],
                     dtype=object)
 
 
 def _write(program: Program, directory: Path) -> None:
-    image, network = program.image, program.network
+    image, network, config = program.image, program.network, program.config
     arrays = {"codebook": image.codebook,
-              "occupancy": _words_to_array(image.occupancy),
-              "descriptors": _words_to_array(image.descriptors)}
-    for k in range(program.config.pes):
+              "occupancy": _chunked(image.occupancy, isa.occupancy_layout(config).size),
+              "descriptors": _chunked(image.descriptors, isa.descriptor_layout(config).size)}
+    for k in range(config.pes):
         arrays[f"entries_{k}"] = image.entries[k]
         arrays[f"pointers_{k}"] = image.pointers[k]
         arrays[f"biases_{k}"] = image.biases[k]
@@ -229,8 +217,8 @@ def _write(program: Program, directory: Path) -> None:
     layer_arrays, layer_table = {}, []
     for index, layer in enumerate(network.layers):
         layer_arrays[f"codes_{index}"] = layer.codes
-        layer_arrays[f"codebook_{index}"] = layer.codebook
-        layer_arrays[f"bias_{index}"] = layer.bias
+        layer_arrays[f"codebook_{index}"] = layer.codebook.astype(np.int64)
+        layer_arrays[f"bias_{index}"] = layer.bias.astype(np.int64)
         layer_table.append({
             "name": layer.name, "in_features": layer.in_features,
             "out_features": layer.out_features, "code_bits": layer.code_bits,
@@ -239,12 +227,37 @@ def _write(program: Program, directory: Path) -> None:
             "output_format": layer.output_format.to_json(),
             "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz})
     np.savez(directory / "network.npz", **layer_arrays)
-    (directory / "engine.json").write_text(program.config.dumps())
+    (directory / "engine.json").write_text(config.dumps() + "\n")
     (directory / "program.json").write_text(json.dumps({
-        "format": "sparseforge-program", "version": FORMAT_VERSION,
-        "layer_count": image.layer_count, "board": program.board, "layers": layer_table,
-    }, indent=2))
+        "format": FORMAT_NAME, "version": FORMAT_VERSION, "layer_count": image.layer_count,
+        "board": program.board, "layers": layer_table}, indent=2) + "\n")
 
+
+def _save(program: Program, directory: Path) -> Path:
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} exists and is not a directory")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not directory.exists()
+    # Stage next to the target (a new directory) or inside it (an existing one): the same
+    # file system either way, so the renames below are atomic.
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.staging.",
+                                    dir=directory.parent if fresh else directory))
+    try:
+        _write(program, staging)
+        if fresh:
+            os.replace(staging, directory)          # the whole program appears at once
+            return directory
+        manifest = directory / "program.json"
+        if manifest.exists():
+            manifest.unlink()                       # from here on: no program, not a mix
+        for name in PROGRAM_FILES:                  # program.json last
+            os.replace(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+# ---- loading and validating -------------------------------------------------------------------
 
 def load_program(directory) -> Program:
     """Read and validate a program directory written by :meth:`Program.save`."""
@@ -254,93 +267,210 @@ def load_program(directory) -> Program:
         raise ProgramError(f"{directory} is not a compiled program (no program.json)")
     try:
         manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ProgramError(f"{manifest_path}: unreadable manifest: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        found = manifest.get("format") if isinstance(manifest, dict) else manifest
+        raise ProgramError(f"{manifest_path}: 'format' is {found!r}, not {FORMAT_NAME!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ProgramError(f"{manifest_path}: format version {manifest.get('version')!r} is "
+                           f"not supported (this sparseforge reads version {FORMAT_VERSION})")
+    try:
         config = EngineConfig.from_json(json.loads((directory / "engine.json").read_text()))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ProgramError(f"{directory}: unreadable manifest: {error}") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ProgramError(f"{directory}/engine.json: unreadable: {error}") from error
     except (TypeError, ValueError) as error:
         raise ProgramError(f"{directory}/engine.json: {error}") from error
-    if manifest.get("format") != "sparseforge-program":
-        raise ProgramError(f"{manifest_path}: 'format' is {manifest.get('format')!r}, "
-                           f"not 'sparseforge-program'")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise ProgramError(f"{manifest_path}: format version {manifest.get('version')!r} is not "
-                           f"supported (this sparseforge reads version {FORMAT_VERSION})")
-    try:
-        with np.load(directory / "image.npz", allow_pickle=False) as saved:
-            arrays = {key: saved[key] for key in saved.files}
-        with np.load(directory / "network.npz", allow_pickle=False) as saved:
-            layer_arrays = {key: saved[key] for key in saved.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ProgramError(f"{directory}: the image or network arrays cannot be read "
-                           f"(truncated or not .npz): {error}") from error
-    network = _network_from(manifest, layer_arrays, directory)
-    try:
-        image = Image(
-            entries=tuple(arrays[f"entries_{k}"] for k in range(config.pes)),
-            pointers=tuple(arrays[f"pointers_{k}"] for k in range(config.pes)),
-            biases=tuple(arrays[f"biases_{k}"] for k in range(config.pes)),
-            codebook=arrays["codebook"],
-            occupancy=_array_to_words(arrays["occupancy"]),
-            descriptors=_array_to_words(arrays["descriptors"]),
-            layer_count=int(manifest["layer_count"]))
-    except KeyError as error:
-        raise ProgramError(f"{directory}/image.npz lacks the array {error}") from None
-    validate_image(config, image, network)
-    return Program(config, image, network, manifest.get("board"))
+    arrays = _load_npz(directory / "image.npz")
+    network = _network_from(manifest, _load_npz(directory / "network.npz"), directory)
+    image = _image_from(config, arrays, manifest, directory)
+    validate_image(image, network, where=f"{directory}/image.npz")
+    board = manifest.get("board")
+    return Program(config, image, network, board if isinstance(board, str) else None)
 
 
-def _network_from(manifest, arrays, directory) -> QuantizedNetwork:
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return {key: saved[key] for key in saved.files}
+    except FileNotFoundError:
+        raise ProgramError(f"{path} is missing") from None
+    except Exception as error:     # zipfile.BadZipFile, ValueError (pickled objects), EOFError
+        raise ProgramError(f"{path} cannot be read (truncated, not .npz, or holding pickled "
+                           f"objects): {type(error).__name__}: {error}") from error
+
+
+def _array(arrays: dict, key: str, where: str, *, ndim: int) -> np.ndarray:
+    """An integer array from a loaded .npz, or a ProgramError naming what is wrong with it."""
+    if key not in arrays:
+        raise ProgramError(f"{where} lacks the array {key!r}")
+    array = arrays[key]
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ProgramError(f"{where}: {key} holds NaN or infinite values")
+    if array.dtype.kind not in "ui":
+        raise ProgramError(f"{where}: {key} must hold integers, not {array.dtype}")
+    if array.ndim != ndim:
+        raise ProgramError(f"{where}: {key} must be {ndim}-D, not of shape {array.shape}")
+    return array
+
+
+def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNetwork:
+    where = f"{directory}/network.npz"
+    table = manifest.get("layers")
+    if not isinstance(table, list) or not table:
+        raise ProgramError(f"{directory}/program.json: 'layers' must be a non-empty list")
     layers = []
-    try:
-        for index, entry in enumerate(manifest["layers"]):
+    for index, entry in enumerate(table):
+        codes = _array(arrays, f"codes_{index}", where, ndim=2)
+        codebook = _array(arrays, f"codebook_{index}", where, ndim=1)
+        bias = _array(arrays, f"bias_{index}", where, ndim=1)
+        try:
+            shape = (entry["out_features"], entry["in_features"])
+            if codes.shape != shape:
+                raise ProgramError(f"{where}: codes_{index} has shape {codes.shape}, the "
+                                   f"manifest says {shape}")
             layers.append(QuantizedLinear(
-                name=entry["name"], codes=arrays[f"codes_{index}"],
-                codebook=arrays[f"codebook_{index}"].astype(np.int64),
-                bias=arrays[f"bias_{index}"].astype(np.int64), code_bits=entry["code_bits"],
+                name=str(entry["name"]), codes=codes, codebook=codebook.astype(np.int64),
+                bias=bias.astype(np.int64), code_bits=int(entry["code_bits"]),
                 input_format=FixedFormat.from_json(entry["input_format"]),
                 weight_format=FixedFormat.from_json(entry["weight_format"]),
                 output_format=FixedFormat.from_json(entry["output_format"]),
-                bias_bits=entry["bias_bits"], relu=bool(entry["relu"])))
+                bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"])))
+        except (KeyError, TypeError) as error:
+            raise ProgramError(f"{directory}/program.json: layer {index} lacks or mangles "
+                               f"{error}") from None
+        except ProgramError:
+            raise
+        except ValueError as error:
+            raise ProgramError(f"{where}: {error}") from error
+    try:
         return QuantizedNetwork(tuple(layers))
-    except KeyError as error:
-        raise ProgramError(f"{directory}: the network lacks {error}") from None
-    except (TypeError, ValueError) as error:
-        raise ProgramError(f"{directory}/network.npz: {error}") from error
+    except ValueError as error:
+        raise ProgramError(f"{where}: {error}") from error
 
 
-def validate_image(config: EngineConfig, image: Image, network: QuantizedNetwork) -> None:
-    """Check an image against its configuration and network; raise ProgramError naming the
-    first field that is wrong."""
-    if image.layer_count != len(network.layers) or image.layer_count > config.max_layers:
-        raise ProgramError(f"layer_count {image.layer_count} does not match the network's "
-                           f"{len(network.layers)} layers (engine holds {config.max_layers})")
-    depth = sum(layer.in_features + 1 for layer in network.layers)
+def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: Path) -> Image:
+    where = f"{directory}/image.npz"
+    words = {}
+    for key, layout in (("occupancy", isa.occupancy_layout(config)),
+                        ("descriptors", isa.descriptor_layout(config))):
+        chunked = _array(arrays, key, where, ndim=2)
+        if chunked.shape[1] != isa.chunks_of(layout.size):
+            raise ProgramError(f"{where}: {key} has {chunked.shape[1]} chunks per word, a "
+                               f"{layout.size}-bit word takes {isa.chunks_of(layout.size)}")
+        words[key] = _unchunked(chunked)
+    layer_count = manifest.get("layer_count")
+    if not isinstance(layer_count, int) or isinstance(layer_count, bool):
+        raise ProgramError(f"{directory}/program.json: layer_count must be an integer, not "
+                           f"{layer_count!r}")
+    return Image(
+        config=config,
+        entries=tuple(_array(arrays, f"entries_{k}", where, ndim=1) for k in range(config.pes)),
+        pointers=tuple(_array(arrays, f"pointers_{k}", where, ndim=1)
+                       for k in range(config.pes)),
+        biases=tuple(_array(arrays, f"biases_{k}", where, ndim=1) for k in range(config.pes)),
+        codebook=_array(arrays, "codebook", where, ndim=2),
+        occupancy=words["occupancy"], descriptors=words["descriptors"],
+        layer_count=layer_count)
+
+
+def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "image") -> None:
+    """Check ``image`` against its configuration and the network it must encode; raise
+    :class:`ProgramError` naming the first field that is wrong (and the value)."""
+    config = image.config
+    try:
+        configure.fit(network, config)
+    except configure.DoesNotFit as error:
+        raise ProgramError(f"{where}: {error}") from None
+    layers = network.layers
+    if image.layer_count != len(layers):
+        raise ProgramError(f"{where}: layer_count is {image.layer_count}, the network has "
+                           f"{len(layers)} layers")
+    pointer_depth = sum(layer.in_features + 1 for layer in layers)
+    bias_depth = sum(-(-layer.out_features // config.pes) for layer in layers)
+    occupancy_depth = sum(-(-layer.in_features // config.scan_lanes) for layer in layers)
+    expected_shapes = {"codebook": (len(layers), config.codebook_size),
+                       "occupancy": (occupancy_depth,), "descriptors": (len(layers),)}
+    for name, shape in expected_shapes.items():
+        if np.shape(getattr(image, name)) != shape:
+            raise ProgramError(f"{where}: {name} has shape {np.shape(getattr(image, name))}, "
+                               f"expected {shape}")
+    for name in ("entries", "pointers", "biases"):
+        if len(getattr(image, name)) != config.pes:
+            raise ProgramError(f"{where}: {name} has {len(getattr(image, name))} PEs, the "
+                               f"engine {config.pes}")
     entry = isa.entry_layout(config)
     for k in range(config.pes):
-        pointers, entries = image.pointers[k], image.entries[k]
-        if pointers.shape != (depth,):
-            raise ProgramError(f"pointers of PE {k} have shape {pointers.shape}, expected "
-                               f"({depth},)")
-        if np.any(np.diff(pointers) < 0):
-            raise ProgramError(f"pointers of PE {k} decrease at index "
-                               f"{int(np.argmax(np.diff(pointers) < 0))}")
-        if len(entries) > config.entry_depth or (depth and pointers[-1] != len(entries)):
-            raise ProgramError(f"entries of PE {k}: {len(entries)} entries, pointers end at "
-                               f"{pointers[-1] if depth else 0}, engine holds "
-                               f"{config.entry_depth}")
-        if len(entries) and int(np.max(entries)) >= 1 << entry.size:
-            raise ProgramError(f"entries of PE {k} hold a word wider than {entry.size} bits")
-        codes = isa.unpack(entry, entries)["code"] if len(entries) else np.zeros(0)
-        if codes.size and codes.max() >= config.codebook_size:
-            raise ProgramError(f"entries of PE {k} use code {int(codes.max())}; the codebook "
-                               f"has {config.codebook_size}")
-        rows = sum(-(-layer.out_features // config.pes) for layer in network.layers)
-        if image.biases[k].shape != (rows,):
-            raise ProgramError(f"biases of PE {k} have shape {image.biases[k].shape}, expected "
-                               f"({rows},)")
-    if image.codebook.shape[0] != image.layer_count:
-        raise ProgramError(f"codebook has {image.codebook.shape[0]} layers, expected "
-                           f"{image.layer_count}")
-    if not np.all(image.codebook[:, 0] == 0):
-        raise ProgramError("codebook entry 0 must be 0 (the pruned weight) in every layer")
+        pointers, entries = np.asarray(image.pointers[k]), np.asarray(image.entries[k])
+        if pointers.shape != (pointer_depth,):
+            raise ProgramError(f"{where}: pointers_{k} has shape {pointers.shape}, expected "
+                               f"({pointer_depth},)")
+        if image.biases[k].shape != (bias_depth,):
+            raise ProgramError(f"{where}: biases_{k} has shape {image.biases[k].shape}, "
+                               f"expected ({bias_depth},)")
+        if len(entries) > config.entry_depth:
+            raise ProgramError(f"{where}: entries_{k} holds {len(entries)} entries, the "
+                               f"engine's entry memory {config.entry_depth}")
+        outside = (entries < 0) | (entries >= (1 << entry.size))
+        if np.any(outside):
+            bad = int(np.argmax(outside))
+            raise ProgramError(f"{where}: entries_{k}[{bad}] = {int(entries[bad])} does not "
+                               f"fit a {entry.size}-bit entry (code_bits {config.code_bits})")
+        steps = np.diff(pointers)
+        if np.any(steps < 0):
+            bad = int(np.argmax(steps < 0))
+            raise ProgramError(f"{where}: pointers_{k} decrease at index {bad + 1} "
+                               f"({int(pointers[bad])} -> {int(pointers[bad + 1])})")
+        if pointers.size and (pointers.min() < 0 or pointers.max() > len(entries)):
+            raise ProgramError(f"{where}: pointers_{k} reach {int(pointers.max())}, beyond "
+                               f"its {len(entries)} entries (entry_depth "
+                               f"{config.entry_depth})")
+        fields = isa.unpack(entry, entries.astype(np.uint64))
+        bad_padding = (fields["code"] == 0) & (fields["zero_run"] != config.max_zero_run)
+        if np.any(bad_padding):
+            bad = int(np.argmax(bad_padding))
+            raise ProgramError(f"{where}: entries_{k}[{bad}] has code 0 and zero_run "
+                               f"{int(fields['zero_run'][bad])}; a padding entry's zero_run "
+                               f"is {config.max_zero_run}")
+    low, high = -(1 << (config.coef_bits - 1)), (1 << (config.coef_bits - 1)) - 1
+    codebook = np.asarray(image.codebook)
+    if codebook.size and (codebook.min() < low or codebook.max() > high):
+        raise ProgramError(f"{where}: codebook values {int(codebook.min())} .. "
+                           f"{int(codebook.max())} exceed {config.coef_bits} bits")
+    if np.any(codebook[:, 0] != 0):
+        raise ProgramError(f"{where}: codebook[l, 0] must be 0 (the pruned weight) in every "
+                           f"layer, not {codebook[:, 0].tolist()}")
+    for index, (layer, base) in enumerate(zip(layers, _pointer_bases(network, config))):
+        try:
+            codes = decode_layer(_layer_slices(image, base, layer.in_features),
+                                 layer.out_features)
+        except ValueError as error:
+            raise ProgramError(f"{where}: layer {index} ({layer.name}): {error}") from None
+        if not np.array_equal(codes, layer.codes):
+            i, j = np.argwhere(codes != layer.codes)[0]
+            raise ProgramError(f"{where}: layer {index} ({layer.name}) decodes to code "
+                               f"{codes[i, j]} at ({i}, {j}); the network has "
+                               f"{layer.codes[i, j]}")
+    _compare(image, pack_image(config, network), where)
+
+
+def _compare(image: Image, expected: Image, where: str) -> None:
+    """Field by field equality with the canonical image of the network."""
+    for name in ("codebook", "occupancy", "descriptors"):
+        got, want = getattr(image, name), getattr(expected, name)
+        differ = [i for i, (a, b) in enumerate(zip(np.ravel(got), np.ravel(want)))
+                  if int(a) != int(b)]
+        if differ:
+            raise ProgramError(f"{where}: {name} differs from the network's encoding at flat "
+                               f"index {differ[0]} ({int(np.ravel(got)[differ[0]])}, expected "
+                               f"{int(np.ravel(want)[differ[0]])})")
+    for name in ("entries", "pointers", "biases"):
+        for k, (got, want) in enumerate(zip(getattr(image, name), getattr(expected, name))):
+            got = np.asarray(got).astype(np.int64)
+            want = np.asarray(want).astype(np.int64)
+            if got.shape != want.shape or not np.array_equal(got, want):
+                bad = (int(np.argmax(got != want)) if got.shape == want.shape
+                       else min(len(got), len(want)))
+                raise ProgramError(f"{where}: {name}_{k} differs from the network's encoding "
+                                   f"at index {bad}")
 

@@ -1,11 +1,19 @@
 """The golden model: executes a program image exactly as the engine does, in NumPy.
 
-It reads only what the engine reads: layer descriptors, each PE's column pointers and
-(zero run, code) entries with their padding, the codebooks and the biases; it decodes every
-layer's weights from them, multiplies and accumulates exactly in int64, checks the accumulator
-stays inside ``acc_bits``, and requantizes with ``compiler/numerics.py`` (bias, rounding shift,
-saturation, ReLU).  Batch-vectorised: a layer's weights are decoded once, then one integer
-matrix product serves every input.
+It reads only what the engine reads -- the layer descriptors, each PE's column pointers and
+(zero run, code) entries with their padding, the codebooks and the biases -- never the
+network the image was compiled from.  Per layer it decodes the weights (every PE's entries
+walked as the PE walks them: an entry lands ``zero_run + 1`` rows after the previous one of
+its column, code 0 adds nothing), checks that no input can drive an accumulator past
+``acc_bits`` (every partial sum is bounded by ``sum_j |a_j| |w_ij|``, whatever order the PEs
+accumulate in), accumulates exactly in int64, and requantizes with ``compiler/numerics.py``
+(bias, rounding shift, saturation, ReLU).  Batch-vectorised: a layer's weights are decoded
+once, then one integer matrix product serves every input.
+
+Inputs: :func:`reference` takes real-valued inputs and quantizes them with the program's input
+format (``Program.quantize_input``: round half up, saturate) -- whatever their dtype, since
+pixel values are real values -- or, with ``integer=True``, integer activations as the engine
+receives them (``act_bits`` signed integers, refused when out of range or not integral).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from sparseforge.compiler.numerics import requantize
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
 
-__all__ = ["DecodedLayer", "decode_image", "run_image", "reference", "AccumulatorOverflow"]
+__all__ = ["DecodedLayer", "decode_image", "run_layer", "run_image", "reference",
+           "AccumulatorOverflow"]
 
 
 class AccumulatorOverflow(ArithmeticError):
@@ -28,6 +37,7 @@ class AccumulatorOverflow(ArithmeticError):
 @dataclass(frozen=True, eq=False)
 class DecodedLayer:
     """One layer as the engine sees it, decoded from the image."""
+    index: int
     weights: np.ndarray          # out x in, integer codebook values
     bias: np.ndarray             # out
     shift: int
@@ -37,66 +47,106 @@ class DecodedLayer:
     def in_features(self) -> int:
         return self.weights.shape[1]
 
+    @property
+    def out_features(self) -> int:
+        return self.weights.shape[0]
+
 
 def decode_image(config: EngineConfig, image) -> list[DecodedLayer]:
     """Every layer's weights, biases and requantize parameters, from the image alone."""
+    count = int(image.layer_count)
+    if not 0 < count <= min(config.max_layers, len(image.descriptors)):
+        raise ValueError(f"layer_count {count} is not within the image's "
+                         f"{len(image.descriptors)} descriptors (engine: {config.max_layers})")
     descriptors = isa.unpack(isa.descriptor_layout(config),
                              np.array([int(d) for d in image.descriptors], dtype=object))
     entry = isa.entry_layout(config)
     codebook = np.asarray(image.codebook, dtype=np.int64).reshape(-1, config.codebook_size)
     pes = config.pes
     layers = []
-    for index in range(int(image.layer_count)):
+    for index in range(count):
         field = {name: int(values[index]) for name, values in descriptors.items()}
-        in_features, out_features = field["in_features"], field["out_features"]
-        weights = np.zeros((field["rows"] * pes, in_features), dtype=np.int64)
-        bias = np.zeros(field["rows"] * pes, dtype=np.int64)
-        for k in range(pes):
-            p = np.asarray(image.pointers[k][field["pointer_base"]:
-                                             field["pointer_base"] + in_features + 1])
-            words = np.asarray(image.entries[k][p[0]:p[-1]], dtype=np.uint64)
-            fields = isa.unpack(entry, words)
+        in_features, out_features, rows = (field["in_features"], field["out_features"],
+                                           field["rows"])
+        if rows * pes < out_features:
+            raise ValueError(f"layer {index}: descriptor gives {rows} rows per PE for "
+                             f"{out_features} outputs on {pes} PEs")
+        weights = np.zeros((rows * pes, in_features), dtype=np.int64)
+        bias = np.zeros(rows * pes, dtype=np.int64)
+        base = field["pointer_base"]
+        for k in range(pes):            # per PE; vectorised over its entries
+            p = np.asarray(image.pointers[k][base:base + in_features + 1], dtype=np.int64)
+            fields = isa.unpack(entry, np.asarray(image.entries[k][p[0]:p[-1]],
+                                                  dtype=np.uint64))
             counts = np.diff(p)
             columns = np.repeat(np.arange(in_features), counts)
-            running = np.cumsum(fields["zero_run"] + 1)
+            running = np.cumsum(fields["zero_run"] + 1)       # rows advanced, entry by entry
             before = np.concatenate(([0], running))[p[:-1] - p[0]]
             local_rows = running - np.repeat(before, counts) - 1
-            real = fields["code"] != 0
+            real = fields["code"] != 0                         # padding adds nothing
+            if np.any(local_rows[real] >= rows):
+                raise ValueError(f"layer {index}, PE {k}: an entry lands on local row "
+                                 f"{int(local_rows[real].max())}, beyond {rows} rows")
             weights[local_rows[real] * pes + k, columns[real]] = \
                 codebook[index, fields["code"][real]]
-            bias[k::pes] = image.biases[k][field["bias_base"]:field["bias_base"] + field["rows"]]
-        layers.append(DecodedLayer(weights[:out_features], bias[:out_features],
+            bias[k::pes] = image.biases[k][field["bias_base"]:field["bias_base"] + rows]
+        layers.append(DecodedLayer(index, weights[:out_features], bias[:out_features],
                                    field["shift"], bool(field["relu"])))
     return layers
 
 
-def run_image(config: EngineConfig, image, x_int, *, return_layers: bool = False):
-    """Integer inputs (batch x in) through the image; the outputs, or every layer's input and
-    the outputs (``return_layers``: a list of ``layer_count + 1`` arrays)."""
-    x = np.asarray(x_int, dtype=np.int64)
-    if x.ndim == 1:
-        x = x[None]
-    low, high = -(1 << (config.act_bits - 1)), (1 << (config.act_bits - 1)) - 1
-    if x.size and (x.min() < low or x.max() > high):
-        raise ValueError(f"inputs must be {config.act_bits}-bit integers "
-                         f"({low} .. {high}), got {int(x.min())} .. {int(x.max())}")
-    activations = [x]
+def run_layer(config: EngineConfig, layer: DecodedLayer, x: np.ndarray) -> np.ndarray:
+    """One layer for a batch of integer activations (batch x in): accumulate exactly (after
+    checking the accumulator bound against ``acc_bits``), then bias, rounding shift,
+    saturation to ``act_bits`` and ReLU."""
+    if x.shape[1] != layer.in_features:
+        raise ValueError(f"layer {layer.index} takes {layer.in_features} inputs, got "
+                         f"{x.shape[1]}")
+    magnitude = np.abs(x) @ np.abs(layer.weights).T          # bounds every partial sum
     limit = 1 << (config.acc_bits - 1)
-    for index, layer in enumerate(decode_image(config, image)):
-        if activations[-1].shape[1] != layer.in_features:
-            raise ValueError(f"layer {index} takes {layer.in_features} inputs, got "
-                             f"{activations[-1].shape[1]}")
-        magnitude = np.abs(activations[-1]) @ np.abs(layer.weights).T
-        if magnitude.size and magnitude.max() >= limit:
-            raise AccumulatorOverflow(f"layer {index}: a partial sum can reach "
-                                      f"{int(magnitude.max())}, beyond {config.acc_bits} bits")
-        acc = activations[-1] @ layer.weights.T
-        activations.append(requantize(acc, layer.bias, layer.shift, config.act_bits, layer.relu))
+    if magnitude.size and magnitude.max() >= limit:
+        b, i = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)
+        raise AccumulatorOverflow(f"layer {layer.index}, input {b}, row {i}: a partial sum "
+                                  f"can reach {int(magnitude[b, i])}, beyond the "
+                                  f"{config.acc_bits}-bit accumulator")
+    acc = x @ layer.weights.T
+    return requantize(acc, layer.bias, layer.shift, config.act_bits, layer.relu)
+
+
+def run_image(config: EngineConfig, image, x_int, *, return_layers: bool = False):
+    """Integer inputs (batch x in, or one input) through the image: the outputs (batch x
+    out), or with ``return_layers`` a list of ``layer_count + 1`` arrays (the input, then
+    every layer's output)."""
+    x = _integers(x_int, config.act_bits)
+    activations = [x]
+    for layer in decode_image(config, image):
+        activations.append(run_layer(config, layer, activations[-1]))
     return activations if return_layers else activations[-1]
 
 
 def reference(program, X, *, integer: bool = False) -> np.ndarray:
-    """The golden model's integer outputs (batch x classes) for float inputs ``X`` (quantized
-    as the program's input format says) or, with ``integer=True``, for integer activations."""
-    x_int = np.asarray(X, dtype=np.int64) if integer else program.quantize_input(X)
+    """The golden model's integer outputs (batch x classes).  ``X`` are real inputs,
+    quantized with ``program.quantize_input``; with ``integer=True`` they are the engine's
+    integer activations already."""
+    x_int = _integers(X, program.config.act_bits) if integer else program.quantize_input(X)
     return run_image(program.config, program.image, x_int)
+
+
+def _integers(x, act_bits: int) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise ValueError(f"integer inputs must be batch x features, not of shape {x.shape}")
+    if x.dtype.kind == "f":
+        if not np.all(np.isfinite(x)) or not np.array_equal(x, np.round(x)):
+            raise ValueError("integer inputs hold non-integral, NaN or infinite values; pass "
+                             "real inputs with integer=False to quantize them")
+    elif x.dtype.kind not in "uib":
+        raise TypeError(f"integer inputs must be integers, not {x.dtype}")
+    x = x.astype(np.int64)
+    low, high = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    if x.size and (x.min() < low or x.max() > high):
+        raise ValueError(f"inputs must be {act_bits}-bit integers ({low} .. {high}), got "
+                         f"{int(x.min())} .. {int(x.max())}")
+    return x
