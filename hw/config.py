@@ -44,6 +44,9 @@ class EngineConfig:
     fifo_depth : depth of each PE's activation queue.
     shift_bits : width of the requantize shift in a layer descriptor.
     max_column_entries : the most entries (padding included) one PE holds in one column.
+    writeback_lanes : requantizers, each shared by ``pes / writeback_lanes`` PEs in turn; a
+        layer's write-back then takes ``rows * pes / writeback_lanes`` cycles.  Fewer save
+        logic on small FPGAs (the requantizer is a quarter of a PE).  0 means one per PE.
     acc_memory_bits : accumulator bits kept in block RAM; the rest (``acc_bits -
         acc_memory_bits``) in registers.  iCE40 block RAMs are 16 bits wide, so a 24-bit
         accumulator file costs two of them; 16 keeps it to one.  0 means all in block RAM.
@@ -66,6 +69,7 @@ class EngineConfig:
     fifo_depth: int = 8
     shift_bits: int = 6
     max_column_entries: int = 64
+    writeback_lanes: int = 0
     acc_memory_bits: int = 0
 
     def __post_init__(self):
@@ -93,6 +97,12 @@ class EngineConfig:
         check("shift_bits", 1, 7)
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
+        check("writeback_lanes", 0, 64)
+        lanes = self.writeback_lanes or self.pes
+        period = self.pes // lanes
+        if self.pes % lanes or period & (period - 1):
+            raise ValueError(f"writeback_lanes must divide pes ({self.pes}) by a power of two, "
+                             f"not {self.writeback_lanes}")
         if self.acc_memory_bits > self.acc_bits:
             raise ValueError(f"acc_memory_bits ({self.acc_memory_bits}) must not exceed "
                              f"acc_bits ({self.acc_bits})")
@@ -138,6 +148,11 @@ class EngineConfig:
     @property
     def groups_per_word(self) -> int:
         return self.pes // self.scan_lanes
+
+    @property
+    def writeback_period(self) -> int:
+        """Cycles per accumulator row at write-back: the PEs sharing one requantizer."""
+        return self.pes // (self.writeback_lanes or self.pes)
 
     @property
     def count_bits(self) -> int:

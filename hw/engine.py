@@ -25,6 +25,7 @@ from .activation_buffer import ActivationBuffer
 from .broadcast import BroadcastUnit
 from .config import EngineConfig
 from .pe import ProcessingElement, Target
+from .requantize import Requantizer
 from .sequencer import Sequencer
 
 __all__ = ["Engine"]
@@ -118,7 +119,7 @@ class Engine(wiring.Component):
             broadcast.occupancy_base.eq(sequencer.layer.occupancy_base),
             sequencer.broadcast_idle.eq(broadcast.idle),
             sequencer.pes_busy.eq(Cat(pe.busy for pe in processing_elements).any()),
-            sequencer.results_valid.eq(processing_elements[0].result.valid),
+
             cycles_w.en.eq(sequencer.cycles_write.en),
             cycles_w.addr.eq(sequencer.cycles_write.addr),
             cycles_w.data.eq(sequencer.cycles_write.data),
@@ -231,12 +232,37 @@ class Engine(wiring.Component):
         # ---- activation buffer: one access per cycle -------------------------------------------
         # Writes: the write-back (whole words), the input stream and the host (one lane each).
         # Reads: the broadcast unit (computing), the output stream (unloading), the host (idle).
-        results = Cat(pe.result.payload for pe in processing_elements)
+        # ---- write-back: requantizers shared by groups of `period` PEs ------------------------
+        period = config.writeback_period
+        requantizers = []
+        phase = Signal(range(max(2, period)))          # which PE of each group is served
+        with m.If(processing_elements[0].readout.valid):
+            m.d.sync += phase.eq(0 if period == 1 else phase + 1)
+        with m.Else():
+            m.d.sync += phase.eq(0)
+        for group in range(pes // period):
+            requantizer = Requantizer(config)
+            m.submodules[f"requantizer{group}"] = requantizer
+            members = processing_elements[group * period:(group + 1) * period]
+            with m.Switch(phase):
+                for offset, pe in enumerate(members):
+                    with m.Case(offset):
+                        m.d.comb += requantizer.i.payload.eq(pe.readout.payload)
+            m.d.comb += [
+                requantizer.i.valid.eq(members[0].readout.valid),
+                requantizer.shift.eq(sequencer.layer.shift),
+                requantizer.relu.eq(sequencer.layer.relu),
+            ]
+            requantizers.append(requantizer)
+        m.d.comb += sequencer.results_valid.eq(requantizers[0].o.valid)
+        # Every lane of a group gets its requantizer's output; the lane mask picks one.
+        results = Cat(requantizers[k // period].o.payload for k in range(pes))
+        result_lanes = Cat((sequencer.result_write.phase == k % period) for k in range(pes))
         write_address = Signal.like(activations.addr)
         single_value = Signal(signed(config.act_bits))
         with m.If(sequencer.result_write.en):
             m.d.comb += [write_address.eq(sequencer.result_write.addr),
-                         activations.w_en.eq((1 << pes) - 1)]
+                         activations.w_en.eq(result_lanes)]
         with m.Elif(stream_write):
             m.d.comb += [write_address.eq(input_word), single_value.eq(self.input.payload.value),
                          activations.w_en.eq(1 << input_lane)]

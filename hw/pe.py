@@ -5,8 +5,8 @@ Follows EIE (Han et al., ISCA 2016, section III-B and III-C): each PE owns the r
 zero-run indices, 4-bit codebook indices), and for each nonzero input activation ``a_j`` reads
 the column pointers ``p[j]`` and ``p[j+1]`` in one cycle, walks the column's entries one per
 cycle, decodes each through the layer's codebook, multiplies and accumulates into its
-accumulator file.  A write-back pass adds the bias, rescales,
-saturates and applies ReLU (``requantize.py``).
+accumulator file.  A write-back pass reads each row out for a requantizer (``requantize.py``:
+bias, rescale, saturate, ReLU) that the engine shares among a few PEs.
 
 Where this differs from EIE, and why (docs/engine.md):
 
@@ -39,13 +39,16 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
-from .requantize import Requantizer
-
-__all__ = ["ProcessingElement", "Target", "COLUMN_QUEUE_DEPTH"]
+__all__ = ["ProcessingElement", "Target", "COLUMN_QUEUE_DEPTH", "readout_layout"]
 
 # Three: with one-entry columns the walker takes a column per cycle while one sits in the queue
 # and one read is in flight.
 COLUMN_QUEUE_DEPTH = 3
+
+
+def readout_layout(config: EngineConfig) -> data.StructLayout:
+    """What a PE hands its requantizer at write-back."""
+    return data.StructLayout({"acc": signed(config.acc_bits), "bias": signed(config.bias_bits)})
 
 
 class Target:
@@ -80,9 +83,10 @@ class ProcessingElement(wiring.Component):
     codebook : In; the running layer's codebook values.  One register file in the engine serves
         every PE (EIE gives each PE its own lookup table; on an FPGA the copies would cost more
         registers than the whole PE datapath, and the PEs only read it).
-    writeback : In; a one-cycle pulse starts the write-back of ``rows`` rows: row ``r``'s
-        accumulator is read, cleared, and requantized.
-    result : Out(stream of the output activation), always ready; one per row, in row order.
+    writeback : In; a one-cycle pulse starts the write-back of ``rows`` rows: every ``period``
+        cycles (``config.writeback_period``) a row's accumulator is read and cleared.
+    readout : Out(stream of {acc, bias}), always ready; each row's accumulator and bias, valid
+        for ``period`` cycles in row order, for the engine's shared requantizers.
     busy : Out; compute work is queued or in flight.
     write : In; host writes into the entry, pointer (global index) and bias memories.
     """
@@ -99,7 +103,7 @@ class ProcessingElement(wiring.Component):
             "relu": In(1),
             "codebook": In(data.ArrayLayout(signed(config.coef_bits), config.codebook_size)),
             "writeback": In(1),
-            "result": Out(stream.Signature(signed(config.act_bits), always_ready=True)),
+            "readout": Out(stream.Signature(readout_layout(config), always_ready=True)),
             "busy": Out(1),
             "write": In(wiring.Signature({
                 "en": Out(1),
@@ -265,19 +269,27 @@ class ProcessingElement(wiring.Component):
             product.eq(multiply_value * multiply_weight),
         ]
 
-        # ---- write-back: read and clear each row, requantize -------------------------------
-        m.submodules.requantizer = requantizer = Requantizer(config)
+        # ---- write-back: read and clear a row every `period` cycles, present it ---------------
+        # The requantizer is shared by `period` PEs (hw/engine.py), so each row's accumulator and
+        # bias stay on `readout` for `period` cycles while the group's PEs take turns.
+        period = config.writeback_period
         writing_back = Signal()
         writeback_row = Signal(config.row_bits)
-        readout_valid = Signal()
-        readout_row = Signal(config.row_bits)
+        slot = Signal(range(max(2, period)))
+        reading = Signal()
+        m.d.comb += reading.eq(writing_back & (slot == 0))
         with m.If(self.writeback):
-            m.d.sync += [writing_back.eq(1), writeback_row.eq(0)]
+            m.d.sync += [writing_back.eq(1), writeback_row.eq(0), slot.eq(0)]
         with m.Elif(writing_back):
-            m.d.sync += writeback_row.eq(writeback_row + 1)
-            with m.If(writeback_row + 1 == self.rows):
-                m.d.sync += writing_back.eq(0)
-        m.d.sync += [readout_valid.eq(writing_back), readout_row.eq(writeback_row)]
+            with m.If(slot == period - 1):
+                m.d.sync += [slot.eq(0), writeback_row.eq(writeback_row + 1)]
+                with m.If(writeback_row + 1 == self.rows):
+                    m.d.sync += writing_back.eq(0)
+            with m.Else():
+                m.d.sync += slot.eq(slot + 1)
+        landed = Signal()                       # the reads issued last cycle have landed
+        landed_row = Signal(config.row_bits)
+        m.d.sync += [landed.eq(reading), landed_row.eq(writeback_row)]
 
         m.d.comb += [
             acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
@@ -285,23 +297,23 @@ class ProcessingElement(wiring.Component):
                                      config.pointer_depth + self.bias_base + writeback_row,
                                      front_base + lane)),
         ]
-        with m.If(readout_valid):
+        with m.If(landed):
             # Read out and clear: the next layer starts from zero.
-            m.d.comb += [acc_w.addr.eq(readout_row), acc_w.data.eq(0), acc_w.en.eq(1)]
+            m.d.comb += [acc_w.addr.eq(landed_row), acc_w.data.eq(0), acc_w.en.eq(1)]
         with m.Else():
             m.d.comb += [
                 acc_w.addr.eq(accumulate_row),
                 acc_w.data.eq(acc_r.data + product),
                 acc_w.en.eq(accumulate_valid),
             ]
-        m.d.comb += [
-            requantizer.i.valid.eq(readout_valid),
-            requantizer.i.payload.acc.eq(acc_r.data),
-            requantizer.i.payload.bias.eq(parameters_r.data[:config.bias_bits]),
-            requantizer.shift.eq(self.shift),
-            requantizer.relu.eq(self.relu),
-        ]
-        wiring.connect(m, requantizer.o, wiring.flipped(self.result))
+        window = Signal(range(period + 1))      # cycles the readout has left on show
+        with m.If(landed):
+            m.d.sync += [self.readout.payload.acc.eq(acc_r.data),
+                         self.readout.payload.bias.eq(parameters_r.data[:config.bias_bits]),
+                         window.eq(period)]
+        with m.Elif(window != 0):
+            m.d.sync += window.eq(window - 1)
+        m.d.comb += self.readout.valid.eq(window != 0)
 
         m.d.comb += self.busy.eq(queue.r_rdy | front_valid | issued | columns.r_rdy
                                  | decode_valid | multiply_valid | accumulate_valid)

@@ -3,12 +3,15 @@
 For each layer ``l < layer_count``:
 
 1. FETCH: read descriptor ``l`` (one cycle) and hold it on ``layer`` for the whole layer.
-2. LOAD: copy the layer's ``2**code_bits`` codebook values into every PE's codebook registers
-   (one per cycle, as EIE loads its per-layer codebook into the PEs' lookup tables).
+2. LOAD: the layer's ``2**code_bits`` codebook values go into the codebook registers the PEs
+   read (one per cycle, as EIE loads its per-layer codebook into the PEs' lookup tables).  For
+   every layer but the first this happens during the previous layer's write-back, so LOAD
+   costs nothing then.
 3. COMPUTE: start the broadcast unit; wait until it is idle and no PE is busy.
-4. WRITEBACK: every PE reads, clears and requantizes its ``rows`` accumulators in lockstep; each
-   cycle the N results form one word of the activation buffer (row ``r`` = activations
-   ``r*N .. r*N+N-1``), which becomes the next layer's input.
+4. WRITEBACK: every PE reads and clears its ``rows`` accumulators in lockstep, one row per
+   ``period`` cycles; the shared requantizers turn them into activations, one lane of each
+   group per cycle, so row ``r`` (activations ``r*N .. r*N+N-1``) is written in ``period``
+   lane-masked writes; it becomes the next layer's input.
 
 A cycle counter per layer runs from FETCH to the last write-back word; the host reads them.
 After reset the sequencer clears every accumulator (a write-back of ``max_rows`` rows whose
@@ -26,9 +29,10 @@ from .requantize import LATENCY as REQUANTIZE_LATENCY
 
 __all__ = ["Sequencer", "WRITEBACK_LATENCY"]
 
-# Cycles from the WRITEBACK pulse to the first result: the PE's row counter starts (1), the
-# accumulator and bias reads (1), then the requantizer.
-WRITEBACK_LATENCY = 2 + REQUANTIZE_LATENCY
+# Cycles from the WRITEBACK pulse to the first result: the PE starts reading (1), the
+# accumulator and bias reads land (1) and are latched for the shared requantizer (1), then
+# the requantizer.
+WRITEBACK_LATENCY = 3 + REQUANTIZE_LATENCY
 
 
 class Sequencer(wiring.Component):
@@ -44,7 +48,8 @@ class Sequencer(wiring.Component):
     broadcast_start : Out; pulse.  broadcast_idle : In.
     pes_busy : In; any PE busy.
     writeback : Out; pulse to every PE.  results_valid : In; the PEs' write-back results.
-    result_write : Out; ``en``/``addr``: write the PEs' results as activation word ``addr``.
+    result_write : Out; ``en``/``addr``/``phase``: write the requantizers' results into lanes
+        ``g * period + phase`` of activation word ``addr``.
     cycles_write : Out; ``en``/``addr``/``data``: record layer ``addr``'s cycle count.
     total_cycles : Out; cycles of the last run.
     """
@@ -81,6 +86,7 @@ class Sequencer(wiring.Component):
             "result_write": Out(wiring.Signature({
                 "en": Out(1),
                 "addr": Out(ceil_log2(max(2, config.act_words))),
+                "phase": Out(range(max(2, config.writeback_period))),
             })),
             "cycles_write": Out(wiring.Signature({
                 "en": Out(1),
@@ -93,20 +99,43 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
+        period_bits = (config.writeback_period - 1).bit_length()
 
         index = Signal.like(self.descriptors.addr)         # running layer
         layer_cycles = Signal(32)
         run_cycles = Signal(32)
-        code = Signal(range(config.codebook_size + 1))
-        written = Signal(range(max(config.max_rows, config.act_words) + 1))
+        written = Signal(range((max(config.max_rows, config.act_words) << period_bits) + 1))
         clearing = Signal()
         counting = Signal()
 
+        # ---- codebook loader: copies one layer's codebook into the PEs' shared registers -----
+        # It runs beside the FSM so that the next layer's codebook loads during this layer's
+        # write-back, when no PE reads the registers.
+        load_start = Signal()
+        load_layer = Signal.like(index)
+        loading = Signal()
+        loaded_layer = Signal.like(index)
+        loaded_valid = Signal()
+        code = Signal(range(config.codebook_size + 1))
+        target = Signal.like(index)
+        with m.If(load_start):
+            m.d.sync += [loading.eq(1), code.eq(0), target.eq(load_layer), loaded_valid.eq(0)]
+        with m.Elif(loading):
+            m.d.sync += code.eq(code + 1)
+            with m.If(code == config.codebook_size):
+                m.d.sync += [loading.eq(0), loaded_layer.eq(target), loaded_valid.eq(1)]
+        m.d.comb += [
+            self.codebook.addr.eq((target << config.code_bits) | code),
+            self.codebook_write.en.eq(loading & (code != 0)),
+            self.codebook_write.index.eq(code - 1),
+            self.codebook_write.value.eq(self.codebook.data),
+        ]
+        have_codebook = loaded_valid & (loaded_layer == index) & ~load_start
+
         m.d.comb += [
             self.descriptors.addr.eq(index),
-            self.codebook.addr.eq((index << config.code_bits) | code),
-            self.codebook_write.value.eq(self.codebook.data),
-            self.result_write.addr.eq(written),
+            self.result_write.addr.eq(written >> period_bits),
+            self.result_write.phase.eq(written[:period_bits] if period_bits else 0),
             self.cycles_write.addr.eq(index),
             self.cycles_write.data.eq(layer_cycles + 1),
             self.total_cycles.eq(run_cycles),
@@ -121,34 +150,36 @@ class Sequencer(wiring.Component):
                 m.d.sync += [clearing.eq(1), self.layer.rows.eq(config.max_rows)]
                 with m.If(clearing & self.results_valid):
                     m.d.sync += written.eq(written + 1)
-                    with m.If(written + 1 == config.max_rows):
+                    with m.If(written + 1 == config.max_rows << period_bits):
+                        m.d.sync += written.eq(0)
                         m.next = "IDLE"
 
             with m.State("IDLE"):
                 with m.If(self.start & (self.layer_count != 0)):
                     m.d.sync += [index.eq(0), layer_cycles.eq(0), run_cycles.eq(0),
-                                 counting.eq(1)]
+                                 counting.eq(1), loaded_valid.eq(0)]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += code.eq(0)
+                with m.If(~(loaded_valid & (loaded_layer == index)) & ~loading):
+                    m.d.comb += [load_start.eq(1), load_layer.eq(index)]
                 m.next = "FETCHED"
 
             with m.State("FETCHED"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [self.layer.eq(self.descriptors.data), code.eq(1)]
-                m.next = "LOAD"
+                m.d.sync += self.layer.eq(self.descriptors.data)
+                with m.If(have_codebook):
+                    m.next = "COMPUTE"
+                with m.Else():
+                    m.next = "LOAD"
 
             with m.State("LOAD"):
-                # The codebook read of `code - 1` was issued last cycle: write that register.
-                m.d.comb += [
-                    self.busy.eq(1),
-                    self.codebook_write.en.eq(1),
-                    self.codebook_write.index.eq(code - 1),
-                ]
-                m.d.sync += code.eq(code + 1)
-                with m.If(code == config.codebook_size):
+                m.d.comb += self.busy.eq(1)
+                with m.If(~loading & ~(loaded_valid & (loaded_layer == index))):
+                    # A preload for this layer never started (or loaded another): start it.
+                    m.d.comb += [load_start.eq(1), load_layer.eq(index)]
+                with m.If(have_codebook):
                     m.next = "COMPUTE"
 
             with m.State("COMPUTE"):
@@ -163,13 +194,15 @@ class Sequencer(wiring.Component):
 
             with m.State("WRITEBACK"):
                 m.d.comb += [self.busy.eq(1), self.writeback.eq(1)]
+                with m.If((index + 1 != self.layer_count) & ~loading):
+                    m.d.comb += [load_start.eq(1), load_layer.eq(index + 1)]
                 m.next = "STORE"
 
             with m.State("STORE"):
                 m.d.comb += [self.busy.eq(1), self.result_write.en.eq(self.results_valid)]
                 with m.If(self.results_valid):
                     m.d.sync += written.eq(written + 1)
-                    with m.If(written + 1 == self.layer.rows):
+                    with m.If(written + 1 == self.layer.rows << period_bits):
                         m.d.comb += self.cycles_write.en.eq(1)
                         m.d.sync += [index.eq(index + 1), layer_cycles.eq(0)]
                         with m.If(index + 1 == self.layer_count):

@@ -86,8 +86,10 @@ def predict(program, x_int) -> list[list[LayerTiming]]:
     """The cycle model for every input (rows) and layer (columns)."""
     activations = run_image(program.config, program.image, x_int, return_layers=True)
     counts = [program.column_counts(layer) for layer in range(program.layer_count)]
+    layers = program.network.layers
     return [[layer_timing(program.config, counts[layer], activations[layer][b] != 0,
-                          program.network.layers[layer].out_features)
+                          layers[layer].out_features,
+                          layers[layer - 1].out_features if layer else None)
              for layer in range(program.layer_count)]
             for b in range(len(activations[0]))]
 

@@ -91,7 +91,8 @@ def assert_cycles_match_model(config, image, layers, activations, cycles):
         for index, layer in enumerate(layers):
             counts = column_counts(image, layers, index, config.pes)
             timing = layer_timing(config, counts, activations[index][b] != 0,
-                                  layer.codes.shape[0])
+                                  layer.codes.shape[0],
+                                  layers[index - 1].codes.shape[0] if index else None)
             assert cycles[b, index] == timing.cycles, (b, index, cycles[b, index], timing)
 
 
@@ -170,3 +171,18 @@ def test_images_loaded_over_the_bus_run_in_an_empty_engine():
         inputs = rng.integers(-128, 128, (2, layers[0].codes.shape[1]))
         outputs, cycles = rtl_infer(config, image, inputs, load_over_bus=True)
         np.testing.assert_array_equal(outputs, golden(layers, inputs)[-1])
+
+
+@pytest.mark.parametrize("pes,writeback_lanes", [(4, 2), (8, 2), (8, 4)])
+def test_engine_with_shared_requantizers(pes, writeback_lanes):
+    # A one-row layer before another: its write-back is too short to hide the next layer's
+    # codebook load, so the sequencer must wait, and the cycle model must know.
+    rng = np.random.default_rng(pes * writeback_lanes)
+    layers = random_layers(rng, [(20, 12), (3, 20), (9, 3)], density=0.5)
+    config = dataclasses.replace(config_for(layers, pes, 2), writeback_lanes=writeback_lanes)
+    image = build_image(config, layers)
+    inputs = rng.integers(-128, 128, (2, 12))
+    outputs, cycles = rtl_infer(config, image, inputs, input_idle=0.2, output_stall=0.2)
+    activations = golden(layers, inputs)
+    np.testing.assert_array_equal(outputs, activations[-1])
+    assert_cycles_match_model(config, image, layers, activations, cycles)

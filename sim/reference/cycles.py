@@ -13,10 +13,11 @@ the layer's shape (:func:`fixed_overhead`):
 
 ====================  ==========================================================
 FETCH, FETCHED        2 cycles (descriptor read)
-LOAD                  ``2**code_bits`` cycles (codebook into the PEs)
+LOAD                  ``2**code_bits + 1`` cycles for a run's first layer; for the others
+                      what is left of the load that ran during the previous write-back
 COMPUTE               1 cycle (starts the broadcast unit)
 DRAIN                 the compute phase: queues fill and drain (simulated)
-WRITEBACK + STORE     ``1 + rows + WRITEBACK_LATENCY - 1`` cycles
+WRITEBACK + STORE     ``1 + rows * period + WRITEBACK_LATENCY - 1`` cycles
 ====================  ==========================================================
 
 and the compute phase itself cannot end before the broadcast unit has scanned
@@ -59,10 +60,25 @@ class LayerTiming:
         return float(self.work.sum()) / len(self.work) / self.cycles if self.cycles else 0.0
 
 
-def fixed_overhead(config: EngineConfig, out_features: int) -> int:
-    """Cycles of a layer outside its compute phase (sequencing, codebook load, write-back)."""
+def fixed_overhead(config: EngineConfig, out_features: int,
+                   previous_out_features: int | None = None) -> int:
+    """Cycles of a layer outside its compute phase: fetching the descriptor, waiting for the
+    codebook, starting, and the write-back of ``rows * period`` results.
+
+    The first layer of a run waits for its whole codebook load (``2**code_bits + 1`` cycles);
+    the others' codebooks load during the previous layer's write-back, which started
+    ``previous rows * period + WRITEBACK_LATENCY + 1`` cycles before this layer's FETCHED.
+    """
+    period = config.writeback_period
     rows = -(-out_features // config.pes)
-    return 2 + config.codebook_size + 1 + 1 + rows + WRITEBACK_LATENCY - 1
+    load_cycles = config.codebook_size + 1
+    if previous_out_features is None:
+        load = load_cycles
+    else:
+        previous_rows = -(-previous_out_features // config.pes)
+        head_start = previous_rows * period + WRITEBACK_LATENCY + 1
+        load = max(0, load_cycles + 1 - head_start)
+    return 2 + load + 1 + 1 + rows * period + WRITEBACK_LATENCY - 1
 
 
 def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarray) -> int:
@@ -154,11 +170,12 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
 
 
 def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
-                 out_features: int) -> LayerTiming:
-    """Predicted cycles and the cost model's yardsticks for one layer and one input."""
+                 out_features: int, previous_out_features: int | None = None) -> LayerTiming:
+    """Predicted cycles and the cost model's yardsticks for one layer and one input
+    (``previous_out_features``: the width of the layer before it in the run, if any)."""
     work = (counts * active[None, :]).sum(axis=1)
     compute = simulate_compute(config, counts, active)
-    overhead = fixed_overhead(config, out_features)
+    overhead = fixed_overhead(config, out_features, previous_out_features)
     return LayerTiming(
         cycles=overhead + compute, compute=compute, overhead=overhead, work=work,
         limit=int(-(-int(work.sum()) // config.pes)), bound=int(work.max()),
