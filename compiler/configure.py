@@ -54,7 +54,7 @@ class ModelNeeds:
     code_bits: int
     coef_bits: int
     acc_bits: int
-    bias_bits: int
+    bias_bits: int              # what the bias values need (not the declared format)
     max_layers: int
     max_features: int           # the widest layer input or output (not rounded)
     max_rows: int
@@ -103,7 +103,7 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
         code_bits=max(layer.code_bits for layer in layers),
         coef_bits=max(layer.weight_format.bits for layer in layers),
         acc_bits=accumulator_bits(bound),
-        bias_bits=max(layer.bias_bits for layer in layers),
+        bias_bits=max(_signed_bits(layer.bias) for layer in layers),
         max_layers=len(layers),
         max_features=max(max(layer.in_features, layer.out_features) for layer in layers),
         max_rows=max(-(-layer.out_features // pes) for layer in layers),
@@ -114,6 +114,16 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
         max_column_entries=max_column,
         max_shift=max(layer.shift for layer in layers),
         accumulator_bound=bound)
+
+
+def _signed_bits(values) -> int:
+    """The narrowest signed width (at least 2) that holds every value: what a bias memory
+    needs, which can be less than the format the compressor declared."""
+    values = np.asarray(values, dtype=np.int64)
+    if not values.size:
+        return 2
+    high, low = max(int(values.max()), 0), min(int(values.min()), 0)
+    return max(2, high.bit_length() + 1, (~low).bit_length() + 1)
 
 
 def default_scan_lanes(pes: int) -> int:
@@ -135,8 +145,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
-    Widths: ``act_bits`` from the model, ``code_bits``, ``coef_bits`` and ``bias_bits`` the
-    maxima over layers, ``acc_bits = numerics.accumulator_bits(max accumulator bound)``
+    Widths: ``act_bits`` from the model, ``code_bits`` and ``coef_bits`` the maxima over
+    layers, ``bias_bits`` the narrowest width that holds every bias value, ``acc_bits = numerics.accumulator_bits(max accumulator bound)``
     (refused above 48), ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
     Depths: ``max_features`` the widest layer rounded up to a multiple of ``pes``;
     ``entry_depth`` the most entries any PE holds; ``pointer_depth = sum(in + 1)``;

@@ -1,8 +1,12 @@
 """The cost model's work counts for a program and its inputs, and per-layer statistics.
 
-For a layer and an input, ``E_k`` is the number of entries (padding included) PE ``k`` must
-process: the sum over the nonzero input activations ``j`` of its column ``j``'s entry count.
-The physical limit is ``ceil(sum_k E_k / N)``; a queue-based engine cannot beat ``max_k E_k``.
+DESIGN.md's yardstick, stated on the program image: for a layer and one input, ``E_k`` is the
+number of entries (padding included) PE ``k`` must process -- the sum, over the columns ``j``
+whose input activation is nonzero, of ``p_k[j+1] - p_k[j]``.  The physical limit is
+``ceil(sum_k E_k / N)`` cycles (perfect balance, one MAC per PE per cycle); a queue-based engine
+cannot beat ``max_k E_k``.  Everything here is vectorised over the batch: ``E`` is one integer
+matrix product ``(a != 0) @ counts.T``.  The cycle model (``cycles.py``) and the reports import
+these.
 """
 
 from __future__ import annotations
@@ -11,38 +15,119 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["layer_work", "LayerStats", "layer_stats"]
+from sparseforge.hw import isa
+
+from .golden import run_image
+
+__all__ = ["LayerWork", "work_of", "layer_work", "workload", "LayerStats", "layer_stats"]
 
 
-def layer_work(program, layer: int, inputs: np.ndarray) -> np.ndarray:
-    """``E``: batch x pes entries each PE processes for each input of ``layer``."""
-    counts = program.column_counts(layer)                  # pes x in
-    return (np.asarray(inputs) != 0).astype(np.int64) @ counts.T
+@dataclass(frozen=True, eq=False)
+class LayerWork:
+    """One layer's work for a batch of inputs."""
+    work: np.ndarray            # batch x pes: E_k
+    nonzero: np.ndarray         # batch: nonzero input activations
+
+    @property
+    def pes(self) -> int:
+        return self.work.shape[1]
+
+    @property
+    def total(self) -> np.ndarray:
+        """batch: ``sum_k E_k``, the MACs (padding included) the layer costs."""
+        return self.work.sum(axis=1)
+
+    @property
+    def limit(self) -> np.ndarray:
+        """batch: ``ceil(sum_k E_k / N)``, the physical limit in cycles."""
+        return -(-self.total // self.pes)
+
+    @property
+    def bound(self) -> np.ndarray:
+        """batch: ``max_k E_k``, what a queue-based engine cannot beat."""
+        return self.work.max(axis=1)
+
+    @property
+    def balance(self) -> np.ndarray:
+        """batch: ``(sum_k E_k / N) / max_k E_k``, the best load-balance efficiency the
+        encoding allows (1 when every PE has the same work; 1 for no work at all)."""
+        bound = self.bound
+        return np.where(bound > 0, self.total / self.pes / np.maximum(bound, 1), 1.0)
+
+
+def work_of(counts: np.ndarray, inputs: np.ndarray) -> LayerWork:
+    """The work for ``counts`` (pes x in: entries of each PE's column, padding included) and
+    integer ``inputs`` (batch x in, or one input)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    active = (np.atleast_2d(np.asarray(inputs)) != 0)
+    if active.shape[1] != counts.shape[1]:
+        raise ValueError(f"inputs have {active.shape[1]} features, the layer takes "
+                         f"{counts.shape[1]}")
+    return LayerWork(active.astype(np.int64) @ counts.T, active.sum(axis=1))
+
+
+def layer_work(program, layer: int, inputs) -> LayerWork:
+    """The work of layer ``layer`` of ``program`` for that layer's integer ``inputs``."""
+    return work_of(program.column_counts(layer), inputs)
+
+
+def workload(program, x_int) -> list[LayerWork]:
+    """Every layer's work for integer network inputs ``x_int`` (batch x in): each layer's
+    inputs come from the golden model, so activation sparsity after ReLU is counted."""
+    activations = run_image(program.config, program.image, x_int, return_layers=True)
+    return [layer_work(program, index, activations[index])
+            for index in range(program.layer_count)]
 
 
 @dataclass(frozen=True)
 class LayerStats:
+    """What one layer costs in the image."""
     name: str
     shape: tuple[int, int]            # (out, in)
     nnz: int
-    padding: int
-    entries_min: int
+    padding: int                      # padding entries (zero runs wider than max_run)
+    entries_min: int                  # entries per PE (padding included)
     entries_mean: float
     entries_max: int
-    memory_bits: int                  # entries + pointers + biases of this layer, all PEs
+    memory_bits: int                  # see layer_stats
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.shape[0] * self.shape[1])
+
+    @property
+    def imbalance(self) -> float:
+        """``max / mean`` entries per PE: 1 is perfect static balance."""
+        return self.entries_max / self.entries_mean if self.entries_mean else 1.0
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "nnz": self.nnz,
+                "density": round(self.density, 6), "padding": self.padding,
+                "entries_per_pe": {"min": self.entries_min,
+                                   "mean": round(self.entries_mean, 3),
+                                   "max": self.entries_max},
+                "memory_bits": self.memory_bits}
 
 
 def layer_stats(program) -> list[LayerStats]:
+    """Per layer: shape, nnz, padding entries, per-PE entry count min/mean/max, and the bits
+    it occupies in the engine's memories: its entries (``entry_bits`` each), its column words
+    and biases (``N * (in + 1 + ceil(out / N))`` words of the parameter memory), its occupancy
+    words, its codebook and its descriptor."""
     config = program.config
+    parameter_bits = isa.parameter_bits(config)
+    occupancy_bits = isa.occupancy_layout(config).size
+    descriptor_bits = isa.descriptor_layout(config).size
     stats = []
     for index, layer in enumerate(program.network.layers):
-        counts = program.column_counts(index)
-        per_pe = counts.sum(axis=1)
+        per_pe = program.column_counts(index).sum(axis=1)
         entries = int(per_pe.sum())
         rows = -(-layer.out_features // config.pes)
+        groups = -(-layer.in_features // config.scan_lanes)
         bits = (entries * config.entry_bits
-                + config.pes * (layer.in_features + 1) * config.pointer_bits
-                + config.pes * rows * config.bias_bits)
+                + config.pes * (layer.in_features + 1 + rows) * parameter_bits
+                + groups * occupancy_bits + config.codebook_size * config.coef_bits
+                + descriptor_bits)
         stats.append(LayerStats(layer.name, (layer.out_features, layer.in_features), layer.nnz,
                                 entries - layer.nnz, int(per_pe.min()), float(per_pe.mean()),
                                 int(per_pe.max()), bits))
