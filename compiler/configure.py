@@ -31,7 +31,7 @@ from .ir import QuantizedNetwork
 from .numerics import accumulator_bits, accumulator_bound
 
 __all__ = ["DoesNotFit", "ModelNeeds", "model_needs", "default_scan_lanes", "derive_config",
-           "fit", "Resources", "LutModel", "LUT_MODEL", "Memory", "engine_memories",
+           "fit", "Resources", "LutModel", "LUT_MODELS", "Memory", "engine_memories", "brams_for",
            "estimate_resources", "check_board", "MAX_ACC_BITS", "SHIFT_BITS"]
 
 MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
@@ -198,7 +198,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
 
 
 # Fields a model must match exactly, and fields where the engine must have at least as much.
-_EXACT = ("pes", "act_bits")
+# (The model is measured for the engine's pes, idx_bits and scan_lanes, so those match.)
+_EXACT = ("act_bits",)
 _AT_LEAST = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
              "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
              "max_column_entries")
@@ -266,6 +267,7 @@ _BRAM_SHAPES = {
 }
 # Below this many bits a memory is left to registers (iCE40) or LUT RAM (ECP5).
 _SMALL_MEMORY_BITS = {"ice40": 256, "ecp5": 1024}
+SPRAM_WIDTH = 16            # iCE40UP SB_SPRAM256KA: 16k x 16
 
 
 def brams_for(memory: Memory, family: str) -> int:
@@ -279,40 +281,68 @@ def brams_for(memory: Memory, family: str) -> int:
                                for d, w in _BRAM_SHAPES[family])
 
 
+def _activations_in_spram(config: EngineConfig, part: Part | None) -> bool:
+    """Whether the engine puts its activation buffer in SPRAM on this part: asked of the
+    engine itself (``hw/activation_buffer.py``), so the estimate follows its rule."""
+    if part is None or not part.sprams:
+        return False
+    from types import SimpleNamespace
+
+    from sparseforge.hw.activation_buffer import ActivationBuffer
+
+    return ActivationBuffer(config).uses_spram(SimpleNamespace(device=part.name))
+
+
 @dataclass(frozen=True)
 class LutModel:
-    """A rough linear model of an engine's LUT4 use, an ESTIMATE to be calibrated against
-    nextpnr by the engine engineer: ``per_pe`` LUTs per PE (pointer and entry walker, decode,
-    MAC control, accumulator bypass, requantizer, queues), ``shared`` LUTs for the sequencer,
-    broadcast unit and host bus, ``per_buffer_bit`` LUTs per bit of the activation buffer's
-    N-wide word (lane muxing and the LNZD over ``scan_lanes`` lanes), and ``per_register_bit``
-    for the accumulator bits kept in registers (``acc_bits - acc_memory_bits`` per row)."""
-    per_pe: float = 250.0
-    shared: float = 600.0
-    per_buffer_bit: float = 1.5
-    per_register_bit: float = 1.0
+    """A linear model of an engine's LUT4 use -- an ESTIMATE, to be recalibrated against
+    nextpnr as the engine changes.
+
+    ``shared`` (sequencer, broadcast unit, host bus, small memories in logic) +
+    ``per_pe * N`` (pointer and entry walker, decode, MAC control, accumulator bypass,
+    queues) + ``per_requantizer`` per requantizer (``writeback_lanes``, or one per PE) +
+    ``per_lane_bit`` per bit of every PE's activation queue word beyond one scan lane
+    (``N * (scan_lanes - 1) * act_bits``: the queues hold ``scan_lanes`` activations) +
+    ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -
+    acc_memory_bits`` per row and PE).
+
+    Fitted by hand (to within about 6%) to Yosys ``synth_ice40 -dsp`` / ``synth_ecp5`` LUT4
+    counts of the engine at commit 9cdb838 (before shared requantizers): 1, 2, 4 and 8 PEs,
+    1 to 4 scan lanes, 128 features, 1024 entries per PE, 8-bit activations and codebook
+    values, 24-bit accumulators; docs/compiler.md lists the builds.
+    """
+    shared: float
+    per_pe: float
+    per_requantizer: float
+    per_lane_bit: float
+    per_register_bit: float
 
     def luts(self, config: EngineConfig) -> int:
-        register_bits = (config.pes * config.max_rows
-                         * (config.acc_bits - config.acc_memory_bits
-                            if config.acc_memory_bits else 0))
-        return math.ceil(self.per_pe * config.pes + self.shared
-                         + self.per_buffer_bit * config.pes * config.act_bits
-                         * config.scan_lanes
-                         + self.per_register_bit * register_bits)
+        high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
+        return math.ceil(self.shared + self.per_pe * config.pes
+                         + self.per_requantizer * (config.writeback_lanes or config.pes)
+                         + self.per_lane_bit * config.pes * (config.scan_lanes - 1)
+                         * config.act_bits
+                         + self.per_register_bit * config.pes * config.max_rows * high_bits)
 
 
-LUT_MODEL = LutModel()
+LUT_MODELS = {
+    "ice40": LutModel(shared=720, per_pe=560, per_requantizer=190, per_lane_bit=8.7,
+                      per_register_bit=1.2),
+    "ecp5": LutModel(shared=380, per_pe=550, per_requantizer=190, per_lane_bit=8.7,
+                     per_register_bit=0.2),
+}
 
 
 @dataclass(frozen=True)
 class Resources:
-    """An estimate of an engine's use of a part (LUT4s, block RAMs, DSPs), with the block
-    RAMs per memory so a report can say where they go."""
+    """An estimate of an engine's use of a part: LUT4s, block RAMs, DSPs (multipliers) and
+    iCE40UP SPRAMs, with the block RAMs per memory so a report can say where they go."""
     family: str
     lut: int
     bram: int
     dsp: int
+    spram: int
     bram_bits: int
     brams_by_memory: tuple[tuple[str, int], ...]
 
@@ -321,25 +351,37 @@ class Resources:
                 "estimate": True}
 
 
-def estimate_resources(config: EngineConfig, family: str,
-                       lut_model: LutModel = LUT_MODEL) -> Resources:
-    """Block RAMs from the memories' shapes (:func:`engine_memories`, :func:`brams_for`), one
-    DSP (multiplier) per PE, LUTs from ``lut_model``.  An estimate, not a synthesis result."""
+def estimate_resources(config: EngineConfig, part: Part | str,
+                       lut_model: LutModel | None = None) -> Resources:
+    """The engine's estimated use of ``part`` (a Part, or a family name ``"ice40"`` /
+    ``"ecp5"`` for a generic part without SPRAM): block RAMs from the memories' shapes
+    (:func:`engine_memories`, :func:`brams_for`; the activation buffer in SPRAM where the
+    engine puts it there), one DSP multiplier per PE, LUTs from the family's
+    :class:`LutModel`.  An estimate, not a synthesis result."""
+    family = part if isinstance(part, str) else part.family
+    spram_part = None if isinstance(part, str) else part
+    if family not in LUT_MODELS:
+        raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(LUT_MODELS)}")
     memories = engine_memories(config)
-    by_memory = tuple((m.name, brams_for(m, family)) for m in memories)
+    in_spram = _activations_in_spram(config, spram_part)
+    by_memory = tuple((m.name, 0 if (in_spram and m.name == "activations")
+                       else brams_for(m, family)) for m in memories)
+    spram = math.ceil(config.pes * config.act_bits / SPRAM_WIDTH) if in_spram else 0
+    lut_model = lut_model or LUT_MODELS[family]
     return Resources(family=family, lut=lut_model.luts(config),
-                     bram=sum(count for _, count in by_memory), dsp=config.pes,
+                     bram=sum(count for _, count in by_memory), dsp=config.pes, spram=spram,
                      bram_bits=sum(m.bits for m in memories), brams_by_memory=by_memory)
 
 
 def check_board(config: EngineConfig, part: Part) -> Resources:
     """Refuse an engine that cannot fit ``part`` (``boards.parts.Part``): a DoesNotFit naming
     each resource, needed vs available.  Returns the estimate when it fits."""
-    use = estimate_resources(config, part.family)
+    use = estimate_resources(config, part)
     problems = [f"{name}: needs about {need}, the {part.name} has {have}"
                 for name, need, have in (("LUT", use.lut, part.luts),
                                          ("BRAM", use.bram, part.brams),
-                                         ("DSP", use.dsp, part.dsps))
+                                         ("DSP", use.dsp, part.dsps),
+                                         ("SPRAM", use.spram, part.sprams))
                 if need > have]
     if problems:
         raise DoesNotFit(f"the engine ({config.pes} PEs, {config.entry_depth} entries per PE) "

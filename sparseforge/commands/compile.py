@@ -1,19 +1,32 @@
-"""``sparseforge compile MODEL.sfm --pes N [--board B] -o DIR``: the program image, the engine
-configuration, the engine's Verilog, and a report of the encoding and its cost."""
+"""``sparseforge compile MODEL.sfm --pes N [--board B] -o DIR``: lower a compressed model to a
+program (image + engine.json), optionally the engine's Verilog, and report the encoding (per
+layer: shape, nnz, padding, per-PE load, memory bits) and the engine's estimated resources
+against the board.  With ``--json``, one JSON object on stdout (also written to
+``DIR/report.json``)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 from .common import add_json_flag, console_for, emit_json, fail
 
 
 def register(verbs) -> None:
-    parser = verbs.add_parser("compile", help="lower a compressed model to a program + Verilog")
-    parser.add_argument("model", help="a compressed model (.sfm)")
-    parser.add_argument("--pes", type=int, default=8, help="processing elements (1..64)")
-    parser.add_argument("--board", help="check the engine fits this board")
-    parser.add_argument("--scan-lanes", type=int, help="activations scanned per cycle")
+    parser = verbs.add_parser("compile", help="lower a compressed model to a program image",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a compressed model (.sfm, from `sparseforge compress`)")
+    parser.add_argument("--pes", type=int, default=8, help="processing elements, 1..64 "
+                                                           "(default 8)")
+    parser.add_argument("--board", help="refuse an engine that does not fit this board")
+    parser.add_argument("--scan-lanes", type=int, help="activations scanned per cycle "
+                                                       "(default: largest of 1, 2, 4 "
+                                                       "dividing --pes)")
+    parser.add_argument("--fifo-depth", type=int, default=8, help="activation queue depth")
+    parser.add_argument("--headroom", type=float, help="spare capacity as a fraction (0.5: "
+                                                       "memories 50%% deeper) for later models")
     parser.add_argument("-o", "--output", default="build/program", help="program directory")
     parser.add_argument("--no-verilog", action="store_true", help="skip writing engine.v")
     add_json_flag(parser)
@@ -22,16 +35,15 @@ def register(verbs) -> None:
 
 def run(args) -> int:
     import sparseforge as sf
-    from sparseforge.compiler.configure import DoesNotFit, estimate_resources
     from sparseforge.compiler.compress.model import CompressedModelError
-    from sparseforge.sim.reference.workload import layer_stats
 
     console = console_for(args)
     try:
         compressed = sf.load_compressed(args.model)
         program = sf.compile(compressed, pes=args.pes, board=args.board,
-                             scan_lanes=args.scan_lanes)
-    except (CompressedModelError, DoesNotFit, ValueError, TypeError) as error:
+                             scan_lanes=args.scan_lanes, fifo_depth=args.fifo_depth,
+                             headroom=args.headroom)
+    except (CompressedModelError, ValueError, TypeError) as error:
         return fail(str(error))
     directory = program.save(args.output)
     verilog = None
@@ -40,39 +52,80 @@ def run(args) -> int:
         with console.status("generating the engine's Verilog..."):
             verilog = write_engine_verilog(program.config, Path(directory) / "engine.v",
                                            program.image)
-    stats = layer_stats(program)
-    family = "ice40" if args.board == "icebreaker" else "ecp5"
-    resources = estimate_resources(program.config, family)
-    render(console, program, stats, resources, family)
-    console.print(f"wrote {directory}" + (f" and {verilog.name}" if verilog else ""))
-    emit_json(args, {
-        "output": str(directory), "verilog": str(verilog) if verilog else None,
-        "config": program.config.to_json(),
-        "layers": [{"name": s.name, "shape": list(s.shape), "nnz": s.nnz,
-                    "padding": s.padding, "entries_per_pe": [s.entries_min, s.entries_mean,
-                                                             s.entries_max],
-                    "memory_bits": s.memory_bits} for s in stats],
-        "resources_estimate": {**resources.to_json(), "family": family}})
+    payload = summary(program, directory, verilog)
+    render(console, program, payload)
+    (Path(directory) / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
+    emit_json(args, payload)
     return 0
 
 
-def render(console, program, stats, resources, family) -> None:
+def resource_rows(program) -> list[dict]:
+    """The estimate against the program's board, or against each family's largest part of
+    those the boards carry when no board was given."""
+    from sparseforge.boards.parts import PARTS
+    from sparseforge.boards.registry import board as find_board
+    from sparseforge.compiler.configure import estimate_resources
+
+    if program.board:
+        parts = [find_board(program.board).part]
+    else:
+        parts = [PARTS["iCE40UP5K"], PARTS["LFE5U-85F"]]
+    rows = []
+    for part in parts:
+        use = estimate_resources(program.config, part)
+        rows.append({"part": part.name, "family": part.family, "estimate": use.to_json(),
+                     "available": {"lut": part.luts, "bram": part.brams, "dsp": part.dsps,
+                                   "spram": part.sprams}})
+    return rows
+
+
+def summary(program, directory, verilog) -> dict:
+    from sparseforge.sim.reference.workload import layer_stats
+
+    stats = layer_stats(program)
+    return {
+        "output": str(directory), "verilog": str(verilog) if verilog else None,
+        "board": program.board, "pes": program.config.pes,
+        "config": program.config.to_json(),
+        "layers": [s.to_json() for s in stats],
+        "entries": int(sum(len(e) for e in program.image.entries)),
+        "memory_bits": int(sum(s.memory_bits for s in stats)),
+        "resources": resource_rows(program),
+    }
+
+
+def render(console, program, payload) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Program for {program.config.pes} PEs (scan width "
-                        f"{program.config.scan_lanes})", title_justify="left",
+    config = program.config
+    table = Table(title=f"Program for {config.pes} PEs (scan lanes {config.scan_lanes}, "
+                        f"{config.idx_bits}-bit zero runs)", title_justify="left",
                   box=box.SIMPLE_HEAD)
-    for column in ("layer", "shape", "nnz", "padding", "entries/PE min", "mean", "max",
-                   "memory bits"):
+    for column in ("layer", "shape", "nnz", "density", "padding", "entries/PE min", "mean",
+                   "max", "memory bits"):
         table.add_column(column, justify="left" if column == "layer" else "right")
-    for s in stats:
-        table.add_row(s.name, f"{s.shape[0]}x{s.shape[1]}", f"{s.nnz:,}", f"{s.padding:,}",
-                      str(s.entries_min), f"{s.entries_mean:.1f}", str(s.entries_max),
-                      f"{s.memory_bits:,}")
+    for layer in payload["layers"]:
+        per_pe = layer["entries_per_pe"]
+        table.add_row(layer["name"], "x".join(map(str, layer["shape"])), f"{layer['nnz']:,}",
+                      f"{100 * layer['density']:.1f}%", f"{layer['padding']:,}",
+                      str(per_pe["min"]), f"{per_pe['mean']:.1f}", str(per_pe["max"]),
+                      f"{layer['memory_bits']:,}")
     console.print(table)
-    c = program.config
-    console.print(f"engine: {c.pes} PEs, {c.act_bits}-bit activations, {c.coef_bits}-bit "
-                  f"codebook values, {c.acc_bits}-bit accumulators, {c.entry_depth} entries "
-                  f"per PE; estimated {resources.lut:,} LUTs, {resources.bram} block RAMs "
-                  f"({family}), {resources.dsp} DSPs")
+    console.print(f"engine: {config.act_bits}-bit activations, {config.code_bits}-bit codes, "
+                  f"{config.coef_bits}-bit codebook values, {config.acc_bits}-bit "
+                  f"accumulators, {config.entry_depth} entries per PE, "
+                  f"{config.max_features} features")
+    resources = Table(title="Estimated resources (a linear model, not a synthesis result)",
+                      title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("part", "LUT4", "BRAM", "DSP", "SPRAM"):
+        resources.add_column(column, justify="left" if column == "part" else "right")
+    for row in payload["resources"]:
+        use, have = row["estimate"], row["available"]
+        cells = []
+        for key in ("lut", "bram", "dsp", "spram"):
+            text = f"{use[key]:,} / {have[key]:,}"
+            cells.append(f"[red]{text}[/red]" if use[key] > have[key] else text)
+        resources.add_row(row["part"], *cells)
+    console.print(resources)

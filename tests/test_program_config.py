@@ -1,0 +1,194 @@
+"""Engine configuration from a model, fit checks against an engine and a board, parts data."""
+
+import numpy as np
+import pytest
+
+from sparseforge.boards import parts
+from sparseforge.boards.registry import boards
+from sparseforge.compiler.configure import (DoesNotFit, Memory, brams_for, default_scan_lanes,
+                                            derive_config, estimate_resources, fit,
+                                            model_needs)
+from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
+from sparseforge.compiler.numerics import FixedFormat, accumulator_bits
+from sparseforge.hw.config import EngineConfig
+
+
+def layer(name, codes, codebook, bias, *, act=8, coef=8, frac=(4, 6, 5), code_bits=2,
+          relu=False, bias_bits=16):
+    f_in, f_w, f_out = frac
+    return QuantizedLinear(name, np.asarray(codes, np.uint8), np.asarray(codebook, np.int64),
+                           np.asarray(bias, np.int64), code_bits, FixedFormat(act, f_in),
+                           FixedFormat(coef, f_w), FixedFormat(act, f_out), bias_bits, relu)
+
+
+def small_network():
+    # fc1: 5 x 3, fc2: 2 x 5.  On 2 PEs fc1's PE 0 owns rows 0, 2, 4 and PE 1 rows 1, 3.
+    codes1 = [[1, 0, 0], [0, 2, 0], [3, 0, 1], [0, 0, 0], [1, 1, 1]]
+    codes2 = [[1, 1, 1, 1, 1], [0, 0, 0, 0, 2]]
+    return QuantizedNetwork((
+        layer("fc1", codes1, [0, 10, -20, 30], [100, -3, 0, 7, 5], frac=(4, 6, 5), relu=True),
+        layer("fc2", codes2, [0, -128, 127, 1], [-40, 1000], frac=(5, 6, 3)),
+    ))
+
+
+def test_derive_config_on_a_hand_checked_network():
+    config = derive_config(small_network(), 2)
+    # entries: PE 0 has rows 0, 2, 4 of fc1 (1 + 1 + 2 + ... ) -- count them per column.
+    # fc1 PE 0 (rows 0, 2, 4): col 0 {0, 2, 4}, col 1 {4}, col 2 {2, 4} -> 6; PE 1 (rows 1, 3):
+    # col 1 {1} -> 1.  fc2 PE 0 (row 0): 5; PE 1 (row 1): col 4 -> 1.  Max: 6 + 5 = 11.
+    assert config.entry_depth == 11
+    assert config.pointer_depth == (3 + 1) + (5 + 1)
+    assert config.bias_depth == 3 + 1                 # ceil(5/2) + ceil(2/2)
+    assert config.scan_lanes == 2
+    assert config.occupancy_depth == 2 + 3            # ceil(3/2) + ceil(5/2)
+    assert config.max_features == 6                   # 5 rounded up to a multiple of 2
+    assert config.max_rows == 3 and config.max_layers == 2
+    assert (config.act_bits, config.code_bits, config.coef_bits) == (8, 2, 8)
+    assert config.max_column_entries == 3
+    assert config.shift_bits == 6 and config.idx_bits == 4
+    # fc2: sum |w| of row 0 = 5 * 128 = 640; * 128 + |bias| 40 + rounding 2**(8-1).
+    bound = max(640 * 128 + 40 + 128, 254 * 128 + 1000 + 128, 60 * 128 + 100 + 16)
+    assert config.acc_bits == accumulator_bits(bound) == 19
+    assert config.bias_bits == 11                     # 1000 needs 11 signed bits, not 16
+
+
+@pytest.mark.parametrize("pes,lanes", [(1, 1), (2, 2), (3, 1), (4, 4), (6, 2), (8, 4),
+                                       (12, 4), (64, 4), (63, 1)])
+def test_default_scan_lanes(pes, lanes):
+    assert default_scan_lanes(pes) == lanes
+
+
+def test_headroom_enlarges_every_capacity():
+    plain, roomy = derive_config(small_network(), 2), derive_config(small_network(), 2,
+                                                                    headroom=0.5)
+    for name in ("entry_depth", "pointer_depth", "bias_depth", "occupancy_depth", "max_rows",
+                 "max_layers", "max_column_entries"):
+        assert getattr(roomy, name) == -(-getattr(plain, name) * 3 // 2), name
+    assert roomy.max_features == 8                     # ceil(5 * 1.5) = 8, a multiple of 2
+    assert roomy.acc_bits == plain.acc_bits
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="pes must be between 1 and 64, not 0"):
+        derive_config(small_network(), 0)
+    with pytest.raises(ValueError, match="scan_lanes must be a power of two that divides pes "
+                                         r"\(6\), not 4"):
+        derive_config(small_network(), 6, scan_lanes=4)
+    with pytest.raises(ValueError, match="headroom must be a fraction >= 0, not -1"):
+        derive_config(small_network(), 2, headroom=-1)
+    with pytest.raises(TypeError, match="not str"):
+        derive_config("model.sfm", 2)
+    with pytest.raises(ValueError, match="unknown board 'nope'"):
+        derive_config(small_network(), 2, board="nope")
+
+
+def test_accumulator_wider_than_48_bits_is_refused():
+    wide = QuantizedNetwork((layer("huge", np.ones((1, 140_000)), [0, -32768], [0],
+                                   act=16, coef=16, code_bits=1, frac=(0, 0, 0)),))
+    with pytest.raises(DoesNotFit, match=r"acc_bits: the model's accumulators need 50 bits "
+                                         r"\(bound \d+\), the engine supports at most 48"):
+        derive_config(wide, 1)
+
+
+def test_shift_of_64_or_more_is_refused():
+    network = QuantizedNetwork((layer("fine", [[1]], [0, 1, 0, 0], [0], frac=(40, 40, 10)),))
+    with pytest.raises(DoesNotFit, match="shift: a layer shifts by 70, the 6-bit shift field "
+                                         "reaches 63"):
+        derive_config(network, 1)
+
+
+def test_fit_lists_every_short_field():
+    network = small_network()
+    needs = model_needs(network, 2, scan_lanes=2)
+    small = EngineConfig(pes=2, scan_lanes=2, act_bits=8, code_bits=2, acc_bits=16,
+                         bias_bits=8, max_layers=2, max_features=4, max_rows=3, entry_depth=10,
+                         pointer_depth=10, bias_depth=4, occupancy_depth=5,
+                         max_column_entries=3, shift_bits=2)
+    with pytest.raises(DoesNotFit) as caught:
+        fit(network, small)
+    message = str(caught.value)
+    assert message.startswith("the model does not fit this engine:")
+    for line in ("acc_bits: the model needs 19, the engine has 16",
+                 "bias_bits: the model needs 11, the engine has 8",
+                 "max_features: the model needs 5, the engine has 4",
+                 f"entry_depth: the model needs {needs.entry_depth}, the engine has 10",
+                 "shift_bits: a layer shifts by 8, the engine's 2-bit shift reaches 3"):
+        assert line in message
+    assert "pointer_depth" not in message and "max_rows" not in message
+    other = EngineConfig(pes=4, act_bits=16)
+    with pytest.raises(DoesNotFit, match="act_bits: the model needs 8, the engine has 16"):
+        fit(network, other)
+
+
+def test_fit_accepts_a_larger_engine():
+    network = small_network()
+    big = derive_config(network, 2, headroom=1.0)
+    assert fit(network, big).entry_depth == 11
+
+
+# ---- resources and parts ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth,width,family,count", [
+    (1024, 8, "ice40", 2),           # 512 x 8 twice
+    (256, 16, "ice40", 1),
+    (100, 2, "ice40", 0),            # 200 bits: registers
+    (1024, 8, "ecp5", 1),            # one DP16KD as 1024 x 18
+    (512, 72, "ecp5", 2),
+    (16, 32, "ecp5", 0),             # LUT RAM
+])
+def test_brams_for(depth, width, family, count):
+    assert brams_for(Memory("m", depth, width), family) == count
+    assert brams_for(Memory("m", depth, width, copies=3), family) == 3 * count
+
+
+def test_estimate_counts_memories_dsps_and_spram():
+    config = EngineConfig(pes=4, scan_lanes=4, act_bits=8, acc_bits=24, acc_memory_bits=16,
+                          max_features=128, max_rows=32, entry_depth=1024, pointer_depth=194,
+                          bias_depth=64, occupancy_depth=64, max_layers=2)
+    ice40 = estimate_resources(config, parts.PARTS["iCE40UP5K"])
+    by_memory = dict(ice40.brams_by_memory)
+    assert by_memory["entries"] == 4 * 2               # 1024 x 8 per PE
+    assert by_memory["activations"] == 0 and ice40.spram == 2   # 32 bits wide: 2 SPRAMs
+    assert ice40.dsp == 4 and ice40.bram == sum(by_memory.values())
+    generic = estimate_resources(config, "ice40")       # no SPRAM known: block RAM
+    assert generic.spram == 0 and dict(generic.brams_by_memory)["activations"] > 0
+    # Calibration point (docs/compiler.md): Yosys synth_ice40 counted 5754 LUT4s.
+    assert abs(ice40.lut - 5754) / 5754 < 0.1
+    with pytest.raises(ValueError, match="unknown FPGA family 'xilinx'"):
+        estimate_resources(config, "xilinx")
+
+
+def test_board_that_is_too_small_gets_needed_vs_available():
+    codes = np.random.default_rng(0).integers(0, 4, (512, 512))
+    network = QuantizedNetwork((layer("big", codes, [0, 1, 2, 3], np.zeros(512)),))
+    with pytest.raises(DoesNotFit) as caught:
+        derive_config(network, 16, board="icebreaker")
+    message = str(caught.value)
+    assert "does not fit the iCE40UP5K (estimate)" in message
+    assert "LUT: needs about" in message and "the iCE40UP5K has 5280" in message
+    assert "BRAM: needs about" in message and "the iCE40UP5K has 30" in message
+    assert "DSP: needs about 16, the iCE40UP5K has 8" in message
+    config = derive_config(network, 16, board="ulx3s-85f")
+    assert config.pes == 16
+
+
+def test_icebreaker_keeps_16_accumulator_bits_in_block_ram():
+    assert derive_config(small_network(), 2, board="icebreaker").acc_memory_bits == 16
+    assert derive_config(small_network(), 2, board="ulx3s-25f").acc_memory_bits == 0
+
+
+def test_parts_data():
+    up5k = parts.part("iCE40UP5K")
+    assert (up5k.luts, up5k.brams, up5k.bram_kbits, up5k.dsps, up5k.sprams) == (5280, 30, 4,
+                                                                              8, 4)
+    ecp5 = {name: (p.luts, p.brams, p.dsps) for name, p in parts.PARTS.items()
+            if p.family == "ecp5"}
+    assert ecp5 == {"LFE5U-12F": (12288, 32, 28), "LFE5U-25F": (24288, 56, 28),
+                    "LFE5U-45F": (43848, 108, 72), "LFE5U-85F": (83640, 208, 156)}
+    assert parts.PARTS["LFE5U-25F"].bram_bits == 56 * 18 * 1024
+    with pytest.raises(ValueError, match="unknown FPGA part 'XC7A35T'"):
+        parts.part("XC7A35T")
+
+
+def test_board_parts_agree_with_the_registry():
+    assert parts.BOARD_PARTS == {name: b.part_name for name, b in boards().items()}
