@@ -3,7 +3,8 @@
 capture -> canonical network -> prune with retraining (masks kept) -> share weights by k-means
 -> train the shared values -> calibrate fixed-point scales -> the integer network.  Each step is
 a function of its own module and usable alone; this one chains them with sensible defaults and
-measures accuracy before and after with the integer arithmetic the hardware uses.
+measures accuracy before and after, the compressed one with the integer arithmetic the hardware
+uses (``QuantizedNetwork.forward``), never with float fake quantization.
 """
 
 from __future__ import annotations
@@ -14,34 +15,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..capture import capture
-from ..ir import Linear, Network
-from ..passes import canonicalize
+from ..ir import Network, QuantizedNetwork
+from .convert import network_to_torch, to_network, torch_to_network
 from .model import CompressedModel
-from .prune import prune_iteratively, sensitivity_scan, choose_sparsities
+from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import quantize_network
 from .report import account
 from .share import from_shared, to_shared
-from .training import TrainConfig, accuracy, as_dataset, seeded
+from .training import Dataset, TrainConfig, accuracy, as_dataset, seeded
 from .training import train as fine_tune
 
-__all__ = ["CompressionConfig", "compress", "network_to_torch", "distribute_sparsity",
-           "integer_accuracy"]
+__all__ = ["CompressionConfig", "compress", "network_to_torch", "torch_to_network",
+           "distribute_sparsity", "integer_accuracy", "float_accuracy"]
 
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Every knob of :func:`compress`.
+    """Every knob of :func:`compress`; the defaults are the ones the digits figures use.
 
-    sparsity : overall fraction of weights pruned (the last layer, which is small and sensitive,
-        is pruned at most to ``last_layer_sparsity``; the others make up the difference).
-    per_layer_sparsity : explicit per-layer sparsities instead.
-    sensitivity_budget : choose per-layer sparsities from a sensitivity scan, each layer the
-        highest whose accuracy loss alone stays within this budget.
-    weight_bits : codebook index width; ``levels`` (default ``2**weight_bits``) entries.
-    balance_pes : load-balance-aware pruning for that many PEs (ESE).
+    sparsity : overall fraction of weights pruned.  The last layer, small and sensitive, is
+        pruned at most to ``last_layer_sparsity``; the others make up the difference.
+    per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer).
+    sensitivity_budget : choose per-layer sparsities from a sensitivity scan on the validation
+        data instead: each layer the highest scanned sparsity whose accuracy loss, pruning that
+        layer alone without retraining, stays within this budget (a fraction, 0.01 = 1 point).
+    prune_steps, prune_epochs : gradual pruning in this many steps, retraining this many epochs
+        after each; ``final_epochs`` of fine-tuning at a tenth of the learning rate follow.
+    weight_bits : code width (1..8); ``levels`` (default ``2**weight_bits``) codebook entries,
+        code 0 being the pruned zero.  ``levels=3`` with ``weight_bits=2`` is ternary.
+    share_epochs : epochs of training the shared values (centroids and biases).
+    act_bits, coef_bits : fixed-point widths of activations and codebook values (8 or 16).
+    bias_bits : bias width; None sizes it to the largest bias (at least 8 bits).
     max_acc_bits : the widest accumulator the target engine should need (16 on iCE40, whose
         block RAMs are 16 bits wide); codebook scales get coarser where a layer would exceed it.
+    balance_pes : load-balance-aware pruning for that many PEs (ESE): equal nonzeros per PE.
+    distill_alpha, distill_temperature : retrain against the uncompressed model's soft targets
+        (knowledge distillation) instead of the labels alone; None: labels only.
     """
     sparsity: float = 0.9
     per_layer_sparsity: tuple[float, ...] | None = None
@@ -49,48 +58,76 @@ class CompressionConfig:
     last_layer_sparsity: float = 0.8
     prune_steps: int = 8
     prune_epochs: int = 8
-    final_epochs: int = 30
+    final_epochs: int = 60
     weight_bits: int = 4
     levels: int | None = None
-    share_epochs: int = 20
+    share_epochs: int = 40
     act_bits: int = 8
     coef_bits: int = 8
     bias_bits: int | None = None
     max_acc_bits: int | None = None
     balance_pes: int | None = None
+    distill_alpha: float | None = None
+    distill_temperature: float = 4.0
     learning_rate: float = 2e-3
     weight_decay: float = 1e-3
     label_smoothing: float = 0.1
     seed: int = 0
 
     def __post_init__(self):
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), not {self.sparsity}")
-        if not 1 <= self.weight_bits <= 8:
-            raise ValueError(f"weight_bits must be from 1 to 8, not {self.weight_bits}")
-        if self.levels is not None and not 2 <= self.levels <= 1 << self.weight_bits:
-            raise ValueError(f"levels must be from 2 to {1 << self.weight_bits} for "
-                             f"{self.weight_bits}-bit codes, not {self.levels}")
-        if self.act_bits not in (8, 16) or self.coef_bits not in (8, 16):
-            raise ValueError(f"act_bits and coef_bits must be 8 or 16, not {self.act_bits} "
-                             f"and {self.coef_bits}")
+        def require(ok: bool, field: str, what: str):
+            if not ok:
+                raise ValueError(f"{field} must be {what}, not {getattr(self, field)!r}")
+
+        require(0.0 <= self.sparsity < 1.0, "sparsity", "in [0, 1)")
+        if self.per_layer_sparsity is not None:
+            object.__setattr__(self, "per_layer_sparsity", tuple(self.per_layer_sparsity))
+            require(all(0.0 <= s < 1.0 for s in self.per_layer_sparsity),
+                    "per_layer_sparsity", "a tuple of values in [0, 1)")
+        require(self.sensitivity_budget is None or 0.0 <= self.sensitivity_budget < 1.0,
+                "sensitivity_budget", "None or in [0, 1)")
+        require(0.0 <= self.last_layer_sparsity < 1.0, "last_layer_sparsity", "in [0, 1)")
+        require(_int(self.prune_steps) and self.prune_steps >= 1, "prune_steps",
+                "an integer >= 1")
+        for field in ("prune_epochs", "final_epochs", "share_epochs"):
+            require(_int(getattr(self, field)) and getattr(self, field) >= 0, field,
+                    "an integer >= 0")
+        require(_int(self.weight_bits) and 1 <= self.weight_bits <= 8, "weight_bits",
+                "an integer from 1 to 8")
+        require(self.levels is None or (_int(self.levels)
+                                        and 2 <= self.levels <= 1 << self.weight_bits),
+                "levels", f"None or from 2 to {1 << self.weight_bits} for "
+                          f"{self.weight_bits}-bit codes")
+        require(self.act_bits in (8, 16), "act_bits", "8 or 16")
+        require(self.coef_bits in (8, 16), "coef_bits", "8 or 16")
+        require(self.bias_bits is None or (_int(self.bias_bits) and 2 <= self.bias_bits <= 32),
+                "bias_bits", "None or an integer from 2 to 32")
+        require(self.max_acc_bits is None or (_int(self.max_acc_bits)
+                                              and 16 <= self.max_acc_bits <= 48),
+                "max_acc_bits", "None or an integer from 16 to 48")
+        require(self.balance_pes is None or (_int(self.balance_pes)
+                                             and 1 <= self.balance_pes <= 64),
+                "balance_pes", "None or an integer from 1 to 64")
+        require(self.distill_alpha is None or 0.0 <= self.distill_alpha <= 1.0,
+                "distill_alpha", "None or in [0, 1]")
+        require(self.distill_temperature > 0, "distill_temperature", "> 0")
+        require(self.learning_rate > 0, "learning_rate", "> 0")
+        require(self.weight_decay >= 0, "weight_decay", ">= 0")
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)")
+        require(_int(self.seed), "seed", "an integer")
+
+    @property
+    def code_bits(self) -> int:
+        """The code width: ``weight_bits``, or fewer when ``levels`` needs fewer."""
+        return max(1, math.ceil(math.log2(self.levels))) if self.levels else self.weight_bits
+
+    @property
+    def codebook_levels(self) -> int:
+        return self.levels or 1 << self.weight_bits
 
 
-def network_to_torch(network: Network):
-    """The canonical network as an ``nn.Sequential`` of Linear and ReLU (a fresh copy)."""
-    import torch
-    import torch.nn as nn
-
-    modules = []
-    for layer in network.layers:
-        linear = nn.Linear(layer.in_features, layer.out_features)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(layer.weight.astype(np.float32)))
-            linear.bias.copy_(torch.from_numpy(layer.bias.astype(np.float32)))
-        modules.append(linear)
-        if layer.relu:
-            modules.append(nn.ReLU())
-    return nn.Sequential(*modules)
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> list[float]:
@@ -103,79 +140,103 @@ def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> lis
     return [rest] * (len(sizes) - 1) + [last_cap]
 
 
-def integer_accuracy(network, data) -> float:
-    """Accuracy of the integer network (the hardware's arithmetic) on ``data``."""
+def integer_accuracy(network: QuantizedNetwork, data: Dataset) -> float:
+    """Top-1 accuracy of the integer network (the hardware's arithmetic) on ``data``."""
     outputs = network.forward(network.quantize_input(data.x))
     return float(np.mean(outputs.argmax(axis=1) == data.y))
+
+
+def float_accuracy(network: Network, data: Dataset) -> float:
+    """Top-1 accuracy of a float network (float64 NumPy) on ``data``."""
+    return float(np.mean(network.forward(data.x).argmax(axis=1) == data.y))
 
 
 def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits: int = 4,
              act_bits: int = 8, test=None, progress: bool = False,
              config: CompressionConfig | None = None, **options) -> CompressedModel:
-    """Compress ``model`` (an ``nn.Module`` or an ONNX path) with data ``train=(X, y)``.
+    """Compress ``model`` (an ``nn.Module``, an ONNX path or a float ``Network``) with
+    training data ``train=(X, y)`` (NumPy arrays or torch tensors).
 
-    ``val`` (default: the training data) drives the sensitivity scan and the reported
-    accuracies; ``test``, when given, is reported too.  Other options are the fields of
-    :class:`CompressionConfig`.
+    ``val`` (default: the training data) drives the sensitivity scan; the reported accuracies
+    are on ``test`` when given, else on ``val``.  Options are the fields of
+    :class:`CompressionConfig` (or pass ``config=``).  The model is not modified.
     """
     if train is None:
         raise TypeError("compress needs training data: train=(X, y)")
-    config = config or CompressionConfig(sparsity=sparsity, weight_bits=weight_bits,
-                                         act_bits=act_bits, **options)
+    if config is None:
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(CompressionConfig)})
+        if unknown:
+            raise TypeError(f"compress got unknown option(s) {', '.join(unknown)}; the options "
+                            f"are the fields of CompressionConfig")
+        config = CompressionConfig(sparsity=sparsity, weight_bits=weight_bits,
+                                   act_bits=act_bits, **options)
+    elif options:
+        raise TypeError(f"pass either config= or options, not both (got {sorted(options)})")
     train_set = as_dataset(train, "train")
     val_set = as_dataset(val, "val") if val is not None else train_set
     test_set = as_dataset(test, "test") if test is not None else None
-    network = canonicalize(capture(model))
-    if network.input_size != train_set.x.shape[1]:
-        raise ValueError(f"the model takes {network.input_size} inputs but the training data "
-                         f"has {train_set.x.shape[1]} features")
-    torch_model = network_to_torch(network)
+    network = to_network(model)
+    for name, data in (("train", train_set), ("val", val_set), ("test", test_set)):
+        if data is not None and data.x.shape[1] != network.input_size:
+            raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
+                             f"has {data.x.shape[1]} features")
     report_set = test_set or val_set
-    accuracy_float = accuracy(torch_model, report_set)
+    accuracy_float = float_accuracy(network, report_set)
 
-    sizes = [layer.weight.size for layer in network.layers]
-    if config.per_layer_sparsity is not None:
-        sparsities = list(config.per_layer_sparsity)
-    elif config.sensitivity_budget is not None:
-        curves = sensitivity_scan(torch_model, val_set)
-        sparsities = choose_sparsities(curves, accuracy(torch_model, val_set),
-                                       config.sensitivity_budget, sizes)
-    else:
-        sparsities = distribute_sparsity(sizes, config.sparsity, config.last_layer_sparsity)
+    torch_model = network_to_torch(network)
+    sparsities = _sparsities(config, network, torch_model, val_set)
     tuning = TrainConfig(epochs=config.prune_epochs, learning_rate=config.learning_rate,
                          weight_decay=config.weight_decay,
                          label_smoothing=config.label_smoothing, seed=config.seed)
+    loss_fn = None
+    if config.distill_alpha is not None:
+        from .distill import teacher_loss
+
+        loss_fn = teacher_loss(network_to_torch(network), config.distill_temperature,
+                               config.distill_alpha)
     masks = prune_iteratively(torch_model, train_set, sparsities, steps=config.prune_steps,
                               epochs_per_step=config.prune_epochs,
                               final_epochs=config.final_epochs,
                               balance_pes=config.balance_pes, train_config=tuning,
-                              progress=progress)
+                              loss_fn=loss_fn, progress=progress)
 
-    levels = config.levels or 1 << config.weight_bits
     with seeded(config.seed):
-        to_shared(torch_model, levels, masks)
-    fine_tune(torch_model, train_set, dataclasses.replace(tuning, epochs=config.share_epochs),
-              description="training the shared weights", progress=progress)
+        to_shared(torch_model, config.codebook_levels, masks)
+    fine_tune(torch_model, train_set,
+              dataclasses.replace(tuning, epochs=config.share_epochs, seed=config.seed + 100),
+              loss_fn=loss_fn, description="training the shared weights", progress=progress)
     shared = from_shared(torch_model)
-    float_network = Network(tuple(
-        Linear(layer.name, codebook[codes], bias, layer.relu)
-        for layer, (codes, codebook, bias) in zip(network.layers, shared)), network.source)
-    code_bits = max(1, math.ceil(math.log2(levels)))
+    float_network = torch_to_network(torch_model, network)
     quantized = quantize_network(
         float_network, train_set.x, act_bits=config.act_bits, coef_bits=config.coef_bits,
-        code_bits=code_bits, bias_bits=config.bias_bits, max_acc_bits=config.max_acc_bits,
-        codebooks=[(codes, _pad(codebook, code_bits)) for codes, codebook, _ in shared])
+        code_bits=config.code_bits, bias_bits=config.bias_bits,
+        max_acc_bits=config.max_acc_bits,
+        codebooks=[(codes, codebook) for codes, codebook, _ in shared])
     report = account(quantized, accuracy_float=accuracy_float,
                      accuracy_quantized=integer_accuracy(quantized, report_set),
+                     accuracy_shared=float_accuracy(float_network, report_set),
                      accuracy_data="test data" if test_set is not None else "validation data")
-    provenance = {"source": network.source, "config": dataclasses.asdict(config),
-                  "sparsities": [round(s, 4) for s in sparsities],
-                  "accuracy_float_val": accuracy(network_to_torch(network), val_set),
-                  "accuracy_quantized_val": integer_accuracy(quantized, val_set)}
-    return CompressedModel(quantized, float_network, report, provenance)
+    provenance = {
+        "source": network.source, "config": dataclasses.asdict(config),
+        "sparsities": [round(s, 4) for s in sparsities],
+        "train_samples": len(train_set), "val_samples": len(val_set),
+        "test_samples": len(test_set) if test_set is not None else 0,
+        "accuracy_float_val": float_accuracy(network, val_set),
+        "accuracy_quantized_val": integer_accuracy(quantized, val_set)}
+    return CompressedModel(quantized, float_network, report, provenance,
+                           masks=tuple(np.asarray(m, dtype=bool) for m in masks))
 
 
-def _pad(codebook: np.ndarray, code_bits: int) -> np.ndarray:
-    padded = np.zeros(1 << code_bits)
-    padded[:len(codebook)] = codebook
-    return padded
+def _sparsities(config: CompressionConfig, network: Network, torch_model, val_set
+                ) -> list[float]:
+    sizes = [layer.weight.size for layer in network.layers]
+    if config.per_layer_sparsity is not None:
+        if len(config.per_layer_sparsity) != len(sizes):
+            raise ValueError(f"per_layer_sparsity has {len(config.per_layer_sparsity)} values "
+                             f"for {len(sizes)} layers")
+        return list(config.per_layer_sparsity)
+    if config.sensitivity_budget is not None:
+        curves = sensitivity_scan(torch_model, val_set)
+        return choose_sparsities(curves, accuracy(torch_model, val_set),
+                                 config.sensitivity_budget, sizes)
+    return distribute_sparsity(sizes, config.sparsity, config.last_layer_sparsity)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .training import Dataset, TrainConfig, seeded, train
 
-__all__ = ["load_digits_split", "digits_mlp", "train_digits_float", "HIDDEN", "SPLIT_SEED"]
+__all__ = ["load_digits_split", "digits_mlp", "train_float", "HIDDEN", "SPLIT_SEED"]
 
 HIDDEN = 128            # one hidden layer: 64 -> 128 -> 10
 SPLIT_SEED = 2024
@@ -42,7 +42,7 @@ def digits_mlp(hidden: int = HIDDEN, seed: int = 0):
                                          fc2=nn.Linear(hidden, 10)))
 
 
-def train_digits_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False):
+def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False):
     """The default float model, trained on the training split."""
     train_set, _, _ = load_digits_split()
     model = digits_mlp(hidden, seed)

@@ -1,10 +1,21 @@
 """The compressed model and its file (``.sfm``).
 
-A ``.sfm`` file is a zip holding ``manifest.json`` (format version, layer list with formats,
-the report, provenance) and ``arrays.npz`` (codes, codebooks, biases, and the float shared
-weights), never a pickle: arrays load with ``allow_pickle=False``.  Writing goes to a temporary
-file renamed into place, so a failure leaves nothing half-written.  Loading checks every field
-(shapes, NaN/Inf, code ranges, formats) and refuses a bad file with a message naming it.
+A ``.sfm`` file is a zip archive of two members, never a pickle:
+
+* ``manifest.json``: format name and version, the layer list (name, shape, code width, ReLU,
+  fixed-point formats, bias width, the integer codebook, the nonzero count, the names of the
+  layer's arrays), the report figures and the provenance (configuration, data sizes, per-layer
+  sparsities);
+* ``arrays.npz``: per layer ``codes_<i>`` (uint8, out x in, 0 = pruned), ``bias_<i>`` (int64, at
+  the accumulator's scale), ``mask_<i>`` (bool, the pruning mask), ``float_weight_<i>`` and
+  ``float_bias_<i>`` (float64, the pruned and shared float layer); read with
+  ``allow_pickle=False``.
+
+Writing goes to a temporary file in the target's folder renamed into place, so a failure leaves
+nothing half-written.  Loading checks every field (shapes, dtypes, NaN/Inf, code ranges,
+formats, the codebook, the nonzero counts, masks against codes, and the report's storage figures
+against the arrays) and refuses a bad file with a :class:`CompressedModelError` naming the
+field and the value.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +33,17 @@ import numpy as np
 
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat
-from .report import CompressionReport
+from .report import CompressionReport, account
 
-__all__ = ["CompressedModel", "load_compressed", "CompressedModelError", "FORMAT_VERSION"]
+__all__ = ["CompressedModel", "load_compressed", "CompressedModelError", "FORMAT_VERSION",
+           "FORMAT_NAME"]
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "sparseforge-compressed"
+ARRAY_KINDS = ("codes", "bias", "mask", "float_weight", "float_bias")
+# The storage figures a loaded report must reproduce from the arrays.
+CHECKED_FIGURES = ("weights", "nnz", "padding", "code_bits", "bias_bits", "dense_bits",
+                   "compressed_bits", "huffman_bits", "pointer_bits")
 
 
 class CompressedModelError(ValueError):
@@ -35,14 +52,37 @@ class CompressedModelError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class CompressedModel:
-    """The compression stage's output: the integer network the compiler lowers, the float
-    network with the same pruned and shared weights, the report, and how it was made."""
+    """The compression stage's output.
+
+    ``network``: the integer network the compiler lowers.  ``float_network``: the same pruned
+    and shared weights in float, before activation quantization (for comparisons).
+    ``report``: the accounting and accuracies.  ``provenance``: how it was made (JSON-able).
+    ``masks``: the pruning masks (True = kept), by default the float network's nonzeros.
+    """
     network: QuantizedNetwork
     float_network: Network
     report: CompressionReport
     provenance: dict = field(default_factory=dict)
+    masks: tuple[np.ndarray, ...] | None = None
+
+    def __post_init__(self):
+        if len(self.network.layers) != len(self.float_network.layers):
+            raise ValueError(f"the integer network has {len(self.network.layers)} layers, the "
+                             f"float network {len(self.float_network.layers)}")
+        for q, f in zip(self.network.layers, self.float_network.layers):
+            if q.codes.shape != f.weight.shape or q.name != f.name:
+                raise ValueError(f"integer layer {q.name} {q.codes.shape} does not match float "
+                                 f"layer {f.name} {f.weight.shape}")
+        if self.masks is None:
+            object.__setattr__(self, "masks", tuple(layer.weight != 0
+                                                    for layer in self.float_network.layers))
+        for layer, mask in zip(self.network.layers, self.masks):
+            if mask.shape != layer.codes.shape:
+                raise ValueError(f"layer {layer.name}: mask shape {mask.shape} is not "
+                                 f"{layer.codes.shape}")
 
     def quantize_input(self, x) -> np.ndarray:
+        """Float inputs (samples x features) as the integers the engine takes."""
         return self.network.quantize_input(x)
 
     def predict(self, x) -> np.ndarray:
@@ -50,37 +90,68 @@ class CompressedModel:
         return self.network.forward(self.network.quantize_input(x))
 
     def dequantize(self, outputs) -> np.ndarray:
+        """Integer outputs of the network (or the engine) as float logits."""
         return self.network.dequantize_output(outputs)
 
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {}
+    def accuracy(self, x, y) -> float:
+        """Top-1 accuracy of the integer network on float inputs ``x`` and labels ``y``."""
+        return float(np.mean(self.predict(x).argmax(axis=1) == np.asarray(y)))
+
+    @property
+    def sparsity(self) -> float:
+        return self.report.sparsity
+
+    # ---- the file ------------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        """The JSON manifest of this model's ``.sfm`` file."""
+        import sparseforge
+
         layers = []
-        for index, (layer, shared) in enumerate(zip(self.network.layers,
-                                                    self.float_network.layers)):
-            arrays[f"codes_{index}"] = layer.codes
-            arrays[f"codebook_{index}"] = layer.codebook
-            arrays[f"bias_{index}"] = layer.bias
-            arrays[f"float_weight_{index}"] = shared.weight
-            arrays[f"float_bias_{index}"] = shared.bias
+        for index, layer in enumerate(self.network.layers):
             layers.append({
                 "name": layer.name, "in_features": layer.in_features,
                 "out_features": layer.out_features, "code_bits": layer.code_bits,
+                "relu": layer.relu, "bias_bits": layer.bias_bits,
                 "input_format": layer.input_format.to_json(),
                 "weight_format": layer.weight_format.to_json(),
                 "output_format": layer.output_format.to_json(),
-                "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz})
-        manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "layers": layers,
-                    "report": self.report.to_json(), "provenance": self.provenance}
+                "codebook": [int(v) for v in layer.codebook], "nnz": layer.nnz,
+                "arrays": {kind: f"{kind}_{index}" for kind in ARRAY_KINDS}})
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                "written_by": f"sparseforge {sparseforge.__version__}", "layers": layers,
+                "report": self.report.to_json(), "provenance": self.provenance}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of this model's ``.sfm`` file, by name."""
+        arrays = {}
+        for index, (layer, shared, mask) in enumerate(zip(
+                self.network.layers, self.float_network.layers, self.masks)):
+            arrays[f"codes_{index}"] = np.asarray(layer.codes, dtype=np.uint8)
+            arrays[f"bias_{index}"] = np.asarray(layer.bias, dtype=np.int64)
+            arrays[f"mask_{index}"] = np.asarray(mask, dtype=bool)
+            arrays[f"float_weight_{index}"] = np.asarray(shared.weight, dtype=np.float64)
+            arrays[f"float_bias_{index}"] = np.asarray(shared.bias, dtype=np.float64)
+        return arrays
+
+    def save(self, path) -> Path:
+        """Write the ``.sfm`` file atomically (temporary file, then rename); returns its path."""
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; give a file name such as model.sfm")
+        manifest = json.dumps(self.manifest(), indent=2, allow_nan=False)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        np.savez(buffer, **self.arrays())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                                 dir=path.parent)
         try:
-            with os.fdopen(descriptor, "wb") as handle, \
-                    zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-                archive.writestr("arrays.npz", buffer.getvalue())
+            with os.fdopen(descriptor, "wb") as handle:
+                with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+                    archive.writestr("manifest.json", manifest)
+                    archive.writestr("arrays.npz", buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -89,72 +160,165 @@ class CompressedModel:
 
 
 def load_compressed(path) -> CompressedModel:
-    """Read and validate a ``.sfm`` file."""
+    """Read and validate a ``.sfm`` file; a bad one raises :class:`CompressedModelError`."""
     path = Path(path)
     if not path.is_file():
         raise CompressedModelError(f"{path}: no such compressed model file")
     try:
         with zipfile.ZipFile(path) as archive:
-            manifest = json.loads(archive.read("manifest.json"))
-            with np.load(io.BytesIO(archive.read("arrays.npz")), allow_pickle=False) as saved:
-                arrays = {key: saved[key] for key in saved.files}
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+            names = set(archive.namelist())
+            for member in ("manifest.json", "arrays.npz"):
+                if member not in names:
+                    raise CompressedModelError(f"{path}: the archive lacks {member} (it holds "
+                                               f"{sorted(names)})")
+            manifest_bytes = archive.read("manifest.json")
+            arrays_bytes = archive.read("arrays.npz")
+    except CompressedModelError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
         raise CompressedModelError(f"{path}: not a readable .sfm file (truncated or not a "
-                                   f"zip): {error}") from error
-    except KeyError as error:
-        raise CompressedModelError(f"{path}: the file lacks {error}") from None
-    except json.JSONDecodeError as error:
+                                   f"zip archive): {error}") from error
+    try:
+        manifest = json.loads(manifest_bytes)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CompressedModelError(f"{path}: manifest.json is not JSON: {error}") from error
-    except ValueError as error:
-        raise CompressedModelError(f"{path}: arrays.npz cannot be read without pickle or is "
-                                   f"damaged: {error}") from error
-    return _from_parts(manifest, arrays, path)
+    try:
+        with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise CompressedModelError(f"{path}: arrays.npz is damaged or holds arrays that need "
+                                   f"pickle (refused): {error}") from error
+    return from_parts(manifest, arrays, str(path))
 
 
-def _from_parts(manifest: dict, arrays: dict, path: Path) -> CompressedModel:
-    where = f"{path}: manifest.json"
+def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
+               ) -> CompressedModel:
+    """A CompressedModel from a manifest and its arrays, every field checked."""
+    def bad(message: str):
+        return CompressedModelError(f"{where}: {message}")
+
+    if not isinstance(manifest, dict):
+        raise bad(f"the manifest must be a JSON object, not {type(manifest).__name__}")
     if manifest.get("format") != FORMAT_NAME:
-        raise CompressedModelError(f"{where}: 'format' is {manifest.get('format')!r}, not "
-                                   f"{FORMAT_NAME!r}")
+        raise bad(f"manifest 'format' is {manifest.get('format')!r}, not {FORMAT_NAME!r}")
     if manifest.get("version") != FORMAT_VERSION:
-        raise CompressedModelError(f"{where}: version {manifest.get('version')!r} is not "
-                                   f"supported (this sparseforge reads {FORMAT_VERSION})")
-    quantized, shared = [], []
-    for index, entry in enumerate(manifest.get("layers") or []):
-        name = f"layer {index} ({entry.get('name', '?')})"
-        try:
-            codes = arrays[f"codes_{index}"]
-            expected = (entry["out_features"], entry["in_features"])
-            for key in (f"codes_{index}", f"float_weight_{index}"):
-                if arrays[key].shape != expected:
-                    raise CompressedModelError(f"{path}: {key} has shape {arrays[key].shape}, "
-                                               f"the manifest says {expected}")
-            for key in (f"codebook_{index}", f"bias_{index}", f"float_weight_{index}",
-                        f"float_bias_{index}"):
-                if arrays[key].dtype.kind == "f" and not np.all(np.isfinite(arrays[key])):
-                    raise CompressedModelError(f"{path}: {key} holds NaN or infinite values")
-            quantized.append(QuantizedLinear(
-                name=entry["name"], codes=codes,
-                codebook=arrays[f"codebook_{index}"].astype(np.int64),
-                bias=arrays[f"bias_{index}"].astype(np.int64), code_bits=entry["code_bits"],
-                input_format=FixedFormat.from_json(entry["input_format"]),
-                weight_format=FixedFormat.from_json(entry["weight_format"]),
-                output_format=FixedFormat.from_json(entry["output_format"]),
-                bias_bits=entry["bias_bits"], relu=bool(entry["relu"])))
-            shared.append(Linear(entry["name"], arrays[f"float_weight_{index}"],
-                                 arrays[f"float_bias_{index}"], bool(entry["relu"])))
-        except KeyError as error:
-            raise CompressedModelError(f"{path}: {name}: missing {error}") from None
-        except (TypeError, ValueError) as error:
-            if isinstance(error, CompressedModelError):
-                raise
-            raise CompressedModelError(f"{path}: {name}: {error}") from error
-    if not quantized:
-        raise CompressedModelError(f"{where}: 'layers' is empty")
+        raise bad(f"manifest 'version' is {manifest.get('version')!r}; this sparseforge reads "
+                  f"version {FORMAT_VERSION}")
+    entries = manifest.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise bad(f"manifest 'layers' must be a non-empty list, not {entries!r}")
+    expected = {f"{kind}_{i}" for i in range(len(entries)) for kind in ARRAY_KINDS}
+    if set(arrays) != expected:
+        extra, missing = sorted(set(arrays) - expected), sorted(expected - set(arrays))
+        raise bad(f"arrays.npz does not match the manifest's {len(entries)} layers: "
+                  f"{'missing ' + ', '.join(missing) if missing else ''}"
+                  f"{'; ' if missing and extra else ''}"
+                  f"{'unexpected ' + ', '.join(extra) if extra else ''}")
+    quantized, shared, masks = [], [], []
+    for index, entry in enumerate(entries):
+        q, f, m = _layer(index, entry, arrays, bad)
+        quantized.append(q)
+        shared.append(f)
+        masks.append(m)
     try:
         network = QuantizedNetwork(tuple(quantized))
-        float_network = Network(tuple(shared))
-        report = CompressionReport.from_json(manifest["report"])
+        float_network = Network(tuple(shared), str(manifest.get("provenance", {})
+                                                    .get("source", "")))
+    except ValueError as error:
+        raise bad(str(error)) from error
+    report = _report(manifest.get("report"), network, bad)
+    provenance = manifest.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise bad(f"manifest 'provenance' must be an object, not {type(provenance).__name__}")
+    return CompressedModel(network, float_network, report, provenance, tuple(masks))
+
+
+def _layer(index: int, entry, arrays, bad):
+    if not isinstance(entry, dict):
+        raise bad(f"layers[{index}] must be an object, not {type(entry).__name__}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad(f"layers[{index}].name must be a non-empty string, not {name!r}")
+    where = f"layers[{index}] ({name})"
+    for key in ("in_features", "out_features", "code_bits", "bias_bits", "nnz"):
+        value = entry.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(f"{where}.{key} must be a non-negative integer, not {value!r}")
+    if not isinstance(entry.get("relu"), bool):
+        raise bad(f"{where}.relu must be true or false, not {entry.get('relu')!r}")
+    formats = {}
+    for key in ("input_format", "weight_format", "output_format"):
+        try:
+            formats[key] = FixedFormat.from_json(entry[key])
+        except (KeyError, TypeError, ValueError) as error:
+            raise bad(f"{where}.{key} is not a fixed-point format ({entry.get(key)!r}): "
+                      f"{error}") from None
+    shape = (entry["out_features"], entry["in_features"])
+    codes, bias, mask = (arrays[f"{k}_{index}"] for k in ("codes", "bias", "mask"))
+    weight, float_bias = arrays[f"float_weight_{index}"], arrays[f"float_bias_{index}"]
+    for key, array, kind, want in ((f"codes_{index}", codes, "u", shape),
+                                   (f"bias_{index}", bias, "iu", shape[:1]),
+                                   (f"mask_{index}", mask, "b", shape),
+                                   (f"float_weight_{index}", weight, "f", shape),
+                                   (f"float_bias_{index}", float_bias, "f", shape[:1])):
+        if array.dtype.kind not in kind:
+            raise bad(f"{key} has dtype {array.dtype}, expected {_kind_name(kind)}")
+        if array.shape != want:
+            raise bad(f"{key} has shape {array.shape}, the manifest says {want} for {where}")
+        if kind == "f" and not np.all(np.isfinite(array)):
+            raise bad(f"{key} holds NaN or infinite values (first at index "
+                      f"{np.argwhere(~np.isfinite(array))[0].tolist()})")
+    if codes.dtype != np.uint8:
+        raise bad(f"codes_{index} has dtype {codes.dtype}, expected uint8")
+    limit = 1 << entry["code_bits"]
+    if codes.size and int(codes.max()) >= limit:
+        raise bad(f"codes_{index} holds code {int(codes.max())}, out of range for "
+                  f"{entry['code_bits']}-bit codes (at most {limit - 1})")
+    codebook = entry.get("codebook")
+    if (not isinstance(codebook, list)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in codebook)):
+        raise bad(f"{where}.codebook must be a list of integers, not {codebook!r}")
+    if int(np.count_nonzero(codes)) != entry["nnz"]:
+        raise bad(f"{where}.nnz is {entry['nnz']} but codes_{index} holds "
+                  f"{int(np.count_nonzero(codes))} nonzeros")
+    if np.any((codes != 0) & ~mask):
+        raise bad(f"codes_{index} has nonzero codes where mask_{index} says pruned "
+                  f"({int(np.sum((codes != 0) & ~mask))} of them)")
+    if np.any(weight[~mask] != 0):
+        raise bad(f"float_weight_{index} has nonzero weights where mask_{index} says pruned "
+                  f"({int(np.sum(weight[~mask] != 0))} of them)")
+    try:
+        layer = QuantizedLinear(
+            name=name, codes=codes, codebook=np.asarray(codebook, dtype=np.int64),
+            bias=bias.astype(np.int64), code_bits=entry["code_bits"],
+            input_format=formats["input_format"], weight_format=formats["weight_format"],
+            output_format=formats["output_format"], bias_bits=entry["bias_bits"],
+            relu=entry["relu"])
+        shared = Linear(name, weight, float_bias, entry["relu"])
+    except ValueError as error:
+        raise bad(f"{where}: {error}") from None
+    return layer, shared, mask
+
+
+def _kind_name(kind: str) -> str:
+    return {"u": "unsigned integers", "iu": "integers", "b": "booleans",
+            "f": "floats"}[kind]
+
+
+def _report(obj, network: QuantizedNetwork, bad) -> CompressionReport:
+    if not isinstance(obj, dict):
+        raise bad(f"manifest 'report' must be an object, not {type(obj).__name__}")
+    try:
+        stored = CompressionReport.from_json(obj)
     except (KeyError, TypeError, ValueError) as error:
-        raise CompressedModelError(f"{path}: {error}") from error
-    return CompressedModel(network, float_network, report, manifest.get("provenance", {}))
+        raise bad(f"manifest 'report' is malformed: {error}") from None
+    recomputed = account(network)
+    if len(stored.layers) != len(recomputed.layers):
+        raise bad(f"the report lists {len(stored.layers)} layers, the model has "
+                  f"{len(recomputed.layers)}")
+    for index, (saved, actual) in enumerate(zip(stored.layers, recomputed.layers)):
+        for figure in CHECKED_FIGURES:
+            if getattr(saved, figure) != getattr(actual, figure):
+                raise bad(f"report.layers[{index}].{figure} is {getattr(saved, figure)} but the "
+                          f"arrays give {getattr(actual, figure)}")
+    return stored

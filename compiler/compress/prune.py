@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["magnitude_mask", "balanced_mask", "MaskKeeper", "prune_iteratively",
            "sensitivity_scan", "choose_sparsities", "prune_neurons", "prune_filters",
-           "linear_layers", "global_sparsity"]
+           "linear_layers", "global_sparsity", "pe_nonzeros", "NeuronPruning"]
 
 
 def linear_layers(model):
@@ -42,25 +42,39 @@ def magnitude_mask(weight: np.ndarray, sparsity: float, keep: np.ndarray | None 
     return mask.reshape(weight.shape)
 
 
-def balanced_mask(weight: np.ndarray, sparsity: float, pes: int) -> np.ndarray:
+def balanced_mask(weight: np.ndarray, sparsity: float, pes: int,
+                  keep: np.ndarray | None = None) -> np.ndarray:
     """ESE's load-balance-aware pruning: the same overall sparsity, but every PE (rows ``i``
-    with ``i mod pes == k``) keeps the same number of weights, its largest."""
-    if not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes}")
+    with ``i mod pes == k``) keeps the same number of weights, its largest in magnitude, so no
+    PE waits for a busier one.  Weights already pruned (``keep`` False) stay pruned."""
+    if not isinstance(pes, int) or not 1 <= pes <= 64:
+        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+    if not 0.0 <= sparsity <= 1.0:
+        raise ValueError(f"sparsity must be between 0 and 1, not {sparsity}")
     weight = np.asarray(weight, dtype=np.float64)
+    if weight.shape[0] < pes:
+        raise ValueError(f"a layer of {weight.shape[0]} rows cannot be balanced over {pes} "
+                         f"PEs (PE {weight.shape[0]} would own no row); use fewer PEs")
+    keep = np.ones(weight.shape, dtype=bool) if keep is None else np.asarray(keep, bool)
     per_pe = int(round((1.0 - sparsity) * weight.size / pes))
     mask = np.zeros(weight.shape, dtype=bool)
     for k in range(pes):
-        rows = np.arange(k, weight.shape[0], pes)
-        if per_pe > rows.size * weight.shape[1]:
-            raise ValueError(f"PE {k} holds only {rows.size * weight.shape[1]} weights, fewer "
-                             f"than the {per_pe} each PE must keep; use fewer PEs")
-        block = np.abs(weight[rows]).ravel()
-        order = np.argsort(-block, kind="stable")[:per_pe]
-        kept = np.zeros(block.size, dtype=bool)
-        kept[order] = True
-        mask[rows] = kept.reshape(rows.size, weight.shape[1])
+        block_keep = keep[k::pes].ravel()
+        if per_pe > int(block_keep.sum()):
+            raise ValueError(f"PE {k} has only {int(block_keep.sum())} weights left, fewer "
+                             f"than the {per_pe} each PE must keep; use fewer PEs or a "
+                             f"higher sparsity")
+        magnitude = np.where(block_keep, np.abs(weight[k::pes]).ravel(), -1.0)
+        kept = np.zeros(magnitude.size, dtype=bool)
+        kept[np.argsort(-magnitude, kind="stable")[:per_pe]] = True
+        mask[k::pes] = kept.reshape(-1, weight.shape[1])
     return mask
+
+
+def pe_nonzeros(mask: np.ndarray, pes: int) -> np.ndarray:
+    """Nonzeros of each PE (rows ``i mod pes == k``): what load balance equalises."""
+    mask = np.asarray(mask) != 0
+    return np.array([int(mask[k::pes].sum()) for k in range(pes)], dtype=np.int64)
 
 
 class MaskKeeper:
@@ -87,12 +101,19 @@ def global_sparsity(model) -> float:
 
 def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int = 8,
                       epochs_per_step: int = 8, final_epochs: int = 30,
-                      balance_pes: int | None = None, train_config=None,
+                      balance_pes: int | None = None, train_config=None, loss_fn=None,
                       progress: bool = False) -> list[np.ndarray]:
     """Deep Compression's prune-retrain loop with Zhu and Gupta's gradual schedule: in ``steps``
     steps the sparsity of each layer follows ``target * (1 - (1 - t)**3)`` (most of the pruning
     early, gently at the end), each step retrained with the masks held; then a final
-    fine-tune at a tenth of the learning rate.  Returns the final masks."""
+    fine-tune at a tenth of the learning rate.  Returns the final masks.
+
+    With ``balance_pes`` every step prunes with :func:`balanced_mask`, so each PE keeps the
+    same number of weights in every layer.  Weights that are zero on entry stay pruned (a
+    model pruned before); a layer already sparser than asked keeps its sparsity.
+    ``loss_fn(model, x, y)`` replaces cross-entropy (e.g. :func:`.distill.distillation_loss`
+    against the unpruned teacher).
+    """
     import dataclasses
 
     from .training import TrainConfig, train
@@ -100,28 +121,41 @@ def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int =
     layers = linear_layers(model)
     if len(sparsities) != len(layers):
         raise ValueError(f"{len(sparsities)} sparsities for {len(layers)} Linear layers")
+    for index, target in enumerate(sparsities):
+        if not 0.0 <= target < 1.0:
+            raise ValueError(f"the sparsity of Linear layer {index} must be in [0, 1), "
+                             f"not {target}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
     config = train_config or TrainConfig(epochs=epochs_per_step, learning_rate=1e-3)
-    masks = [np.ones(tuple(layer.weight.shape), dtype=bool) for layer in layers]
-    keeper = MaskKeeper(masks)
+    # Weights that are exactly zero already (a model pruned before, e.g. with
+    # torch.nn.utils.prune) stay pruned: the masks start from them.
+    masks = [layer.weight.detach().numpy() != 0 for layer in layers]
     for step in range(1, steps + 1):
         schedule = 1.0 - (1.0 - step / steps) ** 3
         for index, (layer, target) in enumerate(zip(layers, sparsities)):
             weight = layer.weight.detach().numpy()
             fraction = target * schedule
-            masks[index] = (balanced_mask(weight, fraction, balance_pes) & masks[index]
+            if balance_pes:
+                # Never ask a PE for more weights than it still has.
+                fewest = pe_nonzeros(masks[index], balance_pes).min()
+                fraction = max(fraction, 1.0 - fewest * balance_pes / weight.size)
+            masks[index] = (balanced_mask(weight, fraction, balance_pes, masks[index])
                             if balance_pes else magnitude_mask(weight, fraction, masks[index]))
         keeper = MaskKeeper(masks)
         keeper(model)
         train(model, train_set, dataclasses.replace(config, epochs=epochs_per_step,
                                                     seed=config.seed + step),
-              after_step=keeper, description=f"pruning, step {step} of {steps}",
+              after_step=keeper, loss_fn=loss_fn,
+              description=f"pruning, step {step} of {steps}",
               progress=progress)
     if final_epochs:
         train(model, train_set,
               dataclasses.replace(config, epochs=final_epochs,
                                   learning_rate=config.learning_rate / 10,
                                   seed=config.seed + steps + 1),
-              after_step=keeper, description="fine-tuning the pruned model", progress=progress)
+              after_step=keeper, loss_fn=loss_fn, description="fine-tuning the pruned model",
+              progress=progress)
     return masks
 
 

@@ -3,8 +3,13 @@
 Scales are powers of two chosen by calibration on data (``numerics.choose_frac``): the input and
 every layer's output get the largest binary point at which the largest magnitude seen still
 fits ``act_bits``; each codebook gets the largest at which its largest value fits ``coef_bits``.
-Biases are quantized at the accumulator's scale.  Every rounding and saturation is
-``numerics.FixedFormat.quantize``; the integer network's ``forward`` is what the hardware does.
+Biases are quantized at the accumulator's scale ``frac_in + frac_w`` and saturated to
+``bias_bits``.  Every rounding and saturation is ``numerics.FixedFormat.quantize``; the integer
+network's ``forward`` is what the hardware does (docs/numerics.md).
+
+Calibration runs layer by layer on the integer network itself: layer ``l``'s output scale is
+chosen from what the quantized layers ``0 .. l-1`` actually feed it, so the scales match the
+arithmetic that will run.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ MAX_SHIFT = 63
 
 def network_codebooks(network: Network, code_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(codes, codebook) per layer from a network whose weights take few distinct values (after
-    weight sharing): codebook entry 0 is 0, the others the distinct nonzero values."""
+    weight sharing): codebook entry 0 is 0, the others the distinct nonzero values, sorted."""
     books = []
     for layer in network.layers:
         values = np.unique(layer.weight[layer.weight != 0])
@@ -39,25 +44,43 @@ def network_codebooks(network: Network, code_bits: int) -> list[tuple[np.ndarray
 
 
 def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int = 8,
-                     coef_bits: int = 8, code_bits: int = 4, bias_bits: int | None = None,
+                     coef_bits: int = 8, bias_bits: int | None = 16, code_bits: int = 4,
                      codebooks=None, max_acc_bits: int | None = None) -> QuantizedNetwork:
     """The integer network for ``network`` (float, weights already shared).
 
     ``calibration`` (samples x inputs, floats) sets the activation scales.  ``codebooks``:
-    (codes, float codebook) per layer, or None to read them off the weights.  ``bias_bits``:
-    None sizes each layer's biases to fit (at least 8 bits).  ``max_acc_bits`` caps the
+    per layer ``(codes, float codebook)`` with ``codebook[0] == 0`` and at most
+    ``2**code_bits`` entries (padded with zeros to that length), or None to read them off the
+    weights (:func:`network_codebooks`: each layer may hold at most ``2**code_bits - 1``
+    distinct nonzero values).  ``bias_bits``: the bias width (biases saturate to it); None
+    sizes each layer's to its largest bias (at least 8 bits).  ``max_acc_bits`` caps the
     accumulator width the engine will need: a layer whose worst case would not fit gets a
-    coarser codebook scale, one bit at a time (iCE40 block RAMs are 16 bits wide, and one
-    RAM per PE instead of two is what lets eight PEs fit an iCE40UP5K).
+    coarser codebook scale, one bit at a time (iCE40 block RAMs are 16 bits wide, and one RAM
+    per PE instead of two is what lets eight PEs fit an iCE40UP5K).
     """
-    if act_bits not in (8, 16) or coef_bits not in (8, 16):
-        raise ValueError(f"act_bits and coef_bits must be 8 or 16, not {act_bits} and "
-                         f"{coef_bits}")
-    calibration = np.asarray(calibration, dtype=np.float64).reshape(len(calibration), -1)
+    if not isinstance(network, Network):
+        raise TypeError(f"quantize_network takes a float Network, not "
+                        f"{type(network).__name__}")
+    if act_bits not in (8, 16):
+        raise ValueError(f"act_bits must be 8 or 16, not {act_bits!r}")
+    if coef_bits not in (8, 16):
+        raise ValueError(f"coef_bits must be 8 or 16, not {coef_bits!r}")
+    if not isinstance(code_bits, int) or not 1 <= code_bits <= 8:
+        raise ValueError(f"code_bits must be from 1 to 8, not {code_bits!r}")
+    if bias_bits is not None and not 2 <= bias_bits <= 48:
+        raise ValueError(f"bias_bits must be None or from 2 to 48, not {bias_bits!r}")
+    calibration = np.asarray(calibration, dtype=np.float64)
+    if calibration.ndim == 0 or len(calibration) == 0:
+        raise ValueError("calibration data must hold at least one sample")
+    calibration = calibration.reshape(len(calibration), -1)
     if calibration.shape[1] != network.input_size:
         raise ValueError(f"calibration data has {calibration.shape[1]} features; the network "
                          f"takes {network.input_size}")
-    books = codebooks if codebooks is not None else network_codebooks(network, code_bits)
+    if not np.all(np.isfinite(calibration)):
+        raise ValueError("calibration data holds NaN or infinite values")
+    books = (network_codebooks(network, code_bits) if codebooks is None
+             else [_check_book(layer, codes, codebook, code_bits)
+                   for layer, (codes, codebook) in _pairs(network, codebooks)])
     input_format = FixedFormat(act_bits, choose_frac(float(np.abs(calibration).max()),
                                                      act_bits))
     x_int = input_format.quantize(calibration)
@@ -78,6 +101,36 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
         x_int = quantized.forward(x_int)
         input_format = quantized.output_format
     return QuantizedNetwork(tuple(layers))
+
+
+def _pairs(network: Network, codebooks):
+    codebooks = list(codebooks)
+    if len(codebooks) != len(network.layers):
+        raise ValueError(f"{len(codebooks)} codebooks for {len(network.layers)} layers")
+    return zip(network.layers, codebooks)
+
+
+def _check_book(layer: Linear, codes, codebook, code_bits: int):
+    codes = np.asarray(codes)
+    codebook = np.asarray(codebook, dtype=np.float64).ravel()
+    where = f"layer {layer.name}"
+    if codes.shape != layer.weight.shape:
+        raise ValueError(f"{where}: codes have shape {codes.shape}, the weights "
+                         f"{layer.weight.shape}")
+    if not len(codebook) or len(codebook) > 1 << code_bits:
+        raise ValueError(f"{where}: a codebook for {code_bits}-bit codes holds 1 to "
+                         f"{1 << code_bits} values, not {len(codebook)}")
+    if codebook[0] != 0:
+        raise ValueError(f"{where}: codebook[0] must be 0 (the pruned weight), not "
+                         f"{codebook[0]}")
+    if not np.all(np.isfinite(codebook)):
+        raise ValueError(f"{where}: the codebook holds NaN or infinite values")
+    if codes.size and (codes.min() < 0 or codes.max() >= len(codebook)):
+        raise ValueError(f"{where}: code {int(codes.max())} is out of range for a codebook "
+                         f"of {len(codebook)} values")
+    padded = np.zeros(1 << code_bits)
+    padded[:len(codebook)] = codebook
+    return codes.astype(np.uint8), padded
 
 
 def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFormat,

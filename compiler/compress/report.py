@@ -1,11 +1,12 @@
 """Storage accounting in Deep Compression's style, and the report table.
 
 Dense: 32 bits per weight and per bias.  Compressed, per layer, as a single CSC with relative
-indices (the N = 1 EIE encoding): every entry (nonzeros and the padding entries that bridge
-zero runs longer than 15) takes ``code_bits + idx_bits``; plus the codebook
-(``2**code_bits x coef_bits``) and the biases (``bias_bits`` each).  With Huffman, the codes and
-the relative indices are Huffman-coded instead.  Column pointers are listed on their own line
-and in a separate "with pointers" ratio, so nothing is hidden.
+indices (the EIE encoding for N = 1 PE): every entry (the nonzeros and the padding entries that
+bridge zero runs longer than ``2**idx_bits - 1`` = 15) takes ``code_bits + idx_bits``; plus the
+codebook (``2**code_bits x coef_bits``) and the biases (``bias_bits`` each).  With Huffman, the
+codes and the relative indices of the entries are Huffman-coded instead, and the two code tables
+are counted (canonical Huffman: one code length per symbol of each alphabet).  Column pointers
+are listed on their own line and in a separate "with pointers" ratio, so nothing is hidden.
 """
 
 from __future__ import annotations
@@ -14,41 +15,57 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..encode import encode_csc
-from ..ir import QuantizedNetwork
-from .huffman import huffman_bits
+from ..ir import QuantizedLinear, QuantizedNetwork
+from .huffman import huffman_lengths, huffman_table_bits
 
-__all__ = ["LayerReport", "CompressionReport", "account", "render"]
+__all__ = ["LayerReport", "CompressionReport", "account", "account_layer", "render",
+           "IDX_BITS"]
 
-IDX_BITS = 4
+IDX_BITS = 4        # the relative-index width of the engine's entries (EIE)
 
 
 @dataclass(frozen=True)
 class LayerReport:
+    """The storage figures of one layer; every size is in bits."""
     name: str
     shape: tuple[int, int]          # (out, in)
     weights: int
     nnz: int
-    padding: int
-    code_bits: int
-    index_bits: int
+    padding: int                    # padding entries (zero runs over 15), N = 1
+    code_bits: int                  # bits per weight (a codebook index)
+    index_bits: int                 # bits per relative index
     coef_bits: int
     bias_bits: int
-    dense_bits: int
-    compressed_bits: int
-    huffman_bits: int
-    pointer_bits: int
+    dense_bits: int                 # 32 x (weights + biases)
+    compressed_bits: int            # entries x (code + index) + codebook + biases
+    huffman_bits: int               # the same with codes and indices Huffman-coded, + tables
+    pointer_bits: int               # (in + 1) column pointers wide enough for the entries
+    huffman_code_length: float      # average Huffman length of a code, bits
+    huffman_index_length: float     # average Huffman length of a relative index, bits
+
+    @property
+    def entries(self) -> int:
+        return self.nnz + self.padding
 
     @property
     def density(self) -> float:
-        return self.nnz / self.weights
+        return self.nnz / self.weights if self.weights else 0.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.dense_bits / self.compressed_bits
 
 
 @dataclass(frozen=True)
 class CompressionReport:
+    """Per-layer figures, totals and the accuracies: float before compression, float after
+    pruning and sharing (``accuracy_shared``), and the integer network's
+    (``accuracy_quantized``, computed with ``QuantizedNetwork.forward``)."""
     layers: tuple[LayerReport, ...]
     accuracy_float: float | None = None
     accuracy_quantized: float | None = None
     accuracy_data: str = ""
+    accuracy_shared: float | None = None
 
     @property
     def weights(self) -> int:
@@ -62,104 +79,139 @@ class CompressionReport:
     def sparsity(self) -> float:
         return 1.0 - self.nnz / self.weights
 
-    def _total(self, field: str) -> int:
+    def total(self, field: str) -> int:
         return sum(getattr(layer, field) for layer in self.layers)
 
     @property
     def compression_ratio(self) -> float:
-        return self._total("dense_bits") / self._total("compressed_bits")
+        return self.total("dense_bits") / self.total("compressed_bits")
 
     @property
     def compression_ratio_huffman(self) -> float:
-        return self._total("dense_bits") / self._total("huffman_bits")
+        return self.total("dense_bits") / self.total("huffman_bits")
 
     @property
     def compression_ratio_with_pointers(self) -> float:
-        return self._total("dense_bits") / (self._total("compressed_bits")
-                                            + self._total("pointer_bits"))
+        return self.total("dense_bits") / (self.total("compressed_bits")
+                                           + self.total("pointer_bits"))
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Points of accuracy lost by compression (float before vs integer after)."""
+        if self.accuracy_float is None or self.accuracy_quantized is None:
+            return None
+        return 100.0 * (self.accuracy_float - self.accuracy_quantized)
 
     def to_json(self) -> dict:
         return {
             "accuracy_float": self.accuracy_float,
             "accuracy_quantized": self.accuracy_quantized,
+            "accuracy_shared": self.accuracy_shared,
             "accuracy_data": self.accuracy_data,
             "sparsity": round(self.sparsity, 5),
             "compression_ratio": round(self.compression_ratio, 2),
             "compression_ratio_huffman": round(self.compression_ratio_huffman, 2),
             "compression_ratio_with_pointers": round(self.compression_ratio_with_pointers, 2),
             "weights": self.weights, "nonzeros": self.nnz,
-            "layers": [{**asdict(layer), "density": round(layer.density, 5)}
-                       for layer in self.layers],
+            "dense_bits": self.total("dense_bits"),
+            "compressed_bits": self.total("compressed_bits"),
+            "huffman_bits": self.total("huffman_bits"),
+            "pointer_bits": self.total("pointer_bits"),
+            "layers": [{**asdict(layer), "shape": list(layer.shape),
+                        "density": round(layer.density, 5)} for layer in self.layers],
         }
 
     @classmethod
     def from_json(cls, obj: dict) -> CompressionReport:
-        fields = set(LayerReport.__dataclass_fields__)
-        layers = tuple(LayerReport(**{k: (tuple(v) if k == "shape" else v)
-                                      for k, v in layer.items() if k in fields})
-                       for layer in obj["layers"])
-        return cls(layers, obj.get("accuracy_float"), obj.get("accuracy_quantized"),
-                   obj.get("accuracy_data", ""))
+        fields = LayerReport.__dataclass_fields__
+        layers = []
+        for index, layer in enumerate(obj["layers"]):
+            missing = sorted(set(fields) - set(layer))
+            if missing:
+                raise ValueError(f"report layer {index} lacks {', '.join(missing)}")
+            layers.append(LayerReport(**{k: (tuple(layer[k]) if k == "shape" else layer[k])
+                                         for k in fields}))
+        return cls(tuple(layers), obj.get("accuracy_float"), obj.get("accuracy_quantized"),
+                   obj.get("accuracy_data", ""), obj.get("accuracy_shared"))
+
+
+def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS) -> LayerReport:
+    """The storage figures of one integer layer (see the module docstring)."""
+    csc = encode_csc(layer.codes, (1 << idx_bits) - 1)
+    entries = len(csc.codes)
+    fixed = (1 << layer.code_bits) * layer.weight_format.bits \
+        + layer.out_features * layer.bias_bits
+    code_lengths, index_lengths = huffman_lengths(csc.codes), huffman_lengths(csc.zero_runs)
+    coded = (sum(code_lengths[int(c)] for c in csc.codes)
+             + sum(index_lengths[int(z)] for z in csc.zero_runs))
+    tables = (huffman_table_bits(code_lengths, 1 << layer.code_bits)
+              + huffman_table_bits(index_lengths, 1 << idx_bits))
+    return LayerReport(
+        name=layer.name, shape=(layer.out_features, layer.in_features),
+        weights=layer.codes.size, nnz=layer.nnz, padding=csc.padding,
+        code_bits=layer.code_bits, index_bits=idx_bits,
+        coef_bits=layer.weight_format.bits, bias_bits=layer.bias_bits,
+        dense_bits=32 * (layer.codes.size + layer.out_features),
+        compressed_bits=entries * (layer.code_bits + idx_bits) + fixed,
+        huffman_bits=coded + tables + fixed,
+        pointer_bits=(layer.in_features + 1) * max(1, math.ceil(math.log2(entries + 1))),
+        huffman_code_length=_mean_length(code_lengths, csc.codes),
+        huffman_index_length=_mean_length(index_lengths, csc.zero_runs))
+
+
+def _mean_length(lengths: dict[int, int], symbols) -> float:
+    if not len(symbols):
+        return 0.0
+    return round(sum(lengths[int(s)] for s in symbols) / len(symbols), 4)
 
 
 def account(network: QuantizedNetwork, *, accuracy_float=None, accuracy_quantized=None,
-            accuracy_data: str = "") -> CompressionReport:
-    layers = []
-    for layer in network.layers:
-        csc = encode_csc(layer.codes, (1 << IDX_BITS) - 1)
-        entries = len(csc.codes)
-        per_entry = layer.code_bits + IDX_BITS
-        fixed = (1 << layer.code_bits) * layer.weight_format.bits \
-            + layer.out_features * layer.bias_bits
-        pointer_width = max(1, math.ceil(math.log2(entries + 1)))
-        layers.append(LayerReport(
-            name=layer.name, shape=(layer.out_features, layer.in_features),
-            weights=layer.codes.size, nnz=layer.nnz, padding=csc.padding,
-            code_bits=layer.code_bits, index_bits=IDX_BITS,
-            coef_bits=layer.weight_format.bits, bias_bits=layer.bias_bits,
-            dense_bits=32 * (layer.codes.size + layer.out_features),
-            compressed_bits=entries * per_entry + fixed,
-            huffman_bits=huffman_bits(csc.codes) + huffman_bits(csc.zero_runs) + fixed,
-            pointer_bits=(layer.in_features + 1) * pointer_width))
-    return CompressionReport(tuple(layers), accuracy_float, accuracy_quantized, accuracy_data)
+            accuracy_data: str = "", accuracy_shared=None) -> CompressionReport:
+    """Deep Compression's accounting of ``network``, with the accuracies given."""
+    return CompressionReport(tuple(account_layer(layer) for layer in network.layers),
+                             accuracy_float, accuracy_quantized, accuracy_data,
+                             accuracy_shared)
 
 
 def render(report: CompressionReport, console=None) -> None:
-    """Deep Compression's table: per layer weights, density, bits, storage; totals."""
+    """Deep Compression's table: per layer weights, density, bits per weight and per index,
+    storage dense / compressed / Huffman-coded, ratio; totals, pointers, accuracies."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    from rich import box
-
-    table = Table(title="Deep Compression accounting (entries incl. padding, codebooks, "
-                        "biases; dense = 32-bit)", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("layer", "shape", "weights", "density", "bits w/i", "KiB dense",
-                   "KiB comp.", "KiB Huff.", "ratio"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
+    table = Table(title="Deep Compression accounting (KiB; dense: 32-bit weights and biases; "
+                        "compressed: CSC entries incl. padding x (code + 4-bit relative "
+                        "index) + codebook + biases)", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    headers = ("layer", "shape", "weights", "density", "bits/\nweight", "bits/\nindex",
+               "dense", "compr.", "Huffman", "ratio")
+    for header in headers:
+        table.add_column(header, justify="left" if header == "layer" else "right",
+                         no_wrap=True)
     for layer in report.layers:
         table.add_row(layer.name, f"{layer.shape[0]}x{layer.shape[1]}", f"{layer.weights:,}",
-                      f"{100 * layer.density:.1f}%", f"{layer.code_bits}/{layer.index_bits}",
-                      _kib(layer.dense_bits), _kib(layer.compressed_bits),
-                      _kib(layer.huffman_bits),
-                      f"{layer.dense_bits / layer.compressed_bits:.1f}x")
-    total_dense = sum(layer.dense_bits for layer in report.layers)
+                      f"{100 * layer.density:.1f}%", str(layer.code_bits),
+                      str(layer.index_bits), _kib(layer.dense_bits),
+                      _kib(layer.compressed_bits), _kib(layer.huffman_bits),
+                      f"{layer.compression_ratio:.1f}x")
     table.add_row("total", "", f"{report.weights:,}", f"{100 * (1 - report.sparsity):.1f}%",
-                  "", _kib(total_dense),
-                  _kib(sum(layer.compressed_bits for layer in report.layers)),
-                  _kib(sum(layer.huffman_bits for layer in report.layers)),
+                  "", "", _kib(report.total("dense_bits")),
+                  _kib(report.total("compressed_bits")), _kib(report.total("huffman_bits")),
                   f"{report.compression_ratio:.1f}x", style="bold")
     console.print(table)
-    pointers = sum(layer.pointer_bits for layer in report.layers)
-    console.print(f"compression ratio {report.compression_ratio:.1f}x, with Huffman coding "
-                  f"{report.compression_ratio_huffman:.1f}x; column pointers "
-                  f"{_kib(pointers)} KiB more ({report.compression_ratio_with_pointers:.1f}x "
-                  f"with them)")
+    console.print(f"compression ratio {report.compression_ratio:.1f}x "
+                  f"(with Huffman coding {report.compression_ratio_huffman:.1f}x); column "
+                  f"pointers take {_kib(report.total('pointer_bits'))} KiB more: "
+                  f"{report.compression_ratio_with_pointers:.1f}x with them")
     if report.accuracy_float is not None:
-        drop = 100 * (report.accuracy_float - report.accuracy_quantized)
-        console.print(f"accuracy{' on ' + report.accuracy_data if report.accuracy_data else ''}"
-                      f": float {100 * report.accuracy_float:.2f}%, compressed fixed point "
-                      f"{100 * report.accuracy_quantized:.2f}% ({drop:.2f} points lost)")
+        where = f" on {report.accuracy_data}" if report.accuracy_data else ""
+        shared = (f", pruned and shared float {100 * report.accuracy_shared:.2f}%"
+                  if report.accuracy_shared is not None else "")
+        console.print(f"accuracy{where}: float {100 * report.accuracy_float:.2f}%{shared}, "
+                      f"compressed fixed point {100 * report.accuracy_quantized:.2f}% "
+                      f"({report.accuracy_drop:.2f} points lost)")
 
 
 def _kib(bits: int) -> str:

@@ -3,8 +3,17 @@ with linear initialisation, code 0 reserved for the pruned zero, and trained qua
 
 :class:`SharedLinear` computes its weight as ``codebook[codes]`` with the codebook's nonzero
 entries as parameters, so autograd gives each centroid the sum of the gradients of the weights
-that share it, which is exactly Deep Compression's centroid update.  Binary and ternary weights
-are the 2- and 3-entry codebooks of the same mechanism: ``{0, c}`` and ``{0, c-, c+}``.
+that share it, which is exactly Deep Compression's centroid update.
+
+Binary and ternary weights are the 2- and 3-entry codebooks of the same mechanism, with code 0
+still the pruned zero:
+
+* binary: 1-bit codes, codebook ``{0, c}`` -- a kept weight is ``c``, a pruned one 0;
+* ternary: a 3-entry codebook ``{0, c-, c+}`` stored as 2-bit codes whose fourth slot is unused
+  (padded with 0, never referenced).  k-means from linear initialisation starts ``c-`` and
+  ``c+`` at the smallest and largest weight and settles at the means of the negative and
+  positive weights; training then moves each on its own, as trained ternary quantization (Zhu
+  et al. 2017) does with its two scales.  ``c- = -c+`` is not forced.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["kmeans_linear_init", "share_weights", "SharedLinear", "to_shared", "from_shared"]
+__all__ = ["kmeans_linear_init", "share_weights", "share_network", "SharedLinear", "to_shared",
+           "from_shared"]
 
 
 def kmeans_linear_init(values: np.ndarray, clusters: int, iterations: int = 50) -> np.ndarray:
@@ -44,12 +54,29 @@ def share_weights(weight: np.ndarray, mask: np.ndarray, levels: int
     if not 2 <= levels <= 256:
         raise ValueError(f"a codebook needs 2 to 256 levels, not {levels}")
     weight = np.asarray(weight, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != weight.shape:
+        raise ValueError(f"the mask has shape {mask.shape}, the weights {weight.shape}")
     kept = weight[mask]
     centroids = kmeans_linear_init(kept, levels - 1)
     codes = np.zeros(weight.shape, dtype=np.uint8)
     if kept.size:
         codes[mask] = np.abs(kept[:, None] - centroids[None, :]).argmin(axis=1) + 1
     return codes, np.concatenate(([0.0], centroids))
+
+
+def share_network(network, levels: int):
+    """k-means weight sharing of every layer of a float ``Network`` without training: the
+    shared Network (each weight replaced by its centroid) and ``(codes, codebook)`` per layer,
+    ready for :func:`.quantize.quantize_network`.  The kept weights are the nonzero ones."""
+    from ..ir import Linear, Network
+
+    books, layers = [], []
+    for layer in network.layers:
+        codes, codebook = share_weights(layer.weight, layer.weight != 0, levels)
+        books.append((codes, codebook))
+        layers.append(Linear(layer.name, codebook[codes], layer.bias, layer.relu))
+    return Network(tuple(layers), network.source), books
 
 
 class SharedLinear(nn.Module):

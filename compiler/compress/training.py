@@ -69,15 +69,18 @@ def accuracy(model, data: Dataset) -> float:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool):
-    """A rich progress bar on stderr, or nothing."""
-    if not enabled:
+    """A rich progress bar on stderr when it is a terminal (pipes and logs get no bar and no
+    stray blank lines), or nothing; yields ``advance()``."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
         yield lambda: None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)

@@ -1,14 +1,22 @@
 """``sparseforge compress [MODEL]``: prune, share and quantize a model; write a ``.sfm`` file.
 
-MODEL is an ONNX file or a PyTorch state_dict (``.pt``, loaded with ``weights_only=True``) of
-the default digits MLP; without MODEL the embedded default (the digits MLP) is trained first.
+MODEL is an ONNX file, or a PyTorch state_dict (``.pt``/``.pth``, loaded with
+``torch.load(..., weights_only=True)``: never pickle) of the default digits MLP, possibly pruned
+with ``torch.nn.utils.prune`` (``weight_orig`` and ``weight_mask``).  Without MODEL the embedded
+default is trained first: a 64-128-10 MLP on scikit-learn's bundled 8x8 digits.
 Data: ``--data DATA.npz`` with ``x_train, y_train`` and optionally ``x_val, y_val, x_test,
-y_test``; without it the digits data set (scikit-learn's bundled copy).
+y_test``; without it the digits data set's fixed train / validation / test split.
+
+The report is Deep Compression's table (dense = 32 bits per weight and bias; compressed = CSC
+entries incl. padding x (code + 4-bit relative index) + codebooks + biases), with the column
+pointers and the Huffman-coded size on their own lines, and accuracy before and after (the
+"after" computed with the integer arithmetic of the engine).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,46 +30,53 @@ def register(verbs) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="ONNX file or .pt state_dict (default: the "
                                                  "embedded digits MLP, trained first)")
-    parser.add_argument("-o", "--output", default="build/model.sfm", help="the .sfm file")
+    parser.add_argument("-o", "--output", default="build/model.sfm",
+                        help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_train, y_train [, x_val, y_val, x_test, "
                                        "y_test]")
-    parser.add_argument("--sparsity", type=float, default=0.9)
-    parser.add_argument("--weight-bits", type=int, default=4)
+    parser.add_argument("--sparsity", type=float, default=0.9,
+                        help="overall fraction of weights pruned (default 0.9)")
+    parser.add_argument("--weight-bits", type=int, default=4,
+                        help="bits per weight: codebook index width, 1..8 (default 4)")
+    parser.add_argument("--levels", type=int,
+                        help="codebook entries incl. the zero, e.g. 3 for ternary (default "
+                             "2**weight-bits)")
     parser.add_argument("--act-bits", type=int, default=8, choices=(8, 16))
-    parser.add_argument("--coef-bits", type=int, default=8, choices=(8, 16))
-    parser.add_argument("--balance-pes", type=int, help="load-balance-aware pruning for N PEs")
-    parser.add_argument("--sensitivity-budget", type=float,
-                        help="choose per-layer sparsities from a sensitivity scan")
+    parser.add_argument("--coef-bits", type=int, default=8, choices=(8, 16),
+                        help="width of the codebook values")
+    parser.add_argument("--bias-bits", type=int,
+                        help="bias width (default: as wide as the largest bias needs)")
+    parser.add_argument("--max-acc-bits", type=int,
+                        help="cap the accumulator width the engine needs (16 for iCE40)")
+    parser.add_argument("--balance-pes", type=int, metavar="N",
+                        help="load-balance-aware pruning: equal nonzeros for each of N PEs")
+    parser.add_argument("--sensitivity-budget", type=float, metavar="LOSS",
+                        help="choose per-layer sparsities from a sensitivity scan, each "
+                             "layer's accuracy loss at most LOSS (e.g. 0.01)")
     parser.add_argument("--seed", type=int, default=0)
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
 
-def load_model(path: Path | None):
-    """The model to compress: ONNX, a state_dict of the digits MLP, or the trained default."""
-    from sparseforge.compiler.compress.digits import digits_mlp, train_digits_float
+def load_model(path: Path | None, *, progress: bool = True, seed: int = 0):
+    """The model to compress: an ONNX path, a state_dict of the digits MLP, or the trained
+    default.  Checkpoints that need pickle are refused."""
+    from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, train_float
 
     if path is None:
-        return train_digits_float(progress=True)
+        return train_float(progress=progress, seed=seed)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
     if path.suffix.lower() == ".onnx":
         return path
-    import pickle
-
-    import torch
-
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError) as error:
-        raise ValueError(f"{path}: cannot be loaded with weights_only=True, so it needs "
-                         f"pickle, which sparseforge never runs on user files; save a "
-                         f"state_dict (torch.save(model.state_dict(), ...)) or export ONNX "
-                         f"({str(error).splitlines()[0]})") from error
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict, found {type(state).__name__}")
-    hidden = state.get("fc1.weight", torch.empty(0, 0)).shape[0]
-    model = digits_mlp(hidden or 128)
+    state = load_state_dict(path)
+    state = effective_state(state)
+    if "fc1.weight" not in state:
+        raise ValueError(f"{path}: the state_dict has no 'fc1.weight'; it must be one of the "
+                         f"default digits MLP (fc1, fc2); other models: export ONNX or call "
+                         f"sf.compress from Python (keys found: {', '.join(sorted(state))})")
+    model = digits_mlp(state["fc1.weight"].shape[0] if state["fc1.weight"].ndim == 2
+                       else HIDDEN)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -70,40 +85,93 @@ def load_model(path: Path | None):
     return model
 
 
+def load_state_dict(path: Path) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise ValueError(f"{path}: cannot be loaded with torch.load(weights_only=True): it "
+                         f"needs pickle (a whole saved module?) or is damaged, and "
+                         f"sparseforge never unpickles user files; save the state_dict "
+                         f"(torch.save(model.state_dict(), ...)) or export ONNX ({first})"
+                         ) from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ValueError(f"{path}: expected a state_dict (names -> tensors), found "
+                         f"{type(state).__name__}")
+    return state
+
+
+def effective_state(state: dict) -> dict:
+    """A state_dict of a model pruned with ``torch.nn.utils.prune`` (``<p>_orig`` and
+    ``<p>_mask``) as plain parameters ``<p> = <p>_orig * <p>_mask``; others unchanged."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_mask") and key[:-5] + "_orig" in state:
+            continue
+        if key.endswith("_orig") and key[:-5] + "_mask" in state:
+            out[key[:-5]] = value * state[key[:-5] + "_mask"]
+        else:
+            out[key] = value
+    return out
+
+
 def load_data(path: Path | None):
     from sparseforge.compiler.compress.digits import load_digits_split
 
     if path is None:
         train, val, test = load_digits_split()
         return (train.x, train.y), (val.x, val.y), (test.x, test.y)
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"x_train", "y_train"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: lacks {', '.join(sorted(missing))}")
-        pair = lambda name: ((data[f"x_{name}"], data[f"y_{name}"])  # noqa: E731
-                             if f"x_{name}" in data.files else None)
-        return pair("train"), pair("val"), pair("test")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path}: not a readable .npz without pickle: {error}") from error
+    missing = {"x_train", "y_train"} - set(arrays)
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(sorted(missing))} (has "
+                         f"{', '.join(sorted(arrays))})")
+
+    def pair(name):
+        if f"x_{name}" not in arrays:
+            return None
+        if f"y_{name}" not in arrays:
+            raise ValueError(f"{path}: has x_{name} but not y_{name}")
+        return arrays[f"x_{name}"], arrays[f"y_{name}"]
+
+    return pair("train"), pair("val"), pair("test")
 
 
 def run(args) -> int:
     import sparseforge as sf
+    from sparseforge.compiler.compress.api import CompressionConfig
     from sparseforge.compiler.compress.report import render
 
     console = console_for(args)
+    start = time.perf_counter()
     try:
-        model = load_model(Path(args.model) if args.model else None)
+        options = {name: getattr(args, name) for name in
+                   ("levels", "bias_bits", "max_acc_bits", "balance_pes",
+                    "sensitivity_budget") if getattr(args, name) is not None}
+        config = CompressionConfig(
+            sparsity=args.sparsity, weight_bits=args.weight_bits, act_bits=args.act_bits,
+            coef_bits=args.coef_bits, seed=args.seed, **options)
+        model = load_model(Path(args.model) if args.model else None, seed=args.seed)
         train, val, test = load_data(Path(args.data) if args.data else None)
-        with console.status("compressing (prune and retrain, share, quantize)..."):
-            compressed = sf.compress(
-                model, train, val, test=test, sparsity=args.sparsity,
-                weight_bits=args.weight_bits, act_bits=args.act_bits, coef_bits=args.coef_bits,
-                balance_pes=args.balance_pes, sensitivity_budget=args.sensitivity_budget,
-                seed=args.seed, progress=not args.json)
+        compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
+        path = compressed.save(args.output)
     except (ValueError, TypeError) as error:
         return fail(str(error))
-    path = compressed.save(args.output)
+    seconds = time.perf_counter() - start
     render(compressed.report, console)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path} in {seconds:.1f} s")
     emit_json(args, {**compressed.report.to_json(), "output": str(path),
-                     "provenance": compressed.provenance})
+                     "seconds": round(seconds, 2), "provenance": compressed.provenance})
     return 0
