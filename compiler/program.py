@@ -291,7 +291,7 @@ def load_program(directory) -> Program:
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as saved:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as saved:
             return {key: saved[key] for key in saved.files}
     except FileNotFoundError:
         raise ProgramError(f"{path} is missing") from None
