@@ -101,10 +101,11 @@ def render(console, program, payload) -> None:
 
     config = program.config
     table = Table(title=f"Program for {config.pes} PEs (scan lanes {config.scan_lanes}, "
-                        f"{config.idx_bits}-bit zero runs)", title_justify="left",
+                        f"{config.idx_bits}-bit zero runs; entries per PE, padding "
+                        f"included; memory bits)", title_justify="left",
                   box=box.SIMPLE_HEAD)
-    for column in ("layer", "shape", "nnz", "density", "padding", "entries/PE min", "mean",
-                   "max", "memory bits"):
+    for column in ("layer", "shape", "nnz", "density", "padding", "PE min", "PE mean",
+                   "PE max", "bits"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in payload["layers"]:
         per_pe = layer["entries_per_pe"]

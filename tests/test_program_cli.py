@@ -1,0 +1,65 @@
+"""``sparseforge compile``: writes the program and a report; --json prints one object."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sparseforge.cli import main
+from sparseforge.compiler.compress.model import CompressedModel
+from sparseforge.compiler.compress.report import account
+from sparseforge.compiler.ir import Linear, Network
+from sparseforge.compiler.program import load_program
+from tests.test_golden import random_network
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    network = random_network(np.random.default_rng(31), [64, 48, 10], density=0.15)
+    float_network = Network(tuple(
+        Linear(layer.name, layer.weights * 2.0 ** -layer.weight_format.frac,
+               layer.bias * 2.0 ** -layer.accumulator_frac, layer.relu)
+        for layer in network.layers))
+    path = tmp_path_factory.mktemp("model") / "m.sfm"
+    CompressedModel(network, float_network, account(network)).save(path)
+    return path
+
+
+def test_compile_json(tmp_path, model_file, capsys):
+    status = main(["compile", str(model_file), "--pes", "4", "-o", str(tmp_path / "prog"),
+                   "--no-verilog", "--json"])
+    captured = capsys.readouterr()
+    assert status == 0
+    payload = json.loads(captured.out)                 # exactly one JSON object on stdout
+    assert payload["pes"] == 4 and payload["config"]["pes"] == 4
+    assert [layer["shape"] for layer in payload["layers"]] == [[48, 64], [10, 48]]
+    program = load_program(tmp_path / "prog")
+    assert payload["entries"] == sum(len(e) for e in program.image.entries)
+    assert {row["part"] for row in payload["resources"]} == {"iCE40UP5K", "LFE5U-85F"}
+    assert json.loads((tmp_path / "prog" / "report.json").read_text()) == payload
+    assert "Program for 4 PEs" in captured.err            # the table went to stderr
+
+
+def test_compile_table_with_board(tmp_path, model_file, capsys):
+    status = main(["compile", str(model_file), "--pes", "2", "--board", "ulx3s-85f", "-o",
+                   str(tmp_path / "prog"), "--no-verilog"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "fc0" in out and "48x64" in out and "LFE5U-85F" in out
+    assert "Estimated resources" in out
+
+
+def test_compile_refuses_a_board_that_is_too_small(tmp_path, model_file, capsys):
+    status = main(["compile", str(model_file), "--pes", "16", "--board", "icebreaker", "-o",
+                   str(tmp_path / "prog"), "--no-verilog", "--json"])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert "does not fit the iCE40UP5K" in captured.err and "DSP: needs about 16" in captured.err
+    assert not (tmp_path / "prog").exists()
+
+
+def test_compile_reports_a_bad_model_file(tmp_path, capsys):
+    bad = tmp_path / "bad.sfm"
+    bad.write_bytes(b"not a zip")
+    assert main(["compile", str(bad), "-o", str(tmp_path / "prog"), "--no-verilog"]) == 2
+    assert "bad.sfm" in capsys.readouterr().err
