@@ -146,8 +146,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     ``pes`` PEs.
 
     Widths: ``act_bits`` from the model, ``code_bits`` and ``coef_bits`` the maxima over
-    layers, ``bias_bits`` the narrowest width that holds every bias value, ``acc_bits = numerics.accumulator_bits(max accumulator bound)``
-    (refused above 48), ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
+    layers, ``bias_bits`` the narrowest width that holds every bias value,
+    ``acc_bits = numerics.accumulator_bits(max accumulator bound)`` (refused above 48), ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
     Depths: ``max_features`` the widest layer rounded up to a multiple of ``pes``;
     ``entry_depth`` the most entries any PE holds; ``pointer_depth = sum(in + 1)``;
     ``bias_depth = sum(ceil(out / pes))``; ``occupancy_depth = sum(ceil(in / scan_lanes))``.
