@@ -1,0 +1,504 @@
+"""Each compression method checked on its defining property (issue 3).
+
+Pruning keeps its sparsity through fine-tuning; balanced pruning gives every PE the same
+nonzeros; every shared weight is a codebook value and code 0 is zero; centroid gradients are
+sums of weight gradients; Huffman lengths are within a bit of the entropy; the SVD error is the
+norm of the discarded singular values; the distillation loss is the formula; folded BatchNorm
+computes what the unfolded module computes.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparseforge.compiler.compress.convert import (network_to_torch, to_network,
+                                                   torch_to_network)
+from sparseforge.compiler.compress.digits import load_digits_split
+from sparseforge.compiler.compress.distill import distill, distillation_loss
+from sparseforge.compiler.compress.huffman import (canonical_codes, entropy_bits,
+                                                   huffman_bits, huffman_decode,
+                                                   huffman_encode, huffman_lengths)
+from sparseforge.compiler.compress.lowrank import (factorize_linear, factorize_network,
+                                                   rank_for_energy, svd_factors)
+from sparseforge.compiler.compress.prune import (MaskKeeper, balanced_mask, choose_sparsities,
+                                                 linear_layers, magnitude_mask, pe_nonzeros,
+                                                 prune_filters, prune_iteratively,
+                                                 prune_neurons, sensitivity_scan)
+from sparseforge.compiler.compress.quantize import network_codebooks, quantize_network
+from sparseforge.compiler.compress.report import account_layer
+from sparseforge.compiler.compress.share import (SharedLinear, from_shared,
+                                                 kmeans_linear_init, share_network,
+                                                 share_weights, to_shared)
+from sparseforge.compiler.compress.training import Dataset, TrainConfig, accuracy, seeded, train
+from sparseforge.compiler.ir import Linear, Network
+from sparseforge.compiler.numerics import FixedFormat, choose_frac
+
+torch.set_num_threads(1)
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train_set, val_set, _ = load_digits_split()
+    return Dataset(train_set.x[:400], train_set.y[:400]), val_set
+
+
+def small_mlp(seed=0, hidden=32):
+    with seeded(seed):
+        return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+QUICK = TrainConfig(epochs=5, learning_rate=1e-2, seed=1)
+
+
+# ---- magnitude pruning --------------------------------------------------------------------------
+
+def test_magnitude_mask_keeps_exactly_the_largest_weights():
+    weight = RNG.normal(size=(20, 30))
+    mask = magnitude_mask(weight, 0.8)
+    assert mask.sum() == 120
+    assert np.abs(weight[mask]).min() > np.abs(weight[~mask]).max()
+
+
+def test_magnitude_mask_never_revives_a_pruned_weight():
+    weight = RNG.normal(size=(10, 10))
+    keep = np.abs(weight) < 1.0            # prune the large ones first, then ask for less
+    mask = magnitude_mask(weight, 0.1, keep)
+    assert not np.any(mask & ~keep)
+    with pytest.raises(ValueError, match="sparsity must be between 0 and 1, not 1.5"):
+        magnitude_mask(weight, 1.5)
+
+
+def test_pruning_reaches_the_sparsity_and_keeps_it_through_fine_tuning(digits):
+    train_set, val_set = digits
+    model = small_mlp()
+    train(model, train_set, dataclasses.replace(QUICK, epochs=20))
+    before = [layer.weight.detach().clone() for layer in linear_layers(model)]
+    masks = prune_iteratively(model, train_set, [0.9, 0.6], steps=3, epochs_per_step=2,
+                              final_epochs=2, train_config=QUICK)
+    for layer, mask, target, old in zip(linear_layers(model), masks, [0.9, 0.6], before):
+        weight = layer.weight.detach().numpy()
+        assert 1 - mask.mean() == pytest.approx(target, abs=1e-3)
+        assert np.all(weight[~mask] == 0)                  # pruned stay exactly zero
+        assert np.count_nonzero(weight) == mask.sum()      # kept ones are alive
+        assert not np.allclose(weight[mask], old.numpy()[mask])    # and were retrained
+    assert accuracy(model, val_set) > 0.7      # random guessing: 0.1
+
+
+def test_a_model_pruned_with_torch_prune_is_taken_as_it_is(digits):
+    import torch.nn.utils.prune as torch_prune
+
+    train_set, _ = digits
+    model = small_mlp()
+    torch_prune.l1_unstructured(model[0], "weight", amount=0.5)
+    with torch.no_grad():
+        model[0].weight_orig.add_(1.0)          # weight is stale until the next forward
+    network = to_network(model)
+    effective = (model[0].weight_orig * model[0].weight_mask).detach().numpy()
+    np.testing.assert_array_equal(network.layers[0].weight, effective.astype(np.float64))
+    plain = network_to_torch(network)
+    masks = prune_iteratively(plain, train_set, [0.3, 0.0], steps=2, epochs_per_step=1,
+                              final_epochs=0, train_config=QUICK)
+    # Already 50% sparse: asking for 30% keeps every weight torch.nn.utils.prune removed pruned.
+    assert not np.any(masks[0] & (effective == 0))
+    assert 1 - masks[0].mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_sensitivity_scan_chooses_per_layer_sparsities_within_the_budget(digits):
+    train_set, val_set = digits
+    model = small_mlp()
+    train(model, train_set, dataclasses.replace(QUICK, epochs=20))
+    baseline = accuracy(model, val_set)
+    curves = sensitivity_scan(model, val_set, sparsities=(0.3, 0.6, 0.9, 0.99))
+    assert accuracy(model, val_set) == baseline         # the scan restores the weights
+    assert set(curves) == {0, 1} and all(len(c) == 4 for c in curves.values())
+    chosen = choose_sparsities(curves, baseline, 0.02, [64 * 32, 32 * 10])
+    for index, sparsity in enumerate(chosen):
+        ok = [s for s, acc in curves[index] if baseline - acc <= 0.02]
+        assert sparsity == max(ok, default=0.0)
+    curves_synthetic = {0: [(0.5, 0.95), (0.9, 0.90)], 1: [(0.5, 0.80)]}
+    assert choose_sparsities(curves_synthetic, 0.96, 0.02, [1, 1]) == [0.5, 0.0]
+
+
+# ---- structured pruning -------------------------------------------------------------------------
+
+def test_neuron_pruning_shrinks_layers_and_equals_zeroing_the_dropped_neurons():
+    model = small_mlp(hidden=16)
+    x = torch.from_numpy(RNG.uniform(0, 1, size=(8, 64)).astype(np.float32))
+    norms = model[0].weight.detach().abs().sum(dim=1).numpy()
+    with torch.no_grad():
+        reference = model[2](torch.relu(model[0](x)) * torch.from_numpy(
+            (norms >= np.sort(norms)[-6]).astype(np.float32)))
+    result = prune_neurons(model, 0, keep=6)
+    assert model[0].out_features == 6 and model[2].in_features == 6
+    np.testing.assert_array_equal(result.kept, np.sort(np.argsort(-norms)[:6]))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference)
+    with pytest.raises(ValueError, match="keep must be between 1 and 6, not 7"):
+        prune_neurons(model, 0, keep=7)
+
+
+def test_filter_pruning_keeps_the_filters_of_largest_l1_norm():
+    with seeded(0):
+        conv = nn.Conv2d(3, 8, 3, padding=1)
+    shrunk, kept = prune_filters(conv, 3)
+    norms = conv.weight.detach().abs().sum(dim=(1, 2, 3)).numpy()
+    np.testing.assert_array_equal(kept, np.sort(np.argsort(-norms)[:3]))
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(shrunk(x), conv(x)[:, torch.from_numpy(kept)])
+
+
+# ---- load-balance-aware pruning (ESE) -----------------------------------------------------------
+
+@pytest.mark.parametrize("pes", [1, 3, 4, 8])
+def test_balanced_pruning_gives_every_pe_the_same_nonzeros(pes):
+    weight = RNG.normal(size=(24, 40)) * np.linspace(0.1, 3, 24)[:, None]   # unbalanced rows
+    mask = balanced_mask(weight, 0.9, pes)
+    counts = pe_nonzeros(mask, pes)
+    assert np.all(counts == counts[0]) and counts.sum() == round(0.1 * weight.size / pes) * pes
+    plain = pe_nonzeros(magnitude_mask(weight, 0.9), pes)
+    if pes > 1:
+        assert plain.max() > plain.min()       # the plain mask was unbalanced here
+
+
+def test_balanced_pruning_refuses_more_pes_than_rows():
+    with pytest.raises(ValueError, match="a layer of 4 rows cannot be balanced over 8 PEs"):
+        balanced_mask(np.ones((4, 4)), 0.5, 8)
+    with pytest.raises(ValueError, match="pes must be between 1 and 64, not 0"):
+        balanced_mask(np.ones((4, 4)), 0.5, 0)
+
+
+def test_balanced_iterative_pruning_stays_balanced_after_fine_tuning(digits):
+    train_set, _ = digits
+    model = small_mlp()
+    masks = prune_iteratively(model, train_set, [0.9, 0.7], steps=3, epochs_per_step=1,
+                              final_epochs=1, balance_pes=4, train_config=QUICK)
+    for layer, mask in zip(linear_layers(model), masks):
+        counts = pe_nonzeros(layer.weight.detach().numpy(), 4)
+        assert np.all(counts == counts[0]), counts
+        np.testing.assert_array_equal(counts, pe_nonzeros(mask, 4))
+
+
+# ---- weight sharing -----------------------------------------------------------------------------
+
+def test_kmeans_starts_linear_and_ends_at_the_means_of_its_clusters():
+    values = np.concatenate([RNG.normal(-1, 0.1, 50), RNG.normal(2, 0.1, 50), [5.0]])
+    one_step = kmeans_linear_init(values, 3, iterations=0)
+    np.testing.assert_allclose(one_step, np.linspace(values.min(), values.max(), 3))
+    centroids = kmeans_linear_init(values, 3)
+    assignment = np.abs(values[:, None] - centroids).argmin(axis=1)
+    for k in range(3):
+        assert centroids[k] == pytest.approx(values[assignment == k].mean())
+    assert centroids[2] == 5.0      # linear init keeps the rare large weight its own centroid
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 16, 256])
+def test_every_shared_weight_is_a_codebook_value_and_code_0_is_zero(levels):
+    weight = RNG.normal(size=(30, 20))
+    mask = magnitude_mask(weight, 0.5)
+    codes, codebook = share_weights(weight, mask, levels)
+    assert codebook.shape == (levels,) and codebook[0] == 0
+    assert codes.dtype == np.uint8 and codes.max() < levels
+    np.testing.assert_array_equal(codes == 0, ~mask)
+    # each kept weight got its nearest centroid
+    nearest = np.abs(weight[mask][:, None] - codebook[1:][None, :]).min(axis=1)
+    np.testing.assert_allclose(np.abs(weight[mask] - codebook[codes[mask]]), nearest)
+
+
+def test_binary_and_ternary_are_the_two_and_three_entry_codebooks():
+    weight = RNG.normal(size=(16, 16))
+    mask = magnitude_mask(weight, 0.5)
+    _, binary = share_weights(weight, mask, 2)
+    assert binary.shape == (2,) and binary[0] == 0
+    codes, ternary = share_weights(weight, mask, 3)
+    assert ternary[0] == 0 and ternary[1] < 0 < ternary[2]
+    np.testing.assert_array_equal(codes[mask] == 2, weight[mask] > 0)
+    # stored as 2-bit codes: the fourth slot is padding, never referenced
+    network = Network((Linear("t", ternary[codes], np.zeros(16), False),))
+    quantized = quantize_network(network, np.ones((4, 16)), code_bits=2,
+                                 codebooks=[(codes, ternary)])
+    assert quantized.layers[0].codebook.shape == (4,) and quantized.layers[0].codebook[3] == 0
+    assert quantized.layers[0].codes.max() <= 2
+
+
+def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
+    weight = RNG.normal(size=(6, 5))
+    codes, codebook = share_weights(weight, np.ones_like(weight, bool), 4)
+    shared = SharedLinear(codes, codebook, np.zeros(6))
+    dense = nn.Linear(5, 6)
+    with torch.no_grad():
+        dense.weight.copy_(shared.weight)
+        dense.bias.zero_()
+    x = torch.randn(7, 5)
+    shared(x).pow(2).sum().backward()
+    dense(x).pow(2).sum().backward()
+    grad = dense.weight.grad.numpy()
+    for c in range(1, 4):
+        assert shared.centroids.grad[c - 1].item() == pytest.approx(
+            grad[codes == c].sum(), rel=1e-5, abs=1e-6)
+
+
+def test_trained_sharing_keeps_codes_zeros_and_codebook_membership(digits):
+    train_set, val_set = digits
+    model = small_mlp()
+    train(model, train_set, dataclasses.replace(QUICK, epochs=20))
+    masks = [magnitude_mask(layer.weight.detach().numpy(), 0.7) for layer in
+             linear_layers(model)]
+    MaskKeeper(masks)(model)
+    network = to_network(model)
+    codes_before = to_shared(model, 8, masks)
+    initial = [m.codebook.detach().numpy().copy() for m in model.modules()
+               if isinstance(m, SharedLinear)]
+    train(model, train_set, QUICK)
+    shared_net = torch_to_network(model, network)
+    for (codes, codebook, _), before, first, layer, mask in zip(
+            from_shared(model), codes_before, initial, shared_net.layers, masks):
+        np.testing.assert_array_equal(codes, before)                   # codes fixed
+        assert codebook[0] == 0 and not np.allclose(codebook, first)   # centroids trained
+        np.testing.assert_array_equal(layer.weight, codebook[codes])   # weights = codebook
+        assert np.all(layer.weight[~mask] == 0)
+        assert len(np.unique(layer.weight[layer.weight != 0])) <= 7
+    assert accuracy(model, val_set) > 0.8
+
+
+def test_share_network_without_training_gives_codebooks_for_quantization():
+    network = Network((Linear("a", RNG.normal(size=(8, 6)) * (RNG.random((8, 6)) > 0.5),
+                              RNG.normal(size=8), True),
+                       Linear("b", RNG.normal(size=(3, 8)), np.zeros(3), False)))
+    shared, books = share_network(network, 16)
+    for layer, (codes, codebook) in zip(shared.layers, books):
+        np.testing.assert_array_equal(layer.weight, codebook[codes])
+    derived = network_codebooks(shared, 4)
+    for (codes, book), (codes2, book2) in zip(books, derived):
+        np.testing.assert_array_equal(book[codes], book2[codes2])
+
+
+# ---- fixed-point quantization -------------------------------------------------------------------
+
+def shared_network(seed=5, sizes=(20, 16, 4)):
+    rng = np.random.default_rng(seed)
+    layers = []
+    for index, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        weight = rng.normal(0, 0.4, size=(n_out, n_in)) * (rng.random((n_out, n_in)) > 0.6)
+        codes, codebook = share_weights(weight, weight != 0, 16)
+        layers.append(Linear(f"l{index}", codebook[codes], rng.normal(0, 0.2, n_out),
+                             index < len(sizes) - 2))
+    return Network(tuple(layers))
+
+
+def test_quantize_network_follows_the_numerics_contract():
+    network = shared_network()
+    x = RNG.uniform(0, 1, size=(200, 20))
+    q = quantize_network(network, x, act_bits=8, coef_bits=8)
+    assert q.input_format == FixedFormat(8, choose_frac(float(np.abs(x).max()), 8))
+    hidden = x
+    for layer, qlayer in zip(network.layers, q.layers):
+        values = np.unique(layer.weight[layer.weight != 0])
+        assert qlayer.weight_format.frac == choose_frac(float(np.abs(values).max()), 8)
+        assert qlayer.codebook[0] == 0 and qlayer.bias_bits == 16
+        np.testing.assert_array_equal(
+            qlayer.bias, FixedFormat(16, qlayer.accumulator_frac).quantize(layer.bias))
+        np.testing.assert_array_equal(qlayer.weights == 0, layer.weight == 0)
+        assert qlayer.shift >= 0
+        hidden = hidden @ layer.weight.T + layer.bias
+        hidden = np.maximum(hidden, 0) if layer.relu else hidden
+    # The integer network computes the float one up to the quantization error.
+    out = q.dequantize_output(q.forward(q.quantize_input(x)))
+    scale = np.abs(hidden).max()
+    assert np.abs(out - hidden).max() < 0.05 * scale
+    assert np.mean(out.argmax(1) == hidden.argmax(1)) > 0.9
+
+
+def test_sixteen_bit_quantization_is_closer_than_eight():
+    network = shared_network()
+    x = RNG.uniform(0, 1, size=(100, 20))
+    reference = network.forward(x)
+    errors = []
+    for bits in (8, 16):
+        q = quantize_network(network, x, act_bits=bits, coef_bits=bits, bias_bits=None)
+        errors.append(np.abs(q.dequantize_output(q.forward(q.quantize_input(x)))
+                             - reference).max())
+    assert errors[1] < errors[0] / 20
+
+
+def test_accumulator_cap_coarsens_the_codebook_scale():
+    network = shared_network()
+    x = RNG.uniform(0, 1, size=(100, 20))
+    wide = quantize_network(network, x, bias_bits=None)
+    capped = quantize_network(network, x, bias_bits=None, max_acc_bits=16)
+    from sparseforge.compiler.numerics import accumulator_bits, accumulator_bound
+    for layer in capped.layers:
+        bound = accumulator_bound(layer.weights, layer.bias, 8) + (1 << max(0, layer.shift - 1))
+        assert accumulator_bits(bound) <= 16
+    assert any(c.weight_format.frac < w.weight_format.frac
+               for c, w in zip(capped.layers, wide.layers))
+
+
+def test_quantize_network_names_bad_inputs():
+    network = shared_network()
+    with pytest.raises(ValueError, match="calibration data has 3 features; the network takes 20"):
+        quantize_network(network, np.ones((4, 3)))
+    with pytest.raises(ValueError, match="act_bits must be 8 or 16, not 12"):
+        quantize_network(network, np.ones((4, 20)), act_bits=12)
+    with pytest.raises(ValueError, match="calibration data holds NaN"):
+        quantize_network(network, np.full((4, 20), np.nan))
+    dense = Network((Linear("d", RNG.normal(size=(4, 20)), np.zeros(4), False),))
+    with pytest.raises(ValueError, match="layer d has 80 distinct nonzero weights; 4-bit codes "
+                                         "hold 15: share its weights first"):
+        quantize_network(dense, np.ones((4, 20)))
+    codes, book = share_weights(dense.layers[0].weight, np.ones((4, 20), bool), 4)
+    book[0] = 0.5
+    with pytest.raises(ValueError, match=r"layer d: codebook\[0\] must be 0"):
+        quantize_network(dense, np.ones((4, 20)), codebooks=[(codes, book)])
+
+
+# ---- Huffman coding -----------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 20), min_size=1, max_size=400))
+def test_huffman_average_length_is_within_one_bit_of_the_entropy(symbols):
+    lengths = huffman_lengths(symbols)
+    average = huffman_bits(symbols) / len(symbols)
+    entropy = entropy_bits(symbols)
+    if len(lengths) > 1:
+        assert entropy - 1e-9 <= average < entropy + 1
+    else:
+        assert average == 1         # a lone symbol still takes a bit
+    # Kraft: a prefix code exists with these lengths
+    assert sum(2.0 ** -n for n in lengths.values()) <= 1 + 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 15), min_size=1, max_size=200))
+def test_huffman_encoding_round_trips(symbols):
+    bits, lengths = huffman_encode(symbols)
+    assert len(bits) == huffman_bits(symbols)
+    assert huffman_decode(bits, lengths) == symbols
+    codes = [format(c, f"0{n}b") for c, n in canonical_codes(lengths).values()]
+    assert not any(a != b and b.startswith(a) for a in codes for b in codes)    # prefix-free
+
+
+def test_relative_indices_get_padding_entries_for_gaps_over_15():
+    from sparseforge.compiler.ir import QuantizedLinear
+
+    codes = np.zeros((40, 2), dtype=np.uint8)
+    codes[[3, 20, 39], 0] = [1, 2, 3]       # gaps 3, 16 (one pad), 18 (one pad)
+    codes[[0, 33], 1] = [1, 1]              # gaps 0, 32 (two pads: 16 + 16, then run 0)
+    fmt = FixedFormat(8, 0)
+    layer = QuantizedLinear("l", codes, np.arange(4), np.zeros(40, np.int64), 2, fmt, fmt, fmt,
+                            8, False)
+    report = account_layer(layer)
+    assert report.nnz == 5 and report.padding == 4
+    assert report.compressed_bits == 9 * (2 + 4) + 4 * 8 + 40 * 8
+    assert report.dense_bits == 32 * (80 + 40)
+    assert report.pointer_bits == 3 * 4         # 3 pointers of ceil(log2(10)) bits
+
+
+# ---- low rank -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rank", [1, 3, 7])
+def test_svd_error_is_the_norm_of_the_discarded_singular_values(rank):
+    weight = RNG.normal(size=(12, 7))
+    a, b, error = svd_factors(weight, rank)
+    s = np.linalg.svd(weight, compute_uv=False)
+    assert a.shape == (12, rank) and b.shape == (rank, 7)
+    assert np.linalg.norm(weight - a @ b) == pytest.approx(np.sqrt(np.sum(s[rank:] ** 2)),
+                                                           abs=1e-10)
+    assert error == pytest.approx(np.linalg.norm(weight - a @ b), abs=1e-10)
+    with pytest.raises(ValueError, match="rank must be between 1 and 7, not 8"):
+        svd_factors(weight, 8)
+
+
+def test_factorized_network_is_two_layers_and_exact_at_full_rank():
+    network = shared_network(sizes=(20, 16, 4))
+    x = RNG.uniform(0, 1, size=(10, 20))
+    full = factorize_network(network, {"l0": 16})
+    assert [layer.name for layer in full.layers] == ["l0.v", "l0.u", "l1"]
+    first = full.layers[0]
+    assert not first.relu and np.all(first.bias == 0) and full.layers[1].relu
+    np.testing.assert_allclose(full.forward(x), network.forward(x), atol=1e-10)
+    rank = rank_for_energy(network.layers[0].weight, 0.9)
+    low = factorize_network(network, {"l0": rank})
+    assert low.layers[0].weight.shape == (rank, 20) and rank < 16
+    with pytest.raises(ValueError, match="no layer named nope"):
+        factorize_network(network, {"nope": 2})
+
+
+def test_factorize_linear_in_torch_matches_the_numpy_factors():
+    with seeded(0):
+        layer = nn.Linear(10, 6)
+    pair = factorize_linear(layer, 2)
+    a, b, _ = svd_factors(layer.weight.detach().numpy(), 2)
+    x = torch.randn(3, 10)
+    expected = x.numpy() @ (a @ b).T + layer.bias.detach().numpy()
+    assert pair[0].bias is None
+    np.testing.assert_allclose(pair(x).detach().numpy(), expected, atol=1e-5)
+
+
+# ---- knowledge distillation ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("alpha,temperature", [(0.0, 4.0), (0.7, 4.0), (1.0, 2.0), (0.5, 1.0)])
+def test_distillation_loss_is_the_formula(alpha, temperature):
+    student = torch.randn(8, 10, dtype=torch.float64)
+    teacher = torch.randn(8, 10, dtype=torch.float64)
+    labels = torch.randint(0, 10, (8,))
+    s, t, y = student.numpy(), teacher.numpy(), labels.numpy()
+
+    def log_softmax(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    ce = -log_softmax(s)[np.arange(8), y].mean()
+    p_t, log_p_t = np.exp(log_softmax(t / temperature)), log_softmax(t / temperature)
+    kl = (p_t * (log_p_t - log_softmax(s / temperature))).sum(axis=1).mean()
+    expected = (1 - alpha) * ce + alpha * temperature ** 2 * kl
+    got = distillation_loss(student, teacher, labels, temperature, alpha).item()
+    assert got == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="temperature must be > 0, not 0"):
+        distillation_loss(student, teacher, labels, 0, alpha)
+
+
+def test_distilling_into_a_smaller_student_learns_from_the_teacher(digits):
+    train_set, val_set = digits
+    teacher = small_mlp(hidden=64)
+    train(teacher, train_set, dataclasses.replace(QUICK, epochs=20))
+    student = small_mlp(seed=1, hidden=8)
+    untrained = accuracy(student, val_set)
+    distill(student, teacher, train_set, dataclasses.replace(QUICK, epochs=40), alpha=0.9)
+    assert accuracy(student, val_set) > max(0.75, untrained + 0.5)
+    with torch.no_grad():
+        x = torch.from_numpy(val_set.x)
+        agree = (student(x).argmax(1) == teacher(x).argmax(1)).float().mean().item()
+    assert agree > 0.8
+
+
+# ---- BatchNorm folding (the compiler's pass) ----------------------------------------------------
+
+def test_folded_batchnorm_gives_the_same_outputs_as_the_module_in_eval_mode():
+    with seeded(0):
+        model = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                              nn.Dropout(0.2), nn.Linear(32, 10))
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):       # give the running statistics something to fold
+            model(torch.rand(64, 64) * 3 + 1)
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].bias.uniform_(-1, 1)
+    model.eval()
+    network = to_network(model)
+    assert [layer.name for layer in network.layers] == ["0", "4"]
+    assert network.layers[0].relu and not network.layers[1].relu
+    x = np.random.default_rng(0).uniform(0, 1, size=(50, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(network.forward(x), expected, rtol=1e-4, atol=1e-4)
+    again = network_to_torch(network)
+    with torch.no_grad():
+        np.testing.assert_allclose(again(torch.from_numpy(x)).numpy(), expected, rtol=1e-4,
+                                   atol=1e-4)
