@@ -17,9 +17,10 @@ Where this differs from EIE, and why (docs/engine.md):
 * ``p[j]`` and ``p[j+1]`` come from one *column word* ``(start, count)`` instead of two banks,
   and the biases share that memory (they are read only at write-back): one block RAM instead
   of three on parts whose RAMs are small (the iCE40UP5K has 30).
-* A small column queue decouples the pointer read from the entry walk, and the walker reads the
-  next column's first entry in the cycle after the previous column's last: columns cost no
-  bubbles, so a PE's busy cycles approach its entry count ``E_k``.
+* The column word's memory output register buffers one column between the pointer read and the
+  entry walk, and the walker reads the next column's first entry in the cycle after the
+  previous column's last: columns cost no bubbles, so a PE's busy cycles approach its entry
+  count ``E_k``, with no queue of registers to pay for.
 * Optionally (``acc_memory_bits``) the accumulators' high bits live in registers, so a 24-bit
   accumulator file fits one 16-bit-wide iCE40 block RAM.
 * The accumulator read port is transparent to its write port: a product for row ``r`` that
@@ -28,7 +29,7 @@ Where this differs from EIE, and why (docs/engine.md):
 
 Pipeline (one column per cycle at the front, one entry per cycle after the column queue)::
 
-    queue -> front end (LNZD) -> column word -> column queue -> walker -> entry memory
+    queue -> front end (LNZD) -> column word (held in the memory's output) -> walker -> entries
           -> decode (row, codebook) -> multiply -> accumulate (read-modify-write)
 """
 
@@ -39,11 +40,7 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
-__all__ = ["ProcessingElement", "Target", "COLUMN_QUEUE_DEPTH", "readout_layout"]
-
-# Three: with one-entry columns the walker takes a column per cycle while one sits in the queue
-# and one read is in flight.
-COLUMN_QUEUE_DEPTH = 3
+__all__ = ["ProcessingElement", "Target", "readout_layout"]
 
 
 def readout_layout(config: EngineConfig) -> data.StructLayout:
@@ -161,32 +158,38 @@ class ProcessingElement(wiring.Component):
         head = data.View(isa.group_layout(config), queue.r_data)
 
         # ---- front end: pick the next lane with work, read its column word ----------------
-        column_layout = data.StructLayout({
-            "start": config.pointer_bits,
-            "count": config.count_bits,
-            "value": signed(config.act_bits),
-        })
-        m.submodules.columns = columns = fifo.SyncFIFO(
-            width=column_layout.size, depth=COLUMN_QUEUE_DEPTH)
-
+        # The parameter memory's output register is the one-deep buffer between the front end
+        # and the walker: it holds a holding column word until the walker takes it, and the
+        # next word is read in the cycle it is taken, so the walker can start a column every
+        # cycle and, while it walks a long one, the next word already waits.
         front_valid = Signal()
         front_mask = Signal(lanes)
         front_base = Signal(ceil_log2(config.pointer_depth) + 1)  # pointer index of lane 0
         front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes))
-
         lane = lowest_set_bit(m, front_mask)
         remaining = Signal(lanes)
         m.d.comb += remaining.eq(front_mask & (front_mask - 1))
-        issued = Signal()           # a column word read was issued last cycle
-        issue = Signal()
-        # Room for the read in flight: it lands in the column queue next cycle.
-        m.d.comb += issue.eq(front_valid & (columns.level + issued < COLUMN_QUEUE_DEPTH))
-        take = Signal()
+
+        column = data.View(isa.column_layout(config),
+                           parameters_r.data[:isa.column_layout(config).size])
+        holding = Signal()                          # the memory's output holds a column word
+        held_value = Signal(signed(config.act_bits))
+        walking = Signal()                          # a column taken earlier is still being read
+        walk_addr = Signal(config.pointer_bits)
+        walk_left = Signal(config.count_bits)       # its entries still to read
+        walk_value = Signal(signed(config.act_bits))
+        take = Signal()                             # the walker takes the holding word now
+        issue = Signal()                            # read the next lane's column word now
         m.d.comb += [
-            take.eq(queue.r_rdy & (~front_valid | (issue & (remaining == 0)))),
-            queue.r_en.eq(take),
+            take.eq(holding & ~walking),
+            issue.eq(front_valid & (take | ~holding)),
         ]
-        with m.If(take):
+        take_group = Signal()
+        m.d.comb += [
+            take_group.eq(queue.r_rdy & (~front_valid | (issue & (remaining == 0)))),
+            queue.r_en.eq(take_group),
+        ]
+        with m.If(take_group):
             m.d.sync += [
                 front_valid.eq(1),
                 front_mask.eq(head.mask),
@@ -197,40 +200,29 @@ class ProcessingElement(wiring.Component):
             m.d.sync += front_valid.eq(0)
         with m.Elif(issue):
             m.d.sync += front_mask.eq(remaining)
+        with m.If(issue):
+            m.d.sync += [holding.eq(1), held_value.eq(front_values[lane])]
+        with m.Elif(take):
+            m.d.sync += holding.eq(0)
 
-        issued_value = Signal(signed(config.act_bits))
-        m.d.sync += [issued.eq(issue), issued_value.eq(front_values[lane])]
-        fetched_column = data.View(isa.column_layout(config),
-                                   parameters_r.data[:isa.column_layout(config).size])
-        column_in = data.View(column_layout, columns.w_data)
-        m.d.comb += [
-            column_in.start.eq(fetched_column.start),
-            column_in.count.eq(fetched_column.count),
-            column_in.value.eq(issued_value),
-            # The occupancy bits promise a nonempty column; an empty one is skipped anyway.
-            columns.w_en.eq(issued & (fetched_column.count != 0)),
-        ]
-
-        # ---- walker: one entry per cycle, straight from the column queue's head ------------
-        column = data.View(column_layout, columns.r_data)
-        walking = Signal()                          # the head column is partly read
-        walk_addr = Signal(config.pointer_bits)
-        walk_left = Signal(config.count_bits)       # entries of the head column still to read
+        # ---- walker: one entry per cycle ---------------------------------------------------
         address = Signal(config.pointer_bits)
         left = Signal(config.count_bits)
+        value = Signal(signed(config.act_bits))
         read_entry = Signal()
         last_entry = Signal()
         m.d.comb += [
             address.eq(Mux(walking, walk_addr, column.start)),
             left.eq(Mux(walking, walk_left, column.count)),
-            read_entry.eq(columns.r_rdy),
+            value.eq(Mux(walking, walk_value, held_value)),
+            # The occupancy bits promise a nonempty column; an empty one is taken and skipped.
+            read_entry.eq(walking | (take & (column.count != 0))),
             last_entry.eq(left == 1),
-            columns.r_en.eq(read_entry & last_entry),
             entries_r.addr.eq(address),
         ]
         with m.If(read_entry):
             m.d.sync += [walk_addr.eq(address + 1), walk_left.eq(left - 1),
-                         walking.eq(~last_entry)]
+                         walking.eq(~last_entry), walk_value.eq(value)]
 
         # ---- decode: entry -> row and weight ----------------------------------------------
         decode_valid = Signal()
@@ -239,7 +231,7 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [
             decode_valid.eq(read_entry),
             decode_first.eq(read_entry & ~walking),
-            decode_value.eq(column.value),
+            decode_value.eq(value),
         ]
         fetched = data.View(entry, entries_r.data)
         previous_row = Signal(config.row_bits)
@@ -296,6 +288,8 @@ class ProcessingElement(wiring.Component):
             parameters_r.addr.eq(Mux(writing_back,
                                      config.pointer_depth + self.bias_base + writeback_row,
                                      front_base + lane)),
+            # The port holds its word unless a column is issued or a bias read.
+            parameters_r.en.eq(issue | reading),
         ]
         with m.If(landed):
             # Read out and clear: the next layer starts from zero.
@@ -315,7 +309,7 @@ class ProcessingElement(wiring.Component):
             m.d.sync += window.eq(window - 1)
         m.d.comb += self.readout.valid.eq(window != 0)
 
-        m.d.comb += self.busy.eq(queue.r_rdy | front_valid | issued | columns.r_rdy
+        m.d.comb += self.busy.eq(queue.r_rdy | front_valid | holding | walking
                                  | decode_valid | multiply_valid | accumulate_valid)
         return m
 

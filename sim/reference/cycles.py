@@ -32,15 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparseforge.hw.config import EngineConfig
-from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import WRITEBACK_LATENCY
 
 __all__ = ["LayerTiming", "simulate_compute", "fixed_overhead", "layer_timing", "PIPELINE_FILL"]
 
 # From the broadcast unit's start to the first product written, when nothing waits: scan
-# fetch (2), queue write and read (2), pointer read (2), entry read, decode, multiply,
+# fetch (2), queue write and read (2), column word read (1), entry read, decode, multiply,
 # accumulate (4); and one cycle for the sequencer to see the engine idle.
-PIPELINE_FILL = 10
+PIPELINE_FILL = 9
 
 
 @dataclass(frozen=True)
@@ -102,9 +101,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     held, held_group, fresh, pending = False, 0, False, set()
     queues = [deque() for _ in range(pes)]
     fronts: list[list[int] | None] = [None] * pes
-    issued: list[int | None] = [None] * pes
-    columns = [deque() for _ in range(pes)]
-    walked = [0] * pes                      # entries of the head column already read
+    fetched: list[int | None] = [None] * pes    # the column word in the memory's output
+    walking = [0] * pes                         # entries left of a column being walked
     pipes = [[False, False, False] for _ in range(pes)]
     depth = config.fifo_depth
 
@@ -113,7 +111,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         cycle += 1
         broadcast_idle = not running and not held
         if broadcast_idle and not any(
-                queues[k] or fronts[k] is not None or issued[k] is not None or columns[k]
+                queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or any(pipes[k]) for k in range(pes)):
             return cycle
 
@@ -134,23 +132,21 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         # ---- PEs ----
         for k in range(pes):
             front = fronts[k]
-            issue = front is not None and len(columns[k]) + (issued[k] is not None) \
-                < COLUMN_QUEUE_DEPTH
+            take = fetched[k] is not None and not walking[k]
+            issue = front is not None and (take or fetched[k] is None)
             last_lane = issue and len(front) == 1
-            take = bool(queues[k]) and (front is None or last_lane)
-            read = bool(columns[k])
-            # state updates, in the order the registers would take them
+            take_group = bool(queues[k]) and (front is None or last_lane)
+            left = walking[k] if walking[k] else (fetched[k] if take else 0)
+            read = left > 0
+            # state updates, as the registers take them
             pipes[k] = [read, pipes[k][0], pipes[k][1]]
             if read:
-                if walked[k] + 1 == columns[k][0]:
-                    columns[k].popleft()
-                    walked[k] = 0
-                else:
-                    walked[k] += 1
-            if issued[k] is not None:
-                columns[k].append(issued[k])
-            issued[k] = front[0] if issue else None
-            if take:
+                walking[k] = left - 1
+            if issue:
+                fetched[k] = front[0]
+            elif take:
+                fetched[k] = None
+            if take_group:
                 fronts[k] = list(queues[k].popleft())
             elif last_lane:
                 fronts[k] = None

@@ -1,0 +1,96 @@
+"""The board top level: the linked engine on a board's pins, with clocking and status LEDs.
+
+The engine runs in the ``sync`` domain, made from the board oscillator by a PLL when the build
+asks for another frequency (iCE40: ``SB_PLL40_PAD``/``SB_PLL40_CORE``; ECP5: ``EHXPLLL``), or
+straight from the oscillator otherwise.  The UART's bit time follows the engine clock.  LEDs:
+0 blinks while the design is alive, 1 is the engine running, 2 the link executing a command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.lib import io
+
+from .gateware.core import LinkedEngine
+from .pll import PLLParameters, ecp5_pll, ice40_pll
+
+__all__ = ["BoardTop"]
+
+
+@dataclass(frozen=True)
+class Clocking:
+    frequency_hz: float            # what the engine runs at
+    pll: PLLParameters | None      # None: the oscillator directly
+
+
+class BoardTop(Elaboratable):
+    """Parameters
+    ----------
+    board : a ``registry.Board``.
+    config, image : the engine and the model it starts with.
+    frequency_mhz : the engine clock to make with the PLL (None: the board's oscillator).
+    """
+
+    def __init__(self, board, config, image, *, frequency_mhz: float | None = None):
+        self.board, self.config, self.image = board, config, image
+        self.clocking = _clocking(board, frequency_mhz)
+
+    def elaborate(self, platform):
+        m = Module()
+        board, clocking = self.board, self.clocking
+        m.domains.sync = ClockDomain("sync")
+        oscillator = platform.request(platform.default_clk, dir="-")
+        if clocking.pll is None:
+            m.submodules.clock = clock = io.Buffer("i", oscillator)
+            m.d.comb += ClockSignal("sync").eq(clock.i)
+            locked = Signal(init=1)
+        elif board.family == "ice40":
+            locked = ice40_pll(m, oscillator, clocking.pll)
+        else:
+            locked = ecp5_pll(m, oscillator, clocking.pll)
+        # Hold the design in reset until the PLL locks and a few cycles after.  The counter must
+        # not be reset by the reset it drives.
+        settle = Signal(4, reset_less=True)
+        with m.If(~locked):
+            m.d.sync += settle.eq(0)
+        with m.Elif(settle != 15):
+            m.d.sync += settle.eq(settle + 1)
+        m.d.comb += ResetSignal("sync").eq(settle != 15)
+
+        clocks_per_bit = round(clocking.frequency_hz / board.baud)
+        m.submodules.link = link = LinkedEngine(self.config, self.image,
+                                                clocks_per_bit=clocks_per_bit)
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
+
+        alive = Signal(range(int(clocking.frequency_hz // 2) + 1))
+        blink = Signal()
+        with m.If(alive == 0):
+            m.d.sync += [alive.eq(int(clocking.frequency_hz // 2)), blink.eq(~blink)]
+        with m.Else():
+            m.d.sync += alive.eq(alive - 1)
+        for index, value in enumerate((blink, link.busy, link.activity)):
+            try:
+                led = platform.request("led", index, dir="-")
+            except Exception:       # a board with fewer LEDs: show what fits
+                break
+            buffer = io.Buffer("o", led)
+            m.submodules[f"led{index}"] = buffer
+            m.d.comb += buffer.o.eq(value)
+        return m
+
+
+def _clocking(board, frequency_mhz):
+    if frequency_mhz is None or abs(frequency_mhz * 1e6 - board.clock_hz) < 1:
+        return Clocking(board.clock_hz, None)
+    if board.family == "ice40":
+        from .pll import ice40_pll_parameters
+        parameters = ice40_pll_parameters(board.clock_hz, frequency_mhz * 1e6)
+    else:
+        from .pll import ecp5_pll_parameters
+        parameters = ecp5_pll_parameters(board.clock_hz, frequency_mhz * 1e6)
+    return Clocking(parameters.output_hz, parameters)
