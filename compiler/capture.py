@@ -338,12 +338,15 @@ def _linear(name: str, weight: np.ndarray, bias) -> Op:
     if weight.ndim != 2:
         raise UnsupportedLayerError(f"ONNX node {name!r} (a {weight.ndim}-D weight)",
                                     "non-matrix product")
-    bias = np.zeros(weight.shape[0]) if bias is None else bias
-    try:
-        bias = np.broadcast_to(bias, (weight.shape[0],)).copy()
-    except ValueError:
+    outputs = weight.shape[0]
+    bias = np.zeros(outputs) if bias is None else np.asarray(bias, dtype=np.float64)
+    if bias.size == 1:                  # a scalar broadcast over the outputs
+        bias = np.full(outputs, float(bias.reshape(-1)[0]))
+    elif bias.size == outputs and max(bias.shape) == outputs:      # (out,), (1, out)
+        bias = bias.reshape(outputs).copy()
+    else:
         raise ValueError(f"ONNX node {name!r}: bias of shape {bias.shape} does not match "
-                         f"{weight.shape[0]} outputs") from None
+                         f"{outputs} outputs")
     return Op(OpKind.LINEAR, name, {"weight": np.ascontiguousarray(weight), "bias": bias})
 
 

@@ -32,7 +32,7 @@ from .numerics import accumulator_bits, accumulator_bound
 
 __all__ = ["DoesNotFit", "ModelNeeds", "model_needs", "default_scan_lanes", "derive_config",
            "fit", "Resources", "LutModel", "LUT_MODELS", "Memory", "engine_memories", "brams_for",
-           "estimate_resources", "check_board", "MAX_ACC_BITS", "SHIFT_BITS"]
+           "estimate_resources", "check_board", "resolve_part", "MAX_ACC_BITS", "SHIFT_BITS"]
 
 MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
 SHIFT_BITS = 6          # descriptor shift field: shifts 0..63
@@ -166,7 +166,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                          f"not {lanes!r}")
     if headroom is not None and not (isinstance(headroom, (int, float)) and headroom >= 0):
         raise ValueError(f"headroom must be a fraction >= 0, not {headroom!r}")
-    part = _part_of(board)
+    part = resolve_part(board)
     needs = model_needs(qnet, pes, scan_lanes=lanes, encoded=encoded)
     problems = []
     if needs.acc_bits > MAX_ACC_BITS:
@@ -389,7 +389,7 @@ def check_board(config: EngineConfig, part: Part) -> Resources:
     return use
 
 
-def _part_of(board) -> Part | None:
+def resolve_part(board) -> Part | None:
     """A board name (``boards.registry``), a Part, or None."""
     if board is None or isinstance(board, Part):
         return board

@@ -144,7 +144,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     else:
         configure.fit(network, config, encoded=encoded)
         if board is not None:
-            configure.check_board(config, configure._part_of(board))
+            configure.check_board(config, configure.resolve_part(board))
     program = Program(config, pack_image(config, network, encoded), network, board)
     if verify:
         _verify(program)

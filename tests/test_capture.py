@@ -244,6 +244,22 @@ def test_onnx_unsupported_node_and_non_chain(tmp_path):
         capture(residual)
 
 
+@pytest.mark.parametrize("bias,expected", [(np.full((1, 2), 3.0), [3.0, 3.0]),
+                                           (np.array([1.5]), [1.5, 1.5])])
+def test_onnx_gemm_bias_broadcasts(tmp_path, bias, expected):
+    path = onnx_file(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
+                     {"w": np.ones((4, 2)), "b": bias}, [None, 4])
+    np.testing.assert_array_equal(capture(path).ops[0].params["bias"], expected)
+
+
+def test_onnx_bias_of_the_wrong_size(tmp_path):
+    path = onnx_file(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
+                     {"w": np.ones((4, 2)), "b": np.ones(3)}, [None, 4])
+    with pytest.raises(ValueError, match=r"'Gemm_0': bias of shape \(3,\) does not match 2 "
+                                         r"outputs"):
+        capture(path)
+
+
 def test_onnx_input_size_must_match_the_first_layer(tmp_path):
     path = onnx_file(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "w"], ["y"])],
                      {"w": np.ones((4, 2))}, [None, 5])
