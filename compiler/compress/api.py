@@ -180,6 +180,9 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
         if data is not None and data.x.shape[1] != network.input_size:
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
                              f"has {data.x.shape[1]} features")
+        if data is not None and data.y.max() >= network.output_size:
+            raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
+                             f"has {network.output_size} outputs")
     report_set = test_set or val_set
     accuracy_float = float_accuracy(network, report_set)
 

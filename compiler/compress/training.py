@@ -22,15 +22,24 @@ class Dataset:
 
 
 def as_dataset(data, what: str) -> Dataset:
-    """``(X, y)`` from NumPy arrays or torch tensors, checked."""
+    """``(X, y)`` from NumPy arrays or torch tensors, checked: X is samples x features (or
+    images, flattened), finite; y holds one integer label per sample."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{what} must be a pair (X, y), not {type(data).__name__}")
     x, y = (np.asarray(d.detach().cpu().numpy() if hasattr(d, "detach") else d) for d in data)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"{what}: X must hold at least one sample of features, not shape "
+                         f"{x.shape}")
     x = x.reshape(len(x), -1).astype(np.float32)
-    if len(x) != len(y):
-        raise ValueError(f"{what}: X has {len(x)} samples but y has {len(y)}")
+    if y.ndim != 1 or len(x) != len(y):
+        raise ValueError(f"{what}: X has {len(x)} samples but y has "
+                         f"{len(y) if y.ndim == 1 else f'shape {y.shape}'}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{what}: X holds NaN or infinite values")
+    if y.dtype.kind not in "iu" and not (y.dtype.kind in "fb" and np.all(y == np.round(y))):
+        raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{what}: y holds the negative label {int(y.min())}")
     return Dataset(x, y.astype(np.int64))
 
 
