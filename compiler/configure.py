@@ -141,13 +141,15 @@ def _grow(value: int, headroom: float) -> int:
 
 def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = None,
                   fifo_depth: int = 8, headroom: float | None = None,
-                  acc_memory_bits: int | None = None, encoded=None) -> EngineConfig:
+                  acc_memory_bits: int | None = None, writeback_lanes: int | None = None,
+                  encoded=None) -> EngineConfig:
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
     Widths: ``act_bits`` from the model, ``code_bits`` and ``coef_bits`` the maxima over
     layers, ``bias_bits`` the narrowest width that holds every bias value,
-    ``acc_bits = numerics.accumulator_bits(max accumulator bound)`` (refused above 48), ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
+    ``acc_bits = numerics.accumulator_bits(max accumulator bound)`` (refused above 48),
+    ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
     Depths: ``max_features`` the widest layer rounded up to a multiple of ``pes``;
     ``entry_depth`` the most entries any PE holds; ``pointer_depth = sum(in + 1)``;
     ``bias_depth = sum(ceil(out / pes))``; ``occupancy_depth = sum(ceil(in / scan_lanes))``.
@@ -157,6 +159,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     memory depths, column entries) so a later, larger model of the same class still fits.
     ``board`` (a name from ``boards.registry``) sets the accumulator split for the part's
     block RAMs (iCE40: 16 bits in RAM) and refuses an engine that does not fit the part.
+    ``writeback_lanes`` (requantizers shared by ``pes / writeback_lanes`` PEs each) defaults
+    to one per PE; with a board and no explicit value, the least sharing whose LUT estimate
+    fits the part is chosen (write-back then takes ``rows * period`` cycles per layer).
     """
     if not isinstance(pes, (int, np.integer)) or isinstance(pes, bool) or not 1 <= pes <= 64:
         raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
@@ -191,10 +196,31 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         pointer_depth=grow(needs.pointer_depth), bias_depth=grow(needs.bias_depth),
         occupancy_depth=grow(needs.occupancy_depth), fifo_depth=fifo_depth,
         shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
-        acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0)
+        acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
+        writeback_lanes=writeback_lanes or 0)
     if part is not None:
+        if writeback_lanes is None:
+            for lanes in _writeback_choices(pes):           # least sharing first
+                candidate = dataclasses.replace(config, writeback_lanes=lanes)
+                if estimate_resources(candidate, part).lut <= part.luts:
+                    config = candidate
+                    break
+            else:
+                config = dataclasses.replace(config, writeback_lanes=_writeback_choices(pes)[-1])
         check_board(config, part)
     return config
+
+
+def _writeback_choices(pes: int) -> list[int]:
+    """Valid ``writeback_lanes`` from one requantizer per PE (0) to the most sharing:
+    divisors of ``pes`` that leave a power-of-two period."""
+    choices = [0]
+    period = 2
+    while period <= pes:
+        if pes % period == 0:
+            choices.append(pes // period)
+        period *= 2
+    return choices
 
 
 # Fields a model must match exactly, and fields where the engine must have at least as much.
