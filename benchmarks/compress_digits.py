@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-
-import sparseforge as sf
 from sparseforge.compiler.compress.digits import HIDDEN, load_digits_split, train_float
 from sparseforge.compiler.compress.huffman import entropy_bits
 from sparseforge.compiler.compress.report import render
 from sparseforge.compiler.encode import encode_layer
+
+import sparseforge as sf
 
 VARIANTS = {
     "default (90%, 4-bit codes, 8-bit acts)": {},
@@ -57,8 +57,8 @@ def main() -> None:
     console.print(f"digits: {len(train_set)} train / {len(val_set)} validation / "
                   f"{len(test_set)} test images, MLP 64-{args.hidden}-10 "
                   f"({64 * args.hidden + args.hidden * 10:,} weights); accuracies on test")
-    data = dict(train=(train_set.x, train_set.y), val=(val_set.x, val_set.y),
-                test=(test_set.x, test_set.y))
+    data = {"train": (train_set.x, train_set.y), "val": (val_set.x, val_set.y),
+            "test": (test_set.x, test_set.y)}
 
     summary = Table(title="compression of the digits MLP", title_justify="left")
     for column in ("run", "seed", "float", "shared", "fixed pt", "drop", "sparsity", "ratio",

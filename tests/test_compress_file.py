@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-import sparseforge as sf
-from sparseforge.cli import main
 from sparseforge.compiler.compress.api import CompressionConfig
-from sparseforge.compiler.compress.model import (CompressedModel, CompressedModelError,
-                                                 load_compressed)
+from sparseforge.compiler.compress.model import (
+    CompressedModel,
+    CompressedModelError,
+    load_compressed,
+)
 from sparseforge.compiler.compress.quantize import quantize_network
 from sparseforge.compiler.compress.report import account
 from sparseforge.compiler.compress.share import share_weights
 from sparseforge.compiler.ir import Linear, Network
+
+import sparseforge as sf
+from sparseforge.cli import main
 
 torch.set_num_threads(1)
 
@@ -167,8 +170,8 @@ def parts(model):
      "manifest 'format' is 'other', not 'sparseforge-compressed'"),
     (lambda m, a: m.__setitem__("layers", []),
      "manifest 'layers' must be a non-empty list, not \\[\\]"),
-    (lambda m, a: a.pop("mask_1"), "arrays.npz does not match the manifest's 2 layers: "
-                                   "missing mask_1"),
+    (lambda m, a: a.pop("mask_1"),
+     "arrays.npz does not match the manifest's 2 layers: missing mask_1"),
     (lambda m, a: a.__setitem__("extra", np.zeros(2)), "unexpected extra"),
     (lambda m, a: a.__setitem__("mask_0", np.zeros_like(a["mask_0"])),
      "codes_0 has nonzero codes where mask_0 says pruned"),
@@ -198,7 +201,7 @@ def test_arrays_that_need_pickle_are_refused(tmp_path):
 
 # ---- bad inputs to compress ---------------------------------------------------------------------
 
-FAST = dict(prune_steps=1, prune_epochs=1, final_epochs=0, share_epochs=1)
+FAST = {"prune_steps": 1, "prune_epochs": 1, "final_epochs": 0, "share_epochs": 1}
 DATA = (np.random.default_rng(0).uniform(0, 1, (32, 64)).astype(np.float32),
         np.arange(32) % 10)
 
@@ -293,9 +296,9 @@ def test_cli_refuses_a_nan_state_dict_and_a_foreign_one(tmp_path, capsys):
 
 def test_cli_takes_a_state_dict_pruned_with_torch_prune(tmp_path):
     import torch.nn.utils.prune as torch_prune
+    from sparseforge.compiler.compress.digits import digits_mlp
 
     from sparseforge.commands.compress import load_model
-    from sparseforge.compiler.compress.digits import digits_mlp
 
     model = digits_mlp(hidden=32)
     torch_prune.l1_unstructured(model.fc1, "weight", amount=0.6)

@@ -8,6 +8,7 @@ computes what the unfolded module computes.
 """
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -15,25 +16,45 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sparseforge.compiler.compress.convert import (network_to_torch, to_network,
-                                                   torch_to_network)
+from sparseforge.compiler.compress.convert import network_to_torch, to_network, torch_to_network
 from sparseforge.compiler.compress.digits import load_digits_split
 from sparseforge.compiler.compress.distill import distill, distillation_loss
-from sparseforge.compiler.compress.huffman import (canonical_codes, entropy_bits,
-                                                   huffman_bits, huffman_decode,
-                                                   huffman_encode, huffman_lengths)
-from sparseforge.compiler.compress.lowrank import (factorize_linear, factorize_network,
-                                                   rank_for_energy, svd_factors)
-from sparseforge.compiler.compress.prune import (MaskKeeper, balanced_mask, choose_sparsities,
-                                                 linear_layers, magnitude_mask, pe_nonzeros,
-                                                 prune_filters, prune_iteratively,
-                                                 prune_neurons, sensitivity_scan)
+from sparseforge.compiler.compress.huffman import (
+    canonical_codes,
+    entropy_bits,
+    huffman_bits,
+    huffman_decode,
+    huffman_encode,
+    huffman_lengths,
+)
+from sparseforge.compiler.compress.lowrank import (
+    factorize_linear,
+    factorize_network,
+    rank_for_energy,
+    svd_factors,
+)
+from sparseforge.compiler.compress.prune import (
+    MaskKeeper,
+    balanced_mask,
+    choose_sparsities,
+    linear_layers,
+    magnitude_mask,
+    pe_nonzeros,
+    prune_filters,
+    prune_iteratively,
+    prune_neurons,
+    sensitivity_scan,
+)
 from sparseforge.compiler.compress.quantize import network_codebooks, quantize_network
 from sparseforge.compiler.compress.report import account_layer
-from sparseforge.compiler.compress.share import (SharedLinear, from_shared,
-                                                 kmeans_linear_init, share_network,
-                                                 share_weights, to_shared)
+from sparseforge.compiler.compress.share import (
+    SharedLinear,
+    from_shared,
+    kmeans_linear_init,
+    share_network,
+    share_weights,
+    to_shared,
+)
 from sparseforge.compiler.compress.training import Dataset, TrainConfig, accuracy, seeded, train
 from sparseforge.compiler.ir import Linear, Network
 from sparseforge.compiler.numerics import FixedFormat, choose_frac
@@ -284,7 +305,7 @@ def test_share_network_without_training_gives_codebooks_for_quantization():
 def shared_network(seed=5, sizes=(20, 16, 4)):
     rng = np.random.default_rng(seed)
     layers = []
-    for index, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+    for index, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         weight = rng.normal(0, 0.4, size=(n_out, n_in)) * (rng.random((n_out, n_in)) > 0.6)
         codes, codebook = share_weights(weight, weight != 0, 16)
         layers.append(Linear(f"l{index}", codebook[codes], rng.normal(0, 0.2, n_out),

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
-import sparseforge as sf
-from sparseforge.cli import main
 from sparseforge.compiler.compress.api import integer_accuracy
 from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, load_digits_split
 from sparseforge.compiler.compress.prune import pe_nonzeros
 from sparseforge.compiler.compress.training import Dataset
 
+import sparseforge as sf
+from sparseforge.cli import main
+
 torch.set_num_threads(1)
-FAST = dict(prune_steps=2, prune_epochs=2, final_epochs=2, share_epochs=2)
+FAST = {"prune_steps": 2, "prune_epochs": 2, "final_epochs": 2, "share_epochs": 2}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_the_default_model_file_matches_the_figures(default_run, split):
     assert sparsity == pytest.approx(figures["sparsity"], abs=1e-5)
 
 
-# ---- options of the pipeline, on short training schedules -----------------------------------------
+# ---- options of the pipeline, on short training schedules ---------------------------------------
 
 @pytest.fixture(scope="module")
 def trained(split):

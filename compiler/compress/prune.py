@@ -33,7 +33,7 @@ def magnitude_mask(weight: np.ndarray, sparsity: float, keep: np.ndarray | None 
     magnitude = np.abs(weight).ravel()
     if keep is not None:
         magnitude = np.where(keep.ravel(), magnitude, -1.0)
-    kept = int(round((1.0 - sparsity) * weight.size))
+    kept = round((1.0 - sparsity) * weight.size)
     order = np.argsort(-magnitude, kind="stable")
     mask = np.zeros(weight.size, dtype=bool)
     mask[order[:kept]] = True
@@ -56,7 +56,7 @@ def balanced_mask(weight: np.ndarray, sparsity: float, pes: int,
         raise ValueError(f"a layer of {weight.shape[0]} rows cannot be balanced over {pes} "
                          f"PEs (PE {weight.shape[0]} would own no row); use fewer PEs")
     keep = np.ones(weight.shape, dtype=bool) if keep is None else np.asarray(keep, bool)
-    per_pe = int(round((1.0 - sparsity) * weight.size / pes))
+    per_pe = round((1.0 - sparsity) * weight.size / pes)
     mask = np.zeros(weight.shape, dtype=bool)
     for k in range(pes):
         block_keep = keep[k::pes].ravel()
