@@ -51,6 +51,7 @@ class DeviceInfo:
     scan_lanes: int
     layer_count: int
     max_payload: int
+    busy: bool
 
 
 class Device:
@@ -106,13 +107,13 @@ class Device:
 
     # ---- commands -----------------------------------------------------------------------------
     def info(self) -> DeviceInfo:
-        frame = self._transact(Opcode.INFO, reply_bytes=14)
-        engine_id, config, layers, capacity = struct.unpack("<IIIH", frame.payload)
+        frame = self._transact(Opcode.INFO, reply_bytes=18)
+        engine_id, config, status, layers, capacity = struct.unpack("<IIIIH", frame.payload)
         if engine_id != isa.ENGINE_ID:
             raise LinkError(f"the device answered with engine id {engine_id:#x}, "
                             f"not sparseforge's {isa.ENGINE_ID:#x}")
         return DeviceInfo(engine_id, config & 0xFF, (config >> 8) & 0xFF, (config >> 16) & 0xFF,
-                          (config >> 24) & 0xFF, layers, capacity)
+                          (config >> 24) & 0xFF, layers, capacity, bool(status & 1))
 
     def write(self, address: int, words) -> None:
         """Bus writes of ``words`` to consecutive indices from ``address``."""

@@ -28,7 +28,7 @@ MAX_PAYLOAD = 256
 
 
 class Opcode(enum.IntEnum):
-    INFO = 0x01          # -> id u32, config u32, layer count u32, max payload u16
+    INFO = 0x01          # -> id u32, config u32, status u32, layer count u32, max payload u16
     WRITE = 0x02         # addr u32, data u32 * n: bus writes to index addr, addr+1, ...
     READ = 0x03          # addr u32, count u16 -> data u32 * count from index addr, addr+1, ...
     LOAD_INPUT = 0x04    # value i16 * n: activations 0 .. n-1 (signed, act_bits wide)

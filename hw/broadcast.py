@@ -35,8 +35,8 @@ class BroadcastUnit(wiring.Component):
 
     Ports
     -----
-    start : In; one-cycle pulse that starts a scan with the current ``groups`` and
-        ``occupancy_base`` (held stable until ``idle``).
+    start : In; one-cycle pulse that starts a scan with the current ``groups``,
+        ``occupancy_base`` and ``pointer_base`` (held stable until ``idle``).
     idle : Out; no scan is running and nothing is waiting to be queued.
     activations : the activation buffer's read port (``addr``, ``en`` out; ``data`` in, one
         cycle after ``en``), one word of ``pes`` activations.
@@ -52,6 +52,7 @@ class BroadcastUnit(wiring.Component):
             "start": In(1),
             "groups": In(range(groups + 1)),
             "occupancy_base": In(ceil_log2(max(2, config.occupancy_depth))),
+            "pointer_base": In(ceil_log2(max(2, config.pointer_depth))),
             "idle": Out(1),
             "activations": Out(wiring.Signature({
                 "addr": Out(ceil_log2(max(2, config.act_words))),
@@ -92,6 +93,8 @@ class BroadcastUnit(wiring.Component):
         # The group whose activations and occupancy are on the memory ports this cycle.
         held = Signal()
         held_group = Signal.like(self.groups)
+        next_pointer = Signal.like(self.pointer_base)      # pointer index of the next group
+        held_pointer = Signal.like(self.pointer_base)
         held_sub = Signal.like(next_sub)
         fresh = Signal()            # first cycle of the held group: queue to all PEs with work
         pending = Signal(pes)       # PEs that still have to take the held group
@@ -111,7 +114,7 @@ class BroadcastUnit(wiring.Component):
             m.d.comb += [
                 want[pe].eq(held & Mux(fresh, mask != 0, pending[pe])),
                 queue.valid.eq(want[pe]),
-                queue.payload.group.eq(held_group),
+                queue.payload.pointer.eq(held_pointer),
                 queue.payload.mask.eq(mask),
                 queue.payload.values.eq(values),
             ]
@@ -130,9 +133,10 @@ class BroadcastUnit(wiring.Component):
         ]
         with m.If(advance):
             m.d.sync += [held.eq(fetch), held_group.eq(next_group), held_sub.eq(next_sub),
-                         fresh.eq(1)]
+                         held_pointer.eq(next_pointer), fresh.eq(1)]
             with m.If(fetch):
-                m.d.sync += next_group.eq(next_group + 1)
+                m.d.sync += [next_group.eq(next_group + 1),
+                             next_pointer.eq(next_pointer + lanes)]
                 with m.If(next_sub == config.groups_per_word - 1):
                     m.d.sync += [next_sub.eq(0), next_word.eq(next_word + 1)]
                 with m.Else():
@@ -141,7 +145,8 @@ class BroadcastUnit(wiring.Component):
             m.d.sync += [pending.eq(refused), fresh.eq(0)]
 
         with m.If(self.start):
-            m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0)]
+            m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
+                         next_pointer.eq(self.pointer_base)]
         with m.Elif(running & ~fetch & advance):
             m.d.sync += running.eq(0)
 

@@ -40,24 +40,27 @@ class Engine(wiring.Component):
     image : the program image to initialise the memories with (an object with ``entries``,
         ``pointers`` and ``biases`` per PE, ``codebook``, ``occupancy``, ``descriptors`` and
         ``layer_count``), or None for empty memories that the host fills over the bus.
+    streams : with the ``input`` and ``output`` streams (False: the host bus only, as on a board
+        behind its UART link, where the streams would be dead logic).
 
     Ports
     -----
     input : In(stream of ``isa.stream_layout``); activations in order; ``last`` starts the run.
-    output : Out(stream of ``isa.stream_layout``); the last layer's outputs after each run.
+    output : Out(stream of ``isa.stream_layout``); the last layer's outputs after each run (the
+        engine stays busy until they are taken).
     bus : In(``isa.host_bus_signature()``).
     busy : Out; a run, the clear after reset, or the output stream is in progress.
     """
 
-    def __init__(self, config: EngineConfig, image=None):
+    def __init__(self, config: EngineConfig, image=None, *, streams: bool = True):
         self._config = config
         self._image = image
-        super().__init__({
-            "input": In(stream.Signature(isa.stream_layout(config))),
-            "output": Out(stream.Signature(isa.stream_layout(config))),
-            "bus": In(isa.host_bus_signature()),
-            "busy": Out(1),
-        })
+        self._streams = streams
+        ports = {"bus": In(isa.host_bus_signature()), "busy": Out(1)}
+        if streams:
+            ports["input"] = In(stream.Signature(isa.stream_layout(config)))
+            ports["output"] = Out(stream.Signature(isa.stream_layout(config)))
+        super().__init__(ports)
 
     @property
     def config(self) -> EngineConfig:
@@ -117,6 +120,7 @@ class Engine(wiring.Component):
             broadcast.start.eq(sequencer.broadcast_start),
             broadcast.groups.eq(sequencer.layer.groups),
             broadcast.occupancy_base.eq(sequencer.layer.occupancy_base),
+            broadcast.pointer_base.eq(sequencer.layer.pointer_base),
             sequencer.broadcast_idle.eq(broadcast.idle),
             sequencer.pes_busy.eq(Cat(pe.busy for pe in processing_elements).any()),
 
@@ -141,11 +145,14 @@ class Engine(wiring.Component):
             m.d.sync += codebook_values[sequencer.codebook_write.index].eq(
                 sequencer.codebook_write.value)
 
+        # Where the layer's biases start in every PE's parameter memory (after the columns).
+        bias_base = Signal(range(config.parameter_depth))
+        m.d.comb += bias_base.eq(config.pointer_depth + sequencer.layer.bias_base)
+
         for pe, queue in zip(processing_elements, broadcast.queues):
             wiring.connect(m, queue, pe.queue)
             m.d.comb += [
-                pe.pointer_base.eq(sequencer.layer.pointer_base),
-                pe.bias_base.eq(sequencer.layer.bias_base),
+                pe.bias_base.eq(bias_base),
                 pe.rows.eq(sequencer.layer.rows),
                 pe.shift.eq(sequencer.layer.shift),
                 pe.relu.eq(sequencer.layer.relu),
@@ -217,17 +224,23 @@ class Engine(wiring.Component):
         input_count = Signal(range(config.max_features + 1))
         input_word = Signal.like(activations.addr)
         input_lane = Signal(range(max(2, pes)))
-        m.d.comb += self.input.ready.eq(~busy)
-        stream_write = self.input.valid & self.input.ready
-        with m.If(stream_write):
-            with m.If(self.input.payload.last):
-                m.d.sync += [input_word.eq(0), input_lane.eq(0)]
-            with m.Elif(input_lane == pes - 1):
-                m.d.sync += [input_word.eq(input_word + 1), input_lane.eq(0)]
-            with m.Else():
-                m.d.sync += input_lane.eq(input_lane + 1)
-            m.d.sync += input_count.eq(Mux(self.input.payload.last, 0, input_count + 1))
-        m.d.comb += start.eq(~busy & (bus_start | (stream_write & self.input.payload.last)))
+        stream_write = Signal()
+        stream_start = Signal()
+        if self._streams:
+            m.d.comb += [
+                self.input.ready.eq(~busy),
+                stream_write.eq(self.input.valid & self.input.ready),
+                stream_start.eq(stream_write & self.input.payload.last),
+            ]
+            with m.If(stream_write):
+                with m.If(self.input.payload.last):
+                    m.d.sync += [input_word.eq(0), input_lane.eq(0)]
+                with m.Elif(input_lane == pes - 1):
+                    m.d.sync += [input_word.eq(input_word + 1), input_lane.eq(0)]
+                with m.Else():
+                    m.d.sync += input_lane.eq(input_lane + 1)
+                m.d.sync += input_count.eq(Mux(self.input.payload.last, 0, input_count + 1))
+        m.d.comb += start.eq(~busy & (bus_start | stream_start))
 
         # ---- activation buffer: one access per cycle -------------------------------------------
         # Writes: the write-back (whole words), the input stream and the host (one lane each).
@@ -264,8 +277,9 @@ class Engine(wiring.Component):
             m.d.comb += [write_address.eq(sequencer.result_write.addr),
                          activations.w_en.eq(result_lanes)]
         with m.Elif(stream_write):
-            m.d.comb += [write_address.eq(input_word), single_value.eq(self.input.payload.value),
-                         activations.w_en.eq(1 << input_lane)]
+            m.d.comb += [write_address.eq(input_word), activations.w_en.eq(1 << input_lane)]
+            if self._streams:
+                m.d.comb += single_value.eq(self.input.payload.value)
         with m.Elif(writing & (region == isa.Region.ACTIVATIONS)):
             m.d.comb += [write_address.eq(index >> lane_bits),
                          single_value.eq(bus.w_data[:config.act_bits]),
@@ -274,28 +288,29 @@ class Engine(wiring.Component):
             Mux(sequencer.result_write.en, results, _replicate(single_value, pes)))
 
         # ---- output stream: the last layer's outputs after a run --------------------------------
-        output_count = Signal(range(config.max_features + 1))
         output_word = Signal.like(activations.addr)
-        output_lane = Signal(range(max(2, pes)))
         showing = Signal()
-        with m.If(sequencer.done):
-            m.d.sync += [unloading.eq(1), showing.eq(0), output_count.eq(0),
-                         output_word.eq(0), output_lane.eq(0)]
-        with m.Elif(unloading & ~showing):
-            m.d.sync += showing.eq(1)      # the read of (output_word) was issued this cycle
-        m.d.comb += [
-            self.output.valid.eq(showing),
-            self.output.payload.value.eq(activations.r_data[output_lane]),
-            self.output.payload.last.eq(output_count + 1 == sequencer.layer.out_features),
-        ]
-        with m.If(self.output.valid & self.output.ready):
-            m.d.sync += [showing.eq(0), output_count.eq(output_count + 1)]
-            with m.If(self.output.payload.last):
-                m.d.sync += unloading.eq(0)
-            with m.Elif(output_lane == pes - 1):
-                m.d.sync += [output_lane.eq(0), output_word.eq(output_word + 1)]
-            with m.Else():
-                m.d.sync += output_lane.eq(output_lane + 1)
+        if self._streams:
+            output_count = Signal(range(config.max_features + 1))
+            output_lane = Signal(range(max(2, pes)))
+            with m.If(sequencer.done):
+                m.d.sync += [unloading.eq(1), showing.eq(0), output_count.eq(0),
+                             output_word.eq(0), output_lane.eq(0)]
+            with m.Elif(unloading & ~showing):
+                m.d.sync += showing.eq(1)      # the read of (output_word) was issued this cycle
+            m.d.comb += [
+                self.output.valid.eq(showing),
+                self.output.payload.value.eq(activations.r_data[output_lane]),
+                self.output.payload.last.eq(output_count + 1 == sequencer.layer.out_features),
+            ]
+            with m.If(self.output.valid & self.output.ready):
+                m.d.sync += [showing.eq(0), output_count.eq(output_count + 1)]
+                with m.If(self.output.payload.last):
+                    m.d.sync += unloading.eq(0)
+                with m.Elif(output_lane == pes - 1):
+                    m.d.sync += [output_lane.eq(0), output_word.eq(output_word + 1)]
+                with m.Else():
+                    m.d.sync += output_lane.eq(output_lane + 1)
 
         # ---- activation buffer read port: broadcast, output stream, host ------------------------
         read_lane = Signal(range(max(2, pes)))

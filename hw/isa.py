@@ -95,12 +95,12 @@ def occupancy_layout(config: EngineConfig) -> data.ArrayLayout:
 
 
 def group_layout(config: EngineConfig) -> data.StructLayout:
-    """What the broadcast unit queues for a PE: scan group ``group`` (columns ``group * G`` ..
-    ``group * G + G - 1``), the lanes that hold work for this PE (nonzero activation and an
-    occupied column), and the ``G`` activation values."""
-    groups = -(-config.max_features // config.scan_lanes)
+    """What the broadcast unit queues for a PE: the pointer index of the group's first column
+    (``pointer_base + group * G``; the group covers columns ``group * G .. group * G + G - 1``),
+    the lanes that hold work for this PE (nonzero activation and an occupied column), and the
+    ``G`` activation values."""
     return data.StructLayout({
-        "group": _bits_for(groups - 1),
+        "pointer": _bits_for(config.pointer_depth - 1),
         "mask": config.scan_lanes,
         "values": data.ArrayLayout(signed(config.act_bits), config.scan_lanes),
     })

@@ -75,8 +75,8 @@ class ProcessingElement(wiring.Component):
     Ports
     -----
     queue : In(stream of ``isa.group_layout``); the broadcast unit's groups for this PE.
-    pointer_base, bias_base, rows, shift, relu : In; the running layer's descriptor fields,
-        stable while the layer runs.
+    bias_base : In; where the running layer's biases start in the parameter memory.
+    rows, shift, relu : In; the running layer's descriptor fields, stable while it runs.
     codebook : In; the running layer's codebook values.  One register file in the engine serves
         every PE (EIE gives each PE its own lookup table; on an FPGA the copies would cost more
         registers than the whole PE datapath, and the PEs only read it).
@@ -93,8 +93,7 @@ class ProcessingElement(wiring.Component):
         self._init = {"entries": entries, "pointers": pointers, "biases": biases}
         super().__init__({
             "queue": In(stream.Signature(isa.group_layout(config))),
-            "pointer_base": In(ceil_log2(config.pointer_depth)),
-            "bias_base": In(ceil_log2(max(2, config.bias_depth))),
+            "bias_base": In(ceil_log2(config.parameter_depth)),
             "rows": In(config.row_bits),
             "shift": In(config.shift_bits),
             "relu": In(1),
@@ -163,9 +162,9 @@ class ProcessingElement(wiring.Component):
         # next word is read in the cycle it is taken, so the walker can start a column every
         # cycle and, while it walks a long one, the next word already waits.
         front_valid = Signal()
-        front_mask = Signal(lanes)
-        front_base = Signal(ceil_log2(config.pointer_depth) + 1)  # pointer index of lane 0
-        front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes))
+        front_mask = Signal(lanes, reset_less=True)
+        front_base = Signal(ceil_log2(config.pointer_depth) + 1, reset_less=True)
+        front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes), reset_less=True)
         lane = lowest_set_bit(m, front_mask)
         remaining = Signal(lanes)
         m.d.comb += remaining.eq(front_mask & (front_mask - 1))
@@ -173,11 +172,11 @@ class ProcessingElement(wiring.Component):
         column = data.View(isa.column_layout(config),
                            parameters_r.data[:isa.column_layout(config).size])
         holding = Signal()                          # the memory's output holds a column word
-        held_value = Signal(signed(config.act_bits))
+        held_value = Signal(signed(config.act_bits), reset_less=True)
         walking = Signal()                          # a column taken earlier is still being read
-        walk_addr = Signal(config.pointer_bits)
-        walk_left = Signal(config.count_bits)       # its entries still to read
-        walk_value = Signal(signed(config.act_bits))
+        walk_addr = Signal(config.pointer_bits, reset_less=True)
+        walk_left = Signal(config.count_bits, reset_less=True)       # its entries still to read
+        walk_value = Signal(signed(config.act_bits), reset_less=True)
         take = Signal()                             # the walker takes the holding word now
         issue = Signal()                            # read the next lane's column word now
         m.d.comb += [
@@ -193,7 +192,7 @@ class ProcessingElement(wiring.Component):
             m.d.sync += [
                 front_valid.eq(1),
                 front_mask.eq(head.mask),
-                front_base.eq(self.pointer_base + (head.group << lane_bits)),
+                front_base.eq(head.pointer),
                 front_values.eq(head.values),
             ]
         with m.Elif(issue & (remaining == 0)):
@@ -226,22 +225,22 @@ class ProcessingElement(wiring.Component):
 
         # ---- decode: entry -> row and weight ----------------------------------------------
         decode_valid = Signal()
-        decode_first = Signal()
-        decode_value = Signal(signed(config.act_bits))
+        decode_first = Signal(reset_less=True)
+        decode_value = Signal(signed(config.act_bits), reset_less=True)
         m.d.sync += [
             decode_valid.eq(read_entry),
             decode_first.eq(read_entry & ~walking),
             decode_value.eq(value),
         ]
         fetched = data.View(entry, entries_r.data)
-        previous_row = Signal(config.row_bits)
+        previous_row = Signal(config.row_bits, reset_less=True)
         row = Signal(config.row_bits)
         m.d.comb += row.eq(Mux(decode_first, fetched.zero_run,
                                previous_row + fetched.zero_run + 1))
         multiply_valid = Signal()
-        multiply_row = Signal(config.row_bits)
-        multiply_value = Signal(signed(config.act_bits))
-        multiply_weight = Signal(signed(config.coef_bits))
+        multiply_row = Signal(config.row_bits, reset_less=True)
+        multiply_value = Signal(signed(config.act_bits), reset_less=True)
+        multiply_weight = Signal(signed(config.coef_bits), reset_less=True)
         m.d.sync += [
             multiply_valid.eq(decode_valid),
             multiply_row.eq(row),
@@ -253,8 +252,8 @@ class ProcessingElement(wiring.Component):
 
         # ---- multiply, then accumulate (read in this stage, write in the next) --------------
         accumulate_valid = Signal()
-        accumulate_row = Signal(config.row_bits)
-        product = Signal(signed(config.act_bits + config.coef_bits))
+        accumulate_row = Signal(config.row_bits, reset_less=True)
+        product = Signal(signed(config.act_bits + config.coef_bits), reset_less=True)
         m.d.sync += [
             accumulate_valid.eq(multiply_valid),
             accumulate_row.eq(multiply_row),
@@ -280,13 +279,12 @@ class ProcessingElement(wiring.Component):
             with m.Else():
                 m.d.sync += slot.eq(slot + 1)
         landed = Signal()                       # the reads issued last cycle have landed
-        landed_row = Signal(config.row_bits)
+        landed_row = Signal(config.row_bits, reset_less=True)
         m.d.sync += [landed.eq(reading), landed_row.eq(writeback_row)]
 
         m.d.comb += [
             acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
-            parameters_r.addr.eq(Mux(writing_back,
-                                     config.pointer_depth + self.bias_base + writeback_row,
+            parameters_r.addr.eq(Mux(writing_back, self.bias_base + writeback_row,
                                      front_base + lane)),
             # The port holds its word unless a column is issued or a bias read.
             parameters_r.en.eq(issue | reading),
@@ -300,14 +298,19 @@ class ProcessingElement(wiring.Component):
                 acc_w.data.eq(acc_r.data + product),
                 acc_w.en.eq(accumulate_valid),
             ]
+        # The readout is the two memories' outputs, held (their ports read nothing else) until
+        # the next row's reads; the clear of the row does not disturb the held word.
         window = Signal(range(period + 1))      # cycles the readout has left on show
-        with m.If(landed):
-            m.d.sync += [self.readout.payload.acc.eq(acc_r.data),
-                         self.readout.payload.bias.eq(parameters_r.data[:config.bias_bits]),
-                         window.eq(period)]
+        with m.If(reading):
+            m.d.sync += window.eq(period)
         with m.Elif(window != 0):
             m.d.sync += window.eq(window - 1)
-        m.d.comb += self.readout.valid.eq(window != 0)
+        m.d.comb += [
+            self.readout.valid.eq(window != 0),
+            self.readout.payload.acc.eq(acc_r.data),
+            self.readout.payload.bias.eq(parameters_r.data[:config.bias_bits]),
+            acc_r.en.eq(~writing_back | reading),
+        ]
 
         m.d.comb += self.busy.eq(queue.r_rdy | front_valid | holding | walking
                                  | decode_valid | multiply_valid | accumulate_valid)
@@ -316,7 +319,8 @@ class ProcessingElement(wiring.Component):
 
 class AccumulatorFile(wiring.Component):
     """The PE's accumulators: one synchronous read and one write per cycle, the read transparent
-    to the write (a read of the row being written returns the new sum: EIE's bypass).
+    to the write (a read of the row being written returns the new sum: EIE's bypass); with
+    ``read.en`` low the read data holds.
 
     The low ``acc_memory_bits`` live in a memory (block RAM); the rest, if any, in registers
     with the same timing, so the file costs one 16-bit block RAM on an iCE40.
@@ -327,7 +331,7 @@ class AccumulatorFile(wiring.Component):
         address = ceil_log2(max(2, config.max_rows))
         super().__init__({
             "read": In(wiring.Signature({
-                "addr": Out(address), "data": In(signed(config.acc_bits))})),
+                "addr": Out(address), "en": Out(1), "data": In(signed(config.acc_bits))})),
             "write": In(wiring.Signature({
                 "addr": Out(address), "data": Out(signed(config.acc_bits)), "en": Out(1)})),
         })
@@ -343,7 +347,7 @@ class AccumulatorFile(wiring.Component):
         read = storage.read_port(transparent_for=(write,))
         m.d.comb += [
             write.addr.eq(self.write.addr), write.data.eq(self.write.data[:low_bits]),
-            write.en.eq(self.write.en), read.addr.eq(self.read.addr),
+            write.en.eq(self.write.en), read.addr.eq(self.read.addr), read.en.eq(self.read.en),
         ]
         if not high_bits:
             m.d.comb += self.read.data.eq(read.data)
@@ -352,9 +356,9 @@ class AccumulatorFile(wiring.Component):
         high_read = Signal(high_bits)
         with m.If(self.write.en):
             m.d.sync += high[self.write.addr].eq(self.write.data[low_bits:])
-        with m.If(self.write.en & (self.write.addr == self.read.addr)):
+        with m.If(self.read.en & self.write.en & (self.write.addr == self.read.addr)):
             m.d.sync += high_read.eq(self.write.data[low_bits:])
-        with m.Else():
+        with m.Elif(self.read.en):
             m.d.sync += high_read.eq(high[self.read.addr])
         m.d.comb += self.read.data.eq(Cat(read.data, high_read))
         return m

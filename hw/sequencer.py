@@ -30,9 +30,9 @@ from .requantize import LATENCY as REQUANTIZE_LATENCY
 __all__ = ["Sequencer", "WRITEBACK_LATENCY"]
 
 # Cycles from the WRITEBACK pulse to the first result: the PE starts reading (1), the
-# accumulator and bias reads land (1) and are latched for the shared requantizer (1), then
-# the requantizer.
-WRITEBACK_LATENCY = 3 + REQUANTIZE_LATENCY
+# accumulator and bias reads land and are shown to the shared requantizer (1), then the
+# requantizer.
+WRITEBACK_LATENCY = 2 + REQUANTIZE_LATENCY
 
 
 class Sequencer(wiring.Component):

@@ -24,10 +24,10 @@ def run_link(config, image, requests, *, timeout=30000):
     next request is sent (none, when the bridge stays silent).  Also returns, per request,
     whether the engine was busy at any time while it was handled (did it run?)."""
     m = Module()
-    m.submodules.engine = engine = Engine(config, image)
+    m.submodules.engine = engine = Engine(config, image, streams=False)
     m.submodules.bridge = bridge = LinkBridge(config)
     wiring.connect(m, bridge.bus, engine.bus)
-    m.d.comb += [bridge.engine_busy.eq(engine.busy), engine.output.ready.eq(1)]
+    m.d.comb += bridge.engine_busy.eq(engine.busy)
     replies, ran = [], []
 
     async def testbench(ctx):
@@ -61,16 +61,22 @@ def request(seq, opcode, payload=b""):
     return protocol.encode_frame(seq, opcode, payload)
 
 
-@pytest.fixture(scope="module")
-def model():
+def make_model(pes, scan_lanes):
     rng = np.random.default_rng(8)
     layers = random_layers(rng, [(12, 10), (6, 12)], density=0.5)
-    config = config_for(layers, 4, 2)
+    config = config_for(layers, pes, scan_lanes)
     return config, layers, build_image(config, layers), rng.integers(-128, 128, 10)
 
 
-def test_inference_over_the_link(model):
-    config, layers, image, x = model
+@pytest.fixture(scope="module")
+def model():
+    return make_model(4, 2)
+
+
+@pytest.mark.parametrize("pes,scan_lanes", [(4, 2), (6, 1)])
+def test_inference_over_the_link(pes, scan_lanes):
+    # With 6 PEs activation indices skip (word << 3 | lane): the bridge must wrap the lane.
+    config, layers, image, x = make_model(pes, scan_lanes)
     expected = golden(layers, x[None])[-1][0]
     replies, _ = run_link(config, image, [
         request(1, Op.INFO),
@@ -80,7 +86,8 @@ def test_inference_over_the_link(model):
         request(5, Op.READ_CYCLES, struct.pack("<H", 2)),
     ])
     assert [r[0].code for r in replies] == [Status.OK] * 5
-    identity, config_word, layer_count, capacity = struct.unpack("<IIIH", replies[0][0].payload)
+    identity, config_word, status, layer_count, capacity = struct.unpack(
+        "<IIIIH", replies[0][0].payload)
     assert identity == isa.ENGINE_ID and layer_count == 2 and capacity == protocol.MAX_PAYLOAD
     assert config_word & 0xFF == config.pes
     (total,) = struct.unpack("<I", replies[2][0].payload)

@@ -76,16 +76,11 @@ class After(enum.Enum, shape=4):
     WRITE_DATA = 1
     READ_ADDRESS = 2
     READ_COUNT = 3
-    READ_WORD = 4
-    LOAD_VALUE = 5
-    OUTPUT_COUNT = 6
-    OUTPUT_VALUE = 7
-    CYCLES_COUNT = 8
-    CYCLES_WORD = 9
-    INFO_WORD = 10
-    RUN_WORD = 11
-    CRC = 12
-    END = 13
+    COUNT = 4
+    READ_WORD = 5
+    RUN_WORD = 6
+    CRC = 7
+    END = 8
 
 
 class LinkBridge(wiring.Component):
@@ -120,26 +115,34 @@ class LinkBridge(wiring.Component):
         m = Module()
         config = self._config
         capacity = self._max_payload + 4             # seq, code, payload, two CRC bytes
+        Op, Status = protocol.Opcode, protocol.Status
 
         m.submodules.buffer = buffer = memory.Memory(shape=8, depth=capacity, init=[])
         buffer_w, buffer_r = buffer.write_port(), buffer.read_port()
         m.submodules.encoder = encoder = SlipEncoder()
         wiring.connect(m, encoder.o, wiring.flipped(self.tx))
 
+        # ---- one CRC unit: frames are received and answered, never both at once -------------
+        crc = Signal(16, init=0xFFFF)
+        crc_byte = Signal(8)
+        crc_step = Signal()
+        crc_reset = Signal()
+        with m.If(crc_reset):
+            m.d.sync += crc.eq(0xFFFF)
+        with m.Elif(crc_step):
+            m.d.sync += crc.eq(crc16_next(m, crc, crc_byte))
+
         # ---- receive: unescape, buffer, CRC ----------------------------------------------------
         length = Signal(range(capacity + 1))
-        crc = Signal(16, init=0xFFFF)
         escaped, poisoned, overflow = Signal(), Signal(), Signal()
         seq, opcode = Signal(8), Signal(8)
         receiving = Signal()
-        frame_end = Signal()                             # END closed a nonempty frame
         byte = Signal(8)
         is_data = Signal()
         m.d.comb += self.rx.ready.eq(1)
         arriving = self.rx.valid & receiving
         with m.If(arriving):
             with m.If(self.rx.payload == protocol.END):
-                m.d.comb += frame_end.eq(length != 0)
                 m.d.sync += escaped.eq(0)
             with m.Elif(self.rx.payload == protocol.ESC):
                 m.d.sync += escaped.eq(1)
@@ -157,8 +160,8 @@ class LinkBridge(wiring.Component):
                 m.d.sync += overflow.eq(1)
             with m.Else():
                 m.d.comb += [buffer_w.addr.eq(length), buffer_w.data.eq(byte),
-                             buffer_w.en.eq(1)]
-                m.d.sync += [length.eq(length + 1), crc.eq(crc16_next(m, crc, byte))]
+                             buffer_w.en.eq(1), crc_byte.eq(byte), crc_step.eq(1)]
+                m.d.sync += length.eq(length + 1)
                 with m.If(length == 0):
                     m.d.sync += seq.eq(byte)
                 with m.If(length == 1):
@@ -166,7 +169,7 @@ class LinkBridge(wiring.Component):
         with m.If(self.rx.valid & ~receiving):
             m.d.sync += poisoned.eq(1)                   # dropped while busy: frame is lost
 
-        # ---- the command FSM ---------------------------------------------------------------------
+        # ---- state of the command being executed -------------------------------------------------
         payload_length = Signal(range(capacity + 1))
         m.d.comb += payload_length.eq(length - 4)
         position = Signal(range(capacity + 1))           # next payload byte in the buffer
@@ -175,13 +178,9 @@ class LinkBridge(wiring.Component):
         wide = Signal()                                  # collecting 4 bytes (else 2)
         after = Signal(After)
         status = Signal(8)
-        address = Signal(32)
-        items = Signal(16)                               # words/values left in a loop
-        value_index = Signal(16)                         # activation index being loaded/read
-        lane = Signal(range(max(2, config.pes)))
-        act_word = Signal(16)
-        tx_crc = Signal(16)
-
+        address = Signal(32)                             # every bus access goes here
+        items = Signal(range(self._max_payload // 2 + 1))
+        activations = Signal()                           # address walks activation indices
         last_valid, last_seq = Signal(), Signal(8)
         last_status, last_has_word, last_word = Signal(8), Signal(), Signal(32)
 
@@ -191,24 +190,21 @@ class LinkBridge(wiring.Component):
             encoder.i.payload.raw.eq(emit_raw),
             encoder.i.valid.eq(emit_valid),
         ]
-        emitted = emit_valid & encoder.i.ready
-        with m.If(emitted & ~emit_raw):
-            m.d.sync += tx_crc.eq(crc16_next(m, tx_crc, emit_byte))
+        with m.If(emit_valid & encoder.i.ready & ~emit_raw):
+            m.d.comb += [crc_byte.eq(emit_byte), crc_step.eq(1)]
 
+        # The next bus index: +1, except that activation index i is (word << lane_bits | lane)
+        # and, when pes is not a power of two, the lane wraps before the field does.
         lane_bits = isa.lane_bits(config)
+        next_address = Signal(32)
+        m.d.comb += next_address.eq(address + 1)
+        if config.pes & (config.pes - 1):
+            with m.If(activations & (address[:lane_bits] == config.pes - 1)):
+                m.d.comb += next_address.eq(address + (1 << lane_bits) - (config.pes - 1))
 
-        def advance_activation():
-            if config.pes == 1:
-                m.d.sync += act_word.eq(act_word + 1)
-            else:
-                with m.If(lane == config.pes - 1):
-                    m.d.sync += [lane.eq(0), act_word.eq(act_word + 1)]
-                with m.Else():
-                    m.d.sync += lane.eq(lane + 1)
-
-        def activation_address():
-            index = (act_word << lane_bits) | lane if lane_bits else act_word
-            return isa.bus_address(isa.Region.ACTIVATIONS, 0) | index
+        bus = self.bus
+        m.d.comb += [bus.addr.eq(address),
+                     bus.w_data.eq(Mux(opcode == Op.LOAD_INPUT, word[:16].as_signed(), word))]
 
         def collect(bytes_, then):
             m.d.sync += [count.eq(bytes_), wide.eq(bytes_ == 4), after.eq(then), word.eq(0)]
@@ -225,37 +221,37 @@ class LinkBridge(wiring.Component):
 
         def trailer():
             """The CRC, high byte first (latched: sending it must not change it), then END."""
-            emit(Cat(tx_crc[8:16], tx_crc[0:8]), 2, After.END)
+            emit(Cat(crc[8:16], crc[0:8]), 2, After.END)
 
         def remember(code, has_word=0, value=0):
             m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_status.eq(code),
                          last_has_word.eq(has_word), last_word.eq(value)]
 
-        def bus_read(bus_address):
-            m.d.comb += [self.bus.addr.eq(bus_address), self.bus.r_en.eq(1)]
+        def refuse(code):
+            """An error reply; a side-effecting command remembers it for its retries."""
+            remember(code)
+            reply(code, After.CRC)
 
         m.d.comb += self.activity.eq(~receiving)
-        command = Signal(8)
-        m.d.comb += command.eq(opcode)
-        side_effect = ((command == protocol.Opcode.WRITE) | (command == protocol.Opcode.LOAD_INPUT)
-                       | (command == protocol.Opcode.RUN) | (command == protocol.Opcode.RESET))
+        side_effect = ((opcode == Op.WRITE) | (opcode == Op.LOAD_INPUT) | (opcode == Op.RUN)
+                       | (opcode == Op.RESET))
 
         with m.FSM():
             with m.State("RECEIVE"):
                 m.d.comb += receiving.eq(1)
                 good = ~overflow & ~poisoned & (length >= 4) & (crc == 0)
                 with m.If(arriving & (self.rx.payload == protocol.END)):
-                    m.d.sync += [position.eq(2), lane.eq(0), act_word.eq(0)]
-                    with m.If(frame_end & good):
+                    m.d.sync += [position.eq(2), activations.eq(0)]
+                    with m.If((length != 0) & good):
                         m.next = "DISPATCH"             # the frame stays in the buffer
                     with m.Else():
-                        m.d.sync += [length.eq(0), crc.eq(0xFFFF), poisoned.eq(0),
-                                     overflow.eq(0)]
+                        m.d.comb += crc_reset.eq(1)
+                        m.d.sync += [length.eq(0), poisoned.eq(0), overflow.eq(0)]
                         # Answer what looks like a damaged request; ignore short noise.
-                        with m.If(frame_end & overflow):
-                            reply(protocol.Status.BAD_LENGTH, After.CRC)
-                        with m.Elif(frame_end & (length >= 4)):
-                            reply(protocol.Status.BAD_CRC, After.CRC)
+                        with m.If(overflow):
+                            reply(Status.BAD_LENGTH, After.CRC)
+                        with m.Elif(length >= 4):
+                            reply(Status.BAD_CRC, After.CRC)
 
             with m.State("DISPATCH"):
                 with m.If(side_effect & last_valid & (seq == last_seq)):
@@ -264,70 +260,66 @@ class LinkBridge(wiring.Component):
                         reply(last_status, After.RUN_WORD)
                     with m.Else():
                         reply(last_status, After.CRC)
-                with m.Elif(command == protocol.Opcode.INFO):
+                with m.Elif(opcode == Op.INFO):
                     with m.If(payload_length != 0):
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
-                        m.d.sync += items.eq(0)
-                        reply(protocol.Status.OK, After.INFO_WORD)
-                with m.Elif(command == protocol.Opcode.WRITE):
-                    bad = (payload_length < 8) | (payload_length[:2] != 0)
-                    with m.If(bad):
-                        remember(protocol.Status.BAD_LENGTH)
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        # Registers id, config, control, layer_count: indices 0 to 3.
+                        m.d.sync += [address.eq(isa.bus_address(isa.Region.REGISTERS, 0)),
+                                     items.eq(4)]
+                        reply(Status.OK, After.READ_WORD)
+                with m.Elif(opcode == Op.WRITE):
+                    with m.If((payload_length < 8) | (payload_length[:2] != 0)):
+                        refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
-                        remember(protocol.Status.BUSY)
-                        reply(protocol.Status.BUSY, After.CRC)
+                        refuse(Status.BUSY)
                     with m.Else():
                         m.d.sync += items.eq((payload_length >> 2) - 1)
                         collect(4, After.WRITE_ADDRESS)
-                with m.Elif(command == protocol.Opcode.READ):
+                with m.Elif(opcode == Op.READ):
                     with m.If(payload_length != 6):
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
                         collect(4, After.READ_ADDRESS)
-                with m.Elif(command == protocol.Opcode.LOAD_INPUT):
+                with m.Elif(opcode == Op.LOAD_INPUT):
                     with m.If((payload_length == 0) | payload_length[0]
                               | (payload_length > 2 * config.max_features)):
-                        remember(protocol.Status.BAD_LENGTH)
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
-                        remember(protocol.Status.BUSY)
-                        reply(protocol.Status.BUSY, After.CRC)
+                        refuse(Status.BUSY)
                     with m.Else():
-                        m.d.sync += items.eq(payload_length >> 1)
-                        collect(2, After.LOAD_VALUE)
-                with m.Elif(command == protocol.Opcode.RUN):
+                        m.d.sync += [items.eq(payload_length >> 1), activations.eq(1),
+                                     address.eq(isa.bus_address(isa.Region.ACTIVATIONS, 0))]
+                        collect(2, After.WRITE_DATA)
+                with m.Elif(opcode == Op.RUN):
                     with m.If(payload_length != 0):
-                        remember(protocol.Status.BAD_LENGTH)
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
-                        remember(protocol.Status.BUSY)
-                        reply(protocol.Status.BUSY, After.CRC)
+                        refuse(Status.BUSY)
                     with m.Else():
-                        m.d.comb += [
-                            self.bus.addr.eq(isa.bus_address(isa.Region.REGISTERS,
-                                                             isa.REGISTERS["control"])),
-                            self.bus.w_data.eq(1), self.bus.w_en.eq(1)]
-                        m.next = "RUN_STARTED"
-                with m.Elif((command == protocol.Opcode.READ_OUTPUT)
-                            | (command == protocol.Opcode.READ_CYCLES)):
+                        m.d.sync += [address.eq(isa.bus_address(isa.Region.REGISTERS,
+                                                                isa.REGISTERS["control"])),
+                                     word.eq(1)]
+                        m.next = "RUN_START"
+                with m.Elif((opcode == Op.READ_OUTPUT) | (opcode == Op.READ_CYCLES)):
                     with m.If(payload_length != 2):
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
-                    with m.Elif(command == protocol.Opcode.READ_OUTPUT):
-                        collect(2, After.OUTPUT_COUNT)
+                        reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
-                        collect(2, After.CYCLES_COUNT)
-                with m.Elif(command == protocol.Opcode.RESET):
+                        with m.If(opcode == Op.READ_OUTPUT):
+                            m.d.sync += [activations.eq(1), address.eq(
+                                isa.bus_address(isa.Region.ACTIVATIONS, 0))]
+                        with m.Else():
+                            m.d.sync += address.eq(isa.bus_address(isa.Region.CYCLES, 0))
+                        collect(2, After.COUNT)
+                with m.Elif(opcode == Op.RESET):
                     with m.If(payload_length != 0):
-                        remember(protocol.Status.BAD_LENGTH)
-                        reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        refuse(Status.BAD_LENGTH)
                     with m.Else():
                         m.d.comb += self.engine_reset.eq(1)
-                        remember(protocol.Status.OK)
-                        reply(protocol.Status.OK, After.CRC)
+                        remember(Status.OK)
+                        reply(Status.OK, After.CRC)
                 with m.Else():
-                    reply(protocol.Status.UNKNOWN, After.CRC)
+                    reply(Status.UNKNOWN, After.CRC)
 
             # ---- subroutine: collect `count` payload bytes, little-endian, into `word` -----------
             with m.State("COLLECT_ADDR"):
@@ -353,7 +345,7 @@ class LinkBridge(wiring.Component):
             with m.State("REPLY_START"):
                 m.d.comb += [emit_byte.eq(protocol.END), emit_raw.eq(1), emit_valid.eq(1)]
                 with m.If(encoder.i.ready):
-                    m.d.sync += tx_crc.eq(0xFFFF)
+                    m.d.comb += crc_reset.eq(1)
                     m.next = "REPLY_SEQ"
             with m.State("REPLY_SEQ"):
                 m.d.comb += [emit_byte.eq(seq), emit_valid.eq(1)]
@@ -366,78 +358,44 @@ class LinkBridge(wiring.Component):
             with m.State("REPLY_END"):
                 m.d.comb += [emit_byte.eq(protocol.END), emit_raw.eq(1), emit_valid.eq(1)]
                 with m.If(encoder.i.ready):
-                    m.d.sync += [length.eq(0), crc.eq(0xFFFF), poisoned.eq(0),
-                                 overflow.eq(0), escaped.eq(0)]
+                    m.d.comb += crc_reset.eq(1)
+                    m.d.sync += [length.eq(0), poisoned.eq(0), overflow.eq(0), escaped.eq(0)]
                     m.next = "RECEIVE"
 
-            # ---- commands' bus work ---------------------------------------------------------------
+            # ---- bus work ------------------------------------------------------------------------
             with m.State("WRITE_BUS"):
-                m.d.comb += [self.bus.addr.eq(address), self.bus.w_data.eq(word),
-                             self.bus.w_en.eq(1)]
-                m.d.sync += [address.eq(address + 1), items.eq(items - 1)]
+                m.d.comb += bus.w_en.eq(1)
+                m.d.sync += [address.eq(next_address), items.eq(items - 1)]
                 with m.If(items == 1):
-                    remember(protocol.Status.OK)
-                    reply(protocol.Status.OK, After.CRC)
+                    remember(Status.OK)
+                    reply(Status.OK, After.CRC)
                 with m.Else():
-                    collect(4, After.WRITE_DATA)
-            with m.State("LOAD_BUS"):
-                m.d.comb += [self.bus.addr.eq(activation_address()),
-                             self.bus.w_data.eq(word[:16].as_signed()), self.bus.w_en.eq(1)]
-                advance_activation()
-                m.d.sync += items.eq(items - 1)
-                with m.If(items == 1):
-                    remember(protocol.Status.OK)
-                    reply(protocol.Status.OK, After.CRC)
-                with m.Else():
-                    collect(2, After.LOAD_VALUE)
+                    collect(Mux(opcode == Op.LOAD_INPUT, 2, 4), After.WRITE_DATA)
             with m.State("READ_BUS"):
-                m.d.sync += address.eq(address + 1)
-                bus_read(address)
+                m.d.comb += bus.r_en.eq(1)
+                m.d.sync += address.eq(next_address)
                 m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
-                with m.If(self.bus.r_valid):
+                with m.If(bus.r_valid):
                     m.d.sync += items.eq(items - 1)
-                    emit(self.bus.r_data, 4, After.READ_WORD)
-            with m.State("OUTPUT_BUS"):
-                bus_read(activation_address())
-                advance_activation()
-                m.next = "OUTPUT_WAIT"
-            with m.State("OUTPUT_WAIT"):
-                with m.If(self.bus.r_valid):
-                    m.d.sync += items.eq(items - 1)
-                    emit(self.bus.r_data, 2, After.OUTPUT_VALUE)
-            with m.State("CYCLES_BUS"):
-                bus_read(isa.bus_address(isa.Region.CYCLES, 0) | value_index)
-                m.d.sync += value_index.eq(value_index + 1)
-                m.next = "CYCLES_WAIT"
-            with m.State("CYCLES_WAIT"):
-                with m.If(self.bus.r_valid):
-                    m.d.sync += items.eq(items - 1)
-                    emit(self.bus.r_data, 4, After.CYCLES_WORD)
-            with m.State("INFO_BUS"):
-                registers = Mux(items == 0, isa.REGISTERS["id"],
-                                Mux(items == 1, isa.REGISTERS["config"],
-                                    isa.REGISTERS["layer_count"]))
-                bus_read(isa.bus_address(isa.Region.REGISTERS, 0) | registers)
-                m.next = "INFO_WAIT"
-            with m.State("INFO_WAIT"):
-                with m.If(self.bus.r_valid):
-                    m.d.sync += items.eq(items + 1)
-                    emit(self.bus.r_data, 4, After.INFO_WORD)
-            with m.State("INFO_CAPACITY"):
-                emit(self._max_payload, 2, After.CRC)
+                    emit(bus.r_data, Mux(opcode == Op.READ_OUTPUT, 2, 4), After.READ_WORD)
+            with m.State("RUN_START"):
+                m.d.comb += bus.w_en.eq(1)
+                m.next = "RUN_STARTED"
             with m.State("RUN_STARTED"):
                 # The engine raises busy the cycle after the start write.
+                m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
+                                                       isa.REGISTERS["total_cycles"]))
                 m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):
                 with m.If(~self.engine_busy):
-                    bus_read(isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["total_cycles"]))
+                    m.d.comb += bus.r_en.eq(1)
                     m.next = "RUN_CYCLES"
             with m.State("RUN_CYCLES"):
-                with m.If(self.bus.r_valid):
-                    m.d.sync += word.eq(self.bus.r_data)
-                    remember(protocol.Status.OK, 1, self.bus.r_data)
-                    reply(protocol.Status.OK, After.RUN_WORD)
+                with m.If(bus.r_valid):
+                    m.d.sync += word.eq(bus.r_data)
+                    remember(Status.OK, 1, bus.r_data)
+                    reply(Status.OK, After.RUN_WORD)
 
             # ---- continuations: where each subroutine returns to -------------------------------
             with m.State("CONTINUE"):
@@ -450,47 +408,22 @@ class LinkBridge(wiring.Component):
                     with m.Case(After.READ_ADDRESS):
                         m.d.sync += address.eq(word)
                         collect(2, After.READ_COUNT)
-                    with m.Case(After.READ_COUNT):
-                        with m.If((word[:16] == 0) | (word[:16] > self._max_payload // 4)):
-                            reply(protocol.Status.BAD_LENGTH, After.CRC)
+                    with m.Case(After.READ_COUNT, After.COUNT):
+                        limit = Mux(opcode == Op.READ, self._max_payload // 4,
+                                    Mux(opcode == Op.READ_CYCLES, config.max_layers,
+                                        min(config.max_features, self._max_payload // 2)))
+                        with m.If((word[:16] == 0) | (word[:16] > limit)):
+                            reply(Status.BAD_LENGTH, After.CRC)
                         with m.Else():
                             m.d.sync += items.eq(word[:16])
-                            reply(protocol.Status.OK, After.READ_WORD)
+                            reply(Status.OK, After.READ_WORD)
                     with m.Case(After.READ_WORD):
-                        with m.If(items == 0):
-                            trailer()
-                        with m.Else():
+                        with m.If(items != 0):
                             m.next = "READ_BUS"
-                    with m.Case(After.LOAD_VALUE):
-                        m.next = "LOAD_BUS"
-                    with m.Case(After.OUTPUT_COUNT):
-                        with m.If((word[:16] == 0) | (word[:16] > config.max_features)
-                                  | (word[:16] > self._max_payload // 2)):
-                            reply(protocol.Status.BAD_LENGTH, After.CRC)
+                        with m.Elif(opcode == Op.INFO):
+                            emit(self._max_payload, 2, After.CRC)
                         with m.Else():
-                            m.d.sync += items.eq(word[:16])
-                            reply(protocol.Status.OK, After.OUTPUT_VALUE)
-                    with m.Case(After.OUTPUT_VALUE):
-                        with m.If(items == 0):
                             trailer()
-                        with m.Else():
-                            m.next = "OUTPUT_BUS"
-                    with m.Case(After.CYCLES_COUNT):
-                        with m.If((word[:16] == 0) | (word[:16] > config.max_layers)):
-                            reply(protocol.Status.BAD_LENGTH, After.CRC)
-                        with m.Else():
-                            m.d.sync += [items.eq(word[:16]), value_index.eq(0)]
-                            reply(protocol.Status.OK, After.CYCLES_WORD)
-                    with m.Case(After.CYCLES_WORD):
-                        with m.If(items == 0):
-                            trailer()
-                        with m.Else():
-                            m.next = "CYCLES_BUS"
-                    with m.Case(After.INFO_WORD):
-                        with m.If(items == 3):
-                            m.next = "INFO_CAPACITY"
-                        with m.Else():
-                            m.next = "INFO_BUS"
                     with m.Case(After.RUN_WORD):
                         emit(word, 4, After.CRC)
                     with m.Case(After.CRC):

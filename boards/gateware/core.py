@@ -48,7 +48,7 @@ class LinkedEngine(wiring.Component):
         m = Module()
         engine_reset = Signal()
         m.submodules.engine = engine = ResetInserter(engine_reset)(
-            Engine(self._config, self._image))
+            Engine(self._config, self._image, streams=False))
         m.submodules.bridge = bridge = LinkBridge(self._config, self._max_payload)
         m.submodules.receiver = receiver = UARTReceiver(self._clocks_per_bit)
         m.submodules.transmitter = transmitter = UARTTransmitter(self._clocks_per_bit)
@@ -60,8 +60,6 @@ class LinkedEngine(wiring.Component):
             self.tx.eq(transmitter.tx),
             bridge.engine_busy.eq(engine.busy),
             engine_reset.eq(bridge.engine_reset),
-            engine.output.ready.eq(1),          # outputs are read over the link
-            engine.input.valid.eq(0),           # inputs are written over the link
             self.busy.eq(engine.busy),
             self.activity.eq(bridge.activity),
         ]
