@@ -332,10 +332,11 @@ class LutModel:
     ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -
     acc_memory_bits`` per row and PE).
 
-    Fitted by hand (to within about 6%) to Yosys ``synth_ice40 -dsp`` / ``synth_ecp5`` LUT4
-    counts of the engine at commit 9cdb838 (before shared requantizers): 1, 2, 4 and 8 PEs,
-    1 to 4 scan lanes, 128 features, 1024 entries per PE, 8-bit activations and codebook
-    values, 24-bit accumulators; docs/compiler.md lists the builds.
+    Fitted by hand to Yosys ``synth_ice40 -dsp`` LUT4 counts (before packing) of the engine
+    at commit c8609eb: 1, 2, 4 and 8 PEs, 1 to 4 scan lanes, shared and unshared
+    requantizers; within 1% on the 128-feature calibration builds, 7-8% high on the digits
+    engine.  The ECP5 model is scaled from ``synth_ecp5`` counts of the older engine (commit
+    9cdb838).  docs/compiler.md lists the builds.
     """
     shared: float
     per_pe: float
@@ -353,9 +354,9 @@ class LutModel:
 
 
 LUT_MODELS = {
-    "ice40": LutModel(shared=720, per_pe=560, per_requantizer=190, per_lane_bit=8.7,
+    "ice40": LutModel(shared=755, per_pe=538, per_requantizer=148, per_lane_bit=8.5,
                       per_register_bit=1.2),
-    "ecp5": LutModel(shared=380, per_pe=550, per_requantizer=190, per_lane_bit=8.7,
+    "ecp5": LutModel(shared=380, per_pe=527, per_requantizer=148, per_lane_bit=8.5,
                      per_register_bit=0.2),
 }
 
