@@ -13,7 +13,10 @@ from .training import Dataset, TrainConfig, seeded, train
 
 __all__ = ["load_digits_split", "digits_mlp", "train_float", "HIDDEN", "SPLIT_SEED"]
 
-HIDDEN = 128            # one hidden layer: 64 -> 128 -> 10
+# One hidden layer, 64 -> 128 -> 10: the narrowest that kept the accuracy drop within a point
+# at 90% sparsity on every seed tried (64 and 96 lose up to 1.8 and 2.2 points; see
+# docs/compression.md).
+HIDDEN = 128
 SPLIT_SEED = 2024
 
 
@@ -46,7 +49,7 @@ def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False):
     """The default float model, trained on the training split."""
     train_set, _, _ = load_digits_split()
     model = digits_mlp(hidden, seed)
-    # Label smoothing is worth two points of test accuracy here (96.4% -> 98.0%).
+    # Label smoothing is worth 1.3 points of test accuracy here (96.7% -> 98.0%).
     train(model, train_set,
           TrainConfig(epochs=100, learning_rate=2e-3, weight_decay=1e-4, label_smoothing=0.1,
                       seed=seed),
