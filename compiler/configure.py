@@ -316,7 +316,9 @@ def _activations_in_spram(config: EngineConfig, part: Part | None) -> bool:
 
     from sparseforge.hw.activation_buffer import ActivationBuffer
 
-    return ActivationBuffer(config).uses_spram(SimpleNamespace(device=part.name))
+    buffer = ActivationBuffer(config)
+    buffer._MustUse__silence = True         # asked a question, never elaborated
+    return buffer.uses_spram(SimpleNamespace(device=part.name))
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,12 @@ def test_compile_reports_a_bad_model_file(tmp_path, capsys):
     bad.write_bytes(b"not a zip")
     assert main(["compile", str(bad), "-o", str(tmp_path / "prog"), "--no-verilog"]) == 2
     assert "bad.sfm" in capsys.readouterr().err
+
+
+def test_compile_writes_verilog_built_for_the_board(tmp_path, model_file, capsys):
+    status = main(["compile", str(model_file), "--pes", "2", "--board", "icebreaker", "-o",
+                   str(tmp_path / "prog"), "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert status == 0 and payload["verilog"] == str(tmp_path / "prog" / "engine.v")
+    assert "module engine" in (tmp_path / "prog" / "engine.v").read_text()
+    assert load_program(tmp_path / "prog").board == "icebreaker"

@@ -49,9 +49,13 @@ def run(args) -> int:
     verilog = None
     if not args.no_verilog:
         from sparseforge.sim.rtl import write_engine_verilog
+        platform = None
+        if program.board:                   # built as for the board (e.g. iCE40 SPRAM)
+            from sparseforge.boards.registry import board as find_board
+            platform = find_board(program.board).make_platform()
         with console.status("generating the engine's Verilog..."):
             verilog = write_engine_verilog(program.config, Path(directory) / "engine.v",
-                                           program.image)
+                                           program.image, platform=platform)
     payload = summary(program, directory, verilog)
     render(console, program, payload)
     (Path(directory) / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
