@@ -81,6 +81,19 @@ def test_round_trip_keeps_every_array_format_and_figure(saved):
                                   loaded.network.output_format.dequantize(model.predict(x)))
 
 
+def test_the_report_prints_as_deep_compressions_table(saved):
+    model, _ = saved
+    text = str(model.report)
+    report = model.report
+    assert "fc1" in text and "fc2" in text and f"{report.compression_ratio:.1f}x" in text
+    assert f"with Huffman coding {report.compression_ratio_huffman:.1f}x" in text
+    assert f"{report.compression_ratio_with_pointers:.1f}x with them" in text
+    assert "float 90.00%" in text and "compressed fixed point 88.00% (2.00 points lost)" in text
+    total = report.total
+    assert report.compression_ratio == total("dense_bits") / total("compressed_bits")
+    assert total("dense_bits") == 32 * (12 * 9 + 9 + 9 * 4 + 4)
+
+
 def test_the_file_is_a_zip_of_json_and_npz_without_pickle(saved):
     _, path = saved
     with zipfile.ZipFile(path) as archive:

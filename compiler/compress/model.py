@@ -57,7 +57,8 @@ class CompressedModel:
     ``network``: the integer network the compiler lowers.  ``float_network``: the same pruned
     and shared weights in float, before activation quantization (for comparisons).
     ``report``: the accounting and accuracies.  ``provenance``: how it was made (JSON-able).
-    ``masks``: the pruning masks (True = kept), by default the float network's nonzeros.
+    ``masks``: the pruning masks (True = kept), by default where either network has a nonzero
+    weight.
     """
     network: QuantizedNetwork
     float_network: Network
@@ -74,8 +75,9 @@ class CompressedModel:
                 raise ValueError(f"integer layer {q.name} {q.codes.shape} does not match float "
                                  f"layer {f.name} {f.weight.shape}")
         if self.masks is None:
-            object.__setattr__(self, "masks", tuple(layer.weight != 0
-                                                    for layer in self.float_network.layers))
+            object.__setattr__(self, "masks", tuple(
+                (q.codes != 0) | (f.weight != 0)
+                for q, f in zip(self.network.layers, self.float_network.layers)))
         for layer, mask in zip(self.network.layers, self.masks):
             if mask.shape != layer.codes.shape:
                 raise ValueError(f"layer {layer.name}: mask shape {mask.shape} is not "

@@ -102,6 +102,19 @@ class CompressionReport:
             return None
         return 100.0 * (self.accuracy_float - self.accuracy_quantized)
 
+    def to_text(self, width: int = 100) -> str:
+        """The report table as plain text (what :func:`render` prints)."""
+        import io
+
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        render(self, console)
+        return console.file.getvalue()
+
+    def __str__(self) -> str:
+        return self.to_text()
+
     def to_json(self) -> dict:
         return {
             "accuracy_float": self.accuracy_float,
@@ -201,9 +214,9 @@ def render(report: CompressionReport, console=None) -> None:
                   _kib(report.total("compressed_bits")), _kib(report.total("huffman_bits")),
                   f"{report.compression_ratio:.1f}x", style="bold")
     console.print(table)
-    console.print(f"compression ratio {report.compression_ratio:.1f}x "
-                  f"(with Huffman coding {report.compression_ratio_huffman:.1f}x); column "
-                  f"pointers take {_kib(report.total('pointer_bits'))} KiB more: "
+    console.print(f"compression ratio {report.compression_ratio:.1f}x, with Huffman coding "
+                  f"{report.compression_ratio_huffman:.1f}x")
+    console.print(f"column pointers: {_kib(report.total('pointer_bits'))} KiB more, "
                   f"{report.compression_ratio_with_pointers:.1f}x with them")
     if report.accuracy_float is not None:
         where = f" on {report.accuracy_data}" if report.accuracy_data else ""
