@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from sparseforge.compiler.encode import decode_layer, encode_layer
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
@@ -52,8 +51,8 @@ def main() -> None:
         codes = random_codes(rng, out_features, in_features, density)
         slices = encode_layer(codes, pes)
         assert np.array_equal(decode_layer(slices, out_features), codes)
-        encode = best_of(lambda: encode_layer(codes, pes))
-        decode = best_of(lambda: decode_layer(slices, out_features))
+        encode = best_of(lambda codes=codes, pes=pes: encode_layer(codes, pes))
+        decode = best_of(lambda slices=slices, out=out_features: decode_layer(slices, out))
         entries = sum(s.entries for s in slices)
         name = f"{out_features}x{in_features} {density:.0%} N={pes}"
         print(f"{name:<34}{np.count_nonzero(codes):>10,}{entries:>10,}"
@@ -63,8 +62,9 @@ def main() -> None:
                                 layer(rng, "fc3", 10, 100, 0.26, False)))
     for pes in (8, 64):
         program = compile_program(network, pes=pes)
-        full = best_of(lambda: compile_program(network, pes=pes), repeats=3)
-        bare = best_of(lambda: compile_program(network, pes=pes, verify=False), repeats=3)
+        full = best_of(lambda pes=pes: compile_program(network, pes=pes), repeats=3)
+        bare = best_of(lambda pes=pes: compile_program(network, pes=pes, verify=False),
+                       repeats=3)
         print(f"LeNet-300-100 compile N={pes:<2}: {1e3 * full:.1f} ms "
               f"({1e3 * bare:.1f} ms without the verification step), "
               f"{sum(len(e) for e in program.image.entries):,} entries")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Part", "PARTS", "part", "BOARD_PARTS"]
+__all__ = ["BOARD_PARTS", "PARTS", "Part", "part"]
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def _effective(module, name: str) -> np.ndarray | None:
 def _module_handlers():
     """Leaf module type -> function(module, path) -> ops.  Exact types: a subclass may
     override ``forward``, so it is traced instead."""
-    import torch.nn as nn
+    from torch import nn
 
     def linear(module, name):
         bias = _effective(module, "bias")
@@ -145,7 +145,7 @@ def capture_module(model) -> Graph:
     container is traced with ``torch.fx`` and must be a chain.  Op names are module paths
     (``"0"``, ``"encoder.fc1"``), so errors point at the module to change.
     """
-    import torch.nn as nn
+    from torch import nn
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"capture_module takes an nn.Module, not {type(model).__name__}")
@@ -157,7 +157,7 @@ def capture_module(model) -> Graph:
 
 
 def _capture(module, name) -> list[Op]:
-    import torch.nn as nn
+    from torch import nn
 
     handler = _module_handlers().get(type(module))
     if handler is not None:

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from sparseforge.boards.parts import Part
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
@@ -30,9 +29,25 @@ from .encode import encode_layer
 from .ir import QuantizedNetwork
 from .numerics import accumulator_bits, accumulator_bound
 
-__all__ = ["DoesNotFit", "ModelNeeds", "model_needs", "default_scan_lanes", "derive_config",
-           "fit", "Resources", "LutModel", "LUT_MODELS", "Memory", "engine_memories", "brams_for",
-           "estimate_resources", "check_board", "resolve_part", "MAX_ACC_BITS", "SHIFT_BITS"]
+__all__ = [
+    "LUT_MODELS",
+    "MAX_ACC_BITS",
+    "SHIFT_BITS",
+    "DoesNotFit",
+    "LutModel",
+    "Memory",
+    "ModelNeeds",
+    "Resources",
+    "brams_for",
+    "check_board",
+    "default_scan_lanes",
+    "derive_config",
+    "engine_memories",
+    "estimate_resources",
+    "fit",
+    "model_needs",
+    "resolve_part",
+]
 
 MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
 SHIFT_BITS = 6          # descriptor shift field: shifts 0..63

@@ -23,13 +23,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
 
-__all__ = ["PECSC", "interleave_rows", "deinterleave_rows", "encode_layer", "encode_csc",
-           "decode_csc", "decode_layer", "occupancy_words", "Image", "pack_image",
-           "layer_bases"]
+__all__ = [
+    "PECSC",
+    "Image",
+    "decode_csc",
+    "decode_layer",
+    "deinterleave_rows",
+    "encode_csc",
+    "encode_layer",
+    "interleave_rows",
+    "layer_bases",
+    "occupancy_words",
+    "pack_image",
+]
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,8 +11,14 @@ import numpy as np
 
 from .ir import Graph, Linear, Network, Op, OpKind
 
-__all__ = ["erase_identities", "fold_batchnorm", "fuse_relu", "drop_final_softmax",
-           "canonicalize", "PASSES"]
+__all__ = [
+    "PASSES",
+    "canonicalize",
+    "drop_final_softmax",
+    "erase_identities",
+    "fold_batchnorm",
+    "fuse_relu",
+]
 
 
 def erase_identities(graph: Graph) -> Graph:

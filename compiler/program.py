@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
 
@@ -44,8 +43,17 @@ from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_
 from .ir import QuantizedLinear, QuantizedNetwork
 from .numerics import FixedFormat
 
-__all__ = ["Image", "Program", "compile", "load_program", "validate_image", "ProgramError",
-           "FORMAT_VERSION", "FORMAT_NAME", "PROGRAM_FILES"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "PROGRAM_FILES",
+    "Image",
+    "Program",
+    "ProgramError",
+    "compile",
+    "load_program",
+    "validate_image",
+]
 
 FORMAT_NAME = "sparseforge-program"
 FORMAT_VERSION = 1

@@ -6,15 +6,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-import torch.nn.utils.prune as prune
 from onnx import TensorProto, helper, numpy_helper
-
-from sparseforge.compiler.capture import (UnsupportedLayerError, capture, capture_module,
-                                          capture_onnx)
+from sparseforge.compiler.capture import (
+    UnsupportedLayerError,
+    capture,
+    capture_module,
+    capture_onnx,
+)
 from sparseforge.compiler.ir import SUPPORTED_OPS, OpKind
 from sparseforge.compiler.passes import canonicalize
+from torch import nn
+from torch.nn.utils import prune
 
 
 def seeded_model(*modules, seed=0):

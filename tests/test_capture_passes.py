@@ -3,10 +3,15 @@ after, and the expected structural change happened."""
 
 import numpy as np
 import pytest
-
 from sparseforge.compiler.ir import Graph, Network, Op, OpKind
-from sparseforge.compiler.passes import (PASSES, canonicalize, drop_final_softmax,
-                                         erase_identities, fold_batchnorm, fuse_relu)
+from sparseforge.compiler.passes import (
+    PASSES,
+    canonicalize,
+    drop_final_softmax,
+    erase_identities,
+    fold_batchnorm,
+    fuse_relu,
+)
 
 RNG = np.random.default_rng(11)
 

@@ -5,14 +5,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from sparseforge.compiler.encode import (PECSC, decode_csc, decode_layer, deinterleave_rows,
-                                         encode_csc, encode_layer, interleave_rows,
-                                         occupancy_words, pack_image)
+from sparseforge.compiler.encode import (
+    PECSC,
+    decode_csc,
+    decode_layer,
+    deinterleave_rows,
+    encode_csc,
+    encode_layer,
+    interleave_rows,
+    occupancy_words,
+    pack_image,
+)
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
+
 from tests.oracle import OracleLayer, build_image
 
 PROPERTY = settings(max_examples=120, derandomize=True, deadline=None,

@@ -3,17 +3,17 @@ integer matmul with the documented rounding) over random shapes, densities, N an
 within a derived tolerance of the float model; and it refuses what the engine could not do."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import sparseforge as sf
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
-from sparseforge.sim.reference.golden import (AccumulatorOverflow, decode_image, reference,
-                                              run_image)
+from sparseforge.sim.reference.golden import AccumulatorOverflow, decode_image, reference, run_image
+
+import sparseforge as sf
 
 PROPERTY = settings(max_examples=60, derandomize=True, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -24,7 +24,7 @@ def random_network(rng, widths, *, density, act_bits=8, coef_bits=8, code_bits=4
     """A random integer network through ``widths``; shifts drawn from ``shifts`` (small ones
     saturate often), biases at the accumulator's scale."""
     layers, frac_in = [], int(rng.integers(0, 7))
-    for index, (in_features, out_features) in enumerate(zip(widths, widths[1:])):
+    for index, (in_features, out_features) in enumerate(itertools.pairwise(widths)):
         codes = rng.integers(1, 1 << code_bits, (out_features, in_features))
         codes[rng.random(codes.shape) >= density] = 0
         codebook = rng.integers(-(1 << (coef_bits - 1)), 1 << (coef_bits - 1), 1 << code_bits)
@@ -141,7 +141,7 @@ def float_twin(rng, widths, density, act_bits=8, coef_bits=8):
     x = rng.uniform(-7.9, 7.9, (64, widths[0]))          # inside the 8-bit, frac 4 format
     tol = np.full(widths[0], 0.5 * 2.0 ** -frac_in)       # input quantization error
     y, layers, weights = x, [], []
-    for index, (in_features, out_features) in enumerate(zip(widths, widths[1:])):
+    for index, (in_features, out_features) in enumerate(itertools.pairwise(widths)):
         codes = rng.integers(1, 1 << code_bits, (out_features, in_features))
         codes[rng.random(codes.shape) >= density] = 0
         codebook = rng.integers(-(1 << (coef_bits - 1)), 1 << (coef_bits - 1), 1 << code_bits)
@@ -183,7 +183,7 @@ def test_dequantized_output_is_within_the_derived_tolerance_of_the_float_model(s
     cases the largest error reaches 0.96 of this bound (mean 0.41): it is nearly tight."""
     rng = np.random.default_rng(seed)
     widths = [int(w) for w in rng.integers(2, 60, depth + 1)]
-    network, weights, x, y, tol = float_twin(rng, widths, density)
+    network, _, x, y, tol = float_twin(rng, widths, density)
     program = sf.compile(network, pes=pes)
     error = np.abs(program.dequantize(reference(program, x)) - y)
     assert np.all(error <= tol + 1e-12), float(np.max(error - tol))

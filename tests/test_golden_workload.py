@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
-
-import sparseforge as sf
 from sparseforge.compiler.encode import encode_layer
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
 from sparseforge.hw import isa
 from sparseforge.sim.reference.golden import run_image
 from sparseforge.sim.reference.workload import layer_stats, layer_work, work_of, workload
+
+import sparseforge as sf
 from tests.test_golden import random_inputs, random_network
 
 

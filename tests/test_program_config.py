@@ -2,12 +2,18 @@
 
 import numpy as np
 import pytest
-
 from sparseforge.boards import parts
 from sparseforge.boards.registry import boards
-from sparseforge.compiler.configure import (DoesNotFit, Memory, brams_for, default_scan_lanes,
-                                            derive_config, estimate_resources, fit,
-                                            model_needs)
+from sparseforge.compiler.configure import (
+    DoesNotFit,
+    Memory,
+    brams_for,
+    default_scan_lanes,
+    derive_config,
+    estimate_resources,
+    fit,
+    model_needs,
+)
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat, accumulator_bits
 from sparseforge.hw.config import EngineConfig

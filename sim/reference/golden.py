@@ -21,13 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from sparseforge.compiler.numerics import requantize
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
 
-__all__ = ["DecodedLayer", "decode_image", "run_layer", "run_image", "reference",
-           "AccumulatorOverflow"]
+__all__ = [
+    "AccumulatorOverflow",
+    "DecodedLayer",
+    "decode_image",
+    "reference",
+    "run_image",
+    "run_layer",
+]
 
 
 class AccumulatorOverflow(ArithmeticError):

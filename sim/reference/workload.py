@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from sparseforge.hw import isa
 
 from .golden import run_image
 
-__all__ = ["LayerWork", "work_of", "layer_work", "workload", "LayerStats", "layer_stats"]
+__all__ = ["LayerStats", "LayerWork", "layer_stats", "layer_work", "work_of", "workload"]
 
 
 @dataclass(frozen=True, eq=False)
