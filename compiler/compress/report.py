@@ -215,16 +215,16 @@ def render(report: CompressionReport, console=None) -> None:
                   f"{report.compression_ratio:.1f}x", style="bold")
     console.print(table)
     console.print(f"compression ratio {report.compression_ratio:.1f}x, with Huffman coding "
-                  f"{report.compression_ratio_huffman:.1f}x")
+                  f"{report.compression_ratio_huffman:.1f}x", highlight=False)
     console.print(f"column pointers: {_kib(report.total('pointer_bits'))} KiB more, "
-                  f"{report.compression_ratio_with_pointers:.1f}x with them")
+                  f"{report.compression_ratio_with_pointers:.1f}x with them", highlight=False)
     if report.accuracy_float is not None:
         where = f" on {report.accuracy_data}" if report.accuracy_data else ""
         shared = (f", pruned and shared float {100 * report.accuracy_shared:.2f}%"
                   if report.accuracy_shared is not None else "")
         console.print(f"accuracy{where}: float {100 * report.accuracy_float:.2f}%{shared}, "
                       f"compressed fixed point {100 * report.accuracy_quantized:.2f}% "
-                      f"({report.accuracy_drop:.2f} points lost)")
+                      f"({report.accuracy_drop:.2f} points lost)", highlight=False)
 
 
 def _kib(bits: int) -> str:
