@@ -173,6 +173,8 @@ def test_filter_pruning_keeps_the_filters_of_largest_l1_norm():
     x = torch.randn(2, 3, 5, 5)
     with torch.no_grad():
         torch.testing.assert_close(shrunk(x), conv(x)[:, torch.from_numpy(kept)])
+    with pytest.raises(ValueError, match="keep must be between 1 and 8, not 0"):
+        prune_filters(conv, 0)
 
 
 # ---- load-balance-aware pruning (ESE) -----------------------------------------------------------

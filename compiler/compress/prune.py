@@ -235,6 +235,12 @@ def prune_filters(conv, keep: int):
     import torch
     import torch.nn as nn
 
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"prune_filters takes an nn.Conv2d, not {type(conv).__name__}")
+    if conv.groups != 1:
+        raise ValueError(f"prune_filters handles groups=1 convolutions, not groups={conv.groups}")
+    if not 1 <= keep <= conv.out_channels:
+        raise ValueError(f"keep must be between 1 and {conv.out_channels}, not {keep}")
     norms = conv.weight.detach().abs().sum(dim=(1, 2, 3)).numpy()
     kept = np.sort(np.argsort(-norms, kind="stable")[:keep])
     index = torch.from_numpy(kept)
