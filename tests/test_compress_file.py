@@ -320,3 +320,26 @@ def test_cli_takes_a_state_dict_pruned_with_torch_prune(tmp_path):
     expected = (model.fc1.weight_orig * model.fc1.weight_mask).detach()
     torch.testing.assert_close(loaded.fc1.weight.detach(), expected)
     assert loaded.fc1.out_features == 32
+
+
+def test_cli_refuses_an_onnx_model_with_an_unsupported_layer(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1, name="fc"),
+         helper.make_node("Sigmoid", ["h"], ["y"], name="squash")],
+        "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(rng.normal(size=(10, 64)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.zeros(10, np.float32), "b")])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    out = tmp_path / "m.sfm"
+    assert main(["compress", str(path), "-o", str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "squash" in captured.err and "Sigmoid" in captured.err
+    assert "supported: Linear" in captured.err
+    assert not out.exists()
