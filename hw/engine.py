@@ -92,9 +92,11 @@ class Engine(wiring.Component):
         m.submodules.descriptors = descriptors = memory.Memory(
             shape=descriptor.size, depth=config.max_layers,
             init=[] if image is None else [int(d) for d in image.descriptors])
+        # Small enough that Yosys would build it from flip-flops; a block RAM is cheaper.
         m.submodules.codebook = codebook = memory.Memory(
             shape=signed(config.coef_bits), depth=config.max_layers * config.codebook_size,
-            init=[] if image is None else [int(c) for c in _flat(image.codebook)])
+            init=[] if image is None else [int(c) for c in _flat(image.codebook)],
+            attrs={"ram_style": "block"})
         m.submodules.activations = activations = ActivationBuffer(config)
         m.submodules.cycles = cycles = memory.Memory(shape=32, depth=config.max_layers, init=[])
 

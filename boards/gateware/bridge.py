@@ -197,7 +197,7 @@ class LinkBridge(wiring.Component):
         # and, when pes is not a power of two, the lane wraps before the field does.
         lane_bits = isa.lane_bits(config)
         next_address = Signal(32)
-        m.d.comb += next_address.eq(address + 1)
+        m.d.comb += next_address.eq(Cat((address[:21] + 1)[:21], address[21:]))
         if config.pes & (config.pes - 1):
             with m.If(activations & (address[:lane_bits] == config.pes - 1)):
                 m.d.comb += next_address.eq(address + (1 << lane_bits) - (config.pes - 1))
