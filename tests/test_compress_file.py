@@ -241,6 +241,12 @@ def test_compress_refuses_an_unsupported_layer_naming_it():
         sf.compress(model, DATA, **FAST)
 
 
+def test_compress_without_validation_data_reports_on_the_training_data():
+    cm = sf.compress(digits_like_model(), DATA, sparsity=0.5, **FAST)
+    assert cm.report.accuracy_data == "training data"
+    assert cm.report.accuracy_quantized == cm.accuracy(*DATA)
+
+
 def test_compress_names_bad_data_and_options():
     model = digits_like_model()
     with pytest.raises(ValueError, match="the model takes 64 inputs but the train data has 10"):

@@ -218,7 +218,9 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
     report = account(quantized, accuracy_float=accuracy_float,
                      accuracy_quantized=integer_accuracy(quantized, report_set),
                      accuracy_shared=float_accuracy(float_network, report_set),
-                     accuracy_data="test data" if test_set is not None else "validation data")
+                     accuracy_data=("test data" if test_set is not None
+                                    else "validation data" if val is not None
+                                    else "training data"))
     provenance = {
         "source": network.source, "config": dataclasses.asdict(config),
         "sparsities": [round(s, 4) for s in sparsities],
