@@ -25,8 +25,15 @@ from .share import from_shared, to_shared
 from .training import Dataset, TrainConfig, accuracy, as_dataset, seeded
 from .training import train as fine_tune
 
-__all__ = ["CompressionConfig", "compress", "network_to_torch", "torch_to_network",
-           "distribute_sparsity", "integer_accuracy", "float_accuracy"]
+__all__ = [
+    "CompressionConfig",
+    "compress",
+    "distribute_sparsity",
+    "float_accuracy",
+    "integer_accuracy",
+    "network_to_torch",
+    "torch_to_network",
+]
 
 
 @dataclass(frozen=True)

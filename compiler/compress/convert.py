@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir import Linear, Network
 
-__all__ = ["network_to_torch", "torch_to_network", "to_network"]
+__all__ = ["network_to_torch", "to_network", "torch_to_network"]
 
 
 def network_to_torch(network: Network):

@@ -9,7 +9,7 @@ batch, as cross-entropy is.
 
 from __future__ import annotations
 
-__all__ = ["distillation_loss", "teacher_loss", "distill"]
+__all__ = ["distill", "distillation_loss", "teacher_loss"]
 
 
 def _check(temperature: float, alpha: float) -> None:

@@ -15,8 +15,15 @@ from collections import Counter
 
 import numpy as np
 
-__all__ = ["huffman_lengths", "huffman_bits", "entropy_bits", "canonical_codes",
-           "huffman_table_bits", "huffman_encode", "huffman_decode"]
+__all__ = [
+    "canonical_codes",
+    "entropy_bits",
+    "huffman_bits",
+    "huffman_decode",
+    "huffman_encode",
+    "huffman_lengths",
+    "huffman_table_bits",
+]
 
 
 def huffman_lengths(symbols) -> dict[int, int]:

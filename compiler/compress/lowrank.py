@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir import Linear, Network
 
-__all__ = ["svd_factors", "factorize_linear", "factorize_network", "rank_for_energy"]
+__all__ = ["factorize_linear", "factorize_network", "rank_for_energy", "svd_factors"]
 
 
 def svd_factors(weight: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -35,8 +35,13 @@ from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat
 from .report import CompressionReport, account
 
-__all__ = ["CompressedModel", "load_compressed", "CompressedModelError", "FORMAT_VERSION",
-           "FORMAT_NAME"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CompressedModel",
+    "CompressedModelError",
+    "load_compressed",
+]
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "sparseforge-compressed"

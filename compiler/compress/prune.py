@@ -11,9 +11,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["magnitude_mask", "balanced_mask", "MaskKeeper", "prune_iteratively",
-           "sensitivity_scan", "choose_sparsities", "prune_neurons", "prune_filters",
-           "linear_layers", "global_sparsity", "pe_nonzeros", "NeuronPruning"]
+__all__ = [
+    "MaskKeeper",
+    "NeuronPruning",
+    "balanced_mask",
+    "choose_sparsities",
+    "global_sparsity",
+    "linear_layers",
+    "magnitude_mask",
+    "pe_nonzeros",
+    "prune_filters",
+    "prune_iteratively",
+    "prune_neurons",
+    "sensitivity_scan",
+]
 
 
 def linear_layers(model):

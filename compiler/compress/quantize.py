@@ -19,7 +19,7 @@ import numpy as np
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac
 
-__all__ = ["quantize_network", "network_codebooks"]
+__all__ = ["network_codebooks", "quantize_network"]
 
 MAX_SHIFT = 63
 

@@ -18,8 +18,14 @@ from ..encode import encode_csc
 from ..ir import QuantizedLinear, QuantizedNetwork
 from .huffman import huffman_lengths, huffman_table_bits
 
-__all__ = ["LayerReport", "CompressionReport", "account", "account_layer", "render",
-           "IDX_BITS"]
+__all__ = [
+    "IDX_BITS",
+    "CompressionReport",
+    "LayerReport",
+    "account",
+    "account_layer",
+    "render",
+]
 
 IDX_BITS = 4        # the relative-index width of the engine's entries (EIE)
 

@@ -23,8 +23,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["kmeans_linear_init", "share_weights", "share_network", "SharedLinear", "to_shared",
-           "from_shared"]
+__all__ = [
+    "SharedLinear",
+    "from_shared",
+    "kmeans_linear_init",
+    "share_network",
+    "share_weights",
+    "to_shared",
+]
 
 
 def kmeans_linear_init(values: np.ndarray, clusters: int, iterations: int = 50) -> np.ndarray:

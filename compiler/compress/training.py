@@ -8,8 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Dataset", "as_dataset", "accuracy", "train", "TrainConfig", "progress_bar",
-           "seeded"]
+__all__ = [
+    "Dataset",
+    "TrainConfig",
+    "accuracy",
+    "as_dataset",
+    "progress_bar",
+    "seeded",
+    "train",
+]
 
 
 @dataclass(frozen=True, eq=False)
