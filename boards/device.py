@@ -168,9 +168,11 @@ class Device:
         return np.array(struct.unpack(f"<{count}h", frame.payload), dtype=np.int64)
 
     def read_cycles(self, layers: int) -> list[int]:
+        """Cycles each layer of the last run took (the engine records the run's count at the
+        end of each layer)."""
         frame = self._transact(Opcode.READ_CYCLES, struct.pack("<H", layers),
                                reply_bytes=4 * layers)
-        return list(struct.unpack(f"<{layers}I", frame.payload))
+        return isa.layer_cycles(struct.unpack(f"<{layers}I", frame.payload))
 
     def runs(self) -> int:
         """Runs the engine started since its reset (counts exactly-once execution)."""

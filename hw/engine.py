@@ -132,7 +132,7 @@ class Engine(wiring.Component):
             busy.eq(sequencer.busy | unloading),
             self.busy.eq(busy),
         ]
-        runs = Signal(32)
+        runs = Signal(16)
         with m.If(start):
             m.d.sync += done.eq(0)
             with m.If(layer_count != 0):
@@ -330,8 +330,20 @@ class Engine(wiring.Component):
         ]
 
         # ---- host bus: reads, READ_LATENCY cycles after r_en ------------------------------------
+        # First cycle: the memories read and the request is registered; second: the selected
+        # value goes to r_data (registers are selected then, from the registered index).
+        read_region = Signal(4)
+        read_index = Signal(3)
+        read_pending = Signal()
+        m.d.sync += [
+            read_pending.eq(bus.r_en),
+            read_region.eq(region),
+            read_index.eq(index[:3]),
+            read_lane.eq(index[:max(1, lane_bits)]),
+        ]
+        m.d.comb += cycles_r.addr.eq(index)
         register_value = Signal(32)
-        with m.Switch(index):
+        with m.Switch(read_index):
             with m.Case(isa.REGISTERS["id"]):
                 m.d.comb += register_value.eq(isa.ENGINE_ID)
             with m.Case(isa.REGISTERS["config"]):
@@ -348,21 +360,10 @@ class Engine(wiring.Component):
                 m.d.comb += register_value.eq(input_count)
             with m.Case(isa.REGISTERS["runs"]):
                 m.d.comb += register_value.eq(runs)
-        m.d.comb += cycles_r.addr.eq(index)
-
-        read_region = Signal(4)
-        read_register = Signal(32)
-        read_pending = Signal()
-        m.d.sync += [
-            read_pending.eq(bus.r_en),
-            read_region.eq(region),
-            read_register.eq(register_value),
-            read_lane.eq(index[:max(1, lane_bits)]),
-        ]
         with m.If(read_pending):
             with m.Switch(read_region):
                 with m.Case(isa.Region.REGISTERS):
-                    m.d.sync += bus.r_data.eq(read_register)
+                    m.d.sync += bus.r_data.eq(register_value)
                 with m.Case(isa.Region.CYCLES):
                     m.d.sync += bus.r_data.eq(cycles_r.data)
                 with m.Case(isa.Region.ACTIVATIONS):

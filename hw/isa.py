@@ -33,7 +33,7 @@ from .config import EngineConfig, _bits_for
 __all__ = ["entry_layout", "column_layout", "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
            "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
-           "activation_index", "lane_bits", "stream_layout", "image_bus_writes",
+           "activation_index", "lane_bits", "stream_layout", "image_bus_writes", "layer_cycles",
            "PER_PE_REGIONS"]
 
 
@@ -161,7 +161,7 @@ ENGINE_ID = 0x53463031          # "SF01"
 class Region(enum.IntEnum):
     """Bus address bits [28:32]: which memory or register file an access goes to."""
     REGISTERS = 0       # index: see REGISTERS
-    CYCLES = 1          # read: cycle count of layer ``index`` of the last run
+    CYCLES = 1          # read: cycles of the last run up to the end of layer ``index``
     DESCRIPTORS = 2     # write: layer descriptors, in 32-bit chunks (``chunk_index``)
     CODEBOOK = 3        # write: ``layer * 2**code_bits + code`` -> coefficient
     OCCUPANCY = 4       # write: occupancy words, in 32-bit chunks (``chunk_index``)
@@ -219,6 +219,12 @@ def stream_layout(config: EngineConfig) -> data.StructLayout:
     """The input and output streams' payload: one activation, and ``last`` on the final one.
     On the input stream ``last`` starts the run."""
     return data.StructLayout({"value": signed(config.act_bits), "last": 1})
+
+
+def layer_cycles(cumulative) -> list[int]:
+    """Per-layer cycle counts from the CYCLES region's cumulative ones."""
+    cumulative = [int(c) for c in cumulative]
+    return [c - p for c, p in zip(cumulative, [0] + cumulative[:-1])]
 
 
 def bus_address(region: Region, index: int, pe: int = 0) -> int:

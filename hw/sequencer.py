@@ -13,7 +13,9 @@ For each layer ``l < layer_count``:
    group per cycle, so row ``r`` (activations ``r*N .. r*N+N-1``) is written in ``period``
    lane-masked writes; it becomes the next layer's input.
 
-A cycle counter per layer runs from FETCH to the last write-back word; the host reads them.
+One cycle counter runs from the first FETCH to the last write-back word; its value at the end
+of each layer is recorded, so layer ``l`` took ``end[l] - end[l-1]`` cycles (the host takes the
+differences: one counter instead of two).
 After reset the sequencer clears every accumulator (a write-back of ``max_rows`` rows whose
 results are dropped), so a run interrupted by a reset leaves nothing behind.
 """
@@ -50,7 +52,8 @@ class Sequencer(wiring.Component):
     writeback : Out; pulse to every PE.  results_valid : In; the PEs' write-back results.
     result_write : Out; ``en``/``addr``/``phase``: write the requantizers' results into lanes
         ``g * period + phase`` of activation word ``addr``.
-    cycles_write : Out; ``en``/``addr``/``data``: record layer ``addr``'s cycle count.
+    cycles_write : Out; ``en``/``addr``/``data``: record the run's cycle count at the end of
+        layer ``addr``.
     total_cycles : Out; cycles of the last run.
     """
 
@@ -102,7 +105,6 @@ class Sequencer(wiring.Component):
         period_bits = (config.writeback_period - 1).bit_length()
 
         index = Signal.like(self.descriptors.addr)         # running layer
-        layer_cycles = Signal(32)
         run_cycles = Signal(32)
         written = Signal(range((max(config.max_rows, config.act_words) << period_bits) + 1))
         clearing = Signal()
@@ -137,17 +139,21 @@ class Sequencer(wiring.Component):
             self.result_write.addr.eq(written >> period_bits),
             self.result_write.phase.eq(written[:period_bits] if period_bits else 0),
             self.cycles_write.addr.eq(index),
-            self.cycles_write.data.eq(layer_cycles + 1),
+            self.cycles_write.data.eq(run_cycles + 1),
             self.total_cycles.eq(run_cycles),
+            # The running layer's descriptor is the descriptor memory's read data: its address
+            # is the layer index, which only moves between layers (no copy in registers).
+            self.layer.eq(self.descriptors.data),
         ]
         with m.If(counting):
-            m.d.sync += [layer_cycles.eq(layer_cycles + 1), run_cycles.eq(run_cycles + 1)]
+            m.d.sync += run_cycles.eq(run_cycles + 1)
 
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):
                 # After reset: a write-back of every accumulator row, results dropped.
-                m.d.comb += [self.busy.eq(1), self.writeback.eq(~clearing)]
-                m.d.sync += [clearing.eq(1), self.layer.rows.eq(config.max_rows)]
+                m.d.comb += [self.busy.eq(1), self.writeback.eq(~clearing),
+                             self.layer.rows.eq(config.max_rows)]
+                m.d.sync += clearing.eq(1)
                 with m.If(clearing & self.results_valid):
                     m.d.sync += written.eq(written + 1)
                     with m.If(written + 1 == config.max_rows << period_bits):
@@ -156,8 +162,8 @@ class Sequencer(wiring.Component):
 
             with m.State("IDLE"):
                 with m.If(self.start & (self.layer_count != 0)):
-                    m.d.sync += [index.eq(0), layer_cycles.eq(0), run_cycles.eq(0),
-                                 counting.eq(1), loaded_valid.eq(0)]
+                    m.d.sync += [index.eq(0), run_cycles.eq(0), counting.eq(1),
+                                 loaded_valid.eq(0)]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -167,8 +173,8 @@ class Sequencer(wiring.Component):
                 m.next = "FETCHED"
 
             with m.State("FETCHED"):
+                # The descriptor read of the new index lands this cycle.
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += self.layer.eq(self.descriptors.data)
                 with m.If(have_codebook):
                     m.next = "COMPUTE"
                 with m.Else():
@@ -204,11 +210,12 @@ class Sequencer(wiring.Component):
                     m.d.sync += written.eq(written + 1)
                     with m.If(written + 1 == self.layer.rows << period_bits):
                         m.d.comb += self.cycles_write.en.eq(1)
-                        m.d.sync += [index.eq(index + 1), layer_cycles.eq(0)]
                         with m.If(index + 1 == self.layer_count):
+                            # The last layer's descriptor stays on `layer` (its out_features).
                             m.d.comb += self.done.eq(1)
                             m.d.sync += counting.eq(0)
                             m.next = "IDLE"
                         with m.Else():
+                            m.d.sync += index.eq(index + 1)
                             m.next = "FETCH"
         return m

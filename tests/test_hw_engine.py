@@ -69,8 +69,9 @@ def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0
             ctx.set(dut.output.ready, 0)
             outputs.append(result)
             await wait_idle(ctx)
-            cycles.append([await read(ctx, isa.bus_address(isa.Region.CYCLES, layer))
-                           for layer in range(image.layer_count)])
+            cycles.append(isa.layer_cycles(
+                [await read(ctx, isa.bus_address(isa.Region.CYCLES, layer))
+                 for layer in range(image.layer_count)]))
 
     simulator = Simulator(dut)
     simulator.add_clock(1e-8)

@@ -192,9 +192,9 @@ class TB:
         await self.source.send(x)
         outputs = await receiver
         await self.wait_idle()
-        cycles = [await self.bus.read(isa.bus_address(isa.Region.CYCLES, layer))
-                  for layer in range(layer_count)]
-        return outputs, cycles
+        ends = [await self.bus.read(isa.bus_address(isa.Region.CYCLES, layer))
+                for layer in range(layer_count)]
+        return outputs, isa.layer_cycles(ends)
 
 
 @cocotb.test()
