@@ -116,7 +116,10 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
         pes=pes, idx_bits=idx_bits, scan_lanes=scan_lanes,
         act_bits=network.act_bits,
         code_bits=max(layer.code_bits for layer in layers),
-        coef_bits=max(layer.weight_format.bits for layer in layers),
+        # As wide as the codebook values need, not as their format allows: the codebook mux
+        # in every PE and the shared registers are that wide (coarse codebooks, e.g. with
+        # 16-bit accumulators, need only a few bits).
+        coef_bits=max(_signed_bits(layer.codebook) for layer in layers),
         acc_bits=accumulator_bits(bound),
         bias_bits=max(_signed_bits(layer.bias) for layer in layers),
         max_layers=len(layers),
@@ -161,8 +164,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
-    Widths: ``act_bits`` from the model, ``code_bits`` and ``coef_bits`` the maxima over
-    layers, ``bias_bits`` the narrowest width that holds every bias value,
+    Widths: ``act_bits`` from the model, ``code_bits`` the maximum over layers, ``coef_bits``
+    and ``bias_bits`` the narrowest widths that hold every codebook value and every bias,
     ``acc_bits = numerics.accumulator_bits(max accumulator bound)`` (refused above 48),
     ``idx_bits`` 4, ``shift_bits`` 6 (a shift of 64 or more is refused).
     Depths: ``max_features`` the widest layer rounded up to a multiple of ``pes``;

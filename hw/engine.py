@@ -271,7 +271,6 @@ class Engine(wiring.Component):
             requantizers.append(requantizer)
         m.d.comb += sequencer.results_valid.eq(requantizers[0].o.valid)
         # Every lane of a group gets its requantizer's output; the lane mask picks one.
-        results = Cat(requantizers[k // period].o.payload for k in range(pes))
         result_lanes = Cat((sequencer.result_write.phase == k % period) for k in range(pes))
         write_address = Signal.like(activations.addr)
         single_value = Signal(signed(config.act_bits))
@@ -286,8 +285,10 @@ class Engine(wiring.Component):
             m.d.comb += [write_address.eq(index >> lane_bits),
                          single_value.eq(bus.w_data[:config.act_bits]),
                          activations.w_en.eq(1 << index[:max(1, lane_bits)])]
-        m.d.comb += activations.w_data.eq(
-            Mux(sequencer.result_write.en, results, _replicate(single_value, pes)))
+        # Choose between a result and a single value once per requantizer, then fan out.
+        group_values = [Mux(sequencer.result_write.en, requantizer.o.payload, single_value)
+                        for requantizer in requantizers]
+        m.d.comb += activations.w_data.eq(Cat(group_values[k // period] for k in range(pes)))
 
         # ---- output stream: the last layer's outputs after a run --------------------------------
         output_word = Signal.like(activations.addr)
@@ -373,9 +374,6 @@ class Engine(wiring.Component):
         m.d.sync += bus.r_valid.eq(read_pending)
         return m
 
-
-def _replicate(value, count):
-    return Cat(value for _ in range(count))
 
 
 def _flat(array):

@@ -161,14 +161,6 @@ class ProcessingElement(wiring.Component):
         # and the walker: it holds a holding column word until the walker takes it, and the
         # next word is read in the cycle it is taken, so the walker can start a column every
         # cycle and, while it walks a long one, the next word already waits.
-        front_valid = Signal()
-        front_mask = Signal(lanes, reset_less=True)
-        front_base = Signal(ceil_log2(config.pointer_depth) + 1, reset_less=True)
-        front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes), reset_less=True)
-        lane = lowest_set_bit(m, front_mask)
-        remaining = Signal(lanes)
-        m.d.comb += remaining.eq(front_mask & (front_mask - 1))
-
         column = data.View(isa.column_layout(config),
                            parameters_r.data[:isa.column_layout(config).size])
         holding = Signal()                          # the memory's output holds a column word
@@ -179,28 +171,51 @@ class ProcessingElement(wiring.Component):
         walk_value = Signal(signed(config.act_bits), reset_less=True)
         take = Signal()                             # the walker takes the holding word now
         issue = Signal()                            # read the next lane's column word now
+        can_issue = Signal()                        # a lane with work is ready to issue
+        issue_index = Signal(ceil_log2(config.pointer_depth) + 1)
+        issue_value = Signal(signed(config.act_bits))
         m.d.comb += [
             take.eq(holding & ~walking),
-            issue.eq(front_valid & (take | ~holding)),
+            issue.eq(can_issue & (take | ~holding)),
         ]
-        take_group = Signal()
-        m.d.comb += [
-            take_group.eq(queue.r_rdy & (~front_valid | (issue & (remaining == 0)))),
-            queue.r_en.eq(take_group),
-        ]
-        with m.If(take_group):
-            m.d.sync += [
-                front_valid.eq(1),
-                front_mask.eq(head.mask),
-                front_base.eq(head.pointer),
-                front_values.eq(head.values),
+        if lanes == 1:
+            # One column per group: issue straight from the queue's head.
+            m.d.comb += [
+                can_issue.eq(queue.r_rdy),
+                issue_index.eq(head.pointer),
+                issue_value.eq(head.values[0]),
+                queue.r_en.eq(issue),
             ]
-        with m.Elif(issue & (remaining == 0)):
-            m.d.sync += front_valid.eq(0)
-        with m.Elif(issue):
-            m.d.sync += front_mask.eq(remaining)
+        else:
+            front_valid = Signal()
+            front_mask = Signal(lanes, reset_less=True)
+            front_base = Signal.like(issue_index, reset_less=True)
+            front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes),
+                                  reset_less=True)
+            lane = lowest_set_bit(m, front_mask)
+            remaining = Signal(lanes)
+            take_group = Signal()
+            m.d.comb += [
+                remaining.eq(front_mask & (front_mask - 1)),
+                can_issue.eq(front_valid),
+                issue_index.eq(front_base + lane),
+                issue_value.eq(front_values[lane]),
+                take_group.eq(queue.r_rdy & (~front_valid | (issue & (remaining == 0)))),
+                queue.r_en.eq(take_group),
+            ]
+            with m.If(take_group):
+                m.d.sync += [
+                    front_valid.eq(1),
+                    front_mask.eq(head.mask),
+                    front_base.eq(head.pointer),
+                    front_values.eq(head.values),
+                ]
+            with m.Elif(issue & (remaining == 0)):
+                m.d.sync += front_valid.eq(0)
+            with m.Elif(issue):
+                m.d.sync += front_mask.eq(remaining)
         with m.If(issue):
-            m.d.sync += [holding.eq(1), held_value.eq(front_values[lane])]
+            m.d.sync += [holding.eq(1), held_value.eq(issue_value)]
         with m.Elif(take):
             m.d.sync += holding.eq(0)
 
@@ -284,8 +299,7 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += [
             acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
-            parameters_r.addr.eq(Mux(writing_back, self.bias_base + writeback_row,
-                                     front_base + lane)),
+            parameters_r.addr.eq(Mux(writing_back, self.bias_base + writeback_row, issue_index)),
             # The port holds its word unless a column is issued or a bias read.
             parameters_r.en.eq(issue | reading),
         ]
@@ -312,7 +326,7 @@ class ProcessingElement(wiring.Component):
             acc_r.en.eq(~writing_back | reading),
         ]
 
-        m.d.comb += self.busy.eq(queue.r_rdy | front_valid | holding | walking
+        m.d.comb += self.busy.eq(queue.r_rdy | can_issue | holding | walking
                                  | decode_valid | multiply_valid | accumulate_valid)
         return m
 

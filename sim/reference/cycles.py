@@ -131,11 +131,17 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
 
         # ---- PEs ----
         for k in range(pes):
-            front = fronts[k]
             take = fetched[k] is not None and not walking[k]
-            issue = front is not None and (take or fetched[k] is None)
-            last_lane = issue and len(front) == 1
-            take_group = bool(queues[k]) and (front is None or last_lane)
+            if lanes == 1:
+                # No front-end register: the PE issues straight from its queue's head.
+                front = list(queues[k][0]) if queues[k] else None
+                issue = front is not None and (take or fetched[k] is None)
+                last_lane = take_group = False
+            else:
+                front = fronts[k]
+                issue = front is not None and (take or fetched[k] is None)
+                last_lane = issue and len(front) == 1
+                take_group = bool(queues[k]) and (front is None or last_lane)
             left = walking[k] if walking[k] else (fetched[k] if take else 0)
             read = left > 0
             # state updates, as the registers take them
@@ -144,9 +150,13 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
                 walking[k] = left - 1
             if issue:
                 fetched[k] = front[0]
+                if lanes == 1:
+                    queues[k].popleft()
             elif take:
                 fetched[k] = None
-            if take_group:
+            if lanes == 1:
+                pass
+            elif take_group:
                 fronts[k] = list(queues[k].popleft())
             elif last_lane:
                 fronts[k] = None
