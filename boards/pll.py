@@ -77,25 +77,30 @@ def ecp5_pll_parameters(input_hz: float, target_hz: float) -> PLLParameters:
     return best
 
 
-def ice40_pll(m, pad, parameters: PLLParameters) -> Signal:
-    """``SB_PLL40_PAD`` on the oscillator's pin, driving the ``sync`` clock; returns LOCK."""
-    locked = Signal()
+def ice40_pll(m, platform, pad, parameters: PLLParameters) -> Signal:
+    """``SB_PLL40_PAD`` on the oscillator's pin, driving the ``sync`` clock; returns LOCK.
+    The output is constrained at its frequency, so nextpnr times the design at it."""
+    locked, output = Signal(), Signal()
     m.submodules.pll = Instance(
         "SB_PLL40_PAD",
         p_FEEDBACK_PATH="SIMPLE", p_DIVR=parameters.divr, p_DIVF=parameters.divf,
         p_DIVQ=parameters.divq, p_FILTER_RANGE=parameters.filter_range,
         i_PACKAGEPIN=pad.io, i_RESETB=1, i_BYPASS=0,
-        o_PLLOUTGLOBAL=ClockSignal("sync"), o_LOCK=locked)
+        o_PLLOUTGLOBAL=output, o_LOCK=locked)
+    m.d.comb += ClockSignal("sync").eq(output)
+    platform.add_clock_constraint(output, parameters.output_hz)
     return locked
 
 
-def ecp5_pll(m, pad, parameters: PLLParameters) -> Signal:
-    """``EHXPLLL`` fed from the oscillator, driving the ``sync`` clock; returns LOCK."""
+def ecp5_pll(m, platform, pad, parameters: PLLParameters) -> Signal:
+    """``EHXPLLL`` fed from the oscillator, driving the ``sync`` clock; returns LOCK.
+    The output is constrained at its frequency, so nextpnr times the design at it."""
     from amaranth.lib import io
 
     m.submodules.oscillator = oscillator = io.Buffer("i", pad)
-    locked = Signal()
-    output = ClockSignal("sync")
+    locked, output = Signal(), Signal()
+    m.d.comb += ClockSignal("sync").eq(output)
+    platform.add_clock_constraint(output, parameters.output_hz)
     m.submodules.pll = Instance(
         "EHXPLLL",
         a_FREQUENCY_PIN_CLKI=f"{parameters.input_hz / 1e6:g}",

@@ -47,9 +47,9 @@ class BoardTop(Elaboratable):
             m.d.comb += ClockSignal("sync").eq(clock.i)
             locked = Signal(init=1)
         elif board.family == "ice40":
-            locked = ice40_pll(m, oscillator, clocking.pll)
+            locked = ice40_pll(m, platform, oscillator, clocking.pll)
         else:
-            locked = ecp5_pll(m, oscillator, clocking.pll)
+            locked = ecp5_pll(m, platform, oscillator, clocking.pll)
         # Hold the design in reset until the PLL locks and a few cycles after.  The counter must
         # not be reset by the reset it drives.
         settle = Signal(4, reset_less=True)

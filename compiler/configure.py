@@ -27,7 +27,7 @@ from sparseforge.hw.config import EngineConfig
 
 from .encode import encode_layer
 from .ir import QuantizedNetwork
-from .numerics import accumulator_bits, accumulator_bound
+from .numerics import accumulator_bits
 
 __all__ = [
     "LUT_MODELS",
@@ -110,8 +110,7 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
                                          for csc in slices))
     # Worst |accumulator| over every input, plus the rounding constant added at write-back
     # (docs/numerics.md: acc_bits holds the bound, the bias and the rounding constant).
-    bound = max(accumulator_bound(layer.weights, layer.bias, layer.input_format.bits)
-                + (1 << max(0, layer.shift - 1)) for layer in layers)
+    bound = max(network.accumulator_bounds())
     return ModelNeeds(
         pes=pes, idx_bits=idx_bits, scan_lanes=scan_lanes,
         act_bits=network.act_bits,

@@ -243,6 +243,16 @@ class QuantizedNetwork:
     def act_bits(self) -> int:
         return self.input_format.bits
 
+    def accumulator_bounds(self) -> list[int]:
+        """Per layer, the largest |accumulator| any input can produce, rounding constant
+        included: what ``acc_bits`` must hold (inputs after a ReLU layer are non-negative)."""
+        from .numerics import accumulator_bound
+
+        return [accumulator_bound(layer.weights, layer.bias, layer.input_format.bits,
+                                  nonnegative_inputs=index > 0 and self.layers[index - 1].relu)
+                + (1 << max(0, layer.shift - 1))
+                for index, layer in enumerate(self.layers)]
+
     def quantize_input(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         return self.input_format.quantize(x.reshape(len(x), -1))

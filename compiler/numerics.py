@@ -114,22 +114,34 @@ def choose_frac(max_abs: float, bits: int) -> int:
     return max(-FRAC_LIMIT, min(FRAC_LIMIT, frac))
 
 
-def accumulator_bound(weights, bias, act_bits: int) -> int:
+def accumulator_bound(weights, bias, act_bits: int, nonnegative_inputs: bool = False) -> int:
     """The largest |value| the accumulator of a layer can reach, over every possible input.
 
-    Every partial sum is bounded by ``sum_j |w_ij| * 2**(act_bits-1)``; bias and the rounding
-    constant are added at write-back.
+    Every partial sum is bounded by ``sum_j |w_ij| * 2**(act_bits-1)``.  When the inputs are
+    known to be non-negative (they come from a layer with ReLU, whose write-back clamps at 0),
+    a partial sum lies between ``-max_a * sum(w-)`` and ``max_a * sum(w+)`` with ``max_a =
+    2**(act_bits-1) - 1``, about half as wide.  Bias and rounding constant are added at
+    write-back.
     """
     weights = np.asarray(weights, dtype=np.int64)
-    row_sums = np.abs(weights).sum(axis=1) if weights.size else np.zeros(0, np.int64)
     bias = np.abs(np.asarray(bias, dtype=np.int64))
-    worst = row_sums * (1 << (act_bits - 1)) + (bias if bias.size else 0)
-    return int(worst.max()) if worst.size else 0
+    if not weights.size:
+        return int(bias.max()) if bias.size else 0
+    if nonnegative_inputs:
+        largest = (1 << (act_bits - 1)) - 1
+        positive = np.maximum(weights, 0).sum(axis=1)
+        negative = np.maximum(-weights, 0).sum(axis=1)
+        worst = np.maximum(positive, negative) * largest
+    else:
+        worst = np.abs(weights).sum(axis=1) * (1 << (act_bits - 1))
+    worst = worst + (bias if bias.size else 0)
+    return int(worst.max())
 
 
 def accumulator_bits(bound: int) -> int:
-    """Signed width that holds ``±bound`` plus a rounding constant, never below 16."""
-    return max(16, (2 * bound + 1).bit_length() + 1)
+    """Signed width that holds ``±bound`` (bias and rounding constant included), never below
+    16: ``n`` bits hold ``±(2**(n-1) - 1)``."""
+    return max(16, int(bound).bit_length() + 1)
 
 
 def fake_quantize(x, fmt: FixedFormat):

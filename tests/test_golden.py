@@ -187,3 +187,20 @@ def test_dequantized_output_is_within_the_derived_tolerance_of_the_float_model(s
     program = sf.compile(network, pes=pes)
     error = np.abs(program.dequantize(reference(program, x)) - y)
     assert np.all(error <= tol + 1e-12), float(np.max(error - tol))
+
+
+def test_accumulator_bound_after_relu_holds_for_every_nonnegative_input():
+    # The tighter bound used for layers fed by a ReLU layer: no input in [0, 127] exceeds it,
+    # and the extreme inputs (127 where a weight is positive, or where negative) reach it.
+    from sparseforge.compiler.numerics import accumulator_bound
+
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-100, 100, (6, 20))
+    bias = rng.integers(-50, 50, 6)
+    bound = accumulator_bound(weights, bias, 8, nonnegative_inputs=True)
+    inputs = rng.integers(0, 128, (2000, 20))
+    assert np.abs(inputs @ weights.T).max() + np.abs(bias).max() <= bound
+    extremes = np.concatenate([127 * (weights > 0), 127 * (weights < 0)])
+    reached = np.abs(extremes @ weights.T).max(axis=0) + np.abs(bias)
+    assert reached.max() == bound
+    assert bound < accumulator_bound(weights, bias, 8)

@@ -54,7 +54,7 @@ def test_derive_config_on_a_hand_checked_network():
     assert config.shift_bits == 6 and config.idx_bits == 4
     # fc2: sum |w| of row 0 = 5 * 128 = 640; * 128 + |bias| 40 + rounding 2**(8-1).
     bound = max(640 * 128 + 40 + 128, 254 * 128 + 1000 + 128, 60 * 128 + 100 + 16)
-    assert config.acc_bits == accumulator_bits(bound) == 19
+    assert config.acc_bits == accumulator_bits(bound) == 18    # 18 signed bits hold ±131071
     assert config.bias_bits == 11                     # 1000 needs 11 signed bits, not 16
 
 
@@ -91,7 +91,7 @@ def test_bad_arguments():
 def test_accumulator_wider_than_48_bits_is_refused():
     wide = QuantizedNetwork((layer("huge", np.ones((1, 140_000)), [0, -32768], [0],
                                    act=16, coef=16, code_bits=1, frac=(0, 0, 0)),))
-    with pytest.raises(DoesNotFit, match=r"acc_bits: the model's accumulators need 50 bits "
+    with pytest.raises(DoesNotFit, match=r"acc_bits: the model's accumulators need 49 bits "
                                          r"\(bound \d+\), the engine supports at most 48"):
         derive_config(wide, 1)
 
@@ -114,7 +114,7 @@ def test_fit_lists_every_short_field():
         fit(network, small)
     message = str(caught.value)
     assert message.startswith("the model does not fit this engine:")
-    for line in ("acc_bits: the model needs 19, the engine has 16",
+    for line in ("acc_bits: the model needs 18, the engine has 16",
                  "bias_bits: the model needs 11, the engine has 8",
                  "max_features: the model needs 5, the engine has 4",
                  f"entry_depth: the model needs {needs.entry_depth}, the engine has 10",

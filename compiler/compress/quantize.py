@@ -91,7 +91,8 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
             quantized = _quantize_layer(layer, codes, codebook, x_int, input_format,
                                         FixedFormat(coef_bits, frac), act_bits, code_bits,
                                         bias_bits)
-            if max_acc_bits is None or _accumulator_bits(quantized) <= max_acc_bits:
+            nonnegative = bool(layers) and layers[-1].relu
+            if max_acc_bits is None or _accumulator_bits(quantized, nonnegative) <= max_acc_bits:
                 break
             if frac <= -40:
                 raise ValueError(f"layer {layer.name}: no codebook scale keeps its accumulator "
@@ -154,9 +155,10 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
         output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu)
 
 
-def _accumulator_bits(layer: QuantizedLinear) -> int:
-    """What the compiler will size the accumulator to (``configure.needs_of``)."""
-    bound = accumulator_bound(layer.weights, layer.bias, layer.output_format.bits)
+def _accumulator_bits(layer: QuantizedLinear, nonnegative_inputs: bool) -> int:
+    """What the compiler will size the accumulator to (``QuantizedNetwork.accumulator_bounds``)."""
+    bound = accumulator_bound(layer.weights, layer.bias, layer.input_format.bits,
+                              nonnegative_inputs)
     return accumulator_bits(bound + (1 << max(0, layer.shift - 1)))
 
 

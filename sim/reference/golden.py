@@ -107,7 +107,10 @@ def run_layer(config: EngineConfig, layer: DecodedLayer, x: np.ndarray) -> np.nd
     if x.shape[1] != layer.in_features:
         raise ValueError(f"layer {layer.index} takes {layer.in_features} inputs, got "
                          f"{x.shape[1]}")
-    magnitude = np.abs(x) @ np.abs(layer.weights).T          # bounds every partial sum
+    # Whatever the order, every partial sum lies in [-sum (a w)^-, sum (a w)^+].
+    x_pos, x_neg = np.maximum(x, 0), np.maximum(-x, 0)
+    w_pos, w_neg = np.maximum(layer.weights, 0).T, np.maximum(-layer.weights, 0).T
+    magnitude = np.maximum(x_pos @ w_pos + x_neg @ w_neg, x_pos @ w_neg + x_neg @ w_pos)
     limit = 1 << (config.acc_bits - 1)
     if magnitude.size and magnitude.max() >= limit:
         b, i = np.unravel_index(int(np.argmax(magnitude)), magnitude.shape)

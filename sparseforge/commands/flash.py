@@ -1,0 +1,48 @@
+"""``sparseforge flash DIR --board B``: write the built bitstream to the board
+(openFPGALoader, or the family's own programmer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_json_flag, console_for, emit_json, fail
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("flash", help="flash a built bitstream to a board")
+    parser.add_argument("program", help="a compiled program directory (built with `build`)")
+    parser.add_argument("--board", help="the board (default: the one it was built for)")
+    parser.add_argument("--bitstream", help="the bitstream (default: from DIR's last build)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the programmer command instead of running it")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from sparseforge.boards.flash import flash, programmer_command
+    from sparseforge.toolchain import ToolNotFoundError
+
+    console = console_for(args)
+    directory = Path(args.program)
+    record = directory / "bitstream" / "build.json"
+    built = json.loads(record.read_text()) if record.is_file() else {}
+    board = args.board or built.get("board")
+    bitstream = Path(args.bitstream or built.get("bitstream", ""))
+    if not board or not str(bitstream):
+        return fail(f"{directory}: no build found; run `sparseforge build {directory} "
+                    f"--board B` first, or pass --board and --bitstream")
+    try:
+        command = programmer_command(board, bitstream)
+        if args.dry_run:
+            console.print(" ".join(command))
+            emit_json(args, {"command": command, "flashed": False})
+            return 0
+        output = flash(board, bitstream)
+    except (ToolNotFoundError, FileNotFoundError, RuntimeError, ValueError) as error:
+        return fail(str(error))
+    console.print(output.strip())
+    console.print(f"flashed {bitstream} to the {board}")
+    emit_json(args, {"command": command, "flashed": True})
+    return 0

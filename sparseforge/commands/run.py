@@ -1,0 +1,63 @@
+"""``sparseforge run DIR --input X.npy [--port P]``: inference on the board over its UART link;
+prints predictions, on-chip cycles and wall time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .common import add_json_flag, console_for, emit_json, fail
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("run", help="run inputs on a flashed board over its UART")
+    parser.add_argument("program", help="the compiled program directory (for scales, shapes)")
+    parser.add_argument("--input", required=True, help=".npy of float inputs (batch x features)")
+    parser.add_argument("--port", help="serial port (default: found by the board's USB id)")
+    parser.add_argument("--board", help="the board (for its USB id and baud rate)")
+    parser.add_argument("--load", action="store_true",
+                        help="write the program's image over the link first (a new model in "
+                             "an already-flashed engine)")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import sparseforge as sf
+    from sparseforge.boards.device import (Device, DeviceError, LinkError, SerialTransport,
+                                           find_serial_port)
+    from sparseforge.boards.registry import board as find_board
+
+    console = console_for(args)
+    try:
+        program = sf.load_program(args.program)
+        board = find_board(args.board or program.board or "icebreaker")
+        x = np.load(args.input, allow_pickle=False)
+        port = args.port or find_serial_port(board.usb_ids)
+        device = Device(SerialTransport(port, board.baud))
+        info = device.info()
+        if info.pes != program.config.pes:
+            return fail(f"the board's engine has {info.pes} PEs; the program needs "
+                        f"{program.config.pes}: flash its bitstream, or compile for it")
+        if args.load:
+            device.load_image(program.config, program.image)
+        started = time.monotonic()
+        outputs, cycles = [], []
+        for row in program.quantize_input(x):
+            y, c = device.infer(row, program.out_features, program.layer_count)
+            outputs.append(y)
+            cycles.append(c)
+        seconds = time.monotonic() - started
+    except (LinkError, DeviceError, ValueError, OSError) as error:
+        return fail(str(error))
+    outputs = np.array(outputs)
+    predictions = outputs.argmax(axis=1)
+    console.print(f"predictions: {predictions.tolist()}")
+    console.print(f"on-chip cycles per inference: {np.sum(cycles, axis=1).mean():.0f} "
+                  f"(per layer {np.mean(cycles, axis=0).round(1).tolist()}); wall time "
+                  f"{seconds:.3f} s for {len(x)} inputs over {port}")
+    emit_json(args, {"predictions": predictions.tolist(), "outputs": outputs.tolist(),
+                     "cycles": np.array(cycles).tolist(), "wall_seconds": seconds,
+                     "port": port})
+    return 0
