@@ -157,7 +157,7 @@ def _grow(value: int, headroom: float) -> int:
 
 
 def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = None,
-                  fifo_depth: int = 8, headroom: float | None = None,
+                  fifo_depth: int | None = None, headroom: float | None = None,
                   acc_memory_bits: int | None = None, writeback_lanes: int | None = None,
                   encoded=None) -> EngineConfig:
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
@@ -170,7 +170,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     Depths: ``max_features`` the widest layer rounded up to a multiple of ``pes``;
     ``entry_depth`` the most entries any PE holds; ``pointer_depth = sum(in + 1)``;
     ``bias_depth = sum(ceil(out / pes))``; ``occupancy_depth = sum(ceil(in / scan_lanes))``.
-    ``scan_lanes`` defaults to :func:`default_scan_lanes`.
+    ``scan_lanes`` defaults to :func:`default_scan_lanes` and ``fifo_depth`` to 8, except on an
+    iCE40 part (logic is what it is short of): one scan lane and queues of 2.
 
     ``headroom`` (a fraction, e.g. 0.5) enlarges every capacity field (layers, features, rows,
     memory depths, column entries) so a later, larger model of the same class still fits.
@@ -182,13 +183,18 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     """
     if not isinstance(pes, (int, np.integer)) or isinstance(pes, bool) or not 1 <= pes <= 64:
         raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
-    lanes = default_scan_lanes(pes) if scan_lanes is None else scan_lanes
+    part = resolve_part(board)
+    small = part is not None and part.family == "ice40"
+    if scan_lanes is None:
+        scan_lanes = 1 if small else default_scan_lanes(pes)
+    if fifo_depth is None:
+        fifo_depth = 2 if small else 8
+    lanes = scan_lanes
     if not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1) or pes % lanes:
         raise ValueError(f"scan_lanes must be a power of two that divides pes ({pes}), "
                          f"not {lanes!r}")
     if headroom is not None and not (isinstance(headroom, (int, float)) and headroom >= 0):
         raise ValueError(f"headroom must be a fraction >= 0, not {headroom!r}")
-    part = resolve_part(board)
     needs = model_needs(qnet, pes, scan_lanes=lanes, encoded=encoded)
     problems = []
     if needs.acc_bits > MAX_ACC_BITS:
@@ -373,7 +379,12 @@ class LutModel:
 
 
 LUT_MODELS = {
-    "ice40": LutModel(shared=755, per_pe=538, per_requantizer=148, per_lane_bit=8.5,
+    # iCE40: logic cells (a LUT4 and its flip-flop), what nextpnr places, not pre-packing
+    # LUT4s: unpaired flip-flops take cells of their own.  Fitted on the whole board core
+    # (engine, link bridge, UART) of the digits engine with 1, 2, 4 and 8 PEs and 1 to 8
+    # requantizers: Yosys LUT4 + 0.7 x flip-flops, within 1.3% of nextpnr's ICESTORM_LC for
+    # 8 PEs with 1 and 2 requantizers (5126 and 5223 cells).  docs/compiler.md lists the builds.
+    "ice40": LutModel(shared=2023, per_pe=353, per_requantizer=154, per_lane_bit=8.5,
                       per_register_bit=1.2),
     "ecp5": LutModel(shared=380, per_pe=527, per_requantizer=148, per_lane_bit=8.5,
                      per_register_bit=0.2),

@@ -120,7 +120,8 @@ class Program:
 # ---- compiling --------------------------------------------------------------------------------
 
 def compile(model, pes: int | None = None, board: str | None = None, *,
-            scan_lanes: int | None = None, fifo_depth: int = 8, headroom: float | None = None,
+            scan_lanes: int | None = None, fifo_depth: int | None = None,
+            headroom: float | None = None,
             config: EngineConfig | None = None, verify: bool = True) -> Program:
     """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
     QuantizedNetwork to a program for ``pes`` PEs (default 8).
