@@ -1,0 +1,706 @@
+"""The run report: one self-contained HTML page (and a Markdown twin) next to the build.
+
+DESIGN.md asks for "tables in the terminal plus plots (weight histograms, per-layer sparsity, PE
+load balance) written next to the build"; GitHub issue 7 lists what the page must show.
+:func:`write_report` gathers every figure of a run -- the compressed model, the compiled
+program, and, when they exist, the RTL simulation and the bitstream build -- and writes:
+
+* ``report.html``: the summary table, per-layer tables and every plot embedded as a base64
+  PNG (``<img src="data:image/png;base64,...">``), so the page is one file that opens offline
+  (no JavaScript, no fonts or styles from a CDN);
+* ``report.md``: the same tables, with the plots linked as the PNG files beside it;
+* one PNG per plot, and ``summary.json`` with the raw figures for scripts.
+
+Plots are drawn with matplotlib's object API on the Agg canvas (``matplotlib.figure.Figure``),
+never through pyplot: no global backend switch, no GUI, nothing left open in the caller's
+process.
+
+Every number on the page says where it comes from: the cost model's ``E_k``, limit and bound
+are exact counts over the program image for the given inputs (``sim.reference.workload``); the
+cycle model is ``sim.reference.cycles``; "measured" cycles and the hardware accuracy are the
+RTL's own counters under cocotb; Fmax and utilisation are nextpnr's, or the compiler's resource
+estimate when there is no build (and then labelled as an estimate).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "BuildFigures",
+    "Plot",
+    "SimFigures",
+    "SummaryRow",
+    "build_figures",
+    "sim_figures",
+    "summary_rows",
+    "write_report",
+]
+
+# Colours: one per meaning, used the same way in every plot (colour-blind safe, Okabe-Ito).
+BLUE, ORANGE, GREEN, RED, PURPLE, GREY = ("#0072B2", "#E69F00", "#009E73", "#D55E00",
+                                          "#CC79A7", "#999999")
+DPI = 110
+
+
+# ---- normalised inputs ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SimFigures:
+    """What the report uses of an RTL simulation: per-layer means over the inputs.
+
+    Made from a :class:`sparseforge.sim.simulate.Simulation` or from its ``to_json()`` (what
+    ``sparseforge sim --json`` prints), so a saved run can be reported without re-simulating.
+    """
+    simulator: str
+    inputs: int
+    accuracy: float | None
+    mismatches: int
+    measured: np.ndarray            # layers: mean measured cycles per inference
+    predicted: np.ndarray           # layers: the cycle model's mean
+    limit: np.ndarray               # layers: mean ceil(sum_k E_k / N)
+    bound: np.ndarray               # layers: mean max_k E_k
+    overhead: np.ndarray            # layers: the cycle model's fixed per-layer overhead
+    efficiency: float               # (sum_k E_k / N) / measured cycles, over the whole run
+
+    @property
+    def total(self) -> float:
+        return float(self.measured.sum())
+
+
+def sim_figures(simulation) -> SimFigures | None:
+    """A :class:`SimFigures` from a Simulation, its JSON dict, or None."""
+    if simulation is None:
+        return None
+    if isinstance(simulation, SimFigures):
+        return simulation
+    payload = simulation if isinstance(simulation, dict) else simulation.to_json()
+    try:
+        cycles = payload["cycles"]
+        return SimFigures(
+            simulator=str(payload.get("simulator", "?")), inputs=int(payload["inputs"]),
+            accuracy=None if payload.get("accuracy") is None else float(payload["accuracy"]),
+            mismatches=int(payload["mismatches"]),
+            measured=np.asarray(cycles["per_layer_mean"], dtype=float),
+            predicted=np.asarray(cycles["predicted_mean"], dtype=float),
+            limit=np.asarray(cycles["limit_mean"], dtype=float),
+            bound=np.asarray(cycles["bound_mean"], dtype=float),
+            overhead=np.asarray(cycles["overhead"], dtype=float),
+            efficiency=float(payload["efficiency"]))
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"the simulation figures lack or mangle {error} (expected what "
+                         f"'sparseforge sim --json' prints)") from None
+
+
+@dataclass(frozen=True)
+class BuildFigures:
+    """What the report uses of a bitstream build (``sf.build`` or its ``build.json``)."""
+    board: str
+    fmax_mhz: float
+    target_mhz: float               # the engine clock the bitstream runs at
+    utilisation: dict               # resource -> (used, available)
+
+    @property
+    def timing_met(self) -> bool:
+        return self.fmax_mhz >= self.target_mhz
+
+
+def build_figures(build) -> BuildFigures | None:
+    """A :class:`BuildFigures` from a Build, its JSON dict (``build.json``), or None."""
+    if build is None:
+        return None
+    if isinstance(build, BuildFigures):
+        return build
+    payload = build if isinstance(build, dict) else build.to_json()
+    try:
+        return BuildFigures(
+            board=str(payload["board"]), fmax_mhz=float(payload["fmax_mhz"]),
+            target_mhz=float(payload["target_mhz"]),
+            utilisation={name: (int(use["used"]), int(use["available"]))
+                         for name, use in payload["utilisation"].items()})
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"the build figures lack or mangle {error} (expected a build.json "
+                         f"written by 'sparseforge build')") from None
+
+
+# ---- the figures ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of the summary table: ``key`` for scripts, ``label`` and ``value`` for a
+    person, ``source`` saying where the number comes from."""
+    key: str
+    label: str
+    value: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A rendered plot: its file name, caption and PNG bytes."""
+    name: str
+    caption: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Everything the report draws from, gathered once."""
+    program: object
+    compressed: object | None
+    sim: SimFigures | None
+    build: BuildFigures | None
+    work: list | None               # LayerWork per layer for the inputs, or None
+    predicted: np.ndarray | None    # batch x layers cycle-model cycles for the inputs
+    float_accuracy: float | None
+    quantized_accuracy: float | None
+    accuracy_data: str
+    resources: list                 # (title, {resource: (used, available)}, estimate?)
+    clock_mhz: float | None         # the engine clock latency is computed at
+    clock_source: str
+
+
+def _percent(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _layer_names(program) -> list[str]:
+    return [layer.name for layer in program.network.layers]
+
+
+def summary_rows(ctx: _Context) -> list[SummaryRow]:
+    """The summary figures, in reading order."""
+    program, sim, build = ctx.program, ctx.sim, ctx.build
+    rows = [SummaryRow("engine", "Engine", f"{program.config.pes} PEs, "
+                       f"{program.config.act_bits}-bit activations, "
+                       f"{program.config.code_bits}-bit codes, board "
+                       f"{program.board or 'none'}", "engine.json")]
+    data = f" ({ctx.accuracy_data})" if ctx.accuracy_data else ""
+    rows.append(SummaryRow("accuracy_float", "Float accuracy", _percent(ctx.float_accuracy),
+                           f"uncompressed model, float64 NumPy{data}"))
+    rows.append(SummaryRow("accuracy_compressed", "Compressed accuracy",
+                           _percent(ctx.quantized_accuracy),
+                           f"integer network (the hardware's arithmetic){data}"))
+    if sim is not None:
+        rows.append(SummaryRow("accuracy_hardware", "Hardware accuracy", _percent(sim.accuracy),
+                               f"RTL outputs ({sim.simulator}, {sim.inputs} inputs); "
+                               f"{sim.mismatches} mismatches vs the golden model"))
+    else:
+        rows.append(SummaryRow("accuracy_hardware", "Hardware accuracy", "n/a",
+                               "no RTL simulation given"))
+    network = program.network
+    weights = sum(layer.codes.size for layer in network.layers)
+    nnz = sum(layer.nnz for layer in network.layers)
+    rows.append(SummaryRow("nonzeros", "Nonzero weights",
+                           f"{nnz:,} of {weights:,} ({100 * nnz / weights:.2f}%)",
+                           "program network (codes != 0)"))
+    if ctx.compressed is not None:
+        report = ctx.compressed.report
+        rows.append(SummaryRow(
+            "compression_ratio", "Compression ratio",
+            f"{report.compression_ratio:.1f}x ({report.compression_ratio_huffman:.1f}x with "
+            f"Huffman, {report.compression_ratio_with_pointers:.1f}x with pointers)",
+            "32-bit dense vs codes + indices + codebook + biases (docs/compression.md)"))
+    else:
+        rows.append(SummaryRow("compression_ratio", "Compression ratio", "n/a",
+                               "no compressed model given (--model)"))
+    limit = bound = None
+    if ctx.work is not None:
+        limit = float(sum(w.limit.mean() for w in ctx.work))
+        bound = float(sum(w.bound.mean() for w in ctx.work))
+    if sim is not None:
+        limit, bound = float(sim.limit.sum()), float(sim.bound.sum())
+        overhead = float(sim.overhead.sum())
+        rows.append(SummaryRow(
+            "cycles", "Cycles per inference",
+            f"{sim.total:.1f} measured; limit {limit:.1f}, bound {bound:.1f}, "
+            f"bound + overhead {bound + overhead:.1f}; cycle model {sim.predicted.sum():.1f}",
+            f"RTL cycle counters, mean over {sim.inputs} inputs; limit = ceil(sum E_k / N), "
+            f"bound = max E_k (cost model)"))
+        rows.append(SummaryRow("efficiency", "Load-balance efficiency",
+                               _percent(sim.efficiency, 1),
+                               "(sum_k E_k / N) / measured cycles, over the whole run"))
+    elif ctx.predicted is not None:
+        total = float(ctx.predicted.sum(axis=1).mean())
+        rows.append(SummaryRow(
+            "cycles", "Cycles per inference",
+            f"{total:.1f} predicted; limit {limit:.1f}, bound {bound:.1f}",
+            f"cycle model (no RTL simulation), mean over {len(ctx.predicted)} inputs"))
+        work = sum(float(w.total.sum()) for w in ctx.work) / program.config.pes
+        rows.append(SummaryRow("efficiency", "Load-balance efficiency",
+                               _percent(work / float(ctx.predicted.sum()), 1),
+                               "(sum_k E_k / N) / cycle-model cycles (no RTL simulation)"))
+    cycles = sim.total if sim is not None else (
+        float(ctx.predicted.sum(axis=1).mean()) if ctx.predicted is not None else None)
+    if build is not None:
+        verdict = "met" if build.timing_met else "missed"
+        rows.append(SummaryRow("fmax", "Fmax", f"{build.fmax_mhz:.2f} MHz (engine clock "
+                               f"{build.target_mhz:.2f} MHz, timing {verdict})",
+                               f"nextpnr, {build.board} build"))
+    else:
+        rows.append(SummaryRow("fmax", "Fmax", "n/a", "no bitstream build given"))
+    if cycles is not None and ctx.clock_mhz:
+        latency = cycles / ctx.clock_mhz
+        rows.append(SummaryRow("latency", "Latency per inference",
+                               f"{latency:.2f} us ({1e6 / latency:,.0f} inferences/s)",
+                               f"{cycles:.1f} cycles at {ctx.clock_mhz:.2f} MHz "
+                               f"({ctx.clock_source})"))
+    for title, use, estimate in ctx.resources:
+        text = ", ".join(f"{name} {used}/{available} ({100 * used / available:.0f}%)"
+                         for name, (used, available) in use.items() if available)
+        rows.append(SummaryRow("resources", "Resources", f"{title}: {text}",
+                               "compiler estimate (no build)" if estimate else "nextpnr"))
+    return rows
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return figure
+
+
+def _png(figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _weights(ctx: _Context, index: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray,
+                                                   np.ndarray]:
+    """(kept weights before sharing or None, codebook values, codebook counts, shared
+    weights) of one layer, in real units."""
+    layer = ctx.program.network.layers[index]
+    scale = layer.weight_format.scale
+    codebook = layer.codebook.astype(float) * scale
+    counts = np.bincount(layer.codes.ravel(), minlength=len(codebook))
+    shared = codebook[layer.codes[layer.codes != 0]]
+    before = None
+    compressed = ctx.compressed
+    if compressed is not None and getattr(compressed, "pruned_weights", None) is not None:
+        weight = compressed.pruned_weights[index]
+        before = weight[compressed.masks[index]]
+    return before, codebook, counts, shared
+
+
+def _weight_plot(ctx: _Context, index: int) -> Plot:
+    layer = ctx.program.network.layers[index]
+    before, codebook, counts, shared = _weights(ctx, index)
+    used = [c for c in range(1, len(codebook)) if counts[c]]
+    panels = 2 if before is not None else 1
+    figure = _figure(8, 2.9 * panels + 0.5)
+    axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    low = min([codebook[used].min()] + ([before.min()] if before is not None else []))
+    high = max([codebook[used].max()] + ([before.max()] if before is not None else []))
+    margin = 0.05 * (high - low or 1.0)
+    if before is not None:
+        axis = axes[0]
+        axis.hist(before, bins=80, range=(low - margin, high + margin), color=BLUE,
+                  alpha=0.85, label=f"{before.size:,} kept weights")
+        axis.set_title(f"Before sharing: pruned float weights of {layer.name}")
+        axis.set_ylabel("weights per bin")
+    axis = axes[-1]
+    width = 0.012 * (high - low + 2 * margin)
+    axis.bar(codebook[used], counts[used], width=width, color=ORANGE,
+             label=f"{shared.size:,} shared weights")
+    axis.set_title(f"After sharing: weights at each of the {len(used)} used codebook values")
+    axis.set_ylabel("weights")
+    axis.set_xlabel(f"weight value (real units; codebook in {layer.weight_format.bits}-bit "
+                    f"fixed point, step 2^-{layer.weight_format.frac})")
+    for axis in axes:
+        for c, value in enumerate(codebook[used]):
+            axis.axvline(value, color=RED, linewidth=0.8, linestyle="--",
+                         label="codebook values" if c == 0 else None)
+        axis.axvline(0.0, color="black", linewidth=0.6)
+        axis.set_xlim(low - margin, high + margin)
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(loc="upper right", fontsize=8)
+    out, inp = layer.codes.shape
+    figure.suptitle(f"Layer {index} ({layer.name}, {out}x{inp}): weight distribution and "
+                    f"its {layer.code_bits}-bit codebook", fontweight="bold")
+    caption = (f"Layer {layer.name}: the nonzero weights before k-means sharing (top, when "
+               f"the model file holds them) and after (bottom), codebook values dashed.")
+    return Plot(f"weights_{index}_{_slug(layer.name)}.png", caption, _png(figure))
+
+
+def _sparsity_plot(ctx: _Context) -> Plot:
+    layers = ctx.program.network.layers
+    names = _layer_names(ctx.program)
+    kept = np.array([100.0 * layer.nnz / layer.codes.size for layer in layers])
+    figure = _figure(max(5.0, 1.4 * len(layers) + 3), 3.8)
+    axis = figure.subplots()
+    x = np.arange(len(layers))
+    axis.bar(x, kept, color=BLUE, label="kept (nonzero)")
+    axis.bar(x, 100 - kept, bottom=kept, color=GREY, alpha=0.35, label="pruned")
+    for i, layer in enumerate(layers):
+        axis.text(i, min(kept[i] + 2, 92), f"{layer.nnz:,} / {layer.codes.size:,}\n"
+                  f"{kept[i]:.1f}% kept", ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(x, [f"{n}\n{layer.codes.shape[0]}x{layer.codes.shape[1]}"
+                        for n, layer in zip(names, layers)])
+    axis.set_ylim(0, 100)
+    axis.set_ylabel("% of the layer's weights")
+    axis.set_xlabel("layer (out x in)")
+    axis.set_title("Per-layer sparsity after pruning", fontweight="bold")
+    axis.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    return Plot("sparsity.png", "Weights kept and pruned per layer.", _png(figure))
+
+
+def _pe_load_plot(ctx: _Context) -> Plot:
+    program = ctx.program
+    pes = program.config.pes
+    layers = program.network.layers
+    rows = 2 if ctx.work is not None else 1
+    figure = _figure(max(6.0, 3.6 * len(layers)), 3.2 * rows + 0.4)
+    axes = figure.subplots(rows, len(layers), squeeze=False)
+    pe = np.arange(pes)
+    for index, layer in enumerate(layers):
+        entries = program.column_counts(index).sum(axis=1)
+        nonzero = np.array([int(np.count_nonzero(layer.codes[k::pes])) for k in range(pes)])
+        axis = axes[0, index]
+        axis.bar(pe, nonzero, color=BLUE, label="nonzero entries")
+        axis.bar(pe, entries - nonzero, bottom=nonzero, color=ORANGE, label="padding entries")
+        axis.axhline(entries.mean(), color="black", linestyle="--", linewidth=0.9,
+                     label=f"mean {entries.mean():.1f}")
+        axis.set_title(f"{layer.name}: entries per PE (max/mean "
+                       f"{entries.max() / max(entries.mean(), 1e-9):.2f})")
+        axis.set_xlabel("PE")
+        axis.set_ylabel("entries stored")
+        axis.set_xticks(pe)
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right", framealpha=0.9)
+        if ctx.work is not None:
+            work = ctx.work[index].work
+            mean = work.mean(axis=0)
+            axis = axes[1, index]
+            axis.bar(pe, mean, color=GREEN, label="mean E_k")
+            axis.errorbar(pe, mean, yerr=[mean - work.min(axis=0), work.max(axis=0) - mean],
+                          fmt="none", ecolor="black", capsize=3, linewidth=0.8,
+                          label="min..max over inputs")
+            axis.axhline(work.sum(axis=1).mean() / pes, color=PURPLE, linestyle="--",
+                         linewidth=0.9, label=f"sum E_k / N = {work.sum(axis=1).mean() / pes:.1f}")
+            axis.set_title(f"{layer.name}: work E_k per PE, {len(work)} inputs")
+            axis.set_xlabel("PE")
+            axis.set_ylabel("entries processed per inference")
+            axis.set_xticks(pe)
+            axis.grid(axis="y", alpha=0.3)
+            axis.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    figure.suptitle(f"Load balance over {pes} PEs (row i on PE i mod {pes})", fontweight="bold")
+    caption = ("Entries stored per PE (nonzeros and zero-run padding) per layer"
+               + ("; below, the work E_k each PE does per inference for the given inputs "
+                  "(mean, with the range over the inputs)." if ctx.work is not None else "."))
+    return Plot("pe_load.png", caption, _png(figure))
+
+
+def _cycles_plot(ctx: _Context) -> Plot | None:
+    sim = ctx.sim
+    if sim is not None:
+        limit, bound, overhead = sim.limit, sim.bound, sim.overhead
+        predicted, measured, count = sim.predicted, sim.measured, sim.inputs
+    elif ctx.predicted is not None:
+        limit = np.array([w.limit.mean() for w in ctx.work])
+        bound = np.array([w.bound.mean() for w in ctx.work])
+        from sparseforge.sim.reference.cycles import fixed_overhead
+
+        overhead = _overheads(ctx.program, fixed_overhead)
+        predicted, measured, count = ctx.predicted.mean(axis=0), None, len(ctx.predicted)
+    else:
+        return None
+    names = _layer_names(ctx.program) + ["total"]
+    stack = lambda a: np.append(a, a.sum())     # noqa: E731 - per-layer values and their total
+    limit, bound, overhead, predicted = map(stack, (limit, bound, overhead, predicted))
+    series = [("limit ceil(sum E_k / N)", limit, BLUE), ("bound max E_k", bound, GREEN),
+              ("cycle model", predicted, PURPLE)]
+    if measured is not None:
+        series.append(("measured (RTL)", stack(measured), RED))
+    figure = _figure(max(7.0, 2.4 * len(names) + 2), 4.4)
+    axis = figure.subplots()
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    for s, (label, values, colour) in enumerate(series):
+        offset = x - 0.4 + width * (s + 0.5)
+        axis.bar(offset, values, width, color=colour, label=label)
+        if s < 2:       # the cost model's yardsticks plus the stated fixed overhead
+            axis.bar(offset, overhead, width, bottom=values, color="white", edgecolor=colour,
+                     hatch="//", linewidth=0.8, label="+ fixed overhead" if s == 0 else None)
+            tops = values + overhead
+        else:
+            tops = values
+        for xo, top, value in zip(offset, tops, values):
+            axis.text(xo, top, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
+    axis.set_xticks(x, names)
+    axis.set_xlabel("layer")
+    axis.set_ylabel("clock cycles per inference (mean)")
+    source = (f"{count} inputs, RTL on {sim.simulator}" if sim is not None
+              else f"{count} inputs, cycle model only (no RTL simulation)")
+    axis.set_title(f"Cycles per layer vs the cost model ({source})", fontweight="bold")
+    axis.grid(axis="y", alpha=0.3)
+    axis.set_ylim(0, max((limit + overhead).max(), (bound + overhead).max(),
+                         predicted.max(), stack(measured).max() if measured is not None
+                         else 0) * 1.15)
+    axis.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    caption = ("Mean cycles per inference per layer: the cost model's limit and bound (hatched: "
+               "the cycle model's fixed per-layer overhead on top), the cycle model's prediction"
+               + (" and the RTL's cycle counters." if measured is not None else "."))
+    return Plot("cycles.png", caption, _png(figure))
+
+
+def _resources_plot(ctx: _Context) -> Plot | None:
+    if not ctx.resources:
+        return None
+    figure = _figure(7.5, 1.2 + 2.2 * len(ctx.resources))
+    axes = figure.subplots(len(ctx.resources), 1, squeeze=False)[:, 0]
+    for axis, (title, use, estimate) in zip(axes, ctx.resources):
+        names = [name for name, (_, available) in use.items() if available]
+        percent = [100.0 * use[n][0] / use[n][1] for n in names]
+        y = np.arange(len(names))
+        colours = [RED if p > 100 else ORANGE if p > 85 else BLUE for p in percent]
+        axis.barh(y, percent, color=colours)
+        for yi, name, p in zip(y, names, percent):
+            axis.text(min(p, 100) + 1, yi, f"{use[name][0]:,} / {use[name][1]:,}",
+                      va="center", fontsize=8)
+        axis.axvline(100, color="black", linewidth=0.8)
+        axis.set_yticks(y, names)
+        axis.invert_yaxis()
+        axis.set_xlim(0, max(125, max(percent, default=0) + 25))
+        axis.set_xlabel("% of the part used (used / available)")
+        axis.set_title(f"{title} ({'compiler estimate, no build' if estimate else 'nextpnr'})")
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle("Resources used vs the part's capacity", fontweight="bold")
+    return Plot("resources.png", "FPGA resources used against the part's capacity.",
+                _png(figure))
+
+
+def _overheads(program, fixed_overhead) -> np.ndarray:
+    layers = program.network.layers
+    return np.array([fixed_overhead(program.config, layer.out_features,
+                                    layers[index - 1].out_features if index else None)
+                     for index, layer in enumerate(layers)], dtype=float)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+def write_report(out_dir, *, compressed=None, program, simulation=None, build=None,
+                 inputs=None, float_accuracy: float | None = None,
+                 quantized_accuracy: float | None = None, accuracy_data: str | None = None,
+                 title: str | None = None) -> Path:
+    """Write the report into ``out_dir`` (created); returns the HTML file's path.
+
+    compressed : the ``sf.CompressedModel`` the program came from (weights before and after
+        sharing, compression ratio, accuracies), or None.
+    program : the ``sf.Program``.
+    simulation : an ``sf.simulate`` result or its JSON dict (``sparseforge sim --json``).
+    build : an ``sf.build`` result or its JSON dict (``build.json``).
+    inputs : float inputs (batch x features) for the per-PE work ``E_k`` and, without a
+        simulation, the cycle model; they should be the ones simulated.
+    float_accuracy, quantized_accuracy : override the compressed model's recorded figures;
+        ``accuracy_data`` names the data they are on.
+    """
+    out_dir = Path(out_dir)
+    ctx = _context(program, compressed, sim_figures(simulation), build_figures(build), inputs,
+                   float_accuracy, quantized_accuracy, accuracy_data)
+    plots = [_sparsity_plot(ctx)]
+    plots += [_weight_plot(ctx, index) for index in range(program.layer_count)]
+    plots += [p for p in (_pe_load_plot(ctx), _cycles_plot(ctx), _resources_plot(ctx)) if p]
+    rows = summary_rows(ctx)
+    layers = _layer_table(ctx)
+    title = title or f"sparseforge report: {' -> '.join(_layer_names(program))}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for plot in plots:
+        (out_dir / plot.name).write_bytes(plot.png)
+    notes = _notes(ctx)
+    (out_dir / "report.md").write_text(_markdown(title, rows, layers, plots, notes))
+    (out_dir / "summary.json").write_text(json.dumps(
+        _summary_json(ctx, rows, layers, plots), indent=2) + "\n")
+    path = out_dir / "report.html"
+    path.write_text(_html(title, rows, layers, plots, notes))
+    return path
+
+
+def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,
+             accuracy_data) -> _Context:
+    from sparseforge.compiler.configure import estimate_resources
+
+    if sim is not None and len(sim.measured) != program.layer_count:
+        raise ValueError(f"the simulation has {len(sim.measured)} layers, the program "
+                         f"{program.layer_count}")
+    if compressed is not None:
+        names = [layer.name for layer in compressed.network.layers]
+        if names != _layer_names(program) or any(
+                not np.array_equal(a.codes, b.codes)
+                for a, b in zip(compressed.network.layers, program.network.layers)):
+            raise ValueError("the compressed model is not the one the program was compiled "
+                             "from (its layers or codes differ)")
+        report = compressed.report
+        float_accuracy = report.accuracy_float if float_accuracy is None else float_accuracy
+        if quantized_accuracy is None:
+            quantized_accuracy = report.accuracy_quantized
+        accuracy_data = report.accuracy_data if accuracy_data is None else accuracy_data
+    work = predicted = None
+    if inputs is not None:
+        from sparseforge.sim.reference.workload import workload
+
+        x_int = program.quantize_input(inputs)
+        work = workload(program, x_int)
+        if sim is None:
+            from sparseforge.sim.simulate import predict
+
+            predicted = np.array([[t.cycles for t in row] for row in predict(program, x_int)],
+                                 dtype=float)
+    resources, clock_mhz, clock_source = [], None, ""
+    if build is not None:
+        resources.append((f"{build.board} build", build.utilisation, False))
+        clock_mhz, clock_source = build.target_mhz, f"the {build.board} bitstream's engine clock"
+    board_name = build.board if build is not None else program.board
+    if board_name:
+        from sparseforge.boards.registry import board as find_board
+
+        board = find_board(board_name)
+        if build is None:
+            use = estimate_resources(program.config, board.part)
+            resources.append((f"{board.part.name} on {board_name}",
+                              {"LUT": (use.lut, board.part.luts),
+                               "BRAM": (use.bram, board.part.brams),
+                               "DSP": (use.dsp, board.part.dsps),
+                               "SPRAM": (use.spram, board.part.sprams)}, True))
+            clock_mhz = board.target_mhz
+            clock_source = f"{board_name}'s target clock; no build, so not a measured Fmax"
+    return _Context(program, compressed, sim, build, work, predicted, float_accuracy,
+                    quantized_accuracy, accuracy_data or "", resources, clock_mhz, clock_source)
+
+
+def _layer_table(ctx: _Context) -> list[dict]:
+    """One row per layer: shape, nonzeros, density, padding, entries per PE, cycles."""
+    from sparseforge.sim.reference.workload import layer_stats
+
+    rows = []
+    for index, stats in enumerate(layer_stats(ctx.program)):
+        row = {"layer": stats.name, "shape": f"{stats.shape[0]}x{stats.shape[1]}",
+               "nonzeros": f"{stats.nnz:,}", "density": f"{100 * stats.density:.2f}%",
+               "padding": f"{stats.padding:,}",
+               "entries per PE (min/mean/max)": f"{stats.entries_min}/"
+                                                f"{stats.entries_mean:.1f}/{stats.entries_max}"}
+        if ctx.compressed is not None:
+            report = ctx.compressed.report.layers[index]
+            row["compression"] = f"{report.compression_ratio:.1f}x"
+        if ctx.sim is not None:
+            sim = ctx.sim
+            row["cycles measured"] = f"{sim.measured[index]:.1f}"
+            row["limit / bound"] = f"{sim.limit[index]:.1f} / {sim.bound[index]:.1f}"
+            row["cycle model"] = f"{sim.predicted[index]:.1f}"
+            row["overhead"] = f"{sim.overhead[index]:.0f}"
+        elif ctx.predicted is not None:
+            row["limit / bound"] = (f"{ctx.work[index].limit.mean():.1f} / "
+                                    f"{ctx.work[index].bound.mean():.1f}")
+            row["cycle model"] = f"{ctx.predicted[:, index].mean():.1f}"
+        rows.append(row)
+    return rows
+
+
+def _notes(ctx: _Context) -> list[str]:
+    notes = []
+    if ctx.compressed is None:
+        notes.append("No compressed model was given: the weight plots show the program's "
+                     "integer codebook only, and the compression ratio is not known.")
+    elif getattr(ctx.compressed, "pruned_weights", None) is None:
+        notes.append("The model file does not hold the weights before sharing (written by an "
+                     "older sparseforge): the weight plots show the shared weights only.")
+    if ctx.sim is None:
+        notes.append("No RTL simulation was given: cycles are the cycle model's, and the "
+                     "hardware accuracy is not known (run 'sparseforge report DIR --simulate').")
+    if ctx.work is not None:
+        count = len(ctx.work[0].work)
+        notes.append(f"E_k, limits and bounds are exact counts over the program image for the "
+                     f"{count} inputs given (golden model activations).")
+    if ctx.build is None and ctx.resources:
+        notes.append("No bitstream build was given: resources are the compiler's estimate "
+                     "and latency uses the board's target clock, not a measured Fmax.")
+    return notes
+
+
+def _summary_json(ctx: _Context, rows, layers, plots) -> dict:
+    sim = ctx.sim
+    return {
+        "summary": [row.__dict__ for row in rows], "layers": layers,
+        "plots": [plot.name for plot in plots],
+        "accuracy_float": ctx.float_accuracy, "accuracy_compressed": ctx.quantized_accuracy,
+        "accuracy_hardware": None if sim is None else sim.accuracy,
+        "compression_ratio": (None if ctx.compressed is None
+                              else round(ctx.compressed.report.compression_ratio, 4)),
+        "cycles_per_inference": None if sim is None else round(sim.total, 2),
+        "efficiency": None if sim is None else sim.efficiency,
+        "fmax_mhz": None if ctx.build is None else ctx.build.fmax_mhz,
+        "clock_mhz": ctx.clock_mhz,
+    }
+
+
+def _markdown(title, rows, layers, plots, notes) -> str:
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = [f"# {title}", "", "## Summary", "", "| figure | value | source |", "|---|---|---|"]
+    lines += [f"| {cell(r.label)} | {cell(r.value)} | {cell(r.source)} |" for r in rows]
+    lines += ["", "## Layers", ""]
+    if layers:
+        header = list(layers[0])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cell(row[h]) for h in header) + " |" for row in layers]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    lines += ["", "## Plots", ""]
+    for plot in plots:
+        lines += [f"![{plot.caption}]({plot.name})", "", f"*{plot.caption}*", ""]
+    return "\n".join(lines) + "\n"
+
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; line-height: 1.4; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } td.source { color: #666; font-size: 0.9em; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def _html(title, rows, layers, plots, notes) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>{e(title)}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
+             f"<h1>{e(title)}</h1>", "<h2>Summary</h2>",
+             '<table class="summary"><tr><th>figure</th><th>value</th><th>source</th></tr>']
+    parts += [f'<tr data-key="{e(r.key)}"><th>{e(r.label)}</th><td>{e(r.value)}</td>'
+              f'<td class="source">{e(r.source)}</td></tr>' for r in rows]
+    parts += ["</table>", "<h2>Layers</h2>", '<table class="layers">']
+    if layers:
+        parts.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in layers[0]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row.values()) + "</tr>"
+                  for row in layers]
+    parts.append("</table>")
+    if notes:
+        parts += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{e(n)}</li>" for n in notes] + ["</ul>"]
+    parts.append("<h2>Plots</h2>")
+    for plot in plots:
+        data = base64.b64encode(plot.png).decode("ascii")
+        parts.append(f'<figure id="{e(plot.name)}"><img src="data:image/png;base64,{data}" '
+                     f'alt="{e(plot.caption)}"><figcaption>{e(plot.caption)} '
+                     f"({e(plot.name)})</figcaption></figure>")
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
