@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Network, QuantizedNetwork
-from .convert import network_to_torch, to_network, torch_to_network
+from .convert import network_to_torch, to_network, torch_to_network, weight_layers
 from .model import CompressedModel
 from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import quantize_network
@@ -210,6 +210,10 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
                               balance_pes=config.balance_pes, train_config=tuning,
                               loss_fn=loss_fn, progress=progress)
 
+    # The weights before sharing, for the report's before/after histograms.
+    pruned_weights = tuple(np.where(np.asarray(mask, dtype=bool),
+                                    layer.weight.detach().numpy().astype(np.float64), 0.0)
+                           for layer, mask in zip(weight_layers(torch_model), masks))
     with seeded(config.seed):
         to_shared(torch_model, config.codebook_levels, masks)
     fine_tune(torch_model, train_set,
@@ -236,7 +240,8 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
         "accuracy_float_val": float_accuracy(network, val_set),
         "accuracy_quantized_val": integer_accuracy(quantized, val_set)}
     return CompressedModel(quantized, float_network, report, provenance,
-                           masks=tuple(np.asarray(m, dtype=bool) for m in masks))
+                           masks=tuple(np.asarray(m, dtype=bool) for m in masks),
+                           pruned_weights=pruned_weights)
 
 
 def _sparsities(config: CompressionConfig, network: Network, torch_model, val_set

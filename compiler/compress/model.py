@@ -8,8 +8,9 @@ A ``.sfm`` file is a zip archive of two members, never a pickle:
   sparsities);
 * ``arrays.npz``: per layer ``codes_<i>`` (uint8, out x in, 0 = pruned), ``bias_<i>`` (int64, at
   the accumulator's scale), ``mask_<i>`` (bool, the pruning mask), ``float_weight_<i>`` and
-  ``float_bias_<i>`` (float64, the pruned and shared float layer); read with
-  ``allow_pickle=False``.
+  ``float_bias_<i>`` (float64, the pruned and shared float layer); optionally
+  ``pruned_weight_<i>`` (float64, the pruned weights before sharing, for the report's
+  before/after histograms; all layers or none); read with ``allow_pickle=False``.
 
 Writing goes to a temporary file in the target's folder renamed into place, so a failure leaves
 nothing half-written.  Loading checks every field (shapes, dtypes, NaN/Inf, code ranges,
@@ -46,6 +47,8 @@ __all__ = [
 FORMAT_VERSION = 1
 FORMAT_NAME = "sparseforge-compressed"
 ARRAY_KINDS = ("codes", "bias", "mask", "float_weight", "float_bias")
+# Arrays a file may hold for every layer or for none (older files lack them).
+OPTIONAL_KINDS = ("pruned_weight",)
 # The storage figures a loaded report must reproduce from the arrays.
 CHECKED_FIGURES = ("weights", "nnz", "padding", "code_bits", "bias_bits", "dense_bits",
                    "compressed_bits", "huffman_bits", "pointer_bits")
@@ -63,13 +66,15 @@ class CompressedModel:
     and shared weights in float, before activation quantization (for comparisons).
     ``report``: the accounting and accuracies.  ``provenance``: how it was made (JSON-able).
     ``masks``: the pruning masks (True = kept), by default where either network has a nonzero
-    weight.
+    weight.  ``pruned_weights``: the float weights after pruning and before sharing (zero where
+    pruned), or None; only the report reads them.
     """
     network: QuantizedNetwork
     float_network: Network
     report: CompressionReport
     provenance: dict = field(default_factory=dict)
     masks: tuple[np.ndarray, ...] | None = None
+    pruned_weights: tuple[np.ndarray, ...] | None = None
 
     def __post_init__(self):
         if len(self.network.layers) != len(self.float_network.layers):
@@ -87,6 +92,14 @@ class CompressedModel:
             if mask.shape != layer.codes.shape:
                 raise ValueError(f"layer {layer.name}: mask shape {mask.shape} is not "
                                  f"{layer.codes.shape}")
+        if self.pruned_weights is not None:
+            if len(self.pruned_weights) != len(self.network.layers):
+                raise ValueError(f"pruned_weights has {len(self.pruned_weights)} arrays for "
+                                 f"{len(self.network.layers)} layers")
+            for layer, weight in zip(self.network.layers, self.pruned_weights):
+                if np.shape(weight) != layer.codes.shape:
+                    raise ValueError(f"layer {layer.name}: pruned weight shape "
+                                     f"{np.shape(weight)} is not {layer.codes.shape}")
 
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs (samples x features) as the integers the engine takes."""
@@ -124,10 +137,13 @@ class CompressedModel:
                 "weight_format": layer.weight_format.to_json(),
                 "output_format": layer.output_format.to_json(),
                 "codebook": [int(v) for v in layer.codebook], "nnz": layer.nnz,
-                "arrays": {kind: f"{kind}_{index}" for kind in ARRAY_KINDS}})
+                "arrays": {kind: f"{kind}_{index}" for kind in self._array_kinds()}})
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                 "written_by": f"sparseforge {sparseforge.__version__}", "layers": layers,
                 "report": self.report.to_json(), "provenance": self.provenance}
+
+    def _array_kinds(self) -> tuple[str, ...]:
+        return ARRAY_KINDS + (OPTIONAL_KINDS if self.pruned_weights is not None else ())
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays of this model's ``.sfm`` file, by name."""
@@ -139,6 +155,9 @@ class CompressedModel:
             arrays[f"mask_{index}"] = np.asarray(mask, dtype=bool)
             arrays[f"float_weight_{index}"] = np.asarray(shared.weight, dtype=np.float64)
             arrays[f"float_bias_{index}"] = np.asarray(shared.bias, dtype=np.float64)
+            if self.pruned_weights is not None:
+                arrays[f"pruned_weight_{index}"] = np.asarray(self.pruned_weights[index],
+                                                              dtype=np.float64)
         return arrays
 
     def save(self, path) -> Path:
@@ -215,6 +234,9 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
     if not isinstance(entries, list) or not entries:
         raise bad(f"manifest 'layers' must be a non-empty list, not {entries!r}")
     expected = {f"{kind}_{i}" for i in range(len(entries)) for kind in ARRAY_KINDS}
+    optional = {f"{kind}_{i}" for i in range(len(entries)) for kind in OPTIONAL_KINDS}
+    if set(arrays) & optional:      # all layers or none
+        expected |= optional
     if set(arrays) != expected:
         extra, missing = sorted(set(arrays) - expected), sorted(expected - set(arrays))
         raise bad(f"arrays.npz does not match the manifest's {len(entries)} layers: "
@@ -237,7 +259,26 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
     provenance = manifest.get("provenance", {})
     if not isinstance(provenance, dict):
         raise bad(f"manifest 'provenance' must be an object, not {type(provenance).__name__}")
-    return CompressedModel(network, float_network, report, provenance, tuple(masks))
+    pruned = None
+    if set(arrays) & optional:
+        pruned = tuple(_pruned_weight(index, arrays, mask, layer.codes.shape, bad)
+                       for index, (mask, layer) in enumerate(zip(masks, quantized)))
+    return CompressedModel(network, float_network, report, provenance, tuple(masks), pruned)
+
+
+def _pruned_weight(index: int, arrays, mask: np.ndarray, shape, bad) -> np.ndarray:
+    key = f"pruned_weight_{index}"
+    weight = arrays[key]
+    if weight.dtype.kind != "f":
+        raise bad(f"{key} has dtype {weight.dtype}, expected floats")
+    if weight.shape != shape:
+        raise bad(f"{key} has shape {weight.shape}, the manifest says {shape}")
+    if not np.all(np.isfinite(weight)):
+        raise bad(f"{key} holds NaN or infinite values")
+    if np.any(weight[~mask] != 0):
+        raise bad(f"{key} has nonzero weights where mask_{index} says pruned "
+                  f"({int(np.sum(weight[~mask] != 0))} of them)")
+    return weight
 
 
 def _layer(index: int, entry, arrays, bad):
