@@ -300,7 +300,7 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
     before, codebook, counts, shared = _weights(ctx, index)
     used = [c for c in range(1, len(codebook)) if counts[c]]
     panels = 2 if before is not None else 1
-    figure = _figure(8, 2.9 * panels + 0.5)
+    figure = _figure(9.5, 2.9 * panels + 0.5)
     axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     low = min([codebook[used].min()] + ([before.min()] if before is not None else []))
     high = max([codebook[used].max()] + ([before.max()] if before is not None else []))
@@ -326,7 +326,7 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
         axis.axvline(0.0, color="black", linewidth=0.6)
         axis.set_xlim(low - margin, high + margin)
         axis.grid(axis="y", alpha=0.3)
-        axis.legend(loc="upper right", fontsize=8)
+        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     out, inp = layer.codes.shape
     figure.suptitle(f"Layer {index} ({layer.name}, {out}x{inp}): weight distribution and "
                     f"its {layer.code_bits}-bit codebook", fontweight="bold")
@@ -379,7 +379,8 @@ def _pe_load_plot(ctx: _Context) -> Plot:
         axis.set_ylabel("entries stored")
         axis.set_xticks(pe)
         axis.grid(axis="y", alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right", framealpha=0.9)
+        axis.set_ylim(0, 1.45 * max(entries.max(), 1))
+        axis.legend(fontsize=7, loc="upper right", framealpha=0.9)
         if ctx.work is not None:
             work = ctx.work[index].work
             mean = work.mean(axis=0)
@@ -395,7 +396,8 @@ def _pe_load_plot(ctx: _Context) -> Plot:
             axis.set_ylabel("entries processed per inference")
             axis.set_xticks(pe)
             axis.grid(axis="y", alpha=0.3)
-            axis.legend(fontsize=7, loc="lower right", framealpha=0.9)
+            axis.set_ylim(0, 1.45 * max(work.max(), 1))
+            axis.legend(fontsize=7, loc="upper right", framealpha=0.9)
     figure.suptitle(f"Load balance over {pes} PEs (row i on PE i mod {pes})", fontweight="bold")
     caption = ("Entries stored per PE (nonzeros and zero-run padding) per layer"
                + ("; below, the work E_k each PE does per inference for the given inputs "
@@ -419,6 +421,7 @@ def _cycles_plot(ctx: _Context) -> Plot | None:
         return None
     names = _layer_names(ctx.program) + ["total"]
     stack = lambda a: np.append(a, a.sum())     # noqa: E731 - per-layer values and their total
+    scan = stack(_scan_floor(ctx.program) + overhead)
     limit, bound, overhead, predicted = map(stack, (limit, bound, overhead, predicted))
     series = [("limit ceil(sum E_k / N)", limit, BLUE), ("bound max E_k", bound, GREEN),
               ("cycle model", predicted, PURPLE)]
@@ -439,6 +442,9 @@ def _cycles_plot(ctx: _Context) -> Plot | None:
             tops = values
         for xo, top, value in zip(offset, tops, values):
             axis.text(xo, top, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
+    axis.hlines(scan, x - 0.45, x + 0.45, colors="black", linestyles=":", linewidth=1.4,
+                label=f"scan floor: an empty layer's cycles (in / "
+                      f"{ctx.program.config.scan_lanes} lane scanned) + overhead")
     axis.set_xticks(x, names)
     axis.set_xlabel("layer")
     axis.set_ylabel("clock cycles per inference (mean)")
@@ -446,13 +452,15 @@ def _cycles_plot(ctx: _Context) -> Plot | None:
               else f"{count} inputs, cycle model only (no RTL simulation)")
     axis.set_title(f"Cycles per layer vs the cost model ({source})", fontweight="bold")
     axis.grid(axis="y", alpha=0.3)
-    axis.set_ylim(0, max((limit + overhead).max(), (bound + overhead).max(),
+    axis.set_ylim(0, max((limit + overhead).max(), (bound + overhead).max(), scan.max(),
                          predicted.max(), stack(measured).max() if measured is not None
                          else 0) * 1.15)
     axis.legend(fontsize=8, loc="upper left", framealpha=0.9)
     caption = ("Mean cycles per inference per layer: the cost model's limit and bound (hatched: "
                "the cycle model's fixed per-layer overhead on top), the cycle model's prediction"
-               + (" and the RTL's cycle counters." if measured is not None else "."))
+               + (" and the RTL's cycle counters" if measured is not None else "")
+               + "; dotted: the broadcast unit's scan of every input column, a floor on the "
+                 "compute phase whatever the sparsity.")
     return Plot("cycles.png", caption, _png(figure))
 
 
@@ -468,7 +476,7 @@ def _resources_plot(ctx: _Context) -> Plot | None:
         colours = [RED if p > 100 else ORANGE if p > 85 else BLUE for p in percent]
         axis.barh(y, percent, color=colours)
         for yi, name, p in zip(y, names, percent):
-            axis.text(min(p, 100) + 1, yi, f"{use[name][0]:,} / {use[name][1]:,}",
+            axis.text(min(p, 100) + 1, yi, f"{use[name][0]:,} / {use[name][1]:,} ({p:.0f}%)",
                       va="center", fontsize=8)
         axis.axvline(100, color="black", linewidth=0.8)
         axis.set_yticks(y, names)
@@ -480,6 +488,18 @@ def _resources_plot(ctx: _Context) -> Plot | None:
     figure.suptitle("Resources used vs the part's capacity", fontweight="bold")
     return Plot("resources.png", "FPGA resources used against the part's capacity.",
                 _png(figure))
+
+
+def _scan_floor(program) -> np.ndarray:
+    """Per layer, the fewest compute cycles the broadcast unit allows: it scans
+    ``ceil(in / scan_lanes)`` groups whatever the sparsity.  Computed by the cycle model
+    (``sim.reference.cycles.simulate_compute``) for the layer with no work at all."""
+    from sparseforge.sim.reference.cycles import simulate_compute
+
+    config = program.config
+    return np.array([simulate_compute(config, np.zeros((config.pes, layer.in_features), int),
+                                      np.zeros(layer.in_features, dtype=bool))
+                     for layer in program.network.layers], dtype=float)
 
 
 def _overheads(program, fixed_overhead) -> np.ndarray:
@@ -595,6 +615,9 @@ def _layer_table(ctx: _Context) -> list[dict]:
                "padding": f"{stats.padding:,}",
                "entries per PE (min/mean/max)": f"{stats.entries_min}/"
                                                 f"{stats.entries_mean:.1f}/{stats.entries_max}"}
+        if ctx.work is not None:
+            row["nonzero inputs (mean)"] = (f"{ctx.work[index].nonzero.mean():.1f} of "
+                                            f"{stats.shape[1]}")
         if ctx.compressed is not None:
             report = ctx.compressed.report.layers[index]
             row["compression"] = f"{report.compression_ratio:.1f}x"
