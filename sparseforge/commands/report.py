@@ -1,0 +1,143 @@
+"""``sparseforge report DIR``: the run report (HTML + Markdown + PNG plots) next to the build.
+
+Reads the compiled program in DIR and, when present, what the later stages left there:
+
+* the RTL simulation: ``--sim FILE``, else ``DIR/sim.json`` (what ``sparseforge sim DIR --json``
+  prints; save it with ``sparseforge sim DIR --json > DIR/sim.json``), or run it now with
+  ``--simulate`` (and the figures are saved to ``DIR/sim.json``);
+* the bitstream build: ``--build FILE``, else ``DIR/bitstream/build.json`` (where
+  ``sparseforge build DIR`` writes it);
+* the compressed model: ``--model M.sfm`` (weights before and after sharing, compression ratio,
+  float and compressed accuracy).
+
+The per-PE work ``E_k`` is counted for ``--inputs X.npy`` (default: the digits test split when
+the program takes 64 inputs, cut to as many inputs as the simulation ran).  The report goes to
+``-o OUT`` (default ``DIR/report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .common import add_json_flag, console_for, emit_json, fail
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("report", help="write the HTML/Markdown report with plots",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("program", help="a compiled program directory")
+    parser.add_argument("--model", help="the .sfm the program was compiled from")
+    parser.add_argument("-o", "--output", help="report directory (default: DIR/report)")
+    parser.add_argument("--sim", help="saved 'sparseforge sim --json' output "
+                                      "(default: DIR/sim.json if present)")
+    parser.add_argument("--build", help="build.json of a bitstream build "
+                                        "(default: DIR/bitstream/build.json if present)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="run the RTL simulation now and save DIR/sim.json")
+    parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
+    parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
+    parser.add_argument("--labels", help=".npy of labels (for --simulate's accuracy)")
+    parser.add_argument("--count", type=int, help="use only the first COUNT inputs")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the {what}: {error}") from error
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: the {what} must be a JSON object")
+    return payload
+
+
+def _inputs(args, program):
+    """(float inputs, labels) for the report, or (None, None) when there are none."""
+    if args.inputs:
+        x = np.load(args.inputs, allow_pickle=False)
+        labels = np.load(args.labels, allow_pickle=False) if args.labels else None
+    elif program.in_features == 64:
+        from .sim import default_inputs
+
+        x, labels = default_inputs(program)
+    else:
+        return None, None
+    if args.count:
+        x = x[:args.count]
+        labels = None if labels is None else labels[:args.count]
+    return x, labels
+
+
+def run(args) -> int:
+    import sparseforge as sf
+    from sparseforge.compiler.compress.model import CompressedModelError
+    from sparseforge.compiler.program import ProgramError
+    from sparseforge.report import write_report
+
+    console = console_for(args)
+    directory = Path(args.program)
+    sources = {}
+    try:
+        program = sf.load_program(directory)
+        compressed = sf.load_compressed(args.model) if args.model else None
+        x, labels = _inputs(args, program)
+        simulation = None
+        sim_path = Path(args.sim) if args.sim else directory / "sim.json"
+        if args.simulate:
+            if x is None:
+                return fail("--simulate needs --inputs: the program does not take the "
+                            "digits data's 64 features")
+            with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
+                result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
+                                     build_dir=directory / "sim")
+            simulation = result.to_json()
+            sim_path = directory / "sim.json"
+            sim_path.write_text(json.dumps(simulation, indent=2) + "\n")
+            sources["simulation"] = str(sim_path)
+        elif args.sim or sim_path.is_file():
+            simulation = _read_json(sim_path, "simulation figures")
+            sources["simulation"] = str(sim_path)
+        if simulation is not None and x is not None:
+            count = int(simulation.get("inputs", len(x)))
+            if count > len(x):
+                return fail(f"the simulation ran {count} inputs but only {len(x)} are given; "
+                            f"pass the simulated ones with --inputs")
+            x = x[:count]           # 'sparseforge sim --count N' ran the first N
+        build_path = Path(args.build) if args.build else directory / "bitstream" / "build.json"
+        build = None
+        if args.build or build_path.is_file():
+            build = _read_json(build_path, "build figures")
+            sources["build"] = str(build_path)
+        out = Path(args.output) if args.output else directory / "report"
+        with console.status("drawing the plots..."):
+            html = write_report(out, compressed=compressed, program=program,
+                                simulation=simulation, build=build, inputs=x)
+    except (ProgramError, CompressedModelError, ValueError, OSError) as error:
+        return fail(str(error))
+    summary = json.loads((out / "summary.json").read_text())
+    render(console, summary, html)
+    emit_json(args, {"html": str(html), "markdown": str(out / "report.md"),
+                     "plots": [str(out / name) for name in summary["plots"]],
+                     "sources": sources, **{k: v for k, v in summary.items()
+                                            if k not in ("plots", "layers")}})
+    return 0
+
+
+def render(console, summary: dict, html: Path) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Report summary", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("figure", "value", "source"):
+        table.add_column(column)
+    for row in summary["summary"]:
+        table.add_row(row["label"], row["value"], row["source"])
+    console.print(table)
+    console.print(f"wrote {html} and {html.with_name('report.md')} with "
+                  f"{len(summary['plots'])} plots")
