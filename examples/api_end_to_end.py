@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
     # 1. The float model and its data: a fixed split of the 1797 digits (no download).
     train, val, test = load_digits_split()
-    model = train_float(seed=0)         # nn.Sequential(fc1=Linear(64, 128), relu, fc2=Linear(128, 10))
+    model = train_float(seed=0)     # nn.Sequential: fc1 Linear(64, 128), ReLU, fc2 Linear(128, 10)
 
     # 2. Compress: 90% of the weights pruned, 4-bit shared weights, 8-bit activations.  The
     #    iCE40's block RAMs are 16 bits wide, so the accumulators are capped at 16 bits.
