@@ -17,7 +17,7 @@ from pathlib import Path
 from .bitstream import BitstreamBuild, build_bitstream
 from .nextpnr import Resource
 from .registry import Board, board as find_board
-from .top import BoardTop
+from .top import BoardTop, clocking_for
 
 __all__ = ["Build", "build"]
 
@@ -63,9 +63,9 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
         retry = max(result.fmax_mhz * 0.97, target.clock_hz / 1e6 * 0.5)
         result = _attempt(program, target, retry, build_dir / "attempt2", progress)
         attempts.append(_summary(result, retry))
-    top = BoardTop(target, program.config, program.image, frequency_mhz=attempts[-1]["asked_mhz"])
+    clocking = clocking_for(target, attempts[-1]["asked_mhz"])
     outcome = Build(board=name, bitstream=result.bitstream, fmax_mhz=result.fmax_mhz,
-                    target_mhz=top.clocking.frequency_hz / 1e6,
+                    target_mhz=clocking.frequency_hz / 1e6,
                     utilisation=result.report.resources,
                     seconds=time.monotonic() - started, build_dir=build_dir, attempts=attempts)
     (build_dir / "build.json").write_text(json.dumps(outcome.to_json(), indent=2))
@@ -73,7 +73,7 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
 
 
 def _achieved(target: Board, asked_mhz: float) -> float:
-    return BoardTop(target, None, None, frequency_mhz=asked_mhz).clocking.frequency_hz / 1e6
+    return clocking_for(target, asked_mhz).frequency_hz / 1e6
 
 
 def _attempt(program, target: Board, frequency_mhz: float, directory: Path,

@@ -223,15 +223,21 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         writeback_lanes=writeback_lanes or 0)
     if part is not None:
         if writeback_lanes is None:
-            for lanes in _writeback_choices(pes):           # least sharing first
+            # Least sharing first, leaving an iCE40 5% of its logic cells: nextpnr needs some
+            # room to route, and the estimate is good to a few percent.
+            budget = part.luts * (ICE40_ROUTING_MARGIN if part.family == "ice40" else 1.0)
+            for lanes in _writeback_choices(pes):
                 candidate = dataclasses.replace(config, writeback_lanes=lanes)
-                if estimate_resources(candidate, part).lut <= part.luts:
+                if estimate_resources(candidate, part).lut <= budget:
                     config = candidate
                     break
             else:
                 config = dataclasses.replace(config, writeback_lanes=_writeback_choices(pes)[-1])
         check_board(config, part)
     return config
+
+
+ICE40_ROUTING_MARGIN = 0.95
 
 
 def _writeback_choices(pes: int) -> list[int]:

@@ -89,9 +89,13 @@ class Engine(wiring.Component):
 
         # ---- memories -----------------------------------------------------------------------
         descriptor = isa.descriptor_layout(config)
+        # On an iCE40 the descriptors would take ~100 logic cells as flip-flops and a mux; the
+        # part has block RAMs to spare once the activation buffer sits in SPRAM.
+        small_part = (getattr(platform, "device", "") or "").startswith("iCE40")
         m.submodules.descriptors = descriptors = memory.Memory(
             shape=descriptor.size, depth=config.max_layers,
-            init=[] if image is None else [int(d) for d in image.descriptors])
+            init=[] if image is None else [int(d) for d in image.descriptors],
+            attrs={"ram_style": "block"} if small_part else None)
         # Small enough that Yosys would build it from flip-flops; a block RAM is cheaper.
         m.submodules.codebook = codebook = memory.Memory(
             shape=signed(config.coef_bits), depth=config.max_layers * config.codebook_size,

@@ -1,0 +1,111 @@
+"""Bitstreams for the boards, flashing command lines, and the board registry."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import sparseforge as sf
+from sparseforge.boards.flash import programmer_command
+from sparseforge.boards.registry import board, boards
+from sparseforge.toolchain import ToolNotFoundError
+
+
+@pytest.fixture(scope="module")
+def digits_program(tmp_path_factory):
+    """The default digits model, compressed for 16-bit accumulators, for 8 PEs on the UP5K."""
+    from sparseforge.compiler.compress.digits import load_digits_split, train_float
+
+    train, val, test = load_digits_split()
+    compressed = sf.compress(train_float(), (train.x, train.y), (val.x, val.y),
+                             test=(test.x, test.y), max_acc_bits=16)
+    program = sf.compile(compressed, pes=8, board="icebreaker")
+    directory = tmp_path_factory.mktemp("digits") / "program"
+    program.save(directory)
+    return program, directory
+
+
+@pytest.mark.toolchain
+def test_icebreaker_bitstream_for_the_digits_engine(digits_program, tmp_path):
+    program, _ = digits_program
+    assert program.config.pes == 8
+    result = sf.build(program, "icebreaker", frequency_mhz=18, build_dir=tmp_path)
+    assert result.bitstream.stat().st_size > 100_000            # a UP5K image is ~104 kB
+    use = result.utilisation
+    assert use["DSP"].used == 8 and use["SPRAM"].used == 4
+    assert use["LUT"].used <= use["LUT"].available == 5280
+    assert use["BRAM"].used <= 30
+    assert result.timing_met and result.target_mhz == pytest.approx(18, abs=0.5)
+    saved = json.loads((tmp_path / "build.json").read_text())
+    assert saved["fmax_mhz"] == pytest.approx(result.fmax_mhz, abs=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+@pytest.mark.parametrize("name", ["ulx3s-85f", "orangecrab-25f"])
+def test_ecp5_bitstreams_for_the_digits_engine(name, digits_program, tmp_path):
+    program, _ = digits_program
+    ecp5 = sf.compile(program.network, pes=8, board=name)
+    result = sf.build(ecp5, name, build_dir=tmp_path)
+    assert result.bitstream.stat().st_size > 100_000
+    assert result.utilisation["DSP"].used >= 8 and result.timing_met
+
+
+def test_every_board_builds_its_platform_and_names_its_part():
+    for name, entry in boards().items():
+        platform = entry.make_platform()
+        assert platform.device.startswith(entry.part.name[:5]) or entry.part.name in name.upper()
+        assert entry.programmer and entry.baud > 0 and entry.target_mhz > 0
+    with pytest.raises(ValueError, match="unknown board 'nope'; supported boards: icebreaker"):
+        board("nope")
+
+
+def _stand_in(directory, name):
+    """A programmer that records its arguments, as a board's would be run."""
+    script = directory / name
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {directory / (name + '.args')}\necho flashed\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+@pytest.mark.parametrize("name,programmer,expected", [
+    ("icebreaker", "openFPGALoader", ["--board", "ice40_generic"]),
+    ("icebreaker", "iceprog", []),
+    ("ulx3s-85f", "openFPGALoader", ["--board", "ulx3s"]),
+    ("orangecrab-25f", "openFPGALoader", ["--board", "orangecrab"]),
+    ("orangecrab-85f", "dfu-util", ["-D"]),
+])
+def test_flash_runs_the_boards_programmer(name, programmer, expected, tmp_path, monkeypatch):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    _stand_in(tools, programmer)
+    monkeypatch.setenv("PATH", str(tools))
+    bitstream = tmp_path / "top.bin"
+    bitstream.write_bytes(b"\0" * 16)
+    command = programmer_command(name, bitstream)
+    assert command[0] == str(tools / programmer)
+    assert command[1:] == expected + [str(bitstream)]
+    # The CLI runs it; the stand-in records what it was given.
+    program = tmp_path / "program"
+    (program / "bitstream").mkdir(parents=True)
+    (program / "bitstream" / "build.json").write_text(
+        json.dumps({"board": name, "bitstream": str(bitstream)}))
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.path.dirname(sys.executable)}"}
+    done = subprocess.run([sys.executable, "-m", "sparseforge", "flash", str(program)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    recorded = (tools / f"{programmer}.args").read_text().split()
+    assert recorded == expected + [str(bitstream)]
+
+
+def test_missing_programmer_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolNotFoundError) as caught:
+        programmer_command("icebreaker", tmp_path / "top.bin")
+    message = str(caught.value)
+    assert "no programmer for the iCEBreaker (iCE40UP5K) on PATH" in message
+    assert "openFPGALoader: apt-get install openfpgaloader" in message
+    assert "iceprog: apt-get install fpga-icestorm" in message
