@@ -143,7 +143,13 @@ def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> lis
     if len(sizes) == 1 or target <= last_cap:
         return [target] * len(sizes)
     pruned = target * sum(sizes) - last_cap * sizes[-1]
-    rest = min(0.99, pruned / sum(sizes[:-1]))
+    rest = pruned / sum(sizes[:-1])
+    if rest > 0.99:
+        reachable = (0.99 * sum(sizes[:-1]) + last_cap * sizes[-1]) / sum(sizes)
+        raise ValueError(f"overall sparsity {target} is out of reach: with the last layer at "
+                         f"most {last_cap} and the others at most 0.99 it is "
+                         f"{reachable:.4f}; raise last_layer_sparsity or give "
+                         f"per_layer_sparsity")
     return [rest] * (len(sizes) - 1) + [last_cap]
 
 

@@ -234,9 +234,28 @@ def prune_neurons(model, layer_index: int, keep: int) -> NeuronPruning:
         narrowed.weight.copy_(following.weight[:, index])
         if following.bias is not None:
             narrowed.bias.copy_(following.bias)
+    # A BatchNorm1d between the two normalises the removed neurons too: narrow it alike.
+    modules = list(model.modules())
+    between = modules[modules.index(layer) + 1:modules.index(following)]
+    for norm in between:
+        if isinstance(norm, nn.BatchNorm1d) and norm.num_features == layer.out_features:
+            _replace_module(model, norm, _narrowed_batchnorm(norm, index))
     _replace_module(model, layer, shrunk)
     _replace_module(model, following, narrowed)
     return NeuronPruning(layer_index, kept)
+
+
+def _narrowed_batchnorm(norm, index):
+    """``norm`` keeping only the features ``index`` (statistics and affine parameters)."""
+    import torch.nn as nn
+
+    narrowed = nn.BatchNorm1d(len(index), eps=norm.eps, momentum=norm.momentum,
+                              affine=norm.affine, track_running_stats=norm.track_running_stats)
+    state = {name: (value[index] if value.ndim == 1 else value)
+             for name, value in norm.state_dict().items()}
+    narrowed.load_state_dict(state)
+    narrowed.train(norm.training)
+    return narrowed
 
 
 def prune_filters(conv, keep: int):
