@@ -57,6 +57,7 @@ def render(console, result) -> None:
     console.print(f"Fmax {result.fmax_mhz:.1f} MHz; engine clock {result.target_mhz:.2f} MHz "
                   f"(timing {verdict}); {result.seconds:.0f} s; {result.bitstream}")
     if len(result.attempts) > 1:
-        first = result.attempts[0]
-        console.print(f"(the first attempt at {first['asked_mhz']} MHz reached "
-                      f"{first['fmax_mhz']} MHz; rebuilt at a clock the design meets)")
+        for number, attempt in enumerate(result.attempts, 1):
+            kept = Path(attempt["build_dir"]) == result.bitstream.parent
+            console.print(f"attempt {number}: asked {attempt['asked_mhz']} MHz, reached "
+                          f"{attempt['fmax_mhz']} MHz" + (" (kept)" if kept else ""))

@@ -24,7 +24,8 @@ def register(verbs) -> None:
     parser.add_argument("--scan-lanes", type=int, help="activations scanned per cycle "
                                                        "(default: largest of 1, 2, 4 "
                                                        "dividing --pes)")
-    parser.add_argument("--fifo-depth", type=int, default=8, help="activation queue depth")
+    parser.add_argument("--fifo-depth", type=int, help="activation queue depth (default 8; "
+                                                       "2 on an iCE40, to fit)")
     parser.add_argument("--headroom", type=float, help="spare capacity as a fraction (0.5: "
                                                        "memories 50%% deeper) for later models")
     parser.add_argument("-o", "--output", default="build/program", help="program directory")
