@@ -58,9 +58,14 @@ def run(args) -> int:
         x = x[:args.count]
         labels = None if labels is None else labels[:args.count]
     build_dir = Path(args.build_dir) if args.build_dir else Path(args.program) / "sim"
-    with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
-        result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
-                             waves=args.waves, build_dir=build_dir)
+    from sparseforge.toolchain import ToolNotFoundError
+
+    try:
+        with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
+            result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
+                                 waves=args.waves, build_dir=build_dir)
+    except (ToolNotFoundError, RuntimeError) as error:
+        return fail(f"the {args.simulator} simulation did not run: {error}")
     render(console, result)
     emit_json(args, result.to_json() | {"waves": str(result.waves) if result.waves else None})
     return 0 if result.mismatches == 0 else 1
