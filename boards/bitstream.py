@@ -7,6 +7,7 @@ subprocess so its output can be kept in a log, and parse nextpnr's report.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ def build_bitstream(platform, top, build_dir: Path, *, name: str = "top",
     plan = platform.prepare(top, name, **kwargs)
     plan.extract(build_dir)
     env = toolchain.environment()
+    if "DFU_SUFFIX" not in env and shutil.which("dfu-suffix") is None:
+        # The OrangeCrab's script appends a DFU suffix for its bootloader; without dfu-util
+        # the .bit is still complete (and flashable over JTAG), so skip that step.
+        env["DFU_SUFFIX"] = "true"
     started = time.monotonic()
     script = build_dir / f"build_{name}.sh"
     result = subprocess.run(["sh", script.name], cwd=build_dir, env=env, capture_output=True,

@@ -62,7 +62,9 @@ class BoardTop(Elaboratable):
         clocks_per_bit = round(clocking.frequency_hz / board.baud)
         m.submodules.link = link = LinkedEngine(self.config, self.image,
                                                 clocks_per_bit=clocks_per_bit)
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        # Every subsignal raw (some boards add rts/dtr); only rx and tx are used.
+        uart = platform.request("uart", 0, dir={subsignal.name: "-" for subsignal in
+                                                platform.lookup("uart", 0).ios})
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
         m.submodules.tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [link.rx.eq(rx.i), tx.o.eq(link.tx)]
