@@ -6,8 +6,8 @@ Sources and confidence:
 
 * iCE40UP5K (Lattice iCE40 UltraPlus family data sheet, FPGA-DS-02008): 5280 LUT4s, 30
   sysMEM EBRs of 4 kbit (SB_RAM40_4K, 256 x 16 at its widest), 4 SPRAMs of 256 kbit
-  (SB_SPRAM256KA, 16k x 16), 8 DSPs (SB_MAC16).  The engine does not use SPRAM yet (Yosys does
-  not infer it), so the fit check ignores it.
+  (SB_SPRAM256KA, 16k x 16), 8 DSPs (SB_MAC16).  The activation buffer is built from SPRAM
+  instances (hw/activation_buffer.py), not inferred by Yosys.
 * LFE5U-25F / 45F / 85F (Lattice ECP5 family data sheet, FPGA-DS-02012): 24288 / 43848 / 83640
   LUT4s (the ``LUTS_avail`` figures Lattice Diamond reports agree), 56 / 108 / 208 DP16KD
   block RAMs of 18 kbit, 28 / 72 / 156 MULT18X18D.
