@@ -49,20 +49,26 @@ def run(args) -> int:
     directory = program.save(args.output)
     verilog = None
     if not args.no_verilog:
-        from sparseforge.sim.rtl import write_engine_verilog
-        platform = None
-        if program.board:                   # built as for the board (e.g. iCE40 SPRAM)
-            from sparseforge.boards.registry import board as find_board
-            platform = find_board(program.board).make_platform()
         with console.status("generating the engine's Verilog..."):
-            verilog = write_engine_verilog(program.config, Path(directory) / "engine.v",
-                                           program.image, platform=platform)
+            verilog = write_verilog(program, directory)
     payload = summary(program, directory, verilog)
     render(console, program, payload)
     (Path(directory) / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
     emit_json(args, payload)
     return 0
+
+
+def write_verilog(program, directory) -> Path:
+    """``DIR/engine.v``, generated as for the program's board (e.g. iCE40 SPRAM) if it has one."""
+    from sparseforge.sim.rtl import write_engine_verilog
+
+    platform = None
+    if program.board:
+        from sparseforge.boards.registry import board as find_board
+        platform = find_board(program.board).make_platform()
+    return write_engine_verilog(program.config, Path(directory) / "engine.v", program.image,
+                                platform=platform)
 
 
 def resource_rows(program) -> list[dict]:

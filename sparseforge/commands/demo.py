@@ -115,6 +115,7 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
     from sparseforge.report import write_report
 
     from .compile import summary as compile_summary
+    from .compile import write_verilog
 
     train, val, test = load_digits_split()
 
@@ -137,9 +138,7 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
     def compile_program():
         program = sf.compile(compressed, pes=args.pes, board=board.name)
         directory = program.save(out / "program")
-        from sparseforge.sim.rtl import write_engine_verilog
-        verilog = write_engine_verilog(program.config, directory / "engine.v", program.image,
-                                       platform=board.make_platform())
+        verilog = write_verilog(program, directory)
         (directory / "report.json").write_text(
             json.dumps(compile_summary(program, directory, verilog), indent=2) + "\n")
         return program
