@@ -8,7 +8,8 @@ counters stand the cost model's yardsticks (DESIGN.md, ``sim/reference/cycles.py
 
 * limit ``ceil(sum_k E_k / N)`` and bound ``max_k E_k`` (E_k: entries, padding included, PE k
   processes for the nonzero inputs), the fixed per-layer overhead the cycle model states
-  (``fixed_overhead``: descriptor fetch, codebook load, start, write-back), and its prediction;
+  (``fixed_overhead``: descriptor fetch, codebook load, start, write-back, and the pipeline's
+  fill and drain), and its prediction;
 * acceptance, for every layer of every input: measured within 10% of bound + overhead, and the
   cycle model within 5% of the measurement;
 * load-balance efficiency ``(sum_k E_k / N) / measured`` (DESIGN.md), and the same over the
@@ -121,13 +122,12 @@ class Run:
 
     @property
     def floor(self) -> np.ndarray:
-        """max(bound, scan groups) + PIPELINE_FILL + overhead per input and layer (a layer
-        with no work: its scan floor + overhead): the bound with the broadcast unit's scan of
-        every ``ceil(in / scan_lanes)`` group and the pipeline's fill counted, which the cycle
-        model states beside its fixed overhead but outside it."""
-        busy = np.maximum(self.bound, self.scan_groups[None, :]) + PIPELINE_FILL
-        compute = np.where(self.bound > 0, busy, self.scan_floor[None, :])
-        return compute + self.overhead[None, :]
+        """max(bound, scan groups) + overhead per input and layer (a layer with no work: its
+        scan floor and the sequencer's steps): the bound with the broadcast unit's scan of every
+        ``ceil(in / scan_lanes)`` group counted."""
+        busy = np.maximum(self.bound, self.scan_groups[None, :]) + self.overhead[None, :]
+        idle = self.scan_floor[None, :] + self.overhead[None, :] - PIPELINE_FILL
+        return np.where(self.bound > 0, busy, idle)
 
     @property
     def floor_deviation(self) -> float:
@@ -359,12 +359,12 @@ def render(runs: list[Run], console: Console) -> None:
     console.print(summary)
     console.print(
         "cycles: the engine's counters; limit = ceil(sum_k E_k / N); bound = max_k E_k; ovh = the "
-        "cycle model's fixed per-layer overhead (fetch, codebook load, start, write-back); "
+        "cycle model's fixed per-layer overhead (fetch, codebook load, start, write-back, "
+        f"and the pipeline's fill and drain, {PIPELINE_FILL} cycles); "
         "dev = worst |cycles - (bound+ovh)| / (bound+ovh) over layers and inputs "
         f"(accept <= {100 * BOUND_TOLERANCE:.0f}%); dev fl = the same deviation from "
-        f"max(bound, ceil(in / scan lanes)) + {PIPELINE_FILL} (PIPELINE_FILL) + ovh, i.e. with "
-        "the broadcast unit's scan of every input group and the pipeline fill counted -- not "
-        "an acceptance, a diagnosis; model = the cycle model's prediction, "
+        "max(bound, ceil(in / scan lanes)) + ovh, i.e. with the broadcast unit's scan of every "
+        "input group counted -- not an acceptance, a diagnosis; model = the cycle model's prediction, "
         "err = its "
         f"worst error per layer (accept <= {100 * MODEL_TOLERANCE:.0f}%); eff = (sum_k E_k / "
         "N) / cycles, eff cmp = the same over cycles - ovh; MAC/cyc = nonzero-weight x "

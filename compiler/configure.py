@@ -144,10 +144,15 @@ def _signed_bits(values) -> int:
 
 
 def default_scan_lanes(pes: int) -> int:
-    """The largest divisor of ``pes`` that is at most 4 and a power of two (EngineConfig
-    requires a power of two): 1 for odd N, 2 for N = 2 mod 4, else 4."""
+    """The largest divisor of ``pes`` that is at most 8 and a power of two (EngineConfig
+    requires a power of two): 1 for odd N, 2 for N = 2 mod 4, 4 for N = 4 mod 8, else 8.
+
+    Eight lanes keep the broadcast unit's scan of ``ceil(in / G)`` groups under ``max_k E_k``
+    on small layers (the digits model's 128 x 10 output layer: 16 groups against a bound of
+    about 20-33 entries at N = 8..64), which four lanes do not; each lane costs every PE's
+    queue ``act_bits`` bits per entry."""
     lanes = 1
-    while lanes < 4 and pes % (lanes * 2) == 0:
+    while lanes < 8 and pes % (lanes * 2) == 0:
         lanes *= 2
     return lanes
 

@@ -7,22 +7,51 @@ layer's occupancy word for those columns (one bit per column and PE: does this P
 in this column?), computes for every PE the lanes it has work for: nonzero activation AND
 occupied column.  It pushes the group into the queues of the PEs with a nonzero mask only; the
 PEs pick lanes with their own LNZD.  A group waits only for the queues it goes to, and a PE that
-takes it early is not held back by one that is full.
+takes it early is not held back by one that is full.  A group no PE has work for is dropped
+where it is read.
+
+The unit is a three-stage pipeline so that no path runs from the memories' outputs through the
+PEs' queues and back to the memories' read enables (the engine's critical path when it was one
+stage):
+
+1. fetch: read the next group's activation word and occupancy word, when the buffer behind
+   has room for it counting the read already in flight (a decision on registers only);
+2. mask: the words land; the per-PE masks are computed and written into a small buffer;
+3. offer: the buffer's head is offered to the queues of the PEs that want it and have not
+   taken it yet; it leaves the buffer once every one of them has.
 
 So the scan costs ``ceil(in / G)`` cycles per layer whatever the activations are (the cycle
-model's fixed scan term), and a PE never spends a cycle on a zero activation or on a column it
+model's scan term), and a PE never spends a cycle on a zero activation or on a column it
 has no entry in.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth import Cat, Module, Signal, signed
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
 
-__all__ = ["BroadcastUnit"]
+__all__ = ["BroadcastUnit", "BUFFER_DEPTH"]
+
+# Groups between the mask and offer stages.  With the read in flight counted against it, three
+# entries let the fetch stage read a group every cycle while the offer stage takes one.
+BUFFER_DEPTH = 3
+
+
+def offer_layout(config: EngineConfig) -> data.StructLayout:
+    """A group in the buffer: its pointer index and values, per PE whether it has work in the
+    group (``wants``) and, with several lanes, in which lanes (``masks``; kept beside
+    ``wants`` so that the offer stage does not have to OR the lanes together)."""
+    fields = {
+        "pointer": ceil_log2(max(2, config.pointer_depth)),
+        "values": data.ArrayLayout(signed(config.act_bits), config.scan_lanes),
+        "wants": config.pes,
+    }
+    if config.scan_lanes > 1:
+        fields["masks"] = data.ArrayLayout(config.scan_lanes, config.pes)
+    return data.StructLayout(fields)
 
 
 class BroadcastUnit(wiring.Component):
@@ -84,72 +113,82 @@ class BroadcastUnit(wiring.Component):
             occupancy_w.data.eq(self.occupancy_write.data),
         ]
 
-        # ---- fetch: group counter, activation word and sub-group counters ------------------
+        entry = offer_layout(config)
+        m.submodules.buffer = buffer = fifo.SyncFIFO(width=entry.size, depth=BUFFER_DEPTH)
+
+        # ---- 1. fetch ------------------------------------------------------------------------
         running = Signal()
         next_group = Signal.like(self.groups)
         next_word = Signal.like(self.activations.addr)
         next_sub = Signal(range(max(2, config.groups_per_word)))
-
-        # The group whose activations and occupancy are on the memory ports this cycle.
-        held = Signal()
-        held_group = Signal.like(self.groups)
-        next_pointer = Signal.like(self.pointer_base)      # pointer index of the next group
-        held_pointer = Signal.like(self.pointer_base)
-        held_sub = Signal.like(next_sub)
-        fresh = Signal()            # first cycle of the held group: queue to all PEs with work
-        pending = Signal(pes)       # PEs that still have to take the held group
-
-        values = Signal(data.ArrayLayout(signed(config.act_bits), lanes))
-        words = self.activations.data
-        with m.Switch(held_sub):
-            for sub in range(config.groups_per_word):
-                with m.Case(sub):
-                    m.d.comb += values.eq(Cat(words[sub * lanes + lane] for lane in range(lanes)))
-        occupied = data.View(occupancy_shape, occupancy_r.data)
-        nonzero = Cat(values[lane] != 0 for lane in range(lanes))
-
-        want = Signal(pes)
-        for pe, queue in enumerate(self.queues):
-            mask = Cat(nonzero[lane] & occupied[lane][pe] for lane in range(lanes))
-            m.d.comb += [
-                want[pe].eq(held & Mux(fresh, mask != 0, pending[pe])),
-                queue.valid.eq(want[pe]),
-                queue.payload.pointer.eq(held_pointer),
-                queue.payload.mask.eq(mask),
-                queue.payload.values.eq(values),
-            ]
-        refused = Signal(pes)
-        m.d.comb += refused.eq(want & ~Cat(queue.ready for queue in self.queues))
-
-        advance = Signal()
+        next_pointer = Signal.like(self.pointer_base)
         fetch = Signal()
+        in_flight = Signal()                    # a group's words land this cycle
+        in_flight_sub = Signal.like(next_sub)
+        in_flight_pointer = Signal.like(self.pointer_base)
         m.d.comb += [
-            advance.eq(~held | (refused == 0)),
-            fetch.eq(running & (next_group != self.groups)),
+            fetch.eq(running & (next_group != self.groups)
+                     & (buffer.level + in_flight < BUFFER_DEPTH)),
             self.activations.addr.eq(next_word),
-            self.activations.en.eq(advance),
+            self.activations.en.eq(fetch),
             occupancy_r.addr.eq(self.occupancy_base + next_group),
-            occupancy_r.en.eq(advance),
+            occupancy_r.en.eq(fetch),
         ]
-        with m.If(advance):
-            m.d.sync += [held.eq(fetch), held_group.eq(next_group), held_sub.eq(next_sub),
-                         held_pointer.eq(next_pointer), fresh.eq(1)]
-            with m.If(fetch):
-                m.d.sync += [next_group.eq(next_group + 1),
-                             next_pointer.eq(next_pointer + lanes)]
-                with m.If(next_sub == config.groups_per_word - 1):
-                    m.d.sync += [next_sub.eq(0), next_word.eq(next_word + 1)]
-                with m.Else():
-                    m.d.sync += next_sub.eq(next_sub + 1)
-        with m.Else():
-            m.d.sync += [pending.eq(refused), fresh.eq(0)]
-
+        m.d.sync += [in_flight.eq(fetch), in_flight_sub.eq(next_sub),
+                     in_flight_pointer.eq(next_pointer)]
         with m.If(self.start):
             m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
                          next_pointer.eq(self.pointer_base)]
-        with m.Elif(running & ~fetch & advance):
+        with m.Elif(fetch):
+            m.d.sync += [next_group.eq(next_group + 1), next_pointer.eq(next_pointer + lanes)]
+            with m.If(next_sub == config.groups_per_word - 1):
+                m.d.sync += [next_sub.eq(0), next_word.eq(next_word + 1)]
+            with m.Else():
+                m.d.sync += next_sub.eq(next_sub + 1)
+        with m.Elif(next_group == self.groups):
             m.d.sync += running.eq(0)
 
-        m.d.comb += self.idle.eq(~running & ~held)
-        return m
+        # ---- 2. mask -------------------------------------------------------------------------
+        landed = Signal(entry)
+        words = self.activations.data
+        with m.Switch(in_flight_sub):
+            for sub in range(config.groups_per_word):
+                with m.Case(sub):
+                    m.d.comb += landed.values.eq(
+                        Cat(words[sub * lanes + lane] for lane in range(lanes)))
+        occupied = data.View(occupancy_shape, occupancy_r.data)
+        nonzero = Cat(landed.values[lane] != 0 for lane in range(lanes))
+        for pe in range(pes):
+            mask = Cat(nonzero[lane] & occupied[lane][pe] for lane in range(lanes))
+            m.d.comb += landed.wants[pe].eq(mask != 0)
+            if lanes > 1:
+                m.d.comb += landed.masks[pe].eq(mask)
+        m.d.comb += [
+            landed.pointer.eq(in_flight_pointer),
+            buffer.w_data.eq(landed),
+            # The fetch made room for it; a group no PE has work for goes no further.
+            buffer.w_en.eq(in_flight & (landed.wants != 0)),
+        ]
 
+        # ---- 3. offer ------------------------------------------------------------------------
+        head = data.View(entry, buffer.r_data)
+        taken = Signal(pes)                     # PEs that took the head already
+        offered = Signal(pes)
+        refused = Signal(pes)
+        for pe, queue in enumerate(self.queues):
+            m.d.comb += [
+                offered[pe].eq(buffer.r_rdy & head.wants[pe] & ~taken[pe]),
+                queue.valid.eq(offered[pe]),
+                queue.payload.pointer.eq(head.pointer),
+                queue.payload.mask.eq(head.masks[pe] if lanes > 1 else 1),
+                queue.payload.values.eq(head.values),
+                refused[pe].eq(offered[pe] & ~queue.ready),
+            ]
+        m.d.comb += buffer.r_en.eq(refused == 0)
+        with m.If(buffer.r_rdy & (refused == 0)):
+            m.d.sync += taken.eq(0)
+        with m.Else():
+            m.d.sync += taken.eq(taken | (offered & ~refused))
+
+        m.d.comb += self.idle.eq(~running & ~in_flight & ~buffer.r_rdy)
+        return m

@@ -147,14 +147,22 @@ class ProcessingElement(wiring.Component):
         ]
 
         # ---- activation queue -------------------------------------------------------------
+        # With one lane the mask is always 1 (the broadcast unit queues a group only for a PE
+        # with work in it): the queue does not store it.
+        stored = ([] if lanes == 1 else [self.queue.payload.mask])
+        stored += [self.queue.payload.pointer, self.queue.payload.values]
         m.submodules.queue = queue = fifo.SyncFIFO(
-            width=isa.group_layout(config).size, depth=config.fifo_depth)
+            width=len(Cat(*stored)), depth=config.fifo_depth)
         m.d.comb += [
-            queue.w_data.eq(self.queue.payload),
+            queue.w_data.eq(Cat(*stored)),
             queue.w_en.eq(self.queue.valid),
             self.queue.ready.eq(queue.w_rdy),
         ]
-        head = data.View(isa.group_layout(config), queue.r_data)
+        head = Signal(isa.group_layout(config))
+        if lanes == 1:
+            m.d.comb += [head.mask.eq(1), Cat(head.pointer, head.values).eq(queue.r_data)]
+        else:
+            m.d.comb += Cat(head.mask, head.pointer, head.values).eq(queue.r_data)
 
         # ---- front end: pick the next lane with work, read its column word ----------------
         # The parameter memory's output register is the one-deep buffer between the front end

@@ -58,8 +58,8 @@ def test_derive_config_on_a_hand_checked_network():
     assert config.bias_bits == 11                     # 1000 needs 11 signed bits, not 16
 
 
-@pytest.mark.parametrize("pes,lanes", [(1, 1), (2, 2), (3, 1), (4, 4), (6, 2), (8, 4),
-                                       (12, 4), (64, 4), (63, 1)])
+@pytest.mark.parametrize("pes,lanes", [(1, 1), (2, 2), (3, 1), (4, 4), (6, 2), (8, 8),
+                                       (12, 4), (24, 8), (64, 8), (63, 1)])
 def test_default_scan_lanes(pes, lanes):
     assert default_scan_lanes(pes) == lanes
 

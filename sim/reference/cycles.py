@@ -8,8 +8,8 @@ engine cannot beat ``max_k E_k``.
 The prediction mirrors the RTL's register transfers cycle by cycle (broadcast unit, each PE's
 activation queue, LNZD front end, pointer read, column queue, entry walker, MAC pipeline), so
 it can be checked against RTL simulation instead of being fitted to it.  Around the compute
-phase the sequencer adds a fixed per-layer overhead that depends only on the configuration and
-the layer's shape (:func:`fixed_overhead`):
+phase the sequencer adds cycles that depend only on the configuration and the layer's shape
+(:func:`sequencer_overhead`):
 
 ====================  ==========================================================
 FETCH, FETCHED        2 cycles (descriptor read)
@@ -20,8 +20,13 @@ DRAIN                 the compute phase: queues fill and drain (simulated)
 WRITEBACK + STORE     ``1 + rows * period + WRITEBACK_LATENCY - 1`` cycles
 ====================  ==========================================================
 
-and the compute phase itself cannot end before the broadcast unit has scanned
-``ceil(in / scan_lanes)`` groups and the last entry has left the pipeline (``PIPELINE_FILL``).
+and the compute phase holds, beside the PEs' entries, the pipeline's fill and drain: the
+cycles from the broadcast unit's start to the first product and from the last entry to the
+sequencer seeing the engine idle (``PIPELINE_FILL``), also fixed.  The two together are the
+per-layer overhead the model states (:func:`fixed_overhead`), the one DESIGN.md's target adds
+to ``max_k E_k``.  The compute phase cannot end before the broadcast unit has scanned
+``ceil(in / scan_lanes)`` groups either: a scan floor that depends on the shape only, and that
+stays below ``max_k E_k`` when each group brings the PEs more than a cycle of work.
 """
 
 from __future__ import annotations
@@ -31,15 +36,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseforge.hw.broadcast import BUFFER_DEPTH
 from sparseforge.hw.config import EngineConfig
 from sparseforge.hw.sequencer import WRITEBACK_LATENCY
 
-__all__ = ["LayerTiming", "simulate_compute", "fixed_overhead", "layer_timing", "PIPELINE_FILL"]
+__all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overhead",
+           "layer_timing", "PIPELINE_FILL"]
 
-# From the broadcast unit's start to the first product written, when nothing waits: scan
-# fetch (2), queue write and read (2), column word read (1), entry read, decode, multiply,
+# From the broadcast unit's start to the first product written, when nothing waits: fetch,
+# mask and offer (3), queue read (1), column word read (1), entry read, decode, multiply,
 # accumulate (4); and one cycle for the sequencer to see the engine idle.
-PIPELINE_FILL = 9
+PIPELINE_FILL = 10
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class LayerTiming:
     """Cycles of one layer for one input, with the cost model's yardsticks."""
     cycles: int               # predicted cycles, FETCH to the last write-back word
     compute: int              # of which the compute phase (DRAIN state)
-    overhead: int             # of which the fixed part (fixed_overhead)
+    overhead: int             # of which fixed: sequencer steps and pipeline fill (fixed_overhead)
     work: np.ndarray          # E_k per PE
     limit: int                # ceil(sum_k E_k / N)
     bound: int                # max_k E_k
@@ -61,6 +68,13 @@ class LayerTiming:
 
 def fixed_overhead(config: EngineConfig, out_features: int,
                    previous_out_features: int | None = None) -> int:
+    """The per-layer overhead the cycle model states: the sequencer's steps around the compute
+    phase (:func:`sequencer_overhead`) and the pipeline's fill and drain (``PIPELINE_FILL``)."""
+    return sequencer_overhead(config, out_features, previous_out_features) + PIPELINE_FILL
+
+
+def sequencer_overhead(config: EngineConfig, out_features: int,
+                       previous_out_features: int | None = None) -> int:
     """Cycles of a layer outside its compute phase: fetching the descriptor, waiting for the
     codebook, starting, and the write-back of ``rows * period`` results.
 
@@ -98,7 +112,9 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             for g in range(groups)]
 
     running, next_group = True, 0
-    held, held_group, fresh, pending = False, 0, False, set()
+    in_flight: int | None = None                # the group whose words land this cycle
+    buffer: deque[int] = deque()                # groups between the mask and offer stages
+    taken: set[int] = set()                     # PEs that took the buffer's head already
     queues = [deque() for _ in range(pes)]
     fronts: list[list[int] | None] = [None] * pes
     fetched: list[int | None] = [None] * pes    # the column word in the memory's output
@@ -109,25 +125,25 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     cycle = 0
     while True:
         cycle += 1
-        broadcast_idle = not running and not held
+        broadcast_idle = not running and in_flight is None and not buffer
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or any(pipes[k]) for k in range(pes)):
             return cycle
 
         # ---- broadcast unit (combinational view of this cycle) ----
-        fetch = running and next_group != groups
+        fetch = (running and next_group != groups
+                 and len(buffer) + (in_flight is not None) < BUFFER_DEPTH)
         accepted: list[int] = []
-        refused: set[int] = set()
-        if held:
-            wanted = ([k for k in range(pes) if work[held_group][k]] if fresh
-                      else sorted(pending))
-            for k in wanted:
-                if len(queues[k]) < depth:
-                    accepted.append(k)
-                else:
-                    refused.add(k)
-        advance = not held or not refused
+        refused = False
+        if buffer:
+            head = buffer[0]
+            for k in range(pes):
+                if work[head][k] and k not in taken:
+                    if len(queues[k]) < depth:
+                        accepted.append(k)
+                    else:
+                        refused = True
 
         # ---- PEs ----
         for k in range(pes):
@@ -163,16 +179,21 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             elif issue:
                 fronts[k] = front[1:]
 
-        for k in accepted:
-            queues[k].append(work[held_group][k])
-        if advance:
-            held, held_group, fresh = fetch, next_group, True
-            if fetch:
-                next_group += 1
-            elif running:
-                running = False
-        else:
-            pending, fresh = refused, False
+        if buffer:
+            for k in accepted:
+                queues[k].append(work[buffer[0]][k])
+            if refused:
+                taken |= set(accepted)
+            else:
+                buffer.popleft()
+                taken = set()
+        if in_flight is not None and any(work[in_flight]):
+            buffer.append(in_flight)
+        in_flight = next_group if fetch else None
+        if fetch:
+            next_group += 1
+        elif next_group == groups:
+            running = False
 
 
 def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
@@ -181,8 +202,9 @@ def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
     (``previous_out_features``: the width of the layer before it in the run, if any)."""
     work = (counts * active[None, :]).sum(axis=1)
     compute = simulate_compute(config, counts, active)
-    overhead = fixed_overhead(config, out_features, previous_out_features)
     return LayerTiming(
-        cycles=overhead + compute, compute=compute, overhead=overhead, work=work,
+        cycles=sequencer_overhead(config, out_features, previous_out_features) + compute,
+        compute=compute, overhead=fixed_overhead(config, out_features, previous_out_features),
+        work=work,
         limit=int(-(-int(work.sum()) // config.pes)), bound=int(work.max()),
         nonzero_inputs=int(np.count_nonzero(active)))
