@@ -226,6 +226,14 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
         acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
         writeback_lanes=writeback_lanes or 0)
+    if part is not None and part.family == "ice40":
+        # Codebook values in the entry memories, when that costs no block RAM: on an iCE40 the
+        # PEs' codebook multiplexers are a fifth of the logic cells.
+        decoded = dataclasses.replace(config, decoded_weights=True)
+        entries = {c: Memory("entries", c.entry_depth, c.entry_memory_bits, pes)
+                   for c in (config, decoded)}
+        if brams_for(entries[decoded], part.family) <= brams_for(entries[config], part.family):
+            config = decoded
     if part is not None:
         if writeback_lanes is None:
             # Least sharing first, leaving an iCE40 5% of its logic cells: nextpnr needs some
@@ -308,7 +316,7 @@ def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
     occupancy words, the codebooks, the descriptors and the cycle counters."""
     pes = config.pes
     return (
-        Memory("entries", config.entry_depth, config.entry_bits, pes),
+        Memory("entries", config.entry_depth, config.entry_memory_bits, pes),
         Memory("parameters", config.parameter_depth, isa.parameter_bits(config), pes),
         Memory("accumulators", config.max_rows, config.acc_memory_bits or config.acc_bits,
                pes),
@@ -362,7 +370,8 @@ class LutModel:
 
     ``shared`` (sequencer, broadcast unit, host bus, small memories in logic) +
     ``per_pe * N`` (pointer and entry walker, decode, MAC control, accumulator bypass,
-    queues) + ``per_requantizer`` per requantizer (``writeback_lanes``, or one per PE) +
+    queues) + ``per_codebook_bit`` per bit of every PE's codebook multiplexer (``N * coef_bits
+    * (2**code_bits - 1)``; none with ``decoded_weights``) + ``per_requantizer`` per requantizer (``writeback_lanes``, or one per PE) +
     ``per_lane_bit`` per bit of every PE's activation queue word beyond one scan lane
     (``N * (scan_lanes - 1) * act_bits``: the queues hold ``scan_lanes`` activations) +
     ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -
@@ -376,13 +385,17 @@ class LutModel:
     """
     shared: float
     per_pe: float
+    per_codebook_bit: float
     per_requantizer: float
     per_lane_bit: float
     per_register_bit: float
 
     def luts(self, config: EngineConfig) -> int:
         high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
+        codebook_bits = (0 if config.decoded_weights
+                         else config.coef_bits * (config.codebook_size - 1))
         return math.ceil(self.shared + self.per_pe * config.pes
+                         + self.per_codebook_bit * config.pes * codebook_bits
                          + self.per_requantizer * (config.writeback_lanes or config.pes)
                          + self.per_lane_bit * config.pes * (config.scan_lanes - 1)
                          * config.act_bits
@@ -395,10 +408,13 @@ LUT_MODELS = {
     # (engine, link bridge, UART) of the digits engine with 1, 2, 4 and 8 PEs and 1 to 8
     # requantizers: Yosys LUT4 + 0.7 x flip-flops, within 1.3% of nextpnr's ICESTORM_LC for
     # 8 PEs with 1 and 2 requantizers (5126 and 5223 cells).  docs/compiler.md lists the builds.
-    "ice40": LutModel(shared=2023, per_pe=353, per_requantizer=154, per_lane_bit=8.5,
-                      per_register_bit=1.2),
-    "ecp5": LutModel(shared=380, per_pe=527, per_requantizer=148, per_lane_bit=8.5,
-                     per_register_bit=0.2),
+    # The codebook multiplexer's share of per_pe, measured alone (Yosys, a 16-to-1 choice of 8
+    # bits): 104 LUT4s on iCE40, about half that on ECP5 (PFU multiplexers); the calibration
+    # builds had 4-bit codebook values.
+    "ice40": LutModel(shared=2023, per_pe=301, per_codebook_bit=104 / 120, per_requantizer=154,
+                      per_lane_bit=8.5, per_register_bit=1.2),
+    "ecp5": LutModel(shared=380, per_pe=497, per_codebook_bit=0.5, per_requantizer=148,
+                     per_lane_bit=8.5, per_register_bit=0.2),
 }
 
 

@@ -50,6 +50,11 @@ class EngineConfig:
     acc_memory_bits : accumulator bits kept in block RAM; the rest (``acc_bits -
         acc_memory_bits``) in registers.  iCE40 block RAMs are 16 bits wide, so a 24-bit
         accumulator file costs two of them; 16 keeps it to one.  0 means all in block RAM.
+    decoded_weights : the PEs' entry memories hold each entry's codebook value instead of its
+        code, looked up when the image is loaded (``isa.entry_words``): no codebook multiplexer
+        in the PEs (a ``2**code_bits``-to-1 choice of ``coef_bits``, about 100 logic cells per
+        PE on an iCE40) for entries ``coef_bits - code_bits`` wider.  The program image and
+        the golden model keep codes and codebooks either way.
     """
     pes: int
     act_bits: int = 8
@@ -71,6 +76,7 @@ class EngineConfig:
     max_column_entries: int = 64
     writeback_lanes: int = 0
     acc_memory_bits: int = 0
+    decoded_weights: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -98,6 +104,9 @@ class EngineConfig:
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
+        if not isinstance(self.decoded_weights, bool):
+            raise ValueError(f"decoded_weights must be true or false, not "
+                             f"{self.decoded_weights!r}")
         lanes = self.writeback_lanes or self.pes
         period = self.pes // lanes
         if self.pes % lanes or period & (period - 1):
@@ -120,7 +129,13 @@ class EngineConfig:
 
     @property
     def entry_bits(self) -> int:
+        """An entry of the program image: zero run and code."""
         return self.idx_bits + self.code_bits
+
+    @property
+    def entry_memory_bits(self) -> int:
+        """An entry in a PE's memory: zero run and code, or zero run and codebook value."""
+        return self.idx_bits + (self.coef_bits if self.decoded_weights else self.code_bits)
 
     @property
     def entry_addr_bits(self) -> int:

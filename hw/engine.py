@@ -81,7 +81,7 @@ class Engine(wiring.Component):
         for k in range(pes):
             pe = ProcessingElement(
                 config,
-                entries=None if image is None else image.entries[k],
+                entries=None if image is None else isa.entry_words(config, image, k),
                 pointers=None if image is None else image.pointers[k],
                 biases=None if image is None else image.biases[k])
             m.submodules[f"pe{k}"] = pe

@@ -30,7 +30,7 @@ from amaranth.lib import data
 
 from .config import EngineConfig, _bits_for
 
-__all__ = ["entry_layout", "column_layout", "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
+__all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout", "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
            "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
            "activation_index", "lane_bits", "stream_layout", "image_bus_writes", "layer_cycles",
@@ -43,6 +43,42 @@ def entry_layout(config: EngineConfig) -> data.StructLayout:
         "zero_run": config.idx_bits,
         "code": config.code_bits,
     })
+
+
+def entry_memory_layout(config: EngineConfig) -> data.StructLayout:
+    """An entry as a PE's entry memory holds it: ``entry_layout``, or with
+    ``config.decoded_weights`` the zero run and the code's value in the layer's codebook."""
+    if not config.decoded_weights:
+        return entry_layout(config)
+    return data.StructLayout({
+        "zero_run": config.idx_bits,
+        "weight": signed(config.coef_bits),
+    })
+
+
+def entry_words(config: EngineConfig, image, pe: int) -> np.ndarray:
+    """PE ``pe``'s entry memory words for ``image``: its image entries as they are, or with
+    ``config.decoded_weights`` each code replaced by its value in its layer's codebook (the
+    layers' entry ranges come from the descriptors and pointers).  Padding (code 0) decodes
+    to 0 like every code 0."""
+    entries = np.asarray(image.entries[pe], dtype=np.uint64)
+    if not config.decoded_weights:
+        return entries
+    fields = unpack(entry_layout(config), entries)
+    codebook = np.asarray(image.codebook, dtype=np.int64).reshape(-1, config.codebook_size)
+    layer_of = np.full(len(entries), -1, dtype=np.int64)
+    descriptors = unpack(descriptor_layout(config),
+                         np.array([int(d) for d in image.descriptors], dtype=object))
+    pointers = np.asarray(image.pointers[pe], dtype=np.int64)
+    for layer in range(int(image.layer_count)):
+        base = int(descriptors["pointer_base"][layer])
+        first, end = pointers[base], pointers[base + int(descriptors["in_features"][layer])]
+        layer_of[first:end] = layer
+    if np.any(layer_of < 0):
+        raise ValueError(f"PE {pe}: entries {np.flatnonzero(layer_of < 0)[:5].tolist()} belong "
+                         f"to no layer's columns")
+    weights = codebook[layer_of, fields["code"].astype(np.int64)]
+    return pack(entry_memory_layout(config), zero_run=fields["zero_run"], weight=weights)
 
 
 def column_layout(config: EngineConfig) -> data.StructLayout:
@@ -280,7 +316,7 @@ def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
     wide(Region.OCCUPANCY, image.occupancy, occupancy_layout(config).size)
     for pe in range(config.pes):
         writes += [(bus_address(Region.ENTRIES, i, pe), int(e))
-                   for i, e in enumerate(image.entries[pe])]
+                   for i, e in enumerate(entry_words(config, image, pe))]
         writes += [(bus_address(Region.POINTERS, i, pe), int(w))
                    for i, w in enumerate(column_words(config, image.pointers[pe]))]
         writes += [(bus_address(Region.BIASES, i, pe), int(b) & 0xFFFFFFFF)

@@ -23,6 +23,10 @@ Where this differs from EIE, and why (docs/engine.md):
   count ``E_k``, with no queue of registers to pay for.
 * Optionally (``acc_memory_bits``) the accumulators' high bits live in registers, so a 24-bit
   accumulator file fits one 16-bit-wide iCE40 block RAM.
+* Optionally (``decoded_weights``, the compiler's choice on an iCE40) the entry memory holds
+  each entry's codebook value, looked up when the image is loaded, instead of its code: the
+  codebook multiplexer is the largest block of a PE in LUT4s, and an iCE40 block RAM holding
+  at most 256 entries is 16 bits wide anyway.
 * The accumulator read port is transparent to its write port: a product for row ``r`` that
   follows one for the same row in the next cycle sees the freshly written sum.  That is EIE's
   "bypass" for back-to-back writes to one row, done by the memory's transparency logic.
@@ -70,7 +74,8 @@ class ProcessingElement(wiring.Component):
     Parameters
     ----------
     config : EngineConfig
-    entries, pointers, biases : initial memory contents (from the program image), or None.
+    entries, pointers, biases : initial memory contents (``isa.entry_words`` and the program
+        image's pointers and biases), or None.
 
     Ports
     -----
@@ -114,7 +119,7 @@ class ProcessingElement(wiring.Component):
         config = self._config
         lanes = config.scan_lanes
         lane_bits = ceil_log2(lanes)
-        entry = isa.entry_layout(config)
+        entry = isa.entry_memory_layout(config)
 
         # ---- memories (synchronous reads map to block RAM) -------------------------------
         # Parameter memory: column words at pointer indices, then biases.
@@ -268,7 +273,8 @@ class ProcessingElement(wiring.Component):
             multiply_valid.eq(decode_valid),
             multiply_row.eq(row),
             multiply_value.eq(decode_value),
-            multiply_weight.eq(self.codebook[fetched.code]),
+            multiply_weight.eq(fetched.weight if config.decoded_weights
+                               else self.codebook[fetched.code]),
         ]
         with m.If(decode_valid):
             m.d.sync += previous_row.eq(row)

@@ -187,3 +187,23 @@ def test_engine_with_shared_requantizers(pes, writeback_lanes):
     activations = golden(layers, inputs)
     np.testing.assert_array_equal(outputs, activations[-1])
     assert_cycles_match_model(config, image, layers, activations, cycles)
+
+
+@pytest.mark.parametrize("load_over_bus", [False, True])
+def test_engine_with_decoded_weights(load_over_bus):
+    # Codebook values in the entry memories (the iCE40 choice): negative values, padding
+    # entries (long zero runs), two layers with different codebooks; the image is the same.
+    rng = np.random.default_rng(31 + load_over_bus)
+    layers = random_layers(rng, [(80, 16), (9, 80)], density=0.06)
+    config = dataclasses.replace(config_for(layers, 2, 1, fifo_depth=2), decoded_weights=True)
+    image = build_image(config, layers)
+    assert any(np.any(layer.codebook < 0) for layer in layers)
+    words = isa.unpack(isa.entry_memory_layout(config), isa.entry_words(config, image, 0))
+    codes = isa.unpack(isa.entry_layout(config), np.asarray(image.entries[0], np.uint64))
+    assert np.any(codes["code"] == 0) and np.any(words["weight"] < 0)
+    inputs = rng.integers(-128, 128, (3, 16))
+    inputs[:, rng.random(16) < 0.3] = 0
+    outputs, cycles = rtl_infer(config, image, inputs, load_over_bus=load_over_bus)
+    activations = golden(layers, inputs)
+    np.testing.assert_array_equal(outputs, activations[-1])
+    assert_cycles_match_model(config, image, layers, activations, cycles)

@@ -212,8 +212,8 @@ def test_a_board_too_small_for_one_requantizer_per_pe_gets_shared_ones(monkeypat
     plain = derive_config(network, 2, board="icebreaker")
     assert plain.writeback_lanes == 0                      # fits with one requantizer per PE
     # A part model where each requantizer costs so much that only sharing fits.
-    expensive = configure.LutModel(shared=0, per_pe=0, per_requantizer=3000, per_lane_bit=0,
-                                   per_register_bit=0)
+    expensive = configure.LutModel(shared=0, per_pe=0, per_codebook_bit=0, per_requantizer=3000,
+                                   per_lane_bit=0, per_register_bit=0)
     monkeypatch.setitem(configure.LUT_MODELS, "ice40", expensive)
     shared = derive_config(network, 2, board="icebreaker")
     assert shared.writeback_lanes == 1 and shared.writeback_period == 2
