@@ -8,7 +8,10 @@ four of its thirty block RAMs.
 
 Elaborated for an iCE40UP part with ``pes * act_bits <= 64``, it is made of ``SB_SPRAM256KA``
 primitives (16 bits each, nibble write masks); anywhere else, of an ``amaranth.lib.memory``
-memory.  Both read synchronously: data is valid the cycle after ``r_en``.
+memory.  Either way the request (address, write lanes and data, read enable) is registered
+before it reaches the memory, so that the SPRAMs at the die's corners are driven from
+flip-flops (placed next to them) rather than from the engine's multiplexers: read data is valid
+``LATENCY`` = 2 cycles after ``r_en``, and a write lands a cycle after it is asked for.
 """
 
 from amaranth import Cat, ClockSignal, Instance, Module, Signal, signed
@@ -18,8 +21,9 @@ from amaranth.utils import ceil_log2
 
 from .config import EngineConfig
 
-__all__ = ["ActivationBuffer"]
+__all__ = ["ActivationBuffer", "LATENCY"]
 
+LATENCY = 2                 # cycles from r_en to r_data
 SPRAM_WIDTH = 16
 SPRAM_DEPTH = 16384
 
@@ -31,9 +35,9 @@ class ActivationBuffer(wiring.Component):
     w_en : In(pes); lanes written this cycle (none: no write).
     w_data : In(word); the lanes' values.
     r_en : In; read ``addr`` (ignored in a write cycle).
-    r_data : Out(word); the word read, the cycle after ``r_en``; held while nothing is read
-        or written, undefined after a write (the SPRAM's behaviour; nothing in the engine reads
-        and writes in one phase).
+    r_data : Out(word); the word read, ``LATENCY`` cycles after ``r_en``; held while nothing is
+        read or written, undefined after a write (the SPRAM's behaviour; nothing in the engine
+        reads and writes in one phase).
     """
 
     def __init__(self, config: EngineConfig):
@@ -54,33 +58,39 @@ class ActivationBuffer(wiring.Component):
                 and config.act_bits % 4 == 0 and config.act_words <= SPRAM_DEPTH)
 
     def elaborate(self, platform):
-        if self.uses_spram(platform):
-            return self._spram()
         m = Module()
         config = self._config
+        addr = Signal.like(self.addr)
+        w_en = Signal.like(self.w_en)
+        w_data = Signal.like(self.w_data)
+        r_en = Signal()
+        m.d.sync += [addr.eq(self.addr), w_en.eq(self.w_en), w_data.eq(self.w_data),
+                     r_en.eq(self.r_en & (self.w_en == 0))]
+        if self.uses_spram(platform):
+            self._spram(m, addr, w_en, w_data, r_en)
+            return m
         m.submodules.storage = storage = memory.Memory(
             shape=data.ArrayLayout(signed(config.act_bits), config.pes),
             depth=config.act_words, init=[])
         write = storage.write_port(granularity=1)
         read = storage.read_port()
         m.d.comb += [
-            write.addr.eq(self.addr), write.data.eq(self.w_data), write.en.eq(self.w_en),
-            read.addr.eq(self.addr), read.en.eq(self.r_en & (self.w_en == 0)),
+            write.addr.eq(addr), write.data.eq(w_data), write.en.eq(w_en),
+            read.addr.eq(addr), read.en.eq(r_en),
             self.r_data.eq(read.data),
         ]
         return m
 
-    def _spram(self):
-        m = Module()
+    def _spram(self, m, addr, w_en, w_data, r_en):
         config = self._config
         bits = Signal(config.pes * config.act_bits)
         out = Signal(len(bits))
-        m.d.comb += bits.eq(self.w_data)
+        m.d.comb += bits.eq(w_data)
         nibbles_per_lane = config.act_bits // 4
         # Nibble write mask: every nibble of a written lane.
-        mask = Cat(self.w_en[lane] for lane in range(config.pes)
+        mask = Cat(w_en[lane] for lane in range(config.pes)
                    for _ in range(nibbles_per_lane))
-        writing = self.w_en != 0
+        writing = w_en != 0
         for block in range(-(-len(bits) // SPRAM_WIDTH)):
             low = block * SPRAM_WIDTH
             data_in = Signal(SPRAM_WIDTH)
@@ -90,10 +100,9 @@ class ActivationBuffer(wiring.Component):
                          block_mask.eq(mask[block * 4:block * 4 + 4])]
             m.submodules[f"spram{block}"] = Instance(
                 "SB_SPRAM256KA",
-                i_ADDRESS=self.addr, i_DATAIN=data_in, i_MASKWREN=block_mask,
-                i_WREN=writing, i_CHIPSELECT=writing | self.r_en,
+                i_ADDRESS=addr, i_DATAIN=data_in, i_MASKWREN=block_mask,
+                i_WREN=writing, i_CHIPSELECT=writing | r_en,
                 i_CLOCK=ClockSignal("sync"), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
                 o_DATAOUT=data_out)
             m.d.comb += out[low:low + SPRAM_WIDTH].eq(data_out)
         m.d.comb += self.r_data.eq(out)
-        return m

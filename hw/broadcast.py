@@ -14,8 +14,10 @@ The unit is a three-stage pipeline so that no path runs from the memories' outpu
 PEs' queues and back to the memories' read enables (the engine's critical path when it was one
 stage):
 
-1. fetch: read the next group's activation word and occupancy word, when the buffer behind
-   has room for it counting the read already in flight (a decision on registers only);
+1. fetch: ask for the next group's activation word, when the buffer behind has room for it
+   counting the reads in flight (a decision on registers only); the activation buffer
+   registers the request and answers two cycles later, so the occupancy word is read a cycle
+   after the ask, from a register, to land with it;
 2. mask: the words land; the per-PE masks are computed and written into a small buffer;
 3. offer: the buffer's head is offered to the queues of the PEs that want it and have not
    taken it yet; it leaves the buffer once every one of them has.
@@ -31,13 +33,14 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa
+from .activation_buffer import LATENCY as ACTIVATION_LATENCY
 from .config import EngineConfig
 
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH"]
 
-# Groups between the mask and offer stages.  With the read in flight counted against it, three
-# entries let the fetch stage read a group every cycle while the offer stage takes one.
-BUFFER_DEPTH = 3
+# Groups between the mask and offer stages.  With the two reads in flight counted against it,
+# four entries let the fetch stage ask for a group every cycle while the offer stage takes one.
+BUFFER_DEPTH = 4
 
 
 def offer_layout(config: EngineConfig) -> data.StructLayout:
@@ -67,8 +70,8 @@ class BroadcastUnit(wiring.Component):
     start : In; one-cycle pulse that starts a scan with the current ``groups``,
         ``occupancy_base`` and ``pointer_base`` (held stable until ``idle``).
     idle : Out; no scan is running and nothing is waiting to be queued.
-    activations : the activation buffer's read port (``addr``, ``en`` out; ``data`` in, one
-        cycle after ``en``), one word of ``pes`` activations.
+    activations : the activation buffer's read port (``addr``, ``en`` out; ``data`` in,
+        ``ACTIVATION_LATENCY`` = 2 cycles after ``en``), one word of ``pes`` activations.
     queues : Out(stream of ``isa.group_layout``) per PE.
     occupancy_write : In; host writes of whole occupancy words.
     """
@@ -117,25 +120,34 @@ class BroadcastUnit(wiring.Component):
         m.submodules.buffer = buffer = fifo.SyncFIFO(width=entry.size, depth=BUFFER_DEPTH)
 
         # ---- 1. fetch ------------------------------------------------------------------------
+        assert ACTIVATION_LATENCY == 2
         running = Signal()
         next_group = Signal.like(self.groups)
         next_word = Signal.like(self.activations.addr)
         next_sub = Signal(range(max(2, config.groups_per_word)))
         next_pointer = Signal.like(self.pointer_base)
         fetch = Signal()
+        asked = Signal()                        # the activation buffer took a request
+        asked_group = Signal.like(self.groups)
+        asked_sub = Signal.like(next_sub)
+        asked_pointer = Signal.like(self.pointer_base)
         in_flight = Signal()                    # a group's words land this cycle
         in_flight_sub = Signal.like(next_sub)
         in_flight_pointer = Signal.like(self.pointer_base)
         m.d.comb += [
             fetch.eq(running & (next_group != self.groups)
-                     & (buffer.level + in_flight < BUFFER_DEPTH)),
+                     & (buffer.level + asked + in_flight < BUFFER_DEPTH)),
             self.activations.addr.eq(next_word),
             self.activations.en.eq(fetch),
-            occupancy_r.addr.eq(self.occupancy_base + next_group),
-            occupancy_r.en.eq(fetch),
+            occupancy_r.addr.eq(self.occupancy_base + asked_group),
+            occupancy_r.en.eq(asked),
         ]
-        m.d.sync += [in_flight.eq(fetch), in_flight_sub.eq(next_sub),
-                     in_flight_pointer.eq(next_pointer)]
+        m.d.sync += [
+            asked.eq(fetch), asked_group.eq(next_group), asked_sub.eq(next_sub),
+            asked_pointer.eq(next_pointer),
+            in_flight.eq(asked), in_flight_sub.eq(asked_sub),
+            in_flight_pointer.eq(asked_pointer),
+        ]
         with m.If(self.start):
             m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
                          next_pointer.eq(self.pointer_base)]
@@ -190,5 +202,5 @@ class BroadcastUnit(wiring.Component):
         with m.Else():
             m.d.sync += taken.eq(taken | (offered & ~refused))
 
-        m.d.comb += self.idle.eq(~running & ~in_flight & ~buffer.r_rdy)
+        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~buffer.r_rdy)
         return m

@@ -297,14 +297,16 @@ class Engine(wiring.Component):
         # ---- output stream: the last layer's outputs after a run --------------------------------
         output_word = Signal.like(activations.addr)
         showing = Signal()
+        output_read = Signal()          # the read of output_word was asked for last cycle
         if self._streams:
             output_count = Signal(range(config.max_features + 1))
             output_lane = Signal(range(max(2, pes)))
+            m.d.sync += output_read.eq(unloading & ~showing & ~output_read & ~sequencer.done)
             with m.If(sequencer.done):
                 m.d.sync += [unloading.eq(1), showing.eq(0), output_count.eq(0),
                              output_word.eq(0), output_lane.eq(0)]
-            with m.Elif(unloading & ~showing):
-                m.d.sync += showing.eq(1)      # the read of (output_word) was issued this cycle
+            with m.Elif(output_read):
+                m.d.sync += showing.eq(1)      # the word lands (ACTIVATION_LATENCY = 2)
             m.d.comb += [
                 self.output.valid.eq(showing),
                 self.output.payload.value.eq(activations.r_data[output_lane]),
@@ -326,7 +328,8 @@ class Engine(wiring.Component):
             m.d.comb += [read_address.eq(broadcast.activations.addr),
                          activations.r_en.eq(broadcast.activations.en)]
         with m.Elif(unloading):
-            m.d.comb += [read_address.eq(output_word), activations.r_en.eq(~showing)]
+            m.d.comb += [read_address.eq(output_word),
+                         activations.r_en.eq(~showing & ~output_read)]
         with m.Else():
             m.d.comb += [read_address.eq(index >> lane_bits), activations.r_en.eq(bus.r_en)]
         m.d.comb += [
@@ -335,8 +338,9 @@ class Engine(wiring.Component):
         ]
 
         # ---- host bus: reads, READ_LATENCY cycles after r_en ------------------------------------
-        # First cycle: the memories read and the request is registered; second: the selected
-        # value goes to r_data (registers are selected then, from the registered index).
+        # First cycle: the memories read and the request is registered; second: registers and
+        # cycle counters are selected (from the registered index); third: the activation
+        # buffer's word has landed and the answer goes to r_data.
         read_region = Signal(4)
         read_index = Signal(3)
         read_pending = Signal()
@@ -365,17 +369,26 @@ class Engine(wiring.Component):
                 m.d.comb += register_value.eq(input_count)
             with m.Case(isa.REGISTERS["runs"]):
                 m.d.comb += register_value.eq(runs)
-        with m.If(read_pending):
-            with m.Switch(read_region):
-                with m.Case(isa.Region.REGISTERS):
-                    m.d.sync += bus.r_data.eq(register_value)
-                with m.Case(isa.Region.CYCLES):
-                    m.d.sync += bus.r_data.eq(cycles_r.data)
-                with m.Case(isa.Region.ACTIVATIONS):
-                    m.d.sync += bus.r_data.eq(activations.r_data[read_lane])
-                with m.Default():
-                    m.d.sync += bus.r_data.eq(0)
-        m.d.sync += bus.r_valid.eq(read_pending)
+        selected = Signal(32)
+        selected_pending = Signal()
+        selected_activation = Signal()
+        selected_lane = Signal.like(read_lane)
+        m.d.sync += [
+            selected_pending.eq(read_pending),
+            selected_activation.eq(read_region == isa.Region.ACTIVATIONS),
+            selected_lane.eq(read_lane),
+        ]
+        with m.Switch(read_region):
+            with m.Case(isa.Region.REGISTERS):
+                m.d.sync += selected.eq(register_value)
+            with m.Case(isa.Region.CYCLES):
+                m.d.sync += selected.eq(cycles_r.data)
+            with m.Default():
+                m.d.sync += selected.eq(0)
+        with m.If(selected_pending):
+            m.d.sync += bus.r_data.eq(Mux(selected_activation,
+                                          activations.r_data[selected_lane], selected))
+        m.d.sync += bus.r_valid.eq(selected_pending)
         return m
 
 

@@ -239,7 +239,7 @@ def host_bus_signature():
     })
 
 
-READ_LATENCY = 2
+READ_LATENCY = 3
 
 
 def activation_index(i: int, config: EngineConfig) -> int:
