@@ -30,10 +30,16 @@ class UARTTransmitter(wiring.Component):
         timer = Signal(range(self._clocks_per_bit))
         shifter = Signal(10)        # start bit, 8 data bits (LSB first), stop bit; LSB goes first
         bits_left = Signal(range(11))
-        # Ready once the stop bit has been on the line for a whole bit time.
-        m.d.comb += self.data.ready.eq((bits_left == 0) & (timer == 0))
-        with m.If(self.data.valid & self.data.ready):
-            m.d.sync += [shifter.eq((1 << 9) | (self.data.payload << 1)), bits_left.eq(10)]
+        # A one-byte holding register takes the byte, so that `ready` is a flip-flop: the link
+        # bridge's reply logic waits on it, and the bit timer's compare stays out of that path.
+        held = Signal(8)
+        full = Signal()
+        m.d.comb += self.data.ready.eq(~full)
+        with m.If(self.data.valid & ~full):
+            m.d.sync += [held.eq(self.data.payload), full.eq(1)]
+        # The next byte starts once the stop bit has been on the line for a whole bit time.
+        with m.If(full & (bits_left == 0) & (timer == 0)):
+            m.d.sync += [shifter.eq((1 << 9) | (held << 1)), bits_left.eq(10), full.eq(0)]
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
         with m.Elif(bits_left != 0):
