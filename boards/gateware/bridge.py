@@ -383,9 +383,12 @@ class LinkBridge(wiring.Component):
                 m.d.comb += bus.w_en.eq(1)
                 m.next = "RUN_STARTED"
             with m.State("RUN_STARTED"):
-                # The engine raises busy the cycle after the start write.
+                # The engine raises busy the cycle after the start write; behind the register
+                # stages of LinkedEngine the bridge sees it three cycles after asking.
                 m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
                                                        isa.REGISTERS["total_cycles"]))
+                m.next = "RUN_SETTLE"
+            with m.State("RUN_SETTLE"):
                 m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):
                 with m.If(~self.engine_busy):

@@ -54,11 +54,22 @@ class LinkedEngine(wiring.Component):
         m.submodules.transmitter = transmitter = UARTTransmitter(self._clocks_per_bit)
         wiring.connect(m, receiver.data, bridge.rx)
         wiring.connect(m, bridge.tx, transmitter.data)
-        wiring.connect(m, bridge.bus, engine.bus)
+        # A register stage each way between the bridge and the engine: both are state machines
+        # whose outputs are decoded from their states, and on an iCE40 a path from one's state
+        # through the other's decode to the memory enables spread over the die does not fit a
+        # clock period.  The bridge waits for r_valid and allows for the late busy (RUN_SETTLE).
+        m.d.sync += [
+            engine.bus.addr.eq(bridge.bus.addr),
+            engine.bus.w_data.eq(bridge.bus.w_data),
+            engine.bus.w_en.eq(bridge.bus.w_en),
+            engine.bus.r_en.eq(bridge.bus.r_en),
+            bridge.engine_busy.eq(engine.busy),
+        ]
         m.d.comb += [
+            bridge.bus.r_data.eq(engine.bus.r_data),
+            bridge.bus.r_valid.eq(engine.bus.r_valid),
             receiver.rx.eq(self.rx),
             self.tx.eq(transmitter.tx),
-            bridge.engine_busy.eq(engine.busy),
             engine_reset.eq(bridge.engine_reset),
             self.busy.eq(engine.busy),
             self.activity.eq(bridge.activity),
