@@ -64,13 +64,15 @@ class LinkedEngine(wiring.Component):
             engine.bus.w_en.eq(bridge.bus.w_en),
             engine.bus.r_en.eq(bridge.bus.r_en),
             bridge.engine_busy.eq(engine.busy),
+            # The RESET command reaches every engine register: from a flip-flop, nextpnr can
+            # give it a global net, and the bridge's command decode stays out of the path.
+            engine_reset.eq(bridge.engine_reset),
         ]
         m.d.comb += [
             bridge.bus.r_data.eq(engine.bus.r_data),
             bridge.bus.r_valid.eq(engine.bus.r_valid),
             receiver.rx.eq(self.rx),
             self.tx.eq(transmitter.tx),
-            engine_reset.eq(bridge.engine_reset),
             self.busy.eq(engine.busy),
             self.activity.eq(bridge.activity),
         ]
