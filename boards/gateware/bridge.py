@@ -170,8 +170,11 @@ class LinkBridge(wiring.Component):
             m.d.sync += poisoned.eq(1)                   # dropped while busy: frame is lost
 
         # ---- state of the command being executed -------------------------------------------------
+        # A register: the subtraction and the checks on it would otherwise sit in one cycle with
+        # DISPATCH's decisions.  It lags `length` by a cycle; DISPATCH comes after the frame's
+        # END, when `length` has long stopped moving.
         payload_length = Signal(range(capacity + 1))
-        m.d.comb += payload_length.eq(length - 4)
+        m.d.sync += payload_length.eq(length - 4)
         position = Signal(range(capacity + 1))           # next payload byte in the buffer
         word = Signal(32)                                # collected or to-be-emitted word
         count = Signal(3)                                # bytes left in the subroutine
