@@ -135,7 +135,10 @@ class LinkBridge(wiring.Component):
         # ---- receive: unescape, buffer, CRC ----------------------------------------------------
         length = Signal(range(capacity + 1))
         escaped, poisoned, overflow = Signal(), Signal(), Signal()
-        seq, opcode = Signal(8), Signal(8)
+        seq = Signal(8)
+        # One flag per opcode, decoded as the byte arrives: the FSM tests flags, not 8-bit
+        # compares, on its paths to the wide address and word registers.
+        opcode_is = {op: Signal(name=f"is_{op.name.lower()}") for op in Op}
         receiving = Signal()
         byte = Signal(8)
         is_data = Signal()
@@ -165,7 +168,7 @@ class LinkBridge(wiring.Component):
                 with m.If(length == 0):
                     m.d.sync += seq.eq(byte)
                 with m.If(length == 1):
-                    m.d.sync += opcode.eq(byte)
+                    m.d.sync += [flag.eq(byte == op) for op, flag in opcode_is.items()]
         with m.If(self.rx.valid & ~receiving):
             m.d.sync += poisoned.eq(1)                   # dropped while busy: frame is lost
 
@@ -207,7 +210,7 @@ class LinkBridge(wiring.Component):
 
         bus = self.bus
         m.d.comb += [bus.addr.eq(address),
-                     bus.w_data.eq(Mux(opcode == Op.LOAD_INPUT, word[:16].as_signed(), word))]
+                     bus.w_data.eq(Mux(opcode_is[Op.LOAD_INPUT], word[:16].as_signed(), word))]
 
         def collect(bytes_, then):
             m.d.sync += [count.eq(bytes_), wide.eq(bytes_ == 4), after.eq(then), word.eq(0)]
@@ -236,8 +239,8 @@ class LinkBridge(wiring.Component):
             reply(code, After.CRC)
 
         m.d.comb += self.activity.eq(~receiving)
-        side_effect = ((opcode == Op.WRITE) | (opcode == Op.LOAD_INPUT) | (opcode == Op.RUN)
-                       | (opcode == Op.RESET))
+        side_effect = (opcode_is[Op.WRITE] | opcode_is[Op.LOAD_INPUT] | opcode_is[Op.RUN]
+                       | opcode_is[Op.RESET])
 
         with m.FSM():
             with m.State("RECEIVE"):
@@ -263,7 +266,7 @@ class LinkBridge(wiring.Component):
                         reply(last_status, After.RUN_WORD)
                     with m.Else():
                         reply(last_status, After.CRC)
-                with m.Elif(opcode == Op.INFO):
+                with m.Elif(opcode_is[Op.INFO]):
                     with m.If(payload_length != 0):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
@@ -271,7 +274,7 @@ class LinkBridge(wiring.Component):
                         m.d.sync += [address.eq(isa.bus_address(isa.Region.REGISTERS, 0)),
                                      items.eq(4)]
                         reply(Status.OK, After.READ_WORD)
-                with m.Elif(opcode == Op.WRITE):
+                with m.Elif(opcode_is[Op.WRITE]):
                     with m.If((payload_length < 8) | (payload_length[:2] != 0)):
                         refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
@@ -279,12 +282,12 @@ class LinkBridge(wiring.Component):
                     with m.Else():
                         m.d.sync += items.eq((payload_length >> 2) - 1)
                         collect(4, After.WRITE_ADDRESS)
-                with m.Elif(opcode == Op.READ):
+                with m.Elif(opcode_is[Op.READ]):
                     with m.If(payload_length != 6):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
                         collect(4, After.READ_ADDRESS)
-                with m.Elif(opcode == Op.LOAD_INPUT):
+                with m.Elif(opcode_is[Op.LOAD_INPUT]):
                     with m.If((payload_length == 0) | payload_length[0]
                               | (payload_length > 2 * config.max_features)):
                         refuse(Status.BAD_LENGTH)
@@ -294,7 +297,7 @@ class LinkBridge(wiring.Component):
                         m.d.sync += [items.eq(payload_length >> 1), activations.eq(1),
                                      address.eq(isa.bus_address(isa.Region.ACTIVATIONS, 0))]
                         collect(2, After.WRITE_DATA)
-                with m.Elif(opcode == Op.RUN):
+                with m.Elif(opcode_is[Op.RUN]):
                     with m.If(payload_length != 0):
                         refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
@@ -304,17 +307,17 @@ class LinkBridge(wiring.Component):
                                                                 isa.REGISTERS["control"])),
                                      word.eq(1)]
                         m.next = "RUN_START"
-                with m.Elif((opcode == Op.READ_OUTPUT) | (opcode == Op.READ_CYCLES)):
+                with m.Elif(opcode_is[Op.READ_OUTPUT] | opcode_is[Op.READ_CYCLES]):
                     with m.If(payload_length != 2):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
-                        with m.If(opcode == Op.READ_OUTPUT):
+                        with m.If(opcode_is[Op.READ_OUTPUT]):
                             m.d.sync += [activations.eq(1), address.eq(
                                 isa.bus_address(isa.Region.ACTIVATIONS, 0))]
                         with m.Else():
                             m.d.sync += address.eq(isa.bus_address(isa.Region.CYCLES, 0))
                         collect(2, After.COUNT)
-                with m.Elif(opcode == Op.RESET):
+                with m.Elif(opcode_is[Op.RESET]):
                     with m.If(payload_length != 0):
                         refuse(Status.BAD_LENGTH)
                     with m.Else():
@@ -373,7 +376,7 @@ class LinkBridge(wiring.Component):
                     remember(Status.OK)
                     reply(Status.OK, After.CRC)
                 with m.Else():
-                    collect(Mux(opcode == Op.LOAD_INPUT, 2, 4), After.WRITE_DATA)
+                    collect(Mux(opcode_is[Op.LOAD_INPUT], 2, 4), After.WRITE_DATA)
             with m.State("READ_BUS"):
                 m.d.comb += bus.r_en.eq(1)
                 m.d.sync += address.eq(next_address)
@@ -381,7 +384,7 @@ class LinkBridge(wiring.Component):
             with m.State("READ_WAIT"):
                 with m.If(bus.r_valid):
                     m.d.sync += items.eq(items - 1)
-                    emit(bus.r_data, Mux(opcode == Op.READ_OUTPUT, 2, 4), After.READ_WORD)
+                    emit(bus.r_data, Mux(opcode_is[Op.READ_OUTPUT], 2, 4), After.READ_WORD)
             with m.State("RUN_START"):
                 m.d.comb += bus.w_en.eq(1)
                 m.next = "RUN_STARTED"
@@ -415,8 +418,8 @@ class LinkBridge(wiring.Component):
                         m.d.sync += address.eq(word)
                         collect(2, After.READ_COUNT)
                     with m.Case(After.READ_COUNT, After.COUNT):
-                        limit = Mux(opcode == Op.READ, self._max_payload // 4,
-                                    Mux(opcode == Op.READ_CYCLES, config.max_layers,
+                        limit = Mux(opcode_is[Op.READ], self._max_payload // 4,
+                                    Mux(opcode_is[Op.READ_CYCLES], config.max_layers,
                                         min(config.max_features, self._max_payload // 2)))
                         with m.If((word[:16] == 0) | (word[:16] > limit)):
                             reply(Status.BAD_LENGTH, After.CRC)
@@ -426,7 +429,7 @@ class LinkBridge(wiring.Component):
                     with m.Case(After.READ_WORD):
                         with m.If(items != 0):
                             m.next = "READ_BUS"
-                        with m.Elif(opcode == Op.INFO):
+                        with m.Elif(opcode_is[Op.INFO]):
                             emit(self._max_payload, 2, After.CRC)
                         with m.Else():
                             trailer()
