@@ -5,9 +5,10 @@ is checked against): ``clamp((acc + bias + 2**(shift-1)) >> shift)``, then ReLU.
 ReLU when writing the destination activation registers (Han et al. 2016, section III-C); we add
 the bias and rescale at the same point, since a power-of-two scale makes that a shift.
 
-Three pipeline stages so that none of the adder, the barrel shifter and the saturation compare
-sits in one cycle with another: the write-back is off the multiply-accumulate path and its
-latency only adds a fixed few cycles per layer.
+Four pipeline stages so that none of the adders, the barrel shifter and the saturation compare
+sits in one cycle with another, nor with the multiplexer in front that picks the PE being served
+(its accumulator comes straight out of a block RAM): the write-back is off the
+multiply-accumulate path and its latency only adds a fixed few cycles per layer.
 """
 
 from amaranth import Const, Module, Mux, Signal, signed
@@ -18,7 +19,7 @@ from .config import EngineConfig
 
 __all__ = ["Requantizer", "LATENCY"]
 
-LATENCY = 3     # cycles from an input transfer to its output transfer
+LATENCY = 4     # cycles from an input transfer to its output transfer
 
 
 class Requantizer(wiring.Component):
@@ -47,14 +48,25 @@ class Requantizer(wiring.Component):
         config = self._config
         wide = config.acc_bits + 2          # acc + bias + rounding constant cannot overflow this
 
-        # Stage 1: add the bias and the rounding constant 2**(shift-1) (0 when shift is 0).
+        # Stage 0: take the operands, the bias with the rounding constant 2**(shift-1) (0 when
+        # shift is 0) added.
         rounding = Signal(wide)
         m.d.comb += rounding.eq((Const(1, wide + 1) << self.shift)[1:])
+        acc = Signal(signed(config.acc_bits))
+        offset = Signal(signed(wide))
+        operands_valid = Signal()
+        m.d.sync += [
+            acc.eq(self.i.payload.acc),
+            offset.eq(self.i.payload.bias + rounding),
+            operands_valid.eq(self.i.valid),
+        ]
+
+        # Stage 1: the sum.
         total = Signal(signed(wide))
         total_valid = Signal()
         m.d.sync += [
-            total.eq(self.i.payload.acc + self.i.payload.bias + rounding),
-            total_valid.eq(self.i.valid),
+            total.eq(acc + offset),
+            total_valid.eq(operands_valid),
         ]
 
         # Stage 2: arithmetic shift right (floor), which with the constant rounds half up.
