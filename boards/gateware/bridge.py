@@ -239,6 +239,8 @@ class LinkBridge(wiring.Component):
             reply(code, After.CRC)
 
         m.d.comb += self.activity.eq(~receiving)
+        retry = Signal()            # a side-effecting command repeated: answer from the cache
+        bad_length = Signal()       # the payload's length is wrong for the opcode
         side_effect = (opcode_is[Op.WRITE] | opcode_is[Op.LOAD_INPUT] | opcode_is[Op.RUN]
                        | opcode_is[Op.RESET])
 
@@ -249,7 +251,7 @@ class LinkBridge(wiring.Component):
                 with m.If(arriving & (self.rx.payload == protocol.END)):
                     m.d.sync += [position.eq(2), activations.eq(0)]
                     with m.If((length != 0) & good):
-                        m.next = "DISPATCH"             # the frame stays in the buffer
+                        m.next = "CHECK"                # the frame stays in the buffer
                     with m.Else():
                         m.d.comb += crc_reset.eq(1)
                         m.d.sync += [length.eq(0), poisoned.eq(0), overflow.eq(0)]
@@ -259,15 +261,33 @@ class LinkBridge(wiring.Component):
                         with m.Elif(length >= 4):
                             reply(Status.BAD_CRC, After.CRC)
 
+            with m.State("CHECK"):
+                # The request's checks, registered, so that DISPATCH decides on flags.
+                m.d.sync += [
+                    retry.eq(side_effect & last_valid & (seq == last_seq)),
+                    bad_length.eq(
+                        (opcode_is[Op.INFO] | opcode_is[Op.RUN] | opcode_is[Op.RESET])
+                        & (payload_length != 0)
+                        | opcode_is[Op.WRITE]
+                        & ((payload_length < 8) | (payload_length[:2] != 0))
+                        | opcode_is[Op.READ] & (payload_length != 6)
+                        | opcode_is[Op.LOAD_INPUT]
+                        & ((payload_length == 0) | payload_length[0]
+                           | (payload_length > 2 * config.max_features))
+                        | (opcode_is[Op.READ_OUTPUT] | opcode_is[Op.READ_CYCLES])
+                        & (payload_length != 2)),
+                ]
+                m.next = "DISPATCH"
+
             with m.State("DISPATCH"):
-                with m.If(side_effect & last_valid & (seq == last_seq)):
+                with m.If(retry):
                     m.d.sync += word.eq(last_word)
                     with m.If(last_has_word):
                         reply(last_status, After.RUN_WORD)
                     with m.Else():
                         reply(last_status, After.CRC)
                 with m.Elif(opcode_is[Op.INFO]):
-                    with m.If(payload_length != 0):
+                    with m.If(bad_length):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
                         # Registers id, config, control, layer_count: indices 0 to 3.
@@ -275,7 +295,7 @@ class LinkBridge(wiring.Component):
                                      items.eq(4)]
                         reply(Status.OK, After.READ_WORD)
                 with m.Elif(opcode_is[Op.WRITE]):
-                    with m.If((payload_length < 8) | (payload_length[:2] != 0)):
+                    with m.If(bad_length):
                         refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
                         refuse(Status.BUSY)
@@ -283,13 +303,12 @@ class LinkBridge(wiring.Component):
                         m.d.sync += items.eq((payload_length >> 2) - 1)
                         collect(4, After.WRITE_ADDRESS)
                 with m.Elif(opcode_is[Op.READ]):
-                    with m.If(payload_length != 6):
+                    with m.If(bad_length):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
                         collect(4, After.READ_ADDRESS)
                 with m.Elif(opcode_is[Op.LOAD_INPUT]):
-                    with m.If((payload_length == 0) | payload_length[0]
-                              | (payload_length > 2 * config.max_features)):
+                    with m.If(bad_length):
                         refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
                         refuse(Status.BUSY)
@@ -298,7 +317,7 @@ class LinkBridge(wiring.Component):
                                      address.eq(isa.bus_address(isa.Region.ACTIVATIONS, 0))]
                         collect(2, After.WRITE_DATA)
                 with m.Elif(opcode_is[Op.RUN]):
-                    with m.If(payload_length != 0):
+                    with m.If(bad_length):
                         refuse(Status.BAD_LENGTH)
                     with m.Elif(self.engine_busy):
                         refuse(Status.BUSY)
@@ -308,7 +327,7 @@ class LinkBridge(wiring.Component):
                                      word.eq(1)]
                         m.next = "RUN_START"
                 with m.Elif(opcode_is[Op.READ_OUTPUT] | opcode_is[Op.READ_CYCLES]):
-                    with m.If(payload_length != 2):
+                    with m.If(bad_length):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
                         with m.If(opcode_is[Op.READ_OUTPUT]):
@@ -318,7 +337,7 @@ class LinkBridge(wiring.Component):
                             m.d.sync += address.eq(isa.bus_address(isa.Region.CYCLES, 0))
                         collect(2, After.COUNT)
                 with m.Elif(opcode_is[Op.RESET]):
-                    with m.If(payload_length != 0):
+                    with m.If(bad_length):
                         refuse(Status.BAD_LENGTH)
                     with m.Else():
                         m.d.comb += self.engine_reset.eq(1)
