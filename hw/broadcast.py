@@ -18,7 +18,8 @@ stage):
    counting the reads in flight (a decision on registers only); the activation buffer
    registers the request and answers two cycles later, so the occupancy word is read a cycle
    after the ask, from a register, to land with it;
-2. mask: the words land; the per-PE masks are computed and written into a small buffer;
+2. land and mask: the words land in registers; the next cycle the per-PE masks are computed
+   and written into a small buffer;
 3. offer: the buffer's head is offered to the queues of the PEs that want it and have not
    taken it yet; it leaves the buffer once every one of them has.
 
@@ -38,9 +39,10 @@ from .config import EngineConfig
 
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH"]
 
-# Groups between the mask and offer stages.  With the two reads in flight counted against it,
-# four entries let the fetch stage ask for a group every cycle while the offer stage takes one.
-BUFFER_DEPTH = 4
+# Groups between the mask and offer stages.  With the three groups in flight counted against it
+# (asked, landing, landed), five entries let the fetch stage ask for a group every cycle while
+# the offer stage takes one.
+BUFFER_DEPTH = 5
 
 
 def offer_layout(config: EngineConfig) -> data.StructLayout:
@@ -134,9 +136,10 @@ class BroadcastUnit(wiring.Component):
         in_flight = Signal()                    # a group's words land this cycle
         in_flight_sub = Signal.like(next_sub)
         in_flight_pointer = Signal.like(self.pointer_base)
+        landed = Signal()                       # a group's words are in the landing registers
         m.d.comb += [
             fetch.eq(running & (next_group != self.groups)
-                     & (buffer.level + asked + in_flight < BUFFER_DEPTH)),
+                     & (buffer.level + asked + in_flight + landed < BUFFER_DEPTH)),
             self.activations.addr.eq(next_word),
             self.activations.en.eq(fetch),
             occupancy_r.addr.eq(self.occupancy_base + asked_group),
@@ -160,26 +163,36 @@ class BroadcastUnit(wiring.Component):
         with m.Elif(next_group == self.groups):
             m.d.sync += running.eq(0)
 
-        # ---- 2. mask -------------------------------------------------------------------------
-        landed = Signal(entry)
+        # ---- 2. land, then mask --------------------------------------------------------------
+        # The group's values and occupancy word are registered as they land: the activation
+        # buffer's SPRAMs sit at the die's corners, and their outputs have no time left for the
+        # masks.
+        landed_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes))
+        landed_occupancy = Signal(occupancy_shape)
+        landed_pointer = Signal.like(self.pointer_base)
         words = self.activations.data
+        m.d.sync += [landed.eq(in_flight), landed_occupancy.eq(occupancy_r.data),
+                     landed_pointer.eq(in_flight_pointer)]
         with m.Switch(in_flight_sub):
             for sub in range(config.groups_per_word):
                 with m.Case(sub):
-                    m.d.comb += landed.values.eq(
+                    m.d.sync += landed_values.eq(
                         Cat(words[sub * lanes + lane] for lane in range(lanes)))
-        occupied = data.View(occupancy_shape, occupancy_r.data)
-        nonzero = Cat(landed.values[lane] != 0 for lane in range(lanes))
+
+        masked = Signal(entry)
+        m.d.comb += masked.values.eq(landed_values)
+        occupied = landed_occupancy
+        nonzero = Cat(landed_values[lane] != 0 for lane in range(lanes))
         for pe in range(pes):
             mask = Cat(nonzero[lane] & occupied[lane][pe] for lane in range(lanes))
-            m.d.comb += landed.wants[pe].eq(mask != 0)
+            m.d.comb += masked.wants[pe].eq(mask != 0)
             if lanes > 1:
-                m.d.comb += landed.masks[pe].eq(mask)
+                m.d.comb += masked.masks[pe].eq(mask)
         m.d.comb += [
-            landed.pointer.eq(in_flight_pointer),
-            buffer.w_data.eq(landed),
+            masked.pointer.eq(landed_pointer),
+            buffer.w_data.eq(masked),
             # The fetch made room for it; a group no PE has work for goes no further.
-            buffer.w_en.eq(in_flight & (landed.wants != 0)),
+            buffer.w_en.eq(landed & (masked.wants != 0)),
         ]
 
         # ---- 3. offer ------------------------------------------------------------------------
@@ -202,5 +215,5 @@ class BroadcastUnit(wiring.Component):
         with m.Else():
             m.d.sync += taken.eq(taken | (offered & ~refused))
 
-        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~buffer.r_rdy)
+        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & ~buffer.r_rdy)
         return m

@@ -44,10 +44,10 @@ __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overh
            "layer_timing", "PIPELINE_FILL"]
 
 # From the broadcast unit's start to the first product written, when nothing waits: fetch
-# (the activation buffer answers two cycles later), mask and offer (4), queue read (1), column
-# word read (1), entry read, decode, multiply, accumulate (4); and one cycle for the sequencer
-# to see the engine idle.
-PIPELINE_FILL = 11
+# (the activation buffer answers two cycles later), land, mask and offer (5), queue read (1),
+# column word read (1), entry read, decode, multiply, accumulate (4); and one cycle for the
+# sequencer to see the engine idle.
+PIPELINE_FILL = 12
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     running, next_group = True, 0
     asked: int | None = None                    # the group the activation buffer took
     in_flight: int | None = None                # the group whose words land this cycle
+    landed: int | None = None                   # the group being masked this cycle
     buffer: deque[int] = deque()                # groups between the mask and offer stages
     taken: set[int] = set()                     # PEs that took the buffer's head already
     queues = [deque() for _ in range(pes)]
@@ -127,7 +128,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     cycle = 0
     while True:
         cycle += 1
-        broadcast_idle = not running and asked is None and in_flight is None and not buffer
+        broadcast_idle = (not running and asked is None and in_flight is None
+                          and landed is None and not buffer)
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or any(pipes[k]) for k in range(pes)):
@@ -135,7 +137,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
 
         # ---- broadcast unit (combinational view of this cycle) ----
         fetch = (running and next_group != groups
-                 and len(buffer) + (asked is not None) + (in_flight is not None) < BUFFER_DEPTH)
+                 and len(buffer) + (asked is not None) + (in_flight is not None)
+                 + (landed is not None) < BUFFER_DEPTH)
         accepted: list[int] = []
         refused = False
         if buffer:
@@ -189,8 +192,9 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             else:
                 buffer.popleft()
                 taken = set()
-        if in_flight is not None and any(work[in_flight]):
-            buffer.append(in_flight)
+        if landed is not None and any(work[landed]):
+            buffer.append(landed)
+        landed = in_flight
         in_flight = asked
         asked = next_group if fetch else None
         if fetch:
