@@ -8,7 +8,7 @@ in this column?), computes for every PE the lanes it has work for: nonzero activ
 occupied column.  It pushes the group into the queues of the PEs with a nonzero mask only; the
 PEs pick lanes with their own LNZD.  A group waits only for the queues it goes to, and a PE that
 takes it early is not held back by one that is full.  A group no PE has work for is dropped
-where it is read.
+where it is offered.
 
 The unit is a three-stage pipeline so that no path runs from the memories' outputs through the
 PEs' queues and back to the memories' read enables (the engine's critical path when it was one
@@ -40,9 +40,9 @@ from .config import EngineConfig
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH"]
 
 # Groups between the mask and offer stages.  With the three groups in flight counted against it
-# (asked, landing, landed), five entries let the fetch stage ask for a group every cycle while
-# the offer stage takes one.
-BUFFER_DEPTH = 5
+# (asked, landing, landed) and a cycle more inside the buffer to its output register, six entries
+# let the fetch stage ask for a group every cycle while the offer stage takes one.
+BUFFER_DEPTH = 6
 
 
 def offer_layout(config: EngineConfig) -> data.StructLayout:
@@ -119,7 +119,8 @@ class BroadcastUnit(wiring.Component):
         ]
 
         entry = offer_layout(config)
-        m.submodules.buffer = buffer = fifo.SyncFIFO(width=entry.size, depth=BUFFER_DEPTH)
+        # Its output is a register (SyncFIFOBuffered), so the offer stage starts from flip-flops.
+        m.submodules.buffer = buffer = fifo.SyncFIFOBuffered(width=entry.size, depth=BUFFER_DEPTH)
 
         # ---- 1. fetch ------------------------------------------------------------------------
         assert ACTIVATION_LATENCY == 2
@@ -191,8 +192,10 @@ class BroadcastUnit(wiring.Component):
         m.d.comb += [
             masked.pointer.eq(landed_pointer),
             buffer.w_data.eq(masked),
-            # The fetch made room for it; a group no PE has work for goes no further.
-            buffer.w_en.eq(landed & (masked.wants != 0)),
+            # The fetch made room for it.  (A group no PE has work for is offered to none and
+            # leaves at once; dropping it here would put the OR of every PE's mask in the path
+            # to the buffer's write enable.)
+            buffer.w_en.eq(landed),
         ]
 
         # ---- 3. offer ------------------------------------------------------------------------

@@ -44,10 +44,11 @@ __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overh
            "layer_timing", "PIPELINE_FILL"]
 
 # From the broadcast unit's start to the first product written, when nothing waits: fetch
-# (the activation buffer answers two cycles later), land, mask and offer (5), queue read (1),
+# (the activation buffer answers two cycles later), land, mask, the buffer's memory and output
+# register (6), queue read (1),
 # column word read (1), entry read, decode, multiply, accumulate (4); and one cycle for the
 # sequencer to see the engine idle.
-PIPELINE_FILL = 12
+PIPELINE_FILL = 13
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     asked: int | None = None                    # the group the activation buffer took
     in_flight: int | None = None                # the group whose words land this cycle
     landed: int | None = None                   # the group being masked this cycle
-    buffer: deque[int] = deque()                # groups between the mask and offer stages
+    buffer: deque[int] = deque()                # groups in the buffer's memory
+    head: int | None = None                     # the group in the buffer's output register
     taken: set[int] = set()                     # PEs that took the buffer's head already
     queues = [deque() for _ in range(pes)]
     fronts: list[list[int] | None] = [None] * pes
@@ -129,7 +131,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     while True:
         cycle += 1
         broadcast_idle = (not running and asked is None and in_flight is None
-                          and landed is None and not buffer)
+                          and landed is None and not buffer and head is None)
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or any(pipes[k]) for k in range(pes)):
@@ -137,12 +139,11 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
 
         # ---- broadcast unit (combinational view of this cycle) ----
         fetch = (running and next_group != groups
-                 and len(buffer) + (asked is not None) + (in_flight is not None)
-                 + (landed is not None) < BUFFER_DEPTH)
+                 and len(buffer) + (head is not None) + (asked is not None)
+                 + (in_flight is not None) + (landed is not None) < BUFFER_DEPTH)
         accepted: list[int] = []
         refused = False
-        if buffer:
-            head = buffer[0]
+        if head is not None:
             for k in range(pes):
                 if work[head][k] and k not in taken:
                     if len(queues[k]) < depth:
@@ -184,15 +185,21 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             elif issue:
                 fronts[k] = front[1:]
 
-        if buffer:
+        popped = False
+        if head is not None:
             for k in accepted:
-                queues[k].append(work[buffer[0]][k])
+                queues[k].append(work[head][k])
             if refused:
                 taken |= set(accepted)
             else:
-                buffer.popleft()
+                popped = True
                 taken = set()
-        if landed is not None and any(work[landed]):
+        # SyncFIFOBuffered: the memory feeds the output register when it is empty or popped.
+        if buffer and (head is None or popped):
+            head = buffer.popleft()
+        elif popped:
+            head = None
+        if landed is not None:
             buffer.append(landed)
         landed = in_flight
         in_flight = asked
