@@ -45,9 +45,8 @@ __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overh
 
 # From the broadcast unit's start to the first product written, when nothing waits: fetch
 # (the activation buffer answers two cycles later), land, mask, the buffer's memory and output
-# register (6), queue read (1),
-# column word read (1), entry read, decode, multiply, accumulate (4); and one cycle for the
-# sequencer to see the engine idle.
+# register (6), queue read (1), column word read (1), entry read, decode, multiply, accumulate
+# (4); and one cycle for the sequencer to see the engine idle.
 PIPELINE_FILL = 13
 
 
