@@ -130,11 +130,16 @@ class Engine(wiring.Component):
             sequencer.broadcast_idle.eq(broadcast.idle),
             sequencer.pes_busy.eq(Cat(pe.busy for pe in processing_elements).any()),
 
+            busy.eq(sequencer.busy | unloading),
+            self.busy.eq(busy),
+        ]
+        # The cycle counts are written a cycle after the sequencer records them: nothing reads
+        # them that soon, and the sequencer's end-of-layer decision stays out of the path to
+        # the counters' memory (flip-flops on an iCE40, where it has two words).
+        m.d.sync += [
             cycles_w.en.eq(sequencer.cycles_write.en),
             cycles_w.addr.eq(sequencer.cycles_write.addr),
             cycles_w.data.eq(sequencer.cycles_write.data),
-            busy.eq(sequencer.busy | unloading),
-            self.busy.eq(busy),
         ]
         runs = Signal(16)
         with m.If(start):
