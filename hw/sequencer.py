@@ -109,6 +109,10 @@ class Sequencer(wiring.Component):
         written = Signal(range((max(config.max_rows, config.act_words) << period_bits) + 1))
         clearing = Signal()
         counting = Signal()
+        # Decided while the layer computes, so that STORE's end-of-layer test is an equality on
+        # registers: the last result's index, and whether this is the run's last layer.
+        last_result = Signal.like(written)
+        last_layer = Signal()
 
         # ---- codebook loader: copies one layer's codebook into the PEs' shared registers -----
         # It runs beside the FSM so that the next layer's codebook loads during this layer's
@@ -190,6 +194,8 @@ class Sequencer(wiring.Component):
 
             with m.State("COMPUTE"):
                 m.d.comb += [self.busy.eq(1), self.broadcast_start.eq(1)]
+                m.d.sync += [last_result.eq((self.layer.rows << period_bits) - 1),
+                             last_layer.eq(index + 1 == self.layer_count)]
                 m.next = "DRAIN"
 
             with m.State("DRAIN"):
@@ -200,7 +206,7 @@ class Sequencer(wiring.Component):
 
             with m.State("WRITEBACK"):
                 m.d.comb += [self.busy.eq(1), self.writeback.eq(1)]
-                with m.If((index + 1 != self.layer_count) & ~loading):
+                with m.If(~last_layer & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index + 1)]
                 m.next = "STORE"
 
@@ -208,9 +214,9 @@ class Sequencer(wiring.Component):
                 m.d.comb += [self.busy.eq(1), self.result_write.en.eq(self.results_valid)]
                 with m.If(self.results_valid):
                     m.d.sync += written.eq(written + 1)
-                    with m.If(written + 1 == self.layer.rows << period_bits):
+                    with m.If(written == last_result):
                         m.d.comb += self.cycles_write.en.eq(1)
-                        with m.If(index + 1 == self.layer_count):
+                        with m.If(last_layer):
                             # The last layer's descriptor stays on `layer` (its out_features).
                             m.d.comb += self.done.eq(1)
                             m.d.sync += counting.eq(0)
