@@ -218,5 +218,6 @@ class BroadcastUnit(wiring.Component):
         with m.Else():
             m.d.sync += taken.eq(taken | (offered & ~refused))
 
-        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & ~buffer.r_rdy)
+        # The buffer's level, not its r_rdy: a group on its way to the output register counts.
+        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & (buffer.level == 0))
         return m

@@ -207,3 +207,22 @@ def test_engine_with_decoded_weights(load_over_bus):
     activations = golden(layers, inputs)
     np.testing.assert_array_equal(outputs, activations[-1])
     assert_cycles_match_model(config, image, layers, activations, cycles)
+
+
+@pytest.mark.parametrize("pes,scan_lanes,in_features", [(2, 1, 1), (4, 4, 4), (4, 2, 2)])
+def test_engine_waits_for_a_lone_group_in_the_broadcast_buffer(pes, scan_lanes, in_features):
+    # A first layer of one scan group: nothing is in the broadcast unit's buffer when that
+    # group arrives and no PE is busy, so while it crosses the buffer to its output register
+    # the layer must not be taken for finished.
+    rng = np.random.default_rng(41 + pes)
+    layers = random_layers(rng, [(6, in_features), (3, 6)], density=0.6)
+    layers[0].codes[:, -1] = 1
+    config = config_for(layers, pes, scan_lanes)
+    image = build_image(config, layers)
+    inputs = np.zeros((2, in_features), dtype=np.int64)
+    inputs[:, -1] = [57, -90]
+    outputs, cycles = rtl_infer(config, image, inputs)
+    activations = golden(layers, inputs)
+    assert np.any(activations[1] != 0)
+    np.testing.assert_array_equal(outputs, activations[-1])
+    assert_cycles_match_model(config, image, layers, activations, cycles)
