@@ -157,8 +157,9 @@ class Engine(wiring.Component):
                 sequencer.codebook_write.value)
 
         # Where the layer's biases start in every PE's parameter memory (after the columns).
+        # Registered: the descriptor is read long before the write-back needs it.
         bias_base = Signal(range(config.parameter_depth))
-        m.d.comb += bias_base.eq(config.pointer_depth + sequencer.layer.bias_base)
+        m.d.sync += bias_base.eq(config.pointer_depth + sequencer.layer.bias_base)
 
         for pe, queue in zip(processing_elements, broadcast.queues):
             wiring.connect(m, queue, pe.queue)

@@ -295,14 +295,17 @@ class ProcessingElement(wiring.Component):
         period = config.writeback_period
         writing_back = Signal()
         writeback_row = Signal(config.row_bits)
+        bias_address = Signal.like(self.bias_base)      # bias_base + writeback_row, counted
         slot = Signal(range(max(2, period)))
         reading = Signal()
         m.d.comb += reading.eq(writing_back & (slot == 0))
         with m.If(self.writeback):
-            m.d.sync += [writing_back.eq(1), writeback_row.eq(0), slot.eq(0)]
+            m.d.sync += [writing_back.eq(1), writeback_row.eq(0), slot.eq(0),
+                         bias_address.eq(self.bias_base)]
         with m.Elif(writing_back):
             with m.If(slot == period - 1):
-                m.d.sync += [slot.eq(0), writeback_row.eq(writeback_row + 1)]
+                m.d.sync += [slot.eq(0), writeback_row.eq(writeback_row + 1),
+                             bias_address.eq(bias_address + 1)]
                 with m.If(writeback_row + 1 == self.rows):
                     m.d.sync += writing_back.eq(0)
             with m.Else():
@@ -313,7 +316,7 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += [
             acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
-            parameters_r.addr.eq(Mux(writing_back, self.bias_base + writeback_row, issue_index)),
+            parameters_r.addr.eq(Mux(writing_back, bias_address, issue_index)),
             # The port holds its word unless a column is issued or a bias read.
             parameters_r.en.eq(issue | reading),
         ]
