@@ -255,7 +255,8 @@ def render(console, figures: dict) -> None:
     table.add_row("cost model", f"{figures['cost_model_limit']:.1f}",
                   f"limit ceil(sum E_k / N), summed over the layers; bound max E_k "
                   f"{figures['cost_model_bound']:.1f}; plus {figures['cost_model_overhead']} "
-                  f"cycles of stated per-layer overhead (descriptor, codebook load, write-back)")
+                  f"cycles of stated per-layer overhead (descriptor, codebook load, "
+                  f"write-back, pipeline fill)")
     table.add_row("load-balance efficiency", percent(figures["efficiency"]),
                   "(sum of PE work / N) / measured cycles")
     if "fmax_mhz" in figures:
