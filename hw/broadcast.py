@@ -7,11 +7,11 @@ layer's occupancy word for those columns (one bit per column and PE: does this P
 in this column?), computes for every PE the lanes it has work for: nonzero activation AND
 occupied column.  It pushes the group into the queues of the PEs with a nonzero mask only; the
 PEs pick lanes with their own LNZD.  A group waits only for the queues it goes to, and a PE that
-takes it early is not held back by one that is full.  A group no PE has work for is dropped
-where it is offered.
+takes it early is not held back by one that is full.  A group no PE has work for is offered
+to none and leaves at once.
 
-The unit is a three-stage pipeline so that no path runs from the memories' outputs through the
-PEs' queues and back to the memories' read enables (the engine's critical path when it was one
+The unit is a pipeline, so that no path runs from the memories' outputs through the PEs'
+queues and back to the memories' read enables (the engine's critical path when it was a single
 stage):
 
 1. fetch: ask for the next group's activation word, when the buffer behind has room for it
@@ -20,8 +20,8 @@ stage):
    after the ask, from a register, to land with it;
 2. land and mask: the words land in registers; the next cycle the per-PE masks are computed
    and written into a small buffer;
-3. offer: the buffer's head is offered to the queues of the PEs that want it and have not
-   taken it yet; it leaves the buffer once every one of them has.
+3. offer: the buffer's head (a register) is offered to the queues of the PEs that want it and
+   have not taken it yet; it leaves the buffer once every one of them has.
 
 So the scan costs ``ceil(in / G)`` cycles per layer whatever the activations are (the cycle
 model's scan term), and a PE never spends a cycle on a zero activation or on a column it
