@@ -17,7 +17,7 @@ pointer index ``pointer_base + j``, in a per-PE parameter memory that also holds
 (read only at write-back), which saves two block RAMs per PE on small FPGAs.
 
 Occupancy word (sparseforge, not in EIE): one bit per (column, PE) saying ``p[j+1] > p[j]``, in
-groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has (docs/engine.md).
+groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ cycle, decodes each through the layer's codebook, multiplies and accumulates int
 accumulator file.  A write-back pass reads each row out for a requantizer (``requantize.py``:
 bias, rescale, saturate, ReLU) that the engine shares among a few PEs.
 
-Where this differs from EIE, and why (docs/engine.md):
+Where this differs from EIE, and why (docs/architecture.md):
 
 * The activation queue holds *groups* of ``G = scan_lanes`` activations with a mask of the lanes
   this PE has work for (the broadcast unit knows from the occupancy bits); the front end picks
