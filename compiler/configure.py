@@ -371,7 +371,8 @@ class LutModel:
     ``shared`` (sequencer, broadcast unit, host bus, small memories in logic) +
     ``per_pe * N`` (pointer and entry walker, decode, MAC control, accumulator bypass,
     queues) + ``per_codebook_bit`` per bit of every PE's codebook multiplexer (``N * coef_bits
-    * (2**code_bits - 1)``; none with ``decoded_weights``) + ``per_requantizer`` per requantizer (``writeback_lanes``, or one per PE) +
+    * (2**code_bits - 1)``; none with ``decoded_weights``) + ``per_requantizer`` per
+    requantizer (``writeback_lanes``, or one per PE) +
     ``per_lane_bit`` per bit of every PE's activation queue word beyond one scan lane
     (``N * (scan_lanes - 1) * act_bits``: the queues hold ``scan_lanes`` activations) +
     ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -

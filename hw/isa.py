@@ -17,7 +17,8 @@ pointer index ``pointer_base + j``, in a per-PE parameter memory that also holds
 (read only at write-back), which saves two block RAMs per PE on small FPGAs.
 
 Occupancy word (sparseforge, not in EIE): one bit per (column, PE) saying ``p[j+1] > p[j]``, in
-groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has (docs/architecture.md).
+groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from amaranth.lib import data
 
 from .config import EngineConfig, _bits_for
 
-__all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout", "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout", "group_layout", "pack", "unpack",
+__all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout",
+           "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout",
+           "group_layout", "pack", "unpack",
            "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
            "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
            "activation_index", "lane_bits", "stream_layout", "image_bus_writes", "layer_cycles",
