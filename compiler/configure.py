@@ -226,6 +226,10 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
         acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
         writeback_lanes=writeback_lanes or 0)
+    if part is not None and part.family == "ecp5":
+        # Logic to spare and block RAMs slow to answer: retime the PEs' front ends.
+        config = dataclasses.replace(config, column_register=True,
+                                     registered_ready=config.fifo_depth >= 3)
     if part is not None and part.family == "ice40":
         # Codebook values in the entry memories, when that costs no block RAM: on an iCE40 the
         # PEs' codebook multiplexers are a fifth of the logic cells.

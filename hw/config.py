@@ -55,6 +55,14 @@ class EngineConfig:
         in the PEs (a ``2**code_bits``-to-1 choice of ``coef_bits``, about 100 logic cells per
         PE on an iCE40) for entries ``coef_bits - code_bits`` wider.  The program image and
         the golden model keep codes and codebooks either way.
+    column_register : a register between each PE's parameter memory and its entry walker, so
+        that no block-RAM output drives the entry memory's address in the same cycle (on ECP5
+        the block RAMs' clock-to-out is most of a 100 MHz period); columns still start one per
+        cycle, the first a cycle later.  Costs each PE a column word of flip-flops.
+    registered_ready : each PE's queue says "ready" from a register, set when it had two free
+        entries the cycle before, so the broadcast unit's offer does not wait on every PE's
+        queue level through the wiring of the whole die; a queue then never fills its last
+        entry, which costs nothing with queues of 8 and a lot with queues of 2.
     """
     pes: int
     act_bits: int = 8
@@ -77,6 +85,8 @@ class EngineConfig:
     writeback_lanes: int = 0
     acc_memory_bits: int = 0
     decoded_weights: bool = False
+    column_register: bool = False
+    registered_ready: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -104,9 +114,12 @@ class EngineConfig:
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
-        if not isinstance(self.decoded_weights, bool):
-            raise ValueError(f"decoded_weights must be true or false, not "
-                             f"{self.decoded_weights!r}")
+        for name in ("decoded_weights", "column_register", "registered_ready"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        if self.registered_ready and self.fifo_depth < 3:
+            raise ValueError(f"registered_ready needs queues of 3 or more, not "
+                             f"{self.fifo_depth}")
         lanes = self.writeback_lanes or self.pes
         period = self.pes // lanes
         if self.pes % lanes or period & (period - 1):

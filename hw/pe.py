@@ -158,11 +158,15 @@ class ProcessingElement(wiring.Component):
         stored += [self.queue.payload.pointer, self.queue.payload.values]
         m.submodules.queue = queue = fifo.SyncFIFO(
             width=len(Cat(*stored)), depth=config.fifo_depth)
-        m.d.comb += [
-            queue.w_data.eq(Cat(*stored)),
-            queue.w_en.eq(self.queue.valid),
-            self.queue.ready.eq(queue.w_rdy),
-        ]
+        m.d.comb += queue.w_data.eq(Cat(*stored))
+        if config.registered_ready:
+            # Ready when the queue had two free entries the cycle before: it still has one now,
+            # whatever happened last cycle, and the broadcast unit reads a flip-flop.
+            accept = Signal(init=1)
+            m.d.sync += accept.eq(queue.level < config.fifo_depth - 1)
+            m.d.comb += [queue.w_en.eq(self.queue.valid & accept), self.queue.ready.eq(accept)]
+        else:
+            m.d.comb += [queue.w_en.eq(self.queue.valid), self.queue.ready.eq(queue.w_rdy)]
         head = Signal(isa.group_layout(config))
         if lanes == 1:
             m.d.comb += [head.mask.eq(1), Cat(head.pointer, head.values).eq(queue.r_data)]
@@ -182,15 +186,41 @@ class ProcessingElement(wiring.Component):
         walk_addr = Signal(config.pointer_bits, reset_less=True)
         walk_left = Signal(config.count_bits, reset_less=True)       # its entries still to read
         walk_value = Signal(signed(config.act_bits), reset_less=True)
-        take = Signal()                             # the walker takes the holding word now
+        take = Signal()                             # the walker takes a column word now
         issue = Signal()                            # read the next lane's column word now
         can_issue = Signal()                        # a lane with work is ready to issue
         issue_index = Signal(ceil_log2(config.pointer_depth) + 1)
         issue_value = Signal(signed(config.act_bits))
-        m.d.comb += [
-            take.eq(holding & ~walking),
-            issue.eq(can_issue & (take | ~holding)),
-        ]
+        # The column word the walker takes: the memory's output, or (config.column_register)
+        # a register the output moves into when it is empty or being taken.
+        taken_column = Signal(isa.column_layout(config))
+        taken_value = Signal(signed(config.act_bits))
+        release = Signal()                          # the memory's output word leaves it
+        if config.column_register:
+            column_valid = Signal()
+            column_word = Signal(isa.column_layout(config), reset_less=True)
+            column_value = Signal(signed(config.act_bits), reset_less=True)
+            m.d.comb += [
+                take.eq(column_valid & ~walking),
+                release.eq(holding & (~column_valid | take)),
+                issue.eq(can_issue & (release | ~holding)),
+                taken_column.eq(column_word),
+                taken_value.eq(column_value),
+            ]
+            with m.If(release):
+                m.d.sync += [column_valid.eq(1), column_word.eq(column),
+                             column_value.eq(held_value)]
+            with m.Elif(take):
+                m.d.sync += column_valid.eq(0)
+        else:
+            column_valid = Signal()                 # never set: no register
+            m.d.comb += [
+                take.eq(holding & ~walking),
+                release.eq(take),
+                issue.eq(can_issue & (take | ~holding)),
+                taken_column.eq(column),
+                taken_value.eq(held_value),
+            ]
         if lanes == 1:
             # One column per group: issue straight from the queue's head.
             m.d.comb += [
@@ -229,7 +259,7 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += front_mask.eq(remaining)
         with m.If(issue):
             m.d.sync += [holding.eq(1), held_value.eq(issue_value)]
-        with m.Elif(take):
+        with m.Elif(release):
             m.d.sync += holding.eq(0)
 
         # ---- walker: one entry per cycle ---------------------------------------------------
@@ -239,11 +269,11 @@ class ProcessingElement(wiring.Component):
         read_entry = Signal()
         last_entry = Signal()
         m.d.comb += [
-            address.eq(Mux(walking, walk_addr, column.start)),
-            left.eq(Mux(walking, walk_left, column.count)),
-            value.eq(Mux(walking, walk_value, held_value)),
+            address.eq(Mux(walking, walk_addr, taken_column.start)),
+            left.eq(Mux(walking, walk_left, taken_column.count)),
+            value.eq(Mux(walking, walk_value, taken_value)),
             # The occupancy bits promise a nonempty column; an empty one is taken and skipped.
-            read_entry.eq(walking | (take & (column.count != 0))),
+            read_entry.eq(walking | (take & (taken_column.count != 0))),
             last_entry.eq(left == 1),
             entries_r.addr.eq(address),
         ]
@@ -343,7 +373,7 @@ class ProcessingElement(wiring.Component):
             acc_r.en.eq(~writing_back | reading),
         ]
 
-        m.d.comb += self.busy.eq(queue.r_rdy | can_issue | holding | walking
+        m.d.comb += self.busy.eq(queue.r_rdy | can_issue | holding | column_valid | walking
                                  | decode_valid | multiply_valid | accumulate_valid)
         return m
 

@@ -122,6 +122,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     queues = [deque() for _ in range(pes)]
     fronts: list[list[int] | None] = [None] * pes
     fetched: list[int | None] = [None] * pes    # the column word in the memory's output
+    columns: list[int | None] = [None] * pes    # the column register (config.column_register)
+    accept = [True] * pes                       # the queues' registered ready
     walking = [0] * pes                         # entries left of a column being walked
     pipes = [[False, False, False] for _ in range(pes)]
     depth = config.fifo_depth
@@ -133,6 +135,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
                           and landed is None and not buffer and head is None)
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
+                or columns[k] is not None
                 or any(pipes[k]) for k in range(pes)):
             return cycle
 
@@ -145,35 +148,51 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         if head is not None:
             for k in range(pes):
                 if work[head][k] and k not in taken:
-                    if len(queues[k]) < depth:
+                    if (accept[k] if config.registered_ready else len(queues[k]) < depth):
                         accepted.append(k)
                     else:
                         refused = True
 
         # ---- PEs ----
+        accept = [len(queues[k]) < depth - 1 for k in range(pes)]      # for the next cycle
         for k in range(pes):
-            take = fetched[k] is not None and not walking[k]
+            if config.column_register:
+                # The walker takes the column register; the memory's output moves into it.
+                take = columns[k] is not None and not walking[k]
+                move = fetched[k] is not None and (columns[k] is None or take)
+                ready_for_issue = move or fetched[k] is None
+                taken_column = columns[k]
+            else:
+                take = fetched[k] is not None and not walking[k]
+                move = False
+                ready_for_issue = take or fetched[k] is None
+                taken_column = fetched[k]
             if lanes == 1:
                 # No front-end register: the PE issues straight from its queue's head.
                 front = list(queues[k][0]) if queues[k] else None
-                issue = front is not None and (take or fetched[k] is None)
+                issue = front is not None and ready_for_issue
                 last_lane = take_group = False
             else:
                 front = fronts[k]
-                issue = front is not None and (take or fetched[k] is None)
+                issue = front is not None and ready_for_issue
                 last_lane = issue and len(front) == 1
                 take_group = bool(queues[k]) and (front is None or last_lane)
-            left = walking[k] if walking[k] else (fetched[k] if take else 0)
+            left = walking[k] if walking[k] else (taken_column if take else 0)
             read = left > 0
             # state updates, as the registers take them
             pipes[k] = [read, pipes[k][0], pipes[k][1]]
             if read:
                 walking[k] = left - 1
+            if config.column_register:
+                if move:
+                    columns[k] = fetched[k]
+                elif take:
+                    columns[k] = None
             if issue:
                 fetched[k] = front[0]
                 if lanes == 1:
                     queues[k].popleft()
-            elif take:
+            elif take and not config.column_register or move:
                 fetched[k] = None
             if lanes == 1:
                 pass
