@@ -41,7 +41,8 @@ ENGINES = {
     2: {"scan_lanes": 2, "fifo_depth": 2, "writeback_lanes": 0},
     4: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 2},
     8: {"scan_lanes": 1, "fifo_depth": 2, "writeback_lanes": 2},     # the iCE40 shape
-    16: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 4},
+    16: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 4,       # the ECP5 front end
+         "column_register": True, "registered_ready": True},
 }
 CASES_PER_ENGINE = 40        # 200 in all
 STALLS = {"input_idle": 0.3, "output_stall": 0.3}
@@ -137,8 +138,9 @@ def shared_config(cases: list[Case], pes: int, **engine) -> EngineConfig:
     derived = [derive_config(case.network, pes, scan_lanes=engine["scan_lanes"])
                for case in cases]
     widest = {name: max(getattr(config, name) for config in derived) for name in _CAPACITY}
-    return dataclasses.replace(derived[0], **widest, fifo_depth=engine["fifo_depth"],
-                               writeback_lanes=engine["writeback_lanes"])
+    return dataclasses.replace(derived[0], **widest,
+                               **{name: value for name, value in engine.items()
+                                  if name != "scan_lanes"})
 
 
 def check(program, case: Case, result) -> None:
