@@ -55,7 +55,14 @@ class NextpnrReport:
 
     @property
     def worst_fmax_mhz(self) -> float | None:
-        return min(self.fmax_mhz.values()) if self.fmax_mhz else None
+        """The fastest the design's main (fastest) clock can run, with every other clock made
+        from it scaling along: each clock's Fmax, scaled by the main clock's constraint over
+        its own.  (The link's clock is the engine's halved: a 30 MHz link Fmax against a
+        20 MHz constraint allows a 45 MHz engine.)"""
+        if not self.fmax_mhz:
+            return None
+        main = max(self.target_mhz.values())
+        return min(fmax * main / self.target_mhz[clock] for clock, fmax in self.fmax_mhz.items())
 
     @property
     def timing_met(self) -> bool:

@@ -2,7 +2,8 @@
 
 The engine runs in the ``sync`` domain, made from the board oscillator by a PLL when the build
 asks for another frequency (iCE40: ``SB_PLL40_PAD``/``SB_PLL40_CORE``; ECP5: ``EHXPLLL``), or
-straight from the oscillator otherwise.  The UART's bit time follows the engine clock.  LEDs:
+straight from the oscillator otherwise.  The UART link runs at half that clock (``link``
+domain, see ``gateware/core.py``) and its bit time follows it.  LEDs:
 0 blinks while the design is alive, 1 is the engine running, 2 the link executing a command.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io
 
-from .gateware.core import LinkedEngine
+from .gateware.core import LINK_DIVISOR, LinkedEngine
 from .pll import PLLParameters, ecp5_pll, ice40_pll
 
 __all__ = ["BoardTop"]
@@ -59,9 +60,12 @@ class BoardTop(Elaboratable):
             m.d.sync += settle.eq(settle + 1)
         m.d.comb += ResetSignal("sync").eq(settle != 15)
 
-        clocks_per_bit = round(clocking.frequency_hz / board.baud)
+        # The UART counts cycles of the link's clock, a fraction of the engine's.
+        link_hz = clocking.frequency_hz / LINK_DIVISOR
+        clocks_per_bit = LINK_DIVISOR * round(link_hz / board.baud)
         m.submodules.link = link = LinkedEngine(self.config, self.image,
                                                 clocks_per_bit=clocks_per_bit)
+        platform.add_clock_constraint(link.link_clock, link_hz)
         # Every subsignal raw (some boards add rts/dtr); only rx and tx are used.
         uart = platform.request("uart", 0, dir={subsignal.name: "-" for subsignal in
                                                 platform.lookup("uart", 0).ios})

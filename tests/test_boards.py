@@ -109,3 +109,22 @@ def test_missing_programmer_says_how_to_get_one(tmp_path, monkeypatch):
     assert "no programmer for the iCEBreaker (iCE40UP5K) on PATH" in message
     assert "openFPGALoader: apt-get install openfpgaloader" in message
     assert "iceprog: apt-get install fpga-icestorm" in message
+
+
+def test_fmax_of_a_design_with_a_divided_clock():
+    """The engine clock and the link's (half of it): the design's Fmax is what the engine clock
+    can be with both clocks meeting their share of it."""
+    from sparseforge.boards.nextpnr import parse_nextpnr_log
+
+    log = """Info: Device utilisation:
+Info:            ICESTORM_LC:  4900/ 5280    92%
+Info: Max frequency for clock 'clk': 41.20 MHz (PASS at 40.00 MHz)
+Info: Max frequency for clock 'link_clock': 33.00 MHz (PASS at 20.00 MHz)
+"""
+    report = parse_nextpnr_log(log)
+    assert report.fmax_mhz == {"clk": 41.2, "link_clock": 33.0}
+    assert report.worst_fmax_mhz == pytest.approx(41.2)
+    assert report.timing_met
+    slow_link = parse_nextpnr_log(log.replace("33.00 MHz (PASS", "19.00 MHz (FAIL"))
+    assert slow_link.worst_fmax_mhz == pytest.approx(38.0)
+    assert not slow_link.timing_met

@@ -95,6 +95,9 @@ class LinkBridge(wiring.Component):
     tx : Out(stream of bytes) to the UART transmitter.
     bus : Out(host bus) to the engine.
     engine_busy : In; the engine is running.
+    bus_idle : In; the bus can take an operation and the last one is complete (a clock-domain
+        crossing between the bridge and the engine lowers it while an operation is in flight;
+        wired to the engine directly, it stays 1).
     engine_reset : Out; one-cycle pulse (the RESET command).
     activity : Out; a frame is being executed or answered (for an LED).
     """
@@ -107,6 +110,7 @@ class LinkBridge(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "bus": Out(isa.host_bus_signature()),
             "engine_busy": In(1),
+            "bus_idle": In(1, init=1),
             "engine_reset": Out(1),
             "activity": Out(1),
         })
@@ -277,7 +281,9 @@ class LinkBridge(wiring.Component):
                         | (opcode_is[Op.READ_OUTPUT] | opcode_is[Op.READ_CYCLES])
                         & (payload_length != 2)),
                 ]
-                m.next = "DISPATCH"
+                # Every command starts with the bus idle: a RESET is then taken at once.
+                with m.If(self.bus_idle):
+                    m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 with m.If(retry):
@@ -389,34 +395,39 @@ class LinkBridge(wiring.Component):
 
             # ---- bus work ------------------------------------------------------------------------
             with m.State("WRITE_BUS"):
-                m.d.comb += bus.w_en.eq(1)
-                m.d.sync += [address.eq(next_address), items.eq(items - 1)]
-                with m.If(items == 1):
-                    remember(Status.OK)
-                    reply(Status.OK, After.CRC)
-                with m.Else():
-                    collect(Mux(opcode_is[Op.LOAD_INPUT], 2, 4), After.WRITE_DATA)
+                with m.If(self.bus_idle):
+                    m.d.comb += bus.w_en.eq(1)
+                    m.d.sync += [address.eq(next_address), items.eq(items - 1)]
+                    with m.If(items == 1):
+                        remember(Status.OK)
+                        reply(Status.OK, After.CRC)
+                    with m.Else():
+                        collect(Mux(opcode_is[Op.LOAD_INPUT], 2, 4), After.WRITE_DATA)
             with m.State("READ_BUS"):
-                m.d.comb += bus.r_en.eq(1)
-                m.d.sync += address.eq(next_address)
-                m.next = "READ_WAIT"
+                with m.If(self.bus_idle):
+                    m.d.comb += bus.r_en.eq(1)
+                    m.d.sync += address.eq(next_address)
+                    m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 with m.If(bus.r_valid):
                     m.d.sync += items.eq(items - 1)
                     emit(bus.r_data, Mux(opcode_is[Op.READ_OUTPUT], 2, 4), After.READ_WORD)
             with m.State("RUN_START"):
-                m.d.comb += bus.w_en.eq(1)
-                m.next = "RUN_STARTED"
+                with m.If(self.bus_idle):
+                    m.d.comb += bus.w_en.eq(1)
+                    m.next = "RUN_STARTED"
             with m.State("RUN_STARTED"):
-                # The engine raises busy the cycle after the start write; behind the register
-                # stages of LinkedEngine the bridge sees it three cycles after asking.
-                m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
-                                                       isa.REGISTERS["total_cycles"]))
-                m.next = "RUN_SETTLE"
+                # The engine raises busy the cycle after the start write.  Behind a crossing,
+                # the write's completion comes back after busy has risen and crossed; wired
+                # directly or through register stages, RUN_SETTLE allows for the late busy.
+                with m.If(self.bus_idle):
+                    m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
+                                                           isa.REGISTERS["total_cycles"]))
+                    m.next = "RUN_SETTLE"
             with m.State("RUN_SETTLE"):
                 m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):
-                with m.If(~self.engine_busy):
+                with m.If(~self.engine_busy & self.bus_idle):
                     m.d.comb += bus.r_en.eq(1)
                     m.next = "RUN_CYCLES"
             with m.State("RUN_CYCLES"):

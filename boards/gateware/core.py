@@ -3,10 +3,16 @@
 ``LinkedEngine`` is what the board top instantiates and what the board simulation runs: UART
 receiver and transmitter, the link bridge, and the engine, whose state the RESET command clears
 (the loaded model stays: memories are not reset).
+
+The link runs in its own clock domain, ``link``, at half the engine's clock (a flip-flop
+divider on a global net), and its bus operations reach the engine through ``BusCrossing``.
+The UART needs a few MHz; the engine wants every nanosecond of its period, and the link
+bridge's state machine, at the far side of a full die, used to be the slowest path of all.
 """
 
-from amaranth import Module, ResetInserter, Signal
-from amaranth.lib import wiring
+from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetInserter, \
+    ResetSignal, Signal
+from amaranth.lib import cdc, wiring
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.hw.config import EngineConfig
@@ -14,9 +20,12 @@ from sparseforge.hw.engine import Engine
 
 from .. import protocol
 from .bridge import LinkBridge
+from .crossing import BusCrossing
 from .uart import UARTReceiver, UARTTransmitter
 
-__all__ = ["LinkedEngine"]
+__all__ = ["LinkedEngine", "LINK_DIVISOR"]
+
+LINK_DIVISOR = 2          # the link's clock is the engine's divided by this
 
 
 class LinkedEngine(wiring.Component):
@@ -24,12 +33,17 @@ class LinkedEngine(wiring.Component):
     ----------
     config : EngineConfig
     image : the program image the engine's memories start with (or None).
-    clocks_per_bit : the UART's bit time in clock cycles (clock frequency / baud rate).
+    clocks_per_bit : the UART's bit time in engine clock cycles (clock frequency / baud rate);
+        a multiple of ``LINK_DIVISOR``, since the UART counts link cycles.
 
     Ports
     -----
     rx : In, the UART line from the host.  tx : Out, the UART line to the host.
     busy : Out, the engine is running.  activity : Out, the link is executing a command.
+
+    Attributes
+    ----------
+    link_clock : the link domain's clock (for a clock constraint).
     """
     rx: In(1, init=1)
     tx: Out(1, init=1)
@@ -38,39 +52,47 @@ class LinkedEngine(wiring.Component):
 
     def __init__(self, config: EngineConfig, image=None, *, clocks_per_bit: int,
                  max_payload: int = protocol.MAX_PAYLOAD):
+        if clocks_per_bit % LINK_DIVISOR:
+            raise ValueError(f"clocks_per_bit must be a multiple of {LINK_DIVISOR} (the link "
+                             f"runs at 1/{LINK_DIVISOR} of the engine clock), not "
+                             f"{clocks_per_bit}")
         self._config = config
         self._image = image
         self._clocks_per_bit = clocks_per_bit
         self._max_payload = max_payload
+        self.link_clock = Signal(name="link_clock", reset_less=True)
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
+        # The link domain: a divided clock, held in reset while the engine's domain is.
+        m.domains.link = ClockDomain("link", local=True)
+        divider = Signal(range(LINK_DIVISOR), reset_less=True)
+        m.d.sync += divider.eq(divider + 1)
+        m.d.sync += self.link_clock.eq(divider < LINK_DIVISOR // 2)
+        m.d.comb += ClockSignal("link").eq(self.link_clock)
+        m.submodules.link_reset = cdc.ResetSynchronizer(ResetSignal("sync"), domain="link")
+
         engine_reset = Signal()
         m.submodules.engine = engine = ResetInserter(engine_reset)(
             Engine(self._config, self._image, streams=False))
-        m.submodules.bridge = bridge = LinkBridge(self._config, self._max_payload)
-        m.submodules.receiver = receiver = UARTReceiver(self._clocks_per_bit)
-        m.submodules.transmitter = transmitter = UARTTransmitter(self._clocks_per_bit)
+        m.submodules.crossing = crossing = BusCrossing("link")
+        link_bits = self._clocks_per_bit // LINK_DIVISOR
+        to_link = DomainRenamer("link")
+        m.submodules.bridge = bridge = to_link(LinkBridge(self._config, self._max_payload))
+        m.submodules.receiver = receiver = to_link(UARTReceiver(link_bits))
+        m.submodules.transmitter = transmitter = to_link(UARTTransmitter(link_bits))
         wiring.connect(m, receiver.data, bridge.rx)
         wiring.connect(m, bridge.tx, transmitter.data)
-        # A register stage each way between the bridge and the engine: both are state machines
-        # whose outputs are decoded from their states, and on an iCE40 a path from one's state
-        # through the other's decode to the memory enables spread over the die does not fit a
-        # clock period.  The bridge waits for r_valid and allows for the late busy (RUN_SETTLE).
-        m.d.sync += [
-            engine.bus.addr.eq(bridge.bus.addr),
-            engine.bus.w_data.eq(bridge.bus.w_data),
-            engine.bus.w_en.eq(bridge.bus.w_en),
-            engine.bus.r_en.eq(bridge.bus.r_en),
-            bridge.engine_busy.eq(engine.busy),
-            # The RESET command reaches every engine register: from a flip-flop, nextpnr can
-            # give it a global net, and the bridge's command decode stays out of the path.
-            engine_reset.eq(bridge.engine_reset),
-        ]
+        wiring.connect(m, bridge.bus, crossing.link)
+        wiring.connect(m, crossing.engine, engine.bus)
         m.d.comb += [
-            bridge.bus.r_data.eq(engine.bus.r_data),
-            bridge.bus.r_valid.eq(engine.bus.r_valid),
+            crossing.link_reset.eq(bridge.engine_reset),
+            bridge.bus_idle.eq(crossing.idle),
+            bridge.engine_busy.eq(crossing.busy),
+            crossing.engine_busy.eq(engine.busy),
+            # From a flip-flop in the crossing: nextpnr can give it a global net.
+            engine_reset.eq(crossing.engine_reset),
             receiver.rx.eq(self.rx),
             self.tx.eq(transmitter.tx),
             self.busy.eq(engine.busy),
