@@ -219,12 +219,25 @@ class Engine(wiring.Component):
                 with m.Case(what):
                     m.d.comb += target.eq(code)
         per_pe_region = Cat(region == what for what in per_pe_target).any()
+        # Registered: the decision (the sequencer's busy, the region and PE decode) would
+        # otherwise run to every PE's memory write enables in one cycle, spread over the die.
+        # Nothing reads the PE memories over the bus, so the cycle's delay is invisible.
+        pe_write_addr = Signal.like(index)
+        pe_write_en = Signal(pes)
+        pe_write_target = Signal(2)
+        pe_write_data = Signal.like(bus.w_data)
+        m.d.sync += [
+            pe_write_en.eq(Cat(writing & per_pe_region & (target_pe == k) for k in range(pes))),
+            pe_write_target.eq(target),
+            pe_write_addr.eq(index),
+            pe_write_data.eq(bus.w_data),
+        ]
         for k, pe in enumerate(processing_elements):
             m.d.comb += [
-                pe.write.en.eq(writing & per_pe_region & (target_pe == k)),
-                pe.write.target.eq(target),
-                pe.write.addr.eq(index),
-                pe.write.data.eq(bus.w_data),
+                pe.write.en.eq(pe_write_en[k]),
+                pe.write.target.eq(pe_write_target),
+                pe.write.addr.eq(pe_write_addr),
+                pe.write.data.eq(pe_write_data),
             ]
 
         registers_write = bus.w_en & (region == isa.Region.REGISTERS)

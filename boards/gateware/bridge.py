@@ -394,9 +394,14 @@ class LinkBridge(wiring.Component):
                     m.next = "RECEIVE"
 
             # ---- bus work ------------------------------------------------------------------------
+            # The address and the word hold until the bus is idle again: behind a clock-domain
+            # crossing the engine takes them some cycles after asking.
             with m.State("WRITE_BUS"):
                 with m.If(self.bus_idle):
                     m.d.comb += bus.w_en.eq(1)
+                    m.next = "WRITE_DONE"
+            with m.State("WRITE_DONE"):
+                with m.If(self.bus_idle):
                     m.d.sync += [address.eq(next_address), items.eq(items - 1)]
                     with m.If(items == 1):
                         remember(Status.OK)
@@ -406,11 +411,10 @@ class LinkBridge(wiring.Component):
             with m.State("READ_BUS"):
                 with m.If(self.bus_idle):
                     m.d.comb += bus.r_en.eq(1)
-                    m.d.sync += address.eq(next_address)
                     m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 with m.If(bus.r_valid):
-                    m.d.sync += items.eq(items - 1)
+                    m.d.sync += [address.eq(next_address), items.eq(items - 1)]
                     emit(bus.r_data, Mux(opcode_is[Op.READ_OUTPUT], 2, 4), After.READ_WORD)
             with m.State("RUN_START"):
                 with m.If(self.bus_idle):

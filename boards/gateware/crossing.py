@@ -2,12 +2,14 @@
 
 The link (UART and bridge) runs in its own, slower clock domain so that its state machine
 never competes with the engine for the clock period; this component carries its bus operations
-across.  It is a four-phase handshake made of two toggles: the link side holds the operation
-(address, data, kind) in registers and flips ``request``; the engine side sees the flip through
-a two-flip-flop synchroniser (by then the held operation has been stable for at least two of its
-cycles), performs it, and flips ``acknowledge``, which comes back through another synchroniser
-with the read data already held.  Only the toggles cross; no multi-bit value is sampled while it
-changes.  The clocks need no relation to each other.
+across.  It is a four-phase handshake made of two toggles: the link side flips ``request``; the
+engine side sees the flip through a two-flip-flop synchroniser, performs the operation, and
+flips ``acknowledge``, which comes back through another synchroniser.  Only the toggles are
+sampled across the boundary.  The address, the write data and the read data are not copied:
+the link holds its address and data from the request until ``idle`` again, and the engine holds
+``r_data`` from a read until the next one, so each is stable for at least two cycles of the
+clock that reads it before the toggle that announces it arrives.  The clocks need no relation
+to each other, and on a board the paths between them are not timed.
 """
 
 from amaranth import Module, Mux, Signal
@@ -35,12 +37,14 @@ class BusCrossing(wiring.Component):
 
     Ports
     -----
-    link : In(host bus), link domain.  ``r_valid`` comes when the read is back (any number of
-        link cycles later); a ``w_en`` or ``r_en`` is only taken while ``idle``.
+    link : In(host bus), link domain.  A ``w_en`` or ``r_en`` is taken while ``idle``; ``addr``
+        and ``w_data`` must then hold until ``idle`` returns.  ``r_valid`` comes when the read
+        is back (any number of link cycles later), with ``r_data`` held until the next read.
     link_reset : In, link domain; a one-cycle request to pulse ``engine_reset`` (while ``idle``).
     idle : Out, link domain; no operation is in flight.
     busy : Out, link domain; ``engine_busy``, synchronised.
-    engine : Out(host bus), sync domain; every output is a flip-flop.
+    engine : Out(host bus), sync domain; ``w_en`` and ``r_en`` from flip-flops, ``addr`` and
+        ``w_data`` the link's (held).  The engine must hold ``r_data`` until its next read.
     engine_reset : Out, sync domain; a one-cycle pulse from a flip-flop.
     engine_busy : In, sync domain.
     """
@@ -61,16 +65,13 @@ class BusCrossing(wiring.Component):
         m = Module()
         link = m.d[self._link_domain]
 
-        # ---- link side: hold the operation, flip `request`, wait for `acknowledge` ----------
+        # ---- link side: flip `request`, wait for `acknowledge` ------------------------------
         # The two toggles, each written in one domain and read through a synchroniser.
         request = Signal()                         # link domain
         acknowledge = Signal()                     # sync domain
         request_seen, request_taken = Signal(), Signal()            # sync domain
         acknowledge_seen, acknowledge_taken = Signal(), Signal()    # link domain
-        held_address = Signal(32)
-        held_data = Signal(isa.BUS_DATA_BITS)
-        held_kind = Signal(Kind)
-        answer = Signal(isa.BUS_DATA_BITS)         # engine side, stable once acknowledged
+        kind = Signal(Kind)                        # link domain, held like the address
         m.submodules.acknowledge_sync = cdc.FFSynchronizer(
             acknowledge, acknowledge_seen, o_domain=self._link_domain)
         m.submodules.busy_sync = cdc.FFSynchronizer(
@@ -79,16 +80,18 @@ class BusCrossing(wiring.Component):
         with m.If(self.idle):
             with m.If(self.link.w_en | self.link.r_en | self.link_reset):
                 link += [
-                    held_address.eq(self.link.addr),
-                    held_data.eq(self.link.w_data),
-                    held_kind.eq(Mux(self.link_reset, Kind.RESET,
-                                     Mux(self.link.r_en, Kind.READ, Kind.WRITE))),
+                    kind.eq(Mux(self.link_reset, Kind.RESET,
+                                Mux(self.link.r_en, Kind.READ, Kind.WRITE))),
                     request.eq(~request),
                 ]
         with m.Elif(acknowledge_seen != acknowledge_taken):
             link += acknowledge_taken.eq(acknowledge_seen)
-            m.d.comb += self.link.r_valid.eq(held_kind == Kind.READ)
-        m.d.comb += self.link.r_data.eq(answer)
+            m.d.comb += self.link.r_valid.eq(kind == Kind.READ)
+        m.d.comb += [
+            self.link.r_data.eq(self.engine.r_data),
+            self.engine.addr.eq(self.link.addr),
+            self.engine.w_data.eq(self.link.w_data),
+        ]
 
         # ---- engine side: see the flip, perform, answer -------------------------------------
         m.submodules.request_sync = cdc.FFSynchronizer(request, request_seen)
@@ -99,20 +102,18 @@ class BusCrossing(wiring.Component):
                 with m.If(request_seen != request_taken):
                     m.d.sync += [
                         request_taken.eq(request_seen),
-                        self.engine.addr.eq(held_address),
-                        self.engine.w_data.eq(held_data),
-                        self.engine.w_en.eq(held_kind == Kind.WRITE),
-                        self.engine.r_en.eq(held_kind == Kind.READ),
-                        self.engine_reset.eq(held_kind == Kind.RESET),
+                        self.engine.w_en.eq(kind == Kind.WRITE),
+                        self.engine.r_en.eq(kind == Kind.READ),
+                        self.engine_reset.eq(kind == Kind.RESET),
                         wait.eq(self._settle),
                     ]
-                    with m.If(held_kind == Kind.READ):
+                    with m.If(kind == Kind.READ):
                         m.next = "READ"
                     with m.Else():
                         m.next = "SETTLE"
             with m.State("READ"):
                 with m.If(self.engine.r_valid):
-                    m.d.sync += [answer.eq(self.engine.r_data), acknowledge.eq(~acknowledge)]
+                    m.d.sync += acknowledge.eq(~acknowledge)
                     m.next = "IDLE"
             with m.State("SETTLE"):
                 m.d.sync += wait.eq(wait - 1)
