@@ -108,6 +108,7 @@ class Sequencer(wiring.Component):
         run_cycles = Signal(32)
         written = Signal(range((max(config.max_rows, config.act_words) << period_bits) + 1))
         clearing = Signal()
+        settled = Signal()          # in DRAIN: the broadcast unit and the PEs were idle
         counting = Signal()
         # Decided while the layer computes, so that STORE's end-of-layer test is an equality on
         # registers: the last result's index, and whether this is the run's last layer.
@@ -199,9 +200,14 @@ class Sequencer(wiring.Component):
                 m.next = "DRAIN"
 
             with m.State("DRAIN"):
+                # The engine's idle state, seen a cycle late through `settled`: the OR of every
+                # PE's pipeline gathered across the die then ends in one flip-flop, not in this
+                # state machine's decisions.  It is only taken in DRAIN, so the cycle of
+                # COMPUTE, when the broadcast unit has not started yet, never counts as idle.
                 m.d.comb += self.busy.eq(1)
-                with m.If(self.broadcast_idle & ~self.pes_busy):
-                    m.d.sync += written.eq(0)
+                m.d.sync += settled.eq(self.broadcast_idle & ~self.pes_busy)
+                with m.If(settled):
+                    m.d.sync += [written.eq(0), settled.eq(0)]
                     m.next = "WRITEBACK"
 
             with m.State("WRITEBACK"):

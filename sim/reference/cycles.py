@@ -46,8 +46,8 @@ __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overh
 # From the broadcast unit's start to the first product written, when nothing waits: fetch
 # (the activation buffer answers two cycles later), land, mask, the buffer's memory and output
 # register (6), queue read (1), column word read (1), entry read, decode, multiply, accumulate
-# (4); and one cycle for the sequencer to see the engine idle.
-PIPELINE_FILL = 13
+# (4); and two cycles for the sequencer to see the engine idle (through a register).
+PIPELINE_FILL = 14
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or columns[k] is not None
                 or any(pipes[k]) for k in range(pes)):
-            return cycle
+            return cycle + 1            # the sequencer sees it a cycle later (`settled`)
 
         # ---- broadcast unit (combinational view of this cycle) ----
         fetch = (running and next_group != groups
