@@ -59,6 +59,9 @@ class EngineConfig:
         that no block-RAM output drives the entry memory's address in the same cycle (on ECP5
         the block RAMs' clock-to-out is most of a 100 MHz period); columns still start one per
         cycle, the first a cycle later.  Costs each PE a column word of flip-flops.
+    readout_register : a register in front of each requantizer, so the accumulator and bias
+        memories' outputs reach a flip-flop through wiring alone (on an ECP5 a block RAM's
+        clock-to-out is most of a 100 MHz period); a layer's write-back takes a cycle longer.
     registered_ready : each PE's queue says "ready" from a register, set when it had two free
         entries the cycle before, so the broadcast unit's offer does not wait on every PE's
         queue level through the wiring of the whole die; a queue then never fills its last
@@ -87,6 +90,7 @@ class EngineConfig:
     decoded_weights: bool = False
     column_register: bool = False
     registered_ready: bool = False
+    readout_register: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -114,7 +118,8 @@ class EngineConfig:
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
-        for name in ("decoded_weights", "column_register", "registered_ready"):
+        for name in ("decoded_weights", "column_register", "registered_ready",
+                     "readout_register"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.registered_ready and self.fifo_depth < 3:

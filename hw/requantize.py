@@ -17,9 +17,14 @@ from amaranth.lib.wiring import In, Out
 
 from .config import EngineConfig
 
-__all__ = ["Requantizer", "LATENCY"]
+__all__ = ["Requantizer", "LATENCY", "latency"]
 
-LATENCY = 4     # cycles from an input transfer to its output transfer
+LATENCY = 4     # cycles from an input transfer to its output transfer (without readout_register)
+
+
+def latency(config: EngineConfig) -> int:
+    """Cycles from an input transfer to its output transfer for ``config``."""
+    return LATENCY + config.readout_register
 
 
 class Requantizer(wiring.Component):
@@ -29,7 +34,9 @@ class Requantizer(wiring.Component):
     -----
     i : In(stream of {acc, bias}), always ready.
     shift, relu : In; the layer's requantize parameters, stable during a write-back.
-    o : Out(stream of signed(act_bits)), always ready: the output ``LATENCY`` cycles later.
+    o : Out(stream of signed(act_bits)), always ready: the output ``latency(config)`` cycles
+        later (with ``config.readout_register`` the operands first go into a register as they
+        are, so the memories' outputs in front reach a flip-flop through wiring alone).
     """
 
     def __init__(self, config: EngineConfig):
@@ -48,6 +55,12 @@ class Requantizer(wiring.Component):
         config = self._config
         wide = config.acc_bits + 2          # acc + bias + rounding constant cannot overflow this
 
+        operands, operands_in_valid = self.i.payload, self.i.valid
+        if config.readout_register:
+            operands = Signal.like(self.i.payload)
+            operands_in_valid = Signal()
+            m.d.sync += [operands.eq(self.i.payload), operands_in_valid.eq(self.i.valid)]
+
         # Stage 0: take the operands, the bias with the rounding constant 2**(shift-1) (0 when
         # shift is 0) added.
         rounding = Signal(wide)
@@ -56,9 +69,9 @@ class Requantizer(wiring.Component):
         offset = Signal(signed(wide))
         operands_valid = Signal()
         m.d.sync += [
-            acc.eq(self.i.payload.acc),
-            offset.eq(self.i.payload.bias + rounding),
-            operands_valid.eq(self.i.valid),
+            acc.eq(operands.acc),
+            offset.eq(operands.bias + rounding),
+            operands_valid.eq(operands_in_valid),
         ]
 
         # Stage 1: the sum.

@@ -27,14 +27,16 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
-from .requantize import LATENCY as REQUANTIZE_LATENCY
+from .requantize import latency as requantize_latency
 
-__all__ = ["Sequencer", "WRITEBACK_LATENCY"]
+__all__ = ["Sequencer", "writeback_latency"]
 
-# Cycles from the WRITEBACK pulse to the first result: the PE starts reading (1), the
-# accumulator and bias reads land and are shown to the shared requantizer (1), then the
-# requantizer.
-WRITEBACK_LATENCY = 2 + REQUANTIZE_LATENCY
+
+def writeback_latency(config: EngineConfig) -> int:
+    """Cycles from the WRITEBACK pulse to the first result: the PE starts reading (1), the
+    accumulator and bias reads land and are shown to the shared requantizer (1), then the
+    requantizer."""
+    return 2 + requantize_latency(config)
 
 
 class Sequencer(wiring.Component):

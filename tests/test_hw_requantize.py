@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 
 from sparseforge.compiler.numerics import requantize
 from sparseforge.hw.config import EngineConfig
-from sparseforge.hw.requantize import LATENCY, Requantizer
+from sparseforge.hw.requantize import Requantizer, latency
 
 
 def rtl_requantize(config, acc, bias, shift, relu):
@@ -17,7 +17,7 @@ def rtl_requantize(config, acc, bias, shift, relu):
     async def testbench(ctx):
         ctx.set(dut.shift, shift)
         ctx.set(dut.relu, relu)
-        for cycle in range(len(acc) + LATENCY):
+        for cycle in range(len(acc) + latency(config)):
             if cycle < len(acc):
                 ctx.set(dut.i.valid, 1)
                 ctx.set(dut.i.payload, {"acc": int(acc[cycle]), "bias": int(bias[cycle])})
@@ -37,8 +37,11 @@ def rtl_requantize(config, acc, bias, shift, relu):
 @pytest.mark.parametrize("act_bits,acc_bits,bias_bits", [(8, 24, 16), (16, 40, 32), (4, 16, 8)])
 @pytest.mark.parametrize("shift", [0, 1, 5, 13])
 @pytest.mark.parametrize("relu", [False, True])
-def test_requantizer_matches_numerics(act_bits, acc_bits, bias_bits, shift, relu):
-    config = EngineConfig(pes=1, act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits)
+@pytest.mark.parametrize("readout_register", [False, True])
+def test_requantizer_matches_numerics(act_bits, acc_bits, bias_bits, shift, relu,
+                                      readout_register):
+    config = EngineConfig(pes=1, act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits,
+                          readout_register=readout_register)
     rng = np.random.default_rng(shift * 2 + relu + act_bits)
     acc = rng.integers(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1), 200)
     acc[:8] = [0, 1, -1, (1 << shift) >> 1, -((1 << shift) >> 1), (1 << (acc_bits - 1)) - 1,

@@ -17,7 +17,7 @@ LOAD                  ``2**code_bits + 1`` cycles for a run's first layer; for t
                       what is left of the load that ran during the previous write-back
 COMPUTE               1 cycle (starts the broadcast unit)
 DRAIN                 the compute phase: queues fill and drain (simulated)
-WRITEBACK + STORE     ``1 + rows * period + WRITEBACK_LATENCY - 1`` cycles
+WRITEBACK + STORE     ``1 + rows * period + writeback_latency - 1`` cycles
 ====================  ==========================================================
 
 and the compute phase holds, beside the PEs' entries, the pipeline's fill and drain: the
@@ -38,7 +38,7 @@ import numpy as np
 
 from sparseforge.hw.broadcast import BUFFER_DEPTH
 from sparseforge.hw.config import EngineConfig
-from sparseforge.hw.sequencer import WRITEBACK_LATENCY
+from sparseforge.hw.sequencer import writeback_latency
 
 __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overhead",
            "layer_timing", "PIPELINE_FILL"]
@@ -81,7 +81,7 @@ def sequencer_overhead(config: EngineConfig, out_features: int,
 
     The first layer of a run waits for its whole codebook load (``2**code_bits + 1`` cycles);
     the others' codebooks load during the previous layer's write-back, which started
-    ``previous rows * period + WRITEBACK_LATENCY + 1`` cycles before this layer's FETCHED.
+    ``previous rows * period + writeback_latency + 1`` cycles before this layer's FETCHED.
     """
     period = config.writeback_period
     rows = -(-out_features // config.pes)
@@ -90,9 +90,9 @@ def sequencer_overhead(config: EngineConfig, out_features: int,
         load = load_cycles
     else:
         previous_rows = -(-previous_out_features // config.pes)
-        head_start = previous_rows * period + WRITEBACK_LATENCY + 1
+        head_start = previous_rows * period + writeback_latency(config) + 1
         load = max(0, load_cycles + 1 - head_start)
-    return 2 + load + 1 + 1 + rows * period + WRITEBACK_LATENCY - 1
+    return 2 + load + 1 + 1 + rows * period + writeback_latency(config) - 1
 
 
 def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarray) -> int:
