@@ -160,14 +160,23 @@ class Engine(wiring.Component):
         # Registered: the descriptor is read long before the write-back needs it.
         bias_base = Signal(range(config.parameter_depth))
         m.d.sync += bias_base.eq(config.pointer_depth + sequencer.layer.bias_base)
+        # Likewise the write-back's row count and requantize parameters: the descriptor is a
+        # block RAM's output, and `rows` is the sequencer's choice between it and the clear
+        # after reset; each goes to every PE or requantizer.  The register starts at the
+        # clear's row count, which the first write-back after reset uses.
+        layer_rows = Signal.like(sequencer.layer.rows, init=config.max_rows)
+        layer_shift = Signal.like(sequencer.layer.shift)
+        layer_relu = Signal()
+        m.d.sync += [layer_rows.eq(sequencer.layer.rows), layer_shift.eq(sequencer.layer.shift),
+                     layer_relu.eq(sequencer.layer.relu)]
 
         for pe, queue in zip(processing_elements, broadcast.queues):
             wiring.connect(m, queue, pe.queue)
             m.d.comb += [
                 pe.bias_base.eq(bias_base),
-                pe.rows.eq(sequencer.layer.rows),
-                pe.shift.eq(sequencer.layer.shift),
-                pe.relu.eq(sequencer.layer.relu),
+                pe.rows.eq(layer_rows),
+                pe.shift.eq(layer_shift),
+                pe.relu.eq(layer_relu),
                 pe.codebook.eq(codebook_values),
                 pe.writeback.eq(sequencer.writeback),
             ]
@@ -288,8 +297,8 @@ class Engine(wiring.Component):
                         m.d.comb += requantizer.i.payload.eq(pe.readout.payload)
             m.d.comb += [
                 requantizer.i.valid.eq(members[0].readout.valid),
-                requantizer.shift.eq(sequencer.layer.shift),
-                requantizer.relu.eq(sequencer.layer.relu),
+                requantizer.shift.eq(layer_shift),
+                requantizer.relu.eq(layer_relu),
             ]
             requantizers.append(requantizer)
         m.d.comb += sequencer.results_valid.eq(requantizers[0].o.valid)
