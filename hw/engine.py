@@ -149,12 +149,20 @@ class Engine(wiring.Component):
         with m.If(sequencer.done):
             m.d.sync += done.eq(1)
 
-        # The running layer's codebook: one register file, read by every PE.
+        # The running layer's codebook: one register file, read by every PE.  Its writes are
+        # registered, so the sequencer's loader drives one small register, not the enables of a
+        # file spread among the PEs.  The last value lands a cycle after the loader says
+        # loaded, many cycles before the layer's first product (PIPELINE_FILL).
         codebook_values = Signal(data.ArrayLayout(signed(config.coef_bits),
                                                   config.codebook_size))
-        with m.If(sequencer.codebook_write.en):
-            m.d.sync += codebook_values[sequencer.codebook_write.index].eq(
-                sequencer.codebook_write.value)
+        codebook_write_en = Signal()
+        codebook_write_index = Signal.like(sequencer.codebook_write.index)
+        codebook_write_value = Signal.like(sequencer.codebook_write.value)
+        m.d.sync += [codebook_write_en.eq(sequencer.codebook_write.en),
+                     codebook_write_index.eq(sequencer.codebook_write.index),
+                     codebook_write_value.eq(sequencer.codebook_write.value)]
+        with m.If(codebook_write_en):
+            m.d.sync += codebook_values[codebook_write_index].eq(codebook_write_value)
 
         # Where the layer's biases start in every PE's parameter memory (after the columns).
         # Registered: the descriptor is read long before the write-back needs it.
