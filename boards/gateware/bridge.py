@@ -192,7 +192,7 @@ class LinkBridge(wiring.Component):
         items = Signal(range(self._max_payload // 2 + 1))
         activations = Signal()                           # address walks activation indices
         last_valid, last_seq = Signal(), Signal(8)
-        last_status, last_has_word, last_word = Signal(8), Signal(), Signal(32)
+        last_status, last_has_word = Signal(8), Signal()
 
         emit_byte, emit_raw, emit_valid = Signal(8), Signal(), Signal()
         m.d.comb += [
@@ -233,9 +233,9 @@ class LinkBridge(wiring.Component):
             """The CRC, high byte first (latched: sending it must not change it), then END."""
             emit(Cat(crc[8:16], crc[0:8]), 2, After.END)
 
-        def remember(code, has_word=0, value=0):
+        def remember(code, has_word=0):
             m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_status.eq(code),
-                         last_has_word.eq(has_word), last_word.eq(value)]
+                         last_has_word.eq(has_word)]
 
         def refuse(code):
             """An error reply; a side-effecting command remembers it for its retries."""
@@ -287,9 +287,12 @@ class LinkBridge(wiring.Component):
 
             with m.State("DISPATCH"):
                 with m.If(retry):
-                    m.d.sync += word.eq(last_word)
                     with m.If(last_has_word):
-                        reply(last_status, After.RUN_WORD)
+                        # A RUN's reply carries its cycle count: read it again (the engine
+                        # holds it until the next run, and only this retry could start one).
+                        m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
+                                                               isa.REGISTERS["total_cycles"]))
+                        m.next = "RUN_WAIT"
                     with m.Else():
                         reply(last_status, After.CRC)
                 with m.Elif(opcode_is[Op.INFO]):
@@ -437,7 +440,7 @@ class LinkBridge(wiring.Component):
             with m.State("RUN_CYCLES"):
                 with m.If(bus.r_valid):
                     m.d.sync += word.eq(bus.r_data)
-                    remember(Status.OK, 1, bus.r_data)
+                    remember(Status.OK, 1)
                     reply(Status.OK, After.RUN_WORD)
 
             # ---- continuations: where each subroutine returns to -------------------------------
