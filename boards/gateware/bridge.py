@@ -213,8 +213,9 @@ class LinkBridge(wiring.Component):
                 m.d.comb += next_address.eq(address + (1 << lane_bits) - (config.pes - 1))
 
         bus = self.bus
-        m.d.comb += [bus.addr.eq(address),
-                     bus.w_data.eq(Mux(opcode_is[Op.LOAD_INPUT], word[:16].as_signed(), word))]
+        # A LOAD_INPUT value is 16 bits on the wire, written as is: the engine takes the low
+        # act_bits of an activation write.
+        m.d.comb += [bus.addr.eq(address), bus.w_data.eq(word)]
 
         def collect(bytes_, then):
             m.d.sync += [count.eq(bytes_), wide.eq(bytes_ == 4), after.eq(then), word.eq(0)]
