@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -34,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # PyTorch's vectorised CPU kernels (AVX2, AVX-512) round differently from one another, and
+    # the compression's retraining amplifies that into a different model now and then (on the
+    # digits default, one test image either way).  The command line runs the portable kernels,
+    # so a model compresses to the same bits on every x86 machine; a caller who already set
+    # ATEN_CPU_CAPABILITY keeps theirs.  (torch reads it once, at import: nothing here has
+    # imported torch yet.)
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
