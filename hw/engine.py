@@ -18,7 +18,6 @@ given.
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from . import isa
 from .activation_buffer import ActivationBuffer

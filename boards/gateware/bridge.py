@@ -16,10 +16,9 @@ The FSM uses a continuation register for its two subroutines, "collect N payload
 little-endian word" and "emit N bytes of a word", so each command reads as a short sequence.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from sparseforge.hw import isa
 from sparseforge.hw.config import EngineConfig
