@@ -55,10 +55,12 @@ class EngineConfig:
         in the PEs (a ``2**code_bits``-to-1 choice of ``coef_bits``, about 100 logic cells per
         PE on an iCE40) for entries ``coef_bits - code_bits`` wider.  The program image and
         the golden model keep codes and codebooks either way.
-    column_register : a register between each PE's parameter memory and its entry walker, so
-        that no block-RAM output drives the entry memory's address in the same cycle (on ECP5
-        the block RAMs' clock-to-out is most of a 100 MHz period); columns still start one per
-        cycle, the first a cycle later.  Costs each PE a column word of flip-flops.
+    column_queue : a two-entry queue between each PE's parameter memory and its entry walker,
+        whose "has room" and "has a column" come from its level register: no block-RAM output
+        drives the entry memory's address in the same cycle (on ECP5 the block RAMs'
+        clock-to-out is most of a 100 MHz period), and neither the walker's progress nor the
+        front end's issue waits on the other through it.  Columns still start one per cycle,
+        the first a cycle later.  Costs each PE two column words of flip-flops.
     readout_register : a register in front of each requantizer, so the accumulator and bias
         memories' outputs reach a flip-flop through wiring alone (on an ECP5 a block RAM's
         clock-to-out is most of a 100 MHz period); a layer's write-back takes a cycle longer.
@@ -88,7 +90,7 @@ class EngineConfig:
     writeback_lanes: int = 0
     acc_memory_bits: int = 0
     decoded_weights: bool = False
-    column_register: bool = False
+    column_queue: bool = False
     registered_ready: bool = False
     readout_register: bool = False
 
@@ -118,7 +120,7 @@ class EngineConfig:
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
-        for name in ("decoded_weights", "column_register", "registered_ready",
+        for name in ("decoded_weights", "column_queue", "registered_ready",
                      "readout_register"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")

@@ -44,7 +44,12 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
-__all__ = ["ProcessingElement", "Target", "readout_layout"]
+__all__ = ["ProcessingElement", "Target", "readout_layout", "COLUMN_QUEUE_DEPTH"]
+
+# Column words between the parameter memory and the walker (config.column_queue).  Two, so
+# that the queue can take a word in every cycle the walker takes one, each side looking only at
+# the level register.
+COLUMN_QUEUE_DEPTH = 2
 
 
 def readout_layout(config: EngineConfig) -> data.StructLayout:
@@ -118,7 +123,6 @@ class ProcessingElement(wiring.Component):
         m = Module()
         config = self._config
         lanes = config.scan_lanes
-        lane_bits = ceil_log2(lanes)
         entry = isa.entry_memory_layout(config)
 
         # ---- memories (synchronous reads map to block RAM) -------------------------------
@@ -191,29 +195,31 @@ class ProcessingElement(wiring.Component):
         can_issue = Signal()                        # a lane with work is ready to issue
         issue_index = Signal(ceil_log2(config.pointer_depth) + 1)
         issue_value = Signal(signed(config.act_bits))
-        # The column word the walker takes: the memory's output, or (config.column_register)
-        # a register the output moves into when it is empty or being taken.
+        # The column word the walker takes: the memory's output, or (config.column_queue) the
+        # head of a two-entry queue the output moves into while it has room.
         taken_column = Signal(isa.column_layout(config))
         taken_value = Signal(signed(config.act_bits))
         release = Signal()                          # the memory's output word leaves it
-        if config.column_register:
-            column_valid = Signal()
-            column_word = Signal(isa.column_layout(config), reset_less=True)
-            column_value = Signal(signed(config.act_bits), reset_less=True)
+        if config.column_queue:
+            # Its "has room" and "has a column" come from its level register alone, so that
+            # neither the walker's progress nor the front end's issue waits on the other
+            # through the queue in the same cycle.
+            column_bits = isa.column_layout(config).size
+            m.submodules.columns = columns = fifo.SyncFIFO(
+                width=column_bits + config.act_bits, depth=COLUMN_QUEUE_DEPTH)
+            column_valid = columns.r_rdy
             m.d.comb += [
-                take.eq(column_valid & ~walking),
-                release.eq(holding & (~column_valid | take)),
-                issue.eq(can_issue & (release | ~holding)),
-                taken_column.eq(column_word),
-                taken_value.eq(column_value),
+                take.eq(columns.r_rdy & ~walking),
+                release.eq(holding & columns.w_rdy),
+                issue.eq(can_issue & (columns.w_rdy | ~holding)),
+                columns.w_data.eq(Cat(column, held_value)),
+                columns.w_en.eq(release),
+                columns.r_en.eq(take),
+                taken_column.eq(columns.r_data[:column_bits]),
+                taken_value.eq(columns.r_data[column_bits:]),
             ]
-            with m.If(release):
-                m.d.sync += [column_valid.eq(1), column_word.eq(column),
-                             column_value.eq(held_value)]
-            with m.Elif(take):
-                m.d.sync += column_valid.eq(0)
         else:
-            column_valid = Signal()                 # never set: no register
+            column_valid = Signal()                 # never set: no queue
             m.d.comb += [
                 take.eq(holding & ~walking),
                 release.eq(take),
@@ -230,20 +236,29 @@ class ProcessingElement(wiring.Component):
                 queue.r_en.eq(issue),
             ]
         else:
+            # The front end holds a group and, worked out when it changes, the lane it issues
+            # next (pointer index and value) and whether that lane is the group's last: the
+            # issue and the parameter memory's address come from registers, not from an LNZD
+            # and an adder behind the issue decision.
             front_valid = Signal()
-            front_mask = Signal(lanes, reset_less=True)
+            front_mask = Signal(lanes, reset_less=True)         # lanes not issued yet
             front_base = Signal.like(issue_index, reset_less=True)
             front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes),
                                   reset_less=True)
-            lane = lowest_set_bit(m, front_mask)
+            front_index = Signal.like(issue_index, reset_less=True)
+            front_value = Signal(signed(config.act_bits), reset_less=True)
+            front_last = Signal(reset_less=True)
+            # The lane after the one issuing now, and the first lane of the queue's head.
             remaining = Signal(lanes)
+            m.d.comb += remaining.eq(front_mask & (front_mask - 1))
+            next_lane = lowest_set_bit(m, remaining)
+            head_lane = lowest_set_bit(m, head.mask)
             take_group = Signal()
             m.d.comb += [
-                remaining.eq(front_mask & (front_mask - 1)),
                 can_issue.eq(front_valid),
-                issue_index.eq(front_base + lane),
-                issue_value.eq(front_values[lane]),
-                take_group.eq(queue.r_rdy & (~front_valid | (issue & (remaining == 0)))),
+                issue_index.eq(front_index),
+                issue_value.eq(front_value),
+                take_group.eq(queue.r_rdy & (~front_valid | (issue & front_last))),
                 queue.r_en.eq(take_group),
             ]
             with m.If(take_group):
@@ -252,11 +267,19 @@ class ProcessingElement(wiring.Component):
                     front_mask.eq(head.mask),
                     front_base.eq(head.pointer),
                     front_values.eq(head.values),
+                    front_index.eq(head.pointer + head_lane),
+                    front_value.eq(head.values[head_lane]),
+                    front_last.eq((head.mask & (head.mask - 1)) == 0),
                 ]
-            with m.Elif(issue & (remaining == 0)):
+            with m.Elif(issue & front_last):
                 m.d.sync += front_valid.eq(0)
             with m.Elif(issue):
-                m.d.sync += front_mask.eq(remaining)
+                m.d.sync += [
+                    front_mask.eq(remaining),
+                    front_index.eq(front_base + next_lane),
+                    front_value.eq(front_values[next_lane]),
+                    front_last.eq((remaining & (remaining - 1)) == 0),
+                ]
         with m.If(issue):
             m.d.sync += [holding.eq(1), held_value.eq(issue_value)]
         with m.Elif(release):

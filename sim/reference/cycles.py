@@ -38,6 +38,7 @@ import numpy as np
 
 from sparseforge.hw.broadcast import BUFFER_DEPTH
 from sparseforge.hw.config import EngineConfig
+from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import writeback_latency
 
 __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overhead",
@@ -122,7 +123,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     queues = [deque() for _ in range(pes)]
     fronts: list[list[int] | None] = [None] * pes
     fetched: list[int | None] = [None] * pes    # the column word in the memory's output
-    columns: list[int | None] = [None] * pes    # the column register (config.column_register)
+    columns = [deque() for _ in range(pes)]     # the column queues (config.column_queue)
     accept = [True] * pes                       # the queues' registered ready
     walking = [0] * pes                         # entries left of a column being walked
     pipes = [[False, False, False] for _ in range(pes)]
@@ -135,7 +136,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
                           and landed is None and not buffer and head is None)
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
-                or columns[k] is not None
+                or columns[k]
                 or any(pipes[k]) for k in range(pes)):
             return cycle + 1            # the sequencer sees it a cycle later (`settled`)
 
@@ -156,12 +157,13 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         # ---- PEs ----
         accept = [len(queues[k]) < depth - 1 for k in range(pes)]      # for the next cycle
         for k in range(pes):
-            if config.column_register:
-                # The walker takes the column register; the memory's output moves into it.
-                take = columns[k] is not None and not walking[k]
-                move = fetched[k] is not None and (columns[k] is None or take)
+            if config.column_queue:
+                # The walker takes the queue's head; the memory's output moves into the queue
+                # while it has room (both decided on the queue's level at the cycle's start).
+                take = bool(columns[k]) and not walking[k]
+                move = fetched[k] is not None and len(columns[k]) < COLUMN_QUEUE_DEPTH
                 ready_for_issue = move or fetched[k] is None
-                taken_column = columns[k]
+                taken_column = columns[k][0] if take else None
             else:
                 take = fetched[k] is not None and not walking[k]
                 move = False
@@ -183,16 +185,16 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             pipes[k] = [read, pipes[k][0], pipes[k][1]]
             if read:
                 walking[k] = left - 1
-            if config.column_register:
+            if config.column_queue:
+                if take:
+                    columns[k].popleft()
                 if move:
-                    columns[k] = fetched[k]
-                elif take:
-                    columns[k] = None
+                    columns[k].append(fetched[k])
             if issue:
                 fetched[k] = front[0]
                 if lanes == 1:
                     queues[k].popleft()
-            elif take and not config.column_register or move:
+            elif take and not config.column_queue or move:
                 fetched[k] = None
             if lanes == 1:
                 pass
