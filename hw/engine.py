@@ -26,6 +26,7 @@ from .config import EngineConfig
 from .pe import ProcessingElement, Target
 from .requantize import Requantizer
 from .sequencer import Sequencer
+from .writeback import PES_PER_SCHEDULE, WritebackSchedule
 
 __all__ = ["Engine"]
 
@@ -177,16 +178,16 @@ class Engine(wiring.Component):
         m.d.sync += [layer_rows.eq(sequencer.layer.rows), layer_shift.eq(sequencer.layer.shift),
                      layer_relu.eq(sequencer.layer.relu)]
 
+        for first in range(0, pes, PES_PER_SCHEDULE):
+            schedule = WritebackSchedule(config)
+            m.submodules[f"writeback{first // PES_PER_SCHEDULE}"] = schedule
+            m.d.comb += [schedule.start.eq(sequencer.writeback), schedule.rows.eq(layer_rows),
+                         schedule.bias_base.eq(bias_base)]
+            for pe in processing_elements[first:first + PES_PER_SCHEDULE]:
+                wiring.connect(m, schedule.schedule, pe.writeback)
         for pe, queue in zip(processing_elements, broadcast.queues):
             wiring.connect(m, queue, pe.queue)
-            m.d.comb += [
-                pe.bias_base.eq(bias_base),
-                pe.rows.eq(layer_rows),
-                pe.shift.eq(layer_shift),
-                pe.relu.eq(layer_relu),
-                pe.codebook.eq(codebook_values),
-                pe.writeback.eq(sequencer.writeback),
-            ]
+            m.d.comb += pe.codebook.eq(codebook_values)
 
         # ---- host bus: decode -----------------------------------------------------------------
         bus = self.bus

@@ -44,6 +44,7 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
+from .writeback import schedule_signature
 __all__ = ["ProcessingElement", "Target", "readout_layout", "COLUMN_QUEUE_DEPTH"]
 
 # Column words between the parameter memory and the walker (config.column_queue).  Two, so
@@ -85,13 +86,11 @@ class ProcessingElement(wiring.Component):
     Ports
     -----
     queue : In(stream of ``isa.group_layout``); the broadcast unit's groups for this PE.
-    bias_base : In; where the running layer's biases start in the parameter memory.
-    rows, shift, relu : In; the running layer's descriptor fields, stable while it runs.
     codebook : In; the running layer's codebook values.  One register file in the engine serves
         every PE (EIE gives each PE its own lookup table; on an FPGA the copies would cost more
         registers than the whole PE datapath, and the PEs only read it).
-    writeback : In; a one-cycle pulse starts the write-back of ``rows`` rows: every ``period``
-        cycles (``config.writeback_period``) a row's accumulator is read and cleared.
+    writeback : In(``writeback.schedule_signature``); which row to read out and clear, and
+        when (``hw/writeback.py``: one schedule serves several PEs).
     readout : Out(stream of {acc, bias}), always ready; each row's accumulator and bias, valid
         for ``period`` cycles in row order, for the engine's shared requantizers.
     busy : Out; compute work is queued or in flight.
@@ -103,12 +102,8 @@ class ProcessingElement(wiring.Component):
         self._init = {"entries": entries, "pointers": pointers, "biases": biases}
         super().__init__({
             "queue": In(stream.Signature(isa.group_layout(config))),
-            "bias_base": In(ceil_log2(config.parameter_depth)),
-            "rows": In(config.row_bits),
-            "shift": In(config.shift_bits),
-            "relu": In(1),
             "codebook": In(data.ArrayLayout(signed(config.coef_bits), config.codebook_size)),
-            "writeback": In(1),
+            "writeback": In(schedule_signature(config)),
             "readout": Out(stream.Signature(readout_layout(config), always_ready=True)),
             "busy": Out(1),
             "write": In(wiring.Signature({
@@ -359,40 +354,19 @@ class ProcessingElement(wiring.Component):
             product.eq(multiply_value * multiply_weight),
         ]
 
-        # ---- write-back: read and clear a row every `period` cycles, present it ---------------
+        # ---- write-back: read and clear the rows the schedule says, present them ------------
         # The requantizer is shared by `period` PEs (hw/engine.py), so each row's accumulator and
         # bias stay on `readout` for `period` cycles while the group's PEs take turns.
-        period = config.writeback_period
-        writing_back = Signal()
-        writeback_row = Signal(config.row_bits)
-        bias_address = Signal.like(self.bias_base)      # bias_base + writeback_row, counted
-        slot = Signal(range(max(2, period)))
-        reading = Signal()
-        m.d.comb += reading.eq(writing_back & (slot == 0))
-        with m.If(self.writeback):
-            m.d.sync += [writing_back.eq(1), writeback_row.eq(0), slot.eq(0),
-                         bias_address.eq(self.bias_base)]
-        with m.Elif(writing_back):
-            with m.If(slot == period - 1):
-                m.d.sync += [slot.eq(0), writeback_row.eq(writeback_row + 1),
-                             bias_address.eq(bias_address + 1)]
-                with m.If(writeback_row + 1 == self.rows):
-                    m.d.sync += writing_back.eq(0)
-            with m.Else():
-                m.d.sync += slot.eq(slot + 1)
-        landed = Signal()                       # the reads issued last cycle have landed
-        landed_row = Signal(config.row_bits, reset_less=True)
-        m.d.sync += [landed.eq(reading), landed_row.eq(writeback_row)]
-
+        writeback = self.writeback
         m.d.comb += [
-            acc_r.addr.eq(Mux(writing_back, writeback_row, multiply_row)),
-            parameters_r.addr.eq(Mux(writing_back, bias_address, issue_index)),
+            acc_r.addr.eq(Mux(writeback.active, writeback.row, multiply_row)),
+            parameters_r.addr.eq(Mux(writeback.active, writeback.bias_address, issue_index)),
             # The port holds its word unless a column is issued or a bias read.
-            parameters_r.en.eq(issue | reading),
+            parameters_r.en.eq(issue | writeback.read),
         ]
-        with m.If(landed):
+        with m.If(writeback.clear):
             # Read out and clear: the next layer starts from zero.
-            m.d.comb += [acc_w.addr.eq(landed_row), acc_w.data.eq(0), acc_w.en.eq(1)]
+            m.d.comb += [acc_w.addr.eq(writeback.clear_row), acc_w.data.eq(0), acc_w.en.eq(1)]
         with m.Else():
             m.d.comb += [
                 acc_w.addr.eq(accumulate_row),
@@ -401,16 +375,11 @@ class ProcessingElement(wiring.Component):
             ]
         # The readout is the two memories' outputs, held (their ports read nothing else) until
         # the next row's reads; the clear of the row does not disturb the held word.
-        window = Signal(range(period + 1))      # cycles the readout has left on show
-        with m.If(reading):
-            m.d.sync += window.eq(period)
-        with m.Elif(window != 0):
-            m.d.sync += window.eq(window - 1)
         m.d.comb += [
-            self.readout.valid.eq(window != 0),
+            self.readout.valid.eq(writeback.showing),
             self.readout.payload.acc.eq(acc_r.data),
             self.readout.payload.bias.eq(parameters_r.data[:config.bias_bits]),
-            acc_r.en.eq(~writing_back | reading),
+            acc_r.en.eq(~writeback.active | writeback.read),
         ]
 
         m.d.comb += self.busy.eq(queue.r_rdy | can_issue | holding | column_valid | walking
