@@ -15,9 +15,9 @@ queues and back to the memories' read enables (the engine's critical path when i
 stage):
 
 1. fetch: ask for the next group's activation word, when the buffer behind has room for it
-   counting the reads in flight (a decision on registers only); the activation buffer
-   registers the request and answers two cycles later, so the occupancy word is read a cycle
-   after the ask, from a register, to land with it;
+   counting the reads in flight (a counter of that room: a decision on registers only); the
+   activation buffer registers the request and answers two cycles later, so the occupancy word
+   is read a cycle after the ask, from a register, to land with it;
 2. land and mask: the words land in registers; the next cycle the per-PE masks are computed
    and written into a small buffer;
 3. offer: the buffer's head (a register) is offered to the queues of the PEs that want it and
@@ -138,9 +138,17 @@ class BroadcastUnit(wiring.Component):
         in_flight_sub = Signal.like(next_sub)
         in_flight_pointer = Signal.like(self.pointer_base)
         landed = Signal()                       # a group's words are in the landing registers
+        # Room in the buffer for groups not asked for yet: BUFFER_DEPTH less the groups in it
+        # and on their way to it (asked, landing, landed), counted in a register so that the
+        # fetch decision has no adder in it.
+        room = Signal(range(BUFFER_DEPTH + 1), init=BUFFER_DEPTH)
+        popped = Signal()
+        with m.If(fetch & ~popped):
+            m.d.sync += room.eq(room - 1)
+        with m.Elif(popped & ~fetch):
+            m.d.sync += room.eq(room + 1)
         m.d.comb += [
-            fetch.eq(running & (next_group != self.groups)
-                     & (buffer.level + asked + in_flight + landed < BUFFER_DEPTH)),
+            fetch.eq(running & (next_group != self.groups) & (room != 0)),
             self.activations.addr.eq(next_word),
             self.activations.en.eq(fetch),
             occupancy_r.addr.eq(self.occupancy_base + asked_group),
@@ -212,7 +220,7 @@ class BroadcastUnit(wiring.Component):
                 queue.payload.values.eq(head.values),
                 refused[pe].eq(offered[pe] & ~queue.ready),
             ]
-        m.d.comb += buffer.r_en.eq(refused == 0)
+        m.d.comb += [buffer.r_en.eq(refused == 0), popped.eq(buffer.r_rdy & buffer.r_en)]
         with m.If(buffer.r_rdy & (refused == 0)):
             m.d.sync += taken.eq(0)
         with m.Else():
