@@ -112,7 +112,7 @@ class Engine(wiring.Component):
                              init=0 if image is None else int(image.layer_count))
         busy = Signal()
         done = Signal()         # sticky: the last run finished (cleared by the next start)
-        start = Signal()
+        start = Signal()        # registered: the sequencer starts the cycle after the request
         unloading = Signal()
 
         # ---- sequencer wiring ---------------------------------------------------------------
@@ -130,7 +130,7 @@ class Engine(wiring.Component):
             sequencer.broadcast_idle.eq(broadcast.idle),
             sequencer.pes_busy.eq(Cat(pe.busy for pe in processing_elements).any()),
 
-            busy.eq(sequencer.busy | unloading),
+            busy.eq(sequencer.busy | unloading | start),
             self.busy.eq(busy),
         ]
         # The cycle counts are written a cycle after the sequencer records them: nothing reads
@@ -282,7 +282,11 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += input_lane.eq(input_lane + 1)
                 m.d.sync += input_count.eq(Mux(self.input.payload.last, 0, input_count + 1))
-        m.d.comb += start.eq(~busy & (bus_start | stream_start))
+        # A request is registered before it starts the sequencer: the bus write and the stream's
+        # `last` come from outside (behind a clock-domain crossing on a board), and their decode
+        # would otherwise sit in one cycle with the sequencer's state machine.  `busy` covers the
+        # cycle in between, so the host sees busy the cycle after its write, as before.
+        m.d.sync += start.eq(~busy & (bus_start | stream_start))
 
         # ---- activation buffer: one access per cycle -------------------------------------------
         # Writes: the write-back (whole words), the input stream and the host (one lane each).
