@@ -74,7 +74,10 @@ class BroadcastUnit(wiring.Component):
     idle : Out; no scan is running and nothing is waiting to be queued.
     activations : the activation buffer's read port (``addr``, ``en`` out; ``data`` in,
         ``ACTIVATION_LATENCY`` = 2 cycles after ``en``), one word of ``pes`` activations.
-    queues : Out(stream of ``isa.group_layout``) per PE.
+    queues : Out(stream of ``isa.group_layout``) per PE, each into a queue of
+        ``config.fifo_depth`` groups: the unit offers a group only when it knows the queue has
+        room, so ``valid`` means a transfer.
+    dequeued : In; per PE, a group left its queue this cycle (the unit counts free entries).
     occupancy_write : In; host writes of whole occupancy words.
     """
 
@@ -94,6 +97,7 @@ class BroadcastUnit(wiring.Component):
                 "data": In(data.ArrayLayout(signed(config.act_bits), config.pes)),
             })),
             "queues": Out(stream.Signature(isa.group_layout(config))).array(config.pes),
+            "dequeued": In(config.pes),
             "occupancy_write": In(wiring.Signature({
                 "en": Out(1),
                 "addr": Out(ceil_log2(max(2, config.occupancy_depth))),
@@ -207,19 +211,32 @@ class BroadcastUnit(wiring.Component):
         ]
 
         # ---- 3. offer ------------------------------------------------------------------------
+        # The unit counts each PE queue's free entries (credits): one fewer for a group it
+        # queues, one more for a group the PE takes out (`dequeued`).  Whether a PE has room is
+        # then a register here, equal to what the queue's level says, and the decision to pop
+        # the buffer waits on no PE's queue across the die.
         head = data.View(entry, buffer.r_data)
         taken = Signal(pes)                     # PEs that took the head already
         offered = Signal(pes)
         refused = Signal(pes)
         for pe, queue in enumerate(self.queues):
+            credits = Signal(range(config.fifo_depth + 1), init=config.fifo_depth,
+                             name=f"credits{pe}")
+            pushed = Signal(name=f"pushed{pe}")
             m.d.comb += [
                 offered[pe].eq(buffer.r_rdy & head.wants[pe] & ~taken[pe]),
-                queue.valid.eq(offered[pe]),
+                pushed.eq(offered[pe] & (credits != 0)),
+                refused[pe].eq(offered[pe] & (credits == 0)),
+                # A PE's queue is ready whenever it has credits: valid means taken.
+                queue.valid.eq(pushed),
                 queue.payload.pointer.eq(head.pointer),
                 queue.payload.mask.eq(head.masks[pe] if lanes > 1 else 1),
                 queue.payload.values.eq(head.values),
-                refused[pe].eq(offered[pe] & ~queue.ready),
             ]
+            with m.If(pushed & ~self.dequeued[pe]):
+                m.d.sync += credits.eq(credits - 1)
+            with m.Elif(self.dequeued[pe] & ~pushed):
+                m.d.sync += credits.eq(credits + 1)
         m.d.comb += [buffer.r_en.eq(refused == 0), popped.eq(buffer.r_rdy & buffer.r_en)]
         with m.If(buffer.r_rdy & (refused == 0)):
             m.d.sync += taken.eq(0)

@@ -64,10 +64,6 @@ class EngineConfig:
     readout_register : a register in front of each requantizer, so the accumulator and bias
         memories' outputs reach a flip-flop through wiring alone (on an ECP5 a block RAM's
         clock-to-out is most of a 100 MHz period); a layer's write-back takes a cycle longer.
-    registered_ready : each PE's queue says "ready" from a register, set when it had two free
-        entries the cycle before, so the broadcast unit's offer does not wait on every PE's
-        queue level through the wiring of the whole die; a queue then never fills its last
-        entry, which costs nothing with queues of 8 and a lot with queues of 2.
     """
     pes: int
     act_bits: int = 8
@@ -91,7 +87,6 @@ class EngineConfig:
     acc_memory_bits: int = 0
     decoded_weights: bool = False
     column_queue: bool = False
-    registered_ready: bool = False
     readout_register: bool = False
 
     def __post_init__(self):
@@ -120,13 +115,9 @@ class EngineConfig:
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
-        for name in ("decoded_weights", "column_queue", "registered_ready",
-                     "readout_register"):
+        for name in ("decoded_weights", "column_queue", "readout_register"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
-        if self.registered_ready and self.fifo_depth < 3:
-            raise ValueError(f"registered_ready needs queues of 3 or more, not "
-                             f"{self.fifo_depth}")
         lanes = self.writeback_lanes or self.pes
         period = self.pes // lanes
         if self.pes % lanes or period & (period - 1):
@@ -209,6 +200,12 @@ class EngineConfig:
 
     @classmethod
     def from_json(cls, obj: dict) -> EngineConfig:
+        obj = dict(obj)
+        # Fields of earlier engines: column_register became the two-entry column_queue; the
+        # queues' registered ready gave way to the broadcast unit's credits (same timing).
+        if "column_register" in obj:
+            obj["column_queue"] = obj.pop("column_register")
+        obj.pop("registered_ready", None)
         known = {f.name for f in fields(cls)}
         unknown = set(obj) - known
         if unknown:

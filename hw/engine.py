@@ -185,8 +185,9 @@ class Engine(wiring.Component):
                          schedule.bias_base.eq(bias_base)]
             for pe in processing_elements[first:first + PES_PER_SCHEDULE]:
                 wiring.connect(m, schedule.schedule, pe.writeback)
-        for pe, queue in zip(processing_elements, broadcast.queues):
+        for k, (pe, queue) in enumerate(zip(processing_elements, broadcast.queues)):
             wiring.connect(m, queue, pe.queue)
+            m.d.comb += broadcast.dequeued[k].eq(pe.dequeued)
             m.d.comb += pe.codebook.eq(codebook_values)
 
         # ---- host bus: decode -----------------------------------------------------------------

@@ -94,6 +94,8 @@ class ProcessingElement(wiring.Component):
     readout : Out(stream of {acc, bias}), always ready; each row's accumulator and bias, valid
         for ``period`` cycles in row order, for the engine's shared requantizers.
     busy : Out; compute work is queued or in flight.
+    dequeued : Out; a group left the activation queue this cycle (the broadcast unit counts
+        the queue's free entries from these).
     write : In; host writes into the entry, pointer (global index) and bias memories.
     """
 
@@ -106,6 +108,7 @@ class ProcessingElement(wiring.Component):
             "writeback": In(schedule_signature(config)),
             "readout": Out(stream.Signature(readout_layout(config), always_ready=True)),
             "busy": Out(1),
+            "dequeued": Out(1),
             "write": In(wiring.Signature({
                 "en": Out(1),
                 "target": Out(2),
@@ -158,14 +161,8 @@ class ProcessingElement(wiring.Component):
         m.submodules.queue = queue = fifo.SyncFIFO(
             width=len(Cat(*stored)), depth=config.fifo_depth)
         m.d.comb += queue.w_data.eq(Cat(*stored))
-        if config.registered_ready:
-            # Ready when the queue had two free entries the cycle before: it still has one now,
-            # whatever happened last cycle, and the broadcast unit reads a flip-flop.
-            accept = Signal(init=1)
-            m.d.sync += accept.eq(queue.level < config.fifo_depth - 1)
-            m.d.comb += [queue.w_en.eq(self.queue.valid & accept), self.queue.ready.eq(accept)]
-        else:
-            m.d.comb += [queue.w_en.eq(self.queue.valid), self.queue.ready.eq(queue.w_rdy)]
+        m.d.comb += [queue.w_en.eq(self.queue.valid), self.queue.ready.eq(queue.w_rdy),
+                     self.dequeued.eq(queue.r_en & queue.r_rdy)]
         head = Signal(isa.group_layout(config))
         if lanes == 1:
             m.d.comb += [head.mask.eq(1), Cat(head.pointer, head.values).eq(queue.r_data)]

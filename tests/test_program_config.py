@@ -219,3 +219,14 @@ def test_a_board_too_small_for_one_requantizer_per_pe_gets_shared_ones(monkeypat
     assert shared.writeback_lanes == 1 and shared.writeback_period == 2
     with pytest.raises(DoesNotFit, match="LUT: needs about 6000, the iCE40UP5K has 5280"):
         derive_config(network, 2, board="icebreaker", writeback_lanes=2)
+
+
+def test_configurations_saved_by_earlier_engines_still_load():
+    # column_register became column_queue; registered_ready gave way to the broadcast unit's
+    # credits.  An unknown field is still an error that names it.
+    saved = {"pes": 4, "column_register": True, "registered_ready": True, "fifo_depth": 8}
+    config = EngineConfig.from_json(saved)
+    assert config.column_queue and config.fifo_depth == 8
+    assert saved["column_register"]                       # the caller's dict is untouched
+    with pytest.raises(ValueError, match="unknown engine configuration fields: queue_size"):
+        EngineConfig.from_json({"pes": 4, "queue_size": 3})

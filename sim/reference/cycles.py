@@ -124,7 +124,6 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     fronts: list[list[int] | None] = [None] * pes
     fetched: list[int | None] = [None] * pes    # the column word in the memory's output
     columns = [deque() for _ in range(pes)]     # the column queues (config.column_queue)
-    accept = [True] * pes                       # the queues' registered ready
     walking = [0] * pes                         # entries left of a column being walked
     pipes = [[False, False, False] for _ in range(pes)]
     depth = config.fifo_depth
@@ -149,13 +148,12 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         if head is not None:
             for k in range(pes):
                 if work[head][k] and k not in taken:
-                    if (accept[k] if config.registered_ready else len(queues[k]) < depth):
+                    if len(queues[k]) < depth:          # the unit's credits
                         accepted.append(k)
                     else:
                         refused = True
 
         # ---- PEs ----
-        accept = [len(queues[k]) < depth - 1 for k in range(pes)]      # for the next cycle
         for k in range(pes):
             if config.column_queue:
                 # The walker takes the queue's head; the memory's output moves into the queue
