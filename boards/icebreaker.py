@@ -6,7 +6,7 @@ BOARDS = (
     Board(
         name="icebreaker", title="iCEBreaker (iCE40UP5K)",
         platform="amaranth_boards.icebreaker:ICEBreakerPlatform", part_name="iCE40UP5K",
-        clock_hz=12e6, target_mhz=30.0, baud=115200,
+        clock_hz=12e6, target_mhz=33.0, baud=115200,
         programmer=(("openFPGALoader", "--board", "ice40_generic", "{bitstream}"),
                     ("iceprog", "{bitstream}")),
         usb_ids=((0x0403, 0x6010),),
