@@ -222,11 +222,13 @@ class BroadcastUnit(wiring.Component):
         for pe, queue in enumerate(self.queues):
             credits = Signal(range(config.fifo_depth + 1), init=config.fifo_depth,
                              name=f"credits{pe}")
+            next_credits = Signal.like(credits, name=f"next_credits{pe}")
+            has_room = Signal(init=1, name=f"has_room{pe}")     # credits != 0, a register
             pushed = Signal(name=f"pushed{pe}")
             m.d.comb += [
                 offered[pe].eq(buffer.r_rdy & head.wants[pe] & ~taken[pe]),
-                pushed.eq(offered[pe] & (credits != 0)),
-                refused[pe].eq(offered[pe] & (credits == 0)),
+                pushed.eq(offered[pe] & has_room),
+                refused[pe].eq(offered[pe] & ~has_room),
                 # A PE's queue is ready whenever it has credits: valid means taken.
                 queue.valid.eq(pushed),
                 queue.payload.pointer.eq(head.pointer),
@@ -234,9 +236,12 @@ class BroadcastUnit(wiring.Component):
                 queue.payload.values.eq(head.values),
             ]
             with m.If(pushed & ~self.dequeued[pe]):
-                m.d.sync += credits.eq(credits - 1)
+                m.d.comb += next_credits.eq(credits - 1)
             with m.Elif(self.dequeued[pe] & ~pushed):
-                m.d.sync += credits.eq(credits + 1)
+                m.d.comb += next_credits.eq(credits + 1)
+            with m.Else():
+                m.d.comb += next_credits.eq(credits)
+            m.d.sync += [credits.eq(next_credits), has_room.eq(next_credits != 0)]
         m.d.comb += [buffer.r_en.eq(refused == 0), popped.eq(buffer.r_rdy & buffer.r_en)]
         with m.If(buffer.r_rdy & (refused == 0)):
             m.d.sync += taken.eq(0)
