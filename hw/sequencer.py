@@ -163,7 +163,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += clearing.eq(1)
                 with m.If(clearing & self.results_valid):
                     m.d.sync += written.eq(written + 1)
-                    with m.If(written + 1 == config.max_rows << period_bits):
+                    with m.If(written == (config.max_rows << period_bits) - 1):
                         m.d.sync += written.eq(0)
                         m.next = "IDLE"
 
