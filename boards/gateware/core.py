@@ -10,8 +10,7 @@ The UART needs a few MHz; the engine wants every nanosecond of its period, and t
 bridge's state machine, at the far side of a full die, used to be the slowest path of all.
 """
 
-from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetInserter, \
-    ResetSignal, Signal
+from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
 from amaranth.lib import cdc, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,9 +70,18 @@ class LinkedEngine(wiring.Component):
         m.d.sync += self.link_clock.eq(~self.link_clock)
         m.d.comb += ClockSignal("link").eq(self.link_clock)
         m.submodules.link_reset = cdc.ResetSynchronizer(ResetSignal("sync"), domain="link")
+        crossing_reset = Signal()
 
-        engine_reset = Signal()
-        m.submodules.engine = engine = ResetInserter(engine_reset)(
+        # The engine's own domain on the engine clock, whose reset is one flip-flop: the RESET
+        # command or the board's reset, registered.  An OR of the two in front of every
+        # flip-flop's reset was the ECP5's critical path; a net from one flip-flop nextpnr can
+        # give a global.
+        m.domains.engine = ClockDomain("engine", local=True)
+        engine_reset = Signal(init=1, reset_less=True)
+        m.d.sync += engine_reset.eq(crossing_reset | ResetSignal("sync"))
+        m.d.comb += [ClockSignal("engine").eq(ClockSignal("sync")),
+                     ResetSignal("engine").eq(engine_reset)]
+        m.submodules.engine = engine = DomainRenamer("engine")(
             Engine(self._config, self._image, streams=False))
         m.submodules.crossing = crossing = BusCrossing("link")
         link_bits = self._clocks_per_bit // LINK_DIVISOR
@@ -90,8 +98,7 @@ class LinkedEngine(wiring.Component):
             bridge.bus_idle.eq(crossing.idle),
             bridge.engine_busy.eq(crossing.busy),
             crossing.engine_busy.eq(engine.busy),
-            # From a flip-flop in the crossing: nextpnr can give it a global net.
-            engine_reset.eq(crossing.engine_reset),
+            crossing_reset.eq(crossing.engine_reset),
             receiver.rx.eq(self.rx),
             self.tx.eq(transmitter.tx),
             self.busy.eq(engine.busy),
