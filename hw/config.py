@@ -202,7 +202,7 @@ class EngineConfig:
     def from_json(cls, obj: dict) -> EngineConfig:
         obj = dict(obj)
         # Fields of earlier engines: column_register became the two-entry column_queue; the
-        # queues' registered ready gave way to the broadcast unit's credits (same timing).
+        # queues' registered ready gave way to the broadcast unit's credits, which need no flag.
         if "column_register" in obj:
             obj["column_queue"] = obj.pop("column_register")
         obj.pop("registered_ready", None)

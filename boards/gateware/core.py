@@ -73,9 +73,9 @@ class LinkedEngine(wiring.Component):
         crossing_reset = Signal()
 
         # The engine's own domain on the engine clock, whose reset is one flip-flop: the RESET
-        # command or the board's reset, registered.  An OR of the two in front of every
-        # flip-flop's reset was the ECP5's critical path; a net from one flip-flop nextpnr can
-        # give a global.
+        # command or the board's reset, registered.  The OR of the two in front of every
+        # flip-flop's reset was on the critical path; nextpnr-ice40 gives a net from one
+        # flip-flop a global (nextpnr-ecp5 promotes only clocks).
         m.domains.engine = ClockDomain("engine", local=True)
         engine_reset = Signal(init=1, reset_less=True)
         m.d.sync += engine_reset.eq(crossing_reset | ResetSignal("sync"))
