@@ -228,7 +228,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         writeback_lanes=writeback_lanes or 0)
     if part is not None and part.family == "ecp5":
         # Logic to spare and block RAMs slow to answer: retime the PEs' front ends.
-        config = dataclasses.replace(config, column_queue=True, readout_register=True)
+        config = dataclasses.replace(config, column_queue=True, readout_register=True,
+                                     link_registers=True)
     if part is not None and part.family == "ice40":
         # Codebook values in the entry memories, when that costs no block RAM: on an iCE40 the
         # PEs' codebook multiplexers are a fifth of the logic cells.

@@ -36,6 +36,7 @@ from amaranth.utils import ceil_log2
 from . import isa
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
 from .config import EngineConfig
+from .pe import lowest_set_bit
 
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH"]
 
@@ -56,6 +57,9 @@ def offer_layout(config: EngineConfig) -> data.StructLayout:
     }
     if config.scan_lanes > 1:
         fields["masks"] = data.ArrayLayout(config.scan_lanes, config.pes)
+        # Per PE, its first lane with work and whether it is the only one (isa.group_layout).
+        fields["firsts"] = data.ArrayLayout(isa.group_layout(config)["first"].shape, config.pes)
+        fields["singles"] = config.pes
     return data.StructLayout(fields)
 
 
@@ -200,7 +204,11 @@ class BroadcastUnit(wiring.Component):
             mask = Cat(nonzero[lane] & occupied[lane][pe] for lane in range(lanes))
             m.d.comb += masked.wants[pe].eq(mask != 0)
             if lanes > 1:
-                m.d.comb += masked.masks[pe].eq(mask)
+                m.d.comb += [
+                    masked.masks[pe].eq(mask),
+                    masked.firsts[pe].eq(lowest_set_bit(m, mask)),
+                    masked.singles[pe].eq((mask & (mask - 1)) == 0),
+                ]
         m.d.comb += [
             masked.pointer.eq(landed_pointer),
             buffer.w_data.eq(masked),
@@ -219,22 +227,34 @@ class BroadcastUnit(wiring.Component):
         taken = Signal(pes)                     # PEs that took the head already
         offered = Signal(pes)
         refused = Signal(pes)
+        # With config.link_registers the push goes through a register on its way to the PE
+        # (the unit's credits count it when it is decided), and `dequeued` comes back through
+        # one in the PE.
+        link_valid = Signal(pes)
         for pe, queue in enumerate(self.queues):
             credits = Signal(range(config.fifo_depth + 1), init=config.fifo_depth,
                              name=f"credits{pe}")
             next_credits = Signal.like(credits, name=f"next_credits{pe}")
             has_room = Signal(init=1, name=f"has_room{pe}")     # credits != 0, a register
             pushed = Signal(name=f"pushed{pe}")
+            group = Signal(isa.group_layout(config), name=f"group{pe}")
             m.d.comb += [
                 offered[pe].eq(buffer.r_rdy & head.wants[pe] & ~taken[pe]),
                 pushed.eq(offered[pe] & has_room),
                 refused[pe].eq(offered[pe] & ~has_room),
-                # A PE's queue is ready whenever it has credits: valid means taken.
-                queue.valid.eq(pushed),
-                queue.payload.pointer.eq(head.pointer),
-                queue.payload.mask.eq(head.masks[pe] if lanes > 1 else 1),
-                queue.payload.values.eq(head.values),
+                group.pointer.eq(head.pointer),
+                group.mask.eq(head.masks[pe] if lanes > 1 else 1),
+                group.values.eq(head.values),
             ]
+            if lanes > 1:
+                m.d.comb += [group.first.eq(head.firsts[pe]), group.single.eq(head.singles[pe])]
+            # A PE's queue is ready whenever it has credits: valid means taken.
+            if config.link_registers:
+                link_group = Signal.like(group, name=f"link_group{pe}", reset_less=True)
+                m.d.sync += [link_valid[pe].eq(pushed), link_group.eq(group)]
+                m.d.comb += [queue.valid.eq(link_valid[pe]), queue.payload.eq(link_group)]
+            else:
+                m.d.comb += [queue.valid.eq(pushed), queue.payload.eq(group)]
             with m.If(pushed & ~self.dequeued[pe]):
                 m.d.comb += next_credits.eq(credits - 1)
             with m.Elif(self.dequeued[pe] & ~pushed):
@@ -249,5 +269,6 @@ class BroadcastUnit(wiring.Component):
             m.d.sync += taken.eq(taken | (offered & ~refused))
 
         # The buffer's level, not its r_rdy: a group on its way to the output register counts.
-        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & (buffer.level == 0))
+        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & (buffer.level == 0)
+                                 & (link_valid == 0))
         return m

@@ -64,6 +64,11 @@ class EngineConfig:
     readout_register : a register in front of each requantizer, so the accumulator and bias
         memories' outputs reach a flip-flop through wiring alone (on an ECP5 a block RAM's
         clock-to-out is most of a 100 MHz period); a layer's write-back takes a cycle longer.
+    link_registers : a register each way between the broadcast unit and the PEs: the groups it
+        pushes into their queues, and the queues' dequeues and the PEs' busy flags coming back.
+        On a large part the broadcast unit cannot sit near all its PEs, and these signals
+        cross the die.  A group reaches its PE a cycle later, a freed queue entry is counted a
+        cycle later, and the end of a layer's compute phase is seen a cycle later.
     """
     pes: int
     act_bits: int = 8
@@ -88,6 +93,7 @@ class EngineConfig:
     decoded_weights: bool = False
     column_queue: bool = False
     readout_register: bool = False
+    link_registers: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -115,7 +121,8 @@ class EngineConfig:
         check("max_column_entries", 1, 1 << 21)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
-        for name in ("decoded_weights", "column_queue", "readout_register"):
+        for name in ("decoded_weights", "column_queue", "readout_register",
+                     "link_registers"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         lanes = self.writeback_lanes or self.pes

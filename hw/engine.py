@@ -127,12 +127,20 @@ class Engine(wiring.Component):
             broadcast.groups.eq(sequencer.layer.groups),
             broadcast.occupancy_base.eq(sequencer.layer.occupancy_base),
             broadcast.pointer_base.eq(sequencer.layer.pointer_base),
-            sequencer.broadcast_idle.eq(broadcast.idle),
             sequencer.pes_busy.eq(Cat(pe.busy for pe in processing_elements).any()),
 
             busy.eq(sequencer.busy | unloading | start),
             self.busy.eq(busy),
         ]
+        if config.link_registers:
+            # The PEs' busy flags come a cycle late: the broadcast unit's idle is delayed to
+            # match, so that the sequencer sees one cycle's state of both (and the cycle it
+            # starts the broadcast unit does not count as idle).
+            broadcast_idle = Signal()
+            m.d.sync += broadcast_idle.eq(broadcast.idle & ~sequencer.broadcast_start)
+            m.d.comb += sequencer.broadcast_idle.eq(broadcast_idle)
+        else:
+            m.d.comb += sequencer.broadcast_idle.eq(broadcast.idle)
         # The cycle counts are written a cycle after the sequencer records them: nothing reads
         # them that soon, and the sequencer's end-of-layer decision stays out of the path to
         # the counters' memory (flip-flops on an iCE40, where it has two words).

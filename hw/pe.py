@@ -93,9 +93,11 @@ class ProcessingElement(wiring.Component):
         when (``hw/writeback.py``: one schedule serves several PEs).
     readout : Out(stream of {acc, bias}), always ready; each row's accumulator and bias, valid
         for ``period`` cycles in row order, for the engine's shared requantizers.
-    busy : Out; compute work is queued or in flight.
-    dequeued : Out; a group left the activation queue this cycle (the broadcast unit counts
-        the queue's free entries from these).
+    busy : Out; compute work is queued or in flight (with ``config.link_registers``: was, in
+        the previous cycle).
+    dequeued : Out; a group left the activation queue this cycle (with
+        ``config.link_registers``: in the previous cycle).  The broadcast unit counts the
+        queue's free entries from these.
     write : In; host writes into the entry, pointer (global index) and bias memories.
     """
 
@@ -156,18 +158,27 @@ class ProcessingElement(wiring.Component):
         # ---- activation queue -------------------------------------------------------------
         # With one lane the mask is always 1 (the broadcast unit queues a group only for a PE
         # with work in it): the queue does not store it.
-        stored = ([] if lanes == 1 else [self.queue.payload.mask])
-        stored += [self.queue.payload.pointer, self.queue.payload.values]
-        m.submodules.queue = queue = fifo.SyncFIFO(
-            width=len(Cat(*stored)), depth=config.fifo_depth)
-        m.d.comb += queue.w_data.eq(Cat(*stored))
-        m.d.comb += [queue.w_en.eq(self.queue.valid), self.queue.ready.eq(queue.w_rdy),
-                     self.dequeued.eq(queue.r_en & queue.r_rdy)]
         head = Signal(isa.group_layout(config))
         if lanes == 1:
-            m.d.comb += [head.mask.eq(1), Cat(head.pointer, head.values).eq(queue.r_data)]
+            stored = [self.queue.payload.pointer, self.queue.payload.values]
+            unstored = [head.pointer, head.values]
+            m.d.comb += head.mask.eq(1)
         else:
-            m.d.comb += Cat(head.mask, head.pointer, head.values).eq(queue.r_data)
+            stored, unstored = [self.queue.payload], [head]
+        m.submodules.queue = queue = fifo.SyncFIFO(
+            width=len(Cat(*stored)), depth=config.fifo_depth)
+        m.d.comb += [
+            queue.w_data.eq(Cat(*stored)),
+            queue.w_en.eq(self.queue.valid),
+            self.queue.ready.eq(queue.w_rdy),
+            Cat(*unstored).eq(queue.r_data),
+        ]
+        dequeued = Signal()
+        m.d.comb += dequeued.eq(queue.r_en & queue.r_rdy)
+        if config.link_registers:
+            m.d.sync += self.dequeued.eq(dequeued)
+        else:
+            m.d.comb += self.dequeued.eq(dequeued)
 
         # ---- front end: pick the next lane with work, read its column word ----------------
         # The parameter memory's output register is the one-deep buffer between the front end
@@ -257,11 +268,10 @@ class ProcessingElement(wiring.Component):
             front_index = Signal.like(issue_index, reset_less=True)
             front_value = Signal(signed(config.act_bits), reset_less=True)
             front_last = Signal(reset_less=True)
-            # The lane after the one issuing now, and the first lane of the queue's head.
+            # The lane after the one issuing now.  (The queue's head names its first lane.)
             remaining = Signal(lanes)
             m.d.comb += remaining.eq(front_mask & (front_mask - 1))
             next_lane = lowest_set_bit(m, remaining)
-            head_lane = lowest_set_bit(m, head.mask)
             take_group = Signal()
             m.d.comb += [
                 can_issue.eq(front_valid),
@@ -276,9 +286,9 @@ class ProcessingElement(wiring.Component):
                     front_mask.eq(head.mask),
                     front_base.eq(head.pointer),
                     front_values.eq(head.values),
-                    front_index.eq(head.pointer + head_lane),
-                    front_value.eq(head.values[head_lane]),
-                    front_last.eq((head.mask & (head.mask - 1)) == 0),
+                    front_index.eq(head.pointer + head.first),
+                    front_value.eq(head.values[head.first]),
+                    front_last.eq(head.single),
                 ]
             with m.Elif(issue & front_last):
                 m.d.sync += front_valid.eq(0)
@@ -379,8 +389,13 @@ class ProcessingElement(wiring.Component):
             acc_r.en.eq(~writeback.active | writeback.read),
         ]
 
-        m.d.comb += self.busy.eq(queue.r_rdy | can_issue | holding | column_valid | walking
-                                 | decode_valid | multiply_valid | accumulate_valid)
+        busy = Signal()
+        m.d.comb += busy.eq(queue.r_rdy | can_issue | holding | column_valid | walking
+                            | decode_valid | multiply_valid | accumulate_valid)
+        if config.link_registers:
+            m.d.sync += self.busy.eq(busy)
+        else:
+            m.d.comb += self.busy.eq(busy)
         return m
 
 

@@ -228,20 +228,22 @@ def test_engine_waits_for_a_lone_group_in_the_broadcast_buffer(pes, scan_lanes, 
     assert_cycles_match_model(config, image, layers, activations, cycles)
 
 
-@pytest.mark.parametrize("column_queue,readout_register",
-                         [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("column_queue,readout_register,link_registers",
+                         [(True, False, False), (False, True, False), (False, False, True),
+                          (True, True, True)])
 @pytest.mark.parametrize("pes,scan_lanes,fifo_depth", [(2, 1, 3), (8, 4, 4), (4, 2, 8)])
-def test_engine_with_retimed_front_end(column_queue, readout_register, pes, scan_lanes,
-                                       fifo_depth):
+def test_engine_with_retimed_front_end(column_queue, readout_register, link_registers, pes,
+                                       scan_lanes, fifo_depth):
     # The ECP5 choices: a two-entry column queue between the parameter memory and the walker,
-    # and a register in front of the requantizers.  Long and short columns, full queues,
-    # padding.
+    # a register in front of the requantizers, and registers both ways between the broadcast
+    # unit and the PEs.  Long and short columns, full queues, padding.
     rng = np.random.default_rng(pes * 7 + fifo_depth + 2 * column_queue + readout_register)
     layers = random_layers(rng, [(48, 20), (20, 48)], density=0.25)
     layers[0].codes[:, 5] = rng.integers(1, 16, 48)                # a long column
     config = dataclasses.replace(config_for(layers, pes, scan_lanes, fifo_depth=fifo_depth),
                                  column_queue=column_queue,
-                                 readout_register=readout_register)
+                                 readout_register=readout_register,
+                                 link_registers=link_registers)
     image = build_image(config, layers)
     inputs = rng.integers(-128, 128, (3, 20))
     inputs[:, rng.random(20) < 0.3] = 0

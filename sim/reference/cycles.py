@@ -42,13 +42,20 @@ from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import writeback_latency
 
 __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overhead",
-           "layer_timing", "PIPELINE_FILL"]
+           "layer_timing", "PIPELINE_FILL", "pipeline_fill"]
 
 # From the broadcast unit's start to the first product written, when nothing waits: fetch
 # (the activation buffer answers two cycles later), land, mask, the buffer's memory and output
 # register (6), queue read (1), column word read (1), entry read, decode, multiply, accumulate
 # (4); and two cycles for the sequencer to see the engine idle (through a register).
 PIPELINE_FILL = 14
+
+
+def pipeline_fill(config: EngineConfig) -> int:
+    """``PIPELINE_FILL`` for this configuration: a cycle more with the column queue (the first
+    column word waits in it), two more with link registers (the first group reaches its PE a
+    cycle later, and the sequencer sees the engine idle a cycle later)."""
+    return PIPELINE_FILL + config.column_queue + 2 * config.link_registers
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,8 @@ class LayerTiming:
 def fixed_overhead(config: EngineConfig, out_features: int,
                    previous_out_features: int | None = None) -> int:
     """The per-layer overhead the cycle model states: the sequencer's steps around the compute
-    phase (:func:`sequencer_overhead`) and the pipeline's fill and drain (``PIPELINE_FILL``)."""
-    return sequencer_overhead(config, out_features, previous_out_features) + PIPELINE_FILL
+    phase (:func:`sequencer_overhead`) and the pipeline's fill and drain (:func:`pipeline_fill`)."""
+    return sequencer_overhead(config, out_features, previous_out_features) + pipeline_fill(config)
 
 
 def sequencer_overhead(config: EngineConfig, out_features: int,
@@ -126,18 +133,26 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     columns = [deque() for _ in range(pes)]     # the column queues (config.column_queue)
     walking = [0] * pes                         # entries left of a column being walked
     pipes = [[False, False, False] for _ in range(pes)]
-    depth = config.fifo_depth
+    # The unit's count of each queue's free entries, the groups on their way to the queues
+    # and the dequeues on their way back (config.link_registers: a cycle each way).
+    credits = [config.fifo_depth] * pes
+    links: list[tuple | None] = [None] * pes
+    returning = [False] * pes
+    linked = config.link_registers
 
     cycle = 0
     while True:
         cycle += 1
         broadcast_idle = (not running and asked is None and in_flight is None
-                          and landed is None and not buffer and head is None)
+                          and landed is None and not buffer and head is None
+                          and not any(link is not None for link in links))
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or columns[k]
                 or any(pipes[k]) for k in range(pes)):
-            return cycle + 1            # the sequencer sees it a cycle later (`settled`)
+            # The sequencer sees it a cycle later (`settled`); with link_registers, two (the
+            # PEs' busy flags come through a register, and the unit's idle is delayed to match).
+            return cycle + 1 + linked
 
         # ---- broadcast unit (combinational view of this cycle) ----
         fetch = (running and next_group != groups
@@ -148,12 +163,13 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         if head is not None:
             for k in range(pes):
                 if work[head][k] and k not in taken:
-                    if len(queues[k]) < depth:          # the unit's credits
+                    if credits[k]:
                         accepted.append(k)
                     else:
                         refused = True
 
         # ---- PEs ----
+        dequeued = [False] * pes
         for k in range(pes):
             if config.column_queue:
                 # The walker takes the queue's head; the memory's output moves into the queue
@@ -192,21 +208,33 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
                 fetched[k] = front[0]
                 if lanes == 1:
                     queues[k].popleft()
+                    dequeued[k] = True
             elif take and not config.column_queue or move:
                 fetched[k] = None
             if lanes == 1:
                 pass
             elif take_group:
                 fronts[k] = list(queues[k].popleft())
+                dequeued[k] = True
             elif last_lane:
                 fronts[k] = None
             elif issue:
                 fronts[k] = front[1:]
 
+        for k in range(pes):
+            returned = returning[k] if linked else dequeued[k]
+            credits[k] += returned - (k in accepted)
+            returning[k] = dequeued[k]
+            if linked and links[k] is not None:
+                queues[k].append(links[k])
+            links[k] = None
         popped = False
         if head is not None:
             for k in accepted:
-                queues[k].append(work[head][k])
+                if linked:
+                    links[k] = work[head][k]
+                else:
+                    queues[k].append(work[head][k])
             if refused:
                 taken |= set(accepted)
             else:
