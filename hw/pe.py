@@ -44,6 +44,8 @@ from amaranth.utils import ceil_log2
 
 from . import isa
 from .config import EngineConfig
+from .multiply import LATENCY as MULTIPLIER_LATENCY
+from .multiply import RegisteredMultiplier
 from .writeback import schedule_signature
 __all__ = ["ProcessingElement", "Target", "readout_layout", "COLUMN_QUEUE_DEPTH"]
 
@@ -337,28 +339,29 @@ class ProcessingElement(wiring.Component):
         row = Signal(config.row_bits)
         m.d.comb += row.eq(Mux(decode_first, fetched.zero_run,
                                previous_row + fetched.zero_run + 1))
+        # The multiplier registers its operands (the multiply stage) and its product (the
+        # accumulate stage), inside the DSP block where there is one (hw/multiply.py).
+        m.submodules.multiplier = multiplier = RegisteredMultiplier(config.act_bits,
+                                                                    config.coef_bits)
         multiply_valid = Signal()
         multiply_row = Signal(config.row_bits, reset_less=True)
-        multiply_value = Signal(signed(config.act_bits), reset_less=True)
-        multiply_weight = Signal(signed(config.coef_bits), reset_less=True)
-        m.d.sync += [
-            multiply_valid.eq(decode_valid),
-            multiply_row.eq(row),
-            multiply_value.eq(decode_value),
-            multiply_weight.eq(fetched.weight if config.decoded_weights
-                               else self.codebook[fetched.code]),
+        m.d.sync += [multiply_valid.eq(decode_valid), multiply_row.eq(row)]
+        m.d.comb += [
+            multiplier.a.eq(decode_value),
+            multiplier.b.eq(fetched.weight if config.decoded_weights
+                            else self.codebook[fetched.code]),
         ]
         with m.If(decode_valid):
             m.d.sync += previous_row.eq(row)
 
         # ---- multiply, then accumulate (read in this stage, write in the next) --------------
+        assert MULTIPLIER_LATENCY == 2
         accumulate_valid = Signal()
         accumulate_row = Signal(config.row_bits, reset_less=True)
-        product = Signal(signed(config.act_bits + config.coef_bits), reset_less=True)
+        product = multiplier.product
         m.d.sync += [
             accumulate_valid.eq(multiply_valid),
             accumulate_row.eq(multiply_row),
-            product.eq(multiply_value * multiply_weight),
         ]
 
         # ---- write-back: read and clear the rows the schedule says, present them ------------

@@ -1,0 +1,76 @@
+"""The PE's multiplier: a product two clock edges after its operands, registered on both sides.
+
+On an ECP5 it is one MULT18X18D with its input and output registers in use.  Yosys maps a
+multiplication to the DSP block but packs no registers into it, so the flip-flops on either
+side sit in the fabric and the paths into and out of the block carry its whole delay plus the
+routing to the DSP row: most of a 100 MHz period on an ECP5-85F.  With the block's own
+registers, each side of the block is a path of wiring alone.  Elsewhere (iCE40, simulation,
+Verilog export) the same two stages are written out and the synthesiser picks the multiplier
+(Yosys packs an iCE40 SB_MAC16's registers itself).
+"""
+
+from amaranth import ClockSignal, Instance, Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["RegisteredMultiplier", "LATENCY"]
+
+LATENCY = 2         # clock edges from the operands to their product
+ECP5_OPERAND_BITS = 18
+
+
+class RegisteredMultiplier(wiring.Component):
+    """``product`` is ``a * b`` of two clock edges earlier (signed).
+
+    Parameters
+    ----------
+    a_bits, b_bits : operand widths (signed).
+
+    Ports
+    -----
+    a, b : In; the operands, taken at every clock edge.
+    product : Out; ``a_bits + b_bits`` bits, signed.
+    """
+
+    def __init__(self, a_bits: int, b_bits: int):
+        self._a_bits, self._b_bits = a_bits, b_bits
+        super().__init__({
+            "a": In(signed(a_bits)),
+            "b": In(signed(b_bits)),
+            "product": Out(signed(a_bits + b_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if (getattr(platform, "family", None) == "ecp5"
+                and max(self._a_bits, self._b_bits) <= ECP5_OPERAND_BITS):
+            self._ecp5_dsp(m)
+            return m
+        a = Signal.like(self.a, reset_less=True)
+        b = Signal.like(self.b, reset_less=True)
+        product = Signal.like(self.product, reset_less=True)
+        m.d.sync += [a.eq(self.a), b.eq(self.b), product.eq(a * b)]
+        m.d.comb += self.product.eq(product)
+        return m
+
+    def _ecp5_dsp(self, m):
+        # Operands sign-extended to the block's 18 bits, read as signed (SIGNEDA/B).
+        a = Signal(signed(ECP5_OPERAND_BITS))
+        b = Signal(signed(ECP5_OPERAND_BITS))
+        p = Signal(36)
+        m.d.comb += [a.eq(self.a), b.eq(self.b), self.product.eq(p[:len(self.product)])]
+        ports = {f"i_A{i}": a[i] for i in range(ECP5_OPERAND_BITS)}
+        ports.update({f"i_B{i}": b[i] for i in range(ECP5_OPERAND_BITS)})
+        ports.update({f"i_C{i}": 0 for i in range(ECP5_OPERAND_BITS)})
+        ports.update({f"o_P{i}": p[i] for i in range(36)})
+        m.submodules.dsp = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+            p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
+            p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
+            # The engine's reset does not reach these registers (nor the fabric ones they
+            # replace: their contents matter only while `valid` flags say so).
+            p_GSR="DISABLED", p_RESETMODE="SYNC",
+            i_CLK0=ClockSignal("sync"), i_CE0=1, i_RST0=0,
+            i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+            **ports)
