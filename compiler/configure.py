@@ -227,7 +227,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
         writeback_lanes=writeback_lanes or 0)
     if part is not None and part.family == "ecp5":
-        # Logic to spare and block RAMs slow to answer: retime the PEs' front ends.
+        # Logic to spare, block RAMs slow to answer and a die too large for the broadcast unit
+        # to sit near every PE: retime the PEs' front ends and the links to them.
         config = dataclasses.replace(config, column_queue=True, readout_register=True,
                                      link_registers=True)
     if part is not None and part.family == "ice40":
