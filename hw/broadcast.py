@@ -28,7 +28,7 @@ model's scan term), and a PE never spends a cycle on a zero activation or on a c
 has no entry in.
 """
 
-from amaranth import Cat, Module, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -223,10 +223,16 @@ class BroadcastUnit(wiring.Component):
         # queues, one more for a group the PE takes out (`dequeued`).  Whether a PE has room is
         # then a register here, equal to what the queue's level says, and the decision to pop
         # the buffer waits on no PE's queue across the die.
+        # And whether a PE holds the head back (it wants it, has not taken it, has no room) is
+        # an AND of the head's `wants` with a register: the pop, which reaches every bit of
+        # the buffer's output register, is an OR of two-input ANDs.
         head = data.View(entry, buffer.r_data)
         taken = Signal(pes)                     # PEs that took the head already
+        next_taken = Signal(pes)
+        blocked = Signal(pes)                   # ~taken & ~has_room, a register
         offered = Signal(pes)
         refused = Signal(pes)
+        pop = Signal()
         # With config.link_registers the push goes through a register on its way to the PE
         # (the unit's credits count it when it is decided), and `dequeued` comes back through
         # one in the PE.
@@ -241,7 +247,7 @@ class BroadcastUnit(wiring.Component):
             m.d.comb += [
                 offered[pe].eq(buffer.r_rdy & head.wants[pe] & ~taken[pe]),
                 pushed.eq(offered[pe] & has_room),
-                refused[pe].eq(offered[pe] & ~has_room),
+                refused[pe].eq(buffer.r_rdy & head.wants[pe] & blocked[pe]),
                 group.pointer.eq(head.pointer),
                 group.mask.eq(head.masks[pe] if lanes > 1 else 1),
                 group.values.eq(head.values),
@@ -261,12 +267,15 @@ class BroadcastUnit(wiring.Component):
                 m.d.comb += next_credits.eq(credits + 1)
             with m.Else():
                 m.d.comb += next_credits.eq(credits)
-            m.d.sync += [credits.eq(next_credits), has_room.eq(next_credits != 0)]
-        m.d.comb += [buffer.r_en.eq(refused == 0), popped.eq(buffer.r_rdy & buffer.r_en)]
-        with m.If(buffer.r_rdy & (refused == 0)):
-            m.d.sync += taken.eq(0)
-        with m.Else():
-            m.d.sync += taken.eq(taken | (offered & ~refused))
+            m.d.sync += [credits.eq(next_credits), has_room.eq(next_credits != 0),
+                         blocked[pe].eq(~next_taken[pe] & (next_credits == 0))]
+        m.d.comb += [
+            buffer.r_en.eq(refused == 0),
+            pop.eq(buffer.r_rdy & (refused == 0)),
+            popped.eq(pop),
+            next_taken.eq(Mux(pop, 0, taken | (offered & ~refused))),
+        ]
+        m.d.sync += taken.eq(next_taken)
 
         # The buffer's level, not its r_rdy: a group on its way to the output register counts.
         m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & (buffer.level == 0)

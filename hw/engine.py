@@ -338,8 +338,9 @@ class Engine(wiring.Component):
             m.d.comb += [write_address.eq(index >> lane_bits),
                          single_value.eq(bus.w_data[:config.act_bits]),
                          activations.w_en.eq(1 << index[:max(1, lane_bits)])]
-        # Choose between a result and a single value once per requantizer, then fan out.
-        group_values = [Mux(sequencer.result_write.en, requantizer.o.payload, single_value)
+        # Choose between a result and a single value once per requantizer, then fan out; on
+        # a register (the word is 256 bits wide on the ECP5 build), not on the write enable.
+        group_values = [Mux(sequencer.result_write.storing, requantizer.o.payload, single_value)
                         for requantizer in requantizers]
         m.d.comb += activations.w_data.eq(Cat(group_values[k // period] for k in range(pes)))
 

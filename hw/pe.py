@@ -146,7 +146,20 @@ class ProcessingElement(wiring.Component):
         acc_w, acc_r = accumulators.write, accumulators.read
 
         # ---- host writes ------------------------------------------------------------------
-        write = self.write
+        # With config.link_registers a write is registered here, a cycle later: the engine's
+        # write request reaches every PE's memories, spread over the die, and the LUT RAMs'
+        # write ports would otherwise end paths across it.  (Each PE's copy loads under its
+        # own enable, so they stay copies; nothing reads these memories over the bus.)
+        if config.link_registers:
+            write = Signal(data.StructLayout({"en": 1, "target": 2, "addr": len(self.write.addr),
+                                              "data": len(self.write.data)}),
+                           name="write_held")
+            m.d.sync += write.en.eq(self.write.en)
+            with m.If(self.write.en):
+                m.d.sync += [write.target.eq(self.write.target), write.addr.eq(self.write.addr),
+                             write.data.eq(self.write.data)]
+        else:
+            write = self.write
         m.d.comb += [
             entries_w.addr.eq(write.addr), entries_w.data.eq(write.data),
             entries_w.en.eq(write.en & (write.target == Target.ENTRIES)),

@@ -33,7 +33,8 @@ class Requantizer(wiring.Component):
     Ports
     -----
     i : In(stream of {acc, bias}), always ready.
-    shift, relu : In; the layer's requantize parameters, stable during a write-back.
+    shift, relu : In; the layer's requantize parameters, stable from the cycle before a
+        write-back's first input to its end.
     o : Out(stream of signed(act_bits)), always ready: the output ``latency(config)`` cycles
         later (with ``config.readout_register`` the operands first go into a register as they
         are, so the memories' outputs in front reach a flip-flop through wiring alone).
@@ -62,9 +63,10 @@ class Requantizer(wiring.Component):
             m.d.sync += [operands.eq(self.i.payload), operands_in_valid.eq(self.i.valid)]
 
         # Stage 0: take the operands, the bias with the rounding constant 2**(shift-1) (0 when
-        # shift is 0) added.
+        # shift is 0) added.  The constant is worked out into a register from `shift`, which
+        # is the layer's and comes from afar: the adder starts from flip-flops.
         rounding = Signal(wide)
-        m.d.comb += rounding.eq((Const(1, wide + 1) << self.shift)[1:])
+        m.d.sync += rounding.eq((Const(1, wide + 1) << self.shift)[1:])
         acc = Signal(signed(config.acc_bits))
         offset = Signal(signed(wide))
         operands_valid = Signal()

@@ -53,7 +53,8 @@ class Sequencer(wiring.Component):
     pes_busy : In; any PE busy.
     writeback : Out; pulse to every PE.  results_valid : In; the PEs' write-back results.
     result_write : Out; ``en``/``addr``/``phase``: write the requantizers' results into lanes
-        ``g * period + phase`` of activation word ``addr``.
+        ``g * period + phase`` of activation word ``addr``; ``storing``: a register, high while
+        the results of a layer are being written (``en`` may be high only then).
     cycles_write : Out; ``en``/``addr``/``data``: record the run's cycle count at the end of
         layer ``addr``.
     total_cycles : Out; cycles of the last run.
@@ -92,6 +93,7 @@ class Sequencer(wiring.Component):
                 "en": Out(1),
                 "addr": Out(ceil_log2(max(2, config.act_words))),
                 "phase": Out(range(max(2, config.writeback_period))),
+                "storing": Out(1),
             })),
             "cycles_write": Out(wiring.Signature({
                 "en": Out(1),
@@ -214,6 +216,7 @@ class Sequencer(wiring.Component):
 
             with m.State("WRITEBACK"):
                 m.d.comb += [self.busy.eq(1), self.writeback.eq(1)]
+                m.d.sync += self.result_write.storing.eq(1)
                 with m.If(~last_layer & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index + 1)]
                 m.next = "STORE"
@@ -224,6 +227,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += written.eq(written + 1)
                     with m.If(written == last_result):
                         m.d.comb += self.cycles_write.en.eq(1)
+                        m.d.sync += self.result_write.storing.eq(0)
                         with m.If(last_layer):
                             # The last layer's descriptor stays on `layer` (its out_features).
                             m.d.comb += self.done.eq(1)

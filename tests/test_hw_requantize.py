@@ -17,6 +17,7 @@ def rtl_requantize(config, acc, bias, shift, relu):
     async def testbench(ctx):
         ctx.set(dut.shift, shift)
         ctx.set(dut.relu, relu)
+        await ctx.tick()                # the parameters settle a cycle before the first input
         for cycle in range(len(acc) + latency(config)):
             if cycle < len(acc):
                 ctx.set(dut.i.valid, 1)
