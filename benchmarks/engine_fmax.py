@@ -21,6 +21,7 @@ another).  Builds land in ``build/benchmarks/fmax/<board>-N<pes>/`` with nextpnr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -311,10 +312,15 @@ class _SavedBuild:
         self.utilisation = saved["utilisation"]
 
 
+TIMING_REPORT = "top.report.json"
+TIMING_REPORT_OPTS = f"--report {TIMING_REPORT} --detailed-timing-report"
+
+
 def _build_with(program, target, frequency: float | None, build_dir: Path, synth_opts: str,
-                say) -> _SavedBuild:
-    """One build of the same board top sf.build makes, with extra Yosys options (for a
-    synthesis bug's workaround, say); saved as build.json like sf.build's."""
+                say, nextpnr_opts: str = "") -> _SavedBuild:
+    """One build of the same board top sf.build makes, with extra Yosys or nextpnr options
+    (for a synthesis bug's workaround, or nextpnr's timing report); saved as build.json like
+    sf.build's."""
     from sparseforge.boards.bitstream import build_bitstream
     from sparseforge.boards.top import BoardTop
 
@@ -326,7 +332,9 @@ def _build_with(program, target, frequency: float | None, build_dir: Path, synth
     top = BoardTop(target, program.config, program.image, frequency_mhz=asked)
     try:
         done = build_bitstream(target.make_platform(), top, build_dir / "attempt1",
-                               synth_opts=options, nextpnr_opts=target.nextpnr_opts or None)
+                               synth_opts=options,
+                               nextpnr_opts=" ".join(filter(None, [target.nextpnr_opts,
+                                                                   nextpnr_opts])) or None)
     except Exception as error:
         raise RuntimeError(f"{error}{_yosys_error(build_dir)}") from error
     clock = top.clocking.frequency_hz / 1e6
@@ -353,7 +361,7 @@ def _yosys_error(build_dir: Path) -> str:
 
 def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
         fit_clock: bool, out: Path, say, reuse: bool = False,
-        synth_opts: str | None = None) -> dict:
+        synth_opts: str | None = None, timing_report: bool = False) -> dict:
     target = find_board(board_name)
     cm = sf.load_compressed(model_path)
     started = time.perf_counter()
@@ -372,8 +380,9 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
     if reuse and saved.exists():
         result = _SavedBuild(json.loads(saved.read_text()))
         say(f"[{board_name} N={pes}] reusing the build in {build_dir} (--reuse)")
-    elif synth_opts:
-        result = _build_with(program, target, frequency, build_dir, synth_opts, say)
+    elif synth_opts or timing_report:
+        result = _build_with(program, target, frequency, build_dir, synth_opts or "", say,
+                             TIMING_REPORT_OPTS if timing_report else "")
     else:
         try:
             result = sf.build(program, board_name, frequency_mhz=frequency,
@@ -385,6 +394,15 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
         f"{result.fmax_mhz:.1f} MHz for a {result.target_mhz:.1f} MHz clock")
     log = Path(result.bitstream).parent / "top.tim"       # the attempt the build kept
     paths = parse_critical_paths(log.read_text()) if log.exists() else {}
+    report = Path(result.bitstream).parent / TIMING_REPORT
+    if timing_report and report.exists():
+        # Every register input past the target's period, not only the critical path.
+        import timing_paths
+        period = 1000 / result.target_mhz
+        say(f"[{board_name} N={pes}] register inputs later than {period:.2f} ns "
+            f"(benchmarks/timing_paths.py {report}):")
+        with contextlib.redirect_stdout(sys.stderr):       # stdout may be --json's
+            timing_paths.main([str(report), "--period", f"{period:.3f}", "--top", "25"])
     return {
         "board": board_name, "title": target.title, "part": target.part.name, "pes": pes,
         "engine": {"scan_lanes": config.scan_lanes, "fifo_depth": config.fifo_depth,
@@ -519,6 +537,10 @@ def main() -> None:
     parser.add_argument("--synth-opts", metavar="OPTS",
                         help="extra Yosys synth options, e.g. '-dff' (the same board top, one "
                              "build; a workaround when synthesis fails)")
+    parser.add_argument("--timing-report", action="store_true",
+                        help="have nextpnr write its timing report (top.report.json, tens of "
+                             "MB) and list every register input slower than the clock, grouped "
+                             "(benchmarks/timing_paths.py)")
     parser.add_argument("--reuse", action="store_true",
                         help="report a finished build in the output directory instead of "
                              "building again")
@@ -553,7 +575,8 @@ def main() -> None:
     for board_name, pes in builds:
         try:
             results.append(run(board_name, pes, model, args.frequency, args.fit_clock,
-                               args.out, say, reuse=args.reuse, synth_opts=args.synth_opts))
+                               args.out, say, reuse=args.reuse, synth_opts=args.synth_opts,
+                               timing_report=args.timing_report))
         except Exception as error:        # report it, go on with the next board
             failures.append({"board": board_name, "pes": pes, "error": str(error)})
             say(f"[{board_name} N={pes}] failed: {error}")
