@@ -38,12 +38,18 @@ from .activation_buffer import LATENCY as ACTIVATION_LATENCY
 from .config import EngineConfig
 from .pe import lowest_set_bit
 
-__all__ = ["BroadcastUnit", "BUFFER_DEPTH"]
+__all__ = ["BroadcastUnit", "BUFFER_DEPTH", "buffer_depth"]
 
 # Groups between the mask and offer stages.  With the three groups in flight counted against it
 # (asked, landing, landed) and a cycle more inside the buffer to its output register, six entries
 # let the fetch stage ask for a group every cycle while the offer stage takes one.
 BUFFER_DEPTH = 6
+
+
+def buffer_depth(config: EngineConfig) -> int:
+    """The buffer's depth: one more with ``config.link_registers``, whose masked groups go
+    through a register on their way into it (a fourth group in flight)."""
+    return BUFFER_DEPTH + config.link_registers
 
 
 def offer_layout(config: EngineConfig) -> data.StructLayout:
@@ -128,7 +134,8 @@ class BroadcastUnit(wiring.Component):
 
         entry = offer_layout(config)
         # Its output is a register (SyncFIFOBuffered), so the offer stage starts from flip-flops.
-        m.submodules.buffer = buffer = fifo.SyncFIFOBuffered(width=entry.size, depth=BUFFER_DEPTH)
+        depth = buffer_depth(config)
+        m.submodules.buffer = buffer = fifo.SyncFIFOBuffered(width=entry.size, depth=depth)
 
         # ---- 1. fetch ------------------------------------------------------------------------
         assert ACTIVATION_LATENCY == 2
@@ -149,7 +156,7 @@ class BroadcastUnit(wiring.Component):
         # Room in the buffer for groups not asked for yet: BUFFER_DEPTH less the groups in it
         # and on their way to it (asked, landing, landed), counted in a register so that the
         # fetch decision has no adder in it.
-        room = Signal(range(BUFFER_DEPTH + 1), init=BUFFER_DEPTH)
+        room = Signal(range(depth + 1), init=depth)
         popped = Signal()
         with m.If(fetch & ~popped):
             m.d.sync += room.eq(room - 1)
@@ -209,14 +216,19 @@ class BroadcastUnit(wiring.Component):
                     masked.firsts[pe].eq(lowest_set_bit(m, mask)),
                     masked.singles[pe].eq((mask & (mask - 1)) == 0),
                 ]
-        m.d.comb += [
-            masked.pointer.eq(landed_pointer),
-            buffer.w_data.eq(masked),
-            # The fetch made room for it.  (A group no PE has work for is offered to none and
-            # leaves at once; dropping it here would put the OR of every PE's mask in the path
-            # to the buffer's write enable.)
-            buffer.w_en.eq(landed),
-        ]
+        m.d.comb += masked.pointer.eq(landed_pointer)
+        # The fetch made room for it.  (A group no PE has work for is offered to none and
+        # leaves at once; dropping it here would put the OR of every PE's mask in the path to
+        # the buffer's write enable.)
+        masked_valid = Signal()
+        if config.link_registers:
+            # The buffer's LUT RAM is as wide as a PE mask for each PE: spread over many slices,
+            # it is written from a register, not from the masks' logic.
+            masked_entry = Signal(entry, reset_less=True)
+            m.d.sync += [masked_valid.eq(landed), masked_entry.eq(masked)]
+            m.d.comb += [buffer.w_data.eq(masked_entry), buffer.w_en.eq(masked_valid)]
+        else:
+            m.d.comb += [buffer.w_data.eq(masked), buffer.w_en.eq(landed)]
 
         # ---- 3. offer ------------------------------------------------------------------------
         # The unit counts each PE queue's free entries (credits): one fewer for a group it
@@ -278,6 +290,6 @@ class BroadcastUnit(wiring.Component):
         m.d.sync += taken.eq(next_taken)
 
         # The buffer's level, not its r_rdy: a group on its way to the output register counts.
-        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & (buffer.level == 0)
-                                 & (link_valid == 0))
+        m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & ~masked_valid
+                                 & (buffer.level == 0) & (link_valid == 0))
         return m

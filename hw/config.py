@@ -64,11 +64,12 @@ class EngineConfig:
     readout_register : a register in front of each requantizer, so the accumulator and bias
         memories' outputs reach a flip-flop through wiring alone (on an ECP5 a block RAM's
         clock-to-out is most of a 100 MHz period); a layer's write-back takes a cycle longer.
-    link_registers : a register each way between the broadcast unit and the PEs: the groups it
-        pushes into their queues, and the queues' dequeues and the PEs' busy flags coming back.
-        On a large part the broadcast unit cannot sit near all its PEs, and these signals
-        cross the die.  A group reaches its PE a cycle later, a freed queue entry is counted a
-        cycle later, and the end of a layer's compute phase is seen a cycle later.
+    link_registers : registers for a die too large for the broadcast unit to sit near all its
+        PEs: one each way between them (the groups it pushes into their queues; the queues'
+        dequeues and the PEs' busy flags coming back), one in each PE for the host's writes
+        into its memories, and one in front of the broadcast unit's buffer (as wide as a mask
+        per PE, spread over many LUT RAM slices).  A layer takes three cycles more, and a
+        freed queue entry is counted a cycle later.
     """
     pes: int
     act_bits: int = 8

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparseforge.hw.broadcast import BUFFER_DEPTH
+from sparseforge.hw.broadcast import buffer_depth
 from sparseforge.hw.config import EngineConfig
 from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import writeback_latency
@@ -53,9 +53,10 @@ PIPELINE_FILL = 14
 
 def pipeline_fill(config: EngineConfig) -> int:
     """``PIPELINE_FILL`` for this configuration: a cycle more with the column queue (the first
-    column word waits in it), two more with link registers (the first group reaches its PE a
-    cycle later, and the sequencer sees the engine idle a cycle later)."""
-    return PIPELINE_FILL + config.column_queue + 2 * config.link_registers
+    column word waits in it), three more with link registers (the masked group is registered
+    before the broadcast unit's buffer, the first group reaches its PE a cycle later, and the
+    sequencer sees the engine idle a cycle later)."""
+    return PIPELINE_FILL + config.column_queue + 3 * config.link_registers
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,9 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     asked: int | None = None                    # the group the activation buffer took
     in_flight: int | None = None                # the group whose words land this cycle
     landed: int | None = None                   # the group being masked this cycle
+    masked: int | None = None                   # masked, on its way into the buffer
+                                                # (config.link_registers)
+    depth = buffer_depth(config)
     buffer: deque[int] = deque()                # groups in the buffer's memory
     head: int | None = None                     # the group in the buffer's output register
     taken: set[int] = set()                     # PEs that took the buffer's head already
@@ -144,7 +148,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     while True:
         cycle += 1
         broadcast_idle = (not running and asked is None and in_flight is None
-                          and landed is None and not buffer and head is None
+                          and landed is None and masked is None and not buffer
+                          and head is None
                           and not any(link is not None for link in links))
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
@@ -157,7 +162,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         # ---- broadcast unit (combinational view of this cycle) ----
         fetch = (running and next_group != groups
                  and len(buffer) + (head is not None) + (asked is not None)
-                 + (in_flight is not None) + (landed is not None) < BUFFER_DEPTH)
+                 + (in_flight is not None) + (landed is not None) + (masked is not None)
+                 < depth)
         accepted: list[int] = []
         refused = False
         if head is not None:
@@ -245,7 +251,11 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             head = buffer.popleft()
         elif popped:
             head = None
-        if landed is not None:
+        if linked:
+            if masked is not None:
+                buffer.append(masked)
+            masked = landed
+        elif landed is not None:
             buffer.append(landed)
         landed = in_flight
         in_flight = asked
