@@ -54,18 +54,18 @@ def buffer_depth(config: EngineConfig) -> int:
 
 def offer_layout(config: EngineConfig) -> data.StructLayout:
     """A group in the buffer: its pointer index and values, per PE whether it has work in the
-    group (``wants``) and, with several lanes, in which lanes (``masks``; kept beside
-    ``wants`` so that the offer stage does not have to OR the lanes together)."""
+    group (``wants``) and, with several lanes, in which lanes (``firsts`` and ``rests``, as
+    the PEs' queues take them; ``wants`` is kept beside them so that the offer stage does not
+    have to OR the lanes together)."""
     fields = {
         "pointer": ceil_log2(max(2, config.pointer_depth)),
         "values": data.ArrayLayout(signed(config.act_bits), config.scan_lanes),
         "wants": config.pes,
     }
     if config.scan_lanes > 1:
-        fields["masks"] = data.ArrayLayout(config.scan_lanes, config.pes)
-        # Per PE, its first lane with work and whether it is the only one (isa.group_layout).
+        # Per PE, its first lane with work and the others (isa.group_layout).
         fields["firsts"] = data.ArrayLayout(isa.group_layout(config)["first"].shape, config.pes)
-        fields["singles"] = config.pes
+        fields["rests"] = data.ArrayLayout(config.scan_lanes, config.pes)
     return data.StructLayout(fields)
 
 
@@ -212,9 +212,8 @@ class BroadcastUnit(wiring.Component):
             m.d.comb += masked.wants[pe].eq(mask != 0)
             if lanes > 1:
                 m.d.comb += [
-                    masked.masks[pe].eq(mask),
                     masked.firsts[pe].eq(lowest_set_bit(m, mask)),
-                    masked.singles[pe].eq((mask & (mask - 1)) == 0),
+                    masked.rests[pe].eq(mask & (mask - 1)),
                 ]
         m.d.comb += masked.pointer.eq(landed_pointer)
         # The fetch made room for it.  (A group no PE has work for is offered to none and
@@ -261,11 +260,10 @@ class BroadcastUnit(wiring.Component):
                 pushed.eq(offered[pe] & has_room),
                 refused[pe].eq(buffer.r_rdy & head.wants[pe] & blocked[pe]),
                 group.pointer.eq(head.pointer),
-                group.mask.eq(head.masks[pe] if lanes > 1 else 1),
                 group.values.eq(head.values),
             ]
             if lanes > 1:
-                m.d.comb += [group.first.eq(head.firsts[pe]), group.single.eq(head.singles[pe])]
+                m.d.comb += [group.first.eq(head.firsts[pe]), group.rest.eq(head.rests[pe])]
             # A PE's queue is ready whenever it has credits: valid means taken.
             if config.link_registers:
                 link_group = Signal.like(group, name=f"link_group{pe}", reset_less=True)

@@ -135,21 +135,20 @@ def occupancy_layout(config: EngineConfig) -> data.ArrayLayout:
 
 def group_layout(config: EngineConfig) -> data.StructLayout:
     """What the broadcast unit queues for a PE: the pointer index of the group's first column
-    (``pointer_base + group * G``; the group covers columns ``group * G .. group * G + G - 1``),
-    the lanes that hold work for this PE (nonzero activation and an occupied column), and the
-    ``G`` activation values.  With several lanes, also the first of those lanes (``first``,
-    the lowest set bit of ``mask``) and whether it is the only one (``single``): the broadcast
-    unit works them out before the group is queued, so that the PE's front end takes its first
-    column straight from the queue, without a leading-nonzero detector behind the queue's
-    memory."""
+    (``pointer_base + group * G``; the group covers columns ``group * G .. group * G + G - 1``)
+    and the ``G`` activation values; with several lanes, also which of them hold work for this
+    PE (nonzero activation and an occupied column), as the first such lane (``first``) and the
+    others (``rest``, a mask).  The broadcast unit works these out before the group is queued,
+    so that the PE's front end takes its first column straight from the queue, without a
+    leading-nonzero detector behind the queue's memory.  (With one lane the broadcast unit
+    queues a group only for a PE with work in it.)"""
     fields = {
         "pointer": _bits_for(config.pointer_depth - 1),
-        "mask": config.scan_lanes,
         "values": data.ArrayLayout(signed(config.act_bits), config.scan_lanes),
     }
     if config.scan_lanes > 1:
         fields["first"] = _bits_for(config.scan_lanes - 1)
-        fields["single"] = 1
+        fields["rest"] = config.scan_lanes
     return data.StructLayout(fields)
 
 

@@ -10,9 +10,9 @@ bias, rescale, saturate, ReLU) that the engine shares among a few PEs.
 
 Where this differs from EIE, and why (docs/architecture.md):
 
-* The activation queue holds *groups* of ``G = scan_lanes`` activations with a mask of the lanes
-  this PE has work for (the broadcast unit knows from the occupancy bits); the front end picks
-  lanes with a leading-nonzero detector, one column per cycle.  So a column the PE has no entry
+* The activation queue holds *groups* of ``G = scan_lanes`` activations with the lanes this PE
+  has work for (the broadcast unit knows from the occupancy bits, and names the first of them);
+  the front end picks the others with a leading-nonzero detector, one column per cycle.  So a column the PE has no entry
   in costs it nothing, and the queue is filled ``G`` activations at a time.
 * ``p[j]`` and ``p[j+1]`` come from one *column word* ``(start, count)`` instead of two banks,
   and the biases share that memory (they are read only at write-back): one block RAM instead
@@ -171,22 +171,14 @@ class ProcessingElement(wiring.Component):
         ]
 
         # ---- activation queue -------------------------------------------------------------
-        # With one lane the mask is always 1 (the broadcast unit queues a group only for a PE
-        # with work in it): the queue does not store it.
         head = Signal(isa.group_layout(config))
-        if lanes == 1:
-            stored = [self.queue.payload.pointer, self.queue.payload.values]
-            unstored = [head.pointer, head.values]
-            m.d.comb += head.mask.eq(1)
-        else:
-            stored, unstored = [self.queue.payload], [head]
         m.submodules.queue = queue = fifo.SyncFIFO(
-            width=len(Cat(*stored)), depth=config.fifo_depth)
+            width=len(self.queue.payload.as_value()), depth=config.fifo_depth)
         m.d.comb += [
-            queue.w_data.eq(Cat(*stored)),
+            queue.w_data.eq(self.queue.payload),
             queue.w_en.eq(self.queue.valid),
             self.queue.ready.eq(queue.w_rdy),
-            Cat(*unstored).eq(queue.r_data),
+            head.eq(queue.r_data),
         ]
         dequeued = Signal()
         m.d.comb += dequeued.eq(queue.r_en & queue.r_rdy)
@@ -276,7 +268,7 @@ class ProcessingElement(wiring.Component):
             # issue and the parameter memory's address come from registers, not from an LNZD
             # and an adder behind the issue decision.
             front_valid = Signal()
-            front_mask = Signal(lanes, reset_less=True)         # lanes not issued yet
+            front_rest = Signal(lanes, reset_less=True)         # lanes after the issuing one
             front_base = Signal.like(issue_index, reset_less=True)
             front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes),
                                   reset_less=True)
@@ -284,9 +276,7 @@ class ProcessingElement(wiring.Component):
             front_value = Signal(signed(config.act_bits), reset_less=True)
             front_last = Signal(reset_less=True)
             # The lane after the one issuing now.  (The queue's head names its first lane.)
-            remaining = Signal(lanes)
-            m.d.comb += remaining.eq(front_mask & (front_mask - 1))
-            next_lane = lowest_set_bit(m, remaining)
+            next_lane = lowest_set_bit(m, front_rest)
             take_group = Signal()
             m.d.comb += [
                 can_issue.eq(front_valid),
@@ -298,21 +288,21 @@ class ProcessingElement(wiring.Component):
             with m.If(take_group):
                 m.d.sync += [
                     front_valid.eq(1),
-                    front_mask.eq(head.mask),
+                    front_rest.eq(head.rest),
                     front_base.eq(head.pointer),
                     front_values.eq(head.values),
                     front_index.eq(head.pointer + head.first),
                     front_value.eq(head.values[head.first]),
-                    front_last.eq(head.single),
+                    front_last.eq(head.rest == 0),
                 ]
             with m.Elif(issue & front_last):
                 m.d.sync += front_valid.eq(0)
             with m.Elif(issue):
                 m.d.sync += [
-                    front_mask.eq(remaining),
+                    front_rest.eq(front_rest & (front_rest - 1)),
                     front_index.eq(front_base + next_lane),
                     front_value.eq(front_values[next_lane]),
-                    front_last.eq((remaining & (remaining - 1)) == 0),
+                    front_last.eq((front_rest & (front_rest - 1)) == 0),
                 ]
         with m.If(issue):
             m.d.sync += [holding.eq(1), held_value.eq(issue_value)]
