@@ -361,7 +361,8 @@ def _yosys_error(build_dir: Path) -> str:
 
 def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
         fit_clock: bool, out: Path, say, reuse: bool = False,
-        synth_opts: str | None = None, timing_report: bool = False) -> dict:
+        synth_opts: str | None = None, timing_report: bool = False,
+        nextpnr_opts: str | None = None) -> dict:
     target = find_board(board_name)
     cm = sf.load_compressed(model_path)
     started = time.perf_counter()
@@ -380,9 +381,10 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
     if reuse and saved.exists():
         result = _SavedBuild(json.loads(saved.read_text()))
         say(f"[{board_name} N={pes}] reusing the build in {build_dir} (--reuse)")
-    elif synth_opts or timing_report:
+    elif synth_opts or timing_report or nextpnr_opts:
         result = _build_with(program, target, frequency, build_dir, synth_opts or "", say,
-                             TIMING_REPORT_OPTS if timing_report else "")
+                             " ".join(filter(None, [nextpnr_opts, timing_report
+                                                    and TIMING_REPORT_OPTS])))
     else:
         try:
             result = sf.build(program, board_name, frequency_mhz=frequency,
@@ -537,6 +539,9 @@ def main() -> None:
     parser.add_argument("--synth-opts", metavar="OPTS",
                         help="extra Yosys synth options, e.g. '-dff' (the same board top, one "
                              "build; a workaround when synthesis fails)")
+    parser.add_argument("--nextpnr-opts", metavar="OPTS",
+                        help="extra nextpnr options, e.g. '--router router2' or '--seed 2' "
+                             "(the same board top, one build)")
     parser.add_argument("--timing-report", action="store_true",
                         help="have nextpnr write its timing report (top.report.json, tens of "
                              "MB) and list every register input slower than the clock, grouped "
@@ -576,7 +581,8 @@ def main() -> None:
         try:
             results.append(run(board_name, pes, model, args.frequency, args.fit_clock,
                                args.out, say, reuse=args.reuse, synth_opts=args.synth_opts,
-                               timing_report=args.timing_report))
+                               timing_report=args.timing_report,
+                               nextpnr_opts=args.nextpnr_opts))
         except Exception as error:        # report it, go on with the next board
             failures.append({"board": board_name, "pes": pes, "error": str(error)})
             say(f"[{board_name} N={pes}] failed: {error}")
