@@ -228,9 +228,11 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         writeback_lanes=writeback_lanes or 0)
     if part is not None and part.family == "ecp5":
         # Logic to spare, block RAMs slow to answer and a die too large for the broadcast unit
-        # to sit near every PE: retime the PEs' front ends and the links to them.
+        # to sit near every PE: retime the PEs' front ends and the links to them, and keep
+        # codebook values in the entry memories (no codebook register file read by every PE
+        # across the die, in front of each multiplier).
         config = dataclasses.replace(config, column_queue=True, readout_register=True,
-                                     link_registers=True)
+                                     link_registers=True, decoded_weights=True)
     if part is not None and part.family == "ice40":
         # Codebook values in the entry memories, when that costs no block RAM: on an iCE40 the
         # PEs' codebook multiplexers are a fifth of the logic cells.

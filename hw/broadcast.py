@@ -28,7 +28,7 @@ model's scan term), and a PE never spends a cycle on a zero activation or on a c
 has no entry in.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -126,11 +126,15 @@ class BroadcastUnit(wiring.Component):
             init=self._occupancy_init)
         occupancy_w = occupancy.write_port()
         occupancy_r = occupancy.read_port()
-        m.d.comb += [
-            occupancy_w.en.eq(self.occupancy_write.en),
-            occupancy_w.addr.eq(self.occupancy_write.addr),
-            occupancy_w.data.eq(self.occupancy_write.data),
-        ]
+        occupancy_fields = [occupancy_w.en, occupancy_w.addr, occupancy_w.data]
+        host_fields = [self.occupancy_write.en, self.occupancy_write.addr,
+                       self.occupancy_write.data]
+        if config.link_registers:
+            # The host's write is registered (a cycle later, unseen: the engine is idle): its
+            # decode sits in the engine, the occupancy LUT RAM (a bit per lane and PE) here.
+            m.d.sync += [field.eq(host) for field, host in zip(occupancy_fields, host_fields)]
+        else:
+            m.d.comb += [field.eq(host) for field, host in zip(occupancy_fields, host_fields)]
 
         entry = offer_layout(config)
         # Its output is a register (SyncFIFOBuffered), so the offer stage starts from flip-flops.
@@ -191,29 +195,35 @@ class BroadcastUnit(wiring.Component):
         # The group's values and occupancy word are registered as they land: the activation
         # buffer's SPRAMs sit at the die's corners, and their outputs have no time left for the
         # masks.
-        landed_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes))
-        landed_occupancy = Signal(occupancy_shape)
-        landed_pointer = Signal.like(self.pointer_base)
+        landed_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes),
+                               reset_less=True)
+        landed_nonzero = Signal(lanes, reset_less=True)
+        landed_occupancy = Signal(occupancy_shape, reset_less=True)
+        landed_pointer = Signal.like(self.pointer_base, reset_less=True)
         words = self.activations.data
         m.d.sync += [landed.eq(in_flight), landed_occupancy.eq(occupancy_r.data),
                      landed_pointer.eq(in_flight_pointer)]
         with m.Switch(in_flight_sub):
             for sub in range(config.groups_per_word):
                 with m.Case(sub):
-                    m.d.sync += landed_values.eq(
-                        Cat(words[sub * lanes + lane] for lane in range(lanes)))
+                    lane_values = [words[sub * lanes + lane] for lane in range(lanes)]
+                    m.d.sync += [landed_values.eq(Cat(lane_values)),
+                                 landed_nonzero.eq(Cat(v != 0 for v in lane_values))]
 
         masked = Signal(entry)
         m.d.comb += masked.values.eq(landed_values)
         occupied = landed_occupancy
-        nonzero = Cat(landed_values[lane] != 0 for lane in range(lanes))
+        nonzero = landed_nonzero
         for pe in range(pes):
             mask = Cat(nonzero[lane] & occupied[lane][pe] for lane in range(lanes))
             m.d.comb += masked.wants[pe].eq(mask != 0)
             if lanes > 1:
+                # The lanes after the first: each a function of the mask's bits up to it (no
+                # borrow chain, as mask & (mask - 1) would make).
                 m.d.comb += [
                     masked.firsts[pe].eq(lowest_set_bit(m, mask)),
-                    masked.rests[pe].eq(mask & (mask - 1)),
+                    masked.rests[pe].eq(Cat(mask[lane] & (mask[:lane] != 0) if lane
+                                            else Const(0, 1) for lane in range(lanes))),
                 ]
         m.d.comb += masked.pointer.eq(landed_pointer)
         # The fetch made room for it.  (A group no PE has work for is offered to none and
@@ -266,8 +276,13 @@ class BroadcastUnit(wiring.Component):
                 m.d.comb += [group.first.eq(head.firsts[pe]), group.rest.eq(head.rests[pe])]
             # A PE's queue is ready whenever it has credits: valid means taken.
             if config.link_registers:
+                # Loaded only with a push: each PE's copy has an enable of its own, so that
+                # Yosys keeps the copies (identical flip-flops would be merged into one that
+                # drives every PE's queue across the die).
                 link_group = Signal.like(group, name=f"link_group{pe}", reset_less=True)
-                m.d.sync += [link_valid[pe].eq(pushed), link_group.eq(group)]
+                m.d.sync += link_valid[pe].eq(pushed)
+                with m.If(pushed):
+                    m.d.sync += link_group.eq(group)
                 m.d.comb += [queue.valid.eq(link_valid[pe]), queue.payload.eq(link_group)]
             else:
                 m.d.comb += [queue.valid.eq(pushed), queue.payload.eq(group)]

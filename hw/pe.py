@@ -37,6 +37,8 @@ Pipeline (one column per cycle at the front, one entry per cycle after the colum
           -> decode (row, codebook) -> multiply -> accumulate (read-modify-write)
 """
 
+from types import SimpleNamespace
+
 from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -151,13 +153,16 @@ class ProcessingElement(wiring.Component):
         # write ports would otherwise end paths across it.  (Each PE's copy loads under its
         # own enable, so they stay copies; nothing reads these memories over the bus.)
         if config.link_registers:
-            write = Signal(data.StructLayout({"en": 1, "target": 2, "addr": len(self.write.addr),
-                                              "data": len(self.write.data)}),
-                           name="write_held")
-            m.d.sync += write.en.eq(self.write.en)
+            held = Signal(data.StructLayout({"target": 2, "addr": len(self.write.addr),
+                                             "data": len(self.write.data)}),
+                          name="write_held", reset_less=True)
+            held_en = Signal(name="write_held_en")
+            m.d.sync += held_en.eq(self.write.en)
             with m.If(self.write.en):
-                m.d.sync += [write.target.eq(self.write.target), write.addr.eq(self.write.addr),
-                             write.data.eq(self.write.data)]
+                m.d.sync += [held.target.eq(self.write.target), held.addr.eq(self.write.addr),
+                             held.data.eq(self.write.data)]
+            write = SimpleNamespace(en=held_en, target=held.target, addr=held.addr,
+                                    data=held.data)
         else:
             write = self.write
         m.d.comb += [

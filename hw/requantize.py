@@ -23,8 +23,10 @@ LATENCY = 4     # cycles from an input transfer to its output transfer (without 
 
 
 def latency(config: EngineConfig) -> int:
-    """Cycles from an input transfer to its output transfer for ``config``."""
-    return LATENCY + config.readout_register
+    """Cycles from an input transfer to its output transfer for ``config``: a cycle more with
+    ``readout_register``, two more with ``link_registers`` (shift and saturation in two
+    stages each)."""
+    return LATENCY + config.readout_register + 2 * config.link_registers
 
 
 class Requantizer(wiring.Component):
@@ -55,20 +57,24 @@ class Requantizer(wiring.Component):
         m = Module()
         config = self._config
         wide = config.acc_bits + 2          # acc + bias + rounding constant cannot overflow this
+        # With config.link_registers the shift and the saturation take two stages each: the
+        # layer's shift and relu come from one register in the engine, across the die from
+        # most requantizers, and only a couple of logic levels may follow them in a cycle.
+        split = config.link_registers
 
         operands, operands_in_valid = self.i.payload, self.i.valid
         if config.readout_register:
-            operands = Signal.like(self.i.payload)
+            operands = Signal.like(self.i.payload, reset_less=True)
             operands_in_valid = Signal()
             m.d.sync += [operands.eq(self.i.payload), operands_in_valid.eq(self.i.valid)]
 
         # Stage 0: take the operands, the bias with the rounding constant 2**(shift-1) (0 when
         # shift is 0) added.  The constant is worked out into a register from `shift`, which
         # is the layer's and comes from afar: the adder starts from flip-flops.
-        rounding = Signal(wide)
+        rounding = Signal(wide, reset_less=True)
         m.d.sync += rounding.eq((Const(1, wide + 1) << self.shift)[1:])
-        acc = Signal(signed(config.acc_bits))
-        offset = Signal(signed(wide))
+        acc = Signal(signed(config.acc_bits), reset_less=True)
+        offset = Signal(signed(wide), reset_less=True)
         operands_valid = Signal()
         m.d.sync += [
             acc.eq(operands.acc),
@@ -77,7 +83,7 @@ class Requantizer(wiring.Component):
         ]
 
         # Stage 1: the sum.
-        total = Signal(signed(wide))
+        total = Signal(signed(wide), reset_less=True)
         total_valid = Signal()
         m.d.sync += [
             total.eq(acc + offset),
@@ -85,25 +91,50 @@ class Requantizer(wiring.Component):
         ]
 
         # Stage 2: arithmetic shift right (floor), which with the constant rounds half up.
-        shifted = Signal(signed(wide))
+        shifted = Signal(signed(wide), reset_less=True)
         shifted_valid = Signal()
-        m.d.sync += [
-            shifted.eq(total >> self.shift),
-            shifted_valid.eq(total_valid),
-        ]
+        if split:
+            fine_bits = 3
+            coarse = Signal(signed(wide), reset_less=True)
+            coarse_valid = Signal()
+            m.d.sync += [
+                coarse.eq(total >> (self.shift[fine_bits:] << fine_bits)),
+                coarse_valid.eq(total_valid),
+                shifted.eq(coarse >> self.shift[:fine_bits]),
+                shifted_valid.eq(coarse_valid),
+            ]
+        else:
+            m.d.sync += [
+                shifted.eq(total >> self.shift),
+                shifted_valid.eq(total_valid),
+            ]
 
         # Stage 3: saturate to the activation width, then ReLU.
         low = -(1 << (config.act_bits - 1))
         high = (1 << (config.act_bits - 1)) - 1
-        floor = Mux(self.relu, 0, low)
-        value = Signal(signed(config.act_bits))
-        with m.If(shifted > high):
-            m.d.sync += value.eq(high)
-        with m.Elif(shifted < floor):
-            m.d.sync += value.eq(floor)
-        with m.Else():
-            m.d.sync += value.eq(shifted)
-        m.d.sync += self.o.valid.eq(shifted_valid)
+        value = Signal(signed(config.act_bits), reset_less=True)
+        if split:
+            clamped = Signal(signed(config.act_bits), reset_less=True)
+            clamped_valid = Signal()
+            with m.If(shifted > high):
+                m.d.sync += clamped.eq(high)
+            with m.Elif(shifted < low):
+                m.d.sync += clamped.eq(low)
+            with m.Else():
+                m.d.sync += clamped.eq(shifted)
+            m.d.sync += [
+                clamped_valid.eq(shifted_valid),
+                value.eq(Mux(self.relu & (clamped < 0), 0, clamped)),
+                self.o.valid.eq(clamped_valid),
+            ]
+        else:
+            floor = Mux(self.relu, 0, low)
+            with m.If(shifted > high):
+                m.d.sync += value.eq(high)
+            with m.Elif(shifted < floor):
+                m.d.sync += value.eq(floor)
+            with m.Else():
+                m.d.sync += value.eq(shifted)
+            m.d.sync += self.o.valid.eq(shifted_valid)
         m.d.comb += self.o.payload.eq(value)
         return m
-

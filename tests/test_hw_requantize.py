@@ -38,11 +38,13 @@ def rtl_requantize(config, acc, bias, shift, relu):
 @pytest.mark.parametrize("act_bits,acc_bits,bias_bits", [(8, 24, 16), (16, 40, 32), (4, 16, 8)])
 @pytest.mark.parametrize("shift", [0, 1, 5, 13])
 @pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("readout_register", [False, True])
+@pytest.mark.parametrize("readout_register,link_registers",
+                         [(False, False), (True, False), (True, True)])
 def test_requantizer_matches_numerics(act_bits, acc_bits, bias_bits, shift, relu,
-                                      readout_register):
+                                      readout_register, link_registers):
+    # link_registers splits the shift and the saturation into two stages each.
     config = EngineConfig(pes=1, act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits,
-                          readout_register=readout_register)
+                          readout_register=readout_register, link_registers=link_registers)
     rng = np.random.default_rng(shift * 2 + relu + act_bits)
     acc = rng.integers(-(1 << (acc_bits - 1)), 1 << (acc_bits - 1), 200)
     acc[:8] = [0, 1, -1, (1 << shift) >> 1, -((1 << shift) >> 1), (1 << (acc_bits - 1)) - 1,
