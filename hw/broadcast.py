@@ -273,15 +273,18 @@ class BroadcastUnit(wiring.Component):
                 group.values.eq(head.values),
             ]
             if lanes > 1:
-                m.d.comb += [group.first.eq(head.firsts[pe]), group.rest.eq(head.rests[pe])]
+                m.d.comb += [group.first.eq(head.firsts[pe]), group.rest.eq(head.rests[pe]),
+                             group.single.eq(head.rests[pe] == 0)]
             # A PE's queue is ready whenever it has credits: valid means taken.
             if config.link_registers:
-                # Loaded only with a push: each PE's copy has an enable of its own, so that
-                # Yosys keeps the copies (identical flip-flops would be merged into one that
-                # drives every PE's queue across the die).
+                # Loaded whenever the head is for this PE (so with every push, and the copy
+                # it sends is the one it loaded the cycle before): each PE's copy has an
+                # enable of its own, a flip-flop, so that Yosys keeps the copies (identical
+                # flip-flops would be merged into one that drives every PE's queue across the
+                # die), and the enable reaches them through wiring alone.
                 link_group = Signal.like(group, name=f"link_group{pe}", reset_less=True)
                 m.d.sync += link_valid[pe].eq(pushed)
-                with m.If(pushed):
+                with m.If(head.wants[pe]):
                     m.d.sync += link_group.eq(group)
                 m.d.comb += [queue.valid.eq(link_valid[pe]), queue.payload.eq(link_group)]
             else:

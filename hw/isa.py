@@ -137,8 +137,8 @@ def group_layout(config: EngineConfig) -> data.StructLayout:
     """What the broadcast unit queues for a PE: the pointer index of the group's first column
     (``pointer_base + group * G``; the group covers columns ``group * G .. group * G + G - 1``)
     and the ``G`` activation values; with several lanes, also which of them hold work for this
-    PE (nonzero activation and an occupied column), as the first such lane (``first``) and the
-    others (``rest``, a mask).  The broadcast unit works these out before the group is queued,
+    PE (nonzero activation and an occupied column), as the first such lane (``first``), the
+    others (``rest``, a mask) and whether there are none (``single``).  The broadcast unit works these out before the group is queued,
     so that the PE's front end takes its first column straight from the queue, without a
     leading-nonzero detector behind the queue's memory.  (With one lane the broadcast unit
     queues a group only for a PE with work in it.)"""
@@ -149,6 +149,7 @@ def group_layout(config: EngineConfig) -> data.StructLayout:
     if config.scan_lanes > 1:
         fields["first"] = _bits_for(config.scan_lanes - 1)
         fields["rest"] = config.scan_lanes
+        fields["single"] = 1
     return data.StructLayout(fields)
 
 

@@ -298,7 +298,7 @@ class ProcessingElement(wiring.Component):
                     front_values.eq(head.values),
                     front_index.eq(head.pointer + head.first),
                     front_value.eq(head.values[head.first]),
-                    front_last.eq(head.rest == 0),
+                    front_last.eq(head.single),
                 ]
             with m.Elif(issue & front_last):
                 m.d.sync += front_valid.eq(0)

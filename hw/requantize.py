@@ -24,9 +24,9 @@ LATENCY = 4     # cycles from an input transfer to its output transfer (without 
 
 def latency(config: EngineConfig) -> int:
     """Cycles from an input transfer to its output transfer for ``config``: a cycle more with
-    ``readout_register``, two more with ``link_registers`` (shift and saturation in two
-    stages each)."""
-    return LATENCY + config.readout_register + 2 * config.link_registers
+    ``readout_register``, three more with ``link_registers`` (shift and saturation in two
+    stages each, and an output register)."""
+    return LATENCY + config.readout_register + 3 * config.link_registers
 
 
 class Requantizer(wiring.Component):
@@ -122,10 +122,16 @@ class Requantizer(wiring.Component):
                 m.d.sync += clamped.eq(low)
             with m.Else():
                 m.d.sync += clamped.eq(shifted)
+            # And a last register with nothing in front of it: the results travel from the
+            # requantizers, next to their PEs, to the activation buffer.
+            relu_value = Signal(signed(config.act_bits), reset_less=True)
+            relu_valid = Signal()
             m.d.sync += [
                 clamped_valid.eq(shifted_valid),
-                value.eq(Mux(self.relu & (clamped < 0), 0, clamped)),
-                self.o.valid.eq(clamped_valid),
+                relu_value.eq(Mux(self.relu & (clamped < 0), 0, clamped)),
+                relu_valid.eq(clamped_valid),
+                value.eq(relu_value),
+                self.o.valid.eq(relu_valid),
             ]
         else:
             floor = Mux(self.relu, 0, low)
