@@ -67,9 +67,11 @@ class EngineConfig:
     link_registers : registers for a die too large for the broadcast unit to sit near all its
         PEs: one each way between them (the groups it pushes into their queues; the queues'
         dequeues and the PEs' busy flags coming back), one in each PE for the host's writes
-        into its memories, and one in front of the broadcast unit's buffer (as wide as a mask
-        per PE, spread over many LUT RAM slices).  A layer takes three cycles more, and a
-        freed queue entry is counted a cycle later.
+        into its memories, one in front of the broadcast unit's buffer (as wide as a mask per
+        PE, spread over many LUT RAM slices), and three more stages in each requantizer (the
+        layer's shift and ReLU flag come from one register across the die).  A layer takes six
+        cycles more (three in the compute phase, three in the write-back), and a freed queue
+        entry is counted a cycle later.
     """
     pes: int
     act_bits: int = 8
