@@ -160,6 +160,8 @@ class BroadcastUnit(wiring.Component):
         # Room in the buffer for groups not asked for yet: BUFFER_DEPTH less the groups in it
         # and on their way to it (asked, landing, landed), counted in a register so that the
         # fetch decision has no adder in it.
+        # A pop is counted a cycle after it (`popped` is a register): the pop decision, an OR
+        # over the PEs, then ends in a flip-flop instead of going on through the counter.
         room = Signal(range(depth + 1), init=depth)
         popped = Signal()
         with m.If(fetch & ~popped):
@@ -300,10 +302,9 @@ class BroadcastUnit(wiring.Component):
         m.d.comb += [
             buffer.r_en.eq(refused == 0),
             pop.eq(buffer.r_rdy & (refused == 0)),
-            popped.eq(pop),
             next_taken.eq(Mux(pop, 0, taken | (offered & ~refused))),
         ]
-        m.d.sync += taken.eq(next_taken)
+        m.d.sync += [taken.eq(next_taken), popped.eq(pop)]
 
         # The buffer's level, not its r_rdy: a group on its way to the output register counts.
         m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & ~masked_valid

@@ -128,6 +128,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     masked: int | None = None                   # masked, on its way into the buffer
                                                 # (config.link_registers)
     depth = buffer_depth(config)
+    popped_last = False                         # a pop the room counter has not seen yet
     buffer: deque[int] = deque()                # groups in the buffer's memory
     head: int | None = None                     # the group in the buffer's output register
     taken: set[int] = set()                     # PEs that took the buffer's head already
@@ -163,7 +164,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         fetch = (running and next_group != groups
                  and len(buffer) + (head is not None) + (asked is not None)
                  + (in_flight is not None) + (landed is not None) + (masked is not None)
-                 < depth)
+                 + popped_last < depth)
         accepted: list[int] = []
         refused = False
         if head is not None:
@@ -251,6 +252,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             head = buffer.popleft()
         elif popped:
             head = None
+        popped_last = popped
         if linked:
             if masked is not None:
                 buffer.append(masked)
