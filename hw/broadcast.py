@@ -259,7 +259,8 @@ class BroadcastUnit(wiring.Component):
         # With config.link_registers the push goes through a register on its way to the PE
         # (the unit's credits count it when it is decided), and `dequeued` comes back through
         # one in the PE.
-        link_valid = Signal(pes)
+        link_valid = Signal(pes)                # the first link register holds a push
+        far_valid = Signal(pes)                 # the second one does
         for pe, queue in enumerate(self.queues):
             credits = Signal(range(config.fifo_depth + 1), init=config.fifo_depth,
                              name=f"credits{pe}")
@@ -284,11 +285,17 @@ class BroadcastUnit(wiring.Component):
                 # enable of its own, a flip-flop, so that Yosys keeps the copies (identical
                 # flip-flops would be merged into one that drives every PE's queue across the
                 # die), and the enable reaches them through wiring alone.
+                # Two registers: the first next to the offer stage, so that the head (whose
+                # load enable is the pop decision, reaching every one of its flip-flops) stays
+                # compact; the second next to the PE.
                 link_group = Signal.like(group, name=f"link_group{pe}", reset_less=True)
-                m.d.sync += link_valid[pe].eq(pushed)
+                far_group = Signal.like(group, name=f"far_group{pe}", reset_less=True)
+                m.d.sync += [link_valid[pe].eq(pushed), far_valid[pe].eq(link_valid[pe])]
                 with m.If(head.wants[pe]):
                     m.d.sync += link_group.eq(group)
-                m.d.comb += [queue.valid.eq(link_valid[pe]), queue.payload.eq(link_group)]
+                with m.If(link_valid[pe]):
+                    m.d.sync += far_group.eq(link_group)
+                m.d.comb += [queue.valid.eq(far_valid[pe]), queue.payload.eq(far_group)]
             else:
                 m.d.comb += [queue.valid.eq(pushed), queue.payload.eq(group)]
             with m.If(pushed & ~self.dequeued[pe]):
@@ -308,5 +315,5 @@ class BroadcastUnit(wiring.Component):
 
         # The buffer's level, not its r_rdy: a group on its way to the output register counts.
         m.d.comb += self.idle.eq(~running & ~asked & ~in_flight & ~landed & ~masked_valid
-                                 & (buffer.level == 0) & (link_valid == 0))
+                                 & (buffer.level == 0) & (link_valid == 0) & (far_valid == 0))
         return m

@@ -53,10 +53,10 @@ PIPELINE_FILL = 14
 
 def pipeline_fill(config: EngineConfig) -> int:
     """``PIPELINE_FILL`` for this configuration: a cycle more with the column queue (the first
-    column word waits in it), three more with link registers (the masked group is registered
-    before the broadcast unit's buffer, the first group reaches its PE a cycle later, and the
-    sequencer sees the engine idle a cycle later)."""
-    return PIPELINE_FILL + config.column_queue + 3 * config.link_registers
+    column word waits in it), four more with link registers (the masked group is registered
+    before the broadcast unit's buffer, the first group reaches its PE two cycles later, and
+    the sequencer sees the engine idle a cycle later)."""
+    return PIPELINE_FILL + config.column_queue + 4 * config.link_registers
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     # The unit's count of each queue's free entries, the groups on their way to the queues
     # and the dequeues on their way back (config.link_registers: a cycle each way).
     credits = [config.fifo_depth] * pes
-    links: list[tuple | None] = [None] * pes
+    links: list[tuple | None] = [None] * pes          # first link register
+    fars: list[tuple | None] = [None] * pes           # second link register
     returning = [False] * pes
     linked = config.link_registers
 
@@ -151,7 +152,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
         broadcast_idle = (not running and asked is None and in_flight is None
                           and landed is None and masked is None and not buffer
                           and head is None
-                          and not any(link is not None for link in links))
+                          and not any(link is not None for link in links + fars))
         if broadcast_idle and not any(
                 queues[k] or fronts[k] is not None or fetched[k] is not None or walking[k]
                 or columns[k]
@@ -232,8 +233,9 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             returned = returning[k] if linked else dequeued[k]
             credits[k] += returned - (k in accepted)
             returning[k] = dequeued[k]
-            if linked and links[k] is not None:
-                queues[k].append(links[k])
+            if linked and fars[k] is not None:
+                queues[k].append(fars[k])
+            fars[k] = links[k]
             links[k] = None
         popped = False
         if head is not None:
