@@ -145,6 +145,9 @@ class BroadcastUnit(wiring.Component):
         assert ACTIVATION_LATENCY == 2
         running = Signal()
         next_group = Signal.like(self.groups)
+        # next_group == groups, a register: the layer's group count is the descriptor memory's
+        # output, and the compare would sit in front of the fetch decision.
+        scanned = Signal()
         next_word = Signal.like(self.activations.addr)
         next_sub = Signal(range(max(2, config.groups_per_word)))
         next_pointer = Signal.like(self.pointer_base)
@@ -169,7 +172,7 @@ class BroadcastUnit(wiring.Component):
         with m.Elif(popped & ~fetch):
             m.d.sync += room.eq(room + 1)
         m.d.comb += [
-            fetch.eq(running & (next_group != self.groups) & (room != 0)),
+            fetch.eq(running & ~scanned & (room != 0)),
             self.activations.addr.eq(next_word),
             self.activations.en.eq(fetch),
             occupancy_r.addr.eq(self.occupancy_base + asked_group),
@@ -183,14 +186,15 @@ class BroadcastUnit(wiring.Component):
         ]
         with m.If(self.start):
             m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
-                         next_pointer.eq(self.pointer_base)]
+                         next_pointer.eq(self.pointer_base), scanned.eq(self.groups == 0)]
         with m.Elif(fetch):
-            m.d.sync += [next_group.eq(next_group + 1), next_pointer.eq(next_pointer + lanes)]
+            m.d.sync += [next_group.eq(next_group + 1), next_pointer.eq(next_pointer + lanes),
+                         scanned.eq(next_group + 1 == self.groups)]
             with m.If(next_sub == config.groups_per_word - 1):
                 m.d.sync += [next_sub.eq(0), next_word.eq(next_word + 1)]
             with m.Else():
                 m.d.sync += next_sub.eq(next_sub + 1)
-        with m.Elif(next_group == self.groups):
+        with m.Elif(scanned):
             m.d.sync += running.eq(0)
 
         # ---- 2. land, then mask --------------------------------------------------------------
