@@ -86,7 +86,11 @@ class BoardTop(Elaboratable):
                 break
             buffer = io.Buffer("o", led)
             m.submodules[f"led{index}"] = buffer
-            m.d.comb += buffer.o.eq(value)
+            # Registered: `busy` and `activity` are decisions in the engine and the link, and
+            # the pin sits at the die's edge.
+            shown = Signal(reset_less=True, name=f"led{index}_shown")
+            m.d.sync += shown.eq(value)
+            m.d.comb += buffer.o.eq(shown)
         return m
 
 
