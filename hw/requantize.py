@@ -116,12 +116,7 @@ class Requantizer(wiring.Component):
         if split:
             clamped = Signal(signed(config.act_bits), reset_less=True)
             clamped_valid = Signal()
-            with m.If(shifted > high):
-                m.d.sync += clamped.eq(high)
-            with m.Elif(shifted < low):
-                m.d.sync += clamped.eq(low)
-            with m.Else():
-                m.d.sync += clamped.eq(shifted)
+            _clamp_into(m, clamped, shifted, low, high)
             # And a last register with nothing in front of it: the results travel from the
             # requantizers, next to their PEs, to the activation buffer.
             relu_value = Signal(signed(config.act_bits), reset_less=True)
@@ -134,13 +129,17 @@ class Requantizer(wiring.Component):
                 self.o.valid.eq(relu_valid),
             ]
         else:
-            floor = Mux(self.relu, 0, low)
-            with m.If(shifted > high):
-                m.d.sync += value.eq(high)
-            with m.Elif(shifted < floor):
-                m.d.sync += value.eq(floor)
-            with m.Else():
-                m.d.sync += value.eq(shifted)
+            _clamp_into(m, value, shifted, Mux(self.relu, 0, low), high)
             m.d.sync += self.o.valid.eq(shifted_valid)
         m.d.comb += self.o.payload.eq(value)
         return m
+
+
+def _clamp_into(m: Module, target: Signal, value, low, high) -> None:
+    """``target`` takes ``value`` clamped to ``low .. high`` at the next clock edge."""
+    with m.If(value > high):
+        m.d.sync += target.eq(high)
+    with m.Elif(value < low):
+        m.d.sync += target.eq(low)
+    with m.Else():
+        m.d.sync += target.eq(value)
