@@ -139,13 +139,8 @@ class ProcessingElement(wiring.Component):
                                 for b in self._init["biases"]]
         m.submodules.entries = entries = memory.Memory(
             shape=entry.size, depth=config.entry_depth, init=_init(self._init["entries"]))
-        # On an ECP5 in LUT RAM: a block RAM there answers 5.8 ns after the clock (Yosys does
-        # not use its output register), most of a 100 MHz period before the column queue and
-        # the requantizer's readout register; the part has LUT RAM to spare.
-        ecp5 = getattr(platform, "family", None) == "ecp5"
         m.submodules.parameters = parameters = memory.Memory(
-            shape=isa.parameter_bits(config), depth=config.parameter_depth, init=parameters_init,
-            attrs={"ram_style": "distributed"} if ecp5 else None)
+            shape=isa.parameter_bits(config), depth=config.parameter_depth, init=parameters_init)
         m.submodules.accumulators = accumulators = AccumulatorFile(config)
 
         entries_w, entries_r = entries.write_port(), entries.read_port()
