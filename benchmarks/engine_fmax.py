@@ -413,6 +413,7 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
                    "coef_bits": config.coef_bits, "act_bits": config.act_bits},
         "fmax_mhz": result.fmax_mhz, "target_mhz": result.target_mhz,
         "timing_met": result.timing_met, "synth_opts": synth_opts,
+        "nextpnr_opts": nextpnr_opts,
         "seconds": result.seconds, "attempts": result.attempts,
         "utilisation": {k: (v if isinstance(v, dict) else v.to_json())
                         for k, v in result.utilisation.items()},
@@ -469,9 +470,10 @@ def render(results: list[dict], console: Console) -> None:
                   "target); resources: used/available on the part, with the compiler's "
                   "estimate (est.) for the engine alone.")
     for r in results:
-        if r.get("synth_opts"):
-            console.print(f"{escape(r['title'])} N={r['pes']}: built with extra Yosys options "
-                          f"{escape(repr(r['synth_opts']))} (not sf.build's defaults)")
+        for tool, key in (("Yosys", "synth_opts"), ("nextpnr", "nextpnr_opts")):
+            if r.get(key):
+                console.print(f"{escape(r['title'])} N={r['pes']}: built with extra {tool} "
+                              f"options {escape(repr(r[key]))} (not sf.build's defaults)")
     for r in results:
         for clock, path in r["_paths"].items():
             render_path(r, clock, path, console)
