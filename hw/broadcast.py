@@ -33,7 +33,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa
+from . import isa, ram
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
 from .config import EngineConfig
 from .pe import lowest_set_bit
@@ -123,9 +123,9 @@ class BroadcastUnit(wiring.Component):
 
         m.submodules.occupancy = occupancy = memory.Memory(
             shape=occupancy_shape.size, depth=config.occupancy_depth,
-            init=self._occupancy_init)
+            init=self._occupancy_init, attrs=ram.ATTRIBUTES)      # only the host writes it
         occupancy_w = occupancy.write_port()
-        occupancy_r = occupancy.read_port()
+        occupancy_r = ram.registered_read_port(m, occupancy, "occupancy_read")
         occupancy_fields = [occupancy_w.en, occupancy_w.addr, occupancy_w.data]
         host_fields = [self.occupancy_write.en, self.occupancy_write.addr,
                        self.occupancy_write.data]

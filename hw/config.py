@@ -68,11 +68,12 @@ class EngineConfig:
         PEs: one each way between them (the groups it pushes into their queues; the queues'
         dequeues and the PEs' busy flags coming back), one in each PE for the host's writes
         into its memories, one in front of the broadcast unit's buffer (as wide as a mask per
-        PE, spread over many LUT RAM slices), and three more stages in each requantizer (the
-        layer's shift and ReLU flag come from one register across the die).  The registers out
-        to the PEs are two deep (one by the broadcast unit, one by the PE).  A layer takes
-        seven cycles more (four in the compute phase, three in the write-back), and a freed
-        queue entry is counted a cycle later.
+        PE, spread over many LUT RAM slices), one on each PE's readout (beside its memories,
+        whose outputs arrive late) and three more stages in each requantizer (the layer's
+        shift and ReLU flag come from one register across the die).  The registers out to the
+        PEs are two deep (one by the broadcast unit, one by the PE).  A layer takes eight
+        cycles more (four in the compute phase, four in the write-back), and a freed queue
+        entry is counted a cycle later.
     """
     pes: int
     act_bits: int = 8

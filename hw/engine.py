@@ -19,7 +19,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import isa
+from . import isa, ram
 from .activation_buffer import ActivationBuffer
 from .broadcast import BroadcastUnit
 from .config import EngineConfig
@@ -91,21 +91,24 @@ class Engine(wiring.Component):
         descriptor = isa.descriptor_layout(config)
         # On an iCE40 the descriptors would take ~100 logic cells as flip-flops and a mux; the
         # part has block RAMs to spare once the activation buffer sits in SPRAM.
+        # Only the host writes the descriptors and the codebook (hw/ram.py).
         small_part = (getattr(platform, "device", "") or "").startswith("iCE40")
         m.submodules.descriptors = descriptors = memory.Memory(
             shape=descriptor.size, depth=config.max_layers,
             init=[] if image is None else [int(d) for d in image.descriptors],
-            attrs={"ram_style": "block"} if small_part else None)
+            attrs={"ram_style": "block", **ram.ATTRIBUTES} if small_part else ram.ATTRIBUTES)
         # Small enough that Yosys would build it from flip-flops; a block RAM is cheaper.
         m.submodules.codebook = codebook = memory.Memory(
             shape=signed(config.coef_bits), depth=config.max_layers * config.codebook_size,
             init=[] if image is None else [int(c) for c in _flat(image.codebook)],
-            attrs={"ram_style": "block"})
+            attrs={"ram_style": "block", **ram.ATTRIBUTES})
         m.submodules.activations = activations = ActivationBuffer(config)
         m.submodules.cycles = cycles = memory.Memory(shape=32, depth=config.max_layers, init=[])
 
-        descriptors_w, descriptors_r = descriptors.write_port(), descriptors.read_port()
-        codebook_w, codebook_r = codebook.write_port(), codebook.read_port()
+        descriptors_w = descriptors.write_port()
+        descriptors_r = ram.registered_read_port(m, descriptors, "descriptors_read")
+        codebook_w = codebook.write_port()
+        codebook_r = ram.registered_read_port(m, codebook, "codebook_read")
         cycles_w, cycles_r = cycles.write_port(), cycles.read_port()
 
         layer_count = Signal(range(config.max_layers + 1),

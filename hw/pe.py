@@ -44,7 +44,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa
+from . import isa, ram
 from .config import EngineConfig
 from .multiply import LATENCY as MULTIPLIER_LATENCY
 from .multiply import RegisteredMultiplier
@@ -96,7 +96,8 @@ class ProcessingElement(wiring.Component):
     writeback : In(``writeback.schedule_signature``); which row to read out and clear, and
         when (``hw/writeback.py``: one schedule serves several PEs).
     readout : Out(stream of {acc, bias}), always ready; each row's accumulator and bias, valid
-        for ``period`` cycles in row order, for the engine's shared requantizers.
+        for ``period`` cycles in row order, for the engine's shared requantizers (with
+        ``config.link_registers``, from registers: a cycle later).
     busy : Out; compute work is queued or in flight (with ``config.link_registers``: was, in
         the previous cycle).
     dequeued : Out; a group left the activation queue this cycle (with
@@ -137,14 +138,19 @@ class ProcessingElement(wiring.Component):
             parameters_init += [0] * (config.pointer_depth - len(parameters_init))
             parameters_init += [int(b) & ((1 << config.bias_bits) - 1)
                                 for b in self._init["biases"]]
+        # Only the host writes them (hw/ram.py: no collision logic on their read ports).
         m.submodules.entries = entries = memory.Memory(
-            shape=entry.size, depth=config.entry_depth, init=_init(self._init["entries"]))
+            shape=entry.size, depth=config.entry_depth, init=_init(self._init["entries"]),
+            attrs=ram.ATTRIBUTES)
         m.submodules.parameters = parameters = memory.Memory(
-            shape=isa.parameter_bits(config), depth=config.parameter_depth, init=parameters_init)
+            shape=isa.parameter_bits(config), depth=config.parameter_depth, init=parameters_init,
+            attrs=ram.ATTRIBUTES)
         m.submodules.accumulators = accumulators = AccumulatorFile(config)
 
-        entries_w, entries_r = entries.write_port(), entries.read_port()
-        parameters_w, parameters_r = parameters.write_port(), parameters.read_port()
+        entries_w = entries.write_port()
+        entries_r = ram.registered_read_port(m, entries, "entries_read")
+        parameters_w = parameters.write_port()
+        parameters_r = ram.registered_read_port(m, parameters, "parameters_read")
         acc_w, acc_r = accumulators.write, accumulators.read
 
         # ---- host writes ------------------------------------------------------------------
@@ -393,12 +399,21 @@ class ProcessingElement(wiring.Component):
             ]
         # The readout is the two memories' outputs, held (their ports read nothing else) until
         # the next row's reads; the clear of the row does not disturb the held word.
-        m.d.comb += [
-            self.readout.valid.eq(writeback.showing),
-            self.readout.payload.acc.eq(acc_r.data),
-            self.readout.payload.bias.eq(parameters_r.data[:config.bias_bits]),
-            acc_r.en.eq(~writeback.active | writeback.read),
-        ]
+        m.d.comb += acc_r.en.eq(~writeback.active | writeback.read)
+        readout_valid = Signal()
+        readout_payload = Signal(readout_layout(config), reset_less=True)
+        shown = [readout_valid.eq(writeback.showing),
+                 readout_payload.acc.eq(acc_r.data),
+                 readout_payload.bias.eq(parameters_r.data[:config.bias_bits])]
+        if config.link_registers:
+            # A cycle later, from registers beside the memories: an ECP5 block RAM's output
+            # arrives 5.8 ns into the cycle, too late to cross to a requantizer shared by
+            # PEs elsewhere on the die.
+            m.d.sync += shown
+        else:
+            m.d.comb += shown
+        m.d.comb += [self.readout.valid.eq(readout_valid),
+                     self.readout.payload.eq(readout_payload)]
 
         busy = Signal()
         m.d.comb += busy.eq(queue.r_rdy | can_issue | holding | column_valid | walking

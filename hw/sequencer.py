@@ -34,9 +34,9 @@ __all__ = ["Sequencer", "writeback_latency"]
 
 def writeback_latency(config: EngineConfig) -> int:
     """Cycles from the WRITEBACK pulse to the first result: the PE starts reading (1), the
-    accumulator and bias reads land and are shown to the shared requantizer (1), then the
-    requantizer."""
-    return 2 + requantize_latency(config)
+    accumulator and bias reads land and are shown to the shared requantizer (1; with
+    ``config.link_registers`` 2, through the PE's readout registers), then the requantizer."""
+    return 2 + config.link_registers + requantize_latency(config)
 
 
 class Sequencer(wiring.Component):

@@ -20,7 +20,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hw import isa
+from sparseforge.hw import isa, ram
 from sparseforge.hw.config import EngineConfig
 
 from .. import protocol
@@ -120,8 +120,12 @@ class LinkBridge(wiring.Component):
         capacity = self._max_payload + 4             # seq, code, payload, two CRC bytes
         Op, Status = protocol.Opcode, protocol.Status
 
-        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=capacity, init=[])
-        buffer_w, buffer_r = buffer.write_port(), buffer.read_port()
+        # Written while a frame arrives, read only after it has (hw/ram.py: so no collision
+        # logic on the read port).
+        m.submodules.buffer = buffer = memory.Memory(shape=8, depth=capacity, init=[],
+                                                     attrs=ram.ATTRIBUTES)
+        buffer_w = buffer.write_port()
+        buffer_r = ram.registered_read_port(m, buffer, "buffer_read")
         m.submodules.encoder = encoder = SlipEncoder()
         wiring.connect(m, encoder.o, wiring.flipped(self.tx))
 
