@@ -250,13 +250,20 @@ class Engine(wiring.Component):
         per_pe_region = Cat(region == what for what in per_pe_target).any()
         # Registered: the decision (the sequencer's busy, the region and PE decode) would
         # otherwise run to every PE's memory write enables in one cycle, spread over the die.
-        # Nothing reads the PE memories over the bus, so the cycle's delay is invisible.
+        # Nothing reads the PE memories over the bus, so the cycle's delay is invisible.  The
+        # request and the refusal (`busy`, late in the cycle) are registered apart and ANDed
+        # after, per PE.
         pe_write_addr = Signal.like(index)
+        pe_write_request = Signal(pes)
+        pe_write_refused = Signal()
         pe_write_en = Signal(pes)
         pe_write_target = Signal(2)
         pe_write_data = Signal.like(bus.w_data)
+        m.d.comb += pe_write_en.eq(pe_write_request & ~pe_write_refused.replicate(pes))
         m.d.sync += [
-            pe_write_en.eq(Cat(writing & per_pe_region & (target_pe == k) for k in range(pes))),
+            pe_write_request.eq(Cat(bus.w_en & per_pe_region & (target_pe == k)
+                                    for k in range(pes))),
+            pe_write_refused.eq(busy),
             pe_write_target.eq(target),
             pe_write_addr.eq(index),
             pe_write_data.eq(bus.w_data),

@@ -182,15 +182,31 @@ class ProcessingElement(wiring.Component):
         ]
 
         # ---- activation queue -------------------------------------------------------------
+        # With several lanes the queue also keeps the first lane's pointer index and value,
+        # worked out as a group arrives: the queue's output is a LUT RAM read, and the front
+        # end takes them from it without an adder or a lane multiplexer behind it.
+        group_bits = len(self.queue.payload.as_value())
         head = Signal(isa.group_layout(config))
-        m.submodules.queue = queue = fifo.SyncFIFO(
-            width=len(self.queue.payload.as_value()), depth=config.fifo_depth)
+        head_first_index = Signal(ceil_log2(config.pointer_depth) + 1)
+        head_first_value = Signal(signed(config.act_bits))
+        if lanes > 1:
+            arriving = self.queue.payload
+            arriving_index = Signal.like(head_first_index)
+            arriving_value = Signal.like(head_first_value)
+            m.d.comb += [arriving_index.eq(arriving.pointer + arriving.first),
+                         arriving_value.eq(arriving.values[arriving.first])]
+            stored = Cat(arriving, arriving_index, arriving_value)
+        else:
+            stored = self.queue.payload.as_value()
+        m.submodules.queue = queue = fifo.SyncFIFO(width=len(stored), depth=config.fifo_depth)
         m.d.comb += [
-            queue.w_data.eq(self.queue.payload),
+            queue.w_data.eq(stored),
             queue.w_en.eq(self.queue.valid),
             self.queue.ready.eq(queue.w_rdy),
-            head.eq(queue.r_data),
+            head.eq(queue.r_data[:group_bits]),
         ]
+        if lanes > 1:
+            m.d.comb += Cat(head_first_index, head_first_value).eq(queue.r_data[group_bits:])
         dequeued = Signal()
         m.d.comb += dequeued.eq(queue.r_en & queue.r_rdy)
         if config.link_registers:
@@ -302,8 +318,8 @@ class ProcessingElement(wiring.Component):
                     front_rest.eq(head.rest),
                     front_base.eq(head.pointer),
                     front_values.eq(head.values),
-                    front_index.eq(head.pointer + head.first),
-                    front_value.eq(head.values[head.first]),
+                    front_index.eq(head_first_index),
+                    front_value.eq(head_first_value),
                     front_last.eq(head.single),
                 ]
             with m.Elif(issue & front_last):
