@@ -51,7 +51,8 @@ class Sequencer(wiring.Component):
     codebook_write : Out; writes the PEs' codebook registers.
     broadcast_start : Out; pulse.  broadcast_idle : In.
     pes_busy : In; any PE busy.
-    writeback : Out; pulse to every PE.  results_valid : In; the PEs' write-back results.
+    writeback : Out; pulse to every PE (from a flip-flop).  results_valid : In; the PEs'
+        write-back results.
     result_write : Out; ``en``/``addr``/``phase``: write the requantizers' results into lanes
         ``g * period + phase`` of activation word ``addr``; ``storing``: a register, high while
         the results of a layer are being written (``en`` may be high only then).
@@ -157,11 +158,17 @@ class Sequencer(wiring.Component):
         with m.If(counting):
             m.d.sync += run_cycles.eq(run_cycles + 1)
 
+        # The write-back pulse is a flip-flop, high in the first cycle after reset (CLEAR's
+        # write-back) and in each cycle of WRITEBACK: it starts the write-back schedules, spread
+        # over the die, and a decode of the state machine in front would share their cycle.
+        writeback = Signal(init=1)
+        m.d.sync += writeback.eq(0)
+        m.d.comb += self.writeback.eq(writeback)
+
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):
                 # After reset: a write-back of every accumulator row, results dropped.
-                m.d.comb += [self.busy.eq(1), self.writeback.eq(~clearing),
-                             self.layer.rows.eq(config.max_rows)]
+                m.d.comb += [self.busy.eq(1), self.layer.rows.eq(config.max_rows)]
                 m.d.sync += clearing.eq(1)
                 with m.If(clearing & self.results_valid):
                     m.d.sync += written.eq(written + 1)
@@ -211,11 +218,11 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += settled.eq(self.broadcast_idle & ~self.pes_busy)
                 with m.If(settled):
-                    m.d.sync += [written.eq(0), settled.eq(0)]
+                    m.d.sync += [written.eq(0), settled.eq(0), writeback.eq(1)]
                     m.next = "WRITEBACK"
 
             with m.State("WRITEBACK"):
-                m.d.comb += [self.busy.eq(1), self.writeback.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 m.d.sync += self.result_write.storing.eq(1)
                 with m.If(~last_layer & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index + 1)]
