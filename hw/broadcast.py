@@ -275,7 +275,10 @@ class BroadcastUnit(wiring.Component):
             m.d.comb += [
                 offered[pe].eq(buffer.r_rdy & head.wants[pe] & ~taken[pe]),
                 pushed.eq(offered[pe] & has_room),
-                refused[pe].eq(buffer.r_rdy & head.wants[pe] & blocked[pe]),
+                # Without the head's r_rdy: r_en is not looked at while the buffer's output
+                # is empty, and a level less in front of the pop, which every flip-flop of
+                # the head waits on.
+                refused[pe].eq(head.wants[pe] & blocked[pe]),
                 group.pointer.eq(head.pointer),
                 group.values.eq(head.values),
             ]

@@ -15,7 +15,7 @@ activations and per-layer cycle counters.  Memories start from the program image
 given.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -400,7 +400,8 @@ class Engine(wiring.Component):
         # ---- host bus: reads, READ_LATENCY cycles after r_en ------------------------------------
         # First cycle: the memories read and the request is registered; second: registers and
         # cycle counters are selected (from the registered index); third: the activation
-        # buffer's word has landed and the answer goes to r_data.
+        # buffer's word has landed (late: it comes out of block RAM) and one of each four lanes
+        # is picked; fourth: the lane, or the selected word, goes to r_data.
         read_region = Signal(4)
         read_index = Signal(3)
         read_pending = Signal()
@@ -445,10 +446,29 @@ class Engine(wiring.Component):
                 m.d.sync += selected.eq(cycles_r.data)
             with m.Default():
                 m.d.sync += selected.eq(0)
-        with m.If(selected_pending):
-            m.d.sync += bus.r_data.eq(Mux(selected_activation,
-                                          activations.r_data[selected_lane], selected))
-        m.d.sync += bus.r_valid.eq(selected_pending)
+        assert isa.READ_LATENCY == 4
+        part_lanes = min(4, pes)
+        parts = -(-pes // part_lanes)
+        lane_values = activations.r_data
+        picked = Signal(data.ArrayLayout(signed(config.act_bits), parts), reset_less=True)
+        picked_word = Signal(32, reset_less=True)
+        picked_pending = Signal()
+        picked_activation = Signal()
+        picked_part = Signal(range(max(2, parts)))
+        within = selected_lane % part_lanes if part_lanes > 1 else 0
+        m.d.sync += [
+            picked_pending.eq(selected_pending),
+            picked_activation.eq(selected_activation),
+            picked_part.eq(selected_lane // part_lanes),
+            picked_word.eq(selected),
+        ]
+        for part in range(parts):
+            members = Array(lane_values[k] for k in range(part * part_lanes,
+                                                   min(pes, (part + 1) * part_lanes)))
+            m.d.sync += picked[part].eq(members[within])
+        with m.If(picked_pending):
+            m.d.sync += bus.r_data.eq(Mux(picked_activation, picked[picked_part], picked_word))
+        m.d.sync += bus.r_valid.eq(picked_pending)
         return m
 
 

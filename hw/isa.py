@@ -250,7 +250,7 @@ def host_bus_signature():
     })
 
 
-READ_LATENCY = 3
+READ_LATENCY = 4
 
 
 def activation_index(i: int, config: EngineConfig) -> int:
