@@ -165,39 +165,47 @@ class Sequencer(wiring.Component):
         m.d.sync += writeback.eq(0)
         m.d.comb += self.writeback.eq(writeback)
 
+        # Every result is counted, in whichever state: results come only in CLEAR and STORE,
+        # and a decode of the state machine in front of the counter's enable was the UP5K's
+        # critical path.  (The state machine's resets of the count come after, and win.)
+        with m.If(self.results_valid):
+            m.d.sync += written.eq(written + 1)
+        # `busy` is a flip-flop, high in every state but IDLE (set and cleared with the moves
+        # into and out of it): the host bus's write decode and the engine's status wait on it.
+        busy = Signal(init=1)
+        m.d.comb += self.busy.eq(busy)
+        # `storing` is high exactly in STORE (set on entering it, cleared on leaving).
+        m.d.comb += self.result_write.en.eq(self.result_write.storing & self.results_valid)
+
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):
                 # After reset: a write-back of every accumulator row, results dropped.
-                m.d.comb += [self.busy.eq(1), self.layer.rows.eq(config.max_rows)]
+                m.d.comb += self.layer.rows.eq(config.max_rows)
                 m.d.sync += clearing.eq(1)
                 with m.If(clearing & self.results_valid):
-                    m.d.sync += written.eq(written + 1)
                     with m.If(written == (config.max_rows << period_bits) - 1):
-                        m.d.sync += written.eq(0)
+                        m.d.sync += [written.eq(0), busy.eq(0)]
                         m.next = "IDLE"
 
             with m.State("IDLE"):
                 with m.If(self.start & (self.layer_count != 0)):
                     m.d.sync += [index.eq(0), run_cycles.eq(0), counting.eq(1),
-                                 loaded_valid.eq(0)]
+                                 loaded_valid.eq(0), busy.eq(1)]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(~(loaded_valid & (loaded_layer == index)) & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index)]
                 m.next = "FETCHED"
 
             with m.State("FETCHED"):
                 # The descriptor read of the new index lands this cycle.
-                m.d.comb += self.busy.eq(1)
                 with m.If(have_codebook):
                     m.next = "COMPUTE"
                 with m.Else():
                     m.next = "LOAD"
 
             with m.State("LOAD"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(~loading & ~(loaded_valid & (loaded_layer == index))):
                     # A preload for this layer never started (or loaded another): start it.
                     m.d.comb += [load_start.eq(1), load_layer.eq(index)]
@@ -205,7 +213,7 @@ class Sequencer(wiring.Component):
                     m.next = "COMPUTE"
 
             with m.State("COMPUTE"):
-                m.d.comb += [self.busy.eq(1), self.broadcast_start.eq(1)]
+                m.d.comb += self.broadcast_start.eq(1)
                 m.d.sync += [last_result.eq((self.layer.rows << period_bits) - 1),
                              last_layer.eq(index + 1 == self.layer_count)]
                 m.next = "DRAIN"
@@ -215,30 +223,26 @@ class Sequencer(wiring.Component):
                 # PE's pipeline gathered across the die then ends in one flip-flop, not in this
                 # state machine's decisions.  It is only taken in DRAIN, so the cycle of
                 # COMPUTE, when the broadcast unit has not started yet, never counts as idle.
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += settled.eq(self.broadcast_idle & ~self.pes_busy)
                 with m.If(settled):
                     m.d.sync += [written.eq(0), settled.eq(0), writeback.eq(1)]
                     m.next = "WRITEBACK"
 
             with m.State("WRITEBACK"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += self.result_write.storing.eq(1)
                 with m.If(~last_layer & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index + 1)]
                 m.next = "STORE"
 
             with m.State("STORE"):
-                m.d.comb += [self.busy.eq(1), self.result_write.en.eq(self.results_valid)]
                 with m.If(self.results_valid):
-                    m.d.sync += written.eq(written + 1)
                     with m.If(written == last_result):
                         m.d.comb += self.cycles_write.en.eq(1)
                         m.d.sync += self.result_write.storing.eq(0)
                         with m.If(last_layer):
                             # The last layer's descriptor stays on `layer` (its out_features).
                             m.d.comb += self.done.eq(1)
-                            m.d.sync += counting.eq(0)
+                            m.d.sync += [counting.eq(0), busy.eq(0)]
                             m.next = "IDLE"
                         with m.Else():
                             m.d.sync += index.eq(index + 1)
