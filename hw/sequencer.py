@@ -115,9 +115,13 @@ class Sequencer(wiring.Component):
         clearing = Signal()
         settled = Signal()          # in DRAIN: the broadcast unit and the PEs were idle
         counting = Signal()
-        # Decided while the layer computes, so that STORE's end-of-layer test is an equality on
-        # registers: the last result's index, and whether this is the run's last layer.
-        last_result = Signal.like(written)
+        # Decided while the layer computes: the last result's index (after reset, CLEAR's) and
+        # whether this is the run's last layer.  `final` is `written == last_result`, kept in
+        # a flip-flop as the count moves, so that the end-of-layer decision (the layer index,
+        # the cycle counters, the state) does not wait on a comparator.
+        clear_last = (config.max_rows << period_bits) - 1
+        last_result = Signal.like(written, init=clear_last)
+        final = Signal(init=clear_last == 0)
         last_layer = Signal()
 
         # ---- codebook loader: copies one layer's codebook into the PEs' shared registers -----
@@ -169,7 +173,7 @@ class Sequencer(wiring.Component):
         # and a decode of the state machine in front of the counter's enable was the UP5K's
         # critical path.  (The state machine's resets of the count come after, and win.)
         with m.If(self.results_valid):
-            m.d.sync += written.eq(written + 1)
+            m.d.sync += [written.eq(written + 1), final.eq(written + 1 == last_result)]
         # `busy` is a flip-flop, high in every state but IDLE (set and cleared with the moves
         # into and out of it): the host bus's write decode and the engine's status wait on it.
         busy = Signal(init=1)
@@ -183,7 +187,7 @@ class Sequencer(wiring.Component):
                 m.d.comb += self.layer.rows.eq(config.max_rows)
                 m.d.sync += clearing.eq(1)
                 with m.If(clearing & self.results_valid):
-                    with m.If(written == (config.max_rows << period_bits) - 1):
+                    with m.If(final):
                         m.d.sync += [written.eq(0), busy.eq(0)]
                         m.next = "IDLE"
 
@@ -225,7 +229,8 @@ class Sequencer(wiring.Component):
                 # COMPUTE, when the broadcast unit has not started yet, never counts as idle.
                 m.d.sync += settled.eq(self.broadcast_idle & ~self.pes_busy)
                 with m.If(settled):
-                    m.d.sync += [written.eq(0), settled.eq(0), writeback.eq(1)]
+                    m.d.sync += [written.eq(0), final.eq(last_result == 0), settled.eq(0),
+                                 writeback.eq(1)]
                     m.next = "WRITEBACK"
 
             with m.State("WRITEBACK"):
@@ -236,7 +241,7 @@ class Sequencer(wiring.Component):
 
             with m.State("STORE"):
                 with m.If(self.results_valid):
-                    with m.If(written == last_result):
+                    with m.If(final):
                         m.d.comb += self.cycles_write.en.eq(1)
                         m.d.sync += self.result_write.storing.eq(0)
                         with m.If(last_layer):
