@@ -337,6 +337,11 @@ class Engine(wiring.Component):
         result_lanes = Cat((sequencer.result_write.phase == k % period) for k in range(pes))
         write_address = Signal.like(activations.addr)
         single_value = Signal(signed(config.act_bits))
+        # Whether a lane is written: the OR of the three requests, not of the lane enables
+        # (each a function of all three; the address multiplexer waits on it).
+        activation_write = Signal()
+        m.d.comb += activation_write.eq(sequencer.result_write.en | stream_write
+                                        | (writing & (region == isa.Region.ACTIVATIONS)))
         with m.If(sequencer.result_write.en):
             m.d.comb += [write_address.eq(sequencer.result_write.addr),
                          activations.w_en.eq(result_lanes)]
@@ -393,7 +398,7 @@ class Engine(wiring.Component):
         with m.Else():
             m.d.comb += [read_address.eq(index >> lane_bits), activations.r_en.eq(bus.r_en)]
         m.d.comb += [
-            activations.addr.eq(Mux(activations.w_en != 0, write_address, read_address)),
+            activations.addr.eq(Mux(activation_write, write_address, read_address)),
             broadcast.activations.data.eq(activations.r_data),
         ]
 
