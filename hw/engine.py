@@ -347,12 +347,19 @@ class Engine(wiring.Component):
                          activations.w_en.eq(result_lanes)]
         with m.Elif(stream_write):
             m.d.comb += [write_address.eq(input_word), activations.w_en.eq(1 << input_lane)]
-            if self._streams:
-                m.d.comb += single_value.eq(self.input.payload.value)
         with m.Elif(writing & (region == isa.Region.ACTIVATIONS)):
             m.d.comb += [write_address.eq(index >> lane_bits),
-                         single_value.eq(bus.w_data[:config.act_bits]),
                          activations.w_en.eq(1 << index[:max(1, lane_bits)])]
+        # The single value written, outside the priority above: a result write does not use
+        # it (the requantizers' outputs are chosen on `storing`), and the stream's value is
+        # the one whenever it is offered (a host write then is refused or loses to it), so no
+        # decision made far away (a result's arrival, the bus decode) waits in front of the
+        # 256 bits of write data.
+        if self._streams:
+            m.d.comb += single_value.eq(Mux(self.input.valid, self.input.payload.value,
+                                            bus.w_data[:config.act_bits]))
+        else:
+            m.d.comb += single_value.eq(bus.w_data[:config.act_bits])
         # Choose between a result and a single value once per requantizer, then fan out; on
         # a register (the word is 256 bits wide on the ECP5 build), not on the write enable.
         group_values = [Mux(sequencer.result_write.storing, requantizer.o.payload, single_value)
