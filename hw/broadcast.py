@@ -41,9 +41,11 @@ from .pe import lowest_set_bit
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH", "buffer_depth"]
 
 # Groups between the mask and offer stages.  With the three groups in flight counted against it
-# (asked, landing, landed) and a cycle more inside the buffer to its output register, six entries
-# let the fetch stage ask for a group every cycle while the offer stage takes one.
-BUFFER_DEPTH = 6
+# (asked, landing, landed), a cycle more inside the buffer to its output register and a cycle
+# before the room counter sees a pop (`popped`, a register), seven entries let the fetch stage
+# ask for a group every cycle while the offer stage takes one.  (With six, the scan ran at six
+# groups in seven cycles: on short layers the measured cycles drifted past the bound.)
+BUFFER_DEPTH = 7
 
 
 def buffer_depth(config: EngineConfig) -> int:
