@@ -29,7 +29,7 @@ has no entry in.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -37,6 +37,7 @@ from . import isa, ram
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
 from .config import EngineConfig
 from .pe import lowest_set_bit
+from .pingpong_fifo import PingPongFIFO
 
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH", "buffer_depth"]
 
@@ -139,9 +140,11 @@ class BroadcastUnit(wiring.Component):
             m.d.comb += [field.eq(host) for field, host in zip(occupancy_fields, host_fields)]
 
         entry = offer_layout(config)
-        # Its output is a register (SyncFIFOBuffered), so the offer stage starts from flip-flops.
+        # Its output is a register, so the offer stage starts from flip-flops; two registers
+        # taking turns, so that the pop decides a few flip-flops instead of the clock enable of
+        # every bit of the head (pingpong_fifo.py; the timing is SyncFIFOBuffered's).
         depth = buffer_depth(config)
-        m.submodules.buffer = buffer = fifo.SyncFIFOBuffered(width=entry.size, depth=depth)
+        m.submodules.buffer = buffer = PingPongFIFO(width=entry.size, depth=depth)
 
         # ---- 1. fetch ------------------------------------------------------------------------
         assert ACTIVATION_LATENCY == 2
@@ -253,8 +256,7 @@ class BroadcastUnit(wiring.Component):
         # then a register here, equal to what the queue's level says, and the decision to pop
         # the buffer waits on no PE's queue across the die.
         # And whether a PE holds the head back (it wants it, has not taken it, has no room) is
-        # an AND of the head's `wants` with a register: the pop, which reaches every bit of
-        # the buffer's output register, is an OR of two-input ANDs.
+        # an AND of the head's `wants` with a register: the pop is an OR of two-input ANDs.
         head = data.View(entry, buffer.r_data)
         taken = Signal(pes)                     # PEs that took the head already
         next_taken = Signal(pes)
