@@ -249,7 +249,8 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             else:
                 popped = True
                 taken = set()
-        # SyncFIFOBuffered: the memory feeds the output register when it is empty or popped.
+        # The buffer (hw/pingpong_fifo.py, SyncFIFOBuffered's timing): the next group is at
+        # its output the cycle after the head leaves or, when it was empty, after it arrived.
         if buffer and (head is None or popped):
             head = buffer.popleft()
         elif popped:
