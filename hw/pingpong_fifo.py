@@ -53,6 +53,9 @@ class PingPongFIFO(wiring.Component):
 
     def __init__(self, *, width: int, depth: int):
         if depth < 2:
+            # Refused, so never elaborated: no "created but never used" warning for it (as
+            # Amaranth silences its own refused elaboratables).
+            self._MustUse__silence = True
             raise ValueError(f"PingPongFIFO depth must be at least 2 (its two slots), not {depth}")
         self.width = width
         self.depth = depth
