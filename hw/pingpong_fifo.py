@@ -8,7 +8,7 @@ about 450 bits spread over the die) this fanout was the critical path.
 
 Here the words leave the memory into two slot registers as soon as a slot is free, whatever
 the reader does, and a flip-flop selects which slot is the head.  A read flips the selector
-and marks the slot free: it decides three flip-flops, and the slots' loads wait on registers
+and frees the slot: it decides a few one-bit registers, and the slots' loads wait on registers
 only.  The cost is a second output register and a two-way multiplexer on the output.
 
 The timing is ``SyncFIFOBuffered``'s, cycle for cycle: a word written into an empty FIFO is at

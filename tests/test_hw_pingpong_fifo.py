@@ -1,5 +1,5 @@
 """hw/pingpong_fifo.py: the same answers as Amaranth's SyncFIFOBuffered, cycle for cycle, and
-a read that decides only a few flip-flops."""
+a depth it cannot hold refused."""
 
 import random
 
