@@ -264,7 +264,7 @@ def failure_reason(message: str) -> str:
 
 def run_build(target: Target, console: Console) -> None:
     from sparseforge.boards.bitstream import BuildError
-    from sparseforge.toolchain import ToolNotFoundError
+    from sparseforge.hw.toolchain import ToolNotFoundError
 
     directory = target.cache / "bitstream"
     started = time.perf_counter()

@@ -50,7 +50,8 @@ from sparseforge.compiler.compress.digits import load_digits_split
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
 from sparseforge.sim.reference.golden import run_image
-from sparseforge.sim.rtl import RtlCase, run_rtl, write_engine_verilog
+from sparseforge.hw.verilog import write_engine_verilog
+from sparseforge.sim.rtl import RtlCase, run_rtl
 from sparseforge.sim.reference.cycles import PIPELINE_FILL, simulate_compute
 from sparseforge.sim.simulate import predict
 

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sparseforge.boards.registry import board as find_board
-from sparseforge.compiler.configure import estimate_resources
+from sparseforge.compiler.resources import estimate_resources
 
 import sparseforge as sf
 

@@ -1,4 +1,4 @@
-"""Run Amaranth's build (Yosys + nextpnr + pack) with the tools :mod:`sparseforge.toolchain` found.
+"""Run Amaranth's build (Yosys + nextpnr + pack) with the tools :mod:`sparseforge.hw.toolchain` found.
 
 Amaranth writes a build script that reads ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ... from the
 environment; we hand it the environment with native tools or their YoWASP builds, run it in a
@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparseforge import toolchain
+from sparseforge.hw import toolchain
 
 from .nextpnr import NextpnrReport, parse_nextpnr_log
 

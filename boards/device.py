@@ -3,7 +3,7 @@
 ``Device`` speaks docs/protocol.md over a *transport* (anything with ``write(bytes)``,
 ``read(timeout) -> bytes`` that returns what arrived within ``timeout`` seconds, ``clock()`` in
 seconds, and ``byte_seconds``, a byte's time on the wire): :class:`SerialTransport` for a real board
-(pyserial), or the simulated UART of the board simulation (``sim/benches/board_bench.py``), so
+(pyserial), or the simulated UART of the board simulation (``boards/benches/board_bench.py``), so
 the same code is tested end to end without a board.
 
 Every command gets a fresh sequence number.  When a reply is lost or damaged the command is sent
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 
 from .protocol import (MAX_PAYLOAD, Frame, Opcode, ProtocolError, SlipDecoder, Status,
                        decode_frame, encode_frame)

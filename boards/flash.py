@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sparseforge.toolchain import ToolNotFoundError
+from sparseforge.hw.toolchain import ToolNotFoundError
 
 from .registry import board as find_board
 

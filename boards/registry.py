@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from .parts import Part, part
+from sparseforge.compiler.parts import Part, part
 
 __all__ = ["Board", "board", "boards", "BOARD_MODULES"]
 

@@ -7,9 +7,9 @@
   with a ``board`` refuses an engine that does not fit the board's part.
 * :func:`fit` checks a model against an EXISTING engine (to load it at run time) and names every
   field that is short, needed vs available.
-* :func:`estimate_resources` predicts an engine's LUT4 / block RAM / DSP use (an estimate:
-  block RAMs from the memories' shapes, LUTs from a stated linear model to be calibrated
-  against nextpnr), and :func:`check_board` compares it with a part.
+* :func:`resolve_part` names the FPGA part of a board (``compiler/parts.py``).
+
+What an engine costs on a part is ``compiler/resources.py``'s estimate.
 
 Every refusal is a :class:`DoesNotFit` (a ValueError) whose message lists each shortfall.
 """
@@ -21,29 +21,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sparseforge.boards.parts import Part
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
 
+from .config import EngineConfig
 from .encode import encode_layer
 from .ir import QuantizedNetwork
 from .numerics import accumulator_bits
+from .parts import BOARD_PARTS, Part, part as find_part
+from .resources import DoesNotFit, Memory, brams_for, check_board, estimate_resources
 
 __all__ = [
-    "LUT_MODELS",
     "MAX_ACC_BITS",
     "SHIFT_BITS",
     "DoesNotFit",
-    "LutModel",
-    "Memory",
     "ModelNeeds",
-    "Resources",
-    "brams_for",
-    "check_board",
     "default_scan_lanes",
     "derive_config",
-    "engine_memories",
-    "estimate_resources",
     "fit",
     "model_needs",
     "resolve_part",
@@ -52,10 +44,6 @@ __all__ = [
 MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
 SHIFT_BITS = 6          # descriptor shift field: shifts 0..63
 IDX_BITS = 4            # EIE's 4-bit relative row index
-
-
-class DoesNotFit(ValueError):
-    """A model needs more than an engine or a part has; the message lists each shortfall."""
 
 
 @dataclass(frozen=True)
@@ -304,192 +292,14 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     return needs
 
 
-# ---- resources --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Memory:
-    """One memory of the engine: ``copies`` instances of ``depth`` x ``width`` bits."""
-    name: str
-    depth: int
-    width: int
-    copies: int = 1
-
-    @property
-    def bits(self) -> int:
-        return self.depth * self.width * self.copies
-
-
-def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
-    """Every block-RAM candidate of the engine (hw/pe.py, hw/engine.py, hw/broadcast.py):
-    per PE the entry memory, the parameter memory (column words and biases) and the
-    accumulator file's RAM part; shared the activation buffer (N activations wide), the
-    occupancy words, the codebooks, the descriptors and the cycle counters."""
-    pes = config.pes
-    return (
-        Memory("entries", config.entry_depth, config.entry_memory_bits, pes),
-        Memory("parameters", config.parameter_depth, isa.parameter_bits(config), pes),
-        Memory("accumulators", config.max_rows, config.acc_memory_bits or config.acc_bits,
-               pes),
-        Memory("activations", config.act_words, pes * config.act_bits),
-        Memory("occupancy", config.occupancy_depth, isa.occupancy_layout(config).size),
-        Memory("codebook", config.max_layers * config.codebook_size, config.coef_bits),
-        Memory("descriptors", config.max_layers, isa.descriptor_layout(config).size),
-        Memory("cycles", config.max_layers, 32),
-    )
-
-
-# Block RAM aspect ratios (depth, width): iCE40 SB_RAM40_4K, ECP5 DP16KD.
-_BRAM_SHAPES = {
-    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
-    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
-}
-# Below this many bits a memory is left to registers (iCE40) or LUT RAM (ECP5).
-_SMALL_MEMORY_BITS = {"ice40": 256, "ecp5": 1024}
-SPRAM_WIDTH = 16            # iCE40UP SB_SPRAM256KA: 16k x 16
-
-
-def brams_for(memory: Memory, family: str) -> int:
-    """Block RAMs for one memory: the best aspect ratio's ``ceil(width / w) * ceil(depth / d)``
-    per copy; memories smaller than a quarter block are assumed to go to registers / LUT RAM."""
-    if family not in _BRAM_SHAPES:
-        raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(_BRAM_SHAPES)}")
-    if memory.depth * memory.width < _SMALL_MEMORY_BITS[family]:
-        return 0
-    return memory.copies * min(math.ceil(memory.width / w) * math.ceil(memory.depth / d)
-                               for d, w in _BRAM_SHAPES[family])
-
-
-def _activations_in_spram(config: EngineConfig, part: Part | None) -> bool:
-    """Whether the engine puts its activation buffer in SPRAM on this part: asked of the
-    engine itself (``hw/activation_buffer.py``), so the estimate follows its rule."""
-    if part is None or not part.sprams:
-        return False
-    from types import SimpleNamespace
-
-    from sparseforge.hw.activation_buffer import ActivationBuffer
-
-    buffer = ActivationBuffer(config)
-    buffer._MustUse__silence = True         # asked a question, never elaborated
-    return buffer.uses_spram(SimpleNamespace(device=part.name))
-
-
-@dataclass(frozen=True)
-class LutModel:
-    """A linear model of an engine's LUT4 use -- an ESTIMATE, to be recalibrated against
-    nextpnr as the engine changes.
-
-    ``shared`` (sequencer, broadcast unit, host bus, small memories in logic) +
-    ``per_pe * N`` (pointer and entry walker, decode, MAC control, accumulator bypass,
-    queues) + ``per_codebook_bit`` per bit of every PE's codebook multiplexer (``N * coef_bits
-    * (2**code_bits - 1)``; none with ``decoded_weights``) + ``per_requantizer`` per
-    requantizer (``writeback_lanes``, or one per PE) +
-    ``per_lane_bit`` per bit of every PE's activation queue word beyond one scan lane
-    (``N * (scan_lanes - 1) * act_bits``: the queues hold ``scan_lanes`` activations) +
-    ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -
-    acc_memory_bits`` per row and PE).
-
-    Fitted by hand to Yosys ``synth_ice40 -dsp`` LUT4 counts (before packing) of the engine
-    at commit c8609eb: 1, 2, 4 and 8 PEs, 1 to 4 scan lanes, shared and unshared
-    requantizers; within 1% on the 128-feature calibration builds, 7-8% high on the digits
-    engine.  The ECP5 model is scaled from ``synth_ecp5`` counts of the older engine (commit
-    9cdb838).  docs/compiler.md lists the builds.
-    """
-    shared: float
-    per_pe: float
-    per_codebook_bit: float
-    per_requantizer: float
-    per_lane_bit: float
-    per_register_bit: float
-
-    def luts(self, config: EngineConfig) -> int:
-        high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
-        codebook_bits = (0 if config.decoded_weights
-                         else config.coef_bits * (config.codebook_size - 1))
-        return math.ceil(self.shared + self.per_pe * config.pes
-                         + self.per_codebook_bit * config.pes * codebook_bits
-                         + self.per_requantizer * (config.writeback_lanes or config.pes)
-                         + self.per_lane_bit * config.pes * (config.scan_lanes - 1)
-                         * config.act_bits
-                         + self.per_register_bit * config.pes * config.max_rows * high_bits)
-
-
-LUT_MODELS = {
-    # iCE40: logic cells (a LUT4 and its flip-flop), what nextpnr places, not pre-packing
-    # LUT4s: unpaired flip-flops take cells of their own.  Fitted on the whole board core
-    # (engine, link bridge, UART) of the digits engine with 1, 2, 4 and 8 PEs and 1 to 8
-    # requantizers: Yosys LUT4 + 0.7 x flip-flops, within 1.3% of nextpnr's ICESTORM_LC for
-    # 8 PEs with 1 and 2 requantizers (5126 and 5223 cells).  docs/compiler.md lists the builds.
-    # The codebook multiplexer's share of per_pe, measured alone (Yosys, a 16-to-1 choice of 8
-    # bits): 104 LUT4s on iCE40, about half that on ECP5 (PFU multiplexers); the calibration
-    # builds had 4-bit codebook values.
-    "ice40": LutModel(shared=2023, per_pe=301, per_codebook_bit=104 / 120, per_requantizer=154,
-                      per_lane_bit=8.5, per_register_bit=1.2),
-    "ecp5": LutModel(shared=380, per_pe=497, per_codebook_bit=0.5, per_requantizer=148,
-                     per_lane_bit=8.5, per_register_bit=0.2),
-}
-
-
-@dataclass(frozen=True)
-class Resources:
-    """An estimate of an engine's use of a part: LUT4s, block RAMs, DSPs (multipliers) and
-    iCE40UP SPRAMs, with the block RAMs per memory so a report can say where they go."""
-    family: str
-    lut: int
-    bram: int
-    dsp: int
-    spram: int
-    bram_bits: int
-    brams_by_memory: tuple[tuple[str, int], ...]
-
-    def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "brams_by_memory": dict(self.brams_by_memory),
-                "estimate": True}
-
-
-def estimate_resources(config: EngineConfig, part: Part | str,
-                       lut_model: LutModel | None = None) -> Resources:
-    """The engine's estimated use of ``part`` (a Part, or a family name ``"ice40"`` /
-    ``"ecp5"`` for a generic part without SPRAM): block RAMs from the memories' shapes
-    (:func:`engine_memories`, :func:`brams_for`; the activation buffer in SPRAM where the
-    engine puts it there), one DSP multiplier per PE, LUTs from the family's
-    :class:`LutModel`.  An estimate, not a synthesis result."""
-    family = part if isinstance(part, str) else part.family
-    spram_part = None if isinstance(part, str) else part
-    if family not in LUT_MODELS:
-        raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(LUT_MODELS)}")
-    memories = engine_memories(config)
-    in_spram = _activations_in_spram(config, spram_part)
-    by_memory = tuple((m.name, 0 if (in_spram and m.name == "activations")
-                       else brams_for(m, family)) for m in memories)
-    spram = math.ceil(config.pes * config.act_bits / SPRAM_WIDTH) if in_spram else 0
-    lut_model = lut_model or LUT_MODELS[family]
-    return Resources(family=family, lut=lut_model.luts(config),
-                     bram=sum(count for _, count in by_memory), dsp=config.pes, spram=spram,
-                     bram_bits=sum(m.bits for m in memories), brams_by_memory=by_memory)
-
-
-def check_board(config: EngineConfig, part: Part) -> Resources:
-    """Refuse an engine that cannot fit ``part`` (``boards.parts.Part``): a DoesNotFit naming
-    each resource, needed vs available.  Returns the estimate when it fits."""
-    use = estimate_resources(config, part)
-    problems = [f"{name}: needs about {need}, the {part.name} has {have}"
-                for name, need, have in (("LUT", use.lut, part.luts),
-                                         ("BRAM", use.bram, part.brams),
-                                         ("DSP", use.dsp, part.dsps),
-                                         ("SPRAM", use.spram, part.sprams))
-                if need > have]
-    if problems:
-        raise DoesNotFit(f"the engine ({config.pes} PEs, {config.entry_depth} entries per PE) "
-                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems))
-    return use
-
-
 def resolve_part(board) -> Part | None:
-    """A board name (``boards.registry``), a Part, or None."""
+    """A board name (``compiler/parts.py``'s ``BOARD_PARTS``, which a test keeps in agreement
+    with ``boards/registry.py``), a Part, or None."""
     if board is None or isinstance(board, Part):
         return board
     if not isinstance(board, str):
         raise TypeError(f"board must be a board name, not {type(board).__name__}")
-    from sparseforge.boards.registry import board as find_board
-
-    return find_board(board).part
+    if board not in BOARD_PARTS:
+        raise ValueError(f"unknown board {board!r}; supported boards: "
+                         f"{', '.join(sorted(BOARD_PARTS))}")
+    return find_part(BOARD_PARTS[board])

@@ -12,7 +12,7 @@ section III-B):
   :func:`encode_layer`);
 * pointers ``p[0..in]`` per PE: column ``j`` holds entries ``p[j] .. p[j+1]-1``;
 * :func:`pack_image` lays every layer out one after another in each memory (entries, pointers,
-  biases, codebooks, occupancy words, descriptors) as the packed words of ``hw/isa.py``.
+  biases, codebooks, occupancy words, descriptors) as the packed words of ``compiler/isa.py``.
 
 The inverse functions (:func:`decode_csc`, :func:`decode_layer`, :func:`deinterleave_rows`)
 exist for the property tests (``decode(encode(W)) == W``) and the program loader's checks.
@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
+from . import isa
+from .config import EngineConfig
 
 __all__ = [
     "PECSC",

@@ -6,9 +6,9 @@ compute, the write-back writes after it).  Being single-ported lets it live in t
 UltraPlus's 256-kbit single-port RAMs, which the engine does not otherwise use, instead of in
 four of its thirty block RAMs.
 
-Elaborated for an iCE40UP part with ``pes * act_bits <= 64``, it is made of ``SB_SPRAM256KA``
-primitives (16 bits each, nibble write masks); anywhere else, of an ``amaranth.lib.memory``
-memory.  Either way the request (address, write lanes and data, read enable) is registered
+Elaborated for a part where ``compiler.resources.activations_in_spram`` says so (an iCE40UP
+with ``pes * act_bits <= 64``), it is made of ``SB_SPRAM256KA`` primitives (16 bits each,
+nibble write masks); anywhere else, of an ``amaranth.lib.memory`` memory.  Either way the request (address, write lanes and data, read enable) is registered
 before it reaches the memory, so that the SPRAMs at the die's corners are driven from
 flip-flops (placed next to them) rather than from the engine's multiplexers: read data is valid
 ``LATENCY`` = 2 cycles after ``r_en``, and a write lands a cycle after it is asked for.
@@ -19,13 +19,12 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.resources import SPRAM_WIDTH, activations_in_spram
 
 __all__ = ["ActivationBuffer", "LATENCY"]
 
 LATENCY = 2                 # cycles from r_en to r_data
-SPRAM_WIDTH = 16
-SPRAM_DEPTH = 16384
 
 
 class ActivationBuffer(wiring.Component):
@@ -51,12 +50,6 @@ class ActivationBuffer(wiring.Component):
             "r_data": Out(word),
         })
 
-    def uses_spram(self, platform) -> bool:
-        device = getattr(platform, "device", "") or ""
-        config = self._config
-        return (device.startswith("iCE40UP") and config.pes * config.act_bits <= 64
-                and config.act_bits % 4 == 0 and config.act_words <= SPRAM_DEPTH)
-
     def elaborate(self, platform):
         m = Module()
         config = self._config
@@ -66,7 +59,7 @@ class ActivationBuffer(wiring.Component):
         r_en = Signal()
         m.d.sync += [addr.eq(self.addr), w_en.eq(self.w_en), w_data.eq(self.w_data),
                      r_en.eq(self.r_en & (self.w_en == 0))]
-        if self.uses_spram(platform):
+        if activations_in_spram(config, getattr(platform, "device", "") or ""):
             self._spram(m, addr, w_en, w_data, r_en)
             return m
         m.submodules.storage = storage = memory.Memory(

@@ -33,9 +33,10 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa, ram
+from sparseforge.compiler import isa
+from . import ram
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
-from .config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 from .pe import lowest_set_bit
 from .pingpong_fifo import PingPongFIFO
 

@@ -19,10 +19,11 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import isa, ram
+from sparseforge.compiler import isa
+from . import ram
 from .activation_buffer import ActivationBuffer
 from .broadcast import BroadcastUnit
-from .config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 from .pe import ProcessingElement, Target
 from .requantize import Requantizer
 from .sequencer import Sequencer

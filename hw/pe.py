@@ -44,8 +44,9 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa, ram
-from .config import EngineConfig
+from sparseforge.compiler import isa
+from . import ram
+from sparseforge.compiler.config import EngineConfig
 from .multiply import LATENCY as MULTIPLIER_LATENCY
 from .multiply import RegisteredMultiplier
 from .writeback import schedule_signature

@@ -15,7 +15,7 @@ from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 
 __all__ = ["Requantizer", "LATENCY", "latency"]
 

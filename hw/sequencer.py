@@ -25,8 +25,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from . import isa
-from .config import EngineConfig
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
 from .requantize import latency as requantize_latency
 
 __all__ = ["Sequencer", "writeback_latency"]

@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 
 __all__ = ["WritebackSchedule", "schedule_signature", "PES_PER_SCHEDULE"]
 

@@ -14,18 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth.back import verilog
 
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
-from sparseforge.hw.engine import Engine
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
+from sparseforge.hw.verilog import TOPLEVEL, write_engine_verilog
 
 from .runner import run_cocotb
 
-__all__ = ["RtlCase", "RtlResult", "write_engine_verilog", "run_rtl"]
+__all__ = ["RtlCase", "RtlResult", "run_rtl"]
 
 BENCH_MODULE = "sparseforge.sim.benches.engine_bench"
-TOPLEVEL = "engine"
 
 
 @dataclass
@@ -48,19 +46,6 @@ class RtlResult:
 
     def __post_init__(self):
         self.mismatches = int(np.count_nonzero(self.outputs != self.expected))
-
-
-def write_engine_verilog(config: EngineConfig, path: Path, image=None, platform=None) -> Path:
-    """Generate the engine (memories initialised from ``image`` when given) as Verilog; with a
-    ``platform``, the way it is built for that platform (e.g. with iCE40 SPRAM primitives)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(Engine(config, image), name=TOPLEVEL, emit_src=False,
-                           platform=platform)
-    temporary = path.with_suffix(".v.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-    return path
 
 
 def primitive_models(platform) -> Path:

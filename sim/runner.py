@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparseforge import toolchain
+from sparseforge.hw import toolchain
 
 __all__ = ["SIMULATORS", "CocotbFailure", "available_simulators", "run_cocotb", "lint",
            "LINT_WAIVERS"]

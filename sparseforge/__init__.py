@@ -12,21 +12,22 @@ stage's artifact.  Names are imported on first use, so ``import sparseforge`` st
 """
 
 import importlib
+from importlib import metadata
 
-__version__ = "0.1.0"
+__version__ = metadata.version("sparseforge")      # pyproject.toml's, the one definition
 
 # public name -> (module, attribute)
 _API = {
     "compress": ("sparseforge.compiler.compress.api", "compress"),
     "CompressedModel": ("sparseforge.compiler.compress.model", "CompressedModel"),
     "load_compressed": ("sparseforge.compiler.compress.model", "load_compressed"),
-    "compile": ("sparseforge.compiler.program", "compile"),
+    "compile": ("sparseforge.api", "compile"),
     "Program": ("sparseforge.compiler.program", "Program"),
     "load_program": ("sparseforge.compiler.program", "load_program"),
     "reference": ("sparseforge.sim.reference.golden", "reference"),
     "simulate": ("sparseforge.sim.simulate", "simulate"),
     "build": ("sparseforge.boards.build", "build"),
-    "EngineConfig": ("sparseforge.hw.config", "EngineConfig"),
+    "EngineConfig": ("sparseforge.compiler.config", "EngineConfig"),
 }
 
 __all__ = sorted(_API)

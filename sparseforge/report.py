@@ -554,7 +554,7 @@ def write_report(out_dir, *, compressed=None, program, simulation=None, build=No
 
 def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,
              accuracy_data) -> _Context:
-    from sparseforge.compiler.configure import estimate_resources
+    from sparseforge.compiler.resources import estimate_resources
 
     if sim is not None and len(sim.measured) != program.layer_count:
         raise ValueError(f"the simulation has {len(sim.measured)} layers, the program "

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparseforge.compiler.numerics import requantize
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
 
 
 @dataclass

@@ -4,7 +4,7 @@ loading a model at run time, and under line faults."""
 import numpy as np
 import pytest
 
-from sparseforge.sim.board import simulate_board
+from sparseforge.boards.simulate import simulate_board
 from tests.oracle import build_image, config_for, random_layers
 from tests.test_hw_engine import golden
 

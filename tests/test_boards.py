@@ -11,7 +11,7 @@ import pytest
 import sparseforge as sf
 from sparseforge.boards.flash import programmer_command
 from sparseforge.boards.registry import board, boards
-from sparseforge.toolchain import ToolNotFoundError
+from sparseforge.hw.toolchain import ToolNotFoundError
 
 
 @pytest.fixture(scope="module")

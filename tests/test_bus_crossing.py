@@ -9,7 +9,7 @@ from amaranth import ClockDomain, Module, Signal
 from amaranth.sim import Simulator
 
 from sparseforge.boards.gateware.crossing import BusCrossing
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 
 
 class EngineModel:

@@ -18,8 +18,8 @@ from sparseforge.compiler.encode import (
 )
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
 
 from tests.oracle import OracleLayer, build_image
 

@@ -5,7 +5,7 @@ import pytest
 from sparseforge.compiler.encode import encode_layer
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 from sparseforge.sim.reference.golden import run_image
 from sparseforge.sim.reference.workload import layer_stats, layer_work, work_of, workload
 

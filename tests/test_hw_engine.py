@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 from sparseforge.hw.engine import Engine
 from sparseforge.sim.reference.cycles import layer_timing
 from tests.oracle import build_image, config_for, random_layers

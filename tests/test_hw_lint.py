@@ -3,7 +3,7 @@
 import pytest
 from amaranth.back import verilog
 
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw.engine import Engine
 from sparseforge.sim.runner import lint
 

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sparseforge.compiler.numerics import requantize
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw.requantize import Requantizer, latency
 
 

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from sparseforge.boards import protocol
 from sparseforge.boards.gateware.bridge import LinkBridge
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 from sparseforge.hw.engine import Engine
 from tests.oracle import build_image, config_for, random_layers
 from tests.test_hw_engine import golden

@@ -9,7 +9,7 @@ import pytest
 from sparseforge.compiler import program as program_module
 from sparseforge.compiler.configure import DoesNotFit, derive_config
 from sparseforge.compiler.program import ProgramError, load_program
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 from sparseforge.sim.reference.golden import reference
 
 import sparseforge as sf

@@ -2,21 +2,19 @@
 
 import numpy as np
 import pytest
-from sparseforge.boards import parts
 from sparseforge.boards.registry import boards
+from sparseforge.compiler import parts, resources
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.configure import (
     DoesNotFit,
-    Memory,
-    brams_for,
     default_scan_lanes,
     derive_config,
-    estimate_resources,
     fit,
     model_needs,
 )
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat, accumulator_bits
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler.resources import Memory, brams_for, estimate_resources
 
 
 def layer(name, codes, codebook, bias, *, act=8, coef=8, frac=(4, 6, 5), code_bits=2,
@@ -206,15 +204,13 @@ def test_board_parts_agree_with_the_registry():
 
 
 def test_a_board_too_small_for_one_requantizer_per_pe_gets_shared_ones(monkeypatch):
-    from sparseforge.compiler import configure
-
     network = small_network()
     plain = derive_config(network, 2, board="icebreaker")
     assert plain.writeback_lanes == 0                      # fits with one requantizer per PE
     # A part model where each requantizer costs so much that only sharing fits.
-    expensive = configure.LutModel(shared=0, per_pe=0, per_codebook_bit=0, per_requantizer=3000,
+    expensive = resources.LutModel(shared=0, per_pe=0, per_codebook_bit=0, per_requantizer=3000,
                                    per_lane_bit=0, per_register_bit=0)
-    monkeypatch.setitem(configure.LUT_MODELS, "ice40", expensive)
+    monkeypatch.setitem(resources.LUT_MODELS, "ice40", expensive)
     shared = derive_config(network, 2, board="icebreaker")
     assert shared.writeback_lanes == 1 and shared.writeback_period == 2
     with pytest.raises(DoesNotFit, match="LUT: needs about 6000, the iCE40UP5K has 5280"):

@@ -8,7 +8,7 @@ from amaranth.back import verilog
 from amaranth.lib import io, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge import toolchain
+from sparseforge.hw import toolchain
 from sparseforge.sim.benches.smoke import Pair
 from sparseforge.sim.runner import available_simulators, run_cocotb
 

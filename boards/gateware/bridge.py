@@ -20,8 +20,9 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hw import isa, ram
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler import isa
+from sparseforge.hw import ram
+from sparseforge.compiler.config import EngineConfig
 
 from .. import protocol
 

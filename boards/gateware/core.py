@@ -14,7 +14,7 @@ from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSigna
 from amaranth.lib import cdc, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw.engine import Engine
 
 from .. import protocol

@@ -16,7 +16,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import cdc, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 
 __all__ = ["BusCrossing"]
 

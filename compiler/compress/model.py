@@ -27,6 +27,7 @@ import os
 import tempfile
 import zipfile
 import zlib
+from importlib import metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,8 +126,6 @@ class CompressedModel:
 
     def manifest(self) -> dict:
         """The JSON manifest of this model's ``.sfm`` file."""
-        import sparseforge
-
         layers = []
         for index, layer in enumerate(self.network.layers):
             layers.append({
@@ -139,7 +138,7 @@ class CompressedModel:
                 "codebook": [int(v) for v in layer.codebook], "nnz": layer.nnz,
                 "arrays": {kind: f"{kind}_{index}" for kind in self._array_kinds()}})
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
-                "written_by": f"sparseforge {sparseforge.__version__}", "layers": layers,
+                "written_by": f"sparseforge {metadata.version('sparseforge')}", "layers": layers,
                 "report": self.report.to_json(), "provenance": self.provenance}
 
     def _array_kinds(self) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 
 CLOCK_NS = 10
 
@@ -165,7 +165,7 @@ class TB:
     def __init__(self, dut, config: dict, *, seed: int, input_idle: float, output_stall: float):
         self.dut = dut
         self.rng = random.Random(seed)
-        from sparseforge.hw.config import EngineConfig
+        from sparseforge.compiler.config import EngineConfig
         self.config = EngineConfig.from_json(config)
         layout = isa.stream_layout(self.config)
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparseforge.hw.broadcast import buffer_depth
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import writeback_latency
 

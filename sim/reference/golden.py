@@ -21,13 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.numerics import requantize
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
 
 __all__ = [
     "AccumulatorOverflow",
     "DecodedLayer",
+    "check_program",
     "decode_image",
     "reference",
     "run_image",
@@ -130,6 +132,18 @@ def run_image(config: EngineConfig, image, x_int, *, return_layers: bool = False
     for layer in decode_image(config, image):
         activations.append(run_layer(config, layer, activations[-1]))
     return activations if return_layers else activations[-1]
+
+
+def check_program(program, batch: int = 8, seed: int = 0) -> None:
+    """The golden model, reading only ``program``'s image, agrees with the network it was
+    compiled from (``QuantizedNetwork.forward``) on a seeded random batch of integer inputs:
+    the check ``sf.compile`` runs after the compiler's own."""
+    fmt = program.network.input_format
+    x = np.random.default_rng(seed).integers(fmt.min, fmt.max + 1,
+                                             (batch, program.in_features))
+    if not np.array_equal(run_image(program.config, program.image, x),
+                          program.network.forward(x)):
+        raise AssertionError("internal error: the golden model disagrees with the network")
 
 
 def reference(program, X, *, integer: bool = False) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sparseforge.hw import isa
+from sparseforge.compiler import isa
 
 from .golden import run_image
 

@@ -24,7 +24,7 @@ def run(args) -> int:
     import sparseforge as sf
     from sparseforge.boards.bitstream import BuildError
     from sparseforge.compiler.program import ProgramError
-    from sparseforge.toolchain import ToolNotFoundError
+    from sparseforge.hw.toolchain import ToolNotFoundError
 
     console = console_for(args)
     try:

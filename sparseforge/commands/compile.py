@@ -61,7 +61,7 @@ def run(args) -> int:
 
 def write_verilog(program, directory) -> Path:
     """``DIR/engine.v``, generated as for the program's board (e.g. iCE40 SPRAM) if it has one."""
-    from sparseforge.sim.rtl import write_engine_verilog
+    from sparseforge.hw.verilog import write_engine_verilog
 
     platform = None
     if program.board:
@@ -74,9 +74,9 @@ def write_verilog(program, directory) -> Path:
 def resource_rows(program) -> list[dict]:
     """The estimate against the program's board, or against each family's largest part of
     those the boards carry when no board was given."""
-    from sparseforge.boards.parts import PARTS
+    from sparseforge.compiler.parts import PARTS
     from sparseforge.boards.registry import board as find_board
-    from sparseforge.compiler.configure import estimate_resources
+    from sparseforge.compiler.resources import estimate_resources
 
     if program.board:
         parts = [find_board(program.board).part]

@@ -67,7 +67,7 @@ def run(args) -> int:
     from sparseforge.boards.bitstream import BuildError
     from sparseforge.boards.registry import board as find_board
     from sparseforge.compiler.configure import DoesNotFit
-    from sparseforge.toolchain import ToolNotFoundError
+    from sparseforge.hw.toolchain import ToolNotFoundError
 
     console = console_for(args)
     try:
@@ -98,7 +98,7 @@ def run(args) -> int:
 def _check_tools(args, board) -> None:
     """Fail before minutes of work, not after: the simulator and, unless the build is
     skipped, synthesis and place and route must be there."""
-    from sparseforge.toolchain import require
+    from sparseforge.hw.toolchain import require
 
     require({"verilator": "verilator", "icarus": "iverilog"}[args.simulator])
     if not args.skip_build:

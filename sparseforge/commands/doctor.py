@@ -18,7 +18,7 @@ def register(verbs) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparseforge import toolchain
+    from sparseforge.hw import toolchain
 
     console = Console(stderr=args.json)
     with console.status("asking each tool for its version (the first YoWASP run compiles "

@@ -22,7 +22,7 @@ def register(verbs) -> None:
 
 def run(args) -> int:
     from sparseforge.boards.flash import flash, programmer_command
-    from sparseforge.toolchain import ToolNotFoundError
+    from sparseforge.hw.toolchain import ToolNotFoundError
 
     console = console_for(args)
     directory = Path(args.program)

@@ -58,7 +58,7 @@ def run(args) -> int:
         x = x[:args.count]
         labels = None if labels is None else labels[:args.count]
     build_dir = Path(args.build_dir) if args.build_dir else Path(args.program) / "sim"
-    from sparseforge.toolchain import ToolNotFoundError
+    from sparseforge.hw.toolchain import ToolNotFoundError
 
     try:
         with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):

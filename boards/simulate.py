@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from amaranth.back import verilog
 
-from sparseforge.boards.gateware.core import LinkedEngine
-from sparseforge.hw import isa
-from sparseforge.hw.config import EngineConfig
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
+from sparseforge.sim.runner import run_cocotb
 
-from .runner import run_cocotb
+from .gateware.core import LinkedEngine
 
 __all__ = ["simulate_board"]
 
@@ -47,7 +47,7 @@ def simulate_board(config: EngineConfig, image, inputs, *, out_features: int, bu
         np.save(build_dir / "writes.npy", isa.image_bus_writes(config, image))
         plan["writes"] = str(build_dir / "writes.npy")
     (build_dir / "plan.json").write_text(json.dumps(plan))
-    run_cocotb([source], TOPLEVEL, "sparseforge.sim.benches.board_bench",
+    run_cocotb([source], TOPLEVEL, "sparseforge.boards.benches.board_bench",
                build_dir=build_dir / f"{simulator}_build", simulator=simulator,
                bench_file=build_dir / "plan.json", rebuild=True)
     return json.loads((build_dir / "results.json").read_text())

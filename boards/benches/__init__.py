@@ -1,0 +1,1 @@
+"""cocotb benches of the board: the host runtime against the simulated UART link."""
