@@ -49,9 +49,9 @@ import torch
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from sparseforge.compiler.compress.digits import digits_mlp, load_digits_split, train_float
 
 import sparseforge as sf
+from sparseforge.compiler.compress.digits import digits_mlp, load_digits_split, train_float
 
 BOARDS = ("icebreaker", "ulx3s-85f")
 

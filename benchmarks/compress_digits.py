@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+
+import sparseforge as sf
 from sparseforge.compiler.compress.digits import HIDDEN, load_digits_split, train_float
 from sparseforge.compiler.compress.huffman import entropy_bits
 from sparseforge.compiler.compress.report import render
 from sparseforge.compiler.encode import encode_layer
-
-import sparseforge as sf
 
 VARIANTS = {
     "default (90%, 4-bit codes, 8-bit acts)": {},

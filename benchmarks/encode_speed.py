@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from sparseforge.compiler.encode import decode_layer, encode_layer
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat

@@ -46,16 +46,16 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sparseforge.compiler.compress.digits import load_digits_split
-from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
-from sparseforge.compiler.numerics import FixedFormat
-from sparseforge.sim.reference.golden import run_image
-from sparseforge.hw.verilog import write_engine_verilog
-from sparseforge.sim.rtl import RtlCase, run_rtl
-from sparseforge.sim.reference.cycles import PIPELINE_FILL, simulate_compute
-from sparseforge.sim.simulate import predict
 
 import sparseforge as sf
+from sparseforge.compiler.compress.digits import load_digits_split
+from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
+from sparseforge.compiler.numerics import FixedFormat, ceil_div
+from sparseforge.hw.verilog import write_engine_verilog
+from sparseforge.sim.reference.cycles import PIPELINE_FILL, simulate_compute
+from sparseforge.sim.reference.golden import run_image
+from sparseforge.sim.rtl import RtlCase, run_rtl
+from sparseforge.sim.simulate import predict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "build" / "benchmarks" / "digits-acc16.sfm"
@@ -307,7 +307,7 @@ def run_engine(workloads: list[Workload], pes: int, work_dir: Path, say) -> list
             workload=workload.name, pes=pes, engine=engine, measured=result.cycles,
             predicted=table("cycles"), limit=table("limit"), bound=table("bound"),
             overhead=np.array([t.overhead for t in timings[0]]), scan_floor=empty,
-            scan_groups=np.array([-(-layer.in_features // config.scan_lanes)
+            scan_groups=np.array([ceil_div(layer.in_features, config.scan_lanes)
                                   for layer in workload_layers(workload)]),
             work=np.array([[int(t.work.sum()) for t in row] for row in timings]), macs=macs,
             mismatches=result.mismatches,

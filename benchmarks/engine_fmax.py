@@ -33,10 +33,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sparseforge.boards.registry import board as find_board
-from sparseforge.compiler.resources import estimate_resources
 
 import sparseforge as sf
+from sparseforge.boards.registry import board as find_board
+from sparseforge.compiler.resources import estimate_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "build" / "benchmarks" / "digits-acc16.sfm"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .bitstream import BitstreamBuild, BuildError, build_bitstream
 from .nextpnr import Resource
-from .registry import Board, board as find_board
+from .registry import Board
+from .registry import board as find_board
 from .top import BoardTop, clocking_for
 
 __all__ = ["Build", "build"]

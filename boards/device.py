@@ -22,8 +22,16 @@ import numpy as np
 
 from sparseforge.compiler import isa
 
-from .protocol import (MAX_PAYLOAD, Frame, Opcode, ProtocolError, SlipDecoder, Status,
-                       decode_frame, encode_frame)
+from .protocol import (
+    MAX_PAYLOAD,
+    Frame,
+    Opcode,
+    ProtocolError,
+    SlipDecoder,
+    Status,
+    decode_frame,
+    encode_frame,
+)
 
 __all__ = ["Device", "DeviceInfo", "LinkError", "DeviceError", "SerialTransport",
            "find_serial_port"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from .numerics import ceil_div
+
 __all__ = ["EngineConfig"]
 
 
@@ -181,7 +183,7 @@ class EngineConfig:
     @property
     def act_words(self) -> int:
         """Depth of the activation buffer, whose words are ``pes`` activations wide."""
-        return -(-self.max_features // self.pes)
+        return ceil_div(self.max_features, self.pes)
 
     @property
     def groups_per_word(self) -> int:

@@ -25,8 +25,9 @@ import numpy as np
 from .config import EngineConfig
 from .encode import encode_layer
 from .ir import QuantizedNetwork
-from .numerics import accumulator_bits
-from .parts import BOARD_PARTS, Part, part as find_part
+from .numerics import accumulator_bits, ceil_div
+from .parts import BOARD_PARTS, Part
+from .parts import part as find_part
 from .resources import DoesNotFit, Memory, brams_for, check_board, estimate_resources
 
 __all__ = [
@@ -111,11 +112,11 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
         bias_bits=max(_signed_bits(layer.bias) for layer in layers),
         max_layers=len(layers),
         max_features=max(max(layer.in_features, layer.out_features) for layer in layers),
-        max_rows=max(-(-layer.out_features // pes) for layer in layers),
+        max_rows=max(ceil_div(layer.out_features, pes) for layer in layers),
         entry_depth=int(per_pe.max()),
         pointer_depth=sum(layer.in_features + 1 for layer in layers),
-        bias_depth=sum(-(-layer.out_features // pes) for layer in layers),
-        occupancy_depth=sum(-(-layer.in_features // scan_lanes) for layer in layers),
+        bias_depth=sum(ceil_div(layer.out_features, pes) for layer in layers),
+        occupancy_depth=sum(ceil_div(layer.in_features, scan_lanes) for layer in layers),
         max_column_entries=max_column,
         max_shift=max(layer.shift for layer in layers),
         accumulator_bound=bound)
@@ -207,7 +208,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         pes=pes, act_bits=needs.act_bits, code_bits=needs.code_bits, idx_bits=IDX_BITS,
         coef_bits=needs.coef_bits, acc_bits=needs.acc_bits, bias_bits=needs.bias_bits,
         scan_lanes=lanes, max_layers=grow(needs.max_layers),
-        max_features=-(-features // pes) * pes, max_rows=grow(needs.max_rows),
+        max_features=ceil_div(features, pes) * pes, max_rows=grow(needs.max_rows),
         entry_depth=grow(max(1, needs.entry_depth)),
         pointer_depth=grow(needs.pointer_depth), bias_depth=grow(needs.bias_depth),
         occupancy_depth=grow(needs.occupancy_depth), fifo_depth=fifo_depth,

@@ -23,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from . import isa
 from .config import EngineConfig
+from .numerics import ceil_div
 
 __all__ = [
     "PECSC",
@@ -194,7 +196,7 @@ def occupancy_words(slices: list[PECSC], scan_lanes: int) -> np.ndarray:
     (a word is ``N * scan_lanes`` bits, up to 256)."""
     pes = len(slices)
     in_features = len(slices[0].pointers) - 1
-    groups = -(-in_features // scan_lanes)
+    groups = ceil_div(in_features, scan_lanes)
     occupied = np.zeros((pes, groups * scan_lanes), dtype=bool)
     occupied[:, :in_features] = np.stack([s.column_counts > 0 for s in slices])
     bits = occupied.T.reshape(groups, scan_lanes * pes)       # [group, lane * pes + k]
@@ -248,8 +250,8 @@ def layer_bases(shapes, pes: int, scan_lanes: int) -> list[dict[str, int]]:
     for out_features, in_features in shapes:
         bases.append({"pointer_base": pointer, "bias_base": bias, "occupancy_base": occupancy})
         pointer += in_features + 1
-        bias += -(-out_features // pes)
-        occupancy += -(-in_features // scan_lanes)
+        bias += ceil_div(out_features, pes)
+        occupancy += ceil_div(in_features, scan_lanes)
     return bases
 
 
@@ -267,7 +269,7 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
     occupancy = []
     codebook = np.zeros((len(layers), config.codebook_size), dtype=np.int64)
     for index, (layer, slices) in enumerate(zip(layers, encoded)):
-        rows = -(-layer.out_features // pes)
+        rows = ceil_div(layer.out_features, pes)
         bias = np.zeros(rows * pes, dtype=np.int64)
         bias[:layer.out_features] = layer.bias
         for k, csc in enumerate(slices):
@@ -281,8 +283,8 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
     descriptors = isa.pack(
         isa.descriptor_layout(config),
         in_features=[l.in_features for l in layers], out_features=[l.out_features for l in layers],
-        rows=[-(-l.out_features // pes) for l in layers],
-        groups=[-(-l.in_features // lanes) for l in layers],
+        rows=[ceil_div(l.out_features, pes) for l in layers],
+        groups=[ceil_div(l.in_features, lanes) for l in layers],
         pointer_base=[b["pointer_base"] for b in bases], bias_base=[b["bias_base"] for b in bases],
         occupancy_base=[b["occupancy_base"] for b in bases],
         shift=[l.shift for l in layers], relu=[int(l.relu) for l in layers])

@@ -30,6 +30,7 @@ from amaranth import signed
 from amaranth.lib import data
 
 from .config import EngineConfig, _bits_for
+from .numerics import ceil_div
 
 __all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout",
            "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout",
@@ -118,7 +119,7 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
         "in_features": config.feature_bits,
         "out_features": config.feature_bits,
         "rows": config.row_bits,
-        "groups": _bits_for(-(-config.max_features // config.scan_lanes)),
+        "groups": _bits_for(ceil_div(config.max_features, config.scan_lanes)),
         "pointer_base": _bits_for(config.pointer_depth - 1),
         "bias_base": _bits_for(config.bias_depth - 1),
         "occupancy_base": _bits_for(config.occupancy_depth - 1),
@@ -285,7 +286,7 @@ def bus_address(region: Region, index: int, pe: int = 0) -> int:
 
 def chunks_of(width: int) -> int:
     """How many 32-bit bus words a memory word of ``width`` bits takes."""
-    return max(1, -(-width // BUS_DATA_BITS))
+    return max(1, ceil_div(width, BUS_DATA_BITS))
 
 
 def chunk_bits(width: int) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["FixedFormat", "round_half_up", "saturate", "round_shift", "requantize",
-           "choose_frac", "accumulator_bound", "accumulator_bits", "fake_quantize"]
+           "choose_frac", "accumulator_bound", "accumulator_bits", "fake_quantize", "ceil_div"]
 
 FRAC_LIMIT = 48
 
@@ -69,6 +69,12 @@ class FixedFormat:
     @classmethod
     def from_json(cls, obj: dict) -> FixedFormat:
         return cls(int(obj["bits"]), int(obj["frac"]))
+
+
+def ceil_div(numerator, denominator):
+    """``ceil(numerator / denominator)`` in exact integer arithmetic (elementwise on NumPy
+    integer arrays): rows per PE, scan groups per layer, words per memory."""
+    return -(-numerator // denominator)
 
 
 def round_half_up(x) -> np.ndarray:

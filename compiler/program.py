@@ -41,7 +41,7 @@ from . import configure, isa
 from .config import EngineConfig
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .ir import QuantizedLinear, QuantizedNetwork
-from .numerics import FixedFormat
+from .numerics import FixedFormat, ceil_div
 
 __all__ = [
     "FORMAT_NAME",
@@ -387,8 +387,8 @@ def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "ima
         raise ProgramError(f"{where}: layer_count is {image.layer_count}, the network has "
                            f"{len(layers)} layers")
     pointer_depth = sum(layer.in_features + 1 for layer in layers)
-    bias_depth = sum(-(-layer.out_features // config.pes) for layer in layers)
-    occupancy_depth = sum(-(-layer.in_features // config.scan_lanes) for layer in layers)
+    bias_depth = sum(ceil_div(layer.out_features, config.pes) for layer in layers)
+    occupancy_depth = sum(ceil_div(layer.in_features, config.scan_lanes) for layer in layers)
     expected_shapes = {"codebook": (len(layers), config.codebook_size),
                        "occupancy": (occupancy_depth,), "descriptors": (len(layers),)}
     for name, shape in expected_shapes.items():

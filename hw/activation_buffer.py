@@ -8,8 +8,9 @@ four of its thirty block RAMs.
 
 Elaborated for a part where ``compiler.resources.activations_in_spram`` says so (an iCE40UP
 with ``pes * act_bits <= 64``), it is made of ``SB_SPRAM256KA`` primitives (16 bits each,
-nibble write masks); anywhere else, of an ``amaranth.lib.memory`` memory.  Either way the request (address, write lanes and data, read enable) is registered
-before it reaches the memory, so that the SPRAMs at the die's corners are driven from
+nibble write masks); anywhere else, of an ``amaranth.lib.memory`` memory.  Either way the
+request (address, write lanes and data, read enable) is registered before it reaches the
+memory, so that the SPRAMs at the die's corners are driven from
 flip-flops (placed next to them) rather than from the engine's multiplexers: read data is valid
 ``LATENCY`` = 2 cycles after ``r_en``, and a write lands a cycle after it is asked for.
 """
@@ -20,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import ceil_div
 from sparseforge.compiler.resources import SPRAM_WIDTH, activations_in_spram
 
 __all__ = ["ActivationBuffer", "LATENCY"]
@@ -84,7 +86,7 @@ class ActivationBuffer(wiring.Component):
         mask = Cat(w_en[lane] for lane in range(config.pes)
                    for _ in range(nibbles_per_lane))
         writing = w_en != 0
-        for block in range(-(-len(bits) // SPRAM_WIDTH)):
+        for block in range(ceil_div(len(bits), SPRAM_WIDTH)):
             low = block * SPRAM_WIDTH
             data_in = Signal(SPRAM_WIDTH)
             data_out = Signal(SPRAM_WIDTH)

@@ -34,9 +34,11 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import ceil_div
+
 from . import ram
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
-from sparseforge.compiler.config import EngineConfig
 from .pe import lowest_set_bit
 from .pingpong_fifo import PingPongFIFO
 
@@ -98,7 +100,7 @@ class BroadcastUnit(wiring.Component):
     def __init__(self, config: EngineConfig, *, occupancy=None):
         self._config = config
         self._occupancy_init = [] if occupancy is None else [int(v) for v in occupancy]
-        groups = -(-config.max_features // config.scan_lanes)
+        groups = ceil_div(config.max_features, config.scan_lanes)
         super().__init__({
             "start": In(1),
             "groups": In(range(groups + 1)),

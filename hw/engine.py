@@ -20,10 +20,12 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import ceil_div
+
 from . import ram
 from .activation_buffer import ActivationBuffer
 from .broadcast import BroadcastUnit
-from sparseforge.compiler.config import EngineConfig
 from .pe import ProcessingElement, Target
 from .requantize import Requantizer
 from .sequencer import Sequencer
@@ -461,7 +463,7 @@ class Engine(wiring.Component):
                 m.d.sync += selected.eq(0)
         assert isa.READ_LATENCY == 4
         part_lanes = min(4, pes)
-        parts = -(-pes // part_lanes)
+        parts = ceil_div(pes, part_lanes)
         lane_values = activations.r_data
         picked = Signal(data.ArrayLayout(signed(config.act_bits), parts), reset_less=True)
         picked_word = Signal(32, reset_less=True)

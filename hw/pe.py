@@ -45,11 +45,13 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import isa
-from . import ram
 from sparseforge.compiler.config import EngineConfig
+
+from . import ram
 from .multiply import LATENCY as MULTIPLIER_LATENCY
 from .multiply import RegisteredMultiplier
 from .writeback import schedule_signature
+
 __all__ = ["ProcessingElement", "Target", "readout_layout", "COLUMN_QUEUE_DEPTH"]
 
 # Column words between the parameter memory and the walker (config.column_queue).  Two, so

@@ -27,6 +27,7 @@ from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
+
 from .requantize import latency as requantize_latency
 
 __all__ = ["Sequencer", "writeback_latency"]

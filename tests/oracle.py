@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparseforge.compiler.numerics import requantize
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import ceil_div, requantize
 
 
 @dataclass
@@ -48,8 +48,8 @@ def build_image(config: EngineConfig, layers: list[OracleLayer]) -> OracleImage:
     codebook = np.zeros((config.max_layers, config.codebook_size), dtype=np.int64)
     for index, layer in enumerate(layers):
         out_features, in_features = layer.codes.shape
-        rows = -(-out_features // n)
-        groups = -(-in_features // lanes)
+        rows = ceil_div(out_features, n)
+        groups = ceil_div(in_features, lanes)
         pointer_base, bias_base, occupancy_base = len(pointers[0]), len(biases[0]), len(occupancy)
         for k in range(n):
             for j in range(in_features):
@@ -112,10 +112,10 @@ def config_for(layers, pes, scan_lanes=1, fifo_depth=8, act_bits=8, coef_bits=8)
     return EngineConfig(
         pes=pes, scan_lanes=scan_lanes, act_bits=act_bits, coef_bits=coef_bits, acc_bits=32,
         bias_bits=16, max_layers=len(layers),
-        max_features=-(-max(widths) // pes) * pes,
-        max_rows=max(-(-layer.codes.shape[0] // pes) for layer in layers),
+        max_features=ceil_div(max(widths), pes) * pes,
+        max_rows=max(ceil_div(layer.codes.shape[0], pes) for layer in layers),
         entry_depth=max(1, max(len(e) for e in image.entries)),
         pointer_depth=sum(layer.codes.shape[1] + 1 for layer in layers),
-        bias_depth=sum(-(-layer.codes.shape[0] // pes) for layer in layers),
-        occupancy_depth=sum(-(-layer.codes.shape[1] // scan_lanes) for layer in layers),
+        bias_depth=sum(ceil_div(layer.codes.shape[0], pes) for layer in layers),
+        occupancy_depth=sum(ceil_div(layer.codes.shape[1], scan_lanes) for layer in layers),
         fifo_depth=fifo_depth)

@@ -8,6 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+from torch.nn.utils import prune
+
 from sparseforge.compiler.capture import (
     UnsupportedLayerError,
     capture,
@@ -16,8 +19,6 @@ from sparseforge.compiler.capture import (
 )
 from sparseforge.compiler.ir import SUPPORTED_OPS, OpKind
 from sparseforge.compiler.passes import canonicalize
-from torch import nn
-from torch.nn.utils import prune
 
 
 def seeded_model(*modules, seed=0):

@@ -3,6 +3,7 @@ after, and the expected structural change happened."""
 
 import numpy as np
 import pytest
+
 from sparseforge.compiler.ir import Graph, Network, Op, OpKind
 from sparseforge.compiler.passes import (
     PASSES,

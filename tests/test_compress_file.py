@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+
+import sparseforge as sf
+from sparseforge.cli import main
 from sparseforge.compiler.compress.api import CompressionConfig
 from sparseforge.compiler.compress.model import (
     CompressedModel,
@@ -20,9 +23,6 @@ from sparseforge.compiler.compress.quantize import quantize_network
 from sparseforge.compiler.compress.report import account
 from sparseforge.compiler.compress.share import share_weights
 from sparseforge.compiler.ir import Linear, Network
-
-import sparseforge as sf
-from sparseforge.cli import main
 
 torch.set_num_threads(1)
 
@@ -315,9 +315,9 @@ def test_cli_refuses_a_nan_state_dict_and_a_foreign_one(tmp_path, capsys):
 
 def test_cli_takes_a_state_dict_pruned_with_torch_prune(tmp_path):
     import torch.nn.utils.prune as torch_prune
-    from sparseforge.compiler.compress.digits import digits_mlp
 
     from sparseforge.commands.compress import load_model
+    from sparseforge.compiler.compress.digits import digits_mlp
 
     model = digits_mlp(hidden=32)
     torch_prune.l1_unstructured(model.fc1, "weight", amount=0.6)

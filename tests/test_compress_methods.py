@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from sparseforge.compiler.compress.convert import network_to_torch, to_network, torch_to_network
 from sparseforge.compiler.compress.digits import load_digits_split
 from sparseforge.compiler.compress.distill import distill, distillation_loss

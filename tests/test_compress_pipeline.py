@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+
+import sparseforge as sf
+from sparseforge.cli import main
 from sparseforge.compiler.compress.api import integer_accuracy
 from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, load_digits_split
 from sparseforge.compiler.compress.prune import pe_nonzeros
 from sparseforge.compiler.compress.training import Dataset
-
-import sparseforge as sf
-from sparseforge.cli import main
 
 torch.set_num_threads(1)
 FAST = {"prune_steps": 2, "prune_epochs": 2, "final_epochs": 2, "share_epochs": 2}

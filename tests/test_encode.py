@@ -5,6 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from sparseforge.compiler import isa
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.encode import (
     PECSC,
     decode_csc,
@@ -17,10 +20,7 @@ from sparseforge.compiler.encode import (
     pack_image,
 )
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
-from sparseforge.compiler.numerics import FixedFormat
-from sparseforge.compiler import isa
-from sparseforge.compiler.config import EngineConfig
-
+from sparseforge.compiler.numerics import FixedFormat, ceil_div
 from tests.oracle import OracleLayer, build_image
 
 PROPERTY = settings(max_examples=120, derandomize=True, deadline=None,
@@ -170,8 +170,8 @@ def oracle_network(rng, shapes, density, code_bits):
 def config_for(network, pes, lanes):
     return EngineConfig(pes=pes, scan_lanes=lanes, max_layers=len(network.layers),
                         code_bits=max(l.code_bits for l in network.layers),
-                        max_features=-(-max(max(l.codes.shape) for l in network.layers)
-                                       // pes) * pes,
+                        max_features=ceil_div(max(max(layer.codes.shape)
+                                                  for layer in network.layers), pes) * pes,
                         max_rows=64, entry_depth=1 << 16, pointer_depth=1 << 12,
                         bias_depth=1 << 10, occupancy_depth=1 << 10, acc_bits=32,
                         max_column_entries=1 << 12)

@@ -21,11 +21,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.configure import derive_config
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
 from sparseforge.compiler.program import compile as compile_program
-from sparseforge.compiler.config import EngineConfig
 from sparseforge.sim.reference.golden import run_image
 from sparseforge.sim.rtl import RtlCase, run_rtl
 from sparseforge.sim.runner import available_simulators

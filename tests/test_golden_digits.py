@@ -3,10 +3,10 @@ fixed-point accuracy the compression stage reports (and the same outputs, bit fo
 
 import numpy as np
 import pytest
-from sparseforge.compiler.compress.digits import digits_mlp, load_digits_split
-from sparseforge.compiler.compress.training import TrainConfig, train
 
 import sparseforge as sf
+from sparseforge.compiler.compress.digits import digits_mlp, load_digits_split
+from sparseforge.compiler.compress.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

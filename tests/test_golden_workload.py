@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
-from sparseforge.compiler.encode import encode_layer
-from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
-from sparseforge.compiler.numerics import FixedFormat
-from sparseforge.compiler import isa
-from sparseforge.sim.reference.golden import run_image
-from sparseforge.sim.reference.workload import layer_stats, layer_work, work_of, workload
 
 import sparseforge as sf
+from sparseforge.compiler import isa
+from sparseforge.compiler.encode import encode_layer
+from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
+from sparseforge.compiler.numerics import FixedFormat, ceil_div
+from sparseforge.sim.reference.golden import run_image
+from sparseforge.sim.reference.workload import layer_stats, layer_work, work_of, workload
 from tests.test_golden import random_inputs, random_network
 
 
@@ -54,7 +54,7 @@ def test_workload_matches_the_definition_on_every_layer(pes):
     for index, work in enumerate(per_layer):
         expected = brute_force(program, index, activations[index])
         np.testing.assert_array_equal(work.work, expected)
-        np.testing.assert_array_equal(work.limit, -(-expected.sum(1) // pes))
+        np.testing.assert_array_equal(work.limit, ceil_div(expected.sum(1), pes))
         np.testing.assert_array_equal(work.bound, expected.max(1))
         np.testing.assert_array_equal(work.nonzero, np.count_nonzero(activations[index], 1))
         np.testing.assert_array_equal(layer_work(program, index, activations[index]).work,

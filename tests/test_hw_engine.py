@@ -7,6 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sparseforge.compiler import isa
+from sparseforge.compiler.numerics import ceil_div
 from sparseforge.hw.engine import Engine
 from sparseforge.sim.reference.cycles import layer_timing
 from tests.oracle import build_image, config_for, random_layers
@@ -19,7 +20,6 @@ def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0
     With ``load_over_bus`` the engine is generated empty and the image is written through the
     host bus first, as the host does to change models without regenerating the engine."""
     dut = Engine(config, None if load_over_bus else image)
-    layout = isa.stream_layout(config)
     rng = np.random.default_rng(seed)
     outputs, cycles = [], []
 
@@ -164,8 +164,8 @@ def test_images_loaded_over_the_bus_run_in_an_empty_engine():
     config = dataclasses.replace(
         config_for(first + second, 4, 2), max_layers=3,
         pointer_depth=max(sum(l.codes.shape[1] + 1 for l in ls) for ls in (first, second)),
-        bias_depth=max(sum(-(-l.codes.shape[0] // 4) for l in ls) for ls in (first, second)),
-        occupancy_depth=max(sum(-(-l.codes.shape[1] // 2) for l in ls)
+        bias_depth=max(sum(ceil_div(l.codes.shape[0], 4) for l in ls) for ls in (first, second)),
+        occupancy_depth=max(sum(ceil_div(l.codes.shape[1], 2) for l in ls)
                             for ls in (first, second)))
     for layers in (first, second):
         image = build_image(config, layers)

@@ -12,8 +12,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from sparseforge.hw import toolchain
-from sparseforge.hw import ram
+from sparseforge.hw import ram, toolchain
 
 
 class HostWritten(wiring.Component):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sparseforge.compiler.numerics import requantize
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import requantize
 from sparseforge.hw.requantize import Requantizer, latency
 
 

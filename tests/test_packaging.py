@@ -4,6 +4,7 @@ import subprocess
 import sys
 import zipfile
 
+
 def test_wheel_maps_folders_under_sparseforge(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path), "."], check=True)

@@ -6,13 +6,13 @@ import types
 
 import numpy as np
 import pytest
+
+import sparseforge as sf
+from sparseforge.compiler import isa
 from sparseforge.compiler import program as program_module
 from sparseforge.compiler.configure import DoesNotFit, derive_config
 from sparseforge.compiler.program import ProgramError, load_program
-from sparseforge.compiler import isa
 from sparseforge.sim.reference.golden import reference
-
-import sparseforge as sf
 from tests.test_golden import random_inputs, random_network
 
 

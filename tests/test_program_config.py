@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sparseforge.boards.registry import boards
 from sparseforge.compiler import parts, resources
 from sparseforge.compiler.config import EngineConfig
@@ -13,7 +14,7 @@ from sparseforge.compiler.configure import (
     model_needs,
 )
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
-from sparseforge.compiler.numerics import FixedFormat, accumulator_bits
+from sparseforge.compiler.numerics import FixedFormat, accumulator_bits, ceil_div
 from sparseforge.compiler.resources import Memory, brams_for, estimate_resources
 
 
@@ -67,7 +68,7 @@ def test_headroom_enlarges_every_capacity():
                                                                     headroom=0.5)
     for name in ("entry_depth", "pointer_depth", "bias_depth", "occupancy_depth", "max_rows",
                  "max_layers", "max_column_entries"):
-        assert getattr(roomy, name) == -(-getattr(plain, name) * 3 // 2), name
+        assert getattr(roomy, name) == ceil_div(getattr(plain, name) * 3, 2), name
     assert roomy.max_features == 8                     # ceil(5 * 1.5) = 8, a multiple of 2
     assert roomy.acc_bits == plain.acc_bits
 

@@ -21,8 +21,8 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sparseforge.compiler import isa
-from sparseforge.hw import ram
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.hw import ram
 
 from .. import protocol
 

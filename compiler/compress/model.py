@@ -27,8 +27,8 @@ import os
 import tempfile
 import zipfile
 import zlib
-from importlib import metadata
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
-from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac
+from ..numerics import (FixedFormat, accumulator_bits, accumulator_bound, choose_frac,
+                        round_half_up)
 
 __all__ = ["network_codebooks", "quantize_network"]
 
@@ -146,7 +147,7 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
     float_out = _float_layer(layer, input_format.dequantize(x_int), codebook, codes)
     output_frac = min(choose_frac(float(np.abs(float_out).max()), act_bits), accumulator_frac)
     output_frac = max(output_frac, accumulator_frac - MAX_SHIFT)
-    bias_int = np.floor(np.ldexp(layer.bias, accumulator_frac) + 0.5).astype(np.int64)
+    bias_int = round_half_up(np.ldexp(layer.bias, accumulator_frac))
     bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
     return QuantizedLinear(
         name=layer.name, codes=codes, codebook=codebook_int,

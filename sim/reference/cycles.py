@@ -36,8 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparseforge.hw.broadcast import buffer_depth
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import ceil_div
+from sparseforge.hw.broadcast import buffer_depth
 from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import writeback_latency
 
@@ -93,12 +94,12 @@ def sequencer_overhead(config: EngineConfig, out_features: int,
     ``previous rows * period + writeback_latency + 1`` cycles before this layer's FETCHED.
     """
     period = config.writeback_period
-    rows = -(-out_features // config.pes)
+    rows = ceil_div(out_features, config.pes)
     load_cycles = config.codebook_size + 1
     if previous_out_features is None:
         load = load_cycles
     else:
-        previous_rows = -(-previous_out_features // config.pes)
+        previous_rows = ceil_div(previous_out_features, config.pes)
         head_start = previous_rows * period + writeback_latency(config) + 1
         load = max(0, load_cycles + 1 - head_start)
     return 2 + load + 1 + 1 + rows * period + writeback_latency(config) - 1
@@ -113,7 +114,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     """
     pes, lanes = config.pes, config.scan_lanes
     in_features = counts.shape[1]
-    groups = -(-in_features // lanes)
+    groups = ceil_div(in_features, lanes)
     padded = np.zeros((pes, groups * lanes), dtype=np.int64)
     padded[:, :in_features] = np.where(active[None, :], counts, 0)
     # work[g][k]: the entry counts of the lanes of group g that PE k has work for, lane order.
@@ -281,5 +282,5 @@ def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
         cycles=sequencer_overhead(config, out_features, previous_out_features) + compute,
         compute=compute, overhead=fixed_overhead(config, out_features, previous_out_features),
         work=work,
-        limit=int(-(-int(work.sum()) // config.pes)), bound=int(work.max()),
+        limit=int(ceil_div(int(work.sum()), config.pes)), bound=int(work.max()),
         nonzero_inputs=int(np.count_nonzero(active)))

@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from sparseforge.compiler import isa
+from sparseforge.compiler.numerics import ceil_div
 
 from .golden import run_image
 
@@ -39,7 +41,7 @@ class LayerWork:
     @property
     def limit(self) -> np.ndarray:
         """batch: ``ceil(sum_k E_k / N)``, the physical limit in cycles."""
-        return -(-self.total // self.pes)
+        return ceil_div(self.total, self.pes)
 
     @property
     def bound(self) -> np.ndarray:
@@ -121,8 +123,8 @@ def layer_stats(program) -> list[LayerStats]:
     for index, layer in enumerate(program.network.layers):
         per_pe = program.column_counts(index).sum(axis=1)
         entries = int(per_pe.sum())
-        rows = -(-layer.out_features // config.pes)
-        groups = -(-layer.in_features // config.scan_lanes)
+        rows = ceil_div(layer.out_features, config.pes)
+        groups = ceil_div(layer.in_features, config.scan_lanes)
         bits = (entries * config.entry_bits
                 + config.pes * (layer.in_features + 1 + rows) * parameter_bits
                 + groups * occupancy_bits + config.codebook_size * config.coef_bits

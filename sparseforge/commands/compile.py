@@ -74,8 +74,8 @@ def write_verilog(program, directory) -> Path:
 def resource_rows(program) -> list[dict]:
     """The estimate against the program's board, or against each family's largest part of
     those the boards carry when no board was given."""
-    from sparseforge.compiler.parts import PARTS
     from sparseforge.boards.registry import board as find_board
+    from sparseforge.compiler.parts import PARTS
     from sparseforge.compiler.resources import estimate_resources
 
     if program.board:

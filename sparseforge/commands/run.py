@@ -25,8 +25,13 @@ def register(verbs) -> None:
 
 def run(args) -> int:
     import sparseforge as sf
-    from sparseforge.boards.device import (Device, DeviceError, LinkError, SerialTransport,
-                                           find_serial_port)
+    from sparseforge.boards.device import (
+        Device,
+        DeviceError,
+        LinkError,
+        SerialTransport,
+        find_serial_port,
+    )
     from sparseforge.boards.registry import board as find_board
 
     console = console_for(args)
