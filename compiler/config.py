@@ -9,11 +9,23 @@ program image).
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .numerics import ceil_div
 
-__all__ = ["EngineConfig"]
+__all__ = ["EngineConfig", "MAX_PES", "check_pes"]
+
+MAX_PES = 64
+
+
+def check_pes(pes, name: str = "pes") -> int:
+    """The one check of a PE count, wherever one comes in (API, CLI, configuration): an
+    integer (NumPy's too; not a bool) from 1 to :data:`MAX_PES`.  Returns it as an ``int``."""
+    integral = isinstance(pes, numbers.Integral) and not isinstance(pes, bool)
+    if not integral or not 1 <= pes <= MAX_PES:
+        raise ValueError(f"{name} must be between 1 and {MAX_PES}, not {pes!r}")
+    return int(pes)
 
 
 def _bits_for(count: int) -> int:
@@ -108,7 +120,7 @@ class EngineConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
 
-        check("pes", 1, 64)
+        check_pes(self.pes)
         check("act_bits", 2, 16)
         check("code_bits", 1, 8)
         check("idx_bits", 1, 8)

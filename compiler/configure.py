@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import EngineConfig
+from .config import EngineConfig, check_pes
 from .encode import encode_layer
 from .ir import QuantizedNetwork
 from .numerics import accumulator_bits, ceil_div
@@ -175,8 +175,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     to one per PE; with a board and no explicit value, the least sharing whose LUT estimate
     fits the part is chosen (write-back then takes ``rows * period`` cycles per layer).
     """
-    if not isinstance(pes, (int, np.integer)) or isinstance(pes, bool) or not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+    pes = check_pes(pes)
     part = resolve_part(board)
     small = part is not None and part.family == "ice40"
     if scan_lanes is None:

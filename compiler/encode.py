@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import isa
-from .config import EngineConfig
+from .config import EngineConfig, check_pes
 from .numerics import ceil_div
 
 __all__ = [
@@ -67,15 +67,10 @@ class PECSC:
         return np.diff(self.pointers)
 
 
-def _check_pes(pes) -> None:
-    if not isinstance(pes, (int, np.integer)) or not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
-
-
 def interleave_rows(matrix: np.ndarray, pes: int) -> list[np.ndarray]:
     """The rows each PE owns: PE ``k`` gets rows ``k, k+N, k+2N, ...`` in that order, so its
     local row ``r`` is global row ``r*N + k`` (EIE's interleaving balances rows across PEs)."""
-    _check_pes(pes)
+    check_pes(pes)
     matrix = np.asarray(matrix)
     return [matrix[k::pes] for k in range(pes)]
 
@@ -83,7 +78,7 @@ def interleave_rows(matrix: np.ndarray, pes: int) -> list[np.ndarray]:
 def deinterleave_rows(parts: list[np.ndarray], out_features: int) -> np.ndarray:
     """The inverse of :func:`interleave_rows`: the ``out_features`` rows in global order."""
     pes = len(parts)
-    _check_pes(pes)
+    check_pes(pes)
     out = np.zeros((out_features,) + parts[0].shape[1:], dtype=parts[0].dtype)
     for k, part in enumerate(parts):
         expected = len(range(k, out_features, pes))
@@ -115,7 +110,7 @@ def encode_layer(codes, pes: int, max_run: int = 15) -> list[PECSC]:
     """Every PE's slice of a layer's code matrix (``out x in``, 0 = zero weight), in one
     vectorised pass over the nonzeros of all PEs."""
     codes = _check_codes(codes)
-    _check_pes(pes)
+    check_pes(pes)
     _check_max_run(max_run)
     in_features = codes.shape[1]
     rows, columns = np.nonzero(codes)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import configure, isa
-from .config import EngineConfig
+from .config import EngineConfig, check_pes
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .ir import QuantizedLinear, QuantizedNetwork
 from .numerics import FixedFormat, ceil_div
@@ -141,8 +141,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             raise ValueError(f"pes={pes} contradicts the given engine's {config.pes} PEs")
         pes = config.pes
     pes = 8 if pes is None else pes
-    if not isinstance(pes, (int, np.integer)) or isinstance(pes, bool) or not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+    pes = check_pes(pes)
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     encoded = [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                for layer in network.layers]

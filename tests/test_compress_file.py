@@ -266,7 +266,7 @@ def test_compress_names_bad_data_and_options():
     ({"weight_bits": 9}, "weight_bits must be an integer from 1 to 8, not 9"),
     ({"levels": 5, "weight_bits": 2}, "levels must be None or from 2 to 4 for 2-bit codes, not 5"),
     ({"act_bits": 4}, "act_bits must be 8 or 16, not 4"),
-    ({"balance_pes": 0}, "balance_pes must be None or an integer from 1 to 64, not 0"),
+    ({"balance_pes": 0}, "balance_pes must be between 1 and 64, not 0"),
     ({"per_layer_sparsity": (0.5, 1.2)}, "per_layer_sparsity must be a tuple of values"),
     ({"max_acc_bits": 8}, "max_acc_bits must be None or an integer from 16 to 48, not 8"),
 ])

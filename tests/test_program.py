@@ -158,8 +158,7 @@ def test_bad_engine_json(saved):
     engine = json.loads((saved / "engine.json").read_text())
     engine["pes"] = 0
     (saved / "engine.json").write_text(json.dumps(engine))
-    with pytest.raises(ProgramError, match="engine.json: pes must be an integer from 1 to 64, "
-                                           "not 0"):
+    with pytest.raises(ProgramError, match="engine.json: pes must be between 1 and 64, not 0"):
         load_program(saved)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import check_pes
 from ..ir import Network, QuantizedNetwork
 from .convert import network_to_torch, to_network, torch_to_network, weight_layers
 from .model import CompressedModel
@@ -112,9 +113,8 @@ class CompressionConfig:
         require(self.max_acc_bits is None or (_int(self.max_acc_bits)
                                               and 16 <= self.max_acc_bits <= 48),
                 "max_acc_bits", "None or an integer from 16 to 48")
-        require(self.balance_pes is None or (_int(self.balance_pes)
-                                             and 1 <= self.balance_pes <= 64),
-                "balance_pes", "None or an integer from 1 to 64")
+        if self.balance_pes is not None:
+            check_pes(self.balance_pes, "balance_pes")
         require(self.distill_alpha is None or 0.0 <= self.distill_alpha <= 1.0,
                 "distill_alpha", "None or in [0, 1]")
         require(self.distill_temperature > 0, "distill_temperature", "> 0")

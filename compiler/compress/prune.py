@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import check_pes
+
 __all__ = [
     "MaskKeeper",
     "NeuronPruning",
@@ -58,8 +60,7 @@ def balanced_mask(weight: np.ndarray, sparsity: float, pes: int,
     """ESE's load-balance-aware pruning: the same overall sparsity, but every PE (rows ``i``
     with ``i mod pes == k``) keeps the same number of weights, its largest in magnitude, so no
     PE waits for a busier one.  Weights already pruned (``keep`` False) stay pruned."""
-    if not isinstance(pes, int) or not 1 <= pes <= 64:
-        raise ValueError(f"pes must be between 1 and 64, not {pes!r}")
+    check_pes(pes)
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity must be between 0 and 1, not {sparsity}")
     weight = np.asarray(weight, dtype=np.float64)

@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
-from ..numerics import (FixedFormat, accumulator_bits, accumulator_bound, choose_frac,
-                        round_half_up)
+from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
 
 __all__ = ["network_codebooks", "quantize_network"]
 

@@ -66,14 +66,14 @@ class Stages:
 def run(args) -> int:
     from sparseforge.boards.bitstream import BuildError
     from sparseforge.boards.registry import board as find_board
+    from sparseforge.compiler.config import check_pes
     from sparseforge.compiler.configure import DoesNotFit
     from sparseforge.hw.toolchain import ToolNotFoundError
 
     console = console_for(args)
     try:
         board = find_board(args.board)
-        if not 1 <= args.pes <= 64:
-            raise ValueError(f"--pes must be between 1 and 64, not {args.pes}")
+        check_pes(args.pes, "--pes")
         _check_tools(args, board)
     except (ValueError, ToolNotFoundError) as error:
         return fail(str(error))
