@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 
 from .protocol import (
     MAX_PAYLOAD,
@@ -117,9 +117,9 @@ class Device:
     def info(self) -> DeviceInfo:
         frame = self._transact(Opcode.INFO, reply_bytes=18)
         engine_id, config, status, layers, capacity = struct.unpack("<IIIIH", frame.payload)
-        if engine_id != isa.ENGINE_ID:
+        if engine_id != bus.ENGINE_ID:
             raise LinkError(f"the device answered with engine id {engine_id:#x}, "
-                            f"not sparseforge's {isa.ENGINE_ID:#x}")
+                            f"not sparseforge's {bus.ENGINE_ID:#x}")
         return DeviceInfo(engine_id, config & 0xFF, (config >> 8) & 0xFF, (config >> 16) & 0xFF,
                           (config >> 24) & 0xFF, layers, capacity, bool(status & 1))
 
@@ -184,7 +184,7 @@ class Device:
 
     def runs(self) -> int:
         """Runs the engine started since its reset (counts exactly-once execution)."""
-        return self.read(isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["runs"]), 1)[0]
+        return self.read(bus.bus_address(bus.Region.REGISTERS, bus.Register.RUNS), 1)[0]
 
     def reset(self) -> None:
         self._transact(Opcode.RESET)

@@ -12,9 +12,10 @@ the gateware checks).  Other multi-byte fields are little-endian.
 
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass
+
+from amaranth.lib import enum
 
 __all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "Opcode", "Status", "Frame", "ProtocolError",
            "crc16", "slip_encode", "SlipDecoder", "encode_frame", "decode_frame",
@@ -27,7 +28,7 @@ END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 MAX_PAYLOAD = 256
 
 
-class Opcode(enum.IntEnum):
+class Opcode(enum.IntEnum, shape=8):
     INFO = 0x01          # -> id u32, config u32, status u32, layer count u32, max payload u16
     WRITE = 0x02         # addr u32, data u32 * n: bus writes to index addr, addr+1, ...
     READ = 0x03          # addr u32, count u16 -> data u32 * count from index addr, addr+1, ...
@@ -38,7 +39,7 @@ class Opcode(enum.IntEnum):
     RESET = 0x08         # clears the engine's state (not the loaded model)
 
 
-class Status(enum.IntEnum):
+class Status(enum.IntEnum, shape=8):
     OK = 0x00
     BAD_CRC = 0x01       # the frame's CRC did not match: nothing was executed
     UNKNOWN = 0x02       # unknown opcode

@@ -12,6 +12,7 @@ import json
 import numbers
 from dataclasses import asdict, dataclass, fields
 
+from .bus import INDEX_BITS
 from .numerics import ceil_div
 
 __all__ = ["EngineConfig", "MAX_PES", "check_pes"]
@@ -131,13 +132,15 @@ class EngineConfig:
         check("max_layers", 1, 256)
         check("max_features", 1, 1 << 16)
         check("max_rows", 1, 1 << 16)
-        check("entry_depth", 1, 1 << 21)
-        check("pointer_depth", 2, 1 << 21)
-        check("bias_depth", 1, 1 << 21)
-        check("occupancy_depth", 1, 1 << 21)
+        # Every memory is written over the host bus: its depth is what a bus index reaches.
+        depth_limit = 1 << INDEX_BITS
+        check("entry_depth", 1, depth_limit)
+        check("pointer_depth", 2, depth_limit)
+        check("bias_depth", 1, depth_limit)
+        check("occupancy_depth", 1, depth_limit)
         check("fifo_depth", 2, 1024)
         check("shift_bits", 1, 7)
-        check("max_column_entries", 1, 1 << 21)
+        check("max_column_entries", 1, depth_limit)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
         for name in ("decoded_weights", "column_queue", "readout_register",

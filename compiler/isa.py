@@ -3,7 +3,7 @@
 Every word the engine reads from a memory is an Amaranth ``data.StructLayout`` defined here:
 the hardware decodes ``Signal(layout)``, and the compiler, the NumPy golden model and cocotb
 encode and decode with :func:`pack` / :func:`unpack`, which read the field offsets from the same
-layout.  The host bus address map lives here too.
+layout.  The host bus address map is ``bus.py``'s.
 
 Sparse-matrix entry (EIE, Han et al. 2016, section III-B): the PE's nonzeros of a column, in
 increasing local row, each as (zero run ``z``, codebook index ``c``): the entry sits ``z`` rows
@@ -23,22 +23,18 @@ groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE ha
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 from amaranth import signed
 from amaranth.lib import data
 
+from .bus import BUS_DATA_BITS, Region, Register, bus_address, chunk_index, chunks_of
 from .config import EngineConfig, _bits_for
 from .numerics import ceil_div
 
 __all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout",
            "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout",
-           "group_layout", "pack", "unpack",
-           "Region", "REGISTERS", "ENGINE_ID", "BUS_DATA_BITS", "bus_address", "chunks_of",
-           "chunk_bits", "chunk_index", "host_bus_signature", "READ_LATENCY",
-           "activation_index", "lane_bits", "stream_layout", "image_bus_writes", "layer_cycles",
-           "PER_PE_REGIONS"]
+           "group_layout", "pack", "unpack", "activation_index", "lane_bits", "stream_layout",
+           "image_bus_writes", "layer_cycles"]
 
 
 def entry_layout(config: EngineConfig) -> data.StructLayout:
@@ -200,59 +196,7 @@ def unpack(layout: data.StructLayout, words) -> dict[str, np.ndarray]:
     return out
 
 
-# ---- host bus --------------------------------------------------------------------------------
-
-BUS_DATA_BITS = 32
-ENGINE_ID = 0x53463031          # "SF01"
-
-
-class Region(enum.IntEnum):
-    """Bus address bits [28:32]: which memory or register file an access goes to."""
-    REGISTERS = 0       # index: see REGISTERS
-    CYCLES = 1          # read: cycles of the last run up to the end of layer ``index``
-    DESCRIPTORS = 2     # write: layer descriptors, in 32-bit chunks (``chunk_index``)
-    CODEBOOK = 3        # write: ``layer * 2**code_bits + code`` -> coefficient
-    OCCUPANCY = 4       # write: occupancy words, in 32-bit chunks (``chunk_index``)
-    ACTIVATIONS = 5     # read/write: ``activation_index(i)`` (inputs before a run, outputs after)
-    ENTRIES = 6         # write, per PE: sparse-matrix entries
-    POINTERS = 7        # write, per PE: column words (``column_words``) at the pointer index
-    BIASES = 8          # write, per PE: biases
-
-
-PER_PE_REGIONS = (Region.ENTRIES, Region.POINTERS, Region.BIASES)
-
-REGISTERS = {
-    "id": 0,            # read: ENGINE_ID
-    "config": 1,        # read: pes | act_bits << 8 | code_bits << 16 | scan_lanes << 24
-    "control": 2,       # write 1: start a run; read: bit 0 busy, bit 1 done
-    "layer_count": 3,   # read/write: number of layers a run executes
-    "total_cycles": 4,  # read: cycles of the last run, start to done
-    "input_count": 5,   # read: activations received on the input stream since the last run
-    "runs": 6,          # read: runs started since reset (lets a host prove exactly-once)
-}
-
-
-def host_bus_signature():
-    """The host bus, seen from its master (the UART bridge, a testbench).
-
-    A write is one cycle of ``w_en`` with ``addr`` and ``w_data``.  A read is one cycle of
-    ``r_en`` with ``addr``; ``r_data`` is valid with ``r_valid`` exactly ``READ_LATENCY`` cycles
-    later.  Memory writes while the engine is busy are ignored.
-    """
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out
-    return wiring.Signature({
-        "addr": Out(32),
-        "w_data": Out(BUS_DATA_BITS),
-        "w_en": Out(1),
-        "r_en": Out(1),
-        "r_data": In(BUS_DATA_BITS),
-        "r_valid": In(1),
-    })
-
-
-READ_LATENCY = 4
-
+# ---- the host bus's view of the image -------------------------------------------------------
 
 def activation_index(i: int, config: EngineConfig) -> int:
     """Bus index of activation ``i``: word ``i // pes`` and lane ``i % pes`` as bit fields."""
@@ -275,34 +219,6 @@ def layer_cycles(cumulative) -> list[int]:
     return [c - p for c, p in zip(cumulative, [0] + cumulative[:-1])]
 
 
-def bus_address(region: Region, index: int, pe: int = 0) -> int:
-    """Bits [28:32] region, [21:28] PE (per-PE regions only), [0:21] index."""
-    if not 0 <= index < (1 << 21):
-        raise ValueError(f"bus index {index} is out of range (21 bits)")
-    if not 0 <= pe < 128:
-        raise ValueError(f"PE {pe} is out of range")
-    return (int(region) << 28) | (pe << 21) | index
-
-
-def chunks_of(width: int) -> int:
-    """How many 32-bit bus words a memory word of ``width`` bits takes."""
-    return max(1, ceil_div(width, BUS_DATA_BITS))
-
-
-def chunk_bits(width: int) -> int:
-    """Index bits that select the chunk of a wide word: chunk ``c`` of word ``w`` is written at
-    index ``w << chunk_bits(width) | c``.  Chunks are written in order; writing the last one
-    (``c == chunks_of(width) - 1``) commits the word, so a partly written word never lands."""
-    return (chunks_of(width) - 1).bit_length()
-
-
-def chunk_index(word: int, chunk: int, width: int) -> int:
-    """Bus index of chunk ``chunk`` (bits ``[32*chunk, 32*chunk+32)``) of memory word ``word``."""
-    if not 0 <= chunk < chunks_of(width):
-        raise ValueError(f"chunk {chunk} out of range for a {width}-bit word")
-    return (word << chunk_bits(width)) | chunk
-
-
 def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
     """Every host-bus write that loads ``image`` into an engine built for ``config``.
 
@@ -317,9 +233,9 @@ def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
         for word_index, word in enumerate(words):
             for chunk in range(chunks_of(width)):
                 writes.append((bus_address(region, chunk_index(word_index, chunk, width)),
-                               (int(word) >> (32 * chunk)) & 0xFFFFFFFF))
+                               (int(word) >> (BUS_DATA_BITS * chunk)) & 0xFFFFFFFF))
 
-    writes.append((bus_address(Region.REGISTERS, REGISTERS["layer_count"]),
+    writes.append((bus_address(Region.REGISTERS, Register.LAYER_COUNT),
                    int(image.layer_count)))
     wide(Region.DESCRIPTORS, image.descriptors, descriptor_layout(config).size)
     codebook = np.asarray(image.codebook, dtype=np.int64).reshape(-1)

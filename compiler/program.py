@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import configure, isa
+from . import bus, configure, isa
 from .config import EngineConfig, check_pes
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .ir import QuantizedLinear, QuantizedNetwork
@@ -193,7 +193,7 @@ def _pointer_bases(network: QuantizedNetwork, config: EngineConfig) -> list[int]
 
 def _chunked(words, width: int) -> np.ndarray:
     """Wide words as a uint32 matrix (word x chunk, lowest chunk first)."""
-    chunks = isa.chunks_of(width)
+    chunks = bus.chunks_of(width)
     return np.array([[(int(w) >> (32 * c)) & 0xFFFFFFFF for c in range(chunks)]
                      for w in words], dtype=np.uint32).reshape(len(words), chunks)
 
@@ -354,9 +354,9 @@ def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: P
     for key, layout in (("occupancy", isa.occupancy_layout(config)),
                         ("descriptors", isa.descriptor_layout(config))):
         chunked = _array(arrays, key, where, ndim=2)
-        if chunked.shape[1] != isa.chunks_of(layout.size):
+        if chunked.shape[1] != bus.chunks_of(layout.size):
             raise ProgramError(f"{where}: {key} has {chunked.shape[1]} chunks per word, a "
-                               f"{layout.size}-bit word takes {isa.chunks_of(layout.size)}")
+                               f"{layout.size}-bit word takes {bus.chunks_of(layout.size)}")
         words[key] = _unchunked(chunked)
     layer_count = manifest.get("layer_count")
     if not isinstance(layer_count, int) or isinstance(layer_count, bool):

@@ -9,7 +9,7 @@ An EIE-style engine (Han et al., ISCA 2016) generated from an :class:`EngineConf
 * the PEs multiply and accumulate (``pe.py``), the sequencer runs the layers (``sequencer.py``).
 
 Interfaces: ``input`` (a stream of activations; ``last`` starts the run), ``output`` (the last
-layer's activations after a run), and ``bus`` (``isa.host_bus_signature``): memory writes, so
+layer's activations after a run), and ``bus`` (``bus.host_bus_signature``): memory writes, so
 a new model of the same shape class loads without regenerating the engine, and reads of status,
 activations and per-layer cycle counters.  Memories start from the program image when one is
 given.
@@ -19,7 +19,7 @@ from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.numerics import ceil_div
 
@@ -51,7 +51,7 @@ class Engine(wiring.Component):
     input : In(stream of ``isa.stream_layout``); activations in order; ``last`` starts the run.
     output : Out(stream of ``isa.stream_layout``); the last layer's outputs after each run (the
         engine stays busy until they are taken).
-    bus : In(``isa.host_bus_signature()``).
+    bus : In(``bus.host_bus_signature()``).
     busy : Out; a run, the clear after reset, or the output stream is in progress.
     """
 
@@ -59,7 +59,7 @@ class Engine(wiring.Component):
         self._config = config
         self._image = image
         self._streams = streams
-        ports = {"bus": In(isa.host_bus_signature()), "busy": Out(1)}
+        ports = {"bus": In(bus.host_bus_signature()), "busy": Out(1)}
         if streams:
             ports["input"] = In(stream.Signature(isa.stream_layout(config)))
             ports["output"] = Out(stream.Signature(isa.stream_layout(config)))
@@ -205,47 +205,48 @@ class Engine(wiring.Component):
             m.d.comb += pe.codebook.eq(codebook_values)
 
         # ---- host bus: decode -----------------------------------------------------------------
-        bus = self.bus
-        region = bus.addr[28:32]
-        target_pe = bus.addr[21:28]
-        index = bus.addr[0:21]
+        host_bus = self.bus
+        address = data.View(bus.ADDRESS_LAYOUT, host_bus.addr)
+        region = address.region
+        target_pe = address.pe
+        index = address.index
         writing = Signal()
-        m.d.comb += writing.eq(bus.w_en & ~busy)
+        m.d.comb += writing.eq(host_bus.w_en & ~busy)
 
         # Wide words (descriptors, occupancy) arrive as 32-bit chunks; the last commits.
-        descriptor_chunks = isa.chunks_of(descriptor.size)
+        descriptor_chunks = bus.chunks_of(descriptor.size)
         occupancy_width = isa.occupancy_layout(config).size
-        occupancy_chunks = isa.chunks_of(occupancy_width)
+        occupancy_chunks = bus.chunks_of(occupancy_width)
         staged = Signal(32 * max(descriptor_chunks, occupancy_chunks))
-        for what, width in ((isa.Region.DESCRIPTORS, descriptor.size),
-                            (isa.Region.OCCUPANCY, occupancy_width)):
-            chunks = isa.chunks_of(width)
+        for what, width in ((bus.Region.DESCRIPTORS, descriptor.size),
+                            (bus.Region.OCCUPANCY, occupancy_width)):
+            chunks = bus.chunks_of(width)
             if chunks > 1:
-                chunk = index[:isa.chunk_bits(width)]
+                chunk = index[:bus.chunk_bits(width)]
                 with m.If(writing & (region == what) & (chunk < chunks - 1)):
                     with m.Switch(chunk):
                         for c in range(chunks - 1):
                             with m.Case(c):
-                                m.d.sync += staged[32 * c:32 * (c + 1)].eq(bus.w_data)
-        descriptor_chunk = index[:isa.chunk_bits(descriptor.size)] if descriptor_chunks > 1 else 0
-        occupancy_chunk = index[:isa.chunk_bits(occupancy_width)] if occupancy_chunks > 1 else 0
+                                m.d.sync += staged[32 * c:32 * (c + 1)].eq(host_bus.w_data)
+        descriptor_chunk = index[:bus.chunk_bits(descriptor.size)] if descriptor_chunks > 1 else 0
+        occupancy_chunk = index[:bus.chunk_bits(occupancy_width)] if occupancy_chunks > 1 else 0
         m.d.comb += [
-            descriptors_w.addr.eq(index >> isa.chunk_bits(descriptor.size)),
-            descriptors_w.data.eq(Cat(staged[:32 * (descriptor_chunks - 1)], bus.w_data)),
-            descriptors_w.en.eq(writing & (region == isa.Region.DESCRIPTORS)
+            descriptors_w.addr.eq(index >> bus.chunk_bits(descriptor.size)),
+            descriptors_w.data.eq(Cat(staged[:32 * (descriptor_chunks - 1)], host_bus.w_data)),
+            descriptors_w.en.eq(writing & (region == bus.Region.DESCRIPTORS)
                                 & (descriptor_chunk == descriptor_chunks - 1)),
-            broadcast.occupancy_write.addr.eq(index >> isa.chunk_bits(occupancy_width)),
+            broadcast.occupancy_write.addr.eq(index >> bus.chunk_bits(occupancy_width)),
             broadcast.occupancy_write.data.eq(
-                Cat(staged[:32 * (occupancy_chunks - 1)], bus.w_data)),
-            broadcast.occupancy_write.en.eq(writing & (region == isa.Region.OCCUPANCY)
+                Cat(staged[:32 * (occupancy_chunks - 1)], host_bus.w_data)),
+            broadcast.occupancy_write.en.eq(writing & (region == bus.Region.OCCUPANCY)
                                             & (occupancy_chunk == occupancy_chunks - 1)),
             codebook_w.addr.eq(index),
-            codebook_w.data.eq(bus.w_data),
-            codebook_w.en.eq(writing & (region == isa.Region.CODEBOOK)),
+            codebook_w.data.eq(host_bus.w_data),
+            codebook_w.en.eq(writing & (region == bus.Region.CODEBOOK)),
         ]
-        per_pe_target = {isa.Region.ENTRIES: Target.ENTRIES, isa.Region.POINTERS: Target.POINTERS,
-                         isa.Region.BIASES: Target.BIASES}
-        target = Signal(2)
+        per_pe_target = {bus.Region.ENTRIES: Target.ENTRIES, bus.Region.POINTERS: Target.POINTERS,
+                         bus.Region.BIASES: Target.BIASES}
+        target = Signal(Target)
         with m.Switch(region):
             for what, code in per_pe_target.items():
                 with m.Case(what):
@@ -260,16 +261,16 @@ class Engine(wiring.Component):
         pe_write_request = Signal(pes)
         pe_write_refused = Signal()
         pe_write_en = Signal(pes)
-        pe_write_target = Signal(2)
-        pe_write_data = Signal.like(bus.w_data)
+        pe_write_target = Signal(Target)
+        pe_write_data = Signal.like(host_bus.w_data)
         m.d.comb += pe_write_en.eq(pe_write_request & ~pe_write_refused.replicate(pes))
         m.d.sync += [
-            pe_write_request.eq(Cat(bus.w_en & per_pe_region & (target_pe == k)
+            pe_write_request.eq(Cat(host_bus.w_en & per_pe_region & (target_pe == k)
                                     for k in range(pes))),
             pe_write_refused.eq(busy),
             pe_write_target.eq(target),
             pe_write_addr.eq(index),
-            pe_write_data.eq(bus.w_data),
+            pe_write_data.eq(host_bus.w_data),
         ]
         for k, pe in enumerate(processing_elements):
             m.d.comb += [
@@ -279,10 +280,10 @@ class Engine(wiring.Component):
                 pe.write.data.eq(pe_write_data),
             ]
 
-        registers_write = bus.w_en & (region == isa.Region.REGISTERS)
-        with m.If(registers_write & (index == isa.REGISTERS["layer_count"]) & ~busy):
-            m.d.sync += layer_count.eq(bus.w_data)
-        bus_start = registers_write & (index == isa.REGISTERS["control"]) & bus.w_data[0]
+        registers_write = host_bus.w_en & (region == bus.Region.REGISTERS)
+        with m.If(registers_write & (index == bus.Register.LAYER_COUNT) & ~busy):
+            m.d.sync += layer_count.eq(host_bus.w_data)
+        bus_start = registers_write & (index == bus.Register.CONTROL) & host_bus.w_data[0]
 
         # ---- input stream: activations into the buffer, `last` starts the run -----------------
         input_count = Signal(range(config.max_features + 1))
@@ -344,13 +345,13 @@ class Engine(wiring.Component):
         # (each a function of all three; the address multiplexer waits on it).
         activation_write = Signal()
         m.d.comb += activation_write.eq(sequencer.result_write.en | stream_write
-                                        | (writing & (region == isa.Region.ACTIVATIONS)))
+                                        | (writing & (region == bus.Region.ACTIVATIONS)))
         with m.If(sequencer.result_write.en):
             m.d.comb += [write_address.eq(sequencer.result_write.addr),
                          activations.w_en.eq(result_lanes)]
         with m.Elif(stream_write):
             m.d.comb += [write_address.eq(input_word), activations.w_en.eq(1 << input_lane)]
-        with m.Elif(writing & (region == isa.Region.ACTIVATIONS)):
+        with m.Elif(writing & (region == bus.Region.ACTIVATIONS)):
             m.d.comb += [write_address.eq(index >> lane_bits),
                          activations.w_en.eq(1 << index[:max(1, lane_bits)])]
         # The single value written, outside the priority above: a result write does not use
@@ -360,9 +361,9 @@ class Engine(wiring.Component):
         # 256 bits of write data.
         if self._streams:
             m.d.comb += single_value.eq(Mux(self.input.valid, self.input.payload.value,
-                                            bus.w_data[:config.act_bits]))
+                                            host_bus.w_data[:config.act_bits]))
         else:
-            m.d.comb += single_value.eq(bus.w_data[:config.act_bits])
+            m.d.comb += single_value.eq(host_bus.w_data[:config.act_bits])
         # Choose between a result and a single value once per requantizer, then fan out; on
         # a register (the word is 256 bits wide on the ECP5 build), not on the write enable.
         group_values = [Mux(sequencer.result_write.storing, requantizer.o.payload, single_value)
@@ -406,7 +407,7 @@ class Engine(wiring.Component):
             m.d.comb += [read_address.eq(output_word),
                          activations.r_en.eq(~showing & ~output_read)]
         with m.Else():
-            m.d.comb += [read_address.eq(index >> lane_bits), activations.r_en.eq(bus.r_en)]
+            m.d.comb += [read_address.eq(index >> lane_bits), activations.r_en.eq(host_bus.r_en)]
         m.d.comb += [
             activations.addr.eq(Mux(activation_write, write_address, read_address)),
             broadcast.activations.data.eq(activations.r_data),
@@ -417,11 +418,11 @@ class Engine(wiring.Component):
         # cycle counters are selected (from the registered index); third: the activation
         # buffer's word has landed (late: it comes out of block RAM) and one of each four lanes
         # is picked; fourth: the lane, or the selected word, goes to r_data.
-        read_region = Signal(4)
+        read_region = Signal(bus.Region)
         read_index = Signal(3)
         read_pending = Signal()
         m.d.sync += [
-            read_pending.eq(bus.r_en),
+            read_pending.eq(host_bus.r_en),
             read_region.eq(region),
             read_index.eq(index[:3]),
             read_lane.eq(index[:max(1, lane_bits)]),
@@ -429,21 +430,21 @@ class Engine(wiring.Component):
         m.d.comb += cycles_r.addr.eq(index)
         register_value = Signal(32)
         with m.Switch(read_index):
-            with m.Case(isa.REGISTERS["id"]):
-                m.d.comb += register_value.eq(isa.ENGINE_ID)
-            with m.Case(isa.REGISTERS["config"]):
+            with m.Case(bus.Register.ID):
+                m.d.comb += register_value.eq(bus.ENGINE_ID)
+            with m.Case(bus.Register.CONFIG):
                 m.d.comb += register_value.eq(pes | (config.act_bits << 8)
                                               | (config.code_bits << 16)
                                               | (config.scan_lanes << 24))
-            with m.Case(isa.REGISTERS["control"]):
+            with m.Case(bus.Register.CONTROL):
                 m.d.comb += register_value.eq(Cat(busy, done))
-            with m.Case(isa.REGISTERS["layer_count"]):
+            with m.Case(bus.Register.LAYER_COUNT):
                 m.d.comb += register_value.eq(layer_count)
-            with m.Case(isa.REGISTERS["total_cycles"]):
+            with m.Case(bus.Register.TOTAL_CYCLES):
                 m.d.comb += register_value.eq(sequencer.total_cycles)
-            with m.Case(isa.REGISTERS["input_count"]):
+            with m.Case(bus.Register.INPUT_COUNT):
                 m.d.comb += register_value.eq(input_count)
-            with m.Case(isa.REGISTERS["runs"]):
+            with m.Case(bus.Register.RUNS):
                 m.d.comb += register_value.eq(runs)
         selected = Signal(32)
         selected_pending = Signal()
@@ -451,17 +452,17 @@ class Engine(wiring.Component):
         selected_lane = Signal.like(read_lane)
         m.d.sync += [
             selected_pending.eq(read_pending),
-            selected_activation.eq(read_region == isa.Region.ACTIVATIONS),
+            selected_activation.eq(read_region == bus.Region.ACTIVATIONS),
             selected_lane.eq(read_lane),
         ]
         with m.Switch(read_region):
-            with m.Case(isa.Region.REGISTERS):
+            with m.Case(bus.Region.REGISTERS):
                 m.d.sync += selected.eq(register_value)
-            with m.Case(isa.Region.CYCLES):
+            with m.Case(bus.Region.CYCLES):
                 m.d.sync += selected.eq(cycles_r.data)
             with m.Default():
                 m.d.sync += selected.eq(0)
-        assert isa.READ_LATENCY == 4
+        assert bus.READ_LATENCY == 4
         part_lanes = min(4, pes)
         parts = ceil_div(pes, part_lanes)
         lane_values = activations.r_data
@@ -482,8 +483,8 @@ class Engine(wiring.Component):
                                                    min(pes, (part + 1) * part_lanes)))
             m.d.sync += picked[part].eq(members[within])
         with m.If(picked_pending):
-            m.d.sync += bus.r_data.eq(Mux(picked_activation, picked[picked_part], picked_word))
-        m.d.sync += bus.r_valid.eq(picked_pending)
+            m.d.sync += host_bus.r_data.eq(Mux(picked_activation, picked[picked_part], picked_word))
+        m.d.sync += host_bus.r_valid.eq(picked_pending)
         return m
 
 

@@ -40,11 +40,11 @@ Pipeline (one column per cycle at the front, one entry per cycle after the colum
 from types import SimpleNamespace
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 
 from . import ram
@@ -65,8 +65,8 @@ def readout_layout(config: EngineConfig) -> data.StructLayout:
     return data.StructLayout({"acc": signed(config.acc_bits), "bias": signed(config.bias_bits)})
 
 
-class Target:
-    """Values of the ``write.target`` field: which PE memory a host write goes to."""
+class Target(enum.Enum, shape=2):
+    """The ``write.target`` field: which PE memory a host write goes to."""
     ENTRIES = 0
     POINTERS = 1
     BIASES = 2
@@ -121,9 +121,9 @@ class ProcessingElement(wiring.Component):
             "dequeued": Out(1),
             "write": In(wiring.Signature({
                 "en": Out(1),
-                "target": Out(2),
-                "addr": Out(21),
-                "data": Out(isa.BUS_DATA_BITS),
+                "target": Out(Target),
+                "addr": Out(bus.INDEX_BITS),
+                "data": Out(bus.BUS_DATA_BITS),
             })),
         })
 
@@ -162,7 +162,7 @@ class ProcessingElement(wiring.Component):
         # write ports would otherwise end paths across it.  (Each PE's copy loads under its
         # own enable, so they stay copies; nothing reads these memories over the bus.)
         if config.link_registers:
-            held = Signal(data.StructLayout({"target": 2, "addr": len(self.write.addr),
+            held = Signal(data.StructLayout({"target": Target, "addr": len(self.write.addr),
                                              "data": len(self.write.data)}),
                           name="write_held", reset_less=True)
             held_en = Signal(name="write_held_en")

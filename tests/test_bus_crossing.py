@@ -9,7 +9,7 @@ from amaranth import ClockDomain, Module, Signal
 from amaranth.sim import Simulator
 
 from sparseforge.boards.gateware.crossing import BusCrossing
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus
 
 
 class EngineModel:
@@ -37,7 +37,7 @@ class EngineModel:
                 self.writes.append((address, data))
             if r_en:
                 self.reads += 1
-                pending.append((isa.READ_LATENCY, address))
+                pending.append((bus.READ_LATENCY, address))
 
 
 @pytest.mark.parametrize("link_period, engine_period", [(20e-9, 10e-9), (7e-9, 23e-9),

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.encode import (
     PECSC,
@@ -208,19 +208,19 @@ def test_image_bus_writes_cover_every_word():
     image = pack_image(config, network)
     writes = image.bus_writes()
     assert writes.dtype == np.uint64 and writes.shape[1] == 2
-    assert writes[0].tolist() == [isa.bus_address(isa.Region.REGISTERS,
-                                                  isa.REGISTERS["layer_count"]), 2]
+    assert writes[0].tolist() == [bus.bus_address(bus.Region.REGISTERS,
+                                                  bus.Register.LAYER_COUNT), 2]
     regions = writes[:, 0] >> np.uint64(28)
     pe = (writes[:, 0] >> np.uint64(21)) & np.uint64(0x7F)
     index = writes[:, 0] & np.uint64((1 << 21) - 1)
     for k in range(4):
-        mine = (regions == isa.Region.ENTRIES) & (pe == k)
+        mine = (regions == bus.Region.ENTRIES) & (pe == k)
         np.testing.assert_array_equal(index[mine], np.arange(len(image.entries[k])))
         np.testing.assert_array_equal(writes[mine, 1], image.entries[k])
-    chunks = isa.chunks_of(isa.descriptor_layout(config).size)
-    descriptor_writes = writes[regions == isa.Region.DESCRIPTORS]
+    chunks = bus.chunks_of(isa.descriptor_layout(config).size)
+    descriptor_writes = writes[regions == bus.Region.DESCRIPTORS]
     assert len(descriptor_writes) == 2 * chunks
     rebuilt = [sum(int(descriptor_writes[w * chunks + c, 1]) << (32 * c) for c in range(chunks))
                for w in range(2)]
     assert rebuilt == [int(d) for d in image.descriptors]
-    assert np.count_nonzero(regions == isa.Region.CODEBOOK) == 2 * config.codebook_size
+    assert np.count_nonzero(regions == bus.Region.CODEBOOK) == 2 * config.codebook_size

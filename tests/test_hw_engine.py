@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 from sparseforge.compiler.numerics import ceil_div
 from sparseforge.hw.engine import Engine
 from sparseforge.sim.reference.cycles import layer_timing
@@ -28,14 +28,14 @@ def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0
         ctx.set(dut.bus.r_en, 1)
         await ctx.tick()
         ctx.set(dut.bus.r_en, 0)
-        for _ in range(isa.READ_LATENCY + 1):
+        for _ in range(bus.READ_LATENCY + 1):
             if ctx.get(dut.bus.r_valid):
                 return ctx.get(dut.bus.r_data)
             await ctx.tick()
         raise AssertionError("no read data")
 
     async def wait_idle(ctx):
-        control = isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["control"])
+        control = bus.bus_address(bus.Region.REGISTERS, bus.Register.CONTROL)
         while (await read(ctx, control)) & 1:
             pass
 
@@ -70,7 +70,7 @@ def rtl_infer(config, image, inputs, *, input_idle=0.0, output_stall=0.0, seed=0
             outputs.append(result)
             await wait_idle(ctx)
             cycles.append(isa.layer_cycles(
-                [await read(ctx, isa.bus_address(isa.Region.CYCLES, layer))
+                [await read(ctx, bus.bus_address(bus.Region.CYCLES, layer))
                  for layer in range(image.layer_count)]))
 
     simulator = Simulator(dut)

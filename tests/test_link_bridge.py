@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from sparseforge.boards import protocol
 from sparseforge.boards.gateware.bridge import LinkBridge
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 from sparseforge.hw.engine import Engine
 from tests.oracle import build_image, config_for, random_layers
 from tests.test_hw_engine import golden
@@ -88,7 +88,7 @@ def test_inference_over_the_link(pes, scan_lanes):
     assert [r[0].code for r in replies] == [Status.OK] * 5
     identity, config_word, status, layer_count, capacity = struct.unpack(
         "<IIIIH", replies[0][0].payload)
-    assert identity == isa.ENGINE_ID and layer_count == 2 and capacity == protocol.MAX_PAYLOAD
+    assert identity == bus.ENGINE_ID and layer_count == 2 and capacity == protocol.MAX_PAYLOAD
     assert config_word & 0xFF == config.pes
     (total,) = struct.unpack("<I", replies[2][0].payload)
     outputs = struct.unpack(f"<{len(expected)}h", replies[3][0].payload)
@@ -99,7 +99,7 @@ def test_inference_over_the_link(pes, scan_lanes):
 
 def test_write_and_read_back_through_registers(model):
     config, _, image, _ = model
-    layer_count = isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["layer_count"])
+    layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
     replies, _ = run_link(config, image, [
         request(1, Op.WRITE, struct.pack("<II", layer_count, 1)),
         request(2, Op.READ, struct.pack("<IH", layer_count, 1)),
@@ -113,7 +113,7 @@ def test_write_and_read_back_through_registers(model):
 
 def test_errors_and_retries(model):
     config, _, image, x = model
-    layer_count = isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["layer_count"])
+    layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
     good = request(7, Op.WRITE, struct.pack("<II", layer_count, 1))
     damaged = bytearray(good)
     damaged[5] ^= 0x10

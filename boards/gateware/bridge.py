@@ -20,7 +20,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw import ram
 
@@ -108,7 +108,7 @@ class LinkBridge(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
-            "bus": Out(isa.host_bus_signature()),
+            "bus": Out(bus.host_bus_signature()),
             "engine_busy": In(1),
             "bus_idle": In(1, init=1),
             "engine_reset": Out(1),
@@ -192,7 +192,7 @@ class LinkBridge(wiring.Component):
         wide = Signal()                                  # collecting 4 bytes (else 2)
         after = Signal(After)
         status = Signal(8)
-        address = Signal(32)                             # every bus access goes here
+        address = Signal(bus.ADDRESS_BITS)               # every bus access goes here
         items = Signal(range(self._max_payload // 2 + 1))
         activations = Signal()                           # address walks activation indices
         last_valid, last_seq = Signal(), Signal(8)
@@ -211,15 +211,17 @@ class LinkBridge(wiring.Component):
         # and, when pes is not a power of two, the lane wraps before the field does.
         lane_bits = isa.lane_bits(config)
         next_address = Signal(32)
-        m.d.comb += next_address.eq(Cat((address[:21] + 1)[:21], address[21:]))
+        index_bits = bus.INDEX_BITS
+        m.d.comb += next_address.eq(Cat((address[:index_bits] + 1)[:index_bits],
+                                        address[index_bits:]))
         if config.pes & (config.pes - 1):
             with m.If(activations & (address[:lane_bits] == config.pes - 1)):
                 m.d.comb += next_address.eq(address + (1 << lane_bits) - (config.pes - 1))
 
-        bus = self.bus
+        host_bus = self.bus
         # A LOAD_INPUT value is 16 bits on the wire, written as is: the engine takes the low
         # act_bits of an activation write.
-        m.d.comb += [bus.addr.eq(address), bus.w_data.eq(word)]
+        m.d.comb += [host_bus.addr.eq(address), host_bus.w_data.eq(word)]
 
         def collect(bytes_, then):
             m.d.sync += [count.eq(bytes_), wide.eq(bytes_ == 4), after.eq(then), word.eq(0)]
@@ -295,8 +297,8 @@ class LinkBridge(wiring.Component):
                     with m.If(last_has_word):
                         # A RUN's reply carries its cycle count: read it again (the engine
                         # holds it until the next run, and only this retry could start one).
-                        m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
-                                                               isa.REGISTERS["total_cycles"]))
+                        m.d.sync += address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                               bus.Register.TOTAL_CYCLES))
                         m.next = "RUN_WAIT"
                     with m.Else():
                         reply(last_status, After.CRC)
@@ -305,7 +307,7 @@ class LinkBridge(wiring.Component):
                         reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
                         # Registers id, config, control, layer_count: indices 0 to 3.
-                        m.d.sync += [address.eq(isa.bus_address(isa.Region.REGISTERS, 0)),
+                        m.d.sync += [address.eq(bus.bus_address(bus.Region.REGISTERS, 0)),
                                      items.eq(4)]
                         reply(Status.OK, After.READ_WORD)
                 with m.Elif(opcode_is[Op.WRITE]):
@@ -328,7 +330,7 @@ class LinkBridge(wiring.Component):
                         refuse(Status.BUSY)
                     with m.Else():
                         m.d.sync += [items.eq(payload_length >> 1), activations.eq(1),
-                                     address.eq(isa.bus_address(isa.Region.ACTIVATIONS, 0))]
+                                     address.eq(bus.bus_address(bus.Region.ACTIVATIONS, 0))]
                         collect(2, After.WRITE_DATA)
                 with m.Elif(opcode_is[Op.RUN]):
                     with m.If(bad_length):
@@ -336,8 +338,8 @@ class LinkBridge(wiring.Component):
                     with m.Elif(self.engine_busy):
                         refuse(Status.BUSY)
                     with m.Else():
-                        m.d.sync += [address.eq(isa.bus_address(isa.Region.REGISTERS,
-                                                                isa.REGISTERS["control"])),
+                        m.d.sync += [address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                                bus.Register.CONTROL)),
                                      word.eq(1)]
                         m.next = "RUN_START"
                 with m.Elif(opcode_is[Op.READ_OUTPUT] | opcode_is[Op.READ_CYCLES]):
@@ -346,9 +348,9 @@ class LinkBridge(wiring.Component):
                     with m.Else():
                         with m.If(opcode_is[Op.READ_OUTPUT]):
                             m.d.sync += [activations.eq(1), address.eq(
-                                isa.bus_address(isa.Region.ACTIVATIONS, 0))]
+                                bus.bus_address(bus.Region.ACTIVATIONS, 0))]
                         with m.Else():
-                            m.d.sync += address.eq(isa.bus_address(isa.Region.CYCLES, 0))
+                            m.d.sync += address.eq(bus.bus_address(bus.Region.CYCLES, 0))
                         collect(2, After.COUNT)
                 with m.Elif(opcode_is[Op.RESET]):
                     with m.If(bad_length):
@@ -406,7 +408,7 @@ class LinkBridge(wiring.Component):
             # crossing the engine takes them some cycles after asking.
             with m.State("WRITE_BUS"):
                 with m.If(self.bus_idle):
-                    m.d.comb += bus.w_en.eq(1)
+                    m.d.comb += host_bus.w_en.eq(1)
                     m.next = "WRITE_DONE"
             with m.State("WRITE_DONE"):
                 with m.If(self.bus_idle):
@@ -418,33 +420,33 @@ class LinkBridge(wiring.Component):
                         collect(Mux(opcode_is[Op.LOAD_INPUT], 2, 4), After.WRITE_DATA)
             with m.State("READ_BUS"):
                 with m.If(self.bus_idle):
-                    m.d.comb += bus.r_en.eq(1)
+                    m.d.comb += host_bus.r_en.eq(1)
                     m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
-                with m.If(bus.r_valid):
+                with m.If(host_bus.r_valid):
                     m.d.sync += [address.eq(next_address), items.eq(items - 1)]
-                    emit(bus.r_data, Mux(opcode_is[Op.READ_OUTPUT], 2, 4), After.READ_WORD)
+                    emit(host_bus.r_data, Mux(opcode_is[Op.READ_OUTPUT], 2, 4), After.READ_WORD)
             with m.State("RUN_START"):
                 with m.If(self.bus_idle):
-                    m.d.comb += bus.w_en.eq(1)
+                    m.d.comb += host_bus.w_en.eq(1)
                     m.next = "RUN_STARTED"
             with m.State("RUN_STARTED"):
                 # The engine raises busy the cycle after the start write.  Behind a crossing,
                 # the write's completion comes back after busy has risen and crossed; wired
                 # directly or through register stages, RUN_SETTLE allows for the late busy.
                 with m.If(self.bus_idle):
-                    m.d.sync += address.eq(isa.bus_address(isa.Region.REGISTERS,
-                                                           isa.REGISTERS["total_cycles"]))
+                    m.d.sync += address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                           bus.Register.TOTAL_CYCLES))
                     m.next = "RUN_SETTLE"
             with m.State("RUN_SETTLE"):
                 m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):
                 with m.If(~self.engine_busy & self.bus_idle):
-                    m.d.comb += bus.r_en.eq(1)
+                    m.d.comb += host_bus.r_en.eq(1)
                     m.next = "RUN_CYCLES"
             with m.State("RUN_CYCLES"):
-                with m.If(bus.r_valid):
-                    m.d.sync += word.eq(bus.r_data)
+                with m.If(host_bus.r_valid):
+                    m.d.sync += word.eq(host_bus.r_data)
                     remember(Status.OK, 1)
                     reply(Status.OK, After.RUN_WORD)
 

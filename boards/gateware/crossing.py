@@ -16,7 +16,7 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import cdc, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus
 
 __all__ = ["BusCrossing"]
 
@@ -48,11 +48,11 @@ class BusCrossing(wiring.Component):
     engine_reset : Out, sync domain; a one-cycle pulse from a flip-flop.
     engine_busy : In, sync domain.
     """
-    link: In(isa.host_bus_signature())
+    link: In(bus.host_bus_signature())
     link_reset: In(1)
     idle: Out(1)
     busy: Out(1)
-    engine: Out(isa.host_bus_signature())
+    engine: Out(bus.host_bus_signature())
     engine_reset: Out(1)
     engine_busy: In(1)
 

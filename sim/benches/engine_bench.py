@@ -23,7 +23,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
-from sparseforge.compiler import isa
+from sparseforge.compiler import bus, isa
 
 CLOCK_NS = 10
 
@@ -64,7 +64,7 @@ async def wake_combinational_logic(dut) -> None:
 
 
 class HostBusDriver:
-    """Master of the engine's host bus (``isa.host_bus_signature``)."""
+    """Master of the engine's host bus (``bus.host_bus_signature``)."""
 
     def __init__(self, dut, clock):
         self.dut, self.clock = dut, clock
@@ -94,7 +94,7 @@ class HostBusDriver:
         dut.bus__r_en.value = 1
         await FallingEdge(self.clock)
         dut.bus__r_en.value = 0
-        for _ in range(isa.READ_LATENCY + 2):
+        for _ in range(bus.READ_LATENCY + 2):
             if dut.bus__r_valid.value:
                 return int(dut.bus__r_data.value)
             await FallingEdge(self.clock)
@@ -181,7 +181,7 @@ class TB:
         await self.wait_idle()
 
     async def wait_idle(self, limit: int = 1_000_000) -> None:
-        control = isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["control"])
+        control = bus.bus_address(bus.Region.REGISTERS, bus.Register.CONTROL)
         for _ in range(limit):
             if not (await self.bus.read(control)) & 1:
                 return
@@ -192,7 +192,7 @@ class TB:
         await self.source.send(x)
         outputs = await receiver
         await self.wait_idle()
-        ends = [await self.bus.read(isa.bus_address(isa.Region.CYCLES, layer))
+        ends = [await self.bus.read(bus.bus_address(bus.Region.CYCLES, layer))
                 for layer in range(layer_count)]
         return outputs, isa.layer_cycles(ends)
 
@@ -204,8 +204,8 @@ async def engine_matches_golden_model(dut):
     tb = TB(dut, plan["config"], seed=plan.get("seed", 1),
             input_idle=stalls.get("input_idle", 0.0), output_stall=stalls.get("output_stall", 0.0))
     await tb.reset()
-    identity = await tb.bus.read(isa.bus_address(isa.Region.REGISTERS, isa.REGISTERS["id"]))
-    assert identity == isa.ENGINE_ID, f"engine id {identity:#x}"
+    identity = await tb.bus.read(bus.bus_address(bus.Region.REGISTERS, bus.Register.ID))
+    assert identity == bus.ENGINE_ID, f"engine id {identity:#x}"
     mismatched_cases = []
     for case in plan["cases"]:
         started = time.perf_counter()
