@@ -39,7 +39,7 @@ from sparseforge.compiler.numerics import ceil_div
 
 from . import ram
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
-from .pe import lowest_set_bit
+from .lnzd import lowest_set_bit
 from .pingpong_fifo import PingPongFIFO
 
 __all__ = ["BroadcastUnit", "BUFFER_DEPTH", "buffer_depth"]

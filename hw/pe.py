@@ -48,6 +48,7 @@ from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 
 from . import ram
+from .lnzd import lowest_set_bit
 from .multiply import LATENCY as MULTIPLIER_LATENCY
 from .multiply import RegisteredMultiplier
 from .writeback import schedule_signature
@@ -70,15 +71,6 @@ class Target(enum.Enum, shape=2):
     ENTRIES = 0
     POINTERS = 1
     BIASES = 2
-
-
-def lowest_set_bit(m: Module, mask) -> Signal:
-    """Index of the lowest set bit of ``mask`` (0 when ``mask`` is 0): EIE's LNZD, per PE."""
-    index = Signal(range(max(2, len(mask))))
-    for bit in reversed(range(len(mask))):
-        with m.If(mask[bit]):
-            m.d.comb += index.eq(bit)
-    return index
 
 
 class ProcessingElement(wiring.Component):
