@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 import sparseforge as sf
+from sparseforge.compiler.compress.accounting import render
 from sparseforge.compiler.compress.digits import HIDDEN, load_digits_split, train_float
 from sparseforge.compiler.compress.huffman import entropy_bits
-from sparseforge.compiler.compress.report import render
 from sparseforge.compiler.encode import encode_layer
 
 VARIANTS = {

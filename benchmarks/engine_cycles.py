@@ -1,5 +1,5 @@
 """Engine cycles on Verilator against the cost model: an EIE-like 1024 x 1024 layer and the
-digits MLP, at N = 4 .. 64 PEs.  Prints figures and checks the acceptance of issue 5; asserts
+digits MLP, at N = 4 .. 64 PEs.  Prints figures and checks the engine's acceptance; asserts
 nothing about time.
 
 For every workload and N one engine is generated and verilated, the program image is loaded

@@ -75,7 +75,8 @@ class BoardTop(Elaboratable):
 
         # The heartbeat: the top bit of a free-running counter, toggling about every half
         # second.  A plain incrementer maps to one unbroken carry chain; a reload-on-zero down
-        # counter did not, and at 99% utilisation its scattered chain was the critical path.
+        # counter does not, and at 99% utilisation its scattered chain becomes the critical
+        # path.
         alive = Signal(max(1, round(clocking.frequency_hz / 2).bit_length()), reset_less=True)
         m.d.sync += alive.eq(alive + 1)
         blink = alive[-1]

@@ -230,8 +230,8 @@ class EngineConfig:
     @classmethod
     def from_json(cls, obj: dict) -> EngineConfig:
         obj = dict(obj)
-        # Fields of earlier engines: column_register became the two-entry column_queue; the
-        # queues' registered ready gave way to the broadcast unit's credits, which need no flag.
+        # engine.json files that name the column queue `column_register`, or carry the
+        # `registered_ready` flag that the broadcast unit's credits make unnecessary, still load.
         if "column_register" in obj:
             obj["column_queue"] = obj.pop("column_register")
         obj.pop("registered_ready", None)

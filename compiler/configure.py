@@ -222,8 +222,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         config = dataclasses.replace(config, column_queue=True, readout_register=True,
                                      link_registers=True, decoded_weights=True)
     if part is not None and part.family == "ice40":
-        # A register in front of each requantizer: the multiplexer that picks the PE served
-        # and the bias adder behind it were the UP5K's critical path (27 ns); a cycle a layer.
+        # A register in front of each requantizer: without it the multiplexer that picks the
+        # PE served and the bias adder behind it are the UP5K's critical path (27 ns); it costs
+        # a cycle a layer.
         config = dataclasses.replace(config, readout_register=True)
         # Codebook values in the entry memories, when that costs no block RAM: on an iCE40 the
         # PEs' codebook multiplexers are a fifth of the logic cells.

@@ -135,9 +135,10 @@ def group_layout(config: EngineConfig) -> data.StructLayout:
     (``pointer_base + group * G``; the group covers columns ``group * G .. group * G + G - 1``)
     and the ``G`` activation values; with several lanes, also which of them hold work for this
     PE (nonzero activation and an occupied column), as the first such lane (``first``), the
-    others (``rest``, a mask) and whether there are none (``single``).  The broadcast unit works these out before the group is queued,
-    so that the PE's front end takes its first column straight from the queue, without a
-    leading-nonzero detector behind the queue's memory.  (With one lane the broadcast unit
+    others (``rest``, a mask) and whether there are none (``single``).  The broadcast unit
+    works these out before the group is queued, so that the PE's front end takes its first
+    column straight from the queue, without a leading-nonzero detector behind the queue's
+    memory.  (With one lane the broadcast unit
     queues a group only for a PE with work in it.)"""
     fields = {
         "pointer": _bits_for(config.pointer_depth - 1),

@@ -35,7 +35,8 @@ class FixedFormat:
 
     def __post_init__(self):
         if not isinstance(self.bits, int) or not 2 <= self.bits <= 48:
-            raise ValueError(f"fixed-point width must be an integer from 2 to 48, not {self.bits!r}")
+            raise ValueError(f"fixed-point width must be an integer from 2 to 48, "
+                             f"not {self.bits!r}")
         if not isinstance(self.frac, int) or abs(self.frac) > FRAC_LIMIT:
             raise ValueError(f"fixed-point frac must be an integer within +-{FRAC_LIMIT}, "
                              f"not {self.frac!r}")

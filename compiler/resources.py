@@ -96,8 +96,10 @@ def activations_in_spram(config: EngineConfig, device: str) -> bool:
 
 @dataclass(frozen=True)
 class LutModel:
-    """A linear model of an engine's LUT4 use -- an ESTIMATE, to be recalibrated against
-    nextpnr as the engine changes.
+    """A linear model of an engine's logic -- an ESTIMATE, to be recalibrated against
+    nextpnr as the engine changes.  What it counts is the family's unit of logic as nextpnr
+    reports it: iCE40 logic cells (``ICESTORM_LC``: a LUT4 with its flip-flop, so flip-flops
+    without a LUT count too), ECP5 LUT4s.
 
     ``shared`` (sequencer, broadcast unit, host bus, small memories in logic) +
     ``per_pe * N`` (pointer and entry walker, decode, MAC control, accumulator bypass,
@@ -109,11 +111,11 @@ class LutModel:
     ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -
     acc_memory_bits`` per row and PE).
 
-    Fitted by hand to Yosys ``synth_ice40 -dsp`` LUT4 counts (before packing) of the engine
-    at commit c8609eb: 1, 2, 4 and 8 PEs, 1 to 4 scan lanes, shared and unshared
-    requantizers; within 1% on the 128-feature calibration builds, 7-8% high on the digits
-    engine.  The ECP5 model is scaled from ``synth_ecp5`` counts of the older engine (commit
-    9cdb838).  docs/compiler.md lists the builds.
+    Fitted by hand, per family, to builds listed in docs/compiler.md: for the iCE40 the whole
+    board core (engine, link bridge, UART) of the digits engine with 1, 2, 4 and 8 PEs and 1
+    to 8 requantizers, as Yosys LUT4s + 0.7 x flip-flops (within 1.3% of nextpnr's
+    ``ICESTORM_LC`` for 8 PEs with 1 and 2 requantizers); for the ECP5 from ``synth_ecp5``
+    LUT4 counts.
     """
     shared: float
     per_pe: float
@@ -135,12 +137,8 @@ class LutModel:
 
 
 LUT_MODELS = {
-    # iCE40: logic cells (a LUT4 and its flip-flop), what nextpnr places, not pre-packing
-    # LUT4s: unpaired flip-flops take cells of their own.  Fitted on the whole board core
-    # (engine, link bridge, UART) of the digits engine with 1, 2, 4 and 8 PEs and 1 to 8
-    # requantizers: Yosys LUT4 + 0.7 x flip-flops, within 1.3% of nextpnr's ICESTORM_LC for
-    # 8 PEs with 1 and 2 requantizers (5126 and 5223 cells).  docs/compiler.md lists the builds.
-    # The codebook multiplexer's share of per_pe, measured alone (Yosys, a 16-to-1 choice of 8
+    # iCE40 in logic cells (5126 and 5223 placed for 8 PEs with 1 and 2 requantizers).  The
+    # codebook multiplexer's share of per_pe, measured alone (Yosys, a 16-to-1 choice of 8
     # bits): 104 LUT4s on iCE40, about half that on ECP5 (PFU multiplexers); the calibration
     # builds had 4-bit codebook values.
     "ice40": LutModel(shared=2023, per_pe=301, per_codebook_bit=104 / 120, per_requantizer=154,

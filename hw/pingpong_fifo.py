@@ -4,7 +4,7 @@
 next word when the head is read (``r_en``).  When the read decision is itself logic on the
 head (the broadcast unit pops its head once every PE that wants it has taken it), that decision
 becomes the clock enable of every bit of a wide register: on the ECP5-85F engine (a head of
-about 450 bits spread over the die) this fanout was the critical path.
+about 450 bits spread over the die) that fanout is the critical path.
 
 Here the words leave the memory into two slot registers as soon as a slot is free, whatever
 the reader does, and a flip-flop selects which slot is the head.  A read flips the selector

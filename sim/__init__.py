@@ -1,1 +1,2 @@
-"""Verification: the NumPy golden and cycle models, and cocotb benches over the generated Verilog."""
+"""Verification: the NumPy golden and cycle models, and cocotb benches over the generated
+Verilog."""

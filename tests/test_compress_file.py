@@ -20,7 +20,7 @@ from sparseforge.compiler.compress.model import (
     load_compressed,
 )
 from sparseforge.compiler.compress.quantize import quantize_network
-from sparseforge.compiler.compress.report import account
+from sparseforge.compiler.compress.accounting import account
 from sparseforge.compiler.compress.share import share_weights
 from sparseforge.compiler.ir import Linear, Network
 

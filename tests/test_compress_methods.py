@@ -56,7 +56,7 @@ from sparseforge.compiler.compress.prune import (
     sensitivity_scan,
 )
 from sparseforge.compiler.compress.quantize import network_codebooks, quantize_network
-from sparseforge.compiler.compress.report import account_layer
+from sparseforge.compiler.compress.accounting import account_layer
 from sparseforge.compiler.compress.share import (
     SharedLinear,
     from_shared,
@@ -916,7 +916,7 @@ def tiny_compressed_model(seed=0):
     books = network_codebooks(network, 4)
     quantized = quantize_network(network, RNG.uniform(0, 1, size=(50, 10)), codebooks=books)
     from sparseforge.compiler.compress.model import CompressedModel
-    from sparseforge.compiler.compress.report import account
+    from sparseforge.compiler.compress.accounting import account
 
     return CompressedModel(quantized, network, account(quantized, accuracy_float=0.5,
                                                        accuracy_quantized=0.4),

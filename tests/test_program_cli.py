@@ -7,7 +7,7 @@ import pytest
 
 from sparseforge.cli import main
 from sparseforge.compiler.compress.model import CompressedModel
-from sparseforge.compiler.compress.report import account
+from sparseforge.compiler.compress.accounting import account
 from sparseforge.compiler.ir import Linear, Network
 from sparseforge.compiler.program import load_program
 from tests.test_golden import random_network

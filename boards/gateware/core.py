@@ -7,7 +7,8 @@ receiver and transmitter, the link bridge, and the engine, whose state the RESET
 The link runs in its own clock domain, ``link``, at half the engine's clock (a flip-flop
 divider on a global net), and its bus operations reach the engine through ``BusCrossing``.
 The UART needs a few MHz; the engine wants every nanosecond of its period, and the link
-bridge's state machine, at the far side of a full die, used to be the slowest path of all.
+bridge's state machine, at the far side of a full die, would be the slowest path of all in the
+engine's domain.
 """
 
 from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
@@ -73,9 +74,9 @@ class LinkedEngine(wiring.Component):
         crossing_reset = Signal()
 
         # The engine's own domain on the engine clock, whose reset is one flip-flop: the RESET
-        # command or the board's reset, registered.  The OR of the two in front of every
-        # flip-flop's reset was on the critical path; nextpnr-ice40 gives a net from one
-        # flip-flop a global (nextpnr-ecp5 promotes only clocks).
+        # command or the board's reset, registered: the OR of the two in front of every
+        # flip-flop's reset would sit on the critical path, and nextpnr-ice40 gives a net from
+        # one flip-flop a global (nextpnr-ecp5 promotes only clocks).
         m.domains.engine = ClockDomain("engine", local=True)
         engine_reset = Signal(init=1, reset_less=True)
         m.d.sync += engine_reset.eq(crossing_reset | ResetSignal("sync"))

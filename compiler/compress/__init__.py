@@ -6,7 +6,7 @@ Every method is a module usable on its own; :func:`api.compress` chains them:
   masks, load-balance-aware (ESE), structured neurons and conv filters by L1 norm;
 * ``share``: k-means weight sharing (linear init, code 0 = the pruned zero), trained centroids;
 * ``quantize``: fixed-point calibration to the compiler's ``QuantizedNetwork``;
-* ``huffman`` and ``report``: storage accounting in Deep Compression's style;
+* ``huffman`` and ``accounting``: storage accounting in Deep Compression's style;
 * ``lowrank`` (truncated SVD) and ``distill`` (knowledge distillation);
 * ``convert`` (Network <-> torch), ``training``, ``digits`` (the embedded default),
   ``model`` (the ``.sfm`` file).

@@ -17,11 +17,11 @@ import numpy as np
 
 from ..config import check_pes
 from ..ir import Network, QuantizedNetwork
+from .accounting import account
 from .convert import network_to_torch, to_network, torch_to_network, weight_layers
 from .model import CompressedModel
 from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import quantize_network
-from .report import account
 from .share import from_shared, to_shared
 from .training import Dataset, TrainConfig, accuracy, as_dataset, seeded
 from .training import train as fine_tune

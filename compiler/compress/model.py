@@ -35,7 +35,7 @@ import numpy as np
 
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat
-from .report import CompressionReport, account
+from .accounting import CompressionReport, account
 
 __all__ = [
     "FORMAT_NAME",

@@ -151,8 +151,8 @@ def load_data(path: Path | None):
 
 def run(args) -> int:
     import sparseforge as sf
+    from sparseforge.compiler.compress.accounting import render
     from sparseforge.compiler.compress.api import CompressionConfig
-    from sparseforge.compiler.compress.report import render
 
     console = console_for(args)
     start = time.perf_counter()

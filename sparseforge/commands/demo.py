@@ -112,7 +112,7 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
     import sparseforge as sf
     from sparseforge.compiler.compress.api import CompressionConfig
     from sparseforge.compiler.compress.digits import load_digits_split, train_float
-    from sparseforge.report import write_report
+    from sparseforge.run_report import write_report
 
     from .compile import summary as compile_summary
     from .compile import write_verilog

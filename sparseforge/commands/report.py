@@ -78,7 +78,7 @@ def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.model import CompressedModelError
     from sparseforge.compiler.program import ProgramError
-    from sparseforge.report import write_report
+    from sparseforge.run_report import write_report
 
     console = console_for(args)
     directory = Path(args.program)

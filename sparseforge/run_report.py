@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page (and a Markdown twin) next to the build.
 
-DESIGN.md asks for "tables in the terminal plus plots (weight histograms, per-layer sparsity, PE
-load balance) written next to the build"; GitHub issue 7 lists what the page must show.
+The design brief asks for "tables in the terminal plus plots (weight histograms, per-layer
+sparsity, PE load balance) written next to the build".
 :func:`write_report` gathers every figure of a run -- the compressed model, the compiled
 program, and, when they exist, the RTL simulation and the bitstream build -- and writes:
 
