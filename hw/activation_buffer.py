@@ -30,8 +30,14 @@ LATENCY = 2                 # cycles from r_en to r_data
 
 
 class ActivationBuffer(wiring.Component):
-    """Ports
-    -----
+    """The single-ported activation memory, ``pes`` activations per word.
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
     addr : In; the word read or written.
     w_en : In(pes); lanes written this cycle (none: no write).
     w_data : In(word); the lanes' values.

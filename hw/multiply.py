@@ -26,8 +26,8 @@ class RegisteredMultiplier(wiring.Component):
     ----------
     a_bits, b_bits : operand widths (signed).
 
-    Ports
-    -----
+    Members
+    -------
     a, b : In; the operands, taken at every clock edge.
     product : Out; ``a_bits + b_bits`` bits, signed.
     """

@@ -32,8 +32,8 @@ def latency(config: EngineConfig) -> int:
 class Requantizer(wiring.Component):
     """One output activation per cycle from an accumulator and a bias.
 
-    Ports
-    -----
+    Members
+    -------
     i : In(stream of {acc, bias}), always ready.
     shift, relu : In; the layer's requantize parameters, stable from the cycle before a
         write-back's first input to its end.

@@ -44,8 +44,8 @@ def schedule_signature(config: EngineConfig) -> wiring.Signature:
 class WritebackSchedule(wiring.Component):
     """Counts a layer's write-back for the PEs it drives.
 
-    Ports
-    -----
+    Members
+    -------
     start : In; a one-cycle pulse starts the write-back of ``rows`` rows: every ``period``
         cycles (``config.writeback_period``) a row is read and, a cycle later, cleared.
     rows : In; the running layer's rows per PE, stable while it runs.

@@ -36,8 +36,8 @@ class LinkedEngine(wiring.Component):
     clocks_per_bit : the UART's bit time in engine clock cycles (clock frequency / baud rate);
         a multiple of ``LINK_DIVISOR``, since the UART counts link cycles.
 
-    Ports
-    -----
+    Members
+    -------
     rx : In, the UART line from the host.  tx : Out, the UART line to the host.
     busy : Out, the engine is running.  activity : Out, the link is executing a command.
 

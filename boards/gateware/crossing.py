@@ -35,8 +35,8 @@ class BusCrossing(wiring.Component):
         write starts (``busy`` after a RUN) has reached ``engine_busy`` before the link hears of
         the write's completion; both then cross through synchronisers of the same depth.
 
-    Ports
-    -----
+    Members
+    -------
     link : In(host bus), link domain.  A ``w_en`` or ``r_en`` is taken while ``idle``; ``addr``
         and ``w_data`` must then hold until ``idle`` returns.  ``r_valid`` comes when the read
         is back (any number of link cycles later), with ``r_data`` held until the next read.
