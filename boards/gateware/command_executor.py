@@ -1,0 +1,397 @@
+"""The link's command executor: a received frame's command on the engine's host bus, and the
+reply (docs/protocol.md, "Commands" and "Execution"; the bus is ``compiler/bus.py``).
+
+One state machine waits for the frame receiver's good frame, checks the request, executes it
+and streams the reply out as it is produced (bus reads go straight to the SLIP encoder):
+
+* A side-effecting command (WRITE, LOAD_INPUT, RUN, RESET) whose sequence number equals the
+  last one's is not executed again: its cached reply is sent, so a retry after a lost reply
+  never runs a command twice.  Reads are simply executed again.
+* The machine uses a continuation register for its two subroutines, "collect N payload bytes
+  into a little-endian word" and "emit N bytes of a word", so each command reads as a short
+  sequence.  The steps several states share (collect, emit, reply, the CRC trailer, remember
+  and refuse) are :class:`_Registers`' methods; the states are written in groups, one method
+  each.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sparseforge.compiler import bus, isa
+from sparseforge.compiler.config import EngineConfig
+
+from .. import protocol
+from .frame_receiver import HEADER_AND_CRC, FrameSignature
+
+__all__ = ["After", "CommandExecutor"]
+
+Op, Status = protocol.Opcode, protocol.Status
+
+
+class After(enum.Enum, shape=4):
+    """Where the FSM goes when a collect or emit subroutine finishes."""
+    WRITE_ADDRESS = 0
+    WRITE_DATA = 1
+    READ_ADDRESS = 2
+    READ_COUNT = 3
+    COUNT = 4
+    READ_WORD = 5
+    RUN_WORD = 6
+    CRC = 7
+    END = 8
+
+
+class CommandExecutor(wiring.Component):
+    """Parameters
+    ----------
+    config : the engine's configuration (for activation addressing and the count limits).
+    max_payload : the frame buffer's payload capacity in bytes.
+
+    Members
+    -------
+    frame : In(:class:`FrameSignature`) from the frame receiver.
+    reply : Out(stream of ``byte`` and ``raw``) to the SLIP encoder; the frame delimiters are
+        ``raw``.
+    crc : In(16); the CRC unit's value: over the reply so far, for its trailer.
+    crc_clear : Out; restart the CRC unit (a frame dropped, a reply begun or sent).
+    bus : Out(host bus) to the engine.
+    engine_busy : In; the engine is running.
+    bus_idle : In; the bus can take an operation and the last one is complete.
+    engine_reset : Out; one-cycle pulse (the RESET command).
+    """
+
+    def __init__(self, config: EngineConfig, max_payload: int = protocol.MAX_PAYLOAD):
+        self._config = config
+        self._max_payload = max_payload
+        super().__init__({
+            "frame": In(FrameSignature(max_payload + HEADER_AND_CRC)),
+            "reply": Out(stream.Signature(data.StructLayout({"byte": 8, "raw": 1}))),
+            "crc": In(16),
+            "crc_clear": Out(1),
+            "bus": Out(bus.host_bus_signature()),
+            "engine_busy": In(1),
+            "bus_idle": In(1, init=1),
+            "engine_reset": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        r = _Registers(m, self, self._max_payload)
+
+        # The next bus index: +1, except that activation index i is (word << lane_bits | lane)
+        # and, when pes is not a power of two, the lane wraps before the field does.
+        config = self._config
+        lane_bits = isa.lane_bits(config)
+        next_address = Signal(32)
+        index_bits = bus.INDEX_BITS
+        m.d.comb += next_address.eq(Cat((r.address[:index_bits] + 1)[:index_bits],
+                                        r.address[index_bits:]))
+        if config.pes & (config.pes - 1):
+            with m.If(r.activations & (r.address[:lane_bits] == config.pes - 1)):
+                m.d.comb += next_address.eq(r.address + (1 << lane_bits) - (config.pes - 1))
+
+        # A LOAD_INPUT value is 16 bits on the wire, written as is: the engine takes the low
+        # act_bits of an activation write.
+        m.d.comb += [self.bus.addr.eq(r.address), self.bus.w_data.eq(r.word)]
+
+        with m.FSM():
+            self._receive_and_check(m, r)
+            self._dispatch(m, r)
+            self._subroutines(m, r)
+            self._bus_work(m, r, next_address)
+            self._continuations(m, r)
+        return m
+
+    def _receive_and_check(self, m, r):
+        """RECEIVE until the frame's END; CHECK the request."""
+        frame = self.frame
+        opcode = frame.opcode
+        with m.State("RECEIVE"):
+            m.d.comb += frame.receiving.eq(1)
+            with m.If(frame.end):
+                m.d.sync += [r.position.eq(2), r.activations.eq(0)]
+                with m.If(frame.good):
+                    m.next = "CHECK"                # the frame stays in the buffer
+                with m.Else():
+                    m.d.comb += [self.crc_clear.eq(1), frame.discard.eq(1)]
+                    # Answer what looks like a damaged request; ignore short noise.
+                    with m.If(frame.overflow):
+                        r.reply(Status.BAD_LENGTH, After.CRC)
+                    with m.Elif(frame.length >= HEADER_AND_CRC):
+                        r.reply(Status.BAD_CRC, After.CRC)
+
+        with m.State("CHECK"):
+            # The request's checks, registered, so that DISPATCH decides on flags.
+            side_effect = opcode.write | opcode.load_input | opcode.run | opcode.reset
+            m.d.sync += [
+                r.retry.eq(side_effect & r.last_valid & (frame.seq == r.last_seq)),
+                r.bad_length.eq(frame.bad_length),
+            ]
+            # Every command starts with the bus idle: a RESET is then taken at once.
+            with m.If(self.bus_idle):
+                m.next = "DISPATCH"
+
+    def _dispatch(self, m, r):
+        """DISPATCH: a cached reply, an error reply, or the command's first step."""
+        opcode = self.frame.opcode
+        payload_length = self.frame.payload_length
+        with m.State("DISPATCH"):
+            with m.If(r.retry):
+                with m.If(r.last_has_word):
+                    # A RUN's reply carries its cycle count: read it again (the engine holds
+                    # it until the next run, and only this retry could start one).
+                    m.d.sync += r.address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                             bus.Register.TOTAL_CYCLES))
+                    m.next = "RUN_WAIT"
+                with m.Else():
+                    r.reply(r.last_status, After.CRC)
+            with m.Elif(opcode.info):
+                with m.If(r.bad_length):
+                    r.reply(Status.BAD_LENGTH, After.CRC)
+                with m.Else():
+                    # Registers id, config, control, layer_count: indices 0 to 3.
+                    m.d.sync += [r.address.eq(bus.bus_address(bus.Region.REGISTERS, 0)),
+                                 r.items.eq(4)]
+                    r.reply(Status.OK, After.READ_WORD)
+            with m.Elif(opcode.write):
+                with m.If(r.bad_length):
+                    r.refuse(Status.BAD_LENGTH)
+                with m.Elif(self.engine_busy):
+                    r.refuse(Status.BUSY)
+                with m.Else():
+                    m.d.sync += r.items.eq((payload_length >> 2) - 1)
+                    r.collect(4, After.WRITE_ADDRESS)
+            with m.Elif(opcode.read):
+                with m.If(r.bad_length):
+                    r.reply(Status.BAD_LENGTH, After.CRC)
+                with m.Else():
+                    r.collect(4, After.READ_ADDRESS)
+            with m.Elif(opcode.load_input):
+                with m.If(r.bad_length):
+                    r.refuse(Status.BAD_LENGTH)
+                with m.Elif(self.engine_busy):
+                    r.refuse(Status.BUSY)
+                with m.Else():
+                    m.d.sync += [r.items.eq(payload_length >> 1), r.activations.eq(1),
+                                 r.address.eq(bus.bus_address(bus.Region.ACTIVATIONS, 0))]
+                    r.collect(2, After.WRITE_DATA)
+            with m.Elif(opcode.run):
+                with m.If(r.bad_length):
+                    r.refuse(Status.BAD_LENGTH)
+                with m.Elif(self.engine_busy):
+                    r.refuse(Status.BUSY)
+                with m.Else():
+                    m.d.sync += [r.address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                              bus.Register.CONTROL)),
+                                 r.word.eq(1)]
+                    m.next = "RUN_START"
+            with m.Elif(opcode.read_output | opcode.read_cycles):
+                with m.If(r.bad_length):
+                    r.reply(Status.BAD_LENGTH, After.CRC)
+                with m.Else():
+                    with m.If(opcode.read_output):
+                        m.d.sync += [r.activations.eq(1), r.address.eq(
+                            bus.bus_address(bus.Region.ACTIVATIONS, 0))]
+                    with m.Else():
+                        m.d.sync += r.address.eq(bus.bus_address(bus.Region.CYCLES, 0))
+                    r.collect(2, After.COUNT)
+            with m.Elif(opcode.reset):
+                with m.If(r.bad_length):
+                    r.refuse(Status.BAD_LENGTH)
+                with m.Else():
+                    m.d.comb += self.engine_reset.eq(1)
+                    r.remember(Status.OK)
+                    r.reply(Status.OK, After.CRC)
+            with m.Else():
+                r.reply(Status.UNKNOWN, After.CRC)
+
+    def _subroutines(self, m, r):
+        """The collect and emit subroutines, and the reply's framing around them."""
+        reply = self.reply
+        # ---- collect `count` payload bytes, little-endian, into `word` -------------------------
+        with m.State("COLLECT_ADDR"):
+            m.d.comb += self.frame.read_addr.eq(r.position)
+            m.next = "COLLECT_DATA"
+        with m.State("COLLECT_DATA"):
+            byte = self.frame.read_data
+            shifted = Mux(r.wide, Cat(r.word[8:32], byte), Cat(r.word[8:16], byte))
+            m.d.sync += [r.word.eq(shifted), r.position.eq(r.position + 1),
+                         r.count.eq(r.count - 1)]
+            with m.If(r.count == 1):
+                m.next = "CONTINUE"
+            with m.Else():
+                m.next = "COLLECT_ADDR"
+
+        # ---- emit the low `count` bytes of `word`, little-endian -------------------------------
+        with m.State("EMIT"):
+            m.d.comb += [reply.payload.byte.eq(r.word[:8]), reply.valid.eq(1)]
+            with m.If(reply.ready):
+                m.d.sync += [r.word.eq(r.word >> 8), r.count.eq(r.count - 1)]
+                with m.If(r.count == 1):
+                    m.next = "CONTINUE"
+
+        # ---- reply framing ---------------------------------------------------------------------
+        with m.State("REPLY_START"):
+            m.d.comb += [reply.payload.byte.eq(protocol.END), reply.payload.raw.eq(1),
+                         reply.valid.eq(1)]
+            with m.If(reply.ready):
+                m.d.comb += self.crc_clear.eq(1)
+                m.next = "REPLY_SEQ"
+        with m.State("REPLY_SEQ"):
+            m.d.comb += [reply.payload.byte.eq(self.frame.seq), reply.valid.eq(1)]
+            with m.If(reply.ready):
+                m.next = "REPLY_STATUS"
+        with m.State("REPLY_STATUS"):
+            m.d.comb += [reply.payload.byte.eq(r.status), reply.valid.eq(1)]
+            with m.If(reply.ready):
+                m.next = "CONTINUE"
+        with m.State("REPLY_END"):
+            m.d.comb += [reply.payload.byte.eq(protocol.END), reply.payload.raw.eq(1),
+                         reply.valid.eq(1)]
+            with m.If(reply.ready):
+                m.d.comb += [self.crc_clear.eq(1), self.frame.restart.eq(1)]
+                m.next = "RECEIVE"
+
+    def _bus_work(self, m, r, next_address):
+        """Bus writes, bus reads and a run.  The address and the word hold until the bus is idle
+        again: behind a clock-domain crossing the engine takes them some cycles after asking."""
+        host_bus = self.bus
+        opcode = self.frame.opcode
+        with m.State("WRITE_BUS"):
+            with m.If(self.bus_idle):
+                m.d.comb += host_bus.w_en.eq(1)
+                m.next = "WRITE_DONE"
+        with m.State("WRITE_DONE"):
+            with m.If(self.bus_idle):
+                m.d.sync += [r.address.eq(next_address), r.items.eq(r.items - 1)]
+                with m.If(r.items == 1):
+                    r.remember(Status.OK)
+                    r.reply(Status.OK, After.CRC)
+                with m.Else():
+                    r.collect(Mux(opcode.load_input, 2, 4), After.WRITE_DATA)
+        with m.State("READ_BUS"):
+            with m.If(self.bus_idle):
+                m.d.comb += host_bus.r_en.eq(1)
+                m.next = "READ_WAIT"
+        with m.State("READ_WAIT"):
+            with m.If(host_bus.r_valid):
+                m.d.sync += [r.address.eq(next_address), r.items.eq(r.items - 1)]
+                r.emit(host_bus.r_data, Mux(opcode.read_output, 2, 4), After.READ_WORD)
+        with m.State("RUN_START"):
+            with m.If(self.bus_idle):
+                m.d.comb += host_bus.w_en.eq(1)
+                m.next = "RUN_STARTED"
+        with m.State("RUN_STARTED"):
+            # The engine raises busy the cycle after the start write.  Behind a crossing, the
+            # write's completion comes back after busy has risen and crossed; wired directly
+            # or through register stages, RUN_SETTLE allows for the late busy.
+            with m.If(self.bus_idle):
+                m.d.sync += r.address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                         bus.Register.TOTAL_CYCLES))
+                m.next = "RUN_SETTLE"
+        with m.State("RUN_SETTLE"):
+            m.next = "RUN_WAIT"
+        with m.State("RUN_WAIT"):
+            with m.If(~self.engine_busy & self.bus_idle):
+                m.d.comb += host_bus.r_en.eq(1)
+                m.next = "RUN_CYCLES"
+        with m.State("RUN_CYCLES"):
+            with m.If(host_bus.r_valid):
+                m.d.sync += r.word.eq(host_bus.r_data)
+                r.remember(Status.OK, 1)
+                r.reply(Status.OK, After.RUN_WORD)
+
+    def _continuations(self, m, r):
+        """CONTINUE: where each subroutine returns to."""
+        config, max_payload = self._config, self._max_payload
+        opcode = self.frame.opcode
+        with m.State("CONTINUE"):
+            with m.Switch(r.after):
+                with m.Case(After.WRITE_ADDRESS):
+                    m.d.sync += r.address.eq(r.word)
+                    r.collect(4, After.WRITE_DATA)
+                with m.Case(After.WRITE_DATA):
+                    m.next = "WRITE_BUS"
+                with m.Case(After.READ_ADDRESS):
+                    m.d.sync += r.address.eq(r.word)
+                    r.collect(2, After.READ_COUNT)
+                with m.Case(After.READ_COUNT, After.COUNT):
+                    limit = Mux(opcode.read, max_payload // 4,
+                                Mux(opcode.read_cycles, config.max_layers,
+                                    min(config.max_features, max_payload // 2)))
+                    with m.If((r.word[:16] == 0) | (r.word[:16] > limit)):
+                        r.reply(Status.BAD_LENGTH, After.CRC)
+                    with m.Else():
+                        m.d.sync += r.items.eq(r.word[:16])
+                        r.reply(Status.OK, After.READ_WORD)
+                with m.Case(After.READ_WORD):
+                    with m.If(r.items != 0):
+                        m.next = "READ_BUS"
+                    with m.Elif(opcode.info):
+                        r.emit(max_payload, 2, After.CRC)
+                    with m.Else():
+                        r.trailer()
+                with m.Case(After.RUN_WORD):
+                    r.emit(r.word, 4, After.CRC)
+                with m.Case(After.CRC):
+                    r.trailer()
+                with m.Case(After.END):
+                    m.next = "REPLY_END"
+
+
+class _Registers:
+    """The state of the command being executed, and the steps that several states take: each
+    sets some of these registers and the next state."""
+
+    def __init__(self, m: Module, executor: CommandExecutor, max_payload: int):
+        self._m = m
+        self._executor = executor
+        capacity = max_payload + HEADER_AND_CRC
+        self.position = Signal(range(capacity + 1))      # next payload byte in the buffer
+        self.word = Signal(32)                           # collected or to-be-emitted word
+        self.count = Signal(3)                           # bytes left in the subroutine
+        self.wide = Signal()                             # collecting 4 bytes (else 2)
+        self.after = Signal(After)
+        self.status = Signal(8)
+        self.address = Signal(bus.ADDRESS_BITS)          # every bus access goes here
+        self.items = Signal(range(max_payload // 2 + 1))
+        self.activations = Signal()                      # address walks activation indices
+        # The last side-effecting command: its sequence number and reply.
+        self.last_valid = Signal()
+        self.last_seq = Signal(8)
+        self.last_status = Signal(8)
+        self.last_has_word = Signal()
+        self.retry = Signal()       # a side-effecting command repeated: answer from the cache
+        self.bad_length = Signal()  # the payload's length is wrong for the opcode
+
+    def collect(self, bytes_, then):
+        """Collect ``bytes_`` payload bytes into ``word``; then continue at ``then``."""
+        self._m.d.sync += [self.count.eq(bytes_), self.wide.eq(bytes_ == 4), self.after.eq(then),
+                           self.word.eq(0)]
+        self._m.next = "COLLECT_ADDR"
+
+    def emit(self, value, bytes_, then):
+        """Emit the low ``bytes_`` bytes of ``value``; then continue at ``then``."""
+        self._m.d.sync += [self.word.eq(value), self.count.eq(bytes_), self.after.eq(then)]
+        self._m.next = "EMIT"
+
+    def reply(self, code, then_payload):
+        """Send END, seq, status; then go on with the command's payload."""
+        self._m.d.sync += [self.status.eq(code), self.after.eq(then_payload)]
+        self._m.next = "REPLY_START"
+
+    def trailer(self):
+        """The CRC, high byte first (latched: sending it must not change it), then END."""
+        crc = self._executor.crc
+        self.emit(Cat(crc[8:16], crc[0:8]), 2, After.END)
+
+    def remember(self, code, has_word=0):
+        """Cache ``code`` as the reply to this frame's sequence number."""
+        self._m.d.sync += [self.last_valid.eq(1), self.last_seq.eq(self._executor.frame.seq),
+                           self.last_status.eq(code), self.last_has_word.eq(has_word)]
+
+    def refuse(self, code):
+        """An error reply; a side-effecting command remembers it for its retries."""
+        self.remember(code)
+        self.reply(code, After.CRC)
