@@ -62,11 +62,16 @@ def primitive_models(platform) -> Path:
 def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
             simulator: str = "verilator", waves: bool = False,
             input_idle: float = 0.0, output_stall: float = 0.0, seed: int = 1,
-            verilog_path: Path | None = None, platform=None) -> list[RtlResult]:
+            verilog_path: Path | None = None, platform=None,
+            simulators_dir: Path | None = None) -> list[RtlResult]:
     """Run every case on one engine generated for ``config``; return what the engine did.
 
     The engine is generated empty and each case loads its image over the host bus.  The
     compiled simulator is reused when ``build_dir`` already holds one for the same Verilog.
+    With ``simulators_dir`` the compiled simulators live there instead (one folder per
+    simulator and Verilog digest) and the run happens in ``build_dir``: runs in different
+    build directories then share one compiled simulator, also at the same time (the first
+    builds it, the others wait for it).
     With ``platform`` the engine is generated as it is built for that platform, and the
     vendor primitives it instantiates are simulated with Yosys's models of them.
     """
@@ -77,7 +82,11 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
         config, build_dir / "engine.v", platform=platform)
     sources = [source] + ([primitive_models(platform)] if platform is not None else [])
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    test_dir = None
     simulator_dir = build_dir / f"{simulator}_{digest}"
+    if simulators_dir is not None:
+        simulator_dir = Path(simulators_dir).resolve() / f"{simulator}_{digest}"
+        test_dir = build_dir / "run"
 
     plan_cases = []
     for index, case in enumerate(cases):
@@ -101,7 +110,7 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
     failure = None
     try:
         run_cocotb(sources, TOPLEVEL, BENCH_MODULE, build_dir=simulator_dir,
-                   simulator=simulator, bench_file=plan_path, waves=waves)
+                   simulator=simulator, bench_file=plan_path, waves=waves, test_dir=test_dir)
     except AssertionError as error:
         failure = error
     results = []

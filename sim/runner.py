@@ -7,8 +7,10 @@ plusarg (never as environment variables), and turns a failed cocotb test into a 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,15 +89,29 @@ def _prepare_environment() -> None:
             os.environ["MAKEFLAGS"] = f"{flags} {fix}".strip()
 
 
+@contextmanager
+def _build_lock(build_dir: Path):
+    """Hold ``build_dir``'s lock: processes sharing one compiled simulator (the verification
+    campaign's workers on a node) take turns building it, and later ones find it built."""
+    with open(build_dir / ".build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_dir: Path,
                simulator: str = "verilator", bench_file: Path | None = None,
                waves: bool = False, testcase: str | None = None,
-               rebuild: bool = False) -> CocotbRun:
+               rebuild: bool = False, test_dir: Path | None = None) -> CocotbRun:
     """Build ``sources`` (once per ``build_dir``) and run the cocotb tests in ``test_module``.
 
     ``bench_file`` is handed to the tests as ``+sf_bench=<path>``; ``waves`` writes an FST
-    (Verilator) or VCD (Icarus) into ``build_dir``.  Raises :class:`CocotbFailure` when any
-    test fails.
+    (Verilator) or VCD (Icarus) into the test directory.  The test runs in ``test_dir``
+    (default ``build_dir``), which also gets its results and log, so several processes can
+    run one compiled simulator at once, each in a test directory of its own.  Raises
+    :class:`CocotbFailure` when any test fails.
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
@@ -108,6 +124,8 @@ def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_di
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
+    test_dir = Path(test_dir).resolve() if test_dir else build_dir
+    test_dir.mkdir(parents=True, exist_ok=True)
     runner = get_runner(simulator)
     build_args: list[str] = []
     if simulator == "verilator":
@@ -115,18 +133,20 @@ def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_di
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
     # The simulators' chatter goes to log files: stdout belongs to the caller (--json).
-    build_log, test_log = build_dir / "build.log", build_dir / "test.log"
-    try:
-        runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
-                     build_dir=str(build_dir), build_args=build_args, timescale=("1ns", "1ps"),
-                     waves=waves, always=rebuild, log_file=str(build_log))
-    except Exception as error:
-        raise RuntimeError(f"building the {simulator} simulation failed:\n"
-                           + _tail(build_log)) from error
+    build_log, test_log = build_dir / "build.log", test_dir / "test.log"
+    with _build_lock(build_dir):
+        try:
+            runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
+                         build_dir=str(build_dir), build_args=build_args,
+                         timescale=("1ns", "1ps"), waves=waves, always=rebuild,
+                         log_file=str(build_log))
+        except Exception as error:
+            raise RuntimeError(f"building the {simulator} simulation failed:\n"
+                               + _tail(build_log)) from error
     plusargs = [f"+{BENCH_PLUSARG}={Path(bench_file).resolve()}"] if bench_file else []
     try:
         results = runner.test(hdl_toplevel=toplevel, test_module=test_module,
-                              build_dir=str(build_dir), test_dir=str(build_dir),
+                              build_dir=str(build_dir), test_dir=str(test_dir),
                               plusargs=plusargs, waves=waves, testcase=testcase,
                               log_file=str(test_log))
     except Exception as error:
@@ -134,7 +154,7 @@ def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_di
     tests, failed = get_results(results)
     waves_file = None
     if waves:
-        candidates = sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))
+        candidates = sorted(test_dir.glob("*.fst")) + sorted(test_dir.glob("*.vcd"))
         waves_file = candidates[0] if candidates else None
     if tests == 0 or failed:
         raise CocotbFailure(f"{failed} of {tests} cocotb tests in {test_module} failed "
