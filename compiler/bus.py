@@ -18,6 +18,8 @@ the last chunk commits the word (:func:`chunk_index`).
 
 from __future__ import annotations
 
+import functools
+
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -70,6 +72,9 @@ ADDRESS_LAYOUT = data.StructLayout({
 })
 
 
+# Cached: loading an image asks for thousands of addresses, and building each through the
+# Amaranth layout costs a third of a millisecond.
+@functools.lru_cache(maxsize=1 << 16)
 def bus_address(region: Region, index: int, pe: int = 0) -> int:
     """The address of word ``index`` of ``region`` (of PE ``pe`` for a per-PE region)."""
     if not 0 <= index < (1 << INDEX_BITS):
