@@ -27,6 +27,7 @@ _API = {
     "reference": ("sparseforge.sim.reference.golden", "reference"),
     "simulate": ("sparseforge.sim.simulate", "simulate"),
     "build": ("sparseforge.boards.build", "build"),
+    "sweep": ("sparseforge.sweep", "sweep"),
     "EngineConfig": ("sparseforge.compiler.config", "EngineConfig"),
 }
 

@@ -14,7 +14,8 @@ import sys
 __all__ = ["main", "build_parser"]
 
 # One module per verb in sparseforge/commands, in the order of the pipeline.
-VERBS = ("compress", "compile", "sim", "build", "flash", "run", "report", "demo", "doctor")
+VERBS = ("compress", "compile", "sim", "build", "flash", "run", "report", "demo", "sweep",
+         "verify", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,460 @@
+"""``sparseforge verify``: a verification campaign of random networks on the generated Verilog.
+
+Each case is a random sparse network (1 to 3 layers, shapes 1 to 64 wide and tall layers of
+many rows per PE at 1-3% density, so zero runs longer than 15 need padding entries; weight
+densities 1-50%, 2- to 4-bit codebooks, empty rows and columns) and a batch of random inputs
+(0-90% zeros).  A case is fully determined by the campaign seed, its PE count and its index
+(:func:`case_seed`), so any case can be run again alone.
+
+There is one engine per PE count (:func:`engine_config`, a variant per N as in the random
+engine tests: scan lanes, queue depths, shared requantizers and the ECP5 front end's
+registers), big enough for every case the generator can make.  Each engine is compiled once
+per node (the Verilator build is shared by the node's workers, ``sim/rtl.py``), and the cases
+go to it in batches over the host bus, one Ray task per batch; odd-numbered cases run with
+idle cycles on the input stream and backpressure on the output stream.  Every case must be
+bit-exact (the engine's outputs equal the golden model's, and the golden model the integer
+network's) and cycle-exact (every layer's cycle counter equals the cycle model's prediction).
+
+Every mismatch is saved with a reproducer: ``OUT/mismatches/<case>/`` holds the program, the
+inputs (``sparseforge sim`` runs them), what was expected and what came out, and ``case.json``
+with the seed and the command that runs the case again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Campaign", "Case", "Mismatch", "case_seed", "engine_config", "random_case",
+           "verify"]
+
+DEFAULT_PES = (1, 2, 4, 8, 16)
+ACT_BITS = 8
+BATCH_INPUTS = 2                # inputs per case
+MAX_WIDTH = 64                  # widest layer of a small case
+MAX_LAYERS = 3
+TALL_INPUTS = 32                # a tall case's first layer: at most this many inputs ...
+TALL_ROWS_PER_PE = 24           # ... and this many rows per PE (zero runs over 15 need > 16)
+TALL_MAX_ROWS = 384
+TALL_SHARE = 0.1                # of the cases
+STALLS = {"input_idle": 0.3, "output_stall": 0.3}
+
+# One engine per N, varied as in tests/test_engine_random.py so the campaign covers the
+# broadcast unit's lane logic, full queues, shared write-back and the ECP5 front end.
+VARIANTS = {
+    1: {"scan_lanes": 1, "fifo_depth": 4, "writeback_lanes": 0},
+    2: {"scan_lanes": 2, "fifo_depth": 2, "writeback_lanes": 0},
+    4: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 2},
+    8: {"scan_lanes": 1, "fifo_depth": 2, "writeback_lanes": 2},        # the iCE40 shape
+    16: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 4,        # the ECP5 front end
+         "column_queue": True, "readout_register": True, "link_registers": True},
+}
+# The fields the engine sizes for the largest case (the others come from the variant).
+_CAPACITY = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
+             "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
+             "max_column_entries")
+
+
+# ---- the cases ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One random network and its integer inputs."""
+    pes: int
+    seed: int                   # the campaign's
+    index: int
+    kind: str                   # "small" or "tall"
+    network: object             # QuantizedNetwork
+    inputs: np.ndarray          # batch x in, integers
+    density: float
+    input_sparsity: float
+
+    @property
+    def name(self) -> str:
+        widths = [self.network.layers[0].in_features] + [layer.out_features
+                                                        for layer in self.network.layers]
+        return (f"N{self.pes}-s{self.seed}-{self.index:05d}-{self.kind}-"
+                f"{'x'.join(map(str, widths))}")
+
+    @property
+    def stalled(self) -> bool:
+        """Odd cases run with stalls on both streams."""
+        return self.index % 2 == 1
+
+
+def case_seed(seed: int, pes: int, index: int) -> int:
+    """The generator seed of case ``index`` for ``pes`` PEs in campaign ``seed``."""
+    return int(np.random.SeedSequence([seed, pes, index]).generate_state(1)[0])
+
+
+def _random_layer(rng, name, out_features, in_features, density, *, input_format, relu,
+                  code_bits=None, empty_columns=0.1, extremes=False):
+    from sparseforge.compiler.ir import QuantizedLinear
+    from sparseforge.compiler.numerics import FixedFormat
+
+    code_bits = int(rng.integers(2, 5)) if code_bits is None else code_bits
+    codes = rng.integers(1, 1 << code_bits, (out_features, in_features))
+    codes[rng.random((out_features, in_features)) >= density] = 0
+    codes[:, rng.random(in_features) < empty_columns] = 0
+    if out_features > 4 and rng.random() < 0.3:
+        codes[rng.integers(0, out_features)] = 0                       # an empty row
+    codebook = rng.integers(-128, 128, 1 << code_bits)
+    codebook[0] = 0
+    bias = rng.integers(-2000, 2000, out_features)
+    if extremes:                      # the widest values the generator can draw
+        codebook[1:3] = (-128, 127)
+        bias[:2] = (-2000, 1999)
+    weight_format = FixedFormat(8, int(rng.integers(4, 8)))
+    output_format = FixedFormat(ACT_BITS, int(rng.integers(0, 5)))
+    return QuantizedLinear(name, codes.astype(np.uint8), codebook, bias, code_bits,
+                           input_format, weight_format, output_format, 16, relu)
+
+
+def _network(rng, widths, density, *, code_bits=None, empty_columns=0.1, extremes=False):
+    from sparseforge.compiler.ir import QuantizedNetwork
+    from sparseforge.compiler.numerics import FixedFormat
+
+    layers, fmt = [], FixedFormat(ACT_BITS, 4)
+    for index in range(len(widths) - 1):
+        last = index == len(widths) - 2
+        layer = _random_layer(rng, f"fc{index}", widths[index + 1], widths[index], density,
+                              input_format=fmt, relu=not last or bool(rng.random() < 0.5),
+                              code_bits=code_bits, empty_columns=empty_columns,
+                              extremes=extremes)
+        layers.append(layer)
+        fmt = layer.output_format
+    return QuantizedNetwork(tuple(layers))
+
+
+def _tall_rows(pes: int) -> int:
+    return min(TALL_ROWS_PER_PE * pes, TALL_MAX_ROWS)
+
+
+def random_case(seed: int, pes: int, index: int) -> Case:
+    """Case ``index`` of campaign ``seed`` for an engine of ``pes`` PEs (deterministic)."""
+    rng = np.random.default_rng(case_seed(seed, pes, index))
+    if rng.random() < TALL_SHARE:
+        kind = "tall"
+        density = float(rng.uniform(0.01, 0.03))
+        widths = [int(rng.integers(8, TALL_INPUTS + 1)), _tall_rows(pes)]
+        if rng.random() < 0.5:
+            widths.append(int(rng.integers(2, 17)))
+    else:
+        kind = "small"
+        layers = int(rng.integers(1, MAX_LAYERS + 1))
+        widths = [int(rng.integers(1, MAX_WIDTH + 1)) for _ in range(layers + 1)]
+        density = float(np.exp(rng.uniform(np.log(0.01), np.log(0.5))))
+    network = _network(rng, widths, density)
+    sparsity = float(rng.uniform(0.0, 0.9))
+    inputs = rng.integers(-128, 128, (BATCH_INPUTS, widths[0]))
+    inputs[rng.random(inputs.shape) < sparsity] = 0
+    return Case(pes, seed, index, kind, network, inputs, density, sparsity)
+
+
+def engine_config(pes: int):
+    """The campaign's engine for ``pes`` PEs: the variant's structure, every capacity the
+    largest any case needs (taken from dense worst cases of the generator's biggest shapes,
+    with the widest codebooks)."""
+    from sparseforge.compiler.config import check_pes
+    from sparseforge.compiler.configure import default_scan_lanes, derive_config
+
+    pes = check_pes(pes)
+    variant = dict(VARIANTS.get(pes, {"scan_lanes": default_scan_lanes(pes), "fifo_depth": 8,
+                                      "writeback_lanes": 0}))
+    rng = np.random.default_rng(0)
+    worst = [_network(rng, [MAX_WIDTH] * (MAX_LAYERS + 1), 1.0, code_bits=4, empty_columns=0,
+                      extremes=True),
+             _network(rng, [TALL_INPUTS, _tall_rows(pes), 16], 1.0, code_bits=4,
+                      empty_columns=0, extremes=True)]
+    derived = [derive_config(network, pes, scan_lanes=variant["scan_lanes"])
+               for network in worst]
+    widest = {name: max(getattr(config, name) for config in derived) for name in _CAPACITY}
+    structure = {name: value for name, value in variant.items() if name != "scan_lanes"}
+    return dataclasses.replace(derived[0], **widest, **structure)
+
+
+# ---- one batch (a Ray task) ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A case that failed a check, and how to run it again."""
+    name: str
+    pes: int
+    seed: int
+    index: int
+    kind: str             # outputs | cycles | golden | compile | simulator
+    detail: str
+    case_seed: int
+    arrays: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def command(self) -> str:
+        return f"sparseforge verify --pes {self.pes} --seed {self.seed} --case {self.index}"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "pes": self.pes, "seed": self.seed, "index": self.index,
+                "kind": self.kind, "detail": self.detail, "case_seed": self.case_seed,
+                "command": self.command}
+
+
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def _engine_verilog(config, simulators_dir: Path) -> Path:
+    """The engine's Verilog for ``config``, written once per node and shared by its workers."""
+    from sparseforge.hw.verilog import write_engine_verilog
+
+    digest = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode())
+    path = simulators_dir / f"engine_{digest.hexdigest()[:16]}.v"
+    if path.exists():
+        return path
+    with _locked(simulators_dir / ".verilog.lock"):
+        if not path.exists():
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            write_engine_verilog(config, temporary)
+            temporary.replace(path)
+    return path
+
+
+def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
+               simulators_dir: str) -> dict:
+    """Run cases ``indices`` on the engine for ``pes`` PEs; every check, every mismatch."""
+    import ray
+
+    from sparseforge.compiler.program import compile as compile_program
+    from sparseforge.compiler.resources import DoesNotFit
+    from sparseforge.sim.reference.golden import run_image
+    from sparseforge.sim.rtl import RtlCase, run_rtl
+    from sparseforge.sim.simulate import predict
+
+    started = time.perf_counter()
+    config = engine_config(pes)
+    simulators = Path(simulators_dir)
+    verilog = _engine_verilog(config, simulators)
+    mismatches: list[Mismatch] = []
+    runnable = []                           # (case, program, golden, predicted)
+    for index in indices:
+        case = random_case(seed, pes, index)
+
+        def miss(kind, detail, arrays=None, case=case):
+            mismatches.append(Mismatch(case.name, pes, seed, case.index, kind, detail,
+                                       case_seed(seed, pes, case.index), arrays or {}))
+        try:
+            program = compile_program(case.network, config=config)
+        except (DoesNotFit, ValueError) as error:
+            miss("compile", str(error))
+            continue
+        golden = run_image(config, program.image, case.inputs)
+        network = case.network.forward(case.inputs)
+        if not np.array_equal(golden, network):
+            miss("golden", "the golden model differs from the integer network",
+                 {"expected": network, "outputs": golden})
+            continue
+        predicted = np.array([[timing.cycles for timing in row]
+                              for row in predict(program, case.inputs)])
+        runnable.append((case, program, golden, predicted))
+    simulated = 0.0
+    for stalled in (False, True):
+        group = [item for item in runnable if item[0].stalled == stalled]
+        if not group:
+            continue
+        rtl_cases = [RtlCase(case.name, program.image, case.inputs, golden)
+                     for case, program, golden, _ in group]
+        with tempfile.TemporaryDirectory(prefix="sparseforge-verify-") as directory:
+            try:
+                results = run_rtl(config, rtl_cases, build_dir=Path(directory),
+                                  simulator=simulator, verilog_path=verilog,
+                                  simulators_dir=simulators, seed=group[0][0].index,
+                                  **(STALLS if stalled else {}))
+            except RuntimeError as error:
+                for case, *_ in group:
+                    mismatches.append(Mismatch(case.name, pes, seed, case.index, "simulator",
+                                               str(error)[-2000:],
+                                               case_seed(seed, pes, case.index)))
+                continue
+        for (case, program, golden, predicted), result in zip(group, results):
+            simulated += result.seconds
+            arrays = {"inputs": case.inputs, "expected": golden, "outputs": result.outputs,
+                      "cycles": result.cycles, "predicted": predicted}
+            if result.mismatches or not np.array_equal(result.outputs, golden):
+                mismatches.append(Mismatch(case.name, pes, seed, case.index, "outputs",
+                                           f"{result.mismatches} of {golden.size} outputs "
+                                           f"differ from the golden model",
+                                           case_seed(seed, pes, case.index), arrays))
+            elif not np.array_equal(result.cycles, predicted):
+                layers = np.flatnonzero((result.cycles != predicted).any(axis=0))
+                mismatches.append(Mismatch(case.name, pes, seed, case.index, "cycles",
+                                           f"layer(s) {layers.tolist()}: measured "
+                                           f"{result.cycles.tolist()}, cycle model "
+                                           f"{predicted.tolist()}",
+                                           case_seed(seed, pes, case.index), arrays))
+    return {"pes": pes, "cases": len(indices), "mismatches": mismatches,
+            "seconds": time.perf_counter() - started, "simulated_seconds": simulated,
+            "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "pid": os.getpid()}
+
+
+# ---- the campaign -------------------------------------------------------------------------
+
+@dataclass
+class Campaign:
+    """What a campaign checked and found."""
+    cases: int
+    pes: tuple[int, ...]
+    simulator: str
+    seed: int
+    seconds: float
+    mismatches: list[Mismatch]
+    per_engine: dict[int, dict]           # pes -> cases, seconds
+    nodes: int
+    workers: int | None
+    address: str | None
+    out: Path
+    saved: list[Path] = field(default_factory=list)
+
+    @property
+    def cases_per_second(self) -> float:
+        return self.cases / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict:
+        return {"cases": self.cases, "pes": list(self.pes), "simulator": self.simulator,
+                "seed": self.seed, "seconds": round(self.seconds, 2),
+                "cases_per_second": round(self.cases_per_second, 2),
+                "mismatches": [m.to_json() | {"saved": str(path)}
+                               for m, path in zip(self.mismatches, self.saved)],
+                "mismatch_count": len(self.mismatches),
+                "per_engine": {str(pes): figures for pes, figures in self.per_engine.items()},
+                "nodes": self.nodes, "workers": self.workers, "address": self.address,
+                "out": str(self.out)}
+
+
+def _split(cases: int, pes: tuple[int, ...]) -> dict[int, list[int]]:
+    """Case indices per engine: ``cases`` shared out as evenly as possible."""
+    return {n: list(range(cases // len(pes) + (position < cases % len(pes))))
+            for position, n in enumerate(pes)}
+
+
+def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", seed: int = 0,
+           address: str | None = None, workers: int | None = None, out="build/verify",
+           batch: int = 100, only: list[int] | None = None,
+           progress: Callable[[int, int, int], None] | None = None) -> Campaign:
+    """Run ``cases`` random cases, shared out over the engines for ``pes``, on Ray.
+
+    ``only``: run just these case indices (with a single PE count), e.g. to reproduce a
+    mismatch.  ``batch``: cases per task (one simulator start each).  ``progress(done, total,
+    mismatches)`` is called as batches finish.  Mismatches are saved under
+    ``out/mismatches/``; the summary is ``out/verify.json``.
+    """
+    from sparseforge.compiler.config import check_pes
+    from sparseforge.sim.runner import SIMULATORS
+
+    from .cluster import ray_session
+
+    pes = tuple(check_pes(n, "pes") for n in ((pes,) if isinstance(pes, int) else pes))
+    if not pes or len(set(pes)) != len(pes):
+        raise ValueError(f"pes must list distinct PE counts, not {list(pes)}")
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not "
+                         f"{simulator!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, not {batch!r}")
+    if only is not None:
+        if len(pes) != 1:
+            raise ValueError(f"running single cases needs one PE count, not {list(pes)}")
+        if any(not isinstance(i, int) or i < 0 for i in only):
+            raise ValueError(f"case indices must be integers >= 0, not {list(only)}")
+        plan = {pes[0]: sorted(set(only))}
+    else:
+        if not isinstance(cases, int) or cases < 1:
+            raise ValueError(f"cases must be an integer >= 1, not {cases!r}")
+        plan = _split(cases, pes)
+    total = sum(len(indices) for indices in plan.values())
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    simulators_dir = out / "simulators"
+    started = time.perf_counter()
+    # A batch is one simulator start: the stalled (odd) and the unstalled cases of an engine
+    # go in batches of their own.  Batches of each engine in turn, so that the first tasks to
+    # start build different engines.
+    batches = {}
+    for n, indices in plan.items():
+        halves = [[i for i in indices if i % 2 == parity] for parity in (0, 1)]
+        batches[n] = [half[i:i + batch] for half in halves for i in range(0, len(half), batch)]
+    order = [(n, chunk) for round_ in range(max(map(len, batches.values())))
+             for n in plan if round_ < len(batches[n]) for chunk in [batches[n][round_]]]
+    mismatches: list[Mismatch] = []
+    per_engine = {n: {"cases": 0, "seconds": 0.0, "simulated_seconds": 0.0} for n in plan}
+    nodes: set[str] = set()
+    done = 0
+    with ray_session(address, workers) as ray:
+        task = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(_run_batch)
+        waiting = [task.remote(n, seed, chunk, simulator, str(simulators_dir))
+                   for n, chunk in order]
+        if progress:
+            progress(0, total, 0)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            outcome = ray.get(ready[0])
+            done += outcome["cases"]
+            mismatches += outcome["mismatches"]
+            nodes.add(outcome["node"])
+            figures = per_engine[outcome["pes"]]
+            figures["cases"] += outcome["cases"]
+            figures["seconds"] += outcome["seconds"]
+            figures["simulated_seconds"] += outcome["simulated_seconds"]
+            if progress:
+                progress(done, total, len(mismatches))
+    seconds = time.perf_counter() - started
+    for figures in per_engine.values():
+        figures["seconds"] = round(figures["seconds"], 2)
+        figures["simulated_seconds"] = round(figures["simulated_seconds"], 2)
+    mismatches.sort(key=lambda m: (m.pes, m.index))
+    campaign = Campaign(total, tuple(plan), simulator, seed, seconds, mismatches, per_engine,
+                        len(nodes), workers, address, out)
+    campaign.saved = [save_reproducer(m, out / "mismatches") for m in mismatches]
+    (out / "verify.json").write_text(json.dumps(campaign.to_json(), indent=1) + "\n")
+    return campaign
+
+
+def save_reproducer(mismatch: Mismatch, root: Path) -> Path:
+    """``root/<case>/``: the program (``sparseforge sim`` runs it), the inputs as floats the
+    program's input format holds exactly, what was expected and what came out, and
+    ``case.json`` with the seed and the command that runs the case again."""
+    from sparseforge.compiler.program import compile as compile_program
+    from sparseforge.compiler.resources import DoesNotFit
+
+    directory = root / mismatch.name
+    directory.mkdir(parents=True, exist_ok=True)
+    case = random_case(mismatch.seed, mismatch.pes, mismatch.index)
+    sim_command = None
+    try:
+        program = compile_program(case.network, config=engine_config(mismatch.pes))
+    except (DoesNotFit, ValueError):
+        program = None
+    if program is not None:
+        program.save(directory / "program")
+        scale = 2.0 ** -program.network.layers[0].input_format.frac
+        np.save(directory / "inputs.npy", case.inputs.astype(np.float64) * scale)
+        sim_command = (f"sparseforge sim {directory / 'program'} --inputs "
+                       f"{directory / 'inputs.npy'}")
+    for name, array in mismatch.arrays.items():
+        np.save(directory / f"{name}.npy", np.asarray(array))
+    (directory / "case.json").write_text(json.dumps(
+        mismatch.to_json() | {"stalls": STALLS if case.stalled else None,
+                              "sim_command": sim_command}, indent=1) + "\n")
+    return directory
