@@ -1,0 +1,280 @@
+"""The link's command executor in Amaranth's simulator, with testbenches in place of the frame
+receiver (a checked frame and its buffer), the CRC unit (the host's ``protocol.crc16`` over the
+reply bytes) and the engine (a host-bus memory that answers reads after ``READ_LATENCY`` cycles,
+or through a crossing's idle gaps).  Every command's bus operations and reply, the reply cache
+for retried side-effecting commands, refusals, and replies to damaged frames."""
+
+import random
+import struct
+
+import pytest
+from amaranth.sim import Simulator
+
+from sparseforge.boards import protocol
+from sparseforge.boards.gateware.command_executor import CommandExecutor
+from sparseforge.compiler import bus, isa
+from sparseforge.compiler.config import EngineConfig
+
+Op, Status = protocol.Opcode, protocol.Status
+MAX_PAYLOAD = 32
+CONTROL = bus.bus_address(bus.Region.REGISTERS, bus.Register.CONTROL)
+TOTAL_CYCLES = bus.bus_address(bus.Region.REGISTERS, bus.Register.TOTAL_CYCLES)
+RUN_CYCLES = 17                     # how long the engine model stays busy after a start
+
+
+def bad_length(code, length, config):
+    """docs/protocol.md, "Commands" (the frame receiver's check, tested on its own)."""
+    return {Op.INFO: length != 0, Op.RUN: length != 0, Op.RESET: length != 0,
+            Op.WRITE: length < 8 or length % 4 != 0, Op.READ: length != 6,
+            Op.LOAD_INPUT: length == 0 or length % 2 or length > 2 * config.max_features,
+            Op.READ_OUTPUT: length != 2, Op.READ_CYCLES: length != 2}.get(code, False)
+
+
+class Engine:
+    """The host bus's far side: a memory (a read of an unwritten address returns a pattern of
+    the address), a run that keeps ``engine_busy`` up for ``RUN_CYCLES`` cycles, and, behind a
+    crossing, ``bus_idle`` low for a few cycles after each operation."""
+
+    def __init__(self, dut, crossing, rng):
+        self.dut, self.crossing, self.rng = dut, crossing, rng
+        self.memory = {TOTAL_CYCLES: RUN_CYCLES}
+        self.writes, self.reads, self.runs, self.resets = [], [], 0, 0
+        self.busy = 0
+
+    def read(self, address):
+        return self.memory.get(address, (address * 0x9E3779B1) & 0xFFFFFFFF)
+
+    async def process(self, ctx):
+        dut = self.dut
+        answer, gap = None, 0
+        async for _, _, addr, w_en, w_data, r_en, reset, idle in ctx.tick().sample(
+                dut.bus.addr, dut.bus.w_en, dut.bus.w_data, dut.bus.r_en, dut.engine_reset,
+                dut.bus_idle):
+            assert idle or not (w_en or r_en), "an operation while the bus is not idle"
+            ctx.set(dut.bus.r_valid, 0)
+            self.resets += reset
+            self.busy = max(0, self.busy - 1)
+            if w_en:
+                self.writes.append((addr, w_data))
+                self.memory[addr] = w_data
+                if addr == CONTROL and w_data == 1:
+                    self.runs += 1
+                    self.busy = RUN_CYCLES
+            if r_en:
+                self.reads.append(addr)
+                answer = [bus.READ_LATENCY - 1, self.read(addr)]
+            if w_en or r_en:
+                gap = self.rng.randint(1, 4) if self.crossing else 0
+            if answer is not None:
+                answer[0] -= 1
+                if answer[0] <= 0 and gap <= 1:
+                    ctx.set(dut.bus.r_data, answer[1])
+                    ctx.set(dut.bus.r_valid, 1)
+                    answer = None
+            gap = max(0, gap - 1)
+            ctx.set(dut.bus_idle, gap == 0 and answer is None)
+            ctx.set(dut.engine_busy, self.busy > 0)
+
+
+class Host:
+    """The frame receiver's and the CRC unit's side: offers checked frames, keeps the CRC of
+    the reply as the CRC unit would, and collects the reply bytes."""
+
+    def __init__(self, dut, config, rng):
+        self.dut, self.config, self.rng = dut, config, rng
+        self.buffer = bytes()
+        self.wire = []                                  # (byte, raw) taken from the reply
+        self.crc = 0xFFFF
+
+    async def reply_side(self, ctx):
+        dut = self.dut
+        async for _, _, valid, payload, address, clear in ctx.tick().sample(
+                dut.reply.valid, dut.reply.payload, dut.frame.read_addr, dut.crc_clear):
+            ready = ctx.get(dut.reply.ready)            # set by us before this edge
+            if valid and ready:
+                self.wire.append((payload.byte, payload.raw))
+            if clear:
+                self.crc = 0xFFFF
+            elif valid and ready and not payload.raw:
+                self.crc = protocol.crc16(bytes([payload.byte]), self.crc)
+            ctx.set(dut.crc, self.crc)
+            ctx.set(dut.frame.read_data, self.buffer[address] if address < len(self.buffer)
+                    else 0)
+            ctx.set(dut.reply.ready, self.rng.random() < 0.6)
+
+    async def request(self, ctx, seq, code, payload=b"", *, good=True, overflow=False,
+                      length=None):
+        """One frame's END, then the reply frames until the executor takes frames again."""
+        frame = self.dut.frame
+        body = bytes([seq, code]) + payload
+        self.buffer = body + struct.pack(">H", protocol.crc16(body))
+        length = len(self.buffer) if length is None else length
+        ctx.set(frame.seq, seq)
+        for op in Op:
+            ctx.set(getattr(frame.opcode, op.name.lower()), code == op)
+        ctx.set(frame.length, length)
+        ctx.set(frame.payload_length, length - 4)
+        ctx.set(frame.bad_length, bad_length(code, length - 4, self.config))
+        ctx.set(frame.overflow, overflow)
+        ctx.set(frame.good, good)
+        await ctx.tick().until(frame.receiving)
+        ctx.set(frame.end, 1)
+        discarded = ctx.get(frame.discard)
+        assert discarded == (not good)
+        start = len(self.wire)
+        await ctx.tick()
+        ctx.set(frame.end, 0)
+        if not ctx.get(frame.receiving):
+            await ctx.tick().until(frame.receiving)
+        return replies(self.wire[start:])
+
+
+def replies(wire):
+    """The reply frames in ``(byte, raw)`` items, each between two raw ENDs, CRC checked."""
+    frames, current = [], None
+    for byte, raw in wire:
+        if raw:
+            assert byte == protocol.END
+            if current is not None:
+                frames.append(protocol.decode_frame(bytes(current)))
+                current = None
+            else:
+                current = []
+        else:
+            current.append(byte)
+    assert current is None
+    return frames
+
+
+def simulate(config, testbench, *, crossing=False, seed=0):
+    dut = CommandExecutor(config, MAX_PAYLOAD)
+    rng = random.Random(seed)
+    engine, host = Engine(dut, crossing, rng), Host(dut, config, rng)
+
+    async def bench(ctx):
+        await testbench(ctx, host, engine)
+
+    simulator = Simulator(dut)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(engine.process, background=True)
+    simulator.add_testbench(host.reply_side, background=True)
+    simulator.add_testbench(bench)
+    simulator.run()
+
+
+def one(frames, seq, status=Status.OK):
+    (frame,) = frames
+    assert (frame.seq, frame.code) == (seq, status)
+    return frame.payload
+
+
+@pytest.mark.parametrize("pes", [4, 3])
+@pytest.mark.parametrize("crossing", [False, True])
+def test_commands_on_the_bus(pes, crossing):
+    config = EngineConfig(pes=pes, max_features=12, max_layers=3)
+    rng = random.Random(pes)
+    base = bus.bus_address(bus.Region.CODEBOOK, 0x1FFFFE)    # the index wraps, the region stays
+    words = [rng.randrange(1 << 32) for _ in range(5)]
+    inputs = [rng.randrange(-32768, 32768) for _ in range(7)]
+    activations = [bus.bus_address(bus.Region.ACTIVATIONS, isa.activation_index(i, config))
+                   for i in range(7)]
+
+    async def testbench(ctx, host, engine):
+        payload = one(await host.request(ctx, 1, Op.WRITE,
+                                         struct.pack(f"<I{len(words)}I", base, *words)), 1)
+        expected = [(base & ~0x1FFFFF) | ((base + i) & 0x1FFFFF) for i in range(len(words))]
+        assert payload == b"" and engine.writes == list(zip(expected, words))
+
+        payload = one(await host.request(ctx, 2, Op.READ, struct.pack("<IH", base, 3)), 2)
+        assert struct.unpack("<3I", payload) == tuple(words[:3])
+
+        engine.writes.clear()
+        one(await host.request(ctx, 3, Op.LOAD_INPUT, struct.pack("<7h", *inputs)), 3)
+        assert engine.writes == [(a, v & 0xFFFF) for a, v in zip(activations, inputs)]
+
+        engine.reads.clear()
+        payload = one(await host.request(ctx, 4, Op.READ_OUTPUT, struct.pack("<H", 7)), 4)
+        assert engine.reads == activations
+        assert struct.unpack("<7H", payload) == tuple(v & 0xFFFF for v in inputs)
+
+        engine.reads.clear()
+        payload = one(await host.request(ctx, 5, Op.READ_CYCLES, struct.pack("<H", 2)), 5)
+        cycles = [bus.bus_address(bus.Region.CYCLES, i) for i in range(2)]
+        assert engine.reads == cycles
+        assert struct.unpack("<2I", payload) == tuple(engine.read(a) for a in cycles)
+
+        engine.reads.clear()
+        payload = one(await host.request(ctx, 6, Op.INFO), 6)
+        registers = [bus.bus_address(bus.Region.REGISTERS, i) for i in range(4)]
+        assert engine.reads == registers
+        assert struct.unpack("<4IH", payload) == (*(engine.read(a) for a in registers),
+                                                  MAX_PAYLOAD)
+
+        payload = one(await host.request(ctx, 7, Op.RUN), 7)
+        assert engine.runs == 1 and engine.busy == 0
+        assert struct.unpack("<I", payload) == (RUN_CYCLES,)
+
+        one(await host.request(ctx, 8, Op.RESET), 8)
+        assert engine.resets == 1
+
+    simulate(config, testbench, crossing=crossing, seed=pes)
+
+
+def test_retries_are_answered_from_the_cache():
+    config = EngineConfig(pes=4, max_features=12, max_layers=3)
+    layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
+    write = struct.pack("<II", layer_count, 2)
+
+    async def testbench(ctx, host, engine):
+        one(await host.request(ctx, 10, Op.WRITE, write), 10)
+        one(await host.request(ctx, 10, Op.WRITE, write), 10)      # a retry: not written again
+        assert len(engine.writes) == 1
+        first = one(await host.request(ctx, 11, Op.RUN), 11)
+        again = one(await host.request(ctx, 11, Op.RUN), 11)       # not run again, same cycles
+        assert engine.runs == 1 and first == again
+        engine.reads.clear()
+        one(await host.request(ctx, 11, Op.READ, struct.pack("<IH", layer_count, 1)), 11)
+        one(await host.request(ctx, 11, Op.READ, struct.pack("<IH", layer_count, 1)), 11)
+        assert engine.reads == [layer_count] * 2                    # reads run every time
+        # A refusal is cached too: the retry of a refused RUN is refused, even when idle.
+        engine.busy = 1000
+        one(await host.request(ctx, 12, Op.RUN), 12, Status.BUSY)
+        engine.busy = 0
+        one(await host.request(ctx, 12, Op.RUN), 12, Status.BUSY)
+        assert engine.runs == 1
+        one(await host.request(ctx, 13, Op.RUN), 13)
+        assert engine.runs == 2
+        one(await host.request(ctx, 14, Op.RESET), 14)
+        one(await host.request(ctx, 14, Op.RESET), 14)
+        assert engine.resets == 1
+
+    simulate(config, testbench)
+
+
+def test_refusals_and_damaged_frames():
+    config = EngineConfig(pes=4, max_features=12, max_layers=3)
+
+    async def testbench(ctx, host, engine):
+        one(await host.request(ctx, 1, Op.RUN, b"\x00"), 1, Status.BAD_LENGTH)
+        one(await host.request(ctx, 2, Op.WRITE, bytes(6)), 2, Status.BAD_LENGTH)
+        one(await host.request(ctx, 3, 0x7F), 3, Status.UNKNOWN)
+        for count in (0, MAX_PAYLOAD // 4 + 1):
+            one(await host.request(ctx, 4, Op.READ, struct.pack("<IH", 0, count)), 4,
+                Status.BAD_LENGTH)
+        for count in (0, config.max_layers + 1):
+            one(await host.request(ctx, 5, Op.READ_CYCLES, struct.pack("<H", count)), 5,
+                Status.BAD_LENGTH)
+        for count in (0, min(config.max_features, MAX_PAYLOAD // 2) + 1):
+            one(await host.request(ctx, 5, Op.READ_OUTPUT, struct.pack("<H", count)), 5,
+                Status.BAD_LENGTH)
+        engine.busy = 1000
+        one(await host.request(ctx, 6, Op.LOAD_INPUT, bytes(4)), 6, Status.BUSY)
+        engine.busy = 0
+        # Damaged frames: an overflow, a bad CRC (4 bytes or more), and short noise (silence).
+        one(await host.request(ctx, 7, Op.INFO, good=False, overflow=True), 7,
+            Status.BAD_LENGTH)
+        one(await host.request(ctx, 8, Op.INFO, good=False), 8, Status.BAD_CRC)
+        assert await host.request(ctx, 9, Op.INFO, good=False, length=3) == []
+        assert engine.writes == [] and engine.runs == 0
+
+    simulate(config, testbench)
