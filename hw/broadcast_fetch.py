@@ -1,0 +1,151 @@
+"""The broadcast unit's fetch stage: asks for a layer's groups of activations, one per cycle.
+
+EIE (Han et al. 2016, section III-B) scans a layer's input activations for the nonzero ones to
+broadcast.  Here the scan reads ``scan_lanes`` activations, a group, per cycle: the stage walks
+the groups ``0 .. groups-1``, asks the activation buffer for the word that holds each (a word
+holds ``config.groups_per_word`` groups), and a cycle later the occupancy memory for the
+group's occupancy word, so that both land in the mask stage in the same cycle.
+
+It asks only when the buffer between the mask and offer stages has room for the group,
+counting the groups on their way to it.  That room is a counter in a register, so the decision
+to ask is made on registers only: no path runs from the memories' outputs through the PEs'
+queues back to the memories' read enables.
+"""
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.numerics import ceil_div
+
+from .activation_buffer import LATENCY as ACTIVATION_LATENCY
+
+__all__ = ["FetchStage", "landing_signature"]
+
+
+def landing_signature(config: EngineConfig) -> wiring.Signature:
+    """The group whose activation word lands this cycle (members are outputs of the fetch).
+
+    valid : a group's words land: the activation word now, the occupancy word now.
+    sub : which of the word's ``config.groups_per_word`` groups it is.
+    pointer : the pointer index of the group's first column.
+    """
+    return wiring.Signature({
+        "valid": Out(1),
+        "sub": Out(range(max(2, config.groups_per_word))),
+        "pointer": Out(ceil_log2(max(2, config.pointer_depth))),
+    })
+
+
+class FetchStage(wiring.Component):
+    """Walk a layer's groups and ask for their words while the buffer behind has room.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    buffer_depth : int
+        Groups the buffer between the mask and offer stages holds: the room counter's start.
+
+    Members
+    -------
+    start : In; one-cycle pulse that starts a scan with the current ``groups``,
+        ``occupancy_base`` and ``pointer_base`` (held stable until the scan ends).
+    groups, occupancy_base, pointer_base : In; the layer's group count, the address of its
+        first occupancy word and the pointer index of its first column.
+    pop : In; the buffer's head left it this cycle (its room is counted a cycle later).
+    activations : Out; ``addr``, ``en``: the activation buffer's read request, answered
+        ``ACTIVATION_LATENCY`` = 2 cycles after ``en``.
+    occupancy : Out; ``addr``, ``en``: the occupancy memory's read request, a cycle after the
+        activations' (the memory answers a cycle after ``en``).
+    landing : Out(``landing_signature``); the group whose words land this cycle.
+    running : Out; a scan is on (a register).
+    asked : Out; the activation buffer took a request last cycle (a register).
+    """
+
+    def __init__(self, config: EngineConfig, *, buffer_depth: int):
+        self._config = config
+        self._buffer_depth = buffer_depth
+        groups = ceil_div(config.max_features, config.scan_lanes)
+        super().__init__({
+            "start": In(1),
+            "groups": In(range(groups + 1)),
+            "occupancy_base": In(ceil_log2(max(2, config.occupancy_depth))),
+            "pointer_base": In(ceil_log2(max(2, config.pointer_depth))),
+            "pop": In(1),
+            "activations": Out(wiring.Signature({
+                "addr": Out(ceil_log2(max(2, config.act_words))),
+                "en": Out(1),
+            })),
+            "occupancy": Out(wiring.Signature({
+                "addr": Out(ceil_log2(max(2, config.occupancy_depth))),
+                "en": Out(1),
+            })),
+            "landing": Out(landing_signature(config)),
+            "running": Out(1),
+            "asked": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        depth = self._buffer_depth
+        assert ACTIVATION_LATENCY == 2
+
+        running = self.running
+        next_group = Signal.like(self.groups)
+        # next_group == groups, a register: the layer's group count is the descriptor memory's
+        # output, and the compare would sit in front of the fetch decision.
+        scanned = Signal()
+        next_word = Signal.like(self.activations.addr)
+        next_sub = Signal(range(max(2, config.groups_per_word)))
+        next_pointer = Signal.like(self.pointer_base)
+        fetch = Signal()
+        asked = self.asked                      # the activation buffer took a request
+        asked_group = Signal.like(self.groups)
+        asked_sub = Signal.like(next_sub)
+        asked_pointer = Signal.like(self.pointer_base)
+        landing = self.landing                  # a group's words land this cycle
+
+        # Room in the buffer for groups not asked for yet: its depth less the groups in it and
+        # on their way to it (asked, landing, landed, and with link registers masked), counted
+        # in a register so that the fetch decision has no adder in it.
+        # A pop is counted a cycle after it (`popped` is a register): the pop decision, an OR
+        # over the PEs, then ends in a flip-flop instead of going on through the counter.
+        room = Signal(range(depth + 1), init=depth)
+        popped = Signal()
+        m.d.sync += popped.eq(self.pop)
+        with m.If(fetch & ~popped):
+            m.d.sync += room.eq(room - 1)
+        with m.Elif(popped & ~fetch):
+            m.d.sync += room.eq(room + 1)
+
+        m.d.comb += [
+            fetch.eq(running & ~scanned & (room != 0)),
+            self.activations.addr.eq(next_word),
+            self.activations.en.eq(fetch),
+            self.occupancy.addr.eq(self.occupancy_base + asked_group),
+            self.occupancy.en.eq(asked),
+        ]
+        m.d.sync += [
+            asked.eq(fetch), asked_group.eq(next_group), asked_sub.eq(next_sub),
+            asked_pointer.eq(next_pointer),
+            landing.valid.eq(asked), landing.sub.eq(asked_sub),
+            landing.pointer.eq(asked_pointer),
+        ]
+
+        with m.If(self.start):
+            m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
+                         next_pointer.eq(self.pointer_base), scanned.eq(self.groups == 0)]
+        with m.Elif(fetch):
+            m.d.sync += [next_group.eq(next_group + 1),
+                         next_pointer.eq(next_pointer + config.scan_lanes),
+                         scanned.eq(next_group + 1 == self.groups)]
+            with m.If(next_sub == config.groups_per_word - 1):
+                m.d.sync += [next_sub.eq(0), next_word.eq(next_word + 1)]
+            with m.Else():
+                m.d.sync += next_sub.eq(next_sub + 1)
+        with m.Elif(scanned):
+            m.d.sync += running.eq(0)
+        return m
