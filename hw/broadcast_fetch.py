@@ -1,10 +1,11 @@
 """The broadcast unit's fetch stage: asks for a layer's groups of activations, one per cycle.
 
-EIE (Han et al. 2016, section III-B) scans a layer's input activations for the nonzero ones to
-broadcast.  Here the scan reads ``scan_lanes`` activations, a group, per cycle: the stage walks
-the groups ``0 .. groups-1``, asks the activation buffer for the word that holds each (a word
-holds ``config.groups_per_word`` groups), and a cycle later the occupancy memory for the
-group's occupancy word, so that both land in the mask stage in the same cycle.
+EIE (Han et al., ISCA 2016, "Distributed Leading Non-Zero Detection") scans a layer's input
+activations for the nonzero ones to broadcast.  Here the scan reads ``scan_lanes`` activations, a
+group, per cycle: the stage walks the groups ``0 .. groups-1``, asks the activation buffer for the
+word that holds each (a word holds ``config.groups_per_word`` groups), and a cycle later the
+occupancy memory for the group's occupancy word, so that both land in the mask stage in the same
+cycle.
 
 It asks only when the buffer between the mask and offer stages has room for the group,
 counting the groups on their way to it.  That room is a counter in a register, so the decision

@@ -1,12 +1,12 @@
 """The broadcast unit's mask stage: which PEs have work in a group, and in which lanes.
 
-EIE (Han et al. 2016, section III-B) broadcasts each nonzero activation to every PE, and a PE
-spends a cycle on it even when it holds no entry in that column.  Here the group's activations
-land with its occupancy word (one bit per column and PE: does this PE hold entries in this
-column?), and the stage computes for every PE the lanes it has work in: nonzero activation AND
-occupied column.  With several lanes, EIE's leading-nonzero detector finds each PE's first such
-lane here, before the group is queued, so that the PE's front end takes its first column
-straight from its queue (``isa.group_layout``).
+EIE (Han et al., ISCA 2016, "Activation Queue and Load Balancing") broadcasts each nonzero
+activation to every PE, and a PE spends a cycle on it even when it holds no entry in that column.
+Here the group's activations land with its occupancy word (one bit per column and PE: does this PE
+hold entries in this column?), and the stage computes for every PE the lanes it has work in:
+nonzero activation AND occupied column.  With several lanes, EIE's leading-nonzero detector finds
+each PE's first such lane here, before the group is queued, so that the PE's front end takes its
+first column straight from its queue (``isa.group_layout``).
 
 The words are registered as they land (the activation buffer's SPRAMs sit at the die's
 corners, and their outputs have no time left for the masks); the masks are computed the next

@@ -1,10 +1,10 @@
 """The broadcast unit's offer stage: the buffer's head goes to the queues of the PEs that want it.
 
-EIE (Han et al. 2016, section III-B) broadcasts an activation to every PE at once and holds the
-broadcast while any queue is full.  Here a group goes only to the PEs with work in it, each as
-soon as its own queue has room: a PE that takes the head early is not held back by one whose
-queue is full, and the head leaves the buffer once every PE that wants it has taken it.  A
-group no PE has work for is offered to none and leaves at once.
+EIE (Han et al., ISCA 2016, "Activation Queue and Load Balancing") broadcasts an activation to
+every PE at once and holds the broadcast while any queue is full.  Here a group goes only to the
+PEs with work in it, each as soon as its own queue has room: a PE that takes the head early is not
+held back by one whose queue is full, and the head leaves the buffer once every PE that wants it
+has taken it.  A group no PE has work for is offered to none and leaves at once.
 
 Whether a PE holds the head back (it wants it, has not taken it, has no room) is an AND of the
 head's ``wants`` with a register, so the pop decision, which every flip-flop of the head waits

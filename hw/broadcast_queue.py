@@ -1,13 +1,13 @@
 """The broadcast unit's end of one PE's activation queue: credits, and the link to the PE.
 
-EIE (Han et al. 2016, section III-B) gives each PE a queue of activations, so that a PE with
-little work in a column does not hold the others back, and stops the broadcast when any queue
-is full.  Here the broadcast unit counts each queue's free entries itself (credits): one fewer
-for a group it queues, one more for a group the PE takes out (``dequeued``).  Whether the queue
-has room is then a register beside the offer stage, equal to what the queue's level says, and
-the decision to pop the buffer waits on no PE's queue across the die.  The unit offers a group
-only when the queue has room, so the queue's ``valid`` means a transfer and its ``ready`` is
-not looked at.
+EIE (Han et al., ISCA 2016, "Activation Queue and Load Balancing") gives each PE a queue of
+activations, so that a PE with little work in a column does not hold the others back, and stops the
+broadcast when any queue is full.  Here the broadcast unit counts each queue's free entries itself
+(credits): one fewer for a group it queues, one more for a group the PE takes out (``dequeued``).
+Whether the queue has room is then a register beside the offer stage, equal to what the queue's
+level says, and the decision to pop the buffer waits on no PE's queue across the die.  The unit
+offers a group only when the queue has room, so the queue's ``valid`` means a transfer and its
+``ready`` is not looked at.
 
 With ``config.link_registers`` the push goes to the PE through two registers (the credits
 count it when it is decided), and ``dequeued`` comes back through one in the PE.

@@ -4,7 +4,8 @@ One word per group of ``scan_lanes`` columns, all layers together (``isa.occupan
 ``[lane][pe]`` is set when PE ``pe`` holds entries in column ``group * scan_lanes + lane``).
 The compiler writes it into the program image and the host loads it over the bus; the
 broadcast unit reads the word of each group it scans, so that a PE is sent only the columns it
-has work in (EIE, Han et al. 2016, section III-B, sends every PE every nonzero activation).
+has work in (EIE, Han et al., ISCA 2016, "Activation Queue and Load Balancing", sends every PE
+every nonzero activation).
 
 Only the host writes it, while the engine is idle, so its read port has no collision logic
 (``ram.registered_read_port``).
