@@ -28,6 +28,7 @@ from amaranth.utils import ceil_log2
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 
+from .codebook_loader import CodebookLoader
 from .requantize import latency as requantize_latency
 
 __all__ = ["Sequencer", "writeback_latency"]
@@ -41,15 +42,22 @@ def writeback_latency(config: EngineConfig) -> int:
 
 
 class Sequencer(wiring.Component):
-    """Ports
-    -----
+    """Run a program's layers one after another and record their cycle counts.
+
+    Parameters
+    ----------
+    config : EngineConfig
+
+    Members
+    -------
     start : In; one-cycle pulse that starts a run of ``layer_count`` layers (ignored when busy).
     layer_count : In; layers to run.
     busy : Out; a run (or the clear after reset) is in progress.
     done : Out; one-cycle pulse at the end of a run.
     layer : Out(descriptor); the running layer's descriptor.
-    descriptors, codebook : read ports of the descriptor and codebook memories.
-    codebook_write : Out; writes the PEs' codebook registers.
+    descriptors, codebook : read ports of the descriptor and codebook memories (``data`` a
+        cycle after ``addr``).
+    codebook_write : Out; writes the PEs' codebook registers (``codebook_loader.py``).
     broadcast_start : Out; pulse.  broadcast_idle : In.
     pes_busy : In; any PE busy.
     writeback : Out; pulse to every PE (from a flip-flop).  results_valid : In; the PEs'
@@ -125,28 +133,21 @@ class Sequencer(wiring.Component):
         final = Signal(init=clear_last == 0)
         last_layer = Signal()
 
-        # ---- codebook loader: copies one layer's codebook into the PEs' shared registers -----
-        # It runs beside the FSM so that the next layer's codebook loads during this layer's
-        # write-back, when no PE reads the registers.
-        load_start = Signal()
-        load_layer = Signal.like(index)
-        loading = Signal()
+        # The codebook loader runs beside the FSM, so that the next layer's codebook loads
+        # during this layer's write-back, when no PE reads the registers.
+        m.submodules.codebook_loader = loader = CodebookLoader(config)
+        wiring.connect(m, loader.codebook, wiring.flipped(self.codebook))
+        wiring.connect(m, loader.codebook_write, wiring.flipped(self.codebook_write))
+        load_start, load_layer, loading = loader.start, loader.layer, loader.loading
+        # The layer whose codebook the registers hold (none while one loads, nor after a run's
+        # start: the host may have written the codebook memory since).
         loaded_layer = Signal.like(index)
         loaded_valid = Signal()
-        code = Signal(range(config.codebook_size + 1))
-        target = Signal.like(index)
         with m.If(load_start):
-            m.d.sync += [loading.eq(1), code.eq(0), target.eq(load_layer), loaded_valid.eq(0)]
+            m.d.sync += loaded_valid.eq(0)
         with m.Elif(loading):
-            m.d.sync += code.eq(code + 1)
-            with m.If(code == config.codebook_size):
-                m.d.sync += [loading.eq(0), loaded_layer.eq(target), loaded_valid.eq(1)]
-        m.d.comb += [
-            self.codebook.addr.eq((target << config.code_bits) | code),
-            self.codebook_write.en.eq(loading & (code != 0)),
-            self.codebook_write.index.eq(code - 1),
-            self.codebook_write.value.eq(self.codebook.data),
-        ]
+            with m.If(loader.finishing):
+                m.d.sync += [loaded_layer.eq(loader.target), loaded_valid.eq(1)]
         have_codebook = loaded_valid & (loaded_layer == index) & ~load_start
 
         m.d.comb += [
