@@ -97,12 +97,12 @@ class FetchStage(wiring.Component):
         running = self.running
         next_group = Signal.like(self.groups)
         # next_group == groups, a register: the layer's group count is the descriptor memory's
-        # output, and the compare would sit in front of the fetch decision.
+        # output, and the compare would sit in front of the decision to ask.
         scanned = Signal()
         next_word = Signal.like(self.activations.addr)
         next_sub = Signal(range(max(2, config.groups_per_word)))
         next_pointer = Signal.like(self.pointer_base)
-        fetch = Signal()
+        ask = Signal()                          # ask for the next group this cycle
         asked = self.asked                      # the activation buffer took a request
         asked_group = Signal.like(self.groups)
         asked_sub = Signal.like(next_sub)
@@ -111,26 +111,26 @@ class FetchStage(wiring.Component):
 
         # Room in the buffer for groups not asked for yet: its depth less the groups in it and
         # on their way to it (asked, landing, landed, and with link registers masked), counted
-        # in a register so that the fetch decision has no adder in it.
+        # in a register so that the decision to ask has no adder in it.
         # A pop is counted a cycle after it (`popped` is a register): the pop decision, an OR
         # over the PEs, then ends in a flip-flop instead of going on through the counter.
         room = Signal(range(depth + 1), init=depth)
         popped = Signal()
         m.d.sync += popped.eq(self.pop)
-        with m.If(fetch & ~popped):
+        with m.If(ask & ~popped):
             m.d.sync += room.eq(room - 1)
-        with m.Elif(popped & ~fetch):
+        with m.Elif(popped & ~ask):
             m.d.sync += room.eq(room + 1)
 
         m.d.comb += [
-            fetch.eq(running & ~scanned & (room != 0)),
+            ask.eq(running & ~scanned & (room != 0)),
             self.activations.addr.eq(next_word),
-            self.activations.en.eq(fetch),
+            self.activations.en.eq(ask),
             self.occupancy.addr.eq(self.occupancy_base + asked_group),
             self.occupancy.en.eq(asked),
         ]
         m.d.sync += [
-            asked.eq(fetch), asked_group.eq(next_group), asked_sub.eq(next_sub),
+            asked.eq(ask), asked_group.eq(next_group), asked_sub.eq(next_sub),
             asked_pointer.eq(next_pointer),
             landing.valid.eq(asked), landing.sub.eq(asked_sub),
             landing.pointer.eq(asked_pointer),
@@ -139,7 +139,7 @@ class FetchStage(wiring.Component):
         with m.If(self.start):
             m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
                          next_pointer.eq(self.pointer_base), scanned.eq(self.groups == 0)]
-        with m.Elif(fetch):
+        with m.Elif(ask):
             m.d.sync += [next_group.eq(next_group + 1),
                          next_pointer.eq(next_pointer + config.scan_lanes),
                          scanned.eq(next_group + 1 == self.groups)]
