@@ -1,8 +1,8 @@
 """The broadcast unit: scans a layer's input activations and queues each PE's work.
 
-EIE (Han et al. 2016, section III-B, "activation queue and load balancing") broadcasts each
-nonzero input activation, found by a leading-nonzero detector, to every PE's activation queue,
-one per cycle.  Here the unit reads ``G = scan_lanes`` activations per cycle and, from the
+EIE (Han et al., ISCA 2016, "Activation Queue and Load Balancing") broadcasts each nonzero
+input activation, found by a leading-nonzero detector, to every PE's activation queue, one per
+cycle.  Here the unit reads ``G = scan_lanes`` activations per cycle and, from the
 layer's occupancy word for those columns (one bit per column and PE: does this PE hold entries
 in this column?), computes for every PE the lanes it has work for: nonzero activation AND
 occupied column.  It pushes the group into the queues of the PEs with a nonzero mask only; the
