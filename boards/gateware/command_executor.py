@@ -24,7 +24,7 @@ from sparseforge.compiler.config import EngineConfig
 from .. import protocol
 from .frame_receiver import HEADER_AND_CRC, FrameSignature
 
-__all__ = ["After", "CommandExecutor"]
+__all__ = ["CommandExecutor"]
 
 Op, Status = protocol.Opcode, protocol.Status
 
@@ -95,6 +95,8 @@ class CommandExecutor(wiring.Component):
         # act_bits of an activation write.
         m.d.comb += [self.bus.addr.eq(r.address), self.bus.w_data.eq(r.word)]
 
+        # Amaranth numbers the states in the order they are first named: the groups keep this
+        # order, and so the state encoding.
         with m.FSM():
             self._receive_and_check(m, r)
             self._dispatch(m, r)
