@@ -1,0 +1,210 @@
+"""The host bus's write side: which memory or register a write goes to, and the run's start.
+
+The address splits into region, PE and index as ``compiler/bus.py``'s ``ADDRESS_LAYOUT`` says.
+Memory writes are refused while the engine is busy (a run reads those memories); the control
+register's start and the layer count are registers here, as are the two records of runs the host
+reads back (``done``, ``runs``).  Descriptors and occupancy words are wider than the bus: they
+arrive as 32-bit chunks, lowest first, staged here until the last one commits the whole word
+(``bus.chunk_index``), so a partly written word never lands.
+"""
+
+from amaranth import Cat, Module, Signal, signed
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from sparseforge.compiler import bus, isa
+from sparseforge.compiler.config import EngineConfig
+
+from .activation_ports import lane_write_signature
+from .pe import Target
+
+__all__ = ["HostWriteDecoder", "bus_write_signature", "pe_write_signature"]
+
+
+def bus_write_signature() -> wiring.Signature:
+    """The write half of ``bus.host_bus_signature()``, seen from the master."""
+    return wiring.Signature({
+        "addr": Out(bus.ADDRESS_BITS),
+        "w_data": Out(bus.BUS_DATA_BITS),
+        "w_en": Out(1),
+    })
+
+
+def pe_write_signature() -> wiring.Signature:
+    """A host write into one PE's memories (the PE's ``write`` member)."""
+    return wiring.Signature({
+        "en": Out(1),
+        "target": Out(Target),
+        "addr": Out(bus.INDEX_BITS),
+        "data": Out(bus.BUS_DATA_BITS),
+    })
+
+
+_PER_PE_TARGET = {bus.Region.ENTRIES: Target.ENTRIES, bus.Region.POINTERS: Target.POINTERS,
+                  bus.Region.BIASES: Target.BIASES}
+
+
+class HostWriteDecoder(wiring.Component):
+    """Routes host writes to the engine's memories and registers.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    layer_count : the layer count register's value after reset (the program image's).
+
+    Members
+    -------
+    bus : In(``bus_write_signature``); the host bus's writes.
+    busy : In; the engine is busy: memory writes and the layer count are refused.
+    stream_start : In; the input stream's ``last`` was taken: a start request, like the
+        control register's.
+    start : Out; registered: a start request of the previous cycle, while not busy.
+    run_done : In; the sequencer's pulse at the end of a run.
+    layer_count : Out; the layers a run executes (``bus.Register.LAYER_COUNT``).
+    done : Out; sticky: the last run finished (cleared by the next start).
+    runs : Out(16); runs of at least one layer started since reset.
+    descriptors : In(``memory.WritePort.Signature``); the descriptor memory's write port,
+        driven here with whole words.
+    codebook : In(``memory.WritePort.Signature``); the codebook memory's write port.
+    occupancy : Out; whole occupancy words, for the broadcast unit's ``occupancy_write``.
+    activation : Out(``lane_write_signature``); a write of one activation
+        (``isa.activation_index``).
+    pe_writes : Out(``pe_write_signature``) per PE; a cycle after the bus write, to the
+        addressed PE only.
+    """
+
+    def __init__(self, config: EngineConfig, *, layer_count: int = 0):
+        if not 0 <= layer_count <= config.max_layers:
+            raise ValueError(f"layer_count {layer_count} is out of range "
+                             f"(max_layers {config.max_layers})")
+        self._config = config
+        self._layer_count = layer_count
+        descriptor_width = isa.descriptor_layout(config).size
+        occupancy_width = isa.occupancy_layout(config).size
+        super().__init__({
+            "bus": In(bus_write_signature()),
+            "busy": In(1),
+            "stream_start": In(1),
+            "start": Out(1),
+            "run_done": In(1),
+            "layer_count": Out(range(config.max_layers + 1), init=layer_count),
+            "done": Out(1),
+            "runs": Out(16),
+            "descriptors": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(config.max_layers), shape=descriptor_width)),
+            "codebook": In(memory.WritePort.Signature(
+                addr_width=ceil_log2(config.max_layers * config.codebook_size),
+                shape=signed(config.coef_bits))),
+            "occupancy": Out(wiring.Signature({
+                "en": Out(1),
+                "addr": Out(ceil_log2(max(2, config.occupancy_depth))),
+                "data": Out(occupancy_width),
+            })),
+            "activation": Out(lane_write_signature(config)),
+            "pe_writes": Out(pe_write_signature()).array(config.pes),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        host_bus = self.bus
+        address = data.View(bus.ADDRESS_LAYOUT, host_bus.addr)
+        region = address.region
+        index = address.index
+        writing = Signal()
+        m.d.comb += writing.eq(host_bus.w_en & ~self.busy)
+
+        # Wide words (descriptors, occupancy) arrive as 32-bit chunks; the last commits.
+        descriptor_width = isa.descriptor_layout(config).size
+        occupancy_width = isa.occupancy_layout(config).size
+        descriptor_chunks = bus.chunks_of(descriptor_width)
+        occupancy_chunks = bus.chunks_of(occupancy_width)
+        staged = Signal(32 * max(descriptor_chunks, occupancy_chunks))
+        for what, width in ((bus.Region.DESCRIPTORS, descriptor_width),
+                            (bus.Region.OCCUPANCY, occupancy_width)):
+            chunks = bus.chunks_of(width)
+            if chunks > 1:
+                chunk = index[:bus.chunk_bits(width)]
+                with m.If(writing & (region == what) & (chunk < chunks - 1)):
+                    with m.Switch(chunk):
+                        for c in range(chunks - 1):
+                            with m.Case(c):
+                                m.d.sync += staged[32 * c:32 * (c + 1)].eq(host_bus.w_data)
+        descriptor_chunk = index[:bus.chunk_bits(descriptor_width)] if descriptor_chunks > 1 else 0
+        occupancy_chunk = index[:bus.chunk_bits(occupancy_width)] if occupancy_chunks > 1 else 0
+        lane_bits = isa.lane_bits(config)
+        m.d.comb += [
+            self.descriptors.addr.eq(index >> bus.chunk_bits(descriptor_width)),
+            self.descriptors.data.eq(Cat(staged[:32 * (descriptor_chunks - 1)], host_bus.w_data)),
+            self.descriptors.en.eq(writing & (region == bus.Region.DESCRIPTORS)
+                                   & (descriptor_chunk == descriptor_chunks - 1)),
+            self.occupancy.addr.eq(index >> bus.chunk_bits(occupancy_width)),
+            self.occupancy.data.eq(Cat(staged[:32 * (occupancy_chunks - 1)], host_bus.w_data)),
+            self.occupancy.en.eq(writing & (region == bus.Region.OCCUPANCY)
+                                 & (occupancy_chunk == occupancy_chunks - 1)),
+            self.codebook.addr.eq(index),
+            self.codebook.data.eq(host_bus.w_data),
+            self.codebook.en.eq(writing & (region == bus.Region.CODEBOOK)),
+            self.activation.en.eq(writing & (region == bus.Region.ACTIVATIONS)),
+            self.activation.addr.eq(index >> lane_bits),
+            self.activation.lane.eq(index[:max(1, lane_bits)]),
+            self.activation.value.eq(host_bus.w_data[:config.act_bits]),
+        ]
+
+        self._pe_writes(m, region, address.pe, index)
+
+        registers_write = host_bus.w_en & (region == bus.Region.REGISTERS)
+        with m.If(registers_write & (index == bus.Register.LAYER_COUNT) & ~self.busy):
+            m.d.sync += self.layer_count.eq(host_bus.w_data)
+        bus_start = registers_write & (index == bus.Register.CONTROL) & host_bus.w_data[0]
+        # A request is registered before it starts the sequencer: the bus write and the stream's
+        # `last` come from outside (behind a clock-domain crossing on a board), and their decode
+        # would otherwise sit in one cycle with the sequencer's state machine.  `busy` covers the
+        # cycle in between, so the host sees busy the cycle after its write.
+        m.d.sync += self.start.eq(~self.busy & (bus_start | self.stream_start))
+
+        with m.If(self.start):
+            m.d.sync += self.done.eq(0)
+            with m.If(self.layer_count != 0):
+                m.d.sync += self.runs.eq(self.runs + 1)
+        with m.If(self.run_done):
+            m.d.sync += self.done.eq(1)
+        return m
+
+    def _pe_writes(self, m, region, target_pe, index):
+        pes = self._config.pes
+        host_bus = self.bus
+        target = Signal(Target)
+        with m.Switch(region):
+            for what, code in _PER_PE_TARGET.items():
+                with m.Case(what):
+                    m.d.comb += target.eq(code)
+        per_pe_region = Cat(region == what for what in _PER_PE_TARGET).any()
+        # Registered: the decision (the sequencer's busy, the region and PE decode) would
+        # otherwise run to every PE's memory write enables in one cycle, spread over the die.
+        # Nothing reads the PE memories over the bus, so the cycle's delay is invisible.  The
+        # request and the refusal (`busy`, late in the cycle) are registered apart and ANDed
+        # after, per PE.
+        pe_write_addr = Signal.like(index)
+        pe_write_request = Signal(pes)
+        pe_write_refused = Signal()
+        pe_write_en = Signal(pes)
+        pe_write_target = Signal(Target)
+        pe_write_data = Signal.like(host_bus.w_data)
+        m.d.comb += pe_write_en.eq(pe_write_request & ~pe_write_refused.replicate(pes))
+        m.d.sync += [
+            pe_write_request.eq(Cat(host_bus.w_en & per_pe_region & (target_pe == k)
+                                    for k in range(pes))),
+            pe_write_refused.eq(self.busy),
+            pe_write_target.eq(target),
+            pe_write_addr.eq(index),
+            pe_write_data.eq(host_bus.w_data),
+        ]
+        for k, write in enumerate(self.pe_writes):
+            m.d.comb += [
+                write.en.eq(pe_write_en[k]),
+                write.target.eq(pe_write_target),
+                write.addr.eq(pe_write_addr),
+                write.data.eq(pe_write_data),
+            ]
