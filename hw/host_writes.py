@@ -76,6 +76,8 @@ class HostWriteDecoder(wiring.Component):
 
     def __init__(self, config: EngineConfig, *, layer_count: int = 0):
         if not 0 <= layer_count <= config.max_layers:
+            # Refused, so never elaborated: no "created but never used" warning for it.
+            self._MustUse__silence = True
             raise ValueError(f"layer_count {layer_count} is out of range "
                              f"(max_layers {config.max_layers})")
         self._config = config
