@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.sparseforge-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	$(BIN)/python -m pip install --quiet --editable '.[test,sweep]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

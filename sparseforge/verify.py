@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Campaign", "Case", "Mismatch", "case_seed", "engine_config", "random_case",
-           "verify"]
+           "save_reproducer", "verify"]
 
 DEFAULT_PES = (1, 2, 4, 8, 16)
 ACT_BITS = 8
@@ -453,7 +453,9 @@ def save_reproducer(mismatch: Mismatch, root: Path) -> Path:
         sim_command = (f"sparseforge sim {directory / 'program'} --inputs "
                        f"{directory / 'inputs.npy'}")
     for name, array in mismatch.arrays.items():
-        np.save(directory / f"{name}.npy", np.asarray(array))
+        # inputs.npy is the float file sparseforge sim reads; the integers keep their own.
+        np.save(directory / f"{'inputs_int' if name == 'inputs' else name}.npy",
+                np.asarray(array))
     (directory / "case.json").write_text(json.dumps(
         mismatch.to_json() | {"stalls": STALLS if case.stalled else None,
                               "sim_command": sim_command}, indent=1) + "\n")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json
+from .common import fail as _fail
 
 
 def register(verbs) -> None:
@@ -120,7 +121,7 @@ def run(args) -> int:
         if files["data"] is not None:
             train, val, test = load_data(files["data"])
     except (ValueError, TypeError, RayMissing) as error:
-        return fail(str(error))
+        return fail(args, str(error))
     total = len(spec.points())
     console.print(f"sweep: {total} points ({len(spec.boards)} boards x {len(spec.pes)} PE "
                   f"counts x {len(spec.sparsity)} sparsities x {len(spec.weight_bits)} weight "
@@ -134,7 +135,7 @@ def run(args) -> int:
                            out=args.out, train=train, val=val, test=test,
                            retry_failed=args.retry_failed, progress=display.update)
     except (ValueError, TypeError, RayMissing, ConnectionError) as error:
-        return fail(str(error))
+        return fail(args, str(error))
     render(console, result)
     emit_json(args, result.to_json())
     mismatched = [p for p in result.points
@@ -192,7 +193,8 @@ def render(console, result) -> None:
         for point in front:
             table.add_row(*table_row(point))
         if front:
-            console.print(table)
+            # Wide enough for every column when the output goes to a file or a pipe.
+            console.print(table, width=max(console.width, 120))
         else:
             console.print(f"{board}: no point fits")
     for point in result.points:
@@ -211,3 +213,10 @@ def _label(point: dict) -> str:
 
     return Point(point["board"], point["pes"], point["sparsity"], point["weight_bits"],
                  point["seed"]).label
+
+
+def fail(args, message: str) -> int:
+    """``error: ...`` on stderr, exit status 2, and under ``--json`` the one object is
+    ``{"error": ...}``."""
+    emit_json(args, {"error": message})
+    return _fail(message)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json
+from .common import fail as _fail
 
 
 def register(verbs) -> None:
@@ -66,7 +67,7 @@ def run(args) -> int:
     try:
         require({"verilator": "verilator", "icarus": "iverilog"}[args.simulator])
     except ToolNotFoundError as error:
-        return fail(str(error))
+        return fail(args, str(error))
     progress = Progress(TextColumn("[bold]cases"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[rate]}"),
@@ -89,7 +90,7 @@ def run(args) -> int:
                               address=args.address, workers=args.workers, out=args.out,
                               batch=args.batch, only=args.case, progress=update)
     except (ValueError, RayMissing, ConnectionError) as error:
-        return fail(str(error))
+        return fail(args, str(error))
     render(console, campaign)
     emit_json(args, campaign.to_json())
     return 1 if campaign.mismatches else 0
@@ -118,3 +119,10 @@ def render(console, campaign) -> None:
                   f"{campaign.cases_per_second:.1f} cases per second on {campaign.nodes} "
                   f"node(s); bit-exact and cycle-exact checks: {verdict}")
     console.print(f"summary: {campaign.out / 'verify.json'}")
+
+
+def fail(args, message: str) -> int:
+    """``error: ...`` on stderr, exit status 2, and under ``--json`` the one object is
+    ``{"error": ...}``."""
+    emit_json(args, {"error": message})
+    return _fail(message)
