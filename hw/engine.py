@@ -7,7 +7,7 @@ An EIE-style engine (Han et al., ISCA 2016) generated from an :class:`EngineConf
   register files, merged: a layer's input is dead by the time its output is written);
 * the broadcast unit scans it and queues each PE's work (``broadcast.py``);
 * the PEs multiply and accumulate (``pe.py``) with the running layer's codebook
-  (``codebook.py``), the sequencer runs the layers (``sequencer.py``);
+  (``codebook_registers.py``), the sequencer runs the layers (``sequencer.py``);
 * the write-back requantizes the PEs' rows back into the buffer (``writeback_unit.py``);
 * one user at a time has the buffer's port (``activation_ports.py``): the broadcast unit, the
   write-back, the streams (``input_stream.py``, ``output_stream.py``) or the host bus, whose
@@ -31,7 +31,7 @@ from . import ram
 from .activation_buffer import ActivationBuffer
 from .activation_ports import ActivationPorts
 from .broadcast import BroadcastUnit
-from .codebook import CodebookRegisters
+from .codebook_registers import CodebookRegisters
 from .host_reads import HostReadPath
 from .host_writes import HostWriteDecoder
 from .input_stream import InputStream
@@ -88,7 +88,7 @@ class Engine(wiring.Component):
             config, occupancy=None if image is None else image.occupancy)
         processing_elements = self._processing_elements(m)
         m.submodules.codebook_registers = codebook_registers = CodebookRegisters(config)
-        m.submodules.writeback = writeback = WritebackUnit(config)
+        m.submodules.writeback_unit = writeback_unit = WritebackUnit(config)
         m.submodules.host_writes = host_writes = HostWriteDecoder(
             config, layer_count=0 if image is None else int(image.layer_count))
         m.submodules.host_reads = host_reads = HostReadPath(config)
@@ -145,14 +145,15 @@ class Engine(wiring.Component):
 
         # ---- PEs: their queues, codebook, write-back and host writes ------------------------
         wiring.connect(m, sequencer.codebook_write, codebook_registers.write)
-        m.d.comb += [writeback.layer.eq(sequencer.layer), writeback.start.eq(sequencer.writeback),
-                     sequencer.results_valid.eq(writeback.results.valid)]
+        m.d.comb += [writeback_unit.layer.eq(sequencer.layer),
+                     writeback_unit.start.eq(sequencer.writeback),
+                     sequencer.results_valid.eq(writeback_unit.results.valid)]
         for k, pe in enumerate(processing_elements):
             wiring.connect(m, broadcast.queues[k], pe.queue)
             m.d.comb += [broadcast.dequeued[k].eq(pe.dequeued),
                          pe.codebook.eq(codebook_registers.values)]
-            wiring.connect(m, writeback.schedules[k], pe.writeback)
-            wiring.connect(m, pe.readout, writeback.readouts[k])
+            wiring.connect(m, writeback_unit.schedules[k], pe.writeback)
+            wiring.connect(m, pe.readout, writeback_unit.readouts[k])
             wiring.connect(m, host_writes.pe_writes[k], pe.write)
 
         # ---- host bus -----------------------------------------------------------------------
@@ -180,7 +181,7 @@ class Engine(wiring.Component):
         wiring.connect(m, host_writes.activation, activation_ports.host_write)
         wiring.connect(m, host_reads.activations, activation_ports.host_read)
         m.d.comb += [
-            activation_ports.results.eq(writeback.results.payload),
+            activation_ports.results.eq(writeback_unit.results.payload),
             activation_ports.computing.eq(sequencer.busy),
             activation_ports.unloading.eq(unloading),
         ]

@@ -75,7 +75,7 @@ class WritebackUnit(wiring.Component):
 
         for first in range(0, pes, PES_PER_SCHEDULE):
             schedule = WritebackSchedule(config)
-            m.submodules[f"schedule{first // PES_PER_SCHEDULE}"] = schedule
+            m.submodules[f"writeback{first // PES_PER_SCHEDULE}"] = schedule
             m.d.comb += [schedule.start.eq(self.start), schedule.rows.eq(layer_rows),
                          schedule.bias_base.eq(bias_base)]
             served = self.schedules[first:first + PES_PER_SCHEDULE]

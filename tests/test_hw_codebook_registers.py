@@ -1,5 +1,5 @@
-"""hw/codebook.py: a codebook write lands in its register two cycles after it is offered
-(registered first), and no other register changes."""
+"""hw/codebook_registers.py: a codebook write lands in its register two cycles after it is
+offered (registered first), and no other register changes."""
 
 import random
 
@@ -7,7 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from sparseforge.compiler.config import EngineConfig
-from sparseforge.hw.codebook import CodebookRegisters
+from sparseforge.hw.codebook_registers import CodebookRegisters
 
 
 @pytest.mark.parametrize("code_bits,coef_bits", [(2, 8), (4, 8), (4, 16)])
