@@ -60,10 +60,10 @@ def small_config(*, pes, lanes, fifo_depth, link_registers, features):
 
 
 def longest_stall(config):
-    """Cycles the unit may go without a push while every queue is empty: from ``start`` to
-    the first group offered (six cycles; two more through the link registers), then a cycle
-    for each group no PE has work in."""
-    return 6 + 2 * config.link_registers + ceil_div(config.max_features, config.scan_lanes)
+    """Cycles the unit may go, while every queue is empty and it is not idle, without
+    fetching a group or queueing one: from its last fetch to idle when no PE has work in the
+    last groups (six cycles; two more through the link registers)."""
+    return 6 + 2 * config.link_registers
 
 
 class BroadcastContract(Elaboratable):
@@ -98,9 +98,10 @@ class BroadcastContract(Elaboratable):
                                 "idle with the chosen group not delivered")]
 
         # ---- no stall while every queue has room (a lost credit would stall it) ------------
+        # Progress is a group fetched or queued.
         stalled = Signal(range(self.stall_limit + 1))
-        with m.If(scan.started & ~unit.idle & all_empty
-                  & ~Cat(port.valid for port in unit.queues).any()):
+        progress = unit.activations.en | Cat(port.valid for port in unit.queues).any()
+        with m.If(scan.started & ~unit.idle & all_empty & ~progress):
             m.d.sync += stalled.eq(stalled + 1)
         with m.Else():
             m.d.sync += stalled.eq(0)

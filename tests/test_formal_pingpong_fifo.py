@@ -30,7 +30,7 @@ from sparseforge.hw.pingpong_fifo import PingPongFIFO
 from tests.formal import FormalFailure, check, sby_available
 
 pytestmark = [pytest.mark.formal,
-              pytest.mark.skipif(not sby_available(), reason="yowasp-sby or yices-smt2 not installed")]
+              pytest.mark.skipif(not sby_available(), reason="yowasp-sby or yices not installed")]
 
 WIDTH = 1
 
