@@ -193,7 +193,7 @@ class Mismatch:
     pes: int
     seed: int
     index: int
-    kind: str             # outputs | cycles | golden | compile | simulator
+    kind: str             # outputs | cycles | golden | compile | simulator | error
     detail: str
     case_seed: int
     arrays: dict = field(default_factory=dict, repr=False, compare=False)
@@ -309,6 +309,15 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
             "pid": os.getpid()}
 
 
+def _crashed(pes: int, indices: list[int], seed: int, error) -> dict:
+    cause = getattr(error, "cause", None) or error
+    detail = f"the batch's task failed: {type(cause).__name__}: {cause}"[:2000]
+    return {"pes": pes, "cases": len(indices), "seconds": 0.0, "simulated_seconds": 0.0,
+            "node": None,
+            "mismatches": [Mismatch(random_case(seed, pes, i).name, pes, seed, i, "error",
+                                    detail, case_seed(seed, pes, i)) for i in indices]}
+
+
 # ---- the campaign -------------------------------------------------------------------------
 
 @dataclass
@@ -403,16 +412,22 @@ def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", 
     done = 0
     with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(_run_batch)
-        waiting = [task.remote(n, seed, chunk, simulator, str(simulators_dir))
-                   for n, chunk in order]
+        submitted = {task.remote(n, seed, chunk, simulator, str(simulators_dir)): (n, chunk)
+                     for n, chunk in order}
+        waiting = list(submitted)
         if progress:
             progress(0, total, 0)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
-            outcome = ray.get(ready[0])
+            try:
+                outcome = ray.get(ready[0])
+            except ray.exceptions.RayError as error:
+                # A batch that crashed past Ray's retries: its cases count as failed checks.
+                outcome = _crashed(*submitted[ready[0]], seed, error)
             done += outcome["cases"]
             mismatches += outcome["mismatches"]
-            nodes.add(outcome["node"])
+            if outcome["node"] is not None:
+                nodes.add(outcome["node"])
             figures = per_engine[outcome["pes"]]
             figures["cases"] += outcome["cases"]
             figures["seconds"] += outcome["seconds"]
