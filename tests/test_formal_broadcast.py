@@ -26,10 +26,15 @@ It asserts, for any such run:
 * the unit does not stall while every queue is empty: a credit lost would leave a group
   waiting for room that every queue has.
 
+The unit's credits are not a port; their conservation (queued + on the way + free ==
+``fifo_depth``) shows at the ports as its two halves: a credit too many would send a group
+into a full queue, a credit too few would (once they run out) stall the unit with every
+queue empty.
+
 The unit's state is looked at only through its ports, so k-induction cannot close (a stalled
-PE lets an unreachable inner state wait unseen); the proof is bounded to ``BOUND`` cycles from
-reset, long enough for the host's writes, a whole scan and its end on the configurations
-below.
+PE lets an unreachable inner state wait unseen); the proof is bounded, to the cycles from
+reset given with each configuration in ``CASES``: the covers show a whole scan of every group
+ending within them, also after a full queue.
 """
 
 from types import SimpleNamespace
@@ -269,8 +274,9 @@ class BroadcastContract(Elaboratable):
         return chosen
 
 
-# (pes, lanes, fifo_depth, link_registers, features) and the BMC bound: a whole scan of every
-# group ends by cycle 14 (20 through the link registers; 10 with two lanes), see the covers.
+# (pes, lanes, fifo_depth, link_registers, features) and the BMC bound.  The covers find a whole
+# scan of every group for one PE ending at cycle 14, 20, 12 and 15 (one cycle later after a full
+# queue); each cycle more doubles the solver's time, about.
 CASES = {
     "2pe-1lane-nolink": ((2, 1, 2, False, 4), 20),
     "2pe-1lane-link": ((2, 1, 2, True, 4), 22),
@@ -291,7 +297,7 @@ def test_broadcast_keeps_credits_and_groups(case, tmp_path):
     check(BroadcastContract(config_of(case)), tmp_path, mode="bmc", depth=CASES[case][1])
 
 
-@pytest.mark.parametrize("case", ["2pe-1lane-nolink", "4pe-2lane-fifo3-link"])
+@pytest.mark.parametrize("case", CASES)
 def test_broadcast_contract_reaches_the_scan_end(case, tmp_path):
     """The bound is not vacuous: a scan of every group, each for the chosen PE, ends within
     it, also after the chosen PE's queue was full (its credits all used)."""
