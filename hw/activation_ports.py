@@ -1,10 +1,10 @@
 """Who uses the activation buffer's one port in each cycle.
 
 The activation buffer (``activation_buffer.py``) is single-ported: one read of a whole word or
-one lane-masked write per cycle.  Its users never collide by construction of the engine's
-phases -- the input stream and the host while idle, the broadcast unit's reads while computing,
-the write-back's writes after the broadcast unit is done, the output stream after the run -- so
-the choice here is a fixed priority, with writes before reads:
+one lane-masked write per cycle.  The engine's phases keep its users mostly apart -- the input
+stream and the host while idle, the broadcast unit's reads while computing, the write-back's
+writes after the broadcast unit is done, the output stream after the run -- and where two ask in
+one cycle (the host and the input stream, say) a fixed priority decides, writes before reads:
 
 * writes: the write-back (whole words, the shared requantizers' results), the input stream and
   the host (one lane each);

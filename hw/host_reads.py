@@ -2,8 +2,9 @@
 after ``r_en``.
 
 A read answers with the register (``bus.Register``), the cycle counter at the end of a layer
-(``bus.Region.CYCLES``) or one activation (``bus.Region.ACTIVATIONS``, read from the activation
-buffer's word); any other region reads 0.  The answer comes a fixed ``bus.READ_LATENCY`` = 4
+(``bus.Region.CYCLES``) or one activation (``bus.Region.ACTIVATIONS``, a lane of the activation
+buffer's word, which the host reads only while the engine neither computes nor streams its
+outputs); any other region reads 0.  The answer comes a fixed ``bus.READ_LATENCY`` = 4
 cycles later whatever was read, so that a master needs no handshake.
 """
 

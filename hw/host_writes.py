@@ -71,7 +71,7 @@ class HostWriteDecoder(wiring.Component):
     activation : Out(``lane_write_signature``); a write of one activation
         (``isa.activation_index``).
     pe_writes : Out(``pe_write_signature``) per PE; a cycle after the bus write, to the
-        addressed PE only.
+        addressed PE only (refused if the engine was busy in the cycle of the bus write).
     """
 
     def __init__(self, config: EngineConfig, *, layer_count: int = 0):
