@@ -94,6 +94,8 @@ def local_ray():
     ray.shutdown()
 
 
+# Slow: the Verilator build of the engine is most of its two minutes on two busy cores.
+@pytest.mark.slow
 @pytest.mark.cocotb
 def test_campaign_is_bit_and_cycle_exact_on_one_shared_build(local_ray, tmp_path):
     if "verilator" not in available_simulators():
