@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Failure", "Point", "ResultStore", "SweepResult", "SweepSpec", "SweepStatus",
+__all__ = ["Failure", "Point", "headline", "ResultStore", "SweepResult", "SweepSpec", "SweepStatus",
            "pareto_front", "sweep"]
 
 STORE = "results.jsonl"
@@ -876,12 +876,25 @@ def write_report(result: SweepResult) -> None:
     if failed:
         lines += ["## Failed points", ""]
         for p in failed:
-            lines.append(f"- {_label(p)}: {p['stage']}: {p['reason'].splitlines()[0]}")
+            lines.append(f"- {_label(p)}: {p['stage']}: {headline(p['reason'])}")
         lines.append("")
     result.report = out / "report.md"
     result.report.write_text("\n".join(lines))
     (out / "sweep.json").write_text(json.dumps(result.to_json(), indent=1, default=_plain)
                                     + "\n")
+
+
+def headline(reason: str) -> str:
+    """The line of a failure's reason worth a table row: a tool's ERROR line when the reason
+    ends with a log (the first line of a failed build only says the tool's exit status)."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    errors = [line for line in lines if line.startswith("ERROR")]
+    if errors:
+        return f"{lines[0]} {errors[-1]}"
+    # "does not fit ...:" is followed by the shortfalls; the first says the most.
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def _label(p: dict) -> str:

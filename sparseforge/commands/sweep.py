@@ -180,7 +180,7 @@ def render(console, result) -> None:
     from rich import box
     from rich.table import Table
 
-    from sparseforge.sweep import COLUMNS, table_row
+    from sparseforge.sweep import COLUMNS, headline, table_row
 
     for board, front in result.pareto().items():
         count = sum(p["board"] == board for p in result.points)
@@ -199,9 +199,8 @@ def render(console, result) -> None:
             console.print(f"{board}: no point fits")
     for point in result.points:
         if point["status"] != "ok":
-            reason = point["reason"].strip().splitlines()
             console.print(f"[yellow]failed[/yellow] {_label(point)}: {point['stage']}: "
-                          f"{reason[0] if reason else ''}")
+                          f"{headline(point['reason'])}")
     console.print(f"{len(result.records)} points: {result.computed} computed, {result.cached} "
                   f"from the store, {result.failed} failed; {result.seconds:.1f} s")
     console.print(f"store: {result.store}; report: {result.report}"
