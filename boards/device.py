@@ -6,14 +6,24 @@ seconds, and ``byte_seconds``, a byte's time on the wire): :class:`SerialTranspo
 (pyserial), or the simulated UART of the board simulation (``boards/benches/board_bench.py``), so
 the same code is tested end to end without a board.
 
-Every command gets a fresh sequence number.  When a reply is lost or damaged the command is sent
-again with the *same* number: the device executes reads again and answers a repeated write, run
-or reset from its cache, so nothing runs twice.  A command that still gets no good reply after
-``retries`` attempts raises :class:`LinkError`.
+A ``Device`` first CONNECTs with a random session number, which every side-effecting request
+then carries: the board refuses a request of any other session, and its reply cache starts
+empty, so one host session is never answered from another's.  Every command gets a fresh
+sequence number.  When a reply is lost or damaged the command is sent again with the *same*
+number and bytes: the device executes reads again and answers a repeated write, run or reset
+from its cache (keyed by session, sequence number, opcode and the frame's CRC), so nothing runs
+twice.  A command that still gets no good reply after ``retries`` attempts raises
+:class:`LinkError`; a reply of the wrong length for its command is refused at once.
+
+:meth:`Device.load` writes an image, every word acknowledged, then seals it with its identity
+(``protocol.image_identity``) and reads that back; a RUN on a board whose image is partial
+(a load cut short) is refused by the board itself, and :meth:`Device.require_image` refuses a
+board that holds another image than the program's.
 """
 
 from __future__ import annotations
 
+import random
 import struct
 import time
 from dataclasses import dataclass
@@ -21,9 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparseforge.compiler import bus, isa
+from sparseforge.compiler.errors import UserError
 
 from .protocol import (
+    INFO_LAYOUT,
     MAX_PAYLOAD,
+    SESSIONED,
     Frame,
     Opcode,
     ProtocolError,
@@ -31,23 +44,44 @@ from .protocol import (
     Status,
     decode_frame,
     encode_frame,
+    image_identity,
+    reply_length,
 )
 
-__all__ = ["Device", "DeviceInfo", "LinkError", "DeviceError", "SerialTransport",
-           "find_serial_port"]
+__all__ = ["Device", "DeviceInfo", "LinkError", "DeviceError", "ImageMismatch",
+           "SerialTransport", "find_serial_port"]
 
 
-class LinkError(RuntimeError):
-    """No good reply after every retry: the board is gone, or the line is too noisy."""
+class LinkError(UserError, RuntimeError):
+    """No good reply after every retry (the board is gone, or the line is too noisy), or a
+    reply that cannot belong to the command (another protocol version)."""
 
 
-class DeviceError(RuntimeError):
+# What an error status means to the person who sees it.
+_STATUS_TEXT = {
+    Status.BAD_LENGTH: "the request's length or a count was refused",
+    Status.UNKNOWN: "the board does not know this command (an older bitstream?)",
+    Status.BUSY: "the engine is running",
+    Status.STALE: "another host session connected to the board after this one, so the board "
+                  "no longer takes this session's commands",
+    Status.NO_IMAGE: "the board holds no complete image (a load was cut short, or a WRITE "
+                     "came after it): load the program again (`sparseforge run --load`)",
+}
+
+
+class DeviceError(UserError, RuntimeError):
     """The device answered with an error status."""
 
     def __init__(self, opcode: Opcode, status: int):
         self.opcode, self.status = opcode, status
         name = Status(status).name if status in Status._value2member_map_ else hex(status)
-        super().__init__(f"{opcode.name} failed on the device: {name}")
+        reason = _STATUS_TEXT.get(status)
+        super().__init__(f"{opcode.name} failed on the device: {name}"
+                         + (f" ({reason})" if reason else ""))
+
+
+class ImageMismatch(UserError, RuntimeError):
+    """The board holds another image than the program's, or none that is complete."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,16 @@ class DeviceInfo:
     layer_count: int
     max_payload: int
     busy: bool
+    session: int        # the session the board takes side-effecting commands from
+    image: int          # the loaded image's identity; 0: none complete
+
+
+# A WRITE carries the session (2 bytes) and the address (4) before its words; a LOAD_INPUT the
+# session before its values.
+WORDS_PER_WRITE = (MAX_PAYLOAD - 6) // 4
+VALUES_PER_LOAD = (MAX_PAYLOAD - 2) // 2
+# Commands per session, fewer than half the 256 sequence numbers.
+SESSION_COMMANDS = 120
 
 
 class Device:
@@ -70,21 +114,55 @@ class Device:
     transport : the byte pipe (``SerialTransport`` or a simulated one).
     retries : attempts per command before :class:`LinkError`.
     timeout : seconds to wait for a reply beyond the time its bytes take on the wire.
+    rng : where the session and the first sequence number come from (seed it for a
+        reproducible simulation).
     """
 
-    def __init__(self, transport, *, retries: int = 6, timeout: float = 0.25):
+    def __init__(self, transport, *, retries: int = 6, timeout: float = 0.25,
+                 rng: random.Random | None = None):
         self.transport = transport
         self.retries = retries
         self.timeout = timeout
-        self._seq = 0
+        self._rng = rng or random.SystemRandom()
+        self._seq = self._rng.randrange(256)
+        self._since_connect = 0
         self._decoder = SlipDecoder()
-        self.retried = 0            # commands sent more than once (for reports and tests)
+        self.session: int | None = None
+        self.commands = 0           # commands sent (for reports and tests)
+        self.retried = 0            # commands sent more than once
 
     # ---- the protocol -------------------------------------------------------------------------
-    def _transact(self, opcode: Opcode, payload: bytes = b"", *, reply_bytes: int = 0,
+    def connect(self) -> int:
+        """Start a session: a random non-zero number the board takes side-effecting commands
+        from from now on (and its reply cache emptied).  Returns it."""
+        nonce = self._rng.randrange(1, 1 << 16)
+        while nonce == self.session:
+            nonce = self._rng.randrange(1, 1 << 16)
+        self.session = None
+        self._since_connect = 0
+        frame = self._transact(Opcode.CONNECT, struct.pack("<H", nonce))
+        (echo,) = struct.unpack("<H", frame.payload)
+        if echo != nonce:
+            raise LinkError(f"CONNECT: the board answered session {echo:#06x}, not "
+                            f"{nonce:#06x}")
+        self.session = nonce
+        return nonce
+
+    def _transact(self, opcode: Opcode, payload: bytes = b"", *, count: int = 0,
                   extra_seconds: float = 0.0) -> Frame:
-        self._seq = (self._seq + 1) & 0xFF
-        wire = encode_frame(self._seq, opcode, payload)
+        if opcode in SESSIONED:
+            # The board takes a side-effecting command only with a sequence number ahead of
+            # the last one's by less than half the ring (older ones are replays): a session
+            # ends before its numbers come round.
+            if self.session is None or self._since_connect >= SESSION_COMMANDS:
+                self.connect()
+            payload = struct.pack("<H", self.session) + payload
+        expected = reply_length(opcode, count)
+        self._seq = seq = (self._seq + 1) & 0xFF
+        self._since_connect += 1
+        self.commands += 1
+        wire = encode_frame(seq, opcode, payload)
+        reply_bytes = expected
         # Waiting time: the request and the reply on the wire (SLIP may double every byte).
         seconds = (self.timeout + extra_seconds
                    + self.transport.byte_seconds * (len(wire) + 2 * (reply_bytes + 8)))
@@ -102,31 +180,41 @@ class Device:
                     except ProtocolError as error:
                         last_problem = str(error)
                         continue
-                    if frame.seq != self._seq:
+                    if frame.seq != seq:
                         continue                    # a late reply to an earlier command
                     if frame.code == Status.BAD_CRC:
                         last_problem = "the device saw a damaged request"
                         resend = True               # no need to wait out the timeout
                         break
+                    if frame.code == Status.STALE:
+                        self.session = None         # taken over: a new session next time
                     if frame.code != Status.OK:
                         raise DeviceError(opcode, frame.code)
+                    if len(frame.payload) != expected:
+                        # Its CRC was good: not line noise, a device that speaks otherwise.
+                        raise LinkError(f"{opcode.name}: the board's reply has "
+                                        f"{len(frame.payload)} payload bytes, not {expected}: "
+                                        f"it speaks another protocol version (rebuild and "
+                                        f"flash the bitstream)")
                     return frame
         raise LinkError(f"{opcode.name}: {last_problem} after {self.retries} attempts")
 
     # ---- commands -----------------------------------------------------------------------------
     def info(self) -> DeviceInfo:
-        frame = self._transact(Opcode.INFO, reply_bytes=18)
-        engine_id, config, status, layers, capacity = struct.unpack("<IIIIH", frame.payload)
+        frame = self._transact(Opcode.INFO)
+        engine_id, config, status, layers, capacity, session, image = struct.unpack(
+            INFO_LAYOUT, frame.payload)
         if engine_id != bus.ENGINE_ID:
             raise LinkError(f"the device answered with engine id {engine_id:#x}, "
                             f"not sparseforge's {bus.ENGINE_ID:#x}")
         return DeviceInfo(engine_id, config & 0xFF, (config >> 8) & 0xFF, (config >> 16) & 0xFF,
-                          (config >> 24) & 0xFF, layers, capacity, bool(status & 1))
+                          (config >> 24) & 0xFF, layers, capacity, bool(status & 1), session,
+                          image)
 
     def write(self, address: int, words) -> None:
         """Bus writes of ``words`` to consecutive indices from ``address``."""
         words = [int(w) & 0xFFFFFFFF for w in words]
-        per_frame = (MAX_PAYLOAD - 4) // 4
+        per_frame = WORDS_PER_WRITE
         for start in range(0, len(words), per_frame):
             chunk = words[start:start + per_frame]
             self._transact(Opcode.WRITE, struct.pack(f"<I{len(chunk)}I", address + start, *chunk))
@@ -137,13 +225,49 @@ class Device:
         for start in range(0, count, per_frame):
             n = min(per_frame, count - start)
             frame = self._transact(Opcode.READ, struct.pack("<IH", address + start, n),
-                                   reply_bytes=4 * n)
+                                   count=n)
             words += struct.unpack(f"<{n}I", frame.payload)
         return words
 
-    def load_image(self, config, image) -> int:
-        """Write a program image into the engine; returns the number of bus writes."""
-        return self.write_all(isa.image_bus_writes(config, image))
+    def load(self, config, image) -> int:
+        """Write a program image into the engine, every word acknowledged, then seal it with
+        its identity and read that back; returns the number of bus writes.  Cut short (a
+        LinkError), it leaves the board with no complete image, which it refuses to run."""
+        return self.load_writes(isa.image_bus_writes(config, image))
+
+    load_image = load
+
+    def load_writes(self, writes) -> int:
+        """:meth:`load` of an image given as its bus writes (``isa.image_bus_writes``)."""
+        identity = image_identity(writes)
+        count = self.write_all(writes)
+        self.seal(identity)
+        found = self.info().image
+        if found != identity:
+            raise ImageMismatch(f"the board reports image {found:#010x} after loading "
+                                f"{identity:#010x}")
+        return count
+
+    def seal(self, identity: int) -> None:
+        """Tell the board that the words written since its identity was cleared (by the
+        load's first WRITE) are the image ``identity``: it runs again from now on."""
+        if not 0 < identity < 1 << 32:
+            raise ValueError(f"an image identity is a non-zero u32, not {identity}")
+        self._transact(Opcode.SEAL, struct.pack("<I", identity))
+
+    def require_image(self, config, image) -> int:
+        """Refuse a board that does not hold exactly this image, complete; returns its
+        identity."""
+        identity = image_identity(isa.image_bus_writes(config, image))
+        found = self.info().image
+        if found == 0:
+            raise ImageMismatch("the board holds no complete image (a load was cut short, or "
+                                "words were written after it): load the program with --load")
+        if found != identity:
+            raise ImageMismatch(f"the board holds image {found:#010x}, not this program's "
+                                f"{identity:#010x}: flash the program's bitstream, or load it "
+                                f"with --load")
+        return identity
 
     def write_all(self, writes) -> int:
         """Bus writes given as (address, data) rows, sent as runs of consecutive addresses."""
@@ -152,7 +276,7 @@ class Device:
         while start < len(writes):
             end = start + 1
             while (end < len(writes) and writes[end, 0] == writes[end - 1, 0] + 1
-                   and end - start < (MAX_PAYLOAD - 4) // 4):
+                   and end - start < WORDS_PER_WRITE):
                 end += 1
             self.write(int(writes[start, 0]), writes[start:end, 1])
             start = end
@@ -160,26 +284,24 @@ class Device:
 
     def load_input(self, values) -> None:
         values = [int(v) for v in values]
-        if not values or len(values) > MAX_PAYLOAD // 2:
-            raise ValueError(f"an input must have 1 to {MAX_PAYLOAD // 2} values, "
+        if not values or len(values) > VALUES_PER_LOAD:
+            raise ValueError(f"an input must have 1 to {VALUES_PER_LOAD} values, "
                              f"not {len(values)}")
         self._transact(Opcode.LOAD_INPUT, struct.pack(f"<{len(values)}h", *values))
 
     def run(self, expected_seconds: float = 0.0) -> int:
         """Run the loaded model on the loaded input; returns the run's total cycles."""
-        frame = self._transact(Opcode.RUN, reply_bytes=4, extra_seconds=expected_seconds)
+        frame = self._transact(Opcode.RUN, extra_seconds=expected_seconds)
         return struct.unpack("<I", frame.payload)[0]
 
     def read_output(self, count: int) -> np.ndarray:
-        frame = self._transact(Opcode.READ_OUTPUT, struct.pack("<H", count),
-                               reply_bytes=2 * count)
+        frame = self._transact(Opcode.READ_OUTPUT, struct.pack("<H", count), count=count)
         return np.array(struct.unpack(f"<{count}h", frame.payload), dtype=np.int64)
 
     def read_cycles(self, layers: int) -> list[int]:
         """Cycles each layer of the last run took (the engine records the run's count at the
         end of each layer)."""
-        frame = self._transact(Opcode.READ_CYCLES, struct.pack("<H", layers),
-                               reply_bytes=4 * layers)
+        frame = self._transact(Opcode.READ_CYCLES, struct.pack("<H", layers), count=layers)
         return isa.layer_cycles(struct.unpack(f"<{layers}I", frame.payload))
 
     def runs(self) -> int:
@@ -203,6 +325,7 @@ class SerialTransport:
         import serial
 
         self.serial = serial.Serial(port, baud, timeout=0)
+        self.serial.reset_input_buffer()        # an earlier process's unread replies
         self.byte_seconds = 10.0 / baud
 
     def write(self, data: bytes) -> None:

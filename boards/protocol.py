@@ -13,13 +13,15 @@ the gateware checks).  Other multi-byte fields are little-endian.
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 from amaranth.lib import enum
 
 __all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "Opcode", "Status", "Frame", "ProtocolError",
            "crc16", "slip_encode", "SlipDecoder", "encode_frame", "decode_frame",
-           "MAX_PAYLOAD", "IDEMPOTENT"]
+           "MAX_PAYLOAD", "IDEMPOTENT", "SESSIONED", "reply_length", "INFO_LAYOUT",
+           "image_identity"]
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 
@@ -29,14 +31,18 @@ MAX_PAYLOAD = 256
 
 
 class Opcode(enum.IntEnum, shape=8):
-    INFO = 0x01          # -> id u32, config u32, status u32, layer count u32, max payload u16
-    WRITE = 0x02         # addr u32, data u32 * n: bus writes to index addr, addr+1, ...
+    # "session" is the u16 that CONNECT made current; a side-effecting request carries it first.
+    INFO = 0x01          # -> id, config, status, layer count (u32 each), max payload u16,
+                         #    session u16, image u32
+    WRITE = 0x02         # session, addr u32, data u32 * n: bus writes to addr, addr+1, ...
     READ = 0x03          # addr u32, count u16 -> data u32 * count from index addr, addr+1, ...
-    LOAD_INPUT = 0x04    # value i16 * n: activations 0 .. n-1 (signed, act_bits wide)
-    RUN = 0x05           # -> total cycles u32; runs layer_count layers on the loaded input
+    LOAD_INPUT = 0x04    # session, value i16 * n: activations 0 .. n-1 (act_bits wide)
+    RUN = 0x05           # session -> total cycles u32; runs the loaded image on the input
     READ_OUTPUT = 0x06   # count u16 -> value i16 * count: activations 0 .. count-1
     READ_CYCLES = 0x07   # count u16 -> cycles u32 * count: layers 0 .. count-1 of the last run
-    RESET = 0x08         # clears the engine's state (not the loaded model)
+    RESET = 0x08         # session: clears the engine's state (not the loaded model)
+    CONNECT = 0x09       # session u16 -> session u16: a new session, the reply cache emptied
+    SEAL = 0x0A          # session, image u32: the image loaded since the last WRITE is this one
 
 
 class Status(enum.IntEnum, shape=8):
@@ -45,11 +51,38 @@ class Status(enum.IntEnum, shape=8):
     UNKNOWN = 0x02       # unknown opcode
     BAD_LENGTH = 0x03    # payload length wrong for the opcode, or over MAX_PAYLOAD
     BUSY = 0x04          # the engine is running (or was asked to run with no layers)
+    STALE = 0x05         # a side-effecting request of another session: nothing was executed
+    NO_IMAGE = 0x06      # RUN while no sealed image is loaded (a WRITE since the last SEAL)
 
 
 # Replaying these is harmless, so a retry executes them again; the others (writes, RUN, RESET)
 # are executed once per sequence number and a retry gets the cached reply.
-IDEMPOTENT = frozenset({Opcode.INFO, Opcode.READ, Opcode.READ_OUTPUT, Opcode.READ_CYCLES})
+IDEMPOTENT = frozenset({Opcode.INFO, Opcode.READ, Opcode.READ_OUTPUT, Opcode.READ_CYCLES,
+                        Opcode.CONNECT})
+# The others carry the session first in their payload, and the device refuses them (STALE)
+# unless it is the current one: a frame from an earlier host session never executes.
+SESSIONED = frozenset(Opcode) - IDEMPOTENT
+
+# INFO's reply: the engine's registers 0..3, the bridge's buffer, session and image identity.
+INFO_LAYOUT = "<IIIIHHI"
+
+
+def reply_length(opcode: Opcode, count: int = 0) -> int:
+    """The payload bytes of an OK reply to ``opcode`` (``count``: words or values asked for)."""
+    return {Opcode.INFO: struct.calcsize(INFO_LAYOUT), Opcode.READ: 4 * count,
+            Opcode.RUN: 4, Opcode.READ_OUTPUT: 2 * count, Opcode.READ_CYCLES: 4 * count,
+            Opcode.CONNECT: 2}.get(opcode, 0)
+
+
+def image_identity(writes) -> int:
+    """The identity of an image: CRC-32 over its bus writes ((address, data) rows, as
+    ``isa.image_bus_writes`` lists them), each as two little-endian u32, never 0 (0 is the
+    device's "no image").  The host computes it and seals a loaded image with it; the gateware
+    only stores and reports it."""
+    import numpy as np
+
+    rows = np.asarray(writes, dtype=np.uint64).reshape(-1, 2).astype("<u4")
+    return zlib.crc32(rows.tobytes()) or 1
 
 
 class ProtocolError(RuntimeError):

@@ -2,7 +2,8 @@
 receiver (a checked frame and its buffer), the CRC unit (the host's ``protocol.crc16`` over the
 reply bytes) and the engine (a host-bus memory that answers reads after ``READ_LATENCY`` cycles,
 or through a crossing's idle gaps).  Every command's bus operations and reply, the reply cache
-for retried side-effecting commands, refusals, and replies to damaged frames."""
+for retried side-effecting commands, sessions, the image's seal, refusals, and replies to
+damaged frames."""
 
 import random
 import struct
@@ -20,14 +21,21 @@ MAX_PAYLOAD = 32
 CONTROL = bus.bus_address(bus.Region.REGISTERS, bus.Register.CONTROL)
 TOTAL_CYCLES = bus.bus_address(bus.Region.REGISTERS, bus.Register.TOTAL_CYCLES)
 RUN_CYCLES = 17                     # how long the engine model stays busy after a start
+SESSION = 0x5A17
 
 
 def bad_length(code, length, config):
     """docs/protocol.md, "Commands" (the frame receiver's check, tested on its own)."""
-    return {Op.INFO: length != 0, Op.RUN: length != 0, Op.RESET: length != 0,
-            Op.WRITE: length < 8 or length % 4 != 0, Op.READ: length != 6,
-            Op.LOAD_INPUT: length == 0 or length % 2 or length > 2 * config.max_features,
+    return {Op.INFO: length != 0, Op.RUN: length != 2, Op.RESET: length != 2,
+            Op.CONNECT: length != 2, Op.SEAL: length != 6,
+            Op.WRITE: length < 10 or length % 4 != 2, Op.READ: length != 6,
+            Op.LOAD_INPUT: length < 4 or length % 2 or length > 2 + 2 * config.max_features,
             Op.READ_OUTPUT: length != 2, Op.READ_CYCLES: length != 2}.get(code, False)
+
+
+def sessioned(payload=b"", session=SESSION):
+    """A side-effecting request's payload: its session first."""
+    return struct.pack("<H", session) + payload
 
 
 class Engine:
@@ -115,6 +123,9 @@ class Host:
         ctx.set(frame.length, length)
         ctx.set(frame.payload_length, length - 4)
         ctx.set(frame.bad_length, bad_length(code, length - 4, self.config))
+        ctx.set(frame.crc_field, protocol.crc16(body))
+        ctx.set(frame.session_ok, len(payload) >= 2
+                and struct.unpack("<H", payload[:2])[0] == ctx.get(frame.session))
         ctx.set(frame.overflow, overflow)
         ctx.set(frame.good, good)
         await ctx.tick().until(frame.receiving)
@@ -146,8 +157,8 @@ def replies(wire):
     return frames
 
 
-def simulate(config, testbench, *, crossing=False, seed=0):
-    dut = CommandExecutor(config, MAX_PAYLOAD)
+def simulate(config, testbench, *, crossing=False, seed=0, image_identity=0):
+    dut = CommandExecutor(config, MAX_PAYLOAD, image_identity)
     rng = random.Random(seed)
     engine, host = Engine(dut, crossing, rng), Host(dut, config, rng)
 
@@ -180,8 +191,10 @@ def test_commands_on_the_bus(pes, crossing):
                    for i in range(7)]
 
     async def testbench(ctx, host, engine):
-        payload = one(await host.request(ctx, 1, Op.WRITE,
-                                         struct.pack(f"<I{len(words)}I", base, *words)), 1)
+        payload = one(await host.request(ctx, 0, Op.CONNECT, struct.pack("<H", SESSION)), 0)
+        assert payload == struct.pack("<H", SESSION)
+        payload = one(await host.request(ctx, 1, Op.WRITE, sessioned(
+            struct.pack(f"<I{len(words)}I", base, *words))), 1)
         expected = [(base & ~0x1FFFFF) | ((base + i) & 0x1FFFFF) for i in range(len(words))]
         assert payload == b"" and engine.writes == list(zip(expected, words))
 
@@ -189,7 +202,7 @@ def test_commands_on_the_bus(pes, crossing):
         assert struct.unpack("<3I", payload) == tuple(words[:3])
 
         engine.writes.clear()
-        one(await host.request(ctx, 3, Op.LOAD_INPUT, struct.pack("<7h", *inputs)), 3)
+        one(await host.request(ctx, 3, Op.LOAD_INPUT, sessioned(struct.pack("<7h", *inputs))), 3)
         assert engine.writes == [(a, v & 0xFFFF) for a, v in zip(activations, inputs)]
 
         engine.reads.clear()
@@ -203,18 +216,19 @@ def test_commands_on_the_bus(pes, crossing):
         assert engine.reads == cycles
         assert struct.unpack("<2I", payload) == tuple(engine.read(a) for a in cycles)
 
+        one(await host.request(ctx, 6, Op.SEAL, sessioned(struct.pack("<I", 0xC0FFEE))), 6)
         engine.reads.clear()
-        payload = one(await host.request(ctx, 6, Op.INFO), 6)
+        payload = one(await host.request(ctx, 7, Op.INFO), 7)
         registers = [bus.bus_address(bus.Region.REGISTERS, i) for i in range(4)]
         assert engine.reads == registers
-        assert struct.unpack("<4IH", payload) == (*(engine.read(a) for a in registers),
-                                                  MAX_PAYLOAD)
+        assert struct.unpack(protocol.INFO_LAYOUT, payload) == (
+            *(engine.read(a) for a in registers), MAX_PAYLOAD, SESSION, 0xC0FFEE)
 
-        payload = one(await host.request(ctx, 7, Op.RUN), 7)
+        payload = one(await host.request(ctx, 8, Op.RUN, sessioned()), 8)
         assert engine.runs == 1 and engine.busy == 0
         assert struct.unpack("<I", payload) == (RUN_CYCLES,)
 
-        one(await host.request(ctx, 8, Op.RESET), 8)
+        one(await host.request(ctx, 9, Op.RESET, sessioned()), 9)
         assert engine.resets == 1
 
     simulate(config, testbench, crossing=crossing, seed=pes)
@@ -223,58 +237,122 @@ def test_commands_on_the_bus(pes, crossing):
 def test_retries_are_answered_from_the_cache():
     config = EngineConfig(pes=4, max_features=12, max_layers=3)
     layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
-    write = struct.pack("<II", layer_count, 2)
+    write = sessioned(struct.pack("<II", layer_count, 2))
+    run = sessioned()
 
     async def testbench(ctx, host, engine):
+        one(await host.request(ctx, 1, Op.CONNECT, struct.pack("<H", SESSION)), 1)
         one(await host.request(ctx, 10, Op.WRITE, write), 10)
         one(await host.request(ctx, 10, Op.WRITE, write), 10)      # a retry: not written again
         assert len(engine.writes) == 1
-        first = one(await host.request(ctx, 11, Op.RUN), 11)
-        again = one(await host.request(ctx, 11, Op.RUN), 11)       # not run again, same cycles
+        one(await host.request(ctx, 11, Op.SEAL, sessioned(struct.pack("<I", 7))), 11)
+        first = one(await host.request(ctx, 12, Op.RUN, run), 12)
+        again = one(await host.request(ctx, 12, Op.RUN, run), 12)  # not run again, same cycles
         assert engine.runs == 1 and first == again
+        # A retried CONNECT of the same session keeps the cache.
+        one(await host.request(ctx, 1, Op.CONNECT, struct.pack("<H", SESSION)), 1)
+        one(await host.request(ctx, 12, Op.RUN, run), 12)
+        assert engine.runs == 1
+        # The last sequence number with another opcode, or an older number: a replayed frame,
+        # refused unexecuted (item 1: a LOAD_INPUT was answered from a RUN's cached reply).
+        engine.writes.clear()
+        one(await host.request(ctx, 12, Op.LOAD_INPUT, sessioned(struct.pack("<h", 5))), 12,
+            Status.STALE)
+        one(await host.request(ctx, 10, Op.WRITE, write), 10, Status.STALE)
+        one(await host.request(ctx, 140, Op.RUN, run), 140, Status.STALE)   # half a ring on
+        assert engine.writes == [] and engine.runs == 1
         engine.reads.clear()
-        one(await host.request(ctx, 11, Op.READ, struct.pack("<IH", layer_count, 1)), 11)
-        one(await host.request(ctx, 11, Op.READ, struct.pack("<IH", layer_count, 1)), 11)
+        one(await host.request(ctx, 13, Op.READ, struct.pack("<IH", layer_count, 1)), 13)
+        one(await host.request(ctx, 13, Op.READ, struct.pack("<IH", layer_count, 1)), 13)
         assert engine.reads == [layer_count] * 2                    # reads run every time
         # A refusal is cached too: the retry of a refused RUN is refused, even when idle.
         engine.busy = 1000
-        one(await host.request(ctx, 12, Op.RUN), 12, Status.BUSY)
+        one(await host.request(ctx, 14, Op.RUN, run), 14, Status.BUSY)
         engine.busy = 0
-        one(await host.request(ctx, 12, Op.RUN), 12, Status.BUSY)
+        one(await host.request(ctx, 14, Op.RUN, run), 14, Status.BUSY)
         assert engine.runs == 1
-        one(await host.request(ctx, 13, Op.RUN), 13)
+        one(await host.request(ctx, 15, Op.RUN, run), 15)
         assert engine.runs == 2
-        one(await host.request(ctx, 14, Op.RESET), 14)
-        one(await host.request(ctx, 14, Op.RESET), 14)
+        one(await host.request(ctx, 16, Op.RESET, run), 16)
+        one(await host.request(ctx, 16, Op.RESET, run), 16)
         assert engine.resets == 1
+        # Newer numbers run, across the ring's wrap.
+        for seq in (130, 250, 3):
+            one(await host.request(ctx, seq, Op.RUN, run), seq)
+        assert engine.runs == 5
 
     simulate(config, testbench)
+
+
+def test_sessions_and_the_image_seal():
+    config = EngineConfig(pes=4, max_features=12, max_layers=3)
+    layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
+    other = SESSION ^ 0x0101
+
+    async def testbench(ctx, host, engine):
+        # A board built with an image runs it from the start; a session is needed all the same.
+        info = one(await host.request(ctx, 1, Op.INFO), 1)
+        assert struct.unpack(protocol.INFO_LAYOUT, info)[-2:] == (0, 0xABCD1234)
+        one(await host.request(ctx, 2, Op.RUN, sessioned()), 2, Status.STALE)
+        one(await host.request(ctx, 3, Op.CONNECT, struct.pack("<H", SESSION)), 3)
+        one(await host.request(ctx, 4, Op.RUN, sessioned()), 4)
+        assert engine.runs == 1
+        # Session A loads an input and stops before its RUN (item 1).
+        x0 = struct.pack("<2h", 11, -3)
+        one(await host.request(ctx, 5, Op.LOAD_INPUT, sessioned(x0)), 5)
+        # Session B connects: A's requests, a retry of its last too, are refused unexecuted.
+        one(await host.request(ctx, 8, Op.CONNECT, struct.pack("<H", other)), 8)
+        writes = len(engine.writes)
+        one(await host.request(ctx, 5, Op.LOAD_INPUT, sessioned(x0)), 5, Status.STALE)
+        one(await host.request(ctx, 6, Op.RUN, sessioned()), 6, Status.STALE)
+        assert len(engine.writes) == writes and engine.runs == 1
+        # B's command with A's last sequence number is executed, not answered from A's cache.
+        x1 = struct.pack("<2h", 7, 9)
+        one(await host.request(ctx, 5, Op.LOAD_INPUT, sessioned(x1, session=other)), 5)
+        assert [v for _, v in engine.writes[writes:]] == [7, 9]
+        # Half an image: the identity is gone and RUN is refused (item 2).
+        one(await host.request(ctx, 6, Op.WRITE, sessioned(
+            struct.pack("<II", layer_count, 2), session=other)), 6)
+        info = one(await host.request(ctx, 7, Op.INFO), 7)
+        assert struct.unpack(protocol.INFO_LAYOUT, info)[-2:] == (other, 0)
+        one(await host.request(ctx, 8, Op.RUN, sessioned(session=other)), 8, Status.NO_IMAGE)
+        assert engine.runs == 1
+        one(await host.request(ctx, 9, Op.SEAL,
+                               sessioned(struct.pack("<I", 0x5EA1), session=other)), 9)
+        info = one(await host.request(ctx, 10, Op.INFO), 10)
+        assert struct.unpack(protocol.INFO_LAYOUT, info)[-2:] == (other, 0x5EA1)
+        one(await host.request(ctx, 11, Op.RUN, sessioned(session=other)), 11)
+        assert engine.runs == 2
+
+    simulate(config, testbench, image_identity=0xABCD1234)
 
 
 def test_refusals_and_damaged_frames():
     config = EngineConfig(pes=4, max_features=12, max_layers=3)
 
     async def testbench(ctx, host, engine):
+        one(await host.request(ctx, 0, Op.CONNECT, struct.pack("<H", SESSION)), 0)
         one(await host.request(ctx, 1, Op.RUN, b"\x00"), 1, Status.BAD_LENGTH)
-        one(await host.request(ctx, 2, Op.WRITE, bytes(6)), 2, Status.BAD_LENGTH)
-        one(await host.request(ctx, 3, 0x7F), 3, Status.UNKNOWN)
+        one(await host.request(ctx, 2, Op.RUN, sessioned()), 2, Status.NO_IMAGE)
+        one(await host.request(ctx, 3, Op.WRITE, sessioned(bytes(6))), 3, Status.BAD_LENGTH)
+        one(await host.request(ctx, 4, 0x7F), 4, Status.UNKNOWN)
         for count in (0, MAX_PAYLOAD // 4 + 1):
-            one(await host.request(ctx, 4, Op.READ, struct.pack("<IH", 0, count)), 4,
+            one(await host.request(ctx, 5, Op.READ, struct.pack("<IH", 0, count)), 5,
                 Status.BAD_LENGTH)
         for count in (0, config.max_layers + 1):
-            one(await host.request(ctx, 5, Op.READ_CYCLES, struct.pack("<H", count)), 5,
+            one(await host.request(ctx, 6, Op.READ_CYCLES, struct.pack("<H", count)), 6,
                 Status.BAD_LENGTH)
         for count in (0, min(config.max_features, MAX_PAYLOAD // 2) + 1):
-            one(await host.request(ctx, 5, Op.READ_OUTPUT, struct.pack("<H", count)), 5,
+            one(await host.request(ctx, 6, Op.READ_OUTPUT, struct.pack("<H", count)), 6,
                 Status.BAD_LENGTH)
         engine.busy = 1000
-        one(await host.request(ctx, 6, Op.LOAD_INPUT, bytes(4)), 6, Status.BUSY)
+        one(await host.request(ctx, 7, Op.LOAD_INPUT, sessioned(bytes(4))), 7, Status.BUSY)
         engine.busy = 0
         # Damaged frames: an overflow, a bad CRC (4 bytes or more), and short noise (silence).
-        one(await host.request(ctx, 7, Op.INFO, good=False, overflow=True), 7,
+        one(await host.request(ctx, 8, Op.INFO, good=False, overflow=True), 8,
             Status.BAD_LENGTH)
-        one(await host.request(ctx, 8, Op.INFO, good=False), 8, Status.BAD_CRC)
-        assert await host.request(ctx, 9, Op.INFO, good=False, length=3) == []
+        one(await host.request(ctx, 9, Op.INFO, good=False), 9, Status.BAD_CRC)
+        assert await host.request(ctx, 10, Op.INFO, good=False, length=3) == []
         assert engine.writes == [] and engine.runs == 0
 
     simulate(config, testbench)

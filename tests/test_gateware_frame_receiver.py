@@ -5,6 +5,7 @@ lost while busy are flagged; the payload-length check follows docs/protocol.md; 
 ``restart`` start afresh."""
 
 import random
+import struct
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +19,7 @@ from sparseforge.compiler.config import EngineConfig
 
 Op = protocol.Opcode
 MAX_FEATURES = 6
+SESSION = 0xDBC0            # escaped on the wire, both bytes
 
 
 @dataclass
@@ -44,6 +46,7 @@ def simulate(max_payload, testbench):
 
     async def bench(ctx):
         ctx.set(receiver.frame.receiving, 1)
+        ctx.set(receiver.frame.session, SESSION)
         await testbench(ctx, link)
 
     simulator = Simulator(m)
@@ -121,6 +124,9 @@ def test_good_frames_land_in_the_buffer(max_payload):
     rng = random.Random(max_payload)
     requests = [(rng.randrange(256), rng.choice(list(Op) + [0x00, 0xC0]),
                  random_payload(rng, rng.randint(0, max_payload))) for _ in range(12)]
+    # Some start with the session, some with one byte of it.
+    requests += [(1, Op.RUN, struct.pack("<H", SESSION)), (2, Op.RUN, bytes([0xC0, 0xC0])),
+                 (3, Op.WRITE, struct.pack("<H", SESSION) + bytes(4)), (4, Op.RUN, b"\xc0")]
 
     async def testbench(ctx, link):
         for seq, code, payload in requests:
@@ -130,6 +136,10 @@ def test_good_frames_land_in_the_buffer(max_payload):
             assert ctx.get(link.frame.seq) == seq
             assert opcode_flags(ctx, link.frame) == ({Op(code)} if code in set(Op) else set())
             assert ctx.get(link.frame.payload_length) == len(payload)
+            assert ctx.get(link.frame.crc_field) == protocol.crc16(body)
+            session = ctx.get(link.frame.session)
+            assert ctx.get(link.frame.session_ok) == (
+                len(payload) >= 2 and payload[:2] == struct.pack("<H", session))
             assert (await link.buffer(ctx, len(body) + 2))[:len(body)] == body
             await link.restart(ctx)
 
@@ -194,17 +204,18 @@ def test_restart_leaves_an_escape():
 
 
 def bad_length(code, length):
-    """docs/protocol.md, "Commands": the payload lengths each opcode accepts."""
-    if code in (Op.INFO, Op.RUN, Op.RESET):
+    """docs/protocol.md, "Commands": the payload lengths each opcode accepts (a side-effecting
+    request's two session bytes included)."""
+    if code == Op.INFO:
         return length != 0
+    if code in (Op.RUN, Op.RESET, Op.CONNECT, Op.READ_OUTPUT, Op.READ_CYCLES):
+        return length != 2
     if code == Op.WRITE:
-        return length < 8 or length % 4 != 0
-    if code == Op.READ:
+        return length < 10 or length % 4 != 2
+    if code in (Op.READ, Op.SEAL):
         return length != 6
     if code == Op.LOAD_INPUT:
-        return length == 0 or length % 2 != 0 or length > 2 * MAX_FEATURES
-    if code in (Op.READ_OUTPUT, Op.READ_CYCLES):
-        return length != 2
+        return length < 4 or length % 2 != 0 or length > 2 + 2 * MAX_FEATURES
     return False                                         # unknown: answered as such
 
 

@@ -25,7 +25,8 @@ def run_link(config, image, requests, *, timeout=30000):
     whether the engine was busy at any time while it was handled (did it run?)."""
     m = Module()
     m.submodules.engine = engine = Engine(config, image, streams=False)
-    m.submodules.bridge = bridge = LinkBridge(config)
+    identity = protocol.image_identity(isa.image_bus_writes(config, image))
+    m.submodules.bridge = bridge = LinkBridge(config, image_identity=identity)
     wiring.connect(m, bridge.bus, engine.bus)
     m.d.comb += bridge.engine_busy.eq(engine.busy)
     replies, ran = [], []
@@ -57,8 +58,17 @@ def run_link(config, image, requests, *, timeout=30000):
     return replies, ran
 
 
+SESSION = 0x1234
+
+
 def request(seq, opcode, payload=b""):
+    """A request of session SESSION (side-effecting ones carry it)."""
+    if opcode in protocol.SESSIONED:
+        payload = struct.pack("<H", SESSION) + payload
     return protocol.encode_frame(seq, opcode, payload)
+
+
+CONNECT = request(0, Op.CONNECT, struct.pack("<H", SESSION))
 
 
 def make_model(pes, scan_lanes):
@@ -79,16 +89,20 @@ def test_inference_over_the_link(pes, scan_lanes):
     config, layers, image, x = make_model(pes, scan_lanes)
     expected = golden(layers, x[None])[-1][0]
     replies, _ = run_link(config, image, [
+        CONNECT,
         request(1, Op.INFO),
         request(2, Op.LOAD_INPUT, struct.pack(f"<{len(x)}h", *x)),
         request(3, Op.RUN),
         request(4, Op.READ_OUTPUT, struct.pack("<H", len(expected))),
         request(5, Op.READ_CYCLES, struct.pack("<H", 2)),
     ])
+    replies = replies[1:]                                      # after CONNECT's
     assert [r[0].code for r in replies] == [Status.OK] * 5
-    identity, config_word, status, layer_count, capacity = struct.unpack(
-        "<IIIIH", replies[0][0].payload)
-    assert identity == bus.ENGINE_ID and layer_count == 2 and capacity == protocol.MAX_PAYLOAD
+    engine_id, config_word, status, layer_count, capacity, session, image_id = struct.unpack(
+        protocol.INFO_LAYOUT, replies[0][0].payload)
+    assert engine_id == bus.ENGINE_ID and layer_count == 2 and capacity == protocol.MAX_PAYLOAD
+    assert session == SESSION
+    assert image_id == protocol.image_identity(isa.image_bus_writes(config, image))
     assert config_word & 0xFF == config.pes
     (total,) = struct.unpack("<I", replies[2][0].payload)
     outputs = struct.unpack(f"<{len(expected)}h", replies[3][0].payload)
@@ -101,14 +115,15 @@ def test_write_and_read_back_through_registers(model):
     config, _, image, _ = model
     layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
     replies, _ = run_link(config, image, [
+        CONNECT,
         request(1, Op.WRITE, struct.pack("<II", layer_count, 1)),
         request(2, Op.READ, struct.pack("<IH", layer_count, 1)),
         request(3, Op.WRITE, struct.pack("<II", layer_count, 2)),
         request(4, Op.READ, struct.pack("<IH", layer_count, 1)),
     ])
-    assert [r[0].code for r in replies] == [Status.OK] * 4
-    assert struct.unpack("<I", replies[1][0].payload) == (1,)
-    assert struct.unpack("<I", replies[3][0].payload) == (2,)
+    assert [r[0].code for r in replies] == [Status.OK] * 5
+    assert struct.unpack("<I", replies[2][0].payload) == (1,)
+    assert struct.unpack("<I", replies[4][0].payload) == (2,)
 
 
 def test_errors_and_retries(model):
@@ -118,6 +133,7 @@ def test_errors_and_retries(model):
     damaged = bytearray(good)
     damaged[5] ^= 0x10
     replies, ran = run_link(config, image, [
+        CONNECT,
         bytes(damaged),                                        # bad CRC: nothing executed
         request(8, 0x7F),                                      # unknown opcode
         request(9, Op.RUN, b"\x00"),                           # wrong length
@@ -128,6 +144,7 @@ def test_errors_and_retries(model):
         request(12, Op.READ_CYCLES, struct.pack("<H", 1)),
         request(13, Op.READ, struct.pack("<IH", layer_count, 1)),
     ])
+    replies, ran = replies[1:], ran[1:]
     codes = [[r.code for r in reply] for reply in replies]
     assert codes == [[Status.BAD_CRC], [Status.UNKNOWN], [Status.BAD_LENGTH],
                      [Status.BAD_LENGTH], [], [Status.OK], [Status.OK], [Status.OK], [Status.OK]]

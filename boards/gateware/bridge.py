@@ -8,7 +8,8 @@ four parts:
   flipped address bit) can never write a stray memory;
 * the command executor (``command_executor.py``): the state machine that executes the frame's
   command on the engine's host bus, answers a retried side-effecting command from its cache,
-  and produces the reply;
+  refuses one of an earlier host session, holds the loaded image's identity, and produces the
+  reply;
 * the SLIP encoder (``slip.py``): escapes the reply on its way to the UART, as it is produced;
 * one CRC unit (``crc.py``), shared: a frame is received and answered, never both at once.
 """
@@ -34,6 +35,8 @@ class LinkBridge(wiring.Component):
     ----------
     config : the engine's configuration (for activation addressing).
     max_payload : the frame buffer's payload capacity in bytes.
+    image_identity : the identity (``protocol.image_identity``) of the image the engine's
+        memories start with, or 0 for none.
 
     Members
     -------
@@ -48,9 +51,11 @@ class LinkBridge(wiring.Component):
     activity : Out; a frame is being executed or answered (for an LED).
     """
 
-    def __init__(self, config: EngineConfig, max_payload: int = protocol.MAX_PAYLOAD):
+    def __init__(self, config: EngineConfig, max_payload: int = protocol.MAX_PAYLOAD,
+                 image_identity: int = 0):
         self._config = config
         self._max_payload = max_payload
+        self._image_identity = image_identity
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -64,7 +69,8 @@ class LinkBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.receiver = receiver = FrameReceiver(self._config, self._max_payload)
-        m.submodules.executor = executor = CommandExecutor(self._config, self._max_payload)
+        m.submodules.executor = executor = CommandExecutor(self._config, self._max_payload,
+                                                           self._image_identity)
         m.submodules.encoder = encoder = SlipEncoder()
         m.submodules.crc = crc = CRC16()
 

@@ -4,9 +4,16 @@ reply (docs/protocol.md, "Commands" and "Execution"; the bus is ``compiler/bus.p
 One state machine waits for the frame receiver's good frame, checks the request, executes it
 and streams the reply out as it is produced (bus reads go straight to the SLIP encoder):
 
-* A side-effecting command (WRITE, LOAD_INPUT, RUN, RESET) whose sequence number equals the
-  last one's is not executed again: its cached reply is sent, so a retry after a lost reply
-  never runs a command twice.  Reads are simply executed again.
+* A side-effecting command (WRITE, LOAD_INPUT, RUN, RESET, SEAL) carries the session that the
+  last CONNECT made current; one of another session is refused (STALE), unexecuted.  One whose
+  sequence number, opcode and CRC field (so its payload) equal the last one's is not executed
+  again: its cached reply is sent, so a retry after a lost reply never runs a command twice.
+  One with an older sequence number, or the last one's with other contents, is a replayed
+  frame and refused (STALE).  A CONNECT to a new session empties the cache, so a new host
+  session is never answered from an old one's.  Reads are simply executed again.
+* The loaded image's identity: the host writes it last (SEAL), after every word of the image;
+  any WRITE clears it, and RUN is refused (NO_IMAGE) until the next SEAL, so a half-loaded
+  image never runs.  The gateware stores and reports it (INFO), the host computes it.
 * The machine uses a continuation register for its two subroutines, "collect N payload bytes
   into a little-endian word" and "emit N bytes of a word", so each command reads as a short
   sequence.  The steps several states share (collect, emit, reply, the CRC trailer, remember
@@ -14,7 +21,7 @@ and streams the reply out as it is produced (bus reads go straight to the SLIP e
   each.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,6 +47,10 @@ class After(enum.Enum, shape=4):
     RUN_WORD = 6
     CRC = 7
     END = 8
+    CONNECT = 9
+    SEAL = 10
+    ECHO = 11
+    IDENTITY = 12
 
 
 class CommandExecutor(wiring.Component):
@@ -47,6 +58,8 @@ class CommandExecutor(wiring.Component):
     ----------
     config : the engine's configuration (for activation addressing and the count limits).
     max_payload : the frame buffer's payload capacity in bytes.
+    image_identity : the identity of the image the engine's memories start with (0: none),
+        what INFO reports until the first WRITE.
 
     Members
     -------
@@ -61,9 +74,13 @@ class CommandExecutor(wiring.Component):
     engine_reset : Out; one-cycle pulse (the RESET command).
     """
 
-    def __init__(self, config: EngineConfig, max_payload: int = protocol.MAX_PAYLOAD):
+    def __init__(self, config: EngineConfig, max_payload: int = protocol.MAX_PAYLOAD,
+                 image_identity: int = 0):
+        if not 0 <= image_identity < 1 << 32:
+            raise ValueError(f"image_identity must be a u32, not {image_identity}")
         self._config = config
         self._max_payload = max_payload
+        self._image_identity = image_identity
         super().__init__({
             "frame": In(FrameSignature(max_payload + HEADER_AND_CRC)),
             "reply": Out(stream.Signature(data.StructLayout({"byte": 8, "raw": 1}))),
@@ -77,7 +94,8 @@ class CommandExecutor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        r = _Registers(m, self, self._max_payload)
+        r = _Registers(m, self, self._max_payload, self._image_identity)
+        m.d.comb += self.frame.session.eq(r.session)
 
         # The next bus index: +1, except that activation index i is (word << lane_bits | lane)
         # and, when pes is not a power of two, the lane wraps before the field does.
@@ -108,11 +126,11 @@ class CommandExecutor(wiring.Component):
     def _receive_and_check(self, m, r):
         """RECEIVE until the frame's END; CHECK the request."""
         frame = self.frame
-        opcode = frame.opcode
         with m.State("RECEIVE"):
             m.d.comb += frame.receiving.eq(1)
             with m.If(frame.end):
-                m.d.sync += [r.position.eq(2), r.activations.eq(0)]
+                # A side-effecting request's payload begins with its session: skip it.
+                m.d.sync += [r.position.eq(Mux(r.sessioned, 4, 2)), r.activations.eq(0)]
                 with m.If(frame.good):
                     m.next = "CHECK"                # the frame stays in the buffer
                 with m.Else():
@@ -125,9 +143,18 @@ class CommandExecutor(wiring.Component):
 
         with m.State("CHECK"):
             # The request's checks, registered, so that DISPATCH decides on flags.
-            side_effect = opcode.write | opcode.load_input | opcode.run | opcode.reset
+            # The host numbers a session's commands upwards and starts a new session before
+            # 128 of them: an older number (half the ring behind), or the last number with
+            # other contents, is a replayed frame, never executed.
+            same_seq = frame.seq == r.last_seq
+            same_key = same_seq & (frame.crc_field == r.last_crc) & (r.operation == r.last_op)
+            older = (frame.seq - r.last_seq)[7]
             m.d.sync += [
-                r.retry.eq(side_effect & r.last_valid & (frame.seq == r.last_seq)),
+                r.retry.eq(r.sessioned & r.last_valid & same_key),
+                r.stale.eq(r.sessioned & ~frame.bad_length
+                           & (~frame.session_ok | r.last_valid & ~same_key
+                              & (same_seq | older))),
+                r.same_session.eq(frame.session_ok),
                 r.bad_length.eq(frame.bad_length),
             ]
             # Every command starts with the bus idle: a RESET is then taken at once.
@@ -148,6 +175,8 @@ class CommandExecutor(wiring.Component):
                     m.next = "RUN_WAIT"
                 with m.Else():
                     r.reply(r.last_status, After.CRC)
+            with m.Elif(r.stale):
+                r.reply(Status.STALE, After.CRC)
             with m.Elif(opcode.info):
                 with m.If(r.bad_length):
                     r.reply(Status.BAD_LENGTH, After.CRC)
@@ -162,7 +191,9 @@ class CommandExecutor(wiring.Component):
                 with m.Elif(self.engine_busy):
                     r.refuse(Status.BUSY)
                 with m.Else():
-                    m.d.sync += r.items.eq((payload_length >> 2) - 1)
+                    # session (2), address (4), n words: (6 + 4n) >> 2 == n + 1.
+                    m.d.sync += [r.items.eq((payload_length >> 2) - 1),
+                                 r.identity.eq(0), r.sealed.eq(0)]
                     r.collect(4, After.WRITE_ADDRESS)
             with m.Elif(opcode.read):
                 with m.If(r.bad_length):
@@ -175,7 +206,7 @@ class CommandExecutor(wiring.Component):
                 with m.Elif(self.engine_busy):
                     r.refuse(Status.BUSY)
                 with m.Else():
-                    m.d.sync += [r.items.eq(payload_length >> 1), r.activations.eq(1),
+                    m.d.sync += [r.items.eq((payload_length >> 1) - 1), r.activations.eq(1),
                                  r.address.eq(bus.bus_address(bus.Region.ACTIVATIONS, 0))]
                     r.collect(2, After.WRITE_DATA)
             with m.Elif(opcode.run):
@@ -183,6 +214,8 @@ class CommandExecutor(wiring.Component):
                     r.refuse(Status.BAD_LENGTH)
                 with m.Elif(self.engine_busy):
                     r.refuse(Status.BUSY)
+                with m.Elif(~r.sealed):
+                    r.refuse(Status.NO_IMAGE)
                 with m.Else():
                     m.d.sync += [r.address.eq(bus.bus_address(bus.Region.REGISTERS,
                                                               bus.Register.CONTROL)),
@@ -205,6 +238,16 @@ class CommandExecutor(wiring.Component):
                     m.d.comb += self.engine_reset.eq(1)
                     r.remember(Status.OK)
                     r.reply(Status.OK, After.CRC)
+            with m.Elif(opcode.connect):
+                with m.If(r.bad_length):
+                    r.reply(Status.BAD_LENGTH, After.CRC)
+                with m.Else():
+                    r.collect(2, After.CONNECT)
+            with m.Elif(opcode.seal):
+                with m.If(r.bad_length):
+                    r.refuse(Status.BAD_LENGTH)
+                with m.Else():
+                    r.collect(4, After.SEAL)
             with m.Else():
                 r.reply(Status.UNKNOWN, After.CRC)
 
@@ -331,11 +374,25 @@ class CommandExecutor(wiring.Component):
                     with m.If(r.items != 0):
                         m.next = "READ_BUS"
                     with m.Elif(opcode.info):
-                        r.emit(max_payload, 2, After.CRC)
+                        r.emit(Cat(Const(max_payload, 16), r.session), 4, After.IDENTITY)
                     with m.Else():
                         r.trailer()
                 with m.Case(After.RUN_WORD):
                     r.emit(r.word, 4, After.CRC)
+                with m.Case(After.IDENTITY):
+                    r.emit(r.identity, 4, After.CRC)
+                with m.Case(After.CONNECT):
+                    # The current session again is a retried (or replayed) CONNECT: its cache
+                    # stays, or a retry after it could run a command twice.
+                    with m.If(~r.same_session):
+                        m.d.sync += [r.session.eq(r.word), r.last_valid.eq(0)]
+                    r.reply(Status.OK, After.ECHO)
+                with m.Case(After.ECHO):
+                    r.emit(r.word, 2, After.CRC)
+                with m.Case(After.SEAL):
+                    m.d.sync += [r.identity.eq(r.word), r.sealed.eq(1)]
+                    r.remember(Status.OK)
+                    r.reply(Status.OK, After.CRC)
                 with m.Case(After.CRC):
                     r.trailer()
                 with m.Case(After.END):
@@ -346,9 +403,11 @@ class _Registers:
     """The state of the command being executed, and the steps that several states take: each
     sets some of these registers and the next state."""
 
-    def __init__(self, m: Module, executor: CommandExecutor, max_payload: int):
+    def __init__(self, m: Module, executor: CommandExecutor, max_payload: int,
+                 image_identity: int):
         self._m = m
         self._executor = executor
+        opcode = executor.frame.opcode
         capacity = max_payload + HEADER_AND_CRC
         self.position = Signal(range(capacity + 1))      # next payload byte in the buffer
         self.word = Signal(32)                           # collected or to-be-emitted word
@@ -359,12 +418,27 @@ class _Registers:
         self.address = Signal(bus.ADDRESS_BITS)          # every bus access goes here
         self.items = Signal(range(max_payload // 2 + 1))
         self.activations = Signal()                      # address walks activation indices
-        # The last side-effecting command: its sequence number and reply.
+        # The side-effecting opcodes, one flag each: the cache compares them, and they are the
+        # requests that carry a session.
+        self.operation = Cat(opcode.write, opcode.load_input, opcode.run, opcode.reset,
+                             opcode.seal)
+        self.sessioned = self.operation.any()
+        self.session = Signal(16)                        # made current by CONNECT
+        # Kept through resets, as the memories' contents are: set by the bitstream's image,
+        # cleared by a WRITE, set by SEAL.
+        self.identity = Signal(32, init=image_identity, reset_less=True)
+        self.sealed = Signal(init=image_identity != 0, reset_less=True)
+        # The last side-effecting command: its key (sequence number, opcode, CRC field) and
+        # reply.
         self.last_valid = Signal()
         self.last_seq = Signal(8)
+        self.last_op = Signal(len(self.operation))
+        self.last_crc = Signal(16)
         self.last_status = Signal(8)
         self.last_has_word = Signal()
         self.retry = Signal()       # a side-effecting command repeated: answer from the cache
+        self.stale = Signal()       # a side-effecting command of another session, or replayed
+        self.same_session = Signal()  # the payload's first two bytes are the session
         self.bad_length = Signal()  # the payload's length is wrong for the opcode
 
     def collect(self, bytes_, then):
@@ -390,7 +464,9 @@ class _Registers:
 
     def remember(self, code, has_word=0):
         """Cache ``code`` as the reply to this frame's sequence number."""
-        self._m.d.sync += [self.last_valid.eq(1), self.last_seq.eq(self._executor.frame.seq),
+        frame = self._executor.frame
+        self._m.d.sync += [self.last_valid.eq(1), self.last_seq.eq(frame.seq),
+                           self.last_op.eq(self.operation), self.last_crc.eq(frame.crc_field),
                            self.last_status.eq(code), self.last_has_word.eq(has_word)]
 
     def refuse(self, code):

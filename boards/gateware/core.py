@@ -15,6 +15,7 @@ from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSigna
 from amaranth.lib import cdc, wiring
 from amaranth.lib.wiring import In, Out
 
+from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw.engine import Engine
 
@@ -87,7 +88,10 @@ class LinkedEngine(wiring.Component):
         m.submodules.crossing = crossing = BusCrossing("link")
         link_bits = self._clocks_per_bit // LINK_DIVISOR
         to_link = DomainRenamer("link")
-        m.submodules.bridge = bridge = to_link(LinkBridge(self._config, self._max_payload))
+        identity = (0 if self._image is None else protocol.image_identity(
+            isa.image_bus_writes(self._config, self._image)))
+        m.submodules.bridge = bridge = to_link(LinkBridge(self._config, self._max_payload,
+                                                          identity))
         m.submodules.receiver = receiver = to_link(UARTReceiver(link_bits))
         m.submodules.transmitter = transmitter = to_link(UARTTransmitter(link_bits))
         wiring.connect(m, receiver.data, bridge.rx)

@@ -4,14 +4,17 @@ runs (docs/protocol.md, "Frames" and "Execution").
 A frame is unescaped and written into a block RAM while its CRC is computed; its first two
 bytes, the sequence number and the opcode, are kept in registers as they arrive.  At the closing
 END the frame is good when it has at least its four header and CRC bytes, fitted the buffer,
-had no bad escape, lost no byte and its CRC over everything, CRC bytes included, is 0.  A good
-frame stays in the buffer for the command executor, which reads its payload through a
-registered port and tells the receiver when to take the next frame.  Bytes that arrive while
+had no bad escape, lost no byte and its CRC over everything, CRC bytes included, is 0.  The
+frame's last two bytes, its CRC field, are kept as well (the executor's reply cache is keyed by
+them), and a payload's first two bytes are compared with the current session as they arrive
+(a side-effecting request carries its session there).  A good frame stays in the buffer for
+the command executor, which reads its payload through a registered port and tells the receiver
+when to take the next frame.  Bytes that arrive while
 the executor is busy are dropped (the receiver is never back-pressured) and poison the frame
 they belong to: the host sees no good reply and retries.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,6 +50,10 @@ class FrameSignature(wiring.Signature):
         cycle later (a register: the checks on it stay out of the executor's decisions).
     bad_length : Out; the payload's length is wrong for the opcode (from ``payload_length``).
     seq : Out(8); the frame's first byte, its sequence number.
+    crc_field : Out(16); the frame's last two bytes, high byte first: its CRC field, which
+        covers the sequence number, the opcode and the payload.
+    session : In(16); the current session.  session_ok : Out; the payload's first two bytes
+        (little-endian) equal it.
     opcode : Out(one flag per :class:`protocol.Opcode`, named in lower case); decoded from the
         second byte as it arrives, so that the executor tests flags, not 8-bit compares, on its
         paths to the wide address and word registers.
@@ -67,6 +74,9 @@ class FrameSignature(wiring.Signature):
             "payload_length": Out(range(capacity + 1)),
             "bad_length": Out(1),
             "seq": Out(8),
+            "crc_field": Out(16),
+            "session": In(16),
+            "session_ok": Out(1),
             "opcode": Out(wiring.Signature({op.name.lower(): Out(1)
                                             for op in protocol.Opcode})),
             "read_addr": In(range(capacity)),
@@ -150,7 +160,13 @@ class FrameReceiver(wiring.Component):
             with m.Else():
                 m.d.comb += [buffer_w.addr.eq(length), buffer_w.data.eq(byte),
                              buffer_w.en.eq(1), self.crc_byte.eq(byte), self.crc_step.eq(1)]
-                m.d.sync += length.eq(length + 1)
+                m.d.sync += [length.eq(length + 1),
+                             frame.crc_field.eq(Cat(byte, frame.crc_field[:8]))]
+                with m.If(length == 2):
+                    m.d.sync += frame.session_ok.eq(byte == frame.session[:8])
+                with m.If(length == 3):
+                    m.d.sync += frame.session_ok.eq(frame.session_ok
+                                                    & (byte == frame.session[8:]))
                 with m.If(length == 0):
                     m.d.sync += frame.seq.eq(byte)
                 with m.If(length == 1):
@@ -174,12 +190,14 @@ class FrameReceiver(wiring.Component):
         return m
 
     def _bad_length(self, payload_length):
-        """The payload's length is wrong for the opcode (docs/protocol.md, "Commands")."""
+        """The payload's length is wrong for the opcode (docs/protocol.md, "Commands"); the
+        side-effecting ones count their two session bytes."""
         opcode = self.frame.opcode
-        return ((opcode.info | opcode.run | opcode.reset) & (payload_length != 0)
-                | opcode.write & ((payload_length < 8) | (payload_length[:2] != 0))
-                | opcode.read & (payload_length != 6)
+        two = opcode.run | opcode.reset | opcode.connect | opcode.read_output | opcode.read_cycles
+        return (opcode.info & (payload_length != 0)
+                | two & (payload_length != 2)
+                | (opcode.read | opcode.seal) & (payload_length != 6)
+                | opcode.write & ((payload_length < 10) | (payload_length[:2] != 2))
                 | opcode.load_input
-                & ((payload_length == 0) | payload_length[0]
-                   | (payload_length > 2 * self._config.max_features))
-                | (opcode.read_output | opcode.read_cycles) & (payload_length != 2))
+                & ((payload_length < 4) | payload_length[0]
+                   | (payload_length > 2 + 2 * self._config.max_features)))
