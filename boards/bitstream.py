@@ -1,4 +1,4 @@
-"""Run Amaranth's build (Yosys + nextpnr + pack) with the tools :mod:`sparseforge.hw.toolchain` found.
+"""Run Amaranth's build (Yosys + nextpnr + pack) with the tools that `hw.toolchain` found.
 
 Amaranth writes a build script that reads ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ... from the
 environment; we hand it the environment with native tools or their YoWASP builds, run it in a
@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparseforge.compiler.errors import UserError
 from sparseforge.hw import toolchain
 
 from .nextpnr import NextpnrReport, parse_nextpnr_log
@@ -25,7 +26,7 @@ _FAMILY_TOOLS = {
 }
 
 
-class BuildError(RuntimeError):
+class BuildError(UserError, RuntimeError):
     """Synthesis, place and route or packing failed; the message ends with the log's tail."""
 
 

@@ -10,9 +10,13 @@ the bitstream runs at a frequency the design meets; both attempts are in the res
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sparseforge.compiler.errors import InputError
+from sparseforge.compiler.outputs import write_file
 
 from .bitstream import BitstreamBuild, BuildError, build_bitstream
 from .nextpnr import Resource
@@ -20,7 +24,7 @@ from .registry import Board
 from .registry import board as find_board
 from .top import BoardTop, clocking_for
 
-__all__ = ["Build", "build"]
+__all__ = ["Build", "build", "load_record"]
 
 
 @dataclass
@@ -77,8 +81,33 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
                     target_mhz=clocking.frequency_hz / 1e6,
                     utilisation=result.report.resources,
                     seconds=time.monotonic() - started, build_dir=build_dir, attempts=attempts)
-    (build_dir / "build.json").write_text(json.dumps(outcome.to_json(), indent=2))
+    write_file(build_dir / "build.json", json.dumps(_record(outcome, build_dir), indent=2))
     return outcome
+
+
+def _record(outcome: Build, build_dir: Path) -> dict:
+    """``build.json``: its paths relative to its own folder, so that ``flash`` and ``run`` find
+    the bitstream from any working directory, and the folder can be moved."""
+    record = outcome.to_json()
+    home = build_dir.resolve()
+    record["bitstream"] = os.path.relpath(Path(outcome.bitstream).resolve(), home)
+    for attempt in record["attempts"]:
+        attempt["build_dir"] = os.path.relpath(Path(attempt["build_dir"]).resolve(), home)
+    return record
+
+
+def load_record(path) -> dict:
+    """A ``build.json``, its paths made usable from here (relative ones are to its folder)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a readable build record: {error}") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not a build record (a JSON object)")
+    if isinstance(record.get("bitstream"), str):
+        record["bitstream"] = str(path.parent / record["bitstream"])
+    return record
 
 
 def _achieved(target: Board, asked_mhz: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
+from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.parts import Part, part
 
 __all__ = ["Board", "board", "boards", "BOARD_MODULES"]
@@ -79,5 +80,5 @@ def board(name: str) -> Board:
     try:
         return known[name]
     except KeyError:
-        raise ValueError(f"unknown board {name!r}; supported boards: "
+        raise InputError(f"unknown board {name!r}; supported boards: "
                          f"{', '.join(sorted(known))}") from None

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .ir import SUPPORTED_OPS, Graph, Op, OpKind
 
 __all__ = ["UnsupportedLayerError", "capture", "capture_module", "capture_onnx",
            "check_graph"]
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(InputError):
     """A layer the engine cannot run; the message names it and lists what is supported."""
 
     def __init__(self, where: str, kind: str):

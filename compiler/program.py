@@ -18,20 +18,21 @@ On disk a program is a directory (docs/compiler.md):
   lowest chunk first), so no object arrays and no pickle (loaded with ``allow_pickle=False``);
 * ``network.npz`` -- each layer's ``codes_<l>``, ``codebook_<l>``, ``bias_<l>``.
 
-Saving is atomic: files are written to a staging directory and renamed into place, the
-manifest last (and the old manifest removed first), so a reader sees the old program, no
-program, or the new one -- never a mix.  Loading validates everything (format version, array
-kinds and shapes against the configuration, value ranges, pointer order, entries and padding,
-the image against the network) and refuses a bad program with a :class:`ProgramError` naming
-the field.
+Saving writes the whole folder at once (``outputs.write_folder``: a temporary sibling renamed
+into place), together with the files a caller adds (``compile`` adds ``engine.v`` and
+``report.json``), so a reader sees the old program, none, or the new one -- never a mix of two
+runs; the manifest lists every file's SHA-256 (``files``), and loading refuses a folder whose
+files are not the ones its manifest names.  Loading validates everything (format version,
+field types, array kinds and shapes against the configuration, value ranges, pointer order,
+entries and padding, the image against the network) and refuses a bad program with a
+:class:`ProgramError` naming the field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,10 @@ import numpy as np
 from . import bus, configure, isa
 from .config import EngineConfig, check_pes
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
+from .errors import InputError
 from .ir import QuantizedLinear, QuantizedNetwork
 from .numerics import FixedFormat, ceil_div
+from .outputs import write_folder
 
 __all__ = [
     "FORMAT_NAME",
@@ -60,7 +63,7 @@ FORMAT_VERSION = 1
 PROGRAM_FILES = ("image.npz", "network.npz", "engine.json", "program.json")   # manifest last
 
 
-class ProgramError(ValueError):
+class ProgramError(InputError):
     """A program directory or image that cannot be right; the message names the field."""
 
 
@@ -103,7 +106,7 @@ class Program:
 
     def layer_pointers(self, layer: int) -> list[np.ndarray]:
         """Each PE's ``p[0..in]`` of one layer (absolute entry addresses)."""
-        base = sum(l.in_features + 1 for l in self.network.layers[:layer])
+        base = sum(lay.in_features + 1 for lay in self.network.layers[:layer])
         width = self.network.layers[layer].in_features + 1
         return [p[base:base + width] for p in self.image.pointers]
 
@@ -111,10 +114,13 @@ class Program:
         """``pes x in``: entries (padding included) of each PE's column in one layer."""
         return np.stack([np.diff(p) for p in self.layer_pointers(layer)])
 
-    def save(self, directory) -> Path:
-        """Write the program to ``directory`` atomically (see the module docstring).  Other
-        files in the directory are left alone."""
-        return _save(self, Path(directory))
+    def save(self, directory, *, extra: Callable[[Path], None] | None = None) -> Path:
+        """Write the program to ``directory``, whole (see the module docstring): an earlier
+        program there is replaced with everything beside it (its simulation, bitstream and
+        report were of that program); a folder that holds no program is refused.  ``extra``
+        writes more files into the folder before its manifest is sealed."""
+        return write_folder(Path(directory), lambda folder: _write(self, folder, extra),
+                            what="program", replaceable=_is_program)
 
 
 # ---- compiling --------------------------------------------------------------------------------
@@ -185,7 +191,7 @@ def _layer_slices(image: Image, pointer_base: int, in_features: int) -> list[PEC
 
 def _pointer_bases(network: QuantizedNetwork, config: EngineConfig) -> list[int]:
     return [b["pointer_base"] for b in layer_bases(
-        [(l.out_features, l.in_features) for l in network.layers], config.pes,
+        [(lay.out_features, lay.in_features) for lay in network.layers], config.pes,
         config.scan_lanes)]
 
 
@@ -203,7 +209,15 @@ def _unchunked(array: np.ndarray) -> np.ndarray:
                     dtype=object)
 
 
-def _write(program: Program, directory: Path) -> None:
+def _is_program(directory: Path) -> bool:
+    return (directory / "program.json").is_file() or not any(directory.iterdir())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write(program: Program, directory: Path, extra=None) -> None:
     image, network, config = program.image, program.network, program.config
     arrays = {"codebook": image.codebook,
               "occupancy": _chunked(image.occupancy, isa.occupancy_layout(config).size),
@@ -227,33 +241,31 @@ def _write(program: Program, directory: Path) -> None:
             "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz})
     np.savez(directory / "network.npz", **layer_arrays)
     (directory / "engine.json").write_text(config.dumps() + "\n")
+    if extra is not None:
+        extra(directory)
+    files = {path.name: _sha256(path) for path in sorted(directory.iterdir())
+             if path.is_file() and path.name != "program.json"}
     (directory / "program.json").write_text(json.dumps({
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "layer_count": image.layer_count,
-        "board": program.board, "layers": layer_table}, indent=2) + "\n")
+        "board": program.board, "layers": layer_table, "files": files}, indent=2) + "\n")
 
 
-def _save(program: Program, directory: Path) -> Path:
-    if directory.exists() and not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not directory.exists()
-    # Stage next to the target (a new directory) or inside it (an existing one): the same
-    # file system either way, so the renames below are atomic.
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.staging.",
-                                    dir=directory.parent if fresh else directory))
-    try:
-        _write(program, staging)
-        if fresh:
-            os.replace(staging, directory)          # the whole program appears at once
-            return directory
-        manifest = directory / "program.json"
-        if manifest.exists():
-            manifest.unlink()                       # from here on: no program, not a mix
-        for name in PROGRAM_FILES:                  # program.json last
-            os.replace(staging / name, directory / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+def _check_files(manifest: dict, directory: Path) -> None:
+    """The folder's files are the ones its manifest was written with (a program saved by an
+    earlier sparseforge lists none: nothing to check)."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise ProgramError(f"{directory}/program.json: 'files' must be an object, not "
+                           f"{type(files).__name__}")
+    for name, digest in files.items():
+        path = directory / str(name)
+        if not path.is_file():
+            if name in PROGRAM_FILES:
+                raise ProgramError(f"{path} is missing")
+            continue
+        if _sha256(path) != digest:
+            raise ProgramError(f"{path} is not the file this program was saved with (its "
+                               f"SHA-256 differs): compile the program again")
 
 
 # ---- loading and validating -------------------------------------------------------------------
@@ -274,6 +286,7 @@ def load_program(directory) -> Program:
     if manifest.get("version") != FORMAT_VERSION:
         raise ProgramError(f"{manifest_path}: format version {manifest.get('version')!r} is "
                            f"not supported (this sparseforge reads version {FORMAT_VERSION})")
+    _check_files(manifest, directory)
     try:
         config = EngineConfig.from_json(json.loads((directory / "engine.json").read_text()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

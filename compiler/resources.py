@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from . import isa
 from .config import EngineConfig
+from .errors import InputError
 from .parts import Part
 
 __all__ = ["LUT_MODELS", "SPRAM_DEPTH", "SPRAM_WIDTH", "DoesNotFit", "LutModel", "Memory",
@@ -27,7 +28,7 @@ __all__ = ["LUT_MODELS", "SPRAM_DEPTH", "SPRAM_WIDTH", "DoesNotFit", "LutModel",
            "estimate_resources"]
 
 
-class DoesNotFit(ValueError):
+class DoesNotFit(InputError):
     """A model needs more than an engine or a part has; the message lists each shortfall."""
 
 

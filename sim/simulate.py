@@ -101,11 +101,23 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
 
     ``labels`` (optional) gives the accuracy; ``waves`` writes an FST (Verilator) or VCD
     (Icarus) into ``build_dir``; ``input_idle`` / ``output_stall`` inject stalls on the streams.
+    Without ``build_dir`` the simulator is built in a temporary folder that is removed
+    afterwards (kept only for ``waves``, whose file is in it).
     """
     x_int = np.asarray(X, dtype=np.int64) if integer else program.quantize_input(X)
     golden = run_image(program.config, program.image, x_int)
     timings = predict(program, x_int)
+    if build_dir is None and not waves:
+        with tempfile.TemporaryDirectory(prefix="sparseforge-") as scratch:
+            return _simulate(program, x_int, golden, timings, labels, simulator, waves,
+                             Path(scratch), input_idle, output_stall)
     build_dir = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="sparseforge-"))
+    return _simulate(program, x_int, golden, timings, labels, simulator, waves, build_dir,
+                     input_idle, output_stall)
+
+
+def _simulate(program, x_int, golden, timings, labels, simulator, waves, build_dir,
+              input_idle, output_stall) -> Simulation:
     started = time.perf_counter()
     (result,) = run_rtl(program.config, [RtlCase("program", program.image, x_int, golden)],
                         build_dir=build_dir, simulator=simulator, waves=waves,

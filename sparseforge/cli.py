@@ -2,6 +2,10 @@
 
 Every verb takes ``--json`` and then prints exactly one JSON object with its figures on stdout
 (progress and tables go to stderr in that mode), so scripts and CI can read the numbers.
+
+A user's error (``compiler.errors.UserError``: a bad file or value, a missing tool, a board that
+does not answer) is caught here, once: ``error: ...`` on stderr, ``{"error": ...}`` under
+``--json``, exit status 2.  Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ VERBS = ("compress", "compile", "sim", "build", "flash", "run", "report", "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sparseforge import __version__
+    from sparseforge.boards.registry import boards
+
+    from .commands.common import plain_text, tidy_parser
+
     parser = argparse.ArgumentParser(
         prog="sparseforge",
         description="Compress a PyTorch network and run it on a verified sparse engine on an "
                     "open FPGA.")
+    parser.add_argument("--version", action="version", version=f"sparseforge {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         try:
@@ -32,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue        # that stage is not built yet; it is not offered rather than faked
         module.register(verbs)
+        sub = verbs.choices[verb]
+        sub.description = sub.description or plain_text(module.__doc__ or "")
+        tidy_parser(sub, sorted(boards()))
     return parser
 
 
@@ -44,8 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     # imported torch yet.)
     os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
     args = build_parser().parse_args(argv)
+    from sparseforge.compiler.errors import UserError
+    from sparseforge.hw.toolchain import ToolNotFoundError
+
+    from .commands.common import begin, fail
+
+    begin(args)
     try:
         return args.run(args) or 0
+    except (UserError, ToolNotFoundError) as error:
+        return fail(str(error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

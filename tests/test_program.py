@@ -11,6 +11,7 @@ import sparseforge as sf
 from sparseforge.compiler import isa
 from sparseforge.compiler import program as program_module
 from sparseforge.compiler.configure import DoesNotFit, derive_config
+from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.program import ProgramError, load_program
 from sparseforge.sim.reference.golden import reference
 from tests.test_golden import random_inputs, random_network
@@ -85,14 +86,43 @@ def test_save_load_round_trip(tmp_path, program):
         assert all(arrays[key].dtype != object for key in arrays.files)
 
 
-def test_saving_over_a_program_keeps_other_files(tmp_path, program, network):
+def test_saving_over_a_program_replaces_the_whole_folder(tmp_path, program, network):
     directory = program.save(tmp_path / "prog")
-    (directory / "engine.v").write_text("// kept\n")
+    (directory / "engine.v").write_text("// the earlier program's\n")
     other = sf.compile(random_network(np.random.default_rng(5), [30, 8], density=0.5), pes=4)
     other.save(directory)
-    assert (directory / "engine.v").read_text() == "// kept\n"
+    assert not (directory / "engine.v").exists()          # it was another program's
     assert load_program(directory).layer_count == 1
-    assert not [p for p in directory.iterdir() if "staging" in p.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prog"]      # no temporary folder
+
+
+def test_a_file_of_another_save_is_refused(tmp_path, program):
+    first = program.save(tmp_path / "a", extra=lambda f: (f / "engine.v").write_text("// a\n"))
+    other = sf.compile(random_network(np.random.default_rng(5), [30, 8], density=0.5), pes=4)
+    second = other.save(tmp_path / "b")
+    (first / "engine.json").write_bytes((second / "engine.json").read_bytes())
+    with pytest.raises(ProgramError, match="a/engine.json is not the file this program was "
+                                           "saved with"):
+        load_program(first)
+    (tmp_path / "a" / "engine.json").unlink()
+    program.save(first, extra=lambda f: (f / "engine.v").write_text("// a\n"))
+    (first / "engine.v").write_text("// another run's\n")
+    with pytest.raises(ProgramError, match="engine.v is not the file"):
+        load_program(first)
+
+
+def test_saving_refuses_what_is_not_a_program_folder(tmp_path, program):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "home")
+    for name, message in (("file", "exists and is not a folder"),
+                          ("home", "does not hold a program: refusing to replace it"),
+                          ("link", "is a symbolic link: refusing")):
+        with pytest.raises(InputError, match=message):
+            program.save(tmp_path / name)
+    assert (tmp_path / "home" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "home", "link"]
 
 
 def test_a_failed_save_leaves_nothing_half_written(tmp_path, program, monkeypatch):
@@ -121,7 +151,13 @@ def test_a_failed_save_leaves_nothing_half_written(tmp_path, program, monkeypatc
 
 @pytest.fixture
 def saved(tmp_path, program):
-    return program.save(tmp_path / "prog")
+    """A saved program whose manifest lists no file hashes (as an earlier sparseforge wrote
+    it), so that the field checks below are reached after a file is rewritten."""
+    directory = program.save(tmp_path / "prog")
+    manifest = json.loads((directory / "program.json").read_text())
+    del manifest["files"]
+    (directory / "program.json").write_text(json.dumps(manifest))
+    return directory
 
 
 def rewrite(path, **changes):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat
 from .accounting import CompressionReport, account
@@ -55,7 +56,7 @@ CHECKED_FIGURES = ("weights", "nnz", "padding", "code_bits", "bias_bits", "dense
                    "compressed_bits", "huffman_bits", "pointer_bits")
 
 
-class CompressedModelError(ValueError):
+class CompressedModelError(InputError):
     """A compressed model file that cannot be right; the message names the field."""
 
 

@@ -1,16 +1,37 @@
 """What every verb shares: the ``--json`` convention and clear failures.
 
 With ``--json`` a verb prints exactly one JSON object on stdout and everything meant for a person
-(tables, progress) goes to stderr; without it, tables go to stdout.
+(tables, progress) goes to stderr; without it, tables go to stdout.  An error is ``error: ...``
+on stderr and, under ``--json``, ``{"error": "..."}`` on stdout unless the verb already printed
+its object (``cli.main`` tells :func:`begin` which verb runs).
+
+Output that is not a terminal gets no colour codes and is not wrapped at 80 columns: a log or a
+pipe keeps each line whole.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import sys
 
 from rich.console import Console
+from rich.text import Text
 
-__all__ = ["add_json_flag", "console_for", "emit_json", "fail"]
+__all__ = ["HelpFormatter", "add_json_flag", "begin", "console_for", "emit_json", "fail",
+           "plain_text", "stderr_console", "tidy_parser"]
+
+# The verb being run, and whether it has printed its JSON object (one per run).
+_state = {"json": False, "emitted": False}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Wide enough for a table or a path on one line when nobody's terminal decides.
+_PIPE_WIDTH = 200
+
+
+def begin(args) -> None:
+    """A verb starts: later errors know whether it runs under ``--json``."""
+    _state.update(json=bool(getattr(args, "json", False)), emitted=False)
 
 
 def add_json_flag(parser) -> None:
@@ -18,17 +39,38 @@ def add_json_flag(parser) -> None:
                         help="print one JSON object with the figures on stdout")
 
 
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=_PIPE_WIDTH, no_color=True, soft_wrap=True)
+
+
 def console_for(args) -> Console:
-    return Console(stderr=bool(getattr(args, "json", False)))
+    return _console(bool(getattr(args, "json", False)))
+
+
+def stderr_console() -> Console:
+    return _console(True)
 
 
 def emit_json(args, payload: dict) -> None:
     if getattr(args, "json", False):
         print(json.dumps(payload, default=_plain))
+        _state["emitted"] = True
 
 
 def fail(message: str, status: int = 2) -> int:
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}")
+    """Report an error (see the module docstring); returns ``status`` for the verb to return."""
+    message = str(message)
+    console = stderr_console()
+    if not sys.stderr.isatty():
+        message = _ANSI.sub("", message)
+    # Not markup: a message may hold brackets ("shape [64, 10]") that rich would eat.
+    console.print(Text("error: ", style="bold red") + Text(message))
+    if _state["json"] and not _state["emitted"]:
+        print(json.dumps({"error": _ANSI.sub("", message)}))
+        _state["emitted"] = True
     return status
 
 
@@ -42,3 +84,46 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+
+
+# ---- --help ----------------------------------------------------------------------------------
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written (paragraphs kept), and every option's static default said once,
+    by argparse, from the default itself (``%(default)s``), never repeated by hand."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default is None or default is argparse.SUPPRESS
+                or isinstance(default, bool) or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+_RST = ((re.compile(r":\w+:`~?([^`]+)`"), r"\1"), (re.compile(r"``([^`]+)``"), r"`\1`"))
+# A hand-written "(default 8)" / "(default: 8)" beside a static default argparse now states.
+_HAND_DEFAULT = re.compile(r"\s*\(default:? [^()]*(\([^()]*\)[^()]*)*\)")
+
+
+def plain_text(text: str) -> str:
+    """A docstring without reStructuredText markup, for a terminal."""
+    for pattern, replacement in _RST:
+        text = pattern.sub(replacement, text)
+    return text.strip()
+
+
+def tidy_parser(parser: argparse.ArgumentParser, boards: list[str]) -> None:
+    """One verb's ``--help``: plain-text description (its one-line help when it has none),
+    defaults said by argparse, and the boards listed where an option takes one."""
+    parser.formatter_class = HelpFormatter
+    parser.description = plain_text(parser.description or "")
+    for action in parser._actions:
+        if not action.help or action.help is argparse.SUPPRESS:
+            continue
+        static = action.default is not None and not isinstance(action.default, bool)
+        if static and action.option_strings:
+            action.help = _HAND_DEFAULT.sub("", action.help)
+        if action.dest == "board" and action.option_strings and "one of" not in action.help:
+            action.help += f"; one of: {', '.join(boards)}"
+            action.metavar = action.metavar or "BOARD"

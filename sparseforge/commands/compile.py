@@ -46,14 +46,20 @@ def run(args) -> int:
                              headroom=args.headroom)
     except (CompressedModelError, ValueError, TypeError) as error:
         return fail(str(error))
-    directory = program.save(args.output)
-    verilog = None
-    if not args.no_verilog:
-        with console.status("generating the engine's Verilog..."):
-            verilog = write_verilog(program, directory)
+    directory = Path(args.output)
+    verilog = None if args.no_verilog else directory / "engine.v"
     payload = summary(program, directory, verilog)
+
+    def extra(folder: Path) -> None:
+        # Written into the program's new folder before it is renamed into place, so that
+        # engine.v and report.json are always this program's.
+        if verilog is not None:
+            with console.status("generating the engine's Verilog..."):
+                write_verilog(program, folder)
+        (folder / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    program.save(directory, extra=extra)
     render(console, program, payload)
-    (Path(directory) / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
     emit_json(args, payload)
     return 0

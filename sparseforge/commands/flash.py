@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .common import add_json_flag, console_for, emit_json, fail
@@ -21,13 +20,14 @@ def register(verbs) -> None:
 
 
 def run(args) -> int:
+    from sparseforge.boards.build import load_record
     from sparseforge.boards.flash import flash, programmer_command
     from sparseforge.hw.toolchain import ToolNotFoundError
 
     console = console_for(args)
     directory = Path(args.program)
     record = directory / "bitstream" / "build.json"
-    built = json.loads(record.read_text()) if record.is_file() else {}
+    built = load_record(record) if record.is_file() else {}
     board = args.board or built.get("board")
     bitstream = Path(args.bitstream or built.get("bitstream", ""))
     if not board or not str(bitstream):

@@ -1,0 +1,21 @@
+"""The one base of the errors a user can cause and fix: a bad file, option or value, a model
+that does not fit, a missing tool, a board that does not answer.
+
+It sits at the bottom of the layers so that every stage can raise it; the command line
+(``sparseforge.cli.main``) catches it once and prints ``error: <message>`` (or, under
+``--json``, ``{"error": "<message>"}``) with exit status 2.  Anything else that escapes a verb
+is a bug and keeps its traceback.  Subclasses keep the built-in base they had as well
+(``ProgramError`` is still a ``ValueError``), so callers that catch those go on working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError", "InputError"]
+
+
+class UserError(Exception):
+    """An error the user can fix; the message names the thing and the value."""
+
+
+class InputError(UserError, ValueError):
+    """A bad value in something the user gave: an option, an input array, a file's field."""
