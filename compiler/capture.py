@@ -32,7 +32,7 @@ class UnsupportedLayerError(InputError):
     """A layer the engine cannot run; the message names it and lists what is supported."""
 
     def __init__(self, where: str, kind: str):
-        super().__init__(f"{where} is a {kind}, which sparseforge cannot run; supported: "
+        super().__init__(f"{where} cannot run on the engine ({kind}); supported: "
                          f"{', '.join(SUPPORTED_OPS)}")
         self.where, self.kind = where, kind
 
@@ -67,6 +67,9 @@ def check_graph(ops, input_size: int, source: str = "") -> Graph:
             weight = op.params["weight"]
             if weight.ndim != 2:
                 raise ValueError(f"Linear {op.name!r}: weight must be 2-D, not {weight.shape}")
+            if 0 in weight.shape:
+                raise InputError(f"Linear {op.name!r} has shape {weight.shape} (out x in): a "
+                                 f"layer without inputs or outputs cannot run")
             if weight.shape[1] != width:
                 raise ValueError(f"Linear {op.name!r} takes {weight.shape[1]} inputs but "
                                  f"{produced_by} gives {width}")
@@ -223,9 +226,9 @@ def _trace(module, name) -> list[Op]:
             continue
         others = set(node.all_input_nodes) - {previous} - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] is not previous or others:
-            raise UnsupportedLayerError(f"{path!r} (not a chain of layers: branches, skip "
-                                        f"connections and parameters used directly are not "
-                                        f"supported)", type(module).__name__)
+            raise UnsupportedLayerError(f"{path!r}", "not a chain of layers: branches, skip "
+                                        "connections and parameters used directly are not "
+                                        "supported")
         if node.op == "call_module":
             ops += _capture(traced.get_submodule(target), f"{where}.{target}" if name
                             else str(target))
@@ -295,6 +298,9 @@ def capture_onnx(path) -> Graph:
         if pending is not None and node.op_type != "Add":
             ops.append(_linear(pending[0], pending[1], None))
             pending = None
+        if node.op_type in ("Gemm", "MatMul") and len(node.input) < 2:
+            raise UnsupportedLayerError(f"ONNX node {name!r}", f"{node.op_type} with "
+                                        f"{len(node.input)} input, no weight")
         if node.op_type == "Gemm":
             if attrs.get("transA", 0):
                 raise UnsupportedLayerError(f"ONNX node {name!r} (Gemm with transA=1)", "Gemm")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
 from .numerics import FixedFormat, requantize
 
 __all__ = ["OpKind", "Op", "Graph", "Linear", "Network", "QuantizedLinear", "QuantizedNetwork",
@@ -254,8 +255,9 @@ class QuantizedNetwork:
                 for index, layer in enumerate(self.layers)]
 
     def quantize_input(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        return self.input_format.quantize(x.reshape(len(x), -1))
+        """Float inputs, batch x features (or batch x any shape of as many values), to the
+        first layer's integers; anything else is refused with an :class:`InputError`."""
+        return self.input_format.quantize(check_inputs(x, self.layers[0].in_features))
 
     def forward(self, x_int: np.ndarray) -> np.ndarray:
         """Integer inputs (batch x in) to integer outputs: the reference semantics."""
@@ -266,3 +268,25 @@ class QuantizedNetwork:
 
     def dequantize_output(self, q) -> np.ndarray:
         return self.output_format.dequantize(q)
+
+def check_inputs(x, features: int) -> np.ndarray:
+    """``x`` as a float matrix of ``features`` columns (each row flattened), or an
+    :class:`InputError` that says what is wrong with it."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"inputs must be numbers, not {array.dtype} values")
+    if array.ndim < 2:
+        raise InputError(f"inputs must be batch x features (2-D or more), not of shape "
+                         f"{array.shape}; one input is x[None]")
+    if array.shape[0] == 0:
+        raise InputError(f"inputs hold no rows (shape {array.shape})")
+    array = array.reshape(len(array), -1).astype(np.float64)
+    if array.shape[1] != features:
+        raise InputError(f"inputs have {array.shape[1]} features per row, the model takes "
+                         f"{features}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise InputError(f"inputs hold NaN or infinite values (first at row {row}, feature "
+                         f"{column}: {array[row, column]})")
+    return array
