@@ -333,6 +333,7 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
         raise ProgramError(f"{directory}/program.json: 'layers' must be a non-empty list")
     layers = []
     for index, entry in enumerate(table):
+        _check_entry(entry, index, directory)
         codes = _array(arrays, f"codes_{index}", where, ndim=2)
         codebook = _array(arrays, f"codebook_{index}", where, ndim=1)
         bias = _array(arrays, f"bias_{index}", where, ndim=1)
@@ -359,6 +360,22 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
         return QuantizedNetwork(tuple(layers))
     except ValueError as error:
         raise ProgramError(f"{where}: {error}") from error
+
+
+def _check_entry(entry, index: int, directory: Path) -> None:
+    """A layer of the manifest, each field of its JSON type (``"relu": "false"`` is not
+    false, and 4.7 is not a width), as the ``.sfm`` loader checks its own."""
+    where = f"{directory}/program.json: layers[{index}]"
+    if not isinstance(entry, dict):
+        raise ProgramError(f"{where} must be an object, not {type(entry).__name__}")
+    if not isinstance(entry.get("name"), str):
+        raise ProgramError(f"{where}.name must be a string, not {entry.get('name')!r}")
+    for key in ("in_features", "out_features", "code_bits", "bias_bits"):
+        value = entry.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ProgramError(f"{where}.{key} must be a positive integer, not {value!r}")
+    if not isinstance(entry.get("relu"), bool):
+        raise ProgramError(f"{where}.relu must be true or false, not {entry.get('relu')!r}")
 
 
 def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: Path) -> Image:

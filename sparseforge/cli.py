@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 
@@ -22,13 +23,23 @@ VERBS = ("compress", "compile", "sim", "build", "flash", "run", "report", "demo"
          "verify", "doctor")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; a usage error under ``--json`` is also one JSON object on stdout."""
+    json_errors = False
+
+    def error(self, message):
+        if _Parser.json_errors:
+            print(json.dumps({"error": f"{self.prog}: {message}"}))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sparseforge import __version__
     from sparseforge.boards.registry import boards
 
     from .commands.common import plain_text, tidy_parser
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sparseforge",
         description="Compress a PyTorch network and run it on a verified sparse engine on an "
                     "open FPGA.")
@@ -56,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     # ATEN_CPU_CAPABILITY keeps theirs.  (torch reads it once, at import: nothing here has
     # imported torch yet.)
     os.environ.setdefault("ATEN_CPU_CAPABILITY", "default")
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from sparseforge.compiler.errors import UserError
     from sparseforge.hw.toolchain import ToolNotFoundError
@@ -70,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing left to say, and nobody to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseforge.compiler.outputs import write_folder
+
 __all__ = [
     "BuildFigures",
     "Plot",
@@ -540,16 +542,20 @@ def write_report(out_dir, *, compressed=None, program, simulation=None, build=No
     rows = summary_rows(ctx)
     layers = _layer_table(ctx)
     title = title or f"sparseforge report: {' -> '.join(_layer_names(program))}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for plot in plots:
-        (out_dir / plot.name).write_bytes(plot.png)
     notes = _notes(ctx)
-    (out_dir / "report.md").write_text(_markdown(title, rows, layers, plots, notes))
-    (out_dir / "summary.json").write_text(json.dumps(
-        _summary_json(ctx, rows, layers, plots), indent=2) + "\n")
-    path = out_dir / "report.html"
-    path.write_text(_html(title, rows, layers, plots, notes))
-    return path
+
+    def fill(folder: Path) -> None:
+        for plot in plots:
+            (folder / plot.name).write_bytes(plot.png)
+        (folder / "report.md").write_text(_markdown(title, rows, layers, plots, notes))
+        (folder / "summary.json").write_text(json.dumps(
+            _summary_json(ctx, rows, layers, plots), indent=2) + "\n")
+        (folder / "report.html").write_text(_html(title, rows, layers, plots, notes))
+
+    # The whole folder at once: no plot of an earlier report beside this one's page.
+    write_folder(out_dir, fill, what="report",
+                 replaceable=lambda folder: (folder / "report.html").is_file())
+    return out_dir / "report.html"
 
 
 def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,

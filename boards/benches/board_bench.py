@@ -19,9 +19,11 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
 from sparseforge.boards.device import Device, DeviceError, LinkError
+
+from .link_faults import Tracker, campaign
 
 CLOCK_NS = 10
 
@@ -150,7 +152,7 @@ def host_session(plan: dict, transport) -> dict:
     info = device.info()
     written = 0
     if plan.get("writes"):
-        written = device.write_all(np.load(plan["writes"]))
+        written = device.load_writes(np.load(plan["writes"]))
     inputs = np.load(plan["inputs"])
     outputs, cycles, failures = [], [], []
     runs_ok = 0
@@ -170,6 +172,13 @@ def host_session(plan: dict, transport) -> dict:
             "written": written}
 
 
+async def watch_runs(dut, tracker: Tracker) -> None:
+    """Every run the engine starts, for the tracker to attribute to a host command."""
+    while True:
+        await RisingEdge(dut.busy)
+        tracker.run_started()
+
+
 @cocotb.test()
 async def host_runtime_over_simulated_uart(dut):
     plan = json.loads(Path(cocotb.plusargs["sf_bench"]).read_text())
@@ -181,6 +190,12 @@ async def host_runtime_over_simulated_uart(dut):
     dut.rst.value = 0
     uart = UartModel(dut, plan["clocks_per_bit"])
     transport = SimulatedTransport(uart)
+    if plan.get("campaign"):
+        tracker = Tracker()
+        cocotb.start_soon(watch_runs(dut, tracker))
+        result = await bridge(campaign)(plan, transport, tracker)
+        Path(plan["results"]).write_text(json.dumps(result))
+        return
     faults = None
     if plan.get("fault_rate"):
         faults = FaultyTransport(transport, random.Random(plan.get("seed", 1)),

@@ -48,6 +48,10 @@ __all__ = [
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "sparseforge-compressed"
+# What a .sfm may unpack to: arrays of codes, masks and floats compress a few times at most,
+# so this many times the file plus a floor for small files is far above any real model.
+MAX_EXPANSION = 64
+MAX_UNPACKED_FLOOR = 16 << 20
 ARRAY_KINDS = ("codes", "bias", "mask", "float_weight", "float_bias")
 # Arrays a file may hold for every layer or for none (older files lack them).
 OPTIONAL_KINDS = ("pruned_weight",)
@@ -190,6 +194,9 @@ def load_compressed(path) -> CompressedModel:
     path = Path(path)
     if not path.is_file():
         raise CompressedModelError(f"{path}: no such compressed model file")
+    # A few kilobytes can declare gigabytes (a "decompression bomb"): what the archive says
+    # it unpacks to is checked before anything is unpacked.
+    limit = MAX_EXPANSION * path.stat().st_size + MAX_UNPACKED_FLOOR
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -197,8 +204,11 @@ def load_compressed(path) -> CompressedModel:
                 if member not in names:
                     raise CompressedModelError(f"{path}: the archive lacks {member} (it holds "
                                                f"{sorted(names)})")
+            _check_unpacked(archive, limit, str(path))
             manifest_bytes = archive.read("manifest.json")
             arrays_bytes = archive.read("arrays.npz")
+        with zipfile.ZipFile(io.BytesIO(arrays_bytes)) as inner:
+            _check_unpacked(inner, limit, f"{path}: arrays.npz")
     except CompressedModelError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
@@ -215,6 +225,14 @@ def load_compressed(path) -> CompressedModel:
         raise CompressedModelError(f"{path}: arrays.npz is damaged or holds arrays that need "
                                    f"pickle (refused): {error}") from error
     return from_parts(manifest, arrays, str(path))
+
+
+def _check_unpacked(archive: zipfile.ZipFile, limit: int, where: str) -> None:
+    declared = sum(info.file_size for info in archive.infolist())
+    if declared > limit:
+        raise CompressedModelError(f"{where} unpacks to {declared:,} bytes, more than the "
+                                   f"{limit:,} a compressed model of this size can hold: "
+                                   f"refused (a damaged or hostile file)")
 
 
 def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
@@ -243,6 +261,9 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
                   f"{'missing ' + ', '.join(missing) if missing else ''}"
                   f"{'; ' if missing and extra else ''}"
                   f"{'unexpected ' + ', '.join(extra) if extra else ''}")
+    provenance = manifest.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise bad(f"manifest 'provenance' must be an object, not {type(provenance).__name__}")
     quantized, shared, masks = [], [], []
     for index, entry in enumerate(entries):
         q, f, m = _layer(index, entry, arrays, bad)
@@ -251,14 +272,10 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
         masks.append(m)
     try:
         network = QuantizedNetwork(tuple(quantized))
-        float_network = Network(tuple(shared), str(manifest.get("provenance", {})
-                                                    .get("source", "")))
+        float_network = Network(tuple(shared), str(provenance.get("source", "")))
     except ValueError as error:
         raise bad(str(error)) from error
     report = _report(manifest.get("report"), network, bad)
-    provenance = manifest.get("provenance", {})
-    if not isinstance(provenance, dict):
-        raise bad(f"manifest 'provenance' must be an object, not {type(provenance).__name__}")
     pruned = None
     if set(arrays) & optional:
         pruned = tuple(_pruned_weight(index, arrays, mask, layer.codes.shape, bad)
@@ -326,6 +343,11 @@ def _layer(index: int, entry, arrays, bad):
     if (not isinstance(codebook, list)
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in codebook)):
         raise bad(f"{where}.codebook must be a list of integers, not {codebook!r}")
+    coef_bits = formats["weight_format"].bits
+    outside = [v for v in codebook if not -(1 << (coef_bits - 1)) <= v < 1 << (coef_bits - 1)]
+    if outside:
+        raise bad(f"{where}.codebook value {outside[0]} does not fit its {coef_bits}-bit "
+                  f"weight format")
     if int(np.count_nonzero(codes)) != entry["nnz"]:
         raise bad(f"{where}.nnz is {entry['nnz']} but codes_{index} holds "
                   f"{int(np.count_nonzero(codes))} nonzeros")

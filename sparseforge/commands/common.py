@@ -19,8 +19,8 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["HelpFormatter", "add_json_flag", "begin", "console_for", "emit_json", "fail",
-           "plain_text", "stderr_console", "tidy_parser"]
+__all__ = ["HelpFormatter", "add_json_flag", "begin", "check_labels", "console_for",
+           "emit_json", "fail", "plain_text", "positive_int", "stderr_console", "tidy_parser"]
 
 # The verb being run, and whether it has printed its JSON object (one per run).
 _state = {"json": False, "emitted": False}
@@ -58,6 +58,40 @@ def emit_json(args, payload: dict) -> None:
     if getattr(args, "json", False):
         print(json.dumps(payload, default=_plain))
         _state["emitted"] = True
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--count 0`` or ``-3`` is a mistake,
+    not "all" or "all but three")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def check_labels(labels, count: int | None, classes: int, where: str):
+    """Labels as a vector of integer classes ``0 .. classes-1``, ``count`` of them when given
+    (more are allowed when a ``--count`` cuts the inputs)."""
+    import numpy as np
+
+    from sparseforge.compiler.errors import InputError
+
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"{where}: labels must be integers (class numbers), not "
+                         f"{labels.dtype} values")
+    if labels.ndim != 1:
+        raise InputError(f"{where}: labels must be a vector, not of shape {labels.shape}")
+    if count is not None and len(labels) != count:
+        raise InputError(f"{where}: {len(labels)} labels for {count} inputs")
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        raise InputError(f"{where}: label {int(labels[outside][0])} is not a class of the "
+                         f"model's {classes} outputs (0 to {classes - 1})")
+    return labels.astype(np.int64)
 
 
 def fail(message: str, status: int = 2) -> int:

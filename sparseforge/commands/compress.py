@@ -93,7 +93,10 @@ def load_state_dict(path: Path) -> dict:
 
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, KeyError,
+            ValueError, IndexError, TypeError) as error:
+        # Not a checkpoint at all (torch's unpickler then fails with whatever byte it met:
+        # "KeyError: 101") or one that needs pickle: either way the user's file, not a bug.
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ValueError(f"{path}: cannot be loaded with torch.load(weights_only=True): it "
                          f"needs pickle (a whole saved module?) or is damaged, and "
@@ -119,6 +122,20 @@ def effective_state(state: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def check_default_data(onnx_path: Path) -> None:
+    """Without ``--data`` the data is the digits (64 features): say so, before any training,
+    when the model takes another width."""
+    from sparseforge.compiler.capture import capture
+    from sparseforge.compiler.errors import InputError
+
+    width = capture(onnx_path).input_size
+    if width != 64:
+        raise InputError(f"{onnx_path} takes {width} inputs, and without --data the data is "
+                         f"the default, scikit-learn's 8x8 digits (64 features): pass --data "
+                         f"with an .npz of x_train, y_train (and x_val, y_val, x_test, y_test) "
+                         f"for this model")
 
 
 def load_data(path: Path | None):
@@ -164,6 +181,8 @@ def run(args) -> int:
             sparsity=args.sparsity, weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
         model = load_model(Path(args.model) if args.model else None, seed=args.seed)
+        if args.data is None and isinstance(model, Path):
+            check_default_data(model)
         train, val, test = load_data(Path(args.data) if args.data else None)
         compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
         path = compressed.save(args.output)

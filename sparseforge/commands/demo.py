@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, positive_int
 
 
 def register(verbs) -> None:
@@ -37,8 +37,8 @@ def register(verbs) -> None:
     parser.add_argument("--pes", type=int, default=8, help="processing elements (default 8)")
     parser.add_argument("--out", default="build/demo", help="output directory (default "
                                                             "build/demo)")
-    parser.add_argument("--count", type=int, help="simulate only the first COUNT test images "
-                                                  "(default: all of them)")
+    parser.add_argument("--count", type=positive_int,
+                        help="simulate only the first COUNT test images (default: all of them)")
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     parser.add_argument("--skip-build", action="store_true",
                         help="stop before the bitstream (no Fmax, latency or resources)")
@@ -74,6 +74,7 @@ def run(args) -> int:
     try:
         board = find_board(args.board)
         check_pes(args.pes, "--pes")
+        _check_fit(args.pes, board)
         _check_tools(args, board)
     except (ValueError, ToolNotFoundError) as error:
         return fail(str(error))
@@ -93,6 +94,17 @@ def run(args) -> int:
     render(console, figures)
     emit_json(args, figures)
     return 0 if figures["bit_exact"] else 1
+
+
+def _check_fit(pes: int, board) -> None:
+    """What can be refused before training: the engine takes a DSP multiplier per PE."""
+    from sparseforge.compiler.errors import InputError
+
+    part = board.part
+    if pes > part.dsps:
+        raise InputError(f"{pes} PEs do not fit the {board.title}: each PE takes a DSP "
+                         f"multiplier and its {part.name} has {part.dsps}; pass --pes "
+                         f"{part.dsps} or fewer")
 
 
 def _check_tools(args, board) -> None:
@@ -133,14 +145,19 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
         lambda c: f"{100 * c.report.sparsity:.1f}% pruned, 4-bit shared weights, "
                   f"{c.report.compression_ratio:.1f}x smaller, "
                   f"{100 * c.report.accuracy_quantized:.2f}% fixed point")
-    compressed.save(out / "digits.sfm")
 
     def compile_program():
         program = sf.compile(compressed, pes=args.pes, board=board.name)
-        directory = program.save(out / "program")
-        verilog = write_verilog(program, directory)
-        (directory / "report.json").write_text(
-            json.dumps(compile_summary(program, directory, verilog), indent=2) + "\n")
+        directory = out / "program"
+
+        def extra(folder):
+            verilog = write_verilog(program, folder)
+            (folder / "report.json").write_text(json.dumps(
+                compile_summary(program, directory, directory / verilog.name), indent=2) + "\n")
+
+        program.save(directory, extra=extra)
+        # Saved once the engine fits: a refused model leaves no file behind.
+        compressed.save(out / "digits.sfm")
         return program
 
     program = stages.run(
@@ -237,7 +254,8 @@ def render(console, figures: dict) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("how it was measured")
-    table.add_row("accuracy, float", percent(figures["accuracy_float"]), "PyTorch, test split")
+    table.add_row("accuracy, float", percent(figures["accuracy_float"]),
+                  "the trained network in float64 NumPy, test split")
     table.add_row("accuracy, compressed", percent(figures["accuracy_compressed"]),
                   "fixed point with the engine's integer arithmetic")
     table.add_row("accuracy, hardware", percent(figures["accuracy_hardware"]),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, check_labels, console_for, emit_json, fail, positive_int
 
 
 def register(verbs) -> None:
@@ -23,7 +23,7 @@ def register(verbs) -> None:
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
     parser.add_argument("--labels", help=".npy of labels, for the accuracy")
-    parser.add_argument("--count", type=int, help="use only the first COUNT inputs")
+    parser.add_argument("--count", type=positive_int, help="use only the first COUNT inputs")
     parser.add_argument("--waves", action="store_true", help="write an FST/VCD waveform")
     parser.add_argument("--build-dir", help="where to build the simulator (default: DIR/sim)")
     add_json_flag(parser)
@@ -42,6 +42,8 @@ def default_inputs(program):
 
 def run(args) -> int:
     import sparseforge as sf
+    from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.ir import check_inputs
     from sparseforge.compiler.program import ProgramError
 
     console = console_for(args)
@@ -52,11 +54,18 @@ def run(args) -> int:
             labels = np.load(args.labels, allow_pickle=False) if args.labels else None
         else:
             x, labels = default_inputs(program)
+        try:
+            x = check_inputs(x, program.in_features)[:args.count]
+        except InputError as error:
+            raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
+        if labels is not None:
+            labels = check_labels(labels, len(x) if not args.count else None,
+                                  program.out_features,
+                                  args.labels or "the digits labels")[:args.count]
+            if len(labels) < len(x):
+                raise InputError(f"{args.labels}: {len(labels)} labels for {len(x)} inputs")
     except (ProgramError, ValueError, OSError) as error:
         return fail(str(error))
-    if args.count:
-        x = x[:args.count]
-        labels = None if labels is None else labels[:args.count]
     build_dir = Path(args.build_dir) if args.build_dir else Path(args.program) / "sim"
     from sparseforge.hw.toolchain import ToolNotFoundError
 
