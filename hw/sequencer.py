@@ -183,6 +183,13 @@ class Sequencer(wiring.Component):
         # `storing` is high exactly in STORE (set on entering it, cleared on leaving).
         m.d.comb += self.result_write.en.eq(self.result_write.storing & self.results_valid)
 
+        # The broadcast unit's start pulse is a flip-flop, high exactly in COMPUTE (set on the
+        # move into it; COMPUTE lasts one cycle): it starts the scan's registers, and a decode
+        # of the state machine in front of them was the UP5K's critical path.
+        broadcast_start = Signal()
+        m.d.sync += broadcast_start.eq(0)
+        m.d.comb += self.broadcast_start.eq(broadcast_start)
+
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):
                 # After reset: a write-back of every accumulator row, results dropped.
@@ -207,6 +214,7 @@ class Sequencer(wiring.Component):
             with m.State("FETCHED"):
                 # The descriptor read of the new index lands this cycle.
                 with m.If(have_codebook):
+                    m.d.sync += broadcast_start.eq(1)
                     m.next = "COMPUTE"
                 with m.Else():
                     m.next = "LOAD"
@@ -216,10 +224,10 @@ class Sequencer(wiring.Component):
                     # A preload for this layer never started (or loaded another): start it.
                     m.d.comb += [load_start.eq(1), load_layer.eq(index)]
                 with m.If(have_codebook):
+                    m.d.sync += broadcast_start.eq(1)
                     m.next = "COMPUTE"
 
             with m.State("COMPUTE"):
-                m.d.comb += self.broadcast_start.eq(1)
                 m.d.sync += [last_result.eq((self.layer.rows << period_bits) - 1),
                              last_layer.eq(index + 1 == self.layer_count)]
                 m.next = "DRAIN"
