@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, positive_int
 
 
 def register(verbs) -> None:
@@ -42,7 +42,7 @@ def register(verbs) -> None:
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
     parser.add_argument("--labels", help=".npy of labels (for --simulate's accuracy)")
-    parser.add_argument("--count", type=int, help="use only the first COUNT inputs")
+    parser.add_argument("--count", type=positive_int, help="use only the first COUNT inputs")
     add_json_flag(parser)
     parser.set_defaults(run=run)
 

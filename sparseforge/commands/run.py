@@ -45,8 +45,12 @@ def run(args) -> int:
         if info.pes != program.config.pes:
             return fail(f"the board's engine has {info.pes} PEs; the program needs "
                         f"{program.config.pes}: flash its bitstream, or compile for it")
+        # Outputs only from this program's image, whole: loaded and sealed now, or already
+        # on the board (its identity is checked, so a half-loaded or other model is refused).
         if args.load:
-            device.load_image(program.config, program.image)
+            device.load(program.config, program.image)
+        else:
+            device.require_image(program.config, program.image)
         started = time.monotonic()
         outputs, cycles = [], []
         for row in program.quantize_input(x):
