@@ -313,12 +313,15 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
                   alpha=0.85, label=f"{before.size:,} kept weights")
         axis.set_title(f"Before sharing: pruned float weights of {layer.name}")
         axis.set_ylabel("weights per bin")
+        _integer_ticks(axis)
     axis = axes[-1]
     width = 0.012 * (high - low + 2 * margin)
     axis.bar(codebook[used], counts[used], width=width, color=ORANGE,
              label=f"{shared.size:,} shared weights")
-    axis.set_title(f"After sharing: weights at each of the {len(used)} used codebook values")
+    axis.set_title(f"After sharing: weights at each of the {len(used)} used codebook values "
+                   f"(centroids, fine-tuned and rounded: some lie where no weight was)")
     axis.set_ylabel("weights")
+    _integer_ticks(axis)
     axis.set_xlabel(f"weight value (real units; codebook in {layer.weight_format.bits}-bit "
                     f"fixed point, step 2^-{layer.weight_format.frac})")
     for axis in axes:
@@ -333,7 +336,11 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
     figure.suptitle(f"Layer {index} ({layer.name}, {out}x{inp}): weight distribution and "
                     f"its {layer.code_bits}-bit codebook", fontweight="bold")
     caption = (f"Layer {layer.name}: the nonzero weights before k-means sharing (top, when "
-               f"the model file holds them) and after (bottom), codebook values dashed.")
+               f"the model file holds them) and after (bottom), codebook values dashed.  A "
+               f"codebook value is its cluster's centroid, then fine-tuned by retraining and "
+               f"rounded to the {layer.weight_format.bits}-bit format, so the shared weights "
+               f"can sit at values no weight had before sharing (between two clumps, or past "
+               f"the largest).")
     return Plot(f"weights_{index}_{_slug(layer.name)}.png", caption, _png(figure))
 
 
@@ -375,10 +382,12 @@ def _pe_load_plot(ctx: _Context) -> Plot:
         axis.bar(pe, entries - nonzero, bottom=nonzero, color=ORANGE, label="padding entries")
         axis.axhline(entries.mean(), color="black", linestyle="--", linewidth=0.9,
                      label=f"mean {entries.mean():.1f}")
-        axis.set_title(f"{layer.name}: entries per PE (max/mean "
-                       f"{entries.max() / max(entries.mean(), 1e-9):.2f})")
+        # Two short lines: one long line per panel ran into its neighbours' with 3+ layers.
+        axis.set_title(f"{layer.name}: entries per PE\n(max/mean "
+                       f"{entries.max() / max(entries.mean(), 1e-9):.2f})", fontsize=9)
         axis.set_xlabel("PE")
         axis.set_ylabel("entries stored")
+        _integer_ticks(axis)
         axis.set_xticks(pe)
         axis.grid(axis="y", alpha=0.3)
         axis.set_ylim(0, 1.45 * max(entries.max(), 1))
@@ -393,9 +402,10 @@ def _pe_load_plot(ctx: _Context) -> Plot:
                           label="min..max over inputs")
             axis.axhline(work.sum(axis=1).mean() / pes, color=PURPLE, linestyle="--",
                          linewidth=0.9, label=f"sum E_k / N = {work.sum(axis=1).mean() / pes:.1f}")
-            axis.set_title(f"{layer.name}: work E_k per PE, {len(work)} inputs")
+            axis.set_title(f"{layer.name}: work E_k per PE\n({len(work)} inputs)", fontsize=9)
             axis.set_xlabel("PE")
             axis.set_ylabel("entries processed per inference")
+            _integer_ticks(axis)
             axis.set_xticks(pe)
             axis.grid(axis="y", alpha=0.3)
             axis.set_ylim(0, 1.45 * max(work.max(), 1))
@@ -423,7 +433,7 @@ def _cycles_plot(ctx: _Context) -> Plot | None:
         return None
     names = _layer_names(ctx.program) + ["total"]
     stack = lambda a: np.append(a, a.sum())     # noqa: E731 - per-layer values and their total
-    scan = stack(_scan_floor(ctx.program) + overhead)
+    scan = stack(_scan_floor(ctx.program))
     limit, bound, overhead, predicted = map(stack, (limit, bound, overhead, predicted))
     series = [("limit ceil(sum E_k / N)", limit, BLUE), ("bound max E_k", bound, GREEN),
               ("cycle model", predicted, PURPLE)]
@@ -439,17 +449,19 @@ def _cycles_plot(ctx: _Context) -> Plot | None:
         if s < 2:       # the cost model's yardsticks plus the stated fixed overhead
             axis.bar(offset, overhead, width, bottom=values, color="white", edgecolor=colour,
                      hatch="//", linewidth=0.8, label="+ fixed overhead" if s == 0 else None)
+            # The label sits on the whole bar, so it names both parts.
+            labels = [f"{v:.0f}+{o:.0f}" for v, o in zip(values, overhead)]
             tops = values + overhead
         else:
-            tops = values
-        for xo, top, value in zip(offset, tops, values):
-            axis.text(xo, top, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
+            labels, tops = [f"{v:.0f}" for v in values], values
+        for xo, top, label in zip(offset, tops, labels):
+            axis.text(xo, top, label, ha="center", va="bottom", fontsize=7)
     axis.hlines(scan, x - 0.45, x + 0.45, colors="black", linestyles=":", linewidth=1.4,
-                label=f"scan floor: an empty layer's cycles (in / "
-                      f"{ctx.program.config.scan_lanes} lane scanned) + overhead")
+                label="scan floor: the cycle model's cycles for an input of zeros")
     axis.set_xticks(x, names)
     axis.set_xlabel("layer")
     axis.set_ylabel("clock cycles per inference (mean)")
+    _integer_ticks(axis)
     source = (f"{count} inputs, RTL on {sim.simulator}" if sim is not None
               else f"{count} inputs, cycle model only (no RTL simulation)")
     axis.set_title(f"Cycles per layer vs the cost model ({source})", fontweight="bold")
@@ -461,8 +473,9 @@ def _cycles_plot(ctx: _Context) -> Plot | None:
     caption = ("Mean cycles per inference per layer: the cost model's limit and bound (hatched: "
                "the cycle model's fixed per-layer overhead on top), the cycle model's prediction"
                + (" and the RTL's cycle counters" if measured is not None else "")
-               + "; dotted: the broadcast unit's scan of every input column, a floor on the "
-                 "compute phase whatever the sparsity.")
+               + "; labels: cost model + fixed overhead.  Dotted: the cycle model's layer for an "
+                 "input of zeros (the sequencer's steps, the scan of every input group and the "
+                 "pipeline fill), a floor whatever the sparsity.")
     return Plot("cycles.png", caption, _png(figure))
 
 
@@ -493,15 +506,24 @@ def _resources_plot(ctx: _Context) -> Plot | None:
 
 
 def _scan_floor(program) -> np.ndarray:
-    """Per layer, the fewest compute cycles the broadcast unit allows: it scans
-    ``ceil(in / scan_lanes)`` groups whatever the sparsity.  Computed by the cycle model
-    (``sim.reference.cycles.simulate_compute``) for the layer with no work at all."""
-    from sparseforge.sim.reference.cycles import simulate_compute
+    """Per layer, the fewest cycles it can take: the cycle model's whole layer (the
+    sequencer's steps and the compute phase, whose scan of the input groups and pipeline fill
+    happen whatever the sparsity) for an input of zeros.  (The fixed overhead is not added on
+    top: the compute phase already holds the pipeline fill it counts.)"""
+    from sparseforge.sim.reference.cycles import layer_timing
 
-    config = program.config
-    return np.array([simulate_compute(config, np.zeros((config.pes, layer.in_features), int),
-                                      np.zeros(layer.in_features, dtype=bool))
-                     for layer in program.network.layers], dtype=float)
+    config, layers = program.config, program.network.layers
+    return np.array([layer_timing(config, np.zeros((config.pes, layer.in_features), int),
+                                  np.zeros(layer.in_features, dtype=bool), layer.out_features,
+                                  layers[index - 1].out_features if index else None).cycles
+                     for index, layer in enumerate(layers)], dtype=float)
+
+
+def _integer_ticks(axis) -> None:
+    """Counts have whole-number ticks (matplotlib picks 0.5 steps for small ranges)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _overheads(program, fixed_overhead) -> np.ndarray:

@@ -503,3 +503,37 @@ def test_an_image_identity_follows_every_word():
     writes = isa.image_bus_writes(config, image).copy()
     writes[5, 1] ^= 1
     assert protocol.image_identity(writes) not in (0, first)
+
+
+# ---- 12: the report ------------------------------------------------------------------------------
+
+def test_12_the_scan_floor_is_below_every_prediction(network):
+    from sparseforge.run_report import _scan_floor
+    from sparseforge.sim.simulate import predict
+
+    program = sf.compile(network, pes=4)
+    x = program.quantize_input(np.random.default_rng(4).normal(size=(20, 64)))
+    x[0] = 0                            # an input of zeros: the first layer at its floor
+    predicted = np.array([[t.cycles for t in row] for row in predict(program, x)])
+    floor = _scan_floor(program)
+    assert np.all(predicted >= floor[None, :])
+    assert predicted[0, 0] == floor[0]
+
+
+def test_12_the_report_plots(tmp_path, network, model_file):
+    from matplotlib.image import imread
+
+    from sparseforge.run_report import write_report
+
+    compressed = sf.load_compressed(model_file)
+    program = sf.compile(compressed, pes=4)
+    html = write_report(tmp_path / "report", compressed=compressed, program=program,
+                        inputs=np.random.default_rng(2).normal(size=(5, 64)))
+    pages = html.read_text()
+    assert "some lie where no weight was" in pages or "no weight had before sharing" in pages
+    assert "float64 NumPy" in pages
+    for png in (tmp_path / "report").glob("*.png"):
+        assert imread(png).shape[0] > 100
+    assert leftovers(tmp_path) == []
+    again = write_report(tmp_path / "report", compressed=compressed, program=program)
+    assert again.is_file() and leftovers(tmp_path) == []

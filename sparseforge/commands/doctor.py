@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
+
+from .common import console_for
 
 REQUIRED = ("verilator", "yosys", "nextpnr-ice40", "icepack")
 
@@ -20,7 +21,7 @@ def register(verbs) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparseforge.hw import toolchain
 
-    console = Console(stderr=args.json)
+    console = console_for(args)
     with console.status("asking each tool for its version (the first YoWASP run compiles "
                         "WebAssembly and takes a while)..."):
         rows = [(tool, tool.version) for tool in toolchain.find_all()]
