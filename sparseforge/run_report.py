@@ -28,6 +28,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,7 +303,7 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
     before, codebook, counts, shared = _weights(ctx, index)
     used = [c for c in range(1, len(codebook)) if counts[c]]
     panels = 2 if before is not None else 1
-    figure = _figure(9.5, 2.9 * panels + 0.5)
+    figure = _figure(9.5, 2.9 * panels + 0.9)
     axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     low = min([codebook[used].min()] + ([before.min()] if before is not None else []))
     high = max([codebook[used].max()] + ([before.max()] if before is not None else []))
@@ -318,8 +319,9 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
     width = 0.012 * (high - low + 2 * margin)
     axis.bar(codebook[used], counts[used], width=width, color=ORANGE,
              label=f"{shared.size:,} shared weights")
-    axis.set_title(f"After sharing: weights at each of the {len(used)} used codebook values "
-                   f"(centroids, fine-tuned and rounded: some lie where no weight was)")
+    distinct = len(np.unique(codebook[used]))
+    axis.set_title(f"After sharing: weights at the {len(used)} used codebook values"
+                   + (f" ({distinct} distinct after rounding)" if distinct < len(used) else ""))
     axis.set_ylabel("weights")
     _integer_ticks(axis)
     axis.set_xlabel(f"weight value (real units; codebook in {layer.weight_format.bits}-bit "
@@ -332,6 +334,14 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
         axis.set_xlim(low - margin, high + margin)
         axis.grid(axis="y", alpha=0.3)
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    # Why the lower panel can show weights where the upper has none: said on the figure.
+    note = (f"A codebook value is its cluster's centroid, fine-tuned by retraining and rounded "
+            f"to the {layer.weight_format.bits}-bit format (step 2^-{layer.weight_format.frac}): "
+            f"it can sit where few or no weights were, and several codes can round to one "
+            f"value.")
+    if before is not None and before.size != shared.size:
+        note += (f"  {before.size - shared.size:,} kept weight(s) ended on the zero code.")
+    figure.supxlabel(textwrap.fill(note, 150), fontsize=7.5, ha="left", x=0.01)
     out, inp = layer.codes.shape
     figure.suptitle(f"Layer {index} ({layer.name}, {out}x{inp}): weight distribution and "
                     f"its {layer.code_bits}-bit codebook", fontweight="bold")
@@ -340,7 +350,7 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
                f"codebook value is its cluster's centroid, then fine-tuned by retraining and "
                f"rounded to the {layer.weight_format.bits}-bit format, so the shared weights "
                f"can sit at values no weight had before sharing (between two clumps, or past "
-               f"the largest).")
+               f"the largest), and several codes can round to one value.")
     return Plot(f"weights_{index}_{_slug(layer.name)}.png", caption, _png(figure))
 
 
