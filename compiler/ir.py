@@ -7,9 +7,11 @@ Three levels, each a frozen dataclass over NumPy arrays:
 * :class:`Network` -- the canonical float network the engine can run: Linear layers with ReLU
   fused in, everything else folded or erased (``compiler/passes.py`` gets there from a Graph).
 * :class:`QuantizedNetwork` -- the integer network that compression produces and the compiler
-  lowers: per layer a code matrix, a fixed-point codebook, an integer bias and formats.  Its
-  :meth:`QuantizedNetwork.forward` is the reference semantics the golden model and the engine
-  must match bit for bit.
+  lowers: per layer a code matrix, a fixed-point codebook, an integer bias and formats, and for
+  a model imported with its own quantization (``compiler/quantized``) a per-row requantization
+  (:class:`RowRequant`: integer multiplier, shift, rounding, and the layer's output range).
+  Its :meth:`QuantizedNetwork.forward` is the reference semantics the golden model and the
+  engine must match bit for bit.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
-from .numerics import FixedFormat, requantize
+from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
 
 __all__ = ["OpKind", "Op", "Graph", "Linear", "Network", "QuantizedLinear", "QuantizedNetwork",
-           "SUPPORTED_OPS"]
+           "RowRequant", "SUPPORTED_OPS"]
 
 
 class OpKind(enum.Enum):
@@ -134,6 +136,61 @@ class Network:
 
 
 @dataclass(frozen=True, eq=False)
+class RowRequant:
+    """A layer's per-row requantization (``numerics.requantize_rows``): row ``i``'s output is
+    ``clamp(((acc_i + bias_i) * multiplier[i] + rounding[i]) >> shift[i], low, high)``, a tie
+    going to the even neighbour where ``half_even[i]``.  ``rounding[i]`` (``0 <= rounding <
+    |multiplier|`` or 0) carries the part of the row's offset finer than one accumulator step
+    (a float bias, a folded BatchNorm); ``low .. high`` is the layer's output range (ReLU
+    included: ``low >= 0``)."""
+    multiplier: np.ndarray
+    shift: np.ndarray
+    rounding: np.ndarray
+    half_even: np.ndarray
+    low: int
+    high: int
+
+    def __post_init__(self):
+        for name, kind in (("multiplier", "iu"), ("shift", "iu"), ("rounding", "iu"),
+                           ("half_even", "b")):
+            array = np.asarray(getattr(self, name))
+            if array.ndim != 1 or array.dtype.kind not in kind:
+                raise ValueError(f"requantization {name} must be a 1-D "
+                                 f"{'boolean' if kind == 'b' else 'integer'} array, not "
+                                 f"{array.dtype} {array.shape}")
+            object.__setattr__(self, name, array.astype(bool if kind == "b" else np.int64))
+        lengths = {name: len(getattr(self, name))
+                   for name in ("multiplier", "shift", "rounding", "half_even")}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"requantization arrays differ in length: {lengths}")
+        if self.shift.size and self.shift.min() < 0:
+            raise ValueError(f"a requantization shift must be >= 0, not {int(self.shift.min())}")
+        if self.rounding.size and self.rounding.min() < 0:
+            raise ValueError(f"a requantization rounding must be >= 0, not "
+                             f"{int(self.rounding.min())}")
+        if not (isinstance(self.low, int) and isinstance(self.high, int)
+                and self.low <= self.high):
+            raise ValueError(f"the output range {self.low!r} .. {self.high!r} is empty or not "
+                             f"integers")
+
+    @classmethod
+    def power_of_two(cls, rows: int, shift: int, low: int, high: int) -> RowRequant:
+        """Today's requantization as rows: every multiplier 1, the layer's shift, half up."""
+        return cls(np.ones(rows, np.int64), np.full(rows, shift, np.int64),
+                   np.where(shift > 0, 1 << max(shift - 1, 0), 0) * np.ones(rows, np.int64),
+                   np.zeros(rows, bool), low, high)
+
+    @property
+    def multiplier_bits(self) -> int:
+        """The signed width of the widest multiplier."""
+        from .numerics import signed_bits
+
+        if not self.multiplier.size:
+            return 2
+        return signed_bits(int(self.multiplier.min()), int(self.multiplier.max()))
+
+
+@dataclass(frozen=True, eq=False)
 class QuantizedLinear:
     """One layer of the integer network.
 
@@ -141,6 +198,11 @@ class QuantizedLinear:
     ``weight_format``); code 0 is the pruned zero and ``codebook[0] == 0``.  ``bias`` is at the
     accumulator's scale, ``2**-(input_format.frac + weight_format.frac)``, saturated to
     ``bias_bits``.  The output is ``requantize(acc + bias, shift)`` in ``output_format``.
+
+    With ``requant`` (a model imported with its own quantization) the output is
+    :class:`RowRequant`'s instead, and the formats may be ``ScaledFormat`` (real scales):
+    ``bias`` is then at the accumulator's scale of each row, ``input scale x the row's weight
+    scale``, and ``weight_format`` is the integer grid's width (``frac`` 0).
     """
     name: str
     codes: np.ndarray
@@ -149,9 +211,10 @@ class QuantizedLinear:
     code_bits: int
     input_format: FixedFormat
     weight_format: FixedFormat
-    output_format: FixedFormat
+    output_format: FixedFormat | ScaledFormat
     bias_bits: int
     relu: bool
+    requant: RowRequant | None = None
 
     def __post_init__(self):
         where = f"layer {self.name}"
@@ -180,7 +243,18 @@ class QuantizedLinear:
             raise ValueError(f"{where}: bias exceeds {self.bias_bits} bits")
         if self.input_format.bits != self.output_format.bits:
             raise ValueError(f"{where}: input and output activations must share one width")
-        if self.shift < 0:
+        if self.requant is not None:
+            bits = self.output_format.bits
+            if len(self.requant.multiplier) != self.codes.shape[0]:
+                raise ValueError(f"{where}: {len(self.requant.multiplier)} requantization rows "
+                                 f"for {self.codes.shape[0]} outputs")
+            if not -(1 << (bits - 1)) <= self.requant.low <= self.requant.high < 1 << (bits - 1):
+                raise ValueError(f"{where}: the output range {self.requant.low} .. "
+                                 f"{self.requant.high} exceeds {bits}-bit activations")
+        elif isinstance(self.input_format, ScaledFormat) or isinstance(self.output_format,
+                                                                        ScaledFormat):
+            raise ValueError(f"{where}: real-scaled formats need a per-row requantization")
+        elif self.shift < 0:
             raise ValueError(f"{where}: output frac {self.output_format.frac} is finer than "
                              f"the accumulator's ({self.accumulator_frac}); shift would be "
                              f"{self.shift}")
@@ -199,8 +273,25 @@ class QuantizedLinear:
 
     @property
     def shift(self) -> int:
-        """The requantize shift from the accumulator's scale to the output format."""
+        """The requantize shift from the accumulator's scale to the output format (with
+        ``requant``: the largest row's)."""
+        if self.requant is not None:
+            return int(self.requant.shift.max(initial=0))
         return self.accumulator_frac - self.output_format.frac
+
+    def row_requant(self) -> RowRequant:
+        """This layer's requantization per row: ``requant``, or the power-of-two case (every
+        multiplier 1, the layer's shift, half up, the activation width's range, from 0 with
+        ReLU)."""
+        if self.requant is not None:
+            if self.relu and self.requant.low < 0:
+                return RowRequant(self.requant.multiplier, self.requant.shift,
+                                  self.requant.rounding, self.requant.half_even, 0,
+                                  max(self.requant.high, 0))
+            return self.requant
+        fmt = self.output_format
+        return RowRequant.power_of_two(self.out_features, self.shift,
+                                       0 if self.relu else fmt.min, fmt.max)
 
     @property
     def weights(self) -> np.ndarray:
@@ -213,7 +304,9 @@ class QuantizedLinear:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         acc = np.asarray(x, dtype=np.int64) @ self.weights.T
-        return requantize(acc, self.bias, self.shift, self.output_format.bits, self.relu)
+        rows = self.row_requant()
+        return requantize_rows(acc, self.bias, rows.multiplier, rows.shift, rows.low,
+                               rows.high, rounding=rows.rounding, half_even=rows.half_even)
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,13 +339,19 @@ class QuantizedNetwork:
 
     def accumulator_bounds(self) -> list[int]:
         """Per layer, the largest |accumulator| any input can produce, rounding constant
-        included: what ``acc_bits`` must hold (inputs after a ReLU layer are non-negative)."""
-        from .numerics import accumulator_bound
-
-        return [accumulator_bound(layer.weights, layer.bias, layer.input_format.bits,
-                                  nonnegative_inputs=index > 0 and self.layers[index - 1].relu)
-                + (1 << max(0, layer.shift - 1))
-                for index, layer in enumerate(self.layers)]
+        included: what ``acc_bits`` must hold (inputs after a ReLU layer are non-negative).
+        With a per-row requantization the rounding constant is added after the multiplier,
+        and a real-scaled input's integer range bounds the inputs."""
+        bounds = []
+        for index, layer in enumerate(self.layers):
+            fmt = layer.input_format
+            value_range = (fmt.low, fmt.high) if isinstance(fmt, ScaledFormat) else None
+            bound = accumulator_bound(layer.weights, layer.bias, fmt.bits,
+                                      nonnegative_inputs=index > 0 and self.layers[index - 1].relu,
+                                      input_range=value_range)
+            bounds.append(bound if layer.requant is not None
+                          else bound + (1 << max(0, layer.shift - 1)))
+        return bounds
 
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs, batch x features (or batch x any shape of as many values), to the
@@ -268,6 +367,7 @@ class QuantizedNetwork:
 
     def dequantize_output(self, q) -> np.ndarray:
         return self.output_format.dequantize(q)
+
 
 def check_inputs(x, features: int) -> np.ndarray:
     """``x`` as a float matrix of ``features`` columns (each row flattened), or an
