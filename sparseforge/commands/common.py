@@ -153,9 +153,12 @@ def tidy_parser(parser: argparse.ArgumentParser, boards: list[str]) -> None:
     parser.formatter_class = HelpFormatter
     parser.description = plain_text(parser.description or "")
     for action in parser._actions:
-        if not action.help or action.help is argparse.SUPPRESS:
-            continue
         static = action.default is not None and not isinstance(action.default, bool)
+        if action.help is None and static and action.option_strings:
+            action.help = "(default: %(default)s)"      # said all the same
+            continue
+        if action.help is None or action.help is argparse.SUPPRESS:
+            continue
         if static and action.option_strings:
             action.help = _HAND_DEFAULT.sub("", action.help)
         if action.dest == "board" and action.option_strings and "one of" not in action.help:
