@@ -49,9 +49,11 @@ class Region(enum.IntEnum, shape=ADDRESS_BITS - INDEX_BITS - PE_BITS):
     ENTRIES = 6         # write, per PE: sparse-matrix entries
     POINTERS = 7        # write, per PE: column words (``isa.column_words``) at the pointer index
     BIASES = 8          # write, per PE: biases
+    SCALES = 9          # write, per PE: per-row scale words at the bias index, in 32-bit chunks
+                        # (``isa.scale_layout``; engines with ``multiplier_bits`` only)
 
 
-PER_PE_REGIONS = (Region.ENTRIES, Region.POINTERS, Region.BIASES)
+PER_PE_REGIONS = (Region.ENTRIES, Region.POINTERS, Region.BIASES, Region.SCALES)
 
 
 class Register(enum.IntEnum, shape=3):

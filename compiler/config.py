@@ -89,6 +89,15 @@ class EngineConfig:
         PEs are two deep (one by the broadcast unit, one by the PE).  A layer takes eight
         cycles more (four in the compute phase, four in the write-back), and a freed queue
         entry is counted a cycle later.
+    multiplier_bits : 0 (the power-of-two write-back: one shift per layer, the activation
+        width's range, from 0 with ReLU), or the width of a signed per-row multiplier: each
+        output row then has its own scale word (``isa.scale_layout``: multiplier, rounding
+        term, shift, half-to-even flag), kept beside the requantizers, and each layer its
+        own output range (descriptor ``low`` .. ``high``), so ``out = clamp(((acc + bias) *
+        M + R) >> s, low, high)`` (``numerics.requantize_rows``).  The compiler sets it only
+        for a model that needs it (one imported with its own quantization); each requantizer
+        then has a multiplier.
+    rounding_bits : width of the per-row rounding term (unsigned), with ``multiplier_bits``.
     """
     pes: int
     act_bits: int = 8
@@ -114,6 +123,8 @@ class EngineConfig:
     column_queue: bool = False
     readout_register: bool = False
     link_registers: bool = False
+    multiplier_bits: int = 0
+    rounding_bits: int = 0
 
     def __post_init__(self):
         def check(name, low, high):
@@ -143,6 +154,11 @@ class EngineConfig:
         check("max_column_entries", 1, depth_limit)
         check("acc_memory_bits", 0, 48)
         check("writeback_lanes", 0, 64)
+        check("multiplier_bits", 0, 25)
+        check("rounding_bits", 0, 62)
+        if not self.multiplier_bits and self.rounding_bits:
+            raise ValueError(f"rounding_bits ({self.rounding_bits}) needs multiplier_bits; "
+                             f"the power-of-two write-back has no rounding term")
         for name in ("decoded_weights", "column_queue", "readout_register",
                      "link_registers"):
             if not isinstance(getattr(self, name), bool):
@@ -218,6 +234,16 @@ class EngineConfig:
     def parameter_depth(self) -> int:
         """Depth of a PE's parameter memory: a column word per pointer index, then biases."""
         return self.pointer_depth + self.bias_depth
+
+    @property
+    def row_scales(self) -> bool:
+        """Whether each output row has its own requantization (``multiplier_bits``)."""
+        return self.multiplier_bits > 0
+
+    @property
+    def scale_depth(self) -> int:
+        """Depth of a requantizer's scale memory: a word per row of each of its PEs."""
+        return self.bias_depth * self.writeback_period
 
     @property
     def max_zero_run(self) -> int:

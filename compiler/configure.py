@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
+MAX_MULTIPLIER_BITS = 25    # the widest per-row multiplier (EngineConfig allows 0..25)
 SHIFT_BITS = 6          # descriptor shift field: shifts 0..63
 IDX_BITS = 4            # EIE's 4-bit relative row index
 
@@ -69,6 +70,9 @@ class ModelNeeds:
     max_column_entries: int
     max_shift: int
     accumulator_bound: int      # the largest |accumulator| any input can produce
+    row_scales: bool = False    # a layer needs per-row requantization
+    multiplier_bits: int = 2    # the widest per-row multiplier (signed), were rows scaled
+    rounding_bits: int = 0      # the widest per-row rounding term, were rows scaled
 
 
 def _check_network(qnet) -> QuantizedNetwork:
@@ -100,6 +104,7 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
     # Worst |accumulator| over every input, plus the rounding constant added at write-back
     # (docs/numerics.md: acc_bits holds the bound, the bias and the rounding constant).
     bound = max(network.accumulator_bounds())
+    scales = [_row_scale_needs(layer) for layer in layers]
     return ModelNeeds(
         pes=pes, idx_bits=idx_bits, scan_lanes=scan_lanes,
         act_bits=network.act_bits,
@@ -118,8 +123,21 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
         bias_depth=sum(ceil_div(layer.out_features, pes) for layer in layers),
         occupancy_depth=sum(ceil_div(layer.in_features, scan_lanes) for layer in layers),
         max_column_entries=max_column,
-        max_shift=max(layer.shift for layer in layers),
-        accumulator_bound=bound)
+        max_shift=max(shift for shift, _, _ in scales),
+        accumulator_bound=bound,
+        row_scales=any(layer.power_of_two_form() is None for layer in layers),
+        multiplier_bits=max(bits for _, bits, _ in scales),
+        rounding_bits=max(bits for _, _, bits in scales))
+
+
+def _row_scale_needs(layer) -> tuple[int, int, int]:
+    """A layer's largest shift, and its multipliers' and rounding terms' widths were its rows
+    scaled (the power-of-two case: a multiplier of 1, a rounding term of ``2**(shift-1)``)."""
+    if layer.requant is None:
+        return layer.shift, 2, max(0, layer.shift)
+    rows = layer.requant
+    return (int(rows.shift.max(initial=0)), rows.multiplier_bits,
+            int(rows.rounding.max(initial=0)).bit_length())
 
 
 def _signed_bits(values) -> int:
@@ -197,6 +215,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     if needs.max_shift >= 1 << SHIFT_BITS:
         problems.append(f"shift: a layer shifts by {needs.max_shift}, the {SHIFT_BITS}-bit "
                         f"shift field reaches {(1 << SHIFT_BITS) - 1}")
+    if needs.row_scales and needs.multiplier_bits > MAX_MULTIPLIER_BITS:
+        problems.append(f"multiplier_bits: a row's multiplier needs {needs.multiplier_bits} "
+                        f"bits, the engine's requantizers take at most {MAX_MULTIPLIER_BITS}")
     if problems:
         raise DoesNotFit("no engine can run this model:\n  " + "\n  ".join(problems))
     grow = (lambda value: value) if not headroom else (lambda value: _grow(value, headroom))
@@ -213,7 +234,10 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         occupancy_depth=grow(needs.occupancy_depth), fifo_depth=fifo_depth,
         shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
         acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
-        writeback_lanes=writeback_lanes or 0)
+        writeback_lanes=writeback_lanes or 0,
+        # Only a model that needs them gets multipliers in its requantizers.
+        multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
+        rounding_bits=needs.rounding_bits if needs.row_scales else 0)
     if part is not None and part.family == "ecp5":
         # Logic to spare, block RAMs slow to answer and a die too large for the broadcast unit
         # to sit near every PE: retime the PEs' front ends and the links to them, and keep
@@ -288,6 +312,15 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     if needs.max_shift >= 1 << config.shift_bits:
         problems.append(f"shift_bits: a layer shifts by {needs.max_shift}, the engine's "
                         f"{config.shift_bits}-bit shift reaches {(1 << config.shift_bits) - 1}")
+    if needs.row_scales and not config.row_scales:
+        problems.append(f"multiplier_bits: the model's requantization is per row "
+                        f"({needs.multiplier_bits}-bit multipliers), the engine's is a "
+                        f"power-of-two shift per layer (multiplier_bits 0)")
+    elif config.row_scales:
+        problems += [f"{name}: the model needs {getattr(needs, name)}, the engine has "
+                     f"{getattr(config, name)}"
+                     for name in ("multiplier_bits", "rounding_bits")
+                     if getattr(needs, name) > getattr(config, name)]
     if problems:
         raise DoesNotFit("the model does not fit this engine:\n  " + "\n  ".join(problems))
     return needs

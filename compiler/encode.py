@@ -208,9 +208,11 @@ class Image:
 
     Per PE (tuples of ``config.pes`` arrays): ``entries`` (uint64 ``entry_layout`` words),
     ``pointers`` (int64 ``p[0..in]`` of every layer, one after another, absolute entry
-    addresses), ``biases`` (int64, ``ceil(out/N)`` rows of every layer).  Shared: ``codebook``
-    (int64, layers x ``2**code_bits``), ``occupancy`` and ``descriptors`` (object arrays of
-    Python ints: the words are wider than 64 bits for wide engines), ``layer_count``.
+    addresses), ``biases`` (int64, ``ceil(out/N)`` rows of every layer), and with
+    ``config.multiplier_bits`` ``scales`` (``isa.scale_layout`` words as Python ints in object
+    arrays, a row's at its bias index; else None).  Shared: ``codebook`` (int64, layers x
+    ``2**code_bits``), ``occupancy`` and ``descriptors`` (object arrays of Python ints: the
+    words are wider than 64 bits for wide engines), ``layer_count``.
     """
     config: EngineConfig
     entries: tuple[np.ndarray, ...]
@@ -220,6 +222,7 @@ class Image:
     occupancy: np.ndarray
     descriptors: np.ndarray
     layer_count: int
+    scales: tuple[np.ndarray, ...] | None = None
 
     def bus_writes(self) -> np.ndarray:
         """(address, data) rows, an ``(n, 2)`` uint64 array, that load this image through the
@@ -236,6 +239,10 @@ class Image:
     def entry_fields(self, pe: int) -> dict[str, np.ndarray]:
         """PE ``pe``'s entries unpacked: ``zero_run`` and ``code`` arrays."""
         return isa.unpack(isa.entry_layout(self.config), self.entries[pe])
+
+    def scale_fields(self, pe: int) -> dict[str, np.ndarray]:
+        """PE ``pe``'s scale words unpacked (engines with ``multiplier_bits``)."""
+        return isa.unpack(isa.scale_layout(self.config), self.scales[pe])
 
 
 def layer_bases(shapes, pes: int, scan_lanes: int) -> list[dict[str, int]]:
@@ -260,21 +267,28 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         encoded = [encode_layer(layer.codes, pes, config.max_zero_run) for layer in layers]
     entry = isa.entry_layout(config)
     offsets = np.zeros(pes, dtype=np.int64)
-    entries, pointers, biases = ([[] for _ in range(pes)] for _ in range(3))
+    entries, pointers, biases, scales = ([[] for _ in range(pes)] for _ in range(4))
     occupancy = []
     codebook = np.zeros((len(layers), config.codebook_size), dtype=np.int64)
     for index, (layer, slices) in enumerate(zip(layers, encoded)):
         rows = ceil_div(layer.out_features, pes)
         bias = np.zeros(rows * pes, dtype=np.int64)
         bias[:layer.out_features] = layer.bias
+        words = _scale_words(config, layer, rows * pes) if config.row_scales else None
         for k, csc in enumerate(slices):
             entries[k].append(isa.pack(entry, zero_run=csc.zero_runs, code=csc.codes))
             pointers[k].append(csc.pointers + offsets[k])
             offsets[k] += csc.entries
             biases[k].append(bias[k::pes])
+            if words is not None:
+                scales[k].append(words[k::pes])
         occupancy.append(occupancy_words(slices, lanes))
         codebook[index, :len(layer.codebook)] = layer.codebook
     bases = layer_bases([(l.out_features, l.in_features) for l in layers], pes, lanes)
+    ranges = {}
+    if config.row_scales:
+        rows_of = [layer.row_requant() for layer in layers]
+        ranges = {"low": [r.low for r in rows_of], "high": [r.high for r in rows_of]}
     descriptors = isa.pack(
         isa.descriptor_layout(config),
         in_features=[l.in_features for l in layers], out_features=[l.out_features for l in layers],
@@ -282,7 +296,9 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         groups=[ceil_div(l.in_features, lanes) for l in layers],
         pointer_base=[b["pointer_base"] for b in bases], bias_base=[b["bias_base"] for b in bases],
         occupancy_base=[b["occupancy_base"] for b in bases],
-        shift=[l.shift for l in layers], relu=[int(l.relu) for l in layers])
+        shift=[0 if config.row_scales else _power_of_two(l)[0] for l in layers],
+        relu=[int(l.relu if config.row_scales else _power_of_two(l)[1]) for l in layers],
+        **ranges)
     return Image(
         config=config,
         entries=tuple(np.concatenate(e).astype(np.uint64) for e in entries),
@@ -291,4 +307,28 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         codebook=codebook,
         occupancy=np.array([int(w) for words in occupancy for w in words], dtype=object),
         descriptors=np.array([int(d) for d in descriptors], dtype=object),
-        layer_count=len(layers))
+        layer_count=len(layers),
+        scales=tuple(np.array([int(w) for words in per_pe for w in words], dtype=object)
+                     for per_pe in scales) if config.row_scales else None)
+
+
+def _power_of_two(layer) -> tuple[int, bool]:
+    form = layer.power_of_two_form()
+    if form is None:
+        raise ValueError(f"layer {layer.name} needs per-row requantization, which this engine "
+                         f"(multiplier_bits 0) does not have")
+    return form
+
+
+def _scale_words(config: EngineConfig, layer, rows: int) -> np.ndarray:
+    """A layer's scale words (``isa.scale_layout``) for ``rows`` rows (0 past its outputs)."""
+    requant = layer.row_requant()
+    fields = {name: np.zeros(rows, dtype=np.int64)
+              for name in ("multiplier", "rounding", "shift", "half_even")}
+    count = layer.out_features
+    fields["multiplier"][:count] = requant.multiplier
+    fields["rounding"][:count] = requant.rounding
+    fields["shift"][:count] = requant.shift
+    fields["half_even"][:count] = requant.half_even
+    words = isa.pack(isa.scale_layout(config), **fields)
+    return np.array([int(w) for w in words], dtype=object)

@@ -293,6 +293,22 @@ class QuantizedLinear:
         return RowRequant.power_of_two(self.out_features, self.shift,
                                        0 if self.relu else fmt.min, fmt.max)
 
+    def power_of_two_form(self) -> tuple[int, bool] | None:
+        """``(shift, relu)`` when this layer's requantization is the power-of-two write-back's
+        (every multiplier 1, one shift, half up, the activation width's range, from 0 for
+        ReLU), which an engine without ``multiplier_bits`` runs; else None."""
+        if self.requant is None:
+            return self.shift, self.relu
+        rows, fmt = self.row_requant(), self.output_format
+        shift = int(rows.shift[0]) if rows.shift.size else 0
+        relu = rows.low == 0
+        if rows.low not in (0, -(1 << (fmt.bits - 1))) or rows.high != (1 << (fmt.bits - 1)) - 1:
+            return None
+        expected = RowRequant.power_of_two(self.out_features, shift, rows.low, rows.high)
+        same = all(np.array_equal(getattr(rows, name), getattr(expected, name))
+                   for name in ("multiplier", "shift", "rounding", "half_even"))
+        return (shift, relu) if same else None
+
     @property
     def weights(self) -> np.ndarray:
         """The decoded integer weights, out x in."""

@@ -16,6 +16,10 @@ two banks; the engine stores both in one *column word* ``(start = p[j], count = 
 pointer index ``pointer_base + j``, in a per-PE parameter memory that also holds the biases
 (read only at write-back), which saves two block RAMs per PE on small FPGAs.
 
+Scale word (sparseforge, engines with ``multiplier_bits``): per output row, the multiplier, the
+rounding term, the shift and the half-to-even flag of ``numerics.requantize_rows``, kept in a
+memory beside the requantizer that serves the row's PE (the bias stays in the PE).
+
 Occupancy word (sparseforge, not in EIE): one bit per (column, PE) saying ``p[j+1] > p[j]``, in
 groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has
 (docs/architecture.md).
@@ -33,6 +37,7 @@ from .numerics import ceil_div
 
 __all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout",
            "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout",
+           "scale_layout",
            "group_layout", "pack", "unpack", "activation_index", "lane_bits", "stream_layout",
            "image_bus_writes", "layer_cycles"]
 
@@ -109,9 +114,11 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
     Fields: ``in_features`` and ``out_features``; ``rows`` = ceil(out / pes) accumulator rows
     per PE; ``groups`` = ceil(in / scan_lanes) scan steps; ``pointer_base`` (index of the
     layer's ``p[0]`` in every PE's pointer memory), ``bias_base`` (of its row 0 in every PE's
-    bias memory), ``occupancy_base``; ``shift`` (requantize shift) and ``relu``.
+    bias memory), ``occupancy_base``; ``shift`` (requantize shift) and ``relu``.  With
+    ``config.multiplier_bits`` also ``low`` and ``high``, the layer's output range (ReLU
+    folded in); the shift then comes per row from the scale words (the field is 0).
     """
-    return data.StructLayout({
+    fields = {
         "in_features": config.feature_bits,
         "out_features": config.feature_bits,
         "rows": config.row_bits,
@@ -121,6 +128,21 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
         "occupancy_base": _bits_for(config.occupancy_depth - 1),
         "shift": config.shift_bits,
         "relu": 1,
+    }
+    if config.row_scales:
+        fields["low"] = signed(config.act_bits)
+        fields["high"] = signed(config.act_bits)
+    return data.StructLayout(fields)
+
+
+def scale_layout(config: EngineConfig) -> data.StructLayout:
+    """A row's scale word (engines with ``multiplier_bits``): ``multiplier`` (signed),
+    ``rounding`` (unsigned), ``shift`` and ``half_even``."""
+    return data.StructLayout({
+        "multiplier": signed(config.multiplier_bits),
+        "rounding": max(1, config.rounding_bits),
+        "shift": config.shift_bits,
+        "half_even": 1,
     })
 
 
@@ -224,16 +246,17 @@ def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
     """Every host-bus write that loads ``image`` into an engine built for ``config``.
 
     ``image`` has ``layer_count``, ``descriptors``, ``codebook`` (layers x codes), ``occupancy``,
-    and per PE ``entries``, ``pointers`` and ``biases``.  Returns an (n, 2) uint64 array of
+    and per PE ``entries``, ``pointers`` and ``biases`` (and ``scales`` with
+    ``config.multiplier_bits``).  Returns an (n, 2) uint64 array of
     (address, data), wide words as 32-bit chunks lowest first.  Loading it and then writing
     nothing else reproduces the memories an engine generated with this image starts with.
     """
     writes: list[tuple[int, int]] = []
 
-    def wide(region, words, width):
+    def wide(region, words, width, pe=0):
         for word_index, word in enumerate(words):
             for chunk in range(chunks_of(width)):
-                writes.append((bus_address(region, chunk_index(word_index, chunk, width)),
+                writes.append((bus_address(region, chunk_index(word_index, chunk, width), pe),
                                (int(word) >> (BUS_DATA_BITS * chunk)) & 0xFFFFFFFF))
 
     writes.append((bus_address(Region.REGISTERS, Register.LAYER_COUNT),
@@ -250,4 +273,6 @@ def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
                    for i, w in enumerate(column_words(config, image.pointers[pe]))]
         writes += [(bus_address(Region.BIASES, i, pe), int(b) & 0xFFFFFFFF)
                    for i, b in enumerate(image.biases[pe])]
+        if config.row_scales:
+            wide(Region.SCALES, image.scales[pe], scale_layout(config).size, pe)
     return np.array(writes, dtype=np.uint64).reshape(-1, 2)

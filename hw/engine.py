@@ -50,8 +50,9 @@ class Engine(wiring.Component):
     ----------
     config : EngineConfig
     image : the program image to initialise the memories with (an object with ``entries``,
-        ``pointers`` and ``biases`` per PE, ``codebook``, ``occupancy``, ``descriptors`` and
-        ``layer_count``), or None for empty memories that the host fills over the bus.
+        ``pointers`` and ``biases`` per PE (and ``scales`` with ``config.multiplier_bits``),
+        ``codebook``, ``occupancy``, ``descriptors`` and ``layer_count``), or None for empty
+        memories that the host fills over the bus.
     streams : with the ``input`` and ``output`` streams (False: the host bus only, as on a board
         behind its UART link, where the streams would be dead logic).
 
@@ -88,7 +89,8 @@ class Engine(wiring.Component):
             config, occupancy=None if image is None else image.occupancy)
         processing_elements = self._processing_elements(m)
         m.submodules.codebook_registers = codebook_registers = CodebookRegisters(config)
-        m.submodules.writeback_unit = writeback_unit = WritebackUnit(config)
+        m.submodules.writeback_unit = writeback_unit = WritebackUnit(
+            config, scales=_scale_memories(config, image))
         m.submodules.host_writes = host_writes = HostWriteDecoder(
             config, layer_count=0 if image is None else int(image.layer_count))
         m.submodules.host_reads = host_reads = HostReadPath(config)
@@ -155,6 +157,9 @@ class Engine(wiring.Component):
             wiring.connect(m, writeback_unit.schedules[k], pe.writeback)
             wiring.connect(m, pe.readout, writeback_unit.readouts[k])
             wiring.connect(m, host_writes.pe_writes[k], pe.write)
+        if config.row_scales:
+            for write, into in zip(host_writes.scale_writes, writeback_unit.scale_writes):
+                wiring.connect(m, write, into)
 
         # ---- host bus -----------------------------------------------------------------------
         wiring.connect(m, host_writes.occupancy, broadcast.occupancy_write)
@@ -235,6 +240,22 @@ class Engine(wiring.Component):
             attrs={"ram_style": "block", **ram.ATTRIBUTES})
         m.submodules.cycles = cycles = memory.Memory(shape=32, depth=config.max_layers, init=[])
         return descriptors, codebook, cycles
+
+
+def _scale_memories(config: EngineConfig, image):
+    """Each requantizer's scale words (``config.multiplier_bits``): word ``row * period +
+    phase`` is the image's scale word of PE ``group * period + phase`` for that bias index."""
+    if not config.row_scales or image is None:
+        return None
+    period = config.writeback_period
+    memories = []
+    for group in range(config.pes // period):
+        words = [0] * config.scale_depth
+        for phase in range(period):
+            for row, word in enumerate(image.scales[group * period + phase]):
+                words[row * period + phase] = int(word)
+        memories.append(words)
+    return memories
 
 
 def _flat(array):

@@ -5,7 +5,8 @@ Memory writes are refused while the engine is busy (a run reads those memories);
 register's start and the layer count are registers here, as are the two records of runs the host
 reads back (``done``, ``runs``).  Descriptors and occupancy words are wider than the bus: they
 arrive as 32-bit chunks, lowest first, staged here until the last one commits the whole word
-(``bus.chunk_index``), so a partly written word never lands.
+(``bus.chunk_index``), so a partly written word never lands.  So do the per-row scale words of
+an engine with ``multiplier_bits``, which go to the requantizer serving the addressed PE.
 """
 
 from amaranth import Cat, Module, Signal, signed
@@ -18,6 +19,7 @@ from sparseforge.compiler.config import EngineConfig
 
 from .activation_ports import lane_write_signature
 from .pe import Target
+from .requantize import scale_write_signature
 
 __all__ = ["HostWriteDecoder", "bus_write_signature", "pe_write_signature"]
 
@@ -72,6 +74,10 @@ class HostWriteDecoder(wiring.Component):
         (``isa.activation_index``).
     pe_writes : Out(``pe_write_signature``) per PE; a cycle after the bus write, to the
         addressed PE only (refused if the engine was busy in the cycle of the bus write).
+    scale_writes : Out(``requantize.scale_write_signature``) per requantizer, with
+        ``config.multiplier_bits`` only; a whole scale word (``bus.Region.SCALES``, PE ``k``,
+        index ``i``) for the requantizer of PE ``k``, at word ``i * period + k % period``, a
+        cycle after its last chunk (refused while busy, as the PE writes are).
     """
 
     def __init__(self, config: EngineConfig, *, layer_count: int = 0):
@@ -84,7 +90,7 @@ class HostWriteDecoder(wiring.Component):
         self._layer_count = layer_count
         descriptor_width = isa.descriptor_layout(config).size
         occupancy_width = isa.occupancy_layout(config).size
-        super().__init__({
+        ports = {
             "bus": In(bus_write_signature()),
             "busy": In(1),
             "stream_start": In(1),
@@ -105,7 +111,11 @@ class HostWriteDecoder(wiring.Component):
             })),
             "activation": Out(lane_write_signature(config)),
             "pe_writes": Out(pe_write_signature()).array(config.pes),
-        })
+        }
+        if config.row_scales:
+            ports["scale_writes"] = Out(scale_write_signature(config)).array(
+                config.pes // config.writeback_period)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -122,9 +132,12 @@ class HostWriteDecoder(wiring.Component):
         occupancy_width = isa.occupancy_layout(config).size
         descriptor_chunks = bus.chunks_of(descriptor_width)
         occupancy_chunks = bus.chunks_of(occupancy_width)
-        staged = Signal(32 * max(descriptor_chunks, occupancy_chunks))
-        for what, width in ((bus.Region.DESCRIPTORS, descriptor_width),
-                            (bus.Region.OCCUPANCY, occupancy_width)):
+        wide_words = [(bus.Region.DESCRIPTORS, descriptor_width),
+                      (bus.Region.OCCUPANCY, occupancy_width)]
+        if config.row_scales:
+            wide_words.append((bus.Region.SCALES, isa.scale_layout(config).size))
+        staged = Signal(32 * max(bus.chunks_of(width) for _, width in wide_words))
+        for what, width in wide_words:
             chunks = bus.chunks_of(width)
             if chunks > 1:
                 chunk = index[:bus.chunk_bits(width)]
@@ -155,6 +168,8 @@ class HostWriteDecoder(wiring.Component):
         ]
 
         self._pe_writes(m, region, address.pe, index)
+        if config.row_scales:
+            self._scale_writes(m, writing, region, address.pe, index, staged)
 
         registers_write = host_bus.w_en & (region == bus.Region.REGISTERS)
         with m.If(registers_write & (index == bus.Register.LAYER_COUNT) & ~self.busy):
@@ -210,3 +225,27 @@ class HostWriteDecoder(wiring.Component):
                 write.addr.eq(pe_write_addr),
                 write.data.eq(pe_write_data),
             ]
+
+    def _scale_writes(self, m, writing, region, target_pe, index, staged):
+        """A whole scale word, registered a cycle (as the PE writes are), to the requantizer
+        of the addressed PE."""
+        config = self._config
+        period = config.writeback_period
+        width = isa.scale_layout(config).size
+        chunks = bus.chunks_of(width)
+        chunk = index[:bus.chunk_bits(width)] if chunks > 1 else 0
+        word = index >> bus.chunk_bits(width)
+        groups = config.pes // period
+        request = Signal(groups)
+        address = Signal(range(max(2, config.scale_depth)))
+        value = Signal(width)
+        commit = writing & (region == bus.Region.SCALES) & (chunk == chunks - 1)
+        phase = target_pe % period if period > 1 else 0
+        m.d.sync += [
+            request.eq(Cat(commit & (target_pe // period == g) for g in range(groups))),
+            address.eq(word * period + phase),
+            value.eq(Cat(staged[:32 * (chunks - 1)], self.bus.w_data)[:width]),
+        ]
+        for g, write in enumerate(self.scale_writes):
+            m.d.comb += [write.en.eq(request[g]), write.addr.eq(address),
+                         write.data.eq(value)]

@@ -6,6 +6,11 @@ lockstep (``writeback.py``'s schedules), and a requantizer shared by a group of
 ``config.writeback_period`` PEs (``requantize.py``: bias, rescale, saturate, ReLU) takes the
 group's PEs in turn, one per cycle.  The running layer's parameters that the write-back uses are
 registered here.
+
+With ``config.multiplier_bits`` the requantizers are ``ChannelRequantizer`` s: each keeps the
+scale words of its PEs' rows (word ``row * period + phase``) and takes them in the order the
+readouts come, so one count from the layer's first row (its bias base times the period)
+addresses all of them.
 """
 
 from amaranth import Module, Signal, signed
@@ -16,7 +21,7 @@ from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 
 from .pe import readout_layout
-from .requantize import Requantizer
+from .requantize import ChannelRequantizer, Requantizer, scale_write_signature
 from .writeback import PES_PER_SCHEDULE, WritebackSchedule, schedule_signature
 
 __all__ = ["WritebackUnit"]
@@ -28,6 +33,7 @@ class WritebackUnit(wiring.Component):
     Parameters
     ----------
     config : EngineConfig
+    scales : with ``config.multiplier_bits``, each group's initial scale words, or None.
 
     Members
     -------
@@ -39,12 +45,15 @@ class WritebackUnit(wiring.Component):
     results : Out(stream, always ready); one activation per group of
         ``config.writeback_period`` PEs: group ``g``'s is lane ``g * period + phase``, the
         ``phase``-th of its PEs, ``requantize.latency(config)`` cycles after that PE's readout.
+    scale_writes : In(``requantize.scale_write_signature``) per group, with
+        ``config.multiplier_bits`` only; the host's writes of its requantizer's scale words.
     """
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, *, scales=None):
         self._config = config
+        self._scales = scales
         groups = config.pes // config.writeback_period
-        super().__init__({
+        ports = {
             "layer": In(isa.descriptor_layout(config)),
             "start": In(1),
             "schedules": Out(schedule_signature(config)).array(config.pes),
@@ -52,7 +61,10 @@ class WritebackUnit(wiring.Component):
             .array(config.pes),
             "results": Out(stream.Signature(data.ArrayLayout(signed(config.act_bits), groups),
                                             always_ready=True)),
-        })
+        }
+        if config.row_scales:
+            ports["scale_writes"] = In(scale_write_signature(config)).array(groups)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -87,8 +99,22 @@ class WritebackUnit(wiring.Component):
             m.d.sync += phase.eq(0 if period == 1 else phase + 1)
         with m.Else():
             m.d.sync += phase.eq(0)
+        if config.row_scales:
+            slot = self._slots(m)
+            layer_low = Signal.like(self.layer.low)
+            layer_high = Signal.like(self.layer.high)
+            m.d.sync += [layer_low.eq(self.layer.low), layer_high.eq(self.layer.high)]
         for group in range(pes // period):
-            m.submodules[f"requantizer{group}"] = requantizer = Requantizer(config)
+            if config.row_scales:
+                requantizer = ChannelRequantizer(
+                    config, scales=None if self._scales is None else self._scales[group])
+                wiring.connect(m, wiring.flipped(self.scale_writes[group]), requantizer.write)
+                m.d.comb += [requantizer.slot.eq(slot), requantizer.low.eq(layer_low),
+                             requantizer.high.eq(layer_high)]
+            else:
+                requantizer = Requantizer(config)
+                m.d.comb += [requantizer.shift.eq(layer_shift), requantizer.relu.eq(layer_relu)]
+            m.submodules[f"requantizer{group}"] = requantizer
             members = self.readouts[group * period:(group + 1) * period]
             with m.Switch(phase):
                 for offset, readout in enumerate(members):
@@ -96,10 +122,22 @@ class WritebackUnit(wiring.Component):
                         m.d.comb += requantizer.i.payload.eq(readout.payload)
             m.d.comb += [
                 requantizer.i.valid.eq(members[0].valid),
-                requantizer.shift.eq(layer_shift),
-                requantizer.relu.eq(layer_relu),
                 self.results.payload[group].eq(requantizer.o.payload),
             ]
             if group == 0:
                 m.d.comb += self.results.valid.eq(requantizer.o.valid)
         return m
+
+    def _slots(self, m) -> Signal:
+        """The scale word of the readout shown this cycle: the layer's first (its bias base
+        times the period) at the write-back's start, then one more per readout, as the rows
+        and the groups' PEs come in turn."""
+        config = self._config
+        slot = Signal(range(max(2, config.scale_depth)))
+        first = Signal.like(slot)
+        m.d.sync += first.eq(self.layer.bias_base * config.writeback_period)
+        with m.If(self.start):
+            m.d.sync += slot.eq(first)
+        with m.Elif(self.readouts[0].valid):
+            m.d.sync += slot.eq(slot + 1)
+        return slot

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
-from sparseforge.compiler.numerics import requantize
-from sparseforge.hw.requantize import Requantizer, latency
+from sparseforge.compiler.numerics import requantize, requantize_rows
+from sparseforge.hw.requantize import ChannelRequantizer, Requantizer, latency
 
 
 def rtl_requantize(config, acc, bias, shift, relu):
@@ -53,3 +54,71 @@ def test_requantizer_matches_numerics(act_bits, acc_bits, bias_bits, shift, relu
     bias[:8] = 0
     expected = requantize(acc, bias, shift, act_bits, relu)
     np.testing.assert_array_equal(rtl_requantize(config, acc, bias, shift, relu), expected)
+
+
+def rtl_requantize_rows(config, acc, bias, slots, words, low, high):
+    """Push (acc, bias, slot) through a ChannelRequantizer whose scale memory holds
+    ``words``, one per cycle; return its outputs."""
+    dut = ChannelRequantizer(config, scales=words)
+    outputs = []
+
+    async def testbench(ctx):
+        ctx.set(dut.low, low)
+        ctx.set(dut.high, high)
+        await ctx.tick()
+        for cycle in range(len(acc) + latency(config)):
+            if cycle < len(acc):
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"acc": int(acc[cycle]), "bias": int(bias[cycle])})
+                ctx.set(dut.slot, int(slots[cycle]))
+            else:
+                ctx.set(dut.i.valid, 0)
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                outputs.append(ctx.get(dut.o.payload))
+
+    simulator = Simulator(dut)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(testbench)
+    simulator.run()
+    return np.array(outputs)
+
+
+@pytest.mark.parametrize("act_bits,acc_bits,bias_bits,multiplier_bits,rounding_bits",
+                         [(8, 24, 16, 17, 16), (5, 16, 12, 2, 1), (9, 20, 20, 25, 24)])
+@pytest.mark.parametrize("readout_register,link_registers",
+                         [(False, False), (True, False), (True, True)])
+def test_channel_requantizer_matches_numerics(act_bits, acc_bits, bias_bits, multiplier_bits,
+                                              rounding_bits, readout_register, link_registers):
+    """Every row its own multiplier, rounding term, shift and tie rule, ties and extremes
+    included: the gates equal numerics.requantize_rows."""
+    config = EngineConfig(pes=1, act_bits=act_bits, acc_bits=acc_bits, bias_bits=bias_bits,
+                          bias_depth=16, multiplier_bits=multiplier_bits,
+                          rounding_bits=rounding_bits, readout_register=readout_register,
+                          link_registers=link_registers)
+    rng = np.random.default_rng(acc_bits + multiplier_bits + 7 * link_registers)
+    rows = config.scale_depth
+    multiplier = rng.integers(-(1 << (multiplier_bits - 1)), 1 << (multiplier_bits - 1), rows)
+    multiplier[:3] = [1, -1, (1 << (multiplier_bits - 1)) - 1]
+    shift = rng.integers(0, 40, rows)
+    shift[:4] = [0, 1, 3, 63]
+    rounding = rng.integers(0, 1 << rounding_bits, rows)
+    rounding[2:4] = [(1 << min(rounding_bits, int(s) - 1)) - 1 if s else 0 for s in shift[2:4]]
+    half_even = rng.random(rows) < 0.5
+    words = isa.pack(isa.scale_layout(config), multiplier=multiplier, rounding=rounding,
+                     shift=shift, half_even=half_even)
+    count = 300
+    slots = rng.integers(0, rows, count)
+    half = 1 << (acc_bits - 2)
+    acc = rng.integers(-half, half, count)
+    bias = rng.integers(-(1 << (bias_bits - 2)), 1 << (bias_bits - 2), count)
+    # Ties: the product lands exactly halfway for these rows.
+    for index in range(0, count, 7):
+        slots[index] = 2                    # shift 3, multiplier at its widest
+        bias[index] = 0
+        acc[index] = 4 * int(rng.integers(-100, 100)) + int(rng.integers(0, 4))
+    low, high = -(1 << (act_bits - 1)) + 1, (1 << (act_bits - 1)) - 3
+    expected = requantize_rows(acc, bias, multiplier[slots], shift[slots], low, high,
+                               rounding=rounding[slots], half_even=half_even[slots])
+    np.testing.assert_array_equal(
+        rtl_requantize_rows(config, acc, bias, slots, words, low, high), expected)

@@ -167,8 +167,10 @@ def network_from_chain(chain: Chain, *, calibration=None, approximate: bool = Fa
                      for i in range(layer.out_features)]
         vmin, vmax = _accumulator_ranges(weights, low_in, high_in)
         ends = [(f.exact(int(lo)), f.exact(int(hi))) for f, lo, hi in zip(functions, vmin, vmax)]
-        low = min(min(e) for e in ends)
-        high = max(max(e) for e in ends)
+        # The layer's output range: what its rows produce, and 0 (a real zero, which the
+        # activation format holds); the fits clamp to it.
+        low = min(0, min(min(e) for e in ends))
+        high = max(0, max(max(e) for e in ends))
         fits: list[RowFit] = []
         for i, (function, (first, last)) in enumerate(zip(functions, ends)):
             lo, hi = int(vmin[i]), int(vmax[i])

@@ -7,7 +7,9 @@ walked as the PE walks them: an entry lands ``zero_run + 1`` rows after the prev
 its column, code 0 adds nothing), checks that no input can drive an accumulator past
 ``acc_bits`` (every partial sum is bounded by ``sum_j |a_j| |w_ij|``, whatever order the PEs
 accumulate in), accumulates exactly in int64, and requantizes with ``compiler/numerics.py``
-(bias, rounding shift, saturation, ReLU).  Batch-vectorised: a layer's weights are decoded
+(``requantize_rows``: bias, the row's multiplier and rounding, the shift, the layer's output
+range; on an engine without ``multiplier_bits`` the power-of-two case of the descriptor's
+shift and ReLU).  Batch-vectorised: a layer's weights are decoded
 once, then one integer matrix product serves every input.
 
 Inputs: :func:`reference` takes real-valued inputs and quantizes them with the program's input
@@ -24,7 +26,8 @@ import numpy as np
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
-from sparseforge.compiler.numerics import requantize
+from sparseforge.compiler.ir import RowRequant
+from sparseforge.compiler.numerics import requantize_rows
 
 __all__ = [
     "AccumulatorOverflow",
@@ -49,6 +52,7 @@ class DecodedLayer:
     bias: np.ndarray             # out
     shift: int
     relu: bool
+    requant: RowRequant          # per row: the scale words, or the power-of-two case
 
     @property
     def in_features(self) -> int:
@@ -80,6 +84,8 @@ def decode_image(config: EngineConfig, image) -> list[DecodedLayer]:
                              f"{out_features} outputs on {pes} PEs")
         weights = np.zeros((rows * pes, in_features), dtype=np.int64)
         bias = np.zeros(rows * pes, dtype=np.int64)
+        scale = {name: np.zeros(rows * pes, dtype=np.int64)
+                 for name in ("multiplier", "rounding", "shift", "half_even")}
         base = field["pointer_base"]
         for k in range(pes):            # per PE; vectorised over its entries
             p = np.asarray(image.pointers[k][base:base + in_features + 1], dtype=np.int64)
@@ -97,15 +103,29 @@ def decode_image(config: EngineConfig, image) -> list[DecodedLayer]:
             weights[local_rows[real] * pes + k, columns[real]] = \
                 codebook[index, fields["code"][real]]
             bias[k::pes] = image.biases[k][field["bias_base"]:field["bias_base"] + rows]
+            if config.row_scales:
+                words = image.scales[k][field["bias_base"]:field["bias_base"] + rows]
+                for name, values in isa.unpack(isa.scale_layout(config),
+                                               np.asarray(words, dtype=object)).items():
+                    scale[name][k::pes] = values
+        if config.row_scales:
+            requant = RowRequant(scale["multiplier"][:out_features],
+                                 scale["shift"][:out_features], scale["rounding"][:out_features],
+                                 scale["half_even"][:out_features].astype(bool),
+                                 field["low"], field["high"])
+        else:
+            top = (1 << (config.act_bits - 1)) - 1
+            requant = RowRequant.power_of_two(out_features, field["shift"],
+                                              0 if field["relu"] else -top - 1, top)
         layers.append(DecodedLayer(index, weights[:out_features], bias[:out_features],
-                                   field["shift"], bool(field["relu"])))
+                                   field["shift"], bool(field["relu"]), requant))
     return layers
 
 
 def run_layer(config: EngineConfig, layer: DecodedLayer, x: np.ndarray) -> np.ndarray:
     """One layer for a batch of integer activations (batch x in): accumulate exactly (after
-    checking the accumulator bound against ``acc_bits``), then bias, rounding shift,
-    saturation to ``act_bits`` and ReLU."""
+    checking the accumulator bound against ``acc_bits``), then requantize each row (bias,
+    multiplier, rounding shift, the layer's output range)."""
     if x.shape[1] != layer.in_features:
         raise ValueError(f"layer {layer.index} takes {layer.in_features} inputs, got "
                          f"{x.shape[1]}")
@@ -120,7 +140,9 @@ def run_layer(config: EngineConfig, layer: DecodedLayer, x: np.ndarray) -> np.nd
                                   f"can reach {int(magnitude[b, i])}, beyond the "
                                   f"{config.acc_bits}-bit accumulator")
     acc = x @ layer.weights.T
-    return requantize(acc, layer.bias, layer.shift, config.act_bits, layer.relu)
+    rows = layer.requant
+    return requantize_rows(acc, layer.bias, rows.multiplier, rows.shift, rows.low, rows.high,
+                           rounding=rows.rounding, half_even=rows.half_even)
 
 
 def run_image(config: EngineConfig, image, x_int, *, return_layers: bool = False):
