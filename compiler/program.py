@@ -42,8 +42,8 @@ from . import bus, configure, isa
 from .config import EngineConfig, check_pes
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .errors import InputError
-from .ir import QuantizedLinear, QuantizedNetwork
-from .numerics import FixedFormat, ceil_div
+from .ir import QuantizedLinear, QuantizedNetwork, RowRequant
+from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
 
 __all__ = [
@@ -226,19 +226,24 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         arrays[f"entries_{k}"] = image.entries[k]
         arrays[f"pointers_{k}"] = image.pointers[k]
         arrays[f"biases_{k}"] = image.biases[k]
+        if config.row_scales:
+            arrays[f"scales_{k}"] = _chunked(image.scales[k], isa.scale_layout(config).size)
     np.savez(directory / "image.npz", **arrays)
     layer_arrays, layer_table = {}, []
     for index, layer in enumerate(network.layers):
         layer_arrays[f"codes_{index}"] = layer.codes
         layer_arrays[f"codebook_{index}"] = layer.codebook.astype(np.int64)
         layer_arrays[f"bias_{index}"] = layer.bias.astype(np.int64)
+        layer_arrays.update(_requant_arrays(layer, index))
         layer_table.append({
             "name": layer.name, "in_features": layer.in_features,
             "out_features": layer.out_features, "code_bits": layer.code_bits,
             "input_format": layer.input_format.to_json(),
             "weight_format": layer.weight_format.to_json(),
             "output_format": layer.output_format.to_json(),
-            "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz})
+            "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz,
+            **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
+               if layer.requant is not None else {})})
     np.savez(directory / "network.npz", **layer_arrays)
     (directory / "engine.json").write_text(config.dumps() + "\n")
     if extra is not None:
@@ -248,6 +253,17 @@ def _write(program: Program, directory: Path, extra=None) -> None:
     (directory / "program.json").write_text(json.dumps({
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "layer_count": image.layer_count,
         "board": program.board, "layers": layer_table, "files": files}, indent=2) + "\n")
+
+
+REQUANT_ARRAYS = ("multiplier", "shift", "rounding", "half_even")
+
+
+def _requant_arrays(layer: QuantizedLinear, index: int) -> dict[str, np.ndarray]:
+    """A layer's per-row requantization as arrays (none for the power-of-two case)."""
+    if layer.requant is None:
+        return {}
+    return {f"{name}_{index}": np.asarray(getattr(layer.requant, name), dtype=np.int64)
+            for name in REQUANT_ARRAYS}
 
 
 def _check_files(manifest: dict, directory: Path) -> None:
@@ -342,13 +358,20 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
             if codes.shape != shape:
                 raise ProgramError(f"{where}: codes_{index} has shape {codes.shape}, the "
                                    f"manifest says {shape}")
+            requant = None
+            if "requant" in entry:
+                rows = {name: _array(arrays, f"{name}_{index}", where, ndim=1)
+                        for name in REQUANT_ARRAYS}
+                requant = RowRequant(rows["multiplier"], rows["shift"], rows["rounding"],
+                                     rows["half_even"] != 0, int(entry["requant"]["low"]),
+                                     int(entry["requant"]["high"]))
             layers.append(QuantizedLinear(
                 name=str(entry["name"]), codes=codes, codebook=codebook.astype(np.int64),
                 bias=bias.astype(np.int64), code_bits=int(entry["code_bits"]),
-                input_format=FixedFormat.from_json(entry["input_format"]),
+                input_format=format_from_json(entry["input_format"]),
                 weight_format=FixedFormat.from_json(entry["weight_format"]),
-                output_format=FixedFormat.from_json(entry["output_format"]),
-                bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"])))
+                output_format=format_from_json(entry["output_format"]),
+                bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"]), requant=requant))
         except (KeyError, TypeError) as error:
             raise ProgramError(f"{directory}/program.json: layer {index} lacks or mangles "
                                f"{error}") from None
@@ -400,7 +423,21 @@ def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: P
         biases=tuple(_array(arrays, f"biases_{k}", where, ndim=1) for k in range(config.pes)),
         codebook=_array(arrays, "codebook", where, ndim=2),
         occupancy=words["occupancy"], descriptors=words["descriptors"],
-        layer_count=layer_count)
+        layer_count=layer_count, scales=_scales_from(config, arrays, where))
+
+
+def _scales_from(config: EngineConfig, arrays: dict, where: str):
+    if not config.row_scales:
+        return None
+    chunks = bus.chunks_of(isa.scale_layout(config).size)
+    scales = []
+    for k in range(config.pes):
+        chunked = _array(arrays, f"scales_{k}", where, ndim=2)
+        if chunked.shape[1] != chunks:
+            raise ProgramError(f"{where}: scales_{k} has {chunked.shape[1]} chunks per word, "
+                               f"a scale word takes {chunks}")
+        scales.append(_unchunked(chunked))
+    return tuple(scales)
 
 
 def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "image") -> None:
@@ -493,10 +530,11 @@ def _compare(image: Image, expected: Image, where: str) -> None:
             raise ProgramError(f"{where}: {name} differs from the network's encoding at flat "
                                f"index {differ[0]} ({int(np.ravel(got)[differ[0]])}, expected "
                                f"{int(np.ravel(want)[differ[0]])})")
-    for name in ("entries", "pointers", "biases"):
+    names = ("entries", "pointers", "biases") + (("scales",) if image.config.row_scales else ())
+    for name in names:
         for k, (got, want) in enumerate(zip(getattr(image, name), getattr(expected, name))):
-            got = np.asarray(got).astype(np.int64)
-            want = np.asarray(want).astype(np.int64)
+            got = np.array([int(v) for v in got], dtype=object)
+            want = np.array([int(v) for v in want], dtype=object)
             if got.shape != want.shape or not np.array_equal(got, want):
                 bad = (int(np.argmax(got != want)) if got.shape == want.shape
                        else min(len(got), len(want)))

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
-from ..numerics import FixedFormat
+from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork, RowRequant
+from ..numerics import FixedFormat, format_from_json
 from .accounting import CompressionReport, account
 
 __all__ = [
@@ -55,6 +55,9 @@ MAX_UNPACKED_FLOOR = 16 << 20
 ARRAY_KINDS = ("codes", "bias", "mask", "float_weight", "float_bias")
 # Arrays a file may hold for every layer or for none (older files lack them).
 OPTIONAL_KINDS = ("pruned_weight",)
+# Arrays of a layer with its own per-row requantization (an imported model's; the manifest's
+# layer then has "requant": {"low", "high"}).
+REQUANT_KINDS = ("multiplier", "shift", "rounding", "half_even")
 # The storage figures a loaded report must reproduce from the arrays.
 CHECKED_FIGURES = ("weights", "nnz", "padding", "code_bits", "bias_bits", "dense_bits",
                    "compressed_bits", "huffman_bits", "pointer_bits")
@@ -141,7 +144,10 @@ class CompressedModel:
                 "weight_format": layer.weight_format.to_json(),
                 "output_format": layer.output_format.to_json(),
                 "codebook": [int(v) for v in layer.codebook], "nnz": layer.nnz,
-                "arrays": {kind: f"{kind}_{index}" for kind in self._array_kinds()}})
+                "arrays": {kind: f"{kind}_{index}" for kind in self._array_kinds()
+                           + (REQUANT_KINDS if layer.requant is not None else ())},
+                **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
+                   if layer.requant is not None else {})})
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                 "written_by": f"sparseforge {metadata.version('sparseforge')}", "layers": layers,
                 "report": self.report.to_json(), "provenance": self.provenance}
@@ -162,6 +168,10 @@ class CompressedModel:
             if self.pruned_weights is not None:
                 arrays[f"pruned_weight_{index}"] = np.asarray(self.pruned_weights[index],
                                                               dtype=np.float64)
+            if layer.requant is not None:
+                for kind in REQUANT_KINDS:
+                    arrays[f"{kind}_{index}"] = np.asarray(getattr(layer.requant, kind),
+                                                           dtype=np.int64)
         return arrays
 
     def save(self, path) -> Path:
@@ -255,6 +265,8 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
     optional = {f"{kind}_{i}" for i in range(len(entries)) for kind in OPTIONAL_KINDS}
     if set(arrays) & optional:      # all layers or none
         expected |= optional
+    expected |= {f"{kind}_{i}" for i, entry in enumerate(entries)
+                 if isinstance(entry, dict) and "requant" in entry for kind in REQUANT_KINDS}
     if set(arrays) != expected:
         extra, missing = sorted(set(arrays) - expected), sorted(expected - set(arrays))
         raise bad(f"arrays.npz does not match the manifest's {len(entries)} layers: "
@@ -314,7 +326,8 @@ def _layer(index: int, entry, arrays, bad):
     formats = {}
     for key in ("input_format", "weight_format", "output_format"):
         try:
-            formats[key] = FixedFormat.from_json(entry[key])
+            formats[key] = (FixedFormat.from_json(entry[key]) if key == "weight_format"
+                            else format_from_json(entry[key]))
         except (KeyError, TypeError, ValueError) as error:
             raise bad(f"{where}.{key} is not a fixed-point format ({entry.get(key)!r}): "
                       f"{error}") from None
@@ -363,11 +376,33 @@ def _layer(index: int, entry, arrays, bad):
             bias=bias.astype(np.int64), code_bits=entry["code_bits"],
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
-            relu=entry["relu"])
+            relu=entry["relu"], requant=_requant(index, entry, arrays, bad))
         shared = Linear(name, weight, float_bias, entry["relu"])
     except ValueError as error:
         raise bad(f"{where}: {error}") from None
     return layer, shared, mask
+
+
+def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:
+    """A layer's per-row requantization from its arrays, or None (the power-of-two case)."""
+    if "requant" not in entry:
+        return None
+    ranges = entry["requant"]
+    if not (isinstance(ranges, dict) and all(isinstance(ranges.get(k), int)
+                                             and not isinstance(ranges.get(k), bool)
+                                             for k in ("low", "high"))):
+        raise bad(f"layers[{index}].requant must be {{'low': int, 'high': int}}, not "
+                  f"{ranges!r}")
+    rows = {}
+    for kind in REQUANT_KINDS:
+        array = arrays[f"{kind}_{index}"]
+        if array.dtype.kind not in "iub" or array.shape != (entry["out_features"],):
+            raise bad(f"{kind}_{index} must hold {entry['out_features']} integers, not "
+                      f"{array.dtype} {array.shape}")
+        rows[kind] = array
+    return RowRequant(rows["multiplier"].astype(np.int64), rows["shift"].astype(np.int64),
+                      rows["rounding"].astype(np.int64), rows["half_even"] != 0,
+                      ranges["low"], ranges["high"])
 
 
 def _kind_name(kind: str) -> str:
