@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json
-from .common import fail as _fail
+from .common import add_json_flag, console_for, emit_json, fail
 
 
 def register(verbs) -> None:
@@ -121,7 +120,7 @@ def run(args) -> int:
         if files["data"] is not None:
             train, val, test = load_data(files["data"])
     except (ValueError, TypeError, RayMissing) as error:
-        return fail(args, str(error))
+        return fail(str(error))
     total = len(spec.points())
     console.print(f"sweep: {total} points ({len(spec.boards)} boards x {len(spec.pes)} PE "
                   f"counts x {len(spec.sparsity)} sparsities x {len(spec.weight_bits)} weight "
@@ -135,7 +134,7 @@ def run(args) -> int:
                            out=args.out, train=train, val=val, test=test,
                            retry_failed=args.retry_failed, progress=display.update)
     except (ValueError, TypeError, RayMissing, ConnectionError) as error:
-        return fail(args, str(error))
+        return fail(str(error))
     render(console, result)
     emit_json(args, result.to_json())
     mismatched = [p for p in result.points
@@ -212,10 +211,3 @@ def _label(point: dict) -> str:
 
     return Point(point["board"], point["pes"], point["sparsity"], point["weight_bits"],
                  point["seed"]).label
-
-
-def fail(args, message: str) -> int:
-    """``error: ...`` on stderr, exit status 2, and under ``--json`` the one object is
-    ``{"error": ...}``."""
-    emit_json(args, {"error": message})
-    return _fail(message)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_json_flag, console_for, emit_json
-from .common import fail as _fail
+from .common import add_json_flag, console_for, emit_json, fail
 
 
 def register(verbs) -> None:
@@ -67,7 +66,7 @@ def run(args) -> int:
     try:
         require({"verilator": "verilator", "icarus": "iverilog"}[args.simulator])
     except ToolNotFoundError as error:
-        return fail(args, str(error))
+        return fail(str(error))
     progress = Progress(TextColumn("[bold]cases"), BarColumn(),
                         TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[rate]}"),
@@ -90,7 +89,7 @@ def run(args) -> int:
                               address=args.address, workers=args.workers, out=args.out,
                               batch=args.batch, only=args.case, progress=update)
     except (ValueError, RayMissing, ConnectionError) as error:
-        return fail(args, str(error))
+        return fail(str(error))
     render(console, campaign)
     emit_json(args, campaign.to_json())
     return 1 if campaign.mismatches else 0
@@ -119,10 +118,3 @@ def render(console, campaign) -> None:
                   f"{campaign.cases_per_second:.1f} cases per second on {campaign.nodes} "
                   f"node(s); bit-exact and cycle-exact checks: {verdict}")
     console.print(f"summary: {campaign.out / 'verify.json'}")
-
-
-def fail(args, message: str) -> int:
-    """``error: ...`` on stderr, exit status 2, and under ``--json`` the one object is
-    ``{"error": ...}``."""
-    emit_json(args, {"error": message})
-    return _fail(message)
