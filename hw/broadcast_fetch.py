@@ -96,9 +96,13 @@ class FetchStage(wiring.Component):
 
         running = self.running
         next_group = Signal.like(self.groups)
-        # next_group == groups, a register: the layer's group count is the descriptor memory's
-        # output, and the compare would sit in front of the decision to ask.
+        # Whether every group has been asked for, a register, and worked out from a count of the
+        # groups left rather than by comparing `next_group + 1` with `groups`: the layer's group
+        # count is the descriptor memory's output, and an incrementer and a comparator behind it
+        # would sit in front of the register (the UP5K's critical path).  At start only
+        # `groups == 0` is decided on it.
         scanned = Signal()
+        remaining = Signal.like(self.groups)    # groups not asked for yet
         next_word = Signal.like(self.activations.addr)
         next_sub = Signal(range(max(2, config.groups_per_word)))
         next_pointer = Signal.like(self.pointer_base)
@@ -138,11 +142,12 @@ class FetchStage(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [running.eq(1), next_group.eq(0), next_word.eq(0), next_sub.eq(0),
-                         next_pointer.eq(self.pointer_base), scanned.eq(self.groups == 0)]
+                         next_pointer.eq(self.pointer_base), remaining.eq(self.groups),
+                         scanned.eq(self.groups == 0)]
         with m.Elif(ask):
             m.d.sync += [next_group.eq(next_group + 1),
                          next_pointer.eq(next_pointer + config.scan_lanes),
-                         scanned.eq(next_group + 1 == self.groups)]
+                         remaining.eq(remaining - 1), scanned.eq(remaining == 1)]
             with m.If(next_sub == config.groups_per_word - 1):
                 m.d.sync += [next_sub.eq(0), next_word.eq(next_word + 1)]
             with m.Else():
