@@ -98,6 +98,9 @@ class EngineConfig:
         for a model that needs it (one imported with its own quantization); each requantizer
         then has a multiplier.
     rounding_bits : width of the per-row rounding term (unsigned), with ``multiplier_bits``.
+    lut_products : the PEs' products from partial products in logic, not DSP blocks (the
+        compiler's choice on a part whose DSPs the requantizers' multipliers need; a product
+        of a narrow codebook value is a few adders).
     """
     pes: int
     act_bits: int = 8
@@ -125,6 +128,7 @@ class EngineConfig:
     link_registers: bool = False
     multiplier_bits: int = 0
     rounding_bits: int = 0
+    lut_products: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -160,7 +164,7 @@ class EngineConfig:
             raise ValueError(f"rounding_bits ({self.rounding_bits}) needs multiplier_bits; "
                              f"the power-of-two write-back has no rounding term")
         for name in ("decoded_weights", "column_queue", "readout_register",
-                     "link_registers"):
+                     "link_registers", "lut_products"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         lanes = self.writeback_lanes or self.pes

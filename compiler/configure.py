@@ -28,7 +28,14 @@ from .ir import QuantizedNetwork
 from .numerics import accumulator_bits, ceil_div
 from .parts import BOARD_PARTS, Part
 from .parts import part as find_part
-from .resources import DoesNotFit, Memory, brams_for, check_board, estimate_resources
+from .resources import (
+    DoesNotFit,
+    Memory,
+    brams_for,
+    check_board,
+    engine_dsps,
+    estimate_resources,
+)
 
 __all__ = [
     "MAX_ACC_BITS",
@@ -258,6 +265,10 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         if brams_for(entries[decoded], part.family) <= brams_for(entries[config], part.family):
             config = decoded
     if part is not None:
+        if config.row_scales and engine_dsps(config, part.family) > part.dsps:
+            # The requantizers' multipliers need DSP blocks the PEs' products hold: those are
+            # a narrow codebook value times an activation, a few adders in logic.
+            config = dataclasses.replace(config, lut_products=True)
         if writeback_lanes is None:
             # Least sharing first, leaving an iCE40 5% of its logic cells: nextpnr needs some
             # room to route, and the estimate is good to a few percent.

@@ -24,8 +24,8 @@ from .errors import InputError
 from .parts import Part
 
 __all__ = ["LUT_MODELS", "SPRAM_DEPTH", "SPRAM_WIDTH", "DoesNotFit", "LutModel", "Memory",
-           "Resources", "activations_in_spram", "brams_for", "check_board", "engine_memories",
-           "estimate_resources"]
+           "Resources", "activations_in_spram", "brams_for", "check_board", "engine_dsps",
+           "engine_memories", "estimate_resources", "multiplier_pieces"]
 
 
 class DoesNotFit(InputError):
@@ -49,7 +49,8 @@ def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
     """Every block-RAM candidate of the engine (hw/pe.py, hw/engine.py, hw/broadcast.py):
     per PE the entry memory, the parameter memory (column words and biases) and the
     accumulator file's RAM part; shared the activation buffer (N activations wide), the
-    occupancy words, the codebooks, the descriptors and the cycle counters."""
+    occupancy words, the codebooks, the descriptors and the cycle counters; with
+    ``multiplier_bits``, each requantizer's scale words."""
     pes = config.pes
     return (
         Memory("entries", config.entry_depth, config.entry_memory_bits, pes),
@@ -61,7 +62,8 @@ def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
         Memory("codebook", config.max_layers * config.codebook_size, config.coef_bits),
         Memory("descriptors", config.max_layers, isa.descriptor_layout(config).size),
         Memory("cycles", config.max_layers, 32),
-    )
+    ) + ((Memory("scales", config.scale_depth, isa.scale_layout(config).size,
+                 config.writeback_lanes or pes),) if config.row_scales else ())
 
 
 # Block RAM aspect ratios (depth, width): iCE40 SB_RAM40_4K, ECP5 DP16KD.
@@ -112,6 +114,15 @@ class LutModel:
     ``per_register_bit`` per accumulator bit kept in registers (``acc_bits -
     acc_memory_bits`` per row and PE).
 
+    With ``multiplier_bits`` (per-row requantization) each requantizer costs ``per_sum_bit``
+    more per bit of its sum (``acc_bits + multiplier_bits + 1``: the rounding adder, the
+    wider shifter, the tie mask), ``per_piece_bit`` per sum bit for each DSP piece its product
+    takes beyond one (Yosys adds the pieces), and ``per_product_bit`` per bit product of the
+    pieces too small for a DSP; with ``lut_products`` each PE's product costs
+    ``per_product_bit`` per bit product (``act_bits * coef_bits``).  From Yosys builds of the
+    bare engine (8 PEs, 2 requantizers, 16-bit accumulators; multipliers of 16 and 20 bits,
+    products of 8 x 4 bits): 263 and 433 logic cells more per requantizer, 76 per PE.
+
     Fitted by hand, per family, to builds listed in docs/compiler.md: for the iCE40 the whole
     board core (engine, link bridge, UART) of the digits engine with 1, 2, 4 and 8 PEs and 1
     to 8 requantizers, as Yosys LUT4s + 0.7 x flip-flops (within 1.3% of nextpnr's
@@ -124,12 +135,25 @@ class LutModel:
     per_requantizer: float
     per_lane_bit: float
     per_register_bit: float
+    per_sum_bit: float = 8.0
+    per_piece_bit: float = 3.7
+    per_product_bit: float = 2.4
 
-    def luts(self, config: EngineConfig) -> int:
+    def luts(self, config: EngineConfig, family: str = "ice40") -> int:
         high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
         codebook_bits = (0 if config.decoded_weights
                          else config.coef_bits * (config.codebook_size - 1))
-        return math.ceil(self.shared + self.per_pe * config.pes
+        scaled = 0.0
+        if config.row_scales:
+            width = config.acc_bits + config.multiplier_bits + 1
+            dsps, logic_bits = multiplier_pieces(config.acc_bits, config.multiplier_bits,
+                                                 family)
+            scaled = (config.writeback_lanes or config.pes) * (
+                self.per_sum_bit * width + self.per_piece_bit * max(0, dsps - 1) * width
+                + self.per_product_bit * logic_bits)
+        if config.lut_products:
+            scaled += self.per_product_bit * config.pes * config.act_bits * config.coef_bits
+        return math.ceil(scaled + self.shared + self.per_pe * config.pes
                          + self.per_codebook_bit * config.pes * codebook_bits
                          + self.per_requantizer * (config.writeback_lanes or config.pes)
                          + self.per_lane_bit * config.pes * (config.scan_lanes - 1)
@@ -147,6 +171,40 @@ LUT_MODELS = {
     "ecp5": LutModel(shared=380, per_pe=497, per_codebook_bit=0.5, per_requantizer=148,
                      per_lane_bit=8.5, per_register_bit=0.2),
 }
+
+
+# Yosys's mul2dsp: a product is cut into pieces of at most this many bits per operand; a
+# piece becomes a DSP when both its operands have at least 2 bits (and, on iCE40, its product
+# at least 11), else it is logic.
+_DSP_PIECES = {"ice40": (16, 11), "ecp5": (18, 0)}
+
+
+def multiplier_pieces(a_bits: int, b_bits: int, family: str) -> tuple[int, int]:
+    """``(DSP blocks, bit products in logic)`` of an ``a_bits x b_bits`` product, as Yosys
+    cuts it for ``family``."""
+    widest, least_product = _DSP_PIECES[family]
+
+    def cuts(bits):
+        return [widest] * (bits // widest) + ([bits % widest] if bits % widest else [])
+
+    dsps = logic = 0
+    for a in cuts(a_bits):
+        for b in cuts(b_bits):
+            if a >= 2 and b >= 2 and a + b >= least_product:
+                dsps += 1
+            else:
+                logic += a * b
+    return dsps, logic
+
+
+def engine_dsps(config: EngineConfig, family: str) -> int:
+    """The engine's DSP blocks: a PE's product each (none with ``lut_products``), and with
+    ``multiplier_bits`` each requantizer's product."""
+    dsps = 0 if config.lut_products else config.pes
+    if config.row_scales:
+        dsps += (config.writeback_lanes or config.pes) * multiplier_pieces(
+            config.acc_bits, config.multiplier_bits, family)[0]
+    return dsps
 
 
 @dataclass(frozen=True)
@@ -171,7 +229,7 @@ def estimate_resources(config: EngineConfig, part: Part | str,
     """The engine's estimated use of ``part`` (a Part, or a family name ``"ice40"`` /
     ``"ecp5"`` for a generic part without SPRAM): block RAMs from the memories' shapes
     (:func:`engine_memories`, :func:`brams_for`; the activation buffer in SPRAM where the
-    engine puts it there), one DSP multiplier per PE, LUTs from the family's
+    engine puts it there), DSP multipliers (:func:`engine_dsps`), LUTs from the family's
     :class:`LutModel`.  An estimate, not a synthesis result."""
     family = part if isinstance(part, str) else part.family
     spram_part = None if isinstance(part, str) else part
@@ -183,8 +241,9 @@ def estimate_resources(config: EngineConfig, part: Part | str,
                        else brams_for(m, family)) for m in memories)
     spram = math.ceil(config.pes * config.act_bits / SPRAM_WIDTH) if in_spram else 0
     lut_model = lut_model or LUT_MODELS[family]
-    return Resources(family=family, lut=lut_model.luts(config),
-                     bram=sum(count for _, count in by_memory), dsp=config.pes, spram=spram,
+    return Resources(family=family, lut=lut_model.luts(config, family),
+                     bram=sum(count for _, count in by_memory),
+                     dsp=engine_dsps(config, family), spram=spram,
                      bram_bits=sum(m.bits for m in memories), brams_by_memory=by_memory)
 
 

@@ -81,8 +81,8 @@ class MultiplyAccumulate(wiring.Component):
                                previous_row + fetched.zero_run + 1))
         # The multiplier registers its operands (the multiply stage) and its product (the
         # accumulate stage), inside the DSP block where there is one (hw/multiply.py).
-        m.submodules.multiplier = multiplier = RegisteredMultiplier(config.act_bits,
-                                                                    config.coef_bits)
+        m.submodules.multiplier = multiplier = RegisteredMultiplier(
+            config.act_bits, config.coef_bits, in_logic=config.lut_products)
         multiply_valid = Signal()
         multiply_row = Signal(config.row_bits, reset_less=True)
         m.d.sync += [multiply_valid.eq(decode_valid), multiply_row.eq(row)]

@@ -122,3 +122,32 @@ def test_channel_requantizer_matches_numerics(act_bits, acc_bits, bias_bits, mul
                                rounding=rounding[slots], half_even=half_even[slots])
     np.testing.assert_array_equal(
         rtl_requantize_rows(config, acc, bias, slots, words, low, high), expected)
+
+
+@pytest.mark.parametrize("a_bits,b_bits", [(9, 4), (8, 8), (5, 2), (17, 17)])
+def test_multiplier_in_logic_matches_the_product(a_bits, b_bits):
+    """Partial products in logic (``lut_products``) give ``a * b`` at the same latency."""
+    from sparseforge.hw.multiply import LATENCY, RegisteredMultiplier
+
+    dut = RegisteredMultiplier(a_bits, b_bits, in_logic=True)
+    rng = np.random.default_rng(a_bits * b_bits)
+    a = rng.integers(-(1 << (a_bits - 1)), 1 << (a_bits - 1), 200)
+    b = rng.integers(-(1 << (b_bits - 1)), 1 << (b_bits - 1), 200)
+    a[:4], b[:4] = [-(1 << (a_bits - 1))] * 2 + [(1 << (a_bits - 1)) - 1] * 2, \
+        [-(1 << (b_bits - 1)), (1 << (b_bits - 1)) - 1] * 2
+    products = []
+
+    async def testbench(ctx):
+        for cycle in range(len(a) + LATENCY):
+            if cycle < len(a):
+                ctx.set(dut.a, int(a[cycle]))
+                ctx.set(dut.b, int(b[cycle]))
+            await ctx.tick()
+            if cycle >= LATENCY - 1 and len(products) < len(a):
+                products.append(ctx.get(dut.product))
+
+    simulator = Simulator(dut)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(testbench)
+    simulator.run()
+    np.testing.assert_array_equal(products, a * b)
