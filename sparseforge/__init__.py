@@ -21,6 +21,7 @@ _API = {
     "compress": ("sparseforge.compiler.compress.api", "compress"),
     "CompressedModel": ("sparseforge.compiler.compress.model", "CompressedModel"),
     "load_compressed": ("sparseforge.compiler.compress.model", "load_compressed"),
+    "load_quantized": ("sparseforge.compiler.quantized.build", "load_quantized"),
     "compile": ("sparseforge.api", "compile"),
     "Program": ("sparseforge.compiler.program", "Program"),
     "load_program": ("sparseforge.compiler.program", "load_program"),

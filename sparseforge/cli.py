@@ -19,7 +19,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 # One module per verb in sparseforge/commands, in the order of the pipeline.
-VERBS = ("compress", "compile", "sim", "build", "flash", "run", "report", "demo", "sweep",
+VERBS = ("compress", "import", "compile", "sim", "build", "flash", "run", "report", "demo", "sweep",
          "verify", "doctor")
 
 

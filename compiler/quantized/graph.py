@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..numerics import signed_bits
 from . import ops
 
 __all__ = ["Activation", "Chain", "LayerDraft", "Pending", "QuantConst", "UnsupportedModel",
@@ -501,7 +502,10 @@ class _Walker:
             ints = data.astype(np.int64) - _along(zero_point.astype(np.int64), axis, data.ndim)
             step = np.broadcast_to(_along(scale.astype(np.float64), axis, data.ndim),
                                    ints.shape).copy()
-            bits = 32 if data.dtype in (np.int32, np.uint32) else 8 * data.dtype.itemsize
+            # The grid's width from its values: exporters store narrow grids in int8 (a 4-bit
+            # weight is an int8 clipped to -7 .. 7).
+            bits = (1 if ints.size and set(np.unique(ints).tolist()) <= {-1, 1}
+                    else signed_bits(int(ints.min(initial=0)), int(ints.max(initial=0))))
             return QuantConst(ints, step, node.name, bits)
         target = self.values[source]
         if not isinstance(target, QuantInts):

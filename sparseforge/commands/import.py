@@ -1,0 +1,160 @@
+"""``sparseforge import MODEL.onnx``: a quantized model (QONNX, ONNX QDQ; Brevitas exports
+either) in, with its own quantization kept, as a ``.sfm`` file for ``sparseforge compile``.
+
+Every layer's output quantizer is reproduced exactly by a per-row integer multiplier, rounding
+term and shift (the engine's per-row requantization); a quantizer that no multiplier of the
+engine's width reproduces is refused, or with ``--approximate`` replaced by the nearest one,
+whose worst-case error is printed.  The table lists per layer the weights' grid and scales,
+the activations' integer ranges and scales, the sparsity and the requantization.
+
+With ``--data DATA.npz`` (``x_test, y_test``, else ``x_val, y_val``, ``x_train, y_train`` or
+``x, y``): the accuracy of the imported integer network next to the reference executor's
+(qonnx's for QONNX, onnxruntime for QDQ), and how many outputs differ from the executor's
+after dequantization.  Samples (``x_train`` or the evaluation set) also calibrate a tensor the
+model leaves unquantized (its input or its output), the only place the importer chooses a
+quantizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import add_json_flag, console_for, emit_json, fail
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("import", help="a quantized QONNX / ONNX QDQ model in (.sfm out)",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="the quantized model (.onnx: QONNX or QDQ)")
+    parser.add_argument("-o", "--output", default="build/model.sfm",
+                        help="the .sfm file to write (default: build/model.sfm)")
+    parser.add_argument("--data", help=".npz with x_test, y_test (or x_val, y_val; x_train, "
+                                       "y_train; x, y) to compare accuracies")
+    parser.add_argument("--approximate", action="store_true",
+                        help="approximate a quantizer no multiplier reproduces exactly "
+                             "(prints the worst-case error) instead of refusing the model")
+    add_json_flag(parser)
+    parser.set_defaults(run=run)
+
+
+def load_data(path: Path):
+    """(calibration samples, evaluation samples, evaluation labels or None) from an .npz."""
+    from sparseforge.compiler.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path}: not a readable .npz without pickle: {error}") from error
+    for name in ("test", "val", "train", ""):
+        x_key, y_key = (f"x_{name}", f"y_{name}") if name else ("x", "y")
+        if x_key in arrays:
+            x = np.asarray(arrays[x_key], dtype=np.float64)
+            y = arrays.get(y_key)
+            calibration = arrays.get("x_train", x)
+            return np.asarray(calibration, dtype=np.float64), x, y
+    raise InputError(f"{path}: holds none of x_test, x_val, x_train, x (it has "
+                     f"{', '.join(sorted(arrays)) or 'nothing'})")
+
+
+def run(args) -> int:
+    import sparseforge as sf
+    from sparseforge.compiler.quantized.reference import compare, reference_outputs
+
+    console = console_for(args)
+    start = time.perf_counter()
+    try:
+        calibration = x = y = None
+        if args.data:
+            calibration, x, y = load_data(Path(args.data))
+        model = sf.load_quantized(args.model, calibration, approximate=args.approximate)
+        figures = {}
+        if x is not None:
+            x = x.reshape(len(x), -1)
+            if x.shape[1] != model.network.layers[0].in_features:
+                return fail(f"{args.data}: samples have {x.shape[1]} features, the model "
+                            f"takes {model.network.layers[0].in_features}")
+            with console.status("running the model's reference executor..."):
+                reference = reference_outputs(args.model, x)
+            integers = model.predict(x)
+            figures = {"samples": len(x), "outputs_compared": int(reference.size),
+                       "mismatches": compare(model.network, reference, integers)}
+            if y is not None:
+                y = np.asarray(y).reshape(-1)
+                figures["accuracy_imported"] = float(np.mean(integers.argmax(axis=1) == y))
+                figures["accuracy_reference"] = float(np.mean(reference.argmax(axis=1) == y))
+        path = model.save(args.output)
+    except (ValueError, TypeError) as error:
+        return fail(str(error))
+    seconds = time.perf_counter() - start
+    payload = summary(model, figures)
+    render(console, payload)
+    console.print(f"wrote {path} in {seconds:.1f} s")
+    emit_json(args, {**payload, "output": str(path), "seconds": round(seconds, 2)})
+    return 0
+
+
+def summary(model, figures: dict) -> dict:
+    """The JSON object of ``--json``: the import's per-layer figures and the comparison."""
+    details = model.provenance["import"]
+    network = model.network
+    return {
+        "format": details["format"],
+        "act_bits": network.act_bits,
+        "input": details["input"],
+        "layers": details["layers"],
+        "sparsity": model.report.sparsity,
+        "multiplier_bits": max(layer["multiplier_bits"] for layer in details["layers"]),
+        "power_of_two": all(layer["power_of_two"] for layer in details["layers"]),
+        "approximated": details["approximated"],
+        "calibrated": details["calibrated"],
+        **figures,
+    }
+
+
+def _range(pair) -> str:
+    return f"{pair[0]}..{pair[1]}"
+
+
+def render(console, payload: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"imported {payload['format'].upper()} model: "
+                        f"{payload['act_bits']}-bit activations in the engine")
+    for column in ("layer", "shape", "weights", "weight scale", "input", "output", "sparsity",
+                   "requantization"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in payload["layers"]:
+        low, high = layer["weight_scale"]
+        requant = ("power of two" if layer["power_of_two"]
+                   else f"{layer['multiplier_bits']}-bit M, s {_range(layer['shifts'])}")
+        if layer["approximated_rows"]:
+            requant += f", {layer['approximated_rows']} rows approximated"
+        table.add_row(
+            layer["name"], "x".join(map(str, layer["shape"])),
+            f"{layer['weight_bits']}-bit, {layer['weight_values']} values",
+            f"{low:.3g}" if low == high else f"{low:.3g}..{high:.3g}",
+            f"{_range(layer['input_range'])} x {layer['input_scale']:.4g}",
+            f"{_range(layer['output_range'])} x {layer['output_scale']:.4g}",
+            f"{100 * layer['sparsity']:.1f}%", requant)
+    console.print(table)
+    for row in payload["approximated"]:
+        console.print(f"approximated: layer {row['layer']} row {row['row']}: worst-case error "
+                      f"{row['error']} output step(s), at accumulator {row['at']}")
+    for what in payload["calibrated"]:
+        console.print(f"the model's {what} is not quantized: an 8-bit quantizer was chosen "
+                      f"from the data")
+    if "mismatches" in payload:
+        console.print(f"{payload['mismatches']} of {payload['outputs_compared']} outputs differ "
+                      f"from the reference executor's on {payload['samples']} samples")
+    if "accuracy_imported" in payload:
+        console.print(f"accuracy: imported integer network "
+                      f"{100 * payload['accuracy_imported']:.2f}%, reference executor "
+                      f"{100 * payload['accuracy_reference']:.2f}%")
