@@ -36,9 +36,8 @@ from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
-from sparseforge.compiler.numerics import ceil_div
 
-from .broadcast_fetch import FetchStage
+from .broadcast_fetch import FetchStage, scan_members
 from .broadcast_mask import MaskStage
 from .broadcast_offer import OfferStage, offer_layout
 from .occupancy import OccupancyMemory, write_signature
@@ -87,12 +86,8 @@ class BroadcastUnit(wiring.Component):
     def __init__(self, config: EngineConfig, *, occupancy=None):
         self._config = config
         self._occupancy_init = [] if occupancy is None else [int(v) for v in occupancy]
-        groups = ceil_div(config.max_features, config.scan_lanes)
         super().__init__({
-            "start": In(1),
-            "groups": In(range(groups + 1)),
-            "occupancy_base": In(ceil_log2(max(2, config.occupancy_depth))),
-            "pointer_base": In(ceil_log2(max(2, config.pointer_depth))),
+            **scan_members(config),
             "idle": Out(1),
             "activations": Out(wiring.Signature({
                 "addr": Out(ceil_log2(max(2, config.act_words))),

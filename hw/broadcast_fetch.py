@@ -23,7 +23,18 @@ from sparseforge.compiler.numerics import ceil_div
 
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
 
-__all__ = ["FetchStage", "landing_signature"]
+__all__ = ["FetchStage", "landing_signature", "scan_members"]
+
+
+def scan_members(config: EngineConfig) -> dict:
+    """The members that start a scan, as the broadcast unit and its fetch stage take them:
+    ``start`` and the layer's ``groups``, ``occupancy_base`` and ``pointer_base``."""
+    return {
+        "start": In(1),
+        "groups": In(range(ceil_div(config.max_features, config.scan_lanes) + 1)),
+        "occupancy_base": In(ceil_log2(max(2, config.occupancy_depth))),
+        "pointer_base": In(ceil_log2(max(2, config.pointer_depth))),
+    }
 
 
 def landing_signature(config: EngineConfig) -> wiring.Signature:
@@ -68,12 +79,8 @@ class FetchStage(wiring.Component):
     def __init__(self, config: EngineConfig, *, buffer_depth: int):
         self._config = config
         self._buffer_depth = buffer_depth
-        groups = ceil_div(config.max_features, config.scan_lanes)
         super().__init__({
-            "start": In(1),
-            "groups": In(range(groups + 1)),
-            "occupancy_base": In(ceil_log2(max(2, config.occupancy_depth))),
-            "pointer_base": In(ceil_log2(max(2, config.pointer_depth))),
+            **scan_members(config),
             "pop": In(1),
             "activations": Out(wiring.Signature({
                 "addr": Out(ceil_log2(max(2, config.act_words))),

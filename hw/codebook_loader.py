@@ -15,7 +15,25 @@ from amaranth.utils import ceil_log2
 
 from sparseforge.compiler.config import EngineConfig
 
-__all__ = ["CodebookLoader"]
+__all__ = ["CodebookLoader", "codebook_read_signature", "codebook_write_signature"]
+
+
+def codebook_read_signature(config: EngineConfig) -> wiring.Signature:
+    """A read port of the codebook memory (``data`` a cycle after ``addr``), seen from its
+    reader: the value at ``layer * 2**code_bits + code``."""
+    return wiring.Signature({
+        "addr": Out(ceil_log2(max(2, config.max_layers * config.codebook_size))),
+        "data": In(signed(config.coef_bits)),
+    })
+
+
+def codebook_write_signature(config: EngineConfig) -> wiring.Signature:
+    """Writes into the codebook registers every PE reads: ``value`` to code ``index``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "index": Out(config.code_bits),
+        "value": Out(signed(config.coef_bits)),
+    })
 
 
 class CodebookLoader(wiring.Component):
@@ -40,22 +58,14 @@ class CodebookLoader(wiring.Component):
     def __init__(self, config: EngineConfig):
         self._config = config
         layer_bits = ceil_log2(max(2, config.max_layers))
-        codebook_addr_bits = ceil_log2(max(2, config.max_layers * config.codebook_size))
         super().__init__({
             "start": In(1),
             "layer": In(layer_bits),
             "loading": Out(1),
             "target": Out(layer_bits),
             "finishing": Out(1),
-            "codebook": Out(wiring.Signature({
-                "addr": Out(codebook_addr_bits),
-                "data": In(signed(config.coef_bits)),
-            })),
-            "codebook_write": Out(wiring.Signature({
-                "en": Out(1),
-                "index": Out(config.code_bits),
-                "value": Out(signed(config.coef_bits)),
-            })),
+            "codebook": Out(codebook_read_signature(config)),
+            "codebook_write": Out(codebook_write_signature(config)),
         })
 
     def elaborate(self, platform):

@@ -20,7 +20,7 @@ After reset the sequencer clears every accumulator (a write-back of ``max_rows``
 results are dropped), so a run interrupted by a reset leaves nothing behind.
 """
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -28,7 +28,7 @@ from amaranth.utils import ceil_log2
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 
-from .codebook_loader import CodebookLoader
+from .codebook_loader import CodebookLoader, codebook_read_signature, codebook_write_signature
 from .requantize import latency as requantize_latency
 
 __all__ = ["Sequencer", "writeback_latency"]
@@ -74,7 +74,6 @@ class Sequencer(wiring.Component):
         self._config = config
         descriptor = isa.descriptor_layout(config)
         layer_bits = ceil_log2(max(2, config.max_layers))
-        codebook_addr_bits = ceil_log2(max(2, config.max_layers * config.codebook_size))
         super().__init__({
             "start": In(1),
             "layer_count": In(range(config.max_layers + 1)),
@@ -85,15 +84,8 @@ class Sequencer(wiring.Component):
                 "addr": Out(layer_bits),
                 "data": In(descriptor),
             })),
-            "codebook": Out(wiring.Signature({
-                "addr": Out(codebook_addr_bits),
-                "data": In(signed(config.coef_bits)),
-            })),
-            "codebook_write": Out(wiring.Signature({
-                "en": Out(1),
-                "index": Out(config.code_bits),
-                "value": Out(signed(config.coef_bits)),
-            })),
+            "codebook": Out(codebook_read_signature(config)),
+            "codebook_write": Out(codebook_write_signature(config)),
             "broadcast_start": Out(1),
             "broadcast_idle": In(1),
             "pes_busy": In(1),
