@@ -53,7 +53,7 @@ def test_compile_refuses_a_board_that_is_too_small(tmp_path, model_file, capsys)
     status = main(["compile", str(model_file), "--pes", "16", "--board", "icebreaker", "-o",
                    str(tmp_path / "prog"), "--no-verilog", "--json"])
     captured = capsys.readouterr()
-    assert status == 2 and captured.out == ""
+    assert status == 2 and "does not fit" in json.loads(captured.out)["error"]
     assert "does not fit the iCE40UP5K" in captured.err and "DSP: needs about 16" in captured.err
     assert not (tmp_path / "prog").exists()
 
