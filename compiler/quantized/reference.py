@@ -43,6 +43,7 @@ def _qonnx_outputs(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
     for node in model.graph.node:
         if node.op_type in ("Quant", "BipolarQuant", "Trunc"):
             node.domain = "qonnx.custom_op.general"
+    model = model.transform(InferShapes())
     name = model.graph.input[0].name
     feature_shape = model.get_tensor_shape(name)[1:]
     outputs = []
@@ -50,8 +51,8 @@ def _qonnx_outputs(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
     for start in range(0, len(x), batch):
         part = x[start:start + batch]
         if len(part) not in prepared:
-            resized = model.transform(ChangeBatchSize(len(part))).transform(InferShapes())
-            prepared[len(part)] = resized
+            prepared[len(part)] = model.transform(ChangeBatchSize(len(part))).transform(
+                InferShapes())
         resized = prepared[len(part)]
         result = execute_onnx(resized, {name: part.reshape([len(part)] + feature_shape)})
         outputs.append(np.asarray(result[resized.graph.output[0].name]).reshape(len(part), -1))
@@ -67,6 +68,10 @@ def _onnxruntime_outputs(model, x: np.ndarray, batch: int) -> np.ndarray:
     step = 1 if shape and shape[0] == 1 else batch
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
+    # The graph as written: onnxruntime's graph optimisations fuse QuantizeLinear /
+    # DequantizeLinear around MatMul and Gemm into integer kernels (QLinearMatMul) whose
+    # requantization rounds a float32 multiplier, not the model's arithmetic.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
     feature_shape = [d if d > 0 else 1 for d in shape[1:]]
