@@ -173,7 +173,7 @@ def qonnx_trunc_and_ops(seed=2):
                domain=QONNX_DOMAIN, rounding_mode="FLOOR")
     y = b.node("Gemm", [y, b.quant_weights(5, 12, 5)], transB=1)
     y = b.node("Relu", [y])
-    y = b.quant(y, b.scale(0.05, 0.2), 3, signed=False)
+    y = b.quant(y, b.scale(0.004, 0.008), 3, signed=False)
     y = b.node("Identity", [y])
     return b.model("x", y, [1, 8], qonnx=True)
 

@@ -141,8 +141,9 @@ def _multiplier_range(shift: int, half_even: bool, steps, vmin: int, vmax: int,
         upper.append((theta(last + 1), vmax + 1))
     if not lower or not upper:
         return 1, math.inf
-    big = max(abs(x) for pair in lower + upper for x in pair) >= 1 << 28
-    kind = object if big or shift > 40 else np.int64
+    # Differences of thetas and of positions only: int64 unless they could overflow.
+    big = max(abs(x) for pair in lower + upper for x in pair) >= 1 << 60
+    kind = object if big else np.int64
     theta_l, t_l = (np.array(column, dtype=kind)[:, None] for column in zip(*lower))
     theta_u, t_u = (np.array(column, dtype=kind)[None, :] for column in zip(*upper))
     rise = theta_l - theta_u

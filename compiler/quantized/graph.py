@@ -245,19 +245,21 @@ class _Walker:
                                    f"static shape, not {shape}")
         self.in_features = int(np.prod(shape[1:]))
         self.values[input_name] = "input"
-        uses: dict[str, int] = {}
-        for node in graph.node:
+        consumers: dict[str, list[str]] = {}
+        for index, node in enumerate(graph.node):
             for name in node.input:
-                uses[name] = uses.get(name, 0) + 1
+                consumers.setdefault(name, []).append(node.name or f"{node.op_type}_{index}")
         for index, node in enumerate(graph.node):
             if not node.name:
                 node.name = f"{node.op_type}_{index}"
             dynamic = [n for n in node.input if n and _computed(self.values.get(n))]
             for name in dynamic:
-                if uses.get(name, 0) > 1 or name == output_name:
-                    self.refuse(node, f"tensor {name!r} feeds several nodes or the output; "
-                                      f"the model must be a chain of layers (no branches or "
-                                      f"skip connections)")
+                users = consumers.get(name, [])
+                if len(users) > 1 or name == output_name:
+                    where = ", ".join(repr(u) for u in users) + (
+                        " and the graph output" if name == output_name else "")
+                    self.refuse(node, f"tensor {name!r} feeds {where}; the model must be a "
+                                      f"chain of layers (no branches or skip connections)")
             if len(dynamic) > 1:
                 self.refuse(node, "it takes two computed tensors; only chains of layers with "
                                   "constant weights are supported")

@@ -1,0 +1,234 @@
+"""sf.load_quantized: every supported QONNX / QDQ pattern runs bit for bit as its reference
+executor does (qonnx's for QONNX, onnxruntime for QDQ), through the compiler and the golden
+model; what cannot be represented is refused naming the node."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import sparseforge as sf
+from sparseforge.cli import main
+from sparseforge.compiler.configure import derive_config
+from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork, RowRequant
+from sparseforge.compiler.numerics import FixedFormat
+from sparseforge.compiler.quantized import UnsupportedModel
+from sparseforge.compiler.quantized.reference import compare, reference_outputs
+from sparseforge.sim.reference.golden import check_program
+from tests.quantized_models import PATTERNS, Builder, random_inputs, save
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quantized")
+    return {name: (make(), save(make(), folder / f"{name}.onnx"))
+            for name, make in PATTERNS.items()}
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_golden_model_equals_the_reference_executor(models, pattern):
+    model, path = models[pattern]
+    imported = sf.load_quantized(path)
+    x = random_inputs(model, 300, seed=len(pattern))
+    program = sf.compile(imported, pes=4)
+    golden = sf.reference(program, x)
+    np.testing.assert_array_equal(golden, imported.predict(x))
+    reference = reference_outputs(path, x)
+    assert compare(imported.network, reference, golden) == 0
+    # Not a vacuous comparison: the outputs vary, and the engine scales rows.
+    assert len(np.unique(golden)) > 5
+    assert program.config.multiplier_bits > 0
+
+
+def test_the_model_quantization_is_kept(models):
+    """The codebook holds the model's integer weights; the activation ranges are its
+    quantizers' (4-bit unsigned, then 8-bit signed)."""
+    model, path = models["qonnx_gemm_matmul"]
+    imported = sf.load_quantized(path)
+    first, second = imported.network.layers
+    assert set(first.codebook[1:]) - {0} <= set(range(-7, 8))
+    assert first.requant.low == 0 and first.requant.high <= 15
+    assert -128 <= second.requant.low and second.requant.high <= 127
+    assert imported.network.input_format.low == 0 and imported.network.input_format.high == 255
+    layers = imported.provenance["import"]["layers"]
+    assert [layer["weight_bits"] for layer in layers] == [4, 4]
+    assert layers[0]["output_bits"] == 4 and not layers[0]["output_signed"]
+
+
+def test_imported_models_survive_their_files(models, tmp_path):
+    model, path = models["qonnx_batchnorm_bipolar"]
+    imported = sf.load_quantized(path)
+    x = random_inputs(model, 100)
+    again = sf.load_compressed(imported.save(tmp_path / "m.sfm"))
+    np.testing.assert_array_equal(again.predict(x), imported.predict(x))
+    program = sf.compile(again, pes=3)
+    program.save(tmp_path / "program")
+    loaded = sf.load_program(tmp_path / "program")
+    np.testing.assert_array_equal(sf.reference(loaded, x), imported.predict(x))
+
+
+def test_a_power_of_two_layer_keeps_the_power_of_two_engine():
+    """Per-row requantization that is today's (multiplier 1, one shift, half up, the full
+    activation range) needs no multiplier: the compiler leaves ``multiplier_bits`` at 0."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, (6, 5)).astype(np.uint8)
+    layer = QuantizedLinear("fc", codes, np.array([0, 3, -2, 5]), rng.integers(-50, 50, 6), 2,
+                            FixedFormat(8, 4), FixedFormat(8, 3), FixedFormat(8, 4), 16, True,
+                            requant=RowRequant.power_of_two(6, 3, 0, 127))
+    network = QuantizedNetwork((layer,))
+    assert derive_config(network, 2).multiplier_bits == 0
+    program = sf.compile(network, pes=2)
+    check_program(program)
+    assert program.config.multiplier_bits == 0
+    scaled = QuantizedLinear("fc", codes, layer.codebook, layer.bias, 2, layer.input_format,
+                             layer.weight_format, layer.output_format, 16, True,
+                             requant=RowRequant.power_of_two(6, 3, 0, 100))
+    assert derive_config(QuantizedNetwork((scaled,)), 2).multiplier_bits > 0
+
+
+def test_an_unquantized_output_needs_calibration(tmp_path):
+    """Calibration chooses an 8-bit output quantizer for a model that leaves its output real
+    (the argmax is the executor's); without it the model is refused naming the layer."""
+    b = Builder(7)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("Gemm", [x, b.quant_weights(6, 8, 4), b.const(b.rng.normal(0, 0.1, 6))],
+               transB=1, name="last")
+    path = save(b.model("x", y, [1, 8], qonnx=True), tmp_path / "real_output.onnx")
+    with pytest.raises(UnsupportedModel, match="output .*'last'.* not quantized"):
+        sf.load_quantized(path)
+    samples = np.random.default_rng(1).uniform(-1, 1, (200, 8)).astype(np.float32)
+    imported = sf.load_quantized(path, samples)
+    assert imported.provenance["import"]["calibrated"] == ["output"]
+    reference = reference_outputs(path, samples)
+    agree = np.mean(imported.predict(samples).argmax(axis=1) == reference.argmax(axis=1))
+    assert agree > 0.95
+
+
+def _refused(tmp_path, b, y, shape, match, qonnx=True):
+    path = save(b.model("x", y, shape, qonnx=qonnx), tmp_path / "refused.onnx")
+    with pytest.raises(UnsupportedModel, match=match):
+        sf.load_quantized(path)
+
+
+def test_a_convolution_is_refused_naming_the_node(tmp_path):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("Conv", [x, b.const(np.ones((2, 1, 3, 3)))], name="conv1")
+    _refused(tmp_path, b, y, [1, 1, 4, 4], r"node 'conv1' \(Conv\): convolutions .* not "
+                                          r"supported yet")
+
+
+def test_an_unsupported_op_is_refused_naming_the_node(tmp_path):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("MatMul", [x, b.quant_weights(4, 8, 4, transposed=True)])
+    y = b.node("Sigmoid", [y], name="squash")
+    _refused(tmp_path, b, y, [1, 8], r"node 'squash' \(Sigmoid\): not supported; supported: ")
+
+
+def test_a_branch_is_refused_naming_the_node(tmp_path):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("MatMul", [x, b.quant_weights(8, 8, 4, transposed=True)])
+    y = b.node("Add", [y, x], name="skip")
+    _refused(tmp_path, b, y, [1, 8], r"feeds 'MatMul_\d+', 'skip'; the model must be "
+                                      r"a chain of layers")
+
+
+def test_float_weights_are_refused_naming_the_node(tmp_path):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("MatMul", [x, b.const(np.ones((8, 4)))], name="float_fc")
+    y = b.quant(y, np.float32(0.1), 8)
+    _refused(tmp_path, b, y, [1, 8], r"'float_fc' \(MatMul\): its weights are not quantized")
+
+
+def test_a_wide_activation_quantizer_is_refused_naming_the_node(tmp_path):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 12, name="wide")
+    y = b.node("MatMul", [x, b.quant_weights(4, 8, 4, transposed=True)])
+    y = b.quant(y, np.float32(0.1), 8)
+    _refused(tmp_path, b, y, [1, 8], r"'wide' \(Quant\): a 12-bit activation quantizer")
+
+
+def test_a_per_channel_activation_quantizer_is_refused(tmp_path):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("MatMul", [x, b.quant_weights(4, 8, 4, transposed=True)])
+    y = b.quant(y, np.full((1, 4), 0.1, np.float32), 8, name="per_channel")
+    _refused(tmp_path, b, y, [1, 8], r"'per_channel' \(Quant\): .*per tensor")
+
+
+def _unrepresentable(tmp_path):
+    """256 8-bit inputs times 8-bit weights: accumulators over +-2**22, and an output scale so
+    coarse that its 255 steps spread over all of them at a generic ratio -- no 25-bit
+    multiplier places every step."""
+    b = Builder(11)
+    x = b.quant("x", np.float32(0.0071), 8)
+    y = b.node("MatMul", [x, b.quant_weights(3, 256, 8, transposed=True)], name="dense")
+    y = b.quant(y, np.float32(4.7), 8)
+    return save(b.model("x", y, [1, 256], qonnx=True), tmp_path / "unrepresentable.onnx")
+
+
+def test_an_unrepresentable_quantizer_is_refused_or_approximated(tmp_path):
+    path = _unrepresentable(tmp_path)
+    with pytest.raises(UnsupportedModel, match=r"layer 'dense' row \d+: no multiplier of at "
+                                               r"most 25 bits .* approximate=True"):
+        sf.load_quantized(path)
+    imported = sf.load_quantized(path, approximate=True)
+    approximated = imported.provenance["import"]["approximated"]
+    assert approximated and all(row["layer"] == "dense" and row["error"] >= 1
+                                for row in approximated)
+
+
+def test_cli_imports_with_data_and_json(models, tmp_path, capsys):
+    model, path = models["qdq_per_channel"]
+    x = random_inputs(model, 60)
+    y = np.random.default_rng(0).integers(0, 6, 60)
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=y)
+    status = main(["import", path, "-o", str(tmp_path / "m.sfm"), "--data",
+                   str(tmp_path / "data.npz"), "--json"])
+    assert status == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["format"] == "qdq" and payload["mismatches"] == 0
+    assert payload["outputs_compared"] == 60 * 6 and payload["samples"] == 60
+    assert payload["accuracy_imported"] == payload["accuracy_reference"]
+    assert [layer["shape"] for layer in payload["layers"]] == [[16, 12], [6, 16]]
+    assert (tmp_path / "m.sfm").is_file()
+
+
+def test_cli_refuses_naming_the_node(tmp_path, capsys):
+    b = Builder(0)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("Conv", [x, b.const(np.ones((2, 1, 3, 3)))], name="conv1")
+    path = save(b.model("x", y, [1, 1, 4, 4], qonnx=True), tmp_path / "conv.onnx")
+    assert main(["import", path, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "conv1" in json.loads(captured.out)["error"]
+    assert "error: " in captured.err
+
+
+def test_the_reference_comparison_counts_what_differs(models):
+    """compare() is not blind: one output moved by a step is one mismatch."""
+    model, path = models["qdq_per_tensor"]
+    imported = sf.load_quantized(path)
+    x = random_inputs(model, 20)
+    integers = imported.predict(x)
+    reference = reference_outputs(path, x)
+    assert compare(imported.network, reference, integers) == 0
+    integers[3, 1] += 1
+    assert compare(imported.network, reference, integers) == 1
+
+
+def test_onnx_files_without_a_graph_input_are_refused(tmp_path):
+    graph = helper.make_graph([], "empty", [], [])
+    path = tmp_path / "empty.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(UnsupportedModel, match="one input and one output"):
+        sf.load_quantized(path)
