@@ -72,6 +72,7 @@ def _onnxruntime_outputs(model, x: np.ndarray, batch: int) -> np.ndarray:
     # DequantizeLinear around MatMul and Gemm into integer kernels (QLinearMatMul) whose
     # requantization rounds a float32 multiplier, not the model's arithmetic.
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3          # its notes on unused initializers are noise
     session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
     feature_shape = [d if d > 0 else 1 for d in shape[1:]]
