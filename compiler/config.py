@@ -34,6 +34,9 @@ def _bits_for(count: int) -> int:
     return max(1, int(count).bit_length())
 
 
+_LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False}
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Parameters of one generated engine.
@@ -255,7 +258,13 @@ class EngineConfig:
 
     # ---- JSON ----------------------------------------------------------------------------
     def to_json(self) -> dict:
-        return asdict(self)
+        # The per-row requantization's fields only when used: the engine.json of a
+        # power-of-two engine is what sparseforge wrote before they existed (and reads back).
+        fields = asdict(self)
+        for name, default in _LATER_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]
+        return fields
 
     @classmethod
     def from_json(cls, obj: dict) -> EngineConfig:
