@@ -264,16 +264,16 @@ def _report(layer, q, input_format, output_format, final, approximated) -> Impor
         sparsity=float(1 - q.nnz / q.codes.size),
         multiplier_bits=requant.multiplier_bits,
         shifts=(int(requant.shift.min()), int(requant.shift.max())),
-        power_of_two=bool(np.all(requant.multiplier == 1) and not requant.half_even.any()
-                          and len(set(requant.shift.tolist())) == 1),
+        power_of_two=q.power_of_two_form() is not None,
         approximated_rows=approximated)
 
 
 def _quantizer_bits(final) -> int:
-    if isinstance(final, ops.Trunc):
-        if final.qmin is None:
-            return 0
-        return max(1, (final.qmax - final.qmin).bit_length())
+    """The output quantizer's width (0 for a version-1 Trunc, which does not clamp)."""
+    if getattr(final, "bipolar", False):
+        return 1
+    if final.qmin is None:
+        return 0
     return max(1, (final.qmax - final.qmin).bit_length())
 
 
