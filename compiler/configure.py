@@ -265,26 +265,34 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         if brams_for(entries[decoded], part.family) <= brams_for(entries[config], part.family):
             config = decoded
     if part is not None:
-        if config.row_scales and engine_dsps(config, part.family) > part.dsps:
-            # The requantizers' multipliers need DSP blocks the PEs' products hold: those are
-            # a narrow codebook value times an activation, a few adders in logic.
-            config = dataclasses.replace(config, lut_products=True)
         if writeback_lanes is None:
             # Least sharing first, leaving an iCE40 5% of its logic cells: nextpnr needs some
             # room to route, and the estimate is good to a few percent.
             budget = part.luts * (ICE40_ROUTING_MARGIN if part.family == "ice40" else 1.0)
             for lanes in _writeback_choices(pes):
-                candidate = dataclasses.replace(config, writeback_lanes=lanes)
+                candidate = _dsps_for(dataclasses.replace(config, writeback_lanes=lanes), part)
                 if estimate_resources(candidate, part).lut <= budget:
                     config = candidate
                     break
             else:
-                config = dataclasses.replace(config, writeback_lanes=_writeback_choices(pes)[-1])
+                config = _dsps_for(dataclasses.replace(
+                    config, writeback_lanes=_writeback_choices(pes)[-1]), part)
+        else:
+            config = _dsps_for(config, part)
         check_board(config, part)
     return config
 
 
 ICE40_ROUTING_MARGIN = 0.95
+
+
+def _dsps_for(config: EngineConfig, part: Part) -> EngineConfig:
+    """With per-row scales, the PEs' products in logic when the requantizers' multipliers
+    need DSP blocks the PEs' products hold (the UP5K's 8 are 8 PEs'): a PE's product is a
+    narrow codebook value times an activation, a few adders."""
+    if config.row_scales and engine_dsps(config, part.family) > part.dsps:
+        return dataclasses.replace(config, lut_products=True)
+    return config
 
 
 def _writeback_choices(pes: int) -> list[int]:
