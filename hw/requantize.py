@@ -33,8 +33,9 @@ __all__ = ["ChannelRequantizer", "Requantizer", "CHANNEL_LATENCY", "LATENCY", "l
            "scale_write_signature"]
 
 LATENCY = 4     # cycles from an input transfer to its output transfer (without readout_register)
-# The per-row requantizer: the sum, the product (two), the rounding term, the shift, the clamp.
-CHANNEL_LATENCY = 4 + MULTIPLY_LATENCY
+# The per-row requantizer: the sum, the product (two), the rounding term, the shift, the
+# saturation, the layer's range.
+CHANNEL_LATENCY = 5 + MULTIPLY_LATENCY
 
 
 def latency(config: EngineConfig) -> int:
@@ -300,21 +301,31 @@ class ChannelRequantizer(wiring.Component):
             ]
 
         # Stage 5: a tie that rounded up to an odd value goes to the even one below (clear
-        # bit 0: no adder), then the layer's range.
+        # bit 0: no adder), saturated to one bit more than the activations against constant
+        # bounds (the upper bits' reduction): the layer's range is then compared on a narrow
+        # value, not on the whole sum (on the UP5K those two comparators' carry chains were the
+        # critical path).  A saturated value lies beyond any range, so clearing its bit 0 is
+        # harmless.
         even = Signal(signed(wide))
         m.d.comb += even.eq(Cat(shifted[0] & ~tie, shifted[1:]))
+        narrow = Signal(signed(config.act_bits + 1), reset_less=True)
+        narrow_valid = Signal()
+        _clamp_into(m, narrow, even, -(1 << config.act_bits), (1 << config.act_bits) - 1)
+        m.d.sync += narrow_valid.eq(shifted_valid)
+
+        # Stage 6: the layer's range.
         value = Signal(signed(config.act_bits), reset_less=True)
         if config.link_registers:
             clamped = Signal(signed(config.act_bits), reset_less=True)
             clamped_valid = Signal()
             held = Signal(signed(config.act_bits), reset_less=True)
             held_valid = Signal()
-            _clamp_into(m, clamped, even, self.low, self.high)
-            m.d.sync += [clamped_valid.eq(shifted_valid), held.eq(clamped),
+            _clamp_into(m, clamped, narrow, self.low, self.high)
+            m.d.sync += [clamped_valid.eq(narrow_valid), held.eq(clamped),
                          held_valid.eq(clamped_valid), value.eq(held),
                          self.o.valid.eq(held_valid)]
         else:
-            _clamp_into(m, value, even, self.low, self.high)
-            m.d.sync += self.o.valid.eq(shifted_valid)
+            _clamp_into(m, value, narrow, self.low, self.high)
+            m.d.sync += self.o.valid.eq(narrow_valid)
         m.d.comb += self.o.payload.eq(value)
         return m
