@@ -6,9 +6,20 @@ container with ``torch.fx`` (its forward must be a chain: each op takes the prev
 output).  Parameters are read as evaluation mode sees them: BatchNorm's running statistics,
 and for a model pruned with ``torch.nn.utils.prune`` the effective ``weight_orig *
 weight_mask``.  ONNX graphs are read with the ``onnx`` package: Gemm (``transB``, ``alpha``,
-``beta``), MatMul followed by Add, Relu, Flatten/Reshape, BatchNormalization, Dropout/Identity
-and a final Softmax.  Anything else is refused with :class:`UnsupportedLayerError` naming the
-module path (or node name), its type, and what is supported (``ir.SUPPORTED_OPS``).
+``beta``), MatMul followed by Add, Conv, MaxPool, AveragePool, GlobalAveragePool, Relu,
+Flatten/Reshape to a vector, BatchNormalization, Dropout/Identity and a final Softmax.
+Anything else is refused with :class:`UnsupportedLayerError` naming the module path (or node
+name), its type, and what is supported (``ir.SUPPORTED_OPS``); a supported layer with a
+setting the engine does not run (a dilated or asymmetrically padded convolution, groups other
+than 1 or the input channels, a pooling with padding or ceil mode) with
+:class:`UnsupportedSettingError` naming the setting and its value.
+
+A depthwise convolution (``groups == in_channels``) is captured as the ordinary convolution
+it equals: a kernel that is zero across channels, which the sparse engine never stores.
+
+A network with convolutions needs its input's shape (channels, rows, columns): an ONNX graph
+states it; for an ``nn.Module`` pass ``input_shape`` (``sf.compress`` takes it from data
+shaped batch x channels x rows x columns).
 
 Every captured graph is checked (:func:`check_graph`): a Linear whose ``in_features`` does not
 match what reaches it is an error naming both, and NaN or infinite parameters are refused.
@@ -22,10 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .ir import SUPPORTED_OPS, Graph, Op, OpKind
+from .ir import SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
-__all__ = ["UnsupportedLayerError", "capture", "capture_module", "capture_onnx",
-           "check_graph"]
+__all__ = ["UnsupportedLayerError", "UnsupportedSettingError", "capture", "capture_module",
+           "capture_onnx", "check_graph"]
+
+_SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
 
 class UnsupportedLayerError(InputError):
@@ -37,8 +50,20 @@ class UnsupportedLayerError(InputError):
         self.where, self.kind = where, kind
 
 
-def capture(model) -> Graph:
-    """Capture an ``nn.Module``, or an ONNX file given by its path (``.onnx``)."""
+class UnsupportedSettingError(InputError):
+    """A supported layer with a setting the engine does not run; the message names the layer,
+    the setting, its value and what is supported."""
+
+    def __init__(self, where: str, kind: str, setting: str, value, supported: str):
+        super().__init__(f"{where} ({kind}) has {setting} {value}, which the engine does not "
+                         f"run; {supported}")
+        self.where, self.kind, self.setting = where, kind, setting
+
+
+def capture(model, input_shape=None) -> Graph:
+    """Capture an ``nn.Module``, or an ONNX file given by its path (``.onnx``).
+    ``input_shape`` (channels, rows, columns) is a module's input map, which a network with
+    convolutions needs (an ONNX file states its own)."""
     if isinstance(model, (str, Path)):
         path = Path(model)
         if path.suffix.lower() != ".onnx":
@@ -48,16 +73,23 @@ def capture(model) -> Graph:
     import torch
 
     if isinstance(model, torch.nn.Module):
-        return capture_module(model)
+        return capture_module(model, input_shape)
     raise TypeError(f"capture takes an nn.Module or a path to an ONNX file, not "
                     f"{type(model).__name__}")
 
 
-def check_graph(ops, input_size: int, source: str = "") -> Graph:
-    """The Graph of ``ops`` over ``input_size`` inputs, after checking it: every Linear and
-    BatchNorm gets the width it expects (Flatten, ReLU, Identity and Softmax keep the width),
-    and no parameter holds NaN or infinity."""
-    width, produced_by = input_size, "the input"
+def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Graph:
+    """The Graph of ``ops`` over ``input_size`` inputs (a map of ``input_shape``, channels x
+    rows x columns, when given), after checking it: every Linear, convolution, pooling and
+    BatchNorm gets the shape it expects (Flatten makes a vector; ReLU, Identity and Softmax
+    keep the shape), a Linear takes a vector (a Flatten after a map), and no parameter holds
+    NaN or infinity."""
+    if input_shape is not None:
+        input_shape = tuple(int(d) for d in input_shape)
+        if len(input_shape) != 3 or min(input_shape) < 1 or np.prod(input_shape) != input_size:
+            raise ValueError(f"the input shape must be (channels, rows, columns) of "
+                             f"{input_size} values, not {input_shape}")
+    shape, produced_by = input_shape or (input_size,), "the input"
     for op in ops:
         for name, values in op.params.items():
             if not np.all(np.isfinite(values)):
@@ -70,19 +102,37 @@ def check_graph(ops, input_size: int, source: str = "") -> Graph:
             if 0 in weight.shape:
                 raise InputError(f"Linear {op.name!r} has shape {weight.shape} (out x in): a "
                                  f"layer without inputs or outputs cannot run")
-            if weight.shape[1] != width:
+            if len(shape) != 1:
+                raise ValueError(f"Linear {op.name!r} follows {produced_by}'s feature map "
+                                 f"{shape} without a Flatten")
+            if weight.shape[1] != shape[0]:
                 raise ValueError(f"Linear {op.name!r} takes {weight.shape[1]} inputs but "
-                                 f"{produced_by} gives {width}")
+                                 f"{produced_by} gives {shape[0]}")
             if op.params["bias"].shape != (weight.shape[0],):
                 raise ValueError(f"Linear {op.name!r}: bias shape {op.params['bias'].shape} "
                                  f"does not match {weight.shape[0]} outputs")
-            width, produced_by = weight.shape[0], f"{op.name!r}"
         elif op.kind is OpKind.BATCHNORM:
             for name, values in op.params.items():
-                if values.shape != (width,):
+                if values.shape != (shape[0],):
                     raise ValueError(f"BatchNorm {op.name!r} has {name} of shape "
-                                     f"{values.shape} but {produced_by} gives {width} features")
-    return Graph(tuple(ops), input_size, source)
+                                     f"{values.shape} but {produced_by} gives {shape[0]} "
+                                     f"{'channels' if len(shape) == 3 else 'features'}")
+        elif op.kind is OpKind.CONV:
+            weight = op.params["weight"]
+            if weight.ndim != 4 or op.params["bias"].shape != (weight.shape[0],):
+                raise ValueError(f"Conv2d {op.name!r}: weight {weight.shape} and bias "
+                                 f"{op.params['bias'].shape} are not out x in x kh x kw and "
+                                 f"out")
+        elif op.kind in _SPATIAL and len(shape) != 3:
+            raise ValueError(f"{op.kind.value} {op.name!r} needs a feature map but "
+                             f"{produced_by} gives a vector of {shape[0]}")
+        try:
+            shape = op_output_shape(op, shape)
+        except ValueError as error:
+            raise ValueError(f"{error} (after {produced_by})") from None
+        if op.kind in (OpKind.LINEAR, OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
+            produced_by = f"{op.name!r}"
+    return Graph(tuple(ops), input_size, source, input_shape)
 
 
 # ---- PyTorch ----------------------------------------------------------------------------------
@@ -117,9 +167,9 @@ def _module_handlers():
 
     def batchnorm(module, name):
         if module.running_mean is None or module.running_var is None:
-            raise UnsupportedLayerError(f"layer {name!r} (BatchNorm1d without running "
-                                        f"statistics, track_running_stats=False)",
-                                        "BatchNorm1d")
+            kind = type(module).__name__
+            raise UnsupportedLayerError(f"layer {name!r} ({kind} without running "
+                                        f"statistics, track_running_stats=False)", kind)
         features = module.num_features
         weight = _effective(module, "weight") if module.affine else np.ones(features)
         bias = _effective(module, "bias") if module.affine else np.zeros(features)
@@ -132,6 +182,11 @@ def _module_handlers():
 
     return {
         nn.Linear: linear,
+        nn.Conv2d: _conv_module,
+        nn.MaxPool2d: _max_pool_module,
+        nn.AvgPool2d: _avg_pool_module,
+        nn.AdaptiveAvgPool2d: _adaptive_pool_module,
+        nn.BatchNorm2d: batchnorm,
         nn.ReLU: simple(OpKind.RELU),
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
@@ -142,8 +197,9 @@ def _module_handlers():
     }
 
 
-def capture_module(model) -> Graph:
-    """``model`` (evaluation-mode parameters) as a shape-checked Graph.
+def capture_module(model, input_shape=None) -> Graph:
+    """``model`` (evaluation-mode parameters) as a shape-checked Graph; ``input_shape``
+    (channels, rows, columns) is its input map, needed when it has convolutions or pooling.
 
     An ``nn.Sequential`` is walked child by child (nested Sequentials too); any other
     container is traced with ``torch.fx`` and must be a chain.  Op names are module paths
@@ -154,10 +210,123 @@ def capture_module(model) -> Graph:
     if not isinstance(model, nn.Module):
         raise TypeError(f"capture_module takes an nn.Module, not {type(model).__name__}")
     ops = _capture(model, "")
-    linear = [op for op in ops if op.kind is OpKind.LINEAR]
-    if not linear:
-        raise ValueError(f"the model ({type(model).__name__}) has no Linear layer to run")
-    return check_graph(ops, linear[0].params["weight"].shape[1], type(model).__name__)
+    layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
+    if not layers:
+        raise ValueError(f"the model ({type(model).__name__}) has no Linear or Conv2d layer "
+                         f"to run")
+    spatial = next((op for op in ops if op.kind in _SPATIAL), None)
+    if input_shape is None:
+        if spatial is not None:
+            raise InputError(f"layer {spatial.name!r} works on feature maps: give the input's "
+                             f"shape, input_shape=(channels, rows, columns) (sf.compress takes "
+                             f"it from data shaped batch x channels x rows x columns)")
+        return check_graph(ops, layers[0].params["weight"].shape[1], type(model).__name__)
+    input_shape = tuple(int(d) for d in input_shape)
+    if spatial is None and len(input_shape) != 3:
+        return check_graph(ops, int(np.prod(input_shape)), type(model).__name__)
+    return check_graph(ops, int(np.prod(input_shape)), type(model).__name__, input_shape)
+
+
+def _conv_module(module, name) -> list[Op]:
+    """A ``Conv2d`` as a CONV op: zero padding, dilation 1, groups 1 or in_channels (the
+    depthwise kernel written out as the full one it equals, zero across channels)."""
+    where, kind = f"layer {name!r}", "Conv2d"
+    if tuple(module.dilation) != (1, 1):
+        raise UnsupportedSettingError(where, kind, "dilation", tuple(module.dilation),
+                                      "the engine runs dilation 1")
+    if module.padding_mode != "zeros":
+        raise UnsupportedSettingError(where, kind, "padding_mode", repr(module.padding_mode),
+                                      "the engine pads with zeros")
+    padding = _conv_padding(module.padding, module.kernel_size, where, kind)
+    weight = _effective(module, "weight")
+    bias = _effective(module, "bias")
+    return [Op(OpKind.CONV, name, {
+        "weight": _ungrouped(weight, module.groups, module.in_channels, where, kind),
+        "bias": bias if bias is not None else np.zeros(module.out_channels)},
+        {"stride": tuple(module.stride), "padding": padding})]
+
+
+def _conv_padding(padding, kernel, where: str, kind: str) -> tuple[int, int]:
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        if any(k % 2 == 0 for k in kernel):
+            raise UnsupportedSettingError(where, kind, "padding", "'same' with the even kernel "
+                                          f"{tuple(kernel)}", "that padding is asymmetric; "
+                                          "the engine pads symmetrically")
+        return kernel[0] // 2, kernel[1] // 2
+    return int(padding[0]), int(padding[1])
+
+
+def _ungrouped(weight: np.ndarray, groups: int, in_channels: int, where: str,
+               kind: str) -> np.ndarray:
+    """A grouped kernel (out x in/groups x kh x kw) as the full kernel it equals: groups 1 as
+    it is, depthwise (groups == in_channels) zero across channels."""
+    if groups == 1:
+        return weight
+    if groups != in_channels:
+        raise UnsupportedSettingError(where, kind, "groups", groups,
+                                      f"the engine runs groups 1 or in_channels "
+                                      f"({in_channels}, depthwise)")
+    out_channels = weight.shape[0]
+    full = np.zeros((out_channels, in_channels, *weight.shape[2:]))
+    per_channel = out_channels // in_channels
+    for o in range(out_channels):
+        full[o, o // per_channel] = weight[o, 0]
+    return full
+
+
+def _pool_settings(module, name, kind) -> dict:
+    where = f"layer {name!r}"
+    if getattr(module, "ceil_mode", False):
+        raise UnsupportedSettingError(where, kind, "ceil_mode", True,
+                                      "the engine pools in floor mode")
+    if kind == "MaxPool2d":
+        if module.dilation not in (1, (1, 1)):
+            raise UnsupportedSettingError(where, kind, "dilation", module.dilation,
+                                          "the engine pools with dilation 1")
+        if module.padding not in (0, (0, 0)):
+            raise UnsupportedSettingError(where, kind, "padding", module.padding,
+                                          "the engine's max pooling has no padding")
+        if module.return_indices:
+            raise UnsupportedSettingError(where, kind, "return_indices", True,
+                                          "the engine returns the pooled values only")
+    kernel = module.kernel_size
+    stride = module.stride if module.stride not in (None, ()) else kernel
+    return {"kernel": _as_pair(kernel), "stride": _as_pair(stride),
+            "padding": _as_pair(getattr(module, "padding", 0))}
+
+
+def _as_pair(value) -> tuple[int, int]:
+    return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def _max_pool_module(module, name) -> list[Op]:
+    settings = _pool_settings(module, name, "MaxPool2d")
+    del settings["padding"]
+    return [Op(OpKind.MAXPOOL, name, {}, settings)]
+
+
+def _avg_pool_module(module, name) -> list[Op]:
+    settings = _pool_settings(module, name, "AvgPool2d")
+    where = f"layer {name!r}"
+    if module.divisor_override is not None:
+        raise UnsupportedSettingError(where, "AvgPool2d", "divisor_override",
+                                      module.divisor_override,
+                                      "the engine divides by the window's size")
+    if not module.count_include_pad and settings["padding"] != (0, 0):
+        raise UnsupportedSettingError(where, "AvgPool2d", "count_include_pad", False,
+                                      "with padding the engine counts the padding zeros")
+    return [Op(OpKind.AVGPOOL, name, {}, settings)]
+
+
+def _adaptive_pool_module(module, name) -> list[Op]:
+    size = module.output_size
+    if size not in (1, (1, 1)):
+        raise UnsupportedSettingError(f"layer {name!r}", "AdaptiveAvgPool2d", "output_size",
+                                      size, "the engine runs global average pooling "
+                                      "(output_size 1)")
+    return [Op(OpKind.AVGPOOL, name, {}, {"global": True})]
 
 
 def _capture(module, name) -> list[Op]:
@@ -324,21 +493,113 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.BATCHNORM, name, {"weight": scale, "bias": shift,
                                                     "mean": mean, "var": var},
                           {"eps": float(attrs.get("epsilon", 1e-5))}))
+        elif node.op_type == "Conv":
+            ops.append(_onnx_conv(node, name, attrs, constants))
+        elif node.op_type in ("MaxPool", "AveragePool"):
+            ops.append(_onnx_pool(node, name, attrs))
+        elif node.op_type == "GlobalAveragePool":
+            ops.append(Op(OpKind.AVGPOOL, name, {}, {"global": True}))
         elif node.op_type in _ONNX_SIMPLE:
+            if node.op_type in ("Flatten", "Reshape"):
+                _check_flatten(node, name, attrs, constants)
             ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
         else:
             raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
     if pending is not None:
         ops.append(_linear(pending[0], pending[1], None))
-    linear = [op for op in ops if op.kind is OpKind.LINEAR]
-    if not linear:
-        raise ValueError(f"{path}: the ONNX graph has no Gemm or MatMul layer")
-    input_size = linear[0].params["weight"].shape[1]
+    layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
+    if not layers:
+        raise ValueError(f"{path}: the ONNX graph has no Gemm, MatMul or Conv layer")
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:]]
+    spatial = next((op for op in ops if op.kind in _SPATIAL), None)
+    if spatial is not None:
+        if len(dims) != 3 or not all(d > 0 for d in dims):
+            raise ValueError(f"{path}: node {spatial.name!r} works on feature maps, but the "
+                             f"graph input {inputs[0].name!r} has no static shape batch x "
+                             f"channels x rows x columns ({dims or 'none'})")
+        return check_graph(ops, int(np.prod(dims)), str(path), tuple(dims))
+    input_size = layers[0].params["weight"].shape[1]
     if dims and all(d > 0 for d in dims) and int(np.prod(dims)) != input_size:
         raise ValueError(f"{path}: the graph input {inputs[0].name!r} has {int(np.prod(dims))} "
-                         f"features but {linear[0].name} takes {input_size}")
+                         f"features but {layers[0].name} takes {input_size}")
     return check_graph(ops, input_size, str(path))
+
+
+def _onnx_pads(attrs, name: str, kind: str) -> tuple[int, int]:
+    """Symmetric ``pads`` (begin rows, begin columns, end rows, end columns) as (rows,
+    columns); ``auto_pad`` only NOTSET or VALID."""
+    where = f"ONNX node {name!r}"
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto not in ("NOTSET", "VALID"):
+        raise UnsupportedSettingError(where, kind, "auto_pad", auto,
+                                      "give explicit symmetric pads")
+    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else [0, 0, 0, 0]
+    if len(pads) != 4 or pads[:2] != pads[2:]:
+        raise UnsupportedSettingError(where, kind, "asymmetric padding", f"pads={pads}",
+                                      "the engine pads the same on both sides of each axis")
+    return int(pads[0]), int(pads[1])
+
+
+def _onnx_conv(node, name: str, attrs, constants) -> Op:
+    where, kind = f"ONNX node {name!r}", "Conv"
+    if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        raise UnsupportedSettingError(where, kind, "dilations", list(attrs["dilations"]),
+                                      "the engine runs dilation 1")
+    if len(node.input) < 2:
+        raise UnsupportedLayerError(where, "Conv without a weight")
+    weight = _constant(constants, node.input[1], name)
+    if weight.ndim != 4:
+        raise UnsupportedLayerError(f"{where} (a {weight.ndim}-D kernel)", "Conv other than 2-D")
+    groups = int(attrs.get("group", 1))
+    in_channels = weight.shape[1] * groups
+    bias = (_constant(constants, node.input[2], name) if len(node.input) > 2 and node.input[2]
+            else np.zeros(weight.shape[0]))
+    return Op(OpKind.CONV, name,
+              {"weight": _ungrouped(weight, groups, in_channels, where, kind),
+               "bias": np.asarray(bias, dtype=np.float64).reshape(-1)},
+              {"stride": tuple(int(v) for v in attrs.get("strides", [1, 1])),
+               "padding": _onnx_pads(attrs, name, kind)})
+
+
+def _onnx_pool(node, name: str, attrs) -> Op:
+    where, kind = f"ONNX node {name!r}", node.op_type
+    if attrs.get("ceil_mode", 0):
+        raise UnsupportedSettingError(where, kind, "ceil_mode", 1,
+                                      "the engine pools in floor mode")
+    if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        raise UnsupportedSettingError(where, kind, "dilations", list(attrs["dilations"]),
+                                      "the engine pools with dilation 1")
+    if len([o for o in node.output if o]) > 1:
+        raise UnsupportedSettingError(where, kind, "a second output (indices)", "",
+                                      "the engine returns the pooled values only")
+    kernel = tuple(int(v) for v in attrs["kernel_shape"])
+    stride = tuple(int(v) for v in attrs.get("strides", [1, 1]))
+    padding = _onnx_pads(attrs, name, kind)
+    if kind == "MaxPool":
+        if padding != (0, 0):
+            raise UnsupportedSettingError(where, kind, "pads", list(attrs["pads"]),
+                                          "the engine's max pooling has no padding")
+        return Op(OpKind.MAXPOOL, name, {}, {"kernel": kernel, "stride": stride})
+    if padding != (0, 0) and not attrs.get("count_include_pad", 0):
+        raise UnsupportedSettingError(where, kind, "count_include_pad", 0,
+                                      "with padding the engine counts the padding zeros")
+    return Op(OpKind.AVGPOOL, name, {}, {"kernel": kernel, "stride": stride,
+                                         "padding": padding})
+
+
+def _check_flatten(node, name: str, attrs, constants) -> None:
+    """A Flatten or Reshape must make a batch of vectors (the engine's activations are flat)."""
+    if node.op_type == "Flatten":
+        if attrs.get("axis", 1) != 1:
+            raise UnsupportedSettingError(f"ONNX node {name!r}", "Flatten", "axis",
+                                          attrs["axis"], "only axis 1 (a batch of vectors)")
+        return
+    shape = constants.get(node.input[1]) if len(node.input) > 1 else None
+    if shape is not None and np.asarray(shape).reshape(-1).size != 2:
+        raise UnsupportedSettingError(f"ONNX node {name!r}", "Reshape", "target shape",
+                                      np.asarray(shape, dtype=np.int64).tolist(),
+                                      "only a reshape to batch x features")
 
 
 def _linear(name: str, weight: np.ndarray, bias) -> Op:

@@ -3,15 +3,22 @@
 Three levels, each a frozen dataclass over NumPy arrays:
 
 * :class:`Graph` -- what capture produced from an ``nn.Module`` or an ONNX file: a sequence of
-  ops (Linear, ReLU, BatchNorm, Flatten, Identity, Softmax) with the module path of each.
-* :class:`Network` -- the canonical float network the engine can run: Linear layers with ReLU
-  fused in, everything else folded or erased (``compiler/passes.py`` gets there from a Graph).
+  ops (Linear, Conv, ReLU, BatchNorm, max and average pooling, Flatten, Identity, Softmax) with
+  the module path of each.
+* :class:`Network` -- the canonical float network the engine can run: Linear and
+  :class:`Conv2d` layers with ReLU (and a convolution's max pooling) fused in, everything else
+  folded or erased (``compiler/passes.py`` gets there from a Graph).
 * :class:`QuantizedNetwork` -- the integer network that compression produces and the compiler
   lowers: per layer a code matrix, a fixed-point codebook, an integer bias and formats, and for
   a model imported with its own quantization (``compiler/quantized``) a per-row requantization
   (:class:`RowRequant`: integer multiplier, shift, rounding, and the layer's output range).
   Its :meth:`QuantizedNetwork.forward` is the reference semantics the golden model and the
-  engine must match bit for bit.
+  engine must match bit for bit.  A convolution (:class:`QuantizedConv2d`) is a layer whose
+  code matrix is its kernel, ``out_channels x (in_channels * kh * kw)``, applied at every
+  output position (``compiler/conv.py``).
+
+Activations are flat vectors at every level; a feature map is flattened in PyTorch's order
+(channel, row, column), so Flatten is the identity.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .conv import ConvGeometry, Pool, avg_pool_matrix, im2col, max_pool, pair
 from .errors import InputError
 from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
 
-__all__ = ["OpKind", "Op", "Graph", "Linear", "Network", "QuantizedLinear", "QuantizedNetwork",
-           "RowRequant", "SUPPORTED_OPS"]
+__all__ = ["OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
+           "QuantizedConv2d", "QuantizedNetwork", "RowRequant", "SUPPORTED_OPS", "op_geometry",
+           "op_output_shape"]
 
 
 class OpKind(enum.Enum):
@@ -35,45 +44,117 @@ class OpKind(enum.Enum):
     FLATTEN = "flatten"           # erased (inputs are flat vectors)
     IDENTITY = "identity"         # Dropout and Identity: erased at inference
     SOFTMAX = "softmax"           # dropped when last: argmax does not change
+    CONV = "conv"                 # Conv2d: weight out x in x kh x kw, stride, padding
+    MAXPOOL = "maxpool"           # fused into the convolution before it
+    AVGPOOL = "avgpool"           # folded into the Linear after it, or a convolution of its own
 
 
-SUPPORTED_OPS = ("Linear", "ReLU", "BatchNorm1d", "Flatten", "Dropout", "Identity",
+SUPPORTED_OPS = ("Linear", "Conv2d (groups 1 or in_channels)", "ReLU", "BatchNorm1d",
+                 "BatchNorm2d", "MaxPool2d (after a Conv2d)", "AvgPool2d",
+                 "AdaptiveAvgPool2d(1)", "Flatten", "Dropout", "Identity",
                  "Softmax (last layer only)")
 
 
 @dataclass(frozen=True, eq=False)
 class Op:
-    """One captured op.  ``params`` holds its arrays (Linear: weight, bias; BatchNorm: mean,
-    var, weight, bias; others: none) and ``attrs`` its scalars (BatchNorm: eps)."""
+    """One captured op.  ``params`` holds its arrays (Linear: weight, bias; Conv: weight out x
+    in x kh x kw, bias; BatchNorm: mean, var, weight, bias; others: none) and ``attrs`` its
+    settings (BatchNorm: eps; Conv: stride, padding, and once fused relu and pool (a
+    :class:`~.conv.Pool`); MaxPool: kernel, stride; AvgPool: kernel, stride, padding, or
+    ``global``)."""
     kind: OpKind
     name: str                                   # module path or ONNX node name
     params: dict[str, np.ndarray] = field(default_factory=dict)
-    attrs: dict[str, float] = field(default_factory=dict)
+    attrs: dict[str, object] = field(default_factory=dict)
+
+
+def op_geometry(op: Op, shape: tuple[int, ...]) -> ConvGeometry:
+    """The geometry of a CONV op on an input map of ``shape`` (channels, rows, columns)."""
+    if len(shape) != 3:
+        raise ValueError(f"Conv2d {op.name!r} needs a feature map (channels x rows x "
+                         f"columns), not an input of shape {shape}")
+    out_channels, in_channels, kh, kw = op.params["weight"].shape
+    if in_channels != shape[0]:
+        raise ValueError(f"Conv2d {op.name!r} takes {in_channels} channels but its input has "
+                         f"{shape[0]}")
+    return ConvGeometry(shape[0], shape[1], shape[2], out_channels, (kh, kw),
+                        op.attrs.get("stride", (1, 1)), op.attrs.get("padding", (0, 0)),
+                        op.attrs.get("pool"))
+
+
+def _pooling(op: Op, shape: tuple[int, ...]) -> tuple:
+    """A pooling op's (kernel, stride, padding) on a map of ``shape``."""
+    if len(shape) != 3:
+        raise ValueError(f"pooling {op.name!r} needs a feature map (channels x rows x "
+                         f"columns), not an input of shape {shape}")
+    if op.attrs.get("global"):
+        return shape[1:], shape[1:], (0, 0)
+    kernel = pair(op.attrs["kernel"], "kernel")
+    stride = pair(op.attrs.get("stride", kernel), "stride")
+    padding = pair(op.attrs.get("padding", 0), "padding")
+    if (shape[1] + 2 * padding[0] < kernel[0]) or (shape[2] + 2 * padding[1] < kernel[1]):
+        raise ValueError(f"pooling {op.name!r}: a {kernel[0]}x{kernel[1]} window does not fit "
+                         f"its {shape[1]}x{shape[2]} input")
+    return kernel, stride, padding
+
+
+def op_output_shape(op: Op, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape an op gives for an input of ``shape`` (a feature map's (channels, rows,
+    columns) or a vector's (features,))."""
+    if op.kind is OpKind.LINEAR:
+        return (op.params["weight"].shape[0],)
+    if op.kind is OpKind.CONV:
+        return op_geometry(op, shape).out_shape
+    if op.kind in (OpKind.MAXPOOL, OpKind.AVGPOOL):
+        (kh, kw), (sh, sw), (ph, pw) = _pooling(op, shape)
+        return (shape[0], (shape[1] + 2 * ph - kh) // sh + 1, (shape[2] + 2 * pw - kw) // sw + 1)
+    if op.kind is OpKind.FLATTEN:
+        return (int(np.prod(shape)),)
+    return shape
+
+
+def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if op.kind is OpKind.LINEAR:
+        x = x @ op.params["weight"].T.astype(np.float64) + op.params["bias"]
+    elif op.kind is OpKind.CONV:
+        geometry = op_geometry(op, shape)
+        return Conv2d(op.name, op.params["weight"].reshape(geometry.out_channels, -1),
+                      op.params["bias"], bool(op.attrs.get("relu")), geometry).forward(x)
+    elif op.kind is OpKind.BATCHNORM:
+        p = op.params
+        maps = x.reshape(len(x), shape[0], -1)
+        scale = (p["weight"] / np.sqrt(p["var"] + op.attrs["eps"]))[:, None]
+        x = ((maps - p["mean"][:, None]) * scale + p["bias"][:, None]).reshape(len(x), -1)
+    elif op.kind is OpKind.MAXPOOL:
+        kernel, stride, _ = _pooling(op, shape)
+        x = max_pool(Pool(kernel, stride), x.reshape(len(x), *shape)).reshape(len(x), -1)
+    elif op.kind is OpKind.AVGPOOL:
+        x = x @ avg_pool_matrix(shape, *_pooling(op, shape)).T
+    elif op.kind is OpKind.SOFTMAX:
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        x = e / e.sum(axis=1, keepdims=True)
+    if op.kind in (OpKind.RELU,) or op.attrs.get("relu"):
+        x = np.maximum(x, 0)
+    return x
 
 
 @dataclass(frozen=True, eq=False)
 class Graph:
-    """A captured network: ops in execution order over a flat input of ``input_size``."""
+    """A captured network: ops in execution order over a flat input of ``input_size``, which
+    is a feature map of ``input_shape`` (channels, rows, columns) for a network with
+    convolutions (else None)."""
     ops: tuple[Op, ...]
     input_size: int
     source: str = ""
+    input_shape: tuple[int, ...] | None = None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float64 interpreter, used to check that passes keep the function unchanged."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        shape = self.input_shape or (self.input_size,)
         for op in self.ops:
-            if op.kind is OpKind.LINEAR:
-                x = x @ op.params["weight"].T.astype(np.float64) + op.params["bias"]
-                if op.attrs.get("relu"):
-                    x = np.maximum(x, 0)
-            elif op.kind is OpKind.RELU:
-                x = np.maximum(x, 0)
-            elif op.kind is OpKind.BATCHNORM:
-                p = op.params
-                x = (x - p["mean"]) / np.sqrt(p["var"] + op.attrs["eps"]) * p["weight"] + p["bias"]
-            elif op.kind is OpKind.SOFTMAX:
-                e = np.exp(x - x.max(axis=1, keepdims=True))
-                x = e / e.sum(axis=1, keepdims=True)
+            x = _run_op(op, x, shape)
+            shape = op_output_shape(op, shape)
         return x
 
 
@@ -103,10 +184,59 @@ class Linear:
     def out_features(self) -> int:
         return self.weight.shape[0]
 
+    def forward(self, x: np.ndarray, weight: np.ndarray | None = None,
+                bias: np.ndarray | None = None) -> np.ndarray:
+        """The layer on a batch of flat inputs (float64), with another ``weight`` (out x in)
+        and ``bias`` of the same shapes when given (compression tries shared weights)."""
+        weight = self.weight if weight is None else weight
+        bias = self.bias if bias is None else bias
+        y = np.asarray(x, dtype=np.float64).reshape(len(x), -1) @ weight.T.astype(np.float64)
+        y = y + bias
+        return np.maximum(y, 0) if self.relu else y
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d(Linear):
+    """A convolution: ``weight`` is its kernel as a matrix, ``out_channels x (in_channels * kh
+    * kw)`` (``compiler/conv.py``), applied at every output position of ``geometry``, then the
+    bias, ReLU and the geometry's max pooling.  Inputs and outputs are flat maps."""
+    geometry: ConvGeometry | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.geometry, ConvGeometry):
+            raise ValueError(f"layer {self.name}: a convolution needs its geometry")
+        expected = (self.geometry.out_channels, self.geometry.patch_size)
+        if self.weight.shape != expected:
+            raise ValueError(f"layer {self.name}: a kernel matrix of {expected} (out x "
+                             f"in * kh * kw), not {self.weight.shape}")
+
+    @property
+    def in_features(self) -> int:
+        return self.geometry.in_size
+
+    @property
+    def out_features(self) -> int:
+        return self.geometry.out_size
+
+    def forward(self, x: np.ndarray, weight: np.ndarray | None = None,
+                bias: np.ndarray | None = None) -> np.ndarray:
+        g = self.geometry
+        weight = self.weight if weight is None else weight
+        bias = self.bias if bias is None else bias
+        patches = im2col(g, np.asarray(x, dtype=np.float64))
+        y = patches @ weight.T.astype(np.float64) + bias           # batch, position, channel
+        if self.relu:
+            y = np.maximum(y, 0)
+        maps = y.transpose(0, 2, 1).reshape(len(y), g.out_channels, g.conv_height,
+                                            g.conv_width)
+        return max_pool(g.pool, maps).reshape(len(y), -1)
+
 
 @dataclass(frozen=True, eq=False)
 class Network:
-    """The canonical float network: a chain of :class:`Linear` layers with fused ReLU."""
+    """The canonical float network: a chain of :class:`Linear` and :class:`Conv2d` layers with
+    fused ReLU (and max pooling)."""
     layers: tuple[Linear, ...]
     source: str = ""
 
@@ -129,9 +259,7 @@ class Network:
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         for layer in self.layers:
-            x = x @ layer.weight.T.astype(np.float64) + layer.bias
-            if layer.relu:
-                x = np.maximum(x, 0)
+            x = layer.forward(x)
         return x
 
 
@@ -290,7 +418,7 @@ class QuantizedLinear:
                                   max(self.requant.high, 0))
             return self.requant
         fmt = self.output_format
-        return RowRequant.power_of_two(self.out_features, self.shift,
+        return RowRequant.power_of_two(self.codes.shape[0], self.shift,
                                        0 if self.relu else fmt.min, fmt.max)
 
     def power_of_two_form(self) -> tuple[int, bool] | None:
@@ -304,7 +432,7 @@ class QuantizedLinear:
         relu = rows.low == 0
         if rows.low not in (0, -(1 << (fmt.bits - 1))) or rows.high != (1 << (fmt.bits - 1)) - 1:
             return None
-        expected = RowRequant.power_of_two(self.out_features, shift, rows.low, rows.high)
+        expected = RowRequant.power_of_two(self.codes.shape[0], shift, rows.low, rows.high)
         same = all(np.array_equal(getattr(rows, name), getattr(expected, name))
                    for name in ("multiplier", "shift", "rounding", "half_even"))
         return (shift, relu) if same else None
@@ -323,6 +451,44 @@ class QuantizedLinear:
         rows = self.row_requant()
         return requantize_rows(acc, self.bias, rows.multiplier, rows.shift, rows.low,
                                rows.high, rounding=rows.rounding, half_even=rows.half_even)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedConv2d(QuantizedLinear):
+    """A convolution of the integer network: ``codes`` is its kernel matrix, ``out_channels x
+    (in_channels * kh * kw)`` (``compiler/conv.py``), applied at every output position of
+    ``geometry``; each position's outputs are requantized as a :class:`QuantizedLinear`'s
+    rows are, then the geometry's max pooling takes the largest of each window.  Inputs and
+    outputs are flat maps (``in_features``, ``out_features``: their sizes)."""
+    geometry: ConvGeometry | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.geometry, ConvGeometry):
+            raise ValueError(f"layer {self.name}: a convolution needs its geometry")
+        expected = (self.geometry.out_channels, self.geometry.patch_size)
+        if self.codes.shape != expected:
+            raise ValueError(f"layer {self.name}: codes of shape {self.codes.shape}, not the "
+                             f"kernel matrix's {expected} (out x in * kh * kw)")
+        super().__post_init__()
+
+    @property
+    def in_features(self) -> int:
+        return self.geometry.in_size
+
+    @property
+    def out_features(self) -> int:
+        return self.geometry.out_size
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        patches = im2col(g, np.asarray(x, dtype=np.int64))
+        acc = (patches @ self.weights.T).reshape(-1, g.out_channels)
+        rows = self.row_requant()
+        y = requantize_rows(acc, self.bias, rows.multiplier, rows.shift, rows.low, rows.high,
+                            rounding=rows.rounding, half_even=rows.half_even)
+        maps = y.reshape(len(x), g.positions, g.out_channels).transpose(0, 2, 1)
+        maps = maps.reshape(len(x), g.out_channels, g.conv_height, g.conv_width)
+        return max_pool(g.pool, maps).reshape(len(x), -1)
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,39 +9,54 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import Graph, Linear, Network, Op, OpKind
+from .conv import Pool, avg_pool_matrix
+from .ir import Conv2d, Graph, Linear, Network, Op, OpKind, op_geometry, op_output_shape
 
 __all__ = [
     "PASSES",
     "canonicalize",
     "drop_final_softmax",
     "erase_identities",
+    "fold_avgpool",
     "fold_batchnorm",
+    "fuse_maxpool",
     "fuse_relu",
 ]
+
+_LAYERS = (OpKind.LINEAR, OpKind.CONV)
+
+
+def _shapes(graph: Graph) -> list[tuple[int, ...]]:
+    """The shape reaching each op, then the graph's output shape."""
+    shapes = [graph.input_shape or (graph.input_size,)]
+    for op in graph.ops:
+        shapes.append(op_output_shape(op, shapes[-1]))
+    return shapes
 
 
 def erase_identities(graph: Graph) -> Graph:
     """Remove Flatten, Dropout and Identity: inputs are flat vectors and inference ignores
     dropout.  After it, no IDENTITY or FLATTEN op remains."""
     ops = tuple(op for op in graph.ops if op.kind not in (OpKind.IDENTITY, OpKind.FLATTEN))
-    return Graph(ops, graph.input_size, graph.source)
+    return Graph(ops, graph.input_size, graph.source, graph.input_shape)
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
-    """Fold each BatchNorm into the Linear right before it: ``W' = diag(s) W``, ``b' = s (b - m)
-    + beta`` with ``s = gamma / sqrt(var + eps)``.  After it, no BATCHNORM op remains; a
-    BatchNorm with no Linear right before it (after a ReLU, first, or after a Linear whose ReLU
-    is fused) is an error: BatchNorm after a nonlinearity cannot be folded into a Linear."""
+    """Fold each BatchNorm into the Linear or convolution right before it: ``W' = diag(s) W``
+    (each output channel's filter scaled), ``b' = s (b - m) + beta`` with ``s = gamma /
+    sqrt(var + eps)``.  After it, no BATCHNORM op remains; a BatchNorm with no Linear or
+    convolution right before it (after a ReLU or a pooling, first, or after a layer whose ReLU
+    is fused) is an error: BatchNorm after a nonlinearity cannot be folded into a layer."""
     ops: list[Op] = []
     for op in graph.ops:
         if op.kind is not OpKind.BATCHNORM:
             ops.append(op)
             continue
-        if not ops or ops[-1].kind is not OpKind.LINEAR:
+        if not ops or ops[-1].kind not in _LAYERS:
             before = ops[-1].name if ops else "the input"
-            raise ValueError(f"BatchNorm {op.name} follows {before}, not a Linear layer; "
-                             f"sparseforge folds BatchNorm only into the Linear before it")
+            raise ValueError(f"BatchNorm {op.name} follows {before}, not a Linear layer or a "
+                             f"convolution; sparseforge folds BatchNorm only into the layer "
+                             f"before it")
         linear = ops[-1]
         if linear.attrs.get("relu"):
             raise ValueError(f"BatchNorm {op.name} follows {linear.name}, whose ReLU is already "
@@ -49,28 +64,99 @@ def fold_batchnorm(graph: Graph) -> Graph:
         ops.pop()
         p = op.params
         scale = p["weight"] / np.sqrt(p["var"] + op.attrs["eps"])
-        weight = linear.params["weight"] * scale[:, None]
+        weight = linear.params["weight"]
+        weight = weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
         bias = (linear.params["bias"] - p["mean"]) * scale + p["bias"]
-        ops.append(Op(OpKind.LINEAR, linear.name, {"weight": weight, "bias": bias},
+        ops.append(Op(linear.kind, linear.name, {"weight": weight, "bias": bias},
                       dict(linear.attrs)))
-    return Graph(tuple(ops), graph.input_size, graph.source)
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def fold_avgpool(graph: Graph) -> Graph:
+    """Fold each average pooling into the Linear right after it (``W' = W P``, ``P`` the
+    pooling as a matrix: global average pooling before a classifier costs no layer), or, with
+    anything else after it, make it a convolution of its own: a depthwise kernel of
+    ``1 / (kh kw)`` (zero padding counted in the divisor).  After it, no AVGPOOL op remains."""
+    shapes = _shapes(graph)
+    ops: list[Op] = []
+    pending = None                      # (pooling op, its input shape) waiting for a Linear
+    for op, shape in zip(graph.ops, shapes):
+        if pending is not None and op.kind is OpKind.LINEAR:
+            pool, pool_shape = pending
+            matrix = avg_pool_matrix(pool_shape, *_pool_settings(pool, pool_shape))
+            ops.append(Op(OpKind.LINEAR, op.name, {"weight": op.params["weight"] @ matrix,
+                                                   "bias": op.params["bias"]}, dict(op.attrs)))
+            pending = None
+            continue
+        if pending is not None:
+            ops.append(_box_convolution(*pending))
+            pending = None
+        if op.kind is OpKind.AVGPOOL:
+            pending = (op, shape)
+        else:
+            ops.append(op)
+    if pending is not None:
+        ops.append(_box_convolution(*pending))
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def _pool_settings(op: Op, shape) -> tuple:
+    if op.attrs.get("global"):
+        return tuple(shape[1:]), tuple(shape[1:]), (0, 0)
+    kernel = op.attrs["kernel"]
+    return kernel, op.attrs.get("stride", kernel), op.attrs.get("padding", (0, 0))
+
+
+def _box_convolution(op: Op, shape) -> Op:
+    kernel, stride, padding = _pool_settings(op, shape)
+    channels = shape[0]
+    weight = np.zeros((channels, channels, *kernel))
+    for c in range(channels):
+        weight[c, c] = 1.0 / (kernel[0] * kernel[1])
+    return Op(OpKind.CONV, op.name, {"weight": weight, "bias": np.zeros(channels)},
+              {"stride": tuple(stride), "padding": tuple(padding)})
 
 
 def fuse_relu(graph: Graph) -> Graph:
-    """Fuse each ReLU into the Linear right before it (``attrs['relu']``).  After it, no RELU
-    op remains; a ReLU with no Linear right before it is an error (the engine applies ReLU at
-    a layer's write-back)."""
+    """Fuse each ReLU into the Linear or convolution right before it (``attrs['relu']``), also
+    across a max pooling after a convolution (the two commute).  After it, no RELU op remains;
+    a ReLU with no layer right before it is an error (the engine applies ReLU as part of a
+    layer's write-back)."""
     ops: list[Op] = []
     for op in graph.ops:
         if op.kind is not OpKind.RELU:
             ops.append(op)
             continue
-        if not ops or ops[-1].kind is not OpKind.LINEAR:
-            raise ValueError(f"ReLU {op.name} does not follow a Linear layer; the engine "
-                             f"applies ReLU as part of a layer")
-        linear = ops.pop()
-        ops.append(Op(OpKind.LINEAR, linear.name, linear.params, {**linear.attrs, "relu": True}))
-    return Graph(tuple(ops), graph.input_size, graph.source)
+        at = len(ops) - 1
+        if (at >= 1 and ops[at].kind is OpKind.MAXPOOL and ops[at - 1].kind is OpKind.CONV):
+            at -= 1
+        if at < 0 or ops[at].kind not in _LAYERS:
+            raise ValueError(f"ReLU {op.name} does not follow a Linear layer or a convolution; "
+                             f"the engine applies ReLU as part of a layer")
+        layer = ops[at]
+        ops[at] = Op(layer.kind, layer.name, layer.params, {**layer.attrs, "relu": True})
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def fuse_maxpool(graph: Graph) -> Graph:
+    """Fuse each max pooling into the convolution right before it (``attrs['pool']``, a
+    :class:`~.conv.Pool`: the engine takes each window's largest output in the convolution's
+    write-back).  After it, no MAXPOOL op remains; a max pooling with no convolution right
+    before it, or after one that pools already, is an error."""
+    ops: list[Op] = []
+    for op in graph.ops:
+        if op.kind is not OpKind.MAXPOOL:
+            ops.append(op)
+            continue
+        if not ops or ops[-1].kind is not OpKind.CONV or "pool" in ops[-1].attrs:
+            before = ops[-1].name if ops else "the input"
+            raise ValueError(f"MaxPool2d {op.name} follows {before}, not a convolution that "
+                             f"does not pool yet; the engine pools in a convolution's "
+                             f"write-back")
+        conv = ops.pop()
+        pool = Pool(op.attrs["kernel"], op.attrs.get("stride", op.attrs["kernel"]))
+        ops.append(Op(OpKind.CONV, conv.name, conv.params, {**conv.attrs, "pool": pool}))
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
 def drop_final_softmax(graph: Graph) -> Graph:
@@ -83,23 +169,29 @@ def drop_final_softmax(graph: Graph) -> Graph:
         if op.kind is OpKind.SOFTMAX:
             raise ValueError(f"Softmax {op.name} is not the last layer; only a final Softmax "
                              f"is supported (it is dropped for argmax)")
-    return Graph(tuple(ops), graph.input_size, graph.source)
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
-PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fuse_relu)
+PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool, fuse_relu,
+          fuse_maxpool)
 
 
 def canonicalize(graph: Graph) -> Network:
-    """Run every pass, then build the Network of Linear layers (shapes checked)."""
+    """Run every pass, then build the Network of Linear and Conv2d layers (shapes checked)."""
     for apply in PASSES:
         graph = apply(graph)
     layers = []
-    for op in graph.ops:
-        if op.kind is not OpKind.LINEAR:
+    for op, shape in zip(graph.ops, _shapes(graph)):
+        if op.kind not in _LAYERS:
             raise ValueError(f"{op.name} ({op.kind.value}) is left after the passes")
-        layers.append(Linear(op.name, np.asarray(op.params["weight"], dtype=np.float64),
-                             np.asarray(op.params["bias"], dtype=np.float64),
-                             bool(op.attrs.get("relu", False))))
+        weight = np.asarray(op.params["weight"], dtype=np.float64)
+        bias = np.asarray(op.params["bias"], dtype=np.float64)
+        relu = bool(op.attrs.get("relu", False))
+        if op.kind is OpKind.CONV:
+            layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
+                                 op_geometry(op, shape)))
+        else:
+            layers.append(Linear(op.name, weight, bias, relu))
     if layers and layers[0].in_features != graph.input_size:
         raise ValueError(f"layer {layers[0].name} takes {layers[0].in_features} inputs, the "
                          f"network's input has {graph.input_size}")

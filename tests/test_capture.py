@@ -169,7 +169,7 @@ def test_capture_dispatch_errors(tmp_path):
         capture(3)
     with pytest.raises(ValueError, match=r"model.pt: capture reads ONNX files"):
         capture(tmp_path / "model.pt")
-    with pytest.raises(ValueError, match="has no Linear layer"):
+    with pytest.raises(ValueError, match="has no Linear or Conv2d layer"):
         capture(nn.Sequential(nn.ReLU()))
 
 

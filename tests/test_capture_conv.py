@@ -1,0 +1,354 @@
+"""Capture and passes of convolutional networks (issue 17): Conv2d, BatchNorm2d, ReLU, max and
+average pooling, Flatten, from nn.Module and ONNX.  Each pass is tested twice: the float
+interpreter gives the same result before and after, and the structural change happened."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune
+from onnx import TensorProto, helper, numpy_helper
+
+from sparseforge.compiler.capture import (
+    UnsupportedLayerError,
+    UnsupportedSettingError,
+    capture,
+)
+from sparseforge.compiler.conv import ConvGeometry, Pool, im2col, max_pool
+from sparseforge.compiler.errors import InputError
+from sparseforge.compiler.ir import Conv2d, Graph, Linear, Op, OpKind
+from sparseforge.compiler.passes import (
+    canonicalize,
+    fold_avgpool,
+    fold_batchnorm,
+    fuse_maxpool,
+    fuse_relu,
+)
+
+RNG = np.random.default_rng(17)
+
+
+def seeded(*modules):
+    torch.manual_seed(17)
+    model = nn.Sequential(*modules)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_()
+                module.bias.normal_()
+    return model.eval()
+
+
+def torch_out(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x.astype(np.float32))).numpy().astype(np.float64)
+
+
+def kinds(graph):
+    return [op.kind for op in graph.ops]
+
+
+# ---- geometry and the NumPy arithmetic --------------------------------------------------------
+
+@pytest.mark.parametrize("kernel,stride,padding", [((3, 3), (1, 1), (1, 1)),
+                                                   ((2, 3), (2, 1), (0, 2)),
+                                                   ((5, 5), (2, 2), (2, 2))])
+def test_im2col_times_the_kernel_matrix_is_torch_conv2d(kernel, stride, padding):
+    geometry = ConvGeometry(3, 9, 8, 4, kernel, stride, padding)
+    weight = RNG.normal(size=(4, 3, *kernel))
+    x = RNG.normal(size=(2, 3 * 9 * 8))
+    patches = im2col(geometry, x)
+    assert patches.shape == (2, geometry.positions, 3 * kernel[0] * kernel[1])
+    ours = (patches @ weight.reshape(4, -1).T).transpose(0, 2, 1)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x.reshape(2, 3, 9, 8)),
+                                          torch.from_numpy(weight), stride=stride,
+                                          padding=padding).numpy()
+    assert ours.shape == (2, 4, geometry.positions)
+    np.testing.assert_allclose(ours.reshape(expected.shape), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_im2col_keeps_integers_exact():
+    geometry = ConvGeometry(1, 4, 4, 1, (3, 3), padding=(1, 1))
+    x = np.arange(16, dtype=np.int64)[None] * (1 << 40)
+    patches = im2col(geometry, x)
+    assert patches.dtype == np.int64
+    assert patches[0, 0].tolist() == [0, 0, 0, 0, 0, 1 << 40, 0, 4 << 40, 5 << 40]
+
+
+def test_max_pool_drops_windows_that_do_not_fit_as_floor_mode_does():
+    maps = RNG.normal(size=(2, 3, 7, 5))
+    ours = max_pool(Pool((3, 2), (2, 2)), maps)
+    expected = torch.nn.functional.max_pool2d(torch.from_numpy(maps), (3, 2), (2, 2)).numpy()
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_geometry_refuses_a_kernel_that_does_not_fit_and_round_trips_json():
+    with pytest.raises(ValueError, match=r"a 5x5 kernel with padding \(0, 0\) does not fit a "
+                                         r"3x3 input"):
+        ConvGeometry(1, 3, 3, 1, (5, 5))
+    with pytest.raises(ValueError, match="in_channels must be a positive integer, not 0"):
+        ConvGeometry(0, 3, 3, 1, 1)
+    geometry = ConvGeometry(2, 8, 8, 4, (3, 3), 2, 1, Pool(2, 2))
+    assert ConvGeometry.from_json(geometry.to_json()) == geometry
+    assert geometry.out_shape == (4, 2, 2)
+
+
+# ---- capture of nn.Module ---------------------------------------------------------------------
+
+def cnn():
+    return seeded(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                  nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6), nn.ReLU(),
+                  nn.AvgPool2d(2, 1), nn.Conv2d(6, 4, (1, 2)), nn.ReLU(),
+                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+
+def test_a_cnn_is_captured_and_canonicalised_with_its_function():
+    model = cnn()
+    x = RNG.normal(size=(6, 2, 9, 10))
+    graph = capture(model, input_shape=(2, 9, 10))
+    assert graph.input_shape == (2, 9, 10) and graph.input_size == 180
+    assert kinds(graph) == [OpKind.CONV, OpKind.BATCHNORM, OpKind.RELU, OpKind.MAXPOOL,
+                            OpKind.CONV, OpKind.RELU, OpKind.AVGPOOL, OpKind.CONV, OpKind.RELU,
+                            OpKind.AVGPOOL, OpKind.FLATTEN, OpKind.LINEAR]
+    expected = torch_out(model, x)
+    np.testing.assert_allclose(graph.run(x), expected, rtol=1e-5, atol=1e-5)
+    network = canonicalize(graph)
+    # The 2x2 average pooling after a ReLU became a convolution of its own; the global one
+    # before the classifier was folded into it.
+    assert [type(layer) for layer in network.layers] == [Conv2d] * 4 + [Linear]
+    first, depthwise, box = network.layers[:3]
+    assert first.geometry.pool == Pool((2, 2), (2, 2)) and first.relu
+    assert depthwise.geometry.stride == (2, 2) and depthwise.relu
+    # Depthwise: zero across channels (the sparse engine stores no entry for them).
+    kernel = depthwise.weight.reshape(6, 6, 3, 3)
+    off_diagonal = kernel[~np.eye(6, dtype=bool)]
+    assert not off_diagonal.any() and np.count_nonzero(depthwise.weight) == 6 * 9
+    np.testing.assert_allclose(box.weight.reshape(6, 6, 2, 2)[np.eye(6, dtype=bool)], 0.25)
+    assert not box.relu
+    np.testing.assert_allclose(network.forward(x), expected, rtol=1e-5, atol=1e-5)
+    assert network.input_size == 180 and network.output_size == 3
+
+
+def test_conv_padding_same_and_valid_and_a_pruned_kernel():
+    conv = nn.Conv2d(1, 2, 3, padding="same")
+    torch.nn.utils.prune.l1_unstructured(conv, "weight", amount=0.5)
+    model = seeded(conv, nn.Conv2d(2, 2, 3, padding="valid"), nn.Flatten())
+    x = RNG.normal(size=(3, 1, 6, 6))
+    graph = capture(model, input_shape=(1, 6, 6))
+    assert graph.ops[0].attrs["padding"] == (1, 1)
+    assert np.count_nonzero(graph.ops[0].params["weight"]) == 9
+    np.testing.assert_allclose(canonicalize(graph).forward(x), torch_out(model, x), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("layer,setting,value", [
+    (nn.Conv2d(2, 2, 3, dilation=2), "dilation", r"\(2, 2\)"),
+    (nn.Conv2d(4, 4, 3, groups=2), "groups", "2"),
+    (nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), "padding_mode", "'reflect'"),
+    (nn.Conv2d(2, 2, 2, padding="same"), "padding", "'same' with the even kernel"),
+    (nn.MaxPool2d(2, padding=1), "padding", "1"),
+    (nn.MaxPool2d(2, ceil_mode=True), "ceil_mode", "True"),
+    (nn.AvgPool2d(3, padding=1, count_include_pad=False), "count_include_pad", "False"),
+    (nn.AdaptiveAvgPool2d(2), "output_size", "2"),
+])
+def test_unsupported_settings_are_named(layer, setting, value):
+    model = nn.Sequential(nn.Identity(), layer)
+    with pytest.raises(UnsupportedSettingError, match=rf"layer '1' \(\w+\) has {setting} "
+                                                      rf"{value}"):
+        capture(model, input_shape=(4, 8, 8))
+
+
+def test_a_cnn_without_an_input_shape_and_other_layers_are_refused_by_name():
+    with pytest.raises(InputError, match=r"layer '0' works on feature maps: give the input's "
+                                         r"shape, input_shape="):
+        capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)))
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' cannot run on the engine "
+                                                    r"\(Conv3d\)"):
+        capture(nn.Sequential(nn.Conv2d(1, 1, 1), nn.Conv3d(1, 1, 1)), input_shape=(1, 4, 4))
+    with pytest.raises(ValueError, match=r"Linear '1' follows '0''s feature map \(2, 2, 2\) "
+                                         r"without a Flatten"):
+        capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(8, 2)), input_shape=(1, 4, 4))
+    with pytest.raises(ValueError, match=r"Conv2d '1' takes 3 channels but its input has 2"):
+        capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(3, 2, 1)), input_shape=(1, 4, 4))
+
+
+# ---- the passes, each twice -------------------------------------------------------------------
+
+def conv_op(name, out_channels, in_channels, kernel=3, relu=False, **attrs):
+    if relu:
+        attrs["relu"] = True
+    return Op(OpKind.CONV, name, {"weight": RNG.normal(size=(out_channels, in_channels, kernel,
+                                                              kernel)),
+                                  "bias": RNG.normal(size=out_channels)},
+              {"stride": (1, 1), "padding": (1, 1), **attrs})
+
+
+def linear_op(name, out_features, in_features):
+    return Op(OpKind.LINEAR, name, {"weight": RNG.normal(size=(out_features, in_features)),
+                                    "bias": RNG.normal(size=out_features)})
+
+
+X = RNG.normal(size=(8, 2 * 6 * 6))
+
+
+def same_function(before, after):
+    np.testing.assert_allclose(after.run(X), before.run(X), rtol=1e-10, atol=1e-10)
+
+
+def test_fold_batchnorm_into_a_convolution():
+    norm = Op(OpKind.BATCHNORM, "bn", {"mean": RNG.normal(size=4),
+                                       "var": RNG.uniform(0.5, 2, size=4),
+                                       "weight": RNG.normal(size=4),
+                                       "bias": RNG.normal(size=4)}, {"eps": 1e-5})
+    graph = Graph((conv_op("c", 4, 2), norm, Op(OpKind.RELU, "r")), 72, "", (2, 6, 6))
+    after = fold_batchnorm(graph)
+    same_function(graph, after)
+    assert kinds(after) == [OpKind.CONV, OpKind.RELU]
+    assert after.ops[0].params["weight"].shape == (4, 2, 3, 3)
+
+
+def test_fold_avgpool_into_the_linear_after_it():
+    pool = Op(OpKind.AVGPOOL, "gap", {}, {"global": True})
+    graph = Graph((conv_op("c", 4, 2, relu=True), pool, Op(OpKind.FLATTEN, "f"),
+                   linear_op("fc", 3, 4)), 72, "", (2, 6, 6))
+    from sparseforge.compiler.passes import erase_identities
+
+    graph = erase_identities(graph)
+    after = fold_avgpool(graph)
+    same_function(graph, after)
+    assert kinds(after) == [OpKind.CONV, OpKind.LINEAR]
+    assert after.ops[1].params["weight"].shape == (3, 4 * 6 * 6)
+
+
+def test_fold_avgpool_before_a_relu_becomes_a_box_convolution():
+    pool = Op(OpKind.AVGPOOL, "avg", {}, {"kernel": (2, 2), "stride": (2, 2),
+                                          "padding": (0, 0)})
+    graph = Graph((conv_op("c", 4, 2), pool, Op(OpKind.RELU, "r")), 72, "", (2, 6, 6))
+    after = fold_avgpool(graph)
+    same_function(graph, after)
+    assert kinds(after) == [OpKind.CONV, OpKind.CONV, OpKind.RELU]
+    box = after.ops[1]
+    assert box.name == "avg" and box.attrs["stride"] == (2, 2)
+    assert np.count_nonzero(box.params["weight"]) == 4 * 4
+
+
+def test_fuse_relu_into_a_convolution_also_across_its_max_pooling():
+    pool = Op(OpKind.MAXPOOL, "mp", {}, {"kernel": (2, 2), "stride": (2, 2)})
+    graph = Graph((conv_op("c1", 3, 2), Op(OpKind.RELU, "r1"), conv_op("c2", 2, 3), pool,
+                   Op(OpKind.RELU, "r2")), 72, "", (2, 6, 6))
+    after = fuse_relu(graph)
+    same_function(graph, after)
+    assert kinds(after) == [OpKind.CONV, OpKind.CONV, OpKind.MAXPOOL]
+    assert after.ops[0].attrs["relu"] and after.ops[1].attrs["relu"]
+
+
+def test_fuse_maxpool_into_the_convolution_before_it():
+    pool = Op(OpKind.MAXPOOL, "mp", {}, {"kernel": (3, 3), "stride": (2, 2)})
+    graph = Graph((conv_op("c", 3, 2, relu=True), pool), 72, "", (2, 6, 6))
+    after = fuse_maxpool(graph)
+    same_function(graph, after)
+    assert kinds(after) == [OpKind.CONV]
+    assert after.ops[0].attrs["pool"] == Pool((3, 3), (2, 2))
+    twice = Graph((conv_op("c", 3, 2), pool, pool), 72, "", (2, 6, 6))
+    with pytest.raises(ValueError, match="MaxPool2d mp follows c, not a convolution that does "
+                                         "not pool yet"):
+        fuse_maxpool(fuse_maxpool(twice))
+
+
+def test_a_maxpool_after_a_linear_or_the_input_is_refused():
+    pool = Op(OpKind.MAXPOOL, "mp", {}, {"kernel": (2, 2), "stride": (2, 2)})
+    with pytest.raises(ValueError, match="MaxPool2d mp follows the input, not a convolution"):
+        fuse_maxpool(Graph((pool,), 72, "", (2, 6, 6)))
+
+
+# ---- ONNX --------------------------------------------------------------------------------------
+
+def onnx_cnn(path, nodes, initializers, input_shape):
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), name)
+         for name, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_cnn_equals_onnxruntime(tmp_path):
+    import onnxruntime
+
+    r = np.random.default_rng(3)
+    init = {"w1": r.normal(size=(4, 1, 3, 3)), "b1": r.normal(size=4),
+            "s": r.normal(size=4), "t": r.normal(size=4), "mu": r.normal(size=4),
+            "var": r.uniform(0.5, 2, size=4),
+            "w2": r.normal(size=(4, 1, 3, 3)),
+            "w3": r.normal(size=(4, 4, 1, 1)),
+            "shape": np.array([0, -1]), "w4": r.normal(size=(3, 16)), "b4": r.normal(size=3)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s", "t", "mu", "var"], ["n1"],
+                         name="bn1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], name="depthwise", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], group=4),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("AveragePool", ["r2"], ["a2"], name="avg", kernel_shape=[2, 2],
+                         strides=[1, 1]),
+        helper.make_node("Conv", ["a2", "w3"], ["c3"], name="pointwise", kernel_shape=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["c3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w4", "b4"], ["y"], name="fc", transB=1),
+    ]
+    init["w4"] = r.normal(size=(3, 4))
+    path = onnx_cnn(tmp_path / "cnn.onnx", nodes, init, [None, 1, 10, 10])
+    graph = capture(path)
+    assert graph.input_shape == (1, 10, 10)
+    x = r.normal(size=(5, 1, 10, 10)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    network = canonicalize(graph)
+    assert [layer.name for layer in network.layers] == ["conv1", "depthwise", "avg",
+                                                        "pointwise", "fc"]
+    np.testing.assert_allclose(network.forward(x), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(graph.run(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("attrs,setting", [
+    ({"pads": [1, 1, 0, 0]}, r"asymmetric padding pads=\[1, 1, 0, 0\]"),
+    ({"dilations": [2, 2]}, r"dilations \[2, 2\]"),
+    ({"group": 2}, "groups 2"),
+    ({"auto_pad": "SAME_UPPER"}, "auto_pad SAME_UPPER"),
+])
+def test_onnx_unsupported_conv_settings_are_named(tmp_path, attrs, setting):
+    channels = 2 if attrs.get("group") else 4
+    weight = np.ones((4, channels, 3, 3))
+    path = onnx_cnn(tmp_path / "c.onnx", [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], **attrs)],
+        {"w": weight}, [None, 4, 8, 8])
+    with pytest.raises(UnsupportedSettingError, match=rf"ONNX node 'conv' \(Conv\) has "
+                                                      rf"{setting}"):
+        capture(path)
+
+
+def test_onnx_reshape_to_a_map_and_an_input_without_a_static_shape_are_refused(tmp_path):
+    weight = np.ones((2, 1, 3, 3))
+    reshape = onnx_cnn(tmp_path / "r.onnx", [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
+        helper.make_node("Reshape", ["c", "shape"], ["y"], name="reshape")],
+        {"w": weight, "shape": np.array([0, 2, 4])}, [None, 1, 4, 4])
+    with pytest.raises(UnsupportedSettingError, match=r"'reshape' \(Reshape\) has target shape "
+                                                      r"\[0, 2, 4\]"):
+        capture(reshape)
+    dynamic = onnx_cnn(tmp_path / "d.onnx", [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3])],
+        {"w": weight}, [None, 1, None, None])
+    with pytest.raises(ValueError, match=r"node 'conv' works on feature maps, but the graph "
+                                         r"input 'x' has no static shape"):
+        capture(dynamic)
