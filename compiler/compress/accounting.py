@@ -34,7 +34,7 @@ IDX_BITS = 4        # the relative-index width of the engine's entries (EIE)
 class LayerReport:
     """The storage figures of one layer; every size is in bits."""
     name: str
-    shape: tuple[int, int]          # (out, in)
+    shape: tuple[int, int]          # (out, in); a convolution: its kernel matrix
     weights: int
     nnz: int
     padding: int                    # padding entries (zero runs over 15), N = 1
@@ -158,22 +158,23 @@ def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS) -> LayerRepo
     """The storage figures of one integer layer (see the module docstring)."""
     csc = encode_csc(layer.codes, (1 << idx_bits) - 1)
     entries = len(csc.codes)
-    fixed = (1 << layer.code_bits) * layer.weight_format.bits \
-        + layer.out_features * layer.bias_bits
+    # A convolution's figures are its kernel matrix's, stored once for every position.
+    rows, columns = layer.codes.shape
+    fixed = (1 << layer.code_bits) * layer.weight_format.bits + rows * layer.bias_bits
     code_lengths, index_lengths = huffman_lengths(csc.codes), huffman_lengths(csc.zero_runs)
     coded = (sum(code_lengths[int(c)] for c in csc.codes)
              + sum(index_lengths[int(z)] for z in csc.zero_runs))
     tables = (huffman_table_bits(code_lengths, 1 << layer.code_bits)
               + huffman_table_bits(index_lengths, 1 << idx_bits))
     return LayerReport(
-        name=layer.name, shape=(layer.out_features, layer.in_features),
+        name=layer.name, shape=(rows, columns),
         weights=layer.codes.size, nnz=layer.nnz, padding=csc.padding,
         code_bits=layer.code_bits, index_bits=idx_bits,
         coef_bits=layer.weight_format.bits, bias_bits=layer.bias_bits,
-        dense_bits=32 * (layer.codes.size + layer.out_features),
+        dense_bits=32 * (layer.codes.size + rows),
         compressed_bits=entries * (layer.code_bits + idx_bits) + fixed,
         huffman_bits=coded + tables + fixed,
-        pointer_bits=(layer.in_features + 1) * max(1, math.ceil(math.log2(entries + 1))),
+        pointer_bits=(columns + 1) * max(1, math.ceil(math.log2(entries + 1))),
         huffman_code_length=_mean_length(code_lengths, csc.codes),
         huffman_index_length=_mean_length(index_lengths, csc.zero_runs))
 

@@ -168,7 +168,9 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
              act_bits: int = 8, test=None, progress: bool = False,
              config: CompressionConfig | None = None, **options) -> CompressedModel:
     """Compress ``model`` (an ``nn.Module``, an ONNX path or a float ``Network``) with
-    training data ``train=(X, y)`` (NumPy arrays or torch tensors).
+    training data ``train=(X, y)`` (NumPy arrays or torch tensors; for a network with
+    convolutions X is batch x channels x rows x columns, which gives the module its input
+    shape).
 
     ``val`` (default: the training data) drives the sensitivity scan; the reported accuracies
     are on ``test`` when given, else on ``val``.  Options are the fields of
@@ -188,7 +190,7 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
     train_set = as_dataset(train, "train")
     val_set = as_dataset(val, "val") if val is not None else train_set
     test_set = as_dataset(test, "test") if test is not None else None
-    network = to_network(model)
+    network = to_network(model, _input_shape(train))
     for name, data in (("train", train_set), ("val", val_set), ("test", test_set)):
         if data is not None and data.x.shape[1] != network.input_size:
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
@@ -248,6 +250,13 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
     return CompressedModel(quantized, float_network, report, provenance,
                            masks=tuple(np.asarray(m, dtype=bool) for m in masks),
                            pruned_weights=pruned_weights)
+
+
+def _input_shape(train) -> tuple[int, ...] | None:
+    """The input map's (channels, rows, columns) when the training data is a batch of maps."""
+    x = train[0] if isinstance(train, (tuple, list)) and train else None
+    shape = tuple(getattr(x, "shape", ()))
+    return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
 
 
 def _sparsities(config: CompressionConfig, network: Network, torch_model, val_set

@@ -3,23 +3,28 @@
 Compression trains in torch and hands the compiler a ``Network``.  Capture
 (``compiler/capture.py``) and the passes (``compiler/passes.py``) turn any supported
 ``nn.Module`` into a ``Network`` (BatchNorm folded, ReLU fused); :func:`network_to_torch`
-goes the other way, to a plain ``nn.Sequential`` of Linear and ReLU that can be fine-tuned,
-and :func:`torch_to_network` reads the trained weights back, keeping the layer names and ReLU
-flags of the network the model came from.
+goes the other way, to a plain ``nn.Sequential`` of Linear (a convolution as the
+``nn.Linear`` :class:`~.convolution.MatrixConv2d` whose weight is its kernel matrix) and ReLU
+that can be fine-tuned, and :func:`torch_to_network` reads the trained weights back, keeping
+the layer names and ReLU flags of the network the model came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from ..ir import Linear, Network
+from ..ir import Conv2d, Linear, Network
+from .convolution import MatrixConv2d
 
-__all__ = ["network_to_torch", "to_network", "torch_to_network"]
+__all__ = ["network_to_torch", "to_network", "torch_to_network", "with_weights"]
 
 
 def network_to_torch(network: Network):
-    """The network as an ``nn.Sequential`` of ``nn.Linear`` (float32) and ``nn.ReLU``, a fresh
-    copy: training it leaves ``network`` unchanged."""
+    """The network as an ``nn.Sequential`` of ``nn.Linear`` (float32; a convolution as a
+    :class:`~.convolution.MatrixConv2d`) and ``nn.ReLU``, a fresh copy: training it leaves
+    ``network`` unchanged.  It takes flat inputs, as the network does."""
     import torch
     import torch.nn as nn
 
@@ -27,7 +32,8 @@ def network_to_torch(network: Network):
         raise TypeError(f"network_to_torch takes a Network, not {type(network).__name__}")
     modules = []
     for layer in network.layers:
-        linear = nn.Linear(layer.in_features, layer.out_features)
+        linear = (MatrixConv2d(layer.geometry) if isinstance(layer, Conv2d)
+                  else nn.Linear(layer.in_features, layer.out_features))
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(layer.weight.astype(np.float32)))
             linear.bias.copy_(torch.from_numpy(layer.bias.astype(np.float32)))
@@ -41,8 +47,10 @@ def torch_to_network(model, like: Network) -> Network:
     """The weights of ``model`` (made by :func:`network_to_torch` from ``like``, then trained,
     pruned or weight-shared) as a Network with ``like``'s layer names, ReLU flags and source.
 
-    Reads every layer with a ``weight`` and ``bias`` in order: ``nn.Linear`` and the
-    weight-shared ``SharedLinear`` (whose weight is ``codebook[codes]``) alike.
+    Reads every layer with a ``weight`` and ``bias`` in order: ``nn.Linear`` (and
+    ``MatrixConv2d``) and the weight-shared ``SharedLinear`` (whose weight is
+    ``codebook[codes]``) alike.  A convolution's geometry is the module's (structured pruning
+    may have narrowed it).
     """
     layers = weight_layers(model)
     if len(layers) != len(like.layers):
@@ -51,13 +59,27 @@ def torch_to_network(model, like: Network) -> Network:
     out = []
     for module, template in zip(layers, like.layers):
         weight = module.weight.detach().cpu().numpy().astype(np.float64)
-        if weight.shape != template.weight.shape:
+        geometry = getattr(module, "geometry", None)
+        if (geometry is None) != (not isinstance(template, Conv2d)):
+            raise ValueError(f"layer {template.name}: the model's layer is "
+                             f"{'a convolution' if geometry is not None else 'not one'}, the "
+                             f"network's {'is not' if geometry is not None else 'is'}")
+        if geometry is None and weight.shape != template.weight.shape:
             raise ValueError(f"layer {template.name}: the model's weight is {weight.shape}, the "
                              f"network's {template.weight.shape}")
         bias = (module.bias.detach().cpu().numpy().astype(np.float64)
                 if module.bias is not None else np.zeros(weight.shape[0]))
-        out.append(Linear(template.name, weight, bias, template.relu))
+        if geometry is not None:
+            out.append(Conv2d(template.name, weight, bias, template.relu, geometry))
+        else:
+            out.append(Linear(template.name, weight, bias, template.relu))
     return Network(tuple(out), like.source)
+
+
+def with_weights(layer: Linear, weight: np.ndarray, bias: np.ndarray | None = None) -> Linear:
+    """``layer`` (a Linear or a Conv2d) with another weight matrix (and bias)."""
+    return dataclasses.replace(layer, weight=weight,
+                               bias=layer.bias if bias is None else bias)
 
 
 def weight_layers(model) -> list:
@@ -69,12 +91,13 @@ def weight_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, SharedLinear))]
 
 
-def to_network(model) -> Network:
+def to_network(model, input_shape=None) -> Network:
     """An ``nn.Module``, an ONNX path or a Network as the canonical float Network, through the
-    compiler's capture and passes (the one place BatchNorm is folded and ReLU fused)."""
+    compiler's capture and passes (the one place BatchNorm is folded and ReLU fused).
+    ``input_shape`` (channels, rows, columns): a module's input map, for convolutions."""
     if isinstance(model, Network):
         return model
     from ..capture import capture
     from ..passes import canonicalize
 
-    return canonicalize(capture(model))
+    return canonicalize(capture(model, input_shape))

@@ -1,4 +1,5 @@
-"""The embedded default: an MLP on scikit-learn's bundled 8x8 digits (no download).
+"""The embedded default: an MLP on scikit-learn's bundled 8x8 digits (no download), and a
+small CNN on the same images (``sparseforge demo --model cnn``).
 
 Pixels (0..16) are scaled by 1/16 to [0, 1] and not standardised: a blank pixel stays exactly
 zero, and the engine skips zero activations.  The split and every seed are fixed, so a run
@@ -11,13 +12,15 @@ import numpy as np
 
 from .training import Dataset, TrainConfig, seeded, train
 
-__all__ = ["HIDDEN", "SPLIT_SEED", "digits_mlp", "load_digits_split", "train_float"]
+__all__ = ["DIGITS_SHAPE", "HIDDEN", "SPLIT_SEED", "digits_cnn", "digits_mlp",
+           "load_digits_split", "train_float", "train_float_cnn"]
 
 # One hidden layer, 64 -> 128 -> 10: the narrowest that kept the accuracy drop within a point
 # at 90% sparsity on every seed tried (64 and 96 lose up to 1.8 and 2.2 points; see
 # docs/compression.md).
 HIDDEN = 128
 SPLIT_SEED = 2024
+DIGITS_SHAPE = (1, 8, 8)      # channels, rows, columns of an image
 
 
 def load_digits_split() -> tuple[Dataset, Dataset, Dataset]:
@@ -55,3 +58,33 @@ def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False):
                       seed=seed),
           description="training the float model", progress=progress)
     return model
+
+
+def digits_cnn(seed: int = 0):
+    """conv 1->8 3x3 pad 1, ReLU, max pool 2, conv 8->16 3x3 pad 1, ReLU, max pool 2, flatten,
+    linear 64->10: each kernel is stored once in the engine, whatever the positions."""
+    from collections import OrderedDict
+
+    import torch.nn as nn
+
+    with seeded(seed):
+        return nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(1, 8, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(8, 16, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(), fc=nn.Linear(64, 10)))
+
+
+def train_float_cnn(*, seed: int = 0, progress: bool = False):
+    """The digits CNN, trained on the training split; it takes images shaped batch x 1 x 8 x
+    8 (``DIGITS_SHAPE``)."""
+    import torch.nn as nn
+
+    train_set, _, _ = load_digits_split()
+    model = digits_cnn(seed)
+    # The training loop feeds flat images; the model keeps PyTorch's image input.  60 epochs
+    # at 2e-3 reached 96.7-97.3% on seeds 0 and 1, 150 at 2e-3 98.4-98.7%, these 98.9-99.1%.
+    train(nn.Sequential(nn.Unflatten(1, DIGITS_SHAPE), model), train_set,
+          TrainConfig(epochs=100, learning_rate=5e-3, weight_decay=1e-4, label_smoothing=0.1,
+                      seed=seed),
+          description="training the float CNN", progress=progress)
+    return model.eval()

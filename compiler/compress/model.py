@@ -4,8 +4,9 @@ A ``.sfm`` file is a zip archive of two members, never a pickle:
 
 * ``manifest.json``: format name and version, the layer list (name, shape, code width, ReLU,
   fixed-point formats, bias width, the integer codebook, the nonzero count, the names of the
-  layer's arrays), the report figures and the provenance (configuration, data sizes, per-layer
-  sparsities);
+  layer's arrays; a convolution's ``conv``: its geometry, ``compiler/conv.py``, its arrays then
+  being its kernel matrix's, out_channels x in_channels * kh * kw), the report figures and the
+  provenance (configuration, data sizes, per-layer sparsities);
 * ``arrays.npz``: per layer ``codes_<i>`` (uint8, out x in, 0 = pruned), ``bias_<i>`` (int64, at
   the accumulator's scale), ``mask_<i>`` (bool, the pruning mask), ``float_weight_<i>`` and
   ``float_bias_<i>`` (float64, the pruned and shared float layer); optionally
@@ -33,8 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conv import ConvGeometry
 from ..errors import InputError
-from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork, RowRequant
+from ..ir import (
+    Conv2d,
+    Linear,
+    Network,
+    QuantizedConv2d,
+    QuantizedLinear,
+    QuantizedNetwork,
+    RowRequant,
+)
 from ..numerics import FixedFormat, format_from_json
 from .accounting import CompressionReport, account
 
@@ -147,7 +157,9 @@ class CompressedModel:
                 "arrays": {kind: f"{kind}_{index}" for kind in self._array_kinds()
                            + (REQUANT_KINDS if layer.requant is not None else ())},
                 **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
-                   if layer.requant is not None else {})})
+                   if layer.requant is not None else {}),
+                **({"conv": layer.geometry.to_json()}
+                   if isinstance(layer, QuantizedConv2d) else {})})
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                 "written_by": f"sparseforge {metadata.version('sparseforge')}", "layers": layers,
                 "report": self.report.to_json(), "provenance": self.provenance}
@@ -332,6 +344,17 @@ def _layer(index: int, entry, arrays, bad):
             raise bad(f"{where}.{key} is not a fixed-point format ({entry.get(key)!r}): "
                       f"{error}") from None
     shape = (entry["out_features"], entry["in_features"])
+    geometry = None
+    if "conv" in entry:
+        try:
+            geometry = ConvGeometry.from_json(entry["conv"])
+        except (TypeError, ValueError) as error:
+            raise bad(f"{where}.conv is not a convolution's geometry ({entry['conv']!r}): "
+                      f"{error}") from None
+        if (geometry.in_size, geometry.out_size) != shape[::-1]:
+            raise bad(f"{where}: in_features {shape[1]} and out_features {shape[0]} are not "
+                      f"the convolution's maps, {geometry.in_size} and {geometry.out_size}")
+        shape = (geometry.out_channels, geometry.patch_size)      # the kernel matrix
     codes, bias, mask = (arrays[f"{k}_{index}"] for k in ("codes", "bias", "mask"))
     weight, float_bias = arrays[f"float_weight_{index}"], arrays[f"float_bias_{index}"]
     for key, array, kind, want in ((f"codes_{index}", codes, "u", shape),
@@ -370,14 +393,15 @@ def _layer(index: int, entry, arrays, bad):
     if np.any(weight[~mask] != 0):
         raise bad(f"float_weight_{index} has nonzero weights where mask_{index} says pruned "
                   f"({int(np.sum(weight[~mask] != 0))} of them)")
+    conv = {} if geometry is None else {"geometry": geometry}
     try:
-        layer = QuantizedLinear(
+        layer = (QuantizedConv2d if conv else QuantizedLinear)(
             name=name, codes=codes, codebook=np.asarray(codebook, dtype=np.int64),
             bias=bias.astype(np.int64), code_bits=entry["code_bits"],
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
-            relu=entry["relu"], requant=_requant(index, entry, arrays, bad))
-        shared = Linear(name, weight, float_bias, entry["relu"])
+            relu=entry["relu"], requant=_requant(index, entry, arrays, bad), **conv)
+        shared = (Conv2d if conv else Linear)(name, weight, float_bias, entry["relu"], **conv)
     except ValueError as error:
         raise bad(f"{where}: {error}") from None
     return layer, shared, mask

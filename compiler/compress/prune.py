@@ -212,11 +212,18 @@ class NeuronPruning:
 def prune_neurons(model, layer_index: int, keep: int) -> NeuronPruning:
     """Structured pruning: keep the ``keep`` output neurons of Linear ``layer_index`` with the
     largest L1 norm of incoming weights, and remove the matching input columns of the next
-    Linear; the layers physically shrink."""
+    Linear; the layers physically shrink.  For a convolution (``MatrixConv2d``) a neuron is a
+    filter (a row of its kernel matrix: L1 over input channels and kernel) and the next layer
+    loses that input channel: a convolution's ``kh * kw`` columns of it, a Linear after the
+    flattened map its ``rows * columns`` columns."""
     import torch
     import torch.nn as nn
 
+    from .convolution import MatrixConv2d
+
     layers = linear_layers(model)
+    if 0 <= layer_index < len(layers) and isinstance(layers[layer_index], MatrixConv2d):
+        return _prune_filters_of(model, layers, layer_index, keep)
     if not 0 <= layer_index < len(layers) - 1:
         raise ValueError(f"layer_index must name a Linear layer followed by another "
                          f"(0 .. {len(layers) - 2}), not {layer_index}")
@@ -241,6 +248,47 @@ def prune_neurons(model, layer_index: int, keep: int) -> NeuronPruning:
     for norm in between:
         if isinstance(norm, nn.BatchNorm1d) and norm.num_features == layer.out_features:
             _replace_module(model, norm, _narrowed_batchnorm(norm, index))
+    _replace_module(model, layer, shrunk)
+    _replace_module(model, following, narrowed)
+    return NeuronPruning(layer_index, kept)
+
+
+def _prune_filters_of(model, layers, layer_index: int, keep: int) -> NeuronPruning:
+    """:func:`prune_neurons` for a ``MatrixConv2d``: filters, and the next layer's channels."""
+    import dataclasses
+
+    import torch
+    import torch.nn as nn
+
+    from .convolution import MatrixConv2d
+
+    if not 0 <= layer_index < len(layers) - 1:
+        raise ValueError(f"layer_index must name a layer followed by another "
+                         f"(0 .. {len(layers) - 2}), not {layer_index}")
+    layer, following = layers[layer_index], layers[layer_index + 1]
+    geometry = layer.geometry
+    if not 1 <= keep <= geometry.out_channels:
+        raise ValueError(f"keep must be between 1 and {geometry.out_channels}, not {keep}")
+    norms = layer.weight.detach().abs().sum(dim=1).numpy()
+    kept = np.sort(np.argsort(-norms, kind="stable")[:keep])
+    shrunk = MatrixConv2d(dataclasses.replace(geometry, out_channels=keep))
+    # The next layer's columns of each kept channel: a kernel's (channel-major patch) or a
+    # flattened map's (channel-major too).
+    if isinstance(following, MatrixConv2d):
+        block = following.geometry.kernel[0] * following.geometry.kernel[1]
+        narrowed = MatrixConv2d(dataclasses.replace(following.geometry, in_channels=keep))
+    else:
+        block = geometry.out_height * geometry.out_width
+        narrowed = nn.Linear(keep * block, following.out_features,
+                             bias=following.bias is not None)
+    columns = torch.from_numpy((kept[:, None] * block + np.arange(block)).reshape(-1))
+    index = torch.from_numpy(kept)
+    with torch.no_grad():
+        shrunk.weight.copy_(layer.weight[index])
+        shrunk.bias.copy_(layer.bias[index])
+        narrowed.weight.copy_(following.weight[:, columns])
+        if following.bias is not None:
+            narrowed.bias.copy_(following.bias)
     _replace_module(model, layer, shrunk)
     _replace_module(model, following, narrowed)
     return NeuronPruning(layer_index, kept)

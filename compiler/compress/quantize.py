@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork
+from ..ir import Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
 
 __all__ = ["network_codebooks", "quantize_network"]
@@ -148,11 +148,13 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
     output_frac = max(output_frac, accumulator_frac - MAX_SHIFT)
     bias_int = round_half_up(np.ldexp(layer.bias, accumulator_frac))
     bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
-    return QuantizedLinear(
+    conv = {"geometry": layer.geometry} if isinstance(layer, Conv2d) else {}
+    return (QuantizedConv2d if conv else QuantizedLinear)(
         name=layer.name, codes=codes, codebook=codebook_int,
         bias=FixedFormat(bits, accumulator_frac).quantize(layer.bias), code_bits=code_bits,
         input_format=input_format, weight_format=weight_format,
-        output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu)
+        output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu,
+        **conv)
 
 
 def _accumulator_bits(layer: QuantizedLinear, nonnegative_inputs: bool) -> int:
@@ -163,5 +165,4 @@ def _accumulator_bits(layer: QuantizedLinear, nonnegative_inputs: bool) -> int:
 
 
 def _float_layer(layer: Linear, x: np.ndarray, codebook: np.ndarray, codes: np.ndarray):
-    y = x @ codebook[codes].T + layer.bias
-    return np.maximum(y, 0) if layer.relu else y
+    return layer.forward(x, codebook[codes])

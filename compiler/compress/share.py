@@ -75,26 +75,31 @@ def share_network(network, levels: int):
     """k-means weight sharing of every layer of a float ``Network`` without training: the
     shared Network (each weight replaced by its centroid) and ``(codes, codebook)`` per layer,
     ready for :func:`.quantize.quantize_network`.  The kept weights are the nonzero ones."""
-    from ..ir import Linear, Network
+    from ..ir import Network
+    from .convert import with_weights
 
     books, layers = [], []
     for layer in network.layers:
         codes, codebook = share_weights(layer.weight, layer.weight != 0, levels)
         books.append((codes, codebook))
-        layers.append(Linear(layer.name, codebook[codes], layer.bias, layer.relu))
+        layers.append(with_weights(layer, codebook[codes]))
     return Network(tuple(layers), network.source), books
 
 
 class SharedLinear(nn.Module):
     """A Linear layer whose weights are ``codebook[codes]``; the nonzero codebook entries and
-    the bias are trained, the codes (and so the sparsity) are fixed."""
+    the bias are trained, the codes (and so the sparsity) are fixed.  With a ``geometry``
+    (``compiler/conv.py``) the weights are a convolution's kernel matrix and the layer is that
+    convolution on flat maps."""
 
-    def __init__(self, codes: np.ndarray, codebook: np.ndarray, bias: np.ndarray):
+    def __init__(self, codes: np.ndarray, codebook: np.ndarray, bias: np.ndarray,
+                 geometry=None):
         super().__init__()
         self.register_buffer("codes", torch.from_numpy(codes.astype(np.int64)))
         self.centroids = nn.Parameter(torch.tensor(codebook[1:], dtype=torch.float32))
         self.bias = nn.Parameter(torch.tensor(bias, dtype=torch.float32))
         self.in_features, self.out_features = codes.shape[1], codes.shape[0]
+        self.geometry = geometry
 
     @property
     def codebook(self):
@@ -105,6 +110,10 @@ class SharedLinear(nn.Module):
         return self.codebook[self.codes]
 
     def forward(self, x):
+        if self.geometry is not None:
+            from .convolution import conv_forward
+
+            return conv_forward(x, self.weight, self.bias, self.geometry)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -120,7 +129,8 @@ def to_shared(model, levels: int, masks=None) -> list[np.ndarray]:
         codes, codebook = share_weights(weight, mask, levels)
         bias = (layer.bias.detach().numpy() if layer.bias is not None
                 else np.zeros(layer.out_features))
-        _replace_module(model, layer, SharedLinear(codes, codebook, bias))
+        _replace_module(model, layer, SharedLinear(codes, codebook, bias,
+                                                   getattr(layer, "geometry", None)))
         all_codes.append(codes)
     return all_codes
 

@@ -1,0 +1,219 @@
+"""Compression of convolutional networks (issue 17): kernels pruned (magnitude and by filter),
+shared by k-means per layer, quantized to fixed point, accounted (Huffman included) and saved,
+each through the same functions as a Linear layer's weights, with the kernel as a matrix."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import sparseforge as sf
+from sparseforge.compiler.compress.accounting import account_layer
+from sparseforge.compiler.compress.convert import network_to_torch, torch_to_network
+from sparseforge.compiler.compress.convolution import MatrixConv2d
+from sparseforge.compiler.compress.model import CompressedModelError, load_compressed
+from sparseforge.compiler.compress.prune import (
+    linear_layers,
+    magnitude_mask,
+    prune_iteratively,
+    prune_neurons,
+)
+from sparseforge.compiler.compress.quantize import quantize_network
+from sparseforge.compiler.compress.share import SharedLinear, from_shared, share_network, to_shared
+from sparseforge.compiler.compress.training import Dataset, TrainConfig
+from sparseforge.compiler.conv import ConvGeometry, Pool
+from sparseforge.compiler.ir import Conv2d, Linear, Network, QuantizedConv2d
+
+torch.set_num_threads(1)
+RNG = np.random.default_rng(1717)
+
+
+def conv_network(seed=0):
+    rng = np.random.default_rng(seed)
+    g1 = ConvGeometry(1, 8, 8, 4, (3, 3), (1, 1), (1, 1), Pool((2, 2), (2, 2)))
+    g2 = ConvGeometry(4, 4, 4, 6, (3, 3), (2, 2), (1, 1))
+    return Network((
+        Conv2d("c1", rng.normal(size=(4, 9)), rng.normal(size=4) * 0.1, True, g1),
+        Conv2d("c2", rng.normal(size=(6, 36)) * 0.5, rng.normal(size=6) * 0.1, True, g2),
+        Linear("fc", rng.normal(size=(3, 24)) * 0.5, rng.normal(size=3) * 0.1, False)))
+
+
+def images(count, seed=1):
+    return np.random.default_rng(seed).uniform(0, 1, size=(count, 64))
+
+
+def test_matrix_conv2d_is_the_convolution_and_its_pooling_on_flat_maps():
+    geometry = ConvGeometry(3, 7, 6, 5, (3, 2), (2, 1), (1, 0), Pool((2, 2), (1, 2)))
+    layer = MatrixConv2d(geometry)
+    assert isinstance(layer, nn.Linear) and layer.weight.shape == (5, 18)
+    x = torch.from_numpy(RNG.normal(size=(4, 3 * 7 * 6)).astype(np.float32))
+    conv = nn.Conv2d(3, 5, (3, 2), (2, 1), (1, 0))
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight.reshape(5, 3, 3, 2))
+        conv.bias.copy_(layer.bias)
+        expected = nn.functional.max_pool2d(conv(x.reshape(4, 3, 7, 6)), 2, (1, 2)).flatten(1)
+        torch.testing.assert_close(layer(x), expected)
+    assert expected.shape[1] == geometry.out_size
+
+
+def test_a_conv_network_goes_to_torch_and_back_with_its_function():
+    network = conv_network()
+    model = network_to_torch(network)
+    assert [type(m) for m in linear_layers(model)] == [MatrixConv2d, MatrixConv2d, nn.Linear]
+    x = images(5)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(ours, network.forward(x), rtol=1e-4, atol=1e-5)
+    back = torch_to_network(model, network)
+    assert [type(layer) for layer in back.layers] == [Conv2d, Conv2d, Linear]
+    assert back.layers[0].geometry == network.layers[0].geometry
+    np.testing.assert_allclose(back.forward(x), network.forward(x), rtol=1e-5, atol=1e-6)
+
+
+def test_pruning_masks_hold_on_kernels_through_retraining():
+    network = conv_network()
+    model = network_to_torch(network)
+    x = images(64)
+    y = np.random.default_rng(2).integers(0, 3, size=64)
+    masks = prune_iteratively(model, Dataset(x.astype(np.float32), y), [0.5, 0.75, 0.5],
+                              steps=2, epochs_per_step=1, final_epochs=1,
+                              train_config=TrainConfig(epochs=1, seed=3))
+    for layer, mask, target in zip(linear_layers(model), masks, [0.5, 0.75, 0.5]):
+        weight = layer.weight.detach().numpy()
+        assert mask.shape == weight.shape
+        assert np.all(weight[~mask] == 0)
+        assert abs((~mask).mean() - target) < 0.02
+
+
+def test_filter_pruning_shrinks_the_kernel_and_the_next_layers_channels():
+    network = conv_network()
+    model = network_to_torch(network)
+    x = torch.from_numpy(images(6).astype(np.float32))
+    for index, keep in ((0, 2), (1, 3)):          # a conv before a conv, a conv before a Linear
+        layers = linear_layers(model)
+        norms = layers[index].weight.detach().abs().sum(dim=1).numpy()
+        dropped = np.argsort(-norms, kind="stable")[keep:]
+        with torch.no_grad():
+            zeroed = network_to_torch(torch_to_network(model, network if index == 0 else
+                                                       torch_to_network(model, network)))
+            linear_layers(zeroed)[index].weight[dropped] = 0
+            linear_layers(zeroed)[index].bias[dropped] = 0
+            expected = zeroed(x)
+        pruning = prune_neurons(model, index, keep)
+        assert sorted(pruning.kept.tolist()) == sorted(set(range(len(norms))) - set(dropped))
+        shrunk = linear_layers(model)
+        assert shrunk[index].geometry.out_channels == keep
+        assert shrunk[index].weight.shape[0] == keep
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+    assert linear_layers(model)[1].geometry.in_channels == 2
+    assert linear_layers(model)[2].in_features == 3 * 4      # 3 channels of a 2x2 map
+
+
+def test_shared_kernels_train_their_centroids_as_a_linear_layers_do():
+    network = conv_network()
+    model = network_to_torch(network)
+    masks = [magnitude_mask(layer.weight.detach().numpy(), 0.5)
+             for layer in linear_layers(model)]
+    to_shared(model, 8, masks)
+    shared = [m for m in model.modules() if isinstance(m, SharedLinear)]
+    assert shared[0].geometry == network.layers[0].geometry and shared[2].geometry is None
+    x = torch.from_numpy(images(4).astype(np.float32))
+    model(x).sum().backward()
+    layer = shared[1]
+    weight = layer.weight.detach().requires_grad_(True)
+    from sparseforge.compiler.compress.convolution import conv_forward
+
+    # The gradient of a centroid is the sum of the gradients of the weights that share it.
+    torch.manual_seed(0)
+    inputs = torch.relu(linear_layers(network_to_torch(network))[0](x)).detach()
+    layer.centroids.grad = None
+    conv_forward(inputs, layer.weight, layer.bias, layer.geometry).sum().backward()
+    conv_forward(inputs, weight, layer.bias.detach(), layer.geometry).sum().backward()
+    codes = layer.codes.numpy()
+    expected = [weight.grad.numpy()[codes == c].sum() for c in range(1, 8)]
+    np.testing.assert_allclose(layer.centroids.grad.numpy(), expected, rtol=1e-4, atol=1e-5)
+    back = from_shared(model)
+    assert back[0][0].shape == (4, 9) and len(np.unique(back[0][1])) <= 8
+
+
+def test_quantized_convolutions_follow_the_float_network():
+    network = conv_network()
+    shared, books = share_network(network, 16)
+    calibration = images(200, seed=4)
+    quantized = quantize_network(shared, calibration, codebooks=books)
+    assert [type(layer) for layer in quantized.layers][:2] == [QuantizedConv2d] * 2
+    layer = quantized.layers[0]
+    assert layer.codes.shape == (4, 9) and layer.in_features == 64 and layer.out_features == 64
+    x = images(50, seed=5)
+    integer = quantized.dequantize_output(quantized.forward(quantized.quantize_input(x)))
+    reference = shared.forward(x)
+    # Only the activations' and codebook's rounding errs: a few output steps, against
+    # outputs of some eighty.
+    step = 2.0 ** -quantized.output_format.frac
+    assert np.abs(reference).max() > 60 * step
+    assert np.abs(integer - reference).max() < 4 * step
+
+
+def test_a_conv_layers_storage_is_its_kernels_whatever_its_positions():
+    small = conv_network().layers[1]
+    wide = Conv2d("c2", small.weight, small.bias, True,
+                  ConvGeometry(4, 16, 16, 6, (3, 3), (2, 2), (1, 1)))
+    reports = []
+    for layer in (small, wide):
+        net = Network((layer,))
+        shared, books = share_network(net, 16)
+        calibration = np.random.default_rng(6).uniform(0, 1, size=(20, layer.in_features))
+        q = quantize_network(shared, calibration, codebooks=books)
+        reports.append(account_layer(q.layers[0]))
+    a, b = reports
+    assert a.shape == b.shape == (6, 36)
+    for figure in ("weights", "nnz", "padding", "compressed_bits", "huffman_bits",
+                   "pointer_bits"):
+        assert getattr(a, figure) == getattr(b, figure), figure
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 1, size=(96, 1, 6, 6)).astype(np.float32)
+    y = (x.reshape(96, -1)[:, :12].sum(1) > 6).astype(np.int64) + (x[:, 0, 3, 3] > 0.5)
+    return sf.compress(model, train=(x, y), sparsity=0.7, weight_bits=4, act_bits=8,
+                       prune_steps=2, prune_epochs=1, final_epochs=1, share_epochs=1), x
+
+
+def test_compress_takes_a_cnn_with_image_data_and_saves_it(tiny_cnn_model, tmp_path):
+    cm, x = tiny_cnn_model
+    assert [type(layer) for layer in cm.network.layers] == [QuantizedConv2d] * 2 + [
+        type(cm.network.layers[2])]
+    assert cm.network.layers[0].geometry.pool == Pool((2, 2), (2, 2))
+    # The global average pooling was folded into the classifier (8 channels x 3 x 3).
+    assert cm.network.layers[2].codes.shape == (3, 72)
+    names = [row.name for row in cm.report.layers]
+    assert names == ["0", "4", "8"]
+    assert cm.report.layers[1].shape == (8, 36)
+    path = cm.save(tmp_path / "cnn.sfm")
+    loaded = load_compressed(path)
+    assert loaded.network.layers[1].geometry == cm.network.layers[1].geometry
+    np.testing.assert_array_equal(loaded.predict(x), cm.predict(x))
+    assert cm.predict(x).shape == (96, 3)
+
+
+def test_a_damaged_conv_geometry_is_refused(tiny_cnn_model, tmp_path):
+    from sparseforge.compiler.compress.model import from_parts
+
+    cm, _ = tiny_cnn_model
+    manifest = cm.manifest()
+    manifest["layers"][1]["conv"]["height"] = 5
+    with pytest.raises(CompressedModelError, match=r"layers\[1\] \(4\): in_features 36 and "
+                                                   r"out_features 72 are not the "
+                                                   r"convolution's maps, 60 and 120"):
+        from_parts(manifest, cm.arrays(), "m.sfm")
+    manifest["layers"][1]["conv"] = {"kernel": 3}
+    with pytest.raises(CompressedModelError, match=r"layers\[1\] \(4\).conv is not a "
+                                                   r"convolution's geometry"):
+        from_parts(manifest, cm.arrays(), "m.sfm")
