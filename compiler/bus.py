@@ -51,6 +51,8 @@ class Region(enum.IntEnum, shape=ADDRESS_BITS - INDEX_BITS - PE_BITS):
     BIASES = 8          # write, per PE: biases
     SCALES = 9          # write, per PE: per-row scale words at the bias index, in 32-bit chunks
                         # (``isa.scale_layout``; engines with ``multiplier_bits`` only)
+    GEOMETRY = 10       # write: each layer's geometry word in 32-bit chunks, chunk ``c`` of
+                        # layer ``l`` at ``chunk_index(l, c, width)`` (conv engines only)
 
 
 PER_PE_REGIONS = (Region.ENTRIES, Region.POINTERS, Region.BIASES, Region.SCALES)

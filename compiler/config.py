@@ -34,7 +34,8 @@ def _bits_for(count: int) -> int:
     return max(1, int(count).bit_length())
 
 
-_LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False}
+_LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False,
+                   "conv": False}
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,13 @@ class EngineConfig:
     lut_products : the PEs' products from partial products in logic, not DSP blocks (the
         compiler's choice on a part whose DSPs the requantizers' multipliers need; a product
         of a narrow codebook value is a few adders).
+    conv : the conv mode (``compiler/lowering.py``), which the compiler sets only for a
+        network with a convolution: every layer walks output positions, each a sparse
+        matrix-vector product of its kernel with the patch an address generator reads from
+        the activation buffer (padding skipped), the results written to the layer's output
+        map (max pooling in the write-back); a layer's walk is its geometry word
+        (``isa.geometry_layout``).  Needs a power-of-two ``pes`` and the power-of-two
+        requantization.  False: the engine is the Linear-only one, gate for gate.
     """
     pes: int
     act_bits: int = 8
@@ -132,6 +140,7 @@ class EngineConfig:
     multiplier_bits: int = 0
     rounding_bits: int = 0
     lut_products: bool = False
+    conv: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -167,7 +176,7 @@ class EngineConfig:
             raise ValueError(f"rounding_bits ({self.rounding_bits}) needs multiplier_bits; "
                              f"the power-of-two write-back has no rounding term")
         for name in ("decoded_weights", "column_queue", "readout_register",
-                     "link_registers", "lut_products"):
+                     "link_registers", "lut_products", "conv"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         lanes = self.writeback_lanes or self.pes
@@ -184,6 +193,11 @@ class EngineConfig:
         if self.bias_bits > self.acc_bits:
             raise ValueError(f"bias_bits ({self.bias_bits}) must not exceed acc_bits "
                              f"({self.acc_bits})")
+        if self.conv and self.pes & (self.pes - 1):
+            raise ValueError(f"conv needs a power-of-two pes, not {self.pes}")
+        if self.conv and self.multiplier_bits:
+            raise ValueError(f"conv runs the power-of-two requantization, not multiplier_bits "
+                             f"{self.multiplier_bits}")
 
     # ---- derived widths -------------------------------------------------------------------
     @property
@@ -251,6 +265,12 @@ class EngineConfig:
     def scale_depth(self) -> int:
         """Depth of a requantizer's scale memory: a word per row of each of its PEs."""
         return self.bias_depth * self.writeback_period
+
+    @property
+    def group_address_bits(self) -> int:
+        """A group address in conv mode: ``act_words * groups_per_word`` groups (word bits
+        above lane-group bits; ``pes`` is a power of two there)."""
+        return max(1, (self.act_words * self.groups_per_word - 1).bit_length())
 
     @property
     def max_zero_run(self) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 from .config import EngineConfig, check_pes
 from .encode import encode_layer
 from .ir import QuantizedNetwork
+from .lowering import has_convolutions, lower
 from .numerics import accumulator_bits, ceil_div
 from .parts import BOARD_PARTS, Part
 from .parts import part as find_part
@@ -52,6 +53,7 @@ __all__ = [
 MAX_ACC_BITS = 48       # the engine's widest accumulator (EngineConfig allows 8..48)
 MAX_MULTIPLIER_BITS = 25    # the widest per-row multiplier (EngineConfig allows 0..25)
 SHIFT_BITS = 6          # descriptor shift field: shifts 0..63
+MAX_FEATURES = 1 << 16  # activations the buffer can hold (EngineConfig allows 1..65536)
 IDX_BITS = 4            # EIE's 4-bit relative row index
 
 
@@ -80,6 +82,7 @@ class ModelNeeds:
     row_scales: bool = False    # a layer needs per-row requantization
     multiplier_bits: int = 2    # the widest per-row multiplier (signed), were rows scaled
     rounding_bits: int = 0      # the widest per-row rounding term, were rows scaled
+    conv: bool = False          # the conv mode (a convolution, or asked for)
 
 
 def _check_network(qnet) -> QuantizedNetwork:
@@ -95,10 +98,23 @@ def _check_network(qnet) -> QuantizedNetwork:
 
 
 def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
-                encoded=None) -> ModelNeeds:
+                encoded=None, conv: bool = False) -> ModelNeeds:
     """Measure a model against the engine fields.  ``encoded`` (each layer's
-    ``encode_layer`` slices for these ``pes`` and ``idx_bits``) is computed when not given."""
+    ``encode_layer`` slices for these ``pes`` and ``idx_bits``; in conv mode the lowered
+    layers', ``lowering.lower``) is computed when not given.  A network with a convolution,
+    or any with ``conv``, is measured as conv mode lowers it: its stored kernels, and an
+    activation buffer holding its maps."""
     network = _check_network(qnet)
+    if conv or has_convolutions(network):
+        lowering = lower(network, pes, scan_lanes)
+        needs = _needs(lowering.engine, pes, scan_lanes, idx_bits, encoded)
+        widest = max(max(lowering.out_counts), lowering.buffer_words * pes,
+                     max(layer.in_features for layer in lowering.engine.layers))
+        return dataclasses.replace(needs, max_features=widest, conv=True)
+    return _needs(network, pes, scan_lanes, idx_bits, encoded)
+
+
+def _needs(network, pes: int, scan_lanes: int, idx_bits: int, encoded) -> ModelNeeds:
     layers = network.layers
     if encoded is None:
         encoded = [encode_layer(layer.codes, pes, (1 << idx_bits) - 1) for layer in layers]
@@ -225,6 +241,10 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     if needs.row_scales and needs.multiplier_bits > MAX_MULTIPLIER_BITS:
         problems.append(f"multiplier_bits: a row's multiplier needs {needs.multiplier_bits} "
                         f"bits, the engine's requantizers take at most {MAX_MULTIPLIER_BITS}")
+    if needs.max_features > MAX_FEATURES:
+        what = "maps need" if needs.conv else "widest layer needs"
+        problems.append(f"activations: the model's {what} {needs.max_features} in the "
+                        f"activation buffer, the engine holds at most {MAX_FEATURES}")
     if problems:
         raise DoesNotFit("no engine can run this model:\n  " + "\n  ".join(problems))
     grow = (lambda value: value) if not headroom else (lambda value: _grow(value, headroom))
@@ -244,7 +264,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         writeback_lanes=writeback_lanes or 0,
         # Only a model that needs them gets multipliers in its requantizers.
         multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
-        rounding_bits=needs.rounding_bits if needs.row_scales else 0)
+        rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv)
     if part is not None and part.family == "ecp5":
         # Logic to spare, block RAMs slow to answer and a die too large for the broadcast unit
         # to sit near every PE: retime the PEs' front ends and the links to them, and keep
@@ -321,7 +341,7 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     ``shift_bits``).  Returns the model's needs; raises :class:`DoesNotFit` listing each field
     needed vs available."""
     needs = model_needs(qnet, config.pes, scan_lanes=config.scan_lanes,
-                        idx_bits=config.idx_bits, encoded=encoded)
+                        idx_bits=config.idx_bits, encoded=encoded, conv=config.conv)
     problems = [f"{name}: the model needs {getattr(needs, name)}, the engine has "
                 f"{getattr(config, name)}"
                 for name in _EXACT if getattr(needs, name) != getattr(config, name)]
@@ -331,6 +351,9 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     if needs.max_shift >= 1 << config.shift_bits:
         problems.append(f"shift_bits: a layer shifts by {needs.max_shift}, the engine's "
                         f"{config.shift_bits}-bit shift reaches {(1 << config.shift_bits) - 1}")
+    if needs.conv and not config.conv:
+        problems.append("conv: the model has convolutions, the engine runs Linear layers only "
+                        "(conv False)")
     if needs.row_scales and not config.row_scales:
         problems.append(f"multiplier_bits: the model's requantization is per row "
                         f"({needs.multiplier_bits}-bit multipliers), the engine's is a "

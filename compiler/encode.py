@@ -26,6 +26,7 @@ import numpy as np
 
 from . import isa
 from .config import EngineConfig, check_pes
+from .lowering import lower
 from .numerics import ceil_div
 
 __all__ = [
@@ -212,7 +213,8 @@ class Image:
     ``config.multiplier_bits`` ``scales`` (``isa.scale_layout`` words as Python ints in object
     arrays, a row's at its bias index; else None).  Shared: ``codebook`` (int64, layers x
     ``2**code_bits``), ``occupancy`` and ``descriptors`` (object arrays of Python ints: the
-    words are wider than 64 bits for wide engines), ``layer_count``.
+    words are wider than 64 bits for wide engines), ``layer_count``; with ``config.conv``
+    ``geometry``, each layer's ``isa.geometry_layout`` word (object array of Python ints).
     """
     config: EngineConfig
     entries: tuple[np.ndarray, ...]
@@ -223,6 +225,7 @@ class Image:
     descriptors: np.ndarray
     layer_count: int
     scales: tuple[np.ndarray, ...] | None = None
+    geometry: np.ndarray | None = None
 
     def bus_writes(self) -> np.ndarray:
         """(address, data) rows, an ``(n, 2)`` uint64 array, that load this image through the
@@ -239,6 +242,11 @@ class Image:
     def entry_fields(self, pe: int) -> dict[str, np.ndarray]:
         """PE ``pe``'s entries unpacked: ``zero_run`` and ``code`` arrays."""
         return isa.unpack(isa.entry_layout(self.config), self.entries[pe])
+
+    def geometry_fields(self) -> dict[str, np.ndarray]:
+        """The geometry words unpacked (conv engines): field name -> int64 array over
+        layers."""
+        return isa.unpack(isa.geometry_layout(self.config), self.geometry)
 
     def scale_fields(self, pe: int) -> dict[str, np.ndarray]:
         """PE ``pe``'s scale words unpacked (engines with ``multiplier_bits``)."""
@@ -259,10 +267,12 @@ def layer_bases(shapes, pes: int, scan_lanes: int) -> list[dict[str, int]]:
 
 def pack_image(config: EngineConfig, network, encoded=None) -> Image:
     """The program image of a ``QuantizedNetwork`` for an engine ``config`` it fits (see
-    ``configure.fit``).  ``encoded`` (each layer's :func:`encode_layer` slices) is computed
-    when not given.  Field values that do not fit their packed widths raise ValueError."""
+    ``configure.fit``).  ``encoded`` (each layer's :func:`encode_layer` slices; in conv mode
+    of the lowered layers, ``lowering.lower``) is computed when not given.  Field values that
+    do not fit their packed widths raise ValueError."""
     pes, lanes = config.pes, config.scan_lanes
-    layers = network.layers
+    lowering = lower(network, pes, lanes) if config.conv else None
+    layers = lowering.engine.layers if lowering else network.layers
     if encoded is None:
         encoded = [encode_layer(layer.codes, pes, config.max_zero_run) for layer in layers]
     entry = isa.entry_layout(config)
@@ -289,9 +299,10 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
     if config.row_scales:
         rows_of = [layer.row_requant() for layer in layers]
         ranges = {"low": [r.low for r in rows_of], "high": [r.high for r in rows_of]}
+    out_counts = lowering.out_counts if lowering else [l.out_features for l in layers]
     descriptors = isa.pack(
         isa.descriptor_layout(config),
-        in_features=[l.in_features for l in layers], out_features=[l.out_features for l in layers],
+        in_features=[l.in_features for l in layers], out_features=list(out_counts),
         rows=[ceil_div(l.out_features, pes) for l in layers],
         groups=[ceil_div(l.in_features, lanes) for l in layers],
         pointer_base=[b["pointer_base"] for b in bases], bias_base=[b["bias_base"] for b in bases],
@@ -309,7 +320,20 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         descriptors=np.array([int(d) for d in descriptors], dtype=object),
         layer_count=len(layers),
         scales=tuple(np.array([int(w) for words in per_pe for w in words], dtype=object)
-                     for per_pe in scales) if config.row_scales else None)
+                     for per_pe in scales) if config.row_scales else None,
+        geometry=_geometry_words(config, lowering) if lowering else None)
+
+
+def _geometry_words(config: EngineConfig, lowering) -> np.ndarray:
+    """Each layer's geometry word (``isa.geometry_layout``): its walk, addresses modulo the
+    engine's group address width."""
+    layout = isa.geometry_layout(config)
+    wrap = (1 << config.group_address_bits) - 1
+    addresses = {"origin", "channel_groups", "pixel_groups", "row_groups", "step_rows",
+                 "step_cols", "window_addr_rows", "window_addr_cols"}
+    fields = {name: [getattr(walk, name) & wrap if name in addresses else getattr(walk, name)
+                     for walk in lowering.walks] for name, _ in layout}
+    return np.array([int(w) for w in isa.pack(layout, **fields)], dtype=object)
 
 
 def _power_of_two(layer) -> tuple[int, bool]:

@@ -23,6 +23,9 @@ memory beside the requantizer that serves the row's PE (the bias stays in the PE
 Occupancy word (sparseforge, not in EIE): one bit per (column, PE) saying ``p[j+1] > p[j]``, in
 groups of ``scan_lanes`` columns, so the broadcast unit only queues work a PE has
 (docs/architecture.md).
+
+Geometry word (sparseforge, conv engines): per layer, the walk over its input map that the
+engine's address generators follow (``compiler/lowering.py``: ``Walk``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from .numerics import ceil_div
 
 __all__ = ["entry_layout", "entry_memory_layout", "entry_words", "column_layout",
            "parameter_bits", "column_words", "descriptor_layout", "occupancy_layout",
-           "scale_layout",
+           "scale_layout", "geometry_layout", "MAP_BITS", "KERNEL_BITS",
            "group_layout", "pack", "unpack", "activation_index", "lane_bits", "stream_layout",
            "image_bus_writes", "layer_cycles"]
 
@@ -132,6 +135,37 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
     if config.row_scales:
         fields["low"] = signed(config.act_bits)
         fields["high"] = signed(config.act_bits)
+    return data.StructLayout(fields)
+
+
+MAP_BITS = 8        # a map's rows or columns (maps up to 255 x 255)
+KERNEL_BITS = 4     # a kernel's, stride's, padding's or pooling window's size (up to 15)
+
+
+def geometry_layout(config: EngineConfig) -> data.StructLayout:
+    """A layer's geometry word (conv engines): its walk, ``lowering.Walk``'s fields.  Group
+    addresses and steps are ``config.group_address_bits`` wide and wrap around (a patch's
+    origin may lie before its map); ``out_base`` is a word address."""
+    address = config.group_address_bits
+    fields = {"origin": address, "out_base": max(1, (config.act_words - 1).bit_length())}
+    for name in ("height", "width"):
+        fields[name] = MAP_BITS
+    for name in ("pad_rows", "pad_cols", "kernel_rows", "kernel_cols"):
+        fields[name] = KERNEL_BITS
+    for name in ("channel_groups", "pixel_groups", "row_groups"):
+        fields[name] = address
+    for name in ("stride_rows", "stride_cols"):
+        fields[name] = KERNEL_BITS
+    for name in ("step_rows", "step_cols"):
+        fields[name] = address
+    for name in ("pool_rows", "pool_cols"):
+        fields[name] = MAP_BITS
+    for name in ("window_rows", "window_cols"):
+        fields[name] = KERNEL_BITS
+    for name in ("window_step_rows", "window_step_cols"):
+        fields[name] = MAP_BITS
+    for name in ("window_addr_rows", "window_addr_cols"):
+        fields[name] = address
     return data.StructLayout(fields)
 
 
@@ -275,4 +309,6 @@ def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
                    for i, b in enumerate(image.biases[pe])]
         if config.row_scales:
             wide(Region.SCALES, image.scales[pe], scale_layout(config).size, pe)
+    if config.conv:
+        wide(Region.GEOMETRY, image.geometry, geometry_layout(config).size)
     return np.array(writes, dtype=np.uint64).reshape(-1, 2)

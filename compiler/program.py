@@ -30,6 +30,7 @@ entries and padding, the image against the network) and refuses a bad program wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -40,9 +41,11 @@ import numpy as np
 
 from . import bus, configure, isa
 from .config import EngineConfig, check_pes
+from .conv import ConvGeometry
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .errors import InputError
-from .ir import QuantizedLinear, QuantizedNetwork, RowRequant
+from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant
+from .lowering import Lowering, has_convolutions, lower
 from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
 
@@ -83,22 +86,53 @@ class Program:
     def layer_count(self) -> int:
         return self.image.layer_count
 
+    @functools.cached_property
+    def lowering(self) -> Lowering | None:
+        """How conv mode lays the network out (``compiler/lowering.py``), or None."""
+        if not self.config.conv:
+            return None
+        return lower(self.network, self.config.pes, self.config.scan_lanes)
+
+    @property
+    def engine_layers(self) -> tuple[QuantizedLinear, ...]:
+        """The layers as the engine stores them (in conv mode, kernel columns in the walk's
+        order), one per descriptor."""
+        return self.lowering.engine.layers if self.lowering else self.network.layers
+
     @property
     def in_features(self) -> int:
+        """Activations the engine takes (in conv mode the input map, channel padding
+        included)."""
+        if self.lowering:
+            return self.lowering.input_size
         return self.network.layers[0].in_features
 
     @property
     def out_features(self) -> int:
+        """Activations the engine gives (in conv mode the last layer's output region)."""
+        if self.lowering:
+            return self.lowering.output_size
         return self.network.layers[-1].out_features
 
     def quantize_input(self, x) -> np.ndarray:
-        """Float inputs (batch x features, or batch x any shape: flattened) to the engine's
-        integer activations (round half up, saturate; docs/numerics.md)."""
-        return self.network.quantize_input(x)
+        """Float inputs (batch x features, or batch x any shape: flattened; images in
+        PyTorch's channel, row, column order) to the engine's integer activations (round half
+        up, saturate; docs/numerics.md), in conv mode laid out as its input map."""
+        return self.engine_input(self.network.quantize_input(x))
+
+    def engine_input(self, x_int) -> np.ndarray:
+        """The network's integer inputs (batch x features) as the engine takes them."""
+        return self.lowering.engine_input(x_int) if self.lowering else np.asarray(x_int)
+
+    def network_output(self, outputs) -> np.ndarray:
+        """The engine's integer outputs (batch x ``out_features``) in the network's order
+        (the same but for a network that ends in a convolution)."""
+        return self.lowering.network_output(outputs) if self.lowering else np.asarray(outputs)
 
     def dequantize(self, outputs) -> np.ndarray:
-        """The engine's integer outputs as float logits (``out * 2**-frac_out``)."""
-        return self.network.dequantize_output(outputs)
+        """The engine's integer outputs as float logits (``out * 2**-frac_out``), in the
+        network's order."""
+        return self.network.dequantize_output(self.network_output(outputs))
 
     def bus_writes(self) -> np.ndarray:
         """The host-bus writes that load this program's image (see :meth:`Image.bus_writes`)."""
@@ -106,8 +140,9 @@ class Program:
 
     def layer_pointers(self, layer: int) -> list[np.ndarray]:
         """Each PE's ``p[0..in]`` of one layer (absolute entry addresses)."""
-        base = sum(lay.in_features + 1 for lay in self.network.layers[:layer])
-        width = self.network.layers[layer].in_features + 1
+        layers = self.engine_layers
+        base = sum(lay.in_features + 1 for lay in layers[:layer])
+        width = layers[layer].in_features + 1
         return [p[base:base + width] for p in self.image.pointers]
 
     def column_counts(self, layer: int) -> np.ndarray:
@@ -149,8 +184,10 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     pes = 8 if pes is None else pes
     pes = check_pes(pes)
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
-    encoded = [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
-               for layer in network.layers]
+    # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
+    conv = has_convolutions(network) or (config is not None and config.conv)
+    encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
+                                 for layer in network.layers]
     if config is None:
         config = configure.derive_config(network, int(pes), board=board, scan_lanes=scan_lanes,
                                          fifo_depth=fifo_depth, headroom=headroom,
@@ -167,8 +204,9 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
 
 def _verify(program: Program) -> None:
     """The compile pipeline's own check: the image decodes to the network's codes."""
-    bases = _pointer_bases(program.network, program.config)
-    for layer, base in zip(program.network.layers, bases):
+    layers = program.engine_layers
+    bases = _pointer_bases(layers, program.config)
+    for layer, base in zip(layers, bases):
         codes = decode_layer(_layer_slices(program.image, base, layer.in_features),
                              layer.out_features)
         if not np.array_equal(codes, layer.codes):
@@ -189,9 +227,9 @@ def _layer_slices(image: Image, pointer_base: int, in_features: int) -> list[PEC
     return slices
 
 
-def _pointer_bases(network: QuantizedNetwork, config: EngineConfig) -> list[int]:
+def _pointer_bases(layers, config: EngineConfig) -> list[int]:
     return [b["pointer_base"] for b in layer_bases(
-        [(lay.out_features, lay.in_features) for lay in network.layers], config.pes,
+        [(lay.out_features, lay.in_features) for lay in layers], config.pes,
         config.scan_lanes)]
 
 
@@ -228,6 +266,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         arrays[f"biases_{k}"] = image.biases[k]
         if config.row_scales:
             arrays[f"scales_{k}"] = _chunked(image.scales[k], isa.scale_layout(config).size)
+    if config.conv:
+        arrays["geometry"] = _chunked(image.geometry, isa.geometry_layout(config).size)
     np.savez(directory / "image.npz", **arrays)
     layer_arrays, layer_table = {}, []
     for index, layer in enumerate(network.layers):
@@ -243,7 +283,9 @@ def _write(program: Program, directory: Path, extra=None) -> None:
             "output_format": layer.output_format.to_json(),
             "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz,
             **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
-               if layer.requant is not None else {})})
+               if layer.requant is not None else {}),
+            **({"conv": layer.geometry.to_json()} if isinstance(layer, QuantizedConv2d)
+               else {})})
     np.savez(directory / "network.npz", **layer_arrays)
     (directory / "engine.json").write_text(config.dumps() + "\n")
     if extra is not None:
@@ -355,6 +397,16 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
         bias = _array(arrays, f"bias_{index}", where, ndim=1)
         try:
             shape = (entry["out_features"], entry["in_features"])
+            conv = {}
+            if "conv" in entry:
+                geometry = ConvGeometry.from_json(entry["conv"])
+                if (geometry.out_size, geometry.in_size) != shape:
+                    raise ProgramError(f"{directory}/program.json: layers[{index}]: "
+                                       f"in_features and out_features are not its "
+                                       f"convolution's maps ({geometry.in_size}, "
+                                       f"{geometry.out_size})")
+                conv = {"geometry": geometry}
+                shape = (geometry.out_channels, geometry.patch_size)
             if codes.shape != shape:
                 raise ProgramError(f"{where}: codes_{index} has shape {codes.shape}, the "
                                    f"manifest says {shape}")
@@ -365,13 +417,14 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                 requant = RowRequant(rows["multiplier"], rows["shift"], rows["rounding"],
                                      rows["half_even"] != 0, int(entry["requant"]["low"]),
                                      int(entry["requant"]["high"]))
-            layers.append(QuantizedLinear(
+            layers.append((QuantizedConv2d if conv else QuantizedLinear)(
                 name=str(entry["name"]), codes=codes, codebook=codebook.astype(np.int64),
                 bias=bias.astype(np.int64), code_bits=int(entry["code_bits"]),
                 input_format=format_from_json(entry["input_format"]),
                 weight_format=FixedFormat.from_json(entry["weight_format"]),
                 output_format=format_from_json(entry["output_format"]),
-                bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"]), requant=requant))
+                bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"]), requant=requant,
+                **conv))
         except (KeyError, TypeError) as error:
             raise ProgramError(f"{directory}/program.json: layer {index} lacks or mangles "
                                f"{error}") from None
@@ -415,6 +468,13 @@ def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: P
     if not isinstance(layer_count, int) or isinstance(layer_count, bool):
         raise ProgramError(f"{directory}/program.json: layer_count must be an integer, not "
                            f"{layer_count!r}")
+    if config.conv:
+        chunked = _array(arrays, "geometry", where, ndim=2)
+        if chunked.shape[1] != bus.chunks_of(isa.geometry_layout(config).size):
+            raise ProgramError(f"{where}: geometry has {chunked.shape[1]} chunks per word, a "
+                               f"{isa.geometry_layout(config).size}-bit word takes "
+                               f"{bus.chunks_of(isa.geometry_layout(config).size)}")
+        words["geometry"] = _unchunked(chunked)
     return Image(
         config=config,
         entries=tuple(_array(arrays, f"entries_{k}", where, ndim=1) for k in range(config.pes)),
@@ -423,7 +483,8 @@ def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: P
         biases=tuple(_array(arrays, f"biases_{k}", where, ndim=1) for k in range(config.pes)),
         codebook=_array(arrays, "codebook", where, ndim=2),
         occupancy=words["occupancy"], descriptors=words["descriptors"],
-        layer_count=layer_count, scales=_scales_from(config, arrays, where))
+        layer_count=layer_count, scales=_scales_from(config, arrays, where),
+        geometry=words.get("geometry"))
 
 
 def _scales_from(config: EngineConfig, arrays: dict, where: str):
@@ -448,7 +509,8 @@ def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "ima
         configure.fit(network, config)
     except configure.DoesNotFit as error:
         raise ProgramError(f"{where}: {error}") from None
-    layers = network.layers
+    layers = (lower(network, config.pes, config.scan_lanes).engine.layers if config.conv
+              else network.layers)
     if image.layer_count != len(layers):
         raise ProgramError(f"{where}: layer_count is {image.layer_count}, the network has "
                            f"{len(layers)} layers")
@@ -506,7 +568,7 @@ def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "ima
     if np.any(codebook[:, 0] != 0):
         raise ProgramError(f"{where}: codebook[l, 0] must be 0 (the pruned weight) in every "
                            f"layer, not {codebook[:, 0].tolist()}")
-    for index, (layer, base) in enumerate(zip(layers, _pointer_bases(network, config))):
+    for index, (layer, base) in enumerate(zip(layers, _pointer_bases(layers, config))):
         try:
             codes = decode_layer(_layer_slices(image, base, layer.in_features),
                                  layer.out_features)
@@ -522,7 +584,8 @@ def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "ima
 
 def _compare(image: Image, expected: Image, where: str) -> None:
     """Field by field equality with the canonical image of the network."""
-    for name in ("codebook", "occupancy", "descriptors"):
+    for name in ("codebook", "occupancy", "descriptors") + (
+            ("geometry",) if image.config.conv else ()):
         got, want = getattr(image, name), getattr(expected, name)
         differ = [i for i, (a, b) in enumerate(zip(np.ravel(got), np.ravel(want)))
                   if int(a) != int(b)]

@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from . import isa
+from . import bus, isa
 from .config import EngineConfig
 from .errors import InputError
 from .parts import Part
@@ -50,7 +50,9 @@ def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
     per PE the entry memory, the parameter memory (column words and biases) and the
     accumulator file's RAM part; shared the activation buffer (N activations wide), the
     occupancy words, the codebooks, the descriptors and the cycle counters; with
-    ``multiplier_bits``, each requantizer's scale words."""
+    ``multiplier_bits``, each requantizer's scale words; in conv mode the geometry words
+    (32-bit chunks) and each requantizer's pooling registers.  The activation buffer holds
+    the feature maps in conv mode (``max_features`` covers them)."""
     pes = config.pes
     return (
         Memory("entries", config.entry_depth, config.entry_memory_bits, pes),
@@ -63,7 +65,11 @@ def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
         Memory("descriptors", config.max_layers, isa.descriptor_layout(config).size),
         Memory("cycles", config.max_layers, 32),
     ) + ((Memory("scales", config.scale_depth, isa.scale_layout(config).size,
-                 config.writeback_lanes or pes),) if config.row_scales else ())
+                 config.writeback_lanes or pes),) if config.row_scales else ()) + ((
+        Memory("geometry", config.max_layers << bus.chunk_bits(
+            isa.geometry_layout(config).size), bus.BUS_DATA_BITS),
+        Memory("pooling", config.max_rows * config.writeback_period, config.act_bits,
+               config.writeback_lanes or pes)) if config.conv else ())
 
 
 # Block RAM aspect ratios (depth, width): iCE40 SB_RAM40_4K, ECP5 DP16KD.
@@ -138,6 +144,11 @@ class LutModel:
     per_sum_bit: float = 8.0
     per_piece_bit: float = 3.7
     per_product_bit: float = 2.4
+    # Conv mode: the address generators, the geometry registers and the position walker,
+    # and each requantizer's pooling comparator.  A first estimate from the design (about 14
+    # adders of 8 to 13 bits, 200 flip-flops), to be recalibrated against builds.
+    conv_shared: float = 450.0
+    conv_per_requantizer_bit: float = 3.0
 
     def luts(self, config: EngineConfig, family: str = "ice40") -> int:
         high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
@@ -153,6 +164,9 @@ class LutModel:
                 + self.per_product_bit * logic_bits)
         if config.lut_products:
             scaled += self.per_product_bit * config.pes * config.act_bits * config.coef_bits
+        if config.conv:
+            scaled += self.conv_shared + self.conv_per_requantizer_bit * config.act_bits * (
+                config.writeback_lanes or config.pes)
         return math.ceil(scaled + self.shared + self.per_pe * config.pes
                          + self.per_codebook_bit * config.pes * codebook_bits
                          + self.per_requantizer * (config.writeback_lanes or config.pes)

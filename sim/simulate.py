@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .reference.cycles import LayerTiming, layer_timing
+from .reference.cycles import LayerTiming, layer_timing, program_timings
 from .reference.golden import run_image
 from .rtl import RtlCase, run_rtl
 
@@ -84,6 +84,8 @@ class Simulation:
 
 def predict(program, x_int) -> list[list[LayerTiming]]:
     """The cycle model for every input (rows) and layer (columns)."""
+    if program.config.conv:
+        return program_timings(program, x_int)
     activations = run_image(program.config, program.image, x_int, return_layers=True)
     counts = [program.column_counts(layer) for layer in range(program.layer_count)]
     layers = program.network.layers

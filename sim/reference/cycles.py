@@ -20,6 +20,14 @@ DRAIN                 the compute phase: queues fill and drain (simulated)
 WRITEBACK + STORE     ``1 + rows * period + writeback_latency - 1`` cycles
 ====================  ==========================================================
 
+In conv mode (``config.conv``) a layer walks its output positions: FETCH and FETCHED, then a
+wait for the codebook and for the layer's geometry word (loaded from FETCH, a 32-bit chunk a
+cycle: ``chunks + 1`` cycles), then per position COMPUTE (1), DRAIN (the patch's compute phase,
+simulated as a layer's with the patch as its input), WRITEBACK and STORE (as a layer's: every
+position's accumulators are written back, to the pooling registers, and a pooling window's last
+position writes the window's largest values into the output map).  The next position starts
+from STORE without FETCH (:func:`conv_layer_timing`).
+
 and the compute phase holds, beside the PEs' entries, the pipeline's fill and drain: the
 cycles from the broadcast unit's start to the first product and from the last entry to the
 sequencer seeing the engine idle (``PIPELINE_FILL``), also fixed.  The two together are the
@@ -36,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.numerics import ceil_div
 from sparseforge.hw.broadcast import buffer_depth
@@ -43,7 +52,8 @@ from sparseforge.hw.pe import COLUMN_QUEUE_DEPTH
 from sparseforge.hw.sequencer import writeback_latency
 
 __all__ = ["LayerTiming", "simulate_compute", "sequencer_overhead", "fixed_overhead",
-           "layer_timing", "PIPELINE_FILL", "pipeline_fill"]
+           "layer_timing", "PIPELINE_FILL", "pipeline_fill", "geometry_load_cycles",
+           "conv_prologue", "position_overhead", "conv_layer_timing", "program_timings"]
 
 # From the broadcast unit's start to the first product written, when nothing waits: fetch
 # (the activation buffer answers two cycles later), land, mask, the buffer's memory and output
@@ -284,3 +294,77 @@ def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
         work=work,
         limit=int(ceil_div(int(work.sum()), config.pes)), bound=int(work.max()),
         nonzero_inputs=int(np.count_nonzero(active)))
+
+
+# ---- conv mode ------------------------------------------------------------------------------
+
+def geometry_load_cycles(config: EngineConfig) -> int:
+    """Cycles from FETCH until a layer's geometry word is in its registers: a 32-bit chunk a
+    cycle, the memory answering a cycle after it is asked (as the codebook loader's)."""
+    return bus.chunks_of(isa.geometry_layout(config).size) + 1
+
+
+def conv_prologue(config: EngineConfig, previous_rows: int | None) -> int:
+    """Cycles of a conv-mode layer before its first position: FETCH, FETCHED and the wait for
+    the codebook (loaded during the previous layer's last write-back, as a Linear engine's
+    next layer's is) and the geometry word (loaded from FETCH)."""
+    load_cycles = config.codebook_size + 1
+    if previous_rows is None:
+        load = load_cycles
+    else:
+        head_start = previous_rows * config.writeback_period + writeback_latency(config) + 1
+        load = max(0, load_cycles + 1 - head_start)
+    return 2 + max(load, geometry_load_cycles(config))
+
+
+def position_overhead(config: EngineConfig, rows: int) -> int:
+    """A position's cycles outside its compute phase: COMPUTE, WRITEBACK and STORE (the
+    write-back of ``rows * period`` results)."""
+    return 1 + 1 + rows * config.writeback_period + writeback_latency(config) - 1
+
+
+def conv_layer_timing(config: EngineConfig, counts: np.ndarray, patches: np.ndarray,
+                      rows: int, previous_rows: int | None) -> LayerTiming:
+    """Predicted cycles of a conv-mode layer for one input: ``counts`` (pes x columns, the
+    stored kernel's), ``patches`` (positions x columns, the activations offered: nonzero and
+    inside the map), ``rows`` per PE, ``previous_rows`` of the layer before in the run.
+
+    The yardsticks sum over positions: ``bound`` is ``sum_p max_k E_k(p)`` (each position
+    waits for its most loaded PE before its write-back), ``limit`` ``sum_p ceil(sum_k E_k(p) /
+    N)``; ``overhead`` is the prologue and every position's fixed cycles and pipeline fill."""
+    cache: dict[bytes, int] = {}
+    drains, work = [], np.zeros(config.pes, dtype=np.int64)
+    bound = limit = 0
+    for patch in np.asarray(patches, dtype=bool):
+        key = np.packbits(patch).tobytes()
+        if key not in cache:
+            cache[key] = simulate_compute(config, counts, patch)
+        drains.append(cache[key])
+        per_pe = (counts * patch[None, :]).sum(axis=1)
+        work += per_pe
+        bound += int(per_pe.max())
+        limit += ceil_div(int(per_pe.sum()), config.pes)
+    positions = len(drains)
+    fixed = position_overhead(config, rows)
+    prologue = conv_prologue(config, previous_rows)
+    return LayerTiming(
+        cycles=prologue + positions * fixed + sum(drains), compute=sum(drains),
+        overhead=prologue + positions * (fixed + pipeline_fill(config)), work=work,
+        limit=limit, bound=bound, nonzero_inputs=int(np.asarray(patches).sum()))
+
+
+def program_timings(program, x_int) -> list[list[LayerTiming]]:
+    """The cycle model of a conv-mode program for every input (rows) and layer (columns);
+    ``x_int`` are the engine's integer inputs (its input map)."""
+    from .golden import _integers, run_conv_image
+
+    config = program.config
+    x = _integers(x_int, config.act_bits)
+    _, patches = run_conv_image(config, program.image, x, return_patches=True)
+    layers = program.engine_layers
+    counts = [program.column_counts(layer) for layer in range(program.layer_count)]
+    rows = [ceil_div(layer.out_features, config.pes) for layer in layers]
+    return [[conv_layer_timing(config, counts[index], patches[index][b], rows[index],
+                               rows[index - 1] if index else None)
+             for index in range(program.layer_count)]
+            for b in range(len(x))]

@@ -12,6 +12,13 @@ range; on an engine without ``multiplier_bits`` the power-of-two case of the des
 shift and ReLU).  Batch-vectorised: a layer's weights are decoded
 once, then one integer matrix product serves every input.
 
+In conv mode (``config.conv``) the model keeps the engine's activation buffer: the input map
+at word 0, then every layer walks its output positions as its geometry word says
+(``lowering.Walk``: the positions window by window, each patch's group addresses, padding
+outside the map's bounds reading nothing), multiplies each patch with the decoded kernel,
+requantizes, takes the largest of each pooling window and writes the pooled pixels' channels
+to the layer's output map.  The outputs are the last layer's output region.
+
 Inputs: :func:`reference` takes real-valued inputs and quantizes them with the program's input
 format (``Program.quantize_input``: round half up, saturate) -- whatever their dtype, since
 pixel values are real values -- or, with ``integer=True``, integer activations as the engine
@@ -27,6 +34,7 @@ import numpy as np
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.ir import RowRequant
+from sparseforge.compiler.lowering import Walk
 from sparseforge.compiler.numerics import requantize_rows
 
 __all__ = [
@@ -79,6 +87,9 @@ def decode_image(config: EngineConfig, image) -> list[DecodedLayer]:
         field = {name: int(values[index]) for name, values in descriptors.items()}
         in_features, out_features, rows = (field["in_features"], field["out_features"],
                                            field["rows"])
+        if config.conv:
+            # A convolution's descriptor counts its output map; its kernel has rows * N rows.
+            out_features = min(out_features, rows * pes)
         if rows * pes < out_features:
             raise ValueError(f"layer {index}: descriptor gives {rows} rows per PE for "
                              f"{out_features} outputs on {pes} PEs")
@@ -145,11 +156,69 @@ def run_layer(config: EngineConfig, layer: DecodedLayer, x: np.ndarray) -> np.nd
                            rounding=rows.rounding, half_even=rows.half_even)
 
 
+def image_walks(config: EngineConfig, image) -> list[Walk]:
+    """Each layer's walk, from its geometry word (conv engines)."""
+    fields = isa.unpack(isa.geometry_layout(config), image.geometry)
+    return [Walk(**{name: int(fields[name][layer]) for name in Walk.fields()})
+            for layer in range(int(image.layer_count))]
+
+
+def walk_indices(config: EngineConfig, walk: Walk) -> tuple[np.ndarray, np.ndarray]:
+    """Every position's patch as activation indices into the buffer (positions x patch
+    columns, in the stored kernel's column order) and which are inside the map (the others
+    are padding: never read, zero)."""
+    lanes, wrap = config.scan_lanes, 1 << config.group_address_bits
+    indices, inside = [], []
+    for row, col, addr, _, _ in walk.positions():
+        groups, valid = walk.patch(row, col, addr)
+        groups = groups % wrap
+        indices.append((groups[:, None] * lanes + np.arange(lanes)).reshape(-1))
+        inside.append(np.repeat(valid, lanes))
+    return np.array(indices), np.array(inside)
+
+
+def run_conv_image(config: EngineConfig, image, x, *, return_layers: bool = False,
+                   return_patches: bool = False):
+    """:func:`run_image` in conv mode: the activation buffer, walked layer by layer.  With
+    ``return_patches`` also, per layer, which activations of each position's patch the
+    engine offers the PEs (batch x positions x columns: nonzero and inside the map)."""
+    pes = config.pes
+    layers = decode_image(config, image)
+    counts = isa.unpack(isa.descriptor_layout(config),
+                        np.array([int(d) for d in image.descriptors],
+                                 dtype=object))["out_features"]
+    buffer = np.zeros((len(x), config.act_words * pes), dtype=np.int64)
+    if x.shape[1] > buffer.shape[1]:
+        raise ValueError(f"the input has {x.shape[1]} activations, the buffer holds "
+                         f"{buffer.shape[1]}")
+    buffer[:, :x.shape[1]] = x
+    activations, active = [x], []
+    for layer, walk in zip(layers, image_walks(config, image)):
+        indices, inside = walk_indices(config, walk)
+        # Padding reads nothing (its address may lie past the buffer).
+        patches = np.where(inside[None], buffer[:, np.where(inside, indices, 0)], 0)
+        batch, positions, columns = patches.shape
+        if return_patches:
+            active.append(patches != 0)
+        out = run_layer(config, layer, patches.reshape(-1, columns))
+        channels = out.shape[1]
+        out = out.reshape(batch, walk.pool_rows * walk.pool_cols,
+                          walk.window_rows * walk.window_cols, channels).max(axis=2)
+        start = walk.out_base * pes
+        region = out.reshape(batch, -1)           # pixel by pixel, its channels together
+        buffer[:, start:start + region.shape[1]] = region
+        activations.append(buffer[:, start:start + int(counts[layer.index])].copy())
+    result = activations if return_layers else activations[-1]
+    return (result, active) if return_patches else result
+
+
 def run_image(config: EngineConfig, image, x_int, *, return_layers: bool = False):
     """Integer inputs (batch x in, or one input) through the image: the outputs (batch x
     out), or with ``return_layers`` a list of ``layer_count + 1`` arrays (the input, then
     every layer's output)."""
     x = _integers(x_int, config.act_bits)
+    if config.conv:
+        return run_conv_image(config, image, x, return_layers=return_layers)
     activations = [x]
     for layer in decode_image(config, image):
         activations.append(run_layer(config, layer, activations[-1]))
@@ -162,9 +231,9 @@ def check_program(program, batch: int = 8, seed: int = 0) -> None:
     the check ``sf.compile`` runs after the compiler's own."""
     fmt = program.network.input_format
     x = np.random.default_rng(seed).integers(fmt.min, fmt.max + 1,
-                                             (batch, program.in_features))
-    if not np.array_equal(run_image(program.config, program.image, x),
-                          program.network.forward(x)):
+                                             (batch, program.network.layers[0].in_features))
+    outputs = run_image(program.config, program.image, program.engine_input(x))
+    if not np.array_equal(program.network_output(outputs), program.network.forward(x)):
         raise AssertionError("internal error: the golden model disagrees with the network")
 
 

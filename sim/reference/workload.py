@@ -114,13 +114,15 @@ def layer_stats(program) -> list[LayerStats]:
     """Per layer: shape, nnz, padding entries, per-PE entry count min/mean/max, and the bits
     it occupies in the engine's memories: its entries (``entry_bits`` each), its column words
     and biases (``N * (in + 1 + ceil(out / N))`` words of the parameter memory), its occupancy
-    words, its codebook and its descriptor."""
+    words, its codebook and its descriptor.  In conv mode a layer is as the engine stores it
+    (a convolution's kernel matrix, columns in the walk's order: its figures do not depend on
+    the number of output positions)."""
     config = program.config
     parameter_bits = isa.parameter_bits(config)
     occupancy_bits = isa.occupancy_layout(config).size
     descriptor_bits = isa.descriptor_layout(config).size
     stats = []
-    for index, layer in enumerate(program.network.layers):
+    for index, layer in enumerate(program.engine_layers):
         per_pe = program.column_counts(index).sum(axis=1)
         entries = int(per_pe.sum())
         rows = ceil_div(layer.out_features, config.pes)
