@@ -117,6 +117,11 @@ class BroadcastUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.occupancy_write), occupancy.write)
 
         # ---- 1. fetch: the activation word, then the occupancy word --------------------------
+        if config.conv:
+            m.d.comb += [fetch.geometry.eq(self.geometry),
+                         fetch.origin.row.eq(self.origin.row),
+                         fetch.origin.col.eq(self.origin.col),
+                         fetch.origin.addr.eq(self.origin.addr)]
         m.d.comb += [
             fetch.start.eq(self.start),
             fetch.groups.eq(self.groups),

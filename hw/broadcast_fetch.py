@@ -7,6 +7,11 @@ word that holds each (a word holds ``config.groups_per_word`` groups), and a cyc
 occupancy memory for the group's occupancy word, so that both land in the mask stage in the same
 cycle.
 
+In conv mode (``config.conv``) the groups are a patch's, at the addresses the patch walker
+(``patch_walker.py``, im2col in hardware) gives from the position's origin: a group in the
+padding is asked for like any (the scan's timing is the same) but not read, and lands marked
+``pad``, so no PE sees it.
+
 It asks only when the buffer between the mask and offer stages has room for the group,
 counting the groups on their way to it.  That room is a counter in a register, so the decision
 to ask is made on registers only: no path runs from the memories' outputs through the PEs'
@@ -18,23 +23,30 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.numerics import ceil_div
 
 from .activation_buffer import LATENCY as ACTIVATION_LATENCY
+from .patch_walker import PatchWalker, patch_origin_signature
 
 __all__ = ["FetchStage", "landing_signature", "scan_members"]
 
 
 def scan_members(config: EngineConfig) -> dict:
     """The members that start a scan, as the broadcast unit and its fetch stage take them:
-    ``start`` and the layer's ``groups``, ``occupancy_base`` and ``pointer_base``."""
-    return {
+    ``start`` and the layer's ``groups``, ``occupancy_base`` and ``pointer_base``; in conv
+    mode also the layer's ``geometry`` and the position's patch ``origin``."""
+    members = {
         "start": In(1),
         "groups": In(range(ceil_div(config.max_features, config.scan_lanes) + 1)),
         "occupancy_base": In(ceil_log2(max(2, config.occupancy_depth))),
         "pointer_base": In(ceil_log2(max(2, config.pointer_depth))),
     }
+    if config.conv:
+        members["geometry"] = In(isa.geometry_layout(config))
+        members["origin"] = In(patch_origin_signature(config))
+    return members
 
 
 def landing_signature(config: EngineConfig) -> wiring.Signature:
@@ -43,12 +55,16 @@ def landing_signature(config: EngineConfig) -> wiring.Signature:
     valid : a group's words land: the activation word now, the occupancy word now.
     sub : which of the word's ``config.groups_per_word`` groups it is.
     pointer : the pointer index of the group's first column.
+    pad : (conv mode) the group lies in the padding: it holds no activation.
     """
-    return wiring.Signature({
+    members = {
         "valid": Out(1),
         "sub": Out(range(max(2, config.groups_per_word))),
         "pointer": Out(ceil_log2(max(2, config.pointer_depth))),
-    })
+    }
+    if config.conv:
+        members["pad"] = Out(1)
+    return wiring.Signature(members)
 
 
 class FetchStage(wiring.Component):
@@ -161,4 +177,25 @@ class FetchStage(wiring.Component):
                 m.d.sync += next_sub.eq(next_sub + 1)
         with m.Elif(scanned):
             m.d.sync += running.eq(0)
+        if config.conv:
+            self._patch(m, ask)
         return m
+
+    def _patch(self, m, ask):
+        """Conv mode: the group asked for is the patch walker's; padding is not read."""
+        config = self._config
+        m.submodules.patch = patch = PatchWalker(config)
+        sub_bits = (config.groups_per_word - 1).bit_length()
+        pad = Signal()
+        m.d.comb += [
+            patch.geometry.eq(self.geometry),
+            patch.origin.row.eq(self.origin.row), patch.origin.col.eq(self.origin.col),
+            patch.origin.addr.eq(self.origin.addr),
+            patch.start.eq(self.start), patch.next.eq(ask),
+            self.activations.addr.eq(patch.addr[sub_bits:]),
+            self.activations.en.eq(ask & patch.inside),
+        ]
+        m.d.sync += [pad.eq(~patch.inside), self.landing.pad.eq(pad)]
+        if sub_bits:
+            asked_sub = Signal(sub_bits)
+            m.d.sync += [asked_sub.eq(patch.addr[:sub_bits]), self.landing.sub.eq(asked_sub)]

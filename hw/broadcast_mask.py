@@ -8,6 +8,8 @@ nonzero activation AND occupied column.  With several lanes, EIE's leading-nonze
 each PE's first such lane here, before the group is queued, so that the PE's front end takes its
 first column straight from its queue (``isa.group_layout``).
 
+In conv mode a group in the padding (``landing.pad``) lands as zeros: no PE has work in it.
+
 The words are registered as they land (the activation buffer's SPRAMs sit at the die's
 corners, and their outputs have no time left for the masks); the masks are computed the next
 cycle and written into the buffer in front of the offer stage.
@@ -78,8 +80,11 @@ class MaskStage(wiring.Component):
             for sub in range(config.groups_per_word):
                 with m.Case(sub):
                     lane_values = [words[sub * lanes + lane] for lane in range(lanes)]
+                    nonzero = Cat(v != 0 for v in lane_values)
+                    if config.conv:
+                        nonzero = nonzero & ~self.landing.pad.replicate(lanes)
                     m.d.sync += [landed_values.eq(Cat(lane_values)),
-                                 landed_nonzero.eq(Cat(v != 0 for v in lane_values))]
+                                 landed_nonzero.eq(nonzero)]
 
         # ---- mask ----------------------------------------------------------------------------
         masked = Signal(entry)

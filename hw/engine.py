@@ -9,6 +9,10 @@ An EIE-style engine (Han et al., ISCA 2016) generated from an :class:`EngineConf
 * the PEs multiply and accumulate (``pe.py``) with the running layer's codebook
   (``codebook_registers.py``), the sequencer runs the layers (``sequencer.py``);
 * the write-back requantizes the PEs' rows back into the buffer (``writeback_unit.py``);
+* in conv mode (``config.conv``) the sequencer walks each layer's output positions, the
+  broadcast unit reads each position's patch through its address generator, and the
+  write-back's results pass the pooling registers (``pool_unit.py``) on their way to the
+  layer's output map; the layers' geometry words are in a memory of their own;
 * one user at a time has the buffer's port (``activation_ports.py``): the broadcast unit, the
   write-back, the streams (``input_stream.py``, ``output_stream.py``) or the host bus, whose
   writes and reads are decoded apart (``host_writes.py``, ``host_reads.py``).
@@ -32,11 +36,13 @@ from .activation_buffer import ActivationBuffer
 from .activation_ports import ActivationPorts
 from .broadcast import BroadcastUnit
 from .codebook_registers import CodebookRegisters
+from .geometry_loader import geometry_depth
 from .host_reads import HostReadPath
 from .host_writes import HostWriteDecoder
 from .input_stream import InputStream
 from .output_stream import OutputStream
 from .pe import ProcessingElement
+from .pool_unit import PoolUnit
 from .sequencer import Sequencer
 from .writeback_unit import WritebackUnit
 
@@ -191,6 +197,7 @@ class Engine(wiring.Component):
             activation_ports.unloading.eq(unloading),
         ]
 
+        output_stream = None
         # ---- streams ------------------------------------------------------------------------
         if self._streams:
             m.submodules.input_stream = input_stream = InputStream(config)
@@ -207,7 +214,46 @@ class Engine(wiring.Component):
                 output_stream.out_features.eq(sequencer.layer.out_features),
                 unloading.eq(output_stream.unloading),
             ]
+        if config.conv:
+            self._conv(m, sequencer, broadcast, writeback_unit, activation_ports, host_writes,
+                       output_stream)
         return m
+
+    def _conv(self, m, sequencer, broadcast, writeback_unit, activation_ports, host_writes,
+              output_stream):
+        """Conv mode's wiring: the geometry memory, the positions' patch origins to the
+        broadcast unit, and the pooling registers between the write-back and the buffer (its
+        results reach the buffer through them, not straight)."""
+        config, image = self._config, self._image
+        width = isa.geometry_layout(config).size
+        init = []
+        if image is not None:
+            init = [0] * geometry_depth(config)
+            for layer, word in enumerate(image.geometry):
+                for c in range(bus.chunks_of(width)):
+                    init[bus.chunk_index(layer, c, width)] = (int(word) >> (32 * c)) & 0xFFFFFFFF
+        # Only the host writes it (hw/ram.py); a block RAM on an iCE40 too.
+        m.submodules.geometry = geometry = memory.Memory(
+            shape=bus.BUS_DATA_BITS, depth=geometry_depth(config), init=init,
+            attrs={"ram_style": "block", **ram.ATTRIBUTES})
+        geometry_r = ram.registered_read_port(m, geometry, "geometry_read")
+        wiring.connect(m, host_writes.geometry, geometry.write_port())
+        m.submodules.pool_unit = pool = PoolUnit(config)
+        m.d.comb += [
+            geometry_r.addr.eq(sequencer.geometry_memory.addr),
+            sequencer.geometry_memory.data.eq(geometry_r.data),
+            broadcast.geometry.eq(sequencer.geometry),
+            broadcast.origin.row.eq(sequencer.origin.row),
+            broadcast.origin.col.eq(sequencer.origin.col),
+            broadcast.origin.addr.eq(sequencer.origin.addr),
+            pool.results.eq(writeback_unit.results.payload),
+            pool.valid.eq(writeback_unit.results.valid),
+            pool.index.eq(sequencer.result_index),
+            pool.first.eq(sequencer.window_first),
+            activation_ports.results.eq(pool.pooled),
+        ]
+        if output_stream is not None:
+            m.d.comb += output_stream.base.eq(sequencer.geometry.out_base)
 
     def _processing_elements(self, m):
         config, image = self._config, self._image

@@ -7,6 +7,8 @@ reads back (``done``, ``runs``).  Descriptors and occupancy words are wider than
 arrive as 32-bit chunks, lowest first, staged here until the last one commits the whole word
 (``bus.chunk_index``), so a partly written word never lands.  So do the per-row scale words of
 an engine with ``multiplier_bits``, which go to the requantizer serving the addressed PE.
+A conv engine's geometry words are written chunk by chunk, each its own word of the geometry
+memory (the geometry loader reads them so).
 """
 
 from amaranth import Cat, Module, Signal, signed
@@ -18,6 +20,7 @@ from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 
 from .activation_ports import lane_write_signature
+from .geometry_loader import geometry_depth
 from .pe import Target
 from .requantize import scale_write_signature
 
@@ -78,6 +81,8 @@ class HostWriteDecoder(wiring.Component):
         ``config.multiplier_bits`` only; a whole scale word (``bus.Region.SCALES``, PE ``k``,
         index ``i``) for the requantizer of PE ``k``, at word ``i * period + k % period``, a
         cycle after its last chunk (refused while busy, as the PE writes are).
+    geometry : In(``memory.WritePort.Signature``), conv engines only; the geometry memory's
+        write port, a chunk (``bus.Region.GEOMETRY``, index ``bus.chunk_index``) a word.
     """
 
     def __init__(self, config: EngineConfig, *, layer_count: int = 0):
@@ -115,6 +120,9 @@ class HostWriteDecoder(wiring.Component):
         if config.row_scales:
             ports["scale_writes"] = Out(scale_write_signature(config)).array(
                 config.pes // config.writeback_period)
+        if config.conv:
+            ports["geometry"] = In(memory.WritePort.Signature(
+                addr_width=ceil_log2(max(2, geometry_depth(config))), shape=bus.BUS_DATA_BITS))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -168,6 +176,9 @@ class HostWriteDecoder(wiring.Component):
         ]
 
         self._pe_writes(m, region, address.pe, index)
+        if config.conv:
+            m.d.comb += [self.geometry.addr.eq(index), self.geometry.data.eq(host_bus.w_data),
+                         self.geometry.en.eq(writing & (region == bus.Region.GEOMETRY))]
         if config.row_scales:
             self._scale_writes(m, writing, region, address.pe, index, staged)
 

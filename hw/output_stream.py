@@ -9,6 +9,7 @@ is taken.
 from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
@@ -30,6 +31,8 @@ class OutputStream(wiring.Component):
     output : Out(stream of ``isa.stream_layout``); the activations in order.
     run_done : In; the sequencer's pulse at the end of a run: start unloading.
     out_features : In; the last layer's output count (held until ``unloading`` falls).
+    base : In (conv engines only); the word of the last layer's first output (its output
+        map's, ``geometry.out_base``), held likewise.
     unloading : Out; the outputs of the last run are not all taken yet.
     read : Out(``activation_ports.read_signature``); the activation buffer's word on show,
         read while ``unloading``.
@@ -43,6 +46,7 @@ class OutputStream(wiring.Component):
             "out_features": In(config.feature_bits),
             "unloading": Out(1),
             "read": Out(read_signature(config)),
+            **({"base": In(ceil_log2(max(2, config.act_words)))} if config.conv else {}),
         })
 
     def elaborate(self, platform):
@@ -59,7 +63,7 @@ class OutputStream(wiring.Component):
         m.d.sync += output_read.eq(unloading & ~showing & ~output_read & ~self.run_done)
         with m.If(self.run_done):
             m.d.sync += [unloading.eq(1), showing.eq(0), output_count.eq(0),
-                         output_word.eq(0), output_lane.eq(0)]
+                         output_word.eq(self.base if config.conv else 0), output_lane.eq(0)]
         with m.Elif(output_read):
             m.d.sync += showing.eq(1)      # the word lands (activation_buffer.LATENCY = 2)
         m.d.comb += [

@@ -13,12 +13,21 @@ For each layer ``l < layer_count``:
    group per cycle, so row ``r`` (activations ``r*N .. r*N+N-1``) is written in ``period``
    lane-masked writes; it becomes the next layer's input.
 
+In conv mode (``config.conv``) a layer's geometry word loads from FETCH beside its codebook
+(``geometry_loader.py``), and COMPUTE to STORE repeat for every output position the position
+walker gives (``position_walker.py``): each position's patch origin goes to the broadcast
+unit, its write-back goes through the pooling registers, and only a pooling window's last
+position writes the output map (at the window's pooled pixel, ``rows`` words a pixel).  The
+next layer's codebook preloads during the last position's write-back.
+
 One cycle counter runs from the first FETCH to the last write-back word; its value at the end
 of each layer is recorded, so layer ``l`` took ``end[l] - end[l-1]`` cycles (the host takes the
 differences: one counter instead of two).
 After reset the sequencer clears every accumulator (a write-back of ``max_rows`` rows whose
 results are dropped), so a run interrupted by a reset leaves nothing behind.
 """
+
+from types import SimpleNamespace
 
 from amaranth import Module, Signal
 from amaranth.lib import wiring
@@ -29,6 +38,9 @@ from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 
 from .codebook_loader import CodebookLoader, codebook_read_signature, codebook_write_signature
+from .geometry_loader import GeometryLoader, geometry_read_signature
+from .patch_walker import patch_origin_signature
+from .position_walker import PositionWalker
 from .requantize import latency as requantize_latency
 
 __all__ = ["Sequencer", "writeback_latency"]
@@ -68,6 +80,13 @@ class Sequencer(wiring.Component):
     cycles_write : Out; ``en``/``addr``/``data``: record the run's cycle count at the end of
         layer ``addr``.
     total_cycles : Out; cycles of the last run.
+    geometry_memory : Out (conv mode); the geometry memory's read port.
+    geometry : Out(``isa.geometry_layout``) (conv mode); the running layer's walk.
+    origin : Out(``patch_walker.patch_origin_signature``) (conv mode); the position's patch
+        origin.
+    window_first : Out (conv mode); the position opens its pooling window.
+    result_index : Out (conv mode); the place of the result on ``results_valid`` in the
+        position's write-back (for the pooling registers).
     """
 
     def __init__(self, config: EngineConfig):
@@ -103,6 +122,12 @@ class Sequencer(wiring.Component):
                 "data": Out(32),
             })),
             "total_cycles": Out(32),
+            **({"geometry_memory": Out(geometry_read_signature(config)),
+                "geometry": Out(isa.geometry_layout(config)),
+                "origin": Out(patch_origin_signature(config)),
+                "window_first": Out(1),
+                "result_index": Out(range(max(2, config.max_rows * config.writeback_period)))}
+               if config.conv else {}),
         })
 
     def elaborate(self, platform):
@@ -125,26 +150,13 @@ class Sequencer(wiring.Component):
         final = Signal(init=clear_last == 0)
         last_layer = Signal()
 
-        # The codebook loader runs beside the FSM, so that the next layer's codebook loads
-        # during this layer's write-back, when no PE reads the registers.
-        m.submodules.codebook_loader = loader = CodebookLoader(config)
-        wiring.connect(m, loader.codebook, wiring.flipped(self.codebook))
-        wiring.connect(m, loader.codebook_write, wiring.flipped(self.codebook_write))
-        load_start, load_layer, loading = loader.start, loader.layer, loader.loading
-        # The layer whose codebook the registers hold (none while one loads, nor after a run's
-        # start: the host may have written the codebook memory since).
-        loaded_layer = Signal.like(index)
-        loaded_valid = Signal()
-        with m.If(load_start):
-            m.d.sync += loaded_valid.eq(0)
-        with m.Elif(loading):
-            with m.If(loader.finishing):
-                m.d.sync += [loaded_layer.eq(loader.target), loaded_valid.eq(1)]
-        have_codebook = loaded_valid & (loaded_layer == index) & ~load_start
+        load_start, load_layer, loading, loaded_layer, loaded_valid, have_codebook = (
+            self._codebook_loader(m, index))
+        conv = self._conv(m, index, written)
+        have_codebook = conv.ready(have_codebook)
 
         m.d.comb += [
             self.descriptors.addr.eq(index),
-            self.result_write.addr.eq(written >> period_bits),
             self.result_write.phase.eq(written[:period_bits] if period_bits else 0),
             self.cycles_write.addr.eq(index),
             self.cycles_write.data.eq(run_cycles + 1),
@@ -172,8 +184,8 @@ class Sequencer(wiring.Component):
         # into and out of it): the host bus's write decode and the engine's status wait on it.
         busy = Signal(init=1)
         m.d.comb += self.busy.eq(busy)
-        # `storing` is high exactly in STORE (set on entering it, cleared on leaving).
-        m.d.comb += self.result_write.en.eq(self.result_write.storing & self.results_valid)
+        # `storing` is high exactly in STORE (set on entering it, cleared on leaving);
+        # `result_write`'s address and enable are `conv`'s.
 
         # The broadcast unit's start pulse is a flip-flop, high exactly in COMPUTE (set on the
         # move into it; COMPUTE lasts one cycle): it starts the scan's registers, and a decode
@@ -199,6 +211,8 @@ class Sequencer(wiring.Component):
                     m.next = "FETCH"
 
             with m.State("FETCH"):
+                if config.conv:
+                    m.d.comb += conv.start.eq(1)
                 with m.If(~(loaded_valid & (loaded_layer == index)) & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index)]
                 m.next = "FETCHED"
@@ -237,13 +251,21 @@ class Sequencer(wiring.Component):
 
             with m.State("WRITEBACK"):
                 m.d.sync += self.result_write.storing.eq(1)
-                with m.If(~last_layer & ~loading):
+                with m.If(~last_layer & ~loading & conv.final if config.conv
+                          else ~last_layer & ~loading):
                     m.d.comb += [load_start.eq(1), load_layer.eq(index + 1)]
                 m.next = "STORE"
 
             with m.State("STORE"):
                 with m.If(self.results_valid):
-                    with m.If(final):
+                    if config.conv:
+                        with m.If(final & ~conv.final):
+                            # The layer's next position.
+                            m.d.comb += conv.advance.eq(1)
+                            m.d.sync += [self.result_write.storing.eq(0),
+                                         broadcast_start.eq(1)]
+                            m.next = "COMPUTE"
+                    with (m.Elif if config.conv else m.If)(final):
                         m.d.comb += self.cycles_write.en.eq(1)
                         m.d.sync += self.result_write.storing.eq(0)
                         with m.If(last_layer):
@@ -255,3 +277,61 @@ class Sequencer(wiring.Component):
                             m.d.sync += index.eq(index + 1)
                             m.next = "FETCH"
         return m
+
+    def _codebook_loader(self, m, index):
+        """The codebook loader runs beside the FSM, so that the next layer's codebook loads
+        during this layer's write-back, when no PE reads the registers."""
+        config = self._config
+        m.submodules.codebook_loader = loader = CodebookLoader(config)
+        wiring.connect(m, loader.codebook, wiring.flipped(self.codebook))
+        wiring.connect(m, loader.codebook_write, wiring.flipped(self.codebook_write))
+        load_start, load_layer, loading = loader.start, loader.layer, loader.loading
+        # The layer whose codebook the registers hold (none while one loads, nor after a run's
+        # start: the host may have written the codebook memory since).
+        loaded_layer = Signal.like(index)
+        loaded_valid = Signal()
+        with m.If(load_start):
+            m.d.sync += loaded_valid.eq(0)
+        with m.Elif(loading):
+            with m.If(loader.finishing):
+                m.d.sync += [loaded_layer.eq(loader.target), loaded_valid.eq(1)]
+        have_codebook = loaded_valid & (loaded_layer == index) & ~load_start
+        return load_start, load_layer, loading, loaded_layer, loaded_valid, have_codebook
+
+    def _conv(self, m, index, written) -> SimpleNamespace:
+        """Conv mode's geometry loader and position walker, and what the FSM asks of them:
+        ``start`` (FETCH: load the layer's geometry) and ``advance`` (to the next position),
+        both driven by the FSM; ``final`` (the layer's last position) and ``ready(have)``
+        (the codebook ``have`` and the geometry are loaded).  It drives ``result_write``'s
+        address and enable.  Without conv mode, the Linear-only engine's: results at word
+        ``written / period``, the two pulses undriven, ``ready`` the codebook's."""
+        config = self._config
+        start, advance = Signal(), Signal()
+        period_bits = (config.writeback_period - 1).bit_length()
+        write = self.result_write.storing & self.results_valid
+        if not config.conv:
+            m.d.comb += [self.result_write.addr.eq(written >> period_bits),
+                         self.result_write.en.eq(write)]
+            return SimpleNamespace(start=start, advance=advance, ready=lambda ready: ready)
+        m.submodules.geometry_loader = loader = GeometryLoader(config)
+        m.submodules.position_walker = walker = PositionWalker(config)
+        wiring.connect(m, loader.memory, wiring.flipped(self.geometry_memory))
+        # The walker starts over the cycle the geometry is first there, so that it is at the
+        # layer's first position by COMPUTE (the FSM moves on a loaded geometry no earlier).
+        was_loaded = Signal()
+        m.d.sync += was_loaded.eq(loader.loaded)
+        m.d.comb += [
+            loader.start.eq(start), loader.layer.eq(index),
+            self.geometry.eq(loader.geometry),
+            walker.geometry.eq(loader.geometry), walker.rows.eq(self.layer.rows),
+            walker.restart.eq(loader.loaded & ~was_loaded), walker.advance.eq(advance),
+            self.origin.row.eq(walker.row), self.origin.col.eq(walker.col),
+            self.origin.addr.eq(walker.addr),
+            self.window_first.eq(walker.first),
+            self.result_index.eq(written[:len(self.result_index)]),
+            # A window's results go to its pooled pixel's words, once it is whole.
+            self.result_write.addr.eq((written >> period_bits) + walker.out_word),
+            self.result_write.en.eq(write & walker.last),
+        ]
+        return SimpleNamespace(start=start, advance=advance, final=walker.final,
+                               ready=lambda ready: ready & loader.loaded)

@@ -18,7 +18,8 @@ def random_layer_parts(rng, rows: int, columns: int, density: float):
     codes = np.where(rng.random((rows, columns)) < density,
                      rng.integers(1, 1 << code_bits, (rows, columns)), 0).astype(np.uint8)
     codebook = np.concatenate(([0], rng.integers(-64, 64, (1 << code_bits) - 1)))
-    frac = int(rng.integers(2, 7))
+    # Shifts that keep most outputs off the saturation limits for patches of tens of inputs.
+    frac = int(rng.integers(5, 11)) + int(np.log2(max(1.0, columns * density)) // 2)
     return dict(codes=codes, codebook=codebook.astype(np.int64),
                 bias=rng.integers(-200, 200, rows).astype(np.int64), code_bits=code_bits,
                 input_format=ACT, weight_format=FixedFormat(8, frac), output_format=ACT,
