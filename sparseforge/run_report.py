@@ -523,6 +523,8 @@ def _scan_floor(program) -> np.ndarray:
     from sparseforge.sim.reference.cycles import layer_timing
 
     config, layers = program.config, program.network.layers
+    if config.conv:
+        return np.array([t.cycles for t in _conv_zero_timings(program)], dtype=float)
     return np.array([layer_timing(config, np.zeros((config.pes, layer.in_features), int),
                                   np.zeros(layer.in_features, dtype=bool), layer.out_features,
                                   layers[index - 1].out_features if index else None).cycles
@@ -536,7 +538,18 @@ def _integer_ticks(axis) -> None:
     axis.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _conv_zero_timings(program):
+    """A conv-mode program's cycle model for an input of zeros (every position's prologue,
+    fixed cycles, scan and fill: what no sparsity saves)."""
+    from sparseforge.sim.reference.cycles import program_timings
+
+    return program_timings(program, np.zeros((1, program.in_features), dtype=np.int64))[0]
+
+
 def _overheads(program, fixed_overhead) -> np.ndarray:
+    if program.config.conv:
+        # Per layer: its prologue and every position's fixed cycles and pipeline fill.
+        return np.array([t.overhead for t in _conv_zero_timings(program)], dtype=float)
     layers = program.network.layers
     return np.array([fixed_overhead(program.config, layer.out_features,
                                     layers[index - 1].out_features if index else None)

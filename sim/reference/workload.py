@@ -74,7 +74,19 @@ def layer_work(program, layer: int, inputs) -> LayerWork:
 
 def workload(program, x_int) -> list[LayerWork]:
     """Every layer's work for integer network inputs ``x_int`` (batch x in): each layer's
-    inputs come from the golden model, so activation sparsity after ReLU is counted."""
+    inputs come from the golden model, so activation sparsity after ReLU is counted.  In conv
+    mode a layer's work is summed over its positions (each position's patch: the activations
+    offered, nonzero and inside the map), and ``nonzero`` counts them over the positions."""
+    if program.config.conv:
+        from .golden import run_conv_image
+
+        _, patches = run_conv_image(program.config, program.image,
+                                    np.atleast_2d(np.asarray(x_int, dtype=np.int64)),
+                                    return_patches=True)
+        return [LayerWork(np.einsum("bpk,nk->bn", active.astype(np.int64),
+                                    program.column_counts(index)),
+                          active.sum(axis=(1, 2)))
+                for index, active in enumerate(patches)]
     activations = run_image(program.config, program.image, x_int, return_layers=True)
     return [layer_work(program, index, activations[index])
             for index in range(program.layer_count)]

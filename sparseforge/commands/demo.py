@@ -34,6 +34,11 @@ def register(verbs) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--board", default="icebreaker", help="target board (default "
                                                                "icebreaker)")
+    parser.add_argument("--model", default="mlp", choices=("mlp", "cnn"),
+                        help="mlp: the digits MLP 64-128-10 (default); cnn: a small CNN on the "
+                             "same images (conv 1->8 3x3, max pool 2, conv 8->16 3x3, max pool "
+                             "2, linear 64->10; 72% of the conv weights pruned), on the "
+                             "engine's conv mode")
     parser.add_argument("--pes", type=int, default=8, help="processing elements (default 8)")
     parser.add_argument("--out", default="build/demo", help="output directory (default "
                                                             "build/demo)")
@@ -80,8 +85,8 @@ def run(args) -> int:
         return fail(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    console.rule(f"sparseforge demo: digits MLP -> {args.pes}-PE sparse engine -> "
-                 f"{board.title}")
+    console.rule(f"sparseforge demo: digits {args.model.upper()} -> {args.pes}-PE sparse "
+                 f"engine -> {board.title}")
     stages = Stages(console)
     started = time.perf_counter()
     try:
@@ -123,25 +128,40 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
 
     import sparseforge as sf
     from sparseforge.compiler.compress.api import CompressionConfig
-    from sparseforge.compiler.compress.digits import load_digits_split, train_float
+    from sparseforge.compiler.compress.digits import (
+        DIGITS_SHAPE,
+        load_digits_split,
+        train_float,
+        train_float_cnn,
+    )
     from sparseforge.run_report import write_report
 
     from .compile import summary as compile_summary
     from .compile import write_verilog
 
     train, val, test = load_digits_split()
+    cnn = args.model == "cnn"
+
+    def images(split):
+        """The split's inputs as the model takes them (a CNN: batch x 1 x 8 x 8)."""
+        return split.x.reshape(-1, *DIGITS_SHAPE) if cnn else split.x
 
     model = stages.run(
-        "train", lambda: train_float(seed=args.seed, progress=True),
-        lambda m: f"float MLP 64-128-10, {100 * _accuracy(m, test):.2f}% on the "
+        "train", lambda: (train_float_cnn if cnn else train_float)(seed=args.seed,
+                                                                   progress=True),
+        lambda m: f"float {'CNN' if cnn else 'MLP 64-128-10'}, "
+                  f"{100 * _accuracy(m, images(test), test.y):.2f}% on the "
                   f"{len(test.y)} test images")
 
-    # iCE40 block RAMs are 16 bits wide: keep the accumulators within them.
+    # iCE40 block RAMs are 16 bits wide: keep the accumulators within them.  The CNN's first
+    # convolution has 9 weights a filter: pruned least (its sensitivity), the second most.
     config = CompressionConfig(seed=args.seed,
-                               max_acc_bits=16 if board.part.family == "ice40" else None)
+                               max_acc_bits=16 if board.part.family == "ice40" else None,
+                               per_layer_sparsity=CNN_SPARSITY if cnn else None)
     compressed = stages.run(
-        "compress", lambda: sf.compress(model, (train.x, train.y), (val.x, val.y),
-                                        test=(test.x, test.y), config=config, progress=True),
+        "compress", lambda: sf.compress(model, (images(train), train.y),
+                                        (images(val), val.y), test=(images(test), test.y),
+                                        config=config, progress=True),
         lambda c: f"{100 * c.report.sparsity:.1f}% pruned, 4-bit shared weights, "
                   f"{c.report.compression_ratio:.1f}x smaller, "
                   f"{100 * c.report.accuracy_quantized:.2f}% fixed point")
@@ -157,13 +177,16 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
 
         program.save(directory, extra=extra)
         # Saved once the engine fits: a refused model leaves no file behind.
-        compressed.save(out / "digits.sfm")
+        compressed.save(out / ("digits_cnn.sfm" if cnn else "digits.sfm"))
         return program
 
     program = stages.run(
         "compile", compile_program,
         lambda p: f"{sum(len(e) for e in p.image.entries):,} entries over {p.config.pes} PEs, "
-                  f"{p.config.acc_bits}-bit accumulators, engine.v written")
+                  f"{p.config.acc_bits}-bit accumulators, engine.v written"
+                  + ("; entries per layer " + ", ".join(
+                      f"{e['layer']} {e['image']} (its kernel: {e['kernel']})"
+                      for e in _image_entries(p)) if p.config.conv else ""))
     directory = out / "program"
 
     golden = stages.run(
@@ -223,6 +246,7 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
         "cycle_model_max_error": round(simulation.model_error, 4),
         "efficiency": round(simulation.efficiency, 4),
         "report": str(html),
+        "image_entries": _image_entries(program),
     }
     if build is not None:
         figures |= {
@@ -235,12 +259,33 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
     return figures
 
 
-def _accuracy(model, split) -> float:
+def _image_entries(program) -> list[dict]:
+    """Per layer, its entries in the program image beside its weight matrix's (a
+    convolution's kernel's) own encoding for the engine's PEs: equal, whatever the number of
+    output positions, since each kernel is stored once."""
+    from sparseforge.compiler.encode import encode_layer
+
+    out = []
+    for index, layer in enumerate(program.network.layers):
+        kernel = sum(csc.entries for csc in encode_layer(layer.codes, program.config.pes,
+                                                         program.config.max_zero_run))
+        geometry = getattr(layer, "geometry", None)
+        out.append({"layer": layer.name, "image": int(program.column_counts(index).sum()),
+                    "kernel": int(kernel),
+                    "positions": geometry.positions if geometry is not None else 1})
+    return out
+
+
+# The digits CNN's per-layer sparsities (conv1, conv2, fc): 72% of the conv weights pruned.
+CNN_SPARSITY = (0.3, 0.75, 0.6)
+
+
+def _accuracy(model, x, y) -> float:
     import torch
 
     with torch.no_grad():
-        logits = model(torch.as_tensor(split.x, dtype=torch.float32))
-    return float((logits.argmax(dim=1).numpy() == split.y).mean())
+        logits = model(torch.as_tensor(x, dtype=torch.float32))
+    return float((logits.argmax(dim=1).numpy() == y).mean())
 
 
 def render(console, figures: dict) -> None:
