@@ -6,9 +6,10 @@ the engine's conv mode, where each kernel is stored once and applied at every po
     python examples/own_onnx_cnn.py --images 0      # skip the RTL simulation (no Verilator)
 
 The data are scikit-learn's 8x8 digits (bundled, no download).  The graph read from the file
-is Conv, BatchNormalization, Relu, MaxPool, Conv, Relu, GlobalAveragePool, Flatten, Gemm:
-capture folds the BatchNorm into the first convolution, fuses the max pooling into its
-write-back and the global average pooling into the classifier (docs/compiler.md).
+is Conv, Relu, MaxPool, Conv, Relu, GlobalAveragePool, Flatten, Gemm (the exporter folds the
+BatchNorm into the first convolution; a BatchNormalization node would be folded by capture):
+the passes fuse the max pooling into the first convolution's write-back and fold the global
+average pooling into the classifier (docs/compiler.md).
 """
 
 from __future__ import annotations

@@ -87,3 +87,25 @@ def test_own_models_simulated(name, tmp_path):
     out = run_example(name, "--images", "4", "--out", str(tmp_path))
     assert re.search(r"simulate: 4 inputs on verilator, bit-exact against the golden model",
                      out), out
+
+
+def test_own_onnx_cnn(tmp_path):
+    out = run_example("own_onnx_cnn.py", "--images", "0", "--epochs", "15", "--out",
+                      str(tmp_path))
+    # Capture read the file's convolutions and pooling (the exporter folds the BatchNorm into
+    # the first convolution itself); the passes fuse and fold them.
+    assert re.search(r"captured: conv \S+, relu \S+, maxpool \S+, conv \S+, relu \S+, "
+                     r"avgpool \S+, flatten \S+, linear \S+", out), out
+    assert percent(r"-> fixed point ([\d.]+)%", out) >= 0.9
+    assert "compile: conv mode True" in out
+    assert percent(r"reference: accuracy ([\d.]+)%", out) >= 0.9
+    assert (tmp_path / "cnn.onnx").is_file() and (tmp_path / "cnn.sfm").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.cocotb
+def test_own_onnx_cnn_simulated(tmp_path):
+    require_verilator()
+    out = run_example("own_onnx_cnn.py", "--images", "4", "--out", str(tmp_path))
+    assert re.search(r"simulate: 4 images on verilator, bit-exact against the golden model; "
+                     r"\d+ cycles per inference, cycle model within 0\.0%", out), out
