@@ -31,9 +31,11 @@ def register(verbs) -> None:
 
 
 def default_inputs(program):
-    if program.in_features != 64:
+    # The network's input (a convolutional network's map flattened), not the engine's.
+    features = program.network.layers[0].in_features
+    if features != 64:
         raise ValueError("pass --inputs: the default data (digits) has 64 features, the "
-                         f"program takes {program.in_features}")
+                         f"program takes {features}")
     from sparseforge.compiler.compress.digits import load_digits_split
 
     _, _, test = load_digits_split()
@@ -55,12 +57,12 @@ def run(args) -> int:
         else:
             x, labels = default_inputs(program)
         try:
-            x = check_inputs(x, program.in_features)[:args.count]
+            x = check_inputs(x, program.network.layers[0].in_features)[:args.count]
         except InputError as error:
             raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
         if labels is not None:
             labels = check_labels(labels, len(x) if not args.count else None,
-                                  program.out_features,
+                                  program.network.layers[-1].out_features,
                                   args.labels or "the digits labels")[:args.count]
             if len(labels) < len(x):
                 raise InputError(f"{args.labels}: {len(labels)} labels for {len(x)} inputs")
