@@ -37,7 +37,7 @@ def register(verbs) -> None:
     parser.add_argument("--model", default="mlp", choices=("mlp", "cnn"),
                         help="mlp: the digits MLP 64-128-10 (default); cnn: a small CNN on the "
                              "same images (conv 1->8 3x3, max pool 2, conv 8->16 3x3, max pool "
-                             "2, linear 64->10; 72% of the conv weights pruned), on the "
+                             "2, linear 64->10; 72%% of the conv weights pruned), on the "
                              "engine's conv mode")
     parser.add_argument("--pes", type=int, default=8, help="processing elements (default 8)")
     parser.add_argument("--out", default="build/demo", help="output directory (default "
