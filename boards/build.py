@@ -9,6 +9,7 @@ the bitstream runs at a frequency the design meets; both attempts are in the res
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparseforge.compiler.errors import InputError
-from sparseforge.compiler.outputs import write_file
+from sparseforge.compiler.outputs import write_file, write_folder
+from sparseforge.compiler.resources import fit_advice
 
-from .bitstream import BitstreamBuild, BuildError, build_bitstream
+from .bitstream import BitstreamBuild, BuildError, DoesNotPlace, build_bitstream
 from .nextpnr import Resource
 from .registry import Board
 from .registry import board as find_board
 from .top import BoardTop, clocking_for
 
-__all__ = ["Build", "build", "load_record"]
+__all__ = ["Build", "DoesNotPlace", "build", "load_record"]
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Build:
     seconds: float
     build_dir: Path
     attempts: list[dict] = field(default_factory=list)
+    seed: int | None = None            # nextpnr's seed of the kept placement (None: default)
+    seeds: list[dict] = field(default_factory=list)   # the kept attempt's seeds and figures
 
     @property
     def timing_met(self) -> bool:
@@ -48,41 +52,89 @@ class Build:
                 "fmax_mhz": round(self.fmax_mhz, 2), "target_mhz": round(self.target_mhz, 3),
                 "timing_met": self.timing_met,
                 "utilisation": {k: v.to_json() for k, v in self.utilisation.items()},
-                "seconds": round(self.seconds, 1), "attempts": self.attempts}
+                "seconds": round(self.seconds, 1), "attempts": self.attempts,
+                "seed": _seed_name(self.seed),
+                "seeds": [{**s, "seed": _seed_name(s["seed"])} for s in self.seeds]}
 
 
 def build(program, board: str | None = None, *, frequency_mhz: float | None = None,
-          build_dir=None, fit_clock: bool = True, progress=None) -> Build:
-    """Build ``program`` for ``board`` (default: the board it was compiled for)."""
+          build_dir=None, fit_clock: bool = True, progress=None, seeds: int = 1,
+          jobs: int | None = None) -> Build:
+    """Build ``program`` for ``board`` (default: the board it was compiled for).
+
+    ``seeds``: how many nextpnr placements to try, the one nextpnr makes by default and
+    ``--seed 2`` .. ``--seed N`` (up to ``jobs`` at once, default one per core); the one with
+    the best Fmax is kept, and every seed's figure is in ``attempts`` and ``build.json``.
+    The build folder is written whole (``compiler/outputs.py``): a failed build leaves the
+    folder as it was.  A design that does not fit the part raises :class:`DoesNotPlace`
+    ("does not fit: N of M logic cells", with the ways out), not nextpnr's text."""
     name = board or program.board
     if name is None:
         raise ValueError("build needs a board: pass board=..., or compile for one")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise InputError(f"seeds must be a whole number of 1 or more, not {seeds!r}")
     target = find_board(name)
     build_dir = Path(build_dir) if build_dir else Path("build") / f"bitstream-{name}"
+    seed_list = (None,) + tuple(range(2, seeds + 1))
+    made = {}
+
+    def fill(folder: Path) -> None:
+        made["build"] = _build_into(program, target, folder, frequency_mhz, fit_clock,
+                                    progress, seed_list, jobs)
+
+    try:
+        write_folder(build_dir, fill, what="bitstream build", replaceable=_is_build)
+    except DoesNotPlace as error:
+        raise error.with_advice(fit_advice(program.config, target.part,
+                                           {error.resource})) from None
+    return _moved(made["build"], build_dir)
+
+
+def _is_build(folder: Path) -> bool:
+    """An earlier build's folder, which a new build may replace."""
+    return (folder / "build.json").exists() or (folder / "attempt1").is_dir()
+
+
+def _build_into(program, target: Board, folder: Path, frequency_mhz, fit_clock, progress,
+                seeds, jobs) -> Build:
     started = time.monotonic()
     requested = frequency_mhz or target.target_mhz
-    result = _attempt(program, target, requested, build_dir / "attempt1", progress)
+    result = _attempt(program, target, requested, folder / "attempt1", progress, seeds, jobs)
     if result.fmax_mhz is None:
-        raise BuildError(f"nextpnr reported no Fmax for the engine clock; see the log in "
-                         f"{result.build_dir}")
-    attempts = [_summary(result, requested)]
+        raise BuildError("nextpnr reported no Fmax for the engine clock; see its log (the "
+                         "build left nothing behind: run benchmarks/engine_fmax.py to keep it)")
+    attempts = [_summary(result, requested, folder)]
     asked = requested
     if fit_clock and frequency_mhz is None and result.fmax_mhz < _achieved(target, requested):
         # Run where the design meets timing: a little under the achieved Fmax.
         retry = max(result.fmax_mhz * 0.97, target.clock_hz / 1e6 * 0.5)
-        second = _attempt(program, target, retry, build_dir / "attempt2", progress)
-        attempts.append(_summary(second, retry))
+        second = _attempt(program, target, retry, folder / "attempt2", progress, seeds, jobs)
+        attempts.append(_summary(second, retry, folder))
         # Placement varies from run to run: keep the retry only if it is no worse.
         if second.fmax_mhz is not None and (second.fmax_mhz >= _achieved(target, retry)
                                             or second.fmax_mhz >= result.fmax_mhz):
             result, asked = second, retry
     clocking = clocking_for(target, asked)
-    outcome = Build(board=name, bitstream=result.bitstream, fmax_mhz=result.fmax_mhz,
+    outcome = Build(board=target.name, bitstream=result.bitstream, fmax_mhz=result.fmax_mhz,
                     target_mhz=clocking.frequency_hz / 1e6,
                     utilisation=result.report.resources,
-                    seconds=time.monotonic() - started, build_dir=build_dir, attempts=attempts)
-    write_file(build_dir / "build.json", json.dumps(_record(outcome, build_dir), indent=2))
+                    seconds=time.monotonic() - started, build_dir=folder, attempts=attempts,
+                    seed=result.seed, seeds=result.seeds)
+    write_file(folder / "build.json", json.dumps(_record(outcome, folder), indent=2))
     return outcome
+
+
+def _moved(outcome: Build, build_dir: Path) -> Build:
+    """The build's paths, made in the staging folder, where the folder now is."""
+    staging = outcome.build_dir
+    home = Path(build_dir)
+
+    def move(path) -> Path:
+        return home / Path(path).relative_to(staging)
+
+    attempts = [{**a, "build_dir": str(move(a["build_dir"]))} for a in outcome.attempts]
+    return dataclasses.replace(outcome, bitstream=move(outcome.bitstream), build_dir=home,
+                               attempts=attempts)
 
 
 def _record(outcome: Build, build_dir: Path) -> dict:
@@ -91,8 +143,9 @@ def _record(outcome: Build, build_dir: Path) -> dict:
     record = outcome.to_json()
     home = build_dir.resolve()
     record["bitstream"] = os.path.relpath(Path(outcome.bitstream).resolve(), home)
-    for attempt in record["attempts"]:
-        attempt["build_dir"] = os.path.relpath(Path(attempt["build_dir"]).resolve(), home)
+    # Copies: the outcome's own attempts keep their paths.
+    record["attempts"] = [{**attempt, "build_dir": os.path.relpath(
+        Path(attempt["build_dir"]).resolve(), home)} for attempt in record["attempts"]]
     return record
 
 
@@ -115,15 +168,23 @@ def _achieved(target: Board, asked_mhz: float) -> float:
 
 
 def _attempt(program, target: Board, frequency_mhz: float, directory: Path,
-             progress) -> BitstreamBuild:
+             progress, seeds, jobs) -> BitstreamBuild:
     if progress:
-        progress(f"place and route for {target.title} at {frequency_mhz:.1f} MHz")
+        progress(f"place and route for {target.title} at {frequency_mhz:.1f} MHz"
+                 + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""))
     top = BoardTop(target, program.config, program.image, frequency_mhz=frequency_mhz)
     return build_bitstream(target.make_platform(), top, directory,
                            synth_opts=target.synth_opts or None,
-                           nextpnr_opts=target.nextpnr_opts or None)
+                           nextpnr_opts=target.nextpnr_opts or None, seeds=seeds, jobs=jobs)
 
 
-def _summary(result: BitstreamBuild, asked_mhz: float) -> dict:
+def _summary(result: BitstreamBuild, asked_mhz: float, folder: Path) -> dict:
     return {"asked_mhz": round(asked_mhz, 3), "fmax_mhz": round(result.fmax_mhz, 2),
-            "seconds": round(result.seconds, 1), "build_dir": str(result.build_dir)}
+            "seconds": round(result.seconds, 1), "build_dir": str(result.build_dir),
+            "seed": _seed_name(result.seed),
+            "seeds": [{**s, "seed": _seed_name(s["seed"])} for s in result.seeds]}
+
+
+def _seed_name(seed):
+    """A seed as build.json states it: nextpnr's own default placement is "default"."""
+    return "default" if seed is None else seed

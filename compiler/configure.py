@@ -194,7 +194,7 @@ def _grow(value: int, headroom: float) -> int:
 def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = None,
                   fifo_depth: int | None = None, headroom: float | None = None,
                   acc_memory_bits: int | None = None, writeback_lanes: int | None = None,
-                  encoded=None) -> EngineConfig:
+                  encoded=None, fit_check: bool = True) -> EngineConfig:
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
@@ -215,6 +215,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     ``writeback_lanes`` (requantizers shared by ``pes / writeback_lanes`` PEs each) defaults
     to one per PE; with a board and no explicit value, the least sharing whose LUT estimate
     fits the part is chosen (write-back then takes ``rows * period`` cycles per layer).
+    ``fit_check=False`` chooses the engine for the board as usual but does not refuse it when
+    the estimate says it does not fit (to calibrate the estimate, or to let nextpnr decide).
     """
     pes = check_pes(pes)
     part = resolve_part(board)
@@ -299,7 +301,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                     config, writeback_lanes=_writeback_choices(pes)[-1]), part)
         else:
             config = _dsps_for(config, part)
-        check_board(config, part)
+        if fit_check:
+            check_board(config, part)
     return config
 
 

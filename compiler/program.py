@@ -163,7 +163,8 @@ class Program:
 def compile(model, pes: int | None = None, board: str | None = None, *,
             scan_lanes: int | None = None, fifo_depth: int | None = None,
             headroom: float | None = None,
-            config: EngineConfig | None = None, verify: bool = True) -> Program:
+            config: EngineConfig | None = None, verify: bool = True,
+            fit_check: bool = True) -> Program:
     """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
     QuantizedNetwork to a program for ``pes`` PEs (default 8).
 
@@ -171,7 +172,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     ``scan_lanes``, ``fifo_depth``, ``headroom``); with ``config`` the model must fit that
     existing engine (to load it at run time without new Verilog), and ``pes`` must be
     omitted or equal ``config.pes``.  With ``board`` the engine must fit the board's part.
-    Refusals are ``configure.DoesNotFit`` errors listing needed vs available.
+    Refusals are ``configure.DoesNotFit`` errors listing needed vs available;
+    ``fit_check=False`` skips the board's (the estimate's) check, not the engine's.
     """
     network = getattr(model, "network", model)
     if not isinstance(network, QuantizedNetwork):
@@ -191,10 +193,10 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if config is None:
         config = configure.derive_config(network, int(pes), board=board, scan_lanes=scan_lanes,
                                          fifo_depth=fifo_depth, headroom=headroom,
-                                         encoded=encoded)
+                                         encoded=encoded, fit_check=fit_check)
     else:
         configure.fit(network, config, encoded=encoded)
-        if board is not None:
+        if board is not None and fit_check:
             configure.check_board(config, configure.resolve_part(board))
     program = Program(config, pack_image(config, network, encoded), network, board)
     if verify:

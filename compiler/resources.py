@@ -23,9 +23,26 @@ from .config import EngineConfig
 from .errors import InputError
 from .parts import Part
 
-__all__ = ["LUT_MODELS", "SPRAM_DEPTH", "SPRAM_WIDTH", "DoesNotFit", "LutModel", "Memory",
-           "Resources", "activations_in_spram", "brams_for", "check_board", "engine_dsps",
-           "engine_memories", "estimate_resources", "multiplier_pieces"]
+__all__ = [
+    "FIT_ERROR",
+    "LINK_FRAME_BYTES",
+    "LUT_MODELS",
+    "SPRAM_DEPTH",
+    "SPRAM_WIDTH",
+    "DoesNotFit",
+    "LutModel",
+    "Memory",
+    "Resources",
+    "activations_in_spram",
+    "brams_for",
+    "check_board",
+    "engine_dsps",
+    "engine_memories",
+    "estimate_resources",
+    "fit_advice",
+    "fit_margin",
+    "multiplier_pieces",
+]
 
 
 class DoesNotFit(InputError):
@@ -34,26 +51,42 @@ class DoesNotFit(InputError):
 
 @dataclass(frozen=True)
 class Memory:
-    """One memory of the engine: ``copies`` instances of ``depth`` x ``width`` bits."""
+    """One memory of the engine: ``copies`` instances of ``depth`` x ``width`` bits.
+    ``pinned``: the gateware asks for block RAM (``ram_style``), however small."""
     name: str
     depth: int
     width: int
     copies: int = 1
+    pinned: bool = False
 
     @property
     def bits(self) -> int:
         return self.depth * self.width * self.copies
 
 
-def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
-    """Every block-RAM candidate of the engine (hw/pe.py, hw/engine.py, hw/broadcast.py):
-    per PE the entry memory, the parameter memory (column words and biases) and the
-    accumulator file's RAM part; shared the activation buffer (N activations wide), the
-    occupancy words, the codebooks, the descriptors and the cycle counters; with
-    ``multiplier_bits``, each requantizer's scale words; in conv mode the geometry words
-    (32-bit chunks) and each requantizer's pooling registers.  The activation buffer holds
-    the feature maps in conv mode (``max_features`` covers them)."""
+# The board top's link (boards/gateware/frame_receiver.py): a frame buffer of
+# protocol.MAX_PAYLOAD (about 256) bytes plus the sequence, code and CRC bytes; a block RAM on
+# either family.  (Stated here, below the boards; tests/test_build_fit.py checks that it takes
+# the blocks the board's takes.)
+LINK_FRAME_BYTES = 260
+
+
+def engine_memories(config: EngineConfig, family: str | None = None) -> tuple[Memory, ...]:
+    """Every block-RAM candidate of the engine in its board top (hw/pe.py, hw/engine.py,
+    hw/broadcast.py, boards/gateware): per PE the entry memory, the parameter memory (column
+    words and biases) and the accumulator file's RAM part; shared the activation buffer (N
+    activations wide), the occupancy words, the codebooks (none with ``decoded_weights``:
+    nothing reads them, Yosys removes them), the descriptors, the cycle counters and the
+    link's frame buffer; with ``multiplier_bits``, each requantizer's scale words; in conv mode
+    the geometry words (32-bit chunks) and each requantizer's pooling registers.  The
+    activation buffer holds the feature maps in conv mode (``max_features`` covers them).
+
+    The descriptors are as wide as the fields the board's engine reads: without its
+    activation streams (the host bus is the way in) nothing reads ``in_features`` or
+    ``out_features``, and Yosys drops those bits; on iCE40 they are pinned to block RAM (the
+    engine asks for it), as the codebook is everywhere."""
     pes = config.pes
+    descriptor_bits = isa.descriptor_layout(config).size - 2 * config.feature_bits
     return (
         Memory("entries", config.entry_depth, config.entry_memory_bits, pes),
         Memory("parameters", config.parameter_depth, isa.parameter_bits(config), pes),
@@ -61,9 +94,11 @@ def engine_memories(config: EngineConfig) -> tuple[Memory, ...]:
                pes),
         Memory("activations", config.act_words, pes * config.act_bits),
         Memory("occupancy", config.occupancy_depth, isa.occupancy_layout(config).size),
-        Memory("codebook", config.max_layers * config.codebook_size, config.coef_bits),
-        Memory("descriptors", config.max_layers, isa.descriptor_layout(config).size),
+        Memory("codebook", 0 if config.decoded_weights else
+               config.max_layers * config.codebook_size, config.coef_bits, pinned=True),
+        Memory("descriptors", config.max_layers, descriptor_bits, pinned=family == "ice40"),
         Memory("cycles", config.max_layers, 32),
+        Memory("link", LINK_FRAME_BYTES, 8),
     ) + ((Memory("scales", config.scale_depth, isa.scale_layout(config).size,
                  config.writeback_lanes or pes),) if config.row_scales else ()) + ((
         Memory("geometry", config.max_layers << bus.chunk_bits(
@@ -77,21 +112,34 @@ _BRAM_SHAPES = {
     "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
     "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
 }
-# Below this many bits a memory is left to registers (iCE40) or LUT RAM (ECP5).
-_SMALL_MEMORY_BITS = {"ice40": 256, "ecp5": 1024}
+# Yosys's memory_libmap weighs a block RAM (iCE40 SB_RAM40_4K: cost 64 in its brams.txt)
+# against one per bit in flip-flops: an iCE40 memory of at most 64 bits per block it would
+# take stays in logic.  ECP5: memories under a quarter DP16KD are assumed to go to LUT RAM
+# (not yet calibrated against builds).
+_LOGIC_BITS_PER_BLOCK = {"ice40": 64}
+_SMALL_MEMORY_BITS = {"ecp5": 1024}
 SPRAM_WIDTH = 16            # iCE40UP SB_SPRAM256KA: 16k x 16
 SPRAM_DEPTH = 16384
 
 
 def brams_for(memory: Memory, family: str) -> int:
     """Block RAMs for one memory: the best aspect ratio's ``ceil(width / w) * ceil(depth / d)``
-    per copy; memories smaller than a quarter block are assumed to go to registers / LUT RAM."""
+    per copy.  Unless pinned to block RAM, a small memory goes to flip-flops (iCE40: at most
+    64 bits per block it would take, Yosys's cost rule) or LUT RAM (ECP5: under a quarter
+    block)."""
     if family not in _BRAM_SHAPES:
         raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(_BRAM_SHAPES)}")
-    if memory.depth * memory.width < _SMALL_MEMORY_BITS[family]:
+    bits = memory.depth * memory.width
+    if bits == 0:
         return 0
-    return memory.copies * min(math.ceil(memory.width / w) * math.ceil(memory.depth / d)
-                               for d, w in _BRAM_SHAPES[family])
+    blocks = min(math.ceil(memory.width / w) * math.ceil(memory.depth / d)
+                 for d, w in _BRAM_SHAPES[family])
+    if not memory.pinned:
+        if family in _LOGIC_BITS_PER_BLOCK and bits <= _LOGIC_BITS_PER_BLOCK[family] * blocks:
+            return 0
+        if bits < _SMALL_MEMORY_BITS.get(family, 0):
+            return 0
+    return memory.copies * blocks
 
 
 def activations_in_spram(config: EngineConfig, device: str) -> bool:
@@ -249,7 +297,7 @@ def estimate_resources(config: EngineConfig, part: Part | str,
     spram_part = None if isinstance(part, str) else part
     if family not in LUT_MODELS:
         raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(LUT_MODELS)}")
-    memories = engine_memories(config)
+    memories = engine_memories(config, family)
     in_spram = spram_part is not None and activations_in_spram(config, spram_part.name)
     by_memory = tuple((m.name, 0 if (in_spram and m.name == "activations")
                        else brams_for(m, family)) for m in memories)
@@ -261,17 +309,71 @@ def estimate_resources(config: EngineConfig, part: Part | str,
                      bram_bits=sum(m.bits for m in memories), brams_by_memory=by_memory)
 
 
+# How far the logic estimate may be below what nextpnr packs, per family, from the calibration
+# sweep (benchmarks/fit_calibration.py, docs/compiler.md): the fit check refuses an engine
+# whose estimate lies within this fraction of the part's capacity.
+FIT_ERROR = {"ice40": 0.03, "ecp5": 0.0}
+
+
+def fit_margin(part: Part) -> float:
+    """The fraction of ``part``'s logic the fit check keeps free: the estimate's error."""
+    return FIT_ERROR.get(part.family, 0.0)
+
+
 def check_board(config: EngineConfig, part: Part) -> Resources:
     """Refuse an engine that cannot fit ``part`` (``boards.parts.Part``): a DoesNotFit naming
-    each resource, needed vs available.  Returns the estimate when it fits."""
+    each resource, needed vs available, and the ways out (:func:`fit_advice`).  Logic counts
+    as short when its estimate lies within the estimate's error (:func:`fit_margin`) of the
+    part's capacity: such an engine may not place.  Returns the estimate when it fits."""
     use = estimate_resources(config, part)
-    problems = [f"{name}: needs about {need}, the {part.name} has {have}"
-                for name, need, have in (("LUT", use.lut, part.luts),
-                                         ("BRAM", use.bram, part.brams),
-                                         ("DSP", use.dsp, part.dsps),
-                                         ("SPRAM", use.spram, part.sprams))
-                if need > have]
+    margin = fit_margin(part)
+    logic_limit = math.floor(part.luts * (1 - margin))
+    problems = []
+    if use.lut > logic_limit:
+        problems.append(f"LUT: needs about {use.lut}, the {part.name} has {part.luts}"
+                        + (f" (the estimate is good to {100 * margin:.0f}%: at most "
+                           f"{logic_limit} is accepted)" if margin and use.lut <= part.luts
+                           else ""))
+    problems += [f"{name}: needs about {need}, the {part.name} has {have}"
+                 for name, need, have in (("BRAM", use.bram, part.brams),
+                                          ("DSP", use.dsp, part.dsps),
+                                          ("SPRAM", use.spram, part.sprams))
+                 if need > have]
     if problems:
+        short = {line.split(":")[0] for line in problems}
         raise DoesNotFit(f"the engine ({config.pes} PEs, {config.entry_depth} entries per PE) "
-                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems))
+                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems)
+                         + "\n" + fit_advice(config, part, short))
     return use
+
+
+def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
+    """The ways out of an engine that does not fit ``part`` (``short``: the resources it
+    lacks, ``"LUT"``, ``"BRAM"``, ``"DSP"``, ``"SPRAM"``), as a line to print under the
+    refusal -- the compiler's and a failed placement's alike."""
+    from .parts import BOARD_PARTS, PARTS
+
+    ways = []
+    if config.pes > 1:
+        ways.append(f"fewer PEs (--pes {max(1, config.pes // 2 if config.pes > 4 else config.pes - 1)}"
+                    f" or so)")
+    high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
+    if "LUT" in short and (high_bits > 0 or (part.family == "ice40" and config.acc_bits > 16)):
+        ways.append(f"narrower accumulators: compress with --max-acc-bits 16 (now "
+                    f"{config.acc_bits} bits, {high_bits or config.acc_bits} of them in "
+                    f"logic per row)")
+    if "LUT" in short and config.scan_lanes > 1:
+        ways.append(f"fewer lanes (--scan-lanes {config.scan_lanes // 2}; now "
+                    f"{config.scan_lanes})")
+    if "LUT" in short and config.writeback_lanes != 1 and config.pes > 1:
+        ways.append("fewer write-back lanes (requantizers shared by more PEs: "
+                    "derive_config(..., writeback_lanes=1))")
+    need = {"LUT": "luts", "BRAM": "brams", "DSP": "dsps", "SPRAM": "sprams"}
+    bigger = sorted((PARTS[p].luts, board) for board, p in BOARD_PARTS.items()
+                    if all(getattr(PARTS[p], need[r]) > getattr(part, need[r])
+                           for r in short if r != "SPRAM")
+                    and "SPRAM" not in short and PARTS[p] != part)
+    if bigger:
+        ways.append(f"a bigger board (--board {bigger[0][1]}: "
+                    f"{PARTS[BOARD_PARTS[bigger[0][1]]].name})")
+    return "ways out: " + "; ".join(ways)

@@ -136,7 +136,8 @@ def test_fit_accepts_a_larger_engine():
 @pytest.mark.parametrize("depth,width,family,count", [
     (1024, 8, "ice40", 2),           # 512 x 8 twice
     (256, 16, "ice40", 1),
-    (100, 2, "ice40", 0),            # 200 bits: registers
+    (100, 2, "ice40", 1),            # 200 bits: a block (cost 64) is cheaper than 200 FFs
+    (32, 2, "ice40", 0),             # 64 bits: flip-flops (Yosys's tie goes to logic)
     (1024, 8, "ecp5", 1),            # one DP16KD as 1024 x 18
     (512, 72, "ecp5", 2),
     (16, 32, "ecp5", 0),             # LUT RAM

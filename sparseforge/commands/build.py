@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, positive_int
 
 
 def register(verbs) -> None:
@@ -15,6 +15,9 @@ def register(verbs) -> None:
     parser.add_argument("--frequency", type=float, metavar="MHZ",
                         help="engine clock to ask the PLL for (default: the board's target; "
                              "lowered to what the design meets)")
+    parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                        help="nextpnr placements to try, in parallel where cores allow: its "
+                             "default one and --seed 2..N; the best Fmax is kept (default 1)")
     parser.add_argument("-o", "--output", help="build directory (default: DIR/bitstream)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -33,7 +36,8 @@ def run(args) -> int:
         with console.status("synthesis, place and route (the first YoWASP run compiles "
                             "WebAssembly)...") as status:
             result = sf.build(program, args.board, frequency_mhz=args.frequency,
-                              build_dir=build_dir, progress=lambda text: status.update(text))
+                              build_dir=build_dir, progress=lambda text: status.update(text),
+                              seeds=args.seeds)
     except (ProgramError, ValueError, BuildError, ToolNotFoundError) as error:
         return fail(str(error))
     render(console, result)
@@ -56,6 +60,13 @@ def render(console, result) -> None:
     verdict = "[green]met[/green]" if result.timing_met else "[red]missed[/red]"
     console.print(f"Fmax {result.fmax_mhz:.1f} MHz; engine clock {result.target_mhz:.2f} MHz "
                   f"(timing {verdict}); {result.seconds:.0f} s; {result.bitstream}")
+    for number, attempt in enumerate(result.attempts, 1):
+        if len(attempt.get("seeds", ())) > 1:
+            figures = ", ".join(
+                f"{s['seed']}: " + (f"{s['fmax_mhz']} MHz" if "fmax_mhz" in s else "failed")
+                for s in attempt["seeds"])
+            console.print(f"attempt {number}, nextpnr seeds: {figures}; kept "
+                          f"{attempt['seed']}")
     if len(result.attempts) > 1:
         for number, attempt in enumerate(result.attempts, 1):
             kept = Path(attempt["build_dir"]) == result.bitstream.parent

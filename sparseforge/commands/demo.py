@@ -48,6 +48,9 @@ def register(verbs) -> None:
     parser.add_argument("--skip-build", action="store_true",
                         help="stop before the bitstream (no Fmax, latency or resources)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                        help="nextpnr placements to try, the best kept (as `sparseforge build "
+                             "--seeds`; default 1)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -214,7 +217,8 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
         with console.status("synthesis, place and route...") as status:
             build = stages.run(
                 "build", lambda: sf.build(program, board.name, build_dir=directory / "bitstream",
-                                          progress=lambda text: status.update(text)),
+                                          progress=lambda text: status.update(text),
+                                          seeds=args.seeds),
                 lambda b: f"Fmax {b.fmax_mhz:.1f} MHz, engine clock {b.target_mhz:.1f} MHz, "
                           + ", ".join(f"{name} {r.used}/{r.available}"
                                       for name, r in sorted(b.utilisation.items())))
