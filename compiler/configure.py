@@ -36,6 +36,7 @@ from .resources import (
     check_board,
     engine_dsps,
     estimate_resources,
+    fit_margin,
 )
 
 __all__ = [
@@ -288,9 +289,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
             config = decoded
     if part is not None:
         if writeback_lanes is None:
-            # Least sharing first, leaving an iCE40 5% of its logic cells: nextpnr needs some
-            # room to route, and the estimate is good to a few percent.
-            budget = part.luts * (ICE40_ROUTING_MARGIN if part.family == "ice40" else 1.0)
+            # Least sharing first that the fit check accepts: the estimate within its
+            # calibrated error of the part's logic (resources.fit_margin).
+            budget = math.floor(part.luts * (1 - fit_margin(part)))
             for lanes in _writeback_choices(pes):
                 candidate = _dsps_for(dataclasses.replace(config, writeback_lanes=lanes), part)
                 if estimate_resources(candidate, part).lut <= budget:
@@ -304,9 +305,6 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         if fit_check:
             check_board(config, part)
     return config
-
-
-ICE40_ROUTING_MARGIN = 0.95
 
 
 def _dsps_for(config: EngineConfig, part: Part) -> EngineConfig:

@@ -158,13 +158,24 @@ def test_estimate_counts_memories_dsps_and_spram():
     assert ice40.dsp == 4 and ice40.bram == sum(by_memory.values())
     generic = estimate_resources(config, "ice40")       # no SPRAM known: block RAM
     assert generic.spram == 0 and dict(generic.brams_by_memory)["activations"] > 0
-    # Calibration point (docs/compiler.md): the digits board core with 8 PEs, one scan lane
-    # and 2 shared requantizers took 5223 logic cells in nextpnr.
-    routed = EngineConfig(pes=8, scan_lanes=1, writeback_lanes=2, act_bits=8, acc_bits=16,
-                          coef_bits=4, max_features=128, max_rows=16, entry_depth=172,
-                          pointer_depth=194, bias_depth=18, occupancy_depth=192, max_layers=2,
-                          fifo_depth=2)
-    assert abs(estimate_resources(routed, parts.PARTS["iCE40UP5K"]).lut - 5223) / 5223 < 0.05
+    # Calibration points (docs/compiler.md, benchmarks/fit_calibration.py): the digits board
+    # top with 8 PEs (16-bit accumulators, codebook values in the entries, 2 requantizers)
+    # packed into 4935 logic cells and 29 block RAMs; with 4 PEs and 19-bit accumulators (3
+    # bits of 32 rows in registers, a requantizer per PE) into 5987 and 18.
+    up5k = parts.PARTS["iCE40UP5K"]
+    digits8 = EngineConfig(pes=8, scan_lanes=1, writeback_lanes=2, act_bits=8, acc_bits=16,
+                           coef_bits=5, bias_bits=10, max_features=128, max_rows=16,
+                           entry_depth=178, pointer_depth=194, bias_depth=18,
+                           occupancy_depth=192, max_layers=2, fifo_depth=2,
+                           max_column_entries=9, decoded_weights=True, readout_register=True)
+    assert abs(estimate_resources(digits8, up5k).lut - 4935) / 4935 < 0.03
+    assert estimate_resources(digits8, up5k).bram == 29
+    digits4 = EngineConfig(pes=4, scan_lanes=1, act_bits=8, acc_bits=19, acc_memory_bits=16,
+                           bias_bits=13, max_features=128, max_rows=32, entry_depth=266,
+                           pointer_depth=194, bias_depth=35, occupancy_depth=192, max_layers=2,
+                           fifo_depth=2, max_column_entries=13, readout_register=True)
+    assert abs(estimate_resources(digits4, up5k).lut - 5987) / 5987 < 0.03
+    assert estimate_resources(digits4, up5k).bram == 18
     with pytest.raises(ValueError, match="unknown FPGA family 'xilinx'"):
         estimate_resources(config, "xilinx")
 
