@@ -93,7 +93,8 @@ def main() -> None:
         if args.whole:
             (folder / "whole").mkdir(parents=True, exist_ok=True)
             result["linked_engine"] = synthesize(
-                LinkedEngine(program.config, program.image, clocks_per_bit=208), platform,
+                LinkedEngine(program.config, program.image,
+                             clocks_per_bit=board("icebreaker").clocks_per_bit), platform,
                 folder / "whole")
     if args.json:
         print(json.dumps(result))

@@ -15,6 +15,11 @@ from its cache (keyed by session, sequence number, opcode and the frame's CRC), 
 twice.  A command that still gets no good reply after ``retries`` attempts raises
 :class:`LinkError`; a reply of the wrong length for its command is refused at once.
 
+:meth:`Device.infer_many` streams inferences: one INFER frame per input (LOAD_INPUT, RUN and
+READ_OUTPUT in one command), the next one sent while the board runs the last, up to ``window``
+unanswered, so the line to the board never waits for the engine or for a reply (the board takes
+the next frame while it executes one).
+
 :meth:`Device.load` writes an image, every word acknowledged, then seals it with its identity
 (``protocol.image_identity``) and reads that back; a RUN on a board whose image is partial
 (a load cut short) is refused by the board itself, and :meth:`Device.require_image` refuses a
@@ -26,6 +31,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +108,9 @@ class DeviceInfo:
 # session before its values.
 WORDS_PER_WRITE = (MAX_PAYLOAD - 6) // 4
 VALUES_PER_LOAD = (MAX_PAYLOAD - 2) // 2
+# An INFER carries the session and the output count before its values; its reply the cycle
+# count before the outputs.
+VALUES_PER_INFER = (MAX_PAYLOAD - 4) // 2
 # Commands per session, fewer than half the 256 sequence numbers.
 SESSION_COMMANDS = 120
 
@@ -133,20 +142,15 @@ class Device:
 
     # ---- the protocol -------------------------------------------------------------------------
     def connect(self) -> int:
-        """Start a session: a random non-zero number the board takes side-effecting commands
-        from from now on (and its reply cache emptied).  Returns it."""
+        """Start a session: the board mixes a random nonce of ours with a stamp of its own
+        that moves at every CONNECT, makes the result the session it takes side-effecting
+        commands from (its reply cache emptied) and answers it.  Returns it."""
         nonce = self._rng.randrange(1, 1 << 16)
-        while nonce == self.session:
-            nonce = self._rng.randrange(1, 1 << 16)
         self.session = None
         self._since_connect = 0
         frame = self._transact(Opcode.CONNECT, struct.pack("<H", nonce))
-        (echo,) = struct.unpack("<H", frame.payload)
-        if echo != nonce:
-            raise LinkError(f"CONNECT: the board answered session {echo:#06x}, not "
-                            f"{nonce:#06x}")
-        self.session = nonce
-        return nonce
+        (self.session,) = struct.unpack("<H", frame.payload)
+        return self.session
 
     def _transact(self, opcode: Opcode, payload: bytes = b"", *, count: int = 0,
                   extra_seconds: float = 0.0) -> Frame:
@@ -316,6 +320,137 @@ class Device:
         self.load_input(x)
         self.run()
         return self.read_output(out_features), self.read_cycles(layers)
+
+    def infer_many(self, inputs, out_features: int, *, window: int = 2, progress=None,
+                   expected_seconds: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Inferences of every row of ``inputs`` (integers), streamed: one INFER frame each,
+        the next sent while the board runs the last, at most ``window`` unanswered (the board
+        holds one frame while it receives the next: 2 keeps the line busy).  Returns the
+        outputs (rows x ``out_features``) and each run's total cycles.  ``progress(done,
+        total)`` is called after each answer; ``expected_seconds`` is one run's time, for the
+        reply timeouts.
+
+        Retries keep the exactly-once rule where it can: a frame the board saw damaged
+        (BAD_CRC) is sent again under a new number; a lost reply is asked for again with the
+        same number (answered from the board's cache, not run again) when no later frame is
+        out.  When a later frame is out, the board has moved on and the lost answer is gone
+        with its cache entry: that input is sent again as a new command, so it may run twice
+        on the board (an inference has no effect but its answer)."""
+        rows = [[int(v) for v in row] for row in inputs]
+        for index, row in enumerate(rows):
+            if not 1 <= len(row) <= VALUES_PER_INFER:
+                raise ValueError(f"input {index} must have 1 to {VALUES_PER_INFER} values, "
+                                 f"not {len(row)}")
+        if not 1 <= out_features <= VALUES_PER_INFER:
+            raise ValueError(f"out_features must be 1 to {VALUES_PER_INFER}, "
+                             f"not {out_features}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
+        outputs = np.zeros((len(rows), out_features), dtype=np.int64)
+        cycles = np.zeros(len(rows), dtype=np.int64)
+        stream = _Stream(len(rows))
+        reply_bytes = 2 * (reply_length(Opcode.INFER, out_features) + 8)
+        while stream.todo or stream.flight:
+            while stream.todo and len(stream.flight) < window:
+                # A new session only between frames: its CONNECT waits for its answer.
+                if self.session is None or self._since_connect >= SESSION_COMMANDS:
+                    if stream.flight:
+                        break
+                    self.connect()
+                index = stream.todo.popleft()
+                self._seq = seq = (self._seq + 1) & 0xFF
+                self._since_connect += 1
+                self.commands += 1
+                wire = encode_frame(seq, Opcode.INFER, struct.pack(
+                    f"<HH{len(rows[index])}h", self.session, out_features, *rows[index]))
+                self.transport.write(wire)
+                stream.flight.append(_InFlight(index, seq, wire, 0.0))
+                self._set_deadlines(stream, reply_bytes, expected_seconds)
+            oldest = stream.flight[0]
+            remaining = oldest.deadline - self.transport.clock()
+            if remaining <= 0:
+                self._lost_reply(stream, oldest, reply_bytes, expected_seconds)
+                continue
+            for raw in self._decoder.feed(self.transport.read(remaining)):
+                try:
+                    frame = decode_frame(raw)
+                except ProtocolError:
+                    continue
+                entry = next((e for e in stream.flight if e.seq == frame.seq), None)
+                if entry is None:
+                    continue                        # a late reply to an earlier command
+                if frame.code == Status.OK:
+                    if len(frame.payload) != reply_length(Opcode.INFER, out_features):
+                        raise LinkError(f"INFER: the board's reply has {len(frame.payload)} "
+                                        f"payload bytes, not "
+                                        f"{reply_length(Opcode.INFER, out_features)}: it "
+                                        f"speaks another protocol version (rebuild and flash "
+                                        f"the bitstream)")
+                    stream.flight.remove(entry)
+                    cycles[entry.index] = struct.unpack_from("<I", frame.payload)[0]
+                    outputs[entry.index] = struct.unpack_from(f"<{out_features}h",
+                                                              frame.payload, 4)
+                    stream.done += 1
+                    if progress is not None:
+                        progress(stream.done, len(rows))
+                elif frame.code == Status.BAD_CRC or (frame.code == Status.STALE
+                                                      and entry is not stream.flight[-1]):
+                    # Not executed (damaged), or overtaken by a later frame: a new command.
+                    self._send_again(stream, entry, new_number=True)
+                else:
+                    if frame.code == Status.STALE:
+                        self.session = None         # taken over: a new session next time
+                    raise DeviceError(Opcode.INFER, frame.code)
+        return outputs, cycles
+
+    def _set_deadlines(self, stream: _Stream, reply_bytes: int, expected_seconds: float):
+        """Each frame in flight waits for what is ahead of it on the line and its own answer."""
+        now, ahead = self.transport.clock(), 0
+        for entry in stream.flight:
+            ahead += len(entry.wire) + reply_bytes
+            entry.deadline = max(entry.deadline, now + self.timeout + expected_seconds
+                                 + self.transport.byte_seconds * ahead)
+
+    def _lost_reply(self, stream: _Stream, entry: _InFlight, reply_bytes: int,
+                    expected_seconds: float) -> None:
+        """No answer to ``entry`` in time: ask again, under its own number when nothing was
+        sent after it (the board's cache answers a repeat), else as a new command."""
+        alone = len(stream.flight) == 1
+        self._send_again(stream, entry, new_number=not alone)
+        if alone:
+            entry.deadline = 0.0
+            self._set_deadlines(stream, reply_bytes, expected_seconds)
+
+    def _send_again(self, stream: _Stream, entry: _InFlight, *, new_number: bool) -> None:
+        stream.attempts[entry.index] += 1
+        if stream.attempts[entry.index] >= self.retries:
+            raise LinkError(f"INFER of input {entry.index}: no good reply after "
+                            f"{self.retries} attempts")
+        self.retried += 1
+        if new_number:
+            stream.flight.remove(entry)
+            stream.todo.appendleft(entry.index)
+        else:
+            self.transport.write(entry.wire)
+
+
+@dataclass
+class _InFlight:
+    """An INFER sent and not yet answered."""
+    index: int          # the input's place in the batch
+    seq: int
+    wire: bytes
+    deadline: float
+
+
+class _Stream:
+    """The bookkeeping of :meth:`Device.infer_many`."""
+
+    def __init__(self, count: int):
+        self.todo: deque[int] = deque(range(count))
+        self.flight: deque[_InFlight] = deque()
+        self.attempts = [0] * count
+        self.done = 0
 
 
 class SerialTransport:

@@ -25,9 +25,10 @@ __all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "Opcode", "Status", "Frame", "Pro
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 
-# Largest payload of a frame in either direction (the device's frame buffer); a WRITE frame
-# carries an address and up to (MAX_PAYLOAD - 4) / 4 words.
-MAX_PAYLOAD = 256
+# Largest payload of a frame in either direction.  The device keeps two frames (one executing,
+# the next arriving) in one 512-byte block RAM, each frame's payload and CRC in one half: 254
+# payload bytes.  A WRITE frame carries its session, an address and up to 62 words.
+MAX_PAYLOAD = 254
 
 
 class Opcode(enum.IntEnum, shape=8):
@@ -43,6 +44,8 @@ class Opcode(enum.IntEnum, shape=8):
     RESET = 0x08         # session: clears the engine's state (not the loaded model)
     CONNECT = 0x09       # session u16 -> session u16: a new session, the reply cache emptied
     SEAL = 0x0A          # session, image u32: the image loaded since the last WRITE is this one
+    INFER = 0x0B         # session, count u16, value i16 * n -> total cycles u32, value i16 *
+                         #    count: LOAD_INPUT, RUN and READ_OUTPUT in one command
 
 
 class Status(enum.IntEnum, shape=8):
@@ -71,6 +74,7 @@ def reply_length(opcode: Opcode, count: int = 0) -> int:
     """The payload bytes of an OK reply to ``opcode`` (``count``: words or values asked for)."""
     return {Opcode.INFO: struct.calcsize(INFO_LAYOUT), Opcode.READ: 4 * count,
             Opcode.RUN: 4, Opcode.READ_OUTPUT: 2 * count, Opcode.READ_CYCLES: 4 * count,
+            Opcode.INFER: 4 + 2 * count,
             Opcode.CONNECT: 2}.get(opcode, 0)
 
 

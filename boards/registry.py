@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.parts import Part, part
 
-__all__ = ["Board", "board", "boards", "BOARD_MODULES"]
+__all__ = ["Board", "board", "boards", "BOARD_MODULES", "clocks_per_bit"]
 
 BOARD_MODULES = ("icebreaker", "ulx3s", "orangecrab")
 
@@ -29,13 +29,15 @@ class Board:
     part_name : the FPGA part (see ``parts.PARTS``).
     clock_hz : the board's oscillator.
     target_mhz : the engine clock the build aims for (a PLL makes it from the oscillator).
-    baud : the UART link's rate.
+    baud : the UART link's rate: the highest the board's USB-UART bridge carries reliably that
+        the link's clock divides into a whole number of cycles per bit (``clocks_per_bit``).
     programmer : argument lists to flash a bitstream, first available wins; ``{bitstream}`` is
         replaced by the file.
     usb_ids : (vendor, product) of the board's USB serial bridge, for port autodetection.
     extra_resources : a callable returning resources to add to the platform (e.g. a UART on
         header pins), or None.
     synth_opts, nextpnr_opts : extra options for Yosys and nextpnr.
+    link_hz : the UART link's clock, when it is not the oscillator (a second PLL makes it).
     """
     name: str
     title: str
@@ -49,6 +51,7 @@ class Board:
     extra_resources: object = None
     synth_opts: str = ""
     nextpnr_opts: str = ""
+    link_hz: float | None = None
     notes: str = field(default="", compare=False)
 
     @property
@@ -58,6 +61,16 @@ class Board:
     @property
     def family(self) -> str:
         return self.part.family
+
+    @property
+    def link_clock_hz(self) -> float:
+        """The clock the UART link runs on: never the engine's, whose PLL setting follows
+        what the build reaches, while a bit time must be a whole number of cycles."""
+        return self.link_hz or self.clock_hz
+
+    @property
+    def clocks_per_bit(self) -> int:
+        return clocks_per_bit(self.link_clock_hz, self.baud)
 
     def make_platform(self):
         module, name = self.platform.split(":")
@@ -82,3 +95,14 @@ def board(name: str) -> Board:
     except KeyError:
         raise InputError(f"unknown board {name!r}; supported boards: "
                          f"{', '.join(sorted(known))}") from None
+
+
+def clocks_per_bit(link_hz: float, baud: int) -> int:
+    """The UART's bit time in cycles of its clock; refuses a rate that clock cannot make within
+    2% (the error adds up over a character: 2% is a fifth of a bit at the stop bit) or with
+    fewer than the receiver's 4 cycles per bit."""
+    cycles = round(link_hz / baud)
+    if cycles < 4 or abs(link_hz / cycles / baud - 1) > 0.02:
+        raise ValueError(f"a {link_hz / 1e6:g} MHz clock cannot make {baud} baud: "
+                         f"{link_hz / baud:.2f} cycles per bit")
+    return cycles

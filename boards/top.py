@@ -2,8 +2,9 @@
 
 The engine runs in the ``sync`` domain, made from the board oscillator by a PLL when the build
 asks for another frequency (iCE40: ``SB_PLL40_PAD``/``SB_PLL40_CORE``; ECP5: ``EHXPLLL``), or
-straight from the oscillator otherwise.  The UART link runs at half that clock (``link``
-domain, see ``gateware/core.py``) and its bit time follows it.  LEDs:
+straight from the oscillator otherwise.  The UART link runs on a clock of its own (``link``
+domain, see ``gateware/core.py``), a whole number of cycles per bit at the board's baud rate:
+the oscillator, or on the ULX3S a second PLL's 24 MHz (``Board.link_clock_hz``).  LEDs:
 0 blinks while the design is alive, 1 is the engine running, 2 the link executing a command.
 """
 
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
 from amaranth.lib import io
 
-from .gateware.core import LINK_DIVISOR, LinkedEngine
-from .pll import PLLParameters, ecp5_pll, ice40_pll
+from .gateware.core import LinkedEngine
+from .pll import PLLParameters, ecp5_link_pll, ecp5_link_pll_parameters, ecp5_pll, ice40_pll
 
 __all__ = ["BoardTop"]
 
@@ -43,14 +44,23 @@ class BoardTop(Elaboratable):
         board, clocking = self.board, self.clocking
         m.domains.sync = ClockDomain("sync")
         oscillator = platform.request(platform.default_clk, dir="-")
-        if clocking.pll is None:
-            m.submodules.clock = clock = io.Buffer("i", oscillator)
-            m.d.comb += ClockSignal("sync").eq(clock.i)
-            locked = Signal(init=1)
-        elif board.family == "ice40":
-            locked = ice40_pll(m, platform, oscillator, clocking.pll)
+        if board.family == "ice40" and clocking.pll is not None:
+            # The PLL takes the pin; its port A passes the oscillator's clock on.
+            locked, reference = ice40_pll(m, platform, oscillator, clocking.pll)
         else:
-            locked = ecp5_pll(m, platform, oscillator, clocking.pll)
+            m.submodules.clock = clock = io.Buffer("i", oscillator)
+            reference = clock.i
+            if clocking.pll is None:
+                m.d.comb += ClockSignal("sync").eq(reference)
+                locked = Signal(init=1)
+            else:
+                locked = ecp5_pll(m, platform, reference, clocking.pll)
+        link_clock = reference
+        if board.link_clock_hz != board.clock_hz:
+            link_locked, link_clock = ecp5_link_pll(
+                m, platform, reference,
+                ecp5_link_pll_parameters(board.clock_hz, board.link_clock_hz))
+            locked = locked & link_locked
         # Hold the design in reset until the PLL locks and a few cycles after.  The counter must
         # not be reset by the reset it drives.
         settle = Signal(4, reset_less=True)
@@ -60,12 +70,10 @@ class BoardTop(Elaboratable):
             m.d.sync += settle.eq(settle + 1)
         m.d.comb += ResetSignal("sync").eq(settle != 15)
 
-        # The UART counts cycles of the link's clock, a fraction of the engine's.
-        link_hz = clocking.frequency_hz / LINK_DIVISOR
-        clocks_per_bit = LINK_DIVISOR * round(link_hz / board.baud)
+        # The UART counts cycles of the link's clock, never the engine's (see Board.baud).
         m.submodules.link = link = LinkedEngine(self.config, self.image,
-                                                clocks_per_bit=clocks_per_bit)
-        platform.add_clock_constraint(link.link_clock, link_hz)
+                                                clocks_per_bit=board.clocks_per_bit)
+        m.d.comb += link.link_clk.eq(link_clock)
         # Every subsignal raw (some boards add rts/dtr); only rx and tx are used.
         uart = platform.request("uart", 0, dir={subsignal.name: "-" for subsignal in
                                                 platform.lookup("uart", 0).ios})

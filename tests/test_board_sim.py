@@ -21,12 +21,19 @@ def model():
 
 @pytest.mark.cocotb
 def test_device_runs_inferences_on_simulated_board(model, tmp_path):
+    # At the iCEBreaker's clocks and 3 Mbaud: one infer after another, then infer_many.
     config, layers, image, inputs, expected = model
-    result = simulate_board(config, image, inputs, out_features=6, build_dir=tmp_path)
+    result = simulate_board(config, image, inputs, out_features=6, build_dir=tmp_path,
+                            windows=[2])
     assert result["failures"] == []
     np.testing.assert_array_equal(np.array(result["outputs"]), expected)
     assert result["info"]["pes"] == 4 and result["info"]["layer_count"] == 2
-    assert result["runs_counted"] == result["runs_ok"] == len(inputs)
+    (streamed,) = result["streamed"]
+    np.testing.assert_array_equal(np.array(streamed["outputs"]), expected)
+    assert streamed["total_cycles"] == [sum(c) for c in result["cycles"]]
+    assert streamed["commands"] == len(inputs)          # one INFER each, none retried
+    assert result["runs_counted"] == 2 * len(inputs)
+    assert streamed["seconds"] < result["seconds"]
 
 
 @pytest.mark.cocotb
@@ -55,3 +62,7 @@ def test_fault_campaign_never_answers_wrong_runs_twice_or_hangs(model, tmp_path)
     assert result["scenarios"]["model load cut halfway"]["run_refused_after_cut"]
     restarted = result["scenarios"]["host restarted mid-sequence"]
     assert restarted["correct"] >= 2          # the new session's first inference each time
+    streamed = result["scenarios"]["streamed (infer_many)"]
+    assert streamed["correct"] == streamed["inferences"] == 4
+    # An input whose answer was lost while a later frame was out runs again (one retry each).
+    assert streamed["inferences"] <= streamed["runs"] <= streamed["inferences"] + streamed["retried"]

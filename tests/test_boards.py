@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import sparseforge as sf
@@ -127,20 +128,61 @@ def test_missing_programmer_says_how_to_get_one(tmp_path, monkeypatch):
     assert "iceprog: apt-get install fpga-icestorm" in message
 
 
-def test_fmax_of_a_design_with_a_divided_clock():
-    """The engine clock and the link's (half of it): the design's Fmax is what the engine clock
-    can be with both clocks meeting their share of it."""
+def test_fmax_of_a_design_with_a_link_clock_of_its_own():
+    """The engine clock and the link's (the oscillator, fixed): the design's Fmax is the engine
+    clock's; the link's only has to meet its constraint."""
     from sparseforge.boards.nextpnr import parse_nextpnr_log
 
     log = """Info: Device utilisation:
 Info:            ICESTORM_LC:  4900/ 5280    92%
-Info: Max frequency for clock 'clk': 41.20 MHz (PASS at 40.00 MHz)
-Info: Max frequency for clock 'link_clock': 33.00 MHz (PASS at 20.00 MHz)
+Info: Max frequency for clock 'clk': 41.20 MHz (PASS at 33.00 MHz)
+Info: Max frequency for clock 'link_clock': 60.00 MHz (PASS at 12.00 MHz)
 """
     report = parse_nextpnr_log(log)
-    assert report.fmax_mhz == {"clk": 41.2, "link_clock": 33.0}
+    assert report.fmax_mhz == {"clk": 41.2, "link_clock": 60.0}
     assert report.worst_fmax_mhz == pytest.approx(41.2)
     assert report.timing_met
-    slow_link = parse_nextpnr_log(log.replace("33.00 MHz (PASS", "19.00 MHz (FAIL"))
-    assert slow_link.worst_fmax_mhz == pytest.approx(38.0)
+    slow_link = parse_nextpnr_log(log.replace("60.00 MHz (PASS", "11.00 MHz (FAIL"))
+    assert slow_link.worst_fmax_mhz == pytest.approx(41.2)
     assert not slow_link.timing_met
+
+
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s-12f", "orangecrab-25f"])
+def test_each_board_runs_its_link_at_a_whole_number_of_cycles_per_bit(name):
+    """The link's clock (never the engine's, whose PLL setting follows the build) divides the
+    bit time exactly at the board's baud rate; the ULX3S's comes from a second PLL."""
+    from sparseforge.boards.pll import ecp5_link_pll_parameters
+    from sparseforge.boards.registry import board, clocks_per_bit
+
+    entry = board(name)
+    cycles = entry.clocks_per_bit
+    assert cycles >= 4 and entry.link_clock_hz == cycles * entry.baud
+    expected = {"icebreaker": (3_000_000, 12e6), "ulx3s-12f": (3_000_000, 24e6),
+                "orangecrab-25f": (1_000_000, 48e6)}[name]
+    assert (entry.baud, entry.link_clock_hz) == expected
+    if entry.link_hz:
+        pll = ecp5_link_pll_parameters(entry.clock_hz, entry.link_hz)
+        vco = entry.clock_hz / pll.clki_div * pll.clkfb_div * pll.clkop_div
+        assert 400e6 <= vco <= 800e6 and vco / pll.clkos_div == entry.link_hz
+    with pytest.raises(ValueError, match="cannot make 3000000 baud"):
+        clocks_per_bit(25e6, 3_000_000)                 # 8.33 cycles: 4% off at 8
+
+
+@pytest.mark.parametrize("name,frequency", [("icebreaker", 33.0), ("icebreaker", None),
+                                            ("ulx3s-12f", 50.0), ("orangecrab-25f", None)])
+def test_board_top_elaborates_with_its_link_clock(name, frequency):
+    from sparseforge.boards.registry import board
+    from sparseforge.boards.top import BoardTop
+    from tests.oracle import build_image, config_for, random_layers
+
+    layers = random_layers(np.random.default_rng(3), [(8, 8), (4, 8)], density=0.5)
+    config = config_for(layers, 2, 1)
+    entry = board(name)
+    plan = entry.make_platform().prepare(
+        BoardTop(entry, config, build_image(config, layers), frequency_mhz=frequency),
+        name="top")
+    text = plan.files["top.il"]
+    if name == "icebreaker" and frequency:
+        assert "SB_PLL40_2_PAD" in text                 # port A: the 12 MHz for the link
+    if name.startswith("ulx3s"):
+        assert text.count("EHXPLLL") >= 2               # the engine's and the link's

@@ -25,7 +25,7 @@ from sparseforge.compiler.program import ProgramError, load_program
 from tests.oracle import build_image
 from tests.test_golden import random_network
 from tests.test_hw_engine import golden
-from tests.test_link_bridge import SESSION, make_model, request, run_link
+from tests.test_link_bridge import SECOND_STAMP, SESSION, make_model, request, run_link
 
 Op, Status = protocol.Opcode, protocol.Status
 
@@ -77,7 +77,8 @@ def json_error(out):
 def test_1_a_new_session_is_not_answered_from_the_old_ones_cache():
     config, layers, image, x = make_model(4, 2)
     x0, x1 = x, (x * 7 + 3) % 200 - 100
-    other = SESSION ^ 0x5555
+    nonce = SESSION ^ 0x5555
+    other = nonce ^ SECOND_STAMP            # the session the board makes of the second CONNECT
 
     def sessioned(payload, session):
         return struct.pack("<H", session) + payload
@@ -88,7 +89,7 @@ def test_1_a_new_session_is_not_answered_from_the_old_ones_cache():
     replies, _ = run_link(config, image, [
         request(0, Op.CONNECT, struct.pack("<H", SESSION)),
         request(1, Op.LOAD_INPUT, struct.pack(f"<{len(x0)}h", *x0)),
-        protocol.encode_frame(0, Op.CONNECT, struct.pack("<H", other)),
+        protocol.encode_frame(0, Op.CONNECT, struct.pack("<H", nonce)),
         protocol.encode_frame(1, Op.LOAD_INPUT,
                               sessioned(struct.pack(f"<{len(x1)}h", *x1), other)),
         protocol.encode_frame(2, Op.RUN, sessioned(b"", other)),
@@ -98,6 +99,7 @@ def test_1_a_new_session_is_not_answered_from_the_old_ones_cache():
     ])
     codes = [reply[0].code for reply in replies]
     assert codes == [Status.OK] * 5 + [Status.STALE, Status.OK]
+    assert struct.unpack("<H", replies[2][0].payload) == (other,)
     outputs = struct.unpack("<6h", replies[6][0].payload)
     assert list(outputs) == golden(layers, x1[None])[-1][0].tolist()
 

@@ -59,6 +59,9 @@ def run_link(config, image, requests, *, timeout=30000):
 
 
 SESSION = 0x1234
+# The board mixes a stamp into the host's nonce at each CONNECT: 0 the first time after reset
+# (so CONNECT's nonce SESSION gives session SESSION), then the LFSR's next state.
+SECOND_STAMP = 0x4E91
 
 
 def request(seq, opcode, payload=b""):
@@ -152,3 +155,54 @@ def test_errors_and_retries(model):
     assert struct.unpack("<I", replies[8][0].payload) == (2,)  # the damaged write did nothing
     assert ran[5] and not ran[6]                               # the retry did not run again
     assert replies[5][0].payload == replies[6][0].payload      # it got the cached reply
+
+
+def test_a_replayed_connect_does_not_revive_its_session(model):
+    """A restarted host's old frames played again, CONNECT first: the CONNECT makes a new
+    session (the board's stamp has moved), so the old session's LOAD_INPUT and RUN stay
+    refused and nothing runs."""
+    config, _, image, x = model
+    load = request(1, Op.LOAD_INPUT, struct.pack(f"<{len(x)}h", *x))
+    replies, ran = run_link(config, image, [
+        CONNECT,                                                # session SESSION
+        protocol.encode_frame(0, Op.CONNECT, struct.pack("<H", 0x7777)),   # another host
+        CONNECT, load, request(2, Op.RUN),                      # the first host's, again
+    ])
+    assert [r[0].code for r in replies] == [Status.OK] * 3 + [Status.STALE] * 2
+    assert struct.unpack("<H", replies[1][0].payload) == (0x7777 ^ SECOND_STAMP,)
+    assert struct.unpack("<H", replies[2][0].payload) != (SESSION,)
+    assert not any(ran[1:])                     # (the engine clears itself after reset)
+
+
+def test_infer_and_frames_sent_while_the_bridge_executes(model):
+    """INFER (input, run, outputs in one frame), frames sent back to back without waiting for
+    answers (the receiver takes the next frame while the executor works on one; one that
+    ends meanwhile waits), a retried INFER answered from the engine, not run again, and
+    INFER's refusals."""
+    config, layers, image, x = model
+    x1 = (x * 5 + 1) % 200 - 100
+    expected = golden(layers, np.stack([x, x1]))[-1]
+
+    def infer(seq, values, count=6):
+        return request(seq, Op.INFER, struct.pack(f"<H{len(values)}h", count, *values))
+
+    first, second = infer(1, x), infer(2, x1)
+    replies, ran = run_link(config, image, [
+        CONNECT,
+        first + second,                 # back to back: the second waits, complete
+        request(3, Op.READ_CYCLES, struct.pack("<H", 2)),
+        second,                                                  # a retry of the last one
+        infer(4, x, count=0),                                    # refused: no outputs asked
+        infer(5, x, count=200),                                  # refused: over the limit
+        request(6, Op.INFER, struct.pack("<H", 6)),              # refused: no input
+    ])
+    streamed = replies[1]
+    assert [r.code for r in streamed] == [Status.OK] * 2 and [r.seq for r in streamed] == [1, 2]
+    for reply, want in zip(streamed, expected):
+        total, *outputs = struct.unpack("<I6h", reply.payload)
+        assert outputs == list(want) and total > 0
+    assert struct.unpack("<II", replies[2][0].payload)[-1] == total     # cumulative
+    assert replies[3][0].code == Status.OK and replies[3][0].payload == streamed[1].payload
+    assert ran[1] and not ran[3]                                 # the retry did not run
+    assert [r[0].code for r in replies[4:]] == [Status.BAD_LENGTH] * 3
+    assert not any(ran[4:])

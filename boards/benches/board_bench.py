@@ -1,7 +1,8 @@
 """cocotb bench for the board: the host runtime talks to the simulated board over its UART pins.
 
-The DUT is ``LinkedEngine`` (UART, link bridge, engine) as the board carries it.  A UART model
-drives and watches the pins; :class:`SimulatedTransport` gives the host's :class:`Device` the
+The DUT is ``LinkedEngine`` (UART, link bridge, engine) as the board carries it, its two clocks
+at the board's frequencies (the engine's PLL output and the link's own clock), the line at the
+board's baud rate.  A UART model drives and watches the pins; :class:`SimulatedTransport` gives the host's :class:`Device` the
 same byte-pipe interface a serial port has, and the host code runs unchanged in a bridge thread
 (``cocotb.task.bridge``) while the simulator advances only when the host waits for bytes.
 :class:`FaultyTransport` injects line faults (flipped bits, garbage, truncated frames, dropped
@@ -25,14 +26,13 @@ from sparseforge.boards.device import Device, DeviceError, LinkError
 
 from .link_faults import Tracker, campaign
 
-CLOCK_NS = 10
-
-
 class UartModel:
-    """The host end of the UART: sends queued bytes on ``rx``, collects bytes from ``tx``."""
+    """The host end of the UART: sends queued bytes on ``rx``, collects bytes from ``tx``; a
+    bit is ``clocks_per_bit`` cycles of the link's clock (``link_period_ps`` each)."""
 
-    def __init__(self, dut, clocks_per_bit: int):
+    def __init__(self, dut, clocks_per_bit: int, link_period_ps: int):
         self.dut, self.clocks_per_bit = dut, clocks_per_bit
+        self.link_period_ps = link_period_ps
         self.to_device: deque[int] = deque()
         self.from_device = bytearray()
         self.sending = cocotb.triggers.Event()
@@ -41,7 +41,7 @@ class UartModel:
         cocotb.start_soon(self._watch())
 
     async def _drive(self):
-        clock, line = self.dut.clk, self.dut.rx
+        clock, line = self.dut.link_clk, self.dut.rx
         while True:
             if not self.to_device:
                 self.sending.clear()
@@ -53,7 +53,7 @@ class UartModel:
                 await ClockCycles(clock, self.clocks_per_bit)
 
     async def _watch(self):
-        clock, line = self.dut.clk, self.dut.tx
+        clock, line = self.dut.link_clk, self.dut.tx
         while True:
             await FallingEdge(line)
             await ClockCycles(clock, self.clocks_per_bit // 2)      # middle of the start bit
@@ -74,7 +74,7 @@ class SimulatedTransport:
 
     def __init__(self, uart: UartModel):
         self.uart = uart
-        self.byte_seconds = 10 * uart.clocks_per_bit * CLOCK_NS * 1e-9
+        self.byte_seconds = 10 * uart.clocks_per_bit * uart.link_period_ps * 1e-12
         self.now = 0.0
 
     def write(self, data: bytes) -> None:
@@ -86,10 +86,10 @@ class SimulatedTransport:
     async def _read(self, timeout: float) -> bytes:
         # Wait in steps of a byte time until bytes have arrived and the line has gone quiet
         # for a byte time (a whole reply, usually), or the timeout passes.
-        step = max(1, int(self.byte_seconds / (CLOCK_NS * 1e-9)))
+        step = 10 * self.uart.clocks_per_bit
         waited, seen = 0.0, -1
         while waited < timeout:
-            await ClockCycles(self.uart.dut.clk, step)
+            await ClockCycles(self.uart.dut.link_clk, step)
             waited += self.byte_seconds
             count = len(self.uart.from_device)
             if count and count == seen:
@@ -156,6 +156,7 @@ def host_session(plan: dict, transport) -> dict:
     inputs = np.load(plan["inputs"])
     outputs, cycles, failures = [], [], []
     runs_ok = 0
+    started = transport.clock()
     for x in inputs:
         try:
             device.load_input(x)
@@ -167,9 +168,20 @@ def host_session(plan: dict, transport) -> dict:
             failures.append(str(error))
             outputs.append(None)
             cycles.append(None)
-    return {"info": info.__dict__, "outputs": outputs, "cycles": cycles, "failures": failures,
-            "runs_ok": runs_ok, "runs_counted": device.runs(), "retried": device.retried,
-            "written": written}
+    result = {"info": info.__dict__, "outputs": outputs, "cycles": cycles,
+              "failures": failures, "runs_ok": runs_ok,
+              "seconds": transport.clock() - started}
+    result["streamed"] = []
+    for window in plan.get("windows", []):
+        # The same inputs again, streamed; simulated seconds, as for the loop above.
+        started, commands = transport.clock(), device.commands
+        streamed, totals = device.infer_many(inputs, plan["out_features"], window=window)
+        result["streamed"].append({"window": window, "outputs": streamed.tolist(),
+                                   "total_cycles": totals.tolist(),
+                                   "seconds": transport.clock() - started,
+                                   "commands": device.commands - commands})
+    result.update(runs_counted=device.runs(), retried=device.retried, written=written)
+    return result
 
 
 async def watch_runs(dut, tracker: Tracker) -> None:
@@ -182,13 +194,14 @@ async def watch_runs(dut, tracker: Tracker) -> None:
 @cocotb.test()
 async def host_runtime_over_simulated_uart(dut):
     plan = json.loads(Path(cocotb.plusargs["sf_bench"]).read_text())
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.clk, plan["engine_period_ps"], unit="ps").start())
+    cocotb.start_soon(Clock(dut.link_clk, plan["link_period_ps"], unit="ps").start())
     from sparseforge.sim.benches.engine_bench import wake_combinational_logic
     await wake_combinational_logic(dut)
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)
     dut.rst.value = 0
-    uart = UartModel(dut, plan["clocks_per_bit"])
+    uart = UartModel(dut, plan["clocks_per_bit"], plan["link_period_ps"])
     transport = SimulatedTransport(uart)
     if plan.get("campaign"):
         tracker = Tracker()

@@ -21,7 +21,12 @@ The faults (docs/protocol.md, "Execution"):
   again afterwards, must not execute;
 * a model load cut halfway: a session writes half of another model's image and stops; the next
   session's RUN must be refused (the board holds no complete image) until the model is loaded
-  whole, and then give that model's outputs.
+  whole, and then give that model's outputs;
+* streamed: ``Device.infer_many`` (INFER frames, two unanswered) through flipped bits, dropped
+  bytes, cut, duplicated frames and garbage.  Its runs are counted, not attributed (frames
+  overlap); an input whose answer was lost after a later frame went out runs again by design
+  (``Device.infer_many``), so the runs may exceed the inferences.  Replays are left out: a
+  replayed CONNECT takes the session over, which ``infer_many`` reports as ``infer`` does.
 """
 
 from __future__ import annotations
@@ -137,6 +142,8 @@ class Tracker:
         self.runs: Counter = Counter()
         self.failed_runs: set[int] = set()
         self.unexpected = 0
+        self.streaming = False      # infer_many on the line: runs are counted, not attributed
+        self.streamed_runs = 0
         self._index = 0
 
     def begin(self, opcode: Opcode) -> int:
@@ -152,7 +159,9 @@ class Tracker:
         self.command = None
 
     def run_started(self) -> None:
-        if self.command and self.command[1] == Opcode.RUN:
+        if self.streaming:
+            self.streamed_runs += 1
+        elif self.command and self.command[1] == Opcode.RUN:
             self.runs[self.command[0]] += 1
         elif self.last_run in self.failed_runs and not self.runs[self.last_run]:
             # A RUN the host gave up on whose bytes were still on their way: its one run.
@@ -258,6 +267,33 @@ def campaign(plan: dict, transport, tracker: Tracker) -> dict:
         tally.commands, tally.retried = dev.commands, dev.retried
         probe(tally)
         results[name] = tally.to_json() | {"faults": sum((injected - before).values())}
+
+    # Streamed: every fault but replays at once, through infer_many.
+    tally, before = Tally(), injected.copy()
+    dev = device(Faults(flip=0.01, drop=0.05, truncate=0.05, duplicate=0.1, garbage=0.1))
+    rows = [i % len(inputs) for i in range(2 * per_scenario)]
+    tracker.streaming, runs_before = True, tracker.streamed_runs
+    tally.inferences = len(rows)
+    try:
+        outputs, _ = dev.infer_many(inputs[rows], out_features)
+        for row, got in zip(rows, outputs):
+            if np.array_equal(got, expected[row]):
+                tally.correct += 1
+            else:
+                tally.silent_wrong += 1
+    except LinkError as error:
+        tally.link_errors += 1
+        tally.errors[str(error).split(" after ")[0]] += 1
+    except DeviceError as error:
+        tally.refusals += 1
+        tally.errors[str(error).split(" (")[0]] += 1
+    finally:
+        tracker.streaming = False
+    tally.commands, tally.retried = dev.commands, dev.retried
+    probe(tally)
+    results["streamed (infer_many)"] = tally.to_json() | {
+        "faults": sum((injected - before).values()),
+        "runs": tracker.streamed_runs - runs_before}
 
     # A host restarted mid-sequence: A loads x_i and sends half its RUN; B infers x_j; then A's
     # frames come again (their replays must not execute).

@@ -11,7 +11,8 @@ four parts:
   refuses one of an earlier host session, holds the loaded image's identity, and produces the
   reply;
 * the SLIP encoder (``slip.py``): escapes the reply on its way to the UART, as it is produced;
-* one CRC unit (``crc.py``), shared: a frame is received and answered, never both at once.
+* the reply's CRC unit (``crc.py``); the frame receiver has its own, since it takes the next
+  frame while the executor answers the last one.
 """
 
 from amaranth import Module
@@ -83,17 +84,12 @@ class LinkBridge(wiring.Component):
             executor.engine_busy.eq(self.engine_busy),
             executor.bus_idle.eq(self.bus_idle),
             self.engine_reset.eq(executor.engine_reset),
-            self.activity.eq(~receiver.frame.receiving),
+            self.activity.eq(receiver.frame.valid),
         ]
 
-        # The CRC unit takes each byte the receiver buffers and each reply byte the encoder
-        # takes, delimiters excepted; the executor restarts it around every reply.
-        m.d.comb += [crc.byte.eq(receiver.crc_byte), crc.step.eq(receiver.crc_step)]
+        # The reply's CRC unit takes each reply byte the encoder takes, delimiters excepted;
+        # the executor restarts it around every reply.
         with m.If(encoder.i.valid & encoder.i.ready & ~encoder.i.payload.raw):
             m.d.comb += [crc.byte.eq(encoder.i.payload.byte), crc.step.eq(1)]
-        m.d.comb += [
-            crc.clear.eq(executor.crc_clear),
-            receiver.crc.eq(crc.value),
-            executor.crc.eq(crc.value),
-        ]
+        m.d.comb += [crc.clear.eq(executor.crc_clear), executor.crc.eq(crc.value)]
         return m

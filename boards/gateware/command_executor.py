@@ -4,7 +4,7 @@ reply (docs/protocol.md, "Commands" and "Execution"; the bus is ``compiler/bus.p
 One state machine waits for the frame receiver's good frame, checks the request, executes it
 and streams the reply out as it is produced (bus reads go straight to the SLIP encoder):
 
-* A side-effecting command (WRITE, LOAD_INPUT, RUN, RESET, SEAL) carries the session that the
+* A side-effecting command (WRITE, LOAD_INPUT, RUN, RESET, SEAL, INFER) carries the session that the
   last CONNECT made current; one of another session is refused (STALE), unexecuted.  One whose
   sequence number, opcode and CRC field (so its payload) equal the last one's is not executed
   again: its cached reply is sent, so a retry after a lost reply never runs a command twice.
@@ -14,6 +14,10 @@ and streams the reply out as it is produced (bus reads go straight to the SLIP e
 * The loaded image's identity: the host writes it last (SEAL), after every word of the image;
   any WRITE clears it, and RUN is refused (NO_IMAGE) until the next SEAL, so a half-loaded
   image never runs.  The gateware stores and reports it (INFO), the host computes it.
+* INFER is LOAD_INPUT, RUN and READ_OUTPUT in one frame, so that a host streaming inferences
+  sends one frame per input while the last one runs (the frame receiver takes it meanwhile).
+  Its retry, like RUN's, is answered from the engine: the cycle count and the outputs, which
+  the engine holds until the next input.
 * The machine uses a continuation register for its two subroutines, "collect N payload bytes
   into a little-endian word" and "emit N bytes of a word", so each command reads as a short
   sequence.  The steps several states share (collect, emit, reply, the CRC trailer, remember
@@ -29,7 +33,7 @@ from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
 
 from .. import protocol
-from .frame_receiver import HEADER_AND_CRC, FrameSignature
+from .frame_receiver import FrameSignature
 
 __all__ = ["CommandExecutor"]
 
@@ -51,6 +55,7 @@ class After(enum.Enum, shape=4):
     SEAL = 10
     ECHO = 11
     IDENTITY = 12
+    OUTPUTS = 13
 
 
 class CommandExecutor(wiring.Component):
@@ -82,7 +87,7 @@ class CommandExecutor(wiring.Component):
         self._max_payload = max_payload
         self._image_identity = image_identity
         super().__init__({
-            "frame": In(FrameSignature(max_payload + HEADER_AND_CRC)),
+            "frame": In(FrameSignature(max_payload)),
             "reply": Out(stream.Signature(data.StructLayout({"byte": 8, "raw": 1}))),
             "crc": In(16),
             "crc_clear": Out(1),
@@ -124,21 +129,19 @@ class CommandExecutor(wiring.Component):
         return m
 
     def _receive_and_check(self, m, r):
-        """RECEIVE until the frame's END; CHECK the request."""
+        """RECEIVE until the frame receiver holds a frame; CHECK the request."""
         frame = self.frame
         with m.State("RECEIVE"):
-            m.d.comb += frame.receiving.eq(1)
-            with m.If(frame.end):
+            with m.If(frame.valid):
                 # A side-effecting request's payload begins with its session: skip it.
-                m.d.sync += [r.position.eq(Mux(r.sessioned, 4, 2)), r.activations.eq(0)]
+                m.d.sync += [r.position.eq(Mux(r.sessioned, 2, 0)), r.activations.eq(0)]
                 with m.If(frame.good):
                     m.next = "CHECK"                # the frame stays in the buffer
                 with m.Else():
-                    m.d.comb += [self.crc_clear.eq(1), frame.discard.eq(1)]
-                    # Answer what looks like a damaged request; ignore short noise.
+                    # A damaged request (noise too short to be one never comes this far).
                     with m.If(frame.overflow):
                         r.reply(Status.BAD_LENGTH, After.CRC)
-                    with m.Elif(frame.length >= HEADER_AND_CRC):
+                    with m.Else():
                         r.reply(Status.BAD_CRC, After.CRC)
 
         with m.State("CHECK"):
@@ -146,15 +149,15 @@ class CommandExecutor(wiring.Component):
             # The host numbers a session's commands upwards and starts a new session before
             # 128 of them: an older number (half the ring behind), or the last number with
             # other contents, is a replayed frame, never executed.
+            session_ok = frame.session_ok
             same_seq = frame.seq == r.last_seq
             same_key = same_seq & (frame.crc_field == r.last_crc) & (r.operation == r.last_op)
             older = (frame.seq - r.last_seq)[7]
             m.d.sync += [
                 r.retry.eq(r.sessioned & r.last_valid & same_key),
                 r.stale.eq(r.sessioned & ~frame.bad_length
-                           & (~frame.session_ok | r.last_valid & ~same_key
+                           & (~session_ok | r.last_valid & ~same_key
                               & (same_seq | older))),
-                r.same_session.eq(frame.session_ok),
                 r.bad_length.eq(frame.bad_length),
             ]
             # Every command starts with the bus idle: a RESET is then taken at once.
@@ -166,7 +169,9 @@ class CommandExecutor(wiring.Component):
         opcode = self.frame.opcode
         payload_length = self.frame.payload_length
         with m.State("DISPATCH"):
-            with m.If(r.retry):
+            # An INFER that ran is answered from the engine (below); any other cached reply,
+            # and an INFER's cached refusal, here.
+            with m.If(r.retry & ~(opcode.infer & r.last_has_word)):
                 with m.If(r.last_has_word):
                     # A RUN's reply carries its cycle count: read it again (the engine holds
                     # it until the next run, and only this retry could start one).
@@ -200,15 +205,23 @@ class CommandExecutor(wiring.Component):
                     r.reply(Status.BAD_LENGTH, After.CRC)
                 with m.Else():
                     r.collect(4, After.READ_ADDRESS)
-            with m.Elif(opcode.load_input):
-                with m.If(r.bad_length):
+            with m.Elif(opcode.load_input | opcode.infer):
+                # INFER: its output count first (checked as READ_OUTPUT's), then as LOAD_INPUT.
+                with m.If(r.retry):
+                    r.collect(2, After.COUNT)               # an INFER that ran
+                with m.Elif(r.bad_length):
                     r.refuse(Status.BAD_LENGTH)
                 with m.Elif(self.engine_busy):
                     r.refuse(Status.BUSY)
+                with m.Elif(opcode.infer & ~r.sealed):
+                    r.refuse(Status.NO_IMAGE)
                 with m.Else():
                     m.d.sync += [r.items.eq((payload_length >> 1) - 1), r.activations.eq(1),
                                  r.address.eq(bus.bus_address(bus.Region.ACTIVATIONS, 0))]
-                    r.collect(2, After.WRITE_DATA)
+                    with m.If(opcode.infer):
+                        r.collect(2, After.COUNT)
+                    with m.Else():
+                        r.collect(2, After.WRITE_DATA)
             with m.Elif(opcode.run):
                 with m.If(r.bad_length):
                     r.refuse(Status.BAD_LENGTH)
@@ -295,7 +308,7 @@ class CommandExecutor(wiring.Component):
             m.d.comb += [reply.payload.byte.eq(protocol.END), reply.payload.raw.eq(1),
                          reply.valid.eq(1)]
             with m.If(reply.ready):
-                m.d.comb += [self.crc_clear.eq(1), self.frame.restart.eq(1)]
+                m.d.comb += [self.crc_clear.eq(1), self.frame.release.eq(1)]
                 m.next = "RECEIVE"
 
     def _bus_work(self, m, r, next_address):
@@ -310,11 +323,17 @@ class CommandExecutor(wiring.Component):
         with m.State("WRITE_DONE"):
             with m.If(self.bus_idle):
                 m.d.sync += [r.address.eq(next_address), r.items.eq(r.items - 1)]
-                with m.If(r.items == 1):
+                with m.If((r.items == 1) & opcode.infer):
+                    # The input is in: run it.
+                    m.d.sync += [r.address.eq(bus.bus_address(bus.Region.REGISTERS,
+                                                              bus.Register.CONTROL)),
+                                 r.word.eq(1)]
+                    m.next = "RUN_START"
+                with m.Elif(r.items == 1):
                     r.remember(Status.OK)
                     r.reply(Status.OK, After.CRC)
                 with m.Else():
-                    r.collect(Mux(opcode.load_input, 2, 4), After.WRITE_DATA)
+                    r.collect(Mux(opcode.load_input | opcode.infer, 2, 4), After.WRITE_DATA)
         with m.State("READ_BUS"):
             with m.If(self.bus_idle):
                 m.d.comb += host_bus.r_en.eq(1)
@@ -322,7 +341,8 @@ class CommandExecutor(wiring.Component):
         with m.State("READ_WAIT"):
             with m.If(host_bus.r_valid):
                 m.d.sync += [r.address.eq(next_address), r.items.eq(r.items - 1)]
-                r.emit(host_bus.r_data, Mux(opcode.read_output, 2, 4), After.READ_WORD)
+                r.emit(host_bus.r_data, Mux(opcode.read_output | opcode.infer, 2, 4),
+                       After.READ_WORD)
         with m.State("RUN_START"):
             with m.If(self.bus_idle):
                 m.d.comb += host_bus.w_en.eq(1)
@@ -362,13 +382,30 @@ class CommandExecutor(wiring.Component):
                     m.d.sync += r.address.eq(r.word)
                     r.collect(2, After.READ_COUNT)
                 with m.Case(After.READ_COUNT, After.COUNT):
+                    count = r.word[:16]
                     limit = Mux(opcode.read, max_payload // 4,
                                 Mux(opcode.read_cycles, config.max_layers,
-                                    min(config.max_features, max_payload // 2)))
-                    with m.If((r.word[:16] == 0) | (r.word[:16] > limit)):
+                                    Mux(opcode.infer,
+                                        min(config.max_features, (max_payload - 4) // 2),
+                                        min(config.max_features, max_payload // 2))))
+                    bad = (count == 0) | (count > limit)
+                    with m.If(opcode.infer):
+                        # The outputs to send back after the run; then the input's values (a
+                        # retry: none, the engine's cycle count and outputs are read again).
+                        m.d.sync += r.outputs.eq(count)
+                        with m.If(r.retry):
+                            m.d.sync += r.address.eq(bus.bus_address(
+                                bus.Region.REGISTERS, bus.Register.TOTAL_CYCLES))
+                            m.next = "RUN_WAIT"
+                        with m.Elif(bad):
+                            r.refuse(Status.BAD_LENGTH)
+                        with m.Else():
+                            m.d.sync += r.items.eq(r.items - 1)     # the count was one
+                            r.collect(2, After.WRITE_DATA)
+                    with m.Elif(bad):
                         r.reply(Status.BAD_LENGTH, After.CRC)
                     with m.Else():
-                        m.d.sync += r.items.eq(r.word[:16])
+                        m.d.sync += r.items.eq(count)
                         r.reply(Status.OK, After.READ_WORD)
                 with m.Case(After.READ_WORD):
                     with m.If(r.items != 0):
@@ -378,17 +415,27 @@ class CommandExecutor(wiring.Component):
                     with m.Else():
                         r.trailer()
                 with m.Case(After.RUN_WORD):
-                    r.emit(r.word, 4, After.CRC)
+                    with m.If(opcode.infer):
+                        r.emit(r.word, 4, After.OUTPUTS)
+                    with m.Else():
+                        r.emit(r.word, 4, After.CRC)
+                with m.Case(After.OUTPUTS):
+                    m.d.sync += [r.items.eq(r.outputs), r.activations.eq(1),
+                                 r.address.eq(bus.bus_address(bus.Region.ACTIVATIONS, 0))]
+                    m.next = "READ_BUS"
                 with m.Case(After.IDENTITY):
                     r.emit(r.identity, 4, After.CRC)
                 with m.Case(After.CONNECT):
-                    # The current session again is a retried (or replayed) CONNECT: its cache
-                    # stays, or a retry after it could run a command twice.
-                    with m.If(~r.same_session):
-                        m.d.sync += [r.session.eq(r.word), r.last_valid.eq(0)]
+                    # The board's part of the session: the host's nonce mixed with a stamp
+                    # that moves at every CONNECT, so a CONNECT played again (a replay, or a
+                    # restarted host's old frame) makes a session no earlier frame carries,
+                    # and that session's old frames stay refused.
+                    m.d.sync += [r.session.eq(r.word[:16] ^ r.stamp), r.last_valid.eq(0),
+                                 r.stamp.eq(_next_stamp(r.stamp))]
+                    m.d.comb += self.frame.new_session.eq(1)
                     r.reply(Status.OK, After.ECHO)
                 with m.Case(After.ECHO):
-                    r.emit(r.word, 2, After.CRC)
+                    r.emit(r.session, 2, After.CRC)
                 with m.Case(After.SEAL):
                     m.d.sync += [r.identity.eq(r.word), r.sealed.eq(1)]
                     r.remember(Status.OK)
@@ -397,6 +444,17 @@ class CommandExecutor(wiring.Component):
                     r.trailer()
                 with m.Case(After.END):
                     m.next = "REPLY_END"
+
+
+_STAMP_SEED = 0xACE1        # the LFSR's state when the stamp is 0 (an LFSR cannot hold 0)
+_STAMP_TAPS = 0xB400        # x^16 + x^14 + x^13 + x^11 + 1: 65535 states
+
+
+def _next_stamp(stamp):
+    """The stamp after one more CONNECT: a Galois LFSR step on ``stamp ^ _STAMP_SEED`` (the
+    constants fold into the logic: a few LUTs)."""
+    state = stamp ^ _STAMP_SEED
+    return Mux(state[0], (state >> 1) ^ _STAMP_TAPS, state >> 1) ^ _STAMP_SEED
 
 
 class _Registers:
@@ -408,8 +466,7 @@ class _Registers:
         self._m = m
         self._executor = executor
         opcode = executor.frame.opcode
-        capacity = max_payload + HEADER_AND_CRC
-        self.position = Signal(range(capacity + 1))      # next payload byte in the buffer
+        self.position = Signal(range(max_payload + 1))   # next payload byte in the buffer
         self.word = Signal(32)                           # collected or to-be-emitted word
         self.count = Signal(3)                           # bytes left in the subroutine
         self.wide = Signal()                             # collecting 4 bytes (else 2)
@@ -417,11 +474,12 @@ class _Registers:
         self.status = Signal(8)
         self.address = Signal(bus.ADDRESS_BITS)          # every bus access goes here
         self.items = Signal(range(max_payload // 2 + 1))
+        self.outputs = Signal(range(max_payload // 2 + 1))   # an INFER's output count
         self.activations = Signal()                      # address walks activation indices
         # The side-effecting opcodes, one flag each: the cache compares them, and they are the
         # requests that carry a session.
         self.operation = Cat(opcode.write, opcode.load_input, opcode.run, opcode.reset,
-                             opcode.seal)
+                             opcode.seal, opcode.infer)
         self.sessioned = self.operation.any()
         self.session = Signal(16)                        # made current by CONNECT
         # Kept through resets, as the memories' contents are: set by the bitstream's image,
@@ -438,7 +496,9 @@ class _Registers:
         self.last_has_word = Signal()
         self.retry = Signal()       # a side-effecting command repeated: answer from the cache
         self.stale = Signal()       # a side-effecting command of another session, or replayed
-        self.same_session = Signal()  # the payload's first two bytes are the session
+        # Mixed into each new session: 0 at power-up (the first CONNECT's session is the
+        # host's nonce), then the states of a 16-bit LFSR, one per CONNECT.
+        self.stamp = Signal(16)
         self.bad_length = Signal()  # the payload's length is wrong for the opcode
 
     def collect(self, bytes_, then):

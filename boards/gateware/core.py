@@ -4,11 +4,12 @@
 receiver and transmitter, the link bridge, and the engine, whose state the RESET command clears
 (the loaded model stays: memories are not reset).
 
-The link runs in its own clock domain, ``link``, at half the engine's clock (a flip-flop
-divider on a global net), and its bus operations reach the engine through ``BusCrossing``.
-The UART needs a few MHz; the engine wants every nanosecond of its period, and the link
-bridge's state machine, at the far side of a full die, would be the slowest path of all in the
-engine's domain.
+The link runs in its own clock domain, ``link``, on a clock of its own (``link_clk``: on a board
+the oscillator, or a PLL output that is a whole multiple of the baud rate), and its bus
+operations reach the engine through ``BusCrossing``.  The UART's bit time must be a whole
+number of its clock's cycles; the engine's clock comes from a PLL at whatever the build can
+reach, so it cannot be that clock.  A clock of its own also keeps the link bridge's state
+machine, at the far side of a full die, out of the engine's timing.
 """
 
 from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
@@ -24,9 +25,7 @@ from .bridge import LinkBridge
 from .crossing import BusCrossing
 from .uart import UARTReceiver, UARTTransmitter
 
-__all__ = ["LinkedEngine", "LINK_DIVISOR"]
-
-LINK_DIVISOR = 2          # the link's clock is the engine's halved
+__all__ = ["LinkedEngine"]
 
 
 class LinkedEngine(wiring.Component):
@@ -34,18 +33,19 @@ class LinkedEngine(wiring.Component):
     ----------
     config : EngineConfig
     image : the program image the engine's memories start with (or None).
-    clocks_per_bit : the UART's bit time in engine clock cycles (clock frequency / baud rate);
-        a multiple of ``LINK_DIVISOR``, since the UART counts link cycles.
+    clocks_per_bit : the UART's bit time in cycles of ``link_clk`` (its frequency / baud rate).
 
     Members
     -------
+    link_clk : In, the link domain's clock (asynchronous to the engine's ``sync`` clock).
     rx : In, the UART line from the host.  tx : Out, the UART line to the host.
     busy : Out, the engine is running.  activity : Out, the link is executing a command.
 
     Attributes
     ----------
-    link_clock : the link domain's clock (for a clock constraint).
+    link_clock : ``link_clk`` (for a clock constraint).
     """
+    link_clk: In(1)
     rx: In(1, init=1)
     tx: Out(1, init=1)
     busy: Out(1)
@@ -53,24 +53,18 @@ class LinkedEngine(wiring.Component):
 
     def __init__(self, config: EngineConfig, image=None, *, clocks_per_bit: int,
                  max_payload: int = protocol.MAX_PAYLOAD):
-        if clocks_per_bit % LINK_DIVISOR:
-            raise ValueError(f"clocks_per_bit must be a multiple of {LINK_DIVISOR} (the link "
-                             f"runs at 1/{LINK_DIVISOR} of the engine clock), not "
-                             f"{clocks_per_bit}")
         self._config = config
         self._image = image
         self._clocks_per_bit = clocks_per_bit
         self._max_payload = max_payload
-        self.link_clock = Signal(name="link_clock", reset_less=True)
         super().__init__()
+        self.link_clock = self.link_clk
 
     def elaborate(self, platform):
         m = Module()
-        # The link domain: the engine clock halved by a toggle flip-flop (whose net keeps the
-        # name the clock constraint uses), held in reset while the engine's domain is.
+        # The link domain on its own clock, held in reset while the engine's domain is.
         m.domains.link = ClockDomain("link", local=True)
-        m.d.sync += self.link_clock.eq(~self.link_clock)
-        m.d.comb += ClockSignal("link").eq(self.link_clock)
+        m.d.comb += ClockSignal("link").eq(self.link_clk)
         m.submodules.link_reset = cdc.ResetSynchronizer(ResetSignal("sync"), domain="link")
         crossing_reset = Signal()
 
@@ -86,7 +80,7 @@ class LinkedEngine(wiring.Component):
         m.submodules.engine = engine = DomainRenamer("engine")(
             Engine(self._config, self._image, streams=False))
         m.submodules.crossing = crossing = BusCrossing("link")
-        link_bits = self._clocks_per_bit // LINK_DIVISOR
+        link_bits = self._clocks_per_bit
         to_link = DomainRenamer("link")
         identity = (0 if self._image is None else protocol.image_identity(
             isa.image_bus_writes(self._config, self._image)))
