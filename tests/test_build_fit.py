@@ -164,9 +164,10 @@ def test_fit_advice_names_the_ways_out():
 
 def test_the_link_buffer_in_the_estimate_takes_the_board_tops_blocks():
     from sparseforge.boards import protocol
-    from sparseforge.boards.gateware.frame_receiver import HEADER_AND_CRC
+    from sparseforge.boards.gateware.frame_receiver import bank_bits
     from sparseforge.compiler.resources import Memory, brams_for
-    board = Memory("link", protocol.MAX_PAYLOAD + HEADER_AND_CRC, 8)
+    # Two frames, one per half (the one executing and the next arriving): 512 bytes.
+    board = Memory("link", 2 << bank_bits(protocol.MAX_PAYLOAD), 8)
     for family in ("ice40", "ecp5"):
         assert brams_for(Memory("link", LINK_FRAME_BYTES, 8), family) == brams_for(board, family)
 
