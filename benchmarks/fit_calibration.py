@@ -254,6 +254,7 @@ def render(rows: list[dict], console: Console) -> None:
 
 
 def main() -> None:
+    global OUT
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reuse", action="store_true", help="cached figures only; build "
@@ -264,8 +265,11 @@ def main() -> None:
     parser.add_argument("--place", nargs="*", default=(), metavar="DESIGN",
                         help="also place and route these designs (minutes each)")
     parser.add_argument("--jobs", type=int, default=2, help="builds at once (default 2)")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="the cache folder (default build/fit_calibration)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
+    OUT = args.out
     console = Console(stderr=args.json, width=200)
 
     def say(message: str) -> None:
@@ -304,6 +308,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
     render(rows, console)
+    commits = sorted({r["commit"] for r in rows})
+    if commits and commits != [_commit()]:
+        console.print(f"the cached builds are of commit(s) {', '.join(commits)}, HEAD is "
+                      f"{_commit()}: --fresh builds them again (the estimate is today's)")
 
 
 def _parse(name: str) -> tuple[str, int]:

@@ -234,7 +234,7 @@ class LutModel:
 
 
 LUT_MODELS = {
-    # iCE40 in logic cells, fitted to the calibration sweep (the engine of commit 1ea56ba in
+    # iCE40 in logic cells, fitted to the calibration sweep (the engine of commit 361f8bb in
     # the board top with PLL and UART link): a PE costs about 35 cells per bit of its entry
     # addresses (282 for the 8-PE digits engine), a requantizer 10.9 per accumulator bit (174
     # at 16 bits), an accumulator bit kept in registers 2.9 (a flip-flop, its write enable
@@ -242,7 +242,9 @@ LUT_MODELS = {
     # figures.  The codebook multiplexer was measured alone (Yosys, a 16-to-1 choice of 8
     # bits: 104 LUT4s; about half that on ECP5, PFU multiplexers) and kept as measured in the
     # fit.  Not calibrated (nothing in the sweep has them on an iCE40): scan lanes beyond one.
-    "ice40": LutModel(shared=2327, per_pe=0, per_codebook_bit=104 / 120, per_requantizer=0,
+    # The link's rework (commit 72fb7ac: two frames, INFER, sessions) added 135 and 117 cells
+    # to the 1- and 8-PE digits designs re-packed after it: ``shared`` follows, +126.
+    "ice40": LutModel(shared=2327 + 126, per_pe=0, per_codebook_bit=104 / 120, per_requantizer=0,
                       per_lane_bit=8.5, per_register_bit=2.92, per_address_bit=35.23,
                       per_requantizer_bit=10.88, per_sum_bit=8.0 * 0.8,
                       per_piece_bit=3.7 * 0.8, per_product_bit=2.4 * 0.8),
