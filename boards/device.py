@@ -332,8 +332,8 @@ class Device:
 
         Retries keep the exactly-once rule where it can: a frame the board saw damaged
         (BAD_CRC) is sent again under a new number; a lost reply is asked for again with the
-        same number (answered from the board's cache, not run again) when no later frame is
-        out.  When a later frame is out, the board has moved on and the lost answer is gone
+        same number (answered from the board's cache, not run again) when no later frame was
+        sent.  When a later frame was sent, the board has moved on and the lost answer is gone
         with its cache entry: that input is sent again as a new command, so it may run twice
         on the board (an inference has no effect but its answer)."""
         rows = [[int(v) for v in row] for row in inputs]
@@ -364,6 +364,7 @@ class Device:
                 wire = encode_frame(seq, Opcode.INFER, struct.pack(
                     f"<HH{len(rows[index])}h", self.session, out_features, *rows[index]))
                 self.transport.write(wire)
+                stream.last_seq = seq
                 stream.flight.append(_InFlight(index, seq, wire, 0.0))
                 self._set_deadlines(stream, reply_bytes, expected_seconds)
             oldest = stream.flight[0]
@@ -394,7 +395,7 @@ class Device:
                     if progress is not None:
                         progress(stream.done, len(rows))
                 elif frame.code == Status.BAD_CRC or (frame.code == Status.STALE
-                                                      and entry is not stream.flight[-1]):
+                                                      and entry.seq != stream.last_seq):
                     # Not executed (damaged), or overtaken by a later frame: a new command.
                     self._send_again(stream, entry, new_number=True)
                 else:
@@ -414,8 +415,9 @@ class Device:
     def _lost_reply(self, stream: _Stream, entry: _InFlight, reply_bytes: int,
                     expected_seconds: float) -> None:
         """No answer to ``entry`` in time: ask again, under its own number when nothing was
-        sent after it (the board's cache answers a repeat), else as a new command."""
-        alone = len(stream.flight) == 1
+        sent after it (the board's cache answers a repeat), else as a new command (a later
+        frame, answered or not, has taken the cache)."""
+        alone = entry.seq == stream.last_seq
         self._send_again(stream, entry, new_number=not alone)
         if alone:
             entry.deadline = 0.0
@@ -451,6 +453,7 @@ class _Stream:
         self.flight: deque[_InFlight] = deque()
         self.attempts = [0] * count
         self.done = 0
+        self.last_seq = None        # the newest frame sent: the board's cache holds its answer
 
 
 class SerialTransport:

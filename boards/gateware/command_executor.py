@@ -154,7 +154,9 @@ class CommandExecutor(wiring.Component):
             same_key = same_seq & (frame.crc_field == r.last_crc) & (r.operation == r.last_op)
             older = (frame.seq - r.last_seq)[7]
             m.d.sync += [
-                r.retry.eq(r.sessioned & r.last_valid & same_key),
+                # A CONNECT is remembered too (no operation flag: no other command's key):
+                # its retry keeps the session it made.
+                r.retry.eq((r.sessioned | frame.opcode.connect) & r.last_valid & same_key),
                 r.stale.eq(r.sessioned & ~frame.bad_length
                            & (~session_ok | r.last_valid & ~same_key
                               & (same_seq | older))),
@@ -171,7 +173,7 @@ class CommandExecutor(wiring.Component):
         with m.State("DISPATCH"):
             # An INFER that ran is answered from the engine (below); any other cached reply,
             # and an INFER's cached refusal, here.
-            with m.If(r.retry & ~(opcode.infer & r.last_has_word)):
+            with m.If(r.retry & ~opcode.connect & ~(opcode.infer & r.last_has_word)):
                 with m.If(r.last_has_word):
                     # A RUN's reply carries its cycle count: read it again (the engine holds
                     # it until the next run, and only this retry could start one).
@@ -429,10 +431,13 @@ class CommandExecutor(wiring.Component):
                     # The board's part of the session: the host's nonce mixed with a stamp
                     # that moves at every CONNECT, so a CONNECT played again (a replay, or a
                     # restarted host's old frame) makes a session no earlier frame carries,
-                    # and that session's old frames stay refused.
-                    m.d.sync += [r.session.eq(r.word[:16] ^ r.stamp), r.last_valid.eq(0),
-                                 r.stamp.eq(_next_stamp(r.stamp))]
-                    m.d.comb += self.frame.new_session.eq(1)
+                    # and that session's old frames stay refused.  The host's retry of the
+                    # last CONNECT (its answer lost) keeps the session that one made.
+                    with m.If(~r.retry):
+                        m.d.sync += [r.session.eq(r.word[:16] ^ r.stamp),
+                                     r.stamp.eq(_next_stamp(r.stamp))]
+                        m.d.comb += self.frame.new_session.eq(1)
+                        r.remember(Status.OK)           # the cache: this CONNECT only
                     r.reply(Status.OK, After.ECHO)
                 with m.Case(After.ECHO):
                     r.emit(r.session, 2, After.CRC)
