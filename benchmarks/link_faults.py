@@ -7,7 +7,10 @@ Prints, per scenario and in total: faults injected, commands, inferences, correc
 LinkErrors (no good reply after every retry), refusals (the board said no, e.g. no complete
 image), duplicate executions, silent wrong results and hangs.  The last three must be 0.
 
-    .venv/bin/python benchmarks/link_faults.py [--per-scenario 12] [--seed 1] [--json]
+    .venv/bin/python benchmarks/link_faults.py [--per-scenario 12] [--seed 1] [--board B] [--json]
+
+The line runs at the board's baud rate and clocks (``--board``, default the iCEBreaker: 3 Mbaud,
+4 cycles of the 12 MHz link clock per bit, the engine at 33 MHz).
 
 The model is a small random two-layer network (12 inputs, 16 hidden, 6 outputs, 4 PEs), so that
 a frame is short enough to get through a line with 3% of its bytes damaged.
@@ -54,10 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-scenario", type=int, default=12, help="inferences per scenario")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--board", default="icebreaker", help="whose clocks and baud rate")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from sparseforge.boards.simulate import fault_campaign
+    from sparseforge.boards.simulate import LinkTiming, fault_campaign
+
+    timing = LinkTiming.of(args.board)
 
     config, image, image_b, inputs, expected, expected_b = models(args.seed)
     started = time.monotonic()
@@ -65,11 +71,15 @@ def main() -> None:
         result = fault_campaign(config, image, inputs, expected, other_image=image_b,
                                 other_expected=expected_b, out_features=expected.shape[1],
                                 build_dir=Path(folder), per_scenario=args.per_scenario,
-                                seed=args.seed)
+                                seed=args.seed, timing=timing)
     result["seconds"] = round(time.monotonic() - started, 1)
+    result["baud"], result["clocks_per_bit"] = timing.baud, timing.clocks_per_bit
     if args.json:
         print(json.dumps(result))
         return
+    print(f"{args.board}: {timing.baud} baud, {timing.clocks_per_bit} cycles of the "
+          f"{timing.link_hz / 1e6:g} MHz link clock per bit, engine at "
+          f"{timing.engine_hz / 1e6:g} MHz")
     width = max(len(name) for name in result["scenarios"]) + 2
     print(f"{'scenario':{width}s}" + "".join(f"{c:>13s}" for c in COLUMNS))
     for name, figures in result["scenarios"].items():
