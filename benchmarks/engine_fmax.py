@@ -359,21 +359,45 @@ def _yosys_error(build_dir: Path) -> str:
     return "".join(lines)
 
 
+def design_digest(program) -> str:
+    """A short fingerprint of what goes to Yosys: the engine configuration and the program
+    image (the memories' contents are part of the netlist, so a different model is a different
+    design, and nextpnr places it differently).  The demo and ``sparseforge build`` of the same
+    program give the same digest."""
+    import hashlib
+
+    import numpy as np
+    digest = hashlib.sha256(repr(program.config).encode())
+    # Every word the image puts in the engine's memories, as the host bus would write them:
+    # the same for a program compiled here and one loaded from a folder.
+    digest.update(repr([tuple(int(v) for v in np.atleast_1d(np.asarray(w)).ravel())
+                        if not isinstance(w, int) else w
+                        for write in program.bus_writes() for w in write]).encode())
+    return digest.hexdigest()[:12]
+
+
 def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
         fit_clock: bool, out: Path, say, reuse: bool = False,
         synth_opts: str | None = None, timing_report: bool = False,
-        nextpnr_opts: str | None = None) -> dict:
+        nextpnr_opts: str | None = None, program_dir: Path | None = None,
+        seeds: int = 1) -> dict:
     target = find_board(board_name)
-    cm = sf.load_compressed(model_path)
     started = time.perf_counter()
-    program = sf.compile(cm, pes=pes, board=board_name)
+    if program_dir is not None:
+        program = sf.load_program(program_dir)
+        if program.config.pes != pes:
+            raise ValueError(f"{program_dir} is a {program.config.pes}-PE program, not {pes}")
+    else:
+        program = sf.compile(sf.load_compressed(model_path), pes=pes, board=board_name)
     config = program.config
+    digest = design_digest(program)
     estimate = estimate_resources(config, target.part)
     say(f"[{board_name} N={pes}] compiled in {time.perf_counter() - started:.1f} s: scan lanes "
         f"{config.scan_lanes}, queues {config.fifo_depth}, write-back lanes "
         f"{config.writeback_lanes}, acc {config.acc_bits} bits ({config.acc_memory_bits} in RAM); "
         f"estimate {estimate.lut} LUT, {estimate.bram} BRAM, {estimate.dsp} DSP, "
-        f"{estimate.spram} SPRAM")
+        f"{estimate.spram} SPRAM; design {digest} ("
+        + (f"the program {program_dir}" if program_dir else f"the model {model_path}") + ")")
     build_dir = out / f"{board_name}-N{pes}"
     say(f"[{board_name} N={pes}] Yosys + nextpnr for {target.title} at "
         f"{frequency or target.target_mhz:g} MHz in {build_dir} (minutes)")
@@ -388,12 +412,12 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
     else:
         try:
             result = sf.build(program, board_name, frequency_mhz=frequency,
-                              build_dir=build_dir, fit_clock=fit_clock,
+                              build_dir=build_dir, fit_clock=fit_clock, seeds=seeds,
                               progress=lambda text: say(f"[{board_name} N={pes}] {text}"))
         except Exception as error:
             raise RuntimeError(f"{error}{_yosys_error(build_dir)}") from error
     say(f"[{board_name} N={pes}] built in {result.seconds:.0f} s: Fmax "
-        f"{result.fmax_mhz:.1f} MHz for a {result.target_mhz:.1f} MHz clock")
+        f"{result.fmax_mhz:.1f} MHz for a {result.target_mhz:.1f} MHz clock (design {digest})")
     log = Path(result.bitstream).parent / "top.tim"       # the attempt the build kept
     paths = parse_critical_paths(log.read_text()) if log.exists() else {}
     report = Path(result.bitstream).parent / TIMING_REPORT
@@ -406,6 +430,7 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
             timing_paths.main([str(report), "--top", "25"])
     return {
         "board": board_name, "title": target.title, "part": target.part.name, "pes": pes,
+        "design": digest, "seeds": getattr(result, "seeds", None),
         "engine": {"scan_lanes": config.scan_lanes, "fifo_depth": config.fifo_depth,
                    "writeback_lanes": config.writeback_lanes, "acc_bits": config.acc_bits,
                    "acc_memory_bits": config.acc_memory_bits, "code_bits": config.code_bits,
@@ -467,7 +492,19 @@ def render(results: list[dict], console: Console) -> None:
     console.print(summary)
     console.print("Fmax: nextpnr's estimate after routing; clock: what the PLL makes (the "
                   "target); resources: used/available on the part, with the compiler's "
-                  "estimate (est.) for the engine alone.")
+                  "estimate (est.) for the board top.")
+    for r in results:
+        asked = r["attempts"][0]["asked_mhz"] if r.get("attempts") else None
+        target = find_board(r["board"]).target_mhz
+        same = asked is not None and abs(asked - target) < 1e-6 and not r.get("synth_opts") \
+            and not r.get("nextpnr_opts")
+        console.print(
+            f"{escape(r['title'])} N={r['pes']}, design {r.get('design', '?')}: "
+            + ("the figure sparseforge build and the demo give for this design (same clock, "
+               f"{target:g} MHz, same seeds)" if same else
+               f"built at {asked} MHz or with other options: sparseforge build and the demo "
+               f"build at the board's {target:g} MHz, and nextpnr's placement is "
+               f"timing-driven, so their figure differs"), highlight=False)
     for r in results:
         for tool, key in (("Yosys", "synth_opts"), ("nextpnr", "nextpnr_opts")):
             if r.get(key):
@@ -536,6 +573,12 @@ def main() -> None:
                         help="when timing fails, build again at the achieved Fmax (sf.build's "
                              "default; off here so each build runs once)")
     parser.add_argument("--model", type=Path, help="a .sfm (default: the digits model)")
+    parser.add_argument("--program", type=Path, metavar="DIR",
+                        help="build this compiled program instead (e.g. the demo's, "
+                             "build/demo/program: the demo's design, so the same Fmax)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="nextpnr placements to try, the best kept (sf.build's seeds; "
+                             "default 1, as sf.build and the demo)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmarks" / "fmax")
     parser.add_argument("--synth-opts", metavar="OPTS",
                         help="extra Yosys synth options, e.g. '-dff' (the same board top, one "
@@ -576,14 +619,15 @@ def main() -> None:
         builds = [(args.board, pes)]
     else:
         builds = [(b, args.pes or p) for b, p in DEFAULT_BUILDS]
-    model = ensure_model(args.model, say)
+    model = None if args.program else ensure_model(args.model, say)
     results, failures = [], []
     for board_name, pes in builds:
         try:
             results.append(run(board_name, pes, model, args.frequency, args.fit_clock,
                                args.out, say, reuse=args.reuse, synth_opts=args.synth_opts,
                                timing_report=args.timing_report,
-                               nextpnr_opts=args.nextpnr_opts))
+                               nextpnr_opts=args.nextpnr_opts, program_dir=args.program,
+                               seeds=args.seeds))
         except Exception as error:        # report it, go on with the next board
             failures.append({"board": board_name, "pes": pes, "error": str(error)})
             say(f"[{board_name} N={pes}] failed: {error}")
