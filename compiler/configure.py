@@ -291,7 +291,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         if writeback_lanes is None:
             # Least sharing first that the fit check accepts: the estimate within its
             # calibrated error of the part's logic (resources.fit_margin).
-            budget = math.floor(part.luts * (1 - fit_margin(part)))
+            budget = math.floor(part.luts * (1 - fit_margin(part, config)))
             for lanes in _writeback_choices(pes):
                 candidate = _dsps_for(dataclasses.replace(config, writeback_lanes=lanes), part)
                 if estimate_resources(candidate, part).lut <= budget:

@@ -239,3 +239,25 @@ def test_configurations_saved_by_earlier_engines_still_load():
     assert saved["column_register"]                       # the caller's dict is untouched
     with pytest.raises(ValueError, match="unknown engine configuration fields: queue_size"):
         EngineConfig.from_json({"pes": 4, "queue_size": 3})
+
+
+# The digits CNN's 4- and 2-PE engines as `compile --board icebreaker` shapes them (docs/
+# compiler.md: 4-PE engines packed to 4867-5525 cells and did not place; the 2-PE one placed).
+DIGITS_CNN_ENGINE = dict(
+    act_bits=8, code_bits=4, idx_bits=4, coef_bits=7, acc_bits=16, bias_bits=12, scan_lanes=1,
+    max_layers=3, max_features=192, max_rows=4, entry_depth=165, pointer_depth=148, bias_depth=9,
+    occupancy_depth=145, fifo_depth=2, shift_bits=6, max_column_entries=3, decoded_weights=True,
+    readout_register=True, conv=True)
+
+
+def test_conv_engines_keep_the_ice40s_placement_margin():
+    part = parts.PARTS["iCE40UP5K"]
+    four = EngineConfig(pes=4, writeback_lanes=1, **DIGITS_CNN_ENGINE)
+    assert resources.fit_margin(part, four) == resources.CONV_PLACEMENT_MARGIN["ice40"]
+    assert resources.fit_margin(part) == resources.FIT_ERROR["ice40"]
+    with pytest.raises(resources.DoesNotFit,
+                       match=r"a conv-mode engine needs 10% free: at most 4752 is accepted\)\n"
+                             r"ways out: fewer PEs \(--pes 2 or so\)"):
+        resources.check_board(four, part)
+    two = EngineConfig(pes=2, **DIGITS_CNN_ENGINE)
+    assert resources.check_board(two, part).lut <= 4752

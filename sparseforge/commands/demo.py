@@ -39,7 +39,9 @@ def register(verbs) -> None:
                              "same images (conv 1->8 3x3, max pool 2, conv 8->16 3x3, max pool "
                              "2, linear 64->10; 72%% of the conv weights pruned), on the "
                              "engine's conv mode")
-    parser.add_argument("--pes", type=int, default=8, help="processing elements (default 8)")
+    parser.add_argument("--pes", type=int, default=None,
+                        help="processing elements (default: 8 for the MLP; for the CNN the "
+                             "most of 8, 4, 2, 1 whose engine fits the board)")
     parser.add_argument("--out", default="build/demo", help="output directory (default "
                                                             "build/demo)")
     parser.add_argument("--count", type=positive_int,
@@ -81,14 +83,16 @@ def run(args) -> int:
     console = console_for(args)
     try:
         board = find_board(args.board)
-        check_pes(args.pes, "--pes")
-        _check_fit(args.pes, board)
+        if args.pes is not None:
+            check_pes(args.pes, "--pes")
+            _check_fit(args.pes, board)
         _check_tools(args, board)
     except (ValueError, ToolNotFoundError) as error:
         return fail(str(error))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    console.rule(f"sparseforge demo: digits {args.model.upper()} -> {args.pes}-PE sparse "
+    engine = f"{args.pes}-PE" if args.pes else ("8-PE" if args.model == "mlp" else "a")
+    console.rule(f"sparseforge demo: digits {args.model.upper()} -> {engine} sparse "
                  f"engine -> {board.title}")
     stages = Stages(console)
     started = time.perf_counter()
@@ -113,6 +117,24 @@ def _check_fit(pes: int, board) -> None:
         raise InputError(f"{pes} PEs do not fit the {board.title}: each PE takes a DSP "
                          f"multiplier and its {part.name} has {part.dsps}; pass --pes "
                          f"{part.dsps} or fewer")
+
+
+def _compile_fitting(sf, compressed, args, board):
+    """The program for ``--pes``, or without it the MLP's 8 PEs and the CNN's largest power
+    of two up to 8 that the fit check accepts (conv-mode engines are larger: on the
+    iCEBreaker the digits CNN fits 2)."""
+    from sparseforge.compiler.configure import DoesNotFit
+
+    if args.pes is not None or args.model == "mlp":
+        return sf.compile(compressed, pes=args.pes or 8, board=board.name)
+    refusals = []
+    for pes in (8, 4, 2, 1):
+        try:
+            return sf.compile(compressed, pes=pes, board=board.name)
+        except DoesNotFit as refusal:
+            refusals.append(f"{pes} PEs: {str(refusal).splitlines()[1].strip()}")
+    raise DoesNotFit(f"the CNN's engine fits the {board.title} at no PE count:\n  "
+                     + "\n  ".join(refusals))
 
 
 def _check_tools(args, board) -> None:
@@ -170,7 +192,7 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
                   f"{100 * c.report.accuracy_quantized:.2f}% fixed point")
 
     def compile_program():
-        program = sf.compile(compressed, pes=args.pes, board=board.name)
+        program = _compile_fitting(sf, compressed, args, board)
         directory = out / "program"
 
         def extra(folder):
