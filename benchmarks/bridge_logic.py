@@ -20,18 +20,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "build" / "benchmarks" / "digits-acc16.sfm"
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def ensure_model(path: Path | None) -> Path:
-    if path is not None:
-        return path
-    if not DEFAULT_MODEL.exists():
-        DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "sparseforge", "compress", "-o",
-                        str(DEFAULT_MODEL), "--max-acc-bits", "16", "--json"],
-                       check=True, capture_output=True)
-    return DEFAULT_MODEL
+from digits_model import ensure_model  # noqa: E402
 
 
 def cells(stat: str) -> dict[str, int]:
