@@ -51,12 +51,29 @@ def train_and_export(path: Path, x: np.ndarray, y: np.ndarray, epochs: int, seed
     return model
 
 
+def compile_fitting(model, board: str, pe_counts):
+    """The program for the first PE count whose engine fits ``board``: a conv-mode engine
+    takes more logic than a Linear one, and the fit check says how much."""
+    from sparseforge.compiler.configure import DoesNotFit
+
+    for pes in pe_counts:
+        try:
+            return sf.compile(model, pes=pes, board=board)
+        except DoesNotFit as refusal:
+            if pes == pe_counts[-1]:
+                raise
+            print(f"compile: {pes} PEs refused ({str(refusal).splitlines()[1].strip()})")
+    raise ValueError("no PE count to try")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40, help="float training epochs")
     parser.add_argument("--images", type=int, default=8,
                         help="test images to simulate on the RTL (0: skip the simulation)")
-    parser.add_argument("--pes", type=int, default=4, help="processing elements")
+    parser.add_argument("--board", default="icebreaker", help="the board to compile for")
+    parser.add_argument("--pes", type=int, default=None,
+                        help="processing elements (default: the most of 4, 2, 1 that fit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="build/example-onnx-cnn", help="output directory")
     args = parser.parse_args(argv)
@@ -96,12 +113,13 @@ def main(argv=None) -> int:
           + f"; accuracy float {100 * report.accuracy_float:.2f}% -> fixed point "
             f"{100 * report.accuracy_quantized:.2f}%")
 
-    prog = sf.compile(cm, pes=args.pes, board="icebreaker")
+    prog = compile_fitting(cm, args.board, [args.pes] if args.pes else [4, 2, 1])
     prog.save(out / "program")
     stored = [sum(int(c.sum()) for c in prog.column_counts(layer))
               for layer in range(prog.layer_count)]
     print(f"compile: conv mode {prog.config.conv}, entries per layer {stored} (each kernel "
-          f"once), activation buffer {prog.config.act_words} words of {prog.config.pes}")
+          f"once), activation buffer {prog.config.act_words} words of {prog.config.pes}, "
+          f"{prog.config.pes} PEs for the {args.board}")
     ref = sf.reference(prog, test.x)
     print(f"reference: accuracy {100 * np.mean(ref.argmax(1) == test.y):.2f}% on "
           f"{len(test.y)} test images")
