@@ -1,9 +1,10 @@
 """The link's command executor in Amaranth's simulator, with testbenches in place of the frame
-receiver (a checked frame and its buffer), the CRC unit (the host's ``protocol.crc16`` over the
+receiver (a checked frame held in its half of the buffer until released), the CRC unit (the host's ``protocol.crc16`` over the
 reply bytes) and the engine (a host-bus memory that answers reads after ``READ_LATENCY`` cycles,
 or through a crossing's idle gaps).  Every command's bus operations and reply, the reply cache
-for retried side-effecting commands, sessions, the image's seal, refusals, and replies to
-damaged frames."""
+for retried side-effecting commands, sessions stamped by the board at each CONNECT, the image's
+seal, refusals, and replies to damaged frames (noise too short to be a frame is forgotten by
+the frame receiver, tested there, and never reaches the executor)."""
 
 import random
 import struct
@@ -30,12 +31,24 @@ def bad_length(code, length, config):
             Op.CONNECT: length != 2, Op.SEAL: length != 6,
             Op.WRITE: length < 10 or length % 4 != 2, Op.READ: length != 6,
             Op.LOAD_INPUT: length < 4 or length % 2 or length > 2 + 2 * config.max_features,
-            Op.READ_OUTPUT: length != 2, Op.READ_CYCLES: length != 2}.get(code, False)
+            Op.READ_OUTPUT: length != 2, Op.READ_CYCLES: length != 2,
+            Op.INFER: length < 6 or length % 2 or length > 4 + 2 * config.max_features,
+            }.get(code, False)
 
 
 def sessioned(payload=b"", session=SESSION):
     """A side-effecting request's payload: its session first."""
     return struct.pack("<H", session) + payload
+
+
+def stamps():
+    """The board's stamps, one per CONNECT from power-up (docs/protocol.md, "CONNECT"): 0, then
+    the states of a Galois LFSR (x^16 + x^14 + x^13 + x^11 + 1) on ``stamp ^ 0xACE1``."""
+    stamp = 0
+    while True:
+        yield stamp
+        state = stamp ^ 0xACE1
+        stamp = ((state >> 1) ^ (0xB400 if state & 1 else 0)) ^ 0xACE1
 
 
 class Engine:
@@ -85,19 +98,23 @@ class Engine:
 
 
 class Host:
-    """The frame receiver's and the CRC unit's side: offers checked frames, keeps the CRC of
-    the reply as the CRC unit would, and collects the reply bytes."""
+    """The frame receiver's and the CRC unit's side: holds checked frames until the executor
+    releases them, keeps the CRC of the reply as the CRC unit would, and collects the reply
+    bytes."""
 
     def __init__(self, dut, config, rng):
         self.dut, self.config, self.rng = dut, config, rng
-        self.buffer = bytes()
+        self.buffer = b""
         self.wire = []                                  # (byte, raw) taken from the reply
         self.crc = 0xFFFF
+        self.new_sessions = 0                           # new_session pulses seen
 
     async def reply_side(self, ctx):
         dut = self.dut
-        async for _, _, valid, payload, address, clear in ctx.tick().sample(
-                dut.reply.valid, dut.reply.payload, dut.frame.read_addr, dut.crc_clear):
+        async for _, _, valid, payload, address, clear, new_session in ctx.tick().sample(
+                dut.reply.valid, dut.reply.payload, dut.frame.read_addr, dut.crc_clear,
+                dut.frame.new_session):
+            self.new_sessions += new_session
             ready = ctx.get(dut.reply.ready)            # set by us before this edge
             if valid and ready:
                 self.wire.append((payload.byte, payload.raw))
@@ -110,33 +127,28 @@ class Host:
                     else 0)
             ctx.set(dut.reply.ready, self.rng.random() < 0.6)
 
-    async def request(self, ctx, seq, code, payload=b"", *, good=True, overflow=False,
-                      length=None):
-        """One frame's END, then the reply frames until the executor takes frames again."""
+    async def request(self, ctx, seq, code, payload=b"", *, good=True, overflow=False):
+        """One frame held for the executor, then the reply frames until it releases it."""
         frame = self.dut.frame
         body = bytes([seq, code]) + payload
-        self.buffer = body + struct.pack(">H", protocol.crc16(body))
-        length = len(self.buffer) if length is None else length
+        # The half of the buffer the frame is in: its payload, then its CRC field.
+        self.buffer = payload + struct.pack(">H", protocol.crc16(body))
         ctx.set(frame.seq, seq)
         for op in Op:
             ctx.set(getattr(frame.opcode, op.name.lower()), code == op)
-        ctx.set(frame.length, length)
-        ctx.set(frame.payload_length, length - 4)
-        ctx.set(frame.bad_length, bad_length(code, length - 4, self.config))
+        ctx.set(frame.payload_length, len(payload))
+        ctx.set(frame.bad_length, bad_length(code, len(payload), self.config))
         ctx.set(frame.crc_field, protocol.crc16(body))
         ctx.set(frame.session_ok, len(payload) >= 2
                 and struct.unpack("<H", payload[:2])[0] == ctx.get(frame.session))
         ctx.set(frame.overflow, overflow)
         ctx.set(frame.good, good)
-        await ctx.tick().until(frame.receiving)
-        ctx.set(frame.end, 1)
-        discarded = ctx.get(frame.discard)
-        assert discarded == (not good)
+        ctx.set(frame.valid, 1)
         start = len(self.wire)
-        await ctx.tick()
-        ctx.set(frame.end, 0)
-        if not ctx.get(frame.receiving):
-            await ctx.tick().until(frame.receiving)
+        async for _, _, release in ctx.tick().sample(frame.release):
+            if release:
+                break
+        ctx.set(frame.valid, 0)
         return replies(self.wire[start:])
 
 
@@ -228,7 +240,17 @@ def test_commands_on_the_bus(pes, crossing):
         assert engine.runs == 1 and engine.busy == 0
         assert struct.unpack("<I", payload) == (RUN_CYCLES,)
 
-        one(await host.request(ctx, 9, Op.RESET, sessioned()), 9)
+        # INFER: the input (as LOAD_INPUT's), a run, the cycles and the first outputs.
+        engine.writes.clear()
+        engine.reads.clear()
+        x = inputs[::-1]
+        payload = one(await host.request(ctx, 9, Op.INFER, sessioned(
+            struct.pack("<H7h", 5, *x))), 9)
+        assert engine.writes == [(a, v & 0xFFFF) for a, v in zip(activations, x)] + [(CONTROL, 1)]
+        assert engine.runs == 2 and engine.reads == [TOTAL_CYCLES] + activations[:5]
+        assert struct.unpack("<I5h", payload) == (RUN_CYCLES, *x[:5])
+
+        one(await host.request(ctx, 10, Op.RESET, sessioned()), 10)
         assert engine.resets == 1
 
     simulate(config, testbench, crossing=crossing, seed=pes)
@@ -242,6 +264,10 @@ def test_retries_are_answered_from_the_cache():
 
     async def testbench(ctx, host, engine):
         one(await host.request(ctx, 1, Op.CONNECT, struct.pack("<H", SESSION)), 1)
+        # A retried CONNECT (its answer lost) keeps the session it made.
+        assert one(await host.request(ctx, 1, Op.CONNECT, struct.pack("<H", SESSION)), 1) \
+            == struct.pack("<H", SESSION)
+        assert host.new_sessions == 1
         one(await host.request(ctx, 10, Op.WRITE, write), 10)
         one(await host.request(ctx, 10, Op.WRITE, write), 10)      # a retry: not written again
         assert len(engine.writes) == 1
@@ -249,10 +275,6 @@ def test_retries_are_answered_from_the_cache():
         first = one(await host.request(ctx, 12, Op.RUN, run), 12)
         again = one(await host.request(ctx, 12, Op.RUN, run), 12)  # not run again, same cycles
         assert engine.runs == 1 and first == again
-        # A retried CONNECT of the same session keeps the cache.
-        one(await host.request(ctx, 1, Op.CONNECT, struct.pack("<H", SESSION)), 1)
-        one(await host.request(ctx, 12, Op.RUN, run), 12)
-        assert engine.runs == 1
         # The last sequence number with another opcode, or an older number: a replayed frame,
         # refused unexecuted (item 1: a LOAD_INPUT was answered from a RUN's cached reply).
         engine.writes.clear()
@@ -280,6 +302,24 @@ def test_retries_are_answered_from_the_cache():
         for seq in (130, 250, 3):
             one(await host.request(ctx, seq, Op.RUN, run), seq)
         assert engine.runs == 5
+        # INFER: the input written, a run, its cycle count and outputs in one reply; its retry
+        # is answered from the engine (cycles and outputs read again), not run again.
+        inputs = struct.pack("<3h", 4, -5, 6)
+        infer = sessioned(struct.pack("<H", 2) + inputs)
+        engine.writes.clear()
+        first = one(await host.request(ctx, 4, Op.INFER, infer), 4)
+        assert engine.runs == 6 and len(engine.writes) == 4       # three values and the start
+        assert struct.unpack("<I2h", first) == (RUN_CYCLES, 4, -5)
+        again = one(await host.request(ctx, 4, Op.INFER, infer), 4)
+        assert engine.runs == 6 and len(engine.writes) == 4 and again == first
+        # A replayed CONNECT is not the last one: it makes another session (the board's stamp
+        # has moved), and the old session's frames stay refused.
+        session = struct.unpack("<H", one(await host.request(
+            ctx, 1, Op.CONNECT, struct.pack("<H", SESSION)), 1))[0]
+        assert session != SESSION and host.new_sessions == 2
+        one(await host.request(ctx, 5, Op.RUN, run), 5, Status.STALE)
+        one(await host.request(ctx, 6, Op.RUN, sessioned(session=session)), 6)
+        assert engine.runs == 7
 
     simulate(config, testbench)
 
@@ -287,7 +327,7 @@ def test_retries_are_answered_from_the_cache():
 def test_sessions_and_the_image_seal():
     config = EngineConfig(pes=4, max_features=12, max_layers=3)
     layer_count = bus.bus_address(bus.Region.REGISTERS, bus.Register.LAYER_COUNT)
-    other = SESSION ^ 0x0101
+    nonce = SESSION ^ 0x0101                # session B's
 
     async def testbench(ctx, host, engine):
         # A board built with an image runs it from the start; a session is needed all the same.
@@ -300,8 +340,14 @@ def test_sessions_and_the_image_seal():
         # Session A loads an input and stops before its RUN (item 1).
         x0 = struct.pack("<2h", 11, -3)
         one(await host.request(ctx, 5, Op.LOAD_INPUT, sessioned(x0)), 5)
-        # Session B connects: A's requests, a retry of its last too, are refused unexecuted.
-        one(await host.request(ctx, 8, Op.CONNECT, struct.pack("<H", other)), 8)
+        # Session B connects (a host that restarted its numbering): the session is its nonce
+        # mixed with the board's stamp, which moved at the first CONNECT.  A's requests, a
+        # retry of its last too, are refused unexecuted.
+        stamp = stamps()
+        next(stamp)
+        other = struct.unpack("<H", one(await host.request(
+            ctx, 4, Op.CONNECT, struct.pack("<H", nonce)), 4))[0]
+        assert other == nonce ^ next(stamp) != nonce
         writes = len(engine.writes)
         one(await host.request(ctx, 5, Op.LOAD_INPUT, sessioned(x0)), 5, Status.STALE)
         one(await host.request(ctx, 6, Op.RUN, sessioned()), 6, Status.STALE)
@@ -322,6 +368,13 @@ def test_sessions_and_the_image_seal():
         info = one(await host.request(ctx, 10, Op.INFO), 10)
         assert struct.unpack(protocol.INFO_LAYOUT, info)[-2:] == (other, 0x5EA1)
         one(await host.request(ctx, 11, Op.RUN, sessioned(session=other)), 11)
+        assert engine.runs == 2
+        # A's CONNECT replayed makes neither A's session nor B's: A's frames stay refused.
+        replayed = struct.unpack("<H", one(await host.request(
+            ctx, 3, Op.CONNECT, struct.pack("<H", SESSION)), 3))[0]
+        assert replayed == SESSION ^ next(stamp) and replayed not in (SESSION, other)
+        one(await host.request(ctx, 12, Op.RUN, sessioned()), 12, Status.STALE)
+        one(await host.request(ctx, 13, Op.RUN, sessioned(session=other)), 13, Status.STALE)
         assert engine.runs == 2
 
     simulate(config, testbench, image_identity=0xABCD1234)
@@ -348,11 +401,14 @@ def test_refusals_and_damaged_frames():
         engine.busy = 1000
         one(await host.request(ctx, 7, Op.LOAD_INPUT, sessioned(bytes(4))), 7, Status.BUSY)
         engine.busy = 0
-        # Damaged frames: an overflow, a bad CRC (4 bytes or more), and short noise (silence).
-        one(await host.request(ctx, 8, Op.INFO, good=False, overflow=True), 8,
+        one(await host.request(ctx, 8, Op.INFER, sessioned(struct.pack("<Hh", 1, 3))), 8,
+            Status.NO_IMAGE)
+        # Damaged frames (4 bytes or more; shorter noise never reaches the executor): an
+        # overflow, a bad CRC; neither executed, even with a good-looking payload.
+        one(await host.request(ctx, 9, Op.INFO, good=False, overflow=True), 9,
             Status.BAD_LENGTH)
-        one(await host.request(ctx, 9, Op.INFO, good=False), 9, Status.BAD_CRC)
-        assert await host.request(ctx, 10, Op.INFO, good=False, length=3) == []
+        one(await host.request(ctx, 10, Op.INFO, good=False), 10, Status.BAD_CRC)
+        one(await host.request(ctx, 11, Op.RUN, sessioned(), good=False), 11, Status.BAD_CRC)
         assert engine.writes == [] and engine.runs == 0
 
     simulate(config, testbench)

@@ -1,19 +1,18 @@
-"""The link's frame receiver in Amaranth's simulator, with the CRC unit and a testbench in the
-command executor's place: good frames land in the buffer with their sequence number, opcode
-flag and payload length; a bad CRC, a bad escape, an over-long frame, short noise and a byte
-lost while busy are flagged; the payload-length check follows docs/protocol.md; ``discard`` and
-``restart`` start afresh."""
+"""The link's frame receiver in Amaranth's simulator, with a testbench in the command
+executor's place: good frames land in the buffer with their sequence number, opcode flag,
+payload length, CRC field and session check; a bad CRC, a bad escape, an over-long frame and
+a byte dropped while a complete frame waits are flagged, short noise is forgotten; a frame
+that ends while the executor holds one waits in the other half of the buffer; the
+payload-length check follows docs/protocol.md."""
 
 import random
 import struct
 from dataclasses import dataclass
 
 import pytest
-from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
 from sparseforge.boards import protocol
-from sparseforge.boards.gateware.crc import CRC16
 from sparseforge.boards.gateware.frame_receiver import FrameReceiver
 from sparseforge.compiler.config import EngineConfig
 
@@ -23,11 +22,11 @@ SESSION = 0xDBC0            # escaped on the wire, both bytes
 
 
 @dataclass
-class End:
-    """What the receiver says at a frame's END."""
+class Held:
+    """What the receiver hands the executor."""
     good: bool
     overflow: bool
-    length: int
+    payload_length: int
 
 
 def config():
@@ -35,21 +34,14 @@ def config():
 
 
 def simulate(max_payload, testbench):
-    """Runs ``testbench(ctx, link)``; ``link`` has the receiver and the executor's controls."""
-    m = Module()
-    m.submodules.receiver = receiver = FrameReceiver(config(), max_payload)
-    m.submodules.crc = crc = CRC16()
-    crc_clear = Signal()
-    m.d.comb += [crc.byte.eq(receiver.crc_byte), crc.step.eq(receiver.crc_step),
-                 crc.clear.eq(crc_clear), receiver.crc.eq(crc.value)]
-    link = Link(receiver, crc_clear)
+    """Runs ``testbench(ctx, link)``; ``link`` drives the receiver as the executor does."""
+    receiver = FrameReceiver(config(), max_payload)
 
     async def bench(ctx):
-        ctx.set(receiver.frame.receiving, 1)
         ctx.set(receiver.frame.session, SESSION)
-        await testbench(ctx, link)
+        await testbench(ctx, Link(receiver))
 
-    simulator = Simulator(m)
+    simulator = Simulator(receiver)
     simulator.add_clock(1e-8)
     simulator.add_testbench(bench)
     simulator.run()
@@ -58,39 +50,33 @@ def simulate(max_payload, testbench):
 class Link:
     """The receiver driven as the command executor drives it."""
 
-    def __init__(self, receiver, crc_clear):
+    def __init__(self, receiver):
         self.receiver = receiver
         self.frame = receiver.frame
-        self.crc_clear = crc_clear
 
-    async def send(self, ctx, wire: bytes, *, stop_at_good=True) -> list[End]:
-        """Offers ``wire`` a byte a cycle; returns what the receiver said at the END of each
-        frame that is not empty.  A bad frame is discarded at its END, as the executor does,
-        and a good one stops the sending (the executor goes on to check it)."""
-        ends = []
+    async def send(self, ctx, wire: bytes):
+        """Offers ``wire`` a byte a cycle (the receiver is never back-pressured)."""
         for byte in wire:
             ctx.set(self.receiver.rx.payload, byte)
             ctx.set(self.receiver.rx.valid, 1)
-            good = False
-            if ctx.get(self.frame.end):
-                good = bool(ctx.get(self.frame.good))
-                if ctx.get(self.frame.length):
-                    ends.append(End(good, bool(ctx.get(self.frame.overflow)),
-                                    ctx.get(self.frame.length)))
-                if not good:
-                    ctx.set(self.frame.discard, 1)
-                    ctx.set(self.crc_clear, 1)
             await ctx.tick()
-            ctx.set(self.frame.discard, 0)
-            ctx.set(self.crc_clear, 0)
-            if good and stop_at_good:
-                ctx.set(self.frame.receiving, 0)
-                break
         ctx.set(self.receiver.rx.valid, 0)
-        await ctx.tick()                      # payload_length follows length a cycle later
-        return ends
+        await ctx.tick()                      # the frame is handed over the cycle after its END
+
+    async def receive(self, ctx, wire: bytes) -> Held | None:
+        """Sends ``wire`` with no frame held; returns the frame it handed over (still held)."""
+        assert not ctx.get(self.frame.valid)
+        await self.send(ctx, wire)
+        return self.held(ctx)
+
+    def held(self, ctx):
+        if not ctx.get(self.frame.valid):
+            return None
+        return Held(bool(ctx.get(self.frame.good)), bool(ctx.get(self.frame.overflow)),
+                    ctx.get(self.frame.payload_length))
 
     async def buffer(self, ctx, length: int) -> bytes:
+        """The held frame's payload and CRC field, from the buffer's read port."""
         data = []
         for address in range(length):
             ctx.set(self.frame.read_addr, address)
@@ -98,15 +84,12 @@ class Link:
             data.append(ctx.get(self.frame.read_data))
         return bytes(data)
 
-    async def restart(self, ctx):
-        """The reply's closing END: forget the frame and take the next one."""
-        ctx.set(self.frame.receiving, 0)
-        ctx.set(self.frame.restart, 1)
-        ctx.set(self.crc_clear, 1)
+    async def release(self, ctx):
+        """The reply's closing END: the executor is done with the frame."""
+        assert ctx.get(self.frame.valid)
+        ctx.set(self.frame.release, 1)
         await ctx.tick()
-        ctx.set(self.frame.restart, 0)
-        ctx.set(self.crc_clear, 0)
-        ctx.set(self.frame.receiving, 1)
+        ctx.set(self.frame.release, 0)
 
 
 def opcode_flags(ctx, frame):
@@ -130,20 +113,38 @@ def test_good_frames_land_in_the_buffer(max_payload):
 
     async def testbench(ctx, link):
         for seq, code, payload in requests:
-            ends = await link.send(ctx, protocol.encode_frame(seq, code, payload))
+            held = await link.receive(ctx, protocol.encode_frame(seq, code, payload))
             body = bytes([seq, code]) + payload
-            assert ends == [End(True, False, len(body) + 2)]
+            crc = protocol.crc16(body)
+            assert held == Held(True, False, len(payload))
             assert ctx.get(link.frame.seq) == seq
             assert opcode_flags(ctx, link.frame) == ({Op(code)} if code in set(Op) else set())
-            assert ctx.get(link.frame.payload_length) == len(payload)
-            assert ctx.get(link.frame.crc_field) == protocol.crc16(body)
-            session = ctx.get(link.frame.session)
+            assert ctx.get(link.frame.crc_field) == crc
             assert ctx.get(link.frame.session_ok) == (
-                len(payload) >= 2 and payload[:2] == struct.pack("<H", session))
-            assert (await link.buffer(ctx, len(body) + 2))[:len(body)] == body
-            await link.restart(ctx)
+                len(payload) >= 2 and payload[:2] == struct.pack("<H", SESSION))
+            assert await link.buffer(ctx, len(payload) + 2) == payload + struct.pack(">H", crc)
+            await link.release(ctx)
+            assert not ctx.get(link.frame.valid)
 
     simulate(max_payload, testbench)
+
+
+def test_a_new_session_voids_the_arriving_frames_check():
+    wire = protocol.encode_frame(5, Op.RUN, struct.pack("<H", SESSION))
+
+    async def testbench(ctx, link):
+        await link.send(ctx, wire[:-1])                  # all but its END
+        ctx.set(link.frame.new_session, 1)               # a CONNECT made another session
+        await ctx.tick()
+        ctx.set(link.frame.new_session, 0)
+        await link.send(ctx, wire[-1:])
+        assert link.held(ctx) == Held(True, False, 2)
+        assert not ctx.get(link.frame.session_ok)
+        await link.release(ctx)
+        assert await link.receive(ctx, wire) == Held(True, False, 2)
+        assert ctx.get(link.frame.session_ok)
+
+    simulate(8, testbench)
 
 
 @pytest.mark.parametrize("max_payload", [8, 20])
@@ -158,47 +159,64 @@ def test_damaged_frames_are_flagged(max_payload):
         max_payload + 5)) + bytes([protocol.END])
 
     async def testbench(ctx, link):
-        ends = await link.send(ctx, bytes(flipped))
-        assert ends == [End(False, False, len(good) - 2)]              # bad CRC
-        ends = await link.send(ctx, bad_escape)
-        assert ends == [End(False, False, len(run) - 1)]                # bad escape
-        ends = await link.send(ctx, too_long)
-        assert ends == [End(False, True, max_payload + 4)]              # overflow
-        ends = await link.send(ctx, bytes([0x11, 0x22, protocol.END]))
-        assert ends == [End(False, False, 2)]                           # short noise
-        # Each damaged frame was discarded: a good one right after is received whole.
-        ends = await link.send(ctx, good)
-        assert ends == [End(True, False, len(good) - 2)]
+        assert await link.receive(ctx, bytes(flipped)) == Held(False, False, 8)   # bad CRC
+        await link.release(ctx)
+        assert await link.receive(ctx, bad_escape) == Held(False, False, 1)       # bad escape
+        await link.release(ctx)
+        assert await link.receive(ctx, too_long) == Held(False, True, max_payload)  # overflow
+        await link.release(ctx)
+        # Short noise is forgotten, not handed over.
+        assert await link.receive(ctx, bytes([0x11, 0x22, 0x33, protocol.END])) is None
+        # Each damaged frame was dropped: a good one right after is received whole.
+        assert await link.receive(ctx, good) == Held(True, False, 8)
+        assert ctx.get(link.frame.seq) == 7
 
     simulate(max_payload, testbench)
 
 
 def test_a_byte_dropped_while_busy_poisons_the_frame():
-    wire = protocol.encode_frame(3, Op.RUN)
+    first = protocol.encode_frame(1, Op.RUN, struct.pack("<H", SESSION))
+    second = protocol.encode_frame(2, Op.INFO)
+    third = protocol.encode_frame(3, Op.RUN, struct.pack("<H", SESSION))
 
     async def testbench(ctx, link):
-        await link.send(ctx, wire[:3])
-        ctx.set(link.frame.receiving, 0)                 # busy: this byte is dropped
-        await link.send(ctx, b"\x55")
-        ctx.set(link.frame.receiving, 1)
-        ends = await link.send(ctx, wire[3:])            # the CRC is right, the frame is not
-        assert ends == [End(False, False, len(wire) - 2)]
-        ends = await link.send(ctx, wire)
-        assert ends == [End(True, False, len(wire) - 2)]
+        assert await link.receive(ctx, first) == Held(True, False, 2)
+        # The next frame ends while the executor holds the first: it waits, complete.
+        await link.send(ctx, second)
+        assert ctx.get(link.frame.seq) == 1              # the held frame is undisturbed
+        body = bytes([1, Op.RUN]) + struct.pack("<H", SESSION)
+        assert await link.buffer(ctx, 4) == body[2:] + struct.pack(">H", protocol.crc16(body))
+        # Bytes arriving while it waits are dropped: the frame they belong to is lost.
+        await link.send(ctx, third[:1] + b"\x55")
+        await link.release(ctx)
+        assert link.held(ctx) == Held(True, False, 0)    # the waiting frame, handed over
+        assert ctx.get(link.frame.seq) == 2
+        assert opcode_flags(ctx, link.frame) == {Op.INFO}
+        await link.release(ctx)
+        # The CRC of the rest is right, the frame is not.
+        assert await link.receive(ctx, third[1:]) == Held(False, False, 2)
+        await link.release(ctx)
+        assert await link.receive(ctx, third) == Held(True, False, 2)
+        assert ctx.get(link.frame.seq) == 3
 
     simulate(8, testbench)
 
 
-def test_restart_leaves_an_escape():
-    wire = protocol.encode_frame(0x33, Op.INFO)
+def test_release_leaves_an_escape():
+    first = protocol.encode_frame(0x11, Op.INFO)
+    payload = bytes([protocol.END, 0x42])
+    wire = protocol.encode_frame(0x33, Op.LOAD_INPUT, payload)
+    escape = wire.index(protocol.ESC)
 
     async def testbench(ctx, link):
-        await link.send(ctx, bytes([protocol.END, 0x01, protocol.ESC]))
-        await link.restart(ctx)
-        # Without the restart the 0x33 would end the escape (and poison the frame).
-        ends = await link.send(ctx, wire[1:])
-        assert ends == [End(True, False, 4)]
+        assert await link.receive(ctx, first) == Held(True, False, 0)
+        # The executor's frame is released in the middle of the next frame's escape.
+        await link.send(ctx, wire[:escape + 1])
+        await link.release(ctx)
+        await link.send(ctx, wire[escape + 1:])
+        assert link.held(ctx) == Held(True, False, 2)
         assert ctx.get(link.frame.seq) == 0x33
+        assert (await link.buffer(ctx, 2)) == payload
 
     simulate(8, testbench)
 
@@ -216,17 +234,20 @@ def bad_length(code, length):
         return length != 6
     if code == Op.LOAD_INPUT:
         return length < 4 or length % 2 != 0 or length > 2 + 2 * MAX_FEATURES
+    if code == Op.INFER:
+        return length < 6 or length % 2 != 0 or length > 4 + 2 * MAX_FEATURES
     return False                                         # unknown: answered as such
 
 
 def test_payload_length_check():
-    max_payload = 16
+    max_payload = 18
     cases = [(code, length) for code in list(Op) + [0x7F] for length in range(max_payload + 1)]
 
     async def testbench(ctx, link):
         for code, length in cases:
-            await link.send(ctx, protocol.encode_frame(1, code, bytes(length)))
+            assert await link.receive(ctx, protocol.encode_frame(1, code, bytes(length))) \
+                == Held(True, False, length)
             assert ctx.get(link.frame.bad_length) == bad_length(code, length), (code, length)
-            await link.restart(ctx)
+            await link.release(ctx)
 
     simulate(max_payload, testbench)
