@@ -195,8 +195,20 @@ class Linear:
         return np.maximum(y, 0) if self.relu else y
 
 
+class _MapSizes:
+    """A convolution's sizes are its maps' (``geometry``), not its kernel matrix's."""
+
+    @property
+    def in_features(self) -> int:
+        return self.geometry.in_size
+
+    @property
+    def out_features(self) -> int:
+        return self.geometry.out_size
+
+
 @dataclass(frozen=True, eq=False)
-class Conv2d(Linear):
+class Conv2d(_MapSizes, Linear):
     """A convolution: ``weight`` is its kernel as a matrix, ``out_channels x (in_channels * kh
     * kw)`` (``compiler/conv.py``), applied at every output position of ``geometry``, then the
     bias, ReLU and the geometry's max pooling.  Inputs and outputs are flat maps."""
@@ -210,14 +222,6 @@ class Conv2d(Linear):
         if self.weight.shape != expected:
             raise ValueError(f"layer {self.name}: a kernel matrix of {expected} (out x "
                              f"in * kh * kw), not {self.weight.shape}")
-
-    @property
-    def in_features(self) -> int:
-        return self.geometry.in_size
-
-    @property
-    def out_features(self) -> int:
-        return self.geometry.out_size
 
     def forward(self, x: np.ndarray, weight: np.ndarray | None = None,
                 bias: np.ndarray | None = None) -> np.ndarray:
@@ -454,7 +458,7 @@ class QuantizedLinear:
 
 
 @dataclass(frozen=True, eq=False)
-class QuantizedConv2d(QuantizedLinear):
+class QuantizedConv2d(_MapSizes, QuantizedLinear):
     """A convolution of the integer network: ``codes`` is its kernel matrix, ``out_channels x
     (in_channels * kh * kw)`` (``compiler/conv.py``), applied at every output position of
     ``geometry``; each position's outputs are requantized as a :class:`QuantizedLinear`'s
@@ -470,14 +474,6 @@ class QuantizedConv2d(QuantizedLinear):
             raise ValueError(f"layer {self.name}: codes of shape {self.codes.shape}, not the "
                              f"kernel matrix's {expected} (out x in * kh * kw)")
         super().__post_init__()
-
-    @property
-    def in_features(self) -> int:
-        return self.geometry.in_size
-
-    @property
-    def out_features(self) -> int:
-        return self.geometry.out_size
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         g = self.geometry
