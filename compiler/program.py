@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bus, configure, isa
+from .balance import balance_rows
 from .config import EngineConfig, check_pes
 from .conv import ConvGeometry
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
@@ -164,7 +165,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             scan_lanes: int | None = None, fifo_depth: int | None = None,
             headroom: float | None = None,
             config: EngineConfig | None = None, verify: bool = True,
-            fit_check: bool = True) -> Program:
+            fit_check: bool = True, balance: bool = True) -> Program:
     """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
     QuantizedNetwork to a program for ``pes`` PEs (default 8).
 
@@ -174,6 +175,9 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     omitted or equal ``config.pes``.  With ``board`` the engine must fit the board's part.
     Refusals are ``configure.DoesNotFit`` errors listing needed vs available;
     ``fit_check=False`` skips the board's (the estimate's) check, not the engine's.
+    ``balance`` (the default) permutes each hidden Linear layer's rows over the PEs where that
+    evens their entries (``balance.balance_rows``): the program's network is then that
+    permutation of the model's, whose outputs are the same for every input.
     """
     network = getattr(model, "network", model)
     if not isinstance(network, QuantizedNetwork):
@@ -188,6 +192,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
     conv = has_convolutions(network) or (config is not None and config.conv)
+    if balance and not conv:
+        network, _ = balance_rows(network, int(pes), (1 << idx_bits) - 1)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in network.layers]
     if config is None:

@@ -69,7 +69,9 @@ def test_golden_model_equals_the_integer_network(seed, pes, depth, density, act_
     x = random_inputs(rng, network, 12)
     layers = run_image(program.config, program.image, x, return_layers=True)
     expected = x
-    for index, layer in enumerate(network.layers):
+    # Layer by layer against the program's network: the model's, its hidden rows permuted
+    # (compiler/balance.py); the outputs against the model's own.
+    for index, layer in enumerate(program.network.layers):
         expected = layer.forward(expected)
         np.testing.assert_array_equal(layers[index + 1], expected)
     np.testing.assert_array_equal(reference(program, x, integer=True), network.forward(x))
@@ -80,7 +82,8 @@ def test_golden_decodes_the_image_to_the_network_weights():
     network = random_network(rng, [40, 300, 10], density=0.05)
     program = sf.compile(network, pes=7)
     assert sum(program.column_counts(0).sum(axis=1)) > network.layers[0].nnz     # padding
-    for decoded, layer in zip(decode_image(program.config, program.image), network.layers):
+    for decoded, layer in zip(decode_image(program.config, program.image),
+                              program.network.layers):
         np.testing.assert_array_equal(decoded.weights, layer.weights)
         np.testing.assert_array_equal(decoded.bias, layer.bias)
         assert (decoded.shift, decoded.relu) == (layer.shift, layer.relu)
