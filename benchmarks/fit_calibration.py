@@ -1,29 +1,32 @@
 """The fit check's calibration: the compiler's resource estimate (``compiler/resources.py``)
-against what Yosys + nextpnr make of the same iCEBreaker board top, on a sweep of models and
-PE counts.  Prints the error table (estimated vs packed logic cells and block RAMs), the error
-the fit check allows for, and for each design whether the check accepts it and whether it
-fits.  Asserts nothing.
+against what Yosys + nextpnr make of the same board top (the iCEBreaker's, or with ``--board
+ulx3s-85f`` the ULX3S-85F's), on a sweep of models and PE counts.  Prints the error table
+(estimated vs packed logic cells and block RAMs), the error the fit check allows for, and for
+each design whether the check accepts it and whether it fits.  Asserts nothing.
 
     nice -n 10 .venv/bin/python benchmarks/fit_calibration.py            # synthesise what is
                                                                          # not cached (minutes)
     .venv/bin/python benchmarks/fit_calibration.py --reuse               # the cached figures only
     nice -n 10 .venv/bin/python benchmarks/fit_calibration.py --place digits-acc16-N8
+    nice -n 10 .venv/bin/python benchmarks/fit_calibration.py --board ulx3s-85f --jobs 1
 
 Each design is synthesised (Yosys, the minutes) and packed by nextpnr (``--pack-only``: the
 cell counts placement starts from; a second), not placed: the logic cells packed are the logic
 cells placed (nextpnr adds none while placing; tests/test_boards.py's build and
 docs/compiler.md show the same count both ways).  ``--place NAME`` places and routes the named
 designs too (minutes each), for the ones near the part's capacity.  Figures are cached per
-design in ``build/fit_calibration/<design>/result.json`` with the commit they were made at
-(``--fresh`` makes them again).  Engines are chosen as ``sparseforge compile --board
-icebreaker`` chooses them (write-back sharing, lanes, accumulators), with the fit check off so
-that the refused designs are measured too.
+design in ``build/fit_calibration/<design>/result.json`` (``build/fit_calibration/<board>/``
+for another board) with the commit they were made at (``--fresh`` makes them again).  Engines
+are chosen as ``sparseforge compile --board <board>`` chooses them (write-back sharing, lanes,
+accumulators, the ECP5's retiming flags), with the fit check off so that the refused designs
+are measured too.
 
 The sweep: the digits MLP (64-128-10, 90% pruned, 4-bit weights) compressed with
 ``--max-acc-bits 16`` (the iCEBreaker's recipe) and without it (wider accumulators, high bits
 in registers), two random sparse MLPs with their own codebooks and accumulator widths, and the
-Brevitas W4A4 MLP imported from QDQ (per-row requantization), at 1 to 8 PEs.
-ECP5 (N = 8..32 on the 85F, 10-25 minutes per build) is not part of it.
+Brevitas W4A4 MLP imported from QDQ (per-row requantization), at 1 to 8 PEs on the UP5K and
+8 to 32 on the ECP5-85F (its synthesis takes minutes per design; an ECP5 place and route 10-25).
+On ECP5 the "logic cells" are LUT4s (``TRELLIS_COMB``), which is what the estimate counts.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from sparseforge.compiler.resources import check_board, estimate_resources, fit_
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "build" / "fit_calibration"
-BOARD = "icebreaker"
+BOARD = "icebreaker"                    # main() sets it from --board
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,17 @@ SWEEP = tuple(Design(model, pes) for model, counts in (
     ("random-b", (3, 6)),
     ("w4a4", (2, 4)),
 ) for pes in counts)
+
+# The ECP5-85F: the same models at the PE counts its engines are built with.
+ECP5_SWEEP = tuple(Design(model, pes) for model, counts in (
+    ("digits-acc16", (8, 16, 32)),
+    ("digits", (16,)),
+    ("random-a", (8, 24)),
+    ("random-b", (12,)),
+    ("w4a4", (16,)),
+) for pes in counts)
+
+SWEEPS = {"icebreaker": SWEEP, "ulx3s-85f": ECP5_SWEEP}
 
 
 def _commit() -> str:
@@ -119,7 +133,7 @@ def load_model(name: str):
 
 
 def measure(design: Design, say, *, place: bool = False) -> dict:
-    """Compile ``design`` as ``compile --board icebreaker`` would (fit check off), synthesise
+    """Compile ``design`` as ``compile --board BOARD`` would (fit check off), synthesise
     and pack (or place) its board top; the packed counts and the compiler's estimate."""
     target = find_board(BOARD)
     program = sf.compile(load_model(design.model), pes=design.pes, board=BOARD,
@@ -254,9 +268,11 @@ def render(rows: list[dict], console: Console) -> None:
 
 
 def main() -> None:
-    global OUT
+    global OUT, BOARD
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--board", choices=sorted(SWEEPS), default="icebreaker",
+                        help="the board whose part is calibrated (default icebreaker)")
     parser.add_argument("--reuse", action="store_true", help="cached figures only; build "
                                                              "nothing")
     parser.add_argument("--fresh", action="store_true", help="build again what is cached")
@@ -265,20 +281,23 @@ def main() -> None:
     parser.add_argument("--place", nargs="*", default=(), metavar="DESIGN",
                         help="also place and route these designs (minutes each)")
     parser.add_argument("--jobs", type=int, default=2, help="builds at once (default 2)")
-    parser.add_argument("--out", type=Path, default=OUT,
-                        help="the cache folder (default build/fit_calibration)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the cache folder (default build/fit_calibration, and "
+                             "build/fit_calibration/<board> for another board)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
-    OUT = args.out
+    BOARD = args.board
+    OUT = args.out or (OUT if BOARD == "icebreaker" else OUT / BOARD)
     console = Console(stderr=args.json, width=200)
 
     def say(message: str) -> None:
         console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(message)}",
                       highlight=False)
 
-    designs = [d for d in SWEEP if not args.only or d.name in args.only]
+    sweep = SWEEPS[BOARD]
+    designs = [d for d in sweep if not args.only or d.name in args.only]
     extra = [Design(*_parse(name)) for name in args.only or () if name not in
-             {d.name for d in SWEEP}]
+             {d.name for d in sweep}]
     designs += extra
     jobs = [(design, place) for design in designs
             for place in dict.fromkeys((False, design.name in args.place))
