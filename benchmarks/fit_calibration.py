@@ -81,10 +81,10 @@ SWEEP = tuple(Design(model, pes) for model, counts in (
 # The ECP5-85F: the same models at the PE counts its engines are built with.
 ECP5_SWEEP = tuple(Design(model, pes) for model, counts in (
     ("digits-acc16", (8, 16, 32)),
-    ("digits", (16,)),
-    ("random-a", (8, 24)),
-    ("random-b", (12,)),
-    ("w4a4", (16,)),
+    ("digits", (16, 32)),
+    ("random-a", (8, 16, 24)),
+    ("random-b", (12, 24)),
+    ("w4a4", (8, 16)),
 ) for pes in counts)
 
 SWEEPS = {"icebreaker": SWEEP, "ulx3s-85f": ECP5_SWEEP}

@@ -114,10 +114,15 @@ _BRAM_SHAPES = {
 }
 # Yosys's memory_libmap weighs a block RAM (iCE40 SB_RAM40_4K: cost 64 in its brams.txt)
 # against one per bit in flip-flops: an iCE40 memory of at most 64 bits per block it would
-# take stays in logic.  ECP5: memories under a quarter DP16KD are assumed to go to LUT RAM
-# (not yet calibrated against builds).
+# take stays in logic.  On ECP5 it weighs a DP16KD (cost 128 in lattice/brams_16kd.txt)
+# against LUT RAM, TRELLIS_DPR16X4 cells of 16 words x 4 bits (cost 4 each in
+# lutrams_trellis.txt) plus half a point per bit of the read multiplexer and per write enable
+# of the demultiplexer over the cells' depth (memory_libmap.cc's FACTOR_MUX, FACTOR_DEMUX),
+# and takes the cheaper: what every memory of the ECP5 calibration sweep did
+# (benchmarks/fit_calibration.py --board ulx3s-85f).
 _LOGIC_BITS_PER_BLOCK = {"ice40": 64}
-_SMALL_MEMORY_BITS = {"ecp5": 1024}
+_LUTRAM_CELL = {"ecp5": (16, 4, 4)}         # depth, width, cost; against a block's cost
+_BLOCK_COST = {"ecp5": 128}
 SPRAM_WIDTH = 16            # iCE40UP SB_SPRAM256KA: 16k x 16
 SPRAM_DEPTH = 16384
 
@@ -125,8 +130,8 @@ SPRAM_DEPTH = 16384
 def brams_for(memory: Memory, family: str) -> int:
     """Block RAMs for one memory: the best aspect ratio's ``ceil(width / w) * ceil(depth / d)``
     per copy.  Unless pinned to block RAM, a small memory goes to flip-flops (iCE40: at most
-    64 bits per block it would take, Yosys's cost rule) or LUT RAM (ECP5: under a quarter
-    block)."""
+    64 bits per block it would take, Yosys's cost rule) or LUT RAM (ECP5: where Yosys's cost
+    for it is lower)."""
     if family not in _BRAM_SHAPES:
         raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(_BRAM_SHAPES)}")
     bits = memory.depth * memory.width
@@ -137,9 +142,27 @@ def brams_for(memory: Memory, family: str) -> int:
     if not memory.pinned:
         if family in _LOGIC_BITS_PER_BLOCK and bits <= _LOGIC_BITS_PER_BLOCK[family] * blocks:
             return 0
-        if bits < _SMALL_MEMORY_BITS.get(family, 0):
+        if family in _LUTRAM_CELL and _lutram_cost(memory, family) < _BLOCK_COST[family] * blocks:
             return 0
     return memory.copies * blocks
+
+
+def _lutram_cost(memory: Memory, family: str) -> float:
+    """memory_libmap's cost of one copy of ``memory`` in LUT RAM: the cells, and the read
+    multiplexer and write demultiplexer over their depth."""
+    depth = _LUTRAM_CELL[family][0]
+    chunks = math.ceil(memory.depth / depth)
+    return (lutram_cells(memory, family) * _LUTRAM_CELL[family][2]
+            + 0.5 * (chunks - 1) * memory.width + (0.5 * chunks if chunks > 1 else 0))
+
+
+def lutram_cells(memory: Memory, family: str) -> int:
+    """LUT RAM cells one copy of ``memory`` takes where the family has them (ECP5
+    TRELLIS_DPR16X4: 16 words x 4 bits), else 0."""
+    if family not in _LUTRAM_CELL or memory.depth * memory.width == 0:
+        return 0
+    depth, width, _ = _LUTRAM_CELL[family]
+    return math.ceil(memory.depth / depth) * math.ceil(memory.width / width)
 
 
 def activations_in_spram(config: EngineConfig, device: str) -> bool:

@@ -28,6 +28,8 @@ def register(verbs) -> None:
                                                        "2 on an iCE40, to fit)")
     parser.add_argument("--headroom", type=float, help="spare capacity as a fraction (0.5: "
                                                        "memories 50%% deeper) for later models")
+    parser.add_argument("--no-balance", action="store_true",
+                        help="keep every layer's row order (no row balancing over the PEs)")
     parser.add_argument("-o", "--output", default="build/program", help="program directory")
     parser.add_argument("--no-verilog", action="store_true", help="skip writing engine.v")
     add_json_flag(parser)
@@ -43,7 +45,7 @@ def run(args) -> int:
         compressed = sf.load_compressed(args.model)
         program = sf.compile(compressed, pes=args.pes, board=args.board,
                              scan_lanes=args.scan_lanes, fifo_depth=args.fifo_depth,
-                             headroom=args.headroom)
+                             headroom=args.headroom, balance=not args.no_balance)
     except (CompressedModelError, ValueError, TypeError) as error:
         return fail(str(error))
     directory = Path(args.output)
