@@ -6,7 +6,8 @@ For each layer ``l < layer_count``:
 2. LOAD: the layer's ``2**code_bits`` codebook values go into the codebook registers the PEs
    read (one per cycle, as EIE loads its per-layer codebook into the PEs' lookup tables).  For
    every layer but the first this happens during the previous layer's write-back, so LOAD
-   costs nothing then.
+   costs nothing then.  An engine with ``decoded_weights`` (codebook values in the PEs' entry
+   memories) has no codebook to load: LOAD never happens.
 3. COMPUTE: start the broadcast unit; wait until it is idle and no PE is busy.
 4. WRITEBACK: every PE reads and clears its ``rows`` accumulators in lockstep, one row per
    ``period`` cycles; the shared requantizers turn them into activations, one lane of each
@@ -29,7 +30,7 @@ results are dropped), so a run interrupted by a reset leaves nothing behind.
 
 from types import SimpleNamespace
 
-from amaranth import Module, Signal
+from amaranth import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -280,8 +281,12 @@ class Sequencer(wiring.Component):
 
     def _codebook_loader(self, m, index):
         """The codebook loader runs beside the FSM, so that the next layer's codebook loads
-        during this layer's write-back, when no PE reads the registers."""
+        during this layer's write-back, when no PE reads the registers.  With
+        ``config.decoded_weights`` the PEs' entries hold codebook values and nothing reads
+        the registers: there is no loader, and every layer has its codebook."""
         config = self._config
+        if config.decoded_weights:
+            return Signal(), Signal.like(index), Const(0), Signal.like(index), Signal(), Const(1)
         m.submodules.codebook_loader = loader = CodebookLoader(config)
         wiring.connect(m, loader.codebook, wiring.flipped(self.codebook))
         wiring.connect(m, loader.codebook_write, wiring.flipped(self.codebook_write))

@@ -102,11 +102,14 @@ def sequencer_overhead(config: EngineConfig, out_features: int,
     The first layer of a run waits for its whole codebook load (``2**code_bits + 1`` cycles);
     the others' codebooks load during the previous layer's write-back, which started
     ``previous rows * period + writeback_latency + 1`` cycles before this layer's FETCHED.
+    With ``decoded_weights`` there is no codebook to load.
     """
     period = config.writeback_period
     rows = ceil_div(out_features, config.pes)
     load_cycles = config.codebook_size + 1
-    if previous_out_features is None:
+    if config.decoded_weights:
+        load = 0
+    elif previous_out_features is None:
         load = load_cycles
     else:
         previous_rows = ceil_div(previous_out_features, config.pes)
@@ -307,9 +310,12 @@ def geometry_load_cycles(config: EngineConfig) -> int:
 def conv_prologue(config: EngineConfig, previous_rows: int | None) -> int:
     """Cycles of a conv-mode layer before its first position: FETCH, FETCHED and the wait for
     the codebook (loaded during the previous layer's last write-back, as a Linear engine's
-    next layer's is) and the geometry word (loaded from FETCH)."""
+    next layer's is; none with ``decoded_weights``) and the geometry word (loaded from
+    FETCH)."""
     load_cycles = config.codebook_size + 1
-    if previous_rows is None:
+    if config.decoded_weights:
+        load = 0
+    elif previous_rows is None:
         load = load_cycles
     else:
         head_start = previous_rows * config.writeback_period + writeback_latency(config) + 1
