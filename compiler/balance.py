@@ -14,9 +14,10 @@ user's), and so do convolutions (conv mode lays channels out itself, ``lowering.
 
 The permutation is the longest-processing-time rule under the interleave's slot counts: rows
 by entries, heaviest first, each to the PE with the fewest entries so far that still has a
-free slot.  It is kept only when it lowers the most entries any PE holds (zero-run padding
-included, as ``encode.encode_layer`` stores them), so a layer that is already balanced keeps
-its order.  Balancing is static: it evens the entries, not the work of a given input, which
+free slot.  It is kept only when it lowers the most entries any PE holds of the layer (zero-run
+padding included, as ``encode.encode_layer`` stores them) and does not raise the most any PE
+holds of all layers together (the entry memory's depth), so a layer that is already balanced
+keeps its order.  Balancing is static: it evens the entries, not the work of a given input, which
 also depends on which of its activations are zero.
 """
 
@@ -69,15 +70,22 @@ def balance_rows(network: QuantizedNetwork, pes: int, max_run: int = 15
     pes = check_pes(pes)
     layers = list(network.layers)
     orders: list[np.ndarray | None] = [None] * len(layers)
+    # Each PE's entries of every layer: what its entry memory holds (a column permutation of
+    # the next layer leaves these the same).
+    entries = [pe_entries(layer.codes, pes, max_run) for layer in layers]
     for index in range(len(layers) - 1):
         layer, following = layers[index], layers[index + 1]
         # Exactly Linear: a QuantizedConv2d is a QuantizedLinear too, laid out by lowering.py.
         if type(layer) is not QuantizedLinear or type(following) is not QuantizedLinear:
             continue
         order = balanced_order(layer.codes, pes)
-        if pe_entries(layer.codes[order], pes, max_run).max() >= \
-                pe_entries(layer.codes, pes, max_run).max():
+        balanced = pe_entries(layer.codes[order], pes, max_run)
+        totals = sum(entries) - entries[index]
+        # Kept when it lowers the layer's most loaded PE without deepening the entry memory.
+        if (balanced.max() >= entries[index].max()
+                or (totals + balanced).max() > (totals + entries[index]).max()):
             continue
+        entries[index] = balanced
         layers[index] = _permute_rows(layer, order)
         layers[index + 1] = dataclasses.replace(
             following, codes=np.ascontiguousarray(following.codes[:, order]))

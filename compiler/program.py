@@ -193,7 +193,15 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
     conv = has_convolutions(network) or (config is not None and config.conv)
     if balance and not conv:
-        network, _ = balance_rows(network, int(pes), (1 << idx_bits) - 1)
+        balanced, _ = balance_rows(network, int(pes), (1 << idx_bits) - 1)
+        if config is not None and balanced is not network:
+            # An existing engine: balanced only if that still fits it (a column of one PE
+            # may hold more entries after the permutation).
+            try:
+                configure.fit(balanced, config)
+            except configure.DoesNotFit:
+                balanced = network
+        network = balanced
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in network.layers]
     if config is None:

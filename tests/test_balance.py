@@ -109,3 +109,20 @@ def test_row_orders_tell_a_balanced_program_s_network_from_another_model():
     other[2] = dataclasses.replace(other[2], bias=bias)
     assert row_orders(network, QuantizedNetwork(tuple(other))) is None
     assert row_orders(network, QuantizedNetwork(balanced.layers[:2])) is None
+
+
+def test_balancing_does_not_deepen_the_entry_memory():
+    # Layer 0 puts its two long rows on PE 0 (16 entries against 2); the last layer's rows of
+    # PE 1 hold 8. Evening layer 0 (9 and 9) would leave PE 1 with 17 entries in all, more
+    # than PE 0's 16 now: the order is kept.
+    network = random_network(np.random.default_rng(2), [8, 4, 4], density=0.5)
+    first = np.zeros((4, 8), np.uint8)
+    first[[0, 2]] = 1
+    first[[1, 3], 0] = 1
+    last = np.zeros((4, 4), np.uint8)
+    last[[1, 3]] = 1
+    network = QuantizedNetwork((dataclasses.replace(network.layers[0], codes=first),
+                                dataclasses.replace(network.layers[1], codes=last)))
+    assert balanced_order(first, 2).tolist() != [0, 1, 2, 3]      # it would move rows
+    balanced, orders = balance_rows(network, 2)
+    assert balanced is network and orders == [None, None]
