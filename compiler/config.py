@@ -92,7 +92,8 @@ class EngineConfig:
         shift and ReLU flag come from one register across the die).  The registers out to the
         PEs are two deep (one by the broadcast unit, one by the PE).  A layer takes eight
         cycles more (four in the compute phase, four in the write-back), and a freed queue
-        entry is counted a cycle later.
+        entry is counted two cycles later (a register in the PE and one by the broadcast
+        unit).
     multiplier_bits : 0 (the power-of-two write-back: one shift per layer, the activation
         width's range, from 0 with ReLU), or the width of a signed per-row multiplier: each
         output row then has its own scale word (``isa.scale_layout``: multiplier, rounding

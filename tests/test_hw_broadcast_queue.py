@@ -3,7 +3,8 @@
 A group offered is pushed exactly while the count of free entries is not zero, the count
 follows the pushes and the dequeues (from empty to full and back), ``next_full`` says a
 cycle ahead that it reaches zero (the offer stage's ``blocked`` register), and with link
-registers the pushed group reaches the queue two cycles after the push, as it was.
+registers the pushed group reaches the queue two cycles after the push, as it was, and a
+dequeue is counted a cycle after it arrives.
 """
 
 import random
@@ -27,12 +28,16 @@ def test_pushes_while_it_has_credits(fifo_depth, link_registers):
 
     async def testbench(ctx):
         held = 0                                # groups in the queue, as the unit counts them
+        outstanding = 0                         # groups pushed and not yet dequeued
         in_flight = [None] * delay              # pushes on their way through the link
+        # With link registers a dequeue is counted a cycle after the unit sees it (its own
+        # register; the PE's is outside it).
+        returning = [False] * (1 if link_registers else 0)
         for cycle in range(1500):
             # Phases of filling and of draining, so that the count goes from end to end.
             filling = (cycle // (4 * fifo_depth)) % 2 == 0
             offered = rng.random() < (0.9 if filling else 0.2)
-            dequeued = held > 0 and rng.random() < (0.2 if filling else 0.9)
+            dequeued = outstanding > 0 and rng.random() < (0.2 if filling else 0.9)
             group = {"pointer": rng.randrange(64), "values": [rng.randint(-8, 7)] * 2,
                      "first": rng.randrange(2), "rest": rng.randrange(4),
                      "single": rng.randrange(2)}
@@ -41,7 +46,9 @@ def test_pushes_while_it_has_credits(fifo_depth, link_registers):
             ctx.set(dut.group, group)
             ctx.set(dut.dequeued, dequeued)
             pushed = offered and held < fifo_depth
-            held += pushed - dequeued
+            returning.append(dequeued)
+            held += pushed - returning.pop(0)
+            outstanding += pushed - dequeued
             assert 0 <= held <= fifo_depth
             seen["full"] += held == fifo_depth
             seen["empty"] += held == 0

@@ -153,11 +153,12 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
     walking = [0] * pes                         # entries left of a column being walked
     pipes = [[False, False, False] for _ in range(pes)]
     # The unit's count of each queue's free entries, the groups on their way to the queues
-    # and the dequeues on their way back (config.link_registers: a cycle each way).
+    # and the dequeues on their way back (config.link_registers: two cycles each way).
     credits = [config.fifo_depth] * pes
     links: list[tuple | None] = [None] * pes          # first link register
     fars: list[tuple | None] = [None] * pes           # second link register
-    returning = [False] * pes
+    returning = [False] * pes                   # a dequeue in the PE's register
+    returned_late = [False] * pes               # and in the broadcast unit's
     linked = config.link_registers
 
     cycle = 0
@@ -244,8 +245,9 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
                 fronts[k] = front[1:]
 
         for k in range(pes):
-            returned = returning[k] if linked else dequeued[k]
+            returned = returned_late[k] if linked else dequeued[k]
             credits[k] += returned - (k in accepted)
+            returned_late[k] = returning[k]
             returning[k] = dequeued[k]
             if linked and fars[k] is not None:
                 queues[k].append(fars[k])
