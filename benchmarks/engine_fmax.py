@@ -325,7 +325,7 @@ def _build_with(program, target, frequency: float | None, build_dir: Path, synth
     from sparseforge.boards.top import BoardTop
 
     asked = frequency or target.target_mhz
-    options = " ".join(filter(None, [target.synth_opts, synth_opts]))
+    options = " ".join(filter(None, [target.synthesis_options(program.config), synth_opts]))
     say(f"[{target.name} N={program.config.pes}] place and route for {target.title} at "
         f"{asked:.1f} MHz with Yosys options {options!r}")
     started = time.monotonic()

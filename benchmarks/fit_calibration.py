@@ -148,7 +148,7 @@ def measure(design: Design, say, *, place: bool = False) -> dict:
               "commit": _commit(), "config": dataclasses.asdict(config)}
     try:
         built = build_bitstream(target.make_platform(), top, folder,
-                                synth_opts=target.synth_opts or None,
+                                synth_opts=target.synthesis_options(config),
                                 nextpnr_opts=target.nextpnr_opts or None, pack_only=not place)
         use = built.report.resources
         record.update(lc=use["LUT"].used, bram=use["BRAM"].used, dsp=use["DSP"].used,

@@ -174,7 +174,7 @@ def _attempt(program, target: Board, frequency_mhz: float, directory: Path,
                  + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""))
     top = BoardTop(target, program.config, program.image, frequency_mhz=frequency_mhz)
     return build_bitstream(target.make_platform(), top, directory,
-                           synth_opts=target.synth_opts or None,
+                           synth_opts=target.synthesis_options(program.config),
                            nextpnr_opts=target.nextpnr_opts or None, seeds=seeds, jobs=jobs)
 
 

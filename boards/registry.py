@@ -58,6 +58,17 @@ class Board:
     def part(self) -> Part:
         return part(self.part_name)
 
+    def synthesis_options(self, config) -> str | None:
+        """Yosys options for an engine of ``config`` (an EngineConfig) on this board:
+        ``synth_opts``, and on ECP5 for an engine with per-row requantization ``-dff``: without
+        it Yosys 0.70's abc9 fails an assertion (ABC_OPS_REINTEGRATE, ``GetSize(conn.first) ==
+        GetSize(conn.second)``) on such a board top, also with ``-nodsp`` or ``-nolutram``;
+        with it abc9 maps the flip-flops with the logic, and the design synthesises."""
+        options = self.synth_opts
+        if self.part.family == "ecp5" and config.row_scales:
+            options = f"{options} -dff".strip()
+        return options or None
+
     @property
     def family(self) -> str:
         return self.part.family

@@ -186,3 +186,18 @@ def test_board_top_elaborates_with_its_link_clock(name, frequency):
         assert "SB_PLL40_2_PAD" in text                 # port A: the 12 MHz for the link
     if name.startswith("ulx3s"):
         assert text.count("EHXPLLL") >= 2               # the engine's and the link's
+
+
+def test_ecp5_engines_with_row_scales_synthesise_with_dff():
+    # Yosys 0.70's abc9 fails an assertion on an ECP5 board top with per-row requantizers
+    # unless it maps the flip-flops too (-dff); other engines keep the board's options.
+    import dataclasses
+
+    from sparseforge.boards.registry import board
+    from sparseforge.compiler.config import EngineConfig
+
+    plain = EngineConfig(pes=4)
+    scaled = dataclasses.replace(plain, multiplier_bits=16, rounding_bits=8)
+    assert board("ulx3s-85f").synthesis_options(scaled) == "-dff"
+    assert board("ulx3s-85f").synthesis_options(plain) is None
+    assert board("icebreaker").synthesis_options(scaled) == "-dsp"
