@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sysconfig
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,14 +110,21 @@ class Tool:
         return _version_of(self.path, self.spec.version_args, self.spec, self.source)
 
 
-def _scripts_dirs() -> list[Path]:
+_SCRIPTS_LOCK = threading.Lock()
+
+
+@functools.cache
+def _scripts_dirs() -> tuple[Path, ...]:
     # A tool installed into this venv may not be on PATH when the venv is not activated
-    # (``.venv/bin/sparseforge doctor``), so look next to the interpreter too.
-    dirs = [Path(sysconfig.get_path("scripts"))]
-    user = sysconfig.get_path("scripts", f"{os.name}_user")
-    if user:
-        dirs.append(Path(user))
-    return dirs
+    # (``.venv/bin/sparseforge doctor``), so look next to the interpreter too.  Under a lock:
+    # sysconfig fills its variables on first use and is not thread-safe while it does
+    # (two builds started at once in threads got a KeyError 'userbase').
+    with _SCRIPTS_LOCK:
+        dirs = [Path(sysconfig.get_path("scripts"))]
+        user = sysconfig.get_path("scripts", f"{os.name}_user")
+        if user:
+            dirs.append(Path(user))
+        return tuple(dirs)
 
 
 def _which_script(name: str) -> str | None:
