@@ -106,16 +106,24 @@ def sequencer_overhead(config: EngineConfig, out_features: int,
     """
     period = config.writeback_period
     rows = ceil_div(out_features, config.pes)
+    previous_rows = (None if previous_out_features is None
+                     else ceil_div(previous_out_features, config.pes))
+    load = codebook_wait(config, previous_rows)
+    return 2 + load + 1 + 1 + rows * period + writeback_latency(config) - 1
+
+
+def codebook_wait(config: EngineConfig, previous_rows: int | None) -> int:
+    """Cycles a layer waits after FETCHED for its codebook: the whole load (``2**code_bits +
+    1``) for a run's first layer, what is left of it for the others (it started at the
+    previous layer's write-back, ``previous_rows * period + writeback_latency + 1`` cycles
+    before), none with ``decoded_weights``."""
     load_cycles = config.codebook_size + 1
     if config.decoded_weights:
-        load = 0
-    elif previous_out_features is None:
-        load = load_cycles
-    else:
-        previous_rows = ceil_div(previous_out_features, config.pes)
-        head_start = previous_rows * period + writeback_latency(config) + 1
-        load = max(0, load_cycles + 1 - head_start)
-    return 2 + load + 1 + 1 + rows * period + writeback_latency(config) - 1
+        return 0
+    if previous_rows is None:
+        return load_cycles
+    head_start = previous_rows * config.writeback_period + writeback_latency(config) + 1
+    return max(0, load_cycles + 1 - head_start)
 
 
 def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarray) -> int:
@@ -314,15 +322,7 @@ def conv_prologue(config: EngineConfig, previous_rows: int | None) -> int:
     the codebook (loaded during the previous layer's last write-back, as a Linear engine's
     next layer's is; none with ``decoded_weights``) and the geometry word (loaded from
     FETCH)."""
-    load_cycles = config.codebook_size + 1
-    if config.decoded_weights:
-        load = 0
-    elif previous_rows is None:
-        load = load_cycles
-    else:
-        head_start = previous_rows * config.writeback_period + writeback_latency(config) + 1
-        load = max(0, load_cycles + 1 - head_start)
-    return 2 + max(load, geometry_load_cycles(config))
+    return 2 + max(codebook_wait(config, previous_rows), geometry_load_cycles(config))
 
 
 def position_overhead(config: EngineConfig, rows: int) -> int:
