@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from sparseforge.boards.registry import boards
 from sparseforge.compiler import parts, resources
@@ -261,3 +262,23 @@ def test_conv_engines_keep_the_ice40s_placement_margin():
         resources.check_board(four, part)
     two = EngineConfig(pes=2, **DIGITS_CNN_ENGINE)
     assert resources.check_board(two, part).lut <= 4752
+
+
+@pytest.mark.parametrize("pes, lanes, link_registers", [(2, 1, False), (8, 8, True),
+                                                        (12, 4, False), (32, 8, True)])
+def test_the_estimates_queues_are_the_gateware_queues(pes, lanes, link_registers):
+    # The ECP5 logic estimate counts the queues' LUT RAM cells (resources.engine_queues): the
+    # widths and depths it assumes are the engine's.
+    from sparseforge.compiler.resources import engine_queues
+    from sparseforge.hw.broadcast import buffer_depth
+    from sparseforge.hw.broadcast_offer import offer_layout
+    from sparseforge.hw.pe_front_end import FrontEnd
+    config = EngineConfig(pes=pes, scan_lanes=lanes, max_features=96, pointer_depth=290,
+                          link_registers=link_registers)
+    front_end = Fragment.get(FrontEnd(config), None)
+    (queue,) = (sub.origins[0] for sub, name, _ in front_end.subfragments if name == "queue")
+    activation_queues, offers = engine_queues(config)
+    assert (activation_queues.depth, activation_queues.width, activation_queues.copies) == (
+        queue.depth, queue.width, pes)
+    assert (offers.depth, offers.width, offers.copies) == (
+        buffer_depth(config), offer_layout(config).size, 1)
