@@ -113,16 +113,17 @@ def engine_queues(config: EngineConfig) -> tuple[Memory, ...]:
     """The engine's queues: memories read without a clock, so never block RAM (LUT RAM on
     ECP5, flip-flops on iCE40).  Each PE's activation queue (``hw/pe_front_end.py``:
     ``fifo_depth`` groups of ``isa.group_layout``, with several lanes also the first lane's
-    pointer index and value) and the broadcast unit's buffer of offers
+    pointer index and value and its second lane) and the broadcast unit's buffer of offers
     (``hw/broadcast.buffer_depth`` groups of ``hw/broadcast_offer.offer_layout``: each with,
-    per PE, whether and in which lanes it has work).  tests/test_resources.py checks them
+    per PE, whether and in which lanes it has work).  tests/test_program_config.py checks them
     against the gateware's."""
     pes, lanes = config.pes, config.scan_lanes
     group_bits = isa.group_layout(config).size
     offer_bits = (max(1, (config.pointer_depth - 1).bit_length()) + lanes * config.act_bits
                   + pes)
     if lanes > 1:
-        group_bits += (config.pointer_depth - 1).bit_length() + 1 + config.act_bits
+        group_bits += ((config.pointer_depth - 1).bit_length() + 1 + config.act_bits
+                       + (lanes - 1).bit_length())
         offer_bits += pes * ((lanes - 1).bit_length() + lanes)
     return (Memory("activation queues", config.fifo_depth, group_bits, pes),
             Memory("offers", 7 + config.link_registers, offer_bits))

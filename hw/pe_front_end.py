@@ -95,21 +95,21 @@ class FrontEnd(wiring.Component):
     def _activation_queue(self, m):
         """The queue of groups; returns it, its head, and (with several lanes) the head's first
         lane's pointer index and value."""
-        # With several lanes the queue also keeps the first lane's pointer index and value,
-        # worked out as a group arrives: the queue's output is a LUT RAM read, and the front
-        # end takes them from it without an adder or a lane multiplexer behind it.
+        # With several lanes the queue also keeps the first lane's pointer index and value, and
+        # the second lane, worked out as a group arrives: the queue's output is a LUT RAM read,
+        # and the front end takes them from it without an adder, a lane multiplexer or an LNZD
+        # behind it.
         config = self._config
         group_bits = len(self.queue.payload.as_value())
         head = Signal(isa.group_layout(config))
-        head_first = Signal(data.StructLayout({"index": _index_bits(config),
-                                               "value": signed(config.act_bits)}))
+        head_first = Signal(_head_first_layout(config))
         if config.scan_lanes > 1:
             arriving = self.queue.payload
-            arriving_index = Signal(_index_bits(config))
-            arriving_value = Signal(signed(config.act_bits))
-            m.d.comb += [arriving_index.eq(arriving.pointer + arriving.first),
-                         arriving_value.eq(arriving.values[arriving.first])]
-            stored = Cat(arriving, arriving_index, arriving_value)
+            arriving_first = Signal(_head_first_layout(config))
+            m.d.comb += [arriving_first.index.eq(arriving.pointer + arriving.first),
+                         arriving_first.value.eq(arriving.values[arriving.first]),
+                         arriving_first.second.eq(lowest_set_bit(m, arriving.rest))]
+            stored = Cat(arriving, arriving_first)
         else:
             stored = self.queue.payload.as_value()
         m.submodules.queue = queue = fifo.SyncFIFO(width=len(stored), depth=config.fifo_depth)
@@ -142,24 +142,23 @@ class FrontEnd(wiring.Component):
     def _lanes(self, m, queue, head, head_first, issue):
         """With several lanes: hold the head's group and issue its lanes with work in order.
         Returns whether a lane is ready to issue, its pointer index and its value."""
-        # The front end holds a group and, worked out when it changes, the lane it issues next
-        # (pointer index and value) and whether that lane is the group's last: the issue and
-        # the parameter memory's address come from registers, not from an LNZD and an adder
-        # behind the issue decision.
+        # The front end holds a group and, worked out a cycle ahead, the lane it issues next
+        # (pointer index and value), whether that lane is the group's last, and the lane after
+        # it: the issue and the parameter memory's address come from registers, and the next
+        # address from an adder on registers, not from an LNZD and an adder in a row.
         config = self._config
         lanes = config.scan_lanes
         can_issue = Signal()
         issue_index = Signal(_index_bits(config))
         issue_value = Signal(signed(config.act_bits))
         front_valid = Signal()
-        front_rest = Signal(lanes, reset_less=True)         # lanes after the issuing one
         front_base = Signal.like(issue_index, reset_less=True)
         front_values = Signal(data.ArrayLayout(signed(config.act_bits), lanes), reset_less=True)
         front_index = Signal.like(issue_index, reset_less=True)
         front_value = Signal(signed(config.act_bits), reset_less=True)
         front_last = Signal(reset_less=True)
-        # The lane after the one issuing now.  (The queue's head names its first lane.)
-        next_lane = lowest_set_bit(m, front_rest)
+        front_next = Signal(range(lanes), reset_less=True)  # the lane issued after this one
+        front_after = Signal(lanes, reset_less=True)        # the lanes after that
         take_group = Signal()
         m.d.comb += [
             can_issue.eq(front_valid),
@@ -171,23 +170,32 @@ class FrontEnd(wiring.Component):
         with m.If(take_group):
             m.d.sync += [
                 front_valid.eq(1),
-                front_rest.eq(head.rest),
                 front_base.eq(head.pointer),
                 front_values.eq(head.values),
                 front_index.eq(head_first.index),
                 front_value.eq(head_first.value),
                 front_last.eq(head.single),
+                front_next.eq(head_first.second),
+                front_after.eq(head.rest & (head.rest - 1)),
             ]
         with m.Elif(issue & front_last):
             m.d.sync += front_valid.eq(0)
         with m.Elif(issue):
             m.d.sync += [
-                front_rest.eq(front_rest & (front_rest - 1)),
-                front_index.eq(front_base + next_lane),
-                front_value.eq(front_values[next_lane]),
-                front_last.eq((front_rest & (front_rest - 1)) == 0),
+                front_index.eq(front_base + front_next),
+                front_value.eq(front_values[front_next]),
+                front_last.eq(front_after == 0),
+                front_next.eq(lowest_set_bit(m, front_after)),
+                front_after.eq(front_after & (front_after - 1)),
             ]
         return can_issue, issue_index, issue_value
+
+
+def _head_first_layout(config: EngineConfig) -> data.StructLayout:
+    # What the queue keeps beside a group with several lanes: its first lane's pointer index
+    # and value, and its second lane (the lowest of ``rest``).
+    return data.StructLayout({"index": _index_bits(config), "value": signed(config.act_bits),
+                              "second": range(max(2, config.scan_lanes))})
 
 
 def _index_bits(config: EngineConfig) -> int:

@@ -144,10 +144,11 @@ class Sequencer(wiring.Component):
         counting = Signal()
         # Decided while the layer computes: the last result's index (after reset, CLEAR's) and
         # whether this is the run's last layer.  `final` is `written == last_result`, kept in
-        # a flip-flop as the count moves, so that the end-of-layer decision (the layer index,
-        # the cycle counters, the state) does not wait on a comparator.
+        # a flip-flop as the count moves (as `written == before_last`: no incrementer in front
+        # of the comparator), so the end-of-layer decision does not wait on a comparator.
         clear_last = (config.max_rows << period_bits) - 1
         last_result = Signal.like(written, init=clear_last)
+        before_last = Signal(range(-1, 1 << len(written)), init=clear_last - 1)
         final = Signal(init=clear_last == 0)
         last_layer = Signal()
 
@@ -180,7 +181,7 @@ class Sequencer(wiring.Component):
         # and a decode of the state machine in front of the counter's enable was the UP5K's
         # critical path.  (The state machine's resets of the count come after, and win.)
         with m.If(self.results_valid):
-            m.d.sync += [written.eq(written + 1), final.eq(written + 1 == last_result)]
+            m.d.sync += [written.eq(written + 1), final.eq(written == before_last)]
         # `busy` is a flip-flop, high in every state but IDLE (set and cleared with the moves
         # into and out of it): the host bus's write decode and the engine's status wait on it.
         busy = Signal(init=1)
@@ -236,6 +237,7 @@ class Sequencer(wiring.Component):
 
             with m.State("COMPUTE"):
                 m.d.sync += [last_result.eq((self.layer.rows << period_bits) - 1),
+                             before_last.eq((self.layer.rows << period_bits) - 2),
                              last_layer.eq(index + 1 == self.layer_count)]
                 m.next = "DRAIN"
 
