@@ -146,6 +146,8 @@ class BroadcastUnit(wiring.Component):
         m.d.comb += [
             offer.head.valid.eq(buffer.r_rdy),
             offer.head.payload.eq(buffer.r_data),
+            offer.next_if_popped.eq(buffer.next_if_read),
+            offer.next_if_kept.eq(buffer.next_if_kept),
             buffer.r_en.eq(offer.head.ready),
             fetch.pop.eq(offer.pop),
             offer.dequeued.eq(self.dequeued),

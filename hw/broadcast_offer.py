@@ -6,9 +6,10 @@ PEs with work in it, each as soon as its own queue has room: a PE that takes the
 held back by one whose queue is full, and the head leaves the buffer once every PE that wants it
 has taken it.  A group no PE has work for is offered to none and leaves at once.
 
-Whether a PE holds the head back (it wants it, has not taken it, has no room) is an AND of the
-head's ``wants`` with a register, so the pop decision, which every flip-flop of the head waits
-on, is an OR of two-input ANDs.
+Whether a PE holds the head back (it wants it, has not taken it, has no room) is a register,
+worked out a cycle ahead for both outcomes of this cycle's pop from the buffer's next head
+either way (``PingPongFIFO.next_if_read`` and ``next_if_kept``): the pop decision is an OR of
+registers, and the loop from the pop back to those registers is one multiplexer.
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -52,6 +53,8 @@ class OfferStage(wiring.Component):
     -------
     head : In(stream of ``offer_layout``); the buffer's output: ``valid`` (a register) and
         ``payload``, the head; ``ready`` reads it (looked at only while ``valid``).
+    next_if_popped, next_if_kept : In(``offer_layout``); the head the buffer will show next
+        cycle if this cycle pops it, and if not.
     pop : Out; the head leaves the buffer this cycle (``valid`` and ``ready``).
     queues : Out(stream of ``isa.group_layout``) per PE, each into a queue of
         ``config.fifo_depth`` groups (``QueueFeed``): ``valid`` means a transfer.
@@ -64,6 +67,8 @@ class OfferStage(wiring.Component):
         self._config = config
         super().__init__({
             "head": In(stream.Signature(offer_layout(config))),
+            "next_if_popped": In(offer_layout(config)),
+            "next_if_kept": In(offer_layout(config)),
             "pop": Out(1),
             "queues": Out(stream.Signature(isa.group_layout(config))).array(config.pes),
             "dequeued": In(config.pes),
@@ -79,18 +84,17 @@ class OfferStage(wiring.Component):
 
         taken = Signal(pes)                     # PEs that took the head already
         next_taken = Signal(pes)
-        blocked = Signal(pes)                   # ~taken & ~has_room, a register
-        offered = Signal(pes)
+        kept_taken = Signal(pes)                # next_taken if the head stays
+        # wants & ~taken & ~has_room, a register: loaded with what it will be for the next
+        # head in either case, chosen by the pop
         refused = Signal(pes)
+        offered = Signal(pes)
+        next_full = Signal(pes)
         for pe in range(pes):
             m.submodules[f"feed{pe}"] = feed = QueueFeed(config)
             group = Signal(isa.group_layout(config), name=f"group{pe}")
             m.d.comb += [
                 offered[pe].eq(self.head.valid & head.wants[pe] & ~taken[pe]),
-                # Without the head's valid: ready is not looked at while the buffer's output
-                # is empty, and a level less in front of the pop, which every flip-flop of
-                # the head waits on.
-                refused[pe].eq(head.wants[pe] & blocked[pe]),
                 group.pointer.eq(head.pointer),
                 group.values.eq(head.values),
             ]
@@ -106,12 +110,20 @@ class OfferStage(wiring.Component):
                 self.far_valid[pe].eq(feed.far_valid),
             ]
             wiring.connect(m, feed.queue, wiring.flipped(self.queues[pe]))
-            m.d.sync += blocked[pe].eq(~next_taken[pe] & feed.next_full)
+            m.d.comb += next_full[pe].eq(feed.next_full)
 
+        # Without the head's valid: ready is not looked at while the buffer's output is
+        # empty, and a level less in front of the pop, which every flip-flop of the head
+        # waits on.
         m.d.comb += [
             self.head.ready.eq(refused == 0),
             self.pop.eq(self.head.valid & (refused == 0)),
-            next_taken.eq(Mux(self.pop, 0, taken | (offered & ~refused))),
+            kept_taken.eq(taken | (offered & ~refused)),
+            next_taken.eq(Mux(self.pop, 0, kept_taken)),
         ]
-        m.d.sync += taken.eq(next_taken)
+        m.d.sync += [
+            taken.eq(next_taken),
+            refused.eq(Mux(self.pop, self.next_if_popped.wants & next_full,
+                           self.next_if_kept.wants & ~kept_taken & next_full)),
+        ]
         return m

@@ -49,6 +49,12 @@ class PingPongFIFO(wiring.Component):
         Read the head at the next clock edge, if ``r_rdy``.
     level : Signal(range(depth + 1)), out
         Words held (a register).
+    next_if_read, next_if_kept : Signal(width), out
+        What ``r_data`` will be next cycle if the head is read now (with ``r_rdy``), and if it
+        is not: a reader
+        that keeps registers derived from the head can load them a cycle ahead, choosing
+        between the two with its own read decision (which then meets them at one
+        multiplexer, not in front of the slot selector).
     """
 
     def __init__(self, *, width: int, depth: int):
@@ -67,6 +73,8 @@ class PingPongFIFO(wiring.Component):
             "r_rdy": Out(1),
             "r_en": In(1),
             "level": Out(range(depth + 1)),
+            "next_if_read": Out(width),
+            "next_if_kept": Out(width),
         })
 
     def elaborate(self, platform):
@@ -117,15 +125,19 @@ class PingPongFIFO(wiring.Component):
             m.d.sync += inner_level.eq(inner_level - 1)
 
         next_valid = [Signal(name=f"next_slot{index}_valid") for index in range(2)]
+        next_slots = [Signal(self.width, name=f"next_slot{index}") for index in range(2)]
         for index in range(2):
             loaded = load & (load_into == index)
             read = do_read & (head == index)
+            m.d.comb += next_slots[index].eq(Mux(loaded, read_port.data, slots[index]))
             with m.If(loaded):
                 m.d.sync += slots[index].eq(read_port.data)
             # A slot is never read and loaded in one cycle: the head is loaded only when empty.
             m.d.comb += next_valid[index].eq(loaded | (slot_valid[index] & ~read))
             m.d.sync += slot_valid[index].eq(next_valid[index])
         next_head = head ^ do_read
+        m.d.comb += [self.next_if_read.eq(Mux(head, next_slots[0], next_slots[1])),
+                     self.next_if_kept.eq(Mux(head, next_slots[1], next_slots[0]))]
         m.d.sync += [
             head.eq(next_head),
             self.r_rdy.eq(Mux(next_head, next_valid[1], next_valid[0])),

@@ -62,19 +62,30 @@ def test_offers_each_group_to_the_pes_that_want_it(pes, scan_lanes, fifo_depth,
     drain_rates = [0.05] + [rng.choice([0.3, 0.9]) for _ in range(pes - 1)]
     arrivals = [[] for _ in range(pes)]
 
+    def head_after(buffer, arriving, popped):
+        # The buffer's head next cycle (the offer stage takes it a cycle ahead).
+        following = list(buffer)[1 if popped else 0:] + ([arriving] if arriving else [])
+        return following[0] if following else empty
+
+    empty = {**random_entry(rng, config), "wants": 0}
+
     async def testbench(ctx):
         buffer = deque()
         waiting = deque(entries)
+        arriving = None
         queues = [deque() for _ in range(pes)]
         dequeue_link = deque([0])                       # the PE's register on `dequeued`
         taken = [False] * pes                           # PEs that received the head
         for cycle in range(3000):
-            if waiting and rng.random() < 0.6:
-                buffer.append(waiting.popleft())
+            if arriving:
+                buffer.append(arriving)
+            arriving = waiting.popleft() if waiting and rng.random() < 0.6 else None
             # The buffer's output: valid while it holds a group, which stays until popped.
             ctx.set(dut.head.valid, bool(buffer))
             if buffer:
                 ctx.set(dut.head.payload, buffer[0])
+            ctx.set(dut.next_if_popped, head_after(buffer, arriving, True))
+            ctx.set(dut.next_if_kept, head_after(buffer, arriving, False))
             credits = [fifo_depth - len(queue) for queue in queues]
             popped = 0
             for pe, queue in enumerate(queues):
@@ -105,7 +116,8 @@ def test_offers_each_group_to_the_pes_that_want_it(pes, scan_lanes, fifo_depth,
                 buffer.popleft()
                 taken = [False] * pes
             await ctx.tick()
-            if not waiting and not buffer and list(map(len, arrivals)) == list(map(len, expected)):
+            if (not waiting and not buffer and not arriving
+                    and list(map(len, arrivals)) == list(map(len, expected))):
                 break
         else:
             raise AssertionError("the groups did not all arrive")

@@ -1,5 +1,5 @@
-"""hw/pingpong_fifo.py: the same answers as Amaranth's SyncFIFOBuffered, cycle for cycle, and
-a depth it cannot hold refused."""
+"""hw/pingpong_fifo.py: the same answers as Amaranth's SyncFIFOBuffered, cycle for cycle, its
+next head foretold for both outcomes of a read, and a depth it cannot hold refused."""
 
 import random
 
@@ -38,6 +38,7 @@ def test_times_like_sync_fifo_buffered(depth, write_rate, read_rate):
 
     async def testbench(ctx):
         reads = 0
+        foretold = None                         # next_if_read / next_if_kept, last cycle
         for cycle in range(600):
             # Writes only while the reference takes them, so that both hold the same words.
             w_en = rng.random() < write_rate and ctx.get(reference.w_rdy)
@@ -46,6 +47,8 @@ def test_times_like_sync_fifo_buffered(depth, write_rate, read_rate):
                 ctx.set(port.w_en, w_en)
                 ctx.set(port.w_data, cycle % 4096)
                 ctx.set(port.r_en, r_en)
+            if foretold is not None:
+                assert ctx.get(dut.r_data) == foretold, f"foretold head at cycle {cycle}"
             expected_rdy = ctx.get(reference.r_rdy)
             assert ctx.get(dut.r_rdy) == expected_rdy, f"r_rdy at cycle {cycle}"
             if expected_rdy:
@@ -55,6 +58,8 @@ def test_times_like_sync_fifo_buffered(depth, write_rate, read_rate):
             # The reference refuses a write while its head is still on its way out of its
             # memory; this one has room whenever it holds fewer than `depth` words.
             assert ctx.get(dut.w_rdy) == (ctx.get(dut.level) != depth), f"w_rdy at cycle {cycle}"
+            read = r_en and expected_rdy
+            foretold = ctx.get(dut.next_if_read if read else dut.next_if_kept)
             await ctx.tick()
         compared.append(reads)
 
