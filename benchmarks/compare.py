@@ -51,6 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 import sparseforge as sf
+from sparseforge.boards.registry import board as board_named
 from sparseforge.compiler.compress.digits import digits_mlp, load_digits_split, train_float
 
 BOARDS = ("icebreaker", "ulx3s-85f")
@@ -651,8 +652,10 @@ def render(console: Console, summary: dict, args) -> None:
     notes.append("Compressed network on the CPU: float32 weights = codebook value x 2^-frac, "
                  "with the engine's write-back (round half up, saturate, ReLU) between layers, "
                  "which makes it bit-exact.")
-    notes.append("Engine latency = mean cycles / clock: the compute only, not the UART link "
-                 "(115200 baud: ~6 ms just for 64 input + 10 output bytes).")
+    rates = ", ".join(f"{name} {board_named(name).baud / 1e6:g} Mbaud" for name in BOARDS)
+    notes.append(f"Engine latency = mean cycles / clock: the compute only, not the UART link "
+                 f"({rates}; benchmarks/link_throughput.py measures inferences per second "
+                 f"over it).")
     for name, power in summary["power"].items():
         mark = {"floor": "lower bound", "given": "given", "unknown": "unknown"}[power["kind"]]
         watts = "" if power["watts"] is None else f"{_watts(power['watts'])} "
