@@ -51,10 +51,10 @@ class PingPongFIFO(wiring.Component):
         Words held (a register).
     next_if_read, next_if_kept : Signal(width), out
         What ``r_data`` will be next cycle if the head is read now (with ``r_rdy``), and if it
-        is not: a reader
-        that keeps registers derived from the head can load them a cycle ahead, choosing
-        between the two with its own read decision (which then meets them at one
-        multiplexer, not in front of the slot selector).
+        is not: a reader that keeps registers derived from the head can load them a cycle
+        ahead, choosing between the two with its own read decision (which then meets them
+        at one multiplexer, not in front of the slot selector).  Unread, they cost nothing:
+        synthesis removes them.
     """
 
     def __init__(self, *, width: int, depth: int):
