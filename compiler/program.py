@@ -43,6 +43,7 @@ from . import bus, configure, isa
 from .balance import balance_rows
 from .config import EngineConfig, check_pes
 from .conv import ConvGeometry
+from .dead_units import remove_dead_units
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .errors import InputError
 from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant
@@ -165,7 +166,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             scan_lanes: int | None = None, fifo_depth: int | None = None,
             headroom: float | None = None,
             config: EngineConfig | None = None, verify: bool = True,
-            fit_check: bool = True, balance: bool = True) -> Program:
+            fit_check: bool = True, balance: bool = True,
+            remove_dead: bool = True) -> Program:
     """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
     QuantizedNetwork to a program for ``pes`` PEs (default 8).
 
@@ -177,7 +179,9 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     ``fit_check=False`` skips the board's (the estimate's) check, not the engine's.
     ``balance`` (the default) permutes each hidden Linear layer's rows over the PEs where that
     evens their entries (``balance.balance_rows``): the program's network is then that
-    permutation of the model's, whose outputs are the same for every input.
+    permutation of the model's, whose outputs are the same for every input.  ``remove_dead``
+    (the default) first drops the hidden units no output depends on (``dead_units.py``: no
+    outgoing weight, or no incoming one and a constant output folded into the next biases).
     """
     network = getattr(model, "network", model)
     if not isinstance(network, QuantizedNetwork):
@@ -192,16 +196,11 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
     conv = has_convolutions(network) or (config is not None and config.conv)
+    if remove_dead and not conv:
+        network = _if_it_fits(network, remove_dead_units(network)[0], config)
     if balance and not conv:
-        balanced, _ = balance_rows(network, int(pes), (1 << idx_bits) - 1)
-        if config is not None and balanced is not network:
-            # An existing engine: balanced only if that still fits it (a column of one PE
-            # may hold more entries after the permutation).
-            try:
-                configure.fit(balanced, config)
-            except configure.DoesNotFit:
-                balanced = network
-        network = balanced
+        network = _if_it_fits(network, balance_rows(network, int(pes), (1 << idx_bits) - 1)[0],
+                              config)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in network.layers]
     if config is None:
@@ -216,6 +215,19 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if verify:
         _verify(program)
     return program
+
+
+def _if_it_fits(network: QuantizedNetwork, changed: QuantizedNetwork,
+                config: EngineConfig | None) -> QuantizedNetwork:
+    """``changed`` (the same function as ``network``, its rows moved or dropped), unless an
+    existing engine is given that it no longer fits (a column of one PE may hold more entries
+    once rows move between PEs)."""
+    if config is not None and changed is not network:
+        try:
+            configure.fit(changed, config)
+        except configure.DoesNotFit:
+            return network
+    return changed
 
 
 def _verify(program: Program) -> None:

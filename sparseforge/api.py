@@ -19,16 +19,18 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             scan_lanes: int | None = None, fifo_depth: int | None = None,
             headroom: float | None = None, config=None,
             verify: bool = True, fit_check: bool = True,
-            balance: bool = True) -> _program.Program:
+            balance: bool = True, remove_dead: bool = True) -> _program.Program:
     """Lower a compressed model to a program for ``pes`` PEs (see
     :func:`sparseforge.compiler.program.compile` for every option); with ``verify`` (the
     default) the image is decoded and checked against the network, and the golden model run
     on a seeded random batch against ``QuantizedNetwork.forward``.  ``fit_check=False``
     keeps an engine the board's fit estimate would refuse (nextpnr then decides);
-    ``balance=False`` keeps every layer's row order (no ``compiler.balance`` pass)."""
+    ``balance=False`` keeps every layer's row order (no ``compiler.balance`` pass) and
+    ``remove_dead=False`` every hidden unit (no ``compiler.dead_units`` pass)."""
     program = _program.compile(model, pes, board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
                                headroom=headroom, config=config, verify=verify,
-                               fit_check=fit_check, balance=balance)
+                               fit_check=fit_check, balance=balance,
+                               remove_dead=remove_dead)
     if verify:
         _golden.check_program(program)
     return program

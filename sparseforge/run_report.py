@@ -606,15 +606,18 @@ def write_report(out_dir, *, compressed=None, program, simulation=None, build=No
 def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,
              accuracy_data) -> _Context:
     from sparseforge.compiler.balance import row_orders
+    from sparseforge.compiler.dead_units import remove_dead_units
     from sparseforge.compiler.resources import estimate_resources
 
     if sim is not None and len(sim.measured) != program.layer_count:
         raise ValueError(f"the simulation has {len(sim.measured)} layers, the program "
                          f"{program.layer_count}")
     if compressed is not None:
-        # The program's network is the model's, its hidden rows perhaps permuted
-        # (compiler/balance.py).
-        if row_orders(compressed.network, program.network) is None:
+        # The program's network is the model's, its dead hidden units perhaps removed
+        # (compiler/dead_units.py) and its hidden rows permuted (compiler/balance.py).
+        if (row_orders(compressed.network, program.network) is None
+                and row_orders(remove_dead_units(compressed.network)[0],
+                               program.network) is None):
             raise ValueError("the compressed model is not the one the program was compiled "
                              "from (its layers or codes differ)")
         report = compressed.report

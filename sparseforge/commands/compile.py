@@ -30,6 +30,8 @@ def register(verbs) -> None:
                                                        "memories 50%% deeper) for later models")
     parser.add_argument("--no-balance", action="store_true",
                         help="keep every layer's row order (no row balancing over the PEs)")
+    parser.add_argument("--keep-dead-units", action="store_true",
+                        help="keep the hidden units no output depends on (pruned away)")
     parser.add_argument("-o", "--output", default="build/program", help="program directory")
     parser.add_argument("--no-verilog", action="store_true", help="skip writing engine.v")
     add_json_flag(parser)
@@ -45,12 +47,14 @@ def run(args) -> int:
         compressed = sf.load_compressed(args.model)
         program = sf.compile(compressed, pes=args.pes, board=args.board,
                              scan_lanes=args.scan_lanes, fifo_depth=args.fifo_depth,
-                             headroom=args.headroom, balance=not args.no_balance)
+                             headroom=args.headroom, balance=not args.no_balance,
+                             remove_dead=not args.keep_dead_units)
     except (CompressedModelError, ValueError, TypeError) as error:
         return fail(str(error))
     directory = Path(args.output)
     verilog = None if args.no_verilog else directory / "engine.v"
     payload = summary(program, directory, verilog)
+    payload["dead_units_removed"] = removed_units(compressed.network, program.network)
 
     def extra(folder: Path) -> None:
         # Written into the program's new folder before it is renamed into place, so that
@@ -65,6 +69,13 @@ def run(args) -> int:
     console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
     emit_json(args, payload)
     return 0
+
+
+def removed_units(model, network) -> list[dict]:
+    """The hidden layers the dead-unit pass narrowed (``compiler/dead_units.py``)."""
+    return [{"layer": mine.name, "units": mine.out_features, "kept": theirs.out_features}
+            for mine, theirs in zip(model.layers[:-1], network.layers[:-1])
+            if mine.out_features != theirs.out_features]
 
 
 def write_verilog(program, directory) -> Path:
@@ -133,6 +144,10 @@ def render(console, program, payload) -> None:
                       str(per_pe["min"]), f"{per_pe['mean']:.1f}", str(per_pe["max"]),
                       f"{layer['memory_bits']:,}")
     console.print(table)
+    for layer in payload.get("dead_units_removed", []):
+        console.print(f"{layer['layer']}: {layer['units'] - layer['kept']} of its "
+                      f"{layer['units']} units removed, no output depends on them "
+                      f"(--keep-dead-units keeps them)")
     console.print(f"engine: {config.act_bits}-bit activations, {config.code_bits}-bit codes, "
                   f"{config.coef_bits}-bit codebook values, {config.acc_bits}-bit "
                   f"accumulators, {config.entry_depth} entries per PE, "

@@ -1,0 +1,95 @@
+"""Dead-unit removal: a compiler pass that drops the hidden units no output depends on.
+
+Pruning leaves hidden units that carry nothing: a unit whose outgoing weights (its column in the
+next layer) are all pruned, or whose incoming weights (its row) are all pruned, so that its
+activation is a constant.  The engine would still pay for each: a row to write back, a column
+for the next layer's scan to look at (the scan's floor is ``ceil(in / scan_lanes)`` cycles), and
+an accumulator and activation slot.  The digits MLP compressed for the iCEBreaker has 34 of its
+128 hidden units dead.
+
+Removing them changes no output of the network, bit for bit:
+
+* a unit with no outgoing weight adds nothing to any sum of the next layer;
+* a unit with no incoming weight outputs the same integer ``c`` for every input (its bias,
+  requantized: ``layer.forward`` of zeros).  If ``c`` is 0 it adds nothing; otherwise its
+  contribution ``w_rj * c`` to each row ``r`` of the next layer is a constant of that row's
+  accumulator, and moves into the row's bias (biases are at the accumulator's scale), when
+  the new bias still fits ``bias_bits`` -- else the unit stays.
+
+The network's inputs (the first layer's columns) and outputs (the last layer's rows) are the
+user's and stay; so do convolutions' channels (conv mode lays them out itself) and at least one
+unit of each hidden layer.  The pass runs before row balancing (``balance.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .ir import QuantizedLinear, QuantizedNetwork
+
+__all__ = ["dead_units", "remove_dead_units"]
+
+
+def dead_units(layer: QuantizedLinear, following: QuantizedLinear
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Of ``layer``'s outputs, the units that can go: a boolean mask (out_features,) and the
+    constant each contributes to ``following``'s biases when it goes (``following.out_features``
+    integers, the sum over the removed units of ``w_rj * c_j``)."""
+    unused = ~following.weights.astype(bool).any(axis=0)
+    constant = ~layer.weights.astype(bool).any(axis=1)
+    value = layer.forward(np.zeros((1, layer.in_features), np.int64))[0]
+    removable = unused | constant
+    # A constant unit that feeds the next layer moves into its biases (exact: an integer sum).
+    folded = constant & ~unused & (value != 0)
+    offsets = following.weights[:, folded] @ value[folded].astype(np.int64)
+    if folded.any():
+        bias = following.bias.astype(np.int64) + offsets
+        low, high = -(1 << (following.bias_bits - 1)), (1 << (following.bias_bits - 1)) - 1
+        if bias.min() < low or bias.max() > high:
+            # The folded bias would not fit: keep the constant units that feed anything.
+            removable = removable & ~folded
+            offsets = np.zeros(following.out_features, np.int64)
+    if removable.all():
+        # A hidden layer keeps one unit (the engine has no layer of width 0).
+        keep = int(np.flatnonzero(unused)[0]) if unused.any() else 0
+        removable[keep] = False
+        if folded[keep]:
+            offsets = offsets - following.weights[:, keep] * int(value[keep])
+    return removable, offsets
+
+
+def remove_dead_units(network: QuantizedNetwork
+                      ) -> tuple[QuantizedNetwork, list[np.ndarray | None]]:
+    """``network`` without its dead hidden units, and per layer the indices of the outputs kept
+    (``None``: all of them).  The network's outputs are unchanged for every input."""
+    layers = list(network.layers)
+    kept: list[np.ndarray | None] = [None] * len(layers)
+    for index in range(len(layers) - 1):
+        layer, following = layers[index], layers[index + 1]
+        # Exactly Linear: a QuantizedConv2d is a QuantizedLinear too, laid out by lowering.py.
+        if type(layer) is not QuantizedLinear or type(following) is not QuantizedLinear:
+            continue
+        removable, offsets = dead_units(layer, following)
+        if not removable.any():
+            continue
+        keep = np.flatnonzero(~removable)
+        layers[index] = _select_rows(layer, keep)
+        layers[index + 1] = dataclasses.replace(
+            following, codes=np.ascontiguousarray(following.codes[:, keep]),
+            bias=(following.bias.astype(np.int64) + offsets).astype(following.bias.dtype))
+        kept[index] = keep
+    if all(k is None for k in kept):
+        return network, kept
+    return QuantizedNetwork(tuple(layers)), kept
+
+
+def _select_rows(layer: QuantizedLinear, rows: np.ndarray) -> QuantizedLinear:
+    requant = layer.requant
+    if requant is not None:
+        requant = dataclasses.replace(
+            requant, multiplier=requant.multiplier[rows], shift=requant.shift[rows],
+            rounding=requant.rounding[rows], half_even=requant.half_even[rows])
+    return dataclasses.replace(layer, codes=np.ascontiguousarray(layer.codes[rows]),
+                               bias=layer.bias[rows], requant=requant)
