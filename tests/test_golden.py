@@ -80,7 +80,7 @@ def test_golden_model_equals_the_integer_network(seed, pes, depth, density, act_
 def test_golden_decodes_the_image_to_the_network_weights():
     rng = np.random.default_rng(3)
     network = random_network(rng, [40, 300, 10], density=0.05)
-    program = sf.compile(network, pes=7)
+    program = sf.compile(network, pes=7, remove_dead=False)
     assert sum(program.column_counts(0).sum(axis=1)) > network.layers[0].nnz     # padding
     for decoded, layer in zip(decode_image(program.config, program.image),
                               program.network.layers):
