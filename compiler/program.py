@@ -196,11 +196,9 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
     conv = has_convolutions(network) or (config is not None and config.conv)
-    if remove_dead and not conv:
-        network = _if_it_fits(network, remove_dead_units(network)[0], config)
-    if balance and not conv:
-        network = _if_it_fits(network, balance_rows(network, int(pes), (1 << idx_bits) - 1)[0],
-                              config)
+    if not conv:
+        network = _placed(network, int(pes), idx_bits, config, remove_dead=remove_dead,
+                          balance=balance)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in network.layers]
     if config is None:
@@ -217,17 +215,31 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     return program
 
 
-def _if_it_fits(network: QuantizedNetwork, changed: QuantizedNetwork,
-                config: EngineConfig | None) -> QuantizedNetwork:
-    """``changed`` (the same function as ``network``, its rows moved or dropped), unless an
-    existing engine is given that it no longer fits (a column of one PE may hold more entries
-    once rows move between PEs)."""
-    if config is not None and changed is not network:
+def _placed(network: QuantizedNetwork, pes: int, idx_bits: int, config: EngineConfig | None,
+            *, remove_dead: bool, balance: bool) -> QuantizedNetwork:
+    """``network`` without its dead units and with its rows balanced, as asked; for an
+    existing engine the first of (both, dead units removed, balanced, as it is) that fits it
+    (rows that move between PEs can deepen one PE's memories)."""
+    bases = [network]
+    if remove_dead:
+        pruned = remove_dead_units(network)[0]
+        bases = [pruned, network] if pruned is not network else bases
+    candidates = []
+    for base in bases:
+        if balance:
+            balanced = balance_rows(base, pes, (1 << idx_bits) - 1)[0]
+            if balanced is not base:
+                candidates.append(balanced)
+        candidates.append(base)
+    if config is None:
+        return candidates[0]
+    for candidate in candidates:
         try:
-            configure.fit(changed, config)
+            configure.fit(candidate, config)
         except configure.DoesNotFit:
-            return network
-    return changed
+            continue
+        return candidate
+    return network
 
 
 def _verify(program: Program) -> None:
