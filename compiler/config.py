@@ -35,7 +35,7 @@ def _bits_for(count: int) -> int:
 
 
 _LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False,
-                   "conv": False}
+                   "conv": False, "skip_zeros": False}
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,11 @@ class EngineConfig:
         map (max pooling in the write-back); a layer's walk is its geometry word
         (``isa.geometry_layout``).  Needs a power-of-two ``pes`` and the power-of-two
         requantization.  False: the engine is the Linear-only one, gate for gate.
+    skip_zeros : with one scan lane, the broadcast unit keeps a bit per activation (is it
+        nonzero?) beside the activation buffer (``hw/nonzero_map.py``, a block RAM), reads a
+        word of them a cycle and asks only for the nonzero activations: a layer's scan takes
+        about one cycle per nonzero input (and one per all-zero word) instead of one per
+        input.  Needs ``scan_lanes`` 1, a power-of-two ``pes`` and no ``conv``.
     """
     pes: int
     act_bits: int = 8
@@ -142,6 +147,7 @@ class EngineConfig:
     rounding_bits: int = 0
     lut_products: bool = False
     conv: bool = False
+    skip_zeros: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -177,7 +183,7 @@ class EngineConfig:
             raise ValueError(f"rounding_bits ({self.rounding_bits}) needs multiplier_bits; "
                              f"the power-of-two write-back has no rounding term")
         for name in ("decoded_weights", "column_queue", "readout_register",
-                     "link_registers", "lut_products", "conv"):
+                     "link_registers", "lut_products", "conv", "skip_zeros"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         lanes = self.writeback_lanes or self.pes
@@ -196,6 +202,10 @@ class EngineConfig:
                              f"({self.acc_bits})")
         if self.conv and self.pes & (self.pes - 1):
             raise ValueError(f"conv needs a power-of-two pes, not {self.pes}")
+        if self.skip_zeros and (self.scan_lanes != 1 or self.pes & (self.pes - 1)
+                                or self.conv):
+            raise ValueError(f"skip_zeros needs scan_lanes 1 (not {self.scan_lanes}), a "
+                             f"power-of-two pes (not {self.pes}) and no conv")
         if self.conv and self.multiplier_bits:
             raise ValueError(f"conv runs the power-of-two requantization, not multiplier_bits "
                              f"{self.multiplier_bits}")

@@ -216,6 +216,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     ``writeback_lanes`` (requantizers shared by ``pes / writeback_lanes`` PEs each) defaults
     to one per PE; with a board and no explicit value, the least sharing whose LUT estimate
     fits the part is chosen (write-back then takes ``rows * period`` cycles per layer).
+    On an iCE40 a one-lane engine skips zero activations (``skip_zeros``) when the block RAM
+    and logic it costs fit.
     ``fit_check=False`` chooses the engine for the board as usual but does not refuse it when
     the estimate says it does not fit (to calibrate the estimate, or to let nextpnr decide).
     """
@@ -302,6 +304,14 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                     config, writeback_lanes=_writeback_choices(pes)[-1]), part)
         else:
             config = _dsps_for(config, part)
+        if small and config.scan_lanes == 1 and not config.conv and not pes & (pes - 1):
+            # EIE's zero skipping for the one-lane scan (hw/nonzero_map.py): a block RAM and
+            # a few dozen cells, taken when they fit beside the write-back chosen above.
+            skipping = dataclasses.replace(config, skip_zeros=True)
+            use = estimate_resources(skipping, part)
+            if (use.bram <= part.brams
+                    and use.lut <= math.floor(part.luts * (1 - fit_margin(part, skipping)))):
+                config = skipping
         if fit_check:
             check_board(config, part)
     return config

@@ -101,7 +101,7 @@ def engine_memories(config: EngineConfig, family: str | None = None) -> tuple[Me
         Memory("descriptors", config.max_layers, descriptor_bits, pinned=family == "ice40"),
         Memory("cycles", config.max_layers, 32),
         Memory("link", LINK_FRAME_BYTES, 8),
-    ) + ((Memory("scales", config.scale_depth, isa.scale_layout(config).size,
+    ) + ((Memory("nonzero map", config.act_words, pes),) if config.skip_zeros else ()) + ((Memory("scales", config.scale_depth, isa.scale_layout(config).size,
                  config.writeback_lanes or pes),) if config.row_scales else ()) + ((
         Memory("geometry", config.max_layers << bus.chunk_bits(
             isa.geometry_layout(config).size), bus.BUS_DATA_BITS),
@@ -255,6 +255,10 @@ class LutModel:
     conv_shared: float = 450.0
     conv_per_requantizer_bit: float = 3.0
     conv_per_pe: float = 0.0
+    # skip_zeros: the nonzero map's zero tests and the fetch stage's word walk (flags, slot,
+    # lowest-lane detector), less the group counter it replaces: 128 logic cells on the
+    # iCEBreaker's 8-PE digits engine (5171 against 5043 placed without it).
+    skip_zeros_cells: float = 128.0
 
     def luts(self, config: EngineConfig, family: str = "ice40") -> int:
         high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
@@ -281,6 +285,8 @@ class LutModel:
                                if brams_for(m, family) == 0)
             scaled += (self.per_lutram_cell * (memory_cells + queue_cells)
                        + self.per_queue_cell * queue_cells)
+        if config.skip_zeros:
+            scaled += self.skip_zeros_cells
         address_bits = max(1, (config.entry_depth - 1).bit_length())
         requantizers = config.writeback_lanes or config.pes
         return math.ceil(scaled + self.shared + self.per_pe * config.pes

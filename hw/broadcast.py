@@ -26,7 +26,9 @@ queues and back to the memories' read enables:
 
 So the scan costs ``ceil(in / G)`` cycles per layer whatever the activations are (the cycle
 model's scan term), and a PE never spends a cycle on a zero activation or on a column it
-has no entry in.
+has no entry in.  With ``config.skip_zeros`` (one lane) the fetch stage asks only for the
+nonzero activations, which a map beside the activation buffer tells it a word at a time
+(``nonzero_map.py``): about a cycle per nonzero input instead of one per input.
 """
 
 from amaranth import Module, signed
@@ -40,6 +42,7 @@ from sparseforge.compiler.config import EngineConfig
 from .broadcast_fetch import FetchStage, scan_members
 from .broadcast_mask import MaskStage
 from .broadcast_offer import OfferStage, offer_layout
+from .nonzero_map import NonzeroMap, map_write_signature
 from .occupancy import OccupancyMemory, write_signature
 from .pingpong_fifo import PingPongFIFO
 
@@ -81,6 +84,8 @@ class BroadcastUnit(wiring.Component):
         room, so ``valid`` means a transfer.
     dequeued : In; per PE, a group left its queue this cycle (the unit counts free entries).
     occupancy_write : In; host writes of whole occupancy words.
+    activation_write : In(``nonzero_map.map_write_signature``); with ``config.skip_zeros``,
+        every write into the activation buffer (for the nonzero map).
     """
 
     def __init__(self, config: EngineConfig, *, occupancy=None):
@@ -97,6 +102,8 @@ class BroadcastUnit(wiring.Component):
             "queues": Out(stream.Signature(isa.group_layout(config))).array(config.pes),
             "dequeued": In(config.pes),
             "occupancy_write": In(write_signature(config)),
+            **({"activation_write": In(map_write_signature(config))}
+               if config.skip_zeros else {}),
         })
 
     def elaborate(self, platform):
@@ -115,6 +122,10 @@ class BroadcastUnit(wiring.Component):
         m.submodules.offer = offer = OfferStage(config)
 
         wiring.connect(m, wiring.flipped(self.occupancy_write), occupancy.write)
+        if config.skip_zeros:
+            m.submodules.nonzero_map = nonzero_map = NonzeroMap(config)
+            wiring.connect(m, wiring.flipped(self.activation_write), nonzero_map.write)
+            wiring.connect(m, fetch.nonzero, nonzero_map.read)
 
         # ---- 1. fetch: the activation word, then the occupancy word --------------------------
         if config.conv:

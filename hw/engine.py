@@ -108,7 +108,10 @@ class Engine(wiring.Component):
         descriptors_r = ram.registered_read_port(m, descriptors, "descriptors_read")
         codebook_r = ram.registered_read_port(m, codebook, "codebook_read")
         cycles_w = cycles.write_port()
-        wiring.connect(m, host_writes.descriptors, descriptors.write_port())
+        descriptors_w = descriptors.write_port()
+        m.d.comb += [descriptors_w.addr.eq(host_writes.descriptors.addr),
+                     descriptors_w.en.eq(host_writes.descriptors.en),
+                     descriptors_w.data.eq(_features_last(config, host_writes.descriptors.data))]
         wiring.connect(m, host_writes.codebook, codebook.write_port())
         wiring.connect(m, host_reads.cycles, cycles.read_port())
         wiring.connect(m, activation_ports.buffer, activations)
@@ -121,7 +124,7 @@ class Engine(wiring.Component):
             sequencer.start.eq(host_writes.start),
             sequencer.layer_count.eq(host_writes.layer_count),
             descriptors_r.addr.eq(sequencer.descriptors.addr),
-            sequencer.descriptors.data.eq(descriptors_r.data),
+            sequencer.descriptors.data.eq(_features_first(config, descriptors_r.data)),
             codebook_r.addr.eq(sequencer.codebook.addr),
             sequencer.codebook.data.eq(codebook_r.data),
             broadcast.start.eq(sequencer.broadcast_start),
@@ -169,6 +172,11 @@ class Engine(wiring.Component):
 
         # ---- host bus -----------------------------------------------------------------------
         wiring.connect(m, host_writes.occupancy, broadcast.occupancy_write)
+        if config.skip_zeros:
+            # The nonzero map takes every write the activation buffer takes.
+            m.d.comb += [broadcast.activation_write.addr.eq(activation_ports.buffer.addr),
+                         broadcast.activation_write.w_en.eq(activation_ports.buffer.w_en),
+                         broadcast.activation_write.w_data.eq(activation_ports.buffer.w_data)]
         m.d.comb += [
             host_writes.bus.addr.eq(self.bus.addr),
             host_writes.bus.w_data.eq(self.bus.w_data),
@@ -277,7 +285,8 @@ class Engine(wiring.Component):
         small_part = (getattr(platform, "device", "") or "").startswith("iCE40")
         m.submodules.descriptors = descriptors = memory.Memory(
             shape=isa.descriptor_layout(config).size, depth=config.max_layers,
-            init=[] if image is None else [int(d) for d in image.descriptors],
+            init=[] if image is None else [_features_last_int(config, int(d))
+                                           for d in image.descriptors],
             attrs={"ram_style": "block", **ram.ATTRIBUTES} if small_part else ram.ATTRIBUTES)
         # Small enough that Yosys would build it from flip-flops; a block RAM is cheaper.
         m.submodules.codebook = codebook = memory.Memory(
@@ -286,6 +295,31 @@ class Engine(wiring.Component):
             attrs={"ram_style": "block", **ram.ATTRIBUTES})
         m.submodules.cycles = cycles = memory.Memory(shape=32, depth=config.max_layers, init=[])
         return descriptors, codebook, cycles
+
+
+# The descriptor memory keeps a descriptor's in_features and out_features (its lowest bits) at
+# the top of its word: on a board nothing reads them (no activation streams), and Yosys drops
+# a block RAM's unread 16-bit slices only when they are whole, from the top.  (With them at
+# the bottom the digits engine's 38 bits read took four block RAMs instead of three.)
+
+def _feature_bits(config: EngineConfig) -> int:
+    return 2 * config.feature_bits
+
+
+def _features_last(config: EngineConfig, word):
+    low = _feature_bits(config)
+    return Cat(word[low:], word[:low])
+
+
+def _features_first(config: EngineConfig, stored):
+    high = len(stored) - _feature_bits(config)
+    return Cat(stored[high:], stored[:high])
+
+
+def _features_last_int(config: EngineConfig, word: int) -> int:
+    low = _feature_bits(config)
+    return (word >> low) | ((word & ((1 << low) - 1)) << (isa.descriptor_layout(config).size
+                                                          - low))
 
 
 def _scale_memories(config: EngineConfig, image):

@@ -41,7 +41,7 @@ ENGINES = {
     2: {"scan_lanes": 2, "fifo_depth": 2, "writeback_lanes": 0},
     4: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 2},
     8: {"scan_lanes": 1, "fifo_depth": 2, "writeback_lanes": 2,      # the iCE40 shape
-        "decoded_weights": True},
+        "decoded_weights": True, "skip_zeros": True},
     16: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 4,       # the ECP5 front end
          "column_queue": True, "readout_register": True, "link_registers": True,
          "decoded_weights": True},

@@ -9,12 +9,14 @@ occupancy a cycle after the ask and the landing two.
 
 import random
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.numerics import ceil_div
 from sparseforge.hw.broadcast_fetch import FetchStage
+from sparseforge.sim.reference.cycles import _ZeroSkip
 
 
 @pytest.mark.parametrize("pes,scan_lanes", [(1, 1), (4, 1), (4, 2), (8, 8)])
@@ -91,3 +93,73 @@ def test_asks_while_the_buffer_has_room(pes, scan_lanes, depth, pop_rate):
         assert all(stalls == 0 for _, stalls in scans)
     elif max(groups for groups, _ in scans) > depth:
         assert any(stalls for _, stalls in scans), "the room never ran out"
+
+
+
+@pytest.mark.parametrize("pes", [1, 2, 8])
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("pop_rate", [0.3, 1.0])
+def test_skipping_zeros_asks_for_the_nonzero_activations_as_the_cycle_model_does(
+        pes, density, pop_rate):
+    """``skip_zeros``: each cycle the stage asks for what the cycle model's walk
+    (``sim/reference/cycles._ZeroSkip``) asks for, the nonzero columns in order, reading the
+    nonzero map (a dict here, answered a cycle after a read, as the block RAM does) a word at
+    a time; lanes of the last word past the layer, set in the map, are never asked for."""
+    config = EngineConfig(pes=pes, scan_lanes=1, max_features=48, occupancy_depth=60,
+                          pointer_depth=120, skip_zeros=True)
+    depth = 7
+    dut = FetchStage(config, buffer_depth=depth)
+    rng = random.Random(pes * 1000 + int(density * 100) + int(pop_rate * 10))
+
+    async def testbench(ctx):
+        for _ in range(3):
+            groups = rng.randint(1, config.max_features)
+            active = [rng.random() < density for _ in range(config.act_words * pes)]
+            words = {w: sum(active[w * pes + lane] << lane for lane in range(pes))
+                     for w in range(config.act_words)}
+            occupancy_base = rng.randint(0, config.occupancy_depth - groups)
+            pointer_base = rng.randint(0, config.pointer_depth - groups)
+            model = _ZeroSkip(config, np.array(active[:groups]))
+            ctx.set(dut.groups, groups)
+            ctx.set(dut.occupancy_base, occupancy_base)
+            ctx.set(dut.pointer_base, pointer_base)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            asks, pops = [], []                 # (cycle, column) asked; cycles popped
+            for cycle in range(20 * (groups + depth)):
+                landed = sum(1 for when, _ in asks if when <= cycle - 3)
+                pop = landed > len(pops) and rng.random() < pop_rate
+                ctx.set(dut.pop, pop)
+                room = depth - len(asks) + sum(1 for when in pops if when < cycle - 1)
+                expected = model.can_ask and room > 0
+                assert ctx.get(dut.activations.en) == expected, f"ask at cycle {cycle}"
+                column = model.step(expected)
+                if expected:
+                    assert ctx.get(dut.activations.addr) == column // pes
+                    asks.append((cycle, column))
+                for when, asked in asks[-3:]:
+                    if when == cycle - 1:
+                        assert ctx.get(dut.occupancy.addr) == occupancy_base + asked
+                    if when == cycle - 2:
+                        assert ctx.get(dut.landing.valid)
+                        assert ctx.get(dut.landing.sub) == asked % pes
+                        assert ctx.get(dut.landing.pointer) == pointer_base + asked
+                read, address = ctx.get(dut.nonzero.en), ctx.get(dut.nonzero.addr)
+                if pop:
+                    pops.append(cycle)
+                await ctx.tick()
+                if read:
+                    ctx.set(dut.nonzero.data, words[address])
+                if model.done and len(pops) == len(asks) and not ctx.get(dut.running):
+                    break
+            assert [column for _, column in asks] == [c for c in range(groups) if active[c]]
+            assert not ctx.get(dut.running)
+            ctx.set(dut.pop, 0)
+            await ctx.tick()                    # the last pop is counted
+            await ctx.tick()
+
+    simulator = Simulator(dut)
+    simulator.add_clock(1e-8)
+    simulator.add_testbench(testbench)
+    simulator.run()

@@ -144,6 +144,7 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             for g in range(groups)]
 
     running, next_group = True, 0
+    skip = _ZeroSkip(config, active) if config.skip_zeros else None
     asked: int | None = None                    # the group the activation buffer took
     in_flight: int | None = None                # the group whose words land this cycle
     landed: int | None = None                   # the group being masked this cycle
@@ -185,10 +186,13 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             return cycle + 1 + linked
 
         # ---- broadcast unit (combinational view of this cycle) ----
-        fetch = (running and next_group != groups
-                 and len(buffer) + (head is not None) + (asked is not None)
-                 + (in_flight is not None) + (landed is not None) + (masked is not None)
-                 + popped_last < depth)
+        room = (len(buffer) + (head is not None) + (asked is not None)
+                + (in_flight is not None) + (landed is not None) + (masked is not None)
+                + popped_last < depth)
+        if skip is None:
+            fetch = running and next_group != groups and room
+        else:
+            fetch = running and skip.can_ask and room
         accepted: list[int] = []
         refused = False
         if head is not None:
@@ -288,11 +292,59 @@ def simulate_compute(config: EngineConfig, counts: np.ndarray, active: np.ndarra
             buffer.append(landed)
         landed = in_flight
         in_flight = asked
+        if skip is not None:
+            if not fetch and skip.done:
+                running = False
+            asked = skip.step(fetch) if running or fetch else None
+            continue
         asked = next_group if fetch else None
         if fetch:
             next_group += 1
         elif next_group == groups:
             running = False
+
+
+class _ZeroSkip:
+    """The fetch stage's walk with ``skip_zeros`` (hw/broadcast_fetch.py): the nonzero map's
+    words come through its read register (the slot) into ``flags``, the lanes of the current
+    word not asked for yet; a group is asked for each of them, lowest first, and the next
+    word is taken when the current one has none left."""
+
+    def __init__(self, config: EngineConfig, active: np.ndarray):
+        lanes = config.pes
+        padded = np.zeros(ceil_div(len(active), lanes) * lanes, bool)
+        padded[:len(active)] = active
+        self.words = [list(np.flatnonzero(word)) for word in padded.reshape(-1, lanes)]
+        self.lanes = lanes
+        self.next_read = 0                      # the next map word to read
+        self.slot: int | None = None            # the word in the map's read register
+        self.word: int | None = None            # the word in `flags`
+        self.flags: list[int] = []
+
+    @property
+    def can_ask(self) -> bool:
+        return bool(self.flags)
+
+    @property
+    def done(self) -> bool:
+        return self.next_read == len(self.words) and self.slot is None and not self.flags
+
+    def step(self, ask: bool) -> int | None:
+        """One clock edge; the group asked for this cycle, if ``ask``."""
+        group = self.word * self.lanes + self.flags[0] if ask else None
+        left = self.flags[1:] if ask else self.flags
+        take = not left and self.slot is not None
+        read = self.next_read < len(self.words) and (self.slot is None or take)
+        if take:
+            self.word, self.flags = self.slot, list(self.words[self.slot])
+        else:
+            self.flags = left
+        if read:
+            self.slot = self.next_read
+            self.next_read += 1
+        elif take:
+            self.slot = None
+        return group
 
 
 def layer_timing(config: EngineConfig, counts: np.ndarray, active: np.ndarray,
