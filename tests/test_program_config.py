@@ -231,6 +231,22 @@ def test_a_board_too_small_for_one_requantizer_per_pe_gets_shared_ones(monkeypat
         derive_config(network, 2, board="icebreaker", writeback_lanes=2)
 
 
+def test_ice40_one_lane_engines_skip_zeros_where_the_map_fits(monkeypatch):
+    network = small_network()
+    assert derive_config(network, 2, board="icebreaker").skip_zeros
+    assert not derive_config(network, 2).skip_zeros                     # no board: several lanes
+    assert not derive_config(network, 2, board="ulx3s-85f").skip_zeros
+    # Its cells would not fit: the engine scans every activation.
+    costly = resources.LutModel(shared=4900, per_pe=0, per_codebook_bit=0, per_requantizer=0,
+                                per_lane_bit=0, per_register_bit=0, skip_zeros_cells=300)
+    monkeypatch.setitem(resources.LUT_MODELS, "ice40", costly)
+    assert not derive_config(network, 2, board="icebreaker").skip_zeros
+    with pytest.raises(ValueError, match="skip_zeros needs scan_lanes 1"):
+        EngineConfig(pes=8, scan_lanes=2, skip_zeros=True)
+    with pytest.raises(ValueError, match="a power-of-two pes"):
+        EngineConfig(pes=6, skip_zeros=True)
+
+
 def test_configurations_saved_by_earlier_engines_still_load():
     # column_register became column_queue; registered_ready gave way to the broadcast unit's
     # credits.  An unknown field is still an error that names it.
