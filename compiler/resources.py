@@ -256,9 +256,10 @@ class LutModel:
     conv_per_requantizer_bit: float = 3.0
     conv_per_pe: float = 0.0
     # skip_zeros: the nonzero map's zero tests and the fetch stage's word walk (flags, slot,
-    # lowest-lane detector), less the group counter it replaces: 128 logic cells on the
-    # iCEBreaker's 8-PE digits engine (5171 against 5043 placed without it).
-    skip_zeros_cells: float = 128.0
+    # lowest-lane detector, its registered "empty" and "one lane left"), less the group
+    # counter it replaces: 172 logic cells on the iCEBreaker's 8-PE digits engine (5225
+    # packed against 5053 without it, at 262fa5d).
+    skip_zeros_cells: float = 172.0
 
     def luts(self, config: EngineConfig, family: str = "ice40") -> int:
         high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
