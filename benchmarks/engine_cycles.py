@@ -15,8 +15,9 @@ counters stand the cost model's yardsticks (DESIGN.md, ``sim/reference/cycles.py
   for a convolution, whose bound and overhead sum over its output positions: ``sum_p max_k
   E_k(p)``, and per position COMPUTE, WRITEBACK, STORE and the pipeline fill, plus the
   layer's prologue), and the cycle model within 5% of the measurement;
-* load-balance efficiency ``(sum_k E_k / N) / measured`` (DESIGN.md), and the same over the
-  compute phase alone (measured minus the stated overhead);
+* load-balance efficiency ``(sum_k E_k / N) / measured`` (DESIGN.md), the same over the
+  compute phase alone (measured minus the stated overhead), and its ceiling over ``sum max_k
+  E_k`` (no overhead at all);
 * MACs per cycle (nonzero weight x nonzero input products; padding is not a MAC);
 * simulation speed: clock cycles simulated per wall second of the cocotb test (image load,
   streaming and the inference itself), and the Verilog generation and Verilator build times.
@@ -120,6 +121,13 @@ class Run:
         return float(self.work.sum() / self.pes / self.measured.sum())
 
     @property
+    def efficiency_ceiling(self) -> float:
+        """(sum_k E_k / N) / sum of max_k E_k: the efficiency of an engine that took exactly
+        its most loaded PE's entries per layer, with no overhead at all -- the most any
+        hardware reaches with this assignment of rows to PEs and these inputs."""
+        return float(self.work.sum() / self.pes / self.bound.sum())
+
+    @property
     def compute_efficiency(self) -> float:
         compute = self.measured - self.overhead[None, :]
         return float(self.work.sum() / self.pes / compute.sum())
@@ -177,6 +185,7 @@ class Run:
             "cycle_model_max_error": round(self.model_error, 4),
             "efficiency": round(self.efficiency, 4),
             "compute_efficiency": round(self.compute_efficiency, 4),
+            "efficiency_ceiling": round(self.efficiency_ceiling, 4),
             "macs_per_cycle": round(self.macs_per_cycle, 3),
             "mismatches": self.mismatches, "accuracy": self.accuracy,
             "simulated_cycles": self.simulated_cycles,
@@ -431,7 +440,8 @@ def render(runs: list[Run], console: Console) -> None:
     summary = Table(title="engine cycles on Verilator vs the cost model (means per input, all "
                           "layers summed)", title_justify="left")
     for column in ("workload", "N", "cycles", "limit", "bound", "ovh", "bound+ovh",
-                   "dev", "dev fl", "model", "err", "eff", "eff cmp", "MAC/cyc", "ok",
+                   "dev", "dev fl", "model", "err", "eff", "eff cmp", "eff max", "MAC/cyc",
+                   "ok",
                    "kcyc/s", "build s", "sim s", "accept"):
         summary.add_column(column, justify="left" if column == "workload" else "right",
                            no_wrap=True)
@@ -442,7 +452,8 @@ def render(runs: list[Run], console: Console) -> None:
             _n(r.expected), f"{100 * r.bound_deviation:.1f}%",
             f"{100 * r.floor_deviation:.1f}%", _n(r.predicted),
             f"{100 * r.model_error:.1f}%", f"{100 * r.efficiency:.0f}%",
-            f"{100 * r.compute_efficiency:.0f}%", f"{r.macs_per_cycle:.2f}",
+            f"{100 * r.compute_efficiency:.0f}%", f"{100 * r.efficiency_ceiling:.0f}%",
+            f"{r.macs_per_cycle:.2f}",
             ("yes" if r.mismatches == 0 else f"[red]{r.mismatches} diff[/red]")
             + (f" {100 * r.accuracy:.0f}%" if r.accuracy is not None else ""),
             f"{r.cycles_per_second / 1e3:.0f}", f"{r.seconds['verilator']:.0f}",
@@ -461,7 +472,9 @@ def render(runs: list[Run], console: Console) -> None:
         "input group counted -- not an acceptance, a diagnosis; model = the cycle model's "
         "prediction, err = its "
         f"worst error per layer (accept <= {100 * MODEL_TOLERANCE:.0f}%); eff = (sum_k E_k / "
-        "N) / cycles, eff cmp = the same over cycles - ovh; MAC/cyc = nonzero-weight x "
+        "N) / cycles, eff cmp = the same over cycles - ovh, eff max = the same over sum of "
+        "bound (no overhead, the most loaded PE's entries only: the ceiling of this row "
+        "assignment for these inputs); MAC/cyc = nonzero-weight x "
         "nonzero-input products per cycle; ok = outputs equal the golden model (and top-1 "
         "accuracy); kcyc/s = clock cycles simulated per wall second over the engine's cocotb "
         "test (image loads included); build s = Verilog generation excluded, Verilator build "
