@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .common import add_json_flag, console_for, emit_json, fail
 
@@ -51,22 +52,29 @@ def run(args) -> int:
             device.load(program.config, program.image)
         else:
             device.require_image(program.config, program.image)
+        rows = program.quantize_input(x)
         started = time.monotonic()
-        outputs, cycles = [], []
-        for row in program.quantize_input(x):
-            y, c = device.infer(row, program.out_features, program.layer_count)
-            outputs.append(y)
-            cycles.append(c)
+        # Streamed: the next input crosses the link while the board runs the last.
+        with Progress(TextColumn("inferences"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console, transient=True,
+                      disable=len(rows) < 32) as bar:
+            task = bar.add_task("infer", total=len(rows))
+            outputs, cycles = device.infer_many(
+                rows, program.out_features,
+                progress=lambda done, total: bar.update(task, completed=done))
         seconds = time.monotonic() - started
+        layer_cycles = device.read_cycles(program.layer_count)       # the last run's
     except (LinkError, DeviceError, ValueError, OSError) as error:
         return fail(str(error))
-    outputs = np.array(outputs)
+    outputs = np.asarray(outputs)
+    cycles = np.asarray(cycles)
     predictions = outputs.argmax(axis=1)
     console.print(f"predictions: {predictions.tolist()}")
-    console.print(f"on-chip cycles per inference: {np.sum(cycles, axis=1).mean():.0f} "
-                  f"(per layer {np.mean(cycles, axis=0).round(1).tolist()}); wall time "
-                  f"{seconds:.3f} s for {len(x)} inputs over {port}")
+    console.print(f"on-chip cycles per inference: {cycles.mean():.0f} (the last one's per "
+                  f"layer: {list(layer_cycles)}); wall time {seconds:.3f} s for {len(rows)} "
+                  f"inputs over {port}, {len(rows) / seconds:.0f} inferences/s")
     emit_json(args, {"predictions": predictions.tolist(), "outputs": outputs.tolist(),
-                     "cycles": np.array(cycles).tolist(), "wall_seconds": seconds,
+                     "cycles": cycles.tolist(), "layer_cycles": list(layer_cycles),
+                     "wall_seconds": seconds, "inferences_per_second": len(rows) / seconds,
                      "port": port})
     return 0
