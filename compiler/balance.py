@@ -31,7 +31,7 @@ from .config import check_pes
 from .encode import encode_layer
 from .ir import QuantizedLinear, QuantizedNetwork
 
-__all__ = ["balance_rows", "balanced_order", "pe_entries", "row_orders"]
+__all__ = ["balance_rows", "balanced_order", "pe_entries", "row_orders", "take_rows"]
 
 
 def pe_entries(codes: np.ndarray, pes: int, max_run: int) -> np.ndarray:
@@ -86,7 +86,7 @@ def balance_rows(network: QuantizedNetwork, pes: int, max_run: int = 15
                 or (totals + balanced).max() > (totals + entries[index]).max()):
             continue
         entries[index] = balanced
-        layers[index] = _permute_rows(layer, order)
+        layers[index] = take_rows(layer, order)
         layers[index + 1] = dataclasses.replace(
             following, codes=np.ascontiguousarray(following.codes[:, order]))
         orders[index] = order
@@ -95,7 +95,9 @@ def balance_rows(network: QuantizedNetwork, pes: int, max_run: int = 15
     return QuantizedNetwork(tuple(layers)), orders
 
 
-def _permute_rows(layer: QuantizedLinear, order: np.ndarray) -> QuantizedLinear:
+def take_rows(layer: QuantizedLinear, order: np.ndarray) -> QuantizedLinear:
+    """``layer`` with the rows ``order`` (a permutation or a selection of its outputs), their
+    codes, biases and row scales together."""
     requant = layer.requant
     if requant is not None:
         requant = dataclasses.replace(
@@ -131,7 +133,7 @@ def row_orders(model: QuantizedNetwork, permuted: QuantizedNetwork
                                  np.int64)
             except (KeyError, IndexError):
                 return None
-        if _row_keys(codes[order], _permute_rows(mine, order)) != _row_keys(theirs.codes, theirs):
+        if _row_keys(codes[order], take_rows(mine, order)) != _row_keys(theirs.codes, theirs):
             return None
         orders.append(order)
         columns = order

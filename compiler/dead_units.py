@@ -27,6 +27,7 @@ import dataclasses
 
 import numpy as np
 
+from .balance import take_rows
 from .ir import QuantizedLinear, QuantizedNetwork
 
 __all__ = ["dead_units", "remove_dead_units"]
@@ -75,7 +76,7 @@ def remove_dead_units(network: QuantizedNetwork
         if not removable.any():
             continue
         keep = np.flatnonzero(~removable)
-        layers[index] = _select_rows(layer, keep)
+        layers[index] = take_rows(layer, keep)
         layers[index + 1] = dataclasses.replace(
             following, codes=np.ascontiguousarray(following.codes[:, keep]),
             bias=(following.bias.astype(np.int64) + offsets).astype(following.bias.dtype))
@@ -84,12 +85,3 @@ def remove_dead_units(network: QuantizedNetwork
         return network, kept
     return QuantizedNetwork(tuple(layers)), kept
 
-
-def _select_rows(layer: QuantizedLinear, rows: np.ndarray) -> QuantizedLinear:
-    requant = layer.requant
-    if requant is not None:
-        requant = dataclasses.replace(
-            requant, multiplier=requant.multiplier[rows], shift=requant.shift[rows],
-            rounding=requant.rounding[rows], half_even=requant.half_even[rows])
-    return dataclasses.replace(layer, codes=np.ascontiguousarray(layer.codes[rows]),
-                               bias=layer.bias[rows], requant=requant)

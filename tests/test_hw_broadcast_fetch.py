@@ -19,6 +19,20 @@ from sparseforge.hw.broadcast_fetch import FetchStage
 from sparseforge.sim.reference.cycles import _ZeroSkip
 
 
+async def start_scan(ctx, dut, rng, config, groups, columns):
+    """Start a scan of ``groups`` groups (``columns`` columns) at random bases; returns the
+    occupancy and pointer bases."""
+    occupancy_base = rng.randint(0, config.occupancy_depth - groups)
+    pointer_base = rng.randint(0, config.pointer_depth - columns)
+    ctx.set(dut.groups, groups)
+    ctx.set(dut.occupancy_base, occupancy_base)
+    ctx.set(dut.pointer_base, pointer_base)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    return occupancy_base, pointer_base
+
+
 @pytest.mark.parametrize("pes,scan_lanes", [(1, 1), (4, 1), (4, 2), (8, 8)])
 @pytest.mark.parametrize("depth", [2, 3, 7])
 @pytest.mark.parametrize("pop_rate", [0.3, 1.0])
@@ -33,14 +47,8 @@ def test_asks_while_the_buffer_has_room(pes, scan_lanes, depth, pop_rate):
     async def testbench(ctx):
         for _ in range(3):
             groups = rng.randint(0, ceil_div(config.max_features, lanes))
-            occupancy_base = rng.randint(0, config.occupancy_depth - groups)
-            pointer_base = rng.randint(0, config.pointer_depth - groups * lanes)
-            ctx.set(dut.groups, groups)
-            ctx.set(dut.occupancy_base, occupancy_base)
-            ctx.set(dut.pointer_base, pointer_base)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+            occupancy_base, pointer_base = await start_scan(ctx, dut, rng, config, groups,
+                                                            groups * lanes)
             asks, pops = [], []                 # cycle numbers, from the cycle after start
             landed = 0                          # groups through the landing (in the buffer)
             stalls = 0
@@ -117,15 +125,9 @@ def test_skipping_zeros_asks_for_the_nonzero_activations_as_the_cycle_model_does
             active = [rng.random() < density for _ in range(config.act_words * pes)]
             words = {w: sum(active[w * pes + lane] << lane for lane in range(pes))
                      for w in range(config.act_words)}
-            occupancy_base = rng.randint(0, config.occupancy_depth - groups)
-            pointer_base = rng.randint(0, config.pointer_depth - groups)
             model = _ZeroSkip(config, np.array(active[:groups]))
-            ctx.set(dut.groups, groups)
-            ctx.set(dut.occupancy_base, occupancy_base)
-            ctx.set(dut.pointer_base, pointer_base)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+            occupancy_base, pointer_base = await start_scan(ctx, dut, rng, config, groups,
+                                                            groups)
             asks, pops = [], []                 # (cycle, column) asked; cycles popped
             for cycle in range(20 * (groups + depth)):
                 landed = sum(1 for when, _ in asks if when <= cycle - 3)
