@@ -91,7 +91,7 @@ class HostReadPath(wiring.Component):
             read_pending.eq(host_bus.r_en),
             read_region.eq(address.region),
             read_index.eq(index[:3]),
-            read_lane.eq(index[:max(1, lane_bits)]),
+            read_lane.eq(index[:lane_bits] if lane_bits else 0),
         ]
         register_value = Signal(32)
         with m.Switch(read_index):

@@ -171,7 +171,8 @@ class HostWriteDecoder(wiring.Component):
             self.codebook.en.eq(writing & (region == bus.Region.CODEBOOK)),
             self.activation.en.eq(writing & (region == bus.Region.ACTIVATIONS)),
             self.activation.addr.eq(index >> lane_bits),
-            self.activation.lane.eq(index[:max(1, lane_bits)]),
+            # One PE: a word of one lane, whatever the index's bits (lane_bits is 0).
+            self.activation.lane.eq(index[:lane_bits] if lane_bits else 0),
             self.activation.value.eq(host_bus.w_data[:config.act_bits]),
         ]
 

@@ -79,8 +79,7 @@ def test_each_region_reaches_its_memory_on_the_last_chunk(name, busy):
                         port = memory_ports(dut)[region]
                         if region == bus.Region.ACTIVATIONS:
                             assert ctx.get(port.addr) == activation // config.pes
-                            if config.pes > 1:      # one PE: the one-bit field is index bit 0
-                                assert ctx.get(port.lane) == activation % config.pes
+                            assert ctx.get(port.lane) == activation % config.pes
                             mask = (1 << config.act_bits) - 1
                             assert ctx.get(port.value) & mask == value & mask
                         else:
