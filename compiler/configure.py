@@ -195,7 +195,8 @@ def _grow(value: int, headroom: float) -> int:
 def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = None,
                   fifo_depth: int | None = None, headroom: float | None = None,
                   acc_memory_bits: int | None = None, writeback_lanes: int | None = None,
-                  encoded=None, fit_check: bool = True) -> EngineConfig:
+                  encoded=None, fit_check: bool = True,
+                  skip_zeros: bool = False) -> EngineConfig:
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
@@ -216,8 +217,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     ``writeback_lanes`` (requantizers shared by ``pes / writeback_lanes`` PEs each) defaults
     to one per PE; with a board and no explicit value, the least sharing whose LUT estimate
     fits the part is chosen (write-back then takes ``rows * period`` cycles per layer).
-    On an iCE40 a one-lane engine skips zero activations (``skip_zeros``) when the block RAM
-    and logic it costs fit.
+    ``skip_zeros=True`` asks an iCE40 one-lane engine to skip zero activations, taken when
+    the block RAM and logic it costs fit.  It is off by default: the 4-PE iCEBreaker engine
+    with it built at 37.5 MHz (below the 40 MHz floor), and at 8 PEs it does not fit.
     ``fit_check=False`` chooses the engine for the board as usual but does not refuse it when
     the estimate says it does not fit (to calibrate the estimate, or to let nextpnr decide).
     """
@@ -304,7 +306,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                     config, writeback_lanes=_writeback_choices(pes)[-1]), part)
         else:
             config = _dsps_for(config, part)
-        if small and config.scan_lanes == 1 and not config.conv and not pes & (pes - 1):
+        if (skip_zeros and small and config.scan_lanes == 1 and not config.conv
+                and not pes & (pes - 1)):
             # EIE's zero skipping for the one-lane scan (hw/nonzero_map.py): a block RAM and
             # a few dozen cells, taken when they fit beside the write-back chosen above.
             skipping = dataclasses.replace(config, skip_zeros=True)

@@ -32,7 +32,9 @@ def test_compile_json(tmp_path, model_file, capsys):
     assert status == 0
     payload = json.loads(captured.out)                 # exactly one JSON object on stdout
     assert payload["pes"] == 4 and payload["config"]["pes"] == 4
-    assert [layer["shape"] for layer in payload["layers"]] == [[48, 64], [10, 48]]
+    # 8 of the 48 hidden units have no outgoing weight: the compiler drops them.
+    assert [layer["shape"] for layer in payload["layers"]] == [[40, 64], [10, 40]]
+    assert payload["dead_units_removed"] == [{"layer": "fc0", "units": 48, "kept": 40}]
     program = load_program(tmp_path / "prog")
     assert payload["entries"] == sum(len(e) for e in program.image.entries)
     assert {row["part"] for row in payload["resources"]} == {"iCE40UP5K", "LFE5U-85F"}
@@ -45,7 +47,8 @@ def test_compile_table_with_board(tmp_path, model_file, capsys):
                    str(tmp_path / "prog"), "--no-verilog"])
     out = capsys.readouterr().out
     assert status == 0
-    assert "fc0" in out and "48x64" in out and "LFE5U-85F" in out
+    assert "fc0" in out and "40x64" in out and "LFE5U-85F" in out
+    assert "fc0: 8 of its 48 units removed" in out
     assert "Estimated resources" in out
 
 

@@ -233,14 +233,15 @@ def test_a_board_too_small_for_one_requantizer_per_pe_gets_shared_ones(monkeypat
 
 def test_ice40_one_lane_engines_skip_zeros_where_the_map_fits(monkeypatch):
     network = small_network()
-    assert derive_config(network, 2, board="icebreaker").skip_zeros
-    assert not derive_config(network, 2).skip_zeros                     # no board: several lanes
-    assert not derive_config(network, 2, board="ulx3s-85f").skip_zeros
+    assert not derive_config(network, 2, board="icebreaker").skip_zeros  # off by default
+    assert derive_config(network, 2, board="icebreaker", skip_zeros=True).skip_zeros
+    assert not derive_config(network, 2, skip_zeros=True).skip_zeros     # no board
+    assert not derive_config(network, 2, board="ulx3s-85f", skip_zeros=True).skip_zeros
     # Its cells would not fit: the engine scans every activation.
     costly = resources.LutModel(shared=4900, per_pe=0, per_codebook_bit=0, per_requantizer=0,
                                 per_lane_bit=0, per_register_bit=0, skip_zeros_cells=300)
     monkeypatch.setitem(resources.LUT_MODELS, "ice40", costly)
-    assert not derive_config(network, 2, board="icebreaker").skip_zeros
+    assert not derive_config(network, 2, board="icebreaker", skip_zeros=True).skip_zeros
     with pytest.raises(ValueError, match="skip_zeros needs scan_lanes 1"):
         EngineConfig(pes=8, scan_lanes=2, skip_zeros=True)
     with pytest.raises(ValueError, match="a power-of-two pes"):
