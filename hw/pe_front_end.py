@@ -17,13 +17,14 @@ already waits.
 """
 
 from amaranth import Cat, Module, Signal, signed
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 
+from .flagged_fifo import FlaggedFIFO
 from .lnzd import lowest_set_bit
 from .pe_memories import parameter_read_signature
 from .pe_walker import column_layout
@@ -112,7 +113,10 @@ class FrontEnd(wiring.Component):
             stored = Cat(arriving, arriving_first)
         else:
             stored = self.queue.payload.as_value()
-        m.submodules.queue = queue = fifo.SyncFIFO(width=len(stored), depth=config.fifo_depth)
+        # Its flags are registers: the front end's take of the head is logic on `r_rdy`, and
+        # with SyncFIFO's compare in front of it the take -> level loop was the ECP5 engine's
+        # critical path.
+        m.submodules.queue = queue = FlaggedFIFO(width=len(stored), depth=config.fifo_depth)
         m.d.comb += [
             queue.w_data.eq(stored),
             queue.w_en.eq(self.queue.valid),
