@@ -9,8 +9,8 @@ The harness (``BroadcastContract``) plays the unit's neighbours:
   the word at the address asked for (the words are any constants); in every other cycle its
   data is any value, so the unit must take the word in its cycle;
 * each PE's activation queue is a ``SyncFIFO`` of ``config.fifo_depth`` (the PE's
-  hw/flagged_fifo.py times like it, cycle for cycle), read at any times; a read is ``dequeued`` (through a register with
-  ``config.link_registers``, as in the PE);
+  hw/flagged_fifo.py times like it, cycle for cycle), read at any times; a read is
+  ``dequeued`` (through a register with ``config.link_registers``, as in the PE);
 * one scan is started at any time while the unit is idle, of any group count and bases.
 
 It asserts, for any such run:
