@@ -88,6 +88,27 @@ def simulate_board(config: EngineConfig, image, inputs, *, out_features: int, bu
     return _run(build_dir, design, plan, simulator)
 
 
+def simulate_program_run(program, x, *, build_dir: Path, image_on_board: bool = True,
+                         load: bool = False, timing: LinkTiming | None = None,
+                         simulator: str = "verilator") -> dict:
+    """``sparseforge run``'s work (``program_run.run_program``) on the simulated board: the
+    float inputs ``x`` of ``program`` streamed over the UART.  The board starts with the
+    program's image with ``image_on_board``, else empty; ``load`` loads it over the link
+    first.  Returns what the host saw (outputs, predictions, cycles, the progress calls,
+    simulated seconds), or ``{"error": ...}`` when the run was refused."""
+    timing = timing or LinkTiming.of()
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    program.save(build_dir / "program")
+    np.save(build_dir / "run_inputs.npy", np.asarray(x, dtype=np.float64))
+    design = LinkedEngine(program.config, program.image if image_on_board else None,
+                          clocks_per_bit=timing.clocks_per_bit)
+    plan = {**timing.plan(), "results": str(build_dir / "results.json"),
+            "program_run": {"program": str(build_dir / "program"), "load": load,
+                            "inputs": str(build_dir / "run_inputs.npy")}}
+    return _run(build_dir, design, plan, simulator)
+
+
 def fault_campaign(config: EngineConfig, image, inputs, expected, *, other_image,
                    other_expected, out_features: int, build_dir: Path,
                    per_scenario: int = 8, timing: LinkTiming | None = None, seed: int = 1,

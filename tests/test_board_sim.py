@@ -66,3 +66,35 @@ def test_fault_campaign_never_answers_wrong_runs_twice_or_hangs(model, tmp_path)
     assert streamed["correct"] == streamed["inferences"] == 4
     # An input whose answer was lost while a later frame was out runs again (one retry each).
     assert streamed["inferences"] <= streamed["runs"] <= streamed["inferences"] + streamed["retried"]
+
+
+@pytest.mark.cocotb
+def test_the_run_command_streams_a_program_over_the_simulated_board(tmp_path):
+    # `sparseforge run`'s work (program_run.run_program) on the simulated board: a compiled
+    # program's float inputs, streamed, against the golden model and the cycle model; then a
+    # board holding another image refuses the run until the program is loaded over the link.
+    import sparseforge as sf
+    from sparseforge.boards.simulate import simulate_program_run
+    from sparseforge.sim.simulate import predict
+    from tests.test_golden import random_network
+
+    rng = np.random.default_rng(33)
+    network = random_network(rng, [12, 16, 6], density=0.5)
+    program = sf.compile(network, pes=4)
+    x = rng.normal(scale=2.0, size=(5, 3, 4))                   # flattened by the program
+    expected = sf.reference(program, x)
+    cycles = [sum(t.cycles for t in row) for row in predict(program, program.quantize_input(x))]
+
+    result = simulate_program_run(program, x, build_dir=tmp_path / "on_board")
+    np.testing.assert_array_equal(np.array(result["outputs"]), expected)
+    assert result["predictions"] == expected.argmax(axis=1).tolist()
+    assert result["cycles"] == cycles
+    assert result["progress"][-1] == [5, 5] and len(result["progress"]) == 5
+    assert result["seconds"] > 0 and result["retried"] == 0
+
+    refused = simulate_program_run(program, x, build_dir=tmp_path / "empty",
+                                   image_on_board=False)
+    assert "image" in refused["error"]
+    loaded = simulate_program_run(program, x[:2], build_dir=tmp_path / "loaded",
+                                  image_on_board=False, load=True)
+    np.testing.assert_array_equal(np.array(loaded["outputs"]), expected[:2])

@@ -22,7 +22,7 @@ from cocotb.clock import Clock
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
-from sparseforge.boards.device import Device, DeviceError, LinkError
+from sparseforge.boards.device import Device, DeviceError, ImageMismatch, LinkError
 
 from .link_faults import Tracker, campaign
 
@@ -184,6 +184,28 @@ def host_session(plan: dict, transport) -> dict:
     return result
 
 
+def program_session(plan: dict, transport) -> dict:
+    """What ``sparseforge run DIR --input X.npy`` does once its port is open
+    (``program_run.run_program``), with the progress it reports and simulated seconds."""
+    from sparseforge.boards.program_run import run_program
+    from sparseforge.compiler.program import load_program
+
+    device = Device(transport, retries=plan.get("retries", 8),
+                    timeout=64 * transport.byte_seconds)
+    task = plan["program_run"]
+    progress = []
+    try:
+        run = run_program(device, load_program(task["program"]), np.load(task["inputs"]),
+                          load=task["load"], progress=lambda done, total: progress.append(
+                              [done, total]), clock=transport.clock)
+    except (LinkError, DeviceError, ImageMismatch) as error:
+        return {"error": str(error), "commands": device.commands}
+    return {"outputs": run.outputs.tolist(), "predictions": run.predictions.tolist(),
+            "cycles": run.cycles.tolist(), "layer_cycles": run.layer_cycles,
+            "seconds": run.seconds, "progress": progress, "commands": device.commands,
+            "retried": device.retried}
+
+
 async def watch_runs(dut, tracker: Tracker) -> None:
     """Every run the engine starts, for the tracker to attribute to a host command."""
     while True:
@@ -207,6 +229,10 @@ async def host_runtime_over_simulated_uart(dut):
         tracker = Tracker()
         cocotb.start_soon(watch_runs(dut, tracker))
         result = await bridge(campaign)(plan, transport, tracker)
+        Path(plan["results"]).write_text(json.dumps(result))
+        return
+    if plan.get("program_run"):
+        result = await bridge(program_session)(plan, transport)
         Path(plan["results"]).write_text(json.dumps(result))
         return
     faults = None

@@ -3,8 +3,6 @@ prints predictions, on-chip cycles and wall time."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -33,6 +31,7 @@ def run(args) -> int:
         SerialTransport,
         find_serial_port,
     )
+    from sparseforge.boards.program_run import run_program
     from sparseforge.boards.registry import board as find_board
 
     console = console_for(args)
@@ -42,39 +41,22 @@ def run(args) -> int:
         x = np.load(args.input, allow_pickle=False)
         port = args.port or find_serial_port(board.usb_ids)
         device = Device(SerialTransport(port, board.baud))
-        info = device.info()
-        if info.pes != program.config.pes:
-            return fail(f"the board's engine has {info.pes} PEs; the program needs "
-                        f"{program.config.pes}: flash its bitstream, or compile for it")
-        # Outputs only from this program's image, whole: loaded and sealed now, or already
-        # on the board (its identity is checked, so a half-loaded or other model is refused).
-        if args.load:
-            device.load(program.config, program.image)
-        else:
-            device.require_image(program.config, program.image)
-        rows = program.quantize_input(x)
-        started = time.monotonic()
-        # Streamed: the next input crosses the link while the board runs the last.
+        count = len(program.quantize_input(x))
         with Progress(TextColumn("inferences"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console, transient=True,
-                      disable=len(rows) < 32) as bar:
-            task = bar.add_task("infer", total=len(rows))
-            outputs, cycles = device.infer_many(
-                rows, program.out_features,
-                progress=lambda done, total: bar.update(task, completed=done))
-        seconds = time.monotonic() - started
-        layer_cycles = device.read_cycles(program.layer_count)       # the last run's
+                      disable=count < 32) as bar:
+            task = bar.add_task("infer", total=count)
+            result = run_program(device, program, x, load=args.load,
+                                 progress=lambda done, total: bar.update(task, completed=done))
     except (LinkError, DeviceError, ValueError, OSError) as error:
         return fail(str(error))
-    outputs = np.asarray(outputs)
-    cycles = np.asarray(cycles)
-    predictions = outputs.argmax(axis=1)
-    console.print(f"predictions: {predictions.tolist()}")
-    console.print(f"on-chip cycles per inference: {cycles.mean():.0f} (the last one's per "
-                  f"layer: {list(layer_cycles)}); wall time {seconds:.3f} s for {len(rows)} "
-                  f"inputs over {port}, {len(rows) / seconds:.0f} inferences/s")
-    emit_json(args, {"predictions": predictions.tolist(), "outputs": outputs.tolist(),
-                     "cycles": cycles.tolist(), "layer_cycles": list(layer_cycles),
-                     "wall_seconds": seconds, "inferences_per_second": len(rows) / seconds,
-                     "port": port})
+    console.print(f"predictions: {result.predictions.tolist()}")
+    console.print(f"on-chip cycles per inference: {result.cycles.mean():.0f} (the last one's "
+                  f"per layer: {result.layer_cycles}); wall time {result.seconds:.3f} s for "
+                  f"{count} inputs over {port}, {result.inferences_per_second:.0f} "
+                  f"inferences/s")
+    emit_json(args, {"predictions": result.predictions.tolist(),
+                     "outputs": result.outputs.tolist(), "cycles": result.cycles.tolist(),
+                     "layer_cycles": result.layer_cycles, "wall_seconds": result.seconds,
+                     "inferences_per_second": result.inferences_per_second, "port": port})
     return 0

@@ -1,0 +1,64 @@
+"""A compiled program's inferences on a board, over its link: what ``sparseforge run`` does
+once it has a :class:`~sparseforge.boards.device.Device`.
+
+It checks that the board's engine is the program's (its PE count, then the loaded image's
+identity, or loads the image first), quantizes the float inputs as the program does, streams
+them with :meth:`Device.infer_many` and reads the last run's per-layer cycle counters.  The
+board simulation (``benches/board_bench.py``) runs it unchanged over the simulated UART.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .device import Device, DeviceError
+
+__all__ = ["ProgramRun", "run_program"]
+
+
+@dataclass(frozen=True, eq=False)
+class ProgramRun:
+    """What the board answered: ``outputs`` (inputs x the network's outputs, integers, in the
+    network's order), ``cycles`` (each inference's on-chip total), ``layer_cycles`` (the last
+    inference's per layer) and ``seconds`` (the whole stream, by the run's clock)."""
+    outputs: np.ndarray
+    cycles: np.ndarray
+    layer_cycles: list[int]
+    seconds: float
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.outputs.argmax(axis=1)
+
+    @property
+    def inferences_per_second(self) -> float:
+        return len(self.outputs) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def run_program(device: Device, program, x, *, load: bool = False,
+                progress: Callable[[int, int], None] | None = None,
+                clock: Callable[[], float] = time.monotonic) -> ProgramRun:
+    """Run the float inputs ``x`` (batch x features, or batch x any shape) of ``program`` on
+    the board behind ``device``: the image loaded first with ``load``, else required to be
+    the one the board holds (a half-loaded or other model is refused).  ``progress(done,
+    total)`` follows the stream; ``clock`` times it (a simulation passes its own)."""
+    info = device.info()
+    if info.pes != program.config.pes:
+        raise DeviceError(f"the board's engine has {info.pes} PEs; the program needs "
+                          f"{program.config.pes}: flash its bitstream, or compile for it")
+    if load:
+        device.load(program.config, program.image)
+    else:
+        device.require_image(program.config, program.image)
+    rows = program.quantize_input(x)
+    started = clock()
+    # Streamed: the next input crosses the link while the board runs the last.
+    outputs, cycles = device.infer_many(rows, program.out_features, progress=progress)
+    seconds = clock() - started
+    layer_cycles = device.read_cycles(program.layer_count)
+    return ProgramRun(outputs=program.network_output(outputs), cycles=np.asarray(cycles),
+                      layer_cycles=[int(c) for c in layer_cycles], seconds=seconds)
