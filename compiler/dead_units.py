@@ -16,21 +16,29 @@ Removing them changes no output of the network, bit for bit:
   accumulator, and moves into the row's bias (biases are at the accumulator's scale), when
   the new bias still fits ``bias_bits`` -- else the unit stays.
 
-The network's inputs (the first layer's columns) and outputs (the last layer's rows) are the
-user's and stay; so do convolutions' channels (conv mode lays them out itself) and at least one
-unit of each hidden layer.  The pass runs before row balancing (``balance.py``).
+The network's outputs (the last layer's rows) are the user's and stay; so do convolutions'
+channels (conv mode lays them out itself) and at least one unit of each hidden layer.  The pass
+runs before row balancing (``balance.py``).
+
+The network's inputs are the user's too, but an input no weight reads (a first-layer column
+pruned whole: 16 of the digits MLP's 64 pixels) costs the engine a scan cycle and the link two
+bytes per inference.  :func:`remove_unused_inputs` drops those columns and returns the
+:class:`InputSelection` the program keeps: the host takes the user's inputs at their full width
+and sends only the selected ones (``Program.quantize_input``).  It runs after the hidden units
+go, since a unit removed can leave an input unread.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from .balance import take_rows
 from .ir import QuantizedLinear, QuantizedNetwork
 
-__all__ = ["dead_units", "remove_dead_units"]
+__all__ = ["InputSelection", "dead_units", "remove_dead_units", "remove_unused_inputs"]
 
 
 def dead_units(layer: QuantizedLinear, following: QuantizedLinear
@@ -85,3 +93,55 @@ def remove_dead_units(network: QuantizedNetwork
         return network, kept
     return QuantizedNetwork(tuple(layers)), kept
 
+
+
+@dataclass(frozen=True)
+class InputSelection:
+    """The model's inputs the program's network takes: of ``features`` inputs, the
+    ``columns`` (increasing) that a first-layer weight reads."""
+    features: int
+    columns: tuple[int, ...]
+
+    def __post_init__(self):
+        columns = self.columns
+        if not isinstance(self.features, int) or self.features < 1:
+            raise ValueError(f"features must be a positive integer, not {self.features!r}")
+        if (not columns or not all(isinstance(c, int) for c in columns)
+                or any(b <= a for a, b in zip(columns, columns[1:]))
+                or columns[0] < 0 or columns[-1] >= self.features):
+            raise ValueError(f"columns must be increasing integers in 0..{self.features - 1}, "
+                             f"at least one")
+
+    def select(self, x: np.ndarray) -> np.ndarray:
+        """The selected columns of ``x`` (batch x ``features``)."""
+        return np.asarray(x)[:, list(self.columns)]
+
+    def to_json(self) -> dict:
+        return {"features": self.features, "columns": list(self.columns)}
+
+    @classmethod
+    def from_json(cls, value) -> InputSelection:
+        if not isinstance(value, dict) or set(value) != {"features", "columns"}:
+            raise ValueError("must be an object with 'features' and 'columns'")
+        if not isinstance(value["columns"], list):
+            raise ValueError("'columns' must be a list")
+        return cls(value["features"], tuple(value["columns"]))
+
+
+def remove_unused_inputs(network: QuantizedNetwork
+                         ) -> tuple[QuantizedNetwork, InputSelection | None]:
+    """``network`` without the inputs no first-layer weight reads, and the selection of the
+    model's inputs it takes (``None``: all of them, or a first layer that is not exactly
+    Linear).  Its outputs for the selected inputs are the model's for all of them."""
+    first = network.layers[0]
+    if type(first) is not QuantizedLinear:
+        return network, None
+    used = first.weights.astype(bool).any(axis=0)
+    if used.all():
+        return network, None
+    if not used.any():
+        used[0] = True                  # the engine has no layer of width 0
+    keep = np.flatnonzero(used)
+    narrowed = dataclasses.replace(first, codes=np.ascontiguousarray(first.codes[:, keep]))
+    selection = InputSelection(first.in_features, tuple(int(c) for c in keep))
+    return QuantizedNetwork((narrowed, *network.layers[1:])), selection

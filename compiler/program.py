@@ -43,10 +43,10 @@ from . import bus, configure, isa
 from .balance import balance_rows
 from .config import EngineConfig, check_pes
 from .conv import ConvGeometry
-from .dead_units import remove_dead_units
+from .dead_units import InputSelection, remove_dead_units, remove_unused_inputs
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .errors import InputError
-from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant
+from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant, check_inputs
 from .lowering import Lowering, has_convolutions, lower
 from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
@@ -78,11 +78,13 @@ class Program:
 
     ``config`` is the engine, ``image`` every memory's contents, ``network`` the integer
     network the image encodes (for its input and output formats), ``board`` the board it was
-    checked against (or None)."""
+    checked against (or None), ``inputs`` which of the model's inputs ``network`` takes
+    (``dead_units.InputSelection``; None: all)."""
     config: EngineConfig
     image: Image
     network: QuantizedNetwork
     board: str | None = None
+    inputs: InputSelection | None = None
 
     @property
     def layer_count(self) -> int:
@@ -116,11 +118,31 @@ class Program:
             return self.lowering.output_size
         return self.network.layers[-1].out_features
 
+    @property
+    def model_in_features(self) -> int:
+        """Inputs the model takes (a convolutional network's map flattened): the width of
+        what :meth:`quantize_input` is given."""
+        if self.inputs is not None:
+            return self.inputs.features
+        return self.network.layers[0].in_features
+
     def quantize_input(self, x) -> np.ndarray:
-        """Float inputs (batch x features, or batch x any shape: flattened; images in
-        PyTorch's channel, row, column order) to the engine's integer activations (round half
-        up, saturate; docs/numerics.md), in conv mode laid out as its input map."""
-        return self.engine_input(self.network.quantize_input(x))
+        """Float inputs of the model (batch x features, or batch x any shape: flattened;
+        images in PyTorch's channel, row, column order) to the engine's integer activations
+        (round half up, saturate; docs/numerics.md): only the inputs the network reads
+        (``inputs``), in conv mode laid out as its input map."""
+        return self.engine_input(self.network.quantize_input(self.taken_inputs(x)))
+
+    def taken_inputs(self, x) -> np.ndarray:
+        """The model's inputs (batch x ``model_in_features``, real or integer) narrowed to
+        the ones the network takes (``inputs``); unchanged when it takes them all."""
+        if self.inputs is None:
+            return x
+        array = np.asarray(x)
+        features = self.inputs.features
+        if array.dtype.kind in "iu" and array.ndim >= 2 and array[0].size == features:
+            return self.inputs.select(array.reshape(len(array), -1))      # keeps the integers
+        return self.inputs.select(check_inputs(array, features))
 
     def engine_input(self, x_int) -> np.ndarray:
         """The network's integer inputs (batch x features) as the engine takes them."""
@@ -181,7 +203,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     evens their entries (``balance.balance_rows``): the program's network is then that
     permutation of the model's, whose outputs are the same for every input.  ``remove_dead``
     (the default) first drops the hidden units no output depends on (``dead_units.py``: no
-    outgoing weight, or no incoming one and a constant output folded into the next biases).
+    outgoing weight, or no incoming one and a constant output folded into the next biases),
+    then the inputs no weight reads (the program's ``inputs`` selects the others).
     """
     network = getattr(model, "network", model)
     if not isinstance(network, QuantizedNetwork):
@@ -199,6 +222,11 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if not conv:
         network = _placed(network, int(pes), idx_bits, config, remove_dead=remove_dead,
                           balance=balance)
+    selection = None
+    if not conv and remove_dead:
+        # After the hidden units: one removed can leave an input unread.  Fewer columns
+        # only shrink the memories, so an engine the network fits, the narrowed one fits.
+        network, selection = remove_unused_inputs(network)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in network.layers]
     if config is None:
@@ -209,7 +237,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
         configure.fit(network, config, encoded=encoded)
         if board is not None and fit_check:
             configure.check_board(config, configure.resolve_part(board))
-    program = Program(config, pack_image(config, network, encoded), network, board)
+    program = Program(config, pack_image(config, network, encoded), network, board,
+                      selection)
     if verify:
         _verify(program)
     return program
@@ -334,7 +363,9 @@ def _write(program: Program, directory: Path, extra=None) -> None:
              if path.is_file() and path.name != "program.json"}
     (directory / "program.json").write_text(json.dumps({
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "layer_count": image.layer_count,
-        "board": program.board, "layers": layer_table, "files": files}, indent=2) + "\n")
+        "board": program.board, "layers": layer_table, "files": files,
+        **({"inputs": program.inputs.to_json()} if program.inputs is not None else {})},
+        indent=2) + "\n")
 
 
 REQUANT_ARRAYS = ("multiplier", "shift", "rounding", "half_even")
@@ -396,7 +427,25 @@ def load_program(directory) -> Program:
     image = _image_from(config, arrays, manifest, directory)
     validate_image(image, network, where=f"{directory}/image.npz")
     board = manifest.get("board")
-    return Program(config, image, network, board if isinstance(board, str) else None)
+    return Program(config, image, network, board if isinstance(board, str) else None,
+                   _inputs_from(manifest, network, manifest_path))
+
+
+def _inputs_from(manifest: dict, network: QuantizedNetwork, where: Path
+                 ) -> InputSelection | None:
+    """The manifest's input selection (absent: the network takes every input), checked
+    against the network's first layer."""
+    if "inputs" not in manifest:
+        return None
+    try:
+        selection = InputSelection.from_json(manifest["inputs"])
+    except (TypeError, ValueError) as error:
+        raise ProgramError(f"{where}: 'inputs' {error}") from None
+    if len(selection.columns) != network.layers[0].in_features:
+        raise ProgramError(f"{where}: 'inputs' selects {len(selection.columns)} of the model's "
+                           f"{selection.features} inputs, but the network takes "
+                           f"{network.layers[0].in_features}")
+    return selection
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -603,6 +603,20 @@ def write_report(out_dir, *, compressed=None, program, simulation=None, build=No
     return out_dir / "report.html"
 
 
+def _inputs_taken(network, selection):
+    """``network`` reading only the selected inputs, or None when it cannot be the model they
+    were selected from."""
+    import dataclasses
+
+    from sparseforge.compiler.ir import QuantizedNetwork
+
+    first = network.layers[0]
+    if first.in_features != selection.features:
+        return None
+    first = dataclasses.replace(first, codes=first.codes[:, list(selection.columns)])
+    return QuantizedNetwork((first, *network.layers[1:]))
+
+
 def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,
              accuracy_data) -> _Context:
     from sparseforge.compiler.balance import row_orders
@@ -613,11 +627,14 @@ def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_
         raise ValueError(f"the simulation has {len(sim.measured)} layers, the program "
                          f"{program.layer_count}")
     if compressed is not None:
-        # The program's network is the model's, its dead hidden units perhaps removed
-        # (compiler/dead_units.py) and its hidden rows permuted (compiler/balance.py).
-        if (row_orders(compressed.network, program.network) is None
-                and row_orders(remove_dead_units(compressed.network)[0],
-                               program.network) is None):
+        # The program's network is the model's, its dead hidden units perhaps removed, its
+        # inputs perhaps narrowed to the ones read (compiler/dead_units.py) and its hidden
+        # rows permuted (compiler/balance.py).
+        candidates = [compressed.network, remove_dead_units(compressed.network)[0]]
+        if program.inputs is not None:
+            candidates = [_inputs_taken(network, program.inputs) for network in candidates]
+        if all(candidate is None or row_orders(candidate, program.network) is None
+               for candidate in candidates):
             raise ValueError("the compressed model is not the one the program was compiled "
                              "from (its layers or codes differ)")
         report = compressed.report

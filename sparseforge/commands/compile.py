@@ -55,6 +55,9 @@ def run(args) -> int:
     verilog = None if args.no_verilog else directory / "engine.v"
     payload = summary(program, directory, verilog)
     payload["dead_units_removed"] = removed_units(compressed.network, program.network)
+    if program.inputs is not None:
+        payload["inputs_removed"] = {"inputs": program.inputs.features,
+                                     "kept": len(program.inputs.columns)}
 
     def extra(folder: Path) -> None:
         # Written into the program's new folder before it is renamed into place, so that
@@ -148,6 +151,11 @@ def render(console, program, payload) -> None:
         console.print(f"{layer['layer']}: {layer['units'] - layer['kept']} of its "
                       f"{layer['units']} units removed, no output depends on them "
                       f"(--keep-dead-units keeps them)")
+    if "inputs_removed" in payload:
+        inputs = payload["inputs_removed"]
+        console.print(f"inputs: {inputs['inputs'] - inputs['kept']} of the model's "
+                      f"{inputs['inputs']} are read by no weight; the host sends the other "
+                      f"{inputs['kept']} (--keep-dead-units keeps them all)")
     console.print(f"engine: {config.act_bits}-bit activations, {config.code_bits}-bit codes, "
                   f"{config.coef_bits}-bit codebook values, {config.acc_bits}-bit "
                   f"accumulators, {config.entry_depth} entries per PE, "

@@ -62,7 +62,7 @@ def _inputs(args, program):
     if args.inputs:
         x = np.load(args.inputs, allow_pickle=False)
         labels = np.load(args.labels, allow_pickle=False) if args.labels else None
-    elif program.network.layers[0].in_features == 64:
+    elif program.model_in_features == 64:
         from .sim import default_inputs
 
         x, labels = default_inputs(program)

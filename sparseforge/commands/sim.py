@@ -31,8 +31,8 @@ def register(verbs) -> None:
 
 
 def default_inputs(program):
-    # The network's input (a convolutional network's map flattened), not the engine's.
-    features = program.network.layers[0].in_features
+    # The model's input (a convolutional network's map flattened), not the engine's.
+    features = program.model_in_features
     if features != 64:
         raise ValueError("pass --inputs: the default data (digits) has 64 features, the "
                          f"program takes {features}")
@@ -57,7 +57,7 @@ def run(args) -> int:
         else:
             x, labels = default_inputs(program)
         try:
-            x = check_inputs(x, program.network.layers[0].in_features)[:args.count]
+            x = check_inputs(x, program.model_in_features)[:args.count]
         except InputError as error:
             raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
         if labels is not None:
