@@ -338,7 +338,7 @@ def run_engine(workloads: list[Workload], pes: int, work_dir: Path, say) -> list
         if config.conv:
             plans.append(_conv_plan(config, program, workload.inputs))
             continue
-        x = workload.inputs
+        x = program.taken_inputs(workload.inputs)       # the inputs a weight reads
         golden = run_image(config, program.image, x)
         timings = predict(program, x)
         activations = run_image(config, program.image, x, return_layers=True)
@@ -350,7 +350,7 @@ def run_engine(workloads: list[Workload], pes: int, work_dir: Path, say) -> list
                                   np.zeros(layer.in_features, dtype=bool))
                  for layer in program.network.layers]
         plans.append((golden, timings, macs, np.array(empty)))
-    inputs = [p.engine_input(w.inputs) if config.conv else w.inputs
+    inputs = [p.engine_input(w.inputs) if config.conv else p.taken_inputs(w.inputs)
               for w, p in zip(workloads, programs)]
     say(f"{tag} compiled in {compile_seconds:.1f} s (scan lanes {config.scan_lanes}, queues "
         f"{config.fifo_depth}, {config.entry_depth} entries per PE); the cycle model predicts "

@@ -259,22 +259,24 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
         except (DoesNotFit, ValueError) as error:
             miss("compile", str(error))
             continue
-        golden = run_image(config, program.image, case.inputs)
+        # The engine takes the inputs a weight reads (an empty column's is not sent).
+        taken = program.taken_inputs(case.inputs)
+        golden = run_image(config, program.image, taken)
         network = case.network.forward(case.inputs)
         if not np.array_equal(golden, network):
             miss("golden", "the golden model differs from the integer network",
                  {"expected": network, "outputs": golden})
             continue
         predicted = np.array([[timing.cycles for timing in row]
-                              for row in predict(program, case.inputs)])
+                              for row in predict(program, taken)])
         runnable.append((case, program, golden, predicted))
     simulated = 0.0
     for stalled in (False, True):
         group = [item for item in runnable if item[0].stalled == stalled]
         if not group:
             continue
-        rtl_cases = [RtlCase(case.name, program.image, case.inputs, golden)
-                     for case, program, golden, _ in group]
+        rtl_cases = [RtlCase(case.name, program.image, program.taken_inputs(case.inputs),
+                             golden) for case, program, golden, _ in group]
         with tempfile.TemporaryDirectory(prefix="sparseforge-verify-") as directory:
             try:
                 results = run_rtl(config, rtl_cases, build_dir=Path(directory),

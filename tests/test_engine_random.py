@@ -147,13 +147,14 @@ def shared_config(cases: list[Case], pes: int, **engine) -> EngineConfig:
 
 def check(program, case: Case, result) -> None:
     """Bit-exact outputs, golden model == integer network, cycles == the cycle model."""
-    expected = run_image(program.config, program.image, case.inputs)
+    taken = program.taken_inputs(case.inputs)       # no empty first-layer column is sent
+    expected = run_image(program.config, program.image, taken)
     np.testing.assert_array_equal(expected, case.network.forward(case.inputs),
                                   err_msg=f"{case.name}: golden model vs network")
     assert result.mismatches == 0, f"{case.name}: {result.mismatches} outputs differ"
     np.testing.assert_array_equal(result.outputs, expected, err_msg=case.name)
     predicted = np.array([[timing.cycles for timing in row]
-                          for row in predict(program, case.inputs)])
+                          for row in predict(program, taken)])
     np.testing.assert_array_equal(result.cycles, predicted,
                                   err_msg=f"{case.name}: measured vs modelled cycles")
 
@@ -167,9 +168,9 @@ def test_random_networks_on_one_engine(pes, tmp_path):
     config = shared_config(cases, pes, **ENGINES[pes])
     programs = [compile_program(case.network, config=config) for case in cases]
     # Every engine must be one Verilator build: cases loaded over the bus, Verilog unchanged.
-    rtl_cases = [RtlCase(case.name, program.image, case.inputs,
-                         run_image(config, program.image, case.inputs))
-                 for case, program in zip(cases, programs)]
+    taken = [program.taken_inputs(case.inputs) for case, program in zip(cases, programs)]
+    rtl_cases = [RtlCase(case.name, program.image, x, run_image(config, program.image, x))
+                 for case, program, x in zip(cases, programs, taken)]
     half = len(cases) // 2
     results = run_rtl(config, rtl_cases[:half], build_dir=tmp_path, seed=pes)
     results += run_rtl(config, rtl_cases[half:], build_dir=tmp_path, seed=pes + 1, **STALLS)
