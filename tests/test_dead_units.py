@@ -4,6 +4,7 @@ outputs stay the same integers; and compile's use of it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sparseforge as sf
-from sparseforge.compiler.dead_units import dead_units, remove_dead_units
+from sparseforge.compiler.dead_units import (InputSelection, dead_units, remove_dead_units,
+                                             remove_unused_inputs)
 from sparseforge.compiler.ir import QuantizedNetwork
+from sparseforge.compiler.program import ProgramError, load_program
 from sparseforge.sim.reference.golden import run_image
 
 from test_golden import PROPERTY, random_inputs, random_network
@@ -119,3 +122,62 @@ def test_compile_drops_dead_units_and_the_engine_computes_the_model():
     x = random_inputs(rng, network, 32)
     np.testing.assert_array_equal(run_image(program.config, program.image, x),
                                   network.forward(x))
+
+
+def with_unread_inputs(rng, widths, unread):
+    """A random network whose first layer reads none of the inputs ``unread``."""
+    network = random_network(rng, widths, density=0.6)
+    first = network.layers[0]
+    codes = first.codes.copy()
+    codes[:, list(unread)] = 0
+    codes[:, [c for c in range(widths[0]) if c not in unread]] |= 1   # every other one read
+    return QuantizedNetwork((dataclasses.replace(first, codes=codes), *network.layers[1:]))
+
+
+def test_inputs_no_weight_reads_go_and_the_selection_narrows_the_inputs():
+    rng = np.random.default_rng(7)
+    network = with_unread_inputs(rng, [20, 12, 5], unread=(0, 3, 4, 19))
+    narrowed, selection = remove_unused_inputs(network)
+    assert narrowed.layers[0].in_features == 16
+    assert selection == InputSelection(20, tuple(c for c in range(20) if c not in (0, 3, 4, 19)))
+    x = random_inputs(rng, network, 64)
+    np.testing.assert_array_equal(narrowed.forward(selection.select(x)), network.forward(x))
+    assert InputSelection.from_json(selection.to_json()) == selection
+
+
+def test_a_first_layer_reading_every_input_is_kept_as_is():
+    rng = np.random.default_rng(8)
+    network = with_unread_inputs(rng, [10, 6, 3], unread=())
+    assert remove_unused_inputs(network) == (network, None)
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"features": 20}, "'features' and 'columns'"),
+    ({"features": 20, "columns": "0,1"}, "must be a list"),
+    ({"features": 20, "columns": [3, 1]}, "increasing"),
+    ({"features": 20, "columns": [0, 20]}, "increasing"),
+    ({"features": 0, "columns": [0]}, "positive"),
+])
+def test_a_bad_input_selection_is_refused(value, message):
+    with pytest.raises(ValueError, match=message):
+        InputSelection.from_json(value)
+
+
+def test_the_program_keeps_its_input_selection_and_takes_model_width_inputs(tmp_path):
+    rng = np.random.default_rng(9)
+    network = with_unread_inputs(rng, [24, 16, 4], unread=range(0, 24, 4))
+    program = sf.compile(network, pes=2)
+    assert program.network.layers[0].in_features == 18 and program.model_in_features == 24
+    x = random_inputs(rng, network, 16)
+    np.testing.assert_array_equal(
+        run_image(program.config, program.image, program.taken_inputs(x)), network.forward(x))
+    assert sf.compile(network, pes=2, remove_dead=False).inputs is None
+    program.save(tmp_path / "prog")
+    assert load_program(tmp_path / "prog").inputs == program.inputs
+    manifest_path = tmp_path / "prog" / "program.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["inputs"]["columns"] = manifest["inputs"]["columns"][:-1]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ProgramError, match="'inputs' selects 17 of the model's 24 inputs, "
+                                           "but the network takes 18"):
+        load_program(tmp_path / "prog")

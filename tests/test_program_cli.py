@@ -13,16 +13,20 @@ from sparseforge.compiler.program import load_program
 from tests.test_golden import random_network
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    network = random_network(np.random.default_rng(31), [64, 48, 10], density=0.15)
+def save_model(network, path):
+    """Save the quantized ``network`` (and its float twin) as a .sfm model at ``path``."""
     float_network = Network(tuple(
         Linear(layer.name, layer.weights * 2.0 ** -layer.weight_format.frac,
                layer.bias * 2.0 ** -layer.accumulator_frac, layer.relu)
         for layer in network.layers))
-    path = tmp_path_factory.mktemp("model") / "m.sfm"
     CompressedModel(network, float_network, account(network)).save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    network = random_network(np.random.default_rng(31), [64, 48, 10], density=0.15)
+    return save_model(network, tmp_path_factory.mktemp("model") / "m.sfm")
 
 
 def test_compile_json(tmp_path, model_file, capsys):
@@ -75,3 +79,21 @@ def test_compile_writes_verilog_built_for_the_board(tmp_path, model_file, capsys
     assert status == 0 and payload["verilog"] == str(tmp_path / "prog" / "engine.v")
     assert "module engine" in (tmp_path / "prog" / "engine.v").read_text()
     assert load_program(tmp_path / "prog").board == "icebreaker"
+
+
+def test_compile_says_which_inputs_the_host_sends(tmp_path, capsys):
+    from tests.test_dead_units import with_unread_inputs
+    network = with_unread_inputs(np.random.default_rng(32), [30, 20, 4], unread=(1, 2, 29))
+    model = save_model(network, tmp_path / "m.sfm")
+    assert main(["compile", str(model), "--pes", "2", "-o", str(tmp_path / "prog"),
+                 "--no-verilog"]) == 0
+    assert ("inputs: 3 of the model's 30 are read by no weight; the host sends the other 27"
+            in capsys.readouterr().out)
+    assert main(["compile", str(model), "--pes", "2", "-o", str(tmp_path / "json"),
+                 "--no-verilog", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["inputs_removed"] == {"inputs": 30, "kept": 27}
+    assert payload["layers"][0]["shape"][1] == 27
+    assert main(["compile", str(model), "--pes", "2", "-o", str(tmp_path / "all"),
+                 "--no-verilog", "--json", "--keep-dead-units"]) == 0
+    assert "inputs_removed" not in json.loads(capsys.readouterr().out)
