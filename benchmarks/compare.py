@@ -464,7 +464,9 @@ def main() -> int:
         console.print("[yellow]accumulators wider than 24 bits: the float32 CPU versions are "
                       "not exact[/yellow]")
     layers = dequantized_layers(network)
-    grid = network.input_format.dequantize(network.quantize_input(x)).astype(np.float32)
+    # The compiled network, so on the inputs it reads (the ones no weight reads are dropped).
+    taken = targets[0].program.taken_inputs(x)
+    grid = network.input_format.dequantize(network.quantize_input(taken)).astype(np.float32)
     implementations = {}
     float_model, float_source = ((None, "--no-float") if args.no_float
                                  else load_float_model(args.float_model, compressed))

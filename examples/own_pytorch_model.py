@@ -108,8 +108,8 @@ def main(argv=None) -> int:
 
     prog = sf.compile(cm, pes=args.pes, board="icebreaker")
     prog.save(out / "program")
-    print(f"compile: {prog.config.pes} PEs, {prog.in_features} inputs -> "
-          f"{prog.out_features} outputs in {prog.layer_count} layers, fits the iCEBreaker")
+    print(f"compile: {prog.config.pes} PEs, {prog.in_features} of the model's "
+          f"{prog.model_in_features} inputs read -> {prog.out_features} outputs in {prog.layer_count} layers, fits the iCEBreaker")
 
     # The golden model; its dequantized logits differ from the pruned and shared float network
     # (cm.float_network) only by the fixed-point rounding of the activations.
