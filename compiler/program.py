@@ -219,14 +219,10 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
     conv = has_convolutions(network) or (config is not None and config.conv)
-    if not conv:
-        network = _placed(network, int(pes), idx_bits, config, remove_dead=remove_dead,
-                          balance=balance)
     selection = None
-    if not conv and remove_dead:
-        # After the hidden units: one removed can leave an input unread.  Fewer columns
-        # only shrink the memories, so an engine the network fits, the narrowed one fits.
-        network, selection = remove_unused_inputs(network)
+    if not conv:
+        network, selection = _placed(network, int(pes), idx_bits, config,
+                                     remove_dead=remove_dead, balance=balance)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in network.layers]
     if config is None:
@@ -245,30 +241,34 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
 
 
 def _placed(network: QuantizedNetwork, pes: int, idx_bits: int, config: EngineConfig | None,
-            *, remove_dead: bool, balance: bool) -> QuantizedNetwork:
-    """``network`` without its dead units and with its rows balanced, as asked; for an
-    existing engine the first of (both, dead units removed, balanced, as it is) that fits it
-    (rows that move between PEs can deepen one PE's memories)."""
-    bases = [network]
+            *, remove_dead: bool, balance: bool
+            ) -> tuple[QuantizedNetwork, InputSelection | None]:
+    """``network`` without its dead units and the inputs no weight reads, and with its rows
+    balanced, as asked, with the selection of the model's inputs it takes; for an existing
+    engine the first of (both, dead units removed, balanced, as it is) that fits it (rows that
+    move between PEs can deepen one PE's memories)."""
+    bases = [(network, None)]
     if remove_dead:
-        pruned = remove_dead_units(network)[0]
-        bases = [pruned, network] if pruned is not network else bases
+        # The inputs after the hidden units: a unit removed can leave an input unread.
+        pruned, selection = remove_unused_inputs(remove_dead_units(network)[0])
+        if pruned is not network:
+            bases.insert(0, (pruned, selection))
     candidates = []
-    for base in bases:
+    for base, selection in bases:
         if balance:
             balanced = balance_rows(base, pes, (1 << idx_bits) - 1)[0]
             if balanced is not base:
-                candidates.append(balanced)
-        candidates.append(base)
+                candidates.append((balanced, selection))
+        candidates.append((base, selection))
     if config is None:
         return candidates[0]
-    for candidate in candidates:
+    for candidate, selection in candidates:
         try:
             configure.fit(candidate, config)
         except configure.DoesNotFit:
             continue
-        return candidate
-    return network
+        return candidate, selection
+    return network, None
 
 
 def _verify(program: Program) -> None:

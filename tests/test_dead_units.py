@@ -181,3 +181,15 @@ def test_the_program_keeps_its_input_selection_and_takes_model_width_inputs(tmp_
     with pytest.raises(ProgramError, match="'inputs' selects 17 of the model's 24 inputs, "
                                            "but the network takes 18"):
         load_program(tmp_path / "prog")
+
+
+def test_a_program_compiles_again_for_the_engine_derived_for_it():
+    """The engine derived for a narrowed network has memories for its columns only: compiling
+    the model for that engine again must narrow before it checks the fit."""
+    rng = np.random.default_rng(10)
+    network = with_unread_inputs(rng, [40, 24, 6], unread=range(0, 40, 2))
+    program = sf.compile(network, pes=2)
+    again = sf.compile(network, config=program.config)
+    assert again.inputs == program.inputs
+    for mine, theirs in zip(again.network.layers, program.network.layers):
+        np.testing.assert_array_equal(mine.codes, theirs.codes)
