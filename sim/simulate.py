@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .reference.cycles import LayerTiming, layer_timing, program_timings
-from .reference.golden import run_image
+from .reference.golden import engine_integers, run_image
 from .rtl import RtlCase, run_rtl
 
 __all__ = ["Simulation", "simulate", "predict"]
@@ -106,7 +106,7 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     Without ``build_dir`` the simulator is built in a temporary folder that is removed
     afterwards (kept only for ``waves``, whose file is in it).
     """
-    x_int = np.asarray(X, dtype=np.int64) if integer else program.quantize_input(X)
+    x_int = engine_integers(program, X) if integer else program.quantize_input(X)
     golden = run_image(program.config, program.image, x_int)
     timings = predict(program, x_int)
     if build_dir is None and not waves:

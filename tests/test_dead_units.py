@@ -193,3 +193,17 @@ def test_a_program_compiles_again_for_the_engine_derived_for_it():
     assert again.inputs == program.inputs
     for mine, theirs in zip(again.network.layers, program.network.layers):
         np.testing.assert_array_equal(mine.codes, theirs.codes)
+
+
+def test_integer_inputs_of_the_model_or_the_engine_width_give_the_same_outputs():
+    rng = np.random.default_rng(11)
+    network = with_unread_inputs(rng, [16, 10, 3], unread=(5, 6))
+    program = sf.compile(network, pes=2)
+    x = random_inputs(rng, network, 8)
+    expected = network.forward(x)
+    np.testing.assert_array_equal(sf.reference(program, x, integer=True), expected)
+    np.testing.assert_array_equal(
+        sf.reference(program, program.taken_inputs(x), integer=True), expected)
+    with pytest.raises(ValueError, match="15 features per row; the program takes the model's "
+                                         "16 or the 14 of them it reads"):
+        sf.reference(program, x[:, :15], integer=True)

@@ -42,6 +42,7 @@ __all__ = [
     "DecodedLayer",
     "check_program",
     "decode_image",
+    "engine_integers",
     "reference",
     "run_image",
     "run_layer",
@@ -241,8 +242,24 @@ def reference(program, X, *, integer: bool = False) -> np.ndarray:
     """The golden model's integer outputs (batch x classes).  ``X`` are real inputs,
     quantized with ``program.quantize_input``; with ``integer=True`` they are the engine's
     integer activations already."""
-    x_int = _integers(X, program.config.act_bits) if integer else program.quantize_input(X)
+    x_int = engine_integers(program, X) if integer else program.quantize_input(X)
     return run_image(program.config, program.image, x_int)
+
+
+def engine_integers(program, X) -> np.ndarray:
+    """Integer inputs (batch x features, ``act_bits`` wide) checked, as the engine takes
+    them: of the model's width they are narrowed to the inputs the program reads
+    (``Program.taken_inputs``), of the engine's width they are taken as they are."""
+    x = _integers(X, program.config.act_bits)
+    if program.inputs is None:
+        return x
+    if x.shape[1] == program.model_in_features:
+        return program.taken_inputs(x)
+    if x.shape[1] != program.in_features:
+        raise ValueError(f"integer inputs have {x.shape[1]} features per row; the program "
+                         f"takes the model's {program.model_in_features} or the "
+                         f"{program.in_features} of them it reads")
+    return x
 
 
 def _integers(x, act_bits: int) -> np.ndarray:
