@@ -116,6 +116,16 @@ class InputSelection:
         """The selected columns of ``x`` (batch x ``features``)."""
         return np.asarray(x)[:, list(self.columns)]
 
+    def narrow(self, network: QuantizedNetwork) -> QuantizedNetwork:
+        """``network`` (whose first layer, Linear, takes ``features`` inputs) reading only the
+        selected ones: the first layer's other columns dropped."""
+        first = network.layers[0]
+        if type(first) is not QuantizedLinear or first.in_features != self.features:
+            raise ValueError(f"the selection is of {self.features} inputs of a Linear first "
+                             f"layer, not of {first.name}")
+        codes = np.ascontiguousarray(first.codes[:, list(self.columns)])
+        return QuantizedNetwork((dataclasses.replace(first, codes=codes), *network.layers[1:]))
+
     def to_json(self) -> dict:
         return {"features": self.features, "columns": list(self.columns)}
 
@@ -141,7 +151,5 @@ def remove_unused_inputs(network: QuantizedNetwork
         return network, None
     if not used.any():
         used[0] = True                  # the engine has no layer of width 0
-    keep = np.flatnonzero(used)
-    narrowed = dataclasses.replace(first, codes=np.ascontiguousarray(first.codes[:, keep]))
-    selection = InputSelection(first.in_features, tuple(int(c) for c in keep))
-    return QuantizedNetwork((narrowed, *network.layers[1:])), selection
+    selection = InputSelection(first.in_features, tuple(int(c) for c in np.flatnonzero(used)))
+    return selection.narrow(network), selection

@@ -603,18 +603,13 @@ def write_report(out_dir, *, compressed=None, program, simulation=None, build=No
     return out_dir / "report.html"
 
 
-def _inputs_taken(network, selection):
+def _narrowed(network, selection):
     """``network`` reading only the selected inputs, or None when it cannot be the model they
     were selected from."""
-    import dataclasses
-
-    from sparseforge.compiler.ir import QuantizedNetwork
-
-    first = network.layers[0]
-    if first.in_features != selection.features:
+    try:
+        return selection.narrow(network)
+    except ValueError:
         return None
-    first = dataclasses.replace(first, codes=first.codes[:, list(selection.columns)])
-    return QuantizedNetwork((first, *network.layers[1:]))
 
 
 def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,
@@ -632,7 +627,7 @@ def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_
         # rows permuted (compiler/balance.py).
         candidates = [compressed.network, remove_dead_units(compressed.network)[0]]
         if program.inputs is not None:
-            candidates = [_inputs_taken(network, program.inputs) for network in candidates]
+            candidates = [_narrowed(network, program.inputs) for network in candidates]
         if all(candidate is None or row_orders(candidate, program.network) is None
                for candidate in candidates):
             raise ValueError("the compressed model is not the one the program was compiled "

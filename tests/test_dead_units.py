@@ -207,3 +207,21 @@ def test_integer_inputs_of_the_model_or_the_engine_width_give_the_same_outputs()
     with pytest.raises(ValueError, match="15 features per row; the program takes the model's "
                                          "16 or the 14 of them it reads"):
         sf.reference(program, x[:, :15], integer=True)
+
+
+def test_the_report_knows_the_model_a_narrowed_program_came_from(tmp_path):
+    from sparseforge.run_report import write_report
+    from test_program_cli import save_model
+
+    def compressed(network):
+        return sf.load_compressed(save_model(network, tmp_path / f"{id(network)}.sfm"))
+
+    rng = np.random.default_rng(12)
+    network = with_unread_inputs(rng, [20, 12, 4], unread=(0, 19))
+    program = sf.compile(network, pes=2)
+    assert program.inputs is not None
+    assert write_report(tmp_path / "a", compressed=compressed(network), program=program,
+                        inputs=rng.uniform(0, 1, (4, 20))).is_file()
+    other = with_unread_inputs(rng, [20, 12, 4], unread=(0, 19))
+    with pytest.raises(ValueError, match="not the one the program was compiled from"):
+        write_report(tmp_path / "b", compressed=compressed(other), program=program)
