@@ -187,6 +187,9 @@ CONFIGS = {
     "N=8 ECP5 flags": dict(pes=8, scan_lanes=8, column_queue=True, readout_register=True,
                            link_registers=True, decoded_weights=True),
     "N=4 shared requantizers": dict(pes=4, scan_lanes=4, writeback_lanes=1, fifo_depth=3),
+    # More PEs than a byte of the offer stage's refusals (its OR over them is a tree).
+    "N=20 ECP5 flags": dict(pes=20, scan_lanes=4, column_queue=True, readout_register=True,
+                            link_registers=True, decoded_weights=True, fifo_depth=2),
 }
 
 
