@@ -300,6 +300,13 @@ def test_7_sim_refuses_bad_inputs(tmp_path, program_dir, capsys, inputs, message
     assert not (tmp_path / "sim").exists()
 
 
+def test_7_run_refuses_bad_inputs_before_it_looks_for_a_port(tmp_path, program_dir, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((3, 30)))
+    status, out, err = cli(capsys, "run", program_dir, "--input", tmp_path / "x.npy",
+                           "--port", tmp_path / "no-such-port", "--json")
+    assert status == 2 and "30 features per row, the model takes 64" in json_error(out)
+
+
 @pytest.mark.parametrize("count", ["-3", "0"])
 def test_7_8_a_count_under_one_is_refused(program_dir, capsys, count):
     status, out, _ = cli(capsys, "sim", program_dir, "--count", count, "--json")

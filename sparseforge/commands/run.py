@@ -39,9 +39,9 @@ def run(args) -> int:
         program = sf.load_program(args.program)
         board = find_board(args.board or program.board or "icebreaker")
         x = np.load(args.input, allow_pickle=False)
+        count = len(program.quantize_input(x))      # bad inputs refused before the port opens
         port = args.port or find_serial_port(board.usb_ids)
         device = Device(SerialTransport(port, board.baud))
-        count = len(program.quantize_input(x))
         with Progress(TextColumn("inferences"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console, transient=True,
                       disable=count < 32) as bar:
