@@ -247,7 +247,7 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
     simulators = Path(simulators_dir)
     verilog = _engine_verilog(config, simulators)
     mismatches: list[Mismatch] = []
-    runnable = []                           # (case, program, golden, predicted)
+    runnable = []                           # (case, program, taken, golden, predicted)
     for index in indices:
         case = random_case(seed, pes, index)
 
@@ -269,14 +269,14 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
             continue
         predicted = np.array([[timing.cycles for timing in row]
                               for row in predict(program, taken)])
-        runnable.append((case, program, golden, predicted))
+        runnable.append((case, program, taken, golden, predicted))
     simulated = 0.0
     for stalled in (False, True):
         group = [item for item in runnable if item[0].stalled == stalled]
         if not group:
             continue
-        rtl_cases = [RtlCase(case.name, program.image, program.taken_inputs(case.inputs),
-                             golden) for case, program, golden, _ in group]
+        rtl_cases = [RtlCase(case.name, program.image, taken, golden)
+                     for case, program, taken, golden, _ in group]
         with tempfile.TemporaryDirectory(prefix="sparseforge-verify-") as directory:
             try:
                 results = run_rtl(config, rtl_cases, build_dir=Path(directory),
@@ -289,7 +289,7 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
                                                str(error)[-2000:],
                                                case_seed(seed, pes, case.index)))
                 continue
-        for (case, program, golden, predicted), result in zip(group, results):
+        for (case, program, _, golden, predicted), result in zip(group, results):
             simulated += result.seconds
             arrays = {"inputs": case.inputs, "expected": golden, "outputs": result.outputs,
                       "cycles": result.cycles, "predicted": predicted}
