@@ -395,7 +395,8 @@ def run_engine(workloads: list[Workload], pes: int, work_dir: Path, say) -> list
             work=np.array([[int(t.work.sum()) for t in row] for row in timings]), macs=macs,
             mismatches=result.mismatches,
             accuracy=(None if workload.labels is None
-                      else float(np.mean(result.outputs.argmax(axis=1) == workload.labels))),
+                      else float(np.mean(programs[workloads.index(workload)].network_output(
+                          result.outputs).argmax(axis=1) == workload.labels))),
             seconds={**seconds, "simulate": result.seconds},
             simulated_cycles=int(sim_ns // CLOCK_NS))
         say(f"{tag} {workload.name}: {outcome.measured.sum(axis=1).mean():.0f} cycles per input "

@@ -31,7 +31,8 @@ from .config import check_pes
 from .encode import encode_layer
 from .ir import QuantizedLinear, QuantizedNetwork
 
-__all__ = ["balance_rows", "balanced_order", "pe_entries", "row_orders", "take_rows"]
+__all__ = ["balance_outputs", "balance_rows", "balanced_order", "output_network", "pe_entries",
+           "row_orders", "take_rows"]
 
 
 def pe_entries(codes: np.ndarray, pes: int, max_run: int) -> np.ndarray:
@@ -93,6 +94,39 @@ def balance_rows(network: QuantizedNetwork, pes: int, max_run: int = 15
     if not any(order is not None for order in orders):
         return network, orders
     return QuantizedNetwork(tuple(layers)), orders
+
+
+def balance_outputs(network: QuantizedNetwork, pes: int, max_run: int = 15
+                    ) -> np.ndarray | None:
+    """A placement of the last layer's rows over the PEs that evens their entries, as
+    :func:`balance_rows` does for the hidden layers (the same rule and the same test), or
+    ``None`` where it does not lower the most entries a PE holds of the layer.
+
+    The last layer's outputs are the user's, so this order is not folded into the network: the
+    program keeps it (``Program.output_order``), the engine stores the rows in it, and the host
+    reads them back into the network's order (``Program.network_output``).  Only an exactly
+    Linear last layer is placed (conv mode lays its outputs out itself)."""
+    pes = check_pes(pes)
+    layers = network.layers
+    last = layers[-1]
+    if type(last) is not QuantizedLinear:
+        return None
+    entries = [pe_entries(layer.codes, pes, max_run) for layer in layers]
+    order = balanced_order(last.codes, pes)
+    balanced = pe_entries(last.codes[order], pes, max_run)
+    totals = sum(entries) - entries[-1]
+    if (balanced.max() >= entries[-1].max()
+            or (totals + balanced).max() > (totals + entries[-1]).max()):
+        return None
+    return order
+
+
+def output_network(network: QuantizedNetwork, order: np.ndarray | None) -> QuantizedNetwork:
+    """``network`` as the engine stores it: the last layer's rows in ``order`` (see
+    :func:`balance_outputs`; ``None``: as they are)."""
+    if order is None:
+        return network
+    return QuantizedNetwork((*network.layers[:-1], take_rows(network.layers[-1], order)))
 
 
 def take_rows(layer: QuantizedLinear, order: np.ndarray) -> QuantizedLinear:

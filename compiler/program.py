@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bus, configure, isa
-from .balance import balance_rows
+from .balance import balance_outputs, balance_rows, output_network
 from .config import EngineConfig, check_pes
 from .conv import ConvGeometry
 from .dead_units import InputSelection, remove_dead_units, remove_unused_inputs
@@ -79,12 +79,15 @@ class Program:
     ``config`` is the engine, ``image`` every memory's contents, ``network`` the integer
     network the image encodes (for its input and output formats), ``board`` the board it was
     checked against (or None), ``inputs`` which of the model's inputs ``network`` takes
-    (``dead_units.InputSelection``; None: all)."""
+    (``dead_units.InputSelection``; None: all), ``output_order`` where the engine keeps the
+    last layer's rows (``balance.balance_outputs``: its output ``i`` is the network's output
+    ``output_order[i]``; None: in the network's order)."""
     config: EngineConfig
     image: Image
     network: QuantizedNetwork
     board: str | None = None
     inputs: InputSelection | None = None
+    output_order: np.ndarray | None = None
 
     @property
     def layer_count(self) -> int:
@@ -101,7 +104,12 @@ class Program:
     def engine_layers(self) -> tuple[QuantizedLinear, ...]:
         """The layers as the engine stores them (in conv mode, kernel columns in the walk's
         order), one per descriptor."""
-        return self.lowering.engine.layers if self.lowering else self.network.layers
+        return self.lowering.engine.layers if self.lowering else self.engine_network.layers
+
+    @functools.cached_property
+    def engine_network(self) -> QuantizedNetwork:
+        """The network as the image stores it: its last layer's rows in ``output_order``."""
+        return output_network(self.network, self.output_order)
 
     @property
     def in_features(self) -> int:
@@ -150,13 +158,19 @@ class Program:
 
     def network_output(self, outputs) -> np.ndarray:
         """The engine's integer outputs (batch x ``out_features``) in the network's order
-        (the same but for a network that ends in a convolution)."""
-        return self.lowering.network_output(outputs) if self.lowering else np.asarray(outputs)
+        (the same but for a network that ends in a convolution, or whose last layer's rows
+        the engine keeps in another order, ``output_order``)."""
+        if self.lowering:
+            return self.lowering.network_output(outputs)
+        outputs = np.asarray(outputs)
+        if self.output_order is None:
+            return outputs
+        return outputs[..., np.argsort(self.output_order)]
 
     def dequantize(self, outputs) -> np.ndarray:
-        """The engine's integer outputs as float logits (``out * 2**-frac_out``), in the
-        network's order."""
-        return self.network.dequantize_output(self.network_output(outputs))
+        """Integer outputs in the network's order (what ``sf.reference``, ``sf.simulate`` and
+        a board's run give) as float logits (``out * 2**-frac_out``)."""
+        return self.network.dequantize_output(np.asarray(outputs))
 
     def bus_writes(self) -> np.ndarray:
         """The host-bus writes that load this program's image (see :meth:`Image.bus_writes`)."""
@@ -219,22 +233,25 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.
     conv = has_convolutions(network) or (config is not None and config.conv)
-    selection = None
+    selection = output_order = None
     if not conv:
-        network, selection = _placed(network, int(pes), idx_bits, config,
-                                     remove_dead=remove_dead, balance=balance)
+        network, selection, output_order = _placed(network, int(pes), idx_bits, config,
+                                                   remove_dead=remove_dead, balance=balance)
+    # The engine stores the last layer's rows in output_order; the program keeps `network`
+    # in the network's order, so everything the user sees stays in it.
+    stored = output_network(network, output_order)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
-                                 for layer in network.layers]
+                                 for layer in stored.layers]
     if config is None:
-        config = configure.derive_config(network, int(pes), board=board, scan_lanes=scan_lanes,
+        config = configure.derive_config(stored, int(pes), board=board, scan_lanes=scan_lanes,
                                          fifo_depth=fifo_depth, headroom=headroom,
                                          encoded=encoded, fit_check=fit_check)
     else:
-        configure.fit(network, config, encoded=encoded)
+        configure.fit(stored, config, encoded=encoded)
         if board is not None and fit_check:
             configure.check_board(config, configure.resolve_part(board))
-    program = Program(config, pack_image(config, network, encoded), network, board,
-                      selection)
+    program = Program(config, pack_image(config, stored, encoded), network, board,
+                      selection, output_order)
     if verify:
         _verify(program)
     return program
@@ -242,11 +259,13 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
 
 def _placed(network: QuantizedNetwork, pes: int, idx_bits: int, config: EngineConfig | None,
             *, remove_dead: bool, balance: bool
-            ) -> tuple[QuantizedNetwork, InputSelection | None]:
+            ) -> tuple[QuantizedNetwork, InputSelection | None, np.ndarray | None]:
     """``network`` without its dead units and the inputs no weight reads, and with its rows
-    balanced, as asked, with the selection of the model's inputs it takes; for an existing
-    engine the first of (both, dead units removed, balanced, as it is) that fits it (rows that
-    move between PEs can deepen one PE's memories)."""
+    balanced, as asked, with the selection of the model's inputs it takes and the order the
+    engine keeps its last layer's rows in; for an existing engine the first of (both, dead
+    units removed, balanced, as it is) that fits it (rows that move between PEs can deepen
+    one PE's memories)."""
+    max_run = (1 << idx_bits) - 1
     bases = [(network, None)]
     if remove_dead:
         # The inputs after the hidden units: a unit removed can leave an input unread.
@@ -256,19 +275,22 @@ def _placed(network: QuantizedNetwork, pes: int, idx_bits: int, config: EngineCo
     candidates = []
     for base, selection in bases:
         if balance:
-            balanced = balance_rows(base, pes, (1 << idx_bits) - 1)[0]
+            balanced = balance_rows(base, pes, max_run)[0]
+            order = balance_outputs(balanced, pes, max_run)
+            if order is not None:
+                candidates.append((balanced, selection, order))
             if balanced is not base:
-                candidates.append((balanced, selection))
-        candidates.append((base, selection))
+                candidates.append((balanced, selection, None))
+        candidates.append((base, selection, None))
     if config is None:
         return candidates[0]
-    for candidate, selection in candidates:
+    for candidate, selection, order in candidates:
         try:
-            configure.fit(candidate, config)
+            configure.fit(output_network(candidate, order), config)
         except configure.DoesNotFit:
             continue
-        return candidate, selection
-    return network, None
+        return candidate, selection, order
+    return network, None, None
 
 
 def _verify(program: Program) -> None:
@@ -364,7 +386,9 @@ def _write(program: Program, directory: Path, extra=None) -> None:
     (directory / "program.json").write_text(json.dumps({
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "layer_count": image.layer_count,
         "board": program.board, "layers": layer_table, "files": files,
-        **({"inputs": program.inputs.to_json()} if program.inputs is not None else {})},
+        **({"inputs": program.inputs.to_json()} if program.inputs is not None else {}),
+        **({"output_order": [int(row) for row in program.output_order]}
+           if program.output_order is not None else {})},
         indent=2) + "\n")
 
 
@@ -425,10 +449,31 @@ def load_program(directory) -> Program:
     arrays = _load_npz(directory / "image.npz")
     network = _network_from(manifest, _load_npz(directory / "network.npz"), directory)
     image = _image_from(config, arrays, manifest, directory)
-    validate_image(image, network, where=f"{directory}/image.npz")
+    output_order = _output_order_from(manifest, network, config, manifest_path)
+    validate_image(image, output_network(network, output_order),
+                   where=f"{directory}/image.npz")
     board = manifest.get("board")
     return Program(config, image, network, board if isinstance(board, str) else None,
-                   _inputs_from(manifest, network, manifest_path))
+                   _inputs_from(manifest, network, manifest_path), output_order)
+
+
+def _output_order_from(manifest: dict, network: QuantizedNetwork, config: EngineConfig,
+                       where: Path) -> np.ndarray | None:
+    """The manifest's placement of the last layer's rows (absent: the network's order),
+    checked to be a permutation of them (and not of a convolution's, which conv mode lays
+    out)."""
+    if "output_order" not in manifest:
+        return None
+    order = manifest["output_order"]
+    outputs = network.layers[-1].out_features
+    if (not isinstance(order, list) or not all(type(row) is int for row in order)
+            or sorted(order) != list(range(outputs))):
+        raise ProgramError(f"{where}: 'output_order' must list each of the last layer's "
+                           f"{outputs} rows once (row numbers 0..{outputs - 1})")
+    if config.conv:
+        raise ProgramError(f"{where}: 'output_order' is given for a conv-mode program, whose "
+                           f"outputs the lowering lays out")
+    return np.array(order, dtype=np.int64)
 
 
 def _inputs_from(manifest: dict, network: QuantizedNetwork, where: Path

@@ -134,7 +134,8 @@ def _simulate(program, x_int, golden, timings, labels, simulator, waves, build_d
         found = sorted(build_dir.rglob("*.fst")) + sorted(build_dir.rglob("*.vcd"))
         waves_file = found[0] if found else None
     return Simulation(
-        outputs=result.outputs, golden=golden, cycles=result.cycles,
+        outputs=program.network_output(result.outputs),
+        golden=program.network_output(golden), cycles=result.cycles,
         predicted=table("cycles"), limit=table("limit"), bound=table("bound"),
         overhead=np.array([t.overhead for t in timings[0]]),
         work=np.array([[int(t.work.sum()) for t in row] for row in timings]),

@@ -1,6 +1,7 @@
 """compiler/balance.py: the row-balancing pass keeps every output and evens the PEs' entries."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ import pytest
 import sparseforge as sf
 from sparseforge.compiler.balance import balance_rows, balanced_order, pe_entries, row_orders
 from sparseforge.compiler.ir import QuantizedNetwork, RowRequant
+from sparseforge.compiler.program import ProgramError, load_program
+from sparseforge.sim.reference.golden import run_image
 
 from test_golden import random_inputs, random_network
 
@@ -126,3 +129,52 @@ def test_balancing_does_not_deepen_the_entry_memory():
     assert balanced_order(first, 2).tolist() != [0, 1, 2, 3]      # it would move rows
     balanced, orders = balance_rows(network, 2)
     assert balanced is network and orders == [None, None]
+
+
+def test_the_last_layer_is_placed_and_its_outputs_come_back_in_the_network_s_order(tmp_path):
+    # One layer whose heavy rows all sit on PE 0: only the output placement can even it.
+    rng = np.random.default_rng(4)
+    network = random_network(rng, [40, 24], density=0.1)
+    codes = network.layers[0].codes.copy()
+    codes[::4] = rng.integers(1, 16, (6, 40))
+    network = QuantizedNetwork((dataclasses.replace(network.layers[0], codes=codes),))
+    program = sf.compile(network, pes=4)
+    kept = sf.compile(network, pes=4, balance=False)
+    assert program.output_order is not None and kept.output_order is None
+    assert sorted(program.output_order.tolist()) == list(range(24))
+    assert program.network is network                # the user's order, as given
+    most = [int(p.column_counts(0).sum(axis=1).max()) for p in (program, kept)]
+    assert most[0] < most[1]
+    x = random_inputs(rng, network, 32)
+    engine = run_image(program.config, program.image, x)
+    assert not np.array_equal(engine, network.forward(x))     # the engine's own order ...
+    np.testing.assert_array_equal(program.network_output(engine), network.forward(x))
+    np.testing.assert_array_equal(sf.reference(program, x, integer=True), network.forward(x))
+
+    program.save(tmp_path / "prog")
+    loaded = load_program(tmp_path / "prog")
+    np.testing.assert_array_equal(loaded.output_order, program.output_order)
+    np.testing.assert_array_equal(sf.reference(loaded, x, integer=True), network.forward(x))
+    # Compiling for the engine it was compiled for places the rows the same way.
+    again = sf.compile(network, config=program.config)
+    np.testing.assert_array_equal(again.output_order, program.output_order)
+
+
+@pytest.mark.parametrize("order,message", [
+    ([0] * 24, "each of the last layer's 24 rows once"),
+    (list(range(23)), "each of the last layer's 24 rows once"),
+    ("0,1", "each of the last layer's 24 rows once"),
+    ([float(v) for v in range(24)], "each of the last layer's 24 rows once"),
+])
+def test_a_bad_output_order_is_refused_when_loading(tmp_path, order, message):
+    rng = np.random.default_rng(4)
+    network = random_network(rng, [40, 24], density=0.1)
+    codes = network.layers[0].codes.copy()
+    codes[::4] = rng.integers(1, 16, (6, 40))
+    network = QuantizedNetwork((dataclasses.replace(network.layers[0], codes=codes),))
+    folder = sf.compile(network, pes=4).save(tmp_path / "prog")
+    manifest = json.loads((folder / "program.json").read_text())
+    manifest["output_order"] = order
+    (folder / "program.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProgramError, match="output_order"):
+        load_program(folder)

@@ -169,8 +169,8 @@ def test_the_program_keeps_its_input_selection_and_takes_model_width_inputs(tmp_
     program = sf.compile(network, pes=2)
     assert program.network.layers[0].in_features == 18 and program.model_in_features == 24
     x = random_inputs(rng, network, 16)
-    np.testing.assert_array_equal(
-        run_image(program.config, program.image, program.taken_inputs(x)), network.forward(x))
+    np.testing.assert_array_equal(program.network_output(
+        run_image(program.config, program.image, program.taken_inputs(x))), network.forward(x))
     assert sf.compile(network, pes=2, remove_dead=False).inputs is None
     program.save(tmp_path / "prog")
     assert load_program(tmp_path / "prog").inputs == program.inputs

@@ -70,9 +70,10 @@ def test_golden_model_equals_the_integer_network(seed, pes, depth, density, act_
     taken = program.taken_inputs(x)             # the inputs no weight reads are not sent
     layers = run_image(program.config, program.image, taken, return_layers=True)
     expected = taken
-    # Layer by layer against the program's network: the model's, its hidden rows permuted
-    # (compiler/balance.py); the outputs against the model's own.
-    for index, layer in enumerate(program.network.layers):
+    # Layer by layer against the network the engine stores: the model's, its hidden rows
+    # permuted and its last layer's placed (compiler/balance.py); the outputs, in the
+    # network's order, against the model's own.
+    for index, layer in enumerate(program.engine_network.layers):
         expected = layer.forward(expected)
         np.testing.assert_array_equal(layers[index + 1], expected)
     np.testing.assert_array_equal(reference(program, taken, integer=True), network.forward(x))

@@ -239,11 +239,12 @@ def check_program(program, batch: int = 8, seed: int = 0) -> None:
 
 
 def reference(program, X, *, integer: bool = False) -> np.ndarray:
-    """The golden model's integer outputs (batch x classes).  ``X`` are real inputs,
-    quantized with ``program.quantize_input``; with ``integer=True`` they are the engine's
-    integer activations already."""
+    """The golden model's integer outputs (batch x classes, in the network's order: see
+    ``Program.network_output``).  ``X`` are real inputs, quantized with
+    ``program.quantize_input``; with ``integer=True`` they are the engine's integer
+    activations already."""
     x_int = engine_integers(program, X) if integer else program.quantize_input(X)
-    return run_image(program.config, program.image, x_int)
+    return program.network_output(run_image(program.config, program.image, x_int))
 
 
 def engine_integers(program, X) -> np.ndarray:
