@@ -20,7 +20,16 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["write_folder", "write_file"]
+__all__ = ["write_folder", "write_file", "umask_mode"]
+
+
+def umask_mode(mode: int) -> int:
+    """``mode`` less the process's umask: what ``open`` or ``mkdir`` would have given.
+    ``mkstemp`` and ``mkdtemp`` make their files private (0600, 0700) whatever the umask, so
+    an output renamed into place from one gets this mode first, as if written directly."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
 
 
 def _check_target(target: Path, replaceable: Callable[[Path], bool], what: str) -> None:
@@ -44,6 +53,7 @@ def write_folder(target, fill: Callable[[Path], None], *, what: str = "output",
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
                                         dir=target.parent))
+        os.chmod(staging, umask_mode(0o777))
     except OSError as error:
         raise InputError(f"cannot write the {what} {target}: {error.strerror or error}") from None
     try:
@@ -89,6 +99,7 @@ def write_file(target, data: bytes | str) -> Path:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
+        os.chmod(name, umask_mode(0o666))
         os.replace(name, target)
     finally:
         if os.path.exists(name):

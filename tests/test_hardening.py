@@ -234,6 +234,21 @@ def test_4_a_mix_of_two_compiles_is_refused(tmp_path, model_file, capsys):
 
 # ---- 5: simulations clean up ------------------------------------------------------------------
 
+def test_4_outputs_follow_the_umask_like_files_written_directly(tmp_path, network,
+                                                              model_file):
+    # Written through private temporaries (mkstemp, mkdtemp), renamed into place.
+    import os
+    old = os.umask(0o022)
+    try:
+        program = sf.compile(network, pes=2).save(tmp_path / "prog")
+        compressed = sf.load_compressed(model_file).save(tmp_path / "model.sfm")
+    finally:
+        os.umask(old)
+    assert (program.stat().st_mode & 0o777) == 0o755
+    assert ((program / "program.json").stat().st_mode & 0o777) == 0o644
+    assert (compressed.stat().st_mode & 0o777) == 0o644
+
+
 def test_5_simulate_without_a_build_dir_leaves_no_folder(network, monkeypatch, tmp_path):
     from sparseforge.sim import simulate as simulate_module
     from sparseforge.sim.rtl import RtlResult

@@ -46,6 +46,7 @@ from ..ir import (
     RowRequant,
 )
 from ..numerics import FixedFormat, format_from_json
+from ..outputs import umask_mode
 from .accounting import CompressionReport, account
 
 __all__ = [
@@ -204,6 +205,7 @@ class CompressedModel:
                     archive.writestr("arrays.npz", buffer.getvalue())
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(temporary, umask_mode(0o666))
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
