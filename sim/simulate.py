@@ -107,6 +107,8 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     afterwards (kept only for ``waves``, whose file is in it).
     """
     x_int = engine_integers(program, X) if integer else program.quantize_input(X)
+    if labels is not None:
+        labels = _checked_labels(labels, len(x_int), program.network.layers[-1].out_features)
     golden = run_image(program.config, program.image, x_int)
     timings = predict(program, x_int)
     if build_dir is None and not waves:
@@ -116,6 +118,22 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     build_dir = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="sparseforge-"))
     return _simulate(program, x_int, golden, timings, labels, simulator, waves, build_dir,
                      input_idle, output_stall)
+
+
+def _checked_labels(labels, count: int, classes: int) -> np.ndarray:
+    """``labels`` as ``count`` integer classes of the model, checked before the simulator is
+    built (a label no output can match would only show as a low accuracy)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers (class numbers), not {labels.dtype} values")
+    if labels.shape != (count,):
+        raise ValueError(f"labels must be a vector of one class per input ({count}), not of "
+                         f"shape {labels.shape}")
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        raise ValueError(f"label {int(labels[outside][0])} is not a class of the model's "
+                         f"{classes} outputs (0 to {classes - 1})")
+    return labels.astype(np.int64)
 
 
 def _simulate(program, x_int, golden, timings, labels, simulator, waves, build_dir,
@@ -141,4 +159,4 @@ def _simulate(program, x_int, golden, timings, labels, simulator, waves, build_d
         work=np.array([[int(t.work.sum()) for t in row] for row in timings]),
         pes=program.config.pes, simulator=simulator, seconds=result.seconds,
         build_seconds=wall - result.seconds, waves=waves_file,
-        labels=None if labels is None else np.asarray(labels))
+        labels=labels)

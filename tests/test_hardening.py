@@ -398,6 +398,38 @@ def test_7_compress_of_a_file_that_is_not_a_model(tmp_path, capsys):
     assert "Traceback" not in err and not (tmp_path / "m.sfm").exists()
 
 
+def test_7_a_file_of_the_other_numpy_kind_is_named(tmp_path, program_dir, capsys):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+
+    torch.save(digits_mlp(16).state_dict(), tmp_path / "m.pt")
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 64)))
+    np.save(tmp_path / "x.npy", np.zeros((2, 64)))
+    status, out, _ = cli(capsys, "sim", program_dir, "--inputs", tmp_path / "x.npz", "--json")
+    assert status == 2
+    assert "must be an .npy array (np.save); this file is an .npz archive" in json_error(out)
+    status, out, _ = cli(capsys, "compress", tmp_path / "m.pt", "--data", tmp_path / "x.npy",
+                         "-o", tmp_path / "m.sfm", "--json")
+    assert status == 2
+    assert "must be an .npz archive (np.savez) of named arrays; this file is an .npy array" \
+        in json_error(out)
+    assert not (tmp_path / "m.sfm").exists()
+
+
+def test_7_a_state_dict_that_does_not_fit_names_its_keys(tmp_path, capsys):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+
+    state = digits_mlp(16).state_dict()
+    del state["fc2.bias"]
+    torch.save(state, tmp_path / "m.pt")
+    status, out, _ = cli(capsys, "compress", tmp_path / "m.pt", "-o", tmp_path / "m.sfm",
+                         "--json")
+    assert status == 2 and 'Missing key(s) in state_dict: "fc2.bias"' in json_error(out)
+
+
 # ---- 8: labels ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("labels,message", [
@@ -560,3 +592,17 @@ def test_12_the_report_plots(tmp_path, network, model_file):
     assert leftovers(tmp_path) == []
     again = write_report(tmp_path / "report", compressed=compressed, program=program)
     assert again.is_file() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("labels,message", [
+    ([0, 10, 1], "label 10 is not a class of the model's 10 outputs"),
+    ([0, -1, 1], "label -1 is not a class"),
+    ([0.0, 1.0, 2.0], "labels must be integers"),
+    ([0, 1], r"one class per input \(3\)"),
+])
+def test_8_simulate_refuses_labels_that_are_not_classes_before_it_builds(network, labels,
+                                                                         message):
+    program = sf.compile(network, pes=2)
+    x = np.random.default_rng(2).normal(size=(3, 64))
+    with pytest.raises(ValueError, match=message):
+        sf.simulate(program, x, labels=labels)
