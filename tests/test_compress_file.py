@@ -2,6 +2,7 @@
 mismatched manifests, unsupported layers, truncated files, checkpoints that need pickle) that
 name the field and the value and leave nothing on disk."""
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -89,6 +90,8 @@ def test_the_report_prints_as_deep_compressions_table(saved):
     assert f"with Huffman coding {report.compression_ratio_huffman:.1f}x" in text
     assert f"{report.compression_ratio_with_pointers:.1f}x with them" in text
     assert "float 90.00%" in text and "compressed fixed point 88.00% (2.00 points lost)" in text
+    better = dataclasses.replace(report, accuracy_quantized=0.935)
+    assert "compressed fixed point 93.50% (3.50 points gained)" in str(better)
     total = report.total
     assert report.compression_ratio == total("dense_bits") / total("compressed_bits")
     assert total("dense_bits") == 32 * (12 * 9 + 9 + 9 * 4 + 4)

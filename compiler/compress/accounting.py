@@ -229,9 +229,11 @@ def render(report: CompressionReport, console=None) -> None:
         where = f" on {report.accuracy_data}" if report.accuracy_data else ""
         shared = (f", pruned and shared float {100 * report.accuracy_shared:.2f}%"
                   if report.accuracy_shared is not None else "")
+        drop = report.accuracy_drop
+        change = (f"{drop:.2f} points lost" if drop >= 0 else f"{-drop:.2f} points gained")
         console.print(f"accuracy{where}: float {100 * report.accuracy_float:.2f}%{shared}, "
                       f"compressed fixed point {100 * report.accuracy_quantized:.2f}% "
-                      f"({report.accuracy_drop:.2f} points lost)", highlight=False)
+                      f"({change})", highlight=False)
 
 
 def _kib(bits: int) -> str:

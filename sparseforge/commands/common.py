@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
@@ -70,6 +71,57 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def load_npz(path, what: str = "data") -> dict:
+    """The arrays of an ``.npz`` archive, without pickle; a file of another kind (an
+    ``.npy`` array, a text file) is refused with a message that says which was expected."""
+    import zipfile
+
+    import numpy as np
+
+    from sparseforge.compiler.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    if not zipfile.is_zipfile(path):
+        kind = "an .npy array" if _is_npy(path) else "not an archive"
+        raise InputError(f"{path}: the {what} must be an .npz archive (np.savez) of named "
+                         f"arrays; this file is {kind}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable .npz without pickle: {error}") from error
+
+
+def load_npy(path, what: str = "inputs"):
+    """One array from an ``.npy`` file, without pickle; an ``.npz`` archive or a file of
+    another kind is refused with a message that says which was expected."""
+    import zipfile
+
+    import numpy as np
+
+    from sparseforge.compiler.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file")
+    if not _is_npy(path):
+        kind = ("an .npz archive (give one of its arrays, saved with np.save)"
+                if zipfile.is_zipfile(path) else "not an .npy array")
+        raise InputError(f"{path}: the {what} must be an .npy array (np.save); this file is "
+                         f"{kind}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path}: not a readable .npy without pickle: {error}") from error
+
+
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(6) == b"\x93NUMPY"
 
 
 def check_labels(labels, count: int | None, classes: int, where: str):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, load_npz
 
 
 def register(verbs) -> None:
@@ -80,8 +80,12 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0):
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
+        # torch's first line only says "Error(s) in loading state_dict"; the keys and sizes
+        # that are wrong follow it.
+        details = " ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
         raise ValueError(f"{path}: the state_dict does not fit the digits MLP "
-                         f"(64 -> hidden -> 10): {str(error).splitlines()[0]}") from error
+                         f"(64 -> hidden -> 10, with biases): {details or error}; other models: "
+                         f"export ONNX or call sf.compress from Python") from error
     return model
 
 
@@ -144,13 +148,7 @@ def load_data(path: Path | None):
     if path is None:
         train, val, test = load_digits_split()
         return (train.x, train.y), (val.x, val.y), (test.x, test.y)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such data file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{path}: not a readable .npz without pickle: {error}") from error
+    arrays = load_npz(path)
     missing = {"x_train", "y_train"} - set(arrays)
     if missing:
         raise ValueError(f"{path}: lacks {', '.join(sorted(missing))} (has "

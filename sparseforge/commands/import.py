@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, load_npz
 
 
 def register(verbs) -> None:
@@ -46,13 +46,7 @@ def load_data(path: Path):
     """(calibration samples, evaluation samples, evaluation labels or None) from an .npz."""
     from sparseforge.compiler.errors import InputError
 
-    if not path.is_file():
-        raise InputError(f"{path}: no such data file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (ValueError, OSError) as error:
-        raise InputError(f"{path}: not a readable .npz without pickle: {error}") from error
+    arrays = load_npz(path)
     for name in ("test", "val", "train", ""):
         x_key, y_key = (f"x_{name}", f"y_{name}") if name else ("x", "y")
         if x_key in arrays:

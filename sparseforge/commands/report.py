@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail, positive_int
+from .common import add_json_flag, console_for, emit_json, fail, load_npy, positive_int
 
 
 def register(verbs) -> None:
@@ -60,8 +60,8 @@ def _read_json(path: Path, what: str) -> dict:
 def _inputs(args, program):
     """(float inputs, labels) for the report, or (None, None) when there are none."""
     if args.inputs:
-        x = np.load(args.inputs, allow_pickle=False)
-        labels = np.load(args.labels, allow_pickle=False) if args.labels else None
+        x = load_npy(args.inputs)
+        labels = load_npy(args.labels, "labels") if args.labels else None
     elif program.model_in_features == 64:
         from .sim import default_inputs
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, load_npy
 
 
 def register(verbs) -> None:
@@ -38,7 +38,7 @@ def run(args) -> int:
     try:
         program = sf.load_program(args.program)
         board = find_board(args.board or program.board or "icebreaker")
-        x = np.load(args.input, allow_pickle=False)
+        x = load_npy(args.input)
         count = len(program.quantize_input(x))      # bad inputs refused before the port opens
         port = args.port or find_serial_port(board.usb_ids)
         device = Device(SerialTransport(port, board.baud))

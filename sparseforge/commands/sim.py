@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, check_labels, console_for, emit_json, fail, positive_int
+from .common import (add_json_flag, check_labels, console_for, emit_json, fail, load_npy,
+                     positive_int)
 
 
 def register(verbs) -> None:
@@ -52,8 +53,8 @@ def run(args) -> int:
     try:
         program = sf.load_program(args.program)
         if args.inputs:
-            x = np.load(args.inputs, allow_pickle=False)
-            labels = np.load(args.labels, allow_pickle=False) if args.labels else None
+            x = load_npy(args.inputs)
+            labels = load_npy(args.labels, "labels") if args.labels else None
         else:
             x, labels = default_inputs(program)
         try:
