@@ -200,8 +200,8 @@ class Program:
 
 def compile(model, pes: int | None = None, board: str | None = None, *,
             scan_lanes: int | None = None, fifo_depth: int | None = None,
-            headroom: float | None = None,
-            config: EngineConfig | None = None, verify: bool = True,
+            headroom: float | None = None, writeback_lanes: int | None = None,
+            skip_zeros: bool = False, config: EngineConfig | None = None, verify: bool = True,
             fit_check: bool = True, balance: bool = True,
             remove_dead: bool = True) -> Program:
     """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
@@ -210,7 +210,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     Without ``config`` the smallest engine is derived (``configure.derive_config``: options
     ``scan_lanes``, ``fifo_depth``, ``headroom``); with ``config`` the model must fit that
     existing engine (to load it at run time without new Verilog), and ``pes`` must be
-    omitted or equal ``config.pes``.  With ``board`` the engine must fit the board's part.
+    omitted or equal ``config.pes``; ``writeback_lanes`` and ``skip_zeros`` are
+    ``derive_config``'s too.  With ``board`` the engine must fit the board's part.
     Refusals are ``configure.DoesNotFit`` errors listing needed vs available;
     ``fit_check=False`` skips the board's (the estimate's) check, not the engine's.
     ``balance`` (the default) permutes each hidden Linear layer's rows over the PEs where that
@@ -245,7 +246,9 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if config is None:
         config = configure.derive_config(stored, int(pes), board=board, scan_lanes=scan_lanes,
                                          fifo_depth=fifo_depth, headroom=headroom,
-                                         encoded=encoded, fit_check=fit_check)
+                                         writeback_lanes=writeback_lanes,
+                                         skip_zeros=skip_zeros, encoded=encoded,
+                                         fit_check=fit_check)
     else:
         configure.fit(stored, config, encoded=encoded)
         if board is not None and fit_check:

@@ -477,8 +477,9 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
         ways.append(f"fewer lanes (--scan-lanes {config.scan_lanes // 2}; now "
                     f"{config.scan_lanes})")
     if "LUT" in short and config.writeback_lanes != 1 and config.pes > 1:
-        ways.append("fewer write-back lanes (requantizers shared by more PEs: "
-                    "derive_config(..., writeback_lanes=1))")
+        ways.append(f"fewer write-back lanes (requantizers shared by more PEs: "
+                    f"--writeback-lanes 1, or writeback_lanes=1 in sf.compile; now "
+                    f"{config.writeback_lanes or config.pes})")
     # The smallest board whose part holds this engine by the estimate (the engine as
     # configured; compiled for that board it would be shaped for it, usually smaller).
     for board, name in sorted(BOARD_PARTS.items(), key=lambda item: PARTS[item[1]].luts):

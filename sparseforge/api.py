@@ -17,7 +17,8 @@ __all__ = ["compile"]
 
 def compile(model, pes: int | None = None, board: str | None = None, *,
             scan_lanes: int | None = None, fifo_depth: int | None = None,
-            headroom: float | None = None, config=None,
+            headroom: float | None = None, writeback_lanes: int | None = None,
+            skip_zeros: bool = False, config=None,
             verify: bool = True, fit_check: bool = True,
             balance: bool = True, remove_dead: bool = True) -> _program.Program:
     """Lower a compressed model to a program for ``pes`` PEs (see
@@ -28,7 +29,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     ``balance=False`` keeps every layer's row order (no ``compiler.balance`` pass) and
     ``remove_dead=False`` every hidden unit (no ``compiler.dead_units`` pass)."""
     program = _program.compile(model, pes, board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
-                               headroom=headroom, config=config, verify=verify,
+                               headroom=headroom, writeback_lanes=writeback_lanes,
+                               skip_zeros=skip_zeros, config=config, verify=verify,
                                fit_check=fit_check, balance=balance,
                                remove_dead=remove_dead)
     if verify:

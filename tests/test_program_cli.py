@@ -97,3 +97,18 @@ def test_compile_says_which_inputs_the_host_sends(tmp_path, capsys):
     assert main(["compile", str(model), "--pes", "2", "-o", str(tmp_path / "all"),
                  "--no-verilog", "--json", "--keep-dead-units"]) == 0
     assert "inputs_removed" not in json.loads(capsys.readouterr().out)
+
+
+def test_compile_takes_the_write_back_lanes_and_zero_skipping(tmp_path, model_file, capsys):
+    assert main(["compile", str(model_file), "--pes", "8", "--writeback-lanes", "2", "-o",
+                 str(tmp_path / "shared"), "--no-verilog"]) == 0
+    assert load_program(tmp_path / "shared").config.writeback_period == 4
+    assert "requantizers shared by 4 PEs" in capsys.readouterr().out
+    assert main(["compile", str(model_file), "--pes", "4", "--board", "icebreaker",
+                 "--skip-zeros", "-o", str(tmp_path / "skip"), "--no-verilog"]) == 0
+    assert load_program(tmp_path / "skip").config.skip_zeros
+    assert "zeros skipped" in capsys.readouterr().out
+    status = main(["compile", str(model_file), "--pes", "8", "--writeback-lanes", "3", "-o",
+                   str(tmp_path / "bad"), "--no-verilog"])
+    assert status == 2 and "writeback_lanes must divide pes (8)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -28,6 +28,13 @@ def register(verbs) -> None:
                                                        "2 on an iCE40, to fit)")
     parser.add_argument("--headroom", type=float, help="spare capacity as a fraction (0.5: "
                                                        "memories 50%% deeper) for later models")
+    parser.add_argument("--writeback-lanes", type=int,
+                        help="requantizers at write-back (0: one per PE; 2 on 8 PEs: each "
+                             "shared by 4). Default: one per PE, or on a board the least "
+                             "sharing that fits")
+    parser.add_argument("--skip-zeros", action="store_true",
+                        help="on a one-lane iCE40 engine, skip zero activations (EIE's "
+                             "leading-nonzero detection), when its block RAM and cells fit")
     parser.add_argument("--no-balance", action="store_true",
                         help="keep every layer's row order (no row balancing over the PEs)")
     parser.add_argument("--keep-dead-units", action="store_true",
@@ -47,7 +54,8 @@ def run(args) -> int:
         compressed = sf.load_compressed(args.model)
         program = sf.compile(compressed, pes=args.pes, board=args.board,
                              scan_lanes=args.scan_lanes, fifo_depth=args.fifo_depth,
-                             headroom=args.headroom, balance=not args.no_balance,
+                             headroom=args.headroom, writeback_lanes=args.writeback_lanes,
+                             skip_zeros=args.skip_zeros, balance=not args.no_balance,
                              remove_dead=not args.keep_dead_units)
     except (CompressedModelError, ValueError, TypeError) as error:
         return fail(str(error))
@@ -133,7 +141,10 @@ def render(console, program, payload) -> None:
     from rich.table import Table
 
     config = program.config
-    table = Table(title=f"Program for {config.pes} PEs (scan lanes {config.scan_lanes}, "
+    sharing = config.writeback_period
+    table = Table(title=f"Program for {config.pes} PEs (scan lanes {config.scan_lanes}"
+                        f"{', zeros skipped' if config.skip_zeros else ''}, requantizers "
+                        f"{'one per PE' if sharing == 1 else f'shared by {sharing} PEs'}, "
                         f"{config.idx_bits}-bit zero runs; entries per PE, padding "
                         f"included; memory bits)", title_justify="left",
                   box=box.SIMPLE_HEAD)
