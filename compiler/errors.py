@@ -10,7 +10,7 @@ is a bug and keeps its traceback.  Subclasses keep the built-in base they had as
 
 from __future__ import annotations
 
-__all__ = ["UserError", "InputError"]
+__all__ = ["UserError", "InputError", "InputWarning"]
 
 
 class UserError(Exception):
@@ -19,3 +19,8 @@ class UserError(Exception):
 
 class InputError(UserError, ValueError):
     """A bad value in something the user gave: an option, an input array, a file's field."""
+
+
+class InputWarning(UserWarning):
+    """Something in what the user gave that works but is likely not what they meant (the
+    command line prints it as ``warning: <message>``)."""

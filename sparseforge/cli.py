@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 
 __all__ = ["main", "build_parser"]
 
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
     begin(args)
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args) or 0
     except (UserError, ToolNotFoundError) as error:
         return fail(str(error))
     except KeyboardInterrupt:
@@ -86,6 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`| head`): nothing left to say, and nobody to say it to.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings about the user's data or model (``UserWarning``'s ``InputWarning``) as
+    ``warning: <message>`` lines, not with the file and line of the code that raised them;
+    other warnings as Python shows them."""
+    from sparseforge.compiler.errors import InputWarning
+
+    if issubclass(category, InputWarning):
+        print(f"warning: {message}", file=sys.stderr if file is None else file)
+        return
+    _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
 
 
 if __name__ == "__main__":

@@ -606,3 +606,30 @@ def test_8_simulate_refuses_labels_that_are_not_classes_before_it_builds(network
     x = np.random.default_rng(2).normal(size=(3, 64))
     with pytest.raises(ValueError, match=message):
         sf.simulate(program, x, labels=labels)
+
+
+def test_10_inputs_a_shared_format_rounds_away_are_warned_of(capsys):
+    import warnings
+
+    import torch
+
+    from sparseforge.cli import _show_warning
+    from sparseforge.compiler.compress.quantize import inputs_lost
+    from sparseforge.compiler.errors import InputWarning
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1000, (64, 1)), rng.normal(0, 1, (64, 3))], axis=1)
+    lost, input_format = inputs_lost(x, 8)
+    assert lost.tolist() == [1, 2, 3] and input_format.scale > 8
+    assert inputs_lost(x / x.std(axis=0), 8)[0].tolist() == []      # standardized
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    y = rng.integers(0, 3, 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sf.compress(model, (x, y), sparsity=0.5, prune_epochs=1, final_epochs=1,
+                    share_epochs=1, prune_steps=1)
+    [warning] = [w for w in caught if w.category is InputWarning]
+    assert "3 of the 4 input features (1, 2, 3) round to 0 in every training sample" in \
+        str(warning.message)
+    _show_warning(warning.message, InputWarning, "api.py", 1)
+    assert capsys.readouterr().err.startswith("warning: 3 of the 4 input features")

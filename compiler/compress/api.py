@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import check_pes
+from ..errors import InputWarning
 from ..ir import Network, QuantizedNetwork
 from .accounting import account
 from .convert import network_to_torch, to_network, torch_to_network, weight_layers
 from .model import CompressedModel
 from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
-from .quantize import quantize_network
+from .quantize import inputs_lost, quantize_network
 from .share import from_shared, to_shared
 from .training import Dataset, TrainConfig, accuracy, as_dataset, seeded
 from .training import train as fine_tune
@@ -198,6 +200,7 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
         if data is not None and data.y.max() >= network.output_size:
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
                              f"has {network.output_size} outputs")
+    _warn_of_lost_inputs(train_set.x, config.act_bits)
     report_set = test_set or val_set
     accuracy_float = float_accuracy(network, report_set)
 
@@ -250,6 +253,23 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
     return CompressedModel(quantized, float_network, report, provenance,
                            masks=tuple(np.asarray(m, dtype=bool) for m in masks),
                            pruned_weights=pruned_weights)
+
+
+def _warn_of_lost_inputs(x: np.ndarray, act_bits: int) -> None:
+    """Warn, before the training starts, when the inputs' one fixed-point format (set by the
+    largest input) rounds some features to 0 in every training sample."""
+    lost, input_format = inputs_lost(x, act_bits)
+    if len(lost) == 0:
+        return
+    shown = ", ".join(str(int(column)) for column in lost[:8]) + (", ..." if len(lost) > 8
+                                                                  else "")
+    warnings.warn(f"{len(lost)} of the {x.reshape(len(x), -1).shape[1]} input features "
+                  f"({shown}) round to 0 in every training sample: the inputs share one "
+                  f"{act_bits}-bit format ({input_format.frac} fraction bits), set by the largest input "
+                  f"(|x| up to {float(np.abs(x).max()):.4g}), and these are below its step "
+                  f"{input_format.scale:.3g}; the network will not see them. Scale the "
+                  f"inputs (standardize each feature) before training and compressing",
+                  InputWarning, stacklevel=3)
 
 
 def _input_shape(train) -> tuple[int, ...] | None:

@@ -19,7 +19,7 @@ import numpy as np
 from ..ir import Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork
 from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
 
-__all__ = ["network_codebooks", "quantize_network"]
+__all__ = ["input_format_for", "inputs_lost", "network_codebooks", "quantize_network"]
 
 MAX_SHIFT = 63
 
@@ -41,6 +41,23 @@ def network_codebooks(network: Network, code_bits: int) -> list[tuple[np.ndarray
         codes[nonzero] = np.searchsorted(values, layer.weight[nonzero]) + 1
         books.append((codes, codebook))
     return books
+
+
+def input_format_for(calibration: np.ndarray, act_bits: int) -> FixedFormat:
+    """The inputs' fixed-point format: ``act_bits`` wide, its fraction the most that holds the
+    largest input of ``calibration`` (samples x inputs) -- one format for every input."""
+    return FixedFormat(act_bits, choose_frac(float(np.abs(calibration).max()), act_bits))
+
+
+def inputs_lost(calibration: np.ndarray, act_bits: int) -> tuple[np.ndarray, FixedFormat]:
+    """The inputs (column numbers) that are nonzero in ``calibration`` but round to 0 in every
+    sample at the inputs' one format: features far smaller than the largest, which the
+    network never sees (unscaled data: a column of areas beside one of ratios)."""
+    calibration = np.asarray(calibration, dtype=np.float64)
+    calibration = calibration.reshape(len(calibration), -1)
+    input_format = input_format_for(calibration, act_bits)
+    zero = np.all(input_format.quantize(calibration) == 0, axis=0)
+    return np.flatnonzero(zero & np.any(calibration != 0, axis=0)), input_format
 
 
 def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int = 8,
@@ -81,8 +98,7 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
     books = (network_codebooks(network, code_bits) if codebooks is None
              else [_check_book(layer, codes, codebook, code_bits)
                    for layer, (codes, codebook) in _pairs(network, codebooks)])
-    input_format = FixedFormat(act_bits, choose_frac(float(np.abs(calibration).max()),
-                                                     act_bits))
+    input_format = input_format_for(calibration, act_bits)
     x_int = input_format.quantize(calibration)
     layers = []
     for layer, (codes, codebook) in zip(network.layers, books):
