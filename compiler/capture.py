@@ -7,7 +7,9 @@ output).  Parameters are read as evaluation mode sees them: BatchNorm's running 
 and for a model pruned with ``torch.nn.utils.prune`` the effective ``weight_orig *
 weight_mask``.  ONNX graphs are read with the ``onnx`` package: Gemm (``transB``, ``alpha``,
 ``beta``), MatMul followed by Add, Conv, MaxPool, AveragePool, GlobalAveragePool, Relu,
-Flatten/Reshape to a vector, BatchNormalization, Dropout/Identity and a final Softmax.
+Flatten/Reshape to a vector, BatchNormalization, Dropout/Identity and a final Softmax; an
+Identity that reads an initializer or a Constant (``torch.onnx.export`` reads a deduplicated
+initializer's copies through one) is that constant under another name.
 Anything else is refused with :class:`UnsupportedLayerError` naming the module path (or node
 name), its type, and what is supported (``ir.SUPPORTED_OPS``); a supported layer with a
 setting the engine does not run (a dilated or asymmetrically padded convolution, groups other
@@ -22,7 +24,9 @@ states it; for an ``nn.Module`` pass ``input_shape`` (``sf.compress`` takes it f
 shaped batch x channels x rows x columns).
 
 Every captured graph is checked (:func:`check_graph`): a Linear whose ``in_features`` does not
-match what reaches it is an error naming both, and NaN or infinite parameters are refused.
+match what reaches it is an error naming both, NaN or infinite parameters are refused, and so
+is a Softmax or LogSoftmax over any axis but each sample's outputs (``nn.Softmax(dim=0)``
+normalises over the batch: dropping it as the class softmax would change the predictions).
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
     """The Graph of ``ops`` over ``input_size`` inputs (a map of ``input_shape``, channels x
     rows x columns, when given), after checking it: every Linear, convolution, pooling and
     BatchNorm gets the shape it expects (Flatten makes a vector; ReLU, Identity and Softmax
-    keep the shape), a Linear takes a vector (a Flatten after a map), and no parameter holds
-    NaN or infinity."""
+    keep the shape), a Linear takes a vector (a Flatten after a map), a Softmax normalises each
+    sample's outputs (its ``axis`` attribute), and no parameter holds NaN or infinity."""
     if input_shape is not None:
         input_shape = tuple(int(d) for d in input_shape)
         if len(input_shape) != 3 or min(input_shape) < 1 or np.prod(input_shape) != input_size:
@@ -123,6 +127,8 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
                 raise ValueError(f"Conv2d {op.name!r}: weight {weight.shape} and bias "
                                  f"{op.params['bias'].shape} are not out x in x kh x kw and "
                                  f"out")
+        elif op.kind is OpKind.SOFTMAX:
+            _check_softmax(op, shape)
         elif op.kind in _SPATIAL and len(shape) != 3:
             raise ValueError(f"{op.kind.value} {op.name!r} needs a feature map but "
                              f"{produced_by} gives a vector of {shape[0]}")
@@ -133,6 +139,31 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
         if op.kind in (OpKind.LINEAR, OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
             produced_by = f"{op.name!r}"
     return Graph(tuple(ops), input_size, source, input_shape)
+
+
+def _check_softmax(op: Op, shape: tuple[int, ...]) -> None:
+    """A Softmax (or LogSoftmax) must normalise all of each sample's outputs together: only
+    that one leaves every sample's largest output where it is, so that the passes may drop
+    it at the end.  Over the batch axis it mixes the samples, over a feature map's channels
+    it is one softmax per position; either can change the prediction."""
+    ndim = len(shape) + 1                       # the tensor's axes, the batch first
+    axis, flatten = int(op.attrs.get("axis", 1)), bool(op.attrs.get("flatten"))
+    names = (["the batch", "the classes"] if ndim == 2 else
+             ["the batch", "the channels at each position", "the rows", "the columns"])
+    if -ndim <= axis < ndim:
+        if axis % ndim == 1 and (ndim == 2 or flatten):
+            return
+        # ONNX before opset 13 normalises the axis and every later one together
+        over = names[axis % ndim:] if flatten else names[axis % ndim:axis % ndim + 1]
+        span = f"over {' and '.join(over)}"
+    else:
+        span = f"not an axis of a {ndim}-D tensor"
+    dims = " x ".join(["batch", *(str(d) for d in shape)])
+    raise UnsupportedSettingError(f"layer {op.name!r}", "Softmax", "axis",
+                                  f"{axis} ({span}; its input is {dims})",
+                                  "a final Softmax or LogSoftmax is dropped only over each "
+                                  "sample's classes (dim=1 or dim=-1 of a batch x classes "
+                                  "output), where it keeps the prediction")
 
 
 # ---- PyTorch ----------------------------------------------------------------------------------
@@ -180,6 +211,9 @@ def _module_handlers():
     def simple(kind):
         return lambda module, name: [Op(kind, name)]
 
+    def softmax(module, name):
+        return [Op(OpKind.SOFTMAX, name, {}, {"axis": _softmax_dim(module.dim, name)})]
+
     return {
         nn.Linear: linear,
         nn.Conv2d: _conv_module,
@@ -192,9 +226,20 @@ def _module_handlers():
         nn.Flatten: simple(OpKind.FLATTEN),
         nn.Dropout: simple(OpKind.IDENTITY),
         nn.Identity: simple(OpKind.IDENTITY),
-        nn.Softmax: simple(OpKind.SOFTMAX),
-        nn.LogSoftmax: simple(OpKind.SOFTMAX),
+        nn.Softmax: softmax,
+        nn.LogSoftmax: softmax,
     }
+
+
+def _softmax_dim(dim, name: str) -> int:
+    """A softmax's ``dim`` as an axis; ``None`` is torch's implicit choice, 1 for the batch x
+    features and batch x channels x rows x columns tensors a network gives."""
+    if dim is None:
+        return 1
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise UnsupportedSettingError(f"layer {name!r}", "Softmax", "dim", repr(dim),
+                                      "give the class axis as a number (dim=1 or dim=-1)")
+    return dim
 
 
 def capture_module(model, input_shape=None) -> Graph:
@@ -409,7 +454,11 @@ def _trace(module, name) -> list[Op]:
             if kind is None:
                 raise UnsupportedLayerError(f"{path!r}",
                                             str(getattr(target, "__name__", target)))
-            ops.append(Op(kind, path))
+            attrs = {}
+            if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
+                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+                attrs["axis"] = _softmax_dim(dim, path)
+            ops.append(Op(kind, path, {}, attrs))
         previous = node
     return ops
 
@@ -426,10 +475,10 @@ def capture_onnx(path) -> Graph:
 
     The graph must be a chain from its one real input (not an initializer) to its output:
     each node's data input is the previous node's output.  Weights must be initializers or
-    Constant nodes (``onnx.numpy_helper``).  ``Gemm`` computes ``alpha * A B' + beta * C`` with
-    ``B' = B^T`` when ``transB``; ``MatMul(x, W)`` takes ``W`` as in x out, and an ``Add`` right
-    after it is its bias.
-    """
+    Constant nodes (``onnx.numpy_helper``), or Identity nodes reading one.  ``Gemm`` computes
+    ``alpha * A B' + beta * C`` with ``B' = B^T`` when ``transB``; ``MatMul(x, W)`` takes
+    ``W`` as in x out, and an ``Add`` right after it is its bias.  A Softmax's axis is read as
+    its opset defines it (see :func:`_onnx_softmax`)."""
     import onnx
     from onnx import numpy_helper
 
@@ -439,15 +488,25 @@ def capture_onnx(path) -> Graph:
     except Exception as error:          # onnx raises DecodeError, OSError and others
         raise ValueError(f"{path}: not a readable ONNX file ({error})") from error
     graph = model.graph
+    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                 onnx.defs.onnx_opset_version())
     constants = {init.name: numpy_helper.to_array(init).astype(np.float64)
                  for init in graph.initializer}
-    for node in graph.node:
+    folded = set()                      # indices of the nodes that only make a constant
+    for index, node in enumerate(graph.node):
         if node.op_type == "Constant":
             value = next((a.t for a in node.attribute if a.name == "value"), None)
             if value is None:
                 raise UnsupportedLayerError(f"ONNX node {node.name!r} (a Constant without a "
                                             f"tensor 'value')", "Constant")
             constants[node.output[0]] = numpy_helper.to_array(value).astype(np.float64)
+            folded.add(index)
+        elif node.op_type == "Identity" and node.input and node.input[0] in constants:
+            # torch.onnx.export stores equal initializers once (a fresh BatchNorm's weight and
+            # running_var, two zero biases) and reads the copies through an Identity: its
+            # output is that constant under another name, not a layer of the chain.
+            constants[node.output[0]] = constants[node.input[0]]
+            folded.add(index)
     inputs = [i for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
         raise ValueError(f"{path}: the graph must have exactly one input, not "
@@ -455,13 +514,13 @@ def capture_onnx(path) -> Graph:
     current = inputs[0].name            # the tensor the next node must consume
     ops: list[Op] = []
     pending = None                      # (MatMul name, weight out x in) waiting for its Add
-    for node in (n for n in graph.node if n.op_type != "Constant"):
+    for node in (n for index, n in enumerate(graph.node) if index not in folded):
         name = node.name or f"{node.op_type}_{len(ops)}"
         data = [i for i in node.input if i and i not in constants]
         if data != [current]:
-            raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {data}, not just the "
-                                        f"previous output {current!r}: not a chain of layers)",
-                                        node.op_type)
+            raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {_reads(node, data)}, "
+                                        f"not just the previous output {current!r}: not a "
+                                        f"chain of layers)", node.op_type)
         current = node.output[0]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if pending is not None and node.op_type != "Add":
@@ -499,6 +558,8 @@ def capture_onnx(path) -> Graph:
             ops.append(_onnx_pool(node, name, attrs))
         elif node.op_type == "GlobalAveragePool":
             ops.append(Op(OpKind.AVGPOOL, name, {}, {"global": True}))
+        elif node.op_type in ("Softmax", "LogSoftmax"):
+            ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
                 _check_flatten(node, name, attrs, constants)
@@ -523,6 +584,15 @@ def capture_onnx(path) -> Graph:
         raise ValueError(f"{path}: the graph input {inputs[0].name!r} has {int(np.prod(dims))} "
                          f"features but {layers[0].name} takes {input_size}")
     return check_graph(ops, input_size, str(path))
+
+
+def _reads(node, data: list[str]) -> str:
+    """What a node off the chain reads, for the error: its computed inputs, or the constants
+    when it reads nothing else."""
+    if data:
+        return str(data)
+    inputs = [i for i in node.input if i]
+    return f"only the constants {inputs}" if inputs else "nothing"
 
 
 def _onnx_pads(attrs, name: str, kind: str) -> tuple[int, int]:
@@ -586,6 +656,16 @@ def _onnx_pool(node, name: str, attrs) -> Op:
                                       "with padding the engine counts the padding zeros")
     return Op(OpKind.AVGPOOL, name, {}, {"kernel": kernel, "stride": stride,
                                          "padding": padding})
+
+
+def _onnx_softmax(attrs, opset: int) -> dict:
+    """A Softmax's or LogSoftmax's settings: its ``axis``, and ``flatten`` before opset 13,
+    where the axis (1 by default) splits the input into a matrix, earlier axes x later ones,
+    and each row is normalised; from opset 13 it is the one axis normalised (-1 by
+    default)."""
+    if opset < 13:
+        return {"axis": int(attrs.get("axis", 1)), "flatten": True}
+    return {"axis": int(attrs.get("axis", -1))}
 
 
 def _check_flatten(node, name: str, attrs, constants) -> None:

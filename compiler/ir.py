@@ -61,7 +61,8 @@ class Op:
     in x kh x kw, bias; BatchNorm: mean, var, weight, bias; others: none) and ``attrs`` its
     settings (BatchNorm: eps; Conv: stride, padding, and once fused relu and pool (a
     :class:`~.conv.Pool`); MaxPool: kernel, stride; AvgPool: kernel, stride, padding, or
-    ``global``)."""
+    ``global``; Softmax: axis, batch first, and ``flatten`` when it normalises that axis and
+    every later one together, as ONNX before opset 13 does)."""
     kind: OpKind
     name: str                                   # module path or ONNX node name
     params: dict[str, np.ndarray] = field(default_factory=dict)

@@ -161,9 +161,15 @@ def fuse_maxpool(graph: Graph) -> Graph:
 
 def drop_final_softmax(graph: Graph) -> Graph:
     """Drop a Softmax at the end (it does not change the argmax the engine's outputs give);
-    a Softmax anywhere else is an error."""
+    a Softmax anywhere else is an error, and so is a final one whose ``axis`` attribute is
+    not the class axis (1 or -1): over the batch it changes which class wins."""
     ops = list(graph.ops)
     if ops and ops[-1].kind is OpKind.SOFTMAX:
+        axis = ops[-1].attrs.get("axis", 1)
+        if axis not in (1, -1):
+            raise ValueError(f"Softmax {ops[-1].name} normalises over axis {axis}, not the "
+                             f"classes (axis 1 or -1); only a softmax over the classes keeps "
+                             f"the argmax and can be dropped")
         ops.pop()
     for op in ops:
         if op.kind is OpKind.SOFTMAX:

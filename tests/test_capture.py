@@ -13,6 +13,7 @@ from torch.nn.utils import prune
 
 from sparseforge.compiler.capture import (
     UnsupportedLayerError,
+    UnsupportedSettingError,
     capture,
     capture_module,
     capture_onnx,
@@ -164,6 +165,49 @@ def test_nan_weight_is_refused_with_the_layer_named():
         capture(model)
 
 
+class BatchSoftmax(nn.Module):
+    """A traced forward whose softmax is over the batch axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=0)
+
+
+@pytest.mark.parametrize("model,layer,axis", [
+    (nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=0)), "1", 0),
+    (nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(dim=-2)), "1", -2),
+    (BatchSoftmax(), "BatchSoftmax.softmax", 0)])
+def test_softmax_over_the_batch_is_refused(model, layer, axis):
+    # Dropped as if it were the class softmax, it would change the predictions.
+    with pytest.raises(UnsupportedSettingError,
+                       match=rf"layer '{layer}' \(Softmax\) has axis {axis} \(over the "
+                             rf"batch; its input is batch x 3\)"):
+        capture(model)
+
+
+@pytest.mark.parametrize("softmax", [
+    nn.Softmax(dim=1), nn.Softmax(dim=-1), nn.LogSoftmax(dim=1),
+    pytest.param(nn.Softmax(), marks=pytest.mark.filterwarnings("ignore:Implicit dimension"))])
+def test_softmax_over_the_classes_is_dropped(softmax):
+    model = seeded_model(nn.Linear(4, 3), softmax)
+    network = canonicalize(capture(model))
+    x = inputs(4)
+    np.testing.assert_array_equal(network.forward(x).argmax(1), torch_out(model, x).argmax(1))
+
+
+def test_softmax_over_a_feature_maps_channels_is_refused():
+    # One softmax per position: not the softmax over each sample's outputs.
+    model = seeded_model(nn.Conv2d(2, 3, 3), nn.Softmax(dim=1))
+    with pytest.raises(UnsupportedSettingError, match=r"layer '1' \(Softmax\) has axis 1 "
+                                                      r"\(over the channels at each position"):
+        capture(model, input_shape=(2, 5, 5))
+    flat = seeded_model(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Softmax(dim=1))
+    assert [op.kind for op in capture(flat, input_shape=(2, 5, 5)).ops][-1] is OpKind.SOFTMAX
+
+
 def test_capture_dispatch_errors(tmp_path):
     with pytest.raises(TypeError, match="not int"):
         capture(3)
@@ -175,14 +219,14 @@ def test_capture_dispatch_errors(tmp_path):
 
 # ---- ONNX ------------------------------------------------------------------------------------
 
-def onnx_file(path, nodes, initializers, input_shape, output="y"):
+def onnx_file(path, nodes, initializers, input_shape, output="y", opset=17):
     graph = helper.make_graph(
         nodes, "test",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, None])],
         [numpy_helper.from_array(np.asarray(v, np.float32), name) for name, v in
          initializers.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -248,6 +292,43 @@ def test_onnx_unsupported_node_and_non_chain(tmp_path):
         helper.make_node("Add", ["h", "x"], ["y"], name="skip")], {"w": w}, [None, 3])
     with pytest.raises(UnsupportedLayerError, match="'skip' .*not a chain of layers"):
         capture(residual)
+
+
+def test_onnx_node_reading_only_constants_names_them(tmp_path):
+    path = onnx_file(tmp_path / "m.onnx", [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Mul", ["w", "w"], ["y"], name="square")], {"w": np.ones((3, 3))},
+        [None, 3])
+    with pytest.raises(UnsupportedLayerError, match=r"'square' \(it reads only the constants "
+                                                    r"\['w', 'w'\], not just the previous "
+                                                    r"output 'h'"):
+        capture(path)
+
+
+@pytest.mark.parametrize("opset,attrs,input_shape,refused", [
+    (17, {"axis": 0}, [None, 4], "axis 0 \\(over the batch;"),
+    (17, {}, [None, 4], None),                              # axis -1 from opset 13
+    (11, {}, [None, 4], None),                              # axis 1 before opset 13
+    (11, {"axis": 0}, [None, 4], "axis 0 \\(over the batch and the classes;"),
+    (17, {"axis": 1}, [None, 2, 3, 3], "axis 1 \\(over the channels at each position;"),
+    # before opset 13, axis 1 normalises each sample's whole output, channels, rows and columns
+    (11, {"axis": 1}, [None, 2, 3, 3], None),
+    (11, {"axis": 2}, [None, 2, 3, 3], "axis 2 \\(over the rows and the columns;")])
+def test_onnx_softmax_axis_as_its_opset_defines_it(tmp_path, opset, attrs, input_shape,
+                                                  refused):
+    spatial = len(input_shape) == 4
+    layer = (helper.make_node("Conv", ["x", "w"], ["h"], name="conv") if spatial else
+             helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"))
+    path = onnx_file(tmp_path / "m.onnx",
+                     [layer, helper.make_node("Softmax", ["h"], ["y"], name="soft", **attrs)],
+                     {"w": np.ones((2, 2, 1, 1)) if spatial else np.ones((4, 3))}, input_shape,
+                     opset=opset)
+    if refused is None:
+        assert capture(path).ops[-1].kind is OpKind.SOFTMAX
+    else:
+        with pytest.raises(UnsupportedSettingError,
+                           match=f"layer 'soft' \\(Softmax\\) has {refused}"):
+            capture(path)
 
 
 @pytest.mark.parametrize("bias,expected", [(np.full((1, 2), 3.0), [3.0, 3.0]),

@@ -101,6 +101,17 @@ def test_drop_final_softmax_keeps_the_argmax():
     assert kinds(after) == [OpKind.LINEAR]
 
 
+def test_final_softmax_over_another_axis_is_an_error():
+    # Over the batch it changes which class wins: dropping it would change the predictions.
+    graph = Graph((linear("fc1", 5, 6), Op(OpKind.SOFTMAX, "soft", {}, {"axis": 0})), 6)
+    with pytest.raises(ValueError, match=r"Softmax soft normalises over axis 0, not the "
+                                         r"classes"):
+        drop_final_softmax(graph)
+    for axis in (1, -1):
+        kept = Graph((graph.ops[0], Op(OpKind.SOFTMAX, "soft", {}, {"axis": axis})), 6)
+        assert kinds(drop_final_softmax(kept)) == [OpKind.LINEAR]
+
+
 def test_softmax_in_the_middle_is_an_error():
     graph = Graph((linear("fc1", 5, 6), op(OpKind.SOFTMAX, "soft"), linear("fc2", 3, 5)), 6)
     with pytest.raises(ValueError, match="Softmax soft is not the last layer"):
