@@ -160,6 +160,25 @@ def test_the_last_layer_is_placed_and_its_outputs_come_back_in_the_network_s_ord
     np.testing.assert_array_equal(again.output_order, program.output_order)
 
 
+def test_compile_says_the_outputs_are_placed(tmp_path, capsys):
+    from sparseforge.cli import main
+    from test_program_cli import save_model
+
+    rng = np.random.default_rng(4)
+    network = random_network(rng, [40, 24], density=0.1)
+    codes = network.layers[0].codes.copy()
+    codes[::4] = rng.integers(1, 16, (6, 40))
+    save_model(QuantizedNetwork((dataclasses.replace(network.layers[0], codes=codes),)),
+               tmp_path / "m.sfm")
+    assert main(["compile", str(tmp_path / "m.sfm"), "--pes", "4", "-o", str(tmp_path / "p"),
+                 "--no-verilog"]) == 0
+    assert "outputs: the last layer's 24 rows are placed over the PEs" in \
+        capsys.readouterr().out
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    np.testing.assert_array_equal(report["output_order"],
+                                  load_program(tmp_path / "p").output_order)
+
+
 @pytest.mark.parametrize("order,message", [
     ([0] * 24, "each of the last layer's 24 rows once"),
     (list(range(23)), "each of the last layer's 24 rows once"),

@@ -66,6 +66,8 @@ def run(args) -> int:
     if program.inputs is not None:
         payload["inputs_removed"] = {"inputs": program.inputs.features,
                                      "kept": len(program.inputs.columns)}
+    if program.output_order is not None:
+        payload["output_order"] = [int(row) for row in program.output_order]
 
     def extra(folder: Path) -> None:
         # Written into the program's new folder before it is renamed into place, so that
@@ -167,6 +169,10 @@ def render(console, program, payload) -> None:
         console.print(f"inputs: {inputs['inputs'] - inputs['kept']} of the model's "
                       f"{inputs['inputs']} are read by no weight; the host sends the other "
                       f"{inputs['kept']} (--keep-dead-units keeps them all)")
+    if "output_order" in payload:
+        console.print(f"outputs: the last layer's {len(payload['output_order'])} rows are "
+                      f"placed over the PEs to even their entries; the host reads them back "
+                      f"in the model's order (--no-balance keeps them in it)")
     console.print(f"engine: {config.act_bits}-bit activations, {config.code_bits}-bit codes, "
                   f"{config.coef_bits}-bit codebook values, {config.acc_bits}-bit "
                   f"accumulators, {config.entry_depth} entries per PE, "
