@@ -191,6 +191,22 @@ def test_an_approximation_reports_its_worst_error(case, multiplier_bits):
         assert errors[fit.at - vmin] == fit.error
 
 
+@pytest.mark.parametrize("slope,bias", [(Fraction(1, 1000), Fraction(0)),
+                                        (Fraction(1, 7919), Fraction(3, 11)),
+                                        (Fraction(3, 65537), Fraction(-5, 3))])
+def test_an_approximation_is_centred_on_the_real_line(slope, bias):
+    # An affine row whose slope a 16-bit multiplier holds almost exactly: the fit is off by
+    # at most one step, and only next to the steps (it was a step high everywhere when the
+    # offset came from a step's first accumulator instead of its centre).
+    row = exact_function(slope, bias, [], ops.Quantizer("q", Fraction(1, 37), 0, 0, 255,
+                                                         "ROUND"))
+    fit = approximate_row(row, -200000, 300000, 0, 255)
+    assert fit.error <= 1
+    span = np.arange(-200000, 300001, 7)
+    differ = fit(span, 0, 255) != np.array([row.exact(int(v)) for v in span])
+    assert differ.mean() < 0.01
+
+
 @pytest.mark.parametrize("mode,value,expected", [
     ("ROUND", Fraction(5, 2), 2), ("ROUND", Fraction(-5, 2), -2), ("HALF_UP", Fraction(-5, 2), -3),
     ("HALF_DOWN", Fraction(5, 2), 2), ("UP", Fraction(-1, 3), -1), ("DOWN", Fraction(-5, 3), -1),

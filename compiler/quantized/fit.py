@@ -223,14 +223,19 @@ def approximate_row(row: RowFunction, vmin: int, vmax: int, low: int, high: int,
     shift = max(0, min(MAX_SHIFT, (multiplier_bits - 2) - math.floor(math.log2(slope))))
     multiplier = sign * max(1, round(slope * math.ldexp(1.0, shift)))
     # g(v) = (v M + C) / 2**s should equal the real a v + b; the real crosses (first + last) / 2
-    # near `centre`.
+    # at `centre`.  f is the real rounded: the accumulators where f is nearest the middle are
+    # one step of it (two, when the middle falls between two integers), and the real crosses
+    # the middle at their centre -- not at the step's first accumulator, which would put the
+    # fit half a step high everywhere.
     middle = (first + last) / 2
     if vmax - vmin <= 1 << 20:
         span = np.arange(vmin, vmax + 1)
-        centre = int(span[int(np.argmin(np.abs(row.approx(span.astype(np.float64)) - middle)))])
+        distance = np.abs(row.approx(span.astype(np.float64)) - middle)
+        nearest = np.flatnonzero(distance == distance.min())
+        centre = (int(span[nearest[0]]) + int(span[nearest[-1]])) / 2
     else:
-        centre = (vmin + vmax) // 2
-    offset = round(middle * math.ldexp(1.0, shift)) - multiplier * centre \
+        centre = (vmin + vmax) / 2
+    offset = round(middle * math.ldexp(1.0, shift) - multiplier * centre) \
         + ((1 << (shift - 1)) if shift else 0)
     fit = RowFit.from_offset(multiplier, offset, shift, False)
     error, at = _worst_error(row, fit, vmin, vmax, low, high)
