@@ -235,9 +235,16 @@ def build_bitstream(platform, top, build_dir: Path, *, name: str = "top",
 
 
 def _failure(what: str, result, folder: Path, log: Path | None) -> str:
-    log_text = log.read_text(errors="replace") if log is not None and log.exists() else ""
-    tail = "\n".join((result.stdout + result.stderr + log_text).splitlines()[-25:])
-    return f"{what} failed (exit {result.returncode}) in {folder}:\n{tail}"
+    """The failure's message: the tool's log's last lines, then its own output's (a tool that
+    crashes says why on stderr, after the last line of its log), and any ERROR line of the
+    log that is not among them."""
+    log_lines = (log.read_text(errors="replace").splitlines()
+                 if log is not None and log.exists() else [])
+    output = (result.stdout + result.stderr).splitlines()
+    tail = log_lines[-12:] + output[-12:]
+    errors = [line for line in log_lines if line.startswith("ERROR")]
+    tail = [line for line in errors[-3:] if line not in tail] + tail
+    return f"{what} failed (exit {result.returncode}) in {folder}:\n" + "\n".join(tail)
 
 
 def placement_failure(log_text: str, device: str = "", *,

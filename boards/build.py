@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,17 +72,32 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
     ("does not fit: N of M logic cells", with the ways out), not nextpnr's text."""
     name = board or program.board
     if name is None:
-        raise ValueError("build needs a board: pass board=..., or compile for one")
+        raise ValueError("build needs a board: pass board=... (--board on the command "
+                         "line), or compile for one")
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise InputError(f"seeds must be a whole number of 1 or more, not {seeds!r}")
+    if frequency_mhz is not None and not (isinstance(frequency_mhz, (int, float))
+                                          and math.isfinite(frequency_mhz)
+                                          and frequency_mhz > 0):
+        raise InputError(f"the clock frequency must be a positive number of MHz, not "
+                         f"{frequency_mhz!r} (omit it for the board's target clock)")
     target = find_board(name)
     build_dir = Path(build_dir) if build_dir else Path("build") / f"bitstream-{name}"
     seed_list = (None,) + tuple(range(2, seeds + 1))
     made = {}
 
     def fill(folder: Path) -> None:
-        made["build"] = _build_into(program, target, folder, frequency_mhz, fit_clock,
-                                    progress, seed_list, jobs)
+        try:
+            made["build"] = _build_into(program, target, folder, frequency_mhz, fit_clock,
+                                        progress, seed_list, jobs)
+        except DoesNotPlace:
+            raise
+        except BuildError as error:
+            # The new build's folder is removed with the failure: its logs are kept beside
+            # the build folder, and the message names them there.
+            kept = _keep_failed(folder, build_dir)
+            raise BuildError(str(error).replace(str(folder), str(kept))
+                             + f"\n(the failed build's logs are in {kept})") from None
 
     try:
         write_folder(build_dir, fill, what="bitstream build", replaceable=_is_build)
@@ -88,6 +105,16 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
         raise error.with_advice(fit_advice(program.config, target.part,
                                            {error.resource})) from None
     return _moved(made["build"], build_dir)
+
+
+def _keep_failed(folder: Path, build_dir: Path) -> Path:
+    """Copy a failed build's folder to ``<build_dir>.failed`` (an earlier one there is
+    replaced); returns that folder."""
+    kept = build_dir.with_name(build_dir.name + ".failed")
+    if kept.is_dir() and not kept.is_symlink():
+        shutil.rmtree(kept)
+    shutil.copytree(folder, kept, symlinks=True)
+    return kept
 
 
 def _is_build(folder: Path) -> bool:
@@ -98,7 +125,7 @@ def _is_build(folder: Path) -> bool:
 def _build_into(program, target: Board, folder: Path, frequency_mhz, fit_clock, progress,
                 seeds, jobs) -> Build:
     started = time.monotonic()
-    requested = frequency_mhz or target.target_mhz
+    requested = target.target_mhz if frequency_mhz is None else frequency_mhz
     result = _attempt(program, target, requested, folder / "attempt1", progress, seeds, jobs)
     if result.fmax_mhz is None:
         raise BuildError("nextpnr reported no Fmax for the engine clock; see its log (the "

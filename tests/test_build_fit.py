@@ -117,6 +117,14 @@ def test_build_tries_seeds_and_records_every_figure(tmp_path, monkeypatch):
         sf.build(_program(), "icebreaker", build_dir=tmp_path / "c", seeds=0)
 
 
+@pytest.mark.parametrize("frequency", [0, 0.0, -5, float("nan"), float("inf"), "33"])
+def test_a_clock_that_is_not_a_positive_frequency_is_refused(tmp_path, frequency):
+    # 0 was taken for "not given" and built at the board's clock.
+    with pytest.raises(UserError, match="clock frequency must be a positive number of MHz"):
+        sf.build(_program(), "icebreaker", build_dir=tmp_path / "b", frequency_mhz=frequency)
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_build_that_does_not_place_leaves_the_old_build_and_names_the_ways_out(
         tmp_path, monkeypatch):
     folder = tmp_path / "bitstream"
@@ -141,6 +149,33 @@ def test_a_build_that_does_not_place_leaves_the_old_build_and_names_the_ways_out
     assert sorted(p.name for p in folder.iterdir()) == ["build.json"]
     assert json.loads((folder / "build.json").read_text())["bitstream"] == "old.bin"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bitstream"]
+
+
+def test_a_failed_synthesis_keeps_its_logs_and_says_why(tmp_path, monkeypatch):
+    from subprocess import CompletedProcess
+
+    from sparseforge.boards.bitstream import BuildError, _failure
+
+    def crashing(platform, top, build_dir, **_):
+        _used(top)
+        Path(build_dir).mkdir(parents=True)
+        log = Path(build_dir) / "top.rpt"
+        log.write_text("\n".join([f"2.47.{n}. Executing pass {n}." for n in range(40)]))
+        crash = CompletedProcess([], 134, "", "ERROR: Assert `cell != nullptr' failed in "
+                                 "kernel/rtlil.cc:1234.\n")
+        raise BuildError(_failure("the ecp5 synthesis of top", crash, Path(build_dir), log))
+
+    monkeypatch.setattr(build_module, "build_bitstream", crashing)
+    folder = tmp_path / "bitstream"
+    with pytest.raises(BuildError) as caught:
+        sf.build(_program(), "icebreaker", build_dir=folder)
+    message = str(caught.value)
+    # Yosys's crash (on its stderr, after the log's last line) is in the message ...
+    assert "Assert `cell != nullptr' failed" in message
+    # ... and the logs it names are kept, beside the build folder, which was not made.
+    kept = tmp_path / "bitstream.failed"
+    assert f"in {kept}" in message and (kept / "attempt1" / "top.rpt").is_file()
+    assert not folder.exists() and ".tmp" not in message
 
 
 def test_the_cli_reports_a_placement_failure_as_a_user_error(tmp_path, monkeypatch, capsys):
