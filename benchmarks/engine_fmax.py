@@ -317,24 +317,27 @@ TIMING_REPORT_OPTS = f"--report {TIMING_REPORT} --detailed-timing-report"
 
 
 def _build_with(program, target, frequency: float | None, build_dir: Path, synth_opts: str,
-                say, nextpnr_opts: str = "") -> _SavedBuild:
+                say, nextpnr_opts: str = "", seeds: int = 1) -> _SavedBuild:
     """One build of the same board top sf.build makes, with extra Yosys or nextpnr options
-    (for a synthesis bug's workaround, or nextpnr's timing report); saved as build.json like
-    sf.build's."""
+    (for a synthesis bug's workaround, or nextpnr's timing report), placed with ``seeds``
+    seeds as sf.build does (the best kept); saved as build.json like sf.build's."""
     from sparseforge.boards.bitstream import build_bitstream
     from sparseforge.boards.top import BoardTop
 
     asked = frequency or target.target_mhz
     options = " ".join(filter(None, [target.synthesis_options(program.config), synth_opts]))
+    seed_list = (None,) + tuple(range(2, seeds + 1))     # sf.build's: the default first
     say(f"[{target.name} N={program.config.pes}] place and route for {target.title} at "
-        f"{asked:.1f} MHz with Yosys options {options!r}")
+        f"{asked:.1f} MHz with Yosys options {options!r}"
+        + (f", {seeds} seeds" if seeds > 1 else ""))
     started = time.monotonic()
     top = BoardTop(target, program.config, program.image, frequency_mhz=asked)
     try:
         done = build_bitstream(target.make_platform(), top, build_dir / "attempt1",
                                synth_opts=options,
                                nextpnr_opts=" ".join(filter(None, [target.nextpnr_opts,
-                                                                   nextpnr_opts])) or None)
+                                                                   nextpnr_opts])) or None,
+                               seeds=seed_list)
     except Exception as error:
         raise RuntimeError(f"{error}{_yosys_error(build_dir)}") from error
     clock = top.clocking.frequency_hz / 1e6
@@ -344,7 +347,8 @@ def _build_with(program, target, frequency: float | None, build_dir: Path, synth
              "utilisation": {k: v.to_json() for k, v in done.report.resources.items()},
              "seconds": time.monotonic() - started, "synth_opts": options,
              "attempts": [{"asked_mhz": asked, "fmax_mhz": done.fmax_mhz,
-                           "seconds": done.seconds, "build_dir": str(done.build_dir)}]}
+                           "seconds": done.seconds, "build_dir": str(done.build_dir),
+                           "seed": done.seed, "seeds": done.seeds}]}
     (build_dir / "build.json").write_text(json.dumps(saved, indent=2))
     return _SavedBuild(saved)
 
@@ -408,7 +412,7 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
     elif synth_opts or timing_report or nextpnr_opts:
         result = _build_with(program, target, frequency, build_dir, synth_opts or "", say,
                              " ".join(filter(None, [nextpnr_opts, timing_report
-                                                    and TIMING_REPORT_OPTS])))
+                                                    and TIMING_REPORT_OPTS])), seeds=seeds)
     else:
         try:
             result = sf.build(program, board_name, frequency_mhz=frequency,
