@@ -200,7 +200,10 @@ def test_cli_imports_with_data_and_json(models, tmp_path, capsys):
     assert payload["outputs_compared"] == 60 * 6 and payload["samples"] == 60
     assert payload["accuracy_imported"] == payload["accuracy_reference"]
     assert [layer["shape"] for layer in payload["layers"]] == [[16, 12], [6, 16]]
-    assert (tmp_path / "m.sfm").is_file()
+    # The accuracies printed are saved with the model, for the report.
+    report = sf.load_compressed(tmp_path / "m.sfm").report
+    assert report.accuracy_quantized == payload["accuracy_imported"]
+    assert report.accuracy_float is not None and report.accuracy_data == "data.npz"
 
 
 def test_cli_refuses_naming_the_node(tmp_path, capsys):

@@ -18,6 +18,7 @@ quantizer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def run(args) -> int:
                 y = np.asarray(y).reshape(-1)
                 figures["accuracy_imported"] = float(np.mean(integers.argmax(axis=1) == y))
                 figures["accuracy_reference"] = float(np.mean(reference.argmax(axis=1) == y))
+                # Saved with the model, as compress saves its own: the report reads them.
+                model = dataclasses.replace(model, report=dataclasses.replace(
+                    model.report, accuracy_quantized=figures["accuracy_imported"],
+                    accuracy_float=float(np.mean(
+                        model.float_network.forward(x).argmax(axis=1) == y)),
+                    accuracy_data=Path(args.data).name))
         path = model.save(args.output)
     except (ValueError, TypeError) as error:
         return fail(str(error))
