@@ -34,7 +34,8 @@ def _quiet():
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def build_mlp(weight_bits: int, act_bits: int, hidden: int, input_bits: int):
+def build_mlp(weight_bits: int, act_bits: int, hidden: int, input_bits: int,
+              bias: bool = True):
     import torch.nn as nn
     from brevitas import nn as qnn
     from brevitas.quant import Int32Bias, SignedBinaryWeightPerTensorConst, Uint8ActPerTensorFloat
@@ -42,8 +43,9 @@ def build_mlp(weight_bits: int, act_bits: int, hidden: int, input_bits: int):
     def linear(inputs, outputs):
         weights = ({"weight_quant": SignedBinaryWeightPerTensorConst} if weight_bits == 1 else
                    {"weight_bit_width": weight_bits, "weight_scaling_per_output_channel": True})
-        return qnn.QuantLinear(inputs, outputs, bias=True, bias_quant=Int32Bias,
-                               return_quant_tensor=True, **weights)
+        # Without a bias Brevitas exports the layer as Quant -> Transpose -> MatMul.
+        biases = {"bias": True, "bias_quant": Int32Bias} if bias else {"bias": False}
+        return qnn.QuantLinear(inputs, outputs, return_quant_tensor=True, **biases, **weights)
 
     return nn.Sequential(
         qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, bit_width=input_bits,
@@ -56,7 +58,8 @@ def build_mlp(weight_bits: int, act_bits: int, hidden: int, input_bits: int):
 
 
 def train_mlp(weight_bits: int, act_bits: int, *, hidden: int = 64, input_bits: int = 4,
-              epochs: int = 3, sparsity: float = 0.0, seed: int = 0) -> TrainedMlp:
+              epochs: int = 3, sparsity: float = 0.0, seed: int = 0,
+              bias: bool = True) -> TrainedMlp:
     """Quantization-aware training on the digits' training split (Adam, batch 64); with
     ``sparsity`` the smallest weights of each layer are held at zero, the fraction pruned
     rising to ``sparsity`` over the first half of the epochs."""
@@ -69,7 +72,7 @@ def train_mlp(weight_bits: int, act_bits: int, *, hidden: int = 64, input_bits: 
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     train, _, test = load_digits_split()
-    model = build_mlp(weight_bits, act_bits, hidden, input_bits)
+    model = build_mlp(weight_bits, act_bits, hidden, input_bits, bias)
     linears = [model[1], model[3]]
     x, y = torch.tensor(train.x), torch.tensor(train.y)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)

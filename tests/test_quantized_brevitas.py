@@ -50,3 +50,19 @@ def test_brevitas_models_import_exactly(exported, bits, kind):
     assert layers[0]["output_range"] == [0, (1 << bits[1]) - 1]
     if bits[0] > 1:
         assert all(layer["sparsity"] > 0.2 for layer in layers)     # pruned while trained
+
+
+@pytest.mark.parametrize("kind", ["qonnx", "qdq"])
+def test_a_brevitas_model_without_biases_imports_exactly(tmp_path, kind):
+    # Its layers export as Quant -> Transpose -> MatMul: the transposed weight is folded.
+    from tests.brevitas_models import export, train_mlp
+
+    trained = train_mlp(4, 4, hidden=16, epochs=1, bias=False)
+    path = export(trained, tmp_path)[kind]
+    import onnx
+
+    assert "Transpose" in {node.op_type for node in onnx.load(path).graph.node}
+    _, _, test = load_digits_split()
+    imported = sf.load_quantized(path)
+    assert compare(imported.network, reference_outputs(path, test.x),
+                   imported.predict(test.x)) == 0

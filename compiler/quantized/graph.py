@@ -16,7 +16,8 @@ tensor gets a kind:
   constants, ``BatchNormalization``, ``Relu``, ``Clip``.
 
 ``Flatten``, ``Reshape``, ``Identity`` and ``Dropout`` pass activations through when they keep
-a (batch, features) tensor in order.  The graph must be a chain from its one input to its one
+a (batch, features) tensor in order.  A ``Transpose`` of a constant (Brevitas exports a
+``QuantLinear`` without bias as ``Quant`` -> ``Transpose`` -> ``MatMul``) is folded into it.  The graph must be a chain from its one input to its one
 output; any other op is refused naming the node.  The result, :class:`Chain`, is what
 ``build.py`` turns into an integer network.
 """
@@ -38,7 +39,7 @@ __all__ = ["Activation", "Chain", "LayerDraft", "Pending", "QuantConst", "Unsupp
 
 SUPPORTED_NODES = ("Quant", "BipolarQuant", "Trunc", "QuantizeLinear", "DequantizeLinear",
                    "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu",
-                   "Clip", "Flatten", "Reshape", "Identity", "Dropout")
+                   "Clip", "Flatten", "Reshape", "Identity", "Dropout", "Transpose")
 QONNX_OPS = ("Quant", "BipolarQuant", "Trunc")
 CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
                 "GlobalAveragePool", "GlobalMaxPool")
@@ -723,6 +724,21 @@ class _Walker:
         if isinstance(target, Pending):
             target.layer.nodes.append(node.name)
         return target
+
+    def _Transpose(self, node, source):
+        if source is not None:
+            self.refuse(node, "a transpose of an activation; only a constant's (a weight's) "
+                              "is folded")
+        value = self.kind_of(node.input[0])
+        perm = self.attributes(node).get("perm")
+        axes = tuple(int(a) for a in perm) if perm else None      # ONNX: reverse them all
+        if isinstance(value, QuantConst):
+            scale = np.broadcast_to(value.scale, value.ints.shape)
+            return QuantConst(np.transpose(value.ints, axes), np.transpose(scale, axes),
+                              value.node, value.bits)
+        if isinstance(value, np.ndarray):
+            return np.transpose(value, axes)
+        self.refuse(node, "its input must be a constant")
 
     _Flatten = _passthrough
     _Reshape = _passthrough
