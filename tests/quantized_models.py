@@ -228,6 +228,24 @@ def qdq_per_tensor(seed=5):
     return b.model("x", y, ["N", 8], qonnx=False)
 
 
+def qdq_symmetric_relu(seed=6, second_scale=None):
+    """onnxruntime's symmetric int8 activations: Gemm -> Q(s8, 0)/DQ -> Relu -> the same
+    Q(s8, 0)/DQ again (a no-op on the ReLU's values; ``second_scale``: another step, which is
+    not) -> Gemm -> Q(s8)/DQ."""
+    b = Builder(seed)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(12, 8, per_channel=True),
+                        b.const(b.rng.normal(0, 0.3, 12))], transB=1)
+    step = b.scale(0.02, 0.06)
+    y = b.qdq(y, step, 0, np.int8)
+    y = b.node("Relu", [y])
+    y = b.qdq(y, step if second_scale is None else np.float32(second_scale), 0, np.int8)
+    y = b.node("Gemm", [y, b.dq_weights(5, 12, per_channel=True),
+                        b.const(b.rng.normal(0, 0.2, 5))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    return b.model("x", y, ["N", 8], qonnx=False)
+
+
 PATTERNS = {
     "qonnx_gemm_matmul": qonnx_gemm_matmul,
     "qonnx_batchnorm_bipolar": qonnx_batchnorm_bipolar,
@@ -235,6 +253,7 @@ PATTERNS = {
     "qonnx_power_of_two": qonnx_power_of_two,
     "qdq_per_channel": qdq_per_channel,
     "qdq_per_tensor": qdq_per_tensor,
+    "qdq_symmetric_relu": qdq_symmetric_relu,
 }
 
 

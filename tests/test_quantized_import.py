@@ -235,3 +235,11 @@ def test_onnx_files_without_a_graph_input_are_refused(tmp_path):
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(UnsupportedModel, match="one input and one output"):
         sf.load_quantized(path)
+
+
+def test_a_second_quantizer_is_taken_only_where_it_changes_no_value(tmp_path):
+    from tests.quantized_models import qdq_symmetric_relu
+
+    path = save(qdq_symmetric_relu(second_scale=0.5), tmp_path / "other_step.onnx")
+    with pytest.raises(UnsupportedModel, match="already quantized.*the same step"):
+        sf.load_quantized(path)

@@ -391,8 +391,10 @@ class _Walker:
             layer.nodes.append(node.name)
             return Activation(quantizer, quantizer.low, quantizer.high, len(self.layers) - 1,
                               node.name, bits)
+        if isinstance(target, Activation) and self._same_grid(quantizer, target):
+            return self._requantized(node, target)
         self.refuse(node, "it quantizes a tensor that is already quantized, with no layer in "
-                          "between")
+                          "between" + self._grid_difference(quantizer, target))
 
     def _Trunc(self, node, source):
         attrs = self.attributes(node)
@@ -456,8 +458,8 @@ class _Walker:
         quantizer = self._quantizer_of(node, signed, False, bits, scale.reshape(()),
                                        zero_point.reshape(()), "ROUND", zero_point_first=False)
         target = self.values[source]
-        if not isinstance(target, Pending) and not (isinstance(target, str)
-                                                    and target == "input"):
+        if not isinstance(target, (Pending, Activation)) and not (isinstance(target, str)
+                                                                  and target == "input"):
             self.refuse(node, "it quantizes a tensor that is already quantized, with no layer "
                               "in between")
         return QuantInts(quantizer, target, node.name)
@@ -522,6 +524,12 @@ class _Walker:
 
     def _finish_qdq(self, node, target: QuantInts) -> Activation:
         q = target.quantizer
+        if isinstance(target.target, Activation):
+            if not self._same_grid(q, target.target):
+                self.refuse(node, "it quantizes a tensor that is already quantized, with no "
+                                  "layer in between"
+                            + self._grid_difference(q, target.target))
+            return self._requantized(node, target.target, target.node)
         if isinstance(target.target, str) and target.target == "input":
             activation = Activation(q, q.low, q.high, None, node.name, 8)
             if self.input_activation is not None:
@@ -532,6 +540,30 @@ class _Walker:
         layer.final = q
         layer.nodes += [target.node, node.name]
         return Activation(q, q.low, q.high, len(self.layers) - 1, node.name, 8)
+
+    @staticmethod
+    def _same_grid(quantizer, activation: Activation) -> bool:
+        """Whether ``quantizer`` leaves every value of ``activation`` as it is: the same step
+        and a range that holds the activation's (a quantized ReLU exported as quantizer,
+        ReLU, the same quantizer again: onnxruntime's symmetric activations)."""
+        return (isinstance(quantizer, ops.Quantizer) and not quantizer.bipolar
+                and quantizer.scale == activation.scale
+                and quantizer.low <= activation.low and activation.high <= quantizer.high)
+
+    @staticmethod
+    def _grid_difference(quantizer, activation) -> str:
+        if not isinstance(activation, Activation) or not isinstance(quantizer, ops.Quantizer):
+            return ""
+        return (f" (a second quantizer is taken only where it changes no value: the same "
+                f"step and a range holding {activation.low}..{activation.high}; this one has "
+                f"step {float(quantizer.scale):.6g} and range {quantizer.low}.."
+                f"{quantizer.high}, the tensor step {float(activation.scale):.6g})")
+
+    def _requantized(self, node, activation: Activation, *more_nodes: str) -> Activation:
+        """``activation`` again, a quantizer that changes none of its values folded in."""
+        if activation.producer is not None:
+            self.layers[activation.producer].nodes += [*more_nodes, node.name]
+        return activation
 
     # ---- layers -------------------------------------------------------------------------------
     def _weights(self, node, name: str, transpose: bool) -> QuantConst:
