@@ -409,6 +409,59 @@ def _function_kinds():
             "log_softmax": OpKind.SOFTMAX, "size": None, "dim": None}
 
 
+def _pooling_functions():
+    """Pooling written as a function call in a forward: the module it is, and the names of
+    its arguments after the input (the functions' own order), so the call becomes that module
+    and is captured as one (``F.max_pool2d(x, 2)`` is ``nn.MaxPool2d(2)``)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    max_pool = (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                               "return_indices"))
+    avg_pool = (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode",
+                               "count_include_pad", "divisor_override"))
+    adaptive = (nn.AdaptiveAvgPool2d, ("output_size",))
+    calls = {F.max_pool2d: max_pool, F.avg_pool2d: avg_pool, F.adaptive_avg_pool2d: adaptive}
+    # torch's own names for them, where this version has them.
+    for name, found in (("max_pool2d", max_pool), ("adaptive_avg_pool2d", adaptive)):
+        if hasattr(torch, name):
+            calls[getattr(torch, name)] = found
+    return calls
+
+
+def _pooling_call(node, path: str, pooling) -> list[Op] | None:
+    """The ops of a pooling function call or of ``x.mean((2, 3))`` (global average pooling,
+    then a flatten unless ``keepdim``), or None for any other call."""
+    if node.op == "call_method" and node.target == "mean" or (
+            node.op == "call_function" and getattr(node.target, "__name__", "") == "mean"):
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+        keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        if sorted(d % 4 if isinstance(d, int) else d for d in dims) != [2, 3] \
+                or not isinstance(keep, bool):
+            raise UnsupportedSettingError(f"layer {path!r}", "mean", "dim", repr(dims),
+                                          "a mean over a map's rows and columns, (2, 3), is "
+                                          "global average pooling; no other is supported")
+        ops = [Op(OpKind.AVGPOOL, path, {}, {"global": True})]
+        return ops if keep else ops + [Op(OpKind.FLATTEN, path)]
+    if node.op != "call_function":
+        return None
+    try:
+        found = pooling.get(node.target)
+    except TypeError:                                   # unhashable target
+        found = None
+    if found is None:
+        return None
+    module_type, names = found
+    arguments = dict(zip(names, node.args[1:]))
+    arguments.update(node.kwargs)
+    if any(hasattr(value, "op") for value in arguments.values()):      # an fx Node
+        raise UnsupportedLayerError(f"{path!r}", f"{module_type.__name__} (its settings are "
+                                    f"computed in the forward; give them as numbers)")
+    return _capture(module_type(**arguments), path)
+
+
 def _trace(module, name) -> list[Op]:
     import torch.fx
 
@@ -418,7 +471,7 @@ def _trace(module, name) -> list[Op]:
     except Exception as error:      # fx raises many kinds for data-dependent control flow
         raise UnsupportedLayerError(f"{where!r} (its forward cannot be traced: {error})",
                                     type(module).__name__) from error
-    kinds = _function_kinds()
+    kinds, pooling = _function_kinds(), _pooling_functions()
     ops: list[Op] = []
     previous, shape_queries = None, set()
     for node in traced.graph.nodes:
@@ -446,6 +499,8 @@ def _trace(module, name) -> list[Op]:
         if node.op == "call_module":
             ops += _capture(traced.get_submodule(target), f"{where}.{target}" if name
                             else str(target))
+        elif (pooled := _pooling_call(node, path, pooling)) is not None:
+            ops += pooled
         else:
             try:
                 kind = kinds.get(target)

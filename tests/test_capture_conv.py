@@ -352,3 +352,57 @@ def test_onnx_reshape_to_a_map_and_an_input_without_a_static_shape_are_refused(t
     with pytest.raises(ValueError, match=r"node 'conv' works on feature maps, but the graph "
                                          r"input 'x' has no static shape"):
         capture(dynamic)
+
+
+class _FunctionalPooling(nn.Module):
+    """PyTorch's MNIST-example style: pooling written as function calls in the forward."""
+
+    def __init__(self, tail):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 6, 3)
+        self.fc = nn.Linear(6, 3)
+        self.tail = tail
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.relu(self.conv2(x))
+        if self.tail == "mean":
+            x = x.mean((2, 3))
+        elif self.tail == "mean_keepdim":
+            x = torch.flatten(x.mean(dim=(-1, -2), keepdim=True), 1)
+        elif self.tail == "adaptive":
+            x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        else:
+            x = torch.flatten(F.avg_pool2d(x, kernel_size=2, stride=2), 1)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("tail", ["mean", "mean_keepdim", "adaptive", "avg_pool"])
+def test_pooling_written_as_function_calls_is_captured(tail):
+    model = _FunctionalPooling(tail).eval()
+    x = RNG.normal(size=(4, 1, 8, 8))
+    graph = capture(model, input_shape=(1, 8, 8))
+    assert OpKind.MAXPOOL in kinds(graph) and OpKind.AVGPOOL in kinds(graph)
+    np.testing.assert_allclose(canonicalize(graph).forward(x), torch_out(model, x), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda x: nn.functional.max_pool2d(x, 2, padding=1), "padding"),
+    (lambda x: nn.functional.adaptive_avg_pool2d(x, 2), "output_size"),
+    (lambda x: x.mean(1), "a mean over a map's rows and columns"),
+], ids=["max_pool2d-padding", "adaptive-2", "mean-channels"])
+def test_pooling_calls_the_engine_does_not_run_are_refused(call, message):
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return call(self.conv(x))
+
+    with pytest.raises(UnsupportedSettingError, match=message):
+        capture(Model(), input_shape=(1, 6, 6))
