@@ -15,10 +15,11 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparseforge.compiler.errors import InputError
+from sparseforge.compiler.errors import InputError, InputWarning
 from sparseforge.compiler.outputs import write_file, write_folder
 from sparseforge.compiler.resources import fit_advice
 
@@ -82,6 +83,13 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
         raise InputError(f"the clock frequency must be a positive number of MHz, not "
                          f"{frequency_mhz!r} (omit it for the board's target clock)")
     target = find_board(name)
+    compiled_for = find_board(program.board) if program.board is not None else None
+    if compiled_for is not None and compiled_for.part_name != target.part_name:
+        # Its engine was shaped for that part (memory splits, registers, write-back lanes).
+        warnings.warn(f"the program was compiled for {program.board} "
+                      f"({compiled_for.part_name}), not for {name} ({target.part_name}); "
+                      f"compile it with --board {name} for an engine shaped for this part",
+                      InputWarning, stacklevel=2)
     build_dir = Path(build_dir) if build_dir else Path("build") / f"bitstream-{name}"
     seed_list = (None,) + tuple(range(2, seeds + 1))
     made = {}

@@ -117,6 +117,16 @@ def test_build_tries_seeds_and_records_every_figure(tmp_path, monkeypatch):
         sf.build(_program(), "icebreaker", build_dir=tmp_path / "c", seeds=0)
 
 
+def test_a_program_built_for_another_part_than_its_own_is_warned_of(tmp_path, monkeypatch):
+    from sparseforge.compiler.errors import InputWarning
+
+    monkeypatch.setattr(build_module, "build_bitstream", _fake_bitstream(40.0, []))
+    program = _program()
+    assert program.board == "icebreaker"
+    with pytest.warns(InputWarning, match="compiled for icebreaker .*--board ulx3s-85f"):
+        sf.build(program, "ulx3s-85f", build_dir=tmp_path / "b")
+
+
 @pytest.mark.parametrize("frequency", [0, 0.0, -5, float("nan"), float("inf"), "33"])
 def test_a_clock_that_is_not_a_positive_frequency_is_refused(tmp_path, frequency):
     # 0 was taken for "not given" and built at the board's clock.
