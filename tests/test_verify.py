@@ -124,3 +124,14 @@ def test_cli_errors(capsys):
     assert status == 2
     assert json.loads(captured.out) == {
         "error": "running single cases needs one PE count, not [2, 4]"}
+
+
+@pytest.mark.parametrize("option", ["--cases", "--batch", "--workers"])
+def test_cli_refuses_counts_under_one_before_it_starts(capsys, option):
+    try:
+        status = main(["verify", option, "0", "--json"])
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    assert status == 2 and "must be at least 1, not 0" in json.loads(captured.out)["error"]
+    assert "0/None" not in captured.err and "0/" not in captured.out   # no progress bar

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_json_flag, console_for, emit_json, fail
+from .common import add_json_flag, console_for, emit_json, fail, positive_int
 
 
 def register(verbs) -> None:
@@ -24,7 +24,7 @@ def register(verbs) -> None:
                                              "cycle-exact, on Ray",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", type=int, default=1000,
+    parser.add_argument("--cases", type=positive_int, default=1000,
                         help="random cases, shared out over the engines (default 1000)")
     parser.add_argument("--pes", type=_ints, default=None,
                         help="PE counts of the engines, e.g. 1,2,4,8,16 (the default)")
@@ -33,9 +33,9 @@ def register(verbs) -> None:
     parser.add_argument("--case", type=int, action="append", metavar="I",
                         help="run only case I (repeatable; needs a single --pes), e.g. to "
                              "reproduce a mismatch")
-    parser.add_argument("--batch", type=int, default=100,
+    parser.add_argument("--batch", type=positive_int, default=100,
                         help="cases per Ray task, i.e. per simulator start (default 100)")
-    parser.add_argument("--workers", type=int, help="CPUs of the local Ray session (default: "
+    parser.add_argument("--workers", type=positive_int, help="CPUs of the local Ray session (default: "
                                                     "all of this machine's)")
     parser.add_argument("--address", help="a running Ray cluster's address (HOST:PORT, or "
                                           "auto); default: Ray on this machine")
