@@ -35,6 +35,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import sparseforge as sf
+from sparseforge.boards.build import DEFAULT_SEEDS
 from sparseforge.boards.registry import board as find_board
 from sparseforge.compiler.resources import estimate_resources
 
@@ -317,7 +318,7 @@ TIMING_REPORT_OPTS = f"--report {TIMING_REPORT} --detailed-timing-report"
 
 
 def _build_with(program, target, frequency: float | None, build_dir: Path, synth_opts: str,
-                say, nextpnr_opts: str = "", seeds: int = 1) -> _SavedBuild:
+                say, nextpnr_opts: str = "", seeds: int = DEFAULT_SEEDS) -> _SavedBuild:
     """One build of the same board top sf.build makes, with extra Yosys or nextpnr options
     (for a synthesis bug's workaround, or nextpnr's timing report), placed with ``seeds``
     seeds as sf.build does (the best kept); saved as build.json like sf.build's."""
@@ -384,7 +385,7 @@ def run(board_name: str, pes: int, model_path: Path, frequency: float | None,
         fit_clock: bool, out: Path, say, reuse: bool = False,
         synth_opts: str | None = None, timing_report: bool = False,
         nextpnr_opts: str | None = None, program_dir: Path | None = None,
-        seeds: int = 1) -> dict:
+        seeds: int = DEFAULT_SEEDS) -> dict:
     target = find_board(board_name)
     started = time.perf_counter()
     if program_dir is not None:
@@ -580,9 +581,9 @@ def main() -> None:
     parser.add_argument("--program", type=Path, metavar="DIR",
                         help="build this compiled program instead (e.g. the demo's, "
                              "build/demo/program: the demo's design, so the same Fmax)")
-    parser.add_argument("--seeds", type=int, default=1,
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                         help="nextpnr placements to try, the best kept (sf.build's seeds; "
-                             "default 1, as sf.build and the demo)")
+                             f"default {DEFAULT_SEEDS}, as sf.build and the demo)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmarks" / "fmax")
     parser.add_argument("--synth-opts", metavar="OPTS",
                         help="extra Yosys synth options, e.g. '-dff' (the same board top, one "

@@ -499,7 +499,8 @@ def _build_task(tracker, key, program, board_name):
         return None
     with tempfile.TemporaryDirectory(prefix="sparseforge-sweep-build-") as directory:
         try:
-            result = build(program, board_name, build_dir=Path(directory))
+            # One placement: the sweep's own tasks already keep every core busy.
+            result = build(program, board_name, build_dir=Path(directory), seeds=1)
         except (BuildError, ToolNotFoundError) as error:
             return Failure("build", str(error))
         # The bitstream travels back to the driver: a cluster's nodes share no disk.

@@ -117,6 +117,20 @@ def test_build_tries_seeds_and_records_every_figure(tmp_path, monkeypatch):
         sf.build(_program(), "icebreaker", build_dir=tmp_path / "c", seeds=0)
 
 
+def test_the_api_and_the_command_line_place_two_seeds_by_default(tmp_path, monkeypatch):
+    from sparseforge.cli import main
+
+    seen = []
+    monkeypatch.setattr(build_module, "build_bitstream", _fake_bitstream(40.0, seen))
+    assert build_module.DEFAULT_SEEDS == 2
+    sf.build(_program(), "icebreaker", build_dir=tmp_path / "api")
+    _program().save(tmp_path / "program")
+    assert main(["build", str(tmp_path / "program"), "--json"]) == 0
+    assert main(["build", str(tmp_path / "program"), "--seeds", "1", "-o",
+                 str(tmp_path / "once"), "--json"]) == 0
+    assert seen == [(None, 2), (None, 2), (None,)]
+
+
 def test_a_program_built_for_another_part_than_its_own_is_warned_of(tmp_path, monkeypatch):
     from sparseforge.compiler.errors import InputWarning
 

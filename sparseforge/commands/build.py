@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json, fail, positive_int
+from .common import add_json_flag, console_for, emit_json, fail, positive_int, seeds_option
 
 
 def register(verbs) -> None:
@@ -15,9 +15,10 @@ def register(verbs) -> None:
     parser.add_argument("--frequency", type=float, metavar="MHZ",
                         help="engine clock to ask the PLL for (default: the board's target; "
                              "lowered to what the design meets)")
-    parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+    parser.add_argument("--seeds", type=positive_int, metavar="N",
                         help="nextpnr placements to try, in parallel where cores allow: its "
-                             "default one and --seed 2..N; the best Fmax is kept (default 1)")
+                             "default one and --seed 2..N; the best Fmax is kept (default 2, "
+                             "sf.build's)")
     parser.add_argument("-o", "--output", help="build directory (default: DIR/bitstream)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -37,7 +38,7 @@ def run(args) -> int:
                             "WebAssembly)...") as status:
             result = sf.build(program, args.board, frequency_mhz=args.frequency,
                               build_dir=build_dir, progress=lambda text: status.update(text),
-                              seeds=args.seeds)
+                              **seeds_option(args))
     except (ProgramError, ValueError, BuildError, ToolNotFoundError) as error:
         return fail(str(error))
     render(console, result)

@@ -73,6 +73,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seeds_option(args) -> dict:
+    """``sf.build``'s ``seeds`` when ``--seeds`` was given; else nothing, so that the command
+    line builds with the library's default (``boards.build.DEFAULT_SEEDS``)."""
+    return {} if args.seeds is None else {"seeds": args.seeds}
+
+
 def load_npz(path, what: str = "data") -> dict:
     """The arrays of an ``.npz`` archive, without pickle; a file of another kind (an
     ``.npy`` array, a text file) is refused with a message that says which was expected."""

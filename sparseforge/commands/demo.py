@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json, fail, positive_int
+from .common import add_json_flag, console_for, emit_json, fail, positive_int, seeds_option
 
 
 def register(verbs) -> None:
@@ -50,9 +50,9 @@ def register(verbs) -> None:
     parser.add_argument("--skip-build", action="store_true",
                         help="stop before the bitstream (no Fmax, latency or resources)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+    parser.add_argument("--seeds", type=positive_int, metavar="N",
                         help="nextpnr placements to try, the best kept (as `sparseforge build "
-                             "--seeds`; default 1)")
+                             "--seeds`; default 2)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -240,7 +240,7 @@ def _pipeline(args, board, out: Path, stages: Stages, console) -> dict:
             build = stages.run(
                 "build", lambda: sf.build(program, board.name, build_dir=directory / "bitstream",
                                           progress=lambda text: status.update(text),
-                                          seeds=args.seeds),
+                                          **seeds_option(args)),
                 lambda b: f"Fmax {b.fmax_mhz:.1f} MHz, engine clock {b.target_mhz:.1f} MHz, "
                           + ", ".join(f"{name} {r.used}/{r.available}"
                                       for name, r in sorted(b.utilisation.items())))
