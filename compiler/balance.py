@@ -156,7 +156,12 @@ def row_orders(model: QuantizedNetwork, permuted: QuantizedNetwork
             return None
         codes = mine.codes if columns is None else mine.codes[:, columns]
         rows = _row_keys(codes, mine)
-        if index == len(model.layers) - 1:
+        following = model.layers[index + 1] if index + 1 < len(model.layers) else None
+        permutes = type(mine) is QuantizedLinear and type(following) is QuantizedLinear
+        if not permutes:
+            # The last layer, and a convolution or the layer before one (its columns are a
+            # map's channels and positions), keep their rows: balancing permutes only rows
+            # between two Linear layers.
             order = np.arange(codes.shape[0])
         else:
             where: dict[bytes, list[int]] = {}
@@ -170,7 +175,7 @@ def row_orders(model: QuantizedNetwork, permuted: QuantizedNetwork
         if _row_keys(codes[order], take_rows(mine, order)) != _row_keys(theirs.codes, theirs):
             return None
         orders.append(order)
-        columns = order
+        columns = order if permutes else None
     return orders
 
 

@@ -2,6 +2,8 @@
 shared by k-means per layer, quantized to fixed point, accounted (Huffman included) and saved,
 each through the same functions as a Linear layer's weights, with the kernel as a matrix."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,24 @@ def test_a_damaged_conv_geometry_is_refused(tiny_cnn_model, tmp_path):
     with pytest.raises(CompressedModelError, match=r"layers\[1\] \(4\).conv is not a "
                                                    r"convolution's geometry"):
         from_parts(manifest, cm.arrays(), "m.sfm")
+
+
+def test_the_report_knows_the_model_a_conv_program_came_from(tiny_cnn_model, tmp_path):
+    # Conv programs keep the model's rows (no balancing): the report's check that the model
+    # is the program's must see that (`sparseforge demo --model cnn` failed at its report).
+    from sparseforge.compiler.balance import row_orders
+    from sparseforge.run_report import write_report
+
+    model, x = tiny_cnn_model
+    network = model.network
+    orders = row_orders(network, network)
+    assert orders is not None and all(np.array_equal(order, np.arange(layer.codes.shape[0]))
+                                      for order, layer in zip(orders, network.layers))
+    program = sf.compile(model, pes=2)
+    assert write_report(tmp_path / "a", compressed=model, program=program,
+                        inputs=x[:4]).is_file()
+    layers = list(network.layers)
+    layers[0] = dataclasses.replace(layers[0], bias=layers[0].bias + 1)
+    other = dataclasses.replace(model, network=type(network)(tuple(layers)))
+    with pytest.raises(ValueError, match="not the one the program was compiled from"):
+        write_report(tmp_path / "b", compressed=other, program=program)
