@@ -148,10 +148,15 @@ def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> lis
     rest = pruned / sum(sizes[:-1])
     if rest > 0.99:
         reachable = (0.99 * sum(sizes[:-1]) + last_cap * sizes[-1]) / sum(sizes)
+        # Rounded down, so the figure offered is one that can be asked for.
+        offer = math.floor(reachable * 100) / 100
         raise ValueError(f"overall sparsity {target} is out of reach: with the last layer at "
                          f"most {last_cap} and the others at most 0.99 it is "
-                         f"{reachable:.4f}; raise last_layer_sparsity or give "
-                         f"per_layer_sparsity")
+                         f"{reachable:.4f} (the last layer holds {sizes[-1]} of the "
+                         f"{sum(sizes)} weights); ask for sparsity={offer:g} or less "
+                         f"(--sparsity {offer:g} on the command line), raise "
+                         f"last_layer_sparsity or give per_layer_sparsity, or let a "
+                         f"sensitivity scan choose each layer's (--sensitivity-budget)")
     return [rest] * (len(sizes) - 1) + [last_cap]
 
 
