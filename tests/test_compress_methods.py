@@ -1131,3 +1131,19 @@ def test_a_save_that_fails_midway_leaves_the_old_file_intact(tmp_path, monkeypat
     monkeypatch.undo()
     assert path.read_bytes() == content and files_in(tmp_path) == ["model.sfm"]
     assert load_compressed(path).provenance["seed"] == 1
+
+
+@pytest.mark.parametrize("outputs, expected", [
+    (1, "one output: sparseforge compresses classifiers, one output per class; a binary "
+        "classifier needs 2 outputs, and regression is not supported"),
+    (2, "labels are class indices 0 .. 1")])
+def test_labels_past_the_outputs_are_refused_with_what_the_labels_must_be(outputs, expected):
+    import sparseforge as sf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (20, 4)).astype(np.float32)
+    y = np.arange(20) % 3                     # a third class the model has no output for
+    with pytest.raises(ValueError, match="the train data has label 2 but the model has "
+                                         f"{outputs} outputs") as error:
+        sf.compress(nn.Sequential(nn.Linear(4, outputs)), train=(x, y))
+    assert expected in str(error.value)

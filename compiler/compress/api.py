@@ -203,8 +203,14 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
                              f"has {data.x.shape[1]} features")
         if data is not None and data.y.max() >= network.output_size:
+            # Compression fine-tunes with cross-entropy on class labels: a one-output model
+            # (a regression, or a binary logit) has no classes to take them.
+            why = (" (one output: sparseforge compresses classifiers, one output per class; a "
+                   "binary classifier needs 2 outputs, and regression is not supported)"
+                   if network.output_size == 1 else
+                   f" (labels are class indices 0 .. {network.output_size - 1})")
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
-                             f"has {network.output_size} outputs")
+                             f"has {network.output_size} outputs{why}")
     _warn_of_lost_inputs(train_set.x, config.act_bits)
     report_set = test_set or val_set
     accuracy_float = float_accuracy(network, report_set)
