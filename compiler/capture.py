@@ -225,6 +225,9 @@ def _module_handlers():
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
         nn.Dropout: simple(OpKind.IDENTITY),
+        nn.Dropout1d: simple(OpKind.IDENTITY),
+        nn.Dropout2d: simple(OpKind.IDENTITY),
+        nn.AlphaDropout: simple(OpKind.IDENTITY),
         nn.Identity: simple(OpKind.IDENTITY),
         nn.Softmax: softmax,
         nn.LogSoftmax: softmax,
@@ -395,6 +398,21 @@ def _capture(module, name) -> list[Op]:
 
 # call_function / call_method targets -> op kind; None marks a shape query (``x.size(0)``)
 # whose result only feeds a reshape's arguments.
+def _is_shape_query(node, kinds, shape_queries) -> bool:
+    """Whether ``node`` reads a tensor's shape: ``x.size(...)``, ``x.dim()``, ``x.shape``, or
+    an item of one (``x.shape[0]``, ``x.size()[0]``)."""
+    import operator
+
+    if node.op == "call_method":
+        return node.target in kinds and kinds[node.target] is None
+    if node.op != "call_function":
+        return False
+    if node.target is getattr:
+        return len(node.args) == 2 and node.args[1] == "shape"
+    return (node.target is operator.getitem and bool(node.args)
+            and node.args[0] in shape_queries)
+
+
 @functools.cache
 def _function_kinds():
     import torch
@@ -403,7 +421,9 @@ def _function_kinds():
     return {torch.relu: OpKind.RELU, F.relu: OpKind.RELU, "relu": OpKind.RELU,
             torch.flatten: OpKind.FLATTEN, "flatten": OpKind.FLATTEN, "view": OpKind.FLATTEN,
             "reshape": OpKind.FLATTEN, torch.reshape: OpKind.FLATTEN,
-            F.dropout: OpKind.IDENTITY, "contiguous": OpKind.IDENTITY,
+            F.dropout: OpKind.IDENTITY, F.dropout1d: OpKind.IDENTITY,
+            F.dropout2d: OpKind.IDENTITY, F.alpha_dropout: OpKind.IDENTITY,
+            "contiguous": OpKind.IDENTITY,
             torch.softmax: OpKind.SOFTMAX, F.softmax: OpKind.SOFTMAX,
             F.log_softmax: OpKind.SOFTMAX, "softmax": OpKind.SOFTMAX,
             "log_softmax": OpKind.SOFTMAX, "size": None, "dim": None}
@@ -469,8 +489,12 @@ def _trace(module, name) -> list[Op]:
     try:
         traced = torch.fx.symbolic_trace(module)
     except Exception as error:      # fx raises many kinds for data-dependent control flow
-        raise UnsupportedLayerError(f"{where!r} (its forward cannot be traced: {error})",
-                                    type(module).__name__) from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise InputError(f"{where!r}: its forward cannot be traced by torch.fx ({first_line}). "
+                         f"A forward must be a chain of layers with no Python loop, len() or "
+                         f"condition on a tensor or its shape; flatten with torch.flatten(x, 1), "
+                         f"nn.Flatten() or x.view(x.size(0), -1), or export the model to ONNX "
+                         f"and give the .onnx file") from error
     kinds, pooling = _function_kinds(), _pooling_functions()
     ops: list[Op] = []
     previous, shape_queries = None, set()
@@ -488,8 +512,8 @@ def _trace(module, name) -> list[Op]:
             break
         target = node.target
         path = f"{where}.{target}" if node.op == "call_module" else f"{where}.{node.name}"
-        if node.op == "call_method" and target in kinds and kinds[target] is None:
-            shape_queries.add(node)                     # x.size(0): feeds a reshape only
+        if _is_shape_query(node, kinds, shape_queries):
+            shape_queries.add(node)     # x.size(0), x.shape[0]: feeds a reshape only
             continue
         others = set(node.all_input_nodes) - {previous} - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] is not previous or others:

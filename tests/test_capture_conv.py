@@ -406,3 +406,40 @@ def test_pooling_calls_the_engine_does_not_run_are_refused(call, message):
 
     with pytest.raises(UnsupportedSettingError, match=message):
         capture(Model(), input_shape=(1, 6, 6))
+
+
+class _Flattening(nn.Module):
+    """A CNN flattened and regularised the ways other people's code does it."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.conv, self.drop = nn.Conv2d(1, 4, 3), nn.Dropout2d(0.2)
+        self.fc, self.how = nn.Linear(4 * 6 * 6, 3), how
+
+    def forward(self, x):
+        x = self.drop(torch.relu(self.conv(x)))
+        if self.how == "shape":
+            x = x.view(x.shape[0], -1)
+        elif self.how == "size item":
+            x = x.view(x.size()[0], -1)
+        elif self.how == "len":
+            x = x.reshape(len(x), -1)
+        else:
+            x = torch.nn.functional.dropout2d(x, 0.1, training=self.training).flatten(1)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("how", ["shape", "size item", "dropout2d"])
+def test_shape_items_and_channel_dropout_in_a_forward_are_captured(how):
+    model = _Flattening(how).eval()
+    x = RNG.normal(size=(3, 1, 8, 8))
+    graph = capture(model, input_shape=(1, 8, 8))
+    assert kinds(graph)[-2:] == [OpKind.FLATTEN, OpKind.LINEAR]
+    np.testing.assert_allclose(graph.run(x), torch_out(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_untraceable_forward_says_what_to_write_instead():
+    with pytest.raises(InputError, match=r"'_Flattening': its forward cannot be traced by "
+                                         r"torch.fx \('len' is not supported") as error:
+        capture(_Flattening("len").eval(), input_shape=(1, 8, 8))
+    assert "flatten with torch.flatten(x, 1)" in str(error.value)
