@@ -586,6 +586,7 @@ def capture_onnx(path) -> Graph:
             # output is that constant under another name, not a layer of the chain.
             constants[node.output[0]] = constants[node.input[0]]
             folded.add(index)
+    shapes = _shape_expressions(graph, constants, folded)
     inputs = [i for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
         raise ValueError(f"{path}: the graph must have exactly one input, not "
@@ -595,7 +596,7 @@ def capture_onnx(path) -> Graph:
     pending = None                      # (MatMul name, weight out x in) waiting for its Add
     for node in (n for index, n in enumerate(graph.node) if index not in folded):
         name = node.name or f"{node.op_type}_{len(ops)}"
-        data = [i for i in node.input if i and i not in constants]
+        data = [i for i in node.input if i and i not in constants and i not in shapes]
         if data != [current]:
             raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {_reads(node, data)}, "
                                         f"not just the previous output {current!r}: not a "
@@ -641,7 +642,7 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
-                _check_flatten(node, name, attrs, constants)
+                _check_flatten(node, name, attrs, {**constants, **shapes})
             ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
         else:
             raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
@@ -747,6 +748,41 @@ def _onnx_softmax(attrs, opset: int) -> dict:
     return {"axis": int(attrs.get("axis", -1))}
 
 
+# The batch size in a shape expression (Shape -> Gather 0), and a dimension it cannot know.
+_BATCH, _UNKNOWN = "batch", "?"
+
+
+def _shape_expressions(graph, constants, folded) -> dict:
+    """The values of the nodes that compute a Reshape's target shape from a tensor's shape,
+    as ``torch.onnx.export`` writes ``x.view(x.size(0), -1)`` with a dynamic batch axis:
+    Shape -> Gather(0) -> Unsqueeze -> Concat with a constant -1.  Each is a list of
+    dimensions (``_BATCH``, ``_UNKNOWN`` or a number); those nodes join ``folded``."""
+    shapes: dict[str, object] = {}
+    for index, node in enumerate(graph.node):
+        if index in folded:
+            continue
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Shape":
+            value = "shape"                         # the whole shape: only Gather reads it
+        elif node.op_type == "Gather" and len(inputs) == 2 and shapes.get(inputs[0]) == "shape" \
+                and inputs[1] in constants:
+            where = np.asarray(constants[inputs[1]]).reshape(-1)
+            value = [_BATCH if int(i) == 0 else _UNKNOWN for i in where]
+        elif node.op_type in ("Unsqueeze", "Squeeze", "Cast") and inputs \
+                and isinstance(shapes.get(inputs[0]), list):
+            value = shapes[inputs[0]]
+        elif node.op_type == "Concat" and inputs and any(i in shapes for i in inputs) and all(
+                isinstance(shapes.get(i), list) or i in constants for i in inputs):
+            value = [d for i in inputs for d in (
+                shapes[i] if i in shapes
+                else [int(v) for v in np.asarray(constants[i]).reshape(-1)])]
+        else:
+            continue
+        shapes[node.output[0]] = value
+        folded.add(index)
+    return shapes
+
+
 def _check_flatten(node, name: str, attrs, constants) -> None:
     """A Flatten or Reshape must make a batch of vectors (the engine's activations are flat)."""
     if node.op_type == "Flatten":
@@ -755,9 +791,16 @@ def _check_flatten(node, name: str, attrs, constants) -> None:
                                           attrs["axis"], "only axis 1 (a batch of vectors)")
         return
     shape = constants.get(node.input[1]) if len(node.input) > 1 else None
-    if shape is not None and np.asarray(shape).reshape(-1).size != 2:
-        raise UnsupportedSettingError(f"ONNX node {name!r}", "Reshape", "target shape",
-                                      np.asarray(shape, dtype=np.int64).tolist(),
+    if shape is None:
+        return
+    if isinstance(shape, str):                  # Shape's output itself: a reshape to as it was
+        dims = ["the input's own shape"]
+    elif isinstance(shape, list):               # a shape expression (_shape_expressions)
+        dims = shape
+    else:
+        dims = np.asarray(shape, dtype=np.int64).reshape(-1).tolist()
+    if len(dims) != 2 or _UNKNOWN in dims:
+        raise UnsupportedSettingError(f"ONNX node {name!r}", "Reshape", "target shape", dims,
                                       "only a reshape to batch x features")
 
 

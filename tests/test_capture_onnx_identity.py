@@ -114,3 +114,46 @@ def test_exported_softmax_over_the_batch_is_refused(tmp_path):
     x = inputs(6)
     np.testing.assert_array_equal(canonicalize(capture(path)).forward(x).argmax(1),
                                   torch_out(model, x).argmax(1))
+
+
+class _ViewByBatch(nn.Module):
+    """``x.view(x.size(0), ...)``, which an export with a dynamic batch axis writes as Shape ->
+    Gather -> Unsqueeze -> Concat -> Reshape."""
+
+    def __init__(self, middle=None):
+        super().__init__()
+        self.conv, self.middle = nn.Conv2d(1, 4, 3), middle
+        self.fc = nn.Linear(144 if middle is None else 36, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = x.view(x.size(0), -1) if self.middle is None else x.view(x.size(0), self.middle, -1)
+        return self.fc(x)
+
+
+def export_dynamic_batch(model, path):
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return path
+
+
+def test_a_flatten_by_the_batch_size_of_a_dynamic_batch_export_is_a_flatten(tmp_path):
+    model = _ViewByBatch()
+    path = export_dynamic_batch(model, tmp_path / "view.onnx")
+    assert "Shape" in [node.op_type for node in onnx.load(str(path)).graph.node]
+    graph = capture(path)
+    assert [op.kind for op in graph.ops] == [OpKind.CONV, OpKind.RELU, OpKind.FLATTEN,
+                                             OpKind.LINEAR]
+    x = np.random.default_rng(0).normal(size=(3, 1, 8, 8))
+    np.testing.assert_allclose(graph.run(x), torch_out(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_reshape_by_the_batch_size_to_more_than_vectors_is_refused(tmp_path):
+    path = export_dynamic_batch(_ViewByBatch(middle=4), tmp_path / "three.onnx")
+    with pytest.raises(UnsupportedSettingError, match=r"has target shape \['batch', 4, -1\], "
+                                                      r"which the engine does not run"):
+        capture(path)
