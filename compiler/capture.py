@@ -675,12 +675,22 @@ def _reads(node, data: list[str]) -> str:
     return f"only the constants {inputs}" if inputs else "nothing"
 
 
-def _onnx_pads(attrs, name: str, kind: str) -> tuple[int, int]:
+def _onnx_pads(attrs, name: str, kind: str, kernel=None) -> tuple[int, int]:
     """Symmetric ``pads`` (begin rows, begin columns, end rows, end columns) as (rows,
-    columns); ``auto_pad`` only NOTSET or VALID."""
+    columns); ``auto_pad`` NOTSET, VALID, or SAME_UPPER / SAME_LOWER where they pad
+    symmetrically whatever the input's size: stride 1 and an odd ``kernel`` (rows, columns),
+    ``(k - 1) / 2`` on each side (PyTorch's ``padding='same'``)."""
     where = f"ONNX node {name!r}"
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        strides = [int(v) for v in attrs.get("strides", [1, 1])]
+        if kernel is not None and all(v == 1 for v in strides) \
+                and all(int(k) % 2 == 1 for k in kernel):
+            return int(kernel[0]) // 2, int(kernel[1]) // 2
+        raise UnsupportedSettingError(where, kind, "auto_pad", auto,
+                                      "SAME pads symmetrically only with stride 1 and an odd "
+                                      "kernel; give explicit symmetric pads")
     if auto not in ("NOTSET", "VALID"):
         raise UnsupportedSettingError(where, kind, "auto_pad", auto,
                                       "give explicit symmetric pads")
@@ -709,7 +719,7 @@ def _onnx_conv(node, name: str, attrs, constants) -> Op:
               {"weight": _ungrouped(weight, groups, in_channels, where, kind),
                "bias": np.asarray(bias, dtype=np.float64).reshape(-1)},
               {"stride": tuple(int(v) for v in attrs.get("strides", [1, 1])),
-               "padding": _onnx_pads(attrs, name, kind)})
+               "padding": _onnx_pads(attrs, name, kind, weight.shape[2:])})
 
 
 def _onnx_pool(node, name: str, attrs) -> Op:
@@ -725,7 +735,7 @@ def _onnx_pool(node, name: str, attrs) -> Op:
                                       "the engine returns the pooled values only")
     kernel = tuple(int(v) for v in attrs["kernel_shape"])
     stride = tuple(int(v) for v in attrs.get("strides", [1, 1]))
-    padding = _onnx_pads(attrs, name, kind)
+    padding = _onnx_pads(attrs, name, kind, kernel)
     if kind == "MaxPool":
         if padding != (0, 0):
             raise UnsupportedSettingError(where, kind, "pads", list(attrs["pads"]),

@@ -324,7 +324,8 @@ def test_onnx_cnn_equals_onnxruntime(tmp_path):
     ({"pads": [1, 1, 0, 0]}, r"asymmetric padding pads=\[1, 1, 0, 0\]"),
     ({"dilations": [2, 2]}, r"dilations \[2, 2\]"),
     ({"group": 2}, "groups 2"),
-    ({"auto_pad": "SAME_UPPER"}, "auto_pad SAME_UPPER"),
+    ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, "auto_pad SAME_UPPER, which the engine "
+                                                    "does not run; SAME pads symmetrically only"),
 ])
 def test_onnx_unsupported_conv_settings_are_named(tmp_path, attrs, setting):
     channels = 2 if attrs.get("group") else 4
@@ -335,6 +336,23 @@ def test_onnx_unsupported_conv_settings_are_named(tmp_path, attrs, setting):
     with pytest.raises(UnsupportedSettingError, match=rf"ONNX node 'conv' \(Conv\) has "
                                                       rf"{setting}"):
         capture(path)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_onnx_same_padding_at_stride_1_is_symmetric_padding(tmp_path, auto_pad):
+    import onnxruntime
+
+    weight = np.random.default_rng(4).normal(size=(4, 2, 3, 5))
+    path = onnx_cnn(tmp_path / "same.onnx", [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 5],
+                         auto_pad=auto_pad)], {"w": weight}, [None, 2, 6, 7])
+    graph = capture(path)
+    assert graph.ops[0].attrs["padding"] == (1, 2)
+    x = np.random.default_rng(5).normal(size=(2, 2, 6, 7)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(graph.run(x).reshape(2, -1),
+                               session.run(None, {"x": x})[0].reshape(2, -1),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_reshape_to_a_map_and_an_input_without_a_static_shape_are_refused(tmp_path):
