@@ -91,7 +91,7 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
         chain, calibration=x, approximate=approximate)
     report = account(network)
     accuracy_float = accuracy_quantized = None
-    if y is not None:
+    if y is not None and network.output_size > 1:     # one output picks no class
         accuracy_quantized = float(np.mean(
             network.forward(network.quantize_input(x)).argmax(axis=1) == y))
         accuracy_float = float(np.mean(float_network.forward(x).argmax(axis=1) == y))

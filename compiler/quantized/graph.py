@@ -43,6 +43,20 @@ SUPPORTED_NODES = ("Quant", "BipolarQuant", "Trunc", "QuantizeLinear", "Dequanti
 QONNX_OPS = ("Quant", "BipolarQuant", "Trunc")
 CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
                 "GlobalAveragePool", "GlobalMaxPool")
+# What to do instead, for the ops of other quantization flows.
+_QOPERATOR = ("onnxruntime's QOperator format; quantize with quantize_static(..., "
+              "quant_format=QuantFormat.QDQ)")
+_HINTS = {
+    "QGemm": _QOPERATOR, "QLinearMatMul": _QOPERATOR, "MatMulInteger": _QOPERATOR,
+    "QLinearAdd": _QOPERATOR,
+    "DynamicQuantizeLinear": "dynamic quantization (quantize_dynamic) computes its scales at "
+                             "run time; quantize with quantize_static in the QDQ format",
+    "Softmax": "export the model without its final softmax (the engine's outputs are the "
+               "logits, whose argmax is the same)",
+    "LogSoftmax": "export the model without its final log-softmax (the engine's outputs are "
+                  "the logits, whose argmax is the same)",
+}
+_NARROW_INTEGERS = ("int4", "uint4", "int2", "uint2")
 MAX_ACTIVATION_BITS = 8
 MAX_WEIGHT_BITS = 8
 
@@ -166,6 +180,7 @@ def _fraction(value) -> Fraction:
 def read_chain(path, calibration_input=None) -> Chain:
     """Read ``path`` (a QONNX or QDQ ``.onnx`` file) into a :class:`Chain`, or raise
     :class:`UnsupportedModel` naming the node that cannot be represented."""
+    import onnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.fold_constants import FoldConstants
     from qonnx.transformation.general import RemoveStaticGraphInputs, RemoveUnusedTensors
@@ -175,7 +190,14 @@ def read_chain(path, calibration_input=None) -> Chain:
     if not path.is_file():
         raise InputError(f"{path}: no such ONNX file")
     try:
-        model = ModelWrapper(str(path))
+        proto = onnx.load(str(path))
+        # onnxruntime's quant_pre_process lists the graph's inputs and outputs in value_info
+        # too; qonnx refuses a tensor described twice.
+        described = {t.name for t in (*proto.graph.input, *proto.graph.output)}
+        repeated = [v for v in proto.graph.value_info if v.name in described]
+        for value_info in repeated:
+            proto.graph.value_info.remove(value_info)
+        model = ModelWrapper(proto)
     except Exception as error:          # protobuf's DecodeError and friends
         raise InputError(f"{path}: not a readable ONNX model: {error}") from None
     for node in model.graph.node:
@@ -265,7 +287,14 @@ class _Walker:
                 self.refuse(node, "it takes two computed tensors; only chains of layers with "
                                   "constant weights are supported")
             handler = getattr(self, f"_{node.op_type}", None)
+            if handler is not None and node.domain == "com.microsoft":
+                self.refuse(node, "onnxruntime's own com.microsoft operator; quantize with "
+                                  "the standard QuantizeLinear / DequantizeLinear (no "
+                                  "UseQDQContribOps; 4-bit types need opset 21)")
             if handler is None:
+                hint = _HINTS.get(node.op_type)
+                if hint:
+                    self.refuse(node, f"not supported: {hint}")
                 if node.op_type in CONVOLUTIONS:
                     self.refuse(node, "convolutions and pooling are not supported yet (they "
                                       "come with the convolution support); supported: "
@@ -501,6 +530,10 @@ class _Walker:
             zero_point = np.zeros((), np.int64)
         data = self.kind_of(node.input[0])
         if isinstance(data, np.ndarray):
+            if data.dtype.name in _NARROW_INTEGERS:     # ml_dtypes' int4 / uint4 (opset 21)
+                data = data.astype(np.int64)
+            if zero_point.dtype.name in _NARROW_INTEGERS:
+                zero_point = zero_point.astype(np.int64)
             if data.dtype.kind not in "iu":
                 self.refuse(node, f"dequantizes {data.dtype} values, not integers")
             axis = attrs.get("axis", 1)
@@ -574,7 +607,12 @@ class _Walker:
         if not isinstance(weights, QuantConst) or weights.ints.ndim != 2:
             self.refuse(node, "its weights must be a quantized 2-D constant")
         if weights.bits > MAX_WEIGHT_BITS:
-            self.refuse(node, f"{weights.bits}-bit weights; at most {MAX_WEIGHT_BITS} bits")
+            self.refuse(node, f"{weights.bits}-bit weights (their integers less the zero "
+                              f"point span {int(weights.ints.min())} .. "
+                              f"{int(weights.ints.max())}); at most {MAX_WEIGHT_BITS} bits: an "
+                              f"8-bit grid with a zero point off its middle widens it, so "
+                              f"quantize the weights symmetrically (onnxruntime: "
+                              f"WeightSymmetric, or QInt8 weights) or per channel")
         if transpose:
             return QuantConst(weights.ints.T, weights.scale.T, weights.node, weights.bits)
         return weights

@@ -81,7 +81,11 @@ def run(args) -> int:
             integers = model.predict(x)
             figures = {"samples": len(x), "outputs_compared": int(reference.size),
                        "mismatches": compare(model.network, reference, integers)}
-            if y is not None:
+            if y is not None and integers.shape[1] < 2:
+                # argmax over one output is class 0 for every sample: no accuracy to show.
+                figures["accuracy_skipped"] = ("the model has one output, so it picks no "
+                                               "class: an accuracy over labels means nothing")
+            elif y is not None:
                 y = np.asarray(y).reshape(-1)
                 figures["accuracy_imported"] = float(np.mean(integers.argmax(axis=1) == y))
                 figures["accuracy_reference"] = float(np.mean(reference.argmax(axis=1) == y))
@@ -155,6 +159,8 @@ def render(console, payload: dict) -> None:
     if "mismatches" in payload:
         console.print(f"{payload['mismatches']} of {payload['outputs_compared']} outputs differ "
                       f"from the reference executor's on {payload['samples']} samples")
+    if "accuracy_skipped" in payload:
+        console.print(f"accuracy: not computed ({payload['accuracy_skipped']})")
     if "accuracy_imported" in payload:
         console.print(f"accuracy: imported integer network "
                       f"{100 * payload['accuracy_imported']:.2f}%, reference executor "

@@ -1,0 +1,127 @@
+"""sf.load_quantized on what other tools' flows write: onnxruntime's pre-processed models (graph
+outputs repeated in value_info), 4-bit weights at opset 21, and the formats it does not take
+(QOperator, dynamic quantization, contrib Q/DQ, a final softmax), refused saying what to do."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import sparseforge as sf
+from sparseforge.cli import main
+from sparseforge.compiler.quantized import UnsupportedModel
+from sparseforge.compiler.quantized.reference import compare, reference_outputs
+from tests.quantized_models import Builder, qdq_per_channel, random_inputs, save
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_graph_outputs_repeated_in_value_info_are_read(tmp_path):
+    # onnxruntime's quant_pre_process lists the graph output in value_info as well.
+    model = qdq_per_channel()
+    output = model.graph.output[0].name
+    model.graph.value_info.append(helper.make_tensor_value_info(output, TensorProto.FLOAT,
+                                                                None))
+    path = save(model, tmp_path / "pre.onnx")
+    imported = sf.load_quantized(path)
+    x = random_inputs(model, 30)
+    assert compare(imported.network, reference_outputs(path, x), imported.predict(x)) == 0
+
+
+def _int4_model():
+    """Q(u8)/DQ input -> Gemm with per-channel int4 weights (opset 21's INT4) -> Q(s8)/DQ."""
+    b = Builder(11)
+    x = b.qdq("x", np.float32(0.013), 128, np.uint8)
+    ints = b.rng.integers(-7, 8, (6, 10))
+    scale = b.scale(shape=(6,))
+    weights = helper.make_tensor("w4", TensorProto.INT4, ints.shape, ints.reshape(-1).tolist())
+    zero = helper.make_tensor("w4_zero", TensorProto.INT4, [6], [0] * 6)
+    b.initializers += [weights, zero]
+    w = b.node("DequantizeLinear", ["w4", b.const(scale), "w4_zero"], axis=0)
+    y = b.node("Gemm", [x, w, b.const(b.rng.normal(0, 0.2, 6))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    model = b.model("x", y, ["N", 10], qonnx=False)
+    model.opset_import[0].version = 21
+    return model
+
+
+def test_four_bit_weights_of_opset_21_are_integers(tmp_path):
+    model = _int4_model()
+    path = save(model, tmp_path / "w4.onnx")
+    imported = sf.load_quantized(path)
+    assert imported.network.layers[0].code_bits <= 4
+    x = random_inputs(model, 40)
+    assert compare(imported.network, reference_outputs(path, x), imported.predict(x)) == 0
+
+
+def _quantized_gemm(b):
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(4, 8), b.const(b.rng.normal(0, 0.2, 4))], transB=1)
+    return b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+
+
+@pytest.mark.parametrize("op, domain, match", [
+    ("QGemm", "com.microsoft", r"\(QGemm\): not supported: onnxruntime's QOperator format; "
+                               r"quantize with quantize_static\(\.\.\., "
+                               r"quant_format=QuantFormat\.QDQ\)"),
+    ("Softmax", "", r"\(Softmax\): not supported: export the model without its final softmax"),
+    ("DequantizeLinear", "com.microsoft", r"onnxruntime's own com\.microsoft operator; "
+                                          r"quantize with the standard"),
+])
+def test_other_flows_are_refused_saying_what_to_do(tmp_path, op, domain, match):
+    b = Builder(2)
+    y = _quantized_gemm(b)
+    inputs = [y, b.const(np.float32(0.1)), b.const(0, dtype=np.int8)] \
+        if op == "DequantizeLinear" else [y]
+    y = b.node(op, inputs, name="other", domain=domain)
+    model = b.model("x", y, ["N", 8], qonnx=False)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    path = save(model, tmp_path / "other.onnx")
+    with pytest.raises(UnsupportedModel, match=match):
+        sf.load_quantized(path)
+
+
+def test_dynamic_quantization_is_refused_saying_what_to_do(tmp_path):
+    b = Builder(5)
+    b.nodes.append(helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "q_scale", "q_zero"],
+                                    name="dynamic"))
+    x = b.node("DequantizeLinear", ["q", "q_scale", "q_zero"])
+    y = b.node("Gemm", [x, b.dq_weights(4, 8), b.const(b.rng.normal(0, 0.2, 4))], transB=1)
+    path = save(b.model("x", y, ["N", 8], qonnx=False), tmp_path / "dynamic.onnx")
+    with pytest.raises(UnsupportedModel, match=r"'dynamic' \(DynamicQuantizeLinear\): not "
+                                               r"supported: dynamic quantization "
+                                               r"\(quantize_dynamic\) computes its scales"):
+        sf.load_quantized(path)
+
+
+def test_weights_widened_by_their_zero_point_are_refused_naming_it(tmp_path):
+    b = Builder(3)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(4, 8, per_channel=False, zero_point=100)], transB=1,
+               name="fc")
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    path = save(b.model("x", y, ["N", 8], qonnx=False), tmp_path / "zero.onnx")
+    with pytest.raises(UnsupportedModel, match=r"'fc' \(Gemm\): 9-bit weights \(their "
+                                               r"integers less the zero point span .*quantize "
+                                               r"the weights symmetrically"):
+        sf.load_quantized(path)
+
+
+def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
+    b = Builder(4)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(1, 8), b.const(b.rng.normal(0, 0.2, 1))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    model = b.model("x", y, ["N", 8], qonnx=False)
+    path = save(model, tmp_path / "one.onnx")
+    x = random_inputs(model, 20)
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=np.arange(20) % 2)
+    assert main(["import", path, "-o", str(tmp_path / "m.sfm"), "--data",
+                 str(tmp_path / "data.npz"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert "accuracy_imported" not in payload
+    assert payload["accuracy_skipped"].startswith("the model has one output")
+    assert sf.load_compressed(tmp_path / "m.sfm").report.accuracy_quantized is None
