@@ -125,3 +125,16 @@ def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
     assert "accuracy_imported" not in payload
     assert payload["accuracy_skipped"].startswith("the model has one output")
     assert sf.load_compressed(tmp_path / "m.sfm").report.accuracy_quantized is None
+
+
+def test_a_bias_added_after_the_products_quantizer_names_the_way_round(tmp_path):
+    b = Builder(6)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("MatMul", [x, b.dq_weights(4, 8, transposed=True)])
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    y = b.node("Add", [y, b.const(b.rng.normal(0, 0.2, 4))], name="bias")
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    path = save(b.model("x", y, ["N", 8], qonnx=False), tmp_path / "matmul_add.onnx")
+    with pytest.raises(UnsupportedModel, match=r"'bias' \(Add\): .*run onnxruntime's "
+                                               r"quant_pre_process on the float model first"):
+        sf.load_quantized(path)

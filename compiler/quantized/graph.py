@@ -709,8 +709,16 @@ class _Walker:
     def _pending(self, node, source) -> LayerDraft:
         target = self.values[source]
         if not isinstance(target, Pending):
+            hint = ""
+            if node.op_type == "Add" and isinstance(target, Activation):
+                # onnxruntime's static quantization of MatMul + Add quantizes the product
+                # before its bias.
+                hint = ("; a bias added after the product's quantizer (onnxruntime's "
+                        "quantize_static of MatMul + Add does this): run onnxruntime's "
+                        "quant_pre_process on the float model first, which fuses them into "
+                        "a Gemm")
             self.refuse(node, "supported only on a layer's real output (between its MatMul / "
-                              "Gemm and its output quantizer)")
+                              "Gemm and its output quantizer)" + hint)
         if target.layer.final is not None:
             self.refuse(node, "after the layer's output quantizer")
         target.layer.nodes.append(node.name)
