@@ -73,7 +73,8 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
 
     ``seeds``: how many nextpnr placements to try (default ``DEFAULT_SEEDS``, 2), the one
     nextpnr makes by default and ``--seed 2`` .. ``--seed N`` (up to ``jobs`` at once, default
-    one per core); the one with the best Fmax is kept, and every seed's figure is in ``attempts`` and ``build.json``.
+    one per core); the one with the best Fmax is kept, and every seed's figure is in
+    ``attempts`` and ``build.json``.
     The build folder is written whole (``compiler/outputs.py``): a failed build leaves the
     folder as it was.  A design that does not fit the part raises :class:`DoesNotPlace`
     ("does not fit: N of M logic cells", with the ways out), not nextpnr's text."""

@@ -396,8 +396,6 @@ def _capture(module, name) -> list[Op]:
     return _trace(module, name)
 
 
-# call_function / call_method targets -> op kind; None marks a shape query (``x.size(0)``)
-# whose result only feeds a reshape's arguments.
 def _is_shape_query(node, kinds, shape_queries) -> bool:
     """Whether ``node`` reads a tensor's shape: ``x.size(...)``, ``x.dim()``, ``x.shape``, or
     an item of one (``x.shape[0]``, ``x.size()[0]``)."""
@@ -413,6 +411,8 @@ def _is_shape_query(node, kinds, shape_queries) -> bool:
             and node.args[0] in shape_queries)
 
 
+# call_function / call_method targets -> op kind; None marks a shape query (``x.size(0)``)
+# whose result only feeds a reshape's arguments.
 @functools.cache
 def _function_kinds():
     import torch
