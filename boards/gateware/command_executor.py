@@ -507,9 +507,11 @@ class _Registers:
         self.bad_length = Signal()  # the payload's length is wrong for the opcode
 
     def collect(self, bytes_, then):
-        """Collect ``bytes_`` payload bytes into ``word``; then continue at ``then``."""
-        self._m.d.sync += [self.count.eq(bytes_), self.wide.eq(bytes_ == 4), self.after.eq(then),
-                           self.word.eq(0)]
+        """Collect ``bytes_`` (2 or 4) payload bytes into ``word``; then continue at ``then``.
+        ``word`` needs no clearing first: four bytes shifted in replace all of it, and two
+        leave its high half zero (COLLECT_DATA's 16-bit shift), which saves a source of
+        ``word``'s multiplexer (34 LUT4s of 734 on the iCE40)."""
+        self._m.d.sync += [self.count.eq(bytes_), self.wide.eq(bytes_ == 4), self.after.eq(then)]
         self._m.next = "COLLECT_ADDR"
 
     def emit(self, value, bytes_, then):
