@@ -84,6 +84,17 @@ def test_other_flows_are_refused_saying_what_to_do(tmp_path, op, domain, match):
         sf.load_quantized(path)
 
 
+def test_a_softmax_inside_the_network_is_not_offered_the_final_softmax_advice(tmp_path):
+    b = Builder(4)
+    y = b.node("Softmax", [_quantized_gemm(b)], name="middle")
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    y = b.node("Gemm", [y, b.dq_weights(3, 4), b.const(b.rng.normal(0, 0.2, 3))], transB=1)
+    path = save(b.model("x", y, ["N", 8], qonnx=False), tmp_path / "middle.onnx")
+    with pytest.raises(UnsupportedModel, match=r"'middle' \(Softmax\): not supported: a "
+                                               r"Softmax inside the network is not supported"):
+        sf.load_quantized(path)
+
+
 def test_dynamic_quantization_is_refused_saying_what_to_do(tmp_path):
     b = Builder(5)
     b.nodes.append(helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "q_scale", "q_zero"],

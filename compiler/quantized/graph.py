@@ -56,9 +56,27 @@ _HINTS = {
     "LogSoftmax": "export the model without its final log-softmax (the engine's outputs are "
                   "the logits, whose argmax is the same)",
 }
+# Ops whose hint above holds only at the graph's end.
+_FINAL_ONLY = ("Softmax", "LogSoftmax")
+# Between a final op and the graph output, nothing but its quantizers and no-ops.
+_PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Identity", "Cast")
 _NARROW_INTEGERS = ("int4", "uint4", "int2", "uint2")
 MAX_ACTIVATION_BITS = 8
 MAX_WEIGHT_BITS = 8
+
+
+def _ends_graph(graph, node, output_name: str) -> bool:
+    """Whether ``node``'s output reaches ``output_name`` through quantizers and no-ops only."""
+    frontier = [node.output[0]]
+    while frontier:
+        tensor = frontier.pop()
+        if tensor == output_name:
+            continue
+        users = [n for n in graph.node if tensor in n.input]
+        if not users or any(u.op_type not in _PASS_THROUGH for u in users):
+            return False
+        frontier.extend(u.output[0] for u in users)
+    return True
 
 
 class UnsupportedModel(InputError):
@@ -293,6 +311,9 @@ class _Walker:
                                   "UseQDQContribOps; 4-bit types need opset 21)")
             if handler is None:
                 hint = _HINTS.get(node.op_type)
+                if node.op_type in _FINAL_ONLY and not _ends_graph(graph, node, output_name):
+                    hint = (f"a {node.op_type} inside the network is not supported (only a "
+                            f"final one can be left out: the engine's outputs are logits)")
                 if hint:
                     self.refuse(node, f"not supported: {hint}")
                 if node.op_type in CONVOLUTIONS:
