@@ -302,6 +302,9 @@ def _weight_plot(ctx: _Context, index: int) -> Plot:
     layer = ctx.program.network.layers[index]
     before, codebook, counts, shared = _weights(ctx, index)
     used = [c for c in range(1, len(codebook)) if counts[c]]
+    if not used:
+        # Every weight of the layer pruned or rounded to zero: only the zero code is left.
+        used = [0]
     panels = 2 if before is not None else 1
     figure = _figure(9.5, 2.9 * panels + 0.9)
     axes = figure.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]

@@ -372,6 +372,16 @@ def test_accumulator_cap_coarsens_the_codebook_scale():
                for c, w in zip(capped.layers, wide.layers))
 
 
+def test_an_accumulator_cap_that_only_zero_weights_meet_is_refused():
+    # 16-bit activations times 8-bit weights need more than 16 bits: a coarse enough scale
+    # rounds every weight to zero, which would "fit" and compute nothing.
+    network = shared_network()
+    x = RNG.uniform(0, 1, size=(100, 20))
+    with pytest.raises(ValueError, match=r"without rounding all of its weights to zero; allow "
+                                         r"a wider accumulator \(--max-acc-bits\)"):
+        quantize_network(network, x, act_bits=16, bias_bits=None, max_acc_bits=16)
+
+
 def test_quantize_network_names_bad_inputs():
     network = shared_network()
     with pytest.raises(ValueError, match="calibration data has 3 features; the network takes 20"):

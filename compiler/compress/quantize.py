@@ -108,6 +108,15 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
                                         FixedFormat(coef_bits, frac), act_bits, code_bits,
                                         bias_bits)
             nonnegative = bool(layers) and layers[-1].relu
+            used = np.asarray(quantized.codebook)[np.asarray(quantized.codes)]
+            if max_acc_bits is not None and np.any(codes) and not np.any(used):
+                # A coarser scale rounds every weight to zero: the accumulator would "fit"
+                # holding the bias alone, and the layer would compute nothing.
+                raise ValueError(
+                    f"layer {layer.name}: no codebook scale keeps its accumulator within "
+                    f"{max_acc_bits} bits without rounding all of its weights to zero; allow "
+                    f"a wider accumulator (--max-acc-bits) or use narrower activations "
+                    f"(--act-bits 8)")
             if max_acc_bits is None or _accumulator_bits(quantized, nonnegative) <= max_acc_bits:
                 break
             if frac <= -40:

@@ -22,8 +22,8 @@ def register(verbs) -> None:
                                                            "(default 8)")
     parser.add_argument("--board", help="refuse an engine that does not fit this board")
     parser.add_argument("--scan-lanes", type=int, help="activations scanned per cycle "
-                                                       "(default: largest of 1, 2, 4 "
-                                                       "dividing --pes)")
+                                                       "(default: largest of 1, 2, 4, 8 "
+                                                       "dividing --pes; 1 on iCE40 boards)")
     parser.add_argument("--fifo-depth", type=int, help="activation queue depth (default 8; "
                                                        "2 on an iCE40, to fit)")
     parser.add_argument("--headroom", type=float, help="spare capacity as a fraction (0.5: "

@@ -70,6 +70,8 @@ def run(args) -> int:
     except (ProgramError, ValueError, OSError) as error:
         return fail(str(error))
     build_dir = Path(args.build_dir) if args.build_dir else Path(args.program) / "sim"
+    if build_dir.exists() and not build_dir.is_dir():
+        return fail(f"{build_dir} is a file, not a folder for the simulator's build")
     from sparseforge.hw.toolchain import ToolNotFoundError
 
     try:
