@@ -8,6 +8,8 @@ engine's own cycle counters.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -76,6 +78,26 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
     vendor primitives it instantiates are simulated with Yosys's models of them.
     """
     build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # Two runs in one build directory (two `sparseforge sim` of one program) would read each
+    # other's cases and results: the second waits for the first.
+    with _locked(build_dir / ".lock"):
+        return _run_rtl(config, cases, build_dir, simulator, waves, input_idle, output_stall,
+                        seed, verilog_path, platform, simulators_dir)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_rtl(config, cases, build_dir, simulator, waves, input_idle, output_stall, seed,
+             verilog_path, platform, simulators_dir) -> list[RtlResult]:
     cases_dir = build_dir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     source = Path(verilog_path) if verilog_path else write_engine_verilog(
@@ -94,6 +116,8 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
         np.save(f"{stem}_writes.npy", isa.image_bus_writes(config, case.image))
         np.save(f"{stem}_inputs.npy", np.asarray(case.inputs, dtype=np.int64))
         np.save(f"{stem}_expected.npy", np.asarray(case.expected, dtype=np.int64))
+        # An earlier run's results must not stand in for a case this run did not finish.
+        Path(f"{stem}_results.npz").unlink(missing_ok=True)
         plan_cases.append({
             "name": case.name,
             "writes": f"{stem}_writes.npy",

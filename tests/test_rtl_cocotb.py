@@ -48,3 +48,24 @@ def test_engine_built_for_icebreaker_uses_spram_and_matches(tmp_path):
     assert "SB_SPRAM256KA" in (tmp_path / "engine.v").read_text()
     np.testing.assert_array_equal(result.outputs, case.expected)
     assert_cycles_match_model(config, case.image, layers, acts, result.cycles)
+
+
+def test_a_build_directory_is_used_by_one_run_at_a_time(tmp_path):
+    # Two `sparseforge sim` of one program share PROGRAM/sim: while one run holds the build
+    # directory's lock, another process cannot take it (it waits in run_rtl).
+    import subprocess
+    import sys
+
+    from sparseforge.sim.rtl import _locked
+
+    probe = ("import fcntl, sys\n"
+             "handle = open(sys.argv[1], 'a')\n"
+             "try:\n"
+             "    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "except BlockingIOError:\n"
+             "    sys.exit(3)\n")
+    lock = tmp_path / ".lock"
+    with _locked(lock):
+        held = subprocess.run([sys.executable, "-c", probe, str(lock)])
+    free = subprocess.run([sys.executable, "-c", probe, str(lock)])
+    assert (held.returncode, free.returncode) == (3, 0)
