@@ -183,9 +183,15 @@ def run(args) -> int:
             check_default_data(model)
         train, val, test = load_data(Path(args.data) if args.data else None)
         compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
+    except (ValueError, TypeError) as error:
+        return fail(str(error))
+    try:
         path = compressed.save(args.output)
     except (ValueError, TypeError) as error:
         return fail(str(error))
+    except OSError as error:
+        return fail(f"cannot write {args.output}: {error.strerror or error}"
+                    + (f" ({error.filename})" if error.filename else ""))
     seconds = time.perf_counter() - start
     render(compressed.report, console)
     console.print(f"wrote {path} in {seconds:.1f} s")
