@@ -8,8 +8,6 @@ engine's own cycle counters.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.hw.verilog import TOPLEVEL, write_engine_verilog
 
-from .runner import run_cocotb
+from .runner import file_lock, run_cocotb
 
 __all__ = ["RtlCase", "RtlResult", "run_rtl"]
 
@@ -81,19 +79,9 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
     build_dir.mkdir(parents=True, exist_ok=True)
     # Two runs in one build directory (two `sparseforge sim` of one program) would read each
     # other's cases and results: the second waits for the first.
-    with _locked(build_dir / ".lock"):
+    with file_lock(build_dir / ".lock"):
         return _run_rtl(config, cases, build_dir, simulator, waves, input_idle, output_stall,
                         seed, verilog_path, platform, simulators_dir)
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _run_rtl(config, cases, build_dir, simulator, waves, input_idle, output_stall, seed,

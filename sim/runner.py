@@ -90,10 +90,10 @@ def _prepare_environment() -> None:
 
 
 @contextmanager
-def _build_lock(build_dir: Path):
-    """Hold ``build_dir``'s lock: processes sharing one compiled simulator (the verification
-    campaign's workers on a node) take turns building it, and later ones find it built."""
-    with open(build_dir / ".build.lock", "w") as handle:
+def file_lock(path: Path):
+    """Hold the exclusive lock of the file ``path`` (made if missing) until the block ends:
+    processes sharing a folder through it take turns."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -134,7 +134,9 @@ def run_cocotb(sources: list[Path], toplevel: str, test_module: str, *, build_di
             build_args += ["--trace-fst", "--trace-structs"]
     # The simulators' chatter goes to log files: stdout belongs to the caller (--json).
     build_log, test_log = build_dir / "build.log", test_dir / "test.log"
-    with _build_lock(build_dir):
+    # The verification campaign's workers on a node share one compiled simulator: they take
+    # turns building it, and later ones find it built.
+    with file_lock(build_dir / ".build.lock"):
         try:
             runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel,
                          build_dir=str(build_dir), build_args=build_args,

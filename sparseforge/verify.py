@@ -23,7 +23,6 @@ with the seed and the command that runs the case again.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -208,22 +207,17 @@ class Mismatch:
                 "command": self.command}
 
 
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "w")
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
-
-
 def _engine_verilog(config, simulators_dir: Path) -> Path:
     """The engine's Verilog for ``config``, written once per node and shared by its workers."""
     from sparseforge.hw.verilog import write_engine_verilog
+    from sparseforge.sim.runner import file_lock
 
     digest = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode())
     path = simulators_dir / f"engine_{digest.hexdigest()[:16]}.v"
     if path.exists():
         return path
-    with _locked(simulators_dir / ".verilog.lock"):
+    simulators_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(simulators_dir / ".verilog.lock"):
         if not path.exists():
             temporary = path.with_suffix(f".{os.getpid()}.tmp")
             write_engine_verilog(config, temporary)

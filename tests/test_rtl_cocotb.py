@@ -56,7 +56,7 @@ def test_a_build_directory_is_used_by_one_run_at_a_time(tmp_path):
     import subprocess
     import sys
 
-    from sparseforge.sim.rtl import _locked
+    from sparseforge.sim.runner import file_lock
 
     probe = ("import fcntl, sys\n"
              "handle = open(sys.argv[1], 'a')\n"
@@ -65,7 +65,7 @@ def test_a_build_directory_is_used_by_one_run_at_a_time(tmp_path):
              "except BlockingIOError:\n"
              "    sys.exit(3)\n")
     lock = tmp_path / ".lock"
-    with _locked(lock):
+    with file_lock(lock):
         held = subprocess.run([sys.executable, "-c", probe, str(lock)])
     free = subprocess.run([sys.executable, "-c", probe, str(lock)])
     assert (held.returncode, free.returncode) == (3, 0)
