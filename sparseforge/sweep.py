@@ -385,12 +385,15 @@ def _digits_data():
 def _compress_task(model, data, config):
     from sparseforge.compiler.compress.api import compress
     from sparseforge.compiler.compress.digits import train_float
+    from sparseforge.compiler.compress.training import as_dataset
 
     started = time.perf_counter()
     train, val, test = data if data is not None else _digits_data()
     try:
         if model is None:
-            model = train_float(seed=config.seed)
+            # The default MLP, trained on the sweep's data (the digits unless given).
+            model = train_float(seed=config.seed, data=None if data is None
+                                else as_dataset(train, "train"))
         compressed = compress(model, train, val, test=test, config=config)
     except (ValueError, TypeError) as error:
         return Failure("compress", str(error))

@@ -492,6 +492,46 @@ def test_10_compress_names_the_default_data(tmp_path, capsys):
     assert not (tmp_path / "m.sfm").exists()
 
 
+def test_10_compress_with_data_and_no_model_trains_the_default_mlp_on_that_data(tmp_path,
+                                                                              capsys):
+    # Three separable classes of 5 features: the default MLP must take 5 inputs and give 3
+    # outputs, trained on these samples (not on the digits).
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    x = (rng.normal(0, 0.3, (300, 5)) + np.eye(3, 5)[labels] * 2).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x[:200], y_train=labels[:200], x_test=x[200:],
+             y_test=labels[200:])
+    status, out, _ = cli(capsys, "compress", "--data", tmp_path / "d.npz", "-o",
+                         tmp_path / "m.sfm", "--json")
+    assert status == 0, out
+    model = sf.load_compressed(tmp_path / "m.sfm")
+    layers = model.network.layers
+    assert (layers[0].in_features, layers[-1].out_features) == (5, 3)
+    assert model.report.accuracy_float > 0.9
+
+
+def test_10_compress_refuses_an_unwritable_output_before_training(tmp_path, capsys,
+                                                                  monkeypatch):
+    import sparseforge.compiler.compress.digits as digits
+
+    monkeypatch.setattr(digits, "train_float", lambda **_: pytest.fail("trained first"))
+    (tmp_path / "file").write_text("mine")
+    for output, message in ((tmp_path / "file" / "m.sfm", "is not a folder"),
+                            (tmp_path, "it is a folder")):
+        status, out, _ = cli(capsys, "compress", "-o", output, "--json")
+        assert status == 2 and f"cannot write {output}" in json_error(out)
+        assert message in json_error(out)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_10_training_data_of_complex_or_text_values_is_refused(tmp_path, capsys):
+    for values in (np.ones((20, 3), np.complex64), np.full((20, 3), "1.0")):
+        np.savez(tmp_path / "d.npz", x_train=values, y_train=np.zeros(20, np.int64))
+        status, out, _ = cli(capsys, "compress", "--data", tmp_path / "d.npz", "-o",
+                             tmp_path / "m.sfm", "--json")
+        assert status == 2 and "X must hold real numbers" in json_error(out)
+
+
 def test_10_demo_refuses_too_many_pes_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sparseforge.compiler.compress.digits.train_float",
                         lambda **_: pytest.fail("trained"))

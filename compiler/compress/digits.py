@@ -38,24 +38,36 @@ def load_digits_split() -> tuple[Dataset, Dataset, Dataset]:
     return Dataset(x_train, y_train), Dataset(x_val, y_val), Dataset(x_test, y_test)
 
 
-def digits_mlp(hidden: int = HIDDEN, seed: int = 0):
+def digits_mlp(hidden: int = HIDDEN, seed: int = 0, *, inputs: int = 64, classes: int = 10):
+    """inputs -> hidden -> classes with a ReLU between: the digits' shape by default."""
     from collections import OrderedDict
 
     import torch.nn as nn
 
     with seeded(seed):
-        return nn.Sequential(OrderedDict(fc1=nn.Linear(64, hidden), relu=nn.ReLU(),
-                                         fc2=nn.Linear(hidden, 10)))
+        return nn.Sequential(OrderedDict(fc1=nn.Linear(inputs, hidden), relu=nn.ReLU(),
+                                         fc2=nn.Linear(hidden, classes)))
 
 
-def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False):
-    """The default float model, trained on the training split."""
-    train_set, _, _ = load_digits_split()
-    model = digits_mlp(hidden, seed)
+def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False,
+                data: Dataset | None = None):
+    """The default float model, trained on the digits' training split, or on ``data`` (a
+    checked training set: the MLP then takes its features and has an output per class up to
+    its largest label)."""
+    if data is None:
+        train_set, _, _ = load_digits_split()
+        epochs = 100
+    else:
+        train_set = data
+        # The digits' 100 epochs are about 1700 steps of 64; a larger data set gets as many
+        # steps or more, in no fewer than 10 epochs.
+        epochs = max(10, min(100, 100 * 1078 // max(1, len(train_set))))
+    model = digits_mlp(hidden, seed, inputs=train_set.x.shape[1],
+                       classes=max(2, int(train_set.y.max()) + 1))
     # Label smoothing is worth 1.3 points of test accuracy here (96.7% -> 98.0%).
     train(model, train_set,
-          TrainConfig(epochs=100, learning_rate=2e-3, weight_decay=1e-4, label_smoothing=0.1,
-                      seed=seed),
+          TrainConfig(epochs=epochs, learning_rate=2e-3, weight_decay=1e-4,
+                      label_smoothing=0.1, seed=seed),
           description="training the float model", progress=progress)
     return model
 

@@ -37,6 +37,8 @@ def as_dataset(data, what: str) -> Dataset:
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"{what}: X must hold at least one sample of features, not shape "
                          f"{x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{what}: X must hold real numbers, not {x.dtype} values")
     x = x.reshape(len(x), -1).astype(np.float32)
     if y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"{what}: X has {len(x)} samples but y has "

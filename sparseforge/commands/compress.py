@@ -3,7 +3,8 @@
 MODEL is an ONNX file, or a PyTorch state_dict (``.pt``/``.pth``, loaded with
 ``torch.load(..., weights_only=True)``: never pickle) of the default digits MLP, possibly pruned
 with ``torch.nn.utils.prune`` (``weight_orig`` and ``weight_mask``).  Without MODEL the embedded
-default is trained first: a 64-128-10 MLP on scikit-learn's bundled 8x8 digits.
+default is trained first: a 64-128-10 MLP on scikit-learn's bundled 8x8 digits, or with
+``--data`` an MLP of the same kind (features -> 128 -> classes) on the data's training set.
 Data: ``--data DATA.npz`` with ``x_train, y_train`` and optionally ``x_val, y_val, x_test,
 y_test``; without it the digits data set's fixed train / validation / test split.
 
@@ -16,6 +17,7 @@ pointers and the Huffman-coded size on their own lines, and accuracy before and 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -28,8 +30,9 @@ def register(verbs) -> None:
     parser = verbs.add_parser("compress", help="prune, share and quantize a model (.sfm out)",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", help="ONNX file or .pt state_dict (default: the "
-                                                 "embedded digits MLP, trained first)")
+    parser.add_argument("model", nargs="?", help="ONNX file or .pt state_dict (default: an "
+                                                 "MLP trained first: features -> 128 -> "
+                                                 "classes, on --data or the digits)")
     parser.add_argument("-o", "--output", default="build/model.sfm",
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_train, y_train [, x_val, y_val, x_test, "
@@ -58,13 +61,16 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def load_model(path: Path | None, *, progress: bool = True, seed: int = 0):
+def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train=None):
     """The model to compress: an ONNX path, a state_dict of the digits MLP, or the trained
-    default.  Checkpoints that need pickle are refused."""
+    default (on ``train``, the user's ``(X, y)``, when given).  Checkpoints that need pickle
+    are refused."""
     from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, train_float
+    from sparseforge.compiler.compress.training import as_dataset
 
     if path is None:
-        return train_float(progress=progress, seed=seed)
+        data = as_dataset(train, "train") if train is not None else None
+        return train_float(progress=progress, seed=seed, data=data)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
     if path.suffix.lower() == ".onnx":
@@ -142,6 +148,21 @@ def check_default_data(onnx_path: Path) -> None:
                          f"for this model")
 
 
+def check_writable(output: Path) -> None:
+    """Refuse, before any training, an output that cannot be written: a folder, or a path
+    whose first existing ancestor is a file or a folder this user cannot write."""
+    if output.is_dir():
+        raise ValueError(f"cannot write {output}: it is a folder; name the .sfm file")
+    ancestor = output.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {output}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (output.exists()
+                                                      and not os.access(output, os.W_OK)):
+        raise ValueError(f"cannot write {output}: permission denied ({ancestor})")
+
+
 def load_data(path: Path | None):
     from sparseforge.compiler.compress.digits import load_digits_split
 
@@ -178,10 +199,12 @@ def run(args) -> int:
         config = CompressionConfig(
             sparsity=args.sparsity, weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
-        model = load_model(Path(args.model) if args.model else None, seed=args.seed)
+        check_writable(Path(args.output))
+        train, val, test = load_data(Path(args.data) if args.data else None)
+        model = load_model(Path(args.model) if args.model else None, seed=args.seed,
+                           train=train if args.data else None)
         if args.data is None and isinstance(model, Path):
             check_default_data(model)
-        train, val, test = load_data(Path(args.data) if args.data else None)
         compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
     except (ValueError, TypeError) as error:
         return fail(str(error))
