@@ -11,6 +11,7 @@ it holds an earlier output of the same kind (so ``-o ~`` cannot wipe a home fold
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -68,11 +69,18 @@ def write_folder(target, fill: Callable[[Path], None], *, what: str = "output",
                     os.rename(target, aside)
                 except FileNotFoundError:
                     aside = None
+                except OSError as error:
+                    # A folder without write permission cannot be moved (its ".." entry).
+                    raise InputError(f"cannot replace {target} with the {what}: "
+                                     f"{error.strerror or error}") from None
             try:
                 os.rename(staging, target)
-            except OSError:
+            except OSError as error:
                 if target.is_symlink() or (target.exists() and not target.is_dir()):
                     raise
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise InputError(f"cannot write the {what} {target}: "
+                                     f"{error.strerror or error}") from None
                 continue
             finally:
                 if aside is not None:

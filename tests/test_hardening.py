@@ -224,6 +224,33 @@ def test_4_two_saves_into_one_fresh_folder(tmp_path, network):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prog"]
 
 
+def test_4_a_folder_that_cannot_be_moved_or_written_is_an_error_naming_it(
+        tmp_path, model_file, capsys, monkeypatch):
+    # What an existing read-only folder does for a user who is not root: the rename that
+    # moves it aside (or puts the new one in place) is refused.
+    import os as os_module
+
+    (tmp_path / "prog").mkdir()
+    rename = os_module.rename
+
+    def refused(source, target):
+        if Path(source) == tmp_path / "prog" or Path(target) == tmp_path / "prog":
+            raise PermissionError(13, "Permission denied")
+        rename(source, target)
+
+    monkeypatch.setattr(os_module, "rename", refused)
+    status, out, err = cli(capsys, "compile", model_file, "-o", tmp_path / "prog", "--json",
+                           "--no-verilog")
+    assert status == 2 and "Permission denied" in json_error(out)
+    assert f"{tmp_path / 'prog'}" in json_error(out) and "Traceback" not in err
+    assert leftovers(tmp_path) == []
+    (tmp_path / "prog").rmdir()
+    status, out, err = cli(capsys, "compile", model_file, "-o", tmp_path / "prog", "--json",
+                           "--no-verilog")
+    assert status == 2 and "cannot write the program" in json_error(out)
+    assert leftovers(tmp_path) == []
+
+
 def test_4_a_mix_of_two_compiles_is_refused(tmp_path, model_file, capsys):
     for name, pes in (("a", 2), ("b", 4)):
         assert cli(capsys, "compile", model_file, "--pes", pes, "-o", tmp_path / name)[0] == 0
