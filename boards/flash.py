@@ -19,7 +19,7 @@ from sparseforge.hw.toolchain import ToolNotFoundError
 
 from .registry import board as find_board
 
-__all__ = ["programmer_command", "flash", "FlashError"]
+__all__ = ["programmer_command", "flash", "check_bitstream", "FlashError"]
 
 
 class FlashError(UserError, RuntimeError):
@@ -30,6 +30,31 @@ HOW_TO_GET = {
     "iceprog": "apt-get install fpga-icestorm",
     "dfu-util": "apt-get install dfu-util",
 }
+
+
+# The synchronisation word each family's configuration logic waits for, near the start of the
+# file (after a comment header on ECP5): iCE40 Technology Library's 0x7EAA997E; ECP5's
+# preamble 0xBDB3 after 0xFFFF (Lattice TN1260, Project Trellis).
+_PREAMBLES = {"ice40": bytes.fromhex("7eaa997e"), "ecp5": bytes.fromhex("ffffbdb3")}
+
+
+def check_bitstream(board_name: str, bitstream: Path) -> Path:
+    """``bitstream``, refused unless it is a file that holds the board family's bitstream
+    preamble (a program folder, a ``.sfm`` or another part's bitstream are not flashed)."""
+    board = find_board(board_name)
+    bitstream = Path(bitstream)
+    if not bitstream.is_file():
+        what = "is a folder, not a bitstream" if bitstream.is_dir() else "no such bitstream"
+        raise FlashError(f"{bitstream}: {what}; run `sparseforge build` first, or pass "
+                         f"--bitstream with the .bin / .bit file it wrote")
+    with open(bitstream, "rb") as stream:
+        head = stream.read(4096)
+    preamble = _PREAMBLES.get(board.family)
+    if preamble is not None and preamble not in head:
+        raise FlashError(f"{bitstream} is not an {board.family.upper()} bitstream (no "
+                         f"{preamble.hex().upper()} preamble in its first {len(head)} bytes); "
+                         f"the {board.title} takes the file `sparseforge build` wrote for it")
+    return bitstream
 
 
 def programmer_command(board_name: str, bitstream: Path) -> list[str]:
@@ -59,9 +84,7 @@ def programmer_command(board_name: str, bitstream: Path) -> list[str]:
 
 def flash(board_name: str, bitstream: Path, *, timeout: float = 300) -> str:
     """Flash ``bitstream``; returns the programmer's output (raises on failure)."""
-    bitstream = Path(bitstream)
-    if not bitstream.is_file():
-        raise FlashError(f"{bitstream}: no bitstream; run `sparseforge build` first")
+    bitstream = check_bitstream(board_name, bitstream)
     command = programmer_command(board_name, bitstream)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     missing = re.search(r"error while loading shared libraries: ([^:\s]+)",

@@ -85,7 +85,9 @@ def test_flash_runs_the_boards_programmer(name, programmer, expected, tmp_path, 
     _stand_in(tools, programmer)
     monkeypatch.setenv("PATH", str(tools))
     bitstream = tmp_path / "top.bin"
-    bitstream.write_bytes(b"\0" * 16)
+    # Each family's sync word, as the flash command checks for it before running anything.
+    bitstream.write_bytes(b"\xff\x00\x00\xff" + (bytes.fromhex("7eaa997e")
+                          if name == "icebreaker" else bytes.fromhex("ffffbdb3")))
     command = programmer_command(name, bitstream)
     assert command[0] == str(tools / programmer)
     assert command[1:] == expected + [str(bitstream)]

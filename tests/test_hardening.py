@@ -30,6 +30,10 @@ from tests.test_link_bridge import SECOND_STAMP, SESSION, make_model, request, r
 Op, Status = protocol.Opcode, protocol.Status
 
 
+# The head of an iCE40 bitstream as icepack writes it: a comment, then the sync word.
+ICE40_BITS = bytes.fromhex("ff0000ff7eaa997e5100010592002062")
+
+
 def leftovers(folder):
     """Temporary files or folders a write left behind (ours start with a dot)."""
     return sorted(p.name for p in folder.rglob(".*"))
@@ -304,7 +308,7 @@ def test_6_flash_finds_the_bitstream_from_another_folder(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     bitstream = tmp_path / "build" / "prog" / "bitstream" / "attempt1" / "top.bin"
     bitstream.parent.mkdir(parents=True)
-    bitstream.write_bytes(b"bits")
+    bitstream.write_bytes(ICE40_BITS)
     built = Build("icebreaker", bitstream.relative_to(tmp_path), 30.0, 33.0, {}, 1.0,
                   bitstream.parents[1].relative_to(tmp_path),
                   [{"asked_mhz": 33, "fmax_mhz": 30, "seconds": 1,
@@ -320,7 +324,26 @@ def test_6_flash_finds_the_bitstream_from_another_folder(tmp_path, monkeypatch, 
     status, out, err = cli(capsys, "flash", tmp_path / "build" / "prog", "--dry-run", "--json")
     assert status == 0, err
     command = json.loads(out)["command"]
-    assert Path(command[-1]).read_bytes() == b"bits"
+    assert Path(command[-1]).read_bytes() == ICE40_BITS
+
+
+def test_6_flash_refuses_what_is_not_the_boards_bitstream(tmp_path, model_file, capsys):
+    (tmp_path / "ecp5.bit").write_bytes(b"\xff\x00Part: LFE5U-85F\x00\xff\xff\xff\xbd\xb3")
+    cases = ((["--board", "icebreaker"], "no build found"),
+             (["--board", "icebreaker", "--bitstream", tmp_path / "none.bin"],
+              "no such bitstream"),
+             (["--board", "icebreaker", "--bitstream", tmp_path], "is a folder"),
+             (["--board", "icebreaker", "--bitstream", model_file],
+              "is not an ICE40 bitstream"),
+             (["--board", "icebreaker", "--bitstream", tmp_path / "ecp5.bit"],
+              "is not an ICE40 bitstream"))
+    for options, message in cases:
+        for dry_run in ([], ["--dry-run"]):
+            status, out, _ = cli(capsys, "flash", tmp_path, *options, *dry_run, "--json")
+            assert status == 2 and message in json_error(out), (options, out)
+    status, out, _ = cli(capsys, "flash", tmp_path, "--board", "ulx3s-85f", "--bitstream",
+                         tmp_path / "ecp5.bit", "--dry-run", "--json")
+    assert status == 0 and json.loads(out)["flashed"] is False
 
 
 # ---- 7: tracebacks become errors (exit 2) -------------------------------------------------------

@@ -21,7 +21,7 @@ def register(verbs) -> None:
 
 def run(args) -> int:
     from sparseforge.boards.build import load_record
-    from sparseforge.boards.flash import flash, programmer_command
+    from sparseforge.boards.flash import check_bitstream, flash, programmer_command
     from sparseforge.hw.toolchain import ToolNotFoundError
 
     console = console_for(args)
@@ -29,11 +29,12 @@ def run(args) -> int:
     record = directory / "bitstream" / "build.json"
     built = load_record(record) if record.is_file() else {}
     board = args.board or built.get("board")
-    bitstream = Path(args.bitstream or built.get("bitstream", ""))
-    if not board or not str(bitstream):
+    bitstream = args.bitstream or built.get("bitstream")
+    if not board or not bitstream:
         return fail(f"{directory}: no build found; run `sparseforge build {directory} "
                     f"--board B` first, or pass --board and --bitstream")
     try:
+        bitstream = check_bitstream(board, Path(bitstream))
         command = programmer_command(board, bitstream)
         if args.dry_run:
             console.print(" ".join(command))
