@@ -200,9 +200,15 @@ def test_balanced_pruning_gives_every_pe_the_same_nonzeros(pes):
         assert plain.max() > plain.min()       # the plain mask was unbalanced here
 
 
-def test_balanced_pruning_refuses_more_pes_than_rows():
-    with pytest.raises(ValueError, match="a layer of 4 rows cannot be balanced over 8 PEs"):
-        balanced_mask(np.ones((4, 4)), 0.5, 8)
+def test_a_layer_of_fewer_rows_than_pes_keeps_as_many_weights_in_each_row():
+    # A 3-class classifier's last layer on 8 PEs: rows on PEs 0..2, none on the others.
+    weight = RNG.normal(size=(3, 40)) * np.array([[0.1], [1.0], [3.0]])
+    mask = balanced_mask(weight, 0.75, 8)
+    assert mask.sum(axis=1).tolist() == [10, 10, 10]
+    np.testing.assert_array_equal(pe_nonzeros(mask, 8), [10, 10, 10, 0, 0, 0, 0, 0])
+
+
+def test_balanced_pruning_refuses_no_pes():
     with pytest.raises(ValueError, match="pes must be between 1 and 64, not 0"):
         balanced_mask(np.ones((4, 4)), 0.5, 0)
 
@@ -210,12 +216,14 @@ def test_balanced_pruning_refuses_more_pes_than_rows():
 def test_balanced_iterative_pruning_stays_balanced_after_fine_tuning(digits):
     train_set, _ = digits
     model = small_mlp()
+    # 16 PEs: more than the last layer's 10 rows, which balances over the 10 PEs it has.
     masks = prune_iteratively(model, train_set, [0.9, 0.7], steps=3, epochs_per_step=1,
-                              final_epochs=1, balance_pes=4, train_config=QUICK)
+                              final_epochs=1, balance_pes=16, train_config=QUICK)
     for layer, mask in zip(linear_layers(model), masks):
-        counts = pe_nonzeros(layer.weight.detach().numpy(), 4)
-        assert np.all(counts == counts[0]), counts
-        np.testing.assert_array_equal(counts, pe_nonzeros(mask, 4))
+        owners = min(16, mask.shape[0])
+        counts = pe_nonzeros(layer.weight.detach().numpy(), owners)
+        assert np.all(counts == counts[0]) and counts[0] > 0, counts
+        np.testing.assert_array_equal(counts, pe_nonzeros(mask, owners))
 
 
 # ---- weight sharing -----------------------------------------------------------------------------

@@ -59,14 +59,14 @@ def balanced_mask(weight: np.ndarray, sparsity: float, pes: int,
                   keep: np.ndarray | None = None) -> np.ndarray:
     """ESE's load-balance-aware pruning: the same overall sparsity, but every PE (rows ``i``
     with ``i mod pes == k``) keeps the same number of weights, its largest in magnitude, so no
-    PE waits for a busier one.  Weights already pruned (``keep`` False) stay pruned."""
+    PE waits for a busier one.  Weights already pruned (``keep`` False) stay pruned.  A layer
+    of fewer rows than PEs (a classifier's last layer of 3 classes on 8 PEs) has a row on each
+    of its first PEs and none on the others: its rows keep the same number each."""
     check_pes(pes)
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity must be between 0 and 1, not {sparsity}")
     weight = np.asarray(weight, dtype=np.float64)
-    if weight.shape[0] < pes:
-        raise ValueError(f"a layer of {weight.shape[0]} rows cannot be balanced over {pes} "
-                         f"PEs (PE {weight.shape[0]} would own no row); use fewer PEs")
+    pes = min(pes, weight.shape[0])
     keep = np.ones(weight.shape, dtype=bool) if keep is None else np.asarray(keep, bool)
     per_pe = round((1.0 - sparsity) * weight.size / pes)
     mask = np.zeros(weight.shape, dtype=bool)
@@ -150,8 +150,9 @@ def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int =
             fraction = target * schedule
             if balance_pes:
                 # Never ask a PE for more weights than it still has.
-                fewest = pe_nonzeros(masks[index], balance_pes).min()
-                fraction = max(fraction, 1.0 - fewest * balance_pes / weight.size)
+                owners = min(balance_pes, weight.shape[0])      # PEs with a row
+                fewest = pe_nonzeros(masks[index], owners).min()
+                fraction = max(fraction, 1.0 - fewest * owners / weight.size)
             masks[index] = (balanced_mask(weight, fraction, balance_pes, masks[index])
                             if balance_pes else magnitude_mask(weight, fraction, masks[index]))
         keeper = MaskKeeper(masks)
