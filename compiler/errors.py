@@ -24,3 +24,13 @@ class InputError(UserError, ValueError):
 class InputWarning(UserWarning):
     """Something in what the user gave that works but is likely not what they meant (the
     command line prints it as ``warning: <message>``)."""
+
+
+def no_such_file(path, what: str) -> str:
+    """The message for a ``what`` file that is not there: a folder in its place is named as
+    one (``no such file`` would send the user looking for a file that is not missing)."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        return f"{path}: is a folder, not a {what} file"
+    return f"{path}: no such {what} file"

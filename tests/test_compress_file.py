@@ -313,7 +313,22 @@ def test_cli_refuses_a_nan_state_dict_and_a_foreign_one(tmp_path, capsys):
     assert "the state_dict has no 'fc1.weight'" in capsys.readouterr().err
     assert main(["compress", str(tmp_path / "missing.pt"), "-o", str(out)]) == 2
     assert "missing.pt: no such model file" in capsys.readouterr().err
+    (tmp_path / "folder.pt").mkdir()
+    assert main(["compress", str(tmp_path / "folder.pt"), "-o", str(out)]) == 2
+    assert "folder.pt: is a folder, not a model file" in capsys.readouterr().err
     assert not out.exists()
+
+
+class _Module(torch.nn.Linear):
+    pass
+
+
+def test_a_pickled_module_is_refused_without_torchs_advice_to_unpickle_it(tmp_path, capsys):
+    torch.save(_Module(3, 2), tmp_path / "whole.pt")
+    assert main(["compress", str(tmp_path / "whole.pt"), "-o", str(tmp_path / "m.sfm")]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "never unpickles user files" in error and "Unsupported global" in error
+    assert "weights_only=False" not in error and "add_safe_globals" not in error
 
 
 def test_cli_takes_a_state_dict_pruned_with_torch_prune(tmp_path):

@@ -723,3 +723,29 @@ def test_10_inputs_a_shared_format_rounds_away_are_warned_of(capsys):
         str(warning.message)
     _show_warning(warning.message, InputWarning, "api.py", 1)
     assert capsys.readouterr().err.startswith("warning: 3 of the 4 input features")
+
+
+@pytest.mark.parametrize("change,options,message", [
+    (None, {"levels": 2}, "a codebook of 2 levels holds 0 and one value"),
+    (lambda layer: layer.weight.mul_(1e-4), {},
+     "layer 0's weights are small (median |w| "),
+])
+def test_10_settings_that_wreck_accuracy_quietly_are_warned_of(change, options, message):
+    import warnings
+
+    import torch
+
+    from sparseforge.compiler.errors import InputWarning
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(0, 1, (64, 4)), rng.integers(0, 3, 64)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    if change is not None:
+        with torch.no_grad():
+            change(model[0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sf.compress(model, (x, y), sparsity=0.5, prune_epochs=1, final_epochs=1,
+                    share_epochs=1, prune_steps=1, **options)
+    assert [str(w.message)[:len(message)] for w in caught if w.category is InputWarning] \
+        == [message]

@@ -123,7 +123,8 @@ class CompressionConfig:
         require(self.learning_rate > 0, "learning_rate", "> 0")
         require(self.weight_decay >= 0, "weight_decay", ">= 0")
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)")
-        require(_int(self.seed), "seed", "an integer")
+        require(_int(self.seed) and 0 <= self.seed < 1 << 32, "seed",
+                "an integer from 0 to 4294967295")
 
     @property
     def code_bits(self) -> int:
@@ -212,6 +213,7 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
                              f"has {network.output_size} outputs{why}")
     _warn_of_lost_inputs(train_set.x, config.act_bits)
+    _warn_of_weak_settings(network, config)
     report_set = test_set or val_set
     accuracy_float = float_accuracy(network, report_set)
 
@@ -281,6 +283,25 @@ def _warn_of_lost_inputs(x: np.ndarray, act_bits: int) -> None:
                   f"{input_format.scale:.3g}; the network will not see them. Scale the "
                   f"inputs (standardize each feature) before training and compressing",
                   InputWarning, stacklevel=3)
+
+
+def _warn_of_weak_settings(network: Network, config: CompressionConfig) -> None:
+    """Warn, before the training starts, of settings that wreck accuracy without failing:
+    a codebook of two levels, and weights so small that a fine-tuning step (Adam moves a
+    weight by about the learning rate) is larger than they are."""
+    if config.codebook_levels == 2:
+        warnings.warn("a codebook of 2 levels holds 0 and one value: every weight a layer "
+                      "keeps gets the same value, and so the same sign; 3 levels (ternary, "
+                      "--levels 3) is the fewest that keeps signs", InputWarning, stacklevel=3)
+    for index, layer in enumerate(network.layers):
+        magnitudes = np.abs(layer.weight[layer.weight != 0])
+        if magnitudes.size and float(np.median(magnitudes)) < config.learning_rate:
+            warnings.warn(f"layer {index}'s weights are small (median |w| "
+                          f"{float(np.median(magnitudes)):.2g}) against the fine-tuning "
+                          f"learning rate {config.learning_rate:g}: each step moves a weight "
+                          f"by about the learning rate, so fine-tuning may wreck this layer; "
+                          f"pass a learning rate well below its weights (--learning-rate, "
+                          f"CompressionConfig.learning_rate)", InputWarning, stacklevel=3)
 
 
 def _input_shape(train) -> tuple[int, ...] | None:

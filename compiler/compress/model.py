@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conv import ConvGeometry
-from ..errors import InputError
+from ..errors import InputError, no_such_file
 from ..ir import (
     Conv2d,
     Linear,
@@ -217,7 +217,7 @@ def load_compressed(path) -> CompressedModel:
     """Read and validate a ``.sfm`` file; a bad one raises :class:`CompressedModelError`."""
     path = Path(path)
     if not path.is_file():
-        raise CompressedModelError(f"{path}: no such compressed model file")
+        raise CompressedModelError(no_such_file(path, "compressed model"))
     # A few kilobytes can declare gigabytes (a "decompression bomb"): what the archive says
     # it unpacks to is checked before anything is unpacked.
     limit = MAX_EXPANSION * path.stat().st_size + MAX_UNPACKED_FLOOR

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, no_such_file
 from ..numerics import signed_bits
 from . import ops
 
@@ -206,7 +206,7 @@ def read_chain(path, calibration_input=None) -> Chain:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such ONNX file")
+        raise InputError(no_such_file(path, "ONNX"))
     try:
         proto = onnx.load(str(path))
         # onnxruntime's quant_pre_process lists the graph's inputs and outputs in value_info

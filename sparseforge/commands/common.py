@@ -86,11 +86,11 @@ def load_npz(path, what: str = "data") -> dict:
 
     import numpy as np
 
-    from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.errors import InputError, no_such_file
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+        raise InputError(no_such_file(path, what))
     if not zipfile.is_zipfile(path):
         kind = "an .npy array" if _is_npy(path) else "not an archive"
         raise InputError(f"{path}: the {what} must be an .npz archive (np.savez) of named "
@@ -109,11 +109,11 @@ def load_npy(path, what: str = "inputs"):
 
     import numpy as np
 
-    from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.errors import InputError, no_such_file
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+        raise InputError(no_such_file(path, what))
     if not _is_npy(path):
         kind = ("an .npz archive (give one of its arrays, saved with np.save)"
                 if zipfile.is_zipfile(path) else "not an .npy array")

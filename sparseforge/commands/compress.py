@@ -56,6 +56,9 @@ def register(verbs) -> None:
     parser.add_argument("--sensitivity-budget", type=float, metavar="LOSS",
                         help="choose per-layer sparsities from a sensitivity scan, each "
                              "layer's accuracy loss at most LOSS (e.g. 0.01)")
+    parser.add_argument("--learning-rate", type=float, metavar="RATE",
+                        help="fine-tuning learning rate (Adam; default 0.002): well below a "
+                             "layer's typical weight")
     parser.add_argument("--seed", type=int, default=0)
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -67,12 +70,13 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train
     are refused."""
     from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, train_float
     from sparseforge.compiler.compress.training import as_dataset
+    from sparseforge.compiler.errors import no_such_file
 
     if path is None:
         data = as_dataset(train, "train") if train is not None else None
         return train_float(progress=progress, seed=seed, data=data)
     if not path.is_file():
-        raise ValueError(f"{path}: no such model file")
+        raise ValueError(no_such_file(path, "model"))
     if path.suffix.lower() == ".onnx":
         return path
     state = load_state_dict(path)
@@ -107,17 +111,32 @@ def load_state_dict(path: Path) -> dict:
             ValueError, IndexError, TypeError) as error:
         # Not a checkpoint at all (torch's unpickler then fails with whatever byte it met:
         # "KeyError: 101") or one that needs pickle: either way the user's file, not a bug.
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise ValueError(f"{path}: cannot be loaded with torch.load(weights_only=True): it "
                          f"needs pickle (a whole saved module?) or is damaged, and "
                          f"sparseforge never unpickles user files; save the state_dict "
-                         f"(torch.save(model.state_dict(), ...)) or export ONNX ({first})"
-                         ) from error
+                         f"(torch.save(model.state_dict(), ...)) or export ONNX"
+                         f"{_unpickler_reason(error)}") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise ValueError(f"{path}: expected a state_dict (names -> tensors), found "
                          f"{type(state).__name__}")
     return state
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """torch's reason for refusing a file, as `` (reason)``, without its advice to load it
+    with ``weights_only=False`` (which would run the file's code)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        # The reason follows the marker (on its line or the next); torch's advice after it.
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n")[0]
+        reason = reason.split(". Please use")[0].split(" Check the documentation")[0].strip()
+        if reason:
+            return f" ({reason})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and "weights_only" not in lines[0] and not lines[0].startswith("Weights only"):
+        return f" ({lines[0]})"
+    return f" ({type(error).__name__})" if not lines else ""
 
 
 def effective_state(state: dict) -> dict:
@@ -195,7 +214,7 @@ def run(args) -> int:
     try:
         options = {name: getattr(args, name) for name in
                    ("levels", "bias_bits", "max_acc_bits", "balance_pes",
-                    "sensitivity_budget") if getattr(args, name) is not None}
+                    "sensitivity_budget", "learning_rate") if getattr(args, name) is not None}
         config = CompressionConfig(
             sparsity=args.sparsity, weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
