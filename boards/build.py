@@ -24,6 +24,7 @@ from sparseforge.compiler.outputs import write_file, write_folder
 from sparseforge.compiler.resources import fit_advice
 
 from .bitstream import BitstreamBuild, BuildError, DoesNotPlace, build_bitstream
+from .pll import PLL_RANGE_MHZ
 from .nextpnr import Resource
 from .registry import Board
 from .registry import board as find_board
@@ -90,6 +91,11 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
         raise InputError(f"the clock frequency must be a positive number of MHz, not "
                          f"{frequency_mhz!r} (omit it for the board's target clock)")
     target = find_board(name)
+    low, high = PLL_RANGE_MHZ.get(target.family, (0.0, math.inf))
+    if frequency_mhz is not None and not low <= frequency_mhz <= high:
+        raise InputError(f"the {target.title}'s PLL makes {low:g} to {high:g} MHz, not "
+                         f"{frequency_mhz:g} (omit --frequency for the board's target clock, "
+                         f"{target.target_mhz:g} MHz)")
     compiled_for = find_board(program.board) if program.board is not None else None
     if compiled_for is not None and compiled_for.part_name != target.part_name:
         # Its engine was shaped for that part (memory splits, registers, write-back lanes).

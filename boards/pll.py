@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 from amaranth import ClockSignal, Instance, Signal
 
-__all__ = ["PLLParameters", "ice40_pll_parameters", "ecp5_pll_parameters", "ice40_pll",
+__all__ = ["PLL_RANGE_MHZ", "PLLParameters", "ice40_pll_parameters", "ecp5_pll_parameters", "ice40_pll",
            "ecp5_pll", "LinkPLLParameters", "ecp5_link_pll_parameters", "ecp5_link_pll"]
+
+
+# The outputs each family's PLL makes (the search below reaches these ends).
+PLL_RANGE_MHZ = {"ice40": (16.0, 275.0), "ecp5": (3.125, 400.0)}
 
 
 @dataclass(frozen=True)

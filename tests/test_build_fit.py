@@ -149,6 +149,15 @@ def test_a_clock_that_is_not_a_positive_frequency_is_refused(tmp_path, frequency
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("board,frequency", [("icebreaker", 100000), ("icebreaker", 8),
+                                             ("ulx3s-85f", 500)])
+def test_a_clock_the_boards_pll_cannot_make_is_refused_before_building(tmp_path, board,
+                                                                       frequency):
+    with pytest.raises(UserError, match=f"PLL makes .* MHz, not {frequency} "):
+        sf.build(_program(), board, build_dir=tmp_path / "b", frequency_mhz=frequency)
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_build_that_does_not_place_leaves_the_old_build_and_names_the_ways_out(
         tmp_path, monkeypatch):
     folder = tmp_path / "bitstream"

@@ -48,10 +48,13 @@ def register(verbs) -> None:
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(item) for item in text.split(",") if item.strip())
+        values = tuple(int(item) for item in text.split(",") if item.strip())
     except ValueError:
+        values = ()
+    if not values:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, not "
-                                         f"{text!r}") from None
+                                         f"{text!r}")
+    return values
 
 
 def run(args) -> int:
