@@ -727,6 +727,15 @@ def _notes(ctx: _Context) -> list[str]:
 
 def _summary_json(ctx: _Context, rows, layers, plots) -> dict:
     sim = ctx.sim
+    # Without an RTL simulation the cycles are the cycle model's (exact against the RTL), as
+    # in the table; ``cycles_source`` says which.
+    cycles = efficiency = source = None
+    if sim is not None:
+        cycles, efficiency, source = round(sim.total, 2), sim.efficiency, "rtl"
+    elif ctx.predicted is not None and ctx.work is not None:
+        work = sum(float(w.total.sum()) for w in ctx.work) / ctx.program.config.pes
+        cycles = round(float(ctx.predicted.sum(axis=1).mean()), 2)
+        efficiency, source = work / float(ctx.predicted.sum()), "cycle model"
     return {
         "summary": [row.__dict__ for row in rows], "layers": layers,
         "plots": [plot.name for plot in plots],
@@ -734,8 +743,7 @@ def _summary_json(ctx: _Context, rows, layers, plots) -> dict:
         "accuracy_hardware": None if sim is None else sim.accuracy,
         "compression_ratio": (None if ctx.compressed is None
                               else round(ctx.compressed.report.compression_ratio, 4)),
-        "cycles_per_inference": None if sim is None else round(sim.total, 2),
-        "efficiency": None if sim is None else sim.efficiency,
+        "cycles_per_inference": cycles, "cycles_source": source, "efficiency": efficiency,
         "fmax_mhz": None if ctx.build is None else ctx.build.fmax_mhz,
         "clock_mhz": ctx.clock_mhz,
     }

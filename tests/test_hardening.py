@@ -680,6 +680,12 @@ def test_12_the_report_plots(tmp_path, network, model_file):
     for png in (tmp_path / "report").glob("*.png"):
         assert imread(png).shape[0] > 100
     assert leftovers(tmp_path) == []
+    # No RTL simulation: the cycles in summary.json are the cycle model's, as in the table.
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    [row] = [row for row in summary["summary"] if row["label"] == "Cycles per inference"]
+    assert summary["cycles_source"] == "cycle model"
+    assert row["value"].startswith(f"{summary['cycles_per_inference']:.1f} predicted")
+    assert 0 < summary["efficiency"] < 1
     again = write_report(tmp_path / "report", compressed=compressed, program=program)
     assert again.is_file() and leftovers(tmp_path) == []
 
