@@ -2,19 +2,19 @@
 new one, never a mix of two runs.
 
 :func:`write_folder` fills a fresh temporary sibling of the target (``.NAME.XXXX.tmp``, made by
-``mkdtemp``, so nothing in it can be a planted symbolic link) and renames it into place; an old
-folder is first renamed aside and removed after.  An interrupted write (Ctrl-C, an error) leaves
-the target as it was and removes the temporary folder.  The target itself is never followed
+an exclusive ``mkdir`` as ``mkdtemp`` does, so nothing in it can be a planted symbolic link) and
+renames it into place; an old folder is first renamed aside and removed after.  An interrupted
+write (Ctrl-C, SIGTERM, an error) leaves the target as it was and removes the temporary folder.  The target itself is never followed
 when it is a symbolic link, and an existing folder is replaced only when ``replaceable`` says
 it holds an earlier output of the same kind (so ``-o ~`` cannot wipe a home folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -50,14 +50,20 @@ def write_folder(target, fill: Callable[[Path], None], *, what: str = "output",
     """Make ``target`` the folder that ``fill(folder)`` writes, all at once; returns it."""
     target = Path(target)
     _check_target(target, replaceable, what)
+    # The staging folder's name is known before it exists, so that a stop at any point
+    # (SIGTERM is raised as an exception by the command line) leaves nothing behind.  mkdir
+    # fails on any existing name, a planted symbolic link included, as mkdtemp's does.
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    ours = True
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(staging, 0o700)
+        except OSError as error:
+            ours = False
+            raise InputError(f"cannot write the {what} {target}: "
+                             f"{error.strerror or error}") from None
         os.chmod(staging, umask_mode(0o777))
-    except OSError as error:
-        raise InputError(f"cannot write the {what} {target}: {error.strerror or error}") from None
-    try:
         fill(staging)
         # Another writer may put its folder in place between our renames: then ours goes in
         # over it the same way, whole, on the next round.
@@ -84,11 +90,17 @@ def write_folder(target, fill: Callable[[Path], None], *, what: str = "output",
                 continue
             finally:
                 if aside is not None:
+                    if not target.exists():
+                        # Ours did not go in (refused, or the process was stopped between
+                        # the renames): the old folder goes back.
+                        with contextlib.suppress(OSError):
+                            os.rename(aside, target)
                     shutil.rmtree(aside, ignore_errors=True)
             return target
         raise InputError(f"{target} kept changing while the {what} was written into it")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if ours:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_file(target, data: bytes | str) -> Path:
@@ -98,18 +110,20 @@ def write_file(target, data: bytes | str) -> Path:
     if target.is_dir() and not target.is_symlink():
         raise InputError(f"{target} is a folder; give a file name")
     payload = data.encode() if isinstance(data, str) else data
+    # As write_folder's staging folder: named before it exists, created exclusively.
+    name = str(target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent)
-    except OSError as error:
-        raise InputError(f"cannot write {target}: {error.strerror or error}") from None
-    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as error:
+            name = None
+            raise InputError(f"cannot write {target}: {error.strerror or error}") from None
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
         os.chmod(name, umask_mode(0o666))
         os.replace(name, target)
     finally:
-        if os.path.exists(name):
+        if name is not None and os.path.lexists(name):
             os.unlink(name)
     return target

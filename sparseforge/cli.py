@@ -14,7 +14,9 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
 
 __all__ = ["main", "build_parser"]
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from .commands.common import begin, fail
 
     begin(args)
+    previous = _terminate_by_exception()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -85,10 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         # The reader went away (`| head`): nothing left to say, and nobody to say it to.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that what it was writing is cleaned up."""
+
+
+def _terminate_by_exception():
+    """Turn SIGTERM (a job scheduler's or a timeout's stop) into :class:`_Terminated`, so the
+    ``finally`` blocks that remove half-written outputs run and the tools a verb started are
+    killed (``subprocess.run`` kills its child when interrupted); returns the handler it
+    replaced, or None when it could not install one (not the main thread, or one set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def terminated(signum, frame):
+        raise _Terminated
+
+    return signal.signal(signal.SIGTERM, terminated)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

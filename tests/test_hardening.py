@@ -255,6 +255,27 @@ def test_4_a_folder_that_cannot_be_moved_or_written_is_an_error_naming_it(
     assert leftovers(tmp_path) == []
 
 
+def test_4_a_compile_stopped_by_sigterm_leaves_nothing_half_written(tmp_path, model_file):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    compile_ = subprocess.Popen([sys.executable, "-m", "sparseforge", "compile", model_file,
+                                 "-o", tmp_path / "prog"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".prog.*.tmp")) and compile_.poll() is None:
+        assert time.monotonic() < deadline, "the compile never started writing"
+        time.sleep(0.02)
+    os.kill(compile_.pid, signal.SIGTERM)
+    _, err = compile_.communicate(timeout=120)
+    if compile_.returncode == 0:
+        pytest.skip("the compile finished before the signal arrived")
+    assert compile_.returncode == 143 and err.strip().endswith("terminated"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_4_a_mix_of_two_compiles_is_refused(tmp_path, model_file, capsys):
     for name, pes in (("a", 2), ("b", 4)):
         assert cli(capsys, "compile", model_file, "--pes", pes, "-o", tmp_path / name)[0] == 0
