@@ -9,10 +9,10 @@ and asks only for the nonzero activations.  The map costs a block RAM (bit-maske
 a zero test per lane, not a wider queue word in every PE.
 
 Every write into the activation buffer (the write-back's results, the input stream's and the
-host's activations) writes the same lanes of the map, with whether each value is nonzero, so
-the two agree on every lane that was ever written.  Nothing reads a word in the cycle it is
-written (the scan runs after the writes of the layer before it), so the read port has no
-collision logic (``ram.registered_read_port``).
+host's activations) writes the same lanes of the map, a cycle later (registered), with
+whether each value is nonzero, so the two agree on every lane that was ever written.  Nothing
+reads a word in the cycle it is written or the one after (the scan runs after the writes of
+the layer before it), so the read port has no collision logic (``ram.registered_read_port``).
 """
 
 from amaranth import Cat, Module, signed
@@ -74,10 +74,17 @@ class NonzeroMap(wiring.Component):
             shape=config.pes, depth=config.act_words, init=[], attrs=ram.ATTRIBUTES)
         write_port = storage.write_port(granularity=1)
         read_port = ram.registered_read_port(m, storage, "read")
-        m.d.comb += [
+        # The write is registered, as the activation buffer's is: the writer's lane decode
+        # and the zero tests end at flip-flops, not at the block RAM's bit mask (the 4-PE
+        # engine's critical path, 26.7 ns, ran from the host's start to that mask).  It lands
+        # a cycle after the buffer's, long before a scan reads it (the sequencer's steps
+        # between a layer's last write and the next layer's first read).
+        m.d.sync += [
             write_port.addr.eq(self.write.addr),
             write_port.en.eq(self.write.w_en),
             write_port.data.eq(Cat(value != 0 for value in self.write.w_data)),
+        ]
+        m.d.comb += [
             read_port.addr.eq(self.read.addr),
             read_port.en.eq(self.read.en),
             self.read.data.eq(read_port.data),
