@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import EngineConfig, check_pes
+from .errors import InputWarning
 from .encode import encode_layer
 from .ir import QuantizedNetwork
 from .lowering import has_convolutions, lower
@@ -312,12 +314,28 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
             # a few dozen cells, taken when they fit beside the write-back chosen above.
             skipping = dataclasses.replace(config, skip_zeros=True)
             use = estimate_resources(skipping, part)
-            if (use.bram <= part.brams
-                    and use.lut <= math.floor(part.luts * (1 - fit_margin(part, skipping)))):
+            limit = math.floor(part.luts * (1 - fit_margin(part, skipping)))
+            if use.bram <= part.brams and use.lut <= limit:
                 config = skipping
+            else:
+                _skip_zeros_not_taken(f"with it the engine would need about {use.lut} logic "
+                                      f"cells and {use.bram} block RAMs, and the {part.name} "
+                                      f"takes {limit} and {part.brams}; fewer PEs leave room")
+        elif skip_zeros:
+            _skip_zeros_not_taken(
+                "it is for an iCE40's one-lane scan" if not small or config.scan_lanes != 1
+                else "conv mode does not have it" if config.conv
+                else f"it needs a power-of-two PE count, not {pes}")
         if fit_check:
             check_board(config, part)
+    elif skip_zeros:
+        _skip_zeros_not_taken("it is for an iCE40 board's one-lane scan (--board icebreaker); "
+                              "other engines look at a word of activations a cycle")
     return config
+
+
+def _skip_zeros_not_taken(why: str) -> None:
+    warnings.warn(f"skip_zeros was asked for and not taken: {why}", InputWarning, stacklevel=4)
 
 
 def _dsps_for(config: EngineConfig, part: Part) -> EngineConfig:

@@ -260,6 +260,11 @@ class LutModel:
     # counter it replaces: 172 logic cells on the iCEBreaker's 8-PE digits engine (5225
     # packed against 5053 without it, at 262fa5d).
     skip_zeros_cells: float = 172.0
+    # iCE40: a PE's activation queue is flip-flops (no LUT RAM), and every engine of the
+    # calibration sweep had queues of ``QUEUE_DEPTH_CALIBRATED`` groups, absorbed in the terms
+    # above; each group more costs a flip-flop per bit and its share of the read multiplexer
+    # (from the design, not calibrated: a cell and a half per bit).
+    per_queue_entry_bit: float = 0.0
 
     def luts(self, config: EngineConfig, family: str = "ice40") -> int:
         high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
@@ -288,6 +293,10 @@ class LutModel:
                        + self.per_queue_cell * queue_cells)
         if config.skip_zeros:
             scaled += self.skip_zeros_cells
+        if self.per_queue_entry_bit:
+            group_bits = engine_queues(config)[0].width
+            scaled += (self.per_queue_entry_bit * config.pes * group_bits
+                       * (config.fifo_depth - QUEUE_DEPTH_CALIBRATED))
         address_bits = max(1, (config.entry_depth - 1).bit_length())
         requantizers = config.writeback_lanes or config.pes
         return math.ceil(scaled + self.shared + self.per_pe * config.pes
@@ -299,6 +308,10 @@ class LutModel:
                          * config.act_bits
                          + self.per_register_bit * config.pes * config.max_rows * high_bits)
 
+
+# The activation queues' depth in every engine of the iCE40 calibration sweep (the iCE40
+# default, ``configure.derive_config``).
+QUEUE_DEPTH_CALIBRATED = 2
 
 LUT_MODELS = {
     # iCE40 in logic cells, fitted to the calibration sweep (the engine of commit 361f8bb in
@@ -318,7 +331,7 @@ LUT_MODELS = {
                       per_lane_bit=8.5, per_register_bit=2.92, per_address_bit=35.23,
                       per_requantizer_bit=10.88, per_sum_bit=8.0 * 0.8,
                       per_piece_bit=3.7 * 0.8, per_product_bit=2.4 * 0.8,
-                      conv_shared=450 + 533, conv_per_pe=39),
+                      conv_shared=450 + 533, conv_per_pe=39, per_queue_entry_bit=1.5),
     # ECP5 in LUT4s (TRELLIS_COMB), fitted (least squares on the relative error) to the ECP5
     # sweep (12 designs, 8 to 32 PEs): its logic follows its LUT RAM, which the queues and the
     # memories Yosys leaves out of block RAM take (a TRELLIS_DPR16X4 cell packs into about 7

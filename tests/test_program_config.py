@@ -1,5 +1,7 @@
 """Engine configuration from a model, fit checks against an engine and a board, parts data."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment
@@ -7,6 +9,7 @@ from amaranth.hdl import Fragment
 from sparseforge.boards.registry import boards
 from sparseforge.compiler import parts, resources
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.errors import InputWarning
 from sparseforge.compiler.configure import (
     DoesNotFit,
     default_scan_lanes,
@@ -235,13 +238,17 @@ def test_ice40_one_lane_engines_skip_zeros_where_the_map_fits(monkeypatch):
     network = small_network()
     assert not derive_config(network, 2, board="icebreaker").skip_zeros  # off by default
     assert derive_config(network, 2, board="icebreaker", skip_zeros=True).skip_zeros
-    assert not derive_config(network, 2, skip_zeros=True).skip_zeros     # no board
-    assert not derive_config(network, 2, board="ulx3s-85f", skip_zeros=True).skip_zeros
+    # Not taken, and said so.
+    with pytest.warns(InputWarning, match="not taken: it is for an iCE40 board's one-lane"):
+        assert not derive_config(network, 2, skip_zeros=True).skip_zeros     # no board
+    with pytest.warns(InputWarning, match="not taken: it is for an iCE40's one-lane scan"):
+        assert not derive_config(network, 2, board="ulx3s-85f", skip_zeros=True).skip_zeros
     # Its cells would not fit: the engine scans every activation.
     costly = resources.LutModel(shared=4900, per_pe=0, per_codebook_bit=0, per_requantizer=0,
                                 per_lane_bit=0, per_register_bit=0, skip_zeros_cells=300)
     monkeypatch.setitem(resources.LUT_MODELS, "ice40", costly)
-    assert not derive_config(network, 2, board="icebreaker", skip_zeros=True).skip_zeros
+    with pytest.warns(InputWarning, match="would need about 5200 logic cells"):
+        assert not derive_config(network, 2, board="icebreaker", skip_zeros=True).skip_zeros
     with pytest.raises(ValueError, match="skip_zeros needs scan_lanes 1"):
         EngineConfig(pes=8, scan_lanes=2, skip_zeros=True)
     with pytest.raises(ValueError, match="a power-of-two pes"):
@@ -299,3 +306,16 @@ def test_the_estimates_queues_are_the_gateware_queues(pes, lanes, link_registers
         queue.depth, queue.width, pes)
     assert (offers.depth, offers.width, offers.copies) == (
         buffer_depth(config), offer_layout(config).size, 1)
+
+
+def test_ice40_queues_deeper_than_the_calibrated_two_cost_their_flip_flops():
+    # Every iCE40 calibration engine had queues of 2; a deeper queue is flip-flops there.
+    network = small_network()
+    config = derive_config(network, 2, board="icebreaker")
+    group_bits = resources.engine_queues(config)[0].width
+    costs = [estimate_resources(dataclasses.replace(config, fifo_depth=depth), "ice40").lut
+             for depth in (2, 3, 10)]
+    assert costs[1] - costs[0] == pytest.approx(1.5 * 2 * group_bits, abs=1)
+    assert costs[2] - costs[0] == pytest.approx(8 * 1.5 * 2 * group_bits, abs=1)
+    with pytest.raises(DoesNotFit, match="LUT: needs about"):
+        derive_config(network, 8, board="icebreaker", fifo_depth=1024)

@@ -103,34 +103,57 @@ def write_verilog(program, directory) -> Path:
                                 platform=platform)
 
 
+# Without a board, the estimate is shown against each family's largest part of those the
+# boards carry, and beside it the engine that board's --board would shape.
+_UNSHAPED_BOARDS = {"iCE40UP5K": "icebreaker", "LFE5U-85F": "ulx3s-85f"}
+
+
 def resource_rows(program) -> list[dict]:
     """The estimate against the program's board, or against each family's largest part of
-    those the boards carry when no board was given."""
+    those the boards carry when no board was given: this engine's (not shaped for the part),
+    and under ``shaped`` the engine ``--board`` would make for it (one scan lane and
+    accumulators in block RAM on an iCE40, retimed links on ECP5)."""
     from sparseforge.boards.registry import board as find_board
+    from sparseforge.compiler.configure import derive_config
     from sparseforge.compiler.parts import PARTS
     from sparseforge.compiler.resources import estimate_resources
 
     if program.board:
         parts = [find_board(program.board).part]
     else:
-        parts = [PARTS["iCE40UP5K"], PARTS["LFE5U-85F"]]
+        parts = [PARTS[name] for name in _UNSHAPED_BOARDS]
     rows = []
     for part in parts:
         use = estimate_resources(program.config, part)
-        rows.append({"part": part.name, "family": part.family, "estimate": use.to_json(),
-                     "available": {"lut": part.luts, "bram": part.brams, "dsp": part.dsps,
-                                   "spram": part.sprams}})
+        row = {"part": part.name, "family": part.family, "estimate": use.to_json(),
+               "available": {"lut": part.luts, "bram": part.brams, "dsp": part.dsps,
+                             "spram": part.sprams}}
+        if not program.board:
+            board = _UNSHAPED_BOARDS[part.name]
+            try:
+                shaped = derive_config(program.network, program.config.pes, board=board,
+                                       fit_check=False)
+            except ValueError:
+                shaped = None             # no engine for it at all; the row says enough
+            if shaped is not None:
+                row["shaped"] = {"board": board,
+                                 "estimate": estimate_resources(shaped, part).to_json()}
+        rows.append(row)
     return rows
 
 
 def summary(program, directory, verilog) -> dict:
+    import dataclasses
+
     from sparseforge.sim.reference.workload import layer_stats
 
     stats = layer_stats(program)
     return {
         "output": str(directory), "verilog": str(verilog) if verilog else None,
         "board": program.board, "pes": program.config.pes,
-        "config": program.config.to_json(),
+        # Every field (engine.json leaves out those at their default, to stay what earlier
+        # versions wrote).
+        "config": dataclasses.asdict(program.config),
         "layers": [s.to_json() for s in stats],
         "entries": int(sum(len(e) for e in program.image.entries)),
         "memory_bits": int(sum(s.memory_bits for s in stats)),
@@ -189,3 +212,10 @@ def render(console, program, payload) -> None:
             cells.append(f"[red]{text}[/red]" if use[key] > have[key] else text)
         resources.add_row(row["part"], *cells)
     console.print(resources)
+    for row in payload["resources"]:
+        if "shaped" in row:
+            shaped, have = row["shaped"], row["available"]
+            console.print(f"{row['part']}: this engine is not shaped for a board; with --board "
+                          f"{shaped['board']} it would take about "
+                          f"{shaped['estimate']['lut']:,} of {have['lut']:,} LUT4 and "
+                          f"{shaped['estimate']['bram']} of {have['bram']} BRAM")
