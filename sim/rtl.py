@@ -17,6 +17,7 @@ import numpy as np
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.errors import InputError
 from sparseforge.hw.verilog import TOPLEVEL, write_engine_verilog
 
 from .runner import file_lock, run_cocotb
@@ -59,6 +60,16 @@ def primitive_models(platform) -> Path:
     return Path(str(share))
 
 
+def check_stalls(input_idle, output_stall) -> None:
+    """Refuse stall probabilities outside [0, 1): at 1 a stream stalls on every cycle and
+    the run never ends."""
+    for name, probability in (("input_idle", input_idle), ("output_stall", output_stall)):
+        if not (isinstance(probability, (int, float)) and not isinstance(probability, bool)
+                and 0.0 <= probability < 1.0):
+            raise InputError(f"{name} is the probability of a stalled cycle, from 0 up to "
+                             f"(not including) 1, not {probability!r}")
+
+
 def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
             simulator: str = "verilator", waves: bool = False,
             input_idle: float = 0.0, output_stall: float = 0.0, seed: int = 1,
@@ -75,6 +86,7 @@ def run_rtl(config: EngineConfig, cases: list[RtlCase], *, build_dir: Path,
     With ``platform`` the engine is generated as it is built for that platform, and the
     vendor primitives it instantiates are simulated with Yosys's models of them.
     """
+    check_stalls(input_idle, output_stall)
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     # Two runs in one build directory (two `sparseforge sim` of one program) would read each

@@ -17,7 +17,7 @@ import numpy as np
 
 from .reference.cycles import LayerTiming, layer_timing, program_timings
 from .reference.golden import engine_integers, run_image
-from .rtl import RtlCase, run_rtl
+from .rtl import RtlCase, check_stalls, run_rtl
 
 __all__ = ["Simulation", "simulate", "predict"]
 
@@ -106,6 +106,7 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     Without ``build_dir`` the simulator is built in a temporary folder that is removed
     afterwards (kept only for ``waves``, whose file is in it).
     """
+    check_stalls(input_idle, output_stall)
     x_int = engine_integers(program, X) if integer else program.quantize_input(X)
     if labels is not None:
         labels = _checked_labels(labels, len(x_int), program.network.layers[-1].out_features)

@@ -367,3 +367,17 @@ def test_cli_refuses_an_onnx_model_with_an_unsupported_layer(tmp_path, capsys):
     assert "squash" in captured.err and "Sigmoid" in captured.err
     assert "supported: Linear" in captured.err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"per_layer_sparsity": {0: 0.9}}, "per_layer_sparsity must be a list or tuple of numbers"),
+    ({"per_layer_sparsity": {"fc1": 0.5}}, "per_layer_sparsity must be a list or tuple"),
+    ({"per_layer_sparsity": ("0.5", "0.3")}, "per_layer_sparsity must be a tuple of values"),
+    ({"sparsity": "0.5"}, "sparsity must be a number in"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a number > 0"),
+    ({"label_smoothing": "0.1"}, "label_smoothing must be in"),
+])
+def test_options_of_the_wrong_kind_are_refused_naming_the_field(options, message):
+    # A dict of sparsities used to become the tuple of its keys: layer 0 at sparsity 0.
+    with pytest.raises(ValueError, match=message):
+        CompressionConfig(**options)

@@ -725,6 +725,17 @@ def test_8_simulate_refuses_labels_that_are_not_classes_before_it_builds(network
         sf.simulate(program, x, labels=labels)
 
 
+@pytest.mark.parametrize("stalls", [{"input_idle": 1.0}, {"output_stall": -0.1},
+                                    {"output_stall": float("nan")}, {"input_idle": "0.3"}])
+def test_8_simulate_refuses_stalls_that_are_not_probabilities_below_one(network, stalls):
+    # input_idle=1.0 never let an input through: the simulation ran forever.
+    program = sf.compile(network, pes=2)
+    x = np.random.default_rng(2).normal(size=(3, 64))
+    name = next(iter(stalls))
+    with pytest.raises(UserError, match=f"{name} is the probability of a stalled cycle"):
+        sf.simulate(program, x, **stalls)
+
+
 def test_10_inputs_a_shared_format_rounds_away_are_warned_of(capsys):
     import warnings
 

@@ -89,14 +89,20 @@ class CompressionConfig:
             if not ok:
                 raise ValueError(f"{field} must be {what}, not {getattr(self, field)!r}")
 
-        require(0.0 <= self.sparsity < 1.0, "sparsity", "in [0, 1)")
+        require(_real(self.sparsity) and 0.0 <= self.sparsity < 1.0, "sparsity",
+                "a number in [0, 1)")
         if self.per_layer_sparsity is not None:
+            # A dict (by layer name or index) would become the tuple of its keys.
+            require(isinstance(self.per_layer_sparsity, (list, tuple, np.ndarray)),
+                    "per_layer_sparsity", "a list or tuple of numbers, one per layer in order")
             object.__setattr__(self, "per_layer_sparsity", tuple(self.per_layer_sparsity))
-            require(all(0.0 <= s < 1.0 for s in self.per_layer_sparsity),
+            require(all(_real(s) and 0.0 <= s < 1.0 for s in self.per_layer_sparsity),
                     "per_layer_sparsity", "a tuple of values in [0, 1)")
-        require(self.sensitivity_budget is None or 0.0 <= self.sensitivity_budget < 1.0,
+        require(self.sensitivity_budget is None or (_real(self.sensitivity_budget)
+                                                    and 0.0 <= self.sensitivity_budget < 1.0),
                 "sensitivity_budget", "None or in [0, 1)")
-        require(0.0 <= self.last_layer_sparsity < 1.0, "last_layer_sparsity", "in [0, 1)")
+        require(_real(self.last_layer_sparsity) and 0.0 <= self.last_layer_sparsity < 1.0,
+                "last_layer_sparsity", "in [0, 1)")
         require(_int(self.prune_steps) and self.prune_steps >= 1, "prune_steps",
                 "an integer >= 1")
         for field in ("prune_epochs", "final_epochs", "share_epochs"):
@@ -117,12 +123,17 @@ class CompressionConfig:
                 "max_acc_bits", "None or an integer from 16 to 48")
         if self.balance_pes is not None:
             check_pes(self.balance_pes, "balance_pes")
-        require(self.distill_alpha is None or 0.0 <= self.distill_alpha <= 1.0,
+        require(self.distill_alpha is None or (_real(self.distill_alpha)
+                                               and 0.0 <= self.distill_alpha <= 1.0),
                 "distill_alpha", "None or in [0, 1]")
-        require(self.distill_temperature > 0, "distill_temperature", "> 0")
-        require(self.learning_rate > 0, "learning_rate", "> 0")
-        require(self.weight_decay >= 0, "weight_decay", ">= 0")
-        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1)")
+        require(_real(self.distill_temperature) and self.distill_temperature > 0,
+                "distill_temperature", "> 0")
+        require(_real(self.learning_rate) and 0 < self.learning_rate < math.inf,
+                "learning_rate", "a number > 0")
+        require(_real(self.weight_decay) and 0 <= self.weight_decay < math.inf,
+                "weight_decay", ">= 0")
+        require(_real(self.label_smoothing) and 0.0 <= self.label_smoothing < 1.0,
+                "label_smoothing", "in [0, 1)")
         require(_int(self.seed) and 0 <= self.seed < 1 << 32, "seed",
                 "an integer from 0 to 4294967295")
 
@@ -138,6 +149,12 @@ class CompressionConfig:
 
 def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    """A real number (a NumPy one too), not a bool or a string; NaN fails the range tests."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
 
 
 def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> list[float]:
