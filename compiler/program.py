@@ -228,6 +228,18 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if config is not None:
         if pes is not None and pes != config.pes:
             raise ValueError(f"pes={pes} contradicts the given engine's {config.pes} PEs")
+        # The engine exists: options that would shape a new one do not apply to it.
+        given = {name: value for name, value in (
+            ("scan_lanes", scan_lanes), ("fifo_depth", fifo_depth), ("headroom", headroom),
+            ("writeback_lanes", writeback_lanes)) if value is not None}
+        if skip_zeros:
+            given["skip_zeros"] = skip_zeros
+        clashing = {name: value for name, value in given.items()
+                    if name == "headroom" or getattr(config, name) != value}
+        if clashing:
+            raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in clashing.items())} "
+                             f"cannot change the given engine (config=...): they shape a new "
+                             f"engine; leave them out, or leave out config")
         pes = config.pes
     pes = 8 if pes is None else pes
     pes = check_pes(pes)

@@ -48,6 +48,12 @@ def test_compile_errors(network, program):
         sf.compile(network, pes=65)
     with pytest.raises(ValueError, match="pes=2 contradicts the given engine's 4 PEs"):
         sf.compile(network, pes=2, config=program.config)
+    # Options that shape a new engine do not apply to a given one: said, not ignored.
+    with pytest.raises(ValueError, match="scan_lanes=1, headroom=2.0 cannot change the "
+                                         "given engine"):
+        sf.compile(network, config=program.config, scan_lanes=1, headroom=2.0)
+    same = sf.compile(network, config=program.config, scan_lanes=program.config.scan_lanes)
+    assert same.config is program.config
 
 
 def test_a_new_model_loads_into_an_existing_engine(network):
