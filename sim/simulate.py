@@ -109,7 +109,7 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     check_stalls(input_idle, output_stall)
     x_int = engine_integers(program, X) if integer else program.quantize_input(X)
     if labels is not None:
-        labels = _checked_labels(labels, len(x_int), program.network.layers[-1].out_features)
+        labels = checked_labels(labels, len(x_int), program.network.layers[-1].out_features)
     golden = run_image(program.config, program.image, x_int)
     timings = predict(program, x_int)
     if build_dir is None and not waves:
@@ -121,7 +121,7 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
                      input_idle, output_stall)
 
 
-def _checked_labels(labels, count: int, classes: int) -> np.ndarray:
+def checked_labels(labels, count: int, classes: int) -> np.ndarray:
     """``labels`` as ``count`` integer classes of the model, checked before the simulator is
     built (a label no output can match would only show as a low accuracy)."""
     labels = np.asarray(labels)

@@ -138,6 +138,28 @@ def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
     assert sf.load_compressed(tmp_path / "m.sfm").report.accuracy_quantized is None
 
 
+def test_import_checks_its_data_as_sim_and_compress_do(tmp_path, capsys):
+    b = Builder(4)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(3, 8), b.const(b.rng.normal(0, 0.2, 3))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    model = b.model("x", y, ["N", 8], qonnx=False)
+    path = save(model, tmp_path / "three.onnx")
+    x = random_inputs(model, 20)
+    cases = (({"x_test": x, "y_test": np.arange(5) % 3}, "one class per input (20)"),
+             ({"x_test": x, "y_test": np.arange(20) % 3 + 20}, "label 20 is not a class"),
+             ({"x_test": x, "y_test": np.arange(20) % 3 + 0.5}, "labels must be integers"),
+             ({"x_test": x[:0], "y_test": np.arange(0)}, "at least one sample"),
+             ({"x_test": x[:, :5], "y_test": np.arange(20) % 3}, "have 5 features, the "
+                                                                  "model takes 8"))
+    for arrays, message in cases:
+        np.savez(tmp_path / "data.npz", **arrays)
+        assert main(["import", path, "-o", str(tmp_path / "m.sfm"), "--data",
+                     str(tmp_path / "data.npz"), "--json"]) == 2
+        assert message in json.loads(capsys.readouterr().out)["error"]
+        assert not (tmp_path / "m.sfm").exists()
+
+
 def test_a_bias_added_after_the_products_quantizer_names_the_way_round(tmp_path):
     b = Builder(6)
     x = b.qdq("x", np.float32(0.02), 0, np.int8)

@@ -87,6 +87,9 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
     """
     x, y = _calibration(calibration)
     chain = read_chain(path, x)
+    if x is not None and x.shape[1] != chain.in_features:
+        raise InputError(f"the calibration samples have {x.shape[1]} features, the model "
+                         f"takes {chain.in_features}")
     network, float_network, layers, approximated = network_from_chain(
         chain, calibration=x, approximate=approximate)
     report = account(network)
@@ -126,9 +129,12 @@ def _calibration(calibration):
         y = None if y is None else np.asarray(y).reshape(-1)
     else:
         x, y = calibration, None
-    x = np.asarray(x, dtype=np.float64)
-    x = x.reshape(len(x), -1)
-    if not len(x) or not np.all(np.isfinite(x)):
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"calibration data must hold real numbers, not {x.dtype} values")
+    x = x.astype(np.float64)
+    x = x.reshape(len(x), -1) if x.ndim else x
+    if x.ndim < 2 or not len(x) or not np.all(np.isfinite(x)):
         raise InputError("calibration data must be a non-empty array of finite numbers")
     if y is not None and len(y) != len(x):
         raise InputError(f"calibration has {len(x)} samples but {len(y)} labels")

@@ -51,17 +51,33 @@ def load_data(path: Path):
     for name in ("test", "val", "train", ""):
         x_key, y_key = (f"x_{name}", f"y_{name}") if name else ("x", "y")
         if x_key in arrays:
-            x = np.asarray(arrays[x_key], dtype=np.float64)
+            x = _samples(arrays[x_key], f"{path}: {x_key}")
             y = arrays.get(y_key)
-            calibration = arrays.get("x_train", x)
-            return np.asarray(calibration, dtype=np.float64), x, y
+            calibration = (_samples(arrays["x_train"], f"{path}: x_train")
+                           if "x_train" in arrays else x)
+            return calibration, x, y
     raise InputError(f"{path}: holds none of x_test, x_val, x_train, x (it has "
                      f"{', '.join(sorted(arrays)) or 'nothing'})")
+
+
+def _samples(array, what: str) -> np.ndarray:
+    """``array`` as samples x features of float64, refused unless it holds at least one
+    sample of real numbers."""
+    from sparseforge.compiler.errors import InputError
+
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{what} must hold real numbers, not {array.dtype} values")
+    if array.ndim < 2 or len(array) == 0:
+        raise InputError(f"{what} must hold at least one sample of features, not shape "
+                         f"{array.shape}")
+    return array.reshape(len(array), -1).astype(np.float64)
 
 
 def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.quantized.reference import compare, reference_outputs
+    from sparseforge.sim.simulate import checked_labels
 
     console = console_for(args)
     start = time.perf_counter()
@@ -86,7 +102,7 @@ def run(args) -> int:
                 figures["accuracy_skipped"] = ("the model has one output, so it picks no "
                                                "class: an accuracy over labels means nothing")
             elif y is not None:
-                y = np.asarray(y).reshape(-1)
+                y = checked_labels(y, len(x), integers.shape[1])
                 figures["accuracy_imported"] = float(np.mean(integers.argmax(axis=1) == y))
                 figures["accuracy_reference"] = float(np.mean(reference.argmax(axis=1) == y))
                 # Saved with the model, as compress saves its own: the report reads them.
