@@ -260,20 +260,26 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     if acc_memory_bits is None:
         acc_memory_bits = 16 if part is not None and part.family == "ice40" else 0
     features = grow(needs.max_features)
-    config = EngineConfig(
-        pes=pes, act_bits=needs.act_bits, code_bits=needs.code_bits, idx_bits=IDX_BITS,
-        coef_bits=needs.coef_bits, acc_bits=needs.acc_bits, bias_bits=needs.bias_bits,
-        scan_lanes=lanes, max_layers=grow(needs.max_layers),
-        max_features=ceil_div(features, pes) * pes, max_rows=grow(needs.max_rows),
-        entry_depth=grow(max(1, needs.entry_depth)),
-        pointer_depth=grow(needs.pointer_depth), bias_depth=grow(needs.bias_depth),
-        occupancy_depth=grow(needs.occupancy_depth), fifo_depth=fifo_depth,
-        shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
-        acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
-        writeback_lanes=writeback_lanes or 0,
-        # Only a model that needs them gets multipliers in its requantizers.
-        multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
-        rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv)
+    try:
+        config = EngineConfig(
+            pes=pes, act_bits=needs.act_bits, code_bits=needs.code_bits, idx_bits=IDX_BITS,
+            coef_bits=needs.coef_bits, acc_bits=needs.acc_bits, bias_bits=needs.bias_bits,
+            scan_lanes=lanes, max_layers=grow(needs.max_layers),
+            max_features=ceil_div(features, pes) * pes, max_rows=grow(needs.max_rows),
+            entry_depth=grow(max(1, needs.entry_depth)),
+            pointer_depth=grow(needs.pointer_depth), bias_depth=grow(needs.bias_depth),
+            occupancy_depth=grow(needs.occupancy_depth), fifo_depth=fifo_depth,
+            shift_bits=SHIFT_BITS, max_column_entries=grow(max(1, needs.max_column_entries)),
+            acc_memory_bits=acc_memory_bits if 0 < acc_memory_bits < needs.acc_bits else 0,
+            writeback_lanes=writeback_lanes or 0,
+            # Only a model that needs them gets multipliers in its requantizers.
+            multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
+            rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv)
+    except ValueError as error:
+        if headroom:
+            raise DoesNotFit(f"headroom {headroom:g} enlarges the engine past what it can "
+                             f"be: {error}; ask for less headroom") from None
+        raise
     if part is not None and part.family == "ecp5":
         # Logic to spare, block RAMs slow to answer and a die too large for the broadcast unit
         # to sit near every PE: retime the PEs' front ends and the links to them, and keep
@@ -327,7 +333,14 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                 else "conv mode does not have it" if config.conv
                 else f"it needs a power-of-two PE count, not {pes}")
         if fit_check:
-            check_board(config, part)
+            try:
+                check_board(config, part)
+            except DoesNotFit as error:
+                if not headroom:
+                    raise
+                raise DoesNotFit(f"{error}; less headroom (--headroom {headroom:g} makes "
+                                 f"every capacity {1 + headroom:g} times what the model "
+                                 f"needs)") from None
     elif skip_zeros:
         _skip_zeros_not_taken("it is for an iCE40 board's one-lane scan (--board icebreaker); "
                               "other engines look at a word of activations a cycle")

@@ -477,7 +477,11 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
     from .parts import BOARD_PARTS, PARTS
 
     ways = []
-    if config.pes > 1:
+    # The engine's shared part alone (one PE, nothing per PE shared): when that is past the
+    # part, fewer PEs cannot be the way out.
+    alone = estimate_resources(dataclasses.replace(config, pes=1, scan_lanes=1,
+                                                   writeback_lanes=0), part)
+    if config.pes > 1 and alone.lut <= part.luts * (1 - fit_margin(part, config)):
         # Conv mode takes a power of two.
         fewer = config.pes // 2 if config.pes > 4 or config.conv else config.pes - 1
         ways.append(f"fewer PEs (--pes {max(1, fewer)} or so)")

@@ -319,3 +319,23 @@ def test_ice40_queues_deeper_than_the_calibrated_two_cost_their_flip_flops():
     assert costs[2] - costs[0] == pytest.approx(8 * 1.5 * 2 * group_bits, abs=1)
     with pytest.raises(DoesNotFit, match="LUT: needs about"):
         derive_config(network, 8, board="icebreaker", fifo_depth=1024)
+
+
+def test_the_ways_out_are_ones_that_can_work():
+    network = small_network()
+    # Headroom that overflows the part is named as a way out; headroom past the engine's
+    # limits is refused as such, not as an internal field.
+    with pytest.raises(DoesNotFit, match=r"less headroom \(--headroom 60 makes every "
+                                         r"capacity 61 times"):
+        derive_config(network, 2, board="icebreaker", headroom=60)
+    with pytest.raises(DoesNotFit, match="headroom 1000 enlarges the engine past what it "
+                                         "can be: max_layers"):
+        derive_config(network, 2, board="icebreaker", headroom=1000)
+    # An engine whose shared part alone is past the part: fewer PEs is no way out.
+    config = derive_config(network, 4, board="icebreaker")
+    costly = dataclasses.replace(resources.LUT_MODELS["ice40"], shared=6000)
+    part = parts.part("iCE40UP5K")
+    assert "fewer PEs" in resources.fit_advice(config, part)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(resources.LUT_MODELS, "ice40", costly)
+        assert "fewer PEs" not in resources.fit_advice(config, part)
