@@ -532,10 +532,22 @@ class QuantizedNetwork:
                           else bound + (1 << max(0, layer.shift - 1)))
         return bounds
 
+    @property
+    def input_map_shape(self) -> tuple[int, int, int] | None:
+        """(channels, rows, columns) of the input map when the first layer is a
+        convolution, else None."""
+        first = self.layers[0]
+        if isinstance(first, QuantizedConv2d):
+            g = first.geometry
+            return (g.in_channels, g.height, g.width)
+        return None
+
     def quantize_input(self, x) -> np.ndarray:
-        """Float inputs, batch x features (or batch x any shape of as many values), to the
-        first layer's integers; anything else is refused with an :class:`InputError`."""
-        return self.input_format.quantize(check_inputs(x, self.layers[0].in_features))
+        """Float inputs, batch x features (or batch x any shape of as many values; maps of a
+        convolutional network in its channels, rows, columns order), to the first layer's
+        integers; anything else is refused with an :class:`InputError`."""
+        return self.input_format.quantize(check_inputs(x, self.layers[0].in_features,
+                                                       self.input_map_shape))
 
     def forward(self, x_int: np.ndarray) -> np.ndarray:
         """Integer inputs (batch x in) to integer outputs: the reference semantics."""
@@ -548,15 +560,24 @@ class QuantizedNetwork:
         return self.output_format.dequantize(q)
 
 
-def check_inputs(x, features: int) -> np.ndarray:
+def check_inputs(x, features: int, map_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """``x`` as a float matrix of ``features`` columns (each row flattened), or an
-    :class:`InputError` that says what is wrong with it."""
+    :class:`InputError` that says what is wrong with it.  With ``map_shape`` (a
+    convolutional network's input map: channels, rows, columns) a batch of maps must have
+    that shape: the same values in another layout (channels last) would flatten to the
+    same width and give wrong answers silently."""
     array = np.asarray(x)
     if array.dtype.kind not in "biuf":
         raise InputError(f"inputs must be numbers, not {array.dtype} values")
     if array.ndim < 2:
         raise InputError(f"inputs must be batch x features (2-D or more), not of shape "
                          f"{array.shape}; one input is x[None]")
+    if (map_shape is not None and array.ndim == len(map_shape) + 1
+            and tuple(array.shape[1:]) != tuple(map_shape)):
+        hint = (" (channels last? x.transpose(0, 3, 1, 2) puts them first)"
+                if sorted(array.shape[1:]) == sorted(map_shape) else "")
+        raise InputError(f"inputs are maps of shape {tuple(array.shape[1:])}, the model takes "
+                         f"maps of {tuple(map_shape)} (channels, rows, columns){hint}")
     if array.shape[0] == 0:
         raise InputError(f"inputs hold no rows (shape {array.shape})")
     array = array.reshape(len(array), -1).astype(np.float64)

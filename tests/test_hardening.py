@@ -787,3 +787,21 @@ def test_10_settings_that_wreck_accuracy_quietly_are_warned_of(change, options, 
                     share_epochs=1, prune_steps=1, **options)
     assert [str(w.message)[:len(message)] for w in caught if w.category is InputWarning] \
         == [message]
+
+
+def test_7_maps_in_another_layout_are_refused_not_flattened():
+    # Channels-last images have as many values per row as the model's maps: flattened they
+    # gave wrong answers without a word.
+    from tests.conv_models import random_conv_network
+
+    rng = np.random.default_rng(7)
+    network = random_conv_network(rng, max_size=8, max_layers=1)
+    while network.input_map_shape[0] in network.input_map_shape[1:]:
+        network = random_conv_network(rng, max_size=8, max_layers=1)
+    program = sf.compile(network, pes=2)
+    channels, rows, columns = network.input_map_shape
+    maps = rng.normal(size=(3, channels, rows, columns))
+    flat = sf.reference(program, maps.reshape(3, -1))
+    np.testing.assert_array_equal(sf.reference(program, maps), flat)
+    with pytest.raises(UserError, match=r"channels last\? x.transpose\(0, 3, 1, 2\)"):
+        sf.reference(program, maps.transpose(0, 2, 3, 1))

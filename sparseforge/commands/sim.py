@@ -58,7 +58,8 @@ def run(args) -> int:
         else:
             x, labels = default_inputs(program)
         try:
-            x = check_inputs(x, program.model_in_features)[:args.count]
+            x = check_inputs(x, program.model_in_features,
+                             program.network.input_map_shape)[:args.count]
         except InputError as error:
             raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
         if labels is not None:
