@@ -176,6 +176,14 @@ class Program:
         """The host-bus writes that load this program's image (see :meth:`Image.bus_writes`)."""
         return self.image.bus_writes()
 
+    def digest(self) -> str:
+        """What the figures of a run of this program name it by (``sim.json``'s
+        ``program``): 16 hex digits of SHA-256 over the engine configuration and the image's
+        bus writes, so another program, or this one for another engine, differs."""
+        hashed = hashlib.sha256(self.config.dumps().encode())
+        hashed.update(np.ascontiguousarray(self.bus_writes(), dtype="<u8").tobytes())
+        return hashed.hexdigest()[:16]
+
     def layer_pointers(self, layer: int) -> list[np.ndarray]:
         """Each PE's ``p[0..in]`` of one layer (absolute entry addresses)."""
         layers = self.engine_layers

@@ -39,6 +39,7 @@ class Simulation:
     build_seconds: float                # generating Verilog and compiling the simulator
     waves: Path | None = None
     labels: np.ndarray | None = field(default=None, repr=False)
+    program: str = ""                   # the program's digest (Program.digest)
 
     @property
     def mismatches(self) -> int:
@@ -66,6 +67,7 @@ class Simulation:
 
     def to_json(self) -> dict:
         return {
+            "program": self.program,
             "simulator": self.simulator, "inputs": int(len(self.outputs)),
             "accuracy": self.accuracy, "mismatches": self.mismatches,
             "cycles": {"per_layer_mean": self.cycles.mean(axis=0).round(2).tolist(),
@@ -160,4 +162,4 @@ def _simulate(program, x_int, golden, timings, labels, simulator, waves, build_d
         work=np.array([[int(t.work.sum()) for t in row] for row in timings]),
         pes=program.config.pes, simulator=simulator, seconds=result.seconds,
         build_seconds=wall - result.seconds, waves=waves_file,
-        labels=labels)
+        labels=labels, program=program.digest())

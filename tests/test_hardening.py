@@ -805,3 +805,17 @@ def test_7_maps_in_another_layout_are_refused_not_flattened():
     np.testing.assert_array_equal(sf.reference(program, maps), flat)
     with pytest.raises(UserError, match=r"channels last\? x.transpose\(0, 3, 1, 2\)"):
         sf.reference(program, maps.transpose(0, 2, 3, 1))
+
+
+def test_12_the_report_refuses_another_programs_simulation(tmp_path, program_dir, capsys):
+    program = load_program(program_dir)
+    figures = {"simulator": "verilator", "inputs": 3, "accuracy": 1.0, "mismatches": 0,
+               "cycles": {"per_layer_mean": [100.0] * program.layer_count}}
+    for other, message in (({"program": "0123456789abcdef"}, "figures of another program"),
+                           ({"cycles": {"per_layer_mean": [1.0] * 7}},
+                            "a program of 7 layers")):
+        (tmp_path / "sim.json").write_text(json.dumps({**figures, **other}))
+        status, out, _ = cli(capsys, "report", program_dir, "--sim", tmp_path / "sim.json",
+                             "-o", tmp_path / "report", "--json")
+        assert status == 2 and message in json_error(out)
+    assert program.digest() != sf.compile(program.network, pes=program.config.pes + 1).digest()

@@ -74,6 +74,23 @@ def _inputs(args, program):
     return x, labels
 
 
+def _check_simulation_of(program, simulation: dict, path: Path) -> None:
+    """Refuse the figures of another program's simulation (they would be reported as this
+    one's): by the program's digest where the file names it (sparseforge 0.x after it
+    did), else by the layer count."""
+    from sparseforge.compiler.errors import InputError
+
+    named = simulation.get("program") if isinstance(simulation, dict) else None
+    layers = (simulation.get("cycles") or {}).get("per_layer_mean") if isinstance(
+        simulation, dict) else None
+    if named and named != program.digest():
+        raise InputError(f"{path} holds the figures of another program (digest {named}, this "
+                         f"program's is {program.digest()}); simulate this one (--simulate)")
+    if isinstance(layers, list) and len(layers) != program.layer_count:
+        raise InputError(f"{path} holds the figures of a program of {len(layers)} layers, "
+                         f"this one has {program.layer_count}; simulate this one (--simulate)")
+
+
 def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.model import CompressedModelError
@@ -102,6 +119,7 @@ def run(args) -> int:
             sources["simulation"] = str(sim_path)
         elif args.sim or sim_path.is_file():
             simulation = _read_json(sim_path, "simulation figures")
+            _check_simulation_of(program, simulation, sim_path)
             sources["simulation"] = str(sim_path)
         if simulation is not None and x is not None:
             count = int(simulation.get("inputs", len(x)))
