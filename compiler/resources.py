@@ -464,7 +464,8 @@ def check_board(config: EngineConfig, part: Part) -> Resources:
                  if need > have]
     if problems:
         short = {line.split(":")[0] for line in problems}
-        raise DoesNotFit(f"the engine ({config.pes} PEs, {config.entry_depth} entries per PE) "
+        raise DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
+                         f"{config.entry_depth} entries per PE) "
                          f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems)
                          + "\n" + fit_advice(config, part, short))
     return use
@@ -476,12 +477,14 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
     refusal -- the compiler's and a failed placement's alike."""
     from .parts import BOARD_PARTS, PARTS
 
+    short = set(short)
     ways = []
     # The engine's shared part alone (one PE, nothing per PE shared): when that is past the
     # part, fewer PEs cannot be the way out.
     alone = estimate_resources(dataclasses.replace(config, pes=1, scan_lanes=1,
                                                    writeback_lanes=0), part)
-    if config.pes > 1 and alone.lut <= part.luts * (1 - fit_margin(part, config)):
+    if (config.pes > 1 and alone.lut <= part.luts * (1 - fit_margin(part, config))
+            and short & {"LUT", "DSP", "SPRAM"}):
         # Conv mode takes a power of two.
         fewer = config.pes // 2 if config.pes > 4 or config.conv else config.pes - 1
         ways.append(f"fewer PEs (--pes {max(1, fewer)} or so)")
@@ -493,10 +496,16 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
     if "LUT" in short and config.scan_lanes > 1:
         ways.append(f"fewer lanes (--scan-lanes {config.scan_lanes // 2}; now "
                     f"{config.scan_lanes})")
-    if "LUT" in short and config.writeback_lanes != 1 and config.pes > 1:
+    # Requantizers shared by a power-of-two number of PEs that divides the PE count.
+    sharing = [config.pes // period for period in (2 ** k for k in range(1, 7))
+               if period <= config.pes and config.pes % period == 0]
+    if "LUT" in short and sharing and min(sharing) < (config.writeback_lanes or config.pes):
         ways.append(f"fewer write-back lanes (requantizers shared by more PEs: "
-                    f"--writeback-lanes 1, or writeback_lanes=1 in sf.compile; now "
-                    f"{config.writeback_lanes or config.pes})")
+                    f"--writeback-lanes {min(sharing)}, or writeback_lanes={min(sharing)} in "
+                    f"sf.compile; now {config.writeback_lanes or config.pes})")
+    if "BRAM" in short:
+        ways.append("a smaller model in the PEs' memories (compress with a higher --sparsity "
+                    "or fewer --weight-bits)")
     # The smallest board whose part holds this engine by the estimate (the engine as
     # configured; compiled for that board it would be shaped for it, usually smaller).
     for board, name in sorted(BOARD_PARTS.items(), key=lambda item: PARTS[item[1]].luts):

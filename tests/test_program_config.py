@@ -339,3 +339,14 @@ def test_the_ways_out_are_ones_that_can_work():
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(resources.LUT_MODELS, "ice40", costly)
         assert "fewer PEs" not in resources.fit_advice(config, part)
+
+
+def test_the_advice_names_write_back_lanes_that_exist_and_a_smaller_model_for_bram():
+    part = parts.part("iCE40UP5K")
+    odd = derive_config(small_network(), 3)
+    assert odd.writeback_lanes in (0, 3)
+    assert "write-back lanes" not in resources.fit_advice(odd, part)  # 3 PEs: none to share
+    even = derive_config(small_network(), 8)
+    assert "--writeback-lanes 1," in resources.fit_advice(even, part)
+    advice = resources.fit_advice(even, part, {"BRAM"})
+    assert "higher --sparsity" in advice and "fewer PEs" not in advice
