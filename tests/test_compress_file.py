@@ -381,3 +381,29 @@ def test_options_of_the_wrong_kind_are_refused_naming_the_field(options, message
     # A dict of sparsities used to become the tuple of its keys: layer 0 at sparsity 0.
     with pytest.raises(ValueError, match=message):
         CompressionConfig(**options)
+
+
+def test_one_hot_labels_and_a_model_file_given_to_compile_are_named(tmp_path, capsys):
+    from sparseforge.compiler.compress.training import as_dataset
+
+    with pytest.raises(ValueError, match=r"not rows of 3 \(one-hot or scores, shape "
+                                         r"\(6, 3\)\); y.argmax\(axis=1\)"):
+        as_dataset((np.zeros((6, 4)), np.eye(3)[[0, 1, 2, 0, 1, 2]]), "train")
+    assert as_dataset((np.zeros((3, 4)), np.array([[0], [1], [2]])), "train").y.tolist() == \
+        [0, 1, 2]
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")
+    assert main(["compile", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "p")]) == 2
+    assert "a .onnx model is compressed first" in capsys.readouterr().err
+
+
+def test_compress_trains_the_default_on_images_flattened_with_every_class(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.random((90, 1, 6, 6)).astype(np.float32)
+    y = np.arange(90) % 3
+    # The training labels lack class 2, which the test labels have.
+    np.savez(tmp_path / "d.npz", x_train=x[:60], y_train=y[:60] % 2, x_test=x[60:],
+             y_test=y[60:])
+    assert main(["compress", "--data", str(tmp_path / "d.npz"), "-o",
+                 str(tmp_path / "m.sfm")]) == 0
+    layers = sf.load_compressed(tmp_path / "m.sfm").network.layers
+    assert (layers[0].in_features, layers[-1].out_features) == (36, 3)

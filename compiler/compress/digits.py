@@ -50,10 +50,10 @@ def digits_mlp(hidden: int = HIDDEN, seed: int = 0, *, inputs: int = 64, classes
 
 
 def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False,
-                data: Dataset | None = None):
+                data: Dataset | None = None, classes: int | None = None):
     """The default float model, trained on the digits' training split, or on ``data`` (a
-    checked training set: the MLP then takes its features and has an output per class up to
-    its largest label)."""
+    checked training set: the MLP then takes its features and has ``classes`` outputs, by
+    default one per class up to its largest label)."""
     if data is None:
         train_set, _, _ = load_digits_split()
         epochs = 100
@@ -62,8 +62,8 @@ def train_float(*, hidden: int = HIDDEN, seed: int = 0, progress: bool = False,
         # The digits' 100 epochs are about 1700 steps of 64; a larger data set gets as many
         # steps or more, in no fewer than 10 epochs.
         epochs = max(10, min(100, 100 * 1078 // max(1, len(train_set))))
-    model = digits_mlp(hidden, seed, inputs=train_set.x.shape[1],
-                       classes=max(2, int(train_set.y.max()) + 1))
+    classes = max(2, int(train_set.y.max()) + 1, classes or 0)
+    model = digits_mlp(hidden, seed, inputs=train_set.x.shape[1], classes=classes)
     # Label smoothing is worth 1.3 points of test accuracy here (96.7% -> 98.0%).
     train(model, train_set,
           TrainConfig(epochs=epochs, learning_rate=2e-3, weight_decay=1e-4,

@@ -236,8 +236,12 @@ def load_compressed(path) -> CompressedModel:
     except CompressedModelError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        kind = Path(path).suffix.lower()
+        hint = (f"; a {kind} model is compressed first (sparseforge compress, or sparseforge "
+                f"import for a quantized ONNX), which writes the .sfm"
+                if kind in (".onnx", ".pt", ".pth") else "")
         raise CompressedModelError(f"{path}: not a readable .sfm file (truncated or not a "
-                                   f"zip archive): {error}") from error
+                                   f"zip archive): {error}{hint}") from error
     try:
         manifest = json.loads(manifest_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -40,6 +40,12 @@ def as_dataset(data, what: str) -> Dataset:
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{what}: X must hold real numbers, not {x.dtype} values")
     x = x.reshape(len(x), -1).astype(np.float32)
+    if y.ndim == 2 and y.shape[1] > 1 and len(y) == len(x):
+        raise ValueError(f"{what}: y must hold one class label per sample, not rows of "
+                         f"{y.shape[1]} (one-hot or scores, shape {y.shape}); "
+                         f"y.argmax(axis=1) gives the labels")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
     if y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"{what}: X has {len(x)} samples but y has "
                          f"{len(y) if y.ndim == 1 else f'shape {y.shape}'}")

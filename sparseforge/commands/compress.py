@@ -64,17 +64,18 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train=None):
+def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train=None,
+               classes: int | None = None):
     """The model to compress: an ONNX path, a state_dict of the digits MLP, or the trained
-    default (on ``train``, the user's ``(X, y)``, when given).  Checkpoints that need pickle
-    are refused."""
+    default (on ``train``, the user's ``(X, y)``, when given, with ``classes`` outputs, by
+    default one per class of ``train``).  Checkpoints that need pickle are refused."""
     from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, train_float
     from sparseforge.compiler.compress.training import as_dataset
     from sparseforge.compiler.errors import no_such_file
 
     if path is None:
         data = as_dataset(train, "train") if train is not None else None
-        return train_float(progress=progress, seed=seed, data=data)
+        return train_float(progress=progress, seed=seed, data=data, classes=classes)
     if not path.is_file():
         raise ValueError(no_such_file(path, "model"))
     if path.suffix.lower() == ".onnx":
@@ -113,8 +114,9 @@ def load_state_dict(path: Path) -> dict:
         # "KeyError: 101") or one that needs pickle: either way the user's file, not a bug.
         raise ValueError(f"{path}: cannot be loaded with torch.load(weights_only=True): it "
                          f"needs pickle (a whole saved module?) or is damaged, and "
-                         f"sparseforge never unpickles user files; save the state_dict "
-                         f"(torch.save(model.state_dict(), ...)) or export ONNX"
+                         f"sparseforge never unpickles user files; export the model to ONNX "
+                         f"(torch.onnx.export) or call sf.compress(model, ...) from Python "
+                         f"(a state_dict is taken for the default digits MLP only)"
                          f"{_unpickler_reason(error)}") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
@@ -165,6 +167,20 @@ def check_default_data(onnx_path: Path) -> None:
                          f"the default, scikit-learn's 8x8 digits (64 features): pass --data "
                          f"with an .npz of x_train, y_train (and x_val, y_val, x_test, y_test) "
                          f"for this model")
+
+
+def _flattened(x):
+    x = np.asarray(x)
+    return x.reshape(len(x), -1) if x.ndim > 2 else x
+
+
+def _classes(*pairs) -> int | None:
+    """One more than the largest integer label of the sets given (None when they hold
+    none: as_dataset then names what is wrong with them)."""
+    largest = [np.asarray(pair[1]).max() for pair in pairs
+               if pair is not None and np.asarray(pair[1]).size
+               and np.asarray(pair[1]).dtype.kind in "iuf"]
+    return int(max(largest)) + 1 if largest else None
 
 
 def check_writable(output: Path) -> None:
@@ -220,8 +236,14 @@ def run(args) -> int:
             coef_bits=args.coef_bits, seed=args.seed, **options)
         check_writable(Path(args.output))
         train, val, test = load_data(Path(args.data) if args.data else None)
+        if args.model is None and args.data:
+            # The default is an MLP: it takes each sample flattened (images too), and has
+            # an output for every class any of the sets names.
+            train, val, test = (None if pair is None else (_flattened(pair[0]), pair[1])
+                                for pair in (train, val, test))
         model = load_model(Path(args.model) if args.model else None, seed=args.seed,
-                           train=train if args.data else None)
+                           train=train if args.data else None,
+                           classes=_classes(train, val, test) if args.data else None)
         if args.data is None and isinstance(model, Path):
             check_default_data(model)
         compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
