@@ -198,12 +198,25 @@ def summary_rows(ctx: _Context) -> list[SummaryRow]:
     else:
         rows.append(SummaryRow("accuracy_hardware", "Hardware accuracy", "n/a",
                                "no RTL simulation given"))
-    network = program.network
-    weights = sum(layer.codes.size for layer in network.layers)
-    nnz = sum(layer.nnz for layer in network.layers)
-    rows.append(SummaryRow("nonzeros", "Nonzero weights",
-                           f"{nnz:,} of {weights:,} ({100 * nnz / weights:.2f}%)",
-                           "program network (codes != 0)"))
+    def count(network) -> tuple[int, int]:
+        return (sum(layer.nnz for layer in network.layers),
+                sum(layer.codes.size for layer in network.layers))
+
+    nnz, weights = count(program.network)
+    model = None if ctx.compressed is None else count(ctx.compressed.network)
+    if model is not None:
+        rows.append(SummaryRow("nonzeros", "Nonzero weights",
+                               f"{model[0]:,} of {model[1]:,} "
+                               f"({100 * model[0] / model[1]:.2f}%)",
+                               "compressed model (codes != 0)"))
+    if model is None or model[1] != weights:
+        # The compiler removed dead units and unread inputs: the engine's network is
+        # smaller than the model, and its density is of the smaller matrices.
+        rows.append(SummaryRow("nonzeros_engine", "Nonzero weights on the engine",
+                               f"{nnz:,} of {weights:,} ({100 * nnz / weights:.2f}%)",
+                               "program network (codes != 0)"
+                               + ("" if model is None else
+                                  ": dead units and unread inputs removed by compile")))
     if ctx.compressed is not None:
         report = ctx.compressed.report
         rows.append(SummaryRow(
@@ -689,7 +702,10 @@ def _layer_table(ctx: _Context) -> list[dict]:
                                             f"{stats.shape[1]}")
         if ctx.compressed is not None:
             report = ctx.compressed.report.layers[index]
-            row["compression"] = f"{report.compression_ratio:.1f}x"
+            rows_, columns = ctx.compressed.network.layers[index].codes.shape
+            row["compression"] = f"{report.compression_ratio:.1f}x" + (
+                "" if (rows_, columns) == tuple(stats.shape)
+                else f" (the model's {rows_}x{columns} layer)")
         if ctx.sim is not None:
             sim = ctx.sim
             row["cycles measured"] = f"{sim.measured[index]:.1f}"
