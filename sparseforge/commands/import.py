@@ -173,8 +173,16 @@ def render(console, payload: dict) -> None:
         console.print(f"the model's {what} is not quantized: an 8-bit quantizer was chosen "
                       f"from the data")
     if "mismatches" in payload:
+        why = ""
+        if payload["mismatches"] and payload["calibrated"]:
+            # The executor runs those tensors in float; the engine rounds them to the chosen
+            # quantizer's grid, so outputs differ by design, not by a fault of the import.
+            why = (f" (expected: the executor keeps the model's "
+                   f"{' and '.join(payload['calibrated'])} in float, the engine rounds "
+                   f"{'it' if len(payload['calibrated']) == 1 else 'them'} to the quantizer "
+                   f"chosen above; compare the accuracies)")
         console.print(f"{payload['mismatches']} of {payload['outputs_compared']} outputs differ "
-                      f"from the reference executor's on {payload['samples']} samples")
+                      f"from the reference executor's on {payload['samples']} samples{why}")
     if "accuracy_skipped" in payload:
         console.print(f"accuracy: not computed ({payload['accuracy_skipped']})")
     if "accuracy_imported" in payload:
