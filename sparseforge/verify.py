@@ -15,6 +15,13 @@ idle cycles on the input stream and backpressure on the output stream.  Every ca
 bit-exact (the engine's outputs equal the golden model's, and the golden model the integer
 network's) and cycle-exact (every layer's cycle counter equals the cycle model's prediction).
 
+``networks="conv"`` (``--networks conv``) makes each case a random convolutional network
+instead (one or two convolutions of kernels 1..5, strides 1..2, padding 0..2, 1..16 channels,
+maps up to 10x10, max pooling on or off, and a Linear classifier after them or not;
+``random_networks.py``) with one input map, on conv-mode engines of a power-of-two PE count.
+A conv engine is sized for the campaign's own cases (the field-wise largest of what each
+needs), so a case run alone (``--case I``) runs on an engine sized for it.
+
 Every mismatch is saved with a reproducer: ``OUT/mismatches/<case>/`` holds the program, the
 inputs (``sparseforge sim`` runs them), what was expected and what came out, and ``case.json``
 with the seed and the command that runs the case again.
@@ -39,6 +46,10 @@ __all__ = ["Campaign", "Case", "Mismatch", "case_seed", "engine_config", "random
            "save_reproducer", "verify"]
 
 DEFAULT_PES = (1, 2, 4, 8, 16)
+NETWORKS = ("linear", "conv")
+CONV_DEFAULT_PES = (4, 8)
+CONV_MAX_SIZE = 10              # a conv case's input map: at most this many rows and columns
+CONV_MAX_LAYERS = 2             # convolutions (a Linear may follow)
 ACT_BITS = 8
 BATCH_INPUTS = 2                # inputs per case
 MAX_WIDTH = 64                  # widest layer of a small case
@@ -59,6 +70,14 @@ VARIANTS = {
     16: {"scan_lanes": 4, "fifo_depth": 8, "writeback_lanes": 4,        # the ECP5 front end
          "column_queue": True, "readout_register": True, "link_registers": True},
 }
+# Conv-mode engines, as in tests/test_engine_conv_random.py (the iCE40 shape at 8 PEs).
+CONV_VARIANTS = {
+    1: {"scan_lanes": 1, "fifo_depth": 4, "writeback_lanes": 0},
+    2: {"scan_lanes": 2, "fifo_depth": 2, "writeback_lanes": 0},
+    4: {"scan_lanes": 2, "fifo_depth": 4, "writeback_lanes": 2},
+    8: {"scan_lanes": 1, "fifo_depth": 2, "writeback_lanes": 2, "readout_register": True,
+        "decoded_weights": True},
+}
 # The fields the engine sizes for the largest case (the others come from the variant).
 _CAPACITY = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
              "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
@@ -73,7 +92,7 @@ class Case:
     pes: int
     seed: int                   # the campaign's
     index: int
-    kind: str                   # "small" or "tall"
+    kind: str                   # "small", "tall" or "conv"
     network: object             # QuantizedNetwork
     inputs: np.ndarray          # batch x in, integers
     density: float
@@ -81,10 +100,9 @@ class Case:
 
     @property
     def name(self) -> str:
-        widths = [self.network.layers[0].in_features] + [layer.out_features
-                                                        for layer in self.network.layers]
-        return (f"N{self.pes}-s{self.seed}-{self.index:05d}-{self.kind}-"
-                f"{'x'.join(map(str, widths))}")
+        from .random_networks import describe
+
+        return f"N{self.pes}-s{self.seed}-{self.index:05d}-{self.kind}-{describe(self.network)}"
 
     @property
     def stalled(self) -> bool:
@@ -140,9 +158,18 @@ def _tall_rows(pes: int) -> int:
     return min(TALL_ROWS_PER_PE * pes, TALL_MAX_ROWS)
 
 
-def random_case(seed: int, pes: int, index: int) -> Case:
+def random_case(seed: int, pes: int, index: int, networks: str = "linear") -> Case:
     """Case ``index`` of campaign ``seed`` for an engine of ``pes`` PEs (deterministic)."""
     rng = np.random.default_rng(case_seed(seed, pes, index))
+    if networks == "conv":
+        from .random_networks import random_conv_network
+
+        network = random_conv_network(rng, max_size=CONV_MAX_SIZE, max_layers=CONV_MAX_LAYERS)
+        inputs = rng.integers(-128, 128, (1, network.layers[0].in_features))
+        inputs[rng.random(inputs.shape) < 0.25] = 0
+        density = float(np.mean([np.count_nonzero(layer.codes) / layer.codes.size
+                                 for layer in network.layers]))
+        return Case(pes, seed, index, "conv", network, inputs, density, 0.25)
     if rng.random() < TALL_SHARE:
         kind = "tall"
         density = float(rng.uniform(0.01, 0.03))
@@ -161,14 +188,25 @@ def random_case(seed: int, pes: int, index: int) -> Case:
     return Case(pes, seed, index, kind, network, inputs, density, sparsity)
 
 
-def engine_config(pes: int):
+def engine_config(pes: int, networks: str = "linear", cases=()):
     """The campaign's engine for ``pes`` PEs: the variant's structure, every capacity the
     largest any case needs (taken from dense worst cases of the generator's biggest shapes,
-    with the widest codebooks)."""
+    with the widest codebooks; for conv networks, from ``cases``, the campaign's)."""
     from sparseforge.compiler.config import check_pes
     from sparseforge.compiler.configure import default_scan_lanes, derive_config
 
     pes = check_pes(pes)
+    if networks == "conv":
+        if not cases:
+            raise ValueError("a conv engine is sized for its cases: pass them")
+        variant = dict(CONV_VARIANTS.get(pes, {"scan_lanes": 2, "fifo_depth": 4,
+                                               "writeback_lanes": pes // 4}))
+        derived = [derive_config(case.network, pes, scan_lanes=variant["scan_lanes"])
+                   for case in cases]
+        widest = {name: max(getattr(config, name) for config in derived)
+                  for name in _CAPACITY}
+        structure = {name: value for name, value in variant.items() if name != "scan_lanes"}
+        return dataclasses.replace(derived[0], **widest, **structure)
     variant = dict(VARIANTS.get(pes, {"scan_lanes": default_scan_lanes(pes), "fifo_depth": 8,
                                       "writeback_lanes": 0}))
     rng = np.random.default_rng(0)
@@ -196,15 +234,18 @@ class Mismatch:
     detail: str
     case_seed: int
     arrays: dict = field(default_factory=dict, repr=False, compare=False)
+    networks: str = "linear"
 
     @property
     def command(self) -> str:
-        return f"sparseforge verify --pes {self.pes} --seed {self.seed} --case {self.index}"
+        networks = "" if self.networks == "linear" else f" --networks {self.networks}"
+        return (f"sparseforge verify{networks} --pes {self.pes} --seed {self.seed} --case "
+                f"{self.index}")
 
     def to_json(self) -> dict:
         return {"name": self.name, "pes": self.pes, "seed": self.seed, "index": self.index,
                 "kind": self.kind, "detail": self.detail, "case_seed": self.case_seed,
-                "command": self.command}
+                "networks": self.networks, "command": self.command}
 
 
 def _engine_verilog(config, simulators_dir: Path) -> Path:
@@ -226,8 +267,9 @@ def _engine_verilog(config, simulators_dir: Path) -> Path:
 
 
 def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
-               simulators_dir: str) -> dict:
-    """Run cases ``indices`` on the engine for ``pes`` PEs; every check, every mismatch."""
+               simulators_dir: str, networks: str = "linear", config=None) -> dict:
+    """Run cases ``indices`` on the engine for ``pes`` PEs (``config``, by default
+    :func:`engine_config`'s); every check, every mismatch."""
     import ray
 
     from sparseforge.compiler.program import compile as compile_program
@@ -237,24 +279,28 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
     from sparseforge.sim.simulate import predict
 
     started = time.perf_counter()
-    config = engine_config(pes)
+    config = config or engine_config(pes)
     simulators = Path(simulators_dir)
     verilog = _engine_verilog(config, simulators)
     mismatches: list[Mismatch] = []
     runnable = []                           # (case, program, taken, golden, predicted)
+    def mismatch(case, kind, detail, arrays=None) -> Mismatch:
+        return Mismatch(case.name, pes, seed, case.index, kind, detail,
+                        case_seed(seed, pes, case.index), arrays or {}, networks)
+
     for index in indices:
-        case = random_case(seed, pes, index)
+        case = random_case(seed, pes, index, networks)
 
         def miss(kind, detail, arrays=None, case=case):
-            mismatches.append(Mismatch(case.name, pes, seed, case.index, kind, detail,
-                                       case_seed(seed, pes, case.index), arrays or {}))
+            mismatches.append(mismatch(case, kind, detail, arrays))
         try:
             program = compile_program(case.network, config=config)
         except (DoesNotFit, ValueError) as error:
             miss("compile", str(error))
             continue
-        # The engine takes the inputs a weight reads (an empty column's is not sent).
-        taken = program.taken_inputs(case.inputs)
+        # The engine takes the inputs a weight reads (an empty column's is not sent), a
+        # convolution's map laid out as it reads it.
+        taken = program.engine_input(program.taken_inputs(case.inputs))
         golden = run_image(config, program.image, taken)
         network = case.network.forward(case.inputs)
         if not np.array_equal(program.network_output(golden), network):
@@ -279,39 +325,35 @@ def _run_batch(pes: int, seed: int, indices: list[int], simulator: str,
                                   **(STALLS if stalled else {}))
             except RuntimeError as error:
                 for case, *_ in group:
-                    mismatches.append(Mismatch(case.name, pes, seed, case.index, "simulator",
-                                               str(error)[-2000:],
-                                               case_seed(seed, pes, case.index)))
+                    mismatches.append(mismatch(case, "simulator", str(error)[-2000:]))
                 continue
         for (case, program, _, golden, predicted), result in zip(group, results):
             simulated += result.seconds
             arrays = {"inputs": case.inputs, "expected": golden, "outputs": result.outputs,
                       "cycles": result.cycles, "predicted": predicted}
             if result.mismatches or not np.array_equal(result.outputs, golden):
-                mismatches.append(Mismatch(case.name, pes, seed, case.index, "outputs",
-                                           f"{result.mismatches} of {golden.size} outputs "
-                                           f"differ from the golden model",
-                                           case_seed(seed, pes, case.index), arrays))
+                mismatches.append(mismatch(case, "outputs", f"{result.mismatches} of "
+                                           f"{golden.size} outputs differ from the golden "
+                                           f"model", arrays))
             elif not np.array_equal(result.cycles, predicted):
                 layers = np.flatnonzero((result.cycles != predicted).any(axis=0))
-                mismatches.append(Mismatch(case.name, pes, seed, case.index, "cycles",
-                                           f"layer(s) {layers.tolist()}: measured "
-                                           f"{result.cycles.tolist()}, cycle model "
-                                           f"{predicted.tolist()}",
-                                           case_seed(seed, pes, case.index), arrays))
+                mismatches.append(mismatch(case, "cycles", f"layer(s) {layers.tolist()}: "
+                                           f"measured {result.cycles.tolist()}, cycle model "
+                                           f"{predicted.tolist()}", arrays))
     return {"pes": pes, "cases": len(indices), "mismatches": mismatches,
             "seconds": time.perf_counter() - started, "simulated_seconds": simulated,
             "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
             "pid": os.getpid()}
 
 
-def _crashed(pes: int, indices: list[int], seed: int, error) -> dict:
+def _crashed(pes: int, indices: list[int], seed: int, networks: str, error) -> dict:
     cause = getattr(error, "cause", None) or error
     detail = f"the batch's task failed: {type(cause).__name__}: {cause}"[:2000]
     return {"pes": pes, "cases": len(indices), "seconds": 0.0, "simulated_seconds": 0.0,
             "node": None,
-            "mismatches": [Mismatch(random_case(seed, pes, i).name, pes, seed, i, "error",
-                                    detail, case_seed(seed, pes, i)) for i in indices]}
+            "mismatches": [Mismatch(random_case(seed, pes, i, networks).name, pes, seed, i,
+                                    "error", detail, case_seed(seed, pes, i), {}, networks)
+                           for i in indices]}
 
 
 # ---- the campaign -------------------------------------------------------------------------
@@ -331,13 +373,15 @@ class Campaign:
     address: str | None
     out: Path
     saved: list[Path] = field(default_factory=list)
+    networks: str = "linear"
 
     @property
     def cases_per_second(self) -> float:
         return self.cases / self.seconds if self.seconds else 0.0
 
     def to_json(self) -> dict:
-        return {"cases": self.cases, "pes": list(self.pes), "simulator": self.simulator,
+        return {"cases": self.cases, "networks": self.networks, "pes": list(self.pes),
+                "simulator": self.simulator,
                 "seed": self.seed, "seconds": round(self.seconds, 2),
                 "cases_per_second": round(self.cases_per_second, 2),
                 "mismatches": [m.to_json() | {"saved": str(path)}
@@ -354,25 +398,34 @@ def _split(cases: int, pes: tuple[int, ...]) -> dict[int, list[int]]:
             for position, n in enumerate(pes)}
 
 
-def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", seed: int = 0,
+def verify(cases: int = 1000, *, pes=None, simulator: str = "verilator", seed: int = 0,
            address: str | None = None, workers: int | None = None, out="build/verify",
-           batch: int = 100, only: list[int] | None = None,
+           batch: int = 100, only: list[int] | None = None, networks: str = "linear",
            progress: Callable[[int, int, int], None] | None = None) -> Campaign:
-    """Run ``cases`` random cases, shared out over the engines for ``pes``, on Ray.
+    """Run ``cases`` random cases, shared out over the engines for ``pes`` (default
+    ``DEFAULT_PES``, ``CONV_DEFAULT_PES`` for conv networks), on Ray.
 
-    ``only``: run just these case indices (with a single PE count), e.g. to reproduce a
-    mismatch.  ``batch``: cases per task (one simulator start each).  ``progress(done, total,
-    mismatches)`` is called as batches finish.  Mismatches are saved under
-    ``out/mismatches/``; the summary is ``out/verify.json``.
+    ``networks``: ``"linear"`` (chains of Linear layers) or ``"conv"`` (convolutional
+    networks on conv-mode engines).  ``only``: run just these case indices (with a single PE
+    count), e.g. to reproduce a mismatch.  ``batch``: cases per task (one simulator start
+    each).  ``progress(done, total, mismatches)`` is called as batches finish.  Mismatches
+    are saved under ``out/mismatches/``; the summary is ``out/verify.json``.
     """
     from sparseforge.compiler.config import check_pes
     from sparseforge.sim.runner import SIMULATORS
 
     from .cluster import ray_session
 
+    if networks not in NETWORKS:
+        raise ValueError(f"networks must be one of {', '.join(NETWORKS)}, not {networks!r}")
+    if pes is None:
+        pes = CONV_DEFAULT_PES if networks == "conv" else DEFAULT_PES
     pes = tuple(check_pes(n, "pes") for n in ((pes,) if isinstance(pes, int) else pes))
     if not pes or len(set(pes)) != len(pes):
         raise ValueError(f"pes must list distinct PE counts, not {list(pes)}")
+    if networks == "conv" and any(n & (n - 1) for n in pes):
+        raise ValueError(f"conv-mode engines take a power-of-two PE count, not "
+                         f"{[n for n in pes if n & (n - 1)]}")
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not "
                          f"{simulator!r}")
@@ -389,6 +442,11 @@ def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", 
             raise ValueError(f"cases must be an integer >= 1, not {cases!r}")
         plan = _split(cases, pes)
     total = sum(len(indices) for indices in plan.values())
+    # Linear engines are sized for the generator's worst cases (in each task); conv engines
+    # for the campaign's own cases, here.
+    configs = {n: engine_config(n, networks, [random_case(seed, n, i, networks)
+                                              for i in indices] if networks == "conv" else ())
+               for n, indices in plan.items()}
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     simulators_dir = out / "simulators"
@@ -408,7 +466,8 @@ def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", 
     done = 0
     with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(_run_batch)
-        submitted = {task.remote(n, seed, chunk, simulator, str(simulators_dir)): (n, chunk)
+        submitted = {task.remote(n, seed, chunk, simulator, str(simulators_dir), networks,
+                                 configs[n]): (n, chunk)
                      for n, chunk in order}
         waiting = list(submitted)
         if progress:
@@ -419,7 +478,7 @@ def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", 
                 outcome = ray.get(ready[0])
             except ray.exceptions.RayError as error:
                 # A batch that crashed past Ray's retries: its cases count as failed checks.
-                outcome = _crashed(*submitted[ready[0]], seed, error)
+                outcome = _crashed(*submitted[ready[0]], seed, networks, error)
             done += outcome["cases"]
             mismatches += outcome["mismatches"]
             if outcome["node"] is not None:
@@ -436,13 +495,14 @@ def verify(cases: int = 1000, *, pes=DEFAULT_PES, simulator: str = "verilator", 
         figures["simulated_seconds"] = round(figures["simulated_seconds"], 2)
     mismatches.sort(key=lambda m: (m.pes, m.index))
     campaign = Campaign(total, tuple(plan), simulator, seed, seconds, mismatches, per_engine,
-                        len(nodes), workers, address, out)
-    campaign.saved = [save_reproducer(m, out / "mismatches") for m in mismatches]
+                        len(nodes), workers, address, out, networks=networks)
+    campaign.saved = [save_reproducer(m, out / "mismatches", configs[m.pes])
+                      for m in mismatches]
     (out / "verify.json").write_text(json.dumps(campaign.to_json(), indent=1) + "\n")
     return campaign
 
 
-def save_reproducer(mismatch: Mismatch, root: Path) -> Path:
+def save_reproducer(mismatch: Mismatch, root: Path, config=None) -> Path:
     """``root/<case>/``: the program (``sparseforge sim`` runs it), the inputs as floats the
     program's input format holds exactly, what was expected and what came out, and
     ``case.json`` with the seed and the command that runs the case again."""
@@ -451,10 +511,11 @@ def save_reproducer(mismatch: Mismatch, root: Path) -> Path:
 
     directory = root / mismatch.name
     directory.mkdir(parents=True, exist_ok=True)
-    case = random_case(mismatch.seed, mismatch.pes, mismatch.index)
+    case = random_case(mismatch.seed, mismatch.pes, mismatch.index, mismatch.networks)
     sim_command = None
+    config = config or engine_config(mismatch.pes, mismatch.networks, [case])
     try:
-        program = compile_program(case.network, config=engine_config(mismatch.pes))
+        program = compile_program(case.network, config=config)
     except (DoesNotFit, ValueError):
         program = None
     if program is not None:

@@ -31,6 +31,7 @@ from sparseforge.sim.reference.golden import run_image
 from sparseforge.sim.rtl import RtlCase, run_rtl
 from sparseforge.sim.runner import available_simulators
 from sparseforge.sim.simulate import predict
+from sparseforge.random_networks import describe
 from tests.conv_models import random_conv_network, random_inputs
 
 ENGINES = {
@@ -54,20 +55,6 @@ class Case:
     name: str
     network: object
     inputs: np.ndarray
-
-
-def describe(network) -> str:
-    parts = []
-    for layer in network.layers:
-        if isinstance(layer, QuantizedConv2d):
-            g = layer.geometry
-            pool = f"p{g.pool.kernel[0]}{g.pool.kernel[1]}" if g.pool else ""
-            parts.append(f"{g.in_channels}x{g.height}x{g.width}k{g.kernel[0]}{g.kernel[1]}"
-                         f"s{g.stride[0]}{g.stride[1]}p{g.padding[0]}{g.padding[1]}"
-                         f"o{g.out_channels}{pool}")
-        else:
-            parts.append(f"fc{layer.out_features}")
-    return "-".join(parts)
 
 
 @functools.cache

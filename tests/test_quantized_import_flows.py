@@ -121,13 +121,19 @@ def test_weights_widened_by_their_zero_point_are_refused_naming_it(tmp_path):
         sf.load_quantized(path)
 
 
-def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
+def _one_gemm(tmp_path, outputs: int):
+    """A QDQ model of one Gemm, 8 inputs to ``outputs``: (model, path)."""
     b = Builder(4)
     x = b.qdq("x", np.float32(0.02), 0, np.int8)
-    y = b.node("Gemm", [x, b.dq_weights(1, 8), b.const(b.rng.normal(0, 0.2, 1))], transB=1)
+    y = b.node("Gemm", [x, b.dq_weights(outputs, 8), b.const(b.rng.normal(0, 0.2, outputs))],
+               transB=1)
     y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
     model = b.model("x", y, ["N", 8], qonnx=False)
-    path = save(model, tmp_path / "one.onnx")
+    return model, save(model, tmp_path / f"gemm{outputs}.onnx")
+
+
+def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
+    model, path = _one_gemm(tmp_path, 1)
     x = random_inputs(model, 20)
     np.savez(tmp_path / "data.npz", x_test=x, y_test=np.arange(20) % 2)
     assert main(["import", path, "-o", str(tmp_path / "m.sfm"), "--data",
@@ -139,12 +145,7 @@ def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
 
 
 def test_import_checks_its_data_as_sim_and_compress_do(tmp_path, capsys):
-    b = Builder(4)
-    x = b.qdq("x", np.float32(0.02), 0, np.int8)
-    y = b.node("Gemm", [x, b.dq_weights(3, 8), b.const(b.rng.normal(0, 0.2, 3))], transB=1)
-    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
-    model = b.model("x", y, ["N", 8], qonnx=False)
-    path = save(model, tmp_path / "three.onnx")
+    model, path = _one_gemm(tmp_path, 3)
     x = random_inputs(model, 20)
     cases = (({"x_test": x, "y_test": np.arange(5) % 3}, "one class per input (20)"),
              ({"x_test": x, "y_test": np.arange(20) % 3 + 20}, "label 20 is not a class"),

@@ -94,6 +94,43 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.parametrize("pes", [4, 8])
+def test_conv_cases_fit_their_campaigns_engine_and_span_the_claims(pes):
+    from sparseforge.compiler.ir import QuantizedConv2d
+
+    cases = [random_case(0, pes, index, "conv") for index in range(60)]
+    assert random_case(0, pes, 3, "conv").name == cases[3].name          # its seed
+    config = engine_config(pes, "conv", cases)
+    assert config.conv
+    for case in cases:
+        compile_program(case.network, config=config)          # raises if it does not fit
+    convs = [layer.geometry for case in cases for layer in case.network.layers
+             if isinstance(layer, QuantizedConv2d)]
+    assert {k for g in convs for k in g.kernel} == {1, 2, 3, 4, 5}
+    assert {s for g in convs for s in g.stride} == {1, 2}
+    assert {p for g in convs for p in g.padding} == {0, 1, 2}
+    assert any(g.pool for g in convs) and any(g.pool is None for g in convs)
+    assert {isinstance(case.network.layers[-1], QuantizedConv2d) for case in cases} == {
+        True, False}
+    assert all(case.kind == "conv" and "k" in case.name for case in cases)
+    with pytest.raises(ValueError, match="power-of-two PE count, not \\[3\\]"):
+        verify(4, pes=(3,), networks="conv")
+
+
+def test_a_conv_reproducer_names_its_networks_and_runs_with_sim(tmp_path):
+    case = random_case(1, 4, 2, "conv")
+    mismatch = Mismatch(case.name, 4, 1, 2, "cycles", "layer(s) [0]", case_seed(1, 4, 2),
+                        {"inputs": case.inputs}, "conv")
+    directory = save_reproducer(mismatch, tmp_path)
+    saved = json.loads((directory / "case.json").read_text())
+    assert saved["command"] == "sparseforge verify --networks conv --pes 4 --seed 1 --case 2"
+    program = load_program(directory / "program")
+    assert program.config.conv
+    # The saved floats quantize back to the case's integers (laid out as the engine reads).
+    np.testing.assert_array_equal(program.quantize_input(np.load(directory / "inputs.npy")),
+                                  program.engine_input(case.inputs))
+
+
 # Slow: the Verilator build of the engine is most of its two minutes on two busy cores.
 @pytest.mark.slow
 @pytest.mark.cocotb
@@ -116,6 +153,16 @@ def test_campaign_is_bit_and_cycle_exact_on_one_shared_build(local_ray, tmp_path
     status = main(["verify", "--pes", "2", "--case", "5", "--out", str(tmp_path), "--json"])
     assert status == 0
     assert len(list((tmp_path / "simulators").glob("verilator_*"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.cocotb
+def test_a_conv_campaign_is_bit_and_cycle_exact(local_ray, tmp_path):
+    if "verilator" not in available_simulators():
+        pytest.skip("verilator is not installed")
+    campaign = verify(8, pes=(4, 8), networks="conv", out=tmp_path, batch=2)
+    assert campaign.cases == 8 and campaign.mismatches == []
+    assert json.loads((tmp_path / "verify.json").read_text())["networks"] == "conv"
 
 
 def test_cli_errors(capsys):

@@ -7,6 +7,10 @@ are loaded into it over the host bus in batches, one Ray task each, half of them
 on the streams.  Every output must equal the golden model's bit for bit and every layer's
 cycle counter the cycle model's prediction.
 
+``--networks conv`` makes each case a random convolutional network (one or two convolutions,
+pooling or not, a Linear after them or not) with one input map, on conv-mode engines (4 and 8
+PEs by default, the 8-PE one of the iCEBreaker's shape), each sized for the campaign's cases.
+
 Prints the cases per second and every mismatch; each is saved in OUT/mismatches/<case>/ with
 its program, inputs, expected and actual outputs, and case.json holding the seed and the
 command that runs it again (``--pes N --seed S --case I``).
@@ -26,8 +30,12 @@ def register(verbs) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=positive_int, default=1000,
                         help="random cases, shared out over the engines (default 1000)")
+    parser.add_argument("--networks", choices=("linear", "conv"), default="linear",
+                        help="random chains of Linear layers (the default) or convolutional "
+                             "networks on conv-mode engines")
     parser.add_argument("--pes", type=_ints, default=None,
-                        help="PE counts of the engines, e.g. 1,2,4,8,16 (the default)")
+                        help="PE counts of the engines, e.g. 1,2,4,8,16 (the default; 4,8 "
+                             "for conv networks)")
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     parser.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     parser.add_argument("--case", type=int, action="append", metavar="I",
@@ -62,10 +70,10 @@ def run(args) -> int:
 
     from sparseforge.cluster import RayMissing
     from sparseforge.hw.toolchain import ToolNotFoundError, require
-    from sparseforge.verify import DEFAULT_PES, verify
+    from sparseforge.verify import verify
 
     console = console_for(args)
-    pes = args.pes or DEFAULT_PES
+    pes = args.pes
     try:
         require({"verilator": "verilator", "icarus": "iverilog"}[args.simulator])
     except ToolNotFoundError as error:
@@ -90,7 +98,8 @@ def run(args) -> int:
         with progress:
             campaign = verify(args.cases, pes=pes, simulator=args.simulator, seed=args.seed,
                               address=args.address, workers=args.workers, out=args.out,
-                              batch=args.batch, only=args.case, progress=update)
+                              batch=args.batch, only=args.case, networks=args.networks,
+                              progress=update)
     except (ValueError, RayMissing, ConnectionError) as error:
         return fail(str(error))
     render(console, campaign)
@@ -102,7 +111,8 @@ def render(console, campaign) -> None:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{campaign.cases} random cases on {campaign.simulator}, seed "
+    kind = "convolutional networks" if campaign.networks == "conv" else "cases"
+    table = Table(title=f"{campaign.cases} random {kind} on {campaign.simulator}, seed "
                         f"{campaign.seed}", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("PEs", "cases", "task seconds", "in the simulator", "mismatches"):
         table.add_column(column, justify="right")
