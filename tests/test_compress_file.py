@@ -265,7 +265,7 @@ def test_compress_names_bad_data_and_options():
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"sparsity": 1.0}, r"sparsity must be in \[0, 1\), not 1.0"),
+    ({"sparsity": 1.0}, r"sparsity must be a number in \[0, 1\), not 1.0"),
     ({"weight_bits": 9}, "weight_bits must be an integer from 1 to 8, not 9"),
     ({"levels": 5, "weight_bits": 2}, "levels must be None or from 2 to 4 for 2-bit codes, not 5"),
     ({"act_bits": 4}, "act_bits must be 8 or 16, not 4"),
