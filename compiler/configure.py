@@ -220,8 +220,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     to one per PE; with a board and no explicit value, the least sharing whose LUT estimate
     fits the part is chosen (write-back then takes ``rows * period`` cycles per layer).
     ``skip_zeros=True`` asks an iCE40 one-lane engine to skip zero activations, taken when
-    the block RAM and logic it costs fit.  It is off by default: the 4-PE iCEBreaker engine
-    with it built at 37.5 MHz (below the 40 MHz floor), and at 8 PEs it does not fit.
+    the block RAM and logic it costs fit.  It is off by default: at 8 PEs it does not fit,
+    and at 4 (42.2 MHz, docs/architecture.md) turning it on would change the fit check's
+    calibration designs.
     ``fit_check=False`` chooses the engine for the board as usual but does not refuse it when
     the estimate says it does not fit (to calibrate the estimate, or to let nextpnr decide).
     """
