@@ -90,6 +90,10 @@ class ImageMismatch(UserError, RuntimeError):
     """The board holds another image than the program's, or none that is complete."""
 
 
+class EngineMismatch(UserError, RuntimeError):
+    """The board's engine (its bitstream) is not the one the program was compiled for."""
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     engine_id: int

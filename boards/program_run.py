@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .device import Device, DeviceError
+from .device import Device, EngineMismatch
 
 __all__ = ["ProgramRun", "run_program"]
 
@@ -47,9 +47,17 @@ def run_program(device: Device, program, x, *, load: bool = False,
     the one the board holds (a half-loaded or other model is refused).  ``progress(done,
     total)`` follows the stream; ``clock`` times it (a simulation passes its own)."""
     info = device.info()
-    if info.pes != program.config.pes:
-        raise DeviceError(f"the board's engine has {info.pes} PEs; the program needs "
-                          f"{program.config.pes}: flash its bitstream, or compile for it")
+    config = program.config
+    # What INFO reports of the engine's structure must be the program's: an image laid out
+    # for other widths would load and run, and answer nonsense.
+    differ = [f"{what} {have} (the program's: {want})" for what, have, want in (
+        ("PEs", info.pes, config.pes), ("activation bits", info.act_bits, config.act_bits),
+        ("code bits", info.code_bits, config.code_bits),
+        ("scan lanes", info.scan_lanes, config.scan_lanes)) if have != want]
+    if differ:
+        raise EngineMismatch(f"the board's engine is not the one this program was compiled "
+                             f"for: {', '.join(differ)}; flash the program's bitstream "
+                             f"(sparseforge build, then flash), or compile for this engine")
     if load:
         device.load(program.config, program.image)
     else:

@@ -819,3 +819,30 @@ def test_12_the_report_refuses_another_programs_simulation(tmp_path, program_dir
                              "-o", tmp_path / "report", "--json")
         assert status == 2 and message in json_error(out)
     assert program.digest() != sf.compile(program.network, pes=program.config.pes + 1).digest()
+
+
+def test_2_run_refuses_a_board_whose_engine_is_another(program_dir):
+    # The board's INFO names its engine's structure; an image laid out for other widths
+    # would load and answer nonsense (and a PE count that differed raised a TypeError).
+    from sparseforge.boards.device import DeviceInfo, EngineMismatch
+    from sparseforge.boards.program_run import run_program
+
+    program = load_program(program_dir)
+    config = program.config
+
+    class Board:
+        def __init__(self, **changes):
+            self.fields = dict(engine_id=0, pes=config.pes, act_bits=config.act_bits,
+                               code_bits=config.code_bits, scan_lanes=config.scan_lanes,
+                               layer_count=0, max_payload=255, busy=False, session=0,
+                               image=0) | changes
+
+        def info(self):
+            return DeviceInfo(**self.fields)
+
+    for changes, named in (({"pes": config.pes * 2}, "PEs"),
+                           ({"act_bits": 4}, "activation bits 4"),
+                           ({"code_bits": config.code_bits + 1}, "code bits")):
+        with pytest.raises(EngineMismatch, match=f"not the one this program was compiled "
+                                                 f"for: {named}"):
+            run_program(Board(**changes), program, np.zeros((1, 64)), load=True)
