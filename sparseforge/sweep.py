@@ -684,6 +684,11 @@ def sweep(model=None, *, pes=(8,), sparsity=(0.9,), weight_bits=(4,), board=("ic
                          "not sparsity, weight_bits or seeds")
     data = _as_data(train, val, test)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        from sparseforge.compiler.errors import InputError
+
+        raise InputError(f"{out} exists and is not a folder: give a folder for the sweep's "
+                         f"store and report")
     started = time.perf_counter()
     versions = tool_versions(build=spec.build, simulate=bool(spec.simulate))
     base = {"model": model_digest(model), "data": data_digest(data),

@@ -846,3 +846,12 @@ def test_2_run_refuses_a_board_whose_engine_is_another(program_dir):
         with pytest.raises(EngineMismatch, match=f"not the one this program was compiled "
                                                  f"for: {named}"):
             run_program(Board(**changes), program, np.zeros((1, 64)), load=True)
+
+
+@pytest.mark.parametrize("verb", ["demo", "sweep"])
+def test_7_an_output_folder_that_is_a_file_is_refused(tmp_path, capsys, verb):
+    (tmp_path / "afile").write_text("mine")
+    extra = ["--skip-build"] if verb == "demo" else ["--pes", "4"]
+    status, out, err = cli(capsys, verb, "--out", tmp_path / "afile", *extra, "--json")
+    assert status == 2 and "afile exists and is not a folder" in json_error(out)
+    assert "Traceback" not in err and (tmp_path / "afile").read_text() == "mine"

@@ -222,3 +222,19 @@ def tidy_parser(parser: argparse.ArgumentParser, boards: list[str]) -> None:
         if action.dest == "board" and action.option_strings and "one of" not in action.help:
             action.help += f"; one of: {', '.join(boards)}"
             action.metavar = action.metavar or "BOARD"
+
+
+def output_folder(path) -> Path:
+    """``path`` made as the folder a verb writes into, or an :class:`InputError` that names
+    why it cannot be (a file there, a file on the way, no permission)."""
+    from sparseforge.compiler.errors import InputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} exists and is not a folder: give a folder for the outputs")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot make the output folder {path}: "
+                         f"{error.strerror or error}") from None
+    return path

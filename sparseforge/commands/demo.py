@@ -25,7 +25,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import add_json_flag, console_for, emit_json, fail, positive_int, seeds_option
+from .common import (
+    add_json_flag,
+    console_for,
+    emit_json,
+    fail,
+    output_folder,
+    positive_int,
+    seeds_option,
+)
 
 
 def register(verbs) -> None:
@@ -87,10 +95,9 @@ def run(args) -> int:
             check_pes(args.pes, "--pes")
             _check_fit(args.pes, board)
         _check_tools(args, board)
+        out = output_folder(args.out)
     except (ValueError, ToolNotFoundError) as error:
         return fail(str(error))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     engine = f"{args.pes}-PE" if args.pes else ("8-PE" if args.model == "mlp" else "a")
     console.rule(f"sparseforge demo: digits {args.model.upper()} -> {engine} sparse "
                  f"engine -> {board.title}")
