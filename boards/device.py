@@ -291,11 +291,27 @@ class Device:
         return len(writes)
 
     def load_input(self, values) -> None:
+        """The input activations of the next run: a LOAD_INPUT frame, or for an input wider
+        than one (``VALUES_PER_LOAD``) :meth:`load_wide_input`."""
         values = [int(v) for v in values]
-        if not values or len(values) > VALUES_PER_LOAD:
-            raise ValueError(f"an input must have 1 to {VALUES_PER_LOAD} values, "
-                             f"not {len(values)}")
+        if not values:
+            raise ValueError("an input must have at least one value")
+        if len(values) > VALUES_PER_LOAD:
+            self.load_wide_input(values)
+            return
         self._transact(Opcode.LOAD_INPUT, struct.pack(f"<{len(values)}h", *values))
+
+    def load_wide_input(self, values) -> None:
+        """An input wider than a LOAD_INPUT frame: WRITE frames into the activation region
+        from activation 0 (the board steps through the lanes of each word), then the image
+        sealed again with the identity the board reported, since any WRITE unseals it (the
+        activations are not part of the image).  A board without a complete image is
+        refused, as a run of it would be."""
+        info = self.info()
+        if not info.image:
+            raise ImageMismatch("the board holds no complete image: load the program first")
+        self.write(bus.bus_address(bus.Region.ACTIVATIONS, 0), values)
+        self.seal(info.image)
 
     def run(self, expected_seconds: float = 0.0) -> int:
         """Run the loaded model on the loaded input; returns the run's total cycles."""
@@ -318,6 +334,18 @@ class Device:
 
     def reset(self) -> None:
         self._transact(Opcode.RESET)
+
+    def _infer_each(self, rows, out_features: int, progress, expected_seconds: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        outputs = np.zeros((len(rows), out_features), dtype=np.int64)
+        cycles = np.zeros(len(rows), dtype=np.int64)
+        for index, row in enumerate(rows):
+            self.load_input(row)
+            cycles[index] = self.run(expected_seconds)
+            outputs[index] = self.read_output(out_features)
+            if progress:
+                progress(index + 1, len(rows))
+        return outputs, cycles
 
     def infer(self, x, out_features: int, layers: int) -> tuple[np.ndarray, list[int]]:
         """One inference: load ``x`` (integers), run, read outputs and per-layer cycles."""
@@ -342,14 +370,17 @@ class Device:
         on the board (an inference has no effect but its answer)."""
         rows = [[int(v) for v in row] for row in inputs]
         for index, row in enumerate(rows):
-            if not 1 <= len(row) <= VALUES_PER_INFER:
-                raise ValueError(f"input {index} must have 1 to {VALUES_PER_INFER} values, "
-                                 f"not {len(row)}")
+            if not row:
+                raise ValueError(f"input {index} has no values")
         if not 1 <= out_features <= VALUES_PER_INFER:
             raise ValueError(f"out_features must be 1 to {VALUES_PER_INFER}, "
                              f"not {out_features}")
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
+        if any(len(row) > VALUES_PER_INFER for row in rows):
+            # Wider than an INFER frame: each input in WRITE frames, then RUN and READ_OUTPUT,
+            # one after the other (nothing to stream).
+            return self._infer_each(rows, out_features, progress, expected_seconds)
         outputs = np.zeros((len(rows), out_features), dtype=np.int64)
         cycles = np.zeros(len(rows), dtype=np.int64)
         stream = _Stream(len(rows))

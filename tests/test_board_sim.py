@@ -98,3 +98,22 @@ def test_the_run_command_streams_a_program_over_the_simulated_board(tmp_path):
     loaded = simulate_program_run(program, x[:2], build_dir=tmp_path / "loaded",
                                   image_on_board=False, load=True)
     np.testing.assert_array_equal(np.array(loaded["outputs"]), expected[:2])
+
+
+@pytest.mark.cocotb
+def test_an_input_wider_than_a_frame_runs_over_the_simulated_board(tmp_path):
+    # 140 inputs: more than an INFER or LOAD_INPUT frame carries (125, 126). The host writes
+    # them into the activation region and seals the image again; answers as the golden model.
+    import sparseforge as sf
+    from sparseforge.boards.device import VALUES_PER_INFER
+    from sparseforge.boards.simulate import simulate_program_run
+    from tests.test_golden import random_network
+
+    rng = np.random.default_rng(35)
+    network = random_network(rng, [140, 12, 5], density=0.3)
+    program = sf.compile(network, pes=4, remove_dead=False)
+    assert program.model_in_features > VALUES_PER_INFER
+    x = rng.normal(scale=2.0, size=(3, 140))
+    result = simulate_program_run(program, x, build_dir=tmp_path)
+    assert "error" not in result, result.get("error")
+    np.testing.assert_array_equal(np.array(result["outputs"]), sf.reference(program, x))
