@@ -519,15 +519,27 @@ class SerialTransport:
         self.serial.close()
 
 
-def find_serial_port(usb_ids) -> str:
+def find_serial_port(usb_ids, interface: int | None = None) -> str:
     """The serial port of the first connected device with one of ``usb_ids`` ((vid, pid)
-    pairs); raises LinkError listing what is connected when none matches."""
+    pairs), on its USB ``interface`` when the bridge has several (an FT2232H shows two ports
+    with one id; the iCEBreaker's link is on the second, channel B); raises LinkError listing
+    what is connected when none matches."""
     from serial.tools import list_ports
 
     ports = list(list_ports.comports())
-    for port in ports:
-        if (port.vid, port.pid) in set(usb_ids):
-            return port.device
+    matches = [port for port in ports if (port.vid, port.pid) in set(usb_ids)]
+    if matches and interface is not None:
+        # The interface number ends the port's USB location ("1-1.2:1.1"); without one, the
+        # device's ports come in interface order (ttyUSB0, ttyUSB1).
+        located = [port for port in matches
+                   if (getattr(port, "location", None) or "").endswith(f".{interface}")]
+        if located:
+            return located[0].device
+        ordered = sorted(matches, key=lambda port: port.device)
+        if interface < len(ordered):
+            return ordered[interface].device
+    if matches:
+        return matches[0].device
     seen = ", ".join(f"{p.device} ({p.vid:04x}:{p.pid:04x})" if p.vid else p.device
                      for p in ports) or "no serial ports"
     wanted = ", ".join(f"{v:04x}:{p:04x}" for v, p in usb_ids)

@@ -13,7 +13,7 @@ BOARDS = (
         clock_hz=12e6, target_mhz=33.0, baud=3_000_000,
         programmer=(("openFPGALoader", "--board", "ice40_generic", "{bitstream}"),
                     ("iceprog", "{bitstream}")),
-        usb_ids=((0x0403, 0x6010),),
+        usb_ids=((0x0403, 0x6010),), usb_interface=1,
         synth_opts="-dsp",
     ),
 )

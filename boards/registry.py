@@ -34,6 +34,8 @@ class Board:
     programmer : argument lists to flash a bitstream, first available wins; ``{bitstream}`` is
         replaced by the file.
     usb_ids : (vendor, product) of the board's USB serial bridge, for port autodetection.
+    usb_interface : which of the bridge's interfaces carries the link, when it has several
+        (the iCEBreaker's FT2232H: 1, channel B; channel A programs the flash).
     extra_resources : a callable returning resources to add to the platform (e.g. a UART on
         header pins), or None.
     synth_opts, nextpnr_opts : extra options for Yosys and nextpnr.
@@ -48,6 +50,7 @@ class Board:
     baud: int
     programmer: tuple[tuple[str, ...], ...]
     usb_ids: tuple[tuple[int, int], ...] = ()
+    usb_interface: int | None = None
     extra_resources: object = None
     synth_opts: str = ""
     nextpnr_opts: str = ""

@@ -203,3 +203,27 @@ def test_ecp5_engines_with_row_scales_synthesise_with_dff():
     assert board("ulx3s-85f").synthesis_options(scaled) == "-dff"
     assert board("ulx3s-85f").synthesis_options(plain) is None
     assert board("icebreaker").synthesis_options(scaled) == "-dsp"
+
+
+def test_the_port_is_the_bridges_link_interface(monkeypatch):
+    # An FT2232H shows two ports with one USB id; the iCEBreaker's link is channel B.
+    from types import SimpleNamespace
+
+    from serial.tools import list_ports
+
+    from sparseforge.boards.device import find_serial_port
+    from sparseforge.boards.registry import board
+
+    icebreaker = board("icebreaker")
+
+    def ports(*entries):
+        return lambda: [SimpleNamespace(device=device, vid=0x0403, pid=0x6010,
+                                        location=location) for device, location in entries]
+
+    monkeypatch.setattr(list_ports, "comports",
+                        ports(("/dev/ttyUSB0", "1-1.2:1.0"), ("/dev/ttyUSB1", "1-1.2:1.1")))
+    assert find_serial_port(icebreaker.usb_ids, icebreaker.usb_interface) == "/dev/ttyUSB1"
+    monkeypatch.setattr(list_ports, "comports",
+                        ports(("/dev/ttyUSB1", None), ("/dev/ttyUSB0", None)))
+    assert find_serial_port(icebreaker.usb_ids, icebreaker.usb_interface) == "/dev/ttyUSB1"
+    assert find_serial_port(icebreaker.usb_ids) == "/dev/ttyUSB1"      # the first listed

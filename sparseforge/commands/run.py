@@ -35,12 +35,13 @@ def run(args) -> int:
     from sparseforge.boards.registry import board as find_board
 
     console = console_for(args)
+    port = None
     try:
         program = sf.load_program(args.program)
         board = find_board(args.board or program.board or "icebreaker")
         x = load_npy(args.input)
         count = len(program.quantize_input(x))      # bad inputs refused before the port opens
-        port = args.port or find_serial_port(board.usb_ids)
+        port = args.port or find_serial_port(board.usb_ids, board.usb_interface)
         device = Device(SerialTransport(port, board.baud))
         with Progress(TextColumn("inferences"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console, transient=True,
@@ -48,7 +49,16 @@ def run(args) -> int:
             task = bar.add_task("infer", total=count)
             result = run_program(device, program, x, load=args.load,
                                  progress=lambda done, total: bar.update(task, completed=done))
-    except (LinkError, DeviceError, ValueError, OSError) as error:
+    except LinkError as error:
+        if port is None or "no reply" not in str(error):
+            return fail(str(error))
+        # Nothing answered on the port: say which, and what usually causes it.
+        return fail(f"{error} on {port}: is the board flashed with the program's bitstream "
+                    f"(sparseforge flash), and is {port} its link"
+                    + (" (the FT2232H's channel B, the second of its two ports)"
+                       if board.usb_interface else "")
+                    + "? pass --port to choose another")
+    except (DeviceError, ValueError, OSError) as error:
         return fail(str(error))
     console.print(f"predictions: {result.predictions.tolist()}")
     console.print(f"on-chip cycles per inference: {result.cycles.mean():.0f} (the last one's "
