@@ -190,6 +190,11 @@ class Device:
                         continue
                     if frame.seq != seq:
                         continue                    # a late reply to an earlier command
+                    if encode_frame(frame.seq, frame.code, frame.payload) == wire:
+                        # Our own request back, byte for byte: no board answers that way.
+                        raise LinkError(f"{opcode.name}: the line sends back what the host "
+                                        f"sends (a TX-RX loopback, or a device that echoes): "
+                                        f"this port is not the board's link")
                     if frame.code == Status.BAD_CRC:
                         last_problem = "the device saw a damaged request"
                         resend = True               # no need to wait out the timeout

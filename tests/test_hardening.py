@@ -855,3 +855,31 @@ def test_7_an_output_folder_that_is_a_file_is_refused(tmp_path, capsys, verb):
     status, out, err = cli(capsys, verb, "--out", tmp_path / "afile", *extra, "--json")
     assert status == 2 and "afile exists and is not a folder" in json_error(out)
     assert "Traceback" not in err and (tmp_path / "afile").read_text() == "mine"
+
+
+def test_3_a_line_that_echoes_the_request_is_named_not_taken_for_a_reply():
+    # A TX-RX loopback sent INFO (opcode 1) back, read as status 1, "a damaged request".
+    import time
+
+    from sparseforge.boards.device import Device
+
+    class Echo:
+        byte_seconds = 1e-6
+
+        def __init__(self):
+            self.pending = b""
+
+        def write(self, data):
+            self.pending += data
+
+        def read(self, timeout):
+            data, self.pending = self.pending, b""
+            return data
+
+        def clock(self):
+            return time.monotonic()
+
+    device = Device(Echo(), retries=2, timeout=0.05)
+    with pytest.raises(LinkError, match="INFO: the line sends back what the host sends"):
+        device.info()
+    assert device.retried == 0
