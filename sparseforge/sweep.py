@@ -902,8 +902,12 @@ def headline(reason: str) -> str:
     errors = [line for line in lines if line.startswith("ERROR")]
     if errors:
         return f"{lines[0]} {errors[-1]}"
-    # "does not fit ...:" is followed by the shortfalls; the first says the most.
-    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    # "does not fit ...:" is followed by the shortfalls (each may decide it: a DSP short as
+    # well as the logic), then the ways out.
+    if lines[0].endswith(":") and len(lines) > 1:
+        shortfalls = [line for line in lines[1:] if not line.startswith("ways out")]
+        return f"{lines[0]} {'; '.join(shortfalls)}" if shortfalls else lines[0]
+    return lines[0]
 
 
 def _label(p: dict) -> str:

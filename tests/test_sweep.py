@@ -105,6 +105,17 @@ def test_pareto_front_keeps_the_undominated():
     assert pareto_front(points) == [0, 1, 3, 4, 5]
 
 
+def test_a_failures_headline_keeps_every_shortfall():
+    from sparseforge.sweep import headline
+
+    reason = ("the engine (16 PEs, 90 entries per PE) does not fit the iCE40UP5K (estimate):\n"
+              "  LUT: needs about 9000, the iCE40UP5K has 5280\n"
+              "  DSP: needs about 16, the iCE40UP5K has 8\nways out: fewer PEs")
+    line = headline(reason)
+    assert "LUT: needs about 9000" in line and "DSP: needs about 16" in line
+    assert "ways out" not in line
+
+
 def test_store_skips_a_torn_line_and_the_last_record_wins(tmp_path):
     store = ResultStore(tmp_path / "results.jsonl")
     store.append({"key": "a", "status": "failed"})

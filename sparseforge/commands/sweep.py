@@ -182,9 +182,11 @@ def render(console, result) -> None:
     from sparseforge.sweep import COLUMNS, headline, table_row
 
     for board, front in result.pareto().items():
-        count = sum(p["board"] == board for p in result.points)
-        table = Table(title=f"{board}: Pareto front of {count} points (accuracy up; latency, "
-                            f"logic cells down)",
+        count = sum(p["board"] == board and p["status"] == "ok" for p in result.points)
+        failed = sum(p["board"] == board and p["status"] != "ok" for p in result.points)
+        table = Table(title=f"{board}: Pareto front of {count} points"
+                            + (f" ({failed} more failed, below)" if failed else "")
+                            + " (accuracy up; latency, logic cells down)",
                       title_justify="left", box=box.SIMPLE_HEAD)
         for column in COLUMNS:
             table.add_column(column, justify="left" if column in ("board", "status")
