@@ -4,9 +4,10 @@ new one, never a mix of two runs.
 :func:`write_folder` fills a fresh temporary sibling of the target (``.NAME.XXXX.tmp``, made by
 an exclusive ``mkdir`` as ``mkdtemp`` does, so nothing in it can be a planted symbolic link) and
 renames it into place; an old folder is first renamed aside and removed after.  An interrupted
-write (Ctrl-C, SIGTERM, an error) leaves the target as it was and removes the temporary folder.  The target itself is never followed
-when it is a symbolic link, and an existing folder is replaced only when ``replaceable`` says
-it holds an earlier output of the same kind (so ``-o ~`` cannot wipe a home folder).
+write (Ctrl-C, SIGTERM, an error) leaves the target as it was and removes the temporary
+folder.  The target itself is never followed when it is a symbolic link, and an existing
+folder is replaced only when ``replaceable`` says it holds an earlier output of the same kind
+(so ``-o ~`` cannot wipe a home folder).
 """
 
 from __future__ import annotations

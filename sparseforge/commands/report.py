@@ -76,8 +76,8 @@ def _inputs(args, program):
 
 def _check_simulation_of(program, simulation: dict, path: Path) -> None:
     """Refuse the figures of another program's simulation (they would be reported as this
-    one's): by the program's digest where the file names it (sparseforge 0.x after it
-    did), else by the layer count."""
+    one's): by the program's digest where the file names it, and by the layer count (all a
+    file written before it named its program can tell)."""
     from sparseforge.compiler.errors import InputError
 
     named = simulation.get("program") if isinstance(simulation, dict) else None
