@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from amaranth import ClockSignal, Instance, Signal
 
 __all__ = ["PLL_RANGE_MHZ", "PLLParameters", "ice40_pll_parameters", "ecp5_pll_parameters",
-           "ice40_pll",
-           "ecp5_pll", "LinkPLLParameters", "ecp5_link_pll_parameters", "ecp5_link_pll"]
+           "ice40_pll", "ecp5_pll", "LinkPLLParameters", "ecp5_link_pll_parameters",
+           "ecp5_link_pll"]
 
 
 # The outputs each family's PLL makes (the search below reaches these ends).
