@@ -306,17 +306,19 @@ class Device:
             return
         self._transact(Opcode.LOAD_INPUT, struct.pack(f"<{len(values)}h", *values))
 
-    def load_wide_input(self, values) -> None:
+    def load_wide_input(self, values, identity: int | None = None) -> int:
         """An input wider than a LOAD_INPUT frame: WRITE frames into the activation region
         from activation 0 (the board steps through the lanes of each word), then the image
-        sealed again with the identity the board reported, since any WRITE unseals it (the
-        activations are not part of the image).  A board without a complete image is
-        refused, as a run of it would be."""
-        info = self.info()
-        if not info.image:
+        sealed again with its ``identity`` (by default the one INFO reports), since any WRITE
+        unseals it (the activations are not part of the image).  A board without a complete
+        image is refused, as a run of it would be.  Returns the identity, for the next."""
+        if identity is None:
+            identity = self.info().image
+        if not identity:
             raise ImageMismatch("the board holds no complete image: load the program first")
         self.write(bus.bus_address(bus.Region.ACTIVATIONS, 0), values)
-        self.seal(info.image)
+        self.seal(identity)
+        return identity
 
     def run(self, expected_seconds: float = 0.0) -> int:
         """Run the loaded model on the loaded input; returns the run's total cycles."""
@@ -344,8 +346,9 @@ class Device:
                     ) -> tuple[np.ndarray, np.ndarray]:
         outputs = np.zeros((len(rows), out_features), dtype=np.int64)
         cycles = np.zeros(len(rows), dtype=np.int64)
+        identity = None                 # asked of the board once, for every input
         for index, row in enumerate(rows):
-            self.load_input(row)
+            identity = self.load_wide_input(row, identity)
             cycles[index] = self.run(expected_seconds)
             outputs[index] = self.read_output(out_features)
             if progress:
