@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .conv import Pool, avg_pool_matrix
+from .errors import InputError
 from .ir import Conv2d, Graph, Linear, Network, Op, OpKind, op_geometry, op_output_shape
 
 __all__ = [
@@ -24,6 +25,19 @@ __all__ = [
 ]
 
 _LAYERS = (OpKind.LINEAR, OpKind.CONV)
+
+_KIND_NAMES = {OpKind.LINEAR: "Linear", OpKind.RELU: "ReLU", OpKind.BATCHNORM: "BatchNorm",
+               OpKind.CONV: "Conv2d", OpKind.MAXPOOL: "MaxPool2d", OpKind.AVGPOOL: "AvgPool2d",
+               OpKind.SOFTMAX: "Softmax", OpKind.FLATTEN: "Flatten", OpKind.IDENTITY: "Identity"}
+
+
+def _named(op: Op) -> str:
+    """An op as a message names it: its type and its module path (or ONNX node name)."""
+    return f"{_KIND_NAMES[op.kind]} {op.name!r}"
+
+
+def _before(ops: list[Op]) -> str:
+    return _named(ops[-1]) if ops else "the model's input"
 
 
 def _shapes(graph: Graph) -> list[tuple[int, ...]]:
@@ -53,14 +67,29 @@ def fold_batchnorm(graph: Graph) -> Graph:
             ops.append(op)
             continue
         if not ops or ops[-1].kind not in _LAYERS:
-            before = ops[-1].name if ops else "the input"
-            raise ValueError(f"BatchNorm {op.name} follows {before}, not a Linear layer or a "
+            if ops and ops[-1].kind in (OpKind.RELU, OpKind.MAXPOOL, OpKind.AVGPOOL):
+                hint = (f"move it before the {_KIND_NAMES[ops[-1].kind]} (layer -> BatchNorm -> "
+                        f"ReLU -> pooling is the order that folds)")
+            elif not ops:
+                hint = "normalise the data before it reaches the model instead"
+            else:
+                hint = "put it right after a Linear layer or a convolution"
+            raise InputError(f"{_named(op)} follows {_before(ops)}, not a Linear layer or a "
                              f"convolution; sparseforge folds BatchNorm only into the layer "
-                             f"before it")
+                             f"before it: {hint}")
         linear = ops[-1]
         if linear.attrs.get("relu"):
-            raise ValueError(f"BatchNorm {op.name} follows {linear.name}, whose ReLU is already "
-                             f"fused; folding through a ReLU would change the function")
+            raise InputError(f"{_named(op)} follows {_named(linear)}, whose ReLU is already "
+                             f"fused; folding through a ReLU would change the function: move "
+                             f"the BatchNorm before the ReLU")
+        channels = len(linear.params["weight"])
+        if op.params["weight"].size != channels:
+            raise InputError(
+                f"{_named(op)} normalises {op.params['weight'].size} features, but "
+                f"{_named(linear)} before it has {channels} output channels: a BatchNorm1d "
+                f"after a Flatten scales each position of the feature map on its own, which a "
+                f"convolution's per-channel filters cannot do; use BatchNorm2d({channels}) "
+                f"before the Flatten")
         ops.pop()
         p = op.params
         scale = p["weight"] / np.sqrt(p["var"] + op.attrs["eps"])
@@ -131,8 +160,9 @@ def fuse_relu(graph: Graph) -> Graph:
         if (at >= 1 and ops[at].kind is OpKind.MAXPOOL and ops[at - 1].kind is OpKind.CONV):
             at -= 1
         if at < 0 or ops[at].kind not in _LAYERS:
-            raise ValueError(f"ReLU {op.name} does not follow a Linear layer or a convolution; "
-                             f"the engine applies ReLU as part of a layer")
+            raise InputError(f"{_named(op)} follows {_before(ops)}, not a Linear layer or a "
+                             f"convolution; the engine applies ReLU as part of a layer's "
+                             f"write-back")
         layer = ops[at]
         ops[at] = Op(layer.kind, layer.name, layer.params, {**layer.attrs, "relu": True})
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
@@ -149,10 +179,10 @@ def fuse_maxpool(graph: Graph) -> Graph:
             ops.append(op)
             continue
         if not ops or ops[-1].kind is not OpKind.CONV or "pool" in ops[-1].attrs:
-            before = ops[-1].name if ops else "the input"
-            raise ValueError(f"MaxPool2d {op.name} follows {before}, not a convolution that "
+            raise InputError(f"{_named(op)} follows {_before(ops)}, not a convolution that "
                              f"does not pool yet; the engine pools in a convolution's "
-                             f"write-back")
+                             f"write-back: put each MaxPool2d right after a Conv2d (a ReLU "
+                             f"between them is fine)")
         conv = ops.pop()
         pool = Pool(op.attrs["kernel"], op.attrs.get("stride", op.attrs["kernel"]))
         ops.append(Op(OpKind.CONV, conv.name, conv.params, {**conv.attrs, "pool": pool}))
@@ -167,13 +197,13 @@ def drop_final_softmax(graph: Graph) -> Graph:
     if ops and ops[-1].kind is OpKind.SOFTMAX:
         axis = ops[-1].attrs.get("axis", 1)
         if axis not in (1, -1):
-            raise ValueError(f"Softmax {ops[-1].name} normalises over axis {axis}, not the "
+            raise InputError(f"{_named(ops[-1])} normalises over axis {axis}, not the "
                              f"classes (axis 1 or -1); only a softmax over the classes keeps "
                              f"the argmax and can be dropped")
         ops.pop()
     for op in ops:
         if op.kind is OpKind.SOFTMAX:
-            raise ValueError(f"Softmax {op.name} is not the last layer; only a final Softmax "
+            raise InputError(f"{_named(op)} is not the last layer; only a final Softmax "
                              f"is supported (it is dropped for argmax)")
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
@@ -199,6 +229,6 @@ def canonicalize(graph: Graph) -> Network:
         else:
             layers.append(Linear(op.name, weight, bias, relu))
     if layers and layers[0].in_features != graph.input_size:
-        raise ValueError(f"layer {layers[0].name} takes {layers[0].in_features} inputs, the "
+        raise InputError(f"layer {layers[0].name!r} takes {layers[0].in_features} inputs, the "
                          f"network's input has {graph.input_size}")
     return Network(tuple(layers), graph.source)

@@ -20,6 +20,7 @@ from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.ir import Conv2d, Graph, Linear, Op, OpKind
 from sparseforge.compiler.passes import (
     canonicalize,
+    erase_identities,
     fold_avgpool,
     fold_batchnorm,
     fuse_maxpool,
@@ -253,14 +254,35 @@ def test_fuse_maxpool_into_the_convolution_before_it():
     assert kinds(after) == [OpKind.CONV]
     assert after.ops[0].attrs["pool"] == Pool((3, 3), (2, 2))
     twice = Graph((conv_op("c", 3, 2), pool, pool), 72, "", (2, 6, 6))
-    with pytest.raises(ValueError, match="MaxPool2d mp follows c, not a convolution that does "
+    with pytest.raises(ValueError, match="MaxPool2d 'mp' follows Conv2d 'c', not a convolution that does "
                                          "not pool yet"):
         fuse_maxpool(fuse_maxpool(twice))
 
 
+def test_a_batchnorm1d_after_a_flattened_map_is_refused_naming_batchnorm2d():
+    # BatchNorm1d over a flattened 4 x 6 x 6 map scales each of its 144 positions on its own:
+    # no per-channel filter does that (it was NumPy's broadcast error); over a 1 x 1 map it is
+    # per channel and folds.
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.BatchNorm1d(144), nn.Linear(144, 3))
+    with pytest.raises(InputError, match=r"BatchNorm '2' normalises 144 features, but Conv2d "
+                                         r"'0' before it has 4 output channels.*use "
+                                         r"BatchNorm2d\(4\) before the Flatten"):
+        canonicalize(capture(wide.eval(), input_shape=(1, 8, 8)))
+    point = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    point[2].running_mean.uniform_(-1, 1)
+    point[2].running_var.uniform_(0.5, 2)
+    graph = capture(point.eval(), input_shape=(1, 3, 3))
+    folded = fold_batchnorm(erase_identities(graph))
+    assert OpKind.BATCHNORM not in kinds(folded)
+    x = torch.randn(5, 1, 3, 3)
+    np.testing.assert_allclose(folded.run(x.reshape(5, -1).numpy()),
+                               point(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_a_maxpool_after_a_linear_or_the_input_is_refused():
     pool = Op(OpKind.MAXPOOL, "mp", {}, {"kernel": (2, 2), "stride": (2, 2)})
-    with pytest.raises(ValueError, match="MaxPool2d mp follows the input, not a convolution"):
+    with pytest.raises(ValueError, match="MaxPool2d 'mp' follows the model's input, not a convolution"):
         fuse_maxpool(Graph((pool,), 72, "", (2, 6, 6)))
 
 

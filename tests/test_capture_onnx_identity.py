@@ -78,8 +78,8 @@ def test_batchnorm_after_relu_gives_the_same_error_as_the_module(tmp_path):
     path = export(model, 6, tmp_path / "m.onnx")
     assert identities_of_initializers(path)
     for source in (model, path):
-        with pytest.raises(ValueError, match=r"BatchNorm \S+ follows \S+, not a Linear layer "
-                                             r"or a convolution"):
+        with pytest.raises(ValueError, match=r"BatchNorm \S+ follows ReLU \S+, not a Linear "
+                                             r"layer or a convolution.*move it before the ReLU"):
             canonicalize(capture(source))
 
 

@@ -4,6 +4,7 @@ after, and the expected structural change happened."""
 import numpy as np
 import pytest
 
+from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.ir import Graph, Network, Op, OpKind
 from sparseforge.compiler.passes import (
     PASSES,
@@ -67,11 +68,13 @@ def test_fold_batchnorm_into_the_preceding_linear():
 
 
 @pytest.mark.parametrize("ops,before", [
-    ((batchnorm("bn", 6), linear("fc", 3, 6)), "the input"),
-    ((linear("fc", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5)), "act"),
+    ((batchnorm("bn", 6), linear("fc", 3, 6)), "the model's input"),
+    ((linear("fc", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5)), "ReLU 'act'"),
 ])
 def test_batchnorm_without_a_preceding_linear_is_an_error(ops, before):
-    with pytest.raises(ValueError, match=f"BatchNorm bn follows {before}, not a Linear layer"):
+    # The message names each op's type (a bare module path like '3' says little) and the way
+    # out; it is an InputError, the error a user can fix.
+    with pytest.raises(InputError, match=f"BatchNorm 'bn' follows {before}, not a Linear layer"):
         fold_batchnorm(Graph(ops, 6))
 
 
@@ -90,7 +93,7 @@ def test_fuse_relu():
 
 
 def test_relu_first_is_an_error():
-    with pytest.raises(ValueError, match="ReLU act does not follow a Linear layer"):
+    with pytest.raises(InputError, match="ReLU 'act' follows the model's input, not a Linear "):
         fuse_relu(Graph((op(OpKind.RELU, "act"), linear("fc", 3, 6)), 6))
 
 
@@ -104,7 +107,7 @@ def test_drop_final_softmax_keeps_the_argmax():
 def test_final_softmax_over_another_axis_is_an_error():
     # Over the batch it changes which class wins: dropping it would change the predictions.
     graph = Graph((linear("fc1", 5, 6), Op(OpKind.SOFTMAX, "soft", {}, {"axis": 0})), 6)
-    with pytest.raises(ValueError, match=r"Softmax soft normalises over axis 0, not the "
+    with pytest.raises(ValueError, match=r"Softmax 'soft' normalises over axis 0, not the "
                                          r"classes"):
         drop_final_softmax(graph)
     for axis in (1, -1):
@@ -114,7 +117,7 @@ def test_final_softmax_over_another_axis_is_an_error():
 
 def test_softmax_in_the_middle_is_an_error():
     graph = Graph((linear("fc1", 5, 6), op(OpKind.SOFTMAX, "soft"), linear("fc2", 3, 5)), 6)
-    with pytest.raises(ValueError, match="Softmax soft is not the last layer"):
+    with pytest.raises(ValueError, match="Softmax 'soft' is not the last layer"):
         drop_final_softmax(graph)
 
 
