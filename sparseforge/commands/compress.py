@@ -80,6 +80,9 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train
         raise ValueError(no_such_file(path, "model"))
     if path.suffix.lower() == ".onnx":
         return path
+    data_archive = not_a_model(path)
+    if data_archive:
+        raise ValueError(data_archive)
     state = load_state_dict(path)
     state = effective_state(state)
     if "fc1.weight" not in state:
@@ -98,6 +101,41 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train
                          f"(64 -> hidden -> 10, with biases): {details or error}; other models: "
                          f"export ONNX or call sf.compress from Python") from error
     return model
+
+
+def npz_keys(path: Path) -> list[str] | None:
+    """The array names of ``path`` when it is an ``.npz`` archive (np.savez: a zip of
+    ``NAME.npy`` files, at its top level); None for any other file (a torch checkpoint is a zip
+    too, but of a folder)."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if path.suffix.lower() != ".npz" and not any(
+            name.endswith(".npy") and "/" not in name for name in names):
+        return None
+    return [name[:-4] for name in names if name.endswith(".npy")]
+
+
+def not_a_model(path: Path, flag: str | None = None) -> str | None:
+    """The message for a model path that names an ``.npz`` archive of arrays (the data given
+    where the model goes, ``--data`` forgotten), or None.  ``flag`` is the model's option
+    (``"--model"``) where it is not the positional argument."""
+    keys = npz_keys(path)
+    if keys is None:
+        return None
+    if "x_train" in keys:
+        return (f"{path}: is an .npz of data ({', '.join(keys)}), not a model: pass it as "
+                f"--data {path} (and a model{' with ' + flag if flag else ''}, or none for "
+                f"the default MLP)")
+    return (f"{path}: is an .npz archive of arrays ({', '.join(keys) or 'none'}), not a "
+            f"model: a model is an ONNX file or a .pt state_dict, and data (an .npz of "
+            f"x_train, y_train [, x_val, y_val, x_test, y_test]) goes in --data")
 
 
 def load_state_dict(path: Path) -> dict:

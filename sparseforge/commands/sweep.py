@@ -78,8 +78,20 @@ def spec_from(args):
     paths."""
     from sparseforge.sweep import SweepSpec, seed_list
 
+    from .compress import not_a_model, npz_keys
+
     files = {"model": None, "data": None}
     options = {}
+    if args.model and not_a_model(Path(args.model), "--model"):
+        raise ValueError(not_a_model(Path(args.model), "--model"))
+    if args.spec and npz_keys(Path(args.spec)) is not None:
+        # The data (or a model) where the TOML spec goes: TOML's reader would only say that
+        # the bytes are not UTF-8.
+        keys = npz_keys(Path(args.spec))
+        given = "data" if "x_train" in keys else "arrays"
+        raise ValueError(f"{args.spec}: is an .npz of {given} ({', '.join(keys) or 'none'}), "
+                         f"not a sweep spec (a TOML file): pass data as --data {args.spec}, "
+                         f"and the axes as flags (--pes, --sparsity, ...) or in a TOML file")
     if args.spec:
         spec, files = SweepSpec.from_toml(args.spec)
         options = {f: getattr(spec, f) for f in spec.__dataclass_fields__}
