@@ -49,3 +49,17 @@ def test_sweep_names_data_given_as_the_model_or_the_spec(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{data}: is an .npz of data (x_train, y_train), not a sweep spec" in err
     assert "utf-8" not in err and not (tmp_path / "sweep").exists()
+
+
+def test_compress_refuses_an_output_that_names_a_folder_before_training(tmp_path, capsys,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _data(tmp_path / "d.npz")
+    assert main(["compress", "--data", "d.npz", "-o", "newdir/"]) == 2
+    err = capsys.readouterr().err
+    assert "newdir/: names a folder; give the .sfm file to write, e.g. newdir/model.sfm" in err
+    assert "epoch" not in err.lower() and not (tmp_path / "newdir").exists()
+    (tmp_path / "made").mkdir()
+    assert main(["compress", "--data", "d.npz", "-o", "made"]) == 2
+    assert "cannot write made: it is a folder; give the .sfm file to write, e.g. made/model.sfm" \
+        in capsys.readouterr().err

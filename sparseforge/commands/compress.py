@@ -221,11 +221,18 @@ def _classes(*pairs) -> int | None:
     return int(max(largest)) + 1 if largest else None
 
 
-def check_writable(output: Path) -> None:
-    """Refuse, before any training, an output that cannot be written: a folder, or a path
-    whose first existing ancestor is a file or a folder this user cannot write."""
+def check_writable(output: str | Path) -> None:
+    """Refuse, before any training, an output that cannot be written: a folder (an existing
+    one, or a path ending in a separator, which ``Path`` would drop), or a path whose first
+    existing ancestor is a file or a folder this user cannot write."""
+    text = os.fspath(output)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise ValueError(f"{text}: names a folder; give the .sfm file to write, e.g. "
+                         f"{Path(text) / 'model.sfm'}")
+    output = Path(output)
     if output.is_dir():
-        raise ValueError(f"cannot write {output}: it is a folder; name the .sfm file")
+        raise ValueError(f"cannot write {output}: it is a folder; give the .sfm file to "
+                         f"write, e.g. {output / 'model.sfm'}")
     ancestor = output.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -272,7 +279,7 @@ def run(args) -> int:
         config = CompressionConfig(
             sparsity=args.sparsity, weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
-        check_writable(Path(args.output))
+        check_writable(args.output)
         train, val, test = load_data(Path(args.data) if args.data else None)
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
