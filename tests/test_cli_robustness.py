@@ -63,3 +63,20 @@ def test_compress_refuses_an_output_that_names_a_folder_before_training(tmp_path
     assert main(["compress", "--data", "d.npz", "-o", "made"]) == 2
     assert "cannot write made: it is a folder; give the .sfm file to write, e.g. made/model.sfm" \
         in capsys.readouterr().err
+
+
+def test_compress_names_nan_labels_not_a_python_conversion_error(tmp_path, capsys):
+    from sparseforge.commands.compress import _classes
+
+    y = (np.arange(30) % 3).astype(np.float64)
+    y[4] = np.nan
+    data = _data(tmp_path / "d.npz")
+    np.savez(data, x_train=np.load(data)["x_train"], y_train=y)
+    assert main(["compress", "--data", str(data), "-o", str(tmp_path / "m.sfm")]) == 2
+    err = capsys.readouterr().err
+    assert "nan" in err.lower() and "y" in err.split("error:", 1)[1]
+    assert "cannot convert" not in err and "Traceback" not in err
+    assert not (tmp_path / "m.sfm").exists()
+    # the class count skips what is not a number; no finite label at all: None
+    assert _classes((None, y), (None, np.array([np.inf, 4.0]))) == 5
+    assert _classes((None, np.array([np.nan]))) is None

@@ -213,11 +213,17 @@ def _flattened(x):
 
 
 def _classes(*pairs) -> int | None:
-    """One more than the largest integer label of the sets given (None when they hold
-    none: as_dataset then names what is wrong with them)."""
-    largest = [np.asarray(pair[1]).max() for pair in pairs
-               if pair is not None and np.asarray(pair[1]).size
-               and np.asarray(pair[1]).dtype.kind in "iuf"]
+    """One more than the largest label of the sets given, NaN and infinities skipped (None
+    when they hold no finite number: as_dataset then names what is wrong with them, NaN
+    labels included)."""
+    largest = []
+    for pair in pairs:
+        labels = np.asarray(pair[1]) if pair is not None else np.zeros(0)
+        if labels.dtype.kind not in "iuf":
+            continue
+        labels = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
+        if labels.size:
+            largest.append(labels.max())
     return int(max(largest)) + 1 if largest else None
 
 
