@@ -5,6 +5,7 @@ name the field and the value and leave nothing on disk."""
 import dataclasses
 import io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -23,6 +24,7 @@ from sparseforge.compiler.compress.model import (
 from sparseforge.compiler.compress.quantize import quantize_network
 from sparseforge.compiler.compress.accounting import account
 from sparseforge.compiler.compress.share import share_weights
+from sparseforge.compiler.errors import InputWarning
 from sparseforge.compiler.ir import Linear, Network
 
 torch.set_num_threads(1)
@@ -396,14 +398,18 @@ def test_one_hot_labels_and_a_model_file_given_to_compile_are_named(tmp_path, ca
     assert "a .onnx model is compressed first" in capsys.readouterr().err
 
 
-def test_compress_trains_the_default_on_images_flattened_with_every_class(tmp_path):
+def test_compress_trains_the_default_on_images_flattened_with_every_class(tmp_path, capsys):
     rng = np.random.default_rng(3)
     x = rng.random((90, 1, 6, 6)).astype(np.float32)
     y = np.arange(90) % 3
-    # The training labels lack class 2, which the test labels have.
+    # The training labels lack class 2, which the test labels have (warned of).
     np.savez(tmp_path / "d.npz", x_train=x[:60], y_train=y[:60] % 2, x_test=x[60:],
              y_test=y[60:])
-    assert main(["compress", "--data", str(tmp_path / "d.npz"), "-o",
-                 str(tmp_path / "m.sfm")]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        assert main(["compress", "--data", str(tmp_path / "d.npz"), "-o",
+                     str(tmp_path / "m.sfm")]) == 0
+    assert ("warning: class(es) 2 appear in the validation or test data but never in the "
+            "training data") in capsys.readouterr().err
     layers = sf.load_compressed(tmp_path / "m.sfm").network.layers
     assert (layers[0].in_features, layers[-1].out_features) == (36, 3)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import check_pes
-from ..errors import InputWarning
+from ..errors import InputError, InputWarning
 from ..ir import Network, QuantizedNetwork
+from ..numerics import FRAC_LIMIT
 from .accounting import account
 from .convert import network_to_torch, to_network, torch_to_network, weight_layers
 from .model import CompressedModel
@@ -229,6 +230,8 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
                    f" (labels are class indices 0 .. {network.output_size - 1})")
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
                              f"has {network.output_size} outputs{why}")
+    _check_input_scale(train_set.x, config.act_bits)
+    _warn_of_class_coverage(train_set, val_set, test_set)
     _warn_of_lost_inputs(train_set.x, config.act_bits)
     _warn_of_weak_settings(network, config)
     report_set = test_set or val_set
@@ -283,6 +286,45 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
     return CompressedModel(quantized, float_network, report, provenance,
                            masks=tuple(np.asarray(m, dtype=bool) for m in masks),
                            pruned_weights=pruned_weights)
+
+
+def _check_input_scale(x: np.ndarray, act_bits: int) -> None:
+    """Refuse inputs whose magnitude no fixed-point format of the engine holds (its binary
+    point lies within ``FRAC_LIMIT`` bits either way): 1e-30 would round to 0 everywhere,
+    1e30 saturate everywhere."""
+    largest = float(np.abs(x).max()) if x.size else 0.0
+    if largest == 0.0:
+        raise InputError(f"the training inputs are all 0: the network cannot tell samples "
+                         f"apart")
+    frac = math.floor(math.log2(((1 << (act_bits - 1)) - 1) / largest))
+    if abs(frac) > FRAC_LIMIT:
+        raise InputError(
+            f"the training inputs' largest magnitude is {largest:.3g}: the engine's "
+            f"{act_bits}-bit fixed point places its binary point at most {FRAC_LIMIT} bits "
+            f"either way and would need {frac}; scale the inputs (standardise each feature: "
+            f"zero mean, unit variance)")
+
+
+def _warn_of_class_coverage(train: Dataset, *others: Dataset | None) -> None:
+    """Warn, before the training starts, of training labels that cannot teach a classifier:
+    one class only, no class 0 (labels counted from 1), or classes that only the validation
+    or test data hold."""
+    present = set(np.unique(train.y).tolist())
+    if len(present) == 1:
+        warnings.warn(f"the training data holds one class only ({present.pop()}): the network "
+                      f"learns nothing to tell classes apart", InputWarning, stacklevel=3)
+        return
+    if 0 not in present:
+        warnings.warn(f"the training data has no label 0 (its labels run from {min(present)} "
+                      f"to {max(present)}); class 0 gets an output nothing trains: if the labels "
+                      f"count from 1, subtract 1", InputWarning, stacklevel=3)
+    elsewhere = sorted({int(label) for data in others if data is not None
+                        for label in np.unique(data.y)} - present)
+    if elsewhere:
+        shown = ", ".join(map(str, elsewhere[:8])) + (", ..." if len(elsewhere) > 8 else "")
+        warnings.warn(f"class(es) {shown} appear in the validation or test data but never in "
+                      f"the training data: the network cannot learn them", InputWarning,
+                      stacklevel=3)
 
 
 def _warn_of_lost_inputs(x: np.ndarray, act_bits: int) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError, UserError
+
 __all__ = [
     "Dataset",
     "TrainConfig",
@@ -39,7 +41,8 @@ def as_dataset(data, what: str) -> Dataset:
                          f"{x.shape}")
     if x.dtype.kind not in "biuf":
         raise ValueError(f"{what}: X must hold real numbers, not {x.dtype} values")
-    x = x.reshape(len(x), -1).astype(np.float32)
+    with np.errstate(over="ignore"):          # beyond float32: named below
+        x = x.reshape(len(x), -1).astype(np.float32)
     if y.ndim == 2 and y.shape[1] > 1 and len(y) == len(x):
         raise ValueError(f"{what}: y must hold one class label per sample, not rows of "
                          f"{y.shape[1]} (one-hot or scores, shape {y.shape}); "
@@ -50,11 +53,32 @@ def as_dataset(data, what: str) -> Dataset:
         raise ValueError(f"{what}: X has {len(x)} samples but y has "
                          f"{len(y) if y.ndim == 1 else f'shape {y.shape}'}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what}: X holds NaN or infinite values")
+        # The check runs on the float32 copy the training uses: a finite float64 beyond
+        # float32's range is named as that, not as NaN.
+        raw = np.asarray(data[0].detach().cpu().numpy() if hasattr(data[0], "detach")
+                         else data[0])
+        if raw.dtype.kind == "f" and np.all(np.isfinite(raw)):
+            raise InputError(f"{what}: X reaches |x| = {float(np.abs(raw).max()):.3g}, beyond "
+                             f"float32's range (3.4e38), which training uses: scale the inputs "
+                             f"(standardise each feature)")
+        raise InputError(f"{what}: X holds NaN or infinite values")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        bad = np.flatnonzero(~np.isfinite(y))
+        raise InputError(f"{what}: y holds {y[bad[0]]} labels ({len(bad)} of {len(y)}, the "
+                         f"first at sample {int(bad[0])}); every sample needs a class label")
     if y.dtype.kind not in "iu" and not (y.dtype.kind in "fb" and np.all(y == np.round(y))):
         raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values")
     if y.size and y.min() < 0:
         raise ValueError(f"{what}: y holds the negative label {int(y.min())}")
+    if y.size:
+        largest, distinct = int(y.max()), len(np.unique(y))
+        # A classifier has one output per label number: labels like 1000000 (ids, years,
+        # codes) would make a network of a million outputs, trained for hours.
+        if largest >= 1000 and largest + 1 > 10 * distinct:
+            raise InputError(f"{what}: y's largest label is {largest} but it holds only "
+                             f"{distinct} distinct labels; labels are class numbers 0 .. K-1 "
+                             f"(one output each): renumber them, e.g. "
+                             f"np.unique(y, return_inverse=True)[1]")
     return Dataset(x, y.astype(np.int64))
 
 
@@ -123,7 +147,7 @@ def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step
                                      weight_decay=config.weight_decay)
         x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
         with progress_bar(description, config.epochs, progress) as advance:
-            for _ in range(config.epochs):
+            for epoch in range(config.epochs):
                 model.train()
                 order = torch.randperm(len(y), generator=generator)
                 for start in range(0, len(y), config.batch_size):
@@ -132,9 +156,23 @@ def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step
                     loss = (loss_fn(model, x[batch], y[batch]) if loss_fn
                             else F.cross_entropy(model(x[batch]), y[batch],
                                                  label_smoothing=config.label_smoothing))
+                    if not torch.isfinite(loss):
+                        raise _diverged(description, epoch, loss.item(), data, config)
                     loss.backward()
                     optimiser.step()
                     if after_step is not None:
                         after_step(model)
                 advance()
         model.eval()
+
+
+def _diverged(description: str, epoch: int, loss: float, data: Dataset,
+              config: TrainConfig) -> UserError:
+    """The error for a loss that became NaN or infinite: whatever the model writes after it
+    is garbage (a "compressed" model of 0% accuracy that looks like a result)."""
+    largest = float(np.abs(data.x).max()) if data.x.size else 0.0
+    hint = (f"the inputs reach |x| = {largest:.3g}: standardise each feature (zero mean, unit "
+            f"variance) before training" if largest > 1e3 else
+            f"lower the learning rate ({config.learning_rate:g})")
+    return UserError(f"{description} diverged: the loss became {loss} in epoch {epoch + 1}; "
+                     f"{hint}")

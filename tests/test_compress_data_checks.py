@@ -1,0 +1,86 @@
+"""Training data that cannot make a classifier is refused before any training, naming what is
+wrong and the way out: inputs no fixed-point format holds, labels that are not class numbers,
+a loss that diverges; labels that cannot teach every class are warned of."""
+
+import numpy as np
+import pytest
+import torch.nn as nn
+
+import sparseforge as sf
+from sparseforge.compiler.compress.api import _warn_of_class_coverage
+from sparseforge.compiler.compress.training import TrainConfig, as_dataset, train
+from sparseforge.compiler.errors import InputError, InputWarning, UserError
+
+RNG = np.random.default_rng(5)
+X = RNG.normal(size=(40, 4)).astype(np.float32)
+Y = RNG.integers(0, 3, 40)
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+@pytest.mark.parametrize("scale,need", [(1e-30, "would need 10[0-9]"), (1e30, "would need -9")])
+def test_inputs_no_fixed_point_format_holds_are_refused_before_training(scale, need):
+    # They were "fixed-point width must be an integer from 2 to 48, not 64" after the
+    # training (1e-30), or a model of 0% accuracy written with exit 0 (1e30).
+    with pytest.raises(InputError, match=rf"largest magnitude is .*{need}.*standardise"):
+        sf.compress(mlp(), (X * scale, Y), sparsity=0.5)
+
+
+def test_all_zero_inputs_are_refused():
+    with pytest.raises(InputError, match="the training inputs are all 0"):
+        sf.compress(mlp(), (np.zeros_like(X), Y), sparsity=0.5)
+
+
+def test_finite_float64_beyond_float32_is_named_as_that_not_as_nan():
+    with pytest.raises(InputError, match=r"X reaches \|x\| = \S+e\+300, beyond float32's range"):
+        as_dataset((X.astype(np.float64) * 1e300, Y), "train")
+    with pytest.raises(InputError, match="X holds NaN or infinite values"):
+        as_dataset((np.where(X > 1, np.nan, X), Y), "train")
+
+
+def test_nan_labels_are_named_with_the_first_sample():
+    y = Y.astype(np.float64)
+    y[7] = np.nan
+    with pytest.raises(InputError, match=r"train: y holds nan labels \(1 of 40, the first at "
+                                         r"sample 7\)"):
+        as_dataset((X, y), "train")
+
+
+def test_labels_that_are_ids_not_class_numbers_are_refused():
+    # Label 1000000 made the default MLP 1,000,001 outputs wide and trained it for minutes.
+    y = np.where(Y == 2, 1_000_000, Y)
+    with pytest.raises(InputError, match=r"y's largest label is 1000000 but it holds only 3 "
+                                         r"distinct labels.*return_inverse"):
+        as_dataset((X, y), "train")
+    # Many classes numbered densely are fine.
+    assert as_dataset((np.zeros((2000, 1)), np.arange(2000)), "train").y.max() == 1999
+
+
+def test_labels_that_cannot_teach_every_class_are_warned_of():
+    def coverage(train_y, *others):
+        return _warn_of_class_coverage(as_dataset((X, train_y), "train"),
+                                       *(as_dataset((X, y), "val") for y in others))
+
+    with pytest.warns(InputWarning, match=r"holds one class only \(2\)"):
+        coverage(np.full(40, 2))
+    with pytest.warns(InputWarning, match=r"no label 0 \(its labels run from 1 to 3\).*"
+                                          r"subtract 1"):
+        coverage(Y + 1)
+    with pytest.warns(InputWarning, match=r"class\(es\) 2 appear in the validation or test "
+                                          r"data but never in the training data"):
+        coverage(Y % 2, Y)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coverage(Y, Y)
+
+
+def test_a_diverging_loss_stops_the_training_naming_the_inputs_scale():
+    x = X * 1e6
+    with pytest.raises(UserError, match=r"training diverged: the loss became (nan|inf) in "
+                                        r"epoch \d; the inputs reach \|x\| = .*standardise"):
+        train(mlp(), as_dataset((x, Y), "train"), TrainConfig(epochs=2, learning_rate=1e30))
+    with pytest.raises(UserError, match=r"diverged.*lower the learning rate \(1e\+30\)"):
+        train(mlp(), as_dataset((X, Y), "train"), TrainConfig(epochs=3, learning_rate=1e30))
