@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .reference.cycles import LayerTiming, layer_timing, program_timings
-from .reference.golden import engine_integers, run_image
+from .reference.golden import engine_integers, real_inputs, run_image
 from .rtl import RtlCase, check_stalls, run_rtl
 
 __all__ = ["Simulation", "simulate", "predict"]
@@ -109,7 +109,7 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     afterwards (kept only for ``waves``, whose file is in it).
     """
     check_stalls(input_idle, output_stall)
-    x_int = engine_integers(program, X) if integer else program.quantize_input(X)
+    x_int = engine_integers(program, X) if integer else real_inputs(program, X)
     if labels is not None:
         labels = checked_labels(labels, len(x_int), program.network.layers[-1].out_features)
     golden = run_image(program.config, program.image, x_int)

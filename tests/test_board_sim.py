@@ -81,7 +81,9 @@ def test_the_run_command_streams_a_program_over_the_simulated_board(tmp_path):
     rng = np.random.default_rng(33)
     network = random_network(rng, [12, 16, 6], density=0.5)
     program = sf.compile(network, pes=4)
-    x = rng.normal(scale=2.0, size=(5, 3, 4))                   # flattened by the program
+    # Within the inputs' range (far beyond it they saturate, and sf.reference warns).
+    limit = network.input_format.max * network.input_format.scale
+    x = rng.normal(scale=limit / 2, size=(5, 3, 4))             # flattened by the program
     expected = sf.reference(program, x)
     cycles = [sum(t.cycles for t in row) for row in predict(program, program.quantize_input(x))]
 
@@ -113,7 +115,8 @@ def test_an_input_wider_than_a_frame_runs_over_the_simulated_board(tmp_path):
     network = random_network(rng, [140, 12, 5], density=0.3)
     program = sf.compile(network, pes=4, remove_dead=False)
     assert program.model_in_features > VALUES_PER_INFER
-    x = rng.normal(scale=2.0, size=(3, 140))
+    limit = network.input_format.max * network.input_format.scale
+    x = rng.normal(scale=limit / 2, size=(3, 140))
     result = simulate_program_run(program, x, build_dir=tmp_path)
     assert "error" not in result, result.get("error")
     np.testing.assert_array_equal(np.array(result["outputs"]), sf.reference(program, x))

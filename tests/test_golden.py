@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sparseforge as sf
+from sparseforge.compiler.errors import InputWarning
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
 from sparseforge.sim.reference.golden import AccumulatorOverflow, decode_image, reference, run_image
@@ -107,9 +108,28 @@ def test_reference_quantizes_real_inputs():
     rng = np.random.default_rng(6)
     network = random_network(rng, [16, 8, 3], density=0.5)
     program = sf.compile(network, pes=2)
-    x = rng.normal(scale=3.0, size=(10, 4, 4))                  # flattened
+    fmt = network.input_format
+    x = rng.normal(scale=fmt.max * fmt.scale / 2, size=(10, 4, 4))     # flattened
     np.testing.assert_array_equal(reference(program, x),
                                   network.forward(program.quantize_input(x)))
+
+
+def test_inputs_far_beyond_the_training_range_are_warned_of():
+    # They saturate: the outputs no longer follow the model (inputs scaled unlike the
+    # training data); within twice the range (some saturation is normal) nothing is said.
+    rng = np.random.default_rng(6)
+    network = random_network(rng, [16, 8, 3], density=0.5)
+    program = sf.compile(network, pes=2)
+    limit = network.input_format.max * network.input_format.scale
+    x = np.clip(rng.normal(scale=limit, size=(10, 16)), -1.9 * limit, 1.9 * limit)
+    reference(program, x)
+    x[3, 5] = 10 * limit
+    with pytest.warns(InputWarning, match=rf"1 of the 160 input values lie beyond twice the "
+                                          rf"range the training data set for the inputs "
+                                          rf"\(\|x\| up to {limit:.4g}; these reach "
+                                          rf"{10 * limit:.4g}\) and saturate"):
+        np.testing.assert_array_equal(reference(program, x),
+                                      network.forward(program.quantize_input(x)))
 
 
 def test_integer_inputs_are_checked():

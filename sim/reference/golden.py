@@ -27,12 +27,14 @@ receives them (``act_bits`` signed integers, refused when out of range or not in
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.errors import InputWarning
 from sparseforge.compiler.ir import RowRequant
 from sparseforge.compiler.lowering import Walk
 from sparseforge.compiler.numerics import requantize_rows
@@ -43,6 +45,7 @@ __all__ = [
     "check_program",
     "decode_image",
     "engine_integers",
+    "real_inputs",
     "reference",
     "run_image",
     "run_layer",
@@ -243,8 +246,26 @@ def reference(program, X, *, integer: bool = False) -> np.ndarray:
     ``Program.network_output``).  ``X`` are real inputs, quantized with
     ``program.quantize_input``; with ``integer=True`` they are the engine's integer
     activations already."""
-    x_int = engine_integers(program, X) if integer else program.quantize_input(X)
+    x_int = engine_integers(program, X) if integer else real_inputs(program, X)
     return program.network_output(run_image(program.config, program.image, x_int))
+
+
+def real_inputs(program, X) -> np.ndarray:
+    """``program.quantize_input(X)``, with a warning when inputs lie far outside the range
+    the training data set for them (over twice it): they saturate, and the outputs no longer
+    follow the float model (data scaled unlike the training data, most often)."""
+    x_int = program.quantize_input(X)
+    x = np.asarray(program.taken_inputs(X), dtype=np.float64)
+    fmt = program.network.input_format
+    limit = fmt.max * fmt.scale
+    beyond = np.abs(x) > 2 * limit
+    if beyond.any():
+        warnings.warn(f"{int(beyond.sum())} of the {x.size} input values lie beyond twice the "
+                      f"range the training data set for the inputs (|x| up to {limit:.4g}; "
+                      f"these reach {float(np.abs(x).max()):.4g}) and saturate: the outputs "
+                      f"will not follow the model's; scale the inputs as the training data "
+                      f"were", InputWarning, stacklevel=3)
+    return x_int
 
 
 def engine_integers(program, X) -> np.ndarray:
