@@ -80,3 +80,44 @@ def test_compress_names_nan_labels_not_a_python_conversion_error(tmp_path, capsy
     # the class count skips what is not a number; no finite label at all: None
     assert _classes((None, y), (None, np.array([np.inf, 4.0]))) == 5
     assert _classes((None, np.array([np.nan]))) is None
+
+
+@pytest.fixture(scope="module")
+def program_dir(tmp_path_factory):
+    """A tiny compiled program (6 inputs, 3 classes), no Verilog."""
+    from tests.test_golden import random_network
+    from tests.test_program_cli import save_model
+
+    folder = tmp_path_factory.mktemp("program")
+    network = random_network(np.random.default_rng(7), [6, 8, 3], density=0.6)
+    model = save_model(network, folder / "m.sfm")
+    assert main(["compile", str(model), "--pes", "2", "-o", str(folder / "prog"),
+                 "--no-verilog"]) == 0
+    return folder / "prog"
+
+
+def test_labels_of_a_single_column_are_taken_as_a_vector(tmp_path, capsys, monkeypatch,
+                                                         program_dir):
+    import sparseforge as sf
+    from sparseforge.commands.common import check_labels
+    from sparseforge.compiler.errors import InputError
+
+    column = (np.arange(5) % 3).reshape(5, 1)
+    assert check_labels(column, 5, 3, "y.npy").tolist() == [0, 1, 2, 0, 1]
+    with pytest.raises(InputError, match=r"y.npy: labels must be a vector \(or a single "
+                                         r"column\), one class per input, not of shape \(5, 2\)"):
+        check_labels(np.zeros((5, 2), np.int64), 5, 3, "y.npy")
+    # sim --labels hands the simulation the vector
+    seen = {}
+
+    def simulate(program, x, *, labels=None, **_):
+        seen["labels"] = labels
+        raise RuntimeError("not simulated in this test")
+
+    monkeypatch.setattr(sf, "simulate", simulate)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(5, 6)))
+    np.save(tmp_path / "y.npy", column)
+    assert main(["sim", str(program_dir), "--inputs", str(tmp_path / "x.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--build-dir", str(tmp_path / "b")]) == 2
+    assert "not simulated in this test" in capsys.readouterr().err
+    assert seen["labels"].shape == (5,) and seen["labels"].tolist() == [0, 1, 2, 0, 1]

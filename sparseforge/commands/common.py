@@ -132,7 +132,8 @@ def _is_npy(path: Path) -> bool:
 
 def check_labels(labels, count: int | None, classes: int, where: str):
     """Labels as a vector of integer classes ``0 .. classes-1``, ``count`` of them when given
-    (more are allowed when a ``--count`` cuts the inputs)."""
+    (more are allowed when a ``--count`` cuts the inputs).  A single column, shape ``(n, 1)``,
+    is taken as the vector it holds, as ``compress --data`` takes one."""
     import numpy as np
 
     from sparseforge.compiler.errors import InputError
@@ -141,8 +142,11 @@ def check_labels(labels, count: int | None, classes: int, where: str):
     if labels.dtype.kind not in "iu":
         raise InputError(f"{where}: labels must be integers (class numbers), not "
                          f"{labels.dtype} values")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
     if labels.ndim != 1:
-        raise InputError(f"{where}: labels must be a vector, not of shape {labels.shape}")
+        raise InputError(f"{where}: labels must be a vector (or a single column), one class "
+                         f"per input, not of shape {labels.shape}")
     if count is not None and len(labels) != count:
         raise InputError(f"{where}: {len(labels)} labels for {count} inputs")
     outside = (labels < 0) | (labels >= classes)
