@@ -135,7 +135,7 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
         try:
             shape = op_output_shape(op, shape)
         except ValueError as error:
-            raise ValueError(f"{error} (after {produced_by})") from None
+            raise InputError(f"{error} (after {produced_by})") from None
         if op.kind in (OpKind.LINEAR, OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
             produced_by = f"{op.name!r}"
     return Graph(tuple(ops), input_size, source, input_shape)

@@ -76,8 +76,10 @@ def op_geometry(op: Op, shape: tuple[int, ...]) -> ConvGeometry:
                          f"columns), not an input of shape {shape}")
     out_channels, in_channels, kh, kw = op.params["weight"].shape
     if in_channels != shape[0]:
-        raise ValueError(f"Conv2d {op.name!r} takes {in_channels} channels but its input has "
-                         f"{shape[0]}")
+        hint = (" (images channels last? x.transpose(0, 3, 1, 2) puts the channels first, "
+                "as PyTorch's Conv2d takes them)" if shape[-1] == in_channels else "")
+        raise InputError(f"Conv2d {op.name!r} takes {in_channels} channels but its input has "
+                         f"{shape[0]}{hint}")
     return ConvGeometry(shape[0], shape[1], shape[2], out_channels, (kh, kw),
                         op.attrs.get("stride", (1, 1)), op.attrs.get("padding", (0, 0)),
                         op.attrs.get("pool"))

@@ -84,3 +84,25 @@ def test_a_diverging_loss_stops_the_training_naming_the_inputs_scale():
         train(mlp(), as_dataset((x, Y), "train"), TrainConfig(epochs=2, learning_rate=1e30))
     with pytest.raises(UserError, match=r"diverged.*lower the learning rate \(1e\+30\)"):
         train(mlp(), as_dataset((X, Y), "train"), TrainConfig(epochs=3, learning_rate=1e30))
+
+
+def test_an_overall_sparsity_beside_per_layer_choices_is_refused_not_ignored():
+    with pytest.raises(InputError, match=r"give sparsity= or per_layer_sparsity=, not both"):
+        sf.compress(mlp(), (X, Y), sparsity=0.7, per_layer_sparsity=(0.5, 0.5))
+    with pytest.raises(InputError, match=r"give sparsity= or sensitivity_budget=, not both"):
+        sf.compress(mlp(), (X, Y), sparsity=0.7, sensitivity_budget=0.01)
+    with pytest.raises(ValueError, match=r"sensitivity_budget must be None when "
+                                         r"per_layer_sparsity is given"):
+        sf.compress(mlp(), (X, Y), per_layer_sparsity=(0.5, 0.5), sensitivity_budget=0.01)
+    from sparseforge.compiler.compress.api import CompressionConfig
+    with pytest.raises(TypeError, match=r"pass either config= or options, not both "
+                                        r"\(got \['sparsity'\]\)"):
+        sf.compress(mlp(), (X, Y), sparsity=0.7, config=CompressionConfig())
+
+
+def test_channels_last_images_get_the_transpose_named():
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2)).eval()
+    x = RNG.random((20, 6, 6, 3)).astype(np.float32)
+    with pytest.raises(InputError, match=r"Conv2d '0' takes 3 channels but its input has 6 "
+                                         r"\(images channels last\? x.transpose\(0, 3, 1, 2\)"):
+        sf.compress(cnn, (x, RNG.integers(0, 2, 20)), sparsity=0.5)

@@ -102,6 +102,9 @@ class CompressionConfig:
         require(self.sensitivity_budget is None or (_real(self.sensitivity_budget)
                                                     and 0.0 <= self.sensitivity_budget < 1.0),
                 "sensitivity_budget", "None or in [0, 1)")
+        require(self.per_layer_sparsity is None or self.sensitivity_budget is None,
+                "sensitivity_budget", "None when per_layer_sparsity is given (both choose each "
+                "layer's sparsity; give one)")
         require(_real(self.last_layer_sparsity) and 0.0 <= self.last_layer_sparsity < 1.0,
                 "last_layer_sparsity", "in [0, 1)")
         require(_int(self.prune_steps) and self.prune_steps >= 1, "prune_steps",
@@ -190,8 +193,8 @@ def float_accuracy(network: Network, data: Dataset) -> float:
     return float(np.mean(network.forward(data.x).argmax(axis=1) == data.y))
 
 
-def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits: int = 4,
-             act_bits: int = 8, test=None, progress: bool = False,
+def compress(model, train=None, val=None, *, sparsity: float | None = None,
+             weight_bits: int = 4, act_bits: int = 8, test=None, progress: bool = False,
              config: CompressionConfig | None = None, **options) -> CompressedModel:
     """Compress ``model`` (an ``nn.Module``, an ONNX path or a float ``Network``) with
     training data ``train=(X, y)`` (NumPy arrays or torch tensors; for a network with
@@ -200,7 +203,9 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
 
     ``val`` (default: the training data) drives the sensitivity scan; the reported accuracies
     are on ``test`` when given, else on ``val``.  Options are the fields of
-    :class:`CompressionConfig` (or pass ``config=``).  The model is not modified.
+    :class:`CompressionConfig` (or pass ``config=``); ``sparsity`` is 0.9 unless given, and
+    cannot be given beside ``per_layer_sparsity`` or ``sensitivity_budget`` (which choose each
+    layer's).  The model is not modified.
     """
     if train is None:
         raise TypeError("compress needs training data: train=(X, y)")
@@ -209,10 +214,17 @@ def compress(model, train=None, val=None, *, sparsity: float = 0.9, weight_bits:
         if unknown:
             raise TypeError(f"compress got unknown option(s) {', '.join(unknown)}; the options "
                             f"are the fields of CompressionConfig")
-        config = CompressionConfig(sparsity=sparsity, weight_bits=weight_bits,
-                                   act_bits=act_bits, **options)
-    elif options:
-        raise TypeError(f"pass either config= or options, not both (got {sorted(options)})")
+        chosen = [name for name in ("per_layer_sparsity", "sensitivity_budget")
+                  if options.get(name) is not None]
+        if sparsity is not None and chosen:
+            raise InputError(f"give sparsity= or {chosen[0]}=, not both: {chosen[0]} chooses "
+                             f"each layer's sparsity, and the overall sparsity={sparsity} "
+                             f"would be ignored")
+        config = CompressionConfig(sparsity=0.9 if sparsity is None else sparsity,
+                                   weight_bits=weight_bits, act_bits=act_bits, **options)
+    elif options or sparsity is not None:
+        given = sorted(options) + (["sparsity"] if sparsity is not None else [])
+        raise TypeError(f"pass either config= or options, not both (got {given})")
     train_set = as_dataset(train, "train")
     val_set = as_dataset(val, "val") if val is not None else train_set
     test_set = as_dataset(test, "test") if test is not None else None
