@@ -134,6 +134,16 @@ class Program:
             return self.inputs.features
         return self.network.layers[0].in_features
 
+    def __repr__(self) -> str:
+        # The image's arrays would make a repr of many kilobytes: what it is instead.
+        widths = "-".join(str(n) for n in [self.model_in_features]
+                          + [layer.out_features for layer in self.network.layers])
+        where = f" for {self.board}" if self.board else ""
+        lanes = self.config.writeback_lanes or self.config.pes          # 0: one per PE
+        return (f"<Program {widths} on {self.config.pes} PEs{where}: "
+                f"{self.config.act_bits}-bit activations, {self.config.scan_lanes} scan "
+                f"lanes, {lanes} write-back lanes>")
+
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs of the model (batch x features, or batch x any shape: flattened;
         images in PyTorch's channel, row, column order) to the engine's integer activations

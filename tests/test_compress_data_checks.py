@@ -106,3 +106,15 @@ def test_channels_last_images_get_the_transpose_named():
     with pytest.raises(InputError, match=r"Conv2d '0' takes 3 channels but its input has 6 "
                                          r"\(images channels last\? x.transpose\(0, 3, 1, 2\)"):
         sf.compress(cnn, (x, RNG.integers(0, 2, 20)), sparsity=0.5)
+
+
+def test_a_compressed_model_and_a_program_have_short_reprs():
+    # The dataclass reprs printed every array: some 10 kB for a 8-16-3 model.
+    cm = sf.compress(mlp(), (X, Y), sparsity=0.5, prune_steps=1, prune_epochs=1,
+                     final_epochs=1, share_epochs=1)
+    assert repr(cm).startswith("<CompressedModel 4-8-3: ") and len(repr(cm)) < 200
+    assert "% pruned, 4-bit codes, 8-bit activations" in repr(cm)
+    program = sf.compile(cm, pes=2)
+    assert repr(program).startswith("<Program 4-") and " on 2 PEs: 8-bit activations" in \
+        repr(program)
+    assert len(repr(program)) < 200

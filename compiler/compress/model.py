@@ -121,6 +121,18 @@ class CompressedModel:
                     raise ValueError(f"layer {layer.name}: pruned weight shape "
                                      f"{np.shape(weight)} is not {layer.codes.shape}")
 
+    def __repr__(self) -> str:
+        # The arrays would make a repr of many kilobytes: the shape and the figures instead.
+        layers = self.network.layers
+        widths = "-".join(str(n) for n in [layers[0].in_features]
+                          + [layer.out_features for layer in layers])
+        report = self.report
+        return (f"<CompressedModel {widths}: {100 * report.sparsity:.1f}% pruned, "
+                f"{layers[0].code_bits}-bit codes, {layers[0].input_format.bits}-bit "
+                f"activations, {report.compression_ratio:.1f}x smaller"
+                + (f", {100 * report.accuracy_quantized:.2f}% fixed point"
+                   if report.accuracy_quantized is not None else "") + ">")
+
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs (samples x features) as the integers the engine takes."""
         return self.network.quantize_input(x)
