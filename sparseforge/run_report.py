@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.outputs import write_folder
 
 __all__ = [
@@ -628,6 +629,42 @@ def _narrowed(network, selection):
         return None
 
 
+class NotTheSimulatedInputs(InputError):
+    """The inputs given to the report are not those the simulation ran: the E_k plotted beside
+    its measured cycles would be of other inputs.  ``detail`` says which figure differs."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"the inputs are not the ones the simulation ran ({detail}): give "
+                         f"those, or simulate these")
+        self.detail = detail
+
+
+def check_simulated_inputs(program, sim: SimFigures, x_int) -> None:
+    """Raise :class:`NotTheSimulatedInputs` when the cycle model's figures for the first
+    ``sim.inputs`` of ``x_int`` (the cycles, limit and bound a simulation records, per layer,
+    means rounded to 0.01) are not the simulation's: other inputs, most often.  Fewer inputs
+    than it ran cannot be told apart and are let through."""
+    from sparseforge.sim.simulate import predict
+
+    if len(x_int) < sim.inputs:
+        return
+    timings = predict(program, x_int[:sim.inputs])
+    names = _layer_names(program)
+    for attribute, label, recorded in (("cycles", "cycle-model cycles", sim.predicted),
+                                       ("limit", "limit ceil(sum E_k / N)", sim.limit),
+                                       ("bound", "bound max E_k", sim.bound)):
+        mine = np.array([[getattr(t, attribute) for t in row] for row in timings],
+                        dtype=float).mean(axis=0)
+        if mine.shape != recorded.shape:
+            continue                                # a layer count that differs: said apart
+        far = np.abs(mine - recorded) > 0.006       # JSON keeps two decimals
+        if far.any():
+            layer = int(np.argmax(far))
+            raise NotTheSimulatedInputs(
+                f"layer {names[layer]}: mean {label} {mine[layer]:.2f} for the inputs given, "
+                f"{recorded[layer]:.2f} in the simulation")
+
+
 def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_accuracy,
              accuracy_data) -> _Context:
     from sparseforge.compiler.balance import row_orders
@@ -659,7 +696,9 @@ def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_
 
         x_int = program.quantize_input(inputs)
         work = workload(program, x_int)
-        if sim is None:
+        if sim is not None:
+            check_simulated_inputs(program, sim, x_int)
+        else:
             from sparseforge.sim.simulate import predict
 
             predicted = np.array([[t.cycles for t in row] for row in predict(program, x_int)],

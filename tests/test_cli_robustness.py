@@ -121,3 +121,110 @@ def test_labels_of_a_single_column_are_taken_as_a_vector(tmp_path, capsys, monke
                  str(tmp_path / "y.npy"), "--build-dir", str(tmp_path / "b")]) == 2
     assert "not simulated in this test" in capsys.readouterr().err
     assert seen["labels"].shape == (5,) and seen["labels"].tolist() == [0, 1, 2, 0, 1]
+
+
+def _simulation_of(program, x) -> dict:
+    """What 'sparseforge sim --json' saves for inputs ``x``, its cycles the cycle model's."""
+    from sparseforge.sim.simulate import predict
+
+    timings = predict(program, program.quantize_input(x))
+
+    def mean(attribute):
+        return np.array([[getattr(t, attribute) for t in row] for row in timings],
+                        dtype=float).mean(axis=0).round(2).tolist()
+
+    return {"program": program.digest(), "simulator": "verilator", "inputs": len(x),
+            "accuracy": None, "mismatches": 0,
+            "cycles": {"per_layer_mean": mean("cycles"), "total_mean": sum(mean("cycles")),
+                       "predicted_mean": mean("cycles"), "limit_mean": mean("limit"),
+                       "bound_mean": mean("bound"), "overhead": [t.overhead for t in timings[0]]},
+            "efficiency": 0.5}
+
+
+def test_report_names_the_file_each_fault_comes_from(tmp_path, capsys, program_dir):
+    import json
+
+    from sparseforge.commands.common import load_npz
+    from sparseforge.compiler.errors import InputError
+
+    out = ["-o", str(tmp_path / "report")]
+    np.save(tmp_path / "narrow.npy", np.zeros((4, 5)))
+    assert main(["report", str(program_dir), "--inputs", str(tmp_path / "narrow.npy")]
+                + out) == 2
+    assert (f"{tmp_path / 'narrow.npy'}: inputs have 5 features per row, the model takes 6"
+            in capsys.readouterr().err)
+    (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
+    assert main(["report", str(program_dir), "--sim", str(tmp_path / "bad.json")] + out) == 2
+    assert (f"{tmp_path / 'bad.json'}: the simulation figures lack or mangle 'cycles'"
+            in capsys.readouterr().err)
+    assert main(["report", str(program_dir), "--build", str(tmp_path / "bad.json")] + out) == 2
+    assert (f"{tmp_path / 'bad.json'}: the build figures lack or mangle 'board'"
+            in capsys.readouterr().err)
+    # an array of Python objects is named, in an .npz by its key
+    np.save(tmp_path / "objects.npy", np.array([[1, None]], dtype=object), allow_pickle=True)
+    assert main(["report", str(program_dir), "--inputs", str(tmp_path / "objects.npy")]
+                + out) == 2
+    assert (f"{tmp_path / 'objects.npy'}: the inputs hold Python objects (dtype object)"
+            in capsys.readouterr().err)
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((2, 2)),
+             y_train=np.array([1, None], dtype=object))
+    with pytest.raises(InputError, match=r"d.npz: array 'y_train' holds Python objects .*"
+                                         r"np.asarray\(y_train, dtype=np.int64\)"):
+        load_npz(tmp_path / "d.npz")
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_refuses_inputs_other_than_the_simulated_ones(tmp_path, capsys, program_dir):
+    import json
+
+    import sparseforge as sf
+
+    program = sf.load_program(program_dir)
+    x = np.random.default_rng(1).normal(size=(8, 6))
+    (tmp_path / "sim.json").write_text(json.dumps(_simulation_of(program, x)))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "other.npy", np.abs(x) * 3)
+    command = ["report", str(program_dir), "--sim", str(tmp_path / "sim.json"), "-o",
+               str(tmp_path / "report")]
+    assert main(command + ["--inputs", str(tmp_path / "other.npy")]) == 2
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'other.npy'}: not the inputs {tmp_path / 'sim.json'} was simulated "
+            f"on (layer") in err
+    assert "pass those with --inputs (the first 8 are used), or simulate these" in err
+    assert main(command + ["--inputs", str(tmp_path / "x.npy"), "--count", "5"]) == 2
+    assert (f"{tmp_path / 'sim.json'}: the simulation ran 8 inputs but only 5 are given "
+            f"(--count 5 of {tmp_path / 'x.npy'})") in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+    assert main(command + ["--inputs", str(tmp_path / "x.npy")]) == 0
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_report_says_when_labels_are_not_used(tmp_path, capsys, monkeypatch, program_dir):
+    import warnings
+
+    import sparseforge as sf
+    from sparseforge.compiler.errors import InputWarning
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).normal(size=(4, 6)))
+    np.save(tmp_path / "y.npy", np.array([[0], [1], [2], [0]]))
+    command = ["report", str(program_dir), "-o", str(tmp_path / "report"), "--labels",
+               str(tmp_path / "y.npy")]
+    assert main(command) == 2
+    assert (f"--labels {tmp_path / 'y.npy'}: labels go with the inputs they label; pass those "
+            f"with --inputs") in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        assert main(command + ["--inputs", str(tmp_path / "x.npy")]) == 0
+    assert (f"warning: --labels {tmp_path / 'y.npy'} is not used: labels give the accuracy of "
+            f"a simulation run now (--simulate), and none runs") in capsys.readouterr().err
+    # with --simulate they are used, a single column as the vector it holds
+    seen = {}
+
+    def simulate(program, x, *, labels=None, **_):
+        seen["labels"] = labels
+        raise ValueError("not simulated in this test")
+
+    monkeypatch.setattr(sf, "simulate", simulate)
+    assert main(command + ["--inputs", str(tmp_path / "x.npy"), "--simulate"]) == 2
+    assert "not simulated in this test" in capsys.readouterr().err
+    assert seen["labels"].tolist() == [0, 1, 2, 0]

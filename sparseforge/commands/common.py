@@ -95,11 +95,21 @@ def load_npz(path, what: str = "data") -> dict:
         kind = "an .npy array" if _is_npy(path) else "not an archive"
         raise InputError(f"{path}: the {what} must be an .npz archive (np.savez) of named "
                          f"arrays; this file is {kind}")
+    arrays, key = {}, None
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+            for key in data.files:
+                arrays[key] = data[key]
+            return arrays
     except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise InputError(f"{path}: not a readable .npz without pickle: {error}") from error
+        if key is not None and "Object arrays" in str(error):
+            raise InputError(f"{path}: array {key!r} holds Python objects (dtype object), "
+                             f"which would need pickle, and sparseforge never unpickles user "
+                             f"files: save it as numbers (np.asarray({key}, dtype="
+                             f"{'np.int64' if key.startswith('y') else 'np.float32'}))") \
+                from error
+        raise InputError(f"{path}: not a readable .npz without pickle"
+                         f"{f' (array {key!r})' if key is not None else ''}: {error}") from error
 
 
 def load_npy(path, what: str = "inputs"):
@@ -122,6 +132,11 @@ def load_npy(path, what: str = "inputs"):
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
+        if "Object arrays" in str(error):
+            raise InputError(f"{path}: the {what} hold Python objects (dtype object), which "
+                             f"would need pickle, and sparseforge never unpickles user files: "
+                             f"save them as numbers (np.asarray(values, dtype="
+                             f"{'np.int64' if what == 'labels' else 'np.float32'}))") from error
         raise InputError(f"{path}: not a readable .npy without pickle: {error}") from error
 
 

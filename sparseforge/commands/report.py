@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail, load_npy, positive_int
+from .common import (add_json_flag, check_labels, console_for, emit_json, fail, load_npy,
+                     positive_int)
 
 
 def register(verbs) -> None:
@@ -41,7 +43,8 @@ def register(verbs) -> None:
                         help="run the RTL simulation now and save DIR/sim.json")
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
-    parser.add_argument("--labels", help=".npy of labels (for --simulate's accuracy)")
+    parser.add_argument("--labels", help=".npy of labels of the --inputs (for --simulate's "
+                                         "accuracy)")
     parser.add_argument("--count", type=positive_int, help="use only the first COUNT inputs")
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -58,20 +61,50 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def _inputs(args, program):
-    """(float inputs, labels) for the report, or (None, None) when there are none."""
+    """(float inputs, labels) for the report, or (None, None) when there are none; labels
+    only for a simulation run now (``--simulate``).  A file's faults are named with its
+    path."""
+    from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.ir import check_inputs
+
+    if args.labels and not args.inputs:
+        raise InputError(f"--labels {args.labels}: labels go with the inputs they label; pass "
+                         f"those with --inputs (without it the report takes the digits test "
+                         f"split, with its own labels)")
     if args.inputs:
         x = load_npy(args.inputs)
-        labels = load_npy(args.labels, "labels") if args.labels else None
+        labels = load_npy(args.labels, "labels") if args.labels and args.simulate else None
     elif program.model_in_features == 64:
         from .sim import default_inputs
 
         x, labels = default_inputs(program)
     else:
         return None, None
+    source = args.inputs or "the digits test split"
+    try:
+        check_inputs(x, program.model_in_features, program.network.input_map_shape)
+    except InputError as error:
+        raise InputError(f"{source}: {error}") from None
+    if labels is not None and args.simulate:
+        labels = check_labels(labels, len(x) if not args.count else None,
+                              program.network.layers[-1].out_features,
+                              args.labels or "the digits labels")
+        needed = min(len(x), args.count or len(x))
+        if len(labels) < needed:
+            raise InputError(f"{args.labels}: {len(labels)} labels for {needed} inputs")
     if args.count:
         x = x[:args.count]
         labels = None if labels is None else labels[:args.count]
     return x, labels
+
+
+def _named(parse, payload: dict, path: Path) -> None:
+    """``parse(payload)`` (the report's reading of a JSON file), its faults named with the
+    file's path."""
+    try:
+        parse(payload)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _check_simulation_of(program, simulation: dict, path: Path) -> None:
@@ -95,7 +128,9 @@ def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.model import CompressedModelError
     from sparseforge.compiler.program import ProgramError
-    from sparseforge.run_report import write_report
+    from sparseforge.compiler.errors import InputWarning
+    from sparseforge.run_report import (NotTheSimulatedInputs, build_figures, sim_figures,
+                                        write_report)
 
     console = console_for(args)
     directory = Path(args.program)
@@ -106,6 +141,12 @@ def run(args) -> int:
         x, labels = _inputs(args, program)
         simulation = None
         sim_path = Path(args.sim) if args.sim else directory / "sim.json"
+        if args.labels and not args.simulate:
+            accuracy = (f"without it the hardware accuracy is {sim_path}'s"
+                        if args.sim or sim_path.is_file() else "and none runs")
+            warnings.warn(f"--labels {args.labels} is not used: labels give the accuracy of a "
+                          f"simulation run now (--simulate), {accuracy}", InputWarning,
+                          stacklevel=2)
         if args.simulate:
             if x is None:
                 return fail("--simulate needs --inputs: the program does not take the "
@@ -120,22 +161,31 @@ def run(args) -> int:
         elif args.sim or sim_path.is_file():
             simulation = _read_json(sim_path, "simulation figures")
             _check_simulation_of(program, simulation, sim_path)
+            _named(sim_figures, simulation, sim_path)
             sources["simulation"] = str(sim_path)
+        source = args.inputs or "the digits test split"
         if simulation is not None and x is not None:
             count = int(simulation.get("inputs", len(x)))
             if count > len(x):
-                return fail(f"the simulation ran {count} inputs but only {len(x)} are given; "
-                            f"pass the simulated ones with --inputs")
+                given = f"--count {args.count} of {source}" if args.count else source
+                return fail(f"{sim_path}: the simulation ran {count} inputs but only {len(x)} "
+                            f"are given ({given}); pass the simulated ones with --inputs")
             x = x[:count]           # 'sparseforge sim --count N' ran the first N
         build_path = Path(args.build) if args.build else directory / "bitstream" / "build.json"
         build = None
         if args.build or build_path.is_file():
             build = _read_json(build_path, "build figures")
+            _named(build_figures, build, build_path)
             sources["build"] = str(build_path)
         out = Path(args.output) if args.output else directory / "report"
         with console.status("drawing the plots..."):
-            html = write_report(out, compressed=compressed, program=program,
-                                simulation=simulation, build=build, inputs=x)
+            try:
+                html = write_report(out, compressed=compressed, program=program,
+                                    simulation=simulation, build=build, inputs=x)
+            except NotTheSimulatedInputs as error:
+                return fail(f"{source}: not the inputs {sim_path} was simulated on "
+                            f"({error.detail}); pass those with --inputs (the first "
+                            f"{len(x)} are used), or simulate these with --simulate")
     except (ProgramError, CompressedModelError, ValueError, OSError) as error:
         return fail(str(error))
     summary = json.loads((out / "summary.json").read_text())
