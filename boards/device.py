@@ -55,7 +55,7 @@ from .protocol import (
 )
 
 __all__ = ["Device", "DeviceInfo", "LinkError", "DeviceError", "ImageMismatch",
-           "SerialTransport", "find_serial_port"]
+           "SerialTransport", "activation_runs", "find_serial_port"]
 
 
 class LinkError(UserError, RuntimeError):
@@ -92,6 +92,20 @@ class ImageMismatch(UserError, RuntimeError):
 
 class EngineMismatch(UserError, RuntimeError):
     """The board's engine (its bitstream) is not the one the program was compiled for."""
+
+
+def activation_runs(count: int, pes: int):
+    """``(first activation, bus index, length)`` of each run of activations ``0 .. count-1``
+    whose bus indices (``isa.activation_index``: word and lane as bit fields) follow one
+    another: one run when ``pes`` is a power of two, else a word's ``pes`` lanes at a time
+    (the lane field's unused values lie between words)."""
+    if pes & (pes - 1) == 0:
+        if count:
+            yield 0, 0, count
+        return
+    lane_bits = (pes - 1).bit_length()
+    for first in range(0, count, pes):
+        yield first, (first // pes) << lane_bits, min(pes, count - first)
 
 
 @dataclass(frozen=True)
@@ -306,19 +320,34 @@ class Device:
             return
         self._transact(Opcode.LOAD_INPUT, struct.pack(f"<{len(values)}h", *values))
 
-    def load_wide_input(self, values, identity: int | None = None) -> int:
+    def load_wide_input(self, values, info: DeviceInfo | None = None) -> DeviceInfo:
         """An input wider than a LOAD_INPUT frame: WRITE frames into the activation region
-        from activation 0 (the board steps through the lanes of each word), then the image
-        sealed again with its ``identity`` (by default the one INFO reports), since any WRITE
-        unseals it (the activations are not part of the image).  A board without a complete
-        image is refused, as a run of it would be.  Returns the identity, for the next."""
-        if identity is None:
-            identity = self.info().image
-        if not identity:
+        from activation 0 (:func:`activation_runs`: a word's lanes are bus indices in a row,
+        a word's unused lanes are not), then the image sealed again with its identity, since
+        any WRITE unseals it (the activations are not part of the image).  ``info`` is the
+        board's INFO (asked for when not given).  A board without a complete image is refused,
+        as a run of it would be.  Returns ``info``, for the next."""
+        if info is None:
+            info = self.info()
+        if not info.image:
             raise ImageMismatch("the board holds no complete image: load the program first")
-        self.write(bus.bus_address(bus.Region.ACTIVATIONS, 0), values)
-        self.seal(identity)
-        return identity
+        values = list(values)
+        for first, index, count in activation_runs(len(values), info.pes):
+            self.write(bus.bus_address(bus.Region.ACTIVATIONS, index),
+                       values[first:first + count])
+        self.seal(info.image)
+        return info
+
+    def read_wide_output(self, count: int, info: DeviceInfo | None = None) -> np.ndarray:
+        """Outputs more than a READ_OUTPUT frame carries: READ frames of the activation
+        region from activation 0 (the last layer's outputs), each value sign-extended to the
+        bus word by the board."""
+        if info is None:
+            info = self.info()
+        words: list[int] = []
+        for _, index, run in activation_runs(count, info.pes):
+            words += self.read(bus.bus_address(bus.Region.ACTIVATIONS, index), run)
+        return np.array(words, dtype=np.uint32).view(np.int32).astype(np.int64)
 
     def run(self, expected_seconds: float = 0.0) -> int:
         """Run the loaded model on the loaded input; returns the run's total cycles."""
@@ -326,6 +355,8 @@ class Device:
         return struct.unpack("<I", frame.payload)[0]
 
     def read_output(self, count: int) -> np.ndarray:
+        """The last run's first ``count`` outputs (at most ``VALUES_PER_INFER``; more:
+        :meth:`read_wide_output`)."""
         frame = self._transact(Opcode.READ_OUTPUT, struct.pack("<H", count), count=count)
         return np.array(struct.unpack(f"<{count}h", frame.payload), dtype=np.int64)
 
@@ -346,11 +377,18 @@ class Device:
                     ) -> tuple[np.ndarray, np.ndarray]:
         outputs = np.zeros((len(rows), out_features), dtype=np.int64)
         cycles = np.zeros(len(rows), dtype=np.int64)
-        identity = None                 # asked of the board once, for every input
+        info = None                     # asked of the board once, for every input
         for index, row in enumerate(rows):
-            identity = self.load_wide_input(row, identity)
+            if len(row) > VALUES_PER_LOAD:
+                info = self.load_wide_input(row, info)
+            else:
+                self.load_input(row)
             cycles[index] = self.run(expected_seconds)
-            outputs[index] = self.read_output(out_features)
+            if out_features > VALUES_PER_INFER:
+                info = info or self.info()
+                outputs[index] = self.read_wide_output(out_features, info)
+            else:
+                outputs[index] = self.read_output(out_features)
             if progress:
                 progress(index + 1, len(rows))
         return outputs, cycles
@@ -380,14 +418,13 @@ class Device:
         for index, row in enumerate(rows):
             if not row:
                 raise ValueError(f"input {index} has no values")
-        if not 1 <= out_features <= VALUES_PER_INFER:
-            raise ValueError(f"out_features must be 1 to {VALUES_PER_INFER}, "
-                             f"not {out_features}")
+        if out_features < 1:
+            raise ValueError(f"out_features must be at least 1, not {out_features}")
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
-        if any(len(row) > VALUES_PER_INFER for row in rows):
-            # Wider than an INFER frame: each input in WRITE frames, then RUN and READ_OUTPUT,
-            # one after the other (nothing to stream).
+        if out_features > VALUES_PER_INFER or any(len(row) > VALUES_PER_INFER for row in rows):
+            # Wider than an INFER frame: each input in WRITE frames (or LOAD_INPUT), then RUN
+            # and READ_OUTPUT (or READ frames), one after the other (nothing to stream).
             return self._infer_each(rows, out_features, progress, expected_seconds)
         outputs = np.zeros((len(rows), out_features), dtype=np.int64)
         cycles = np.zeros(len(rows), dtype=np.int64)

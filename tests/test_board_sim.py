@@ -103,18 +103,21 @@ def test_the_run_command_streams_a_program_over_the_simulated_board(tmp_path):
 
 
 @pytest.mark.cocotb
-def test_an_input_wider_than_a_frame_runs_over_the_simulated_board(tmp_path):
-    # 140 inputs: more than an INFER or LOAD_INPUT frame carries (125, 126). The host writes
-    # them into the activation region and seals the image again; answers as the golden model.
+def test_an_input_and_outputs_wider_than_a_frame_run_over_the_simulated_board(tmp_path):
+    # 140 inputs and 130 outputs: more than an INFER or LOAD_INPUT frame carries (125, 126).
+    # The host writes the input into the activation region, seals the image again, and reads
+    # the outputs with READ frames; on 3 PEs, whose activation words leave a lane index
+    # unused, a frame carries one word's lanes. Answers as the golden model.
     import sparseforge as sf
     from sparseforge.boards.device import VALUES_PER_INFER
     from sparseforge.boards.simulate import simulate_program_run
     from tests.test_golden import random_network
 
     rng = np.random.default_rng(35)
-    network = random_network(rng, [140, 12, 5], density=0.3)
-    program = sf.compile(network, pes=4, remove_dead=False)
+    network = random_network(rng, [140, 12, 130], density=0.3)
+    program = sf.compile(network, pes=3, remove_dead=False)
     assert program.model_in_features > VALUES_PER_INFER
+    assert program.out_features > VALUES_PER_INFER
     limit = network.input_format.max * network.input_format.scale
     x = rng.normal(scale=limit / 2, size=(3, 140))
     result = simulate_program_run(program, x, build_dir=tmp_path)
