@@ -9,7 +9,7 @@ import torch.nn as nn
 import sparseforge as sf
 from sparseforge.compiler.compress.api import _warn_of_class_coverage
 from sparseforge.compiler.compress.training import TrainConfig, as_dataset, train
-from sparseforge.compiler.errors import InputError, InputWarning, UserError
+from sparseforge.compiler.errors import InputError, InputWarning
 
 RNG = np.random.default_rng(5)
 X = RNG.normal(size=(40, 4)).astype(np.float32)
@@ -79,10 +79,10 @@ def test_labels_that_cannot_teach_every_class_are_warned_of():
 
 def test_a_diverging_loss_stops_the_training_naming_the_inputs_scale():
     x = X * 1e6
-    with pytest.raises(UserError, match=r"training diverged: the loss became (nan|inf) in "
+    with pytest.raises(InputError, match=r"training diverged: the loss became (nan|inf) in "
                                         r"epoch \d; the inputs reach \|x\| = .*standardise"):
         train(mlp(), as_dataset((x, Y), "train"), TrainConfig(epochs=2, learning_rate=1e30))
-    with pytest.raises(UserError, match=r"diverged.*lower the learning rate \(1e\+30\)"):
+    with pytest.raises(InputError, match=r"diverged.*lower the learning rate \(1e\+30\)"):
         train(mlp(), as_dataset((X, Y), "train"), TrainConfig(epochs=3, learning_rate=1e30))
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, UserError
+from ..errors import InputError
 
 __all__ = [
     "Dataset",
@@ -167,12 +167,12 @@ def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step
 
 
 def _diverged(description: str, epoch: int, loss: float, data: Dataset,
-              config: TrainConfig) -> UserError:
+              config: TrainConfig) -> InputError:
     """The error for a loss that became NaN or infinite: whatever the model writes after it
     is garbage (a "compressed" model of 0% accuracy that looks like a result)."""
     largest = float(np.abs(data.x).max()) if data.x.size else 0.0
     hint = (f"the inputs reach |x| = {largest:.3g}: standardise each feature (zero mean, unit "
             f"variance) before training" if largest > 1e3 else
             f"lower the learning rate ({config.learning_rate:g})")
-    return UserError(f"{description} diverged: the loss became {loss} in epoch {epoch + 1}; "
+    return InputError(f"{description} diverged: the loss became {loss} in epoch {epoch + 1}; "
                      f"{hint}")
