@@ -198,7 +198,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                   fifo_depth: int | None = None, headroom: float | None = None,
                   acc_memory_bits: int | None = None, writeback_lanes: int | None = None,
                   encoded=None, fit_check: bool = True,
-                  skip_zeros: bool = False) -> EngineConfig:
+                  skip_zeros: bool = False, engine_for=None) -> EngineConfig:
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
@@ -225,6 +225,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     calibration designs.
     ``fit_check=False`` chooses the engine for the board as usual but does not refuse it when
     the estimate says it does not fit (to calibrate the estimate, or to let nextpnr decide).
+    When it does not fit, the advice names the most PEs that do: ``engine_for(pes)`` gives the
+    engine for another PE count (``sf.compile`` passes its own, which places the model anew);
+    by default this function's for ``qnet`` with the same options.
     """
     pes = check_pes(pes)
     part = resolve_part(board)
@@ -334,8 +337,15 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                 else "conv mode does not have it" if config.conv
                 else f"it needs a power-of-two PE count, not {pes}")
         if fit_check:
+            if engine_for is None:
+                def engine_for(count: int) -> EngineConfig | None:
+                    return other_engine(lambda: derive_config(
+                        qnet, count, board=board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
+                        headroom=headroom, acc_memory_bits=acc_memory_bits,
+                        writeback_lanes=writeback_lanes, skip_zeros=skip_zeros,
+                        fit_check=False))
             try:
-                check_board(config, part)
+                check_board(config, part, engine_for=engine_for)
             except DoesNotFit as error:
                 if not headroom:
                     raise
@@ -346,6 +356,17 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         _skip_zeros_not_taken("it is for an iCE40 board's one-lane scan (--board icebreaker); "
                               "other engines look at a word of activations a cycle")
     return config
+
+
+def other_engine(make) -> EngineConfig | None:
+    """``make()``, an engine for another PE count tried for the fit advice, quietly: None
+    where there is none (a count the lanes asked for do not divide, say)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return make()
+        except (ValueError, TypeError):
+            return None
 
 
 def _skip_zeros_not_taken(why: str) -> None:

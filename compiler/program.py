@@ -274,11 +274,20 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in stored.layers]
     if config is None:
+        def engine_for(count: int) -> EngineConfig | None:
+            # The engine of this compile for another PE count (the fit advice's fewer PEs):
+            # the model placed anew, the fit check left to the advice.
+            return configure.other_engine(lambda: compile(
+                model, count, board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
+                headroom=headroom, writeback_lanes=writeback_lanes, skip_zeros=skip_zeros,
+                verify=False, fit_check=False, balance=balance,
+                remove_dead=remove_dead).config)
+
         config = configure.derive_config(stored, int(pes), board=board, scan_lanes=scan_lanes,
                                          fifo_depth=fifo_depth, headroom=headroom,
                                          writeback_lanes=writeback_lanes,
                                          skip_zeros=skip_zeros, encoded=encoded,
-                                         fit_check=fit_check)
+                                         fit_check=fit_check, engine_for=engine_for)
     else:
         configure.fit(stored, config, encoded=encoded)
         if board is not None and fit_check:

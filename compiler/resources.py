@@ -34,6 +34,7 @@ __all__ = [
     "Memory",
     "Resources",
     "activations_in_spram",
+    "board_shortages",
     "brams_for",
     "check_board",
     "engine_dsps",
@@ -43,6 +44,7 @@ __all__ = [
     "fit_advice",
     "fit_margin",
     "lutram_cells",
+    "most_pes_that_fit",
     "multiplier_pieces",
 ]
 
@@ -442,11 +444,25 @@ def fit_margin(part: Part, config: EngineConfig | None = None) -> float:
     return margin
 
 
-def check_board(config: EngineConfig, part: Part) -> Resources:
+def check_board(config: EngineConfig, part: Part, *, engine_for=None) -> Resources:
     """Refuse an engine that cannot fit ``part`` (``boards.parts.Part``): a DoesNotFit naming
-    each resource, needed vs available, and the ways out (:func:`fit_advice`).  Logic counts
-    as short when its estimate lies within the estimate's error (:func:`fit_margin`) of the
-    part's capacity: such an engine may not place.  Returns the estimate when it fits."""
+    each resource, needed vs available, and the ways out (:func:`fit_advice`, which takes
+    ``engine_for``).  Logic counts as short when its estimate lies within the estimate's error
+    (:func:`fit_margin`) of the part's capacity: such an engine may not place.  Returns the
+    estimate when it fits."""
+    use, problems = board_shortages(config, part)
+    if problems:
+        short = {line.split(":")[0] for line in problems}
+        raise DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
+                         f"{config.entry_depth} entries per PE) "
+                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems)
+                         + "\n" + fit_advice(config, part, short, engine_for=engine_for))
+    return use
+
+
+def board_shortages(config: EngineConfig, part: Part) -> tuple[Resources, list[str]]:
+    """The engine's estimate on ``part`` and what :func:`check_board` refuses it for, a line
+    per resource that is short (none when it fits)."""
     use = estimate_resources(config, part)
     margin = fit_margin(part, config)
     logic_limit = math.floor(part.luts * (1 - margin))
@@ -462,19 +478,29 @@ def check_board(config: EngineConfig, part: Part) -> Resources:
                                           ("DSP", use.dsp, part.dsps),
                                           ("SPRAM", use.spram, part.sprams))
                  if need > have]
-    if problems:
-        short = {line.split(":")[0] for line in problems}
-        raise DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
-                         f"{config.entry_depth} entries per PE) "
-                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems)
-                         + "\n" + fit_advice(config, part, short))
-    return use
+    return use, problems
 
 
-def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
+def most_pes_that_fit(config: EngineConfig, part: Part, engine_for) -> int | None:
+    """The largest PE count below ``config.pes`` whose engine (``engine_for(pes)``: the one
+    the compiler makes for the model with that many PEs, None where it makes none) the fit
+    check accepts on ``part``, or None when not even one PE fits.  Every count is tried: the
+    estimate does not fall with each PE taken away (a PE's memories hold more entries, and the
+    write-back lanes and DSPs are chosen anew)."""
+    for pes in range(config.pes - 1, 0, -1):
+        candidate = engine_for(pes)
+        if candidate is not None and not board_shortages(candidate, part)[1]:
+            return pes
+    return None
+
+
+def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=None) -> str:
     """The ways out of an engine that does not fit ``part`` (``short``: the resources it
     lacks, ``"LUT"``, ``"BRAM"``, ``"DSP"``, ``"SPRAM"``), as a line to print under the
-    refusal -- the compiler's and a failed placement's alike."""
+    refusal -- the compiler's and a failed placement's alike.  With ``engine_for`` (PE count
+    -> the engine the compiler makes for the model, or None) fewer PEs are advised as the
+    largest count the fit check accepts (:func:`most_pes_that_fit`), or said not to help;
+    without it, as a guess from this engine alone."""
     from .parts import BOARD_PARTS, PARTS
 
     short = set(short)
@@ -483,7 +509,15 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",)) -> str:
     # part, fewer PEs cannot be the way out.
     alone = estimate_resources(dataclasses.replace(config, pes=1, scan_lanes=1,
                                                    writeback_lanes=0), part)
-    if (config.pes > 1 and alone.lut <= part.luts * (1 - fit_margin(part, config))
+    if config.pes > 1 and engine_for is not None:
+        fitting = most_pes_that_fit(config, part, engine_for)
+        if fitting is not None:
+            ways.append(f"fewer PEs (--pes {fitting}, or pes={fitting} in sf.compile: the "
+                        f"most that fit)")
+        else:
+            ways.append(f"(fewer PEs will not do: with 1 PE it does not fit the {part.name} "
+                        f"either)")
+    elif (config.pes > 1 and alone.lut <= part.luts * (1 - fit_margin(part, config))
             and short & {"LUT", "DSP", "SPRAM"}):
         # Conv mode takes a power of two.
         fewer = config.pes // 2 if config.pes > 4 or config.conv else config.pes - 1

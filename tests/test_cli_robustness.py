@@ -228,3 +228,31 @@ def test_report_says_when_labels_are_not_used(tmp_path, capsys, monkeypatch, pro
     assert main(command + ["--inputs", str(tmp_path / "x.npy"), "--simulate"]) == 2
     assert "not simulated in this test" in capsys.readouterr().err
     assert seen["labels"].tolist() == [0, 1, 2, 0]
+
+
+def test_fit_advice_names_the_most_pes_the_fit_check_accepts(tmp_path, capsys):
+    import sparseforge as sf
+    from sparseforge.compiler.resources import DoesNotFit
+    from tests.test_golden import random_network
+    from tests.test_program_cli import save_model
+
+    # 4 PEs do not fit the UP5K, nor 3 (more entries per PE), but 2 do: the advice said
+    # "--pes 3 or so".
+    network = random_network(np.random.default_rng(0), [300, 128, 12], density=0.08)
+    model = save_model(network, tmp_path / "m.sfm")
+    for pes in ("4", "3"):
+        assert main(["compile", str(model), "--pes", pes, "--board", "icebreaker", "-o",
+                     str(tmp_path / "p"), "--no-verilog"]) == 2
+        assert ("ways out: fewer PEs (--pes 2, or pes=2 in sf.compile: the most that fit)"
+                in capsys.readouterr().err)
+    assert main(["compile", str(model), "--pes", "2", "--board", "icebreaker", "-o",
+                 str(tmp_path / "p"), "--no-verilog"]) == 0
+    # down to one PE; and said when not even one fits
+    one = random_network(np.random.default_rng(3), [200, 256, 10], density=0.11)
+    with pytest.raises(DoesNotFit, match=r"fewer PEs \(--pes 1, or pes=1 in sf.compile"):
+        sf.compile(one, 2, "icebreaker", verify=False)
+    sf.compile(one, 1, "icebreaker", verify=False)
+    none = random_network(np.random.default_rng(3), [200, 256, 10], density=0.2)
+    with pytest.raises(DoesNotFit, match=r"\(fewer PEs will not do: with 1 PE it does not fit "
+                                         r"the iCE40UP5K either\)"):
+        sf.compile(none, 4, "icebreaker", verify=False)
