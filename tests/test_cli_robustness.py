@@ -256,3 +256,13 @@ def test_fit_advice_names_the_most_pes_the_fit_check_accepts(tmp_path, capsys):
     with pytest.raises(DoesNotFit, match=r"\(fewer PEs will not do: with 1 PE it does not fit "
                                          r"the iCE40UP5K either\)"):
         sf.compile(none, 4, "icebreaker", verify=False)
+
+
+def test_compress_help_explains_act_bits_and_seed(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
+             if line.strip().startswith("--")}
+    assert "width of the activations" in lines["--act-bits"]
+    assert "seed of the training, the k-means and the default model" in lines["--seed"]

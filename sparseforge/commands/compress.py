@@ -44,7 +44,8 @@ def register(verbs) -> None:
     parser.add_argument("--levels", type=int,
                         help="codebook entries incl. the zero, e.g. 3 for ternary (default "
                              "2**weight-bits)")
-    parser.add_argument("--act-bits", type=int, default=8, choices=(8, 16))
+    parser.add_argument("--act-bits", type=int, default=8, choices=(8, 16),
+                        help="width of the activations: the inputs and each layer's outputs")
     parser.add_argument("--coef-bits", type=int, default=8, choices=(8, 16),
                         help="width of the codebook values")
     parser.add_argument("--bias-bits", type=int,
@@ -59,7 +60,9 @@ def register(verbs) -> None:
     parser.add_argument("--learning-rate", type=float, metavar="RATE",
                         help="fine-tuning learning rate (Adam; default 0.002): well below a "
                              "layer's typical weight")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the training, the k-means and the default model, "
+                             "0 .. 2**32-1")
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
