@@ -234,12 +234,41 @@ def approximate_row(row: RowFunction, vmin: int, vmax: int, low: int, high: int,
         nearest = np.flatnonzero(distance == distance.min())
         centre = (int(span[nearest[0]]) + int(span[nearest[-1]])) / 2
     else:
-        centre = (vmin + vmax) / 2
+        # Too wide to list: f is monotonic, so bisection finds the same accumulators (the
+        # middle of the accumulator range is not where f crosses its middle value: a row
+        # that saturates over most of its range put the fit tens of steps off).
+        centre = _nearest_centre(row, vmin, vmax, middle, sign)
     offset = round(middle * math.ldexp(1.0, shift) - multiplier * centre) \
         + ((1 << (shift - 1)) if shift else 0)
     fit = RowFit.from_offset(multiplier, offset, shift, False)
     error, at = _worst_error(row, fit, vmin, vmax, low, high)
     return RowFit(fit.bias, fit.multiplier, fit.shift, fit.rounding, False, error, at)
+
+
+def _nearest_centre(row: RowFunction, vmin: int, vmax: int, middle: float, sign: int) -> float:
+    """The centre of the accumulators ``v`` where the monotonic ``f`` (``sign``: +1 rising,
+    -1 falling) is nearest ``middle``, found by bisection."""
+    def value(v: int) -> float:
+        return sign * float(row.approx(np.array([v], dtype=np.float64))[0])
+
+    def first_at_least(target: float) -> int:       # the first v with value(v) >= target
+        lo, hi = vmin, vmax
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if value(mid) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    crossing = first_at_least(sign * middle)
+    candidates = {value(crossing)} | ({value(crossing - 1)} if crossing > vmin else set())
+    best = min(abs(c - sign * middle) for c in candidates)
+    nearest = sorted(c for c in candidates if abs(c - sign * middle) == best)
+    start = first_at_least(nearest[0])
+    after = first_at_least(math.nextafter(nearest[-1], math.inf)) if value(vmax) > nearest[-1] \
+        else vmax + 1
+    return (start + after - 1) / 2
 
 
 def _worst_error(row: RowFunction, fit: RowFit, vmin: int, vmax: int, low: int, high: int):
