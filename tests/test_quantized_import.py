@@ -187,6 +187,23 @@ def test_an_unrepresentable_quantizer_is_refused_or_approximated(tmp_path):
                                 for row in approximated)
 
 
+def test_a_row_flat_inside_its_range_is_refused_even_approximated(tmp_path):
+    # ReLU, then a shift (a BatchNorm after the ReLU): each row is flat at an interior value
+    # below the knee, which no requantization with one clamp per layer follows; approximated
+    # it was 59-73 steps off (161 of 162 outputs wrong) and the import exited 0.
+    b = Builder(5)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("MatMul", [x, b.quant_weights(4, 8, 4, transposed=True)], name="dense")
+    y = b.node("Relu", [y])
+    y = b.node("Add", [y, b.const(np.full((1, 4), 5.0, np.float32))])
+    y = b.quant(y, np.float32(0.1), 8)
+    path = save(b.model("x", y, [1, 8], qonnx=True), tmp_path / "flat.onnx")
+    with pytest.raises(UnsupportedModel, match=r"layer 'dense' row \d+: the nearest "
+                                               r"requantization .* is off by \d+ output steps"
+                                               r".*put the BatchNorm before the ReLU"):
+        sf.load_quantized(path, approximate=True)
+
+
 def test_cli_imports_with_data_and_json(models, tmp_path, capsys):
     model, path = models["qdq_per_channel"]
     x = random_inputs(model, 60)

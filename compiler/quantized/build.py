@@ -73,6 +73,11 @@ class ImportedLayer:
                 "approximated_rows": self.approximated_rows}
 
 
+# The most output steps an approximated row may be off: one or two are the multiplier's
+# rounding; tens mean a function no requantization follows.
+APPROXIMATION_LIMIT = 2
+
+
 def load_quantized(path, calibration=None, *, approximate: bool = False) -> CompressedModel:
     """A QONNX or ONNX QDQ model (Brevitas exports either) as a ``CompressedModel``, the model's
     own quantization kept: ``sf.compile``, ``sf.simulate`` and ``sf.build`` take it as they take
@@ -194,6 +199,18 @@ def network_from_chain(chain: Chain, *, calibration=None, approximate: bool = Fa
                         f"--approximate) to use the nearest one and print its error")
                 fit = approximate_row(function, lo, hi, low, high,
                                       multiplier_bits=APPROXIMATE_MULTIPLIER_BITS)
+                if fit.error > APPROXIMATION_LIMIT:
+                    # Not a rounding difference: the row's function is not one ramp between
+                    # the layer's clamps, which no requantization follows.
+                    raise UnsupportedModel(
+                        f"{chain.source}: layer {layer.name!r} row {i}: the nearest "
+                        f"requantization to its quantizer {_final_name(final)!r} is off by "
+                        f"{fit.error} output steps (at accumulator {fit.at}), too far to "
+                        f"approximate: the row's function is not a single ramp between the "
+                        f"layer's output range (a BatchNorm or scaling after the ReLU makes "
+                        f"rows flat at values inside it; put the BatchNorm before the ReLU), "
+                        f"or its rounding mode is one no requantization follows "
+                        f"(docs/compiler.md lists them)")
                 approximated.append(ApproximatedRow(layer.name, i, fit.error, fit.at))
             fits.append(fit)
         ranges.append((low, high))
