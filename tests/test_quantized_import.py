@@ -204,6 +204,24 @@ def test_a_row_flat_inside_its_range_is_refused_even_approximated(tmp_path):
         sf.load_quantized(path, approximate=True)
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_the_import(models, tmp_path,
+                                                                        capsys):
+    # A file where the output's folder should be gave a traceback (FileExistsError) after the
+    # whole import; "newdir/" wrote a file named newdir.
+    _, path = models["qdq_per_channel"]
+    (tmp_path / "notadir").write_text("")
+    assert main(["import", path, "-o", str(tmp_path / "notadir" / "m.sfm")]) == 2
+    assert "notadir is not a folder" in capsys.readouterr().err
+    assert main(["import", path, "-o", str(tmp_path / "newdir") + "/"]) == 2
+    assert "newdir/: names a folder" in capsys.readouterr().err
+    assert not (tmp_path / "newdir").exists()
+    model = sf.load_quantized(path)
+    with pytest.raises(ValueError, match="newdir/ is a folder; give a file name"):
+        model.save(str(tmp_path / "newdir") + "/")
+    with pytest.raises(ValueError, match="a file stands where a folder of its path should be"):
+        model.save(tmp_path / "notadir" / "m.sfm")
+
+
 def test_cli_imports_with_data_and_json(models, tmp_path, capsys):
     model, path = models["qdq_per_channel"]
     x = random_inputs(model, 60)

@@ -201,13 +201,19 @@ class CompressedModel:
 
     def save(self, path) -> Path:
         """Write the ``.sfm`` file atomically (temporary file, then rename); returns its path."""
+        text = os.fspath(path)
         path = Path(path)
-        if path.is_dir():
-            raise ValueError(f"{path} is a folder; give a file name such as model.sfm")
+        if path.is_dir() or text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+            raise ValueError(f"{text} is a folder; give a file name such as "
+                             f"{path / 'model.sfm'}")
         manifest = json.dumps(self.manifest(), indent=2, allow_nan=False)
         buffer = io.BytesIO()
         np.savez(buffer, **self.arrays())
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ValueError(f"cannot write {path}: a file stands where a folder of its path "
+                             f"should be") from None
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
                                                  dir=path.parent)
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -257,3 +258,25 @@ def output_folder(path) -> Path:
         raise InputError(f"cannot make the output folder {path}: "
                          f"{error.strerror or error}") from None
     return path
+
+
+def check_writable(output: str | Path) -> None:
+    """Refuse, before any training, an output that cannot be written: a folder (an existing
+    one, or a path ending in a separator, which ``Path`` would drop), or a path whose first
+    existing ancestor is a file or a folder this user cannot write."""
+    text = os.fspath(output)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise ValueError(f"{text}: names a folder; give the .sfm file to write, e.g. "
+                         f"{Path(text) / 'model.sfm'}")
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"cannot write {output}: it is a folder; give the .sfm file to "
+                         f"write, e.g. {output / 'model.sfm'}")
+    ancestor = output.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {output}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (output.exists()
+                                                      and not os.access(output, os.W_OK)):
+        raise ValueError(f"cannot write {output}: permission denied ({ancestor})")

@@ -17,13 +17,12 @@ pointers and the Huffman-coded size on their own lines, and accuracy before and 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail, load_npz
+from .common import add_json_flag, check_writable, console_for, emit_json, fail, load_npz
 
 
 def register(verbs) -> None:
@@ -228,28 +227,6 @@ def _classes(*pairs) -> int | None:
         if labels.size:
             largest.append(labels.max())
     return int(max(largest)) + 1 if largest else None
-
-
-def check_writable(output: str | Path) -> None:
-    """Refuse, before any training, an output that cannot be written: a folder (an existing
-    one, or a path ending in a separator, which ``Path`` would drop), or a path whose first
-    existing ancestor is a file or a folder this user cannot write."""
-    text = os.fspath(output)
-    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
-        raise ValueError(f"{text}: names a folder; give the .sfm file to write, e.g. "
-                         f"{Path(text) / 'model.sfm'}")
-    output = Path(output)
-    if output.is_dir():
-        raise ValueError(f"cannot write {output}: it is a folder; give the .sfm file to "
-                         f"write, e.g. {output / 'model.sfm'}")
-    ancestor = output.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ValueError(f"cannot write {output}: {ancestor} is not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK) or (output.exists()
-                                                      and not os.access(output, os.W_OK)):
-        raise ValueError(f"cannot write {output}: permission denied ({ancestor})")
 
 
 def load_data(path: Path | None):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, console_for, emit_json, fail, load_npz
+from .common import add_json_flag, check_writable, console_for, emit_json, fail, load_npz
 
 
 def register(verbs) -> None:
@@ -82,6 +82,7 @@ def run(args) -> int:
     console = console_for(args)
     start = time.perf_counter()
     try:
+        check_writable(args.output)         # before the import's work, not after it
         calibration = x = y = None
         if args.data:
             calibration, x, y = load_data(Path(args.data))
