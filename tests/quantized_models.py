@@ -69,9 +69,11 @@ class Builder:
         return self.quant(w, shape_scale, bits, narrow=True, name=name)
 
     # ---- QDQ ---------------------------------------------------------------------------------
-    def qdq(self, x, scale, zero_point, dtype, *, clip=None, name=None):
+    def qdq(self, x, scale, zero_point, dtype, *, clip=None, name=None, cast=None):
         zp = self.const(zero_point, dtype=dtype)
         q = self.node("QuantizeLinear", [x, self.const(scale), zp], name=name)
+        if cast is not None:                # torch.ao's export: a Cast to (usually) the same type
+            q = self.node("Cast", [q], to=cast)
         if clip is not None:
             q = self.node("Clip", [q, self.const(clip[0], dtype=dtype),
                                    self.const(clip[1], dtype=dtype)])

@@ -204,6 +204,29 @@ def test_a_row_flat_inside_its_range_is_refused_even_approximated(tmp_path):
         sf.load_quantized(path, approximate=True)
 
 
+def _cast_model(tmp_path, to):
+    b = Builder(9)
+    x = b.qdq("x", np.float32(0.0123), 128, np.uint8, cast=to)
+    y = b.node("Gemm", [x, b.dq_weights(5, 12, per_channel=True)], transB=1)
+    y = b.qdq(y, np.float32(0.05), 0, np.uint8, cast=to, name="out_q")
+    return b, save(b.model("x", y, [1, 12], qonnx=False), tmp_path / f"cast{to}.onnx")
+
+
+def test_a_no_op_cast_after_a_quantizer_passes_and_another_is_refused(tmp_path):
+    # torch.ao's ONNX export puts a Cast to uint8 between each QuantizeLinear (uint8 already)
+    # and its DequantizeLinear; such models were refused at the Cast.
+    b, path = _cast_model(tmp_path, onnx.TensorProto.UINT8)
+    imported = sf.load_quantized(path)
+    x = random_inputs(b.model("x", "x", [1, 12], qonnx=False), 200)
+    golden = sf.reference(sf.compile(imported, pes=2), x)
+    assert compare(imported.network, reference_outputs(path, x), golden) == 0
+    assert len(np.unique(golden)) > 5
+    _, path = _cast_model(tmp_path, onnx.TensorProto.INT8)
+    with pytest.raises(UnsupportedModel, match=r"\(Cast\): a Cast from UINT8 to INT8; only a "
+                                               r"Cast to the type the tensor has already"):
+        sf.load_quantized(path)
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_the_import(models, tmp_path,
                                                                         capsys):
     # A file where the output's folder should be gave a traceback (FileExistsError) after the

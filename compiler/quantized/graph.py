@@ -39,7 +39,8 @@ __all__ = ["Activation", "Chain", "LayerDraft", "Pending", "QuantConst", "Unsupp
 
 SUPPORTED_NODES = ("Quant", "BipolarQuant", "Trunc", "QuantizeLinear", "DequantizeLinear",
                    "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu",
-                   "Clip", "Flatten", "Reshape", "Identity", "Dropout", "Transpose")
+                   "Clip", "Flatten", "Reshape", "Identity", "Dropout", "Transpose",
+                   "Cast (to the type the tensor has)")
 QONNX_OPS = ("Quant", "BipolarQuant", "Trunc")
 CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
                 "GlobalAveragePool", "GlobalMaxPool")
@@ -823,6 +824,26 @@ class _Walker:
         if isinstance(target, Pending):
             target.layer.nodes.append(node.name)
         return target
+
+    def _Cast(self, node, source):
+        # torch.ao's export puts a Cast to uint8 between each QuantizeLinear (which gives
+        # uint8 already) and its DequantizeLinear: a no-op, passed through.  A Cast that
+        # changes the type would change the values (rounding, wrapping): refused.
+        import onnx
+
+        target = self.attributes(node).get("to")
+        info = self.model.get_tensor_valueinfo(node.input[0])
+        have = info.type.tensor_type.elem_type if info is not None else None
+        if have is None or have != target:
+            name = onnx.TensorProto.DataType.Name
+            self.refuse(node, f"a Cast from {name(have) if have else 'an unknown type'} to "
+                              f"{name(target)}; only a Cast to the type the tensor has already "
+                              f"(a no-op, as torch.ao's export puts after each QuantizeLinear) "
+                              f"is passed through")
+        if source is None:
+            self.refuse(node, "a Cast of a constant; only an activation's no-op Cast is "
+                              "passed through")
+        return self._passthrough(node, source)
 
     def _Transpose(self, node, source):
         if source is not None:
