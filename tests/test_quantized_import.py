@@ -204,6 +204,17 @@ def test_a_row_flat_inside_its_range_is_refused_even_approximated(tmp_path):
         sf.load_quantized(path, approximate=True)
 
 
+def test_a_quantizer_rounding_across_zero_is_refused_naming_its_rounding(tmp_path):
+    # It was "no multiplier of at most 25 bits ... over its accumulators -6367 .. 6383",
+    # which reads as sparseforge's shortcoming, not the rounding mode's.
+    b = Builder(3)
+    x = b.quant("x", np.float32(1 / 127), 8)
+    y = b.node("Gemm", [x, b.quant_weights(6, 10, 4)], transB=1, name="fc")
+    y = b.quant(y, np.float32(0.03), 8, rounding="UP", name="out_up")
+    _refused(tmp_path, b, y, [1, 10], r"layer 'fc' row \d+: its quantizer 'out_up' rounds UP "
+                                      r"\(across zero\).*export it with rounding ROUND")
+
+
 def _cast_model(tmp_path, to):
     b = Builder(9)
     x = b.qdq("x", np.float32(0.0123), 128, np.uint8, cast=to)

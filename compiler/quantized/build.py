@@ -190,6 +190,16 @@ def network_from_chain(chain: Chain, *, calibration=None, approximate: bool = Fa
                 lo = hi = 0
             fit = fit_row(function, lo, hi, low, high)
             if fit is None:
+                if not approximate and getattr(final, "rounding", "ROUND") in ("UP", "DOWN"):
+                    # Rounding away from or towards zero makes the step at zero twice as
+                    # wide as the others: no requantization has that, at any width.
+                    raise UnsupportedModel(
+                        f"{chain.source}: layer {layer.name!r} row {i}: its quantizer "
+                        f"{_final_name(final)!r} rounds {final.rounding} (across zero), whose "
+                        f"step at zero no requantization reproduces; export it with rounding "
+                        f"ROUND (or HALF_UP, HALF_EVEN, FLOOR, CEIL), or pass "
+                        f"approximate=True (sparseforge import --approximate) to use the "
+                        f"nearest one and print its error")
                 if not approximate:
                     raise UnsupportedModel(
                         f"{chain.source}: layer {layer.name!r} row {i}: no multiplier of at "
