@@ -120,8 +120,9 @@ def test_a_convolution_is_refused_naming_the_node(tmp_path):
     b = Builder(0)
     x = b.quant("x", np.float32(0.02), 8)
     y = b.node("Conv", [x, b.const(np.ones((2, 1, 3, 3)))], name="conv1")
+    # Named with the way a CNN does run: compression of the float model.
     _refused(tmp_path, b, y, [1, 1, 4, 4], r"node 'conv1' \(Conv\): convolutions .* not "
-                                          r"supported yet")
+                                          r"imported .* a float CNN runs through compression")
 
 
 def test_an_unsupported_op_is_refused_naming_the_node(tmp_path):

@@ -318,9 +318,11 @@ class _Walker:
                 if hint:
                     self.refuse(node, f"not supported: {hint}")
                 if node.op_type in CONVOLUTIONS:
-                    self.refuse(node, "convolutions and pooling are not supported yet (they "
-                                      "come with the convolution support); supported: "
-                                      + ", ".join(SUPPORTED_NODES))
+                    self.refuse(node, "convolutions and pooling of a quantized model are not "
+                                      "imported (the importer takes chains of Linear layers); "
+                                      "a float CNN runs through compression instead "
+                                      "(sparseforge compress, or sf.compress), which prunes "
+                                      "and quantizes it for the engine's conv mode")
                 self.refuse(node, "not supported; supported: " + ", ".join(SUPPORTED_NODES))
             result = handler(node, dynamic[0] if dynamic else None)
             self.values[node.output[0]] = result
