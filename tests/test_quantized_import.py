@@ -313,3 +313,21 @@ def test_a_second_quantizer_is_taken_only_where_it_changes_no_value(tmp_path):
     path = save(qdq_symmetric_relu(second_scale=0.5), tmp_path / "other_step.onnx")
     with pytest.raises(UnsupportedModel, match="already quantized.*the same step"):
         sf.load_quantized(path)
+
+
+def test_data_and_path_faults_name_the_key_and_the_sample(models, tmp_path, capsys):
+    # A NaN in x_test was "calibration data must be a non-empty array of finite numbers";
+    # an onnx.ModelProto for the path was pathlib's TypeError.
+    model, path = models["qdq_per_channel"]
+    x = random_inputs(model, 20)
+    x[3, 2] = np.nan
+    np.savez(tmp_path / "data.npz", x_test=x)
+    assert main(["import", path, "--data", str(tmp_path / "data.npz"), "-o",
+                 str(tmp_path / "m.sfm")]) == 2
+    assert "data.npz: x_test holds NaN or infinite values (first at sample 3, feature 2" in \
+        capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"calibration data hold NaN or infinite values "
+                                         r"\(first at sample 3, feature 2"):
+        sf.load_quantized(path, x)
+    with pytest.raises(ValueError, match=r"takes the path of an ONNX file, not a ModelProto"):
+        sf.load_quantized(onnx.load(path))

@@ -11,6 +11,7 @@ matter) and its constant as bias.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -90,6 +91,9 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
     exactly gets the nearest one (its worst-case error is in ``provenance["import"]
     ["approximated"]`` and printed by ``sparseforge import``) instead of a refusal.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"load_quantized takes the path of an ONNX file, not a "
+                         f"{type(path).__name__}: save it first (onnx.save(model, 'm.onnx'))")
     x, y = _calibration(calibration)
     chain = read_chain(path, x)
     if x is not None and x.shape[1] != chain.in_features:
@@ -139,8 +143,14 @@ def _calibration(calibration):
         raise InputError(f"calibration data must hold real numbers, not {x.dtype} values")
     x = x.astype(np.float64)
     x = x.reshape(len(x), -1) if x.ndim else x
-    if x.ndim < 2 or not len(x) or not np.all(np.isfinite(x)):
-        raise InputError("calibration data must be a non-empty array of finite numbers")
+    if x.ndim < 2 or not len(x):
+        raise InputError(f"calibration data must hold at least one sample of features, not "
+                         f"shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise InputError(f"calibration data hold NaN or infinite values (first at sample "
+                         f"{row}, feature {column}: {x[row, column]})")
     if y is not None and len(y) != len(x):
         raise InputError(f"calibration has {len(x)} samples but {len(y)} labels")
     return x, y

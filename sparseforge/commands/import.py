@@ -71,7 +71,13 @@ def _samples(array, what: str) -> np.ndarray:
     if array.ndim < 2 or len(array) == 0:
         raise InputError(f"{what} must hold at least one sample of features, not shape "
                          f"{array.shape}")
-    return array.reshape(len(array), -1).astype(np.float64)
+    array = array.reshape(len(array), -1).astype(np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise InputError(f"{what} holds NaN or infinite values (first at sample {row}, "
+                         f"feature {column}: {array[row, column]})")
+    return array
 
 
 def run(args) -> int:
