@@ -129,9 +129,11 @@ def checked_labels(labels, count: int, classes: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers (class numbers), not {labels.dtype} values")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]                       # a column of labels: the vector it holds
     if labels.shape != (count,):
-        raise ValueError(f"labels must be a vector of one class per input ({count}), not of "
-                         f"shape {labels.shape}")
+        raise ValueError(f"labels must be a vector (or a single column) of one class per "
+                         f"input ({count}), not of shape {labels.shape}")
     outside = (labels < 0) | (labels >= classes)
     if outside.any():
         raise ValueError(f"label {int(labels[outside][0])} is not a class of the model's "

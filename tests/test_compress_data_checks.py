@@ -118,3 +118,13 @@ def test_a_compressed_model_and_a_program_have_short_reprs():
     assert repr(program).startswith("<Program 4-") and " on 2 PEs: 8-bit activations" in \
         repr(program)
     assert len(repr(program)) < 200
+
+
+def test_checked_labels_take_a_single_column_as_the_vector_it_holds():
+    from sparseforge.sim.simulate import checked_labels
+
+    column = np.array([[0], [2], [1]])
+    np.testing.assert_array_equal(checked_labels(column, 3, 3), [0, 2, 1])
+    with pytest.raises(ValueError, match=r"labels must be a vector \(or a single column\) of "
+                                         r"one class per input \(3\), not of shape \(3, 2\)"):
+        checked_labels(np.zeros((3, 2), np.int64), 3, 3)
