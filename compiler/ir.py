@@ -34,7 +34,7 @@ from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_r
 
 __all__ = ["OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
            "QuantizedConv2d", "QuantizedNetwork", "RowRequant", "SUPPORTED_OPS", "op_geometry",
-           "op_output_shape"]
+           "op_output_shape", "check_finite", "check_inputs"]
 
 
 class OpKind(enum.Enum):
@@ -586,9 +586,15 @@ def check_inputs(x, features: int, map_shape: tuple[int, ...] | None = None) -> 
     if array.shape[1] != features:
         raise InputError(f"inputs have {array.shape[1]} features per row, the model takes "
                          f"{features}")
+    check_finite(array, "inputs hold")
+    return array
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """Refuse a samples x features ``array`` holding NaN or infinite values, naming the
+    first: ``"<what> NaN or infinite values (first at row r, feature c: value)"``."""
     bad = ~np.isfinite(array)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        raise InputError(f"inputs hold NaN or infinite values (first at row {row}, feature "
+        raise InputError(f"{what} NaN or infinite values (first at row {row}, feature "
                          f"{column}: {array[row, column]})")
-    return array

@@ -324,10 +324,10 @@ def test_data_and_path_faults_name_the_key_and_the_sample(models, tmp_path, caps
     np.savez(tmp_path / "data.npz", x_test=x)
     assert main(["import", path, "--data", str(tmp_path / "data.npz"), "-o",
                  str(tmp_path / "m.sfm")]) == 2
-    assert "data.npz: x_test holds NaN or infinite values (first at sample 3, feature 2" in \
+    assert "data.npz: x_test holds NaN or infinite values (first at row 3, feature 2" in \
         capsys.readouterr().err
     with pytest.raises(ValueError, match=r"calibration data hold NaN or infinite values "
-                                         r"\(first at sample 3, feature 2"):
+                                         r"\(first at row 3, feature 2"):
         sf.load_quantized(path, x)
     with pytest.raises(ValueError, match=r"takes the path of an ONNX file, not a ModelProto"):
         sf.load_quantized(onnx.load(path))

@@ -20,7 +20,8 @@ import numpy as np
 from ..compress.accounting import account
 from ..compress.model import CompressedModel
 from ..errors import InputError
-from ..ir import Linear, Network, QuantizedLinear, QuantizedNetwork, RowRequant
+from ..ir import (Linear, Network, QuantizedLinear, QuantizedNetwork, RowRequant,
+                  check_finite)
 from ..numerics import FixedFormat, Rounding, ScaledFormat, signed_bits
 from . import ops
 from .fit import MAX_MULTIPLIER_BITS, RowFit, approximate_row, exact_function, fit_row
@@ -146,11 +147,7 @@ def _calibration(calibration):
     if x.ndim < 2 or not len(x):
         raise InputError(f"calibration data must hold at least one sample of features, not "
                          f"shape {x.shape}")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        raise InputError(f"calibration data hold NaN or infinite values (first at sample "
-                         f"{row}, feature {column}: {x[row, column]})")
+    check_finite(x, "calibration data hold")
     if y is not None and len(y) != len(x):
         raise InputError(f"calibration has {len(x)} samples but {len(y)} labels")
     return x, y

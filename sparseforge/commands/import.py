@@ -64,6 +64,7 @@ def _samples(array, what: str) -> np.ndarray:
     """``array`` as samples x features of float64, refused unless it holds at least one
     sample of real numbers."""
     from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.ir import check_finite
 
     array = np.asarray(array)
     if array.dtype.kind not in "biuf":
@@ -72,11 +73,7 @@ def _samples(array, what: str) -> np.ndarray:
         raise InputError(f"{what} must hold at least one sample of features, not shape "
                          f"{array.shape}")
     array = array.reshape(len(array), -1).astype(np.float64)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        raise InputError(f"{what} holds NaN or infinite values (first at sample {row}, "
-                         f"feature {column}: {array[row, column]})")
+    check_finite(array, f"{what} holds")
     return array
 
 
