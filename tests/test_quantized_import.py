@@ -331,3 +331,21 @@ def test_data_and_path_faults_name_the_key_and_the_sample(models, tmp_path, caps
         sf.load_quantized(path, x)
     with pytest.raises(ValueError, match=r"takes the path of an ONNX file, not a ModelProto"):
         sf.load_quantized(onnx.load(path))
+
+
+def test_wide_quantizers_are_refused_naming_the_bit_width_to_export(tmp_path):
+    # 16-bit symmetric weights were told to "quantize the weights symmetrically or per
+    # channel" (they were); 16-bit activations did not say they were the activations.
+    b = Builder(4)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("Gemm", [x, b.quant_weights(4, 8, 16)], transB=1, name="fc")
+    y = b.quant(y, np.float32(0.1), 8)
+    _refused(tmp_path, b, y, [1, 8], r"'fc' \(Gemm\): 16-bit weights \(their integers span "
+                                     r".*quantize the weights to 8 bits or fewer")
+    b = Builder(4)
+    x = b.qdq("x", np.float32(0.02), 0, np.uint16)
+    y = b.node("Gemm", [x, b.dq_weights(4, 8, per_channel=True)], transB=1)
+    y = b.qdq(y, np.float32(0.1), 0, np.uint8)
+    _refused(tmp_path, b, y, [1, 8], r"uint16 quantized values; 8-bit ones \(uint8, int8\) are "
+                                     r"supported: .*activation_type=QuantType.QUInt8",
+             qonnx=False)

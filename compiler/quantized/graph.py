@@ -495,7 +495,9 @@ class _Walker:
         if zero_point is None:
             zero_point = np.zeros((), np.uint8)
         if zero_point.dtype not in (np.uint8, np.int8):
-            self.refuse(node, f"{zero_point.dtype} quantized values; 8-bit ones are supported")
+            self.refuse(node, f"{zero_point.dtype} quantized values; 8-bit ones (uint8, "
+                              f"int8) are supported: quantize the activations to 8 bits "
+                              f"(onnxruntime: activation_type=QuantType.QUInt8 or QInt8)")
         bits = 8
         signed = zero_point.dtype == np.int8
         data = self.kind_of(node.input[0])
@@ -630,6 +632,14 @@ class _Walker:
                               "model with weight quantizers")
         if not isinstance(weights, QuantConst) or weights.ints.ndim != 2:
             self.refuse(node, "its weights must be a quantized 2-D constant")
+        span = int(weights.ints.max()) - int(weights.ints.min())
+        if weights.bits > MAX_WEIGHT_BITS and span >= 1 << MAX_WEIGHT_BITS:
+            # A grid wider than 8 bits whatever its zero point: the export's bit width.
+            self.refuse(node, f"{weights.bits}-bit weights (their integers span "
+                              f"{int(weights.ints.min())} .. {int(weights.ints.max())}); at "
+                              f"most {MAX_WEIGHT_BITS} bits: quantize the weights to "
+                              f"{MAX_WEIGHT_BITS} bits or fewer (Brevitas: weight_bit_width; "
+                              f"onnxruntime: weight_type=QuantType.QInt8)")
         if weights.bits > MAX_WEIGHT_BITS:
             self.refuse(node, f"{weights.bits}-bit weights (their integers less the zero "
                               f"point span {int(weights.ints.min())} .. "
