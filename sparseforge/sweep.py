@@ -34,6 +34,7 @@ import socket
 import tempfile
 import time
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -549,6 +550,7 @@ class SweepResult:
     workers: int | None
     address: str | None
     power_w: dict[str, float] = field(default_factory=dict)
+    subject: dict = field(default_factory=dict)     # describe_subject's: model, data, split
     report: Path | None = None
     plot: Path | None = None
 
@@ -586,7 +588,7 @@ class SweepResult:
                 "total": len(self.records), "computed": self.computed, "cached": self.cached,
                 "failed": self.failed, "seconds": round(self.seconds, 2),
                 "workers": self.workers, "address": self.address,
-                "points": self.points,
+                "subject": self.subject, "points": self.points,
                 "pareto": {board: [p["key"] for p in front] for board, front in fronts.items()}}
 
 
@@ -629,6 +631,43 @@ def pareto_front(points: list[dict], objectives=OBJECTIVES) -> list[int]:
         if not dominated:
             front.append(i)
     return front
+
+
+def describe_subject(model, data) -> dict:
+    """What a sweep runs on, in words for its report: the model, the data, and the split its
+    accuracy is measured on (``data`` as :func:`_as_data` gives it)."""
+    if model is None:
+        described = DEFAULT_MODEL
+    elif isinstance(model, (str, Path)):
+        described = str(model)
+    elif hasattr(model, "network") and hasattr(model, "report"):          # CompressedModel
+        network = model.network
+        widths = [network.input_size] + [layer.out_features for layer in network.layers]
+        described = f"a compressed model ({'-'.join(map(str, widths))})"
+    else:
+        count = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+        described = f"{type(model).__name__} ({count:,} parameters)"
+    if data is None:
+        return {"model": described, "data": "scikit-learn 8x8 digits (the embedded split)",
+                "accuracy_split": "test"}
+    train, val, test = data
+    sizes = ", ".join(f"{name} {len(split[0]):,}"
+                      for name, split in (("train", train), ("val", val), ("test", test))
+                      if split is not None)
+    # _as_data stands the validation or the training split in for a missing test split.
+    split = ("test" if test is not None and test is not val and test is not train
+             else "val" if test is val and val is not None else "train")
+    return {"model": described, "data": f"given ({sizes} inputs)", "accuracy_split": split}
+
+
+def subject_line(subject: dict) -> str:
+    """The report's line saying what was swept."""
+    split = subject.get("accuracy_split", "test")
+    why = {"test": "", "val": " (no test split given)",
+           "train": " (no test or val split given: the data the models were trained on, an "
+                    "optimistic figure)"}[split]
+    return (f"Model: {subject['model']}; data: {subject['data']}; accuracy on the {split} "
+            f"split{why}.")
 
 
 def _as_data(train, val, test):
@@ -683,6 +722,13 @@ def sweep(model=None, *, pes=(8,), sparsity=(0.9,), weight_bits=(4,), board=("ic
         raise ValueError("the model is compressed already: sweep only pes and board over it, "
                          "not sparsity, weight_bits or seeds")
     data = _as_data(train, val, test)
+    subject = describe_subject(model, data)
+    if subject["accuracy_split"] == "train":
+        from sparseforge.compiler.errors import InputWarning
+
+        warnings.warn("the sweep's accuracy is measured on the training data (no test= or "
+                      "val= given): pass a held-out split for a figure that means something",
+                      InputWarning, stacklevel=2)
     out = Path(out)
     if out.exists() and not out.is_dir():
         from sparseforge.compiler.errors import InputError
@@ -735,7 +781,8 @@ def sweep(model=None, *, pes=(8,), sparsity=(0.9,), weight_bits=(4,), board=("ic
              records, store, state, report_progress)
     result = SweepResult([records[k] for _, k, _ in plan], out,
                          time.perf_counter() - started, computed=len(todo), cached=cached,
-                         workers=workers, address=address, power_w=dict(spec.power_w))
+                         workers=workers, address=address, power_w=dict(spec.power_w),
+                         subject=subject)
     write_report(result)
     return result
 
@@ -870,9 +917,11 @@ def write_report(result: SweepResult) -> None:
     points = result.points
     if any(p["status"] == "ok" for p in points):
         result.plot = plot_pareto(result, out / "pareto.png")
-    lines = ["# Design-space sweep", "",
-             f"{len(points)} points ({result.computed} computed now, {result.cached} from the "
-             f"store, {result.failed} failed) in {result.seconds:.1f} s.", ""]
+    lines = ["# Design-space sweep", ""]
+    if result.subject:
+        lines += [subject_line(result.subject), ""]
+    lines += [f"{len(points)} points ({result.computed} computed now, {result.cached} from "
+              f"the store, {result.failed} failed) in {result.seconds:.1f} s.", ""]
     if result.plot:
         lines += [f"![Pareto fronts]({result.plot.name})", ""]
     fronts = result.pareto()
@@ -929,8 +978,10 @@ def table_row(p: dict) -> list[str]:
     if p["status"] != "ok":
         return settings + ["-"] * 6 + [f"{p['stage']} failed"]
     cells = f"{p['logic_cells']:,}" + ("" if p["logic_cells_source"] == "nextpnr" else " (est.)")
+    # Without a build the clock is the board's target, which the design may not reach.
+    clock = f"{p['clock_mhz']:.1f}" + ("" if p["clock_source"] == "built" else " (target)")
     return settings + [f"{100 * p['accuracy']:.2f}%", f"{p['cycles_per_inference']:.0f}",
-                       f"{p['clock_mhz']:.1f}", f"{p['latency_us']:.2f}", cells,
+                       clock, f"{p['latency_us']:.2f}", cells,
                        maybe(p["inferences_per_joule"], ",.0f"),
                        "ok" if "build" not in p or p["build"]["timing_met"]
                        else "timing missed"]

@@ -116,6 +116,31 @@ def test_a_failures_headline_keeps_every_shortfall():
     assert "ways out" not in line
 
 
+def test_the_report_says_what_was_swept_and_on_which_split_the_accuracy_is():
+    from sparseforge.sweep import _as_data, describe_subject, subject_line
+
+    x, y = np.zeros((6, 13), np.float32), np.arange(6) % 3
+    held_out = describe_subject("wine.onnx", _as_data((x, y), (x[:2], y[:2]), (x[:3], y[:3])))
+    assert held_out == {"model": "wine.onnx", "data": "given (train 6, val 2, test 3 inputs)",
+                        "accuracy_split": "test"}
+    assert describe_subject(None, _as_data((x, y), (x[:2], y[:2]), None))["accuracy_split"] \
+        == "val"
+    line = subject_line(describe_subject(None, _as_data((x, y), None, None)))
+    assert "accuracy on the train split" in line and "optimistic" in line
+    assert "embedded" in describe_subject(None, None)["data"]
+
+
+def test_a_sweep_without_held_out_data_warns_that_its_accuracy_is_the_training_datas(tmp_path):
+    from sparseforge.compiler.errors import InputError, InputWarning
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    x, y = np.zeros((6, 64), np.float32), np.arange(6) % 3
+    with pytest.warns(InputWarning, match="measured on the training data"), \
+            pytest.raises(InputError, match="not a folder"):
+        sweep(train=(x, y), out=not_a_folder)
+
+
 def test_store_skips_a_torn_line_and_the_last_record_wins(tmp_path):
     store = ResultStore(tmp_path / "results.jsonl")
     store.append({"key": "a", "status": "failed"})
@@ -169,6 +194,8 @@ def test_sweep_records_failures_shares_compressions_and_resumes(local_ray, small
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     report = (tmp_path / "report.md").read_text()
     assert "Pareto front" in report and "compile: the engine (16 PEs" in report
+    assert "Model: Sequential (" in report and "accuracy on the test split." in report
+    assert "| 33.0 (target) |" in report                # not built: the board's target clock
 
     # The same sweep again: every point from the store, no Ray session needed.
     started = time.perf_counter()

@@ -191,8 +191,10 @@ def render(console, result) -> None:
     from rich import box
     from rich.table import Table
 
-    from sparseforge.sweep import COLUMNS, headline, table_row
+    from sparseforge.sweep import COLUMNS, headline, subject_line, table_row
 
+    if result.subject:
+        console.print(subject_line(result.subject), highlight=False)
     for board, front in result.pareto().items():
         count = sum(p["board"] == board and p["status"] == "ok" for p in result.points)
         failed = sum(p["board"] == board and p["status"] != "ok" for p in result.points)
