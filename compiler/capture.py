@@ -94,7 +94,23 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
             raise ValueError(f"the input shape must be (channels, rows, columns) of "
                              f"{input_size} values, not {input_shape}")
     shape, produced_by = input_shape or (input_size,), "the input"
+    kept = []
     for op in ops:
+        if op.kind is OpKind.RESHAPE:
+            target = tuple(op.attrs["shape"])
+            size = int(np.prod(shape))
+            known = int(np.prod([d for d in target if d != -1]))
+            if -1 in target and size % known == 0:
+                target = tuple(size // known if d == -1 else d for d in target)
+            if target != tuple(shape):
+                raise UnsupportedLayerError(
+                    f"layer {op.name!r} (a view of {produced_by}'s "
+                    f"{' x '.join(map(str, shape))} as a {' x '.join(map(str, target))} map: "
+                    f"the engine keeps each map's layout; a view that makes the input a map "
+                    f"is supported before the first layer, and one that makes a vector is a "
+                    f"Flatten)", "view")
+            continue                                    # a view that changes nothing
+        kept.append(op)
         for name, values in op.params.items():
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"{op.kind.value} {op.name!r}: {name} holds NaN or infinite "
@@ -138,7 +154,7 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
             raise InputError(f"{error} (after {produced_by})") from None
         if op.kind in (OpKind.LINEAR, OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
             produced_by = f"{op.name!r}"
-    return Graph(tuple(ops), input_size, source, input_shape)
+    return Graph(tuple(kept), input_size, source, input_shape)
 
 
 def _check_softmax(op: Op, shape: tuple[int, ...]) -> None:
@@ -211,6 +227,15 @@ def _module_handlers():
     def simple(kind):
         return lambda module, name: [Op(kind, name)]
 
+    def unflatten(module, name):
+        size = tuple(module.unflattened_size)
+        if module.dim not in (1, -1) or len(size) != 3:
+            raise UnsupportedSettingError(
+                f"layer {name!r}", "Unflatten", "dim and unflattened_size",
+                f"{module.dim} and {size}", "a vector made a (channels, rows, columns) map, "
+                "Unflatten(1, (C, H, W)), is supported as the network's first layer")
+        return [Op(OpKind.RESHAPE, name, {}, {"shape": size})]
+
     def softmax(module, name):
         return [Op(OpKind.SOFTMAX, name, {}, {"axis": _softmax_dim(module.dim, name)})]
 
@@ -224,6 +249,7 @@ def _module_handlers():
         nn.ReLU: simple(OpKind.RELU),
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
+        nn.Unflatten: unflatten,
         nn.Dropout: simple(OpKind.IDENTITY),
         nn.Dropout1d: simple(OpKind.IDENTITY),
         nn.Dropout2d: simple(OpKind.IDENTITY),
@@ -262,6 +288,7 @@ def capture_module(model, input_shape=None) -> Graph:
     if not layers:
         raise ValueError(f"the model ({type(model).__name__}) has no Linear or Conv2d layer "
                          f"to run")
+    ops, input_shape = _input_map(ops, input_shape, type(model).__name__)
     spatial = next((op for op in ops if op.kind in _SPATIAL), None)
     if input_shape is None:
         if spatial is not None:
@@ -273,6 +300,38 @@ def capture_module(model, input_shape=None) -> Graph:
     if spatial is None and len(input_shape) != 3:
         return check_graph(ops, int(np.prod(input_shape)), type(model).__name__)
     return check_graph(ops, int(np.prod(input_shape)), type(model).__name__, input_shape)
+
+
+def _input_map(ops: list[Op], input_shape, source: str):
+    """``ops`` without the view that makes the input a map (nn.Unflatten, ``x.view(-1, C, H,
+    W)``) before any layer, and the input's shape: that view's, which data of as many values
+    per sample (flat, or maps of any shape) may feed.  A view to a map anywhere else is
+    left to :func:`check_graph`, which drops one that changes nothing and refuses any other
+    (the engine keeps each map's layout)."""
+    first = next((i for i, op in enumerate(ops) if op.kind is not OpKind.IDENTITY), None)
+    if first is not None and ops[first].kind is OpKind.RESHAPE:
+        view = ops[first]
+        shape = tuple(int(d) for d in view.attrs["shape"])
+        if input_shape is not None and -1 not in shape \
+                and int(np.prod(input_shape)) != int(np.prod(shape)):
+            raise InputError(f"{source}: layer {view.name!r} views the input as a map of "
+                             f"{' x '.join(map(str, shape))} ({int(np.prod(shape))} values) "
+                             f"but the data has {int(np.prod(input_shape))} values per sample "
+                             f"({' x '.join(map(str, input_shape))})")
+        if shape.count(-1) == 1 and input_shape is not None:
+            known = int(np.prod([d for d in shape if d != -1]))
+            total = int(np.prod(input_shape))
+            if total % known:
+                raise InputError(f"{source}: layer {view.name!r} views the input as a map of "
+                                 f"{shape}, which {total} values per sample do not make")
+            shape = tuple(total // known if d == -1 else d for d in shape)
+        if min(shape) < 1:
+            raise InputError(f"{source}: layer {view.name!r} views the input as a map of "
+                             f"{shape}: give its channels, rows and columns as numbers, or "
+                             f"pass data shaped batch x channels x rows x columns")
+        ops = ops[:first] + ops[first + 1:]
+        input_shape = shape
+    return ops, input_shape
 
 
 def _conv_module(module, name) -> list[Op]:
@@ -482,7 +541,29 @@ def _pooling_call(node, path: str, pooling) -> list[Op] | None:
     return _capture(module_type(**arguments), path)
 
 
+def _view_kind(node, path: str, shape_queries) -> tuple[OpKind, dict]:
+    """What ``x.view(...)`` / ``x.reshape(...)`` / ``torch.reshape(x, ...)`` makes: a batch of
+    vectors (a Flatten: ``(x.size(0), -1)``, ``(-1, 64)``) or of (channels, rows, columns)
+    maps (``(-1, 1, 28, 28)``: the input's map when it comes first)."""
+    dims = node.args[1:]
+    if "shape" in node.kwargs:
+        dims = (node.kwargs["shape"],)
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = tuple(dims[0])
+    if len(dims) <= 2:
+        return OpKind.FLATTEN, {}
+    sample = dims[1:]
+    if len(dims) == 4 and all(isinstance(d, int) and (d >= 1 or d == -1) for d in sample) \
+            and sample.count(-1) <= 1 and (dims[0] == -1 or dims[0] in shape_queries):
+        return OpKind.RESHAPE, {"shape": tuple(sample)}
+    shown = ", ".join("batch" if d in shape_queries else str(d) for d in dims)
+    raise UnsupportedSettingError(f"layer {path!r}", "view", "shape", f"({shown})",
+                                  "views to a batch of vectors, (x.size(0), -1), and to a "
+                                  "batch of maps, (-1, channels, rows, columns), are supported")
+
+
 def _trace(module, name) -> list[Op]:
+    import torch
     import torch.fx
 
     where = name or type(module).__name__
@@ -534,6 +615,8 @@ def _trace(module, name) -> list[Op]:
                 raise UnsupportedLayerError(f"{path!r}",
                                             str(getattr(target, "__name__", target)))
             attrs = {}
+            if kind is OpKind.FLATTEN and target in ("view", "reshape", torch.reshape):
+                kind, attrs = _view_kind(node, path, shape_queries)
             if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
                 attrs["axis"] = _softmax_dim(dim, path)

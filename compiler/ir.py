@@ -47,12 +47,15 @@ class OpKind(enum.Enum):
     CONV = "conv"                 # Conv2d: weight out x in x kh x kw, stride, padding
     MAXPOOL = "maxpool"           # fused into the convolution before it
     AVGPOOL = "avgpool"           # folded into the Linear after it, or a convolution of its own
+    # A view of the input as a (channels, rows, columns) map (nn.Unflatten, x.view(-1, C, H, W)):
+    # capture takes it as the input's map and no Graph holds it.
+    RESHAPE = "reshape"
 
 
 SUPPORTED_OPS = ("Linear", "Conv2d (groups 1 or in_channels)", "ReLU", "BatchNorm1d",
                  "BatchNorm2d", "MaxPool2d (after a Conv2d)", "AvgPool2d",
-                 "AdaptiveAvgPool2d(1)", "Flatten", "Dropout", "Identity",
-                 "Softmax (last layer only)")
+                 "AdaptiveAvgPool2d(1)", "Flatten", "Unflatten (first layer only)", "Dropout",
+                 "Identity", "Softmax (last layer only)")
 
 
 @dataclass(frozen=True, eq=False)

@@ -483,3 +483,73 @@ def test_an_untraceable_forward_says_what_to_write_instead():
                                          r"torch.fx \('len' is not supported") as error:
         capture(_Flattening("len").eval(), input_shape=(1, 8, 8))
     assert "flatten with torch.flatten(x, 1)" in str(error.value)
+
+
+# ---- a view that makes the input a map ---------------------------------------------------------
+
+class _ViewsItsInput(nn.Module):
+    """The MNIST-example style: flat (or any) input viewed as maps first in the forward."""
+
+    def __init__(self, view):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv, self.fc = nn.Conv2d(2, 3, 3, padding=1), nn.Linear(3 * 4 * 5, 4)
+        self.view = view
+
+    def forward(self, x):
+        x = self.view(x)
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+RESHAPE_WITH_A_FREE_DIMENSION = _ViewsItsInput(lambda x: x.reshape(x.size(0), 2, 4, -1))
+
+
+@pytest.mark.parametrize("model", [
+    seeded(nn.Unflatten(1, (2, 4, 5)), nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+           nn.Linear(60, 4)),
+    _ViewsItsInput(lambda x: x.view(-1, 2, 4, 5)),
+    RESHAPE_WITH_A_FREE_DIMENSION,
+    _ViewsItsInput(lambda x: torch.reshape(x, (x.shape[0], 2, 4, 5))),
+], ids=["Unflatten", "view", "reshape", "torch.reshape"])
+@pytest.mark.parametrize("data_shape", [None, (40,), (2, 4, 5), (1, 8, 5)])
+def test_a_view_of_the_input_as_maps_declares_the_input_map(model, data_shape):
+    if data_shape is None and model is RESHAPE_WITH_A_FREE_DIMENSION:
+        data_shape = (40,)          # its -1 needs the data's size (the next test)
+    graph = capture(model, input_shape=data_shape)
+    assert graph.input_shape == (2, 4, 5) and graph.input_size == 40
+    assert OpKind.RESHAPE not in kinds(graph) and kinds(graph)[0] is OpKind.CONV
+    x = RNG.normal(size=(5, 40))
+    np.testing.assert_allclose(canonicalize(graph).forward(x), torch_out(model, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_views_that_change_a_maps_layout_or_make_other_shapes_are_refused():
+    unknown = _ViewsItsInput(lambda x: x.view(x.size(0), 2, -1, 5))
+    with pytest.raises(InputError, match=r"views the input as a map of \(2, -1, 5\): give its "
+                                         r"channels, rows and columns as numbers"):
+        capture(unknown)
+    assert capture(unknown, input_shape=(40,)).input_shape == (2, 4, 5)
+    with pytest.raises(InputError, match=r"views the input as a map of 2 x 4 x 5 \(40 values\) "
+                                         r"but the data has 36 values per sample"):
+        capture(_ViewsItsInput(lambda x: x.view(-1, 2, 4, 5)), input_shape=(1, 6, 6))
+    with pytest.raises(UnsupportedSettingError, match=r"\(view\) has shape \(-1, 8, 5\)"):
+        capture(_ViewsItsInput(lambda x: x.view(-1, 8, 5)))
+    with pytest.raises(UnsupportedSettingError, match=r"\(Unflatten\) has dim and "
+                                                      r"unflattened_size 1 and \(8, 5\)"):
+        capture(nn.Sequential(nn.Unflatten(1, (8, 5)), nn.Linear(5, 2)))
+
+    class Relaid(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.conv, self.shape = nn.Conv2d(1, 2, 3, padding=1), shape
+
+        def forward(self, x):
+            return torch.flatten(self.conv(x).view(-1, *self.shape), 1)
+
+    # A view to the shape the map has changes nothing; to another layout it is refused.
+    assert kinds(capture(Relaid((2, 4, 4)), input_shape=(1, 4, 4))) == [OpKind.CONV,
+                                                                        OpKind.FLATTEN]
+    with pytest.raises(UnsupportedLayerError, match=r"a view of 'conv''s 2 x 4 x 4 as a "
+                                                    r"4 x 2 x 4 map"):
+        capture(Relaid((4, 2, 4)), input_shape=(1, 4, 4))
