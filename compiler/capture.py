@@ -725,8 +725,9 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
-                _check_flatten(node, name, attrs, {**constants, **shapes})
-            ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
+                ops.append(_check_flatten(node, name, attrs, {**constants, **shapes}))
+            else:
+                ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
         else:
             raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
     if pending is not None:
@@ -735,9 +736,13 @@ def capture_onnx(path) -> Graph:
     if not layers:
         raise ValueError(f"{path}: the ONNX graph has no Gemm, MatMul or Conv layer")
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:]]
+    static = bool(dims) and all(d > 0 for d in dims)
+    ops, declared = _input_map(ops, tuple(dims) if static else None, str(path))
+    if declared is not None and len(declared) == 3:
+        dims, static = list(declared), True
     spatial = next((op for op in ops if op.kind in _SPATIAL), None)
     if spatial is not None:
-        if len(dims) != 3 or not all(d > 0 for d in dims):
+        if len(dims) != 3 or not static:
             raise ValueError(f"{path}: node {spatial.name!r} works on feature maps, but the "
                              f"graph input {inputs[0].name!r} has no static shape batch x "
                              f"channels x rows x columns ({dims or 'none'})")
@@ -876,25 +881,33 @@ def _shape_expressions(graph, constants, folded) -> dict:
     return shapes
 
 
-def _check_flatten(node, name: str, attrs, constants) -> None:
-    """A Flatten or Reshape must make a batch of vectors (the engine's activations are flat)."""
+def _check_flatten(node, name: str, attrs, constants) -> Op:
+    """A Flatten or Reshape as the op it is: a batch of vectors (a Flatten: the engine's
+    activations are flat), or a Reshape to batch x channels x rows x columns (a view, which
+    :func:`_input_map` takes as the input's map when it comes first)."""
     if node.op_type == "Flatten":
         if attrs.get("axis", 1) != 1:
             raise UnsupportedSettingError(f"ONNX node {name!r}", "Flatten", "axis",
                                           attrs["axis"], "only axis 1 (a batch of vectors)")
-        return
+        return Op(OpKind.FLATTEN, name)
     shape = constants.get(node.input[1]) if len(node.input) > 1 else None
     if shape is None:
-        return
+        return Op(OpKind.FLATTEN, name)
     if isinstance(shape, str):                  # Shape's output itself: a reshape to as it was
         dims = ["the input's own shape"]
     elif isinstance(shape, list):               # a shape expression (_shape_expressions)
         dims = shape
     else:
         dims = np.asarray(shape, dtype=np.int64).reshape(-1).tolist()
+    sample = dims[1:]
+    if len(dims) == 4 and dims[0] in (_BATCH, -1, 0) and all(
+            isinstance(d, int) and (d >= 1 or d == -1) for d in sample) and sample.count(-1) <= 1:
+        return Op(OpKind.RESHAPE, name, {}, {"shape": tuple(sample)})
     if len(dims) != 2 or _UNKNOWN in dims:
         raise UnsupportedSettingError(f"ONNX node {name!r}", "Reshape", "target shape", dims,
-                                      "only a reshape to batch x features")
+                                      "only a reshape to batch x features, or to batch x "
+                                      "channels x rows x columns before the first layer")
+    return Op(OpKind.FLATTEN, name)
 
 
 def _linear(name: str, weight: np.ndarray, bias) -> Op:

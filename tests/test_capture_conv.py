@@ -2,6 +2,8 @@
 average pooling, Flatten, from nn.Module and ONNX.  Each pass is tested twice: the float
 interpreter gives the same result before and after, and the structural change happened."""
 
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -553,3 +555,22 @@ def test_views_that_change_a_maps_layout_or_make_other_shapes_are_refused():
     with pytest.raises(UnsupportedLayerError, match=r"a view of 'conv''s 2 x 4 x 4 as a "
                                                     r"4 x 2 x 4 map"):
         capture(Relaid((4, 2, 4)), input_shape=(1, 4, 4))
+
+
+@pytest.mark.parametrize("model", [
+    _ViewsItsInput(lambda x: x.view(x.size(0), 2, 4, 5)),
+    _ViewsItsInput(lambda x: x.reshape(-1, 2, 4, 5)),
+], ids=["view(size(0), ...)", "reshape(-1, ...)"])
+def test_an_onnx_reshape_of_a_flat_input_to_maps_declares_the_input_map(model, tmp_path):
+    import onnxruntime
+
+    path = tmp_path / "flat_input_cnn.onnx"
+    with warnings.catch_warnings():         # the TorchScript exporter, as the examples use
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model.eval(), torch.zeros(1, 40), str(path), input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    graph = capture(path)
+    assert graph.input_shape == (2, 4, 5) and kinds(graph)[0] is OpKind.CONV
+    x = RNG.normal(size=(5, 40))
+    expected = onnxruntime.InferenceSession(str(path)).run(None, {"x": x.astype(np.float32)})[0]
+    np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-4, atol=1e-4)
