@@ -198,7 +198,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                   fifo_depth: int | None = None, headroom: float | None = None,
                   acc_memory_bits: int | None = None, writeback_lanes: int | None = None,
                   encoded=None, fit_check: bool = True,
-                  skip_zeros: bool = False, engine_for=None) -> EngineConfig:
+                  skip_zeros: bool = False, engine_for=None,
+                  imported: bool | None = None) -> EngineConfig:
     """The smallest engine that runs ``qnet`` (a QuantizedNetwork or CompressedModel) on
     ``pes`` PEs.
 
@@ -228,8 +229,13 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
     When it does not fit, the advice names the most PEs that do: ``engine_for(pes)`` gives the
     engine for another PE count (``sf.compile`` passes its own, which places the model anew);
     by default this function's for ``qnet`` with the same options.
+    ``imported``: the model came in quantized (``sf.load_quantized``), whose fit advice names
+    its own export, not ``compress``'s options; by default read from ``qnet``'s provenance
+    (a CompressedModel's), else False.
     """
     pes = check_pes(pes)
+    if imported is None:
+        imported = is_imported(qnet)
     part = resolve_part(board)
     small = part is not None and part.family == "ice40"
     if scan_lanes is None:
@@ -343,9 +349,9 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                         qnet, count, board=board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
                         headroom=headroom, acc_memory_bits=acc_memory_bits,
                         writeback_lanes=writeback_lanes, skip_zeros=skip_zeros,
-                        fit_check=False))
+                        fit_check=False, imported=imported))
             try:
-                check_board(config, part, engine_for=engine_for)
+                check_board(config, part, engine_for=engine_for, imported=imported)
             except DoesNotFit as error:
                 if not headroom:
                     raise
@@ -356,6 +362,13 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
         _skip_zeros_not_taken("it is for an iCE40 board's one-lane scan (--board icebreaker); "
                               "other engines look at a word of activations a cycle")
     return config
+
+
+def is_imported(model) -> bool:
+    """Whether ``model`` (a CompressedModel, or anything else) came in quantized through
+    ``sf.load_quantized``: its provenance has the import's record."""
+    provenance = getattr(model, "provenance", None)
+    return isinstance(provenance, dict) and "import" in provenance
 
 
 def other_engine(make) -> EngineConfig | None:

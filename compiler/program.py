@@ -287,11 +287,13 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
                                          fifo_depth=fifo_depth, headroom=headroom,
                                          writeback_lanes=writeback_lanes,
                                          skip_zeros=skip_zeros, encoded=encoded,
-                                         fit_check=fit_check, engine_for=engine_for)
+                                         fit_check=fit_check, engine_for=engine_for,
+                                         imported=configure.is_imported(model))
     else:
         configure.fit(stored, config, encoded=encoded)
         if board is not None and fit_check:
-            configure.check_board(config, configure.resolve_part(board))
+            configure.check_board(config, configure.resolve_part(board),
+                                  imported=configure.is_imported(model))
     program = Program(config, pack_image(config, stored, encoded), network, board,
                       selection, output_order)
     if verify:

@@ -444,10 +444,11 @@ def fit_margin(part: Part, config: EngineConfig | None = None) -> float:
     return margin
 
 
-def check_board(config: EngineConfig, part: Part, *, engine_for=None) -> Resources:
+def check_board(config: EngineConfig, part: Part, *, engine_for=None,
+                imported: bool = False) -> Resources:
     """Refuse an engine that cannot fit ``part`` (``boards.parts.Part``): a DoesNotFit naming
     each resource, needed vs available, and the ways out (:func:`fit_advice`, which takes
-    ``engine_for``).  Logic counts as short when its estimate lies within the estimate's error
+    ``engine_for`` and ``imported``).  Logic counts as short when its estimate lies within the estimate's error
     (:func:`fit_margin`) of the part's capacity: such an engine may not place.  Returns the
     estimate when it fits."""
     use, problems = board_shortages(config, part)
@@ -456,7 +457,8 @@ def check_board(config: EngineConfig, part: Part, *, engine_for=None) -> Resourc
         raise DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
                          f"{config.entry_depth} entries per PE) "
                          f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems)
-                         + "\n" + fit_advice(config, part, short, engine_for=engine_for))
+                         + "\n" + fit_advice(config, part, short, engine_for=engine_for,
+                                            imported=imported))
     return use
 
 
@@ -494,13 +496,16 @@ def most_pes_that_fit(config: EngineConfig, part: Part, engine_for) -> int | Non
     return None
 
 
-def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=None) -> str:
+def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=None,
+               imported: bool = False) -> str:
     """The ways out of an engine that does not fit ``part`` (``short``: the resources it
     lacks, ``"LUT"``, ``"BRAM"``, ``"DSP"``, ``"SPRAM"``), as a line to print under the
     refusal -- the compiler's and a failed placement's alike.  With ``engine_for`` (PE count
     -> the engine the compiler makes for the model, or None) fewer PEs are advised as the
     largest count the fit check accepts (:func:`most_pes_that_fit`), or said not to help;
-    without it, as a guess from this engine alone."""
+    without it, as a guess from this engine alone.  ``imported``: the model came in quantized
+    (``sf.load_quantized``), so ``compress``'s options do not apply to it; the advice names
+    what does (its own export, narrower or pruned further)."""
     from .parts import BOARD_PARTS, PARTS
 
     short = set(short)
@@ -524,9 +529,14 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=N
         ways.append(f"fewer PEs (--pes {max(1, fewer)} or so)")
     high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
     if "LUT" in short and (high_bits > 0 or (part.family == "ice40" and config.acc_bits > 16)):
-        ways.append(f"narrower accumulators: compress with --max-acc-bits 16 (now "
-                    f"{config.acc_bits} bits, {high_bits or config.acc_bits} of them in "
-                    f"logic per row)")
+        now = (f"now {config.acc_bits} bits, {high_bits or config.acc_bits} of them in logic "
+               f"per row")
+        if imported:
+            # The imported model's own weight and activation widths set its accumulators.
+            ways.append(f"narrower accumulators: export the model with narrower weights or "
+                        f"activations ({now})")
+        else:
+            ways.append(f"narrower accumulators: compress with --max-acc-bits 16 ({now})")
     if "LUT" in short and config.scan_lanes > 1:
         ways.append(f"fewer lanes (--scan-lanes {config.scan_lanes // 2}; now "
                     f"{config.scan_lanes})")
@@ -537,7 +547,10 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=N
         ways.append(f"fewer write-back lanes (requantizers shared by more PEs: "
                     f"--writeback-lanes {min(sharing)}, or writeback_lanes={min(sharing)} in "
                     f"sf.compile; now {config.writeback_lanes or config.pes})")
-    if "BRAM" in short:
+    if "BRAM" in short and imported:
+        ways.append("a smaller model in the PEs' memories (prune the model further, or give it "
+                    "narrower weights, where it is trained, and export it again)")
+    elif "BRAM" in short:
         ways.append("a smaller model in the PEs' memories (compress with a higher --sparsity "
                     "or fewer --weight-bits)")
     # The smallest board whose part holds this engine by the estimate (the engine as
