@@ -1,7 +1,8 @@
 """``sparseforge compress [MODEL]``: prune, share and quantize a model; write a ``.sfm`` file.
 
 MODEL is an ONNX file, or a PyTorch state_dict (``.pt``/``.pth``, loaded with
-``torch.load(..., weights_only=True)``: never pickle) of the default digits MLP, possibly pruned
+``torch.load(..., weights_only=True)``: never pickle) of the default MLP (``fc1``, ReLU,
+``fc2``, of any width: the digits' 64-128-10 or one trained on other data), possibly pruned
 with ``torch.nn.utils.prune`` (``weight_orig`` and ``weight_mask``).  Without MODEL the embedded
 default is trained first: a 64-128-10 MLP on scikit-learn's bundled 8x8 digits, or with
 ``--data`` an MLP of the same kind (features -> 128 -> classes) on the data's training set.
@@ -68,7 +69,7 @@ def register(verbs) -> None:
 
 def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train=None,
                classes: int | None = None):
-    """The model to compress: an ONNX path, a state_dict of the digits MLP, or the trained
+    """The model to compress: an ONNX path, a state_dict of the default MLP, or the trained
     default (on ``train``, the user's ``(X, y)``, when given, with ``classes`` outputs, by
     default one per class of ``train``).  Checkpoints that need pickle are refused."""
     from sparseforge.compiler.compress.digits import HIDDEN, digits_mlp, train_float
@@ -89,18 +90,22 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train
     state = effective_state(state)
     if "fc1.weight" not in state:
         raise ValueError(f"{path}: the state_dict has no 'fc1.weight'; it must be one of the "
-                         f"default digits MLP (fc1, fc2); other models: export ONNX or call "
+                         f"default MLP (fc1, ReLU, fc2); other models: export ONNX or call "
                          f"sf.compress from Python (keys found: {', '.join(sorted(state))})")
-    model = digits_mlp(state["fc1.weight"].shape[0] if state["fc1.weight"].ndim == 2
-                       else HIDDEN)
+    # The default MLP's shape, inputs -> hidden -> classes, read from the weights (the digits'
+    # 64 -> 128 -> 10 where they do not say): the MLP `compress --data` trains has any.
+    fc1, fc2 = state["fc1.weight"], state.get("fc2.weight")
+    hidden, inputs = fc1.shape if fc1.ndim == 2 else (HIDDEN, 64)
+    classes = fc2.shape[0] if fc2 is not None and fc2.ndim == 2 else 10
+    model = digits_mlp(hidden, inputs=inputs, classes=classes)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         # torch's first line only says "Error(s) in loading state_dict"; the keys and sizes
         # that are wrong follow it.
         details = " ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
-        raise ValueError(f"{path}: the state_dict does not fit the digits MLP "
-                         f"(64 -> hidden -> 10, with biases): {details or error}; other models: "
+        raise ValueError(f"{path}: the state_dict does not fit the default MLP "
+                         f"(fc1, ReLU, fc2, with biases): {details or error}; other models: "
                          f"export ONNX or call sf.compress from Python") from error
     return model
 
@@ -156,7 +161,7 @@ def load_state_dict(path: Path) -> dict:
                          f"needs pickle (a whole saved module?) or is damaged, and "
                          f"sparseforge never unpickles user files; export the model to ONNX "
                          f"(torch.onnx.export) or call sf.compress(model, ...) from Python "
-                         f"(a state_dict is taken for the default digits MLP only)"
+                         f"(a state_dict is taken for the default MLP only: fc1, ReLU, fc2)"
                          f"{_unpickler_reason(error)}") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
@@ -195,15 +200,15 @@ def effective_state(state: dict) -> dict:
     return out
 
 
-def check_default_data(onnx_path: Path) -> None:
+def check_default_data(model, path: Path) -> None:
     """Without ``--data`` the data is the digits (64 features): say so, before any training,
-    when the model takes another width."""
+    when the model (an ONNX path or a module read from ``path``) takes another width."""
     from sparseforge.compiler.capture import capture
     from sparseforge.compiler.errors import InputError
 
-    width = capture(onnx_path).input_size
+    width = capture(model).input_size
     if width != 64:
-        raise InputError(f"{onnx_path} takes {width} inputs, and without --data the data is "
+        raise InputError(f"{path} takes {width} inputs, and without --data the data is "
                          f"the default, scikit-learn's 8x8 digits (64 features): pass --data "
                          f"with an .npz of x_train, y_train (and x_val, y_val, x_test, y_test) "
                          f"for this model")
@@ -275,8 +280,8 @@ def run(args) -> int:
         model = load_model(Path(args.model) if args.model else None, seed=args.seed,
                            train=train if args.data else None,
                            classes=_classes(train, val, test) if args.data else None)
-        if args.data is None and isinstance(model, Path):
-            check_default_data(model)
+        if args.data is None and args.model is not None:
+            check_default_data(model, Path(args.model))
         compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
     except (ValueError, TypeError) as error:
         return fail(str(error))

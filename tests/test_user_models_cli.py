@@ -1,0 +1,45 @@
+"""A user's own PyTorch model files through `sparseforge compress`: what is read, and what is
+refused with a message that says what the file is and the way out."""
+
+import numpy as np
+import pytest
+
+from sparseforge.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch):
+    """rich wraps at the console width; wide enough that a message stays on one line."""
+    monkeypatch.setenv("COLUMNS", "500")
+
+
+def _data(path, n=40, features=6, classes=3):
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % classes
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    x[np.arange(n), y] += 2.0
+    np.savez(path, x_train=x, y_train=y)
+    return path
+
+
+def test_a_state_dict_of_the_default_mlp_on_other_data_is_read_at_its_size(tmp_path, capsys):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+    from sparseforge.compiler.compress.model import load_compressed
+
+    # fc1 / ReLU / fc2 as the default MLP, but 6 -> 16 -> 3 (was refused as "does not fit the
+    # digits MLP (64 -> hidden -> 10)").
+    torch.save(digits_mlp(16, inputs=6, classes=3).state_dict(), tmp_path / "mine.pt")
+    data = _data(tmp_path / "d.npz")
+    assert main(["compress", str(tmp_path / "mine.pt"), "--data", str(data), "--sparsity",
+                 "0.5", "-o", str(tmp_path / "m.sfm")]) == 0
+    layers = load_compressed(tmp_path / "m.sfm").network.layers
+    assert [(layer.in_features, layer.out_features) for layer in layers] == [(6, 16), (16, 3)]
+    capsys.readouterr()
+    # Without --data the data would be the digits' 64 features: said before any training.
+    assert main(["compress", str(tmp_path / "mine.pt"), "-o", str(tmp_path / "n.sfm")]) == 2
+    err = capsys.readouterr().err
+    assert "mine.pt takes 6 inputs, and without --data the data is the default" in err
+    assert not (tmp_path / "n.sfm").exists()
+
