@@ -629,7 +629,9 @@ class _Walker:
         weights = self.kind_of(name)
         if isinstance(weights, np.ndarray):
             self.refuse(node, "its weights are not quantized (a float constant); export the "
-                              "model with weight quantizers")
+                              "model with weight quantizers, or, for a float model, quantize "
+                              "it with `sparseforge compress MODEL.onnx --data DATA.npz` "
+                              "(sf.compress) instead of importing it")
         if not isinstance(weights, QuantConst) or weights.ints.ndim != 2:
             self.refuse(node, "its weights must be a quantized 2-D constant")
         span = int(weights.ints.max()) - int(weights.ints.min())
@@ -751,12 +753,35 @@ class _Walker:
                         "quantize_static of MatMul + Add does this): run onnxruntime's "
                         "quant_pre_process on the float model first, which fuses them into "
                         "a Gemm")
+            elif isinstance(target, Activation) and target.producer is not None:
+                hint = self._after_quantizer_hint(node, target)
             self.refuse(node, "supported only on a layer's real output (between its MatMul / "
                               "Gemm and its output quantizer)" + hint)
         if target.layer.final is not None:
             self.refuse(node, "after the layer's output quantizer")
         target.layer.nodes.append(node.name)
         return target.layer
+
+    def _after_quantizer_hint(self, node, target: Activation) -> str:
+        """Why a scale or offset on a layer's quantized output is refused, and the way round:
+        the engine applies a layer's per-row scales and offsets before its output quantizer
+        only, and a quantizer, an affine step and another quantizer are not one
+        requantization.  onnxruntime's quantize_static puts a quantizer between a Gemm and the
+        BatchNormalization after it; a BatchNormalization after a ReLU would need a per-row
+        clamp the engine does not have."""
+        layer = self.layers[target.producer].name
+        hint = (f"; it follows the output quantizer of layer {layer!r} ({target.node!r}), "
+                f"and a layer's scales and offsets are taken only before its output quantizer")
+        if node.op_type == "BatchNormalization":
+            hint += (": fold the BatchNormalization into the float model before exporting or "
+                     "quantizing it -- into the Linear before it when nothing is between "
+                     "them (torch.nn.utils.fusion.fuse_linear_bn_eval), or, after a ReLU, "
+                     "into the next Linear's weights and bias (a BatchNormalization after a "
+                     "ReLU needs a per-row clamp the engine does not have)")
+        else:
+            hint += (": move it before the quantizer, or fold it into the next layer's "
+                     "weights and bias, in the float model")
+        return hint
 
     def _Add(self, node, source):
         layer = self._pending(node, source)

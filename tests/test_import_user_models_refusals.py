@@ -1,0 +1,61 @@
+"""Refusals met by models users bring as they quantized them (onnxruntime's quantize_static of
+a Linear -> BatchNorm -> ReLU network, a float model given to import): each names what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sparseforge as sf
+from sparseforge.compiler.quantized import UnsupportedModel
+from tests.quantized_models import Builder, save
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _after_quantizer(tmp_path, op: str):
+    """onnxruntime's QDQ of Linear -> ``op`` -> ReLU: Q/DQ -> Gemm -> Q/DQ -> ``op`` -> Q/DQ
+    -> Gemm -> Q/DQ (the product quantized before the op)."""
+    b = Builder(21)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(6, 4), b.const(b.rng.normal(0, 0.3, 6))], transB=1,
+               name="fc1")
+    y = b.qdq(y, b.scale(0.02, 0.06), 0, np.int8, name="fc1_q")
+    if op == "BatchNormalization":
+        y = b.node(op, [y, b.const(b.rng.uniform(0.5, 1.5, 6)), b.const(b.rng.normal(0, 1, 6)),
+                        b.const(b.rng.normal(0, 1, 6)), b.const(b.rng.uniform(0.5, 2, 6))],
+                   name="bn")
+    else:
+        y = b.node(op, [y, b.const(b.rng.uniform(0.5, 1.5, 6))], name="bn")
+    y = b.qdq(y, b.scale(0.02, 0.06), 0, np.uint8)
+    y = b.node("Gemm", [y, b.dq_weights(3, 6), b.const(b.rng.normal(0, 0.2, 3))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    return save(b.model("x", y, ["N", 4], qonnx=False), tmp_path / f"{op}.onnx")
+
+
+def test_a_batchnorm_after_a_quantized_linear_names_the_fold(tmp_path):
+    with pytest.raises(UnsupportedModel) as refused:
+        sf.load_quantized(_after_quantizer(tmp_path, "BatchNormalization"))
+    message = str(refused.value)
+    assert "node 'bn' (BatchNormalization)" in message
+    assert "output quantizer of layer 'fc1'" in message
+    assert "fuse_linear_bn_eval" in message and "next Linear's weights and bias" in message
+
+
+def test_a_scale_after_a_quantized_linear_names_the_way_round(tmp_path):
+    with pytest.raises(UnsupportedModel) as refused:
+        sf.load_quantized(_after_quantizer(tmp_path, "Mul"))
+    message = str(refused.value)
+    assert "node 'bn' (Mul)" in message and "output quantizer of layer 'fc1'" in message
+    assert "fuse_linear_bn_eval" not in message
+    assert "move it before the quantizer" in message
+
+
+def test_a_float_model_given_to_import_is_sent_to_compress(tmp_path):
+    b = Builder(22)
+    y = b.node("Gemm", ["x", b.const(b.rng.normal(0, 1, (3, 4))), b.const(np.zeros(3))],
+               transB=1, name="fc")
+    path = save(b.model("x", y, ["N", 4], qonnx=False), tmp_path / "float.onnx")
+    with pytest.raises(UnsupportedModel, match=r"'fc' \(Gemm\): its weights are not quantized.*"
+                                               r"sparseforge compress MODEL\.onnx"):
+        sf.load_quantized(path, np.ones((2, 4)))
