@@ -43,3 +43,24 @@ def test_a_state_dict_of_the_default_mlp_on_other_data_is_read_at_its_size(tmp_p
     assert "mine.pt takes 6 inputs, and without --data the data is the default" in err
     assert not (tmp_path / "n.sfm").exists()
 
+
+def test_a_torchscript_archive_is_named_as_one(tmp_path, capsys):
+    import warnings
+
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with warnings.catch_warnings():            # torch deprecates TorchScript: its warning
+        warnings.simplefilter("ignore")
+        torch.jit.script(model).save(str(tmp_path / "scripted.pt"))
+    data = _data(tmp_path / "d.npz")
+    # (torch.load warned of dispatching to torch.jit.load, an error under this suite's
+    # filterwarnings, and the message said "needs pickle (a whole saved module?) or is
+    # damaged".)
+    assert main(["compress", str(tmp_path / "scripted.pt"), "--data", str(data), "-o",
+                 str(tmp_path / "m.sfm")]) == 2
+    err = capsys.readouterr().err
+    assert "scripted.pt: is a TorchScript archive (torch.jit.save), which sparseforge does " \
+           "not read: export the original module to ONNX" in err
+    assert not (tmp_path / "m.sfm").exists()

@@ -151,6 +151,12 @@ def load_state_dict(path: Path) -> dict:
 
     import torch
 
+    if is_torchscript(path):
+        # torch.load would warn that it dispatches to torch.jit.load, then refuse the file
+        # without saying what it is.
+        raise ValueError(f"{path}: is a TorchScript archive (torch.jit.save), which "
+                         f"sparseforge does not read: export the original module to ONNX "
+                         f"(torch.onnx.export) or call sf.compress(model, ...) from Python")
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, KeyError,
@@ -168,6 +174,22 @@ def load_state_dict(path: Path) -> dict:
         raise ValueError(f"{path}: expected a state_dict (names -> tensors), found "
                          f"{type(state).__name__}")
     return state
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip whose folder holds ``constants.pkl``
+    (torch's own test) or the scripted ``code/``; a state_dict's zip holds neither."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(name.split("/", 1)[-1] == "constants.pkl" or "/code/" in name
+               for name in names)
 
 
 def _unpickler_reason(error: Exception) -> str:
