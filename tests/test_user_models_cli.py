@@ -64,3 +64,29 @@ def test_a_torchscript_archive_is_named_as_one(tmp_path, capsys):
     assert "scripted.pt: is a TorchScript archive (torch.jit.save), which sparseforge does " \
            "not read: export the original module to ONNX" in err
     assert not (tmp_path / "m.sfm").exists()
+
+
+def test_a_slow_compression_says_how_far_it_got_without_a_terminal(tmp_path, capsys,
+                                                                     monkeypatch):
+    from sparseforge.compiler.compress import training
+
+    # A large model on a large data set trains for many minutes; piped to a log it printed
+    # nothing at all until the end.  Every phase counts as slow here.
+    monkeypatch.setattr(training, "SLOW_PHASE", 0.0)
+    monkeypatch.setattr(training, "HEARTBEAT", 0.0)
+    data = _data(tmp_path / "d.npz")
+    assert main(["compress", "--data", str(data), "--sparsity", "0.5", "-o",
+                 str(tmp_path / "m.sfm")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    for line in ("pruning, step 1 of 8: epoch 1 of 8, ",
+                 "pruning, step 8 of 8: 8 epochs in ",
+                 "fine-tuning the pruned model: 60 epochs in ",
+                 "training the shared weights: 40 epochs in "):
+        assert any(text.startswith(line) and text.endswith(" s") for text in lines), line
+    assert "\x1b" not in "".join(lines)            # no bar's control codes in a log
+    # A fast phase (the default thresholds) prints nothing.
+    monkeypatch.undo()
+    monkeypatch.setenv("COLUMNS", "500")
+    assert main(["compress", "--data", str(data), "--sparsity", "0.5", "-o",
+                 str(tmp_path / "n.sfm")]) == 0
+    assert "epochs in" not in capsys.readouterr().err

@@ -115,15 +115,27 @@ def accuracy(model, data: Dataset) -> float:
     return float((logits.argmax(dim=1).numpy() == data.y).mean())
 
 
+# Without a terminal (a pipe, a log, CI) a slow phase says how far it got in plain lines: one
+# when it ends, if it took this long, and one every HEARTBEAT seconds while it runs.  Fast
+# phases (the digits' take a second or two) print nothing.
+SLOW_PHASE = 5.0
+HEARTBEAT = 60.0
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool):
-    """A rich progress bar on stderr when it is a terminal (pipes and logs get no bar and no
-    stray blank lines), or nothing; yields ``advance()``."""
+    """A rich progress bar on stderr when it is a terminal, or nothing; yields ``advance()``.
+    Pipes and logs get no bar and no stray blank lines, but a phase slower than
+    ``SLOW_PHASE`` seconds is told in a line (``pruning, step 2 of 8: 8 epochs in 21 s``)."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
+    if not enabled:
         yield lambda: None
+        return
+    if not console.is_terminal:
+        with plain_progress(description, total) as advance:
+            yield advance
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -132,6 +144,31 @@ def progress_bar(description: str, total: int, enabled: bool):
                   transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)
+
+
+@contextlib.contextmanager
+def plain_progress(description: str, total: int):
+    """Progress as plain lines on stderr (see ``SLOW_PHASE``); yields ``advance()``."""
+    import sys
+    import time
+
+    started = last = time.monotonic()
+    done = 0
+
+    def advance():
+        nonlocal done, last
+        done += 1
+        now = time.monotonic()
+        if done < total and now - last >= HEARTBEAT:
+            print(f"{description}: epoch {done} of {total}, {now - started:.0f} s",
+                  file=sys.stderr, flush=True)
+            last = now
+
+    yield advance
+    seconds = time.monotonic() - started
+    if seconds >= SLOW_PHASE:
+        print(f"{description}: {total} epoch{'s' if total != 1 else ''} in {seconds:.0f} s",
+              file=sys.stderr, flush=True)
 
 
 def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step=None,
