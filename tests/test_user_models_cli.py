@@ -90,3 +90,28 @@ def test_a_slow_compression_says_how_far_it_got_without_a_terminal(tmp_path, cap
     assert main(["compress", "--data", str(data), "--sparsity", "0.5", "-o",
                  str(tmp_path / "n.sfm")]) == 0
     assert "epochs in" not in capsys.readouterr().err
+
+
+def test_sim_says_it_is_building_when_the_output_is_a_log(tmp_path, capsys, monkeypatch):
+    import torch.nn as nn
+
+    import sparseforge as sf
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 3
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    compressed = sf.compress(model, (x, y), sparsity=0.5, prune_steps=1, prune_epochs=1,
+                             final_epochs=1, share_epochs=1)
+    sf.compile(compressed, pes=2).save(tmp_path / "program")
+    np.save(tmp_path / "x.npy", x[:3])
+    seen = []
+
+    def simulate(*args, **kwargs):           # the build and run take a minute: not here
+        seen.append(capsys.readouterr().err)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(sf, "simulate", simulate)
+    # The status line of a terminal showed nothing in a log during the simulator's build.
+    assert main(["sim", str(tmp_path / "program"), "--inputs", str(tmp_path / "x.npy")]) == 2
+    assert seen and seen[0].startswith("simulating 3 inputs on verilator (a new engine is "
+                                       "built first, which takes a minute or more)...")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import (add_json_flag, check_labels, console_for, emit_json, fail, load_npy,
-                     positive_int)
+                     positive_int, stderr_console)
 
 
 def register(verbs) -> None:
@@ -75,6 +75,12 @@ def run(args) -> int:
         return fail(f"{build_dir} is a file, not a folder for the simulator's build")
     from sparseforge.hw.toolchain import ToolNotFoundError
 
+    if not console.is_terminal:
+        # The status line below shows on a terminal only; a log would see nothing during the
+        # simulator's build (a minute or more for a new engine).
+        stderr_console().print(f"simulating {len(x)} inputs on {args.simulator} (a new "
+                               f"engine is built first, which takes a minute or more)...",
+                               highlight=False)
     try:
         with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
             result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
