@@ -239,7 +239,12 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
             why = (" (one output: sparseforge compresses classifiers, one output per class; a "
                    "binary classifier needs 2 outputs, and regression is not supported)"
                    if network.output_size == 1 else
-                   f" (labels are class indices 0 .. {network.output_size - 1})")
+                   f" (labels are class indices 0 .. {network.output_size - 1}"
+                   + (f"; the {name} data holds {distinct} distinct labels: renumber them "
+                      f"0 .. {distinct - 1}, e.g. np.unique(y, return_inverse=True)[1], the "
+                      f"same numbering for every set)"
+                      if (distinct := len(np.unique(data.y))) <= network.output_size
+                      else ")"))
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
                              f"has {network.output_size} outputs{why}")
     _check_input_scale(train_set.x, config.act_bits)
@@ -376,10 +381,11 @@ def _warn_of_weak_settings(network: Network, config: CompressionConfig) -> None:
 
 
 def _input_shape(train) -> tuple[int, ...] | None:
-    """The input map's (channels, rows, columns) when the training data is a batch of maps."""
+    """The input map's (channels, rows, columns) when the training data is a batch of maps,
+    or (channels, length) when it is a batch of 1-D signals."""
     x = train[0] if isinstance(train, (tuple, list)) and train else None
     shape = tuple(getattr(x, "shape", ()))
-    return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
+    return tuple(int(d) for d in shape[1:]) if len(shape) in (3, 4) else None
 
 
 def _sparsities(config: CompressionConfig, network: Network, torch_model, val_set

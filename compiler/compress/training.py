@@ -66,6 +66,12 @@ def as_dataset(data, what: str) -> Dataset:
         bad = np.flatnonzero(~np.isfinite(y))
         raise InputError(f"{what}: y holds {y[bad[0]]} labels ({len(bad)} of {len(y)}, the "
                          f"first at sample {int(bad[0])}); every sample needs a class label")
+    if y.dtype.kind in "USO":
+        # Class names ("setosa", "benign"): the network has one output per class number.
+        raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values "
+                         f"({', '.join(map(repr, y.ravel()[:3].tolist()))}...): number the "
+                         f"classes 0 .. K-1, e.g. names, y = np.unique(y, return_inverse=True), "
+                         f"the same numbering for every set")
     if y.dtype.kind not in "iu" and not (y.dtype.kind in "fb" and np.all(y == np.round(y))):
         raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values")
     if y.size and y.min() < 0:

@@ -1,0 +1,38 @@
+"""A user's own float PyTorch model and data set through the Python API (sf.compress,
+sf.compile, sf.reference): labels as people have them, and what each refusal tells them."""
+
+import numpy as np
+import pytest
+import torch.nn as nn
+
+import sparseforge as sf
+
+FAST = dict(prune_steps=1, prune_epochs=1, final_epochs=1, share_epochs=1)
+
+
+def _data(n=30, features=4, classes=3):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, features)).astype(np.float32), np.arange(n) % classes
+
+
+def test_class_names_as_labels_are_told_how_to_number_them():
+    x, y = _data()
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    with pytest.raises(ValueError) as error:
+        sf.compress(nn.Sequential(nn.Linear(4, 3)), (x, names), sparsity=0.5, **FAST)
+    message = str(error.value)
+    assert "train: y must hold integer class labels, not <U10 values ('setosa', " in message
+    assert "names, y = np.unique(y, return_inverse=True)" in message
+
+
+def test_labels_numbered_apart_are_told_to_be_renumbered():
+    x, y = _data()
+    with pytest.raises(ValueError) as error:      # classes 1, 3, 5 of a 3-output model
+        sf.compress(nn.Sequential(nn.Linear(4, 3)), (x, 2 * y + 1), sparsity=0.5, **FAST)
+    assert ("the train data has label 5 but the model has 3 outputs (labels are class "
+            "indices 0 .. 2; the train data holds 3 distinct labels: renumber them 0 .. 2, "
+            "e.g. np.unique(y, return_inverse=True)[1]") in str(error.value)
+    # More distinct labels than outputs: no renumbering helps, none is suggested.
+    with pytest.raises(ValueError) as error:
+        sf.compress(nn.Sequential(nn.Linear(4, 2)), (x, y), sparsity=0.5, **FAST)
+    assert str(error.value).endswith("(labels are class indices 0 .. 1)")
