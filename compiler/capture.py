@@ -98,6 +98,7 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
     for op in ops:
         if op.kind is OpKind.RESHAPE:
             target = tuple(op.attrs["shape"])
+            target = (target[0], 1, target[1]) if len(target) == 2 else target
             size = int(np.prod(shape))
             known = int(np.prod([d for d in target if d != -1]))
             if -1 in target and size % known == 0:
@@ -105,7 +106,8 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
             if target != tuple(shape):
                 raise UnsupportedLayerError(
                     f"layer {op.name!r} (a view of {produced_by}'s "
-                    f"{' x '.join(map(str, shape))} as a {' x '.join(map(str, target))} map: "
+                    f"{' x '.join(map(str, shape))} map as "
+                    f"{' x '.join(map(str, op.attrs['shape']))}: "
                     f"the engine keeps each map's layout; a view that makes the input a map "
                     f"is supported before the first layer, and one that makes a vector is a "
                     f"Flatten)", "view")
@@ -229,11 +231,12 @@ def _module_handlers():
 
     def unflatten(module, name):
         size = tuple(module.unflattened_size)
-        if module.dim not in (1, -1) or len(size) != 3:
+        if module.dim not in (1, -1) or len(size) not in (2, 3):
             raise UnsupportedSettingError(
                 f"layer {name!r}", "Unflatten", "dim and unflattened_size",
                 f"{module.dim} and {size}", "a vector made a (channels, rows, columns) map, "
-                "Unflatten(1, (C, H, W)), is supported as the network's first layer")
+                "Unflatten(1, (C, H, W)), or a (channels, length) signal, Unflatten(1, (C, "
+                "L)), is supported as the network's first layer")
         return [Op(OpKind.RESHAPE, name, {}, {"shape": size})]
 
     def softmax(module, name):
@@ -245,6 +248,10 @@ def _module_handlers():
         nn.MaxPool2d: _max_pool_module,
         nn.AvgPool2d: _avg_pool_module,
         nn.AdaptiveAvgPool2d: _adaptive_pool_module,
+        nn.Conv1d: _conv1d_module,
+        nn.MaxPool1d: _pool1d_module,
+        nn.AvgPool1d: _pool1d_module,
+        nn.AdaptiveAvgPool1d: _pool1d_module,
         nn.BatchNorm2d: batchnorm,
         nn.ReLU: simple(OpKind.RELU),
         nn.BatchNorm1d: batchnorm,
@@ -290,6 +297,14 @@ def capture_module(model, input_shape=None) -> Graph:
                          f"to run")
     ops, input_shape = _input_map(ops, input_shape, type(model).__name__)
     spatial = next((op for op in ops if op.kind in _SPATIAL), None)
+    if input_shape is not None and len(input_shape) == 2 and spatial is not None:
+        # Batch x channels x length: a 1-D network's signal, which runs as a map of one row.
+        one_d = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
+        if not any(isinstance(module, one_d) for module in model.modules()):
+            raise InputError(f"layer {spatial.name!r} works on 2-D feature maps but the data is "
+                             f"batch x {input_shape[0]} x {input_shape[1]}: give it as batch x "
+                             f"channels x rows x columns")
+        input_shape = (input_shape[0], 1, input_shape[1])
     if input_shape is None:
         if spatial is not None:
             raise InputError(f"layer {spatial.name!r} works on feature maps: give the input's "
@@ -311,7 +326,7 @@ def _input_map(ops: list[Op], input_shape, source: str):
     first = next((i for i, op in enumerate(ops) if op.kind is not OpKind.IDENTITY), None)
     if first is not None and ops[first].kind is OpKind.RESHAPE:
         view = ops[first]
-        shape = tuple(int(d) for d in view.attrs["shape"])
+        shape = _as_map(view.attrs["shape"])
         if input_shape is not None and -1 not in shape \
                 and int(np.prod(input_shape)) != int(np.prod(shape)):
             raise InputError(f"{source}: layer {view.name!r} views the input as a map of "
@@ -332,6 +347,74 @@ def _input_map(ops: list[Op], input_shape, source: str):
         ops = ops[:first] + ops[first + 1:]
         input_shape = shape
     return ops, input_shape
+
+
+def _as_map(shape) -> tuple[int, ...]:
+    """A view's (channels, rows, columns), or a 1-D network's (channels, length) as the map of
+    one row it runs as."""
+    shape = tuple(int(d) for d in shape)
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+
+
+def _conv1d_module(module, name) -> list[Op]:
+    """A ``Conv1d`` as the convolution of one-row maps it equals: kernel 1 x k, stride 1 x s,
+    padding 0 x p (the input's (channels, length) runs as (channels, 1, length))."""
+    where, kind = f"layer {name!r}", "Conv1d"
+    if tuple(module.dilation) != (1,):
+        raise UnsupportedSettingError(where, kind, "dilation", module.dilation[0],
+                                      "the engine runs dilation 1")
+    if module.padding_mode != "zeros":
+        raise UnsupportedSettingError(where, kind, "padding_mode", repr(module.padding_mode),
+                                      "the engine pads with zeros")
+    kernel = int(module.kernel_size[0])
+    if module.padding == "same" and kernel % 2 == 0:
+        raise UnsupportedSettingError(where, kind, "padding", f"'same' with the even kernel "
+                                      f"{kernel}", "that padding is asymmetric; the engine "
+                                      "pads symmetrically")
+    padding = (0 if module.padding == "valid" else kernel // 2 if module.padding == "same"
+               else int(module.padding[0]))
+    weight = _effective(module, "weight")[:, :, None, :]
+    bias = _effective(module, "bias")
+    return [Op(OpKind.CONV, name, {
+        "weight": _ungrouped(weight, module.groups, module.in_channels, where, kind),
+        "bias": bias if bias is not None else np.zeros(module.out_channels)},
+        {"stride": (1, int(module.stride[0])), "padding": (0, padding)})]
+
+
+def _pool1d_module(module, name) -> list[Op]:
+    """``MaxPool1d``, ``AvgPool1d`` and ``AdaptiveAvgPool1d`` as the pooling of one-row maps
+    they equal (window 1 x k, stride 1 x s, padding 0 x p), checked by the 2-D rules."""
+    from torch import nn
+
+    def row(value):
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        return (1, int(value)) if isinstance(value, int) else value
+
+    def flat(value):
+        value = value[0] if isinstance(value, (tuple, list)) else value
+        return (0, int(value))
+
+    if isinstance(module, nn.AdaptiveAvgPool1d):
+        size = module.output_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        if size != 1:
+            raise UnsupportedSettingError(f"layer {name!r}", "AdaptiveAvgPool1d", "output_size",
+                                          size, "the engine runs global average pooling "
+                                          "(output_size 1)")
+        return [Op(OpKind.AVGPOOL, name, {}, {"global": True})]
+    kernel = row(module.kernel_size)
+    stride = row(module.stride) if module.stride not in (None, ()) else kernel
+    if isinstance(module, nn.MaxPool1d):
+        dilation = module.dilation[0] if isinstance(module.dilation, tuple) else module.dilation
+        if dilation != 1:
+            raise UnsupportedSettingError(f"layer {name!r}", "MaxPool1d", "dilation", dilation,
+                                          "the engine pools with dilation 1")
+        equal = nn.MaxPool2d(kernel, stride, flat(module.padding), 1, module.ceil_mode,
+                             module.return_indices)
+        return _max_pool_module(equal, name)
+    equal = nn.AvgPool2d(kernel, stride, flat(module.padding), module.ceil_mode,
+                         module.count_include_pad)
+    return _avg_pool_module(equal, name)
 
 
 def _conv_module(module, name) -> list[Op]:
@@ -501,7 +584,11 @@ def _pooling_functions():
     avg_pool = (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode",
                                "count_include_pad", "divisor_override"))
     adaptive = (nn.AdaptiveAvgPool2d, ("output_size",))
-    calls = {F.max_pool2d: max_pool, F.avg_pool2d: avg_pool, F.adaptive_avg_pool2d: adaptive}
+    calls = {F.max_pool2d: max_pool, F.avg_pool2d: avg_pool, F.adaptive_avg_pool2d: adaptive,
+             F.max_pool1d: (nn.MaxPool1d, max_pool[1]),
+             F.avg_pool1d: (nn.AvgPool1d, ("kernel_size", "stride", "padding", "ceil_mode",
+                                           "count_include_pad")),
+             F.adaptive_avg_pool1d: (nn.AdaptiveAvgPool1d, adaptive[1])}
     # torch's own names for them, where this version has them.
     for name, found in (("max_pool2d", max_pool), ("adaptive_avg_pool2d", adaptive)):
         if hasattr(torch, name):
@@ -553,13 +640,14 @@ def _view_kind(node, path: str, shape_queries) -> tuple[OpKind, dict]:
     if len(dims) <= 2:
         return OpKind.FLATTEN, {}
     sample = dims[1:]
-    if len(dims) == 4 and all(isinstance(d, int) and (d >= 1 or d == -1) for d in sample) \
+    if len(dims) in (3, 4) and all(isinstance(d, int) and (d >= 1 or d == -1) for d in sample) \
             and sample.count(-1) <= 1 and (dims[0] == -1 or dims[0] in shape_queries):
         return OpKind.RESHAPE, {"shape": tuple(sample)}
     shown = ", ".join("batch" if d in shape_queries else str(d) for d in dims)
     raise UnsupportedSettingError(f"layer {path!r}", "view", "shape", f"({shown})",
-                                  "views to a batch of vectors, (x.size(0), -1), and to a "
-                                  "batch of maps, (-1, channels, rows, columns), are supported")
+                                  "views to a batch of vectors, (x.size(0), -1), to a batch of "
+                                  "maps, (-1, channels, rows, columns), and to a batch of 1-D "
+                                  "signals, (-1, channels, length), are supported")
 
 
 def _trace(module, name) -> list[Op]:
@@ -741,6 +829,8 @@ def capture_onnx(path) -> Graph:
     if declared is not None and len(declared) == 3:
         dims, static = list(declared), True
     spatial = next((op for op in ops if op.kind in _SPATIAL), None)
+    if spatial is not None and static and len(dims) == 2:
+        dims = [dims[0], 1, dims[1]]            # batch x channels x length: a 1-D network's
     if spatial is not None:
         if len(dims) != 3 or not static:
             raise ValueError(f"{path}: node {spatial.name!r} works on feature maps, but the "
@@ -797,8 +887,11 @@ def _onnx_conv(node, name: str, attrs, constants) -> Op:
     if len(node.input) < 2:
         raise UnsupportedLayerError(where, "Conv without a weight")
     weight = _constant(constants, node.input[1], name)
+    if weight.ndim == 3:                    # Conv1d's: a map of one row
+        weight, attrs = weight[:, :, None, :], _one_row(attrs)
     if weight.ndim != 4:
-        raise UnsupportedLayerError(f"{where} (a {weight.ndim}-D kernel)", "Conv other than 2-D")
+        raise UnsupportedLayerError(f"{where} (a {weight.ndim - 2}-D kernel)",
+                                    "Conv other than 1-D or 2-D")
     groups = int(attrs.get("group", 1))
     in_channels = weight.shape[1] * groups
     bias = (_constant(constants, node.input[2], name) if len(node.input) > 2 and node.input[2]
@@ -810,8 +903,22 @@ def _onnx_conv(node, name: str, attrs, constants) -> Op:
                "padding": _onnx_pads(attrs, name, kind, weight.shape[2:])})
 
 
+def _one_row(attrs) -> dict:
+    """A 1-D convolution's or pooling's attributes as those of the 2-D one over maps of one
+    row that it equals (kernel 1 x k, stride 1 x s, pads 0 x p)."""
+    attrs = dict(attrs)
+    for key, fill in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+        if key in attrs and len(attrs[key]) == 1:
+            attrs[key] = [fill, int(attrs[key][0])]
+    if "pads" in attrs and len(attrs["pads"]) == 2:
+        attrs["pads"] = [0, int(attrs["pads"][0]), 0, int(attrs["pads"][1])]
+    return attrs
+
+
 def _onnx_pool(node, name: str, attrs) -> Op:
     where, kind = f"ONNX node {name!r}", node.op_type
+    if len(attrs.get("kernel_shape", ())) == 1:
+        attrs = _one_row(attrs)
     if attrs.get("ceil_mode", 0):
         raise UnsupportedSettingError(where, kind, "ceil_mode", 1,
                                       "the engine pools in floor mode")
@@ -900,7 +1007,7 @@ def _check_flatten(node, name: str, attrs, constants) -> Op:
     else:
         dims = np.asarray(shape, dtype=np.int64).reshape(-1).tolist()
     sample = dims[1:]
-    if len(dims) == 4 and dims[0] in (_BATCH, -1, 0) and all(
+    if len(dims) in (3, 4) and dims[0] in (_BATCH, -1, 0) and all(
             isinstance(d, int) and (d >= 1 or d == -1) for d in sample) and sample.count(-1) <= 1:
         return Op(OpKind.RESHAPE, name, {}, {"shape": tuple(sample)})
     if len(dims) != 2 or _UNKNOWN in dims:

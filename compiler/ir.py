@@ -52,10 +52,11 @@ class OpKind(enum.Enum):
     RESHAPE = "reshape"
 
 
-SUPPORTED_OPS = ("Linear", "Conv2d (groups 1 or in_channels)", "ReLU", "BatchNorm1d",
-                 "BatchNorm2d", "MaxPool2d (after a Conv2d)", "AvgPool2d",
-                 "AdaptiveAvgPool2d(1)", "Flatten", "Unflatten (first layer only)", "Dropout",
-                 "Identity", "Softmax (last layer only)")
+SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
+                 "BatchNorm1d", "BatchNorm2d", "MaxPool2d and MaxPool1d (after a convolution)",
+                 "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d(1)", "AdaptiveAvgPool1d(1)",
+                 "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",
+                 "Softmax (last layer only)")
 
 
 @dataclass(frozen=True, eq=False)

@@ -104,7 +104,7 @@ def test_linear_without_bias_gets_zero_bias():
     np.testing.assert_array_equal(graph.ops[0].params["bias"], np.zeros(3))
 
 
-@pytest.mark.parametrize("layer,kind", [(nn.Conv1d(1, 1, 3), "Conv1d"), (nn.Tanh(), "Tanh"),
+@pytest.mark.parametrize("layer,kind", [(nn.Conv3d(1, 1, 3), "Conv3d"), (nn.Tanh(), "Tanh"),
                                         (nn.LSTM(4, 4), "LSTM")])
 def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
     model = nn.Sequential(OrderedDict(fc=nn.Linear(4, 4),

@@ -385,8 +385,9 @@ def test_onnx_reshape_to_a_map_and_an_input_without_a_static_shape_are_refused(t
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]),
         helper.make_node("Reshape", ["c", "shape"], ["y"], name="reshape")],
         {"w": weight, "shape": np.array([0, 2, 4])}, [None, 1, 4, 4])
-    with pytest.raises(UnsupportedSettingError, match=r"'reshape' \(Reshape\) has target shape "
-                                                      r"\[0, 2, 4\]"):
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'reshape' \(a view of 'conv''s "
+                                                    r"2 x 2 x 2 map as 2 x 4: the engine keeps "
+                                                    r"each map's layout"):
         capture(reshape)
     dynamic = onnx_cnn(tmp_path / "d.onnx", [
         helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3])],
@@ -535,11 +536,11 @@ def test_views_that_change_a_maps_layout_or_make_other_shapes_are_refused():
     with pytest.raises(InputError, match=r"views the input as a map of 2 x 4 x 5 \(40 values\) "
                                          r"but the data has 36 values per sample"):
         capture(_ViewsItsInput(lambda x: x.view(-1, 2, 4, 5)), input_shape=(1, 6, 6))
-    with pytest.raises(UnsupportedSettingError, match=r"\(view\) has shape \(-1, 8, 5\)"):
-        capture(_ViewsItsInput(lambda x: x.view(-1, 8, 5)))
+    with pytest.raises(UnsupportedSettingError, match=r"\(view\) has shape \(-1, 2, 2, 2, 5\)"):
+        capture(_ViewsItsInput(lambda x: x.view(-1, 2, 2, 2, 5)))
     with pytest.raises(UnsupportedSettingError, match=r"\(Unflatten\) has dim and "
-                                                      r"unflattened_size 1 and \(8, 5\)"):
-        capture(nn.Sequential(nn.Unflatten(1, (8, 5)), nn.Linear(5, 2)))
+                                                      r"unflattened_size 1 and \(2, 2, 2, 5\)"):
+        capture(nn.Sequential(nn.Unflatten(1, (2, 2, 2, 5)), nn.Linear(5, 2)))
 
     class Relaid(nn.Module):
         def __init__(self, shape):
@@ -552,8 +553,8 @@ def test_views_that_change_a_maps_layout_or_make_other_shapes_are_refused():
     # A view to the shape the map has changes nothing; to another layout it is refused.
     assert kinds(capture(Relaid((2, 4, 4)), input_shape=(1, 4, 4))) == [OpKind.CONV,
                                                                         OpKind.FLATTEN]
-    with pytest.raises(UnsupportedLayerError, match=r"a view of 'conv''s 2 x 4 x 4 as a "
-                                                    r"4 x 2 x 4 map"):
+    with pytest.raises(UnsupportedLayerError, match=r"a view of 'conv''s 2 x 4 x 4 map as "
+                                                    r"4 x 2 x 4"):
         capture(Relaid((4, 2, 4)), input_shape=(1, 4, 4))
 
 
@@ -574,3 +575,71 @@ def test_an_onnx_reshape_of_a_flat_input_to_maps_declares_the_input_map(model, t
     x = RNG.normal(size=(5, 40))
     expected = onnxruntime.InferenceSession(str(path)).run(None, {"x": x.astype(np.float32)})[0]
     np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-4, atol=1e-4)
+
+
+# ---- 1-D networks: signals of (channels, length) run as maps of one row ------------------------
+
+def conv1d_network():
+    return seeded(nn.Conv1d(2, 4, 5, padding="same"), nn.ReLU(), nn.MaxPool1d(2),
+                  nn.Conv1d(4, 6, 3, stride=2), nn.BatchNorm1d(6), nn.ReLU(),
+                  nn.AvgPool1d(2, padding=1), nn.Flatten(), nn.Linear(24, 3))
+
+
+class _Functional1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.conv, self.fc = nn.Conv1d(2, 3, 3, padding=1), nn.Linear(3, 2)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        x = F.max_pool1d(F.relu(self.conv(x.view(x.size(0), 2, 32))), 2, stride=2)
+        return self.fc(torch.flatten(F.adaptive_avg_pool1d(x, 1), 1))
+
+
+@pytest.mark.parametrize("model, data_shape", [(conv1d_network(), (2, 32)),
+                                               (_Functional1d(), (64,)),
+                                               (_Functional1d(), None)],
+                         ids=["Sequential", "functional, flat data", "functional"])
+def test_a_1d_network_runs_as_maps_of_one_row(model, data_shape):
+    graph = capture(model, input_shape=data_shape)
+    assert graph.input_shape == (2, 1, 32)
+    x = RNG.normal(size=(5, 64))
+    expected = torch_out(model, x.reshape(5, 2, 32))
+    np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5, atol=1e-5)
+    first = canonicalize(graph).layers[0]
+    assert first.geometry.kernel[0] == 1 and first.geometry.in_shape == (2, 1, 32)
+
+
+def test_an_onnx_1d_network_equals_onnxruntime(tmp_path):
+    import onnxruntime
+
+    model = conv1d_network()
+    path = tmp_path / "conv1d.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 2, 32), str(path), input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    graph = capture(path)
+    assert graph.input_shape == (2, 1, 32)
+    x = RNG.normal(size=(5, 2, 32)).astype(np.float32)
+    expected = onnxruntime.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(canonicalize(graph).forward(x.reshape(5, -1)), expected,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_1d_settings_the_engine_does_not_run_and_2d_layers_on_signals_are_refused():
+    with pytest.raises(UnsupportedSettingError, match=r"'0' \(Conv1d\) has dilation 2"):
+        capture(nn.Sequential(nn.Conv1d(1, 2, 3, dilation=2)), input_shape=(1, 16))
+    with pytest.raises(UnsupportedSettingError, match=r"\(Conv1d\) has padding 'same' with the "
+                                                      r"even kernel 4"):
+        capture(nn.Sequential(nn.Conv1d(1, 2, 4, padding="same")), input_shape=(1, 16))
+    with pytest.raises(UnsupportedSettingError, match=r"'1' \(AdaptiveAvgPool1d\) has "
+                                                      r"output_size 4"):
+        capture(nn.Sequential(nn.Conv1d(1, 2, 3), nn.AdaptiveAvgPool1d(4)), input_shape=(1, 16))
+    with pytest.raises(InputError, match=r"layer '0' works on 2-D feature maps but the data is "
+                                         r"batch x 8 x 8: give it as batch x channels x rows x "
+                                         r"columns"):
+        capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)),
+                input_shape=(8, 8))

@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from sparseforge.compiler.capture import UnsupportedSettingError, capture
+from sparseforge.compiler.capture import UnsupportedLayerError, UnsupportedSettingError, capture
 from sparseforge.compiler.ir import OpKind
 from sparseforge.compiler.passes import canonicalize
 
@@ -154,6 +154,8 @@ def test_a_flatten_by_the_batch_size_of_a_dynamic_batch_export_is_a_flatten(tmp_
 
 def test_a_reshape_by_the_batch_size_to_more_than_vectors_is_refused(tmp_path):
     path = export_dynamic_batch(_ViewByBatch(middle=4), tmp_path / "three.onnx")
-    with pytest.raises(UnsupportedSettingError, match=r"has target shape \['batch', 4, -1\], "
-                                                      r"which the engine does not run"):
+    # (batch, 4, -1) is a view as 1-D signals, which would relayout the 4 x 6 x 6 map.
+    with pytest.raises(UnsupportedLayerError, match=r"a view of '/conv/Conv''s 4 x 6 x 6 map "
+                                                    r"as 4 x -1: the engine keeps each map's "
+                                                    r"layout"):
         capture(path)
