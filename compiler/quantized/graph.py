@@ -507,11 +507,15 @@ class _Walker:
             zero_b = _along(zero_point.astype(np.int64), axis, data.ndim)
             q = np.round(data.astype(np.float32) / scale_b.astype(np.float32)) + zero_b
             low, high = (-128, 127) if signed else (0, 255)
-            return np.clip(q, low, high).astype(zero_point.dtype)
+            # An array even for a 0-d constant (NumPy gives a scalar, which read as no
+            # constant at all: a GELU's quantized 1.0 and 0.5 ended in a KeyError).
+            return np.asarray(np.clip(q, low, high).astype(zero_point.dtype))
         if scale.size != 1 or zero_point.size != 1:
             self.refuse(node, "an activation quantizer must be per tensor")
         quantizer = self._quantizer_of(node, signed, False, bits, scale.reshape(()),
                                        zero_point.reshape(()), "ROUND", zero_point_first=False)
+        if source is None:
+            self.refuse(node, "its input must be a constant or a computed tensor")
         target = self.values[source]
         if not isinstance(target, (Pending, Activation)) and not (isinstance(target, str)
                                                                   and target == "input"):
@@ -527,8 +531,10 @@ class _Walker:
         high = high if high is not None else attrs.get("max")
         if source is None:                  # constants only: folded here
             data = self.constant(node.input[0])
-            return np.clip(data, -np.inf if low is None else low,
-                           np.inf if high is None else high).astype(data.dtype)
+            if data is None:
+                self.refuse(node, "its input must be a constant or a computed tensor")
+            return np.asarray(np.clip(data, -np.inf if low is None else low,
+                                      np.inf if high is None else high).astype(data.dtype))
         target = self.values[source]
         if isinstance(target, QuantInts):
             q = target.quantizer
@@ -571,7 +577,7 @@ class _Walker:
             bits = (1 if ints.size and set(np.unique(ints).tolist()) <= {-1, 1}
                     else signed_bits(int(ints.min(initial=0)), int(ints.max(initial=0))))
             return QuantConst(ints, step, node.name, bits)
-        target = self.values[source]
+        target = self.values.get(source)
         if not isinstance(target, QuantInts):
             self.refuse(node, "DequantizeLinear must follow a QuantizeLinear (or dequantize "
                               "constants)")

@@ -1,0 +1,51 @@
+"""Graph shapes of models users bring as onnxruntime's quantize_static leaves them: a scalar
+constant quantized by QuantizeLinear (onnxruntime quantizes a GELU's 0.5 and 1.0, or any Mul's
+scalar, that way)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sparseforge as sf
+from sparseforge.compiler.quantized import UnsupportedModel
+from sparseforge.compiler.quantized.reference import compare, reference_outputs
+from tests.quantized_models import Builder, random_inputs, save
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _scalar_qdq(b: Builder, value: float) -> str:
+    """QuantizeLinear -> DequantizeLinear of a 0-d float constant, as onnxruntime writes it."""
+    scale, zp = b.const(np.float32(value / 255)), b.const(np.uint8(0), dtype=np.uint8)
+    q = b.node("QuantizeLinear", [b.const(np.float32(value)), scale, zp])
+    return b.node("DequantizeLinear", [q, scale, zp])
+
+
+def test_a_quantized_scalar_constant_is_read_as_a_constant(tmp_path):
+    b = Builder(31)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(6, 4), b.const(b.rng.normal(0, 0.3, 6))], transB=1)
+    y = b.node("Mul", [y, _scalar_qdq(b, 0.5)])
+    y = b.qdq(y, b.scale(0.01, 0.03), 0, np.int8)
+    model = b.model("x", y, ["N", 4], qonnx=False)
+    path = save(model, tmp_path / "scalar.onnx")
+    imported = sf.load_quantized(path)         # was a KeyError: the 0-d constant was lost
+    x = random_inputs(model, 200, seed=1)
+    integers = imported.predict(x)
+    assert len(np.unique(integers)) > 5
+    assert compare(imported.network, reference_outputs(path, x), integers) == 0
+
+
+def test_a_quantized_scalar_beside_a_branch_is_refused_by_name(tmp_path):
+    """A GELU as onnxruntime quantizes it: the scalars read, the branch refused by name."""
+    b = Builder(32)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    h = b.node("Gemm", [x, b.dq_weights(6, 4), b.const(b.rng.normal(0, 0.3, 6))], transB=1)
+    h = b.qdq(h, b.scale(0.01, 0.03), 0, np.int8)
+    e = b.node("Erf", [b.node("Div", [h, b.const(np.float32(1.4142135))], name="div")])
+    e = b.node("Add", [e, _scalar_qdq(b, 1.0)])
+    y = b.node("Mul", [h, e])
+    path = save(b.model("x", y, ["N", 4], qonnx=False), tmp_path / "gelu.onnx")
+    with pytest.raises(UnsupportedModel, match=r"node 'div' \(Div\): tensor .* feeds"):
+        sf.load_quantized(path)
