@@ -56,32 +56,30 @@ def erase_identities(graph: Graph) -> Graph:
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
-    """Fold each BatchNorm into the Linear or convolution right before it: ``W' = diag(s) W``
-    (each output channel's filter scaled), ``b' = s (b - m) + beta`` with ``s = gamma /
-    sqrt(var + eps)``.  After it, no BATCHNORM op remains; a BatchNorm with no Linear or
-    convolution right before it (after a ReLU or a pooling, first, or after a layer whose ReLU
-    is fused) is an error: BatchNorm after a nonlinearity cannot be folded into a layer."""
+    """Fold each BatchNorm into a layer.  Into the Linear or convolution right before it:
+    ``W' = diag(s) W`` (each output channel's filter scaled), ``b' = s (b - m) + beta`` with
+    ``s = gamma / sqrt(var + eps)``.  Otherwise (first, or after a ReLU or a pooling) into the
+    Linear or unpadded convolution right after it, whose inputs it scales and shifts:
+    ``W' = W diag(s)``, ``b' = b + W t`` with ``t = beta - s m`` (a BatchNorm2d before a
+    Flatten and a Linear gives each position of a channel that channel's ``s`` and ``t``).
+    After it, no BATCHNORM op remains; one with neither is an error (a ReLU or a pooling
+    after it does not commute with its shift, and a padded convolution would shift its
+    padding too)."""
+    shapes = _shapes(graph)
     ops: list[Op] = []
-    for op in graph.ops:
+    pending = None                      # (BatchNorm, the op before it) to fold forward
+    for op, shape in zip(graph.ops, shapes):
+        if pending is not None:
+            ops.append(_fold_forward(*pending, op, shape))
+            pending = None
+            continue
         if op.kind is not OpKind.BATCHNORM:
             ops.append(op)
             continue
-        if not ops or ops[-1].kind not in _LAYERS:
-            if ops and ops[-1].kind in (OpKind.RELU, OpKind.MAXPOOL, OpKind.AVGPOOL):
-                hint = (f"move it before the {_KIND_NAMES[ops[-1].kind]} (layer -> BatchNorm -> "
-                        f"ReLU -> pooling is the order that folds)")
-            elif not ops:
-                hint = "normalise the data before it reaches the model instead"
-            else:
-                hint = "put it right after a Linear layer or a convolution"
-            raise InputError(f"{_named(op)} follows {_before(ops)}, not a Linear layer or a "
-                             f"convolution; sparseforge folds BatchNorm only into the layer "
-                             f"before it: {hint}")
+        if not ops or ops[-1].kind not in _LAYERS or ops[-1].attrs.get("relu"):
+            pending = (op, ops[-1] if ops else None)
+            continue
         linear = ops[-1]
-        if linear.attrs.get("relu"):
-            raise InputError(f"{_named(op)} follows {_named(linear)}, whose ReLU is already "
-                             f"fused; folding through a ReLU would change the function: move "
-                             f"the BatchNorm before the ReLU")
         channels = len(linear.params["weight"])
         if op.params["weight"].size != channels:
             raise InputError(
@@ -91,14 +89,66 @@ def fold_batchnorm(graph: Graph) -> Graph:
                 f"convolution's per-channel filters cannot do; use BatchNorm2d({channels}) "
                 f"before the Flatten")
         ops.pop()
-        p = op.params
-        scale = p["weight"] / np.sqrt(p["var"] + op.attrs["eps"])
+        scale, shift = _batchnorm_affine(op)
         weight = linear.params["weight"]
         weight = weight * scale.reshape(-1, *[1] * (weight.ndim - 1))
-        bias = (linear.params["bias"] - p["mean"]) * scale + p["bias"]
+        bias = linear.params["bias"] * scale + shift
         ops.append(Op(linear.kind, linear.name, {"weight": weight, "bias": bias},
                       dict(linear.attrs)))
+    if pending is not None:
+        ops.append(_fold_forward(*pending, None, None))
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def _batchnorm_affine(op: Op) -> tuple[np.ndarray, np.ndarray]:
+    """A BatchNorm at inference as ``s x + t`` per channel."""
+    p = op.params
+    scale = p["weight"] / np.sqrt(p["var"] + op.attrs["eps"])
+    return scale, p["bias"] - p["mean"] * scale
+
+
+def _fold_forward(norm: Op, before: Op | None, layer: Op | None, shape) -> Op:
+    """``layer`` with the BatchNorm ``norm`` (after ``before``) folded into its inputs, or
+    the error that says why it cannot be."""
+    if layer is None or layer.kind not in _LAYERS or (
+            layer.kind is OpKind.CONV and tuple(layer.attrs.get("padding", (0, 0))) != (0, 0)):
+        if before is not None and before.kind in (OpKind.RELU, OpKind.MAXPOOL, OpKind.AVGPOOL):
+            hint = (f"move it before the {_KIND_NAMES[before.kind]} (layer -> BatchNorm -> "
+                    f"ReLU -> pooling is the order that folds)")
+        elif before is not None and before.attrs.get("relu"):
+            hint = "move it before the ReLU"
+        elif before is None:
+            hint = "or normalise the data before it reaches the model"
+        else:
+            hint = "put it right after a Linear layer or a convolution"
+        follows = _before([before] if before else []) + (
+            ", whose ReLU is already fused" if before is not None and before.attrs.get("relu")
+            else "")
+        after = ("the end of the model" if layer is None else _named(layer) + (
+            " (padded: its padding would be shifted too)" if layer.kind is OpKind.CONV
+            else ""))
+        raise InputError(f"{_named(norm)} follows {follows} and comes before {after}: "
+                         f"sparseforge folds a BatchNorm into the Linear or convolution right "
+                         f"before it, or into the Linear or unpadded convolution right after "
+                         f"it; {hint}")
+    scale, shift = _batchnorm_affine(norm)
+    weight = layer.params["weight"]
+    channels = weight.shape[1]
+    if layer.kind is OpKind.LINEAR and scale.size != channels:
+        # A BatchNorm2d's channels over the flattened map's positions (channel first).
+        if len(shape) != 3 or shape[0] != scale.size or int(np.prod(shape)) != channels:
+            raise InputError(f"{_named(norm)} normalises {scale.size} channels, but "
+                             f"{_named(layer)} after it takes {channels} inputs")
+        positions = shape[1] * shape[2]
+        scale, shift = np.repeat(scale, positions), np.repeat(shift, positions)
+    if scale.size != channels:
+        raise InputError(f"{_named(norm)} normalises {scale.size} channels, but "
+                         f"{_named(layer)} after it takes {channels}")
+    broadcast = scale.reshape(1, -1, *[1] * (weight.ndim - 2))
+    bias = layer.params["bias"] + (weight * shift.reshape(broadcast.shape)).reshape(
+        len(weight), -1).sum(axis=1)
+    return Op(layer.kind, layer.name, {"weight": weight * broadcast, "bias": bias},
+              dict(layer.attrs))
 
 
 def fold_avgpool(graph: Graph) -> Graph:

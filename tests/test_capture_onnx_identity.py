@@ -72,14 +72,27 @@ def test_deduplicated_initializers_import_like_the_model(tmp_path, build, kinds)
                                atol=1e-6)
 
 
-def test_batchnorm_after_relu_gives_the_same_error_as_the_module(tmp_path):
+def test_batchnorm_after_relu_folds_into_the_next_linear_as_the_modules_does(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.BatchNorm1d(5), nn.Linear(5, 3))
+    with torch.no_grad():           # weight and running_var stay equal: one initializer
+        model[2].running_mean.normal_()
+        model[2].bias.normal_()
     path = export(model, 6, tmp_path / "m.onnx")
     assert identities_of_initializers(path)
+    x = np.random.default_rng(1).normal(size=(4, 6))
     for source in (model, path):
-        with pytest.raises(ValueError, match=r"BatchNorm \S+ follows ReLU \S+, not a Linear "
-                                             r"layer or a convolution.*move it before the ReLU"):
+        network = canonicalize(capture(source))
+        assert len(network.layers) == 2
+        np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-5,
+                                   atol=1e-5)
+    # With a ReLU after it as well, there is no layer to fold it into.
+    relu_after = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.BatchNorm1d(5), nn.ReLU(),
+                               nn.Linear(5, 3))
+    path = export(relu_after, 6, tmp_path / "r.onnx")
+    for source in (relu_after, path):
+        with pytest.raises(ValueError, match=r"BatchNorm \S+ follows ReLU \S+ and comes before "
+                                             r"ReLU \S+: .*move it before the ReLU"):
             canonicalize(capture(source))
 
 

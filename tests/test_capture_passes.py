@@ -67,14 +67,30 @@ def test_fold_batchnorm_into_the_preceding_linear():
     assert not np.allclose(after.ops[0].params["weight"], graph.ops[0].params["weight"])
 
 
-@pytest.mark.parametrize("ops,before", [
-    ((batchnorm("bn", 6), linear("fc", 3, 6)), "the model's input"),
-    ((linear("fc", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5)), "ReLU 'act'"),
+@pytest.mark.parametrize("ops", [
+    (batchnorm("bn", 6), linear("fc", 3, 6)),                                  # the input's
+    (linear("fc1", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5), linear("fc", 3, 5)),
 ])
-def test_batchnorm_without_a_preceding_linear_is_an_error(ops, before):
+def test_fold_batchnorm_without_a_layer_before_into_the_linear_after_it(ops):
+    graph = Graph(ops, 6)
+    after = fold_batchnorm(graph)
+    assert_same_function(graph, after)
+    assert OpKind.BATCHNORM not in kinds(after) and after.ops[-1].name == "fc"
+    assert not np.allclose(after.ops[-1].params["bias"], graph.ops[-1].params["bias"])
+
+
+@pytest.mark.parametrize("ops,before,after", [
+    ((batchnorm("bn", 6), op(OpKind.RELU, "act"), linear("fc", 3, 6)), "the model's input",
+     "ReLU 'act'"),
+    ((linear("fc", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5)), "ReLU 'act'",
+     "the end of the model"),
+])
+def test_batchnorm_with_no_layer_on_either_side_is_an_error(ops, before, after):
     # The message names each op's type (a bare module path like '3' says little) and the way
     # out; it is an InputError, the error a user can fix.
-    with pytest.raises(InputError, match=f"BatchNorm 'bn' follows {before}, not a Linear layer"):
+    with pytest.raises(InputError, match=f"BatchNorm 'bn' follows {before} and comes before "
+                                         f"{after}: sparseforge folds a BatchNorm into the "
+                                         f"Linear or convolution right before it, or"):
         fold_batchnorm(Graph(ops, 6))
 
 
@@ -82,6 +98,29 @@ def test_batchnorm_after_a_fused_relu_is_an_error():
     graph = Graph((linear("fc", 5, 6, relu=True), batchnorm("bn", 5)), 6)
     with pytest.raises(ValueError, match="whose ReLU is already fused"):
         fold_batchnorm(graph)
+
+
+def test_fold_a_batchnorm2d_into_the_convolution_or_the_linear_after_it():
+    rng = np.random.default_rng(4)
+
+    def conv(name, out_channels, in_channels, padding):
+        return Op(OpKind.CONV, name, {"weight": rng.normal(size=(out_channels, in_channels, 3, 3)),
+                                      "bias": rng.normal(size=out_channels)},
+                  {"stride": (1, 1), "padding": padding})
+
+    x = rng.normal(size=(4, 2 * 6 * 6))
+    for ops in [(batchnorm("bn", 2), conv("c", 3, 2, (0, 0))),
+                (conv("c0", 2, 2, (1, 1)), op(OpKind.RELU, "act"), batchnorm("bn", 2),
+                 op(OpKind.FLATTEN, "flat"), linear("fc", 3, 72))]:
+        graph = erase_identities(Graph(ops, 72, input_shape=(2, 6, 6)))
+        after = fold_batchnorm(graph)
+        np.testing.assert_allclose(after.run(x), graph.run(x), rtol=1e-10, atol=1e-10)
+        assert OpKind.BATCHNORM not in kinds(after)
+    # Into a padded convolution it would shift the padding's zeros too.
+    padded = Graph((batchnorm("bn", 2), conv("c", 3, 2, (1, 1))), 72, input_shape=(2, 6, 6))
+    with pytest.raises(InputError, match=r"comes before Conv2d 'c' \(padded: its padding would "
+                                         r"be shifted too\)"):
+        fold_batchnorm(padded)
 
 
 def test_fuse_relu():
