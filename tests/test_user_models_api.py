@@ -36,3 +36,14 @@ def test_labels_numbered_apart_are_told_to_be_renumbered():
     with pytest.raises(ValueError) as error:
         sf.compress(nn.Sequential(nn.Linear(4, 2)), (x, y), sparsity=0.5, **FAST)
     assert str(error.value).endswith("(labels are class indices 0 .. 1)")
+
+
+def test_nan_in_the_training_data_is_named_by_sample_and_feature():
+    from sparseforge.compiler.errors import InputError
+
+    x, y = _data()
+    x[7, 2] = np.nan                              # a cell of a CSV that did not parse
+    with pytest.raises(InputError) as error:
+        sf.compress(nn.Sequential(nn.Linear(4, 3)), (x, y), sparsity=0.5, **FAST)
+    assert str(error.value) == ("train: X holds NaN or infinite values (first at row 7, "
+                                "feature 2: nan)")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..ir import check_finite
 
 __all__ = [
     "Dataset",
@@ -61,7 +62,9 @@ def as_dataset(data, what: str) -> Dataset:
             raise InputError(f"{what}: X reaches |x| = {float(np.abs(raw).max()):.3g}, beyond "
                              f"float32's range (3.4e38), which training uses: scale the inputs "
                              f"(standardise each feature)")
-        raise InputError(f"{what}: X holds NaN or infinite values")
+        # Named by sample and feature, as the other verbs name them (ir.check_finite): a
+        # column of a CSV that failed to parse is then found at once.
+        check_finite(x, f"{what}: X holds")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         bad = np.flatnonzero(~np.isfinite(y))
         raise InputError(f"{what}: y holds {y[bad[0]]} labels ({len(bad)} of {len(y)}, the "
