@@ -264,6 +264,7 @@ def _module_handlers():
         nn.Identity: simple(OpKind.IDENTITY),
         nn.Softmax: softmax,
         nn.LogSoftmax: softmax,
+        nn.Sigmoid: simple(OpKind.SIGMOID),
     }
 
 
@@ -568,7 +569,14 @@ def _function_kinds():
             "contiguous": OpKind.IDENTITY,
             torch.softmax: OpKind.SOFTMAX, F.softmax: OpKind.SOFTMAX,
             F.log_softmax: OpKind.SOFTMAX, "softmax": OpKind.SOFTMAX,
-            "log_softmax": OpKind.SOFTMAX, "size": None, "dim": None}
+            "log_softmax": OpKind.SOFTMAX, "size": None, "dim": None,
+            torch.sigmoid: OpKind.SIGMOID, F.sigmoid: OpKind.SIGMOID, "sigmoid": OpKind.SIGMOID,
+            # Casts to a float type and device moves change nothing the engine computes
+            # (checked by _cast); clamp(min=0) is a ReLU (checked by _clamp).
+            "float": OpKind.IDENTITY, "double": OpKind.IDENTITY, "to": OpKind.IDENTITY,
+            "type": OpKind.IDENTITY, "cpu": OpKind.IDENTITY,
+            torch.clamp: OpKind.RELU, "clamp": OpKind.RELU, torch.clamp_min: OpKind.RELU,
+            "clamp_min": OpKind.RELU}
 
 
 def _pooling_functions():
@@ -650,6 +658,34 @@ def _view_kind(node, path: str, shape_queries) -> tuple[OpKind, dict]:
                                   "signals, (-1, channels, length), are supported")
 
 
+def _cast(node, path: str) -> None:
+    """``x.to(...)`` / ``x.type(...)`` pass as nothing when they move the tensor or make it
+    float; to an integer type they would round, which the network's arithmetic does not."""
+    import torch
+
+    floats = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    for value in (*node.args[1:], *node.kwargs.values()):
+        if isinstance(value, (torch.device, str, bool)) or value in floats:
+            continue
+        raise UnsupportedSettingError(f"layer {path!r}", node.target, "target", repr(value),
+                                      "casts to a float type and device moves are dropped; a "
+                                      "cast to an integer type rounds, which the engine's "
+                                      "own fixed point replaces: leave it out")
+
+
+def _clamp(node, path: str) -> None:
+    """``clamp(min=0)`` and ``clamp_min(0)`` are a ReLU; any other clamp is not."""
+    names = ("min",) if "clamp_min" in str(getattr(node.target, "__name__", node.target)) \
+        else ("min", "max")
+    bounds = dict(zip(names, node.args[1:]))
+    bounds.update(node.kwargs)
+    if bounds.get("min") != 0 or bounds.get("max") is not None:
+        shown = ", ".join(f"{k}={v}" for k, v in bounds.items())
+        raise UnsupportedSettingError(f"layer {path!r}", "clamp", "bounds", f"({shown})",
+                                      "clamp(min=0), a ReLU, is supported; other bounds are "
+                                      "not (the engine's only activation is ReLU)")
+
+
 def _trace(module, name) -> list[Op]:
     import torch
     import torch.fx
@@ -705,6 +741,10 @@ def _trace(module, name) -> list[Op]:
             attrs = {}
             if kind is OpKind.FLATTEN and target in ("view", "reshape", torch.reshape):
                 kind, attrs = _view_kind(node, path, shape_queries)
+            if target in ("to", "type"):
+                _cast(node, path)
+            if target in (torch.clamp, "clamp", torch.clamp_min, "clamp_min"):
+                _clamp(node, path)
             if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
                 attrs["axis"] = _softmax_dim(dim, path)
@@ -717,7 +757,8 @@ def _trace(module, name) -> list[Op]:
 
 _ONNX_SIMPLE = {"Relu": OpKind.RELU, "Flatten": OpKind.FLATTEN, "Reshape": OpKind.FLATTEN,
                 "Dropout": OpKind.IDENTITY, "Identity": OpKind.IDENTITY,
-                "Softmax": OpKind.SOFTMAX, "LogSoftmax": OpKind.SOFTMAX}
+                "Softmax": OpKind.SOFTMAX, "LogSoftmax": OpKind.SOFTMAX,
+                "Sigmoid": OpKind.SIGMOID}
 
 
 def capture_onnx(path) -> Graph:

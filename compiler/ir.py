@@ -44,6 +44,7 @@ class OpKind(enum.Enum):
     FLATTEN = "flatten"           # erased (inputs are flat vectors)
     IDENTITY = "identity"         # Dropout and Identity: erased at inference
     SOFTMAX = "softmax"           # dropped when last: argmax does not change
+    SIGMOID = "sigmoid"           # dropped when last: each output's order is kept
     CONV = "conv"                 # Conv2d: weight out x in x kh x kw, stride, padding
     MAXPOOL = "maxpool"           # fused into the convolution before it
     AVGPOOL = "avgpool"           # folded into the Linear after it, or a convolution of its own
@@ -56,7 +57,7 @@ SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU"
                  "BatchNorm1d", "BatchNorm2d", "MaxPool2d and MaxPool1d (after a convolution)",
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d(1)", "AdaptiveAvgPool1d(1)",
                  "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",
-                 "Softmax (last layer only)")
+                 "Softmax or Sigmoid (last layer only)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +141,8 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     elif op.kind is OpKind.SOFTMAX:
         e = np.exp(x - x.max(axis=1, keepdims=True))
         x = e / e.sum(axis=1, keepdims=True)
+    elif op.kind is OpKind.SIGMOID:
+        x = 1 / (1 + np.exp(-x))
     if op.kind in (OpKind.RELU,) or op.attrs.get("relu"):
         x = np.maximum(x, 0)
     return x

@@ -28,7 +28,8 @@ _LAYERS = (OpKind.LINEAR, OpKind.CONV)
 
 _KIND_NAMES = {OpKind.LINEAR: "Linear", OpKind.RELU: "ReLU", OpKind.BATCHNORM: "BatchNorm",
                OpKind.CONV: "Conv2d", OpKind.MAXPOOL: "MaxPool2d", OpKind.AVGPOOL: "AvgPool2d",
-               OpKind.SOFTMAX: "Softmax", OpKind.FLATTEN: "Flatten", OpKind.IDENTITY: "Identity"}
+               OpKind.SOFTMAX: "Softmax", OpKind.FLATTEN: "Flatten", OpKind.IDENTITY: "Identity",
+               OpKind.SIGMOID: "Sigmoid"}
 
 
 def _named(op: Op) -> str:
@@ -240,10 +241,13 @@ def fuse_maxpool(graph: Graph) -> Graph:
 
 
 def drop_final_softmax(graph: Graph) -> Graph:
-    """Drop a Softmax at the end (it does not change the argmax the engine's outputs give);
-    a Softmax anywhere else is an error, and so is a final one whose ``axis`` attribute is
-    not the class axis (1 or -1): over the batch it changes which class wins."""
+    """Drop a Softmax or a Sigmoid at the end (neither changes the argmax the engine's
+    outputs give); one anywhere else is an error (the engine's only nonlinearity is ReLU),
+    and so is a final Softmax whose ``axis`` attribute is not the class axis (1 or -1): over
+    the batch it changes which class wins."""
     ops = list(graph.ops)
+    if ops and ops[-1].kind is OpKind.SIGMOID:
+        ops.pop()
     if ops and ops[-1].kind is OpKind.SOFTMAX:
         axis = ops[-1].attrs.get("axis", 1)
         if axis not in (1, -1):
@@ -252,9 +256,10 @@ def drop_final_softmax(graph: Graph) -> Graph:
                              f"the argmax and can be dropped")
         ops.pop()
     for op in ops:
-        if op.kind is OpKind.SOFTMAX:
-            raise InputError(f"{_named(op)} is not the last layer; only a final Softmax "
-                             f"is supported (it is dropped for argmax)")
+        if op.kind in (OpKind.SOFTMAX, OpKind.SIGMOID):
+            raise InputError(f"{_named(op)} is not the last layer; only a final "
+                             f"{_KIND_NAMES[op.kind]} is supported (it is dropped for argmax; "
+                             f"the engine's only activation is ReLU)")
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 

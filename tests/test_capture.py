@@ -117,12 +117,14 @@ def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
 
 
 class Sigmoidal(nn.Module):
+    """A sigmoid between layers: an activation the engine does not have."""
+
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(3, 3)
+        self.fc, self.out = nn.Linear(3, 3), nn.Linear(3, 2)
 
     def forward(self, x):
-        return torch.sigmoid(self.fc(x))
+        return self.out(torch.sigmoid(self.fc(x)))
 
 
 class Residual(nn.Module):
@@ -136,8 +138,55 @@ class Residual(nn.Module):
 
 def test_unsupported_function_in_a_traced_forward():
     with pytest.raises(UnsupportedLayerError,
-                       match=r"'Sigmoidal.sigmoid' cannot run on the engine \(sigmoid\)"):
-        capture(Sigmoidal())
+                       match=r"'Pointwise.erf' cannot run on the engine \(erf\)"):
+        capture(Pointwise(torch.erf))
+    with pytest.raises(ValueError, match=r"Sigmoid 'Sigmoidal.sigmoid' is not the last layer; "
+                                         r"only a final Sigmoid is supported"):
+        canonicalize(capture(Sigmoidal()))
+
+
+class Pointwise(nn.Module):
+    """``step`` between two layers, as people write forwards."""
+
+    def __init__(self, step, last=None):
+        super().__init__()
+        torch.manual_seed(2)
+        self.fc, self.out = nn.Linear(6, 5), nn.Linear(5, 3)
+        self.step, self.last = step, last
+
+    def forward(self, x):
+        x = self.out(self.step(self.fc(x)))
+        return self.last(x) if self.last is not None else x
+
+
+@pytest.mark.parametrize("model", [
+    Pointwise(lambda x: x.float().relu()),
+    Pointwise(lambda x: F.relu(x.to(torch.float32))),
+    Pointwise(lambda x: F.relu(x.double()).to("cpu", torch.float32)),
+    Pointwise(lambda x: torch.clamp(x, min=0)),
+    Pointwise(lambda x: x.clamp(0)),
+    Pointwise(lambda x: x.clamp_min(0.0)),
+    Pointwise(torch.relu, torch.sigmoid),
+    Pointwise(torch.relu, nn.Sigmoid()),
+], ids=["float", "to(float32)", "double, to(cpu)", "torch.clamp(min=0)", "clamp(0)",
+        "clamp_min(0)", "final torch.sigmoid", "final nn.Sigmoid"])
+def test_casts_clamps_that_are_relus_and_a_final_sigmoid_are_captured(model):
+    network = canonicalize(capture(model))
+    assert [layer.relu for layer in network.layers] == [True, False]
+    x = inputs(6)
+    # A final sigmoid is dropped: the outputs are its logits, in the same order.
+    expected = torch_out(Pointwise(model.step), x) if model.last else torch_out(model, x)
+    np.testing.assert_allclose(network.forward(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("step, message", [
+    (lambda x: x.to(torch.int8), r"\(to\) has target torch.int8"),
+    (lambda x: torch.clamp(x, min=-1), r"\(clamp\) has bounds \(min=-1\)"),
+    (lambda x: x.clamp(0, 6), r"\(clamp\) has bounds \(min=0, max=6\)"),
+])
+def test_casts_that_round_and_clamps_that_are_not_relus_are_refused(step, message):
+    with pytest.raises(UnsupportedSettingError, match=message):
+        capture(Pointwise(step))
 
 
 def test_skip_connection_is_refused_as_not_a_chain():
@@ -281,12 +330,17 @@ def test_onnx_matmul_add_and_batchnorm(tmp_path):
 
 def test_onnx_unsupported_node_and_non_chain(tmp_path):
     w = np.ones((3, 3))
-    sigmoid = onnx_file(tmp_path / "s.onnx", [
+    tanh = onnx_file(tmp_path / "s.onnx", [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+        helper.make_node("Tanh", ["h"], ["y"], name="squash")], {"w": w}, [None, 3])
+    with pytest.raises(UnsupportedLayerError,
+                       match="ONNX node 'squash' cannot run on the engine \\(Tanh\\)"):
+        capture(tanh)
+    sigmoid = onnx_file(tmp_path / "f.onnx", [
         helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
         helper.make_node("Sigmoid", ["h"], ["y"], name="squash")], {"w": w}, [None, 3])
-    with pytest.raises(UnsupportedLayerError,
-                       match="ONNX node 'squash' cannot run on the engine \\(Sigmoid\\)"):
-        capture(sigmoid)
+    assert [op.kind for op in capture(sigmoid).ops] == [OpKind.LINEAR, OpKind.SIGMOID]
+    assert len(canonicalize(capture(sigmoid)).layers) == 1        # a final one is dropped
     residual = onnx_file(tmp_path / "r.onnx", [
         helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
         helper.make_node("Add", ["h", "x"], ["y"], name="skip")], {"w": w}, [None, 3])
