@@ -59,3 +59,33 @@ def test_a_float_model_given_to_import_is_sent_to_compress(tmp_path):
     with pytest.raises(UnsupportedModel, match=r"'fc' \(Gemm\): its weights are not quantized.*"
                                                r"sparseforge compress MODEL\.onnx"):
         sf.load_quantized(path, np.ones((2, 4)))
+
+
+def _with_activation(tmp_path, op: str, final: bool):
+    """Q/DQ -> Gemm -> ``op`` -> Q/DQ -> Gemm -> Q/DQ [-> ``op`` at the end when ``final``]."""
+    b = Builder(23)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(6, 4), b.const(b.rng.normal(0, 0.3, 6))], transB=1)
+    if not final:
+        y = b.node(op, [y], name="act")
+    y = b.qdq(y, b.scale(0.01, 0.03), 0, np.int8)
+    y = b.node("Gemm", [y, b.dq_weights(3, 6), b.const(b.rng.normal(0, 0.2, 3))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    if final:
+        y = b.node(op, [y], name="act")
+    return save(b.model("x", y, ["N", 4], qonnx=False), tmp_path / f"{op}{final}.onnx")
+
+
+@pytest.mark.parametrize("op", ["LeakyRelu", "Tanh", "Sigmoid"])
+def test_a_hidden_activation_other_than_relu_names_the_ones_that_run(tmp_path, op):
+    with pytest.raises(UnsupportedModel) as refused:
+        sf.load_quantized(_with_activation(tmp_path, op, final=False))
+    message = str(refused.value)
+    assert f"node 'act' ({op}): not supported: a {op} activation is not imported" in message
+    assert "QuantReLU, QuantHardTanh" in message
+
+
+def test_a_final_sigmoid_is_told_to_be_left_out(tmp_path):
+    with pytest.raises(UnsupportedModel, match=r"node 'act' \(Sigmoid\): not supported: export "
+                                               r"the model without its final sigmoid"):
+        sf.load_quantized(_with_activation(tmp_path, "Sigmoid", final=True))

@@ -56,9 +56,22 @@ _HINTS = {
                "logits, whose argmax is the same)",
     "LogSoftmax": "export the model without its final log-softmax (the engine's outputs are "
                   "the logits, whose argmax is the same)",
+    "Sigmoid": "export the model without its final sigmoid (the engine's outputs are the "
+               "logits: a logit above 0 is a probability above 0.5, and their order is the "
+               "same)",
 }
+# Activations other than ReLU / Clip: a layer's rows are requantized along one ramp between
+# two clamps, which a curve or a second slope is not.
+_ACTIVATIONS = ("Tanh", "Sigmoid", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Erf",
+                "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "ThresholdedRelu")
+_ACTIVATION_HINT = ("a {op} activation is not imported: the engine requantizes each row of a "
+                    "layer along one ramp between two clamps, so ReLU and Clip (Brevitas "
+                    "QuantReLU, QuantHardTanh) are the activations it runs; train the model "
+                    "with one of those")
+for _op in _ACTIVATIONS:
+    _HINTS.setdefault(_op, _ACTIVATION_HINT.format(op=_op))
 # Ops whose hint above holds only at the graph's end.
-_FINAL_ONLY = ("Softmax", "LogSoftmax")
+_FINAL_ONLY = ("Softmax", "LogSoftmax", "Sigmoid")
 # Between a final op and the graph output, nothing but its quantizers and no-ops.
 _PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Identity", "Cast")
 _NARROW_INTEGERS = ("int4", "uint4", "int2", "uint2")
@@ -313,7 +326,9 @@ class _Walker:
             if handler is None:
                 hint = _HINTS.get(node.op_type)
                 if node.op_type in _FINAL_ONLY and not _ends_graph(graph, node, output_name):
-                    hint = (f"a {node.op_type} inside the network is not supported (only a "
+                    hint = (_ACTIVATION_HINT.format(op=node.op_type)
+                            if node.op_type in _ACTIVATIONS else
+                            f"a {node.op_type} inside the network is not supported (only a "
                             f"final one can be left out: the engine's outputs are logits)")
                 if hint:
                     self.refuse(node, f"not supported: {hint}")
