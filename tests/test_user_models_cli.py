@@ -115,3 +115,32 @@ def test_sim_says_it_is_building_when_the_output_is_a_log(tmp_path, capsys, monk
     assert main(["sim", str(tmp_path / "program"), "--inputs", str(tmp_path / "x.npy")]) == 2
     assert seen and seen[0].startswith("simulating 3 inputs on verilator (a new engine is "
                                        "built first, which takes a minute or more)...")
+
+
+def test_a_training_checkpoint_is_read_for_its_model_state_dict(tmp_path, capsys):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+
+    state = digits_mlp(8, inputs=6, classes=3).state_dict()
+    # The usual checkpoint: the model's state_dict beside the optimizer's and the epoch (was
+    # "expected a state_dict (names -> tensors), found dict").
+    torch.save({"model_state_dict": state, "epoch": 7,
+                "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.01}]}},
+               tmp_path / "checkpoint.pt")
+    data = _data(tmp_path / "d.npz")
+    assert main(["compress", str(tmp_path / "checkpoint.pt"), "--data", str(data),
+                 "--sparsity", "0.5", "-o", str(tmp_path / "m.sfm")]) == 0
+    assert (tmp_path / "m.sfm").is_file()
+    capsys.readouterr()
+    torch.save({"model": state, "ema": state}, tmp_path / "two.pt")
+    assert main(["compress", str(tmp_path / "two.pt"), "--data", str(data), "-o",
+                 str(tmp_path / "n.sfm")]) == 2
+    assert ("two.pt: is a checkpoint of several state_dicts (model, ema); save the model's "
+            "alone: torch.save(checkpoint['model'], 'model.pt')") in capsys.readouterr().err
+    torch.save({"epoch": 7}, tmp_path / "none.pt")
+    assert main(["compress", str(tmp_path / "none.pt"), "--data", str(data), "-o",
+                 str(tmp_path / "n.sfm")]) == 2
+    assert ("none.pt: expected a state_dict (names -> tensors), found a dict of epoch"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "n.sfm").exists()

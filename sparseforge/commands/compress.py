@@ -169,8 +169,25 @@ def load_state_dict(path: Path) -> dict:
                          f"(torch.onnx.export) or call sf.compress(model, ...) from Python "
                          f"(a state_dict is taken for the default MLP only: fc1, ReLU, fc2)"
                          f"{_unpickler_reason(error)}") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
+    def is_state_dict(value) -> bool:
+        return (isinstance(value, dict) and bool(value)
+                and all(isinstance(v, torch.Tensor) for v in value.values()))
+
+    if isinstance(state, dict) and not is_state_dict(state):
+        # A training checkpoint: {"model_state_dict": ..., "optimizer_state_dict": ...,
+        # "epoch": 7} (an optimizer's state is not names -> tensors).  Its one state_dict is
+        # the model's.
+        inner = [key for key, value in state.items() if is_state_dict(value)]
+        if len(inner) == 1:
+            return state[inner[0]]
+        if inner:
+            raise ValueError(f"{path}: is a checkpoint of several state_dicts "
+                             f"({', '.join(map(str, inner))}); save the model's alone: "
+                             f"torch.save(checkpoint[{inner[0]!r}], 'model.pt')")
+        raise ValueError(f"{path}: expected a state_dict (names -> tensors), found "
+                         + (f"a dict of {', '.join(map(str, list(state)[:8]))}" if state
+                            else "an empty dict"))
+    if not is_state_dict(state):
         raise ValueError(f"{path}: expected a state_dict (names -> tensors), found "
                          f"{type(state).__name__}")
     return state
