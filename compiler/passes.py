@@ -15,6 +15,7 @@ from .ir import Conv2d, Graph, Linear, Network, Op, OpKind, op_geometry, op_outp
 
 __all__ = [
     "PASSES",
+    "binary_logit_as_two_classes",
     "canonicalize",
     "drop_final_softmax",
     "erase_identities",
@@ -263,8 +264,26 @@ def drop_final_softmax(graph: Graph) -> Graph:
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
-PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool, fuse_relu,
-          fuse_maxpool)
+def binary_logit_as_two_classes(graph: Graph) -> Graph:
+    """A last Linear with one output (a binary classifier's logit, trained with
+    ``BCEWithLogitsLoss``; its Sigmoid dropped) becomes two outputs, ``(0, logit)``: the
+    argmax is 1 exactly where the logit is above 0, and cross-entropy over them is the binary
+    cross-entropy of the logit, so compression and everything after it see the classifier of
+    two classes it is.  The zero row stores no weight.  After it, no network ends in one
+    Linear output."""
+    ops = list(graph.ops)
+    if not ops or ops[-1].kind is not OpKind.LINEAR or len(ops[-1].params["weight"]) != 1:
+        return graph
+    last = ops.pop()
+    weight = np.vstack([np.zeros_like(last.params["weight"]), last.params["weight"]])
+    bias = np.concatenate([[0.0], np.asarray(last.params["bias"], dtype=np.float64)])
+    ops.append(Op(OpKind.LINEAR, last.name, {"weight": weight, "bias": bias},
+                  dict(last.attrs)))
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool,
+          binary_logit_as_two_classes, fuse_relu, fuse_maxpool)
 
 
 def canonicalize(graph: Graph) -> Network:

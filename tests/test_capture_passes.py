@@ -165,9 +165,30 @@ def test_canonicalize_runs_every_pass_and_builds_a_network():
                    op(OpKind.RELU, "act"), op(OpKind.IDENTITY, "drop"), linear("fc2", 3, 5),
                    op(OpKind.SOFTMAX, "soft")), 6, "test")
     network = canonicalize(graph)
-    assert isinstance(network, Network) and len(PASSES) == 6
+    assert isinstance(network, Network) and len(PASSES) == 7
     assert [(layer.name, layer.relu) for layer in network.layers] == [("fc1", True),
                                                                       ("fc2", False)]
     np.testing.assert_array_equal(network.forward(X).argmax(1), graph.run(X).argmax(1))
     np.testing.assert_allclose(network.forward(X),
                                Graph(graph.ops[:-1], 6).run(X), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tail", [(), (op(OpKind.SIGMOID, "squash"),),
+                                  (batchnorm("bn", 1), op(OpKind.SIGMOID, "squash"))],
+                         ids=["logit", "sigmoid", "batchnorm, sigmoid"])
+def test_a_one_output_binary_classifier_runs_as_two_classes(tail):
+    graph = Graph((linear("fc1", 5, 6), op(OpKind.RELU, "act"), linear("fc2", 1, 5)) + tail, 6)
+    network = canonicalize(graph)
+    assert network.output_size == 2
+    outputs = network.forward(X)
+    logit = canonicalize(Graph(graph.ops[:3] + tuple(o for o in tail
+                                                     if o.kind is OpKind.BATCHNORM), 6))
+    # (0, logit): argmax is 1 exactly where the logit is above zero (the sigmoid above 1/2).
+    np.testing.assert_array_equal(outputs[:, 0], 0)
+    assert np.array_equal(outputs.argmax(1), (outputs[:, 1] > 0).astype(int))
+    if not tail:
+        np.testing.assert_allclose(outputs[:, 1], graph.run(X)[:, 0], rtol=1e-12)
+    assert logit.output_size == 2 and np.count_nonzero(network.layers[-1].weight[0]) == 0
+    # A last layer of more outputs is left as it is.
+    wider = Graph((linear("fc1", 5, 6), op(OpKind.RELU, "act"), linear("fc2", 3, 5)), 6)
+    assert canonicalize(wider).output_size == 3

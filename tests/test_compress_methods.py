@@ -1153,8 +1153,8 @@ def test_a_save_that_fails_midway_leaves_the_old_file_intact(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("outputs, expected", [
-    (1, "one output: sparseforge compresses classifiers, one output per class; a binary "
-        "classifier needs 2 outputs, and regression is not supported"),
+    (1, "one output: sparseforge runs it as a binary classifier's logit, labels 0 and 1; it "
+        "compresses classifiers, and regression is not supported"),
     (2, "labels are class indices 0 .. 1")])
 def test_labels_past_the_outputs_are_refused_with_what_the_labels_must_be(outputs, expected):
     import sparseforge as sf
@@ -1163,6 +1163,23 @@ def test_labels_past_the_outputs_are_refused_with_what_the_labels_must_be(output
     x = rng.uniform(0, 1, (20, 4)).astype(np.float32)
     y = np.arange(20) % 3                     # a third class the model has no output for
     with pytest.raises(ValueError, match="the train data has label 2 but the model has "
-                                         f"{outputs} outputs") as error:
+                                         f"{outputs} output") as error:
         sf.compress(nn.Sequential(nn.Linear(4, outputs)), train=(x, y))
     assert expected in str(error.value)
+
+
+def test_a_one_output_sigmoid_classifier_compresses_as_two_classes():
+    import sparseforge as sf
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1), nn.Sigmoid()).eval()
+    compressed = sf.compress(model, train=(x, y), sparsity=0.3, prune_steps=1, prune_epochs=1,
+                             final_epochs=1, share_epochs=1)
+    assert compressed.network.layers[-1].out_features == 2
+    with torch.no_grad():
+        predicted = (model(torch.from_numpy(x))[:, 0] > 0.5).numpy()
+    # The float accuracy is the sigmoid's own, on the logit (0, z) the passes made.
+    assert compressed.report.accuracy_float == pytest.approx(np.mean(predicted == y))

@@ -234,11 +234,15 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
                              f"has {data.x.shape[1]} features")
         if data is not None and data.y.max() >= network.output_size:
-            # Compression fine-tunes with cross-entropy on class labels: a one-output model
-            # (a regression, or a binary logit) has no classes to take them.
-            why = (" (one output: sparseforge compresses classifiers, one output per class; a "
-                   "binary classifier needs 2 outputs, and regression is not supported)"
-                   if network.output_size == 1 else
+            # Compression fine-tunes with cross-entropy on class labels.  A one-output model
+            # is a binary classifier's logit, which the passes made two classes (0, logit)
+            # (passes.binary_logit_as_two_classes): it takes labels 0 and 1, no others.
+            last = network.layers[-1]
+            one_output = (network.output_size == 2 and not np.any(last.weight[0])
+                          and not last.bias[0])
+            why = (" (one output: sparseforge runs it as a binary classifier's logit, labels "
+                   "0 and 1; it compresses classifiers, and regression is not supported)"
+                   if one_output else
                    f" (labels are class indices 0 .. {network.output_size - 1}"
                    + (f"; the {name} data holds {distinct} distinct labels: renumber them "
                       f"0 .. {distinct - 1}, e.g. np.unique(y, return_inverse=True)[1], the "
@@ -246,7 +250,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                       if (distinct := len(np.unique(data.y))) <= network.output_size
                       else ")"))
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
-                             f"has {network.output_size} outputs{why}")
+                             f"has {1 if one_output else network.output_size} "
+                             f"output{'' if one_output else 's'}{why}")
     _check_input_scale(train_set.x, config.act_bits)
     _warn_of_class_coverage(train_set, val_set, test_set)
     _warn_of_lost_inputs(train_set.x, config.act_bits)
