@@ -144,3 +144,18 @@ def test_a_training_checkpoint_is_read_for_its_model_state_dict(tmp_path, capsys
     assert ("none.pt: expected a state_dict (names -> tensors), found a dict of epoch"
             in capsys.readouterr().err)
     assert not (tmp_path / "n.sfm").exists()
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_a_state_dict_saved_from_a_wrapper_is_read_without_its_prefix(tmp_path, prefix):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+
+    # nn.DataParallel / DistributedDataParallel save "module.fc1.weight", torch.compile
+    # "_orig_mod.fc1.weight" (was refused: "the state_dict has no 'fc1.weight'").
+    state = digits_mlp(8, inputs=6, classes=3).state_dict()
+    torch.save({prefix + key: value for key, value in state.items()}, tmp_path / "m.pt")
+    assert main(["compress", str(tmp_path / "m.pt"), "--data", str(_data(tmp_path / "d.npz")),
+                 "--sparsity", "0.5", "-o", str(tmp_path / "m.sfm")]) == 0
+    assert (tmp_path / "m.sfm").is_file()

@@ -86,8 +86,7 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train
     data_archive = not_a_model(path)
     if data_archive:
         raise ValueError(data_archive)
-    state = load_state_dict(path)
-    state = effective_state(state)
+    state = effective_state(unwrapped_state(load_state_dict(path)))
     if "fc1.weight" not in state:
         raise ValueError(f"{path}: the state_dict has no 'fc1.weight'; it must be one of the "
                          f"default MLP (fc1, ReLU, fc2); other models: export ONNX or call "
@@ -223,6 +222,16 @@ def _unpickler_reason(error: Exception) -> str:
     if lines and "weights_only" not in lines[0] and not lines[0].startswith("Weights only"):
         return f" ({lines[0]})"
     return f" ({type(error).__name__})" if not lines else ""
+
+
+def unwrapped_state(state: dict) -> dict:
+    """The state_dict of a model saved inside a wrapper without the wrapper's prefix on every
+    key: ``module.`` (``nn.DataParallel``, ``DistributedDataParallel``) or ``_orig_mod.``
+    (``torch.compile``)."""
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(str(key).startswith(prefix) for key in state):
+            return unwrapped_state({key[len(prefix):]: value for key, value in state.items()})
+    return state
 
 
 def effective_state(state: dict) -> dict:
