@@ -1,6 +1,8 @@
 """A user's own float PyTorch model and data set through the Python API (sf.compress,
 sf.compile, sf.reference): labels as people have them, and what each refusal tells them."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch.nn as nn
@@ -47,3 +49,25 @@ def test_nan_in_the_training_data_is_named_by_sample_and_feature():
         sf.compress(nn.Sequential(nn.Linear(4, 3)), (x, y), sparsity=0.5, **FAST)
     assert str(error.value) == ("train: X holds NaN or infinite values (first at row 7, "
                                 "feature 2: nan)")
+
+
+def _iris_like():
+    x, y = _data(n=45, features=4, classes=3)
+    x[np.arange(45), y] += 2.0
+    return x, y
+
+
+def test_a_model_in_a_wrapper_is_compressed_as_the_model_it_holds():
+    import torch
+
+    x, y = _iris_like()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    plain = sf.compress(model, (x, y), sparsity=0.5, **FAST)
+    # nn.DataParallel and torch.compile hold the module unchanged (both were refused: "layer
+    # 'DataParallel' cannot run on the engine", "its forward cannot be traced by torch.fx").
+    with warnings.catch_warnings():           # torch's own deprecations, importing inductor
+        warnings.simplefilter("ignore")
+        compiled = torch.compile(model)
+    for wrapped in (nn.DataParallel(model), compiled):
+        compressed = sf.compress(wrapped, (x, y), sparsity=0.5, **FAST)
+        assert np.array_equal(compressed.predict(x), plain.predict(x))

@@ -100,4 +100,21 @@ def to_network(model, input_shape=None) -> Network:
     from ..capture import capture
     from ..passes import canonicalize
 
-    return canonicalize(capture(model, input_shape))
+    return canonicalize(capture(unwrapped(model), input_shape))
+
+
+def unwrapped(model):
+    """The user's module inside a wrapper that holds it unchanged: ``nn.DataParallel`` and
+    ``DistributedDataParallel`` (``.module``), ``torch.compile``'s ``OptimizedModule``
+    (``._orig_mod``)."""
+    import torch.nn as nn
+
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif (type(model).__name__ == "OptimizedModule"
+              and isinstance(getattr(model, "_orig_mod", None), nn.Module)):
+            model = model._orig_mod
+        else:
+            break
+    return model
