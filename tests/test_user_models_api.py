@@ -71,3 +71,24 @@ def test_a_model_in_a_wrapper_is_compressed_as_the_model_it_holds():
     for wrapped in (nn.DataParallel(model), compiled):
         compressed = sf.compress(wrapped, (x, y), sparsity=0.5, **FAST)
         assert np.array_equal(compressed.predict(x), plain.predict(x))
+
+
+def test_a_torchscript_module_or_a_state_dict_is_told_what_to_pass_instead():
+    import torch
+
+    from sparseforge.compiler.errors import InputError
+
+    x, y = _iris_like()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    # Was torch.fx's "traced_func_name=forward doesn't exist in TopLevelTracedModule" with
+    # advice about loops and len(), and capture's TypeError naming OrderedDict.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, torch.zeros(1, 4))
+    with pytest.raises(InputError, match=r"the model is a TorchScript module "
+                                         r"\(TopLevelTracedModule, .*pass the original "
+                                         r"nn.Module, or export it to ONNX"):
+        sf.compress(traced, (x, y), sparsity=0.5, **FAST)
+    with pytest.raises(InputError, match=r"the model is a state_dict .* load it into your "
+                                         r"module \(model.load_state_dict\(state\)\)"):
+        sf.compress(model.state_dict(), (x, y), sparsity=0.5, **FAST)

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import InputError
 from ..ir import Conv2d, Linear, Network
 from .convolution import MatrixConv2d
 
@@ -106,7 +107,8 @@ def to_network(model, input_shape=None) -> Network:
 def unwrapped(model):
     """The user's module inside a wrapper that holds it unchanged: ``nn.DataParallel`` and
     ``DistributedDataParallel`` (``.module``), ``torch.compile``'s ``OptimizedModule``
-    (``._orig_mod``)."""
+    (``._orig_mod``).  A TorchScript module or a state_dict, which hold no traceable
+    ``forward``, are refused saying what to pass instead."""
     import torch.nn as nn
 
     while True:
@@ -117,4 +119,16 @@ def unwrapped(model):
             model = model._orig_mod
         else:
             break
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        raise InputError(f"the model is a TorchScript module ({type(model).__name__}, from "
+                         f"torch.jit.script, torch.jit.trace or torch.jit.load), whose forward "
+                         f"torch.fx cannot trace: pass the original nn.Module, or export it to "
+                         f"ONNX and give the .onnx file")
+    if isinstance(model, dict) and model and all(isinstance(value, torch.Tensor)
+                                                 for value in model.values()):
+        raise InputError("the model is a state_dict (names -> tensors), which holds the "
+                         "weights but not the layers: load it into your module "
+                         "(model.load_state_dict(state)) and pass the module")
     return model
