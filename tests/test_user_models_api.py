@@ -92,3 +92,12 @@ def test_a_torchscript_module_or_a_state_dict_is_told_what_to_pass_instead():
     with pytest.raises(InputError, match=r"the model is a state_dict .* load it into your "
                                          r"module \(model.load_state_dict\(state\)\)"):
         sf.compress(model.state_dict(), (x, y), sparsity=0.5, **FAST)
+
+
+def test_labels_of_minus_one_and_one_are_told_to_be_renumbered():
+    x, y = _data(classes=2)
+    with pytest.raises(ValueError) as error:
+        sf.compress(nn.Sequential(nn.Linear(4, 2)), (x, 2 * y - 1), sparsity=0.5, **FAST)
+    assert str(error.value) == ("train: y holds the negative label -1; labels are class "
+                                "numbers 0 .. K-1: renumber them, e.g. np.unique(y, "
+                                "return_inverse=True)[1] (-1 / +1 become 0 / 1)")

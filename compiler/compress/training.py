@@ -78,7 +78,10 @@ def as_dataset(data, what: str) -> Dataset:
     if y.dtype.kind not in "iu" and not (y.dtype.kind in "fb" and np.all(y == np.round(y))):
         raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values")
     if y.size and y.min() < 0:
-        raise ValueError(f"{what}: y holds the negative label {int(y.min())}")
+        # -1 / +1 (a binary target as SVMs take it) or -1 for "unknown".
+        raise ValueError(f"{what}: y holds the negative label {int(y.min())}; labels are "
+                         f"class numbers 0 .. K-1: renumber them, e.g. "
+                         f"np.unique(y, return_inverse=True)[1] (-1 / +1 become 0 / 1)")
     if y.size:
         largest, distinct = int(y.max()), len(np.unique(y))
         # A classifier has one output per label number: labels like 1000000 (ids, years,
