@@ -101,3 +101,26 @@ def test_labels_of_minus_one_and_one_are_told_to_be_renumbered():
     assert str(error.value) == ("train: y holds the negative label -1; labels are class "
                                 "numbers 0 .. K-1: renumber them, e.g. np.unique(y, "
                                 "return_inverse=True)[1] (-1 / +1 become 0 / 1)")
+
+
+def test_the_small_weights_warning_names_the_layer_as_the_model_does():
+    import torch
+
+    from sparseforge.compiler.errors import InputWarning
+
+    class Mine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    model = Mine()
+    with torch.no_grad():
+        model.head.weight.mul_(1e-4)
+    x, y = _iris_like()
+    # It said "layer 1's weights are small", a position the model's names do not have.
+    with pytest.warns(InputWarning, match=r"^layer head's weights are small \(median"):
+        sf.compress(model, (x, y), sparsity=0.5, **FAST)

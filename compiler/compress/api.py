@@ -374,10 +374,12 @@ def _warn_of_weak_settings(network: Network, config: CompressionConfig) -> None:
         warnings.warn("a codebook of 2 levels holds 0 and one value: every weight a layer "
                       "keeps gets the same value, and so the same sign; 3 levels (ternary, "
                       "--levels 3) is the fewest that keeps signs", InputWarning, stacklevel=3)
-    for index, layer in enumerate(network.layers):
+    for layer in network.layers:
+        # Named as the model names it (its position among the weight layers is not the
+        # module's: 'head', or '4' after a Conv, a ReLU, a pooling and a Flatten).
         magnitudes = np.abs(layer.weight[layer.weight != 0])
         if magnitudes.size and float(np.median(magnitudes)) < config.learning_rate:
-            warnings.warn(f"layer {index}'s weights are small (median |w| "
+            warnings.warn(f"layer {layer.name}'s weights are small (median |w| "
                           f"{float(np.median(magnitudes)):.2g}) against the fine-tuning "
                           f"learning rate {config.learning_rate:g}: each step moves a weight "
                           f"by about the learning rate, so fine-tuning may wreck this layer; "
