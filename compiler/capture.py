@@ -513,11 +513,15 @@ def _avg_pool_module(module, name) -> list[Op]:
 
 def _adaptive_pool_module(module, name) -> list[Op]:
     size = module.output_size
-    if size not in (1, (1, 1)):
+    if size in (1, (1, 1)):
+        return [Op(OpKind.AVGPOOL, name, {}, {"global": True})]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if any(not isinstance(d, int) or d < 1 for d in size):
         raise UnsupportedSettingError(f"layer {name!r}", "AdaptiveAvgPool2d", "output_size",
-                                      size, "the engine runs global average pooling "
-                                      "(output_size 1)")
-    return [Op(OpKind.AVGPOOL, name, {}, {"global": True})]
+                                      module.output_size, "give the output's rows and "
+                                      "columns as numbers")
+    # Checked against the map in check_graph: the output size must divide it.
+    return [Op(OpKind.AVGPOOL, name, {}, {"adaptive": size})]
 
 
 def _capture(module, name) -> list[Op]:

@@ -55,7 +55,8 @@ class OpKind(enum.Enum):
 
 SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
                  "BatchNorm1d", "BatchNorm2d", "MaxPool2d and MaxPool1d (after a convolution)",
-                 "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d(1)", "AdaptiveAvgPool1d(1)",
+                 "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",
+                 "AdaptiveAvgPool1d(1)",
                  "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",
                  "Softmax or Sigmoid (last layer only)")
 
@@ -90,6 +91,18 @@ def op_geometry(op: Op, shape: tuple[int, ...]) -> ConvGeometry:
                         op.attrs.get("pool"))
 
 
+def adaptive_window(op: Op, shape: tuple[int, ...]) -> tuple[int, int]:
+    """An adaptive average pooling's window on a map of ``shape``: the output size divides
+    the map, so every window is the same (PyTorch's windows differ in size otherwise, which
+    a pooling of one window size cannot do)."""
+    rows, columns = op.attrs["adaptive"]
+    if shape[1] % rows or shape[2] % columns:
+        raise ValueError(f"adaptive pooling {op.name!r} to {rows}x{columns} on a "
+                         f"{shape[1]}x{shape[2]} map: its windows would differ in size; the "
+                         f"engine pools where the output size divides the map (or to 1x1)")
+    return shape[1] // rows, shape[2] // columns
+
+
 def _pooling(op: Op, shape: tuple[int, ...]) -> tuple:
     """A pooling op's (kernel, stride, padding) on a map of ``shape``."""
     if len(shape) != 3:
@@ -97,6 +110,9 @@ def _pooling(op: Op, shape: tuple[int, ...]) -> tuple:
                          f"columns), not an input of shape {shape}")
     if op.attrs.get("global"):
         return shape[1:], shape[1:], (0, 0)
+    if "adaptive" in op.attrs:
+        window = adaptive_window(op, shape)
+        return window, window, (0, 0)
     kernel = pair(op.attrs["kernel"], "kernel")
     stride = pair(op.attrs.get("stride", kernel), "stride")
     padding = pair(op.attrs.get("padding", 0), "padding")

@@ -11,7 +11,17 @@ import numpy as np
 
 from .conv import Pool, avg_pool_matrix
 from .errors import InputError
-from .ir import Conv2d, Graph, Linear, Network, Op, OpKind, op_geometry, op_output_shape
+from .ir import (
+    Conv2d,
+    Graph,
+    Linear,
+    Network,
+    Op,
+    OpKind,
+    adaptive_window,
+    op_geometry,
+    op_output_shape,
+)
 
 __all__ = [
     "PASSES",
@@ -184,6 +194,9 @@ def fold_avgpool(graph: Graph) -> Graph:
 def _pool_settings(op: Op, shape) -> tuple:
     if op.attrs.get("global"):
         return tuple(shape[1:]), tuple(shape[1:]), (0, 0)
+    if "adaptive" in op.attrs:
+        window = adaptive_window(op, shape)
+        return window, window, (0, 0)
     kernel = op.attrs["kernel"]
     return kernel, op.attrs.get("stride", kernel), op.attrs.get("padding", (0, 0))
 

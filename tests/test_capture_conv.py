@@ -155,7 +155,7 @@ def test_conv_padding_same_and_valid_and_a_pruned_kernel():
     (nn.MaxPool2d(2, padding=1), "padding", "1"),
     (nn.MaxPool2d(2, ceil_mode=True), "ceil_mode", "True"),
     (nn.AvgPool2d(3, padding=1, count_include_pad=False), "count_include_pad", "False"),
-    (nn.AdaptiveAvgPool2d(2), "output_size", "2"),
+    (nn.AdaptiveAvgPool2d((None, 2)), "output_size", r"\(None, 2\)"),
 ])
 def test_unsupported_settings_are_named(layer, setting, value):
     model = nn.Sequential(nn.Identity(), layer)
@@ -435,7 +435,7 @@ def test_pooling_written_as_function_calls_is_captured(tail):
 
 @pytest.mark.parametrize("call,message", [
     (lambda x: nn.functional.max_pool2d(x, 2, padding=1), "padding"),
-    (lambda x: nn.functional.adaptive_avg_pool2d(x, 2), "output_size"),
+    (lambda x: nn.functional.adaptive_avg_pool2d(x, (None, 2)), "output_size"),
     (lambda x: x.mean(1), "a mean over a map's rows and columns"),
 ], ids=["max_pool2d-padding", "adaptive-2", "mean-channels"])
 def test_pooling_calls_the_engine_does_not_run_are_refused(call, message):
@@ -643,3 +643,30 @@ def test_1d_settings_the_engine_does_not_run_and_2d_layers_on_signals_are_refuse
                                          r"columns"):
         capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)),
                 input_shape=(8, 8))
+
+
+def test_an_adaptive_average_pooling_whose_size_divides_the_map_is_a_pooling():
+    import torch.nn.functional as F
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(6)
+            self.conv, self.fc = nn.Conv2d(2, 3, 3, padding=1), nn.Linear(3 * 2 * 4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.conv(x)), (2, 4)),
+                                         1))
+
+    for model in (seeded(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                         nn.Flatten(), nn.Linear(12, 2)), Functional()):
+        graph = capture(model, input_shape=(2, 8, 8))
+        x = RNG.normal(size=(5, 2 * 8 * 8))
+        expected = torch_out(model, x.reshape(5, 2, 8, 8))
+        np.testing.assert_allclose(graph.run(x), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5,
+                                   atol=1e-5)
+    with pytest.raises(InputError, match=r"adaptive pooling '2' to 2x2 on a 7x7 map: its "
+                                         r"windows would differ in size"):
+        capture(seeded(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                       nn.Flatten(), nn.Linear(12, 2)), input_shape=(2, 7, 7))
