@@ -49,9 +49,20 @@ class UnsupportedLayerError(InputError):
     """A layer the engine cannot run; the message names it and lists what is supported."""
 
     def __init__(self, where: str, kind: str):
+        hint = ""
+        if kind.lower().replace("_", "") in _OTHER_ACTIVATIONS:
+            hint = (f"; the engine's only activation is ReLU: build the model with nn.ReLU in "
+                    f"its place and train it again")
         super().__init__(f"{where} cannot run on the engine ({kind}); supported: "
-                         f"{', '.join(SUPPORTED_OPS)}")
+                         f"{', '.join(SUPPORTED_OPS)}{hint}")
         self.where, self.kind = where, kind
+
+
+# Activations people use that the engine does not have (module and function names, lower
+# case without underscores): their refusal says what to do instead.
+_OTHER_ACTIVATIONS = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
+                      "swish", "mish", "tanh", "sigmoid", "hardtanh", "relu6", "hardswish",
+                      "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
 
 
 class UnsupportedSettingError(InputError):

@@ -114,6 +114,9 @@ def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
     message = str(caught.value)
     assert f"layer 'block.1' cannot run on the engine ({kind}); supported: " in message
     assert all(op in message for op in SUPPORTED_OPS)
+    # An activation the engine does not have says what to use instead; other layers do not.
+    assert message.endswith("the engine's only activation is ReLU: build the model with "
+                            "nn.ReLU in its place and train it again") == (kind == "Tanh")
 
 
 class Sigmoidal(nn.Module):
