@@ -4,15 +4,19 @@
 golden model's check of the image against the network it came from
 (:func:`~sparseforge.sim.reference.golden.check_program`): the compiler verifies what it can
 by itself (the image decodes to the network's codes), and the check that needs the golden
-model runs here, above both, so that no stage imports one above it.
+model runs here, above both, so that no stage imports one above it.  ``sf.reference`` and
+``sf.simulate`` are the golden model's and the simulation's, refusing another stage's artifact
+(a compressed model, a path) with what to pass instead.
 """
 
 from __future__ import annotations
 
+import functools
+
 from sparseforge.compiler import program as _program
 from sparseforge.sim.reference import golden as _golden
 
-__all__ = ["compile"]
+__all__ = ["compile", "reference", "simulate"]
 
 
 def compile(model, pes: int | None = None, board: str | None = None, *,
@@ -36,3 +40,36 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if verify:
         _golden.check_program(program)
     return program
+
+
+def _program_of(program, verb: str):
+    """``program``, refused with what to pass instead when it is a stage's artifact other than
+    a Program (a compressed model, a network) or the path of one (``verb`` names the call)."""
+    import os
+
+    from sparseforge.compiler.compress.model import CompressedModel
+    from sparseforge.compiler.ir import QuantizedNetwork
+
+    if isinstance(program, (CompressedModel, QuantizedNetwork)):
+        raise TypeError(f"{verb} takes a Program, from sf.compile(model, pes=...) or "
+                        f"sf.load_program(folder), not a {type(program).__name__}: compile it "
+                        f"first" + (" (its predict(x) gives the same integer outputs without "
+                                    "compiling)" if isinstance(program, CompressedModel)
+                                    else ""))
+    if isinstance(program, (str, os.PathLike)):
+        raise TypeError(f"{verb} takes a Program, not a path: sf.load_program({str(program)!r}) "
+                        f"reads a program folder")
+    return program
+
+
+@functools.wraps(_golden.reference)
+def reference(program, X, *, integer: bool = False):
+    return _golden.reference(_program_of(program, "sf.reference"), X, integer=integer)
+
+
+def simulate(program, X, **options):
+    """Run ``X`` on the generated engine under cocotb: ``sparseforge.sim.simulate.simulate``
+    (its docstring gives the options), ``program`` checked first."""
+    from sparseforge.sim import simulate as _simulate
+
+    return _simulate.simulate(_program_of(program, "sf.simulate"), X, **options)

@@ -124,3 +124,23 @@ def test_the_small_weights_warning_names_the_layer_as_the_model_does():
     # It said "layer 1's weights are small", a position the model's names do not have.
     with pytest.warns(InputWarning, match=r"^layer head's weights are small \(median"):
         sf.compress(model, (x, y), sparsity=0.5, **FAST)
+
+
+def test_reference_and_simulate_of_a_compressed_model_say_to_compile_it(tmp_path):
+    x, y = _iris_like()
+    compressed = sf.compress(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)),
+                             (x, y), sparsity=0.5, **FAST)
+    # Both were AttributeErrors ("'CompressedModel' object has no attribute 'taken_inputs'",
+    # "'str' object has no attribute 'quantize_input'").
+    for call in (sf.reference, sf.simulate):
+        with pytest.raises(TypeError, match=r"takes a Program, from sf.compile\(model, "
+                                            r"pes=...\) or sf.load_program\(folder\), not a "
+                                            r"CompressedModel: compile it first \(its "
+                                            r"predict\(x\) gives the same integer outputs"):
+            call(compressed, x)
+        with pytest.raises(TypeError, match=r"takes a Program, not a path: "
+                                            r"sf.load_program\('build/p'\) reads"):
+            call("build/p", x)
+    program = sf.compile(compressed, pes=2)
+    assert np.array_equal(program.dequantize(sf.reference(program, x)),
+                          compressed.dequantize(compressed.predict(x)))
