@@ -123,31 +123,94 @@ def _offsets(multiplier: int, shift: int, half_even: bool, steps, vmin: int, vma
 
 
 def _multiplier_range(shift: int, half_even: bool, steps, vmin: int, vmax: int,
-                      first: int, last: int, low: int, high: int) -> tuple[int, float]:
+                      first: int, last: int, low: int, high: int,
+                      limit: float = math.inf) -> tuple[int, float]:
     """The multipliers for which the offsets of :func:`_offsets` meet: ``C`` must be at least
     ``theta_l - M T_l`` for every lower point ``l`` (each step, and ``vmin`` when ``f(vmin) >
     low``) and below ``theta_u - M T_u + M`` for every upper point ``u`` (each step, and
     ``vmax + 1`` when ``f(vmax) < high``), so for every pair ``theta_l - theta_u < M (T_l -
     T_u + 1)``: a lower bound on ``M`` where ``T_l - T_u + 1 > 0``, an upper one where it is
-    negative.  Returns (lowest, highest) integer multiplier (highest may be infinite)."""
-    def theta(k):
-        return (k << shift) + (1 if half_even and shift and k % 2 else 0)
-
-    lower = [(theta(k), t) for k, t in steps.items()]
-    upper = list(lower)
-    if first > low:
-        lower.append((theta(first), vmin))
-    if last < high:
-        upper.append((theta(last + 1), vmax + 1))
-    if not lower or not upper:
+    negative.  Returns (lowest, highest) integer multiplier (highest may be infinite); above
+    ``limit`` (the widest multiplier wanted) ``lowest`` may be any bound past it."""
+    # The points as arrays: (output k, position T) of each step, then the ends.
+    ks, ts = steps if isinstance(steps, tuple) else _step_arrays(steps)
+    ends_k, ends_t, lower_end, upper_end = [], [], first > low, last < high
+    if lower_end:
+        ends_k.append(first)
+        ends_t.append(vmin)
+    if upper_end:
+        ends_k.append(last + 1)
+        ends_t.append(vmax + 1)
+    if not len(ks) and not (lower_end and upper_end):
         return 1, math.inf
+    every_k = np.concatenate([ks, np.array(ends_k, dtype=np.int64)])
+    every_t = np.concatenate([ts, np.array(ends_t, dtype=np.int64)])
     # Differences of thetas and of positions only: int64 unless they could overflow.
-    big = max(abs(x) for pair in lower + upper for x in pair) >= 1 << 60
-    kind = object if big else np.int64
-    theta_l, t_l = (np.array(column, dtype=kind)[:, None] for column in zip(*lower))
-    theta_u, t_u = (np.array(column, dtype=kind)[None, :] for column in zip(*upper))
-    rise = theta_l - theta_u
-    run = t_l - t_u + 1
+    top = max(int(np.abs(every_k).max()) + 1 << shift, int(np.abs(every_t).max()))
+    if top >= 1 << 60:
+        theta = np.array([(k << shift) + (1 if half_even and shift and k % 2 else 0)
+                          for k in every_k.tolist()], dtype=object)
+        every_t = every_t.astype(object)
+    else:
+        theta = (every_k << shift) + (every_k % 2 if half_even and shift else 0)
+    n = len(ks)
+    lower = np.r_[np.arange(n), [n] if lower_end else []].astype(np.int64)
+    upper = np.r_[np.arange(n), [n + lower_end] if upper_end else []].astype(np.int64)
+    theta_l, t_l, theta_u, t_u = theta[lower], every_t[lower], theta[upper], every_t[upper]
+    if len(theta_l) * len(theta_u) > _ALL_PAIRS:
+        # Every pair's bound is necessary, so a few pairs (each point with its neighbours and
+        # with both ends: O(n)) give a multiplier no larger than the lowest; then the pair
+        # most violated at it raises it (or caps it below itself: none) until every pair
+        # holds -- O(n) a round, where all n**2 pairs took seconds a row for 8-bit outputs.
+        li, ui = _some_pairs(len(theta_l), len(theta_u))
+        lowest, highest = _pair_bounds(theta_l[li] - theta_u[ui], t_l[li] - t_u[ui] + 1)
+        # The rounds take products M * T (M up to `limit`): in int64 only when they fit.
+        wide = limit == math.inf or limit * (int(np.abs(every_t).max()) + 1) + top >= 1 << 62
+        tl, tu = (t_l.astype(object), t_u.astype(object)) if wide else (t_l, t_u)
+        hl, hu = (theta_l.astype(object), theta_u.astype(object)) if wide else (theta_l, theta_u)
+        for _ in range(_ROUNDS):
+            if lowest > highest or lowest > limit:
+                return lowest, highest
+            at_least = hl - lowest * tl                 # C >= each
+            below = hu - lowest * tu + lowest           # C < each
+            l, u = int(np.argmax(at_least)), int(np.argmin(below))
+            if at_least[l] < below[u]:
+                return lowest, highest                  # every pair holds at `lowest`
+            rise, run = int(hl[l]) - int(hu[u]), int(tl[l]) - int(tu[u]) + 1
+            if run > 0:
+                lowest = int(rise // run) + 1
+            elif run < 0:
+                highest = min(highest, int(-((-rise) // run)) - 1)
+            else:
+                return 1, 0
+    return _pair_bounds(theta_l[:, None] - theta_u[None, :], t_l[:, None] - t_u[None, :] + 1)
+
+
+_ALL_PAIRS = 4096           # more pairs than this: try a few first (_multiplier_range)
+_ROUNDS = 64                # rounds of the most violated pair before all pairs are checked
+
+
+def _step_arrays(steps: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The steps (output ``k`` -> its threshold ``T_k``) as two int64 arrays."""
+    return (np.fromiter(steps.keys(), dtype=np.int64, count=len(steps)),
+            np.fromiter(steps.values(), dtype=np.int64, count=len(steps)))
+
+
+def _some_pairs(lowers: int, uppers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (lower, upper): each lower point with the upper points at its own index,
+    beside it and at both ends, and both end lower points with every upper point."""
+    index = np.arange(lowers)
+    near = np.stack([index - 1, index, index + 1, np.zeros_like(index),
+                     np.full_like(index, uppers - 1)], axis=1)
+    ends = np.unique([0, lowers - 1])
+    li = np.concatenate([np.repeat(index, near.shape[1]), np.repeat(ends, uppers)])
+    ui = np.concatenate([near.ravel(), np.tile(np.arange(uppers), len(ends))])
+    keep = (ui >= 0) & (ui < uppers)
+    return li[keep], ui[keep]
+
+
+def _pair_bounds(rise, run) -> tuple[int, float]:
+    """(lowest, highest) integer multiplier with ``rise < M * run`` for every pair."""
     lowest, highest = 1, math.inf
     positive, negative, zero = run > 0, run < 0, run == 0
     if np.any(zero & (rise >= 0)):
@@ -179,12 +242,13 @@ def fit_row(row: RowFunction, vmin: int, vmax: int, low: int, high: int, *,
         offset = fit.bias * fit.multiplier + fit.rounding
         return RowFit.from_offset(-fit.multiplier, offset, fit.shift, fit.half_even)
     steps = thresholds(row, vmin, vmax)
+    arrays = _step_arrays(steps)
     limit = (1 << (max_multiplier_bits - 1)) - 1
     for shift in range(max_shift + 1):
         too_wide = True
         for half_even in (False, True):
-            lowest, highest = _multiplier_range(shift, half_even, steps, vmin, vmax, first,
-                                                last, low, high)
+            lowest, highest = _multiplier_range(shift, half_even, arrays, vmin, vmax, first,
+                                                last, low, high, limit)
             too_wide &= lowest > limit
             if lowest > min(highest, limit):
                 continue
