@@ -159,3 +159,15 @@ def test_a_state_dict_saved_from_a_wrapper_is_read_without_its_prefix(tmp_path, 
     assert main(["compress", str(tmp_path / "m.pt"), "--data", str(_data(tmp_path / "d.npz")),
                  "--sparsity", "0.5", "-o", str(tmp_path / "m.sfm")]) == 0
     assert (tmp_path / "m.sfm").is_file()
+
+
+def test_sparsity_beside_a_sensitivity_budget_is_refused_not_ignored(tmp_path, capsys):
+    data = _data(tmp_path / "d.npz")
+    # The scan chose every layer's sparsity and --sparsity 0.5 was dropped without a word
+    # (sf.compress refuses both together).
+    assert main(["compress", "--data", str(data), "--sparsity", "0.5",
+                 "--sensitivity-budget", "0.01", "-o", str(tmp_path / "m.sfm")]) == 2
+    assert ("error: give --sparsity or --sensitivity-budget, not both: the sensitivity scan "
+            "chooses each layer's sparsity, and --sparsity 0.5 would be ignored"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "m.sfm").exists()

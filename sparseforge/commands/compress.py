@@ -37,7 +37,7 @@ def register(verbs) -> None:
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_train, y_train [, x_val, y_val, x_test, "
                                        "y_test]")
-    parser.add_argument("--sparsity", type=float, default=0.9,
+    parser.add_argument("--sparsity", type=float,
                         help="overall fraction of weights pruned (default 0.9)")
     parser.add_argument("--weight-bits", type=int, default=4,
                         help="bits per weight: codebook index width, 1..8 (default 4)")
@@ -315,8 +315,14 @@ def run(args) -> int:
         options = {name: getattr(args, name) for name in
                    ("levels", "bias_bits", "max_acc_bits", "balance_pes",
                     "sensitivity_budget", "learning_rate") if getattr(args, name) is not None}
+        if args.sparsity is not None and args.sensitivity_budget is not None:
+            # The scan chooses every layer's sparsity: the one given would be ignored.
+            raise ValueError(f"give --sparsity or --sensitivity-budget, not both: the "
+                             f"sensitivity scan chooses each layer's sparsity, and "
+                             f"--sparsity {args.sparsity:g} would be ignored")
         config = CompressionConfig(
-            sparsity=args.sparsity, weight_bits=args.weight_bits, act_bits=args.act_bits,
+            sparsity=0.9 if args.sparsity is None else args.sparsity,
+            weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
         check_writable(args.output)
         train, val, test = load_data(Path(args.data) if args.data else None)
