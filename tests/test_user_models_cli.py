@@ -171,3 +171,22 @@ def test_sparsity_beside_a_sensitivity_budget_is_refused_not_ignored(tmp_path, c
             "chooses each layer's sparsity, and --sparsity 0.5 would be ignored"
             in capsys.readouterr().err)
     assert not (tmp_path / "m.sfm").exists()
+
+
+def test_data_given_as_a_csv_is_told_how_to_make_the_npz(tmp_path, capsys):
+    np.savetxt(tmp_path / "train.csv", np.c_[np.zeros((4, 3)), np.arange(4) % 2],
+               delimiter=",")
+    assert main(["compress", "--data", str(tmp_path / "train.csv"), "-o",
+                 str(tmp_path / "m.sfm")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    # It said only "this file is not an archive".
+    assert (f"train.csv: the data must be an .npz archive (np.savez) of named arrays; this "
+            f"file is text (a CSV?): read it, e.g. table = np.loadtxt("
+            f"'{tmp_path / 'train.csv'}', delimiter=','), and save the arrays with "
+            f"np.savez('data.npz', x_train=table[:, :-1], y_train=table[:, -1].astype(int))"
+            in err)
+    (tmp_path / "noise.bin").write_bytes(bytes(range(256)) * 4)
+    assert main(["compress", "--data", str(tmp_path / "noise.bin"), "-o",
+                 str(tmp_path / "m.sfm")]) == 2
+    assert "noise.bin: the data must be an .npz archive (np.savez) of named arrays; this " \
+           "file is not an archive" in capsys.readouterr().err

@@ -93,7 +93,11 @@ def load_npz(path, what: str = "data") -> dict:
     if not path.is_file():
         raise InputError(no_such_file(path, what))
     if not zipfile.is_zipfile(path):
-        kind = "an .npy array" if _is_npy(path) else "not an archive"
+        kind = ("an .npy array" if _is_npy(path) else
+                f"text (a CSV?): read it, e.g. table = np.loadtxt({str(path)!r}, "
+                f"delimiter=','), and save the arrays with np.savez('data.npz', "
+                f"x_train=table[:, :-1], y_train=table[:, -1].astype(int))"
+                if _is_text(path) else "not an archive")
         raise InputError(f"{path}: the {what} must be an .npz archive (np.savez) of named "
                          f"arrays; this file is {kind}")
     arrays, key = {}, None
@@ -139,6 +143,18 @@ def load_npy(path, what: str = "inputs"):
                              f"save them as numbers (np.asarray(values, dtype="
                              f"{'np.int64' if what == 'labels' else 'np.float32'}))") from error
         raise InputError(f"{path}: not a readable .npy without pickle: {error}") from error
+
+
+def _is_text(path: Path) -> bool:
+    """Whether ``path`` starts as UTF-8 text (a CSV, a JSON file), judged by its first 4 KiB."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:       # not merely a character cut at the 4 KiB
+            return False
+    return bool(head) and b"\0" not in head
 
 
 def _is_npy(path: Path) -> bool:
