@@ -49,3 +49,28 @@ def test_a_quantized_scalar_beside_a_branch_is_refused_by_name(tmp_path):
     path = save(b.model("x", y, ["N", 4], qonnx=False), tmp_path / "gelu.onnx")
     with pytest.raises(UnsupportedModel, match=r"node 'div' \(Div\): tensor .* feeds"):
         sf.load_quantized(path)
+
+
+def _mlp(batch):
+    b = Builder(33)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(6, 4), b.const(b.rng.normal(0, 0.3, 6))], transB=1)
+    y = b.qdq(y, b.scale(0.01, 0.03), 0, np.uint8)
+    y = b.node("Gemm", [y, b.dq_weights(3, 6), b.const(b.rng.normal(0, 0.2, 3))], transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    return b.model("x", y, [batch, 4], qonnx=False)
+
+
+def test_a_model_exported_with_a_fixed_batch_runs_on_any_number_of_samples(tmp_path, capsys):
+    """torch.onnx.export without dynamic_axes fixes the batch it was traced with (8 here):
+    onnxruntime refuses any other, and import --data ended in its traceback."""
+    from sparseforge.cli import main
+
+    fixed = save(_mlp(8), tmp_path / "fixed.onnx")
+    free = save(_mlp("N"), tmp_path / "free.onnx")
+    x = random_inputs(_mlp("N"), 13, seed=2)
+    np.testing.assert_array_equal(reference_outputs(fixed, x), reference_outputs(free, x))
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=np.arange(13) % 3)
+    assert main(["import", fixed, "--data", str(tmp_path / "data.npz"), "-o",
+                 str(tmp_path / "m.sfm")]) == 0
+    assert "0 of 39 outputs differ" in capsys.readouterr().out

@@ -64,8 +64,10 @@ def _onnxruntime_outputs(model, x: np.ndarray, batch: int) -> np.ndarray:
 
     graph_input = model.graph.input[0]
     shape = _input_shape(graph_input)
-    # A fixed batch of 1 in the file: run one sample at a time; else in batches.
-    step = 1 if shape and shape[0] == 1 else batch
+    # A fixed batch in the file (1, or the batch it was exported with): run that many samples
+    # at a time, the last run filled up with copies of its last sample; else in batches.
+    fixed = bool(shape) and shape[0] > 0
+    step = shape[0] if fixed else batch
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     # The graph as written: onnxruntime's graph optimisations fuse QuantizeLinear /
@@ -79,9 +81,12 @@ def _onnxruntime_outputs(model, x: np.ndarray, batch: int) -> np.ndarray:
     outputs = []
     for start in range(0, len(x), step):
         part = x[start:start + step]
+        count = len(part)
+        if fixed and count < step:
+            part = np.concatenate([part, np.repeat(part[-1:], step - count, axis=0)])
         result = session.run(None, {graph_input.name: part.reshape([len(part)]
                                                                     + feature_shape)})[0]
-        outputs.append(np.asarray(result).reshape(len(part), -1))
+        outputs.append(np.asarray(result).reshape(len(part), -1)[:count])
     return np.concatenate(outputs).astype(np.float32)
 
 
