@@ -89,3 +89,30 @@ def test_a_final_sigmoid_is_told_to_be_left_out(tmp_path):
     with pytest.raises(UnsupportedModel, match=r"node 'act' \(Sigmoid\): not supported: export "
                                                r"the model without its final sigmoid"):
         sf.load_quantized(_with_activation(tmp_path, "Sigmoid", final=True))
+
+
+def test_a_layer_output_quantized_twice_names_brevitas_output_quant(tmp_path):
+    """Brevitas QuantLinear(output_quant=...) then QuantReLU(bit_width=4): the layer's output
+    quantized to 8 bits, then to 4; and a QuantIdentity before a QuantLinear(input_quant)."""
+    b = Builder(24)
+    x = b.quant("x", np.float32(0.02), 8)
+    y = b.node("MatMul", [x, b.quant_weights(6, 4, 4, transposed=True)])
+    y = b.quant(y, np.float32(0.04), 8, name="output_quant")
+    y = b.node("Relu", [y])
+    y = b.quant(y, np.float32(0.35), 4, signed=False, name="relu_quant")
+    y = b.node("MatMul", [y, b.quant_weights(3, 6, 4, transposed=True)])
+    y = b.quant(y, np.float32(0.1), 8)
+    path = save(b.model("x", y, [1, 4], qonnx=True), tmp_path / "twice.onnx")
+    with pytest.raises(UnsupportedModel, match=r"node 'relu_quant' \(Quant\): it quantizes a "
+                                               r"tensor that is already quantized.*leave out "
+                                               r"the output_quant"):
+        sf.load_quantized(path)
+    b = Builder(25)
+    x = b.quant("x", np.float32(0.02), 8)
+    x = b.quant(x, np.float32(0.05), 8, name="input_quant")
+    y = b.node("MatMul", [x, b.quant_weights(3, 4, 4, transposed=True)])
+    y = b.quant(y, np.float32(0.1), 8)
+    path = save(b.model("x", y, [1, 4], qonnx=True), tmp_path / "input_twice.onnx")
+    with pytest.raises(UnsupportedModel, match=r"node 'input_quant' \(Quant\): .*quantize the "
+                                               r"input once"):
+        sf.load_quantized(path)

@@ -634,10 +634,16 @@ class _Walker:
     def _grid_difference(quantizer, activation) -> str:
         if not isinstance(activation, Activation) or not isinstance(quantizer, ops.Quantizer):
             return ""
+        # Brevitas quantizes a tensor twice where two modules each quantize it.
+        twice = ("; quantize the layer's output once (Brevitas: a QuantLinear with "
+                 "output_quant followed by a QuantReLU or QuantIdentity quantizes it twice: "
+                 "leave out the output_quant)" if activation.producer is not None else
+                 "; quantize the input once (Brevitas: a QuantIdentity followed by a "
+                 "QuantLinear with input_quant quantizes it twice: keep one)")
         return (f" (a second quantizer is taken only where it changes no value: the same "
                 f"step and a range holding {activation.low}..{activation.high}; this one has "
                 f"step {float(quantizer.scale):.6g} and range {quantizer.low}.."
-                f"{quantizer.high}, the tensor step {float(activation.scale):.6g})")
+                f"{quantizer.high}, the tensor step {float(activation.scale):.6g}){twice}")
 
     def _requantized(self, node, activation: Activation, *more_nodes: str) -> Activation:
         """``activation`` again, a quantizer that changes none of its values folded in."""
