@@ -113,8 +113,8 @@ def test_sim_says_it_is_building_when_the_output_is_a_log(tmp_path, capsys, monk
     monkeypatch.setattr(sf, "simulate", simulate)
     # The status line of a terminal showed nothing in a log during the simulator's build.
     assert main(["sim", str(tmp_path / "program"), "--inputs", str(tmp_path / "x.npy")]) == 2
-    assert seen and seen[0].startswith("simulating 3 inputs on verilator (a new engine is "
-                                       "built first, which takes a minute or more)...")
+    assert seen and seen[0].startswith("simulating 3 inputs on verilator (the first run of "
+                                       "an engine builds it first, a minute or more)...")
 
 
 def test_a_training_checkpoint_is_read_for_its_model_state_dict(tmp_path, capsys):

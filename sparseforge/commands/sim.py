@@ -78,9 +78,9 @@ def run(args) -> int:
     if not console.is_terminal:
         # The status line below shows on a terminal only; a log would see nothing during the
         # simulator's build (a minute or more for a new engine).
-        stderr_console().print(f"simulating {len(x)} inputs on {args.simulator} (a new "
-                               f"engine is built first, which takes a minute or more)...",
-                               highlight=False)
+        stderr_console().print(f"simulating {len(x)} inputs on {args.simulator} (the "
+                               f"first run of an engine builds it first, a minute or "
+                               f"more)...", highlight=False)
     try:
         with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
             result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
