@@ -190,3 +190,39 @@ def test_data_given_as_a_csv_is_told_how_to_make_the_npz(tmp_path, capsys):
                  str(tmp_path / "m.sfm")]) == 2
     assert "noise.bin: the data must be an .npz archive (np.savez) of named arrays; this " \
            "file is not an archive" in capsys.readouterr().err
+
+
+def test_the_training_schedule_can_be_shortened_on_the_command_line(tmp_path, capsys,
+                                                                    monkeypatch):
+    import json
+
+    from sparseforge.compiler.compress import api, training
+
+    epochs = []
+    original = training.train
+
+    def counting(model, data, config, **kwargs):
+        epochs.append(config.epochs)
+        return original(model, data, config, **kwargs)
+
+    # The default schedule's 164 epochs took 18 minutes for a large MLP, and only sf.compress
+    # could shorten them.
+    monkeypatch.setattr(training, "train", counting)       # pruning's retraining
+    monkeypatch.setattr(api, "fine_tune", counting)        # the shared weights'
+    assert main(["compress", str(_mlp(tmp_path)), "--data", str(_data(tmp_path / "d.npz")),
+                 "--sparsity", "0.5", "--prune-steps", "2", "--prune-epochs", "3",
+                 "--final-epochs", "4", "--share-epochs", "5", "-o", str(tmp_path / "m.sfm"),
+                 "--json"]) == 0
+    config = json.loads(capsys.readouterr().out)["provenance"]["config"]
+    assert (config["prune_steps"], config["prune_epochs"], config["final_epochs"],
+            config["share_epochs"]) == (2, 3, 4, 5)
+    assert epochs == [3, 3, 4, 5]
+
+
+def _mlp(tmp_path):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+
+    torch.save(digits_mlp(8, inputs=6, classes=3).state_dict(), tmp_path / "mlp.pt")
+    return tmp_path / "mlp.pt"

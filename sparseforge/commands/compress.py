@@ -60,6 +60,17 @@ def register(verbs) -> None:
     parser.add_argument("--learning-rate", type=float, metavar="RATE",
                         help="fine-tuning learning rate (Adam; default 0.002): well below a "
                              "layer's typical weight")
+    schedule = parser.add_argument_group(
+        "training schedule", "the epochs of each phase (Adam, batches of 64): fewer for a large "
+        "model or data set, whose default schedule (164 epochs in all) can take many minutes")
+    schedule.add_argument("--prune-steps", type=int, metavar="N",
+                          help="prune gradually in N steps (default 8)")
+    schedule.add_argument("--prune-epochs", type=int, metavar="N",
+                          help="epochs of retraining after each pruning step (default 8)")
+    schedule.add_argument("--final-epochs", type=int, metavar="N",
+                          help="epochs of fine-tuning the pruned model (default 60)")
+    schedule.add_argument("--share-epochs", type=int, metavar="N",
+                          help="epochs of training the shared weights (default 40)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the training, the k-means and the default model, "
                              "0 .. 2**32-1")
@@ -314,7 +325,8 @@ def run(args) -> int:
     try:
         options = {name: getattr(args, name) for name in
                    ("levels", "bias_bits", "max_acc_bits", "balance_pes",
-                    "sensitivity_budget", "learning_rate") if getattr(args, name) is not None}
+                    "sensitivity_budget", "learning_rate", "prune_steps", "prune_epochs",
+                    "final_epochs", "share_epochs") if getattr(args, name) is not None}
         if args.sparsity is not None and args.sensitivity_budget is not None:
             # The scan chooses every layer's sparsity: the one given would be ignored.
             raise ValueError(f"give --sparsity or --sensitivity-budget, not both: the "
