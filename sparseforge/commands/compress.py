@@ -64,13 +64,13 @@ def register(verbs) -> None:
         "training schedule", "the epochs of each phase (Adam, batches of 64): fewer for a large "
         "model or data set, whose default schedule (164 epochs in all) can take many minutes")
     schedule.add_argument("--prune-steps", type=int, metavar="N",
-                          help="prune gradually in N steps (default 8)")
+                          help="prune gradually in N steps; 8 by default")
     schedule.add_argument("--prune-epochs", type=int, metavar="N",
-                          help="epochs of retraining after each pruning step (default 8)")
+                          help="epochs of retraining after each pruning step; 8 by default")
     schedule.add_argument("--final-epochs", type=int, metavar="N",
-                          help="epochs of fine-tuning the pruned model (default 60)")
+                          help="epochs of fine-tuning the pruned model; 60 by default")
     schedule.add_argument("--share-epochs", type=int, metavar="N",
-                          help="epochs of training the shared weights (default 40)")
+                          help="epochs of training the shared weights; 40 by default")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the training, the k-means and the default model, "
                              "0 .. 2**32-1")
