@@ -313,8 +313,14 @@ class _Walker:
                 if len(users) > 1 or name == output_name:
                     where = ", ".join(repr(u) for u in users) + (
                         " and the graph output" if name == output_name else "")
+                    # GELU and SiLU export as x times a function of x: a branch.
+                    gated = any(n.op_type in ("Erf", "Sigmoid", "Tanh") for n in graph.node)
                     self.refuse(node, f"tensor {name!r} feeds {where}; the model must be a "
-                                      f"chain of layers (no branches or skip connections)")
+                                      f"chain of layers (no branches or skip connections)"
+                                + ("; a GELU or SiLU activation exports as such a branch (x "
+                                   "times a function of x): train the model with ReLU (or "
+                                   "a quantized HardTanh), the activations the engine runs"
+                                   if gated else ""))
             if len(dynamic) > 1:
                 self.refuse(node, "it takes two computed tensors; only chains of layers with "
                                   "constant weights are supported")
