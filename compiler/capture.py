@@ -167,6 +167,12 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
             raise InputError(f"{error} (after {produced_by})") from None
         if op.kind in (OpKind.LINEAR, OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
             produced_by = f"{op.name!r}"
+    # A Sigmoid is dropped where it ends the network (passes.drop_final_softmax); inside it,
+    # it is an activation the engine does not have.
+    for index, op in enumerate(kept):
+        if op.kind is OpKind.SIGMOID and any(later.kind is not OpKind.SOFTMAX
+                                             for later in kept[index + 1:]):
+            raise UnsupportedLayerError(f"layer {op.name!r}", "Sigmoid")
     return Graph(tuple(kept), input_size, source, input_shape)
 
 

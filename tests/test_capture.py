@@ -143,9 +143,9 @@ def test_unsupported_function_in_a_traced_forward():
     with pytest.raises(UnsupportedLayerError,
                        match=r"'Pointwise.erf' cannot run on the engine \(erf\)"):
         capture(Pointwise(torch.erf))
-    with pytest.raises(ValueError, match=r"Sigmoid 'Sigmoidal.sigmoid' is not the last layer; "
-                                         r"only a final Sigmoid is supported"):
-        canonicalize(capture(Sigmoidal()))
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'Sigmoidal.sigmoid' cannot run on "
+                                                    r"the engine \(Sigmoid\); supported: "):
+        capture(Sigmoidal())
 
 
 class Pointwise(nn.Module):
