@@ -124,14 +124,8 @@ def npz_keys(path: Path) -> list[str] | None:
     """The array names of ``path`` when it is an ``.npz`` archive (np.savez: a zip of
     ``NAME.npy`` files, at its top level); None for any other file (a torch checkpoint is a zip
     too, but of a folder)."""
-    import zipfile
-
-    try:
-        if not zipfile.is_zipfile(path):
-            return None
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile):
+    names = _zip_names(path)
+    if names is None:
         return None
     if path.suffix.lower() != ".npz" and not any(
             name.endswith(".npy") and "/" not in name for name in names):
@@ -206,17 +200,21 @@ def load_state_dict(path: Path) -> dict:
 def is_torchscript(path: Path) -> bool:
     """Whether ``path`` is a TorchScript archive: a zip whose folder holds ``constants.pkl``
     (torch's own test) or the scripted ``code/``; a state_dict's zip holds neither."""
+    return any(name.split("/", 1)[-1] == "constants.pkl" or "/code/" in name
+               for name in _zip_names(path) or ())
+
+
+def _zip_names(path: Path) -> list[str] | None:
+    """The member names of ``path`` when it is a zip archive that opens, else None."""
     import zipfile
 
     try:
         if not zipfile.is_zipfile(path):
-            return False
+            return None
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            return archive.namelist()
     except (OSError, zipfile.BadZipFile):
-        return False
-    return any(name.split("/", 1)[-1] == "constants.pkl" or "/code/" in name
-               for name in names)
+        return None
 
 
 def _unpickler_reason(error: Exception) -> str:
