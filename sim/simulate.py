@@ -127,6 +127,8 @@ def checked_labels(labels, count: int, classes: int) -> np.ndarray:
     """``labels`` as ``count`` integer classes of the model, checked before the simulator is
     built (a label no output can match would only show as a low accuracy)."""
     labels = np.asarray(labels)
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)          # whole numbers stored as floats (a CSV's)
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers (class numbers), not {labels.dtype} values")
     if labels.ndim == 2 and labels.shape[1] == 1:

@@ -506,7 +506,7 @@ def test_7_a_state_dict_that_does_not_fit_names_its_keys(tmp_path, capsys):
 @pytest.mark.parametrize("labels,message", [
     (np.array([1, 2]), "2 labels for 3 inputs"),
     (np.array([1, 99, 2]), "label 99 is not a class of the model's 10 outputs"),
-    (np.array([1.0, 2.0, 3.0]), "labels must be integers"),
+    (np.array([1.0, 2.5, 3.0]), "labels must be integers"),
 ])
 def test_8_bad_labels_are_refused(tmp_path, program_dir, capsys, labels, message):
     np.save(tmp_path / "x.npy", np.zeros((3, 64)))
@@ -714,7 +714,7 @@ def test_12_the_report_plots(tmp_path, network, model_file):
 @pytest.mark.parametrize("labels,message", [
     ([0, 10, 1], "label 10 is not a class of the model's 10 outputs"),
     ([0, -1, 1], "label -1 is not a class"),
-    ([0.0, 1.0, 2.0], "labels must be integers"),
+    ([0.0, 1.5, 2.0], "labels must be integers"),
     ([0, 1], r"one class per input \(3\)"),
 ])
 def test_8_simulate_refuses_labels_that_are_not_classes_before_it_builds(network, labels,
@@ -883,3 +883,15 @@ def test_3_a_line_that_echoes_the_request_is_named_not_taken_for_a_reply():
     with pytest.raises(LinkError, match="INFO: the line sends back what the host sends"):
         device.info()
     assert device.retried == 0
+
+
+def test_8_whole_number_labels_stored_as_floats_are_taken_as_classes():
+    # As compress --data takes them (a CSV's labels are floats); 2.5 is not a class.
+    from sparseforge.commands.common import check_labels
+    from sparseforge.sim.simulate import checked_labels
+
+    labels = np.array([[1.0], [0.0], [9.0]])
+    for taken in (check_labels(labels, 3, 10, "y.npy"), checked_labels(labels, 3, 10)):
+        assert taken.dtype.kind == "i" and taken.tolist() == [1, 0, 9]
+    with pytest.raises(ValueError, match="labels must be integers"):
+        checked_labels(np.array([1.0, np.nan, 2.0]), 3, 10)

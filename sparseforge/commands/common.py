@@ -171,6 +171,8 @@ def check_labels(labels, count: int | None, classes: int, where: str):
     from sparseforge.compiler.errors import InputError
 
     labels = np.asarray(labels)
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)          # whole numbers stored as floats (a CSV's)
     if labels.dtype.kind not in "iu":
         raise InputError(f"{where}: labels must be integers (class numbers), not "
                          f"{labels.dtype} values")
