@@ -108,8 +108,7 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
     kept = []
     for op in ops:
         if op.kind is OpKind.RESHAPE:
-            target = tuple(op.attrs["shape"])
-            target = (target[0], 1, target[1]) if len(target) == 2 else target
+            target = _as_map(op.attrs["shape"])
             size = int(np.prod(shape))
             known = int(np.prod([d for d in target if d != -1]))
             if -1 in target and size % known == 0:
