@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparseforge.compiler import configure
 from sparseforge.compiler.errors import InputError, InputWarning
 from sparseforge.compiler.outputs import write_file, write_folder
 from sparseforge.compiler.resources import fit_advice
@@ -123,8 +124,14 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
     try:
         write_folder(build_dir, fill, what="bitstream build", replaceable=_is_build)
     except DoesNotPlace as error:
-        raise error.with_advice(fit_advice(program.config, target.part,
-                                           {error.resource})) from None
+        def engine_for(count: int):
+            # The engine the compiler makes for this network with ``count`` PEs on this
+            # board, for the advice's "most PEs that fit".
+            return configure.other_engine(lambda: configure.derive_config(
+                program.network, count, board=name, fit_check=False))
+
+        raise error.with_advice(fit_advice(program.config, target.part, {error.resource},
+                                           engine_for=engine_for)) from None
     return _moved(made["build"], build_dir)
 
 

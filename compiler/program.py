@@ -273,16 +273,16 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     stored = output_network(network, output_order)
     encoded = None if conv else [encode_layer(layer.codes, int(pes), (1 << idx_bits) - 1)
                                  for layer in stored.layers]
-    if config is None:
-        def engine_for(count: int) -> EngineConfig | None:
-            # The engine of this compile for another PE count (the fit advice's fewer PEs):
-            # the model placed anew, the fit check left to the advice.
-            return configure.other_engine(lambda: compile(
-                model, count, board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
-                headroom=headroom, writeback_lanes=writeback_lanes, skip_zeros=skip_zeros,
-                verify=False, fit_check=False, balance=balance,
-                remove_dead=remove_dead).config)
+    def engine_for(count: int) -> EngineConfig | None:
+        # The engine of this compile for another PE count (the fit advice's fewer PEs): the
+        # model placed anew, the fit check left to the advice; for a given engine, the one
+        # the compiler would make.
+        return configure.other_engine(lambda: compile(
+            model, count, board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
+            headroom=headroom, writeback_lanes=writeback_lanes, skip_zeros=skip_zeros,
+            verify=False, fit_check=False, balance=balance, remove_dead=remove_dead).config)
 
+    if config is None:
         config = configure.derive_config(stored, int(pes), board=board, scan_lanes=scan_lanes,
                                          fifo_depth=fifo_depth, headroom=headroom,
                                          writeback_lanes=writeback_lanes,
@@ -293,7 +293,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
         configure.fit(stored, config, encoded=encoded)
         if board is not None and fit_check:
             configure.check_board(config, configure.resolve_part(board),
-                                  imported=configure.is_imported(model))
+                                  engine_for=engine_for, imported=configure.is_imported(model))
     program = Program(config, pack_image(config, stored, encoded), network, board,
                       selection, output_order)
     if verify:

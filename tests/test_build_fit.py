@@ -267,3 +267,12 @@ def test_a_design_too_big_for_the_up5k_is_refused_by_the_check_and_by_the_build(
     assert caught.value.used > caught.value.available
     assert "ways out: fewer PEs" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_given_engine_that_does_not_fit_is_told_the_most_pes_that_do():
+    from sparseforge.verify import _network
+    network = _network(np.random.default_rng(1), [96, 192, 10], 0.12, code_bits=4)
+    engine = sf.compile(network, pes=8, board="icebreaker", fit_check=False).config
+    with pytest.raises(DoesNotFit, match=r"ways out: fewer PEs \(--pes \d, or pes=\d in "
+                                         r"sf.compile: the most that fit\)"):
+        sf.compile(network, config=engine, board="icebreaker")
