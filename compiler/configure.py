@@ -355,9 +355,11 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
             except DoesNotFit as error:
                 if not headroom:
                     raise
-                raise DoesNotFit(f"{error}; less headroom (--headroom {headroom:g} makes "
-                                 f"every capacity {1 + headroom:g} times what the model "
-                                 f"needs)") from None
+                refusal = DoesNotFit(f"{error}; less headroom (--headroom {headroom:g} "
+                                     f"makes every capacity {1 + headroom:g} times what the "
+                                     f"model needs)")
+                refusal.most_pes_that_fit = error.most_pes_that_fit
+                raise refusal from None
     elif skip_zeros:
         _skip_zeros_not_taken("it is for an iCE40 board's one-lane scan (--board icebreaker); "
                               "other engines look at a word of activations a cycle")

@@ -42,6 +42,7 @@ import numpy as np
 from . import bus, configure, isa
 from .balance import balance_outputs, balance_rows, output_network
 from .config import EngineConfig, check_pes
+from .configure import DoesNotFit
 from .conv import ConvGeometry
 from .dead_units import InputSelection, remove_dead_units, remove_unused_inputs
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
@@ -52,6 +53,7 @@ from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
 
 __all__ = [
+    "DEFAULT_PES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "PROGRAM_FILES",
@@ -62,6 +64,9 @@ __all__ = [
     "load_program",
     "validate_image",
 ]
+
+# The PE count a program gets when none is asked for (and its board holds it).
+DEFAULT_PES = 8
 
 FORMAT_NAME = "sparseforge-program"
 FORMAT_VERSION = 1
@@ -223,7 +228,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             fit_check: bool = True, balance: bool = True,
             remove_dead: bool = True) -> Program:
     """Lower a compressed model (anything with a ``.network`` QuantizedNetwork) or a
-    QuantizedNetwork to a program for ``pes`` PEs (default 8).
+    QuantizedNetwork to a program for ``pes`` PEs (default: :data:`DEFAULT_PES`, or, with a
+    ``board`` whose part does not hold that many by the fit check, the most that fit it).
 
     Without ``config`` the smallest engine is derived (``configure.derive_config``: options
     ``scan_lanes``, ``fifo_depth``, ``headroom``); with ``config`` the model must fit that
@@ -243,6 +249,20 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if not isinstance(network, QuantizedNetwork):
         raise TypeError(f"compile takes a CompressedModel or a QuantizedNetwork, not "
                         f"{type(model).__name__}")
+    options = dict(scan_lanes=scan_lanes, fifo_depth=fifo_depth, headroom=headroom,
+                   writeback_lanes=writeback_lanes, skip_zeros=skip_zeros, verify=verify,
+                   balance=balance, remove_dead=remove_dead)
+    if pes is None and config is None and board is not None and fit_check:
+        # No PE count asked for: the default where the board holds it, else the most that
+        # fit, which the refusal's advice has just worked out (a small part and a large
+        # model, a CNN on the iCEBreaker say, should compile without a second try).
+        try:
+            return compile(model, DEFAULT_PES, board, **options)
+        except DoesNotFit as refusal:
+            fitting = getattr(refusal, "most_pes_that_fit", None)
+            if fitting is None:
+                raise
+            return compile(model, fitting, board, **options)
     if config is not None:
         if pes is not None and pes != config.pes:
             raise ValueError(f"pes={pes} contradicts the given engine's {config.pes} PEs")
@@ -259,7 +279,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
                              f"cannot change the given engine (config=...): they shape a new "
                              f"engine; leave them out, or leave out config")
         pes = config.pes
-    pes = 8 if pes is None else pes
+    pes = DEFAULT_PES if pes is None else pes
     pes = check_pes(pes)
     idx_bits = config.idx_bits if config is not None else configure.IDX_BITS
     # Conv mode stores each layer as it lowers it, for the engine's lanes: encoded there.

@@ -50,7 +50,11 @@ __all__ = [
 
 
 class DoesNotFit(InputError):
-    """A model needs more than an engine or a part has; the message lists each shortfall."""
+    """A model needs more than an engine or a part has; the message lists each shortfall.
+    ``most_pes_that_fit``: for a board's refusal, the largest PE count below the engine's that
+    the part holds (None when there is none, or it was not worked out)."""
+
+    most_pes_that_fit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -454,11 +458,16 @@ def check_board(config: EngineConfig, part: Part, *, engine_for=None,
     use, problems = board_shortages(config, part)
     if problems:
         short = {line.split(":")[0] for line in problems}
-        raise DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
-                         f"{config.entry_depth} entries per PE) "
-                         f"does not fit the {part.name} (estimate):\n  " + "\n  ".join(problems)
-                         + "\n" + fit_advice(config, part, short, engine_for=engine_for,
-                                            imported=imported))
+        fitting = (most_pes_that_fit(config, part, engine_for)
+                   if config.pes > 1 and engine_for is not None else None)
+        error = DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
+                           f"{config.entry_depth} entries per PE) "
+                           f"does not fit the {part.name} (estimate):\n  "
+                           + "\n  ".join(problems) + "\n"
+                           + fit_advice(config, part, short, engine_for=engine_for,
+                                        imported=imported, fitting=fitting))
+        error.most_pes_that_fit = fitting
+        raise error
     return use
 
 
@@ -483,6 +492,10 @@ def board_shortages(config: EngineConfig, part: Part) -> tuple[Resources, list[s
     return use, problems
 
 
+# fit_advice's default: work out the most PEs that fit itself.
+_WORK_OUT = object()
+
+
 def most_pes_that_fit(config: EngineConfig, part: Part, engine_for) -> int | None:
     """The largest PE count below ``config.pes`` whose engine (``engine_for(pes)``: the one
     the compiler makes for the model with that many PEs, None where it makes none) the fit
@@ -497,7 +510,7 @@ def most_pes_that_fit(config: EngineConfig, part: Part, engine_for) -> int | Non
 
 
 def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=None,
-               imported: bool = False) -> str:
+               imported: bool = False, fitting: int | None | object = _WORK_OUT) -> str:
     """The ways out of an engine that does not fit ``part`` (``short``: the resources it
     lacks, ``"LUT"``, ``"BRAM"``, ``"DSP"``, ``"SPRAM"``), as a line to print under the
     refusal -- the compiler's and a failed placement's alike.  With ``engine_for`` (PE count
@@ -505,7 +518,8 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=N
     largest count the fit check accepts (:func:`most_pes_that_fit`), or said not to help;
     without it, as a guess from this engine alone.  ``imported``: the model came in quantized
     (``sf.load_quantized``), so ``compress``'s options do not apply to it; the advice names
-    what does (its own export, narrower or pruned further)."""
+    what does (its own export, narrower or pruned further).  ``fitting``: that largest count
+    when the caller has worked it out already."""
     from .parts import BOARD_PARTS, PARTS
 
     short = set(short)
@@ -515,7 +529,8 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=N
     alone = estimate_resources(dataclasses.replace(config, pes=1, scan_lanes=1,
                                                    writeback_lanes=0), part)
     if config.pes > 1 and engine_for is not None:
-        fitting = most_pes_that_fit(config, part, engine_for)
+        if fitting is _WORK_OUT:
+            fitting = most_pes_that_fit(config, part, engine_for)
         if fitting is not None:
             ways.append(f"fewer PEs (--pes {fitting}, or pes={fitting} in sf.compile: the "
                         f"most that fit)")

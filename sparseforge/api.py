@@ -25,7 +25,8 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             skip_zeros: bool = False, config=None,
             verify: bool = True, fit_check: bool = True,
             balance: bool = True, remove_dead: bool = True) -> _program.Program:
-    """Lower a compressed model to a program for ``pes`` PEs (see
+    """Lower a compressed model to a program for ``pes`` PEs (default 8; with a ``board``
+    that does not hold 8 by the fit check, the most that fit; see
     :func:`sparseforge.compiler.program.compile` for every option); with ``verify`` (the
     default) the image is decoded and checked against the network, and the golden model run
     on a seeded random batch against ``QuantizedNetwork.forward``.  ``fit_check=False``

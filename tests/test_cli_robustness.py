@@ -258,6 +258,30 @@ def test_fit_advice_names_the_most_pes_the_fit_check_accepts(tmp_path, capsys):
         sf.compile(none, 4, "icebreaker", verify=False)
 
 
+def test_without_a_pe_count_a_board_gets_the_most_pes_that_fit(tmp_path, capsys):
+    import sparseforge as sf
+    from sparseforge.compiler.resources import DoesNotFit
+    from tests.test_golden import random_network
+    from tests.test_program_cli import save_model
+
+    # 8 PEs do not fit the UP5K (nor 3 to 7): with no --pes the compiler takes 2 rather than
+    # refusing the default, and says so; an explicit count is still refused.
+    network = random_network(np.random.default_rng(0), [300, 128, 12], density=0.08)
+    with pytest.raises(DoesNotFit, match=r"the most that fit"):
+        sf.compile(network, 8, "icebreaker", verify=False)
+    assert sf.compile(network, board="icebreaker", verify=False).config.pes == 2
+    assert sf.compile(network, verify=False).config.pes == 8
+    model = save_model(network, tmp_path / "m.sfm")
+    assert main(["compile", str(model), "--board", "icebreaker", "-o", str(tmp_path / "p"),
+                 "--no-verilog"]) == 0
+    assert ("8 PEs do not fit the icebreaker by the estimate: compiled for 2, the most that "
+            "fit" in " ".join(capsys.readouterr().out.split()))
+    # Where not even one PE fits, the refusal is the default's, with its advice.
+    none = random_network(np.random.default_rng(3), [200, 256, 10], density=0.2)
+    with pytest.raises(DoesNotFit, match=r"(?s)the engine \(8 PEs, .*fewer PEs will not do"):
+        sf.compile(none, board="icebreaker", verify=False)
+
+
 def test_compress_help_explains_act_bits_and_seed(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit):

@@ -18,8 +18,9 @@ def register(verbs) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a compressed model (.sfm, from `sparseforge compress`)")
-    parser.add_argument("--pes", type=int, default=8, help="processing elements, 1..64 "
-                                                           "(default 8)")
+    parser.add_argument("--pes", type=int, help="processing elements, 1..64 (default 8; "
+                                                "with --board, the most that fit when 8 do "
+                                                "not)")
     parser.add_argument("--board", help="refuse an engine that does not fit this board")
     parser.add_argument("--scan-lanes", type=int, help="activations scanned per cycle "
                                                        "(default: largest of 1, 2, 4, 8 "
@@ -48,6 +49,7 @@ def register(verbs) -> None:
 def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.model import CompressedModelError
+    from sparseforge.compiler.program import DEFAULT_PES
 
     console = console_for(args)
     try:
@@ -79,6 +81,10 @@ def run(args) -> int:
 
     program.save(directory, extra=extra)
     render(console, program, payload)
+    if args.pes is None and program.config.pes != DEFAULT_PES:
+        console.print(f"{DEFAULT_PES} PEs do not fit the {args.board} by the estimate: "
+                      f"compiled for {program.config.pes}, the most that fit (--pes N to "
+                      f"choose)")
     console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
     emit_json(args, payload)
     return 0
