@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from .configure import DoesNotFit
 from .conv import ConvGeometry
 from .dead_units import InputSelection, remove_dead_units, remove_unused_inputs
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant, check_inputs
 from .lowering import Lowering, has_convolutions, lower
 from .numerics import FixedFormat, ceil_div, format_from_json
@@ -259,10 +260,18 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
         try:
             return compile(model, DEFAULT_PES, board, **options)
         except DoesNotFit as refusal:
-            fitting = getattr(refusal, "most_pes_that_fit", None)
+            fitting = refusal.most_pes_that_fit
             if fitting is None:
                 raise
-            return compile(model, fitting, board, **options)
+            # Said, with the other ways out (narrower accumulators may let the default fit).
+            others = str(refusal).rpartition("ways out: ")[2].split("; ")[1:]
+        program = compile(model, fitting, board, **options)
+        warnings.warn(f"{DEFAULT_PES} PEs do not fit the {configure.resolve_part(board).name} "
+                      f"by the estimate: "
+                      f"compiled for {fitting}, the most that fit (pes=N, --pes N, to choose)"
+                      + (f"; other ways out: {'; '.join(others)}" if others else ""),
+                      InputWarning, stacklevel=2)
+        return program
     if config is not None:
         if pes is not None and pes != config.pes:
             raise ValueError(f"pes={pes} contradicts the given engine's {config.pes} PEs")

@@ -259,23 +259,35 @@ def test_fit_advice_names_the_most_pes_the_fit_check_accepts(tmp_path, capsys):
 
 
 def test_without_a_pe_count_a_board_gets_the_most_pes_that_fit(tmp_path, capsys):
+    import warnings
+
     import sparseforge as sf
+    from sparseforge.compiler.errors import InputWarning
     from sparseforge.compiler.resources import DoesNotFit
     from tests.test_golden import random_network
     from tests.test_program_cli import save_model
 
     # 8 PEs do not fit the UP5K (nor 3 to 7): with no --pes the compiler takes 2 rather than
-    # refusing the default, and says so; an explicit count is still refused.
+    # refusing the default, and says so with the other ways out; an explicit count is still
+    # refused.
     network = random_network(np.random.default_rng(0), [300, 128, 12], density=0.08)
     with pytest.raises(DoesNotFit, match=r"the most that fit"):
         sf.compile(network, 8, "icebreaker", verify=False)
-    assert sf.compile(network, board="icebreaker", verify=False).config.pes == 2
+    with pytest.warns(InputWarning, match=r"8 PEs do not fit the iCE40UP5K by the estimate: "
+                                          r"compiled for 2, the most that fit \(pes=N, --pes "
+                                          r"N, to choose\); other ways out: narrower "
+                                          r"accumulators: compress with --max-acc-bits 16"):
+        assert sf.compile(network, board="icebreaker", verify=False).config.pes == 2
     assert sf.compile(network, verify=False).config.pes == 8
     model = save_model(network, tmp_path / "m.sfm")
-    assert main(["compile", str(model), "--board", "icebreaker", "-o", str(tmp_path / "p"),
-                 "--no-verilog"]) == 0
-    assert ("8 PEs do not fit the icebreaker by the estimate: compiled for 2, the most that "
-            "fit" in " ".join(capsys.readouterr().out.split()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        assert main(["compile", str(model), "--board", "icebreaker", "-o", str(tmp_path / "p"),
+                     "--no-verilog"]) == 0
+    captured = capsys.readouterr()
+    assert "Program for 2 PEs" in captured.out
+    assert ("warning: 8 PEs do not fit the iCE40UP5K by the estimate: compiled for 2, the most "
+            "that fit" in " ".join(captured.err.split()))
     # Where not even one PE fits, the refusal is the default's, with its advice.
     none = random_network(np.random.default_rng(3), [200, 256, 10], density=0.2)
     with pytest.raises(DoesNotFit, match=r"(?s)the engine \(8 PEs, .*fewer PEs will not do"):

@@ -49,7 +49,6 @@ def register(verbs) -> None:
 def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.model import CompressedModelError
-    from sparseforge.compiler.program import DEFAULT_PES
 
     console = console_for(args)
     try:
@@ -81,10 +80,6 @@ def run(args) -> int:
 
     program.save(directory, extra=extra)
     render(console, program, payload)
-    if args.pes is None and program.config.pes != DEFAULT_PES:
-        console.print(f"{DEFAULT_PES} PEs do not fit the {args.board} by the estimate: "
-                      f"compiled for {program.config.pes}, the most that fit (--pes N to "
-                      f"choose)")
     console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
     emit_json(args, payload)
     return 0
