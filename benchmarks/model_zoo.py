@@ -1,6 +1,7 @@
 """Other people's networks on other data sets: models written the ways people write them
 (input BatchNorm, a one-output logit, Linear -> ReLU -> BatchNorm, a CNN that views flat data
-as images, a 1-D CNN on signals, a final Sigmoid, an activation the engine does not have),
+as images, a 1-D CNN on signals, a final Sigmoid, an activation the engine does not have, and
+GELU and Tanh swapped for ReLU by ``swap_activations``),
 trained here on scikit-learn's bundled data sets and a synthetic signal task, then taken
 through the pipeline as a user would: ``sf.compress`` -> ``sf.compile`` for the iCEBreaker
 and the ULX3S-85F -> the golden model's accuracy on the test split, the cycle model's cycles
@@ -140,6 +141,7 @@ class Case:
     loss: str = "cross-entropy"
     sparsity: float = 0.7
     epochs: int = 150                       # full-batch Adam steps of the float training
+    options: dict = field(default_factory=dict)     # sf.compress's, beside COMPRESSION
     figures: dict = field(default_factory=dict)
 
 
@@ -164,6 +166,10 @@ CASES = [
          kind="conv", sparsity=0.5),
     Case("wine-leaky-relu", "wine (13 features, 3 classes)", lambda: tabular("wine"),
          lambda: nn.Sequential(nn.Linear(13, 32), nn.LeakyReLU(0.1), nn.Linear(32, 3))),
+    # The same kind of model with the activations swapped for ReLU and retrained.
+    Case("digits-gelu-swapped", "digits as flat 64-pixel rows (10 classes)", digits_flat,
+         lambda: nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 32), nn.Tanh(),
+                               nn.Linear(32, 10)), options={"swap_activations": True}),
 ]
 
 
@@ -205,12 +211,16 @@ def run_case(case: Case, simulate: int, log) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InputWarning)
             compressed = sf.compress(model, train=train_set, val=val_set, test=test_set,
-                                     sparsity=case.sparsity, seed=0, **COMPRESSION)
+                                     sparsity=case.sparsity, seed=0, **COMPRESSION,
+                                     **case.options)
     except InputError as error:
         case.figures["refused"] = str(error)
         log(f"{case.name}: refused by compress: {str(error)[:120]}...")
         return
     case.figures["warnings"] = [str(w.message) for w in caught]
+    if "swapped_activations" in compressed.provenance:
+        log(f"{case.name}: " + next(w for w in case.figures["warnings"] if " swapped " in w))
+        case.figures["retrained"] = compressed.provenance["accuracy_swapped_retrained"]
     case.figures["compressed"] = compressed.report.accuracy_quantized
     case.figures["boards"] = {}
     for board_name, pes_by_kind in BOARDS.items():
@@ -277,7 +287,9 @@ def render(console: Console, cases: list[Case], simulate: int) -> None:
             continue
         for board_name, entry in f["boards"].items():
             first = board_name == next(iter(f["boards"]))
-            head = ([case.name, case.data_name, f"{100 * f['float']:.1f}%",
+            swapped = (f" (ReLU, retrained: {100 * f['retrained']:.1f}%)"
+                       if "retrained" in f else "")
+            head = ([case.name, case.data_name, f"{100 * f['float']:.1f}%{swapped}",
                      f"{100 * f['compressed']:.1f}%"] if first else ["", "", "", ""])
             if "does_not_fit" in entry:
                 table.add_row(*head, board_name, "-", entry["does_not_fit"])

@@ -39,8 +39,8 @@ import numpy as np
 from .errors import InputError
 from .ir import SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
-__all__ = ["UnsupportedLayerError", "UnsupportedSettingError", "capture", "capture_module",
-           "capture_onnx", "check_graph"]
+__all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError", "capture",
+           "capture_module", "capture_onnx", "check_graph"]
 
 _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
@@ -48,19 +48,23 @@ _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 class UnsupportedLayerError(InputError):
     """A layer the engine cannot run; the message names it and lists what is supported."""
 
-    def __init__(self, where: str, kind: str):
-        hint = ""
-        if kind.lower().replace("_", "") in _OTHER_ACTIVATIONS:
-            hint = (f"; the engine's only activation is ReLU: build the model with nn.ReLU in "
-                    f"its place and train it again")
+    def __init__(self, where: str, kind: str, hint: str | None = None):
+        # hint: what to do instead; by default, for an activation the engine does not have,
+        # how to have ReLU in its place.
+        if hint is None and kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN:
+            hint = SWAP_HINT
         super().__init__(f"{where} cannot run on the engine ({kind}); supported: "
-                         f"{', '.join(SUPPORTED_OPS)}{hint}")
+                         f"{', '.join(SUPPORTED_OPS)}" + (f"; {hint}" if hint else ""))
         self.where, self.kind = where, kind
 
 
+SWAP_HINT = ("the engine's only activation is ReLU: build the model with nn.ReLU in its place "
+             "and train it again, or let compress swap it and retrain (sf.compress(..., "
+             "swap_activations=True), --swap-activations)")
+
 # Activations people use that the engine does not have (module and function names, lower
 # case without underscores): their refusal says what to do instead.
-_OTHER_ACTIVATIONS = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
+ACTIVATIONS_NOT_RUN = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
                       "swish", "mish", "tanh", "sigmoid", "hardtanh", "relu6", "hardswish",
                       "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
 
@@ -76,9 +80,12 @@ class UnsupportedSettingError(InputError):
 
 
 def capture(model, input_shape=None) -> Graph:
-    """Capture an ``nn.Module``, or an ONNX file given by its path (``.onnx``).
+    """Capture an ``nn.Module``, or an ONNX model: a file given by its path (``.onnx``) or an
+    ``onnx.ModelProto``.
     ``input_shape`` (channels, rows, columns) is a module's input map, which a network with
     convolutions needs (an ONNX file states its own)."""
+    if type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx"):
+        return capture_onnx(model)
     if isinstance(model, (str, Path)):
         path = Path(model)
         if path.suffix.lower() != ".onnx":
@@ -782,7 +789,7 @@ _ONNX_SIMPLE = {"Relu": OpKind.RELU, "Flatten": OpKind.FLATTEN, "Reshape": OpKin
 
 
 def capture_onnx(path) -> Graph:
-    """Read an ONNX file's graph into a shape-checked Graph.
+    """Read an ONNX file's graph (or an ``onnx.ModelProto``'s) into a shape-checked Graph.
 
     The graph must be a chain from its one real input (not an initializer) to its output:
     each node's data input is the previous node's output.  Weights must be initializers or
@@ -793,11 +800,14 @@ def capture_onnx(path) -> Graph:
     import onnx
     from onnx import numpy_helper
 
-    path = Path(path)
-    try:
-        model = onnx.load(str(path))
-    except Exception as error:          # onnx raises DecodeError, OSError and others
-        raise ValueError(f"{path}: not a readable ONNX file ({error})") from error
+    if isinstance(path, onnx.ModelProto):
+        model, path = path, "the ONNX model"
+    else:
+        path = Path(path)
+        try:
+            model = onnx.load(str(path))
+        except Exception as error:          # onnx raises DecodeError, OSError and others
+            raise ValueError(f"{path}: not a readable ONNX file ({error})") from error
     graph = model.graph
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")),
                  onnx.defs.onnx_opset_version())

@@ -116,7 +116,9 @@ def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
     assert all(op in message for op in SUPPORTED_OPS)
     # An activation the engine does not have says what to use instead; other layers do not.
     assert message.endswith("the engine's only activation is ReLU: build the model with "
-                            "nn.ReLU in its place and train it again") == (kind == "Tanh")
+                            "nn.ReLU in its place and train it again, or let compress swap it "
+                            "and retrain (sf.compress(..., swap_activations=True), "
+                            "--swap-activations)") == (kind == "Tanh")
 
 
 class Sigmoidal(nn.Module):

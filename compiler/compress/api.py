@@ -18,14 +18,16 @@ import numpy as np
 
 from ..config import check_pes
 from ..errors import InputError, InputWarning
+from ..capture import ACTIVATIONS_NOT_RUN, SWAP_HINT, UnsupportedLayerError
 from ..ir import Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
 from .accounting import account
-from .convert import network_to_torch, to_network, torch_to_network, weight_layers
+from .convert import network_to_torch, to_network, torch_to_network, unwrapped, weight_layers
 from .model import CompressedModel
 from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import inputs_lost, quantize_network
 from .share import from_shared, to_shared
+from .swap import Swap, swap_activations, swap_onnx_activations
 from .training import Dataset, TrainConfig, accuracy, as_dataset, seeded
 from .training import train as fine_tune
 
@@ -62,6 +64,9 @@ class CompressionConfig:
     balance_pes : load-balance-aware pruning for that many PEs (ESE): equal nonzeros per PE.
     distill_alpha, distill_temperature : retrain against the uncompressed model's soft targets
         (knowledge distillation) instead of the labels alone; None: labels only.
+    swap_activations : where the model has hidden activations the engine does not run (GELU,
+        Tanh, LeakyReLU, ELU, SiLU, ...), run ReLU in their place and retrain the model
+        ``swap_epochs`` epochs before compressing it (``swap.py``); off: they are refused.
     """
     sparsity: float = 0.9
     per_layer_sparsity: tuple[float, ...] | None = None
@@ -84,6 +89,8 @@ class CompressionConfig:
     weight_decay: float = 1e-3
     label_smoothing: float = 0.1
     seed: int = 0
+    swap_activations: bool = False
+    swap_epochs: int = 30
 
     def __post_init__(self):
         def require(ok: bool, field: str, what: str):
@@ -109,7 +116,9 @@ class CompressionConfig:
                 "last_layer_sparsity", "in [0, 1)")
         require(_int(self.prune_steps) and self.prune_steps >= 1, "prune_steps",
                 "an integer >= 1")
-        for field in ("prune_epochs", "final_epochs", "share_epochs"):
+        require(isinstance(self.swap_activations, (bool, np.bool_)), "swap_activations",
+                "True or False")
+        for field in ("prune_epochs", "final_epochs", "share_epochs", "swap_epochs"):
             require(_int(getattr(self, field)) and getattr(self, field) >= 0, field,
                     "an integer >= 0")
         require(_int(self.weight_bits) and 1 <= self.weight_bits <= 8, "weight_bits",
@@ -228,7 +237,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     train_set = as_dataset(train, "train")
     val_set = as_dataset(val, "val") if val is not None else train_set
     test_set = as_dataset(test, "test") if test is not None else None
-    network = to_network(model, _input_shape(train))
+    network, swaps = _captured(model, train, config)
     for name, data in (("train", train_set), ("val", val_set), ("test", test_set)):
         if data is not None and data.x.shape[1] != network.input_size:
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
@@ -257,6 +266,10 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     _warn_of_lost_inputs(train_set.x, config.act_bits)
     _warn_of_weak_settings(network, config)
     report_set = test_set or val_set
+    swapping = {}
+    if swaps:
+        network, swapping = _retrained(model, network, swaps, train, train_set, report_set,
+                                       config, progress)
     accuracy_float = float_accuracy(network, report_set)
 
     torch_model = network_to_torch(network)
@@ -304,7 +317,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         "train_samples": len(train_set), "val_samples": len(val_set),
         "test_samples": len(test_set) if test_set is not None else 0,
         "accuracy_float_val": float_accuracy(network, val_set),
-        "accuracy_quantized_val": integer_accuracy(quantized, val_set)}
+        "accuracy_quantized_val": integer_accuracy(quantized, val_set), **swapping}
     return CompressedModel(quantized, float_network, report, provenance,
                            masks=tuple(np.asarray(m, dtype=bool) for m in masks),
                            pruned_weights=pruned_weights)
@@ -385,6 +398,98 @@ def _warn_of_weak_settings(network: Network, config: CompressionConfig) -> None:
                           f"by about the learning rate, so fine-tuning may wreck this layer; "
                           f"pass a learning rate well below its weights (--learning-rate, "
                           f"CompressionConfig.learning_rate)", InputWarning, stacklevel=3)
+
+
+def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Swap]]:
+    """The model as a float Network, and the activations swapped for ReLU to make it one
+    (``config.swap_activations``; none unless the capture refuses an activation)."""
+    shape = _input_shape(train)
+    try:
+        return to_network(model, shape), []
+    except UnsupportedLayerError as refusal:
+        import torch
+
+        module = unwrapped(model)
+        if isinstance(module, torch.nn.Module):
+            if not (config.swap_activations
+                    and refusal.kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN):
+                raise
+            swapped, swaps = swap_activations(module)
+        elif isinstance(module, Network):
+            raise
+        else:
+            # An exporter writes some activations as arithmetic (SiLU as x * Sigmoid(x)),
+            # which the capture refuses as a node off the chain: named here.
+            swapped, swaps = swap_onnx_activations(module)
+            if swaps and not config.swap_activations:
+                named = ", ".join(f"{swap.kind} at {swap.where!r}" for swap in swaps)
+                raise UnsupportedLayerError(refusal.where, refusal.kind,
+                                            f"it is part of an activation ({named}), "
+                                            f"{SWAP_HINT}") from None
+        if not swaps:
+            # What was refused is not a hidden activation (a final Tanh, say).
+            raise
+        return to_network(swapped, shape), swaps
+
+
+def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dataset,
+               report_set: Dataset, config: CompressionConfig, progress: bool
+               ) -> tuple[Network, dict]:
+    """``network`` (the model with ReLU in the place of ``swaps``) retrained on the labels
+    for ``config.swap_epochs``, and the provenance of the swap: what was swapped, and the
+    accuracy of the model as given, with ReLU before retraining and after (warned of, since
+    the network compressed is no longer the one the user trained)."""
+    before = float_accuracy(network, report_set)
+    torch_model = network_to_torch(network)
+    fine_tune(torch_model, train_set,
+              TrainConfig(epochs=config.swap_epochs, learning_rate=config.learning_rate,
+                          weight_decay=config.weight_decay,
+                          label_smoothing=config.label_smoothing, seed=config.seed + 200),
+              description="retraining with ReLU", progress=progress)
+    network = torch_to_network(torch_model, network)
+    after = float_accuracy(network, report_set)
+    own = _own_accuracy(unwrapped(model), train, report_set)
+    named = ", ".join(f"{swap.kind} at {swap.where!r}" for swap in swaps)
+    warnings.warn(f"the engine's only activation is ReLU: {named} swapped for it and the "
+                  f"model retrained ({config.swap_epochs} epochs): accuracy "
+                  + (f"{own:.1%} as given, " if own is not None else "")
+                  + f"{before:.1%} with ReLU, {after:.1%} retrained; compression starts "
+                  f"from the retrained model", InputWarning, stacklevel=3)
+    return network, {"swapped_activations": [{"where": swap.where, "kind": swap.kind}
+                                             for swap in swaps],
+                     "accuracy_as_given": own, "accuracy_swapped": before,
+                     "accuracy_swapped_retrained": after}
+
+
+def _own_accuracy(model, train, data: Dataset) -> float | None:
+    """Top-1 accuracy of the user's own model (a module, run by torch, or an ONNX model, run
+    by onnxruntime) on ``data``, shaped as the training data was; None where its outputs are
+    not one score per class (a single logit) or onnxruntime cannot run it."""
+    import torch
+
+    shape = tuple(getattr(train[0], "shape", ()))[1:] or (data.x.shape[1],)
+    x = data.x.reshape((-1, *shape))
+    if isinstance(model, torch.nn.Module):
+        with torch.no_grad():
+            outputs = model.eval()(torch.from_numpy(x)).numpy()
+    else:
+        import onnx
+        import onnxruntime
+
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        try:
+            session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                                   providers=["CPUExecutionProvider"])
+            graph_input = session.get_inputs()[0]
+            dims = graph_input.shape[1:]
+            if all(isinstance(d, int) for d in dims) and int(np.prod(dims)) == x[0].size:
+                x = x.reshape((-1, *dims))
+            outputs = session.run(None, {graph_input.name: x})[0]
+        except Exception:       # onnxruntime's own Fail, InvalidArgument, ...: figure left out
+            return None
+    if outputs.ndim != 2 or outputs.shape[1] < 2:
+        return None
+    return float(np.mean(outputs.argmax(axis=1) == data.y))
 
 
 def _input_shape(train) -> tuple[int, ...] | None:

@@ -60,6 +60,10 @@ def register(verbs) -> None:
     parser.add_argument("--learning-rate", type=float, metavar="RATE",
                         help="fine-tuning learning rate (Adam; default 0.002): well below a "
                              "layer's typical weight")
+    parser.add_argument("--swap-activations", action="store_true",
+                        help="run ReLU in the place of hidden activations the engine does not "
+                             "have (GELU, Tanh, LeakyReLU, ...) and retrain the model before "
+                             "compressing it (otherwise they are refused)")
     schedule = parser.add_argument_group(
         "training schedule", "the epochs of each phase (Adam, batches of 64): fewer for a large "
         "model or data set, whose default schedule (164 epochs in all) can take many minutes")
@@ -71,6 +75,8 @@ def register(verbs) -> None:
                           help="epochs of fine-tuning the pruned model; 60 by default")
     schedule.add_argument("--share-epochs", type=int, metavar="N",
                           help="epochs of training the shared weights; 40 by default")
+    schedule.add_argument("--swap-epochs", type=int, metavar="N",
+                          help="epochs of retraining after --swap-activations; 30 by default")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the training, the k-means and the default model, "
                              "0 .. 2**32-1")
@@ -324,7 +330,10 @@ def run(args) -> int:
         options = {name: getattr(args, name) for name in
                    ("levels", "bias_bits", "max_acc_bits", "balance_pes",
                     "sensitivity_budget", "learning_rate", "prune_steps", "prune_epochs",
-                    "final_epochs", "share_epochs") if getattr(args, name) is not None}
+                    "final_epochs", "share_epochs", "swap_epochs")
+                   if getattr(args, name) is not None}
+        if args.swap_activations:
+            options["swap_activations"] = True
         if args.sparsity is not None and args.sensitivity_budget is not None:
             # The scan chooses every layer's sparsity: the one given would be ignored.
             raise ValueError(f"give --sparsity or --sensitivity-budget, not both: the "

@@ -1,0 +1,164 @@
+"""Swapping the activations the engine does not have for ReLU (``compress/swap.py``,
+``sf.compress(..., swap_activations=True)``): which ones are swapped, that the model given is
+left alone, and that the retrained model compresses and compiles bit-exactly."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import sparseforge as sf
+from sparseforge.compiler.capture import UnsupportedLayerError
+from sparseforge.compiler.compress.swap import Swap, swap_activations, swap_onnx_activations
+from sparseforge.compiler.errors import InputWarning
+
+FAST = dict(sparsity=0.6, prune_steps=1, prune_epochs=2, final_epochs=2, share_epochs=2,
+            swap_epochs=20)
+
+
+class Functional(nn.Module):
+    """Activations written as calls in a forward, the last one ending the network."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.out = nn.Linear(6, 12), nn.Linear(12, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = torch.tanh(self.first(x))
+        x = F.leaky_relu(self.second(x), 0.1)
+        return torch.sigmoid(self.out(x))
+
+
+def blobs(features=6, classes=3, count=240, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(classes, features))
+    y = rng.integers(0, classes, count)
+    return (centres[y] + rng.normal(size=(count, features))).astype(np.float32), y
+
+
+def test_hidden_activations_become_relu_and_the_model_given_is_unchanged():
+    model = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 3), nn.Tanh())
+    swapped, swaps = swap_activations(model)
+    assert swaps == [Swap("1", "GELU")]                 # the final Tanh is not hidden
+    assert isinstance(model[1], nn.GELU)
+    x = torch.randn(5, 6)
+    expected = torch.tanh(model[2](torch.relu(model[0](x))))
+    assert torch.equal(swapped(x), expected)
+
+    swapped, swaps = swap_activations(Functional())
+    assert [swap.kind for swap in swaps] == ["tanh", "leaky_relu"]
+    assert "sigmoid" in swapped.code                   # the final one stays
+
+    relu_only = nn.Sequential(nn.Linear(6, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert swap_activations(relu_only) == (relu_only, [])
+
+
+def test_compress_refuses_them_unless_asked_and_then_retrains():
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(6, 16), nn.ELU(), nn.Linear(16, 3))
+    with pytest.raises(UnsupportedLayerError, match=r"\(ELU\).*swap_activations=True"):
+        sf.compress(model, train=(x, y), **{k: v for k, v in FAST.items() if k != "swap_epochs"})
+    with pytest.warns(InputWarning, match=r"ELU at '1' swapped for it and the model retrained "
+                                          r"\(20 epochs\): accuracy \d+\.\d% as given, "
+                                          r"\d+\.\d% with ReLU, \d+\.\d% retrained"):
+        compressed = sf.compress(model, train=(x, y), swap_activations=True, **FAST)
+    assert isinstance(model[1], nn.ELU)
+    provenance = compressed.provenance
+    assert provenance["swapped_activations"] == [{"where": "1", "kind": "ELU"}]
+    assert provenance["accuracy_swapped_retrained"] == compressed.report.accuracy_float
+    assert provenance["accuracy_swapped_retrained"] > 0.8
+    program = sf.compile(compressed, pes=2)
+    codes = compressed.network.quantize_input(x[:20])
+    np.testing.assert_array_equal(sf.reference(program, codes, integer=True),
+                                  compressed.network.forward(codes))
+
+
+def test_a_final_activation_is_not_swapped():
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(6, 3), nn.Hardtanh())
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' cannot run on the engine "
+                                                    r"\(Hardtanh\)"):
+        sf.compress(model, train=(x, y), swap_activations=True, **FAST)
+
+
+def test_an_onnx_models_activation_nodes_are_swapped(tmp_path):
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    path = tmp_path / "tanh.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    proto, swaps = swap_onnx_activations(path)
+    assert [swap.kind for swap in swaps] == ["Tanh"]
+    assert [node.op_type for node in proto.graph.node] == ["Gemm", "Relu", "Gemm"]
+    with pytest.warns(InputWarning, match=r"Tanh at '[^']+' swapped for it .* as given"):
+        compressed = sf.compress(str(path), train=(x, y), swap_activations=True, **FAST)
+    # The model's own accuracy, run by onnxruntime, is torch's.
+    with torch.no_grad():
+        own = float(np.mean(model(torch.from_numpy(x)).numpy().argmax(axis=1) == y))
+    assert compressed.provenance["accuracy_as_given"] == pytest.approx(own)
+
+
+def test_the_command_line_swaps_when_asked(tmp_path, capsys):
+    from sparseforge.cli import main
+
+    x, y = blobs()
+    model = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 3))
+    path = tmp_path / "silu.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y)
+    command = ["compress", str(path), "--data", str(tmp_path / "data.npz"), "-o",
+               str(tmp_path / "m.sfm"), "--sparsity", "0.6", "--prune-steps", "1",
+               "--prune-epochs", "1", "--final-epochs", "1", "--share-epochs", "1"]
+    assert main(command) == 2
+    # torch writes SiLU as x * Sigmoid(x): the refusal of the Mul names the activation
+    error = " ".join(capsys.readouterr().err.split())
+    assert "it is part of an activation (SiLU (x * Sigmoid(x)) at '/1/Sigmoid')" in error
+    assert "--swap-activations" in error
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        assert main(command + ["--swap-activations", "--swap-epochs", "3"]) == 0
+    assert "swapped for it and the model retrained (3 epochs)" in " ".join(
+        capsys.readouterr().err.split())
+    assert sf.load_compressed(tmp_path / "m.sfm").provenance["swapped_activations"]
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.second(torch.sigmoid(self.first(x)) * 2 + x)
+
+
+@pytest.mark.parametrize("opset", [17, 20])
+def test_onnx_activations_written_as_arithmetic(tmp_path, opset):
+    path = tmp_path / "gelu.onnx"
+    model = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False, opset_version=opset)
+    proto, swaps = swap_onnx_activations(path)
+    assert [node.op_type for node in proto.graph.node if node.op_type != "Constant"] == [
+        "Gemm", "Relu", "Gemm"]
+    assert [swap.kind for swap in swaps] == ["GELU (Erf arithmetic)" if opset < 20 else "Gelu"]
+    # Arithmetic that reads another tensor besides the activation's input is not part of
+    # it: the skip connection's Add stays (and is refused by the capture).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Residual(), torch.zeros(1, 6), str(path), dynamo=False)
+    proto, swaps = swap_onnx_activations(path)
+    assert [swap.kind for swap in swaps] == ["Sigmoid -> Mul"]
+    assert [node.op_type for node in proto.graph.node if node.op_type != "Constant"] == [
+        "Gemm", "Relu", "Add", "Gemm"]
+    x, y = blobs()
+    with pytest.raises(UnsupportedLayerError, match="not a chain of layers"):
+        sf.compress(str(path), train=(x, y), swap_activations=True, **FAST)
