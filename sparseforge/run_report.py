@@ -182,7 +182,8 @@ def _layer_names(program) -> list[str]:
 def summary_rows(ctx: _Context) -> list[SummaryRow]:
     """The summary figures, in reading order."""
     program, sim, build = ctx.program, ctx.sim, ctx.build
-    rows = [SummaryRow("engine", "Engine", f"{program.config.pes} PEs, "
+    pes = program.config.pes
+    rows = [SummaryRow("engine", "Engine", f"{pes} PE{'s' if pes > 1 else ''}, "
                        f"{program.config.act_bits}-bit activations, "
                        f"{program.config.code_bits}-bit codes, board "
                        f"{program.board or 'none'}", "engine.json")]

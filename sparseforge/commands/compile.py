@@ -168,7 +168,8 @@ def render(console, program, payload) -> None:
 
     config = program.config
     sharing = config.writeback_period
-    table = Table(title=f"Program for {config.pes} PEs (scan lanes {config.scan_lanes}"
+    plural = "s" if config.pes > 1 else ""
+    table = Table(title=f"Program for {config.pes} PE{plural} (scan lanes {config.scan_lanes}"
                         f"{', zeros skipped' if config.skip_zeros else ''}, requantizers "
                         f"{'one per PE' if sharing == 1 else f'shared by {sharing} PEs'}, "
                         f"{config.idx_bits}-bit zero runs; entries per PE, padding "

@@ -96,8 +96,9 @@ def render(console, result) -> None:
     from rich import box
     from rich.table import Table
 
+    plural = "s" if result.pes > 1 else ""
     table = Table(title=f"{len(result.outputs)} inputs on {result.simulator}, "
-                        f"{result.pes} PEs (mean cycles per inference)", title_justify="left",
+                        f"{result.pes} PE{plural} (mean cycles per inference)", title_justify="left",
                   box=box.SIMPLE_HEAD)
     for column in ("layer", "measured", "cycle model", "limit", "bound", "overhead",
                    "efficiency"):
