@@ -39,8 +39,8 @@ import numpy as np
 from .errors import InputError
 from .ir import SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
-__all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError", "capture",
-           "capture_module", "capture_onnx", "check_graph"]
+__all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
+           "capture", "capture_module", "capture_onnx", "check_graph"]
 
 _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
@@ -151,6 +151,8 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
                 raise ValueError(f"Linear {op.name!r}: bias shape {op.params['bias'].shape} "
                                  f"does not match {weight.shape[0]} outputs")
         elif op.kind is OpKind.BATCHNORM:
+            if "mean" not in op.params:        # arithmetic by a constant, as written
+                op = kept[-1] = _per_channel(op, shape, produced_by)
             for name, values in op.params.items():
                 if values.shape != (shape[0],):
                     raise ValueError(f"BatchNorm {op.name!r} has {name} of shape "
@@ -180,6 +182,37 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
                                              for later in kept[index + 1:]):
             raise UnsupportedLayerError(f"layer {op.name!r}", "Sigmoid")
     return Graph(tuple(kept), input_size, source, input_shape)
+
+
+def _per_channel(op: Op, shape: tuple[int, ...], produced_by: str) -> Op:
+    """An elementwise affine op (:func:`_affine`) as a BatchNorm of one scale and shift per
+    feature of a vector or per channel of a map (``shape``), the form the passes fold; its
+    constant must be one value, or one per feature (``(F,)``) or channel (``(C, 1, 1)``, a
+    1-D signal's ``(C, 1)``)."""
+    channels = shape[0]
+
+    def spread(written: np.ndarray) -> np.ndarray:
+        value = written
+        while value.ndim > len(shape) and value.shape[0] == 1:      # the batch's axis
+            value = value[0]
+        if value.size == 1:
+            return np.full(channels, float(value.reshape(-1)[0]))
+        if len(shape) == 1 and value.shape == (channels,):
+            return value
+        if len(shape) == 3 and value.ndim in (2, 3) and value.shape[0] == channels \
+                and all(d == 1 for d in value.shape[1:]):
+            return value.reshape(-1)
+        what = "features" if len(shape) == 1 else "channels"
+        form = f"({channels},)" if len(shape) == 1 else f"({channels}, 1, 1)"
+        raise InputError(f"{op.name!r} ({op.attrs['elementwise']} by a constant of shape "
+                         f"{written.shape}) after {produced_by}, whose output is "
+                         f"{' x '.join(map(str, shape))}: an elementwise constant is "
+                         f"supported as one number or one per {what[:-1]}, shape {form}")
+
+    scale, shift = (spread(op.params[name]) for name in ("weight", "bias"))
+    return Op(OpKind.BATCHNORM, op.name, {"weight": scale, "bias": shift,
+                                          "mean": np.zeros(channels), "var": np.ones(channels)},
+              {"eps": 0.0, "elementwise": op.attrs["elementwise"]})
 
 
 def _check_softmax(op: Op, shape: tuple[int, ...]) -> None:
@@ -730,7 +763,13 @@ def _trace(module, name) -> list[Op]:
     kinds, pooling = _function_kinds(), _pooling_functions()
     ops: list[Op] = []
     previous, shape_queries = None, set()
+    constants = {}                      # get_attr nodes (buffers, parameters): their values
     for node in traced.graph.nodes:
+        if node.op == "get_attr" and _is_tensor_attribute(traced, node.target):
+            # A constant the forward computes with, (x - self.mean) / self.std say: allowed
+            # where it is an elementwise operand (_affine below), refused anywhere else.
+            constants[node] = _array(_attribute(traced, node.target))
+            continue
         if node.op == "placeholder":
             if previous is not None:
                 raise UnsupportedLayerError(f"{where!r} (its forward takes more than one input)",
@@ -746,6 +785,11 @@ def _trace(module, name) -> list[Op]:
         path = f"{where}.{target}" if node.op == "call_module" else f"{where}.{node.name}"
         if _is_shape_query(node, kinds, shape_queries):
             shape_queries.add(node)     # x.size(0), x.shape[0]: feeds a reshape only
+            continue
+        affine = _affine(node, previous, constants, path)
+        if affine is not None:
+            ops.append(affine)
+            previous = node
             continue
         others = set(node.all_input_nodes) - {previous} - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] is not previous or others:
@@ -780,8 +824,87 @@ def _trace(module, name) -> list[Op]:
     return ops
 
 
+def _is_tensor_attribute(module, target: str) -> bool:
+    import torch
+
+    return isinstance(_attribute(module, target), torch.Tensor)
+
+
+def _attribute(module, target: str):
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
+
+
+@functools.cache
+def _arithmetic() -> dict:
+    """Elementwise arithmetic a forward may do with a constant: function or method -> the
+    operation."""
+    import operator
+
+    import torch
+
+    return {operator.add: "add", operator.sub: "sub", operator.mul: "mul",
+            operator.truediv: "div", torch.add: "add", torch.sub: "sub", torch.mul: "mul",
+            torch.div: "div", "add": "add", "sub": "sub", "mul": "mul", "div": "div"}
+
+
+def _affine(node, previous, constants: dict, path: str) -> Op | None:
+    """``x + c``, ``x - c``, ``c - x``, ``x * c``, ``x / c`` (``c`` a number, or a buffer or
+    parameter of the module: one value, or one per feature or channel) as the affine map it
+    is, an ``OpKind.BATCHNORM`` of scale and shift that the passes fold into the layer next
+    to it (input normalisation written in a forward, ``(x - self.mean) / self.std`` or
+    ``x / 255``); None for any other node."""
+    if node.op not in ("call_function", "call_method"):
+        return None
+    try:
+        operation = _arithmetic().get(node.target)
+    except TypeError:                           # unhashable target
+        return None
+    if operation is None or len(node.args) != 2 or set(node.kwargs) - {"alpha"}:
+        return None
+    first, second = node.args
+    if first is previous:
+        operand, constant_first = second, False
+    elif second is previous and operation != "div":
+        operand, constant_first = first, True
+    else:
+        return None
+    if isinstance(operand, (int, float)) and not isinstance(operand, bool):
+        value = np.array(float(operand))
+    elif operand in constants:
+        value = constants[operand]
+    else:
+        return None
+    alpha = node.kwargs.get("alpha", 1)
+    if not isinstance(alpha, (int, float)):
+        return None
+    value = value * alpha if operation in ("add", "sub") else value
+    return _affine_op(operation, value, constant_first, path)
+
+
+def _affine_op(operation: str, value: np.ndarray, constant_first: bool, path: str) -> Op:
+    """``x op value`` (or ``value op x``) as an ``OpKind.BATCHNORM`` of scale and shift,
+    still shaped as ``value`` is (:func:`_per_channel` spreads it over the channels)."""
+    value = np.asarray(value, dtype=np.float64)
+    one, zero = np.ones_like(value), np.zeros_like(value)
+    if operation == "add":
+        scale, shift = one, value
+    elif operation == "sub":
+        scale, shift = (-one, value) if constant_first else (one, -value)
+    elif operation == "mul":
+        scale, shift = value, zero
+    else:
+        if np.any(value == 0):
+            raise InputError(f"{path!r} divides by a constant that holds 0")
+        scale, shift = 1.0 / value, zero
+    return Op(OpKind.BATCHNORM, path, {"weight": scale, "bias": shift},
+              {"elementwise": operation})
+
+
 # ---- ONNX -------------------------------------------------------------------------------------
 
+_ONNX_ARITHMETIC = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
 _ONNX_SIMPLE = {"Relu": OpKind.RELU, "Flatten": OpKind.FLATTEN, "Reshape": OpKind.FLATTEN,
                 "Dropout": OpKind.IDENTITY, "Identity": OpKind.IDENTITY,
                 "Softmax": OpKind.SOFTMAX, "LogSoftmax": OpKind.SOFTMAX,
@@ -868,6 +991,16 @@ def capture_onnx(path) -> Graph:
             operand = next(i for i in node.input if i in constants)
             ops.append(_linear(pending[0], pending[1], _constant(constants, operand, name)))
             pending = None
+        elif node.op_type in _ONNX_ARITHMETIC and len(node.input) == 2 \
+                and sum(i in constants for i in node.input) == 1:
+            # Arithmetic by a constant (input normalisation: Sub, then Div).
+            constant_first = node.input[0] in constants
+            operand = node.input[0 if constant_first else 1]
+            if constant_first and node.op_type == "Div":
+                raise UnsupportedLayerError(f"ONNX node {name!r} (a constant divided by the "
+                                            f"data)", "Div")
+            ops.append(_affine_op(_ONNX_ARITHMETIC[node.op_type], constants[operand],
+                                  constant_first, name))
         elif node.op_type == "BatchNormalization":
             scale, shift, mean, var = (_constant(constants, node.input[i], name)
                                        for i in range(1, 5))

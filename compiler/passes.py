@@ -44,7 +44,10 @@ _KIND_NAMES = {OpKind.LINEAR: "Linear", OpKind.RELU: "ReLU", OpKind.BATCHNORM: "
 
 
 def _named(op: Op) -> str:
-    """An op as a message names it: its type and its module path (or ONNX node name)."""
+    """An op as a message names it: its type and its module path (or ONNX node name); an
+    affine map written as arithmetic (``x - mean``) by that arithmetic."""
+    if op.kind is OpKind.BATCHNORM and op.attrs.get("elementwise"):
+        return f"the elementwise {op.attrs['elementwise']} {op.name!r}"
     return f"{_KIND_NAMES[op.kind]} {op.name!r}"
 
 
@@ -77,6 +80,7 @@ def fold_batchnorm(graph: Graph) -> Graph:
     After it, no BATCHNORM op remains; one with neither is an error (a ReLU or a pooling
     after it does not commute with its shift, and a padded convolution would shift its
     padding too)."""
+    graph = _merge_affine_runs(graph)
     shapes = _shapes(graph)
     ops: list[Op] = []
     pending = None                      # (BatchNorm, the op before it) to fold forward
@@ -112,6 +116,24 @@ def fold_batchnorm(graph: Graph) -> Graph:
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
+def _merge_affine_runs(graph: Graph) -> Graph:
+    """BatchNorms (and elementwise arithmetic by constants, captured as BatchNorms) that
+    follow one another as the one affine map they make, ``s2 (s1 x + t1) + t2``: input
+    normalisation is written ``(x - mean) / std``, two of them."""
+    ops: list[Op] = []
+    for op in graph.ops:
+        if op.kind is OpKind.BATCHNORM and ops and ops[-1].kind is OpKind.BATCHNORM:
+            first = ops.pop()
+            (s1, t1), (s2, t2) = _batchnorm_affine(first), _batchnorm_affine(op)
+            arithmetic = first.attrs.get("elementwise") or op.attrs.get("elementwise")
+            op = Op(OpKind.BATCHNORM, f"{first.name} .. {op.name}",
+                    {"weight": s2 * s1, "bias": s2 * t1 + t2, "mean": np.zeros_like(s1),
+                     "var": np.ones_like(s1)},
+                    {"eps": 0.0, **({"elementwise": "scale and shift"} if arithmetic else {})})
+        ops.append(op)
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
 def _batchnorm_affine(op: Op) -> tuple[np.ndarray, np.ndarray]:
     """A BatchNorm at inference as ``s x + t`` per channel."""
     p = op.params
@@ -122,8 +144,11 @@ def _batchnorm_affine(op: Op) -> tuple[np.ndarray, np.ndarray]:
 def _fold_forward(norm: Op, before: Op | None, layer: Op | None, shape) -> Op:
     """``layer`` with the BatchNorm ``norm`` (after ``before``) folded into its inputs, or
     the error that says why it cannot be."""
+    scale, shift = _batchnorm_affine(norm)
+    # A padded convolution's padding is zeros: a scale keeps them zeros, a shift would not.
     if layer is None or layer.kind not in _LAYERS or (
-            layer.kind is OpKind.CONV and tuple(layer.attrs.get("padding", (0, 0))) != (0, 0)):
+            layer.kind is OpKind.CONV and tuple(layer.attrs.get("padding", (0, 0))) != (0, 0)
+            and np.any(shift)):
         if before is not None and before.kind in (OpKind.RELU, OpKind.MAXPOOL, OpKind.AVGPOOL):
             hint = (f"move it before the {_KIND_NAMES[before.kind]} (layer -> BatchNorm -> "
                     f"ReLU -> pooling is the order that folds)")
@@ -140,10 +165,9 @@ def _fold_forward(norm: Op, before: Op | None, layer: Op | None, shape) -> Op:
             " (padded: its padding would be shifted too)" if layer.kind is OpKind.CONV
             else ""))
         raise InputError(f"{_named(norm)} follows {follows} and comes before {after}: "
-                         f"sparseforge folds a BatchNorm into the Linear or convolution right "
-                         f"before it, or into the Linear or unpadded convolution right after "
-                         f"it; {hint}")
-    scale, shift = _batchnorm_affine(norm)
+                         f"sparseforge folds a BatchNorm (or a scale and shift by constants) "
+                         f"into the Linear or convolution right before it, or into the Linear "
+                         f"or unpadded convolution right after it; {hint}")
     weight = layer.params["weight"]
     channels = weight.shape[1]
     if layer.kind is OpKind.LINEAR and scale.size != channels:

@@ -89,7 +89,8 @@ def test_batchnorm_with_no_layer_on_either_side_is_an_error(ops, before, after):
     # The message names each op's type (a bare module path like '3' says little) and the way
     # out; it is an InputError, the error a user can fix.
     with pytest.raises(InputError, match=f"BatchNorm 'bn' follows {before} and comes before "
-                                         f"{after}: sparseforge folds a BatchNorm into the "
+                                         f"{after}: sparseforge folds a BatchNorm \\(or a "
+                                         f"scale and shift by constants\\) into the "
                                          f"Linear or convolution right before it, or"):
         fold_batchnorm(Graph(ops, 6))
 
