@@ -39,6 +39,16 @@ def blobs(features=6, classes=3, count=240, seed=0):
     return (centres[y] + rng.normal(size=(count, features))).astype(np.float32), y
 
 
+def exported(model, path, **options):
+    """``model`` exported to ONNX at ``path`` with a dynamic batch axis (TorchScript export,
+    whose deprecation warning is not this test's subject)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}}, **options)
+    return path
+
+
 def test_hidden_activations_become_relu_and_the_model_given_is_unchanged():
     model = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 3), nn.Tanh())
     swapped, swaps = swap_activations(model)
@@ -87,11 +97,7 @@ def test_a_final_activation_is_not_swapped():
 def test_an_onnx_models_activation_nodes_are_swapped(tmp_path):
     x, y = blobs()
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
-    path = tmp_path / "tanh.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False,
-                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    path = exported(model, tmp_path / "tanh.onnx")
     proto, swaps = swap_onnx_activations(path)
     assert [swap.kind for swap in swaps] == ["Tanh"]
     assert [node.op_type for node in proto.graph.node] == ["Gemm", "Relu", "Gemm"]
@@ -108,11 +114,7 @@ def test_the_command_line_swaps_when_asked(tmp_path, capsys):
 
     x, y = blobs()
     model = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 3))
-    path = tmp_path / "silu.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False,
-                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    path = exported(model, tmp_path / "silu.onnx")
     np.savez(tmp_path / "data.npz", x_train=x, y_train=y)
     command = ["compress", str(path), "--data", str(tmp_path / "data.npz"), "-o",
                str(tmp_path / "m.sfm"), "--sparsity", "0.6", "--prune-steps", "1",
@@ -141,20 +143,15 @@ class Residual(nn.Module):
 
 @pytest.mark.parametrize("opset", [17, 20])
 def test_onnx_activations_written_as_arithmetic(tmp_path, opset):
-    path = tmp_path / "gelu.onnx"
     model = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, torch.zeros(1, 6), str(path), dynamo=False, opset_version=opset)
+    path = exported(model, tmp_path / "gelu.onnx", opset_version=opset)
     proto, swaps = swap_onnx_activations(path)
     assert [node.op_type for node in proto.graph.node if node.op_type != "Constant"] == [
         "Gemm", "Relu", "Gemm"]
     assert [swap.kind for swap in swaps] == ["GELU (Erf arithmetic)" if opset < 20 else "Gelu"]
     # Arithmetic that reads another tensor besides the activation's input is not part of
     # it: the skip connection's Add stays (and is refused by the capture).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Residual(), torch.zeros(1, 6), str(path), dynamo=False)
+    exported(Residual(), path)
     proto, swaps = swap_onnx_activations(path)
     assert [swap.kind for swap in swaps] == ["Sigmoid -> Mul"]
     assert [node.op_type for node in proto.graph.node if node.op_type != "Constant"] == [
