@@ -304,6 +304,8 @@ def _module_handlers():
         nn.MaxPool2d: _max_pool_module,
         nn.AvgPool2d: _avg_pool_module,
         nn.AdaptiveAvgPool2d: _adaptive_pool_module,
+        nn.AdaptiveMaxPool2d: _adaptive_pool_module,
+        nn.AdaptiveMaxPool1d: _pool1d_module,
         nn.Conv1d: _conv1d_module,
         nn.MaxPool1d: _pool1d_module,
         nn.AvgPool1d: _pool1d_module,
@@ -451,14 +453,18 @@ def _pool1d_module(module, name) -> list[Op]:
         value = value[0] if isinstance(value, (tuple, list)) else value
         return (0, int(value))
 
-    if isinstance(module, nn.AdaptiveAvgPool1d):
+    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+        kind = type(module).__name__
         size = module.output_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         if size != 1:
-            raise UnsupportedSettingError(f"layer {name!r}", "AdaptiveAvgPool1d", "output_size",
-                                          size, "the engine runs global average pooling "
-                                          "(output_size 1)")
-        return [Op(OpKind.AVGPOOL, name, {}, {"global": True})]
+            raise UnsupportedSettingError(f"layer {name!r}", kind, "output_size", size,
+                                          "the engine runs global pooling (output_size 1)")
+        if getattr(module, "return_indices", False):
+            raise UnsupportedSettingError(f"layer {name!r}", kind, "return_indices", True,
+                                          "the engine returns the pooled values only")
+        op_kind = OpKind.MAXPOOL if isinstance(module, nn.AdaptiveMaxPool1d) else OpKind.AVGPOOL
+        return [Op(op_kind, name, {}, {"global": True})]
     kernel = row(module.kernel_size)
     stride = row(module.stride) if module.stride not in (None, ()) else kernel
     if isinstance(module, nn.MaxPool1d):
@@ -568,16 +574,26 @@ def _avg_pool_module(module, name) -> list[Op]:
 
 
 def _adaptive_pool_module(module, name) -> list[Op]:
+    """``AdaptiveAvgPool2d`` and ``AdaptiveMaxPool2d``: global pooling, or windows of one size
+    where the output size divides the map (checked against the map in check_graph); the max
+    pooling's window is worked out there too, and it fuses into the convolution before it as
+    a MaxPool2d of that window does."""
+    from torch import nn
+
+    kind = type(module).__name__
+    op_kind = OpKind.MAXPOOL if isinstance(module, nn.AdaptiveMaxPool2d) else OpKind.AVGPOOL
+    if getattr(module, "return_indices", False):
+        raise UnsupportedSettingError(f"layer {name!r}", kind, "return_indices", True,
+                                      "the engine returns the pooled values only")
     size = module.output_size
     if size in (1, (1, 1)):
-        return [Op(OpKind.AVGPOOL, name, {}, {"global": True})]
+        return [Op(op_kind, name, {}, {"global": True})]
     size = (size, size) if isinstance(size, int) else tuple(size)
     if any(not isinstance(d, int) or d < 1 for d in size):
-        raise UnsupportedSettingError(f"layer {name!r}", "AdaptiveAvgPool2d", "output_size",
+        raise UnsupportedSettingError(f"layer {name!r}", kind, "output_size",
                                       module.output_size, "give the output's rows and "
                                       "columns as numbers")
-    # Checked against the map in check_graph: the output size must divide it.
-    return [Op(OpKind.AVGPOOL, name, {}, {"adaptive": size})]
+    return [Op(op_kind, name, {}, {"adaptive": size})]
 
 
 def _capture(module, name) -> list[Op]:
@@ -652,7 +668,10 @@ def _pooling_functions():
     avg_pool = (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode",
                                "count_include_pad", "divisor_override"))
     adaptive = (nn.AdaptiveAvgPool2d, ("output_size",))
+    adaptive_max = (nn.AdaptiveMaxPool2d, ("output_size", "return_indices"))
     calls = {F.max_pool2d: max_pool, F.avg_pool2d: avg_pool, F.adaptive_avg_pool2d: adaptive,
+             F.adaptive_max_pool2d: adaptive_max,
+             F.adaptive_max_pool1d: (nn.AdaptiveMaxPool1d, adaptive_max[1]),
              F.max_pool1d: (nn.MaxPool1d, max_pool[1]),
              F.avg_pool1d: (nn.AvgPool1d, ("kernel_size", "stride", "padding", "ceil_mode",
                                            "count_include_pad")),
@@ -665,19 +684,25 @@ def _pooling_functions():
 
 
 def _pooling_call(node, path: str, pooling) -> list[Op] | None:
-    """The ops of a pooling function call or of ``x.mean((2, 3))`` (global average pooling,
-    then a flatten unless ``keepdim``), or None for any other call."""
-    if node.op == "call_method" and node.target == "mean" or (
-            node.op == "call_function" and getattr(node.target, "__name__", "") == "mean"):
+    """The ops of a pooling function call or of ``x.mean((2, 3))`` / ``x.amax((2, 3))``
+    (global average or max pooling, then a flatten unless ``keepdim``), or None for any other
+    call."""
+    reduction = (node.target if node.op == "call_method"
+                 else getattr(node.target, "__name__", "") if node.op == "call_function"
+                 else None)
+    if reduction in ("mean", "amax"):
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
         keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        pooled, kind = (("average", OpKind.AVGPOOL) if reduction == "mean"
+                        else ("max", OpKind.MAXPOOL))
         if sorted(d % 4 if isinstance(d, int) else d for d in dims) != [2, 3] \
                 or not isinstance(keep, bool):
-            raise UnsupportedSettingError(f"layer {path!r}", "mean", "dim", repr(dims),
-                                          "a mean over a map's rows and columns, (2, 3), is "
-                                          "global average pooling; no other is supported")
-        ops = [Op(OpKind.AVGPOOL, path, {}, {"global": True})]
+            raise UnsupportedSettingError(f"layer {path!r}", reduction, "dim", repr(dims),
+                                          f"{'a' if reduction == 'mean' else 'an'} {reduction} "
+                                          f"over a map's rows and columns, (2, 3), is global "
+                                          f"{pooled} pooling; no other is supported")
+        ops = [Op(kind, path, {}, {"global": True})]
         return ops if keep else ops + [Op(OpKind.FLATTEN, path)]
     if node.op != "call_function":
         return None
@@ -1011,8 +1036,9 @@ def capture_onnx(path) -> Graph:
             ops.append(_onnx_conv(node, name, attrs, constants))
         elif node.op_type in ("MaxPool", "AveragePool"):
             ops.append(_onnx_pool(node, name, attrs))
-        elif node.op_type == "GlobalAveragePool":
-            ops.append(Op(OpKind.AVGPOOL, name, {}, {"global": True}))
+        elif node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
+            ops.append(Op(OpKind.AVGPOOL if node.op_type == "GlobalAveragePool"
+                          else OpKind.MAXPOOL, name, {}, {"global": True}))
         elif node.op_type in ("Softmax", "LogSoftmax"):
             ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
         elif node.op_type in _ONNX_SIMPLE:

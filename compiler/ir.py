@@ -54,7 +54,8 @@ class OpKind(enum.Enum):
 
 
 SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
-                 "BatchNorm1d", "BatchNorm2d", "MaxPool2d and MaxPool1d (after a convolution)",
+                 "BatchNorm1d", "BatchNorm2d",
+                 "MaxPool2d, MaxPool1d and AdaptiveMaxPool (after a convolution)",
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",
                  "AdaptiveAvgPool1d(1)",
                  "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",

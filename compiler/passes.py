@@ -263,18 +263,22 @@ def fuse_maxpool(graph: Graph) -> Graph:
     write-back).  After it, no MAXPOOL op remains; a max pooling with no convolution right
     before it, or after one that pools already, is an error."""
     ops: list[Op] = []
+    shape = graph.input_shape or (graph.input_size,)        # the shape reaching `op`
     for op in graph.ops:
-        if op.kind is not OpKind.MAXPOOL:
+        if op.kind is OpKind.MAXPOOL:
+            if not ops or ops[-1].kind is not OpKind.CONV or "pool" in ops[-1].attrs:
+                raise InputError(f"{_named(op)} follows {_before(ops)}, not a convolution that "
+                                 f"does not pool yet; the engine pools in a convolution's "
+                                 f"write-back: put each MaxPool2d right after a Conv2d (a ReLU "
+                                 f"between them is fine)")
+            conv = ops.pop()
+            # A global or adaptive max pooling is the window it makes on this map.
+            kernel, stride, _ = _pool_settings(op, shape)
+            ops.append(Op(OpKind.CONV, conv.name, conv.params,
+                          {**conv.attrs, "pool": Pool(kernel, stride)}))
+        else:
             ops.append(op)
-            continue
-        if not ops or ops[-1].kind is not OpKind.CONV or "pool" in ops[-1].attrs:
-            raise InputError(f"{_named(op)} follows {_before(ops)}, not a convolution that "
-                             f"does not pool yet; the engine pools in a convolution's "
-                             f"write-back: put each MaxPool2d right after a Conv2d (a ReLU "
-                             f"between them is fine)")
-        conv = ops.pop()
-        pool = Pool(op.attrs["kernel"], op.attrs.get("stride", op.attrs["kernel"]))
-        ops.append(Op(OpKind.CONV, conv.name, conv.params, {**conv.attrs, "pool": pool}))
+        shape = op_output_shape(op, shape)
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
