@@ -930,6 +930,10 @@ def _affine_op(operation: str, value: np.ndarray, constant_first: bool, path: st
 # ---- ONNX -------------------------------------------------------------------------------------
 
 _ONNX_ARITHMETIC = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+# Ops worked out where all their inputs are constants.
+_ONNX_FOLDABLE = {"Add", "Sub", "Mul", "Div", "Mod", "Neg", "Reshape", "Cast", "Unsqueeze",
+                  "Squeeze", "Concat", "Slice", "Gather", "Range", "ConstantOfShape",
+                  "Transpose", "Expand"}
 _ONNX_SIMPLE = {"Relu": OpKind.RELU, "Flatten": OpKind.FLATTEN, "Reshape": OpKind.FLATTEN,
                 "Dropout": OpKind.IDENTITY, "Identity": OpKind.IDENTITY,
                 "Softmax": OpKind.SOFTMAX, "LogSoftmax": OpKind.SOFTMAX,
@@ -959,8 +963,9 @@ def capture_onnx(path) -> Graph:
     graph = model.graph
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")),
                  onnx.defs.onnx_opset_version())
-    constants = {init.name: numpy_helper.to_array(init).astype(np.float64)
-                 for init in graph.initializer}
+    outputs = [output.name for output in graph.output]
+    # Constants as stored (shape arithmetic needs its integers) and as float64.
+    stored = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     folded = set()                      # indices of the nodes that only make a constant
     for index, node in enumerate(graph.node):
         if node.op_type == "Constant":
@@ -968,14 +973,24 @@ def capture_onnx(path) -> Graph:
             if value is None:
                 raise UnsupportedLayerError(f"ONNX node {node.name!r} (a Constant without a "
                                             f"tensor 'value')", "Constant")
-            constants[node.output[0]] = numpy_helper.to_array(value).astype(np.float64)
+            stored[node.output[0]] = numpy_helper.to_array(value)
             folded.add(index)
-        elif node.op_type == "Identity" and node.input and node.input[0] in constants:
+        elif node.op_type == "Identity" and node.input and node.input[0] in stored:
             # torch.onnx.export stores equal initializers once (a fresh BatchNorm's weight and
             # running_var, two zero biases) and reads the copies through an Identity: its
             # output is that constant under another name, not a layer of the chain.
-            constants[node.output[0]] = constants[node.input[0]]
+            stored[node.output[0]] = stored[node.input[0]]
             folded.add(index)
+        elif node.op_type in _ONNX_FOLDABLE and node.input and node.output[0] not in outputs \
+                and all(i in stored for i in node.input if i):
+            # Arithmetic on constants alone, as exporters write shapes (nn.Unflatten's Mod,
+            # Reshape and Slice bounds): worked out here, by onnx's reference evaluator.
+            from onnx.reference import ReferenceEvaluator
+
+            feeds = {i: stored[i] for i in node.input if i}
+            stored[node.output[0]] = np.asarray(ReferenceEvaluator(node).run(None, feeds)[0])
+            folded.add(index)
+    constants = {name: np.asarray(value).astype(np.float64) for name, value in stored.items()}
     shapes = _shape_expressions(graph, constants, folded)
     inputs = [i for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
@@ -1050,6 +1065,10 @@ def capture_onnx(path) -> Graph:
             raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
     if pending is not None:
         ops.append(_linear(pending[0], pending[1], None))
+    if outputs != [current]:
+        raise UnsupportedLayerError(f"{path}: the graph's output {', '.join(outputs)} (not just "
+                                    f"the last node's output {current!r}: a model of one "
+                                    f"output, its chain's last)", "outputs")
     layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
     if not layers:
         raise ValueError(f"{path}: the ONNX graph has no Gemm, MatMul or Conv layer")
@@ -1190,19 +1209,36 @@ _BATCH, _UNKNOWN = "batch", "?"
 def _shape_expressions(graph, constants, folded) -> dict:
     """The values of the nodes that compute a Reshape's target shape from a tensor's shape,
     as ``torch.onnx.export`` writes ``x.view(x.size(0), -1)`` with a dynamic batch axis:
-    Shape -> Gather(0) -> Unsqueeze -> Concat with a constant -1.  Each is a list of
+    Shape -> Gather(0) -> Unsqueeze -> Concat with a constant -1 (``nn.Unflatten``: Shape ->
+    Slice(0, 1) -> Concat with the map's dimensions).  Each is a list of
     dimensions (``_BATCH``, ``_UNKNOWN`` or a number); those nodes join ``folded``."""
     shapes: dict[str, object] = {}
+    # The rank of a Shape's tensor, where it is the graph's input (whose rank is declared).
+    declared = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.input
+                if i.type.tensor_type.HasField("shape")}
+    ranks: dict[str, int] = {}
     for index, node in enumerate(graph.node):
         if index in folded:
             continue
         inputs = [i for i in node.input if i]
         if node.op_type == "Shape":
-            value = "shape"                         # the whole shape: only Gather reads it
+            value = "shape"                         # the whole shape: Gather and Slice read it
+            if inputs and inputs[0] in declared and len(node.attribute) == 0:
+                ranks[node.output[0]] = declared[inputs[0]]
         elif node.op_type == "Gather" and len(inputs) == 2 and shapes.get(inputs[0]) == "shape" \
                 and inputs[1] in constants:
             where = np.asarray(constants[inputs[1]]).reshape(-1)
             value = [_BATCH if int(i) == 0 else _UNKNOWN for i in where]
+        elif node.op_type == "Slice" and len(inputs) >= 3 and shapes.get(inputs[0]) == "shape" \
+                and all(i in constants for i in inputs[1:]) \
+                and all(np.asarray(constants[i]).reshape(-1).tolist() in ([0], [1])
+                        for i in inputs[3:]):           # axis 0, step 1
+            start, end = (int(np.asarray(constants[i]).reshape(-1)[0]) for i in inputs[1:3])
+            rank = ranks.get(inputs[0])
+            if rank is None and (start, end) != (0, 1):
+                continue
+            # shape[start:end] of a tensor of `rank` axes, the batch's first.
+            value = ([_BATCH] + [_UNKNOWN] * ((rank or 1) - 1))[start:end]
         elif node.op_type in ("Unsqueeze", "Squeeze", "Cast") and inputs \
                 and isinstance(shapes.get(inputs[0]), list):
             value = shapes[inputs[0]]

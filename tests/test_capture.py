@@ -364,6 +364,16 @@ def test_onnx_node_reading_only_constants_names_them(tmp_path):
         capture(path)
 
 
+def test_onnx_graph_whose_output_is_not_the_chains_last(tmp_path):
+    # The output is the Gemm's, before the ReLU: the engine would compute the ReLU too.
+    path = onnx_file(tmp_path / "m.onnx", [
+        helper.make_node("Gemm", ["x", "w"], ["y"], name="fc"),
+        helper.make_node("Relu", ["y"], ["r"], name="act")], {"w": np.ones((3, 3))}, [None, 3])
+    with pytest.raises(UnsupportedLayerError, match=r"the graph's output y \(not just the last "
+                                                    r"node's output 'r'"):
+        capture(path)
+
+
 @pytest.mark.parametrize("opset,attrs,input_shape,refused", [
     (17, {"axis": 0}, [None, 4], "axis 0 \\(over the batch;"),
     (17, {}, [None, 4], None),                              # axis -1 from opset 13

@@ -344,6 +344,28 @@ def test_onnx_cnn_equals_onnxruntime(tmp_path):
     np.testing.assert_allclose(graph.run(x), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("view", [(1, 8, 8), (2, 32)])
+def test_onnx_of_an_unflatten_that_makes_the_input_a_map(tmp_path, dynamic, view):
+    # torch writes nn.Unflatten's target shape as arithmetic on constants (Mod, Add, Reshape)
+    # and slices of the input's Shape; worked out, it is the view that makes the input a map.
+    convolution = nn.Conv2d(1, 2, 3) if len(view) == 3 else nn.Conv1d(2, 2, 3)
+    model = nn.Sequential(nn.Unflatten(1, view), convolution, nn.ReLU(), nn.Flatten(),
+                          nn.Linear(72 if len(view) == 3 else 60, 3)).eval()
+    path = tmp_path / "unflatten.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 64), str(path), dynamo=False,
+                          input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}} if dynamic else None)
+    graph = capture(path)
+    assert graph.input_shape == (view if len(view) == 3 else (2, 1, 32))
+    x = np.random.default_rng(4).normal(size=(5, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("attrs,setting", [
     ({"pads": [1, 1, 0, 0]}, r"asymmetric padding pads=\[1, 1, 0, 0\]"),
     ({"dilations": [2, 2]}, r"dilations \[2, 2\]"),
