@@ -109,6 +109,7 @@ def unwrapped(model):
     ``DistributedDataParallel`` (``.module``), ``torch.compile``'s ``OptimizedModule``
     (``._orig_mod``).  A TorchScript module or a state_dict, which hold no traceable
     ``forward``, are refused saying what to pass instead."""
+    import torch
     import torch.nn as nn
 
     while True:
@@ -119,8 +120,6 @@ def unwrapped(model):
             model = model._orig_mod
         else:
             break
-    import torch
-
     if isinstance(model, torch.jit.ScriptModule):
         raise InputError(f"the model is a TorchScript module ({type(model).__name__}, from "
                          f"torch.jit.script, torch.jit.trace or torch.jit.load), whose forward "

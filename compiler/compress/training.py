@@ -38,20 +38,20 @@ def as_dataset(data, what: str) -> Dataset:
         raise TypeError(f"{what} must be a pair (X, y), not {type(data).__name__}")
     x, y = (np.asarray(d.detach().cpu().numpy() if hasattr(d, "detach") else d) for d in data)
     if x.ndim < 2 or len(x) == 0:
-        raise ValueError(f"{what}: X must hold at least one sample of features, not shape "
+        raise InputError(f"{what}: X must hold at least one sample of features, not shape "
                          f"{x.shape}")
     if x.dtype.kind not in "biuf":
-        raise ValueError(f"{what}: X must hold real numbers, not {x.dtype} values")
+        raise InputError(f"{what}: X must hold real numbers, not {x.dtype} values")
     with np.errstate(over="ignore"):          # beyond float32: named below
         x = x.reshape(len(x), -1).astype(np.float32)
     if y.ndim == 2 and y.shape[1] > 1 and len(y) == len(x):
-        raise ValueError(f"{what}: y must hold one class label per sample, not rows of "
+        raise InputError(f"{what}: y must hold one class label per sample, not rows of "
                          f"{y.shape[1]} (one-hot or scores, shape {y.shape}); "
                          f"y.argmax(axis=1) gives the labels")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.reshape(-1)
     if y.ndim != 1 or len(x) != len(y):
-        raise ValueError(f"{what}: X has {len(x)} samples but y has "
+        raise InputError(f"{what}: X has {len(x)} samples but y has "
                          f"{len(y) if y.ndim == 1 else f'shape {y.shape}'}")
     if not np.all(np.isfinite(x)):
         # The check runs on the float32 copy the training uses: a finite float64 beyond
@@ -71,15 +71,15 @@ def as_dataset(data, what: str) -> Dataset:
                          f"first at sample {int(bad[0])}); every sample needs a class label")
     if y.dtype.kind in "USO":
         # Class names ("setosa", "benign"): the network has one output per class number.
-        raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values "
+        raise InputError(f"{what}: y must hold integer class labels, not {y.dtype} values "
                          f"({', '.join(map(repr, y.ravel()[:3].tolist()))}...): number the "
                          f"classes 0 .. K-1, e.g. names, y = np.unique(y, return_inverse=True), "
                          f"the same numbering for every set")
     if y.dtype.kind not in "iu" and not (y.dtype.kind in "fb" and np.all(y == np.round(y))):
-        raise ValueError(f"{what}: y must hold integer class labels, not {y.dtype} values")
+        raise InputError(f"{what}: y must hold integer class labels, not {y.dtype} values")
     if y.size and y.min() < 0:
         # -1 / +1 (a binary target as SVMs take it) or -1 for "unknown".
-        raise ValueError(f"{what}: y holds the negative label {int(y.min())}; labels are "
+        raise InputError(f"{what}: y holds the negative label {int(y.min())}; labels are "
                          f"class numbers 0 .. K-1: renumber them, e.g. "
                          f"np.unique(y, return_inverse=True)[1] (-1 / +1 become 0 / 1)")
     if y.size:
