@@ -424,8 +424,8 @@ def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Sw
             if swaps and not config.swap_activations:
                 named = ", ".join(f"{swap.kind} at {swap.where!r}" for swap in swaps)
                 raise UnsupportedLayerError(refusal.where, refusal.kind,
-                                            f"it is part of an activation ({named}), "
-                                            f"{SWAP_HINT}") from None
+                                            f"the model's activations the engine does not "
+                                            f"have: {named}; {SWAP_HINT}") from None
         if not swaps:
             # What was refused is not a hidden activation (a final Tanh, say).
             raise
