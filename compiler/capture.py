@@ -45,6 +45,16 @@ __all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "Unsuppo
 _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
 
+# Activations people use that the engine does not have (module and function names, lower
+# case without underscores): their refusal says what to do instead.
+ACTIVATIONS_NOT_RUN = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
+                       "swish", "mish", "tanh", "sigmoid", "hardtanh", "relu6", "hardswish",
+                       "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
+SWAP_HINT = ("the engine's only activation is ReLU: build the model with nn.ReLU in its place "
+             "and train it again, or let compress swap it and retrain (sf.compress(..., "
+             "swap_activations=True), --swap-activations)")
+
+
 class UnsupportedLayerError(InputError):
     """A layer the engine cannot run; the message names it and lists what is supported."""
 
@@ -56,17 +66,6 @@ class UnsupportedLayerError(InputError):
         super().__init__(f"{where} cannot run on the engine ({kind}); supported: "
                          f"{', '.join(SUPPORTED_OPS)}" + (f"; {hint}" if hint else ""))
         self.where, self.kind = where, kind
-
-
-SWAP_HINT = ("the engine's only activation is ReLU: build the model with nn.ReLU in its place "
-             "and train it again, or let compress swap it and retrain (sf.compress(..., "
-             "swap_activations=True), --swap-activations)")
-
-# Activations people use that the engine does not have (module and function names, lower
-# case without underscores): their refusal says what to do instead.
-ACTIVATIONS_NOT_RUN = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
-                      "swish", "mish", "tanh", "sigmoid", "hardtanh", "relu6", "hardswish",
-                      "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
 
 
 class UnsupportedSettingError(InputError):
@@ -202,12 +201,12 @@ def _per_channel(op: Op, shape: tuple[int, ...], produced_by: str) -> Op:
         if len(shape) == 3 and value.ndim in (2, 3) and value.shape[0] == channels \
                 and all(d == 1 for d in value.shape[1:]):
             return value.reshape(-1)
-        what = "features" if len(shape) == 1 else "channels"
-        form = f"({channels},)" if len(shape) == 1 else f"({channels}, 1, 1)"
+        each, form = (("feature", f"({channels},)") if len(shape) == 1
+                      else ("channel", f"({channels}, 1, 1)"))
         raise InputError(f"{op.name!r} ({op.attrs['elementwise']} by a constant of shape "
                          f"{written.shape}) after {produced_by}, whose output is "
                          f"{' x '.join(map(str, shape))}: an elementwise constant is "
-                         f"supported as one number or one per {what[:-1]}, shape {form}")
+                         f"supported as one number or one per {each}, shape {form}")
 
     scale, shift = (spread(op.params[name]) for name in ("weight", "bias"))
     return Op(OpKind.BATCHNORM, op.name, {"weight": scale, "bias": shift,
