@@ -357,12 +357,19 @@ def capture_module(model, input_shape=None) -> Graph:
     spatial = next((op for op in ops if op.kind in _SPATIAL), None)
     if input_shape is not None and len(input_shape) == 2 and spatial is not None:
         # Batch x channels x length: a 1-D network's signal, which runs as a map of one row.
-        one_d = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)
-        if not any(isinstance(module, one_d) for module in model.modules()):
+        one_d = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
+                 nn.AdaptiveMaxPool1d)
+        first = next((op for op in ops if op.kind is OpKind.CONV), None)
+        if any(isinstance(module, one_d) for module in model.modules()):
+            input_shape = (input_shape[0], 1, input_shape[1])
+        elif first is not None and first.params["weight"].shape[1] == 1:
+            # Batch x rows x columns for a first Conv2d of one input channel: grey images
+            # kept without their channel axis (MNIST as NumPy holds them).
+            input_shape = (1, *input_shape)
+        else:
             raise InputError(f"layer {spatial.name!r} works on 2-D feature maps but the data is "
                              f"batch x {input_shape[0]} x {input_shape[1]}: give it as batch x "
                              f"channels x rows x columns")
-        input_shape = (input_shape[0], 1, input_shape[1])
     if input_shape is None:
         if spatial is not None:
             raise InputError(f"layer {spatial.name!r} works on feature maps: give the input's "

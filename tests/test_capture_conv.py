@@ -663,8 +663,12 @@ def test_1d_settings_the_engine_does_not_run_and_2d_layers_on_signals_are_refuse
     with pytest.raises(InputError, match=r"layer '0' works on 2-D feature maps but the data is "
                                          r"batch x 8 x 8: give it as batch x channels x rows x "
                                          r"columns"):
-        capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)),
+        capture(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(72, 2)),
                 input_shape=(8, 8))
+    # A first Conv2d of one input channel takes batch x rows x columns as grey images.
+    graph = capture(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)),
+                    input_shape=(8, 8))
+    assert graph.input_shape == (1, 8, 8)
 
 
 def test_an_adaptive_average_pooling_whose_size_divides_the_map_is_a_pooling():
