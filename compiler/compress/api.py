@@ -464,14 +464,18 @@ def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dat
 def _own_accuracy(model, train, data: Dataset) -> float | None:
     """Top-1 accuracy of the user's own model (a module, run by torch, or an ONNX model, run
     by onnxruntime) on ``data``, shaped as the training data was; None where its outputs are
-    not one score per class (a single logit) or onnxruntime cannot run it."""
+    not one score per class (a single logit) or the model cannot run the data as given
+    (grey images without their channel axis, say)."""
     import torch
 
     shape = tuple(getattr(train[0], "shape", ()))[1:] or (data.x.shape[1],)
     x = data.x.reshape((-1, *shape))
     if isinstance(model, torch.nn.Module):
-        with torch.no_grad():
-            outputs = model.eval()(torch.from_numpy(x)).numpy()
+        try:
+            with torch.no_grad():
+                outputs = model.eval()(torch.from_numpy(x)).numpy()
+        except RuntimeError:        # data shaped otherwise than its forward takes: left out
+            return None
     else:
         import onnx
         import onnxruntime
