@@ -28,7 +28,7 @@ from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import inputs_lost, quantize_network
 from .share import from_shared, to_shared
 from .swap import Swap, swap_activations, swap_onnx_activations
-from .training import Dataset, TrainConfig, accuracy, as_dataset, seeded
+from .training import Dataset, TrainConfig, accuracy, as_dataset, as_pair, seeded
 from .training import train as fine_tune
 
 __all__ = [
@@ -208,7 +208,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     """Compress ``model`` (an ``nn.Module``, an ONNX path or a float ``Network``) with
     training data ``train=(X, y)`` (NumPy arrays or torch tensors; for a network with
     convolutions X is batch x channels x rows x columns, which gives the module its input
-    shape).
+    shape) or a torch ``Dataset`` / ``DataLoader`` of ``(x, label)`` samples, collected.
 
     ``val`` (default: the training data) drives the sensitivity scan; the reported accuracies
     are on ``test`` when given, else on ``val``.  Options are the fields of
@@ -234,6 +234,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     elif options or sparsity is not None:
         given = sorted(options) + (["sparsity"] if sparsity is not None else [])
         raise TypeError(f"pass either config= or options, not both (got {given})")
+    train, val, test = (None if data is None else as_pair(data, what)
+                        for data, what in ((train, "train"), (val, "val"), (test, "test")))
     train_set = as_dataset(train, "train")
     val_set = as_dataset(val, "val") if val is not None else train_set
     test_set = as_dataset(test, "test") if test is not None else None

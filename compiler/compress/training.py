@@ -16,6 +16,7 @@ __all__ = [
     "TrainConfig",
     "accuracy",
     "as_dataset",
+    "as_pair",
     "progress_bar",
     "seeded",
     "train",
@@ -29,6 +30,45 @@ class Dataset:
 
     def __len__(self):
         return len(self.y)
+
+
+def as_pair(data, what: str):
+    """``data`` as ``(X, y)``: a pair as it is; a torch ``DataLoader`` or map-style
+    ``Dataset`` of ``(x, label)`` samples (a torchvision data set with ``ToTensor``, a
+    ``TensorDataset``) collected into two arrays, X keeping each sample's shape (images stay
+    channels x rows x columns).  Anything else is left for :func:`as_dataset` to refuse."""
+    try:
+        from torch.utils.data import DataLoader
+        from torch.utils.data import Dataset as TorchDataset
+    except ImportError:                         # pragma: no cover - torch is a dependency
+        return data
+    if isinstance(data, DataLoader):
+        batches = list(data)
+    elif isinstance(data, TorchDataset) and hasattr(data, "__len__"):
+        batches = [_as_batch(data[index]) for index in range(len(data))]
+    else:
+        return data
+    if not batches:
+        raise InputError(f"{what}: the {type(data).__name__} holds no samples")
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise InputError(f"{what}: a {type(data).__name__} must give (x, label) pairs, not "
+                             f"{type(batch).__name__}"
+                             + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+    x = np.concatenate([_numpy(batch[0]) for batch in batches])
+    y = np.concatenate([_numpy(batch[1]).reshape(-1) for batch in batches])
+    return x, y
+
+
+def _as_batch(sample):
+    """A Dataset's one sample as a batch of one: ``(x[None], [label])``."""
+    if isinstance(sample, (tuple, list)) and len(sample) == 2:
+        return _numpy(sample[0])[None], np.asarray([_numpy(sample[1])]).reshape(1)
+    return sample
+
+
+def _numpy(value) -> np.ndarray:
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
 
 
 def as_dataset(data, what: str) -> Dataset:
