@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sparseforge.compiler.numerics import requantize, requantize_rows, round_shift, saturate
@@ -101,9 +101,13 @@ def test_a_tie_to_an_odd_result_goes_down_only_with_half_even():
 
 
 @st.composite
-def quantized_rows(draw, modes=ops.ROUNDING_MODES, even_zero_points=False):
+def quantized_rows(draw, modes=ops.ROUNDING_MODES, even_zero_points=False,
+                   dyadic_or_no_ties=False):
     """A row of an imported layer: ``y = a v + b``, maybe a ReLU, a quantizer of 1 to 8 bits
-    (a QONNX rounding mode, a zero point), over an accumulator range."""
+    (a QONNX rounding mode, a zero point), over an accumulator range.  ``dyadic_or_no_ties``:
+    rows whose rounding meets an exact tie only where the slope is dyadic (ties to even at a
+    slope of exactly 1/10 step at widths 9 and 11 apart, v / 10 at 5, 15, 25: no
+    ``(v M + C) / 2**s`` has that)."""
     a = Fraction(draw(st.floats(1e-4, 0.05))) * draw(st.sampled_from([1, 1, -1]))
     b = Fraction(draw(st.floats(-2.0, 2.0)))
     bits = draw(st.integers(1, 8))
@@ -123,6 +127,12 @@ def quantized_rows(draw, modes=ops.ROUNDING_MODES, even_zero_points=False):
     row = exact_function(a, b, [ops.Relu("r")] if relu else [], quantizer)
     vmin = draw(st.integers(-1500, 0))
     vmax = draw(st.integers(0, 1500))
+    if dyadic_or_no_ties and mode in ("ROUND", "HALF_EVEN") and bits > 1:
+        slope = a / scale
+        dyadic = slope.denominator & (slope.denominator - 1) == 0
+        ties = any(((max(a * v + b, 0) if relu else a * v + b) / scale - Fraction(1, 2))
+                   .denominator == 1 for v in range(vmin, vmax + 1))
+        assume(dyadic or not ties)
     ends = [row.exact(vmin), row.exact(vmax)]
     low, high = min(0, *ends), max(0, *ends)
     return row, vmin, vmax, low, high
@@ -148,10 +158,11 @@ def test_a_fitted_row_equals_its_quantizer_on_every_accumulator(case):
 
 
 @settings(max_examples=60, deadline=None)
-@given(quantized_rows(modes=("ROUND", "HALF_EVEN", "FLOOR", "CEIL"), even_zero_points=True))
+@given(quantized_rows(modes=("ROUND", "HALF_EVEN", "FLOOR", "CEIL"), even_zero_points=True,
+                     dyadic_or_no_ties=True))
 def test_every_floor_like_quantizer_has_a_requantization(case):
-    """Rounding half to even, floor or ceiling (zero points that keep ties' parity): always a
-    requantization, exact on every accumulator."""
+    """Rounding half to even, floor or ceiling (zero points that keep ties' parity; exact
+    ties only at a dyadic slope): always a requantization, exact on every accumulator."""
     row, vmin, vmax, low, high = case
     fit = fit_row(row, vmin, vmax, low, high)
     assert fit is not None
