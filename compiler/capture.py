@@ -165,6 +165,12 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
                                  f"out")
         elif op.kind is OpKind.SOFTMAX:
             _check_softmax(op, shape)
+        elif op.kind is OpKind.FLATTEN and op.attrs.get("squeeze") and len(shape) == 3 \
+                and shape[1:] != (1, 1):
+            raise InputError(f"{op.name!r} squeezes {produced_by}'s "
+                             f"{' x '.join(map(str, shape))} map, whose rows and columns are "
+                             f"not 1: a squeeze is supported after a global pooling (a 1 x 1 "
+                             f"map); flatten with torch.flatten(x, 1)")
         elif op.kind in _SPATIAL and len(shape) != 3:
             raise ValueError(f"{op.kind.value} {op.name!r} needs a feature map but "
                              f"{produced_by} gives a vector of {shape[0]}")
@@ -644,8 +650,11 @@ def _function_kinds():
     import torch.nn.functional as F
 
     return {torch.relu: OpKind.RELU, F.relu: OpKind.RELU, "relu": OpKind.RELU,
+            torch.relu_: OpKind.RELU, F.relu_: OpKind.RELU, "relu_": OpKind.RELU,
             torch.flatten: OpKind.FLATTEN, "flatten": OpKind.FLATTEN, "view": OpKind.FLATTEN,
             "reshape": OpKind.FLATTEN, torch.reshape: OpKind.FLATTEN,
+            # x.squeeze() after a global pooling: checked in check_graph to meet a 1x1 map.
+            "squeeze": OpKind.FLATTEN, torch.squeeze: OpKind.FLATTEN,
             F.dropout: OpKind.IDENTITY, F.dropout1d: OpKind.IDENTITY,
             F.dropout2d: OpKind.IDENTITY, F.alpha_dropout: OpKind.IDENTITY,
             "contiguous": OpKind.IDENTITY,
@@ -843,6 +852,8 @@ def _trace(module, name) -> list[Op]:
             attrs = {}
             if kind is OpKind.FLATTEN and target in ("view", "reshape", torch.reshape):
                 kind, attrs = _view_kind(node, path, shape_queries)
+            if target in ("squeeze", torch.squeeze):
+                attrs["squeeze"] = True
             if target in ("to", "type"):
                 _cast(node, path)
             if target in (torch.clamp, "clamp", torch.clamp_min, "clamp_min"):
@@ -1062,6 +1073,8 @@ def capture_onnx(path) -> Graph:
                           else OpKind.MAXPOOL, name, {}, {"global": True}))
         elif node.op_type in ("Softmax", "LogSoftmax"):
             ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
+        elif node.op_type == "Squeeze":
+            ops.append(Op(OpKind.FLATTEN, name, {}, {"squeeze": True}))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
                 ops.append(_check_flatten(node, name, attrs, {**constants, **shapes}))

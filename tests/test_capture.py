@@ -171,10 +171,12 @@ class Pointwise(nn.Module):
     Pointwise(lambda x: torch.clamp(x, min=0)),
     Pointwise(lambda x: x.clamp(0)),
     Pointwise(lambda x: x.clamp_min(0.0)),
+    Pointwise(lambda x: x.relu_()),
+    Pointwise(F.relu_),
     Pointwise(torch.relu, torch.sigmoid),
     Pointwise(torch.relu, nn.Sigmoid()),
 ], ids=["float", "to(float32)", "double, to(cpu)", "torch.clamp(min=0)", "clamp(0)",
-        "clamp_min(0)", "final torch.sigmoid", "final nn.Sigmoid"])
+        "clamp_min(0)", "relu_()", "F.relu_", "final torch.sigmoid", "final nn.Sigmoid"])
 def test_casts_clamps_that_are_relus_and_a_final_sigmoid_are_captured(model):
     network = canonicalize(capture(model))
     assert [layer.relu for layer in network.layers] == [True, False]

@@ -1,7 +1,8 @@
 """Global and adaptive max pooling (``AdaptiveMaxPool2d``, ``F.adaptive_max_pool2d``,
 ``x.amax((2, 3))``, ``AdaptiveMaxPool1d(1)``, ONNX ``GlobalMaxPool``): captured as the max
 pooling window they make on the map, fused into the convolution before it, with the module's
-outputs; the program's golden model runs them as the compressed network does."""
+outputs; the program's golden model runs them as the compressed network does.  And the
+``squeeze`` that often follows a global pooling, a flatten of its 1 x 1 map."""
 
 import warnings
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 import sparseforge as sf
 from sparseforge.compiler.capture import UnsupportedSettingError
 from sparseforge.compiler.compress.convert import to_network
+from sparseforge.compiler.errors import InputError
 
 
 class Pooled(nn.Module):
@@ -87,3 +89,44 @@ def test_the_compiled_program_pools_as_the_network_does():
     np.testing.assert_array_equal(
         sf.reference(program, x[:8]),
         compressed.network.forward(compressed.network.quantize_input(x[:8].reshape(8, -1))))
+
+
+class Squeezed(nn.Module):
+    """Global pooling, then ``squeeze`` to the classifier's vector, as many forwards write it."""
+
+    def __init__(self, everything: bool):
+        super().__init__()
+        self.everything = everything
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv(x)))
+        x = x.squeeze() if self.everything else x.squeeze(-1).squeeze(-1)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("everything", [False, True])
+def test_a_squeeze_after_global_pooling_is_a_flatten(tmp_path, everything):
+    module = Squeezed(everything)
+    x = np.random.default_rng(4).normal(size=(3, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(to_network(module, (1, 8, 8)).forward(x.reshape(3, -1)),
+                               outputs(module, x), rtol=1e-5, atol=1e-5)
+    path = tmp_path / "squeezed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, torch.zeros(1, 1, 8, 8), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    np.testing.assert_allclose(to_network(str(path)).forward(x.reshape(3, -1)),
+                               outputs(module, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_squeeze_of_a_map_larger_than_one_pixel_is_refused():
+    class Unpooled(Squeezed):
+        def forward(self, x):
+            return self.fc(F.relu(self.conv(x)).squeeze())
+
+    with pytest.raises(InputError, match=r"'Unpooled.squeeze' squeezes 'conv''s 4 x 6 x 6 map, "
+                                         r"whose rows and columns are not 1"):
+        to_network(Unpooled(True), (1, 8, 8))
