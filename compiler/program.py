@@ -264,7 +264,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             if fitting is None:
                 raise
             # Said, with the other ways out (narrower accumulators may let the default fit).
-            others = str(refusal).rpartition("ways out: ")[2].split("; ")[1:]
+            others = refusal.other_ways
         program = compile(model, fitting, board, **options)
         warnings.warn(f"{DEFAULT_PES} PEs do not fit the {configure.resolve_part(board).name} "
                       f"by the estimate: "

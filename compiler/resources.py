@@ -43,6 +43,7 @@ __all__ = [
     "estimate_resources",
     "fit_advice",
     "fit_margin",
+    "fit_ways",
     "lutram_cells",
     "most_pes_that_fit",
     "multiplier_pieces",
@@ -51,10 +52,12 @@ __all__ = [
 
 class DoesNotFit(InputError):
     """A model needs more than an engine or a part has; the message lists each shortfall.
-    ``most_pes_that_fit``: for a board's refusal, the largest PE count below the engine's that
-    the part holds (None when there is none, or it was not worked out)."""
+    For a board's refusal, ``most_pes_that_fit`` is the largest PE count below the engine's
+    that the part holds (None when there is none, or it was not worked out), and
+    ``other_ways`` the advice's ways out besides fewer PEs."""
 
     most_pes_that_fit: int | None = None
+    other_ways: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -460,13 +463,14 @@ def check_board(config: EngineConfig, part: Part, *, engine_for=None,
         short = {line.split(":")[0] for line in problems}
         fitting = (most_pes_that_fit(config, part, engine_for)
                    if config.pes > 1 and engine_for is not None else None)
+        ways = fit_ways(config, part, short, engine_for=engine_for, imported=imported,
+                        fitting=fitting)
         error = DoesNotFit(f"the engine ({config.pes} PE{'s' if config.pes > 1 else ''}, "
                            f"{config.entry_depth} entries per PE) "
                            f"does not fit the {part.name} (estimate):\n  "
-                           + "\n  ".join(problems) + "\n"
-                           + fit_advice(config, part, short, engine_for=engine_for,
-                                        imported=imported, fitting=fitting))
+                           + "\n  ".join(problems) + "\nways out: " + "; ".join(ways))
         error.most_pes_that_fit = fitting
+        error.other_ways = tuple(way for way in ways if _FEWER_PES not in way)
         raise error
     return use
 
@@ -510,11 +514,24 @@ def most_pes_that_fit(config: EngineConfig, part: Part, engine_for) -> int | Non
 
 
 def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=None,
-               imported: bool = False, fitting: int | None | object = _WORK_OUT) -> str:
+               imported: bool = False) -> str:
+    """The ways out of an engine that does not fit ``part`` as the line printed under a
+    refusal, the compiler's and a failed placement's alike: ``ways out: ...``
+    (:func:`fit_ways`)."""
+    return "ways out: " + "; ".join(fit_ways(config, part, short, engine_for=engine_for,
+                                             imported=imported))
+
+
+# What every way out by fewer PEs says (fit_ways), to tell it from the others.
+_FEWER_PES = "fewer PEs"
+
+
+def fit_ways(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=None,
+             imported: bool = False, fitting: int | None | object = _WORK_OUT) -> list[str]:
     """The ways out of an engine that does not fit ``part`` (``short``: the resources it
-    lacks, ``"LUT"``, ``"BRAM"``, ``"DSP"``, ``"SPRAM"``), as a line to print under the
-    refusal -- the compiler's and a failed placement's alike.  With ``engine_for`` (PE count
-    -> the engine the compiler makes for the model, or None) fewer PEs are advised as the
+    lacks, ``"LUT"``, ``"BRAM"``, ``"DSP"``, ``"SPRAM"``), one phrase each.  With
+    ``engine_for`` (PE count -> the engine the compiler makes for the model, or None) fewer
+    PEs are advised as the
     largest count the fit check accepts (:func:`most_pes_that_fit`), or said not to help;
     without it, as a guess from this engine alone.  ``imported``: the model came in quantized
     (``sf.load_quantized``), so ``compress``'s options do not apply to it; the advice names
@@ -532,16 +549,16 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=N
         if fitting is _WORK_OUT:
             fitting = most_pes_that_fit(config, part, engine_for)
         if fitting is not None:
-            ways.append(f"fewer PEs (--pes {fitting}, or pes={fitting} in sf.compile: the "
+            ways.append(f"{_FEWER_PES} (--pes {fitting}, or pes={fitting} in sf.compile: the "
                         f"most that fit)")
         else:
-            ways.append(f"(fewer PEs will not do: with 1 PE it does not fit the {part.name} "
+            ways.append(f"({_FEWER_PES} will not do: with 1 PE it does not fit the {part.name} "
                         f"either)")
     elif (config.pes > 1 and alone.lut <= part.luts * (1 - fit_margin(part, config))
             and short & {"LUT", "DSP", "SPRAM"}):
         # Conv mode takes a power of two.
         fewer = config.pes // 2 if config.pes > 4 or config.conv else config.pes - 1
-        ways.append(f"fewer PEs (--pes {max(1, fewer)} or so)")
+        ways.append(f"{_FEWER_PES} (--pes {max(1, fewer)} or so)")
     high_bits = config.acc_bits - config.acc_memory_bits if config.acc_memory_bits else 0
     if "LUT" in short and (high_bits > 0 or (part.family == "ice40" and config.acc_bits > 16)):
         now = (f"now {config.acc_bits} bits, {high_bits or config.acc_bits} of them in logic "
@@ -579,4 +596,4 @@ def fit_advice(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=N
                 and use.dsp <= other.dsps and use.spram <= other.sprams):
             ways.append(f"a bigger board (--board {board}: {other.name})")
             break
-    return "ways out: " + "; ".join(ways)
+    return ways
