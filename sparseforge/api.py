@@ -65,12 +65,27 @@ def _program_of(program, verb: str):
 
 @functools.wraps(_golden.reference)
 def reference(program, X, *, integer: bool = False):
+    X, _ = _inputs_of(X, "sf.reference")
     return _golden.reference(_program_of(program, "sf.reference"), X, integer=integer)
 
 
 def simulate(program, X, **options):
     """Run ``X`` on the generated engine under cocotb: ``sparseforge.sim.simulate.simulate``
-    (its docstring gives the options), ``program`` checked first."""
+    (its docstring gives the options), ``program`` checked first.  ``X`` may be a PyTorch
+    ``Dataset`` or ``DataLoader`` of ``(x, label)`` samples, whose labels give the accuracy
+    unless ``labels=`` is given."""
     from sparseforge.sim import simulate as _simulate
 
+    X, labels = _inputs_of(X, "sf.simulate")
+    if labels is not None and options.get("labels") is None:
+        options["labels"] = labels
     return _simulate.simulate(_program_of(program, "sf.simulate"), X, **options)
+
+
+def _inputs_of(X, verb: str):
+    """``X`` as inputs and, for a PyTorch ``Dataset`` or ``DataLoader`` of ``(x, label)``
+    samples, its labels (collected as ``sf.compress`` collects its data); else ``(X, None)``."""
+    from sparseforge.compiler.compress.training import as_pair
+
+    pair = as_pair(X, f"{verb}'s inputs")
+    return pair if pair is not X else (X, None)

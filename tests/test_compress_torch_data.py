@@ -62,3 +62,12 @@ def test_compress_takes_them_and_a_cnn_gets_its_input_shape_from_them():
     assert compressed.network.layers[0].geometry.in_channels == 1
     assert compressed.provenance["train_samples"] == 40
     assert compressed.provenance["test_samples"] == 40
+
+
+def test_the_golden_model_takes_a_dataset_and_its_labels():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    images = Images()
+    compressed = sf.compress(model, train=images, **FAST)
+    program = sf.compile(compressed, pes=2)
+    np.testing.assert_array_equal(sf.reference(program, DataLoader(images, batch_size=8)),
+                                  sf.reference(program, images.images.numpy()))
