@@ -40,7 +40,7 @@ from .errors import InputError
 from .ir import SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
 __all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
-           "capture", "capture_module", "capture_onnx", "check_graph"]
+           "capture", "capture_module", "capture_onnx", "check_graph", "is_activation_not_run"]
 
 _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
@@ -50,6 +50,14 @@ _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 ACTIVATIONS_NOT_RUN = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
                        "swish", "mish", "tanh", "sigmoid", "hardtanh", "relu6", "hardswish",
                        "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
+
+
+def is_activation_not_run(kind: str) -> bool:
+    """Whether a layer, function or ONNX op named ``kind`` is an activation the engine does
+    not have (:data:`ACTIVATIONS_NOT_RUN`, compared without case and underscores)."""
+    return kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN
+
+
 SWAP_HINT = ("the engine's only activation is ReLU: build the model with nn.ReLU in its place "
              "and train it again, or let compress swap it and retrain (sf.compress(..., "
              "swap_activations=True), --swap-activations)")
@@ -61,7 +69,7 @@ class UnsupportedLayerError(InputError):
     def __init__(self, where: str, kind: str, hint: str | None = None):
         # hint: what to do instead; by default, for an activation the engine does not have,
         # how to have ReLU in its place.
-        if hint is None and kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN:
+        if hint is None and is_activation_not_run(kind):
             hint = SWAP_HINT
         super().__init__(f"{where} cannot run on the engine ({kind}); supported: "
                          f"{', '.join(SUPPORTED_OPS)}" + (f"; {hint}" if hint else ""))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import check_pes
 from ..errors import InputError, InputWarning
-from ..capture import ACTIVATIONS_NOT_RUN, SWAP_HINT, UnsupportedLayerError
+from ..capture import SWAP_HINT, UnsupportedLayerError, is_activation_not_run
 from ..ir import Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
 from .accounting import account
@@ -413,8 +413,7 @@ def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Sw
 
         module = unwrapped(model)
         if isinstance(module, torch.nn.Module):
-            if not (config.swap_activations
-                    and refusal.kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN):
+            if not (config.swap_activations and is_activation_not_run(refusal.kind)):
                 raise
             swapped, swaps = swap_activations(module)
         elif isinstance(module, Network):
@@ -424,7 +423,7 @@ def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Sw
             # which the capture refuses as a node off the chain: named here.
             swapped, swaps = swap_onnx_activations(module)
             if swaps and not config.swap_activations:
-                named = ", ".join(f"{swap.kind} at {swap.where!r}" for swap in swaps)
+                named = ", ".join(map(str, swaps))
                 raise UnsupportedLayerError(refusal.where, refusal.kind,
                                             f"the model's activations the engine does not "
                                             f"have: {named}; {SWAP_HINT}") from None
@@ -451,7 +450,7 @@ def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dat
     network = torch_to_network(torch_model, network)
     after = float_accuracy(network, report_set)
     own = _own_accuracy(unwrapped(model), train, report_set)
-    named = ", ".join(f"{swap.kind} at {swap.where!r}" for swap in swaps)
+    named = ", ".join(map(str, swaps))
     warnings.warn(f"the engine's only activation is ReLU: {named} swapped for it and the "
                   f"model retrained ({config.swap_epochs} epochs): accuracy "
                   + (f"{own:.1%} as given, " if own is not None else "")
@@ -473,11 +472,14 @@ def _own_accuracy(model, train, data: Dataset) -> float | None:
     shape = tuple(getattr(train[0], "shape", ()))[1:] or (data.x.shape[1],)
     x = data.x.reshape((-1, *shape))
     if isinstance(model, torch.nn.Module):
+        training = model.training               # the user's module is left as it was
         try:
             with torch.no_grad():
                 outputs = model.eval()(torch.from_numpy(x)).numpy()
         except RuntimeError:        # data shaped otherwise than its forward takes: left out
             return None
+        finally:
+            model.train(training)
     else:
         import onnx
         import onnxruntime

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..capture import ACTIVATIONS_NOT_RUN, UnsupportedLayerError
+from ..capture import UnsupportedLayerError, is_activation_not_run
 
 __all__ = ["Swap", "swap_activations", "swap_onnx_activations"]
 
@@ -32,9 +32,8 @@ class Swap:
     where: str
     kind: str
 
-
-def _normalised(name: str) -> str:
-    return name.lower().replace("_", "")
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.where!r}"
 
 
 def swap_activations(model) -> tuple[object, list[Swap]]:
@@ -64,7 +63,7 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
                 getattr(node.target, "__name__", "")
         else:
             return None
-        return name if _normalised(name) in ACTIVATIONS_NOT_RUN else None
+        return name if is_activation_not_run(name) else None
 
     def weighted_after(index: int) -> bool:
         return any(node.op == "call_module" and isinstance(modules[node.target], weighted)
@@ -191,7 +190,7 @@ def _activation_regions(graph) -> list[list[int]]:
 def _is_activation(node) -> bool:
     """Whether one ONNX node is an activation the engine does not have; a Clip is ReLU6 or
     Hardtanh (or clamp(min=0), a ReLU already, which a swap leaves as it is)."""
-    return _normalised(node.op_type) in ACTIVATIONS_NOT_RUN or node.op_type == "Clip"
+    return is_activation_not_run(node.op_type) or node.op_type == "Clip"
 
 
 def _region_name(region: list, entry: str) -> str:
