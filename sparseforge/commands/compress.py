@@ -7,7 +7,8 @@ with ``torch.nn.utils.prune`` (``weight_orig`` and ``weight_mask``).  Without MO
 default is trained first: a 64-128-10 MLP on scikit-learn's bundled 8x8 digits, or with
 ``--data`` an MLP of the same kind (features -> 128 -> classes) on the data's training set.
 Data: ``--data DATA.npz`` with ``x_train, y_train`` and optionally ``x_val, y_val, x_test,
-y_test``; without it the digits data set's fixed train / validation / test split.
+y_test``, or ``--data TABLE.csv`` (``table.py``: feature columns and a label column, the
+training set); without it the digits data set's fixed train / validation / test split.
 
 The report is Deep Compression's table (dense = 32 bits per weight and bias; compressed = CSC
 entries incl. padding x (code + 4-bit relative index) + codebooks + biases), with the column
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, check_writable, console_for, emit_json, fail, load_npz
+from .common import (add_json_flag, check_writable, console_for, emit_json, fail, load_npz,
+                     stderr_console)
 
 
 def register(verbs) -> None:
@@ -36,7 +38,11 @@ def register(verbs) -> None:
     parser.add_argument("-o", "--output", default="build/model.sfm",
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_train, y_train [, x_val, y_val, x_test, "
-                                       "y_test]")
+                                       "y_test], or a .csv/.tsv table: the training set")
+    parser.add_argument("--label-column", metavar="NAME",
+                        help="with a .csv --data: the labels' column, a header name or a "
+                             "0-based index (default: one headed label, target, class or y, "
+                             "else the last)")
     parser.add_argument("--sparsity", type=float,
                         help="overall fraction of weights pruned (default 0.9)")
     parser.add_argument("--weight-bits", type=int, default=4,
@@ -65,18 +71,23 @@ def register(verbs) -> None:
                              "have (GELU, Tanh, LeakyReLU, ...) and retrain the model before "
                              "compressing it (otherwise they are refused)")
     schedule = parser.add_argument_group(
-        "training schedule", "the epochs of each phase (Adam, batches of 64): fewer for a large "
-        "model or data set, whose default schedule (164 epochs in all) can take many minutes")
+        "training schedule", "the epochs of each phase (Adam, batches of 64).  The defaults "
+        "(164 epochs in all) hold up to 4096 training samples; on more, each phase not given "
+        "is shortened in proportion (15 epochs on 60,000).  Fewer for a large model")
     schedule.add_argument("--prune-steps", type=int, metavar="N",
                           help="prune gradually in N steps; 8 by default")
     schedule.add_argument("--prune-epochs", type=int, metavar="N",
-                          help="epochs of retraining after each pruning step; 8 by default")
+                          help="epochs of retraining after each pruning step; 8 by default, "
+                               "fewer on large data")
     schedule.add_argument("--final-epochs", type=int, metavar="N",
-                          help="epochs of fine-tuning the pruned model; 60 by default")
+                          help="epochs of fine-tuning the pruned model; 60 by default, fewer "
+                               "on large data")
     schedule.add_argument("--share-epochs", type=int, metavar="N",
-                          help="epochs of training the shared weights; 40 by default")
+                          help="epochs of training the shared weights; 40 by default, fewer "
+                               "on large data")
     schedule.add_argument("--swap-epochs", type=int, metavar="N",
-                          help="epochs of retraining after --swap-activations; 30 by default")
+                          help="epochs of retraining after --swap-activations; 30 by default, "
+                               "fewer on large data")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the training, the k-means and the default model, "
                              "0 .. 2**32-1")
@@ -297,12 +308,24 @@ def _classes(*pairs) -> int | None:
     return int(max(largest)) + 1 if largest else None
 
 
-def load_data(path: Path | None):
+def load_data(path: Path | None, label_column: str | None = None, console=None):
     from sparseforge.compiler.compress.digits import load_digits_split
+    from sparseforge.compiler.errors import InputError
+
+    from .table import is_table, load_table
 
     if path is None:
+        if label_column is not None:
+            raise InputError("--label-column chooses a column of a .csv --data; there is none")
         train, val, test = load_digits_split()
         return (train.x, train.y), (val.x, val.y), (test.x, test.y)
+    if is_table(path):
+        table = load_table(path, label_column)
+        if console is not None:
+            console.print(table.describe(path), highlight=False)
+        return (table.x, table.y), None, None
+    if label_column is not None:
+        raise InputError(f"--label-column chooses a column of a .csv table; {path} is not one")
     arrays = load_npz(path)
     missing = {"x_train", "y_train"} - set(arrays)
     if missing:
@@ -344,7 +367,8 @@ def run(args) -> int:
             weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
         check_writable(args.output)
-        train, val, test = load_data(Path(args.data) if args.data else None)
+        train, val, test = load_data(Path(args.data) if args.data else None,
+                                     args.label_column, stderr_console())
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
             # an output for every class any of the sets names.

@@ -22,8 +22,11 @@ def register(verbs) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("program", help="a compiled program directory")
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
-    parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
+    parser.add_argument("--inputs", help=".npy of float inputs (batch x features), or a "
+                                         ".csv/.tsv table of them (and their labels)")
     parser.add_argument("--labels", help=".npy of labels, for the accuracy")
+    parser.add_argument("--label-column", metavar="NAME",
+                        help="with a .csv --inputs: the labels' column (as compress --data)")
     parser.add_argument("--count", type=positive_int, help="use only the first COUNT inputs")
     parser.add_argument("--waves", action="store_true", help="write an FST/VCD waveform")
     parser.add_argument("--build-dir", help="where to build the simulator (default: DIR/sim)")
@@ -49,10 +52,16 @@ def run(args) -> int:
     from sparseforge.compiler.ir import check_inputs
     from sparseforge.compiler.program import ProgramError
 
+    from .table import is_table
+
     console = console_for(args)
     try:
         program = sf.load_program(args.program)
-        if args.inputs:
+        if args.inputs and is_table(Path(args.inputs)):
+            x, labels = _table(args, program)
+        elif args.label_column is not None:
+            raise InputError("--label-column chooses a column of a .csv --inputs")
+        elif args.inputs:
             x = load_npy(args.inputs)
             labels = load_npy(args.labels, "labels") if args.labels else None
         else:
@@ -65,7 +74,7 @@ def run(args) -> int:
         if labels is not None:
             labels = check_labels(labels, len(x) if not args.count else None,
                                   program.network.layers[-1].out_features,
-                                  args.labels or "the digits labels")[:args.count]
+                                  args.labels or args.inputs or "the digits labels")[:args.count]
             if len(labels) < len(x):
                 raise InputError(f"{args.labels}: {len(labels)} labels for {len(x)} inputs")
     except (ProgramError, ValueError, OSError) as error:
@@ -90,6 +99,22 @@ def run(args) -> int:
     render(console, result)
     emit_json(args, result.to_json() | {"waves": str(result.waves) if result.waves else None})
     return 0 if result.mismatches == 0 else 1
+
+
+def _table(args, program):
+    """The inputs and labels of a CSV ``--inputs`` (``table.py``), told on stderr."""
+    from sparseforge.compiler.errors import InputError
+
+    from .table import table_inputs
+
+    table = table_inputs(args.inputs, args.label_column, program.model_in_features,
+                         program.network.layers[-1].out_features)
+    stderr_console().print(table.describe(args.inputs), highlight=False)
+    if table.y is not None and args.labels:
+        raise InputError(f"--labels {args.labels}: the labels are {args.inputs}'s "
+                         f"{table.label_column}; give one or the other")
+    return table.x, table.y if table.y is not None else (
+        load_npy(args.labels, "labels") if args.labels else None)
 
 
 def render(console, result) -> None:

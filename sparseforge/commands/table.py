@@ -1,0 +1,185 @@
+"""A CSV table as training data: feature columns and one label column.
+
+Tabular data sets mostly come as CSV; ``compress --data table.csv`` takes one as the training
+set (the ``x_train, y_train`` of an ``.npz``).  The first row is a header when it names the
+columns (a cell that is not a number above one that is, or no number at all).  The labels are
+the column ``--label-column`` names (a header name or a 0-based index), else the one headed
+``label``, ``target``, ``class``, ``y`` (or ``labels``, ``category``), else the only column
+that holds names rather than numbers (iris's ``species``), else the last.  Class
+names (``setosa``, ``spam``) are numbered in sorted order and the numbering is told; every
+other column is a feature and must hold numbers.  Nothing is guessed silently: a missing or
+non-numeric feature is refused naming its line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sparseforge.compiler.errors import InputError, no_such_file
+
+__all__ = ["LABEL_NAMES", "Table", "is_table", "load_table", "table_inputs"]
+
+LABEL_NAMES = ("label", "labels", "target", "class", "y", "category")
+_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+
+
+@dataclass(frozen=True)
+class Table:
+    x: np.ndarray                   # samples x features, float32
+    y: np.ndarray | None            # class numbers, int64 (None: a table of features only)
+    label_column: str | None        # as the note names it: 'species' or 'column 4'
+    feature_columns: int
+    class_names: tuple[str, ...] | None   # class i's name, when the labels were names
+
+    def describe(self, path) -> str:
+        """One line for the person running the command: what was read and how."""
+        classes = ("; classes " + ", ".join(f"{i} = {name}"
+                                            for i, name in enumerate(self.class_names))
+                   if self.class_names else "")
+        labels = (f", labels from {self.label_column}{classes}" if self.y is not None
+                  else ", no labels")
+        return f"{path}: {len(self.x)} samples, {self.feature_columns} feature columns{labels}"
+
+
+def is_table(path: Path) -> bool:
+    """Whether ``path`` is to be read as a CSV table: by its suffix."""
+    return path.suffix.lower() in _SUFFIXES
+
+
+def load_table(path, label_column: str | None = None, features: int | None = None,
+               what: str = "data") -> Table:
+    """The table at ``path``.  ``features``: the inputs the model takes, when known; a table
+    that many columns wide (and no ``label_column``) is features only, without labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(no_such_file(path, what))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text table (byte {error.start} cannot be "
+                         f"read): save it as CSV in UTF-8") from None
+    rows = [(number, [cell.strip() for cell in row])
+            for number, row in enumerate(csv.reader(text.splitlines(),
+                                                    delimiter=_delimiter(path, text)), 1)
+            if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InputError(f"{path}: the table is empty")
+    header = _header(rows)
+    if header is not None:
+        rows = rows[1:]
+    if not rows:
+        raise InputError(f"{path}: the table has a header and no samples")
+    width = len(header if header is not None else rows[0][1])
+    for number, row in rows:
+        if len(row) != width:
+            raise InputError(f"{path} line {number}: {len(row)} columns where the "
+                             f"{'header' if header is not None else 'first line'} has {width}")
+    if width == features and label_column is None:
+        label, name = None, None
+    elif width < 2:
+        raise InputError(f"{path}: one column; a table needs feature columns and a label "
+                         f"column")
+    else:
+        label, why = _label_index(path, header, width, label_column, rows)
+        name = (repr(header[label]) if header is not None and header[label] else
+                f"column {label}") + why
+    features = [index for index in range(width) if index != label]
+    x = np.empty((len(rows), len(features)), dtype=np.float32)
+    for i, (number, row) in enumerate(rows):
+        for j, index in enumerate(features):
+            try:
+                x[i, j] = float(row[index])
+            except ValueError:
+                column = (repr(header[index]) if header is not None and header[index]
+                          else f"column {index}")
+                raise InputError(f"{path} line {number}, {column}: {row[index]!r} is not a "
+                                 f"number; features must be numbers (fill or drop missing "
+                                 f"values, encode categories as numbers)") from None
+    if label is None:
+        return Table(x, None, None, len(features), None)
+    y, class_names = _labels(path, [row[label] for _, row in rows], name)
+    return Table(x, y, name, len(features), class_names)
+
+
+def table_inputs(path, label_column: str | None, features: int, classes: int) -> Table:
+    """A table of a model's inputs (``sim --inputs``): ``features`` columns, or one more for
+    the labels.  Labels that are class names are numbered in sorted order, as ``compress``
+    numbered the training table's; that is the same numbering only when the table names all
+    ``classes`` classes, so a table naming fewer is refused."""
+    table = load_table(path, label_column, features, "inputs")
+    if table.class_names is not None and len(table.class_names) != classes:
+        raise InputError(f"{path}: the labels ({table.label_column}) name "
+                         f"{len(table.class_names)} classes ({', '.join(table.class_names)}) "
+                         f"and the model has {classes}: numbered in sorted order they would "
+                         f"not be the training's numbers; give class numbers instead")
+    return table
+
+
+def _delimiter(path: Path, text: str) -> str:
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    # A semicolon-separated CSV (decimal commas' locales) has no comma in its header line.
+    return ";" if ";" in first and "," not in first else ","
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(rows) -> list[str] | None:
+    first = rows[0][1]
+    if len(rows) == 1:
+        return first if not any(map(_number, first)) else None
+    second = rows[1][1]
+    named = any(not _number(a) and _number(b) for a, b in zip(first, second))
+    return first if named or not any(map(_number, first)) else None
+
+
+def _named_label(header) -> bool:
+    return header is not None and any(cell.lower() in LABEL_NAMES for cell in header)
+
+
+def _label_index(path: Path, header, width: int, label_column: str | None,
+                 rows) -> tuple[int, str]:
+    """The label column's index, and why it was taken when nobody named it."""
+    if label_column is None:
+        if _named_label(header):
+            lowered = [cell.lower() for cell in header]
+            return next(lowered.index(name) for name in LABEL_NAMES if name in lowered), ""
+        # Only names: a feature with a missing value ("NA") among its numbers is no label.
+        named = [index for index in range(width)
+                 if not any(_number(row[index]) for _, row in rows)]
+        if len(named) == 1:
+            return named[0], " (the only column of names)"
+        return width - 1, " (the last)"
+    if header is not None and label_column in header:
+        return header.index(label_column), ""
+    if label_column.lstrip("-").isdigit() and -width <= int(label_column) < width:
+        return int(label_column) % width, ""
+    names = f" (the header names {', '.join(map(repr, header))})" if header is not None else ""
+    raise InputError(f"{path}: no label column {label_column!r}: give a header name or an "
+                     f"index 0 .. {width - 1}{names}")
+
+
+def _labels(path: Path, cells: list[str], name: str) -> tuple[np.ndarray, tuple | None]:
+    if all(map(_number, cells)):
+        values = np.array([float(cell) for cell in cells])
+        if not np.all(values == np.round(values)):
+            raise InputError(f"{path}: the labels ({name}) hold fractions such as "
+                             f"{values[values != np.round(values)][0]:g}; labels are classes "
+                             f"(regression is not supported), or choose the label column "
+                             f"with --label-column")
+        return values.astype(np.int64), None
+    if any(cell == "" for cell in cells):
+        raise InputError(f"{path}: sample {cells.index('') + 1} has no label ({name})")
+    names, y = np.unique(np.array(cells), return_inverse=True)
+    return y.astype(np.int64), tuple(str(n) for n in names)

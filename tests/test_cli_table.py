@@ -1,0 +1,127 @@
+"""A CSV table as ``compress --data``: feature columns and a label column, with or without a
+header, class names numbered and told; what cannot be read is refused naming line and column."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sparseforge.cli import main
+from sparseforge.commands.table import load_table
+from sparseforge.compiler.errors import InputError
+from tests.test_cli_robustness import program_dir  # noqa: F401 (a fixture)
+
+SPECIES = ("setosa", "versicolor", "virginica")
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def iris_like(path, samples=60):
+    rng = np.random.default_rng(0)
+    lines = ["sepal_length,sepal_width,species,petal_length"]
+    for i in range(samples):
+        label = i % 3
+        a, b, c = rng.normal(size=3) * 0.3 + label
+        lines.append(f"{a:.2f},{b:.2f},{SPECIES[label]},{c:.2f}")
+    return write(path, lines)
+
+
+def test_a_header_names_the_features_and_a_named_label_column_wherever_it_is(tmp_path):
+    path = write(tmp_path / "t.csv", ["a,target,b", "1.5,2,3", "4,0,-6e-1", "", "7,1,8"])
+    table = load_table(path)
+    np.testing.assert_allclose(table.x, [[1.5, 3], [4, -0.6], [7, 8]])
+    assert table.y.tolist() == [2, 0, 1]
+    assert table.label_column == "'target'" and table.class_names is None
+    assert "3 samples, 2 feature columns, labels from 'target'" in table.describe(path)
+
+
+def test_without_a_header_the_last_column_is_the_label_unless_chosen(tmp_path):
+    path = write(tmp_path / "t.csv", ["1,2,0", "3,4,1"])
+    assert load_table(path).y.tolist() == [0, 1]
+    assert load_table(path).label_column == "column 2 (the last)"
+    assert load_table(path, "0").y.tolist() == [1, 3]
+    semicolons = write(tmp_path / "s.csv", ["f1;f2;label", "1;2;1", "3;4;0"])
+    assert load_table(semicolons).x.tolist() == [[1, 2], [3, 4]]
+    tabs = write(tmp_path / "t.tsv", ["f1\tclass\tf2", "1\tb\t2", "3\ta\t4"])
+    table = load_table(tabs)
+    assert table.y.tolist() == [1, 0] and table.class_names == ("a", "b")
+    assert "classes 0 = a, 1 = b" in table.describe(tabs)
+
+
+@pytest.mark.parametrize("lines,label_column,message", [
+    (["a,b,label", "1,2,0", "3,NA,1"], None, r"t.csv line 3, 'b': 'NA' is not a number; "
+                                             r"features must be numbers \(fill or drop"),
+    (["a,b,c", "1,2,0", "3,NA,1"], None, r"t.csv line 3, 'b': 'NA' is not a number"),
+    (["a,b,label", "1,2,0", "3,1"], None, "t.csv line 3: 2 columns where the header has 3"),
+    (["a,b,label", "1,2,0.5", "3,1,1"], None, r"labels \('label'\) hold fractions such as "
+                                              r"0.5.*regression is not supported"),
+    (["a,b,label", "1,2,x", "3,1,"], None, r"sample 2 has no label \('label'\)"),
+    (["a,b,label", "1,2,0"], "kind", r"no label column 'kind': give a header name or an index "
+                                     r"0 .. 2 \(the header names 'a', 'b', 'label'\)"),
+    (["a,b,label"], None, "the table has a header and no samples"),
+    (["1", "2"], None, "one column; a table needs feature columns and a label column"),
+])
+def test_what_cannot_be_read_is_named(tmp_path, lines, label_column, message):
+    with pytest.raises(InputError, match=message):
+        load_table(write(tmp_path / "t.csv", lines), label_column)
+
+
+def test_compress_trains_the_default_on_a_table_with_class_names(tmp_path, capsys):
+    path = iris_like(tmp_path / "iris.csv")
+    assert main(["compress", "--data", str(path), "-o", str(tmp_path / "m.sfm"),
+                 "--sparsity", "0.5", "--prune-steps", "1", "--prune-epochs", "1",
+                 "--final-epochs", "2", "--share-epochs", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert (f"{path}: 60 samples, 3 feature columns, labels from 'species' (the only column "
+            f"of names); classes 0 = setosa, 1 = versicolor, 2 = virginica"
+            in " ".join(captured.err.split()))
+    report = json.loads(captured.out)
+    assert report["provenance"]["train_samples"] == 60
+    assert report["layers"][-1]["shape"][0] == 3          # an output per class
+    assert main(["compress", "--data", str(path), "--label-column", "petal", "-o",
+                 str(tmp_path / "n.sfm")]) == 2
+    assert "no label column 'petal'" in capsys.readouterr().err
+    assert not (tmp_path / "n.sfm").exists()
+
+
+def test_sim_takes_a_table_of_inputs_with_or_without_labels(tmp_path, capsys, monkeypatch,
+                                                           program_dir):
+    import sparseforge as sf
+
+    seen = {}
+
+    def simulate(program, x, *, labels=None, **_):
+        seen.update(x=x, labels=labels)
+        raise RuntimeError("not simulated in this test")
+
+    monkeypatch.setattr(sf, "simulate", simulate)
+    rng = np.random.default_rng(0)
+    rows = [",".join(f"{v:.3f}" for v in rng.normal(size=6)) for _ in range(4)]
+    header = ",".join(f"f{i}" for i in range(6))
+
+    def sim(path, *options):
+        return main(["sim", str(program_dir), "--inputs", str(path), "--build-dir",
+                     str(tmp_path / "b"), *options])
+
+    # The model's 6 features and no label column: no labels.
+    assert sim(write(tmp_path / "x.csv", [header, *rows])) == 2
+    assert "x.csv: 4 samples, 6 feature columns, no labels" in capsys.readouterr().err
+    assert seen["x"].shape == (4, 6) and seen["labels"] is None
+    # A seventh column of class names, all three of the model's classes: numbered in order.
+    named = [f"{row},{name}" for row, name in zip(rows, ("b", "a", "c", "b"))]
+    assert sim(write(tmp_path / "xy.csv", [header + ",kind", *named])) == 2
+    assert "labels from 'kind' (the only column of names); classes 0 = a, 1 = b, 2 = c" in \
+        " ".join(capsys.readouterr().err.split())
+    assert seen["labels"].tolist() == [1, 0, 2, 1]
+    # Names of two classes cannot be numbered as the training's three were.
+    assert sim(write(tmp_path / "two.csv", [header + ",kind", *named[:2]])) == 2
+    assert ("name 2 classes (a, b) and the model has 3: numbered in sorted order they would "
+            "not be the training's numbers") in " ".join(capsys.readouterr().err.split())
+    np.save(tmp_path / "y.npy", np.arange(4) % 3)
+    assert sim(tmp_path / "xy.csv", "--labels", str(tmp_path / "y.npy")) == 2
+    assert "the labels are" in capsys.readouterr().err
+    assert sim(tmp_path / "x.csv", "--labels", str(tmp_path / "y.npy")) == 2
+    assert seen["labels"].tolist() == [0, 1, 2, 0]
