@@ -125,3 +125,15 @@ def test_sim_takes_a_table_of_inputs_with_or_without_labels(tmp_path, capsys, mo
     assert "the labels are" in capsys.readouterr().err
     assert sim(tmp_path / "x.csv", "--labels", str(tmp_path / "y.npy")) == 2
     assert seen["labels"].tolist() == [0, 1, 2, 0]
+
+
+def test_report_counts_the_work_on_a_table_of_inputs(tmp_path, capsys, program_dir):
+    rng = np.random.default_rng(1)
+    rows = [",".join(f"{v:.3f}" for v in rng.normal(size=6)) + f",{i % 3}" for i in range(5)]
+    path = write(tmp_path / "x.csv", rows)
+    assert main(["report", str(program_dir), "--inputs", str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "x.csv: 5 samples, 6 feature columns, labels from column 6 (the last)" in \
+        " ".join(captured.err.split())
+    summary = json.loads(captured.out)
+    assert summary["cycles_per_inference"] > 0 and "cycle model" in summary["cycles_source"]

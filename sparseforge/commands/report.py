@@ -42,9 +42,12 @@ def register(verbs) -> None:
     parser.add_argument("--simulate", action="store_true",
                         help="run the RTL simulation now and save DIR/sim.json")
     parser.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
-    parser.add_argument("--inputs", help=".npy of float inputs (batch x features)")
+    parser.add_argument("--inputs", help=".npy of float inputs (batch x features), or a "
+                                         ".csv/.tsv table of them (and their labels)")
     parser.add_argument("--labels", help=".npy of labels of the --inputs (for --simulate's "
                                          "accuracy)")
+    parser.add_argument("--label-column", metavar="NAME",
+                        help="with a .csv --inputs: the labels' column (as compress --data)")
     parser.add_argument("--count", type=positive_int, help="use only the first COUNT inputs")
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -67,11 +70,18 @@ def _inputs(args, program):
     from sparseforge.compiler.errors import InputError
     from sparseforge.compiler.ir import check_inputs
 
+    from .table import inputs_of_table, is_table
+
     if args.labels and not args.inputs:
         raise InputError(f"--labels {args.labels}: labels go with the inputs they label; pass "
                          f"those with --inputs (without it the report takes the digits test "
                          f"split, with its own labels)")
-    if args.inputs:
+    if args.inputs and is_table(Path(args.inputs)):
+        x, labels = inputs_of_table(args.inputs, args.label_column, args.labels, program)
+        labels = labels if args.simulate else None
+    elif args.label_column is not None:
+        raise InputError("--label-column chooses a column of a .csv --inputs")
+    elif args.inputs:
         x = load_npy(args.inputs)
         labels = load_npy(args.labels, "labels") if args.labels and args.simulate else None
     elif program.model_in_features == 64:
@@ -88,7 +98,7 @@ def _inputs(args, program):
     if labels is not None and args.simulate:
         labels = check_labels(labels, len(x) if not args.count else None,
                               program.network.layers[-1].out_features,
-                              args.labels or "the digits labels")
+                              args.labels or args.inputs or "the digits labels")
         needed = min(len(x), args.count or len(x))
         if len(labels) < needed:
             raise InputError(f"{args.labels}: {len(labels)} labels for {needed} inputs")

@@ -52,13 +52,13 @@ def run(args) -> int:
     from sparseforge.compiler.ir import check_inputs
     from sparseforge.compiler.program import ProgramError
 
-    from .table import is_table
+    from .table import inputs_of_table, is_table
 
     console = console_for(args)
     try:
         program = sf.load_program(args.program)
         if args.inputs and is_table(Path(args.inputs)):
-            x, labels = _table(args, program)
+            x, labels = inputs_of_table(args.inputs, args.label_column, args.labels, program)
         elif args.label_column is not None:
             raise InputError("--label-column chooses a column of a .csv --inputs")
         elif args.inputs:
@@ -99,22 +99,6 @@ def run(args) -> int:
     render(console, result)
     emit_json(args, result.to_json() | {"waves": str(result.waves) if result.waves else None})
     return 0 if result.mismatches == 0 else 1
-
-
-def _table(args, program):
-    """The inputs and labels of a CSV ``--inputs`` (``table.py``), told on stderr."""
-    from sparseforge.compiler.errors import InputError
-
-    from .table import table_inputs
-
-    table = table_inputs(args.inputs, args.label_column, program.model_in_features,
-                         program.network.layers[-1].out_features)
-    stderr_console().print(table.describe(args.inputs), highlight=False)
-    if table.y is not None and args.labels:
-        raise InputError(f"--labels {args.labels}: the labels are {args.inputs}'s "
-                         f"{table.label_column}; give one or the other")
-    return table.x, table.y if table.y is not None else (
-        load_npy(args.labels, "labels") if args.labels else None)
 
 
 def render(console, result) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from sparseforge.compiler.errors import InputError, no_such_file
 
-__all__ = ["LABEL_NAMES", "Table", "is_table", "load_table", "table_inputs"]
+__all__ = ["LABEL_NAMES", "Table", "inputs_of_table", "is_table", "load_table", "table_inputs"]
 
 LABEL_NAMES = ("label", "labels", "target", "class", "y", "category")
 _SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -117,6 +117,22 @@ def table_inputs(path, label_column: str | None, features: int, classes: int) ->
                          f"and the model has {classes}: numbered in sorted order they would "
                          f"not be the training's numbers; give class numbers instead")
     return table
+
+
+def inputs_of_table(path, label_column: str | None, labels_path, program):
+    """A command's ``--inputs TABLE.csv``: the inputs of ``program`` and their labels (the
+    table's, else ``--labels``' ``.npy``, else None); what was read is told on stderr."""
+    from .common import load_npy, stderr_console
+
+    table = table_inputs(path, label_column, program.model_in_features,
+                         program.network.layers[-1].out_features)
+    stderr_console().print(table.describe(path), highlight=False)
+    if table.y is not None and labels_path:
+        raise InputError(f"--labels {labels_path}: the labels are {path}'s "
+                         f"{table.label_column}; give one or the other")
+    if table.y is not None:
+        return table.x, table.y
+    return table.x, load_npy(labels_path, "labels") if labels_path else None
 
 
 def _delimiter(path: Path, text: str) -> str:
