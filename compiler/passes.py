@@ -25,6 +25,7 @@ from .ir import (
 
 __all__ = [
     "PASSES",
+    "REGRESSION_PASSES",
     "binary_logit_as_two_classes",
     "canonicalize",
     "drop_final_softmax",
@@ -33,6 +34,7 @@ __all__ = [
     "fold_batchnorm",
     "fuse_maxpool",
     "fuse_relu",
+    "outputs_as_they_are",
 ]
 
 _LAYERS = (OpKind.LINEAR, OpKind.CONV)
@@ -327,9 +329,28 @@ PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool,
           binary_logit_as_two_classes, fuse_relu, fuse_maxpool)
 
 
-def canonicalize(graph: Graph) -> Network:
-    """Run every pass, then build the Network of Linear and Conv2d layers (shapes checked)."""
-    for apply in PASSES:
+def outputs_as_they_are(graph: Graph) -> Graph:
+    """A regression model's passes in the place of the classifier's two that read outputs
+    as class scores (``drop_final_softmax``, ``binary_logit_as_two_classes``): its outputs
+    are the values themselves, so a final Softmax or Sigmoid cannot be dropped (the engine
+    has neither) and one output stays one."""
+    for op in graph.ops:
+        if op.kind in (OpKind.SOFTMAX, OpKind.SIGMOID):
+            raise InputError(f"{_named(op)}: the engine's only activation is ReLU, and a "
+                             f"regression model's outputs are its values (a classifier's "
+                             f"final {_KIND_NAMES[op.kind]} is dropped, since the argmax "
+                             f"stays): train the model without it, or as a classifier")
+    return graph
+
+
+REGRESSION_PASSES = tuple(outputs_as_they_are if apply is drop_final_softmax else apply
+                          for apply in PASSES if apply is not binary_logit_as_two_classes)
+
+
+def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
+    """Run every pass (a regression model's: ``REGRESSION_PASSES``), then build the Network
+    of Linear and Conv2d layers (shapes checked)."""
+    for apply in REGRESSION_PASSES if regression else PASSES:
         graph = apply(graph)
     layers = []
     for op, shape in zip(graph.ops, _shapes(graph)):

@@ -130,7 +130,9 @@ def checked_labels(labels, count: int, classes: int) -> np.ndarray:
     if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
         labels = labels.astype(np.int64)          # whole numbers stored as floats (a CSV's)
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers (class numbers), not {labels.dtype} values")
+        raise ValueError(f"labels must be integers (class numbers), not {labels.dtype} values "
+                         f"(a regression's targets are not taken: its outputs are checked "
+                         f"against the golden model, and its R² is the compression's)")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]                       # a column of labels: the vector it holds
     if labels.shape != (count,):

@@ -156,7 +156,10 @@ class SweepSpec:
                 raise ValueError(f"compression option {name!r} is not a CompressionConfig "
                                  f"field (they are: {', '.join(sorted(fields - set(SWEPT)))})")
         object.__setattr__(self, "compression", compression)
-        CompressionConfig(**dict(compression))          # its own checks, early
+        if CompressionConfig(**dict(compression)).regression:   # its own checks, early
+            raise ValueError("compression option task='regression': the sweep measures and "
+                             "ranks classification accuracy; sweep a regression model by "
+                             "hand (sf.compress with task='regression', sf.compile)")
 
     @classmethod
     def from_toml(cls, path) -> tuple[SweepSpec, dict]:

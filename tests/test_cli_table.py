@@ -57,7 +57,8 @@ def test_without_a_header_the_last_column_is_the_label_unless_chosen(tmp_path):
     (["a,b,c", "1,2,0", "3,NA,1"], None, r"t.csv line 3, 'b': 'NA' is not a number"),
     (["a,b,label", "1,2,0", "3,1"], None, "t.csv line 3: 2 columns where the header has 3"),
     (["a,b,label", "1,2,0.5", "3,1,1"], None, r"labels \('label'\) hold fractions such as "
-                                              r"0.5.*regression is not supported"),
+                                              r"0.5.*for a regression's targets give --task "
+                                              r"regression"),
     (["a,b,label", "1,2,x", "3,1,"], None, r"sample 2 has no label \('label'\)"),
     (["a,b,label", "1,2,0"], "kind", r"no label column 'kind': give a header name or an index "
                                      r"0 .. 2 \(the header names 'a', 'b', 'label'\)"),
@@ -137,3 +138,12 @@ def test_report_counts_the_work_on_a_table_of_inputs(tmp_path, capsys, program_d
         " ".join(captured.err.split())
     summary = json.loads(captured.out)
     assert summary["cycles_per_inference"] > 0 and "cycle model" in summary["cycles_source"]
+
+
+def test_a_regression_table_takes_its_label_column_as_target_values(tmp_path):
+    path = write(tmp_path / "t.csv", ["a,b,y", "1,2,0.25", "3,4,-1.5"])
+    table = load_table(path, targets=True)
+    assert table.y.dtype == np.float32 and table.y.tolist() == [0.25, -1.5]
+    with pytest.raises(InputError, match=r"u.csv line 3, 'y': 'big' is not a number; a "
+                                         r"regression's targets are values"):
+        load_table(write(tmp_path / "u.csv", ["a,b,y", "1,2,0.25", "3,4,big"]), targets=True)

@@ -1153,8 +1153,8 @@ def test_a_save_that_fails_midway_leaves_the_old_file_intact(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("outputs, expected", [
-    (1, "one output: sparseforge runs it as a binary classifier's logit, labels 0 and 1; it "
-        "compresses classifiers, and regression is not supported"),
+    (1, "one output: sparseforge runs it as a binary classifier's logit, labels 0 and 1; for "
+        "a regression model pass task='regression', --task regression"),
     (2, "labels are class indices 0 .. 1")])
 def test_labels_past_the_outputs_are_refused_with_what_the_labels_must_be(outputs, expected):
     import sparseforge as sf

@@ -65,6 +65,8 @@ def small_model():
     ({"compression": (("epochs", 3),)}, "compression option 'epochs' is not a "
                                         "CompressionConfig field"),
     ({"compression": (("final_epochs", -1),)}, "final_epochs must be an integer >= 0"),
+    ({"compression": (("task", "regression"),)}, "the sweep measures and ranks "
+                                                 "classification accuracy"),
 ])
 def test_spec_refuses_bad_values_by_name(options, message):
     with pytest.raises(ValueError) as error:

@@ -66,12 +66,14 @@ class LayerReport:
 class CompressionReport:
     """Per-layer figures, totals and the accuracies: float before compression, float after
     pruning and sharing (``accuracy_shared``), and the integer network's
-    (``accuracy_quantized``, computed with ``QuantizedNetwork.forward``)."""
+    (``accuracy_quantized``, computed with ``QuantizedNetwork.forward``).  For a regression
+    model (``metric`` "r2") the "accuracies" are R² (``training.score``)."""
     layers: tuple[LayerReport, ...]
     accuracy_float: float | None = None
     accuracy_quantized: float | None = None
     accuracy_data: str = ""
     accuracy_shared: float | None = None
+    metric: str = "accuracy"
 
     @property
     def weights(self) -> int:
@@ -127,6 +129,7 @@ class CompressionReport:
             "accuracy_quantized": self.accuracy_quantized,
             "accuracy_shared": self.accuracy_shared,
             "accuracy_data": self.accuracy_data,
+            "metric": self.metric,
             "sparsity": round(self.sparsity, 5),
             "compression_ratio": round(self.compression_ratio, 2),
             "compression_ratio_huffman": round(self.compression_ratio_huffman, 2),
@@ -151,7 +154,8 @@ class CompressionReport:
             layers.append(LayerReport(**{k: (tuple(layer[k]) if k == "shape" else layer[k])
                                          for k in fields}))
         return cls(tuple(layers), obj.get("accuracy_float"), obj.get("accuracy_quantized"),
-                   obj.get("accuracy_data", ""), obj.get("accuracy_shared"))
+                   obj.get("accuracy_data", ""), obj.get("accuracy_shared"),
+                   obj.get("metric", "accuracy"))
 
 
 def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS) -> LayerReport:
@@ -186,11 +190,12 @@ def _mean_length(lengths: dict[int, int], symbols) -> float:
 
 
 def account(network: QuantizedNetwork, *, accuracy_float=None, accuracy_quantized=None,
-            accuracy_data: str = "", accuracy_shared=None) -> CompressionReport:
-    """Deep Compression's accounting of ``network``, with the accuracies given."""
+            accuracy_data: str = "", accuracy_shared=None,
+            metric: str = "accuracy") -> CompressionReport:
+    """Deep Compression's accounting of ``network``, with the accuracies (or R²) given."""
     return CompressionReport(tuple(account_layer(layer) for layer in network.layers),
                              accuracy_float, accuracy_quantized, accuracy_data,
-                             accuracy_shared)
+                             accuracy_shared, metric)
 
 
 def render(report: CompressionReport, console=None) -> None:
@@ -225,7 +230,13 @@ def render(report: CompressionReport, console=None) -> None:
                   f"{report.compression_ratio_huffman:.1f}x", highlight=False)
     console.print(f"column pointers: {_kib(report.total('pointer_bits'))} KiB more, "
                   f"{report.compression_ratio_with_pointers:.1f}x with them", highlight=False)
-    if report.accuracy_float is not None:
+    if report.accuracy_float is not None and report.metric == "r2":
+        where = f" on {report.accuracy_data}" if report.accuracy_data else ""
+        shared = (f", pruned and shared float {report.accuracy_shared:.4f}"
+                  if report.accuracy_shared is not None else "")
+        console.print(f"R²{where}: float {report.accuracy_float:.4f}{shared}, compressed "
+                      f"fixed point {report.accuracy_quantized:.4f}", highlight=False)
+    elif report.accuracy_float is not None:
         where = f" on {report.accuracy_data}" if report.accuracy_data else ""
         shared = (f", pruned and shared float {100 * report.accuracy_shared:.2f}%"
                   if report.accuracy_shared is not None else "")

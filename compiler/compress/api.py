@@ -28,7 +28,7 @@ from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import inputs_lost, quantize_network
 from .share import from_shared, to_shared
 from .swap import Swap, swap_activations, swap_onnx_activations
-from .training import Dataset, TrainConfig, accuracy, as_dataset, as_pair, seeded
+from .training import Dataset, TrainConfig, accuracy, as_dataset, as_pair, score, seeded
 from .training import train as fine_tune
 
 __all__ = [
@@ -68,6 +68,9 @@ class CompressionConfig:
     balance_pes : load-balance-aware pruning for that many PEs (ESE): equal nonzeros per PE.
     distill_alpha, distill_temperature : retrain against the uncompressed model's soft targets
         (knowledge distillation) instead of the labels alone; None: labels only.
+    task : "classification" (labels are class numbers, the outputs class scores) or
+        "regression" (targets are values, one per output; trained on the mean squared error,
+        scored by R², and a final Sigmoid or Softmax is refused, not dropped).
     swap_activations : where the model has hidden activations the engine does not run (GELU,
         Tanh, LeakyReLU, ELU, SiLU, ...), run ReLU in their place and retrain the model
         ``swap_epochs`` epochs before compressing it (``swap.py``); off: they are refused.
@@ -95,6 +98,7 @@ class CompressionConfig:
     seed: int = 0
     swap_activations: bool = False
     swap_epochs: int | None = None
+    task: str = "classification"
 
     def __post_init__(self):
         def require(ok: bool, field: str, what: str):
@@ -122,6 +126,7 @@ class CompressionConfig:
                 "an integer >= 1")
         require(isinstance(self.swap_activations, (bool, np.bool_)), "swap_activations",
                 "True or False")
+        require(self.task in TASKS, "task", " or ".join(map(repr, TASKS)))
         for field in SCHEDULE:
             require(getattr(self, field) is None
                     or _int(getattr(self, field)) and getattr(self, field) >= 0, field,
@@ -144,6 +149,8 @@ class CompressionConfig:
         require(self.distill_alpha is None or (_real(self.distill_alpha)
                                                and 0.0 <= self.distill_alpha <= 1.0),
                 "distill_alpha", "None or in [0, 1]")
+        require(self.distill_alpha is None or self.task == "classification", "distill_alpha",
+                "None for a regression (distillation matches a teacher's class scores)")
         require(_real(self.distill_temperature) and self.distill_temperature > 0,
                 "distill_temperature", "> 0")
         require(_real(self.learning_rate) and 0 < self.learning_rate < math.inf,
@@ -164,6 +171,10 @@ class CompressionConfig:
     def codebook_levels(self) -> int:
         return self.levels or 1 << self.weight_bits
 
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
     def schedule_for(self, samples: int) -> "CompressionConfig":
         """This configuration with every epoch count it leaves None chosen for a training set
         of ``samples``: the full schedule (``SCHEDULE``) up to ``FULL_SCHEDULE_SAMPLES``, and
@@ -177,6 +188,7 @@ class CompressionConfig:
         return dataclasses.replace(self, **chosen)
 
 
+TASKS = ("classification", "regression")
 # Each phase's epochs on a small training set, and the fewest on a large one.
 SCHEDULE = {"prune_epochs": (8, 1), "final_epochs": (60, 2), "share_epochs": (40, 2),
             "swap_epochs": (30, 2)}
@@ -215,14 +227,15 @@ def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> lis
 
 
 def integer_accuracy(network: QuantizedNetwork, data: Dataset) -> float:
-    """Top-1 accuracy of the integer network (the hardware's arithmetic) on ``data``."""
+    """Top-1 accuracy (a regression's R², ``training.score``) of the integer network (the
+    hardware's arithmetic) on ``data``, its outputs read as their fixed-point values."""
     outputs = network.forward(network.quantize_input(data.x))
-    return float(np.mean(outputs.argmax(axis=1) == data.y))
+    return score(network.dequantize_output(outputs), data)
 
 
 def float_accuracy(network: Network, data: Dataset) -> float:
-    """Top-1 accuracy of a float network (float64 NumPy) on ``data``."""
-    return float(np.mean(network.forward(data.x).argmax(axis=1) == data.y))
+    """Top-1 accuracy (a regression's R²) of a float network (float64 NumPy) on ``data``."""
+    return score(network.forward(data.x), data)
 
 
 def compress(model, train=None, val=None, *, sparsity: float | None = None,
@@ -259,16 +272,22 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         raise TypeError(f"pass either config= or options, not both (got {given})")
     train, val, test = (None if data is None else as_pair(data, what)
                         for data, what in ((train, "train"), (val, "val"), (test, "test")))
-    train_set = as_dataset(train, "train")
+    regression = config.regression
+    train_set = as_dataset(train, "train", regression=regression)
     config = config.schedule_for(len(train_set))
-    val_set = as_dataset(val, "val") if val is not None else train_set
-    test_set = as_dataset(test, "test") if test is not None else None
+    val_set = as_dataset(val, "val", regression=regression) if val is not None else train_set
+    test_set = as_dataset(test, "test", regression=regression) if test is not None else None
     network, swaps = _captured(model, train, config)
     for name, data in (("train", train_set), ("val", val_set), ("test", test_set)):
         if data is not None and data.x.shape[1] != network.input_size:
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
                              f"has {data.x.shape[1]} features")
-        if data is not None and data.y.max() >= network.output_size:
+        if data is not None and regression and data.y.shape[1] != network.output_size:
+            raise InputError(f"the {name} data has {data.y.shape[1]} target"
+                             f"{'s' if data.y.shape[1] != 1 else ''} a sample but the model "
+                             f"has {network.output_size} output"
+                             f"{'s' if network.output_size != 1 else ''}")
+        if data is not None and not regression and data.y.max() >= network.output_size:
             # Compression fine-tunes with cross-entropy on class labels.  A one-output model
             # is a binary classifier's logit, which the passes made two classes (0, logit)
             # (passes.binary_logit_as_two_classes): it takes labels 0 and 1, no others.
@@ -276,7 +295,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
             one_output = (network.output_size == 2 and not np.any(last.weight[0])
                           and not last.bias[0])
             why = (" (one output: sparseforge runs it as a binary classifier's logit, labels "
-                   "0 and 1; it compresses classifiers, and regression is not supported)"
+                   "0 and 1; for a regression model pass task='regression', --task "
+                   "regression)"
                    if one_output else
                    f" (labels are class indices 0 .. {network.output_size - 1}"
                    + (f"; the {name} data holds {distinct} distinct labels: renumber them "
@@ -288,7 +308,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                              f"has {1 if one_output else network.output_size} "
                              f"output{'' if one_output else 's'}{why}")
     _check_input_scale(train_set.x, config.act_bits)
-    _warn_of_class_coverage(train_set, val_set, test_set)
+    if not regression:
+        _warn_of_class_coverage(train_set, val_set, test_set)
     _warn_of_lost_inputs(train_set.x, config.act_bits)
     _warn_of_weak_settings(network, config)
     report_set = test_set or val_set
@@ -336,7 +357,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                      accuracy_shared=float_accuracy(float_network, report_set),
                      accuracy_data=("test data" if test_set is not None
                                     else "validation data" if val is not None
-                                    else "training data"))
+                                    else "training data"),
+                     metric="r2" if regression else "accuracy")
     provenance = {
         "source": network.source, "config": dataclasses.asdict(config),
         "sparsities": [round(s, 4) for s in sparsities],
@@ -431,7 +453,7 @@ def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Sw
     (``config.swap_activations``; none unless the capture refuses an activation)."""
     shape = _input_shape(train)
     try:
-        return to_network(model, shape), []
+        return to_network(model, shape, regression=config.regression), []
     except UnsupportedLayerError as refusal:
         import torch
 
@@ -454,7 +476,7 @@ def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Sw
         if not swaps:
             # What was refused is not a hidden activation (a final Tanh, say).
             raise
-        return to_network(swapped, shape), swaps
+        return to_network(swapped, shape, regression=config.regression), swaps
 
 
 def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dataset,
@@ -475,11 +497,13 @@ def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dat
     after = float_accuracy(network, report_set)
     own = _own_accuracy(unwrapped(model), train, report_set)
     named = ", ".join(map(str, swaps))
+    figure = "{:.4f}".format if config.regression else "{:.1%}".format
     warnings.warn(f"the engine's only activation is ReLU: {named} swapped for it and the "
-                  f"model retrained ({config.swap_epochs} epochs): accuracy "
-                  + (f"{own:.1%} as given, " if own is not None else "")
-                  + f"{before:.1%} with ReLU, {after:.1%} retrained; compression starts "
-                  f"from the retrained model", InputWarning, stacklevel=3)
+                  f"model retrained ({config.swap_epochs} epochs): "
+                  f"{'R²' if config.regression else 'accuracy'} "
+                  + (f"{figure(own)} as given, " if own is not None else "")
+                  + f"{figure(before)} with ReLU, {figure(after)} retrained; compression "
+                  f"starts from the retrained model", InputWarning, stacklevel=3)
     return network, {"swapped_activations": [{"where": swap.where, "kind": swap.kind}
                                              for swap in swaps],
                      "accuracy_as_given": own, "accuracy_swapped": before,
@@ -519,9 +543,12 @@ def _own_accuracy(model, train, data: Dataset) -> float | None:
             outputs = session.run(None, {graph_input.name: x})[0]
         except Exception:       # onnxruntime's own Fail, InvalidArgument, ...: figure left out
             return None
+    if data.regression:
+        outputs = outputs.reshape(len(outputs), -1)
+        return score(outputs, data) if outputs.shape == data.y.shape else None
     if outputs.ndim != 2 or outputs.shape[1] < 2:
         return None
-    return float(np.mean(outputs.argmax(axis=1) == data.y))
+    return score(outputs, data)
 
 
 def _input_shape(train) -> tuple[int, ...] | None:

@@ -92,16 +92,17 @@ def weight_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, SharedLinear))]
 
 
-def to_network(model, input_shape=None) -> Network:
+def to_network(model, input_shape=None, *, regression: bool = False) -> Network:
     """An ``nn.Module``, an ONNX path or a Network as the canonical float Network, through the
     compiler's capture and passes (the one place BatchNorm is folded and ReLU fused).
-    ``input_shape`` (channels, rows, columns): a module's input map, for convolutions."""
+    ``input_shape`` (channels, rows, columns): a module's input map, for convolutions;
+    ``regression``: its outputs are values, not class scores (``passes.REGRESSION_PASSES``)."""
     if isinstance(model, Network):
         return model
     from ..capture import capture
     from ..passes import canonicalize
 
-    return canonicalize(capture(unwrapped(model), input_shape))
+    return canonicalize(capture(unwrapped(model), input_shape), regression=regression)
 
 
 def unwrapped(model):

@@ -130,8 +130,9 @@ class CompressedModel:
         return (f"<CompressedModel {widths}: {100 * report.sparsity:.1f}% pruned, "
                 f"{layers[0].code_bits}-bit codes, {layers[0].input_format.bits}-bit "
                 f"activations, {report.compression_ratio:.1f}x smaller"
-                + (f", {100 * report.accuracy_quantized:.2f}% fixed point"
-                   if report.accuracy_quantized is not None else "") + ">")
+                + ("" if report.accuracy_quantized is None else
+                   f", R² {report.accuracy_quantized:.4f} fixed point" if report.metric == "r2"
+                   else f", {100 * report.accuracy_quantized:.2f}% fixed point") + ">")
 
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs (samples x features) as the integers the engine takes."""

@@ -18,6 +18,7 @@ __all__ = [
     "as_dataset",
     "as_pair",
     "progress_bar",
+    "score",
     "seeded",
     "train",
 ]
@@ -26,10 +27,30 @@ __all__ = [
 @dataclass(frozen=True, eq=False)
 class Dataset:
     x: np.ndarray           # float32, samples x features
-    y: np.ndarray           # int64 labels
+    y: np.ndarray           # int64 labels, or a regression's float32 targets (samples x outputs)
 
     def __len__(self):
         return len(self.y)
+
+    @property
+    def regression(self) -> bool:
+        return self.y.dtype.kind == "f"
+
+
+def score(outputs: np.ndarray, data: Dataset) -> float:
+    """How well ``outputs`` (samples x outputs) answer ``data``: a classifier's top-1
+    accuracy, a regression's coefficient of determination R² (1 - the squared error over the
+    targets' variance about each output's mean, pooled over the outputs; 1 is perfect, 0 is
+    no better than predicting the means).  Both are higher-is-better fractions, so the
+    sensitivity budget and the report read either."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if not data.regression:
+        return float(np.mean(outputs.argmax(axis=1) == data.y))
+    error = float(np.sum((outputs - data.y) ** 2))
+    spread = float(np.sum((data.y - data.y.mean(axis=0)) ** 2))
+    if spread == 0.0:
+        return 1.0 if error == 0.0 else 0.0
+    return 1.0 - error / spread
 
 
 def as_pair(data, what: str):
@@ -71,9 +92,10 @@ def _numpy(value) -> np.ndarray:
     return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
 
 
-def as_dataset(data, what: str) -> Dataset:
+def as_dataset(data, what: str, *, regression: bool = False) -> Dataset:
     """``(X, y)`` from NumPy arrays or torch tensors, checked: X is samples x features (or
-    images, flattened), finite; y holds one integer label per sample."""
+    images, flattened), finite; y holds one integer label per sample, or with ``regression``
+    the sample's target values (one, or a row of them: samples x outputs)."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{what} must be a pair (X, y), not {type(data).__name__}")
     x, y = (np.asarray(d.detach().cpu().numpy() if hasattr(d, "detach") else d) for d in data)
@@ -84,6 +106,9 @@ def as_dataset(data, what: str) -> Dataset:
         raise InputError(f"{what}: X must hold real numbers, not {x.dtype} values")
     with np.errstate(over="ignore"):          # beyond float32: named below
         x = x.reshape(len(x), -1).astype(np.float32)
+    if regression:
+        _check_finite_x(data, x, what)
+        return Dataset(x, _targets(y, len(x), what))
     if y.ndim == 2 and y.shape[1] > 1 and len(y) == len(x):
         raise InputError(f"{what}: y must hold one class label per sample, not rows of "
                          f"{y.shape[1]} (one-hot or scores, shape {y.shape}); "
@@ -93,18 +118,7 @@ def as_dataset(data, what: str) -> Dataset:
     if y.ndim != 1 or len(x) != len(y):
         raise InputError(f"{what}: X has {len(x)} samples but y has "
                          f"{len(y) if y.ndim == 1 else f'shape {y.shape}'}")
-    if not np.all(np.isfinite(x)):
-        # The check runs on the float32 copy the training uses: a finite float64 beyond
-        # float32's range is named as that, not as NaN.
-        raw = np.asarray(data[0].detach().cpu().numpy() if hasattr(data[0], "detach")
-                         else data[0])
-        if raw.dtype.kind == "f" and np.all(np.isfinite(raw)):
-            raise InputError(f"{what}: X reaches |x| = {float(np.abs(raw).max()):.3g}, beyond "
-                             f"float32's range (3.4e38), which training uses: scale the inputs "
-                             f"(standardise each feature)")
-        # Named by sample and feature, as the other verbs name them (ir.check_finite): a
-        # column of a CSV that failed to parse is then found at once.
-        check_finite(x, f"{what}: X holds")
+    _check_finite_x(data, x, what)
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         bad = np.flatnonzero(~np.isfinite(y))
         raise InputError(f"{what}: y holds {y[bad[0]]} labels ({len(bad)} of {len(y)}, the "
@@ -134,6 +148,39 @@ def as_dataset(data, what: str) -> Dataset:
     return Dataset(x, y.astype(np.int64))
 
 
+def _check_finite_x(data, x: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(x)):
+        # The check runs on the float32 copy the training uses: a finite float64 beyond
+        # float32's range is named as that, not as NaN.
+        raw = np.asarray(data[0].detach().cpu().numpy() if hasattr(data[0], "detach")
+                         else data[0])
+        if raw.dtype.kind == "f" and np.all(np.isfinite(raw)):
+            raise InputError(f"{what}: X reaches |x| = {float(np.abs(raw).max()):.3g}, beyond "
+                             f"float32's range (3.4e38), which training uses: scale the inputs "
+                             f"(standardise each feature)")
+        # Named by sample and feature, as the other verbs name them (ir.check_finite): a
+        # column of a CSV that failed to parse is then found at once.
+        check_finite(x, f"{what}: X holds")
+
+
+def _targets(y: np.ndarray, samples: int, what: str) -> np.ndarray:
+    """A regression's targets as float32, samples x outputs."""
+    if y.dtype.kind not in "biuf":
+        raise InputError(f"{what}: y must hold target values (numbers), not {y.dtype} values")
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or len(y) != samples:
+        raise InputError(f"{what}: X has {samples} samples but y has shape {y.shape} (one "
+                         f"target, or a row of them, per sample)")
+    with np.errstate(over="ignore"):
+        targets = y.astype(np.float32)
+    if not np.all(np.isfinite(targets)):
+        bad = np.argwhere(~np.isfinite(targets))[0]
+        raise InputError(f"{what}: y holds {y[tuple(bad)]} at sample {int(bad[0])}; every "
+                         f"target must be a finite float32")
+    return targets
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
@@ -159,12 +206,13 @@ def seeded(seed: int):
 
 
 def accuracy(model, data: Dataset) -> float:
+    """The torch ``model``'s :func:`score` on ``data``: accuracy, or a regression's R²."""
     import torch
 
     model.eval()
     with torch.no_grad():
-        logits = model(torch.from_numpy(data.x))
-    return float((logits.argmax(dim=1).numpy() == data.y).mean())
+        outputs = model(torch.from_numpy(data.x))
+    return score(outputs.numpy(), data)
 
 
 # Without a terminal (a pipe, a log, CI) a slow phase says how far it got in plain lines: one
@@ -225,8 +273,9 @@ def plain_progress(description: str, total: int):
 
 def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step=None,
           description: str = "training", progress: bool = False) -> None:
-    """Adam on cross-entropy (or ``loss_fn(model, x, y)``); ``after_step(model)`` runs after
-    every optimiser step (pruning masks use it to keep pruned weights at zero)."""
+    """Adam on cross-entropy, a regression's (``data.regression``) on the mean squared error
+    (or ``loss_fn(model, x, y)``); ``after_step(model)`` runs after every optimiser step
+    (pruning masks use it to keep pruned weights at zero)."""
     import torch
     import torch.nn.functional as F
 
@@ -243,6 +292,7 @@ def train(model, data: Dataset, config: TrainConfig, *, loss_fn=None, after_step
                     batch = order[start:start + config.batch_size]
                     optimiser.zero_grad()
                     loss = (loss_fn(model, x[batch], y[batch]) if loss_fn
+                            else F.mse_loss(model(x[batch]), y[batch]) if data.regression
                             else F.cross_entropy(model(x[batch]), y[batch],
                                                  label_smoothing=config.label_smoothing))
                     if not torch.isfinite(loss):

@@ -39,6 +39,10 @@ def register(verbs) -> None:
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_train, y_train [, x_val, y_val, x_test, "
                                        "y_test], or a .csv/.tsv table: the training set")
+    parser.add_argument("--task", choices=("classification", "regression"),
+                        help="classification (labels are classes; the default) or regression "
+                             "(targets are values: trained on the squared error, scored by "
+                             "R²; needs MODEL)")
     parser.add_argument("--label-column", metavar="NAME",
                         help="with a .csv --data: the labels' column, a header name or a "
                              "0-based index (default: one headed label, target, class or y, "
@@ -308,7 +312,8 @@ def _classes(*pairs) -> int | None:
     return int(max(largest)) + 1 if largest else None
 
 
-def load_data(path: Path | None, label_column: str | None = None, console=None):
+def load_data(path: Path | None, label_column: str | None = None, console=None, *,
+              regression: bool = False):
     from sparseforge.compiler.compress.digits import load_digits_split
     from sparseforge.compiler.errors import InputError
 
@@ -320,7 +325,7 @@ def load_data(path: Path | None, label_column: str | None = None, console=None):
         train, val, test = load_digits_split()
         return (train.x, train.y), (val.x, val.y), (test.x, test.y)
     if is_table(path):
-        table = load_table(path, label_column)
+        table = load_table(path, label_column, targets=regression)
         if console is not None:
             console.print(table.describe(path), highlight=False)
         return (table.x, table.y), None, None
@@ -346,6 +351,7 @@ def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.accounting import render
     from sparseforge.compiler.compress.api import CompressionConfig
+    from sparseforge.compiler.errors import InputError
 
     console = console_for(args)
     start = time.perf_counter()
@@ -357,6 +363,8 @@ def run(args) -> int:
                    if getattr(args, name) is not None}
         if args.swap_activations:
             options["swap_activations"] = True
+        if args.task is not None:
+            options["task"] = args.task
         if args.sparsity is not None and args.sensitivity_budget is not None:
             # The scan chooses every layer's sparsity: the one given would be ignored.
             raise ValueError(f"give --sparsity or --sensitivity-budget, not both: the "
@@ -367,8 +375,16 @@ def run(args) -> int:
             weight_bits=args.weight_bits, act_bits=args.act_bits,
             coef_bits=args.coef_bits, seed=args.seed, **options)
         check_writable(args.output)
+        regression = args.task == "regression"
+        if regression and args.model is None:
+            raise InputError("--task regression needs your MODEL: the model sparseforge trains "
+                             "without one is a classifier")
+        if regression and args.data is None:
+            raise InputError("--task regression needs --data: the default data (the digits) "
+                             "is for classification")
         train, val, test = load_data(Path(args.data) if args.data else None,
-                                     args.label_column, stderr_console())
+                                     args.label_column, stderr_console(),
+                                     regression=regression)
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
             # an output for every class any of the sets names.

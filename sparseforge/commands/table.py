@@ -51,9 +51,11 @@ def is_table(path: Path) -> bool:
 
 
 def load_table(path, label_column: str | None = None, features: int | None = None,
-               what: str = "data") -> Table:
+               what: str = "data", *, targets: bool = False) -> Table:
     """The table at ``path``.  ``features``: the inputs the model takes, when known; a table
-    that many columns wide (and no ``label_column``) is features only, without labels."""
+    that many columns wide (and no ``label_column``) is features only, without labels.
+    ``targets``: the label column holds a regression's target values (float32), not
+    classes."""
     path = Path(path)
     if not path.is_file():
         raise InputError(no_such_file(path, what))
@@ -101,7 +103,10 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
                                  f"values, encode categories as numbers)") from None
     if label is None:
         return Table(x, None, None, len(features), None)
-    y, class_names = _labels(path, [row[label] for _, row in rows], name)
+    cells = [row[label] for _, row in rows]
+    if targets:
+        return Table(x, _targets(path, cells, rows, name), name, len(features), None)
+    y, class_names = _labels(path, cells, name)
     return Table(x, y, name, len(features), class_names)
 
 
@@ -186,14 +191,22 @@ def _label_index(path: Path, header, width: int, label_column: str | None,
                      f"index 0 .. {width - 1}{names}")
 
 
+def _targets(path: Path, cells: list[str], rows, name: str) -> np.ndarray:
+    for cell, (number, _) in zip(cells, rows):
+        if not _number(cell):
+            raise InputError(f"{path} line {number}, {name}: {cell!r} is not a number; a "
+                             f"regression's targets are values")
+    return np.array([float(cell) for cell in cells], dtype=np.float32)
+
+
 def _labels(path: Path, cells: list[str], name: str) -> tuple[np.ndarray, tuple | None]:
     if all(map(_number, cells)):
         values = np.array([float(cell) for cell in cells])
         if not np.all(values == np.round(values)):
             raise InputError(f"{path}: the labels ({name}) hold fractions such as "
-                             f"{values[values != np.round(values)][0]:g}; labels are classes "
-                             f"(regression is not supported), or choose the label column "
-                             f"with --label-column")
+                             f"{values[values != np.round(values)][0]:g}; labels are classes: "
+                             f"for a regression's targets give --task regression, or choose "
+                             f"the label column with --label-column")
         return values.astype(np.int64), None
     if any(cell == "" for cell in cells):
         raise InputError(f"{path}: sample {cells.index('') + 1} has no label ({name})")

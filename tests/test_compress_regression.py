@@ -1,0 +1,108 @@
+"""Regression models: targets are values, one per output.  Compression trains them on the mean
+squared error and scores them by R²; one output stays one (a classifier's single logit becomes
+two classes); a final Sigmoid is refused rather than dropped; the program's outputs, read as
+their fixed-point values, score as the compression stage said."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import sparseforge as sf
+from sparseforge.cli import main
+from sparseforge.compiler.compress.api import CompressionConfig
+from sparseforge.compiler.compress.training import Dataset, score
+from sparseforge.compiler.errors import InputError
+
+SCHEDULE = dict(sparsity=0.6, prune_steps=2, prune_epochs=4, final_epochs=10, share_epochs=8)
+
+
+def problem(outputs: int, samples: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(samples, 6)).astype(np.float32)
+    y = np.stack([np.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2],
+                  np.maximum(x[:, 3], 0) - x[:, 4]][:outputs], 1).astype(np.float32)
+    return x, y
+
+
+def trained(outputs: int, x, y, final=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, outputs),
+                          *([final] if final else []))
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(40):
+        for start in range(0, len(x), 64):
+            optimiser.zero_grad()
+            loss = nn.functional.mse_loss(model(inputs[start:start + 64]),
+                                          targets[start:start + 64])
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+def test_r2_is_one_when_perfect_and_zero_for_the_means():
+    y = np.array([[1.0, 2.0], [3.0, 0.0]], dtype=np.float32)
+    data = Dataset(np.zeros((2, 1), np.float32), y)
+    assert score(y, data) == 1.0
+    assert score(np.broadcast_to(y.mean(axis=0), y.shape), data) == 0.0
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_a_regression_model_compresses_and_its_program_scores_as_reported(outputs, tmp_path):
+    x, y = problem(outputs)
+    model = trained(outputs, x[:500], y[:500])
+    compressed = sf.compress(model, (x[:500], y[:500]), test=(x[500:], y[500:]),
+                             task="regression", act_bits=16, **SCHEDULE)
+    report = compressed.report
+    assert report.metric == "r2" and compressed.provenance["config"]["task"] == "regression"
+    assert report.accuracy_float > 0.9 and report.accuracy_quantized > 0.85
+    assert "R² on test data: float" in report.to_text()
+    assert compressed.network.layers[-1].out_features == outputs   # one output stays one
+    program = sf.compile(compressed, pes=4)
+    values = program.dequantize(sf.reference(program, x[500:]))
+    assert values.shape == (100, outputs)
+    assert score(values, Dataset(x[500:], y[500:])) == pytest.approx(report.accuracy_quantized)
+    if outputs == 2:
+        from sparseforge.run_report import write_report
+
+        folder = write_report(tmp_path / "report", compressed=compressed, program=program,
+                              inputs=x[500:510]).parent
+        page = (folder / "report.md").read_text()
+        assert f"Compressed R² | {report.accuracy_quantized:.4f}" in page
+
+
+def test_what_a_regression_cannot_be_is_refused_by_name():
+    x, y = problem(1, samples=200)
+    with pytest.raises(InputError, match=r"Sigmoid.*a regression model's outputs are its values"):
+        sf.compress(trained(1, x, y, final=nn.Sigmoid()), (x, y), task="regression")
+    with pytest.raises(InputError, match="the train data has 2 targets a sample but the model "
+                                         "has 1 output"):
+        sf.compress(trained(1, x, y), (x, np.c_[y, y]), task="regression")
+    with pytest.raises(ValueError, match="distill_alpha must be None for a regression"):
+        CompressionConfig(task="regression", distill_alpha=0.5)
+    with pytest.raises(ValueError, match="task must be 'classification' or 'regression'"):
+        CompressionConfig(task="regresion")
+    with pytest.raises(InputError, match=r"y holds nan at sample 3"):
+        sf.compress(trained(1, x, y), (x, np.where(np.arange(200)[:, None] == 3, np.nan, y)),
+                    task="regression")
+
+
+def test_the_command_line_compresses_a_regression_from_a_table(tmp_path, capsys):
+    x, y = problem(1, samples=300)
+    model = trained(1, x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.from_numpy(x[:1]), tmp_path / "m.onnx", dynamo=False)
+    lines = ["a,b,c,d,e,f,target"] + [",".join(f"{v:.4f}" for v in (*row, t))
+                                      for row, t in zip(x, y[:, 0])]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    common = ["--data", str(tmp_path / "t.csv"), "--task", "regression", "--prune-steps", "1",
+              "--prune-epochs", "2", "--final-epochs", "4", "--share-epochs", "4",
+              "--sparsity", "0.5", "-o", str(tmp_path / "m.sfm")]
+    assert main(["compress", str(tmp_path / "m.onnx"), *common]) == 0
+    assert "R² on training data: float" in capsys.readouterr().out
+    assert main(["compress", *common]) == 2
+    assert "--task regression needs your MODEL" in capsys.readouterr().err
