@@ -87,13 +87,15 @@ class Program:
     checked against (or None), ``inputs`` which of the model's inputs ``network`` takes
     (``dead_units.InputSelection``; None: all), ``output_order`` where the engine keeps the
     last layer's rows (``balance.balance_outputs``: its output ``i`` is the network's output
-    ``output_order[i]``; None: in the network's order)."""
+    ``output_order[i]``; None: in the network's order); ``task`` the model's
+    (``CompressionConfig.task``): a regression's outputs are values, not class scores."""
     config: EngineConfig
     image: Image
     network: QuantizedNetwork
     board: str | None = None
     inputs: InputSelection | None = None
     output_order: np.ndarray | None = None
+    task: str = "classification"
 
     @property
     def layer_count(self) -> int:
@@ -324,7 +326,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             configure.check_board(config, configure.resolve_part(board),
                                   engine_for=engine_for, imported=configure.is_imported(model))
     program = Program(config, pack_image(config, stored, encoded), network, board,
-                      selection, output_order)
+                      selection, output_order, _task_of(model))
     if verify:
         _verify(program)
     return program
@@ -461,7 +463,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         "board": program.board, "layers": layer_table, "files": files,
         **({"inputs": program.inputs.to_json()} if program.inputs is not None else {}),
         **({"output_order": [int(row) for row in program.output_order]}
-           if program.output_order is not None else {})},
+           if program.output_order is not None else {}),
+        **({"task": program.task} if program.task != "classification" else {})},
         indent=2) + "\n")
 
 
@@ -526,8 +529,21 @@ def load_program(directory) -> Program:
     validate_image(image, output_network(network, output_order),
                    where=f"{directory}/image.npz")
     board = manifest.get("board")
+    task = manifest.get("task", "classification")
+    if task not in ("classification", "regression"):
+        raise ProgramError(f"{manifest_path}: 'task' must be \"classification\" or "
+                           f"\"regression\", not {task!r}")
     return Program(config, image, network, board if isinstance(board, str) else None,
-                   _inputs_from(manifest, network, manifest_path), output_order)
+                   _inputs_from(manifest, network, manifest_path), output_order, task)
+
+
+def _task_of(model) -> str:
+    """The compressed model's task (its provenance's ``config``); a bare network's or an
+    imported model's: classification."""
+    provenance = getattr(model, "provenance", None)
+    config = provenance.get("config") if isinstance(provenance, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    return task if task in ("classification", "regression") else "classification"
 
 
 def _output_order_from(manifest: dict, network: QuantizedNetwork, config: EngineConfig,

@@ -65,6 +65,9 @@ def test_a_regression_model_compresses_and_its_program_scores_as_reported(output
     values = program.dequantize(sf.reference(program, x[500:]))
     assert values.shape == (100, outputs)
     assert score(values, Dataset(x[500:], y[500:])) == pytest.approx(report.accuracy_quantized)
+    assert program.task == "regression"      # its outputs are values (sparseforge run says them)
+    program.save(tmp_path / "program")
+    assert sf.load_program(tmp_path / "program").task == "regression"
     if outputs == 2:
         from sparseforge.run_report import write_report
 

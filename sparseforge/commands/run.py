@@ -60,12 +60,19 @@ def run(args) -> int:
                     + "? pass --port to choose another")
     except (DeviceError, ValueError, OSError) as error:
         return fail(str(error))
-    console.print(f"predictions: {result.predictions.tolist()}")
+    # A regression's outputs are values (read from their fixed point); a classifier's answer
+    # is the class of its largest output.
+    values = program.dequantize(result.outputs) if program.task == "regression" else None
+    if values is not None:
+        console.print(f"outputs: {np.round(values, 6).tolist()}")
+    else:
+        console.print(f"predictions: {result.predictions.tolist()}")
     console.print(f"on-chip cycles per inference: {result.cycles.mean():.0f} (the last one's "
                   f"per layer: {result.layer_cycles}); wall time {result.seconds:.3f} s for "
                   f"{count} inputs over {port}, {result.inferences_per_second:.0f} "
                   f"inferences/s")
-    emit_json(args, {"predictions": result.predictions.tolist(),
+    emit_json(args, {**({"values": values.tolist()} if values is not None else
+                        {"predictions": result.predictions.tolist()}),
                      "outputs": result.outputs.tolist(), "cycles": result.cycles.tolist(),
                      "layer_cycles": result.layer_cycles, "wall_seconds": result.seconds,
                      "inferences_per_second": result.inferences_per_second, "port": port})
