@@ -40,6 +40,9 @@ class Simulation:
     waves: Path | None = None
     labels: np.ndarray | None = field(default=None, repr=False)
     program: str = ""                   # the program's digest (Program.digest)
+    # A regression program's outputs read as values (Program.dequantize); its labels are then
+    # targets (batch x outputs) and ``accuracy`` is R².
+    values: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def mismatches(self) -> int:
@@ -60,16 +63,24 @@ class Simulation:
         return float(np.max(np.abs(self.predicted - self.cycles) / self.cycles))
 
     @property
+    def metric(self) -> str:
+        return "r2" if self.values is not None else "accuracy"
+
+    @property
     def accuracy(self) -> float | None:
+        """Top-1 accuracy against ``labels``; a regression's R² against its targets."""
         if self.labels is None:
             return None
-        return float(np.mean(self.outputs.argmax(axis=1) == self.labels))
+        from sparseforge.compiler.compress.training import Dataset, score
+
+        outputs = self.values if self.values is not None else self.outputs
+        return score(outputs, Dataset(np.zeros((len(outputs), 0), np.float32), self.labels))
 
     def to_json(self) -> dict:
         return {
             "program": self.program,
             "simulator": self.simulator, "inputs": int(len(self.outputs)),
-            "accuracy": self.accuracy, "mismatches": self.mismatches,
+            "accuracy": self.accuracy, "metric": self.metric, "mismatches": self.mismatches,
             "cycles": {"per_layer_mean": self.cycles.mean(axis=0).round(2).tolist(),
                        "total_mean": float(self.total_cycles.mean()),
                        "predicted_mean": self.predicted.mean(axis=0).round(2).tolist(),
@@ -111,7 +122,8 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
     check_stalls(input_idle, output_stall)
     x_int = engine_integers(program, X) if integer else real_inputs(program, X)
     if labels is not None:
-        labels = checked_labels(labels, len(x_int), program.network.layers[-1].out_features)
+        labels = (checked_targets if program.task == "regression" else checked_labels)(
+            labels, len(x_int), program.network.layers[-1].out_features)
     golden = run_image(program.config, program.image, x_int)
     timings = predict(program, x_int)
     if build_dir is None and not waves:
@@ -123,6 +135,23 @@ def simulate(program, X, *, labels=None, simulator: str = "verilator", integer: 
                      input_idle, output_stall)
 
 
+def checked_targets(targets, count: int, outputs: int) -> np.ndarray:
+    """A regression program's ``targets`` as ``count`` x ``outputs`` float32 values, checked
+    before the simulator is built."""
+    targets = np.asarray(targets)
+    if targets.dtype.kind not in "biuf":
+        raise ValueError(f"a regression's targets must be numbers, not {targets.dtype} values")
+    if targets.ndim == 1 and outputs == 1:
+        targets = targets[:, None]
+    if targets.shape != (count, outputs):
+        raise ValueError(f"a regression's targets must be {count} x {outputs} (one value per "
+                         f"output of each input), not of shape {targets.shape}")
+    targets = targets.astype(np.float32)
+    if not np.all(np.isfinite(targets)):
+        raise ValueError("a regression's targets must be finite numbers")
+    return targets
+
+
 def checked_labels(labels, count: int, classes: int) -> np.ndarray:
     """``labels`` as ``count`` integer classes of the model, checked before the simulator is
     built (a label no output can match would only show as a low accuracy)."""
@@ -131,8 +160,8 @@ def checked_labels(labels, count: int, classes: int) -> np.ndarray:
         labels = labels.astype(np.int64)          # whole numbers stored as floats (a CSV's)
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers (class numbers), not {labels.dtype} values "
-                         f"(a regression's targets are not taken: its outputs are checked "
-                         f"against the golden model, and its R² is the compression's)")
+                         f"(the program is a classifier's; a regression model is compressed "
+                         f"with task='regression')")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]                       # a column of labels: the vector it holds
     if labels.shape != (count,):
@@ -168,4 +197,6 @@ def _simulate(program, x_int, golden, timings, labels, simulator, waves, build_d
         work=np.array([[int(t.work.sum()) for t in row] for row in timings]),
         pes=program.config.pes, simulator=simulator, seconds=result.seconds,
         build_seconds=wall - result.seconds, waves=waves_file,
-        labels=labels, program=program.digest())
+        labels=labels, program=program.digest(),
+        values=(program.dequantize(program.network_output(result.outputs))
+                if program.task == "regression" else None))

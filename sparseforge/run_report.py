@@ -199,7 +199,7 @@ def summary_rows(ctx: _Context) -> list[SummaryRow]:
                            figure(ctx.quantized_accuracy),
                            f"integer network (the hardware's arithmetic){data}"))
     if sim is not None:
-        rows.append(SummaryRow("accuracy_hardware", "Hardware accuracy", _percent(sim.accuracy),
+        rows.append(SummaryRow("accuracy_hardware", f"Hardware {name}", figure(sim.accuracy),
                                f"RTL outputs ({sim.simulator}, {sim.inputs} inputs); "
                                f"{sim.mismatches} mismatches vs the golden model"))
     else:

@@ -109,3 +109,58 @@ def test_the_command_line_compresses_a_regression_from_a_table(tmp_path, capsys)
     assert "R² on training data: float" in capsys.readouterr().out
     assert main(["compress", *common]) == 2
     assert "--task regression needs your MODEL" in capsys.readouterr().err
+
+
+def test_a_simulation_of_a_regression_program_scores_its_targets_by_r2():
+    from sparseforge.sim.simulate import Simulation
+
+    values = np.array([[0.5], [1.5], [2.0]])
+    zeros = np.zeros((3, 1))
+    simulation = Simulation(outputs=np.array([[1], [3], [4]]), golden=np.array([[1], [3], [4]]),
+                            cycles=zeros + 10, predicted=zeros + 10, limit=zeros, bound=zeros,
+                            overhead=np.zeros(1), work=zeros, pes=1, simulator="verilator",
+                            seconds=1.0, build_seconds=1.0,
+                            labels=np.array([[0.5], [1.5], [2.5]], np.float32), values=values)
+    assert simulation.metric == "r2" and simulation.to_json()["metric"] == "r2"
+    # squared error 0.25 over the targets' 2 about their mean
+    assert simulation.accuracy == pytest.approx(1 - 0.25 / 2)
+
+
+def test_sim_takes_a_regression_programs_targets(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def simulate(program, x, *, labels=None, **_):
+        seen.update(labels=labels)
+        raise RuntimeError("not simulated in this test")
+
+    def sim(program, inputs, *options):
+        assert main(["sim", str(program), "--inputs", str(inputs), "--build-dir",
+                     str(tmp_path / "b"), *options]) == 2
+        return " ".join(capsys.readouterr().err.split())
+
+    for outputs in (1, 2):
+        x, y = problem(outputs, samples=200)
+        compressed = sf.compress(trained(outputs, x, y), (x, y), task="regression",
+                                 sparsity=0.5, prune_steps=1, prune_epochs=1, final_epochs=1,
+                                 share_epochs=1)
+        sf.compile(compressed, pes=2).save(tmp_path / f"program{outputs}")
+    monkeypatch.setattr(sf, "simulate", simulate)
+    # One output: a table's last column holds the targets.
+    lines = ["a,b,c,d,e,f,target"] + [",".join(f"{v:.4f}" for v in (*row, t))
+                                      for row, t in zip(x[:5], y[:5, 0])]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    assert "not simulated in this test" in sim(tmp_path / "program1", tmp_path / "x.csv")
+    assert seen["labels"].dtype == np.float32 and seen["labels"].shape == (5, 1)
+    np.testing.assert_allclose(seen["labels"][:, 0], y[:5, 0], atol=1e-4)
+    # Two outputs: the targets in an .npy beside the inputs; a table of one column, refused.
+    np.save(tmp_path / "x.npy", x[:5])
+    np.save(tmp_path / "y.npy", y[:5])
+    assert "not simulated" in sim(tmp_path / "program2", tmp_path / "x.npy", "--labels",
+                                  str(tmp_path / "y.npy"))
+    assert seen["labels"].shape == (5, 2)
+    np.save(tmp_path / "y1.npy", y[:5, 0])
+    assert "targets must be 5 x 2 (one value per output of each input), not of shape (5,)" in \
+        sim(tmp_path / "program2", tmp_path / "x.npy", "--labels", str(tmp_path / "y1.npy"))
+    assert ("x.csv: a table holds one target column, and the program's regression has 2 "
+            "outputs: give the inputs and their targets as .npy (--labels)") in \
+        sim(tmp_path / "program2", tmp_path / "x.csv")

@@ -175,9 +175,8 @@ def check_labels(labels, count: int | None, classes: int, where: str):
         labels = labels.astype(np.int64)          # whole numbers stored as floats (a CSV's)
     if labels.dtype.kind not in "iu":
         raise InputError(f"{where}: labels must be integers (class numbers), not "
-                         f"{labels.dtype} values (a regression's targets are not taken: its "
-                         f"outputs are checked against the golden model, and its R² is "
-                         f"compress's)")
+                         f"{labels.dtype} values (the program is a classifier's; a "
+                         f"regression model is compressed with --task regression)")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:

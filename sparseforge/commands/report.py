@@ -95,7 +95,16 @@ def _inputs(args, program):
         check_inputs(x, program.model_in_features, program.network.input_map_shape)
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
-    if labels is not None and args.simulate:
+    if labels is not None and args.simulate and program.task == "regression":
+        from sparseforge.sim.simulate import checked_targets
+
+        needed = min(len(x), args.count or len(x))
+        try:
+            labels = checked_targets(np.asarray(labels)[:needed], needed,
+                                     program.network.layers[-1].out_features)
+        except ValueError as error:
+            raise InputError(f"{args.labels or args.inputs}: {error}") from None
+    elif labels is not None and args.simulate:
         labels = check_labels(labels, len(x) if not args.count else None,
                               program.network.layers[-1].out_features,
                               args.labels or args.inputs or "the digits labels")

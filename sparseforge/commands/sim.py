@@ -71,7 +71,15 @@ def run(args) -> int:
                              program.network.input_map_shape)[:args.count]
         except InputError as error:
             raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
-        if labels is not None:
+        if labels is not None and program.task == "regression":
+            from sparseforge.sim.simulate import checked_targets
+
+            labels = np.asarray(labels)[:len(x)]
+            try:
+                labels = checked_targets(labels, len(x), program.network.layers[-1].out_features)
+            except ValueError as error:
+                raise InputError(f"{args.labels or args.inputs}: {error}") from None
+        elif labels is not None:
             labels = check_labels(labels, len(x) if not args.count else None,
                                   program.network.layers[-1].out_features,
                                   args.labels or args.inputs or "the digits labels")[:args.count]
@@ -127,8 +135,9 @@ def render(console, result) -> None:
     console.print(table)
     verdict = ("[green]bit-exact[/green]" if result.mismatches == 0
                else f"[red]{result.mismatches} mismatches[/red]")
-    accuracy = (f"; accuracy {100 * result.accuracy:.2f}%" if result.accuracy is not None
-                else "")
+    accuracy = ("" if result.accuracy is None else
+                f"; R² {result.accuracy:.4f}" if result.metric == "r2" else
+                f"; accuracy {100 * result.accuracy:.2f}%")
     console.print(f"outputs vs golden model: {verdict}{accuracy}; cycle model off by at most "
                   f"{100 * result.model_error:.1f}%; {result.seconds:.1f} s simulating "
                   f"({result.cycles.sum() / result.seconds:,.0f} cycles/s), "

@@ -110,12 +110,18 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
     return Table(x, y, name, len(features), class_names)
 
 
-def table_inputs(path, label_column: str | None, features: int, classes: int) -> Table:
+def table_inputs(path, label_column: str | None, features: int, classes: int, *,
+                 targets: bool = False) -> Table:
     """A table of a model's inputs (``sim --inputs``): ``features`` columns, or one more for
     the labels.  Labels that are class names are numbered in sorted order, as ``compress``
     numbered the training table's; that is the same numbering only when the table names all
-    ``classes`` classes, so a table naming fewer is refused."""
-    table = load_table(path, label_column, features, "inputs")
+    ``classes`` classes, so a table naming fewer is refused.  ``targets``: a regression
+    program's, whose label column holds target values."""
+    if targets and classes > 1:
+        raise InputError(f"{path}: a table holds one target column, and the program's "
+                         f"regression has {classes} outputs: give the inputs and their "
+                         f"targets as .npy (--labels)")
+    table = load_table(path, label_column, features, "inputs", targets=targets)
     if table.class_names is not None and len(table.class_names) != classes:
         raise InputError(f"{path}: the labels ({table.label_column}) name "
                          f"{len(table.class_names)} classes ({', '.join(table.class_names)}) "
@@ -130,7 +136,8 @@ def inputs_of_table(path, label_column: str | None, labels_path, program):
     from .common import load_npy, stderr_console
 
     table = table_inputs(path, label_column, program.model_in_features,
-                         program.network.layers[-1].out_features)
+                         program.network.layers[-1].out_features,
+                         targets=program.task == "regression")
     stderr_console().print(table.describe(path), highlight=False)
     if table.y is not None and labels_path:
         raise InputError(f"--labels {labels_path}: the labels are {path}'s "
