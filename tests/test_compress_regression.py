@@ -164,3 +164,19 @@ def test_sim_takes_a_regression_programs_targets(tmp_path, capsys, monkeypatch):
     assert ("x.csv: a table holds one target column, and the program's regression has 2 "
             "outputs: give the inputs and their targets as .npy (--labels)") in \
         sim(tmp_path / "program2", tmp_path / "x.csv")
+
+
+def test_a_torch_dataset_of_target_rows_keeps_them_rows():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sparseforge.compiler.compress.training import as_pair
+
+    x, y = problem(2, samples=10)
+    dataset = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    for data in (dataset, DataLoader(dataset, batch_size=4)):
+        features, targets = as_pair(data, "train")
+        assert features.shape == (10, 6) and targets.shape == (10, 2)
+        np.testing.assert_array_equal(targets, y)
+    labels = TensorDataset(torch.from_numpy(x), torch.arange(10) % 3)
+    assert as_pair(DataLoader(labels, batch_size=4), "train")[1].tolist() == \
+        [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]

@@ -77,14 +77,16 @@ def as_pair(data, what: str):
                              f"{type(batch).__name__}"
                              + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
     x = np.concatenate([_numpy(batch[0]) for batch in batches])
-    y = np.concatenate([_numpy(batch[1]).reshape(-1) for batch in batches])
-    return x, y
+    # A label per sample, or a regression's row of targets (kept a row: samples x outputs).
+    y = np.concatenate([_numpy(batch[1]).reshape(len(_numpy(batch[0])), -1)
+                        for batch in batches])
+    return x, y[:, 0] if y.shape[1] == 1 else y
 
 
 def _as_batch(sample):
-    """A Dataset's one sample as a batch of one: ``(x[None], [label])``."""
+    """A Dataset's one sample as a batch of one: ``(x[None], [label])`` (or ``[targets]``)."""
     if isinstance(sample, (tuple, list)) and len(sample) == 2:
-        return _numpy(sample[0])[None], np.asarray([_numpy(sample[1])]).reshape(1)
+        return _numpy(sample[0])[None], np.asarray(_numpy(sample[1]))[None]
     return sample
 
 
