@@ -161,9 +161,16 @@ def test_sim_takes_a_regression_programs_targets(tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "y1.npy", y[:5, 0])
     assert "targets must be 5 x 2 (one value per output of each input), not of shape (5,)" in \
         sim(tmp_path / "program2", tmp_path / "x.npy", "--labels", str(tmp_path / "y1.npy"))
-    assert ("x.csv: a table holds one target column, and the program's regression has 2 "
-            "outputs: give the inputs and their targets as .npy (--labels)") in \
+    assert ("x.csv: 7 columns; the model's inputs and their targets are 6 + 2 (or name the "
+            "target columns with --label-column t1,t2)") in \
         sim(tmp_path / "program2", tmp_path / "x.csv")
+    # Two target columns, the last two or named.
+    lines = ["t1,a,b,c,d,e,f,t2"] + [",".join(f"{v:.4f}" for v in (t[0], *row, t[1]))
+                                     for row, t in zip(x[:5], y[:5])]
+    (tmp_path / "xy.csv").write_text("\n".join(lines) + "\n")
+    assert "labels from 't1', 't2'" in sim(tmp_path / "program2", tmp_path / "xy.csv",
+                                           "--label-column", "t1,t2")
+    np.testing.assert_allclose(seen["labels"], y[:5], atol=1e-4)
 
 
 def test_a_torch_dataset_of_target_rows_keeps_them_rows():

@@ -286,7 +286,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
             raise InputError(f"the {name} data has {data.y.shape[1]} target"
                              f"{'s' if data.y.shape[1] != 1 else ''} a sample but the model "
                              f"has {network.output_size} output"
-                             f"{'s' if network.output_size != 1 else ''}")
+                             f"{'s' if network.output_size != 1 else ''} (y: a row of "
+                             f"{network.output_size} per sample, samples x outputs)")
         if data is not None and not regression and data.y.max() >= network.output_size:
             # Compression fine-tunes with cross-entropy on class labels.  A one-output model
             # is a binary classifier's logit, which the passes made two classes (0, logit)

@@ -51,11 +51,12 @@ def is_table(path: Path) -> bool:
 
 
 def load_table(path, label_column: str | None = None, features: int | None = None,
-               what: str = "data", *, targets: bool = False) -> Table:
+               what: str = "data", *, targets: bool = False, outputs: int = 1) -> Table:
     """The table at ``path``.  ``features``: the inputs the model takes, when known; a table
     that many columns wide (and no ``label_column``) is features only, without labels.
     ``targets``: the label column holds a regression's target values (float32), not
-    classes."""
+    classes; several columns (``label_column`` "t1,t2"; unnamed, the last ``outputs``) hold
+    a regression's several outputs' targets (y samples x columns)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(no_such_file(path, what))
@@ -80,33 +81,47 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
         if len(row) != width:
             raise InputError(f"{path} line {number}: {len(row)} columns where the "
                              f"{'header' if header is not None else 'first line'} has {width}")
+    def named(index: int) -> str:
+        return repr(header[index]) if header is not None and header[index] else f"column {index}"
+
     if width == features and label_column is None:
-        label, name = None, None
+        labels, name = [], None
     elif width < 2:
         raise InputError(f"{path}: one column; a table needs feature columns and a label "
                          f"column")
+    elif targets and label_column is not None and "," in label_column:
+        labels = [_label_index(path, header, width, column.strip(), rows)[0]
+                  for column in label_column.split(",")]
+        name = ", ".join(map(named, labels))
+    elif targets and outputs > 1 and label_column is None:
+        if features is not None and width != features + outputs:
+            raise InputError(f"{path}: {width} columns; the model's inputs and their targets "
+                             f"are {features} + {outputs} (or name the target columns with "
+                             f"--label-column t1,t2)")
+        labels = list(range(width - outputs, width))
+        name = f"{', '.join(map(named, labels))} (the last {outputs})"
     else:
         label, why = _label_index(path, header, width, label_column, rows)
-        name = (repr(header[label]) if header is not None and header[label] else
-                f"column {label}") + why
-    features = [index for index in range(width) if index != label]
+        labels, name = [label], named(label) + why
+    if len(set(labels)) != len(labels):
+        raise InputError(f"{path}: --label-column {label_column!r} names a column twice")
+    features = [index for index in range(width) if index not in labels]
     x = np.empty((len(rows), len(features)), dtype=np.float32)
     for i, (number, row) in enumerate(rows):
         for j, index in enumerate(features):
             try:
                 x[i, j] = float(row[index])
             except ValueError:
-                column = (repr(header[index]) if header is not None and header[index]
-                          else f"column {index}")
-                raise InputError(f"{path} line {number}, {column}: {row[index]!r} is not a "
+                raise InputError(f"{path} line {number}, {named(index)}: {row[index]!r} is not a "
                                  f"number; features must be numbers (fill or drop missing "
                                  f"values, encode categories as numbers)") from None
-    if label is None:
+    if not labels:
         return Table(x, None, None, len(features), None)
-    cells = [row[label] for _, row in rows]
     if targets:
-        return Table(x, _targets(path, cells, rows, name), name, len(features), None)
-    y, class_names = _labels(path, cells, name)
+        y = np.stack([_targets(path, [row[label] for _, row in rows], rows, named(label))
+                      for label in labels], axis=1)
+        return Table(x, y[:, 0] if len(labels) == 1 else y, name, len(features), None)
+    y, class_names = _labels(path, [row[labels[0]] for _, row in rows], name)
     return Table(x, y, name, len(features), class_names)
 
 
@@ -117,11 +132,8 @@ def table_inputs(path, label_column: str | None, features: int, classes: int, *,
     numbered the training table's; that is the same numbering only when the table names all
     ``classes`` classes, so a table naming fewer is refused.  ``targets``: a regression
     program's, whose label column holds target values."""
-    if targets and classes > 1:
-        raise InputError(f"{path}: a table holds one target column, and the program's "
-                         f"regression has {classes} outputs: give the inputs and their "
-                         f"targets as .npy (--labels)")
-    table = load_table(path, label_column, features, "inputs", targets=targets)
+    table = load_table(path, label_column, features, "inputs", targets=targets,
+                       outputs=classes)
     if table.class_names is not None and len(table.class_names) != classes:
         raise InputError(f"{path}: the labels ({table.label_column}) name "
                          f"{len(table.class_names)} classes ({', '.join(table.class_names)}) "
