@@ -147,3 +147,20 @@ def test_a_regression_table_takes_its_label_column_as_target_values(tmp_path):
     with pytest.raises(InputError, match=r"u.csv line 3, 'y': 'big' is not a number; a "
                                          r"regression's targets are values"):
         load_table(write(tmp_path / "u.csv", ["a,b,y", "1,2,0.25", "3,4,big"]), targets=True)
+
+
+@pytest.mark.parametrize("text,told", [
+    ("\ufeffa,b,label\r\n1.5,2,0\r\n3,4,1\r\n", ""),                   # Excel: BOM, CRLF
+    ('"a","b","label"\n"1.5","2",0\n"3","4",1\n', ""),                  # quoted cells
+    ("a,b,label,\n1.5,2,0,\n3,4,1,\n", "; 1 empty column left out"),    # a delimiter at the end
+    ("a;b;label\n1,5;2;0\n3;4;1\n", ""),                                # decimal commas
+    (",a,b,label\n0,1.5,2,0\n1,3,4,1\n",                                # DataFrame.to_csv()
+     "; the unnamed first column counts the lines from 0 (pandas' index): left out"),
+])
+def test_tables_as_spreadsheets_and_pandas_write_them(tmp_path, text, told):
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    table = load_table(path)
+    np.testing.assert_allclose(table.x, [[1.5, 2], [3, 4]])
+    assert table.y.tolist() == [0, 1]
+    assert table.describe(path).endswith("labels from 'label'" + told)

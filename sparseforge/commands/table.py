@@ -34,6 +34,7 @@ class Table:
     label_column: str | None        # as the note names it: 'species' or 'column 4'
     feature_columns: int
     class_names: tuple[str, ...] | None   # class i's name, when the labels were names
+    dropped: tuple[str, ...] = ()          # columns left out, and why
 
     def describe(self, path) -> str:
         """One line for the person running the command: what was read and how."""
@@ -42,7 +43,9 @@ class Table:
                    if self.class_names else "")
         labels = (f", labels from {self.label_column}{classes}" if self.y is not None
                   else ", no labels")
-        return f"{path}: {len(self.x)} samples, {self.feature_columns} feature columns{labels}"
+        dropped = "".join(f"; {what}" for what in self.dropped)
+        return (f"{path}: {len(self.x)} samples, {self.feature_columns} feature "
+                f"columns{labels}{dropped}")
 
 
 def is_table(path: Path) -> bool:
@@ -65,9 +68,9 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not a UTF-8 text table (byte {error.start} cannot be "
                          f"read): save it as CSV in UTF-8") from None
-    rows = [(number, [cell.strip() for cell in row])
-            for number, row in enumerate(csv.reader(text.splitlines(),
-                                                    delimiter=_delimiter(path, text)), 1)
+    delimiter = _delimiter(path, text)
+    rows = [(number, [_cell(cell, delimiter) for cell in row])
+            for number, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), 1)
             if any(cell.strip() for cell in row)]
     if not rows:
         raise InputError(f"{path}: the table is empty")
@@ -81,6 +84,8 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
         if len(row) != width:
             raise InputError(f"{path} line {number}: {len(row)} columns where the "
                              f"{'header' if header is not None else 'first line'} has {width}")
+    header, rows, dropped = _without_empty_and_index(header, rows)
+    width = len(header if header is not None else rows[0][1])
     def named(index: int) -> str:
         return repr(header[index]) if header is not None and header[index] else f"column {index}"
 
@@ -116,13 +121,14 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
                                  f"number; features must be numbers (fill or drop missing "
                                  f"values, encode categories as numbers)") from None
     if not labels:
-        return Table(x, None, None, len(features), None)
+        return Table(x, None, None, len(features), None, dropped)
     if targets:
         y = np.stack([_targets(path, [row[label] for _, row in rows], rows, named(label))
                       for label in labels], axis=1)
-        return Table(x, y[:, 0] if len(labels) == 1 else y, name, len(features), None)
+        return Table(x, y[:, 0] if len(labels) == 1 else y, name, len(features), None,
+                     dropped)
     y, class_names = _labels(path, [row[labels[0]] for _, row in rows], name)
-    return Table(x, y, name, len(features), class_names)
+    return Table(x, y, name, len(features), class_names, dropped)
 
 
 def table_inputs(path, label_column: str | None, features: int, classes: int, *,
@@ -165,6 +171,42 @@ def _delimiter(path: Path, text: str) -> str:
     first = next((line for line in text.splitlines() if line.strip()), "")
     # A semicolon-separated CSV (decimal commas' locales) has no comma in its header line.
     return ";" if ";" in first and "," not in first else ","
+
+
+def _cell(cell: str, delimiter: str) -> str:
+    # Semicolon-separated tables come from locales that write decimal commas (1,5).
+    cell = cell.strip()
+    return cell.replace(",", ".") if delimiter == ";" and _number(cell.replace(",", ".")) \
+        else cell
+
+
+def _without_empty_and_index(header, rows):
+    """The table without the columns that are not data, and what was left out: a column
+    empty in every line and unnamed (a delimiter at each line's end), and an unnamed first
+    column counting the lines from 0 or 1 (the index ``pandas.DataFrame.to_csv`` writes
+    unless ``index=False``)."""
+    width = len(header if header is not None else rows[0][1])
+    unnamed = [header is None or header[i] == "" or header[i].startswith("Unnamed: ")
+               for i in range(width)]
+    empty = [i for i in range(width) if unnamed[i] and all(row[i] == "" for _, row in rows)]
+    dropped = [f"{len(empty)} empty column{'s' if len(empty) > 1 else ''} left out"] \
+        if empty else []
+    index = []
+    if header is not None and unnamed[0] and 0 not in empty:
+        try:
+            counts = [float(row[0]) for _, row in rows]
+        except ValueError:
+            counts = []
+        if counts and counts[0] in (0, 1) and counts == [counts[0] + i for i in
+                                                         range(len(counts))]:
+            index = [0]
+            dropped.append(f"the unnamed first column counts the lines from "
+                           f"{counts[0]:g} (pandas' index): left out")
+    keep = [i for i in range(width) if i not in empty and i not in index]
+    if len(keep) == width:
+        return header, rows, ()
+    return ([header[i] for i in keep] if header is not None else None,
+            [(number, [row[i] for i in keep]) for number, row in rows], tuple(dropped))
 
 
 def _number(cell: str) -> bool:
