@@ -71,10 +71,9 @@ class Simulation:
         """Top-1 accuracy against ``labels``; a regression's R² against its targets."""
         if self.labels is None:
             return None
-        from sparseforge.compiler.compress.training import Dataset, score
+        from sparseforge.compiler.compress.training import score
 
-        outputs = self.values if self.values is not None else self.outputs
-        return score(outputs, Dataset(np.zeros((len(outputs), 0), np.float32), self.labels))
+        return score(self.values if self.values is not None else self.outputs, self.labels)
 
     def to_json(self) -> dict:
         return {

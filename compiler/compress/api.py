@@ -230,12 +230,12 @@ def integer_accuracy(network: QuantizedNetwork, data: Dataset) -> float:
     """Top-1 accuracy (a regression's R², ``training.score``) of the integer network (the
     hardware's arithmetic) on ``data``, its outputs read as their fixed-point values."""
     outputs = network.forward(network.quantize_input(data.x))
-    return score(network.dequantize_output(outputs), data)
+    return score(network.dequantize_output(outputs), data.y)
 
 
 def float_accuracy(network: Network, data: Dataset) -> float:
     """Top-1 accuracy (a regression's R²) of a float network (float64 NumPy) on ``data``."""
-    return score(network.forward(data.x), data)
+    return score(network.forward(data.x), data.y)
 
 
 def compress(model, train=None, val=None, *, sparsity: float | None = None,
@@ -546,10 +546,10 @@ def _own_accuracy(model, train, data: Dataset) -> float | None:
             return None
     if data.regression:
         outputs = outputs.reshape(len(outputs), -1)
-        return score(outputs, data) if outputs.shape == data.y.shape else None
+        return score(outputs, data.y) if outputs.shape == data.y.shape else None
     if outputs.ndim != 2 or outputs.shape[1] < 2:
         return None
-    return score(outputs, data)
+    return score(outputs, data.y)
 
 
 def _input_shape(train) -> tuple[int, ...] | None:

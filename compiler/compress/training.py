@@ -37,17 +37,18 @@ class Dataset:
         return self.y.dtype.kind == "f"
 
 
-def score(outputs: np.ndarray, data: Dataset) -> float:
-    """How well ``outputs`` (samples x outputs) answer ``data``: a classifier's top-1
-    accuracy, a regression's coefficient of determination R² (1 - the squared error over the
-    targets' variance about each output's mean, pooled over the outputs; 1 is perfect, 0 is
-    no better than predicting the means).  Both are higher-is-better fractions, so the
-    sensitivity budget and the report read either."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if not data.regression:
-        return float(np.mean(outputs.argmax(axis=1) == data.y))
-    error = float(np.sum((outputs - data.y) ** 2))
-    spread = float(np.sum((data.y - data.y.mean(axis=0)) ** 2))
+def score(outputs: np.ndarray, y: np.ndarray) -> float:
+    """How well ``outputs`` (samples x outputs) answer ``y``: a classifier's top-1 accuracy
+    against integer labels, a regression's coefficient of determination R² against float
+    targets (samples x outputs: 1 - the squared error over the targets' variance about each
+    output's mean, pooled over the outputs; 1 is perfect, 0 is no better than predicting the
+    means).  Both are higher-is-better fractions, so the sensitivity budget and the report
+    read either."""
+    outputs, y = np.asarray(outputs, dtype=np.float64), np.asarray(y)
+    if y.dtype.kind != "f":
+        return float(np.mean(outputs.argmax(axis=1) == y))
+    error = float(np.sum((outputs - y) ** 2))
+    spread = float(np.sum((y - y.mean(axis=0)) ** 2))
     if spread == 0.0:
         return 1.0 if error == 0.0 else 0.0
     return 1.0 - error / spread
@@ -214,7 +215,7 @@ def accuracy(model, data: Dataset) -> float:
     model.eval()
     with torch.no_grad():
         outputs = model(torch.from_numpy(data.x))
-    return score(outputs.numpy(), data)
+    return score(outputs.numpy(), data.y)
 
 
 # Without a terminal (a pipe, a log, CI) a slow phase says how far it got in plain lines: one

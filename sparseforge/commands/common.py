@@ -21,7 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["HelpFormatter", "add_json_flag", "begin", "check_labels", "console_for",
+__all__ = ["HelpFormatter", "add_json_flag", "begin", "check_labels", "check_targets",
+           "console_for",
            "emit_json", "fail", "plain_text", "positive_int", "stderr_console", "tidy_parser"]
 
 # The verb being run, and whether it has printed its JSON object (one per run).
@@ -189,6 +190,20 @@ def check_labels(labels, count: int | None, classes: int, where: str):
         raise InputError(f"{where}: label {int(labels[outside][0])} is not a class of the "
                          f"model's {classes} outputs (0 to {classes - 1})")
     return labels.astype(np.int64)
+
+
+def check_targets(targets, count: int, outputs: int, where: str):
+    """A regression program's targets as ``count`` x ``outputs`` values (``--labels`` of a
+    regression: :func:`check_labels`' counterpart), the first ``count`` of those given."""
+    import numpy as np
+
+    from sparseforge.compiler.errors import InputError
+    from sparseforge.sim.simulate import checked_targets
+
+    try:
+        return checked_targets(np.asarray(targets)[:count], count, outputs)
+    except ValueError as error:
+        raise InputError(f"{where}: {error}") from None
 
 
 def fail(message: str, status: int = 2) -> int:

@@ -22,10 +22,8 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-from .common import (add_json_flag, check_labels, console_for, emit_json, fail, load_npy,
-                     positive_int)
+from .common import (add_json_flag, check_labels, check_targets, console_for, emit_json, fail,
+                     load_npy, positive_int)
 
 
 def register(verbs) -> None:
@@ -96,14 +94,9 @@ def _inputs(args, program):
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
     if labels is not None and args.simulate and program.task == "regression":
-        from sparseforge.sim.simulate import checked_targets
-
-        needed = min(len(x), args.count or len(x))
-        try:
-            labels = checked_targets(np.asarray(labels)[:needed], needed,
-                                     program.network.layers[-1].out_features)
-        except ValueError as error:
-            raise InputError(f"{args.labels or args.inputs}: {error}") from None
+        labels = check_targets(labels, min(len(x), args.count or len(x)),
+                               program.network.layers[-1].out_features,
+                               args.labels or args.inputs)
     elif labels is not None and args.simulate:
         labels = check_labels(labels, len(x) if not args.count else None,
                               program.network.layers[-1].out_features,

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from .common import (add_json_flag, check_labels, console_for, emit_json, fail, load_npy,
-                     positive_int, stderr_console)
+from .common import (add_json_flag, check_labels, check_targets, console_for, emit_json, fail,
+                     load_npy, positive_int, stderr_console)
 
 
 def register(verbs) -> None:
@@ -72,13 +70,8 @@ def run(args) -> int:
         except InputError as error:
             raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
         if labels is not None and program.task == "regression":
-            from sparseforge.sim.simulate import checked_targets
-
-            labels = np.asarray(labels)[:len(x)]
-            try:
-                labels = checked_targets(labels, len(x), program.network.layers[-1].out_features)
-            except ValueError as error:
-                raise InputError(f"{args.labels or args.inputs}: {error}") from None
+            labels = check_targets(labels, len(x), program.network.layers[-1].out_features,
+                                   args.labels or args.inputs)
         elif labels is not None:
             labels = check_labels(labels, len(x) if not args.count else None,
                                   program.network.layers[-1].out_features,

@@ -21,7 +21,7 @@ import numpy as np
 
 from sparseforge.compiler.errors import InputError, no_such_file
 
-__all__ = ["LABEL_NAMES", "Table", "inputs_of_table", "is_table", "load_table", "table_inputs"]
+__all__ = ["LABEL_NAMES", "Table", "inputs_of_table", "is_table", "load_table"]
 
 LABEL_NAMES = ("label", "labels", "target", "class", "y", "category")
 _SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -131,31 +131,23 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
     return Table(x, y, name, len(features), class_names, dropped)
 
 
-def table_inputs(path, label_column: str | None, features: int, classes: int, *,
-                 targets: bool = False) -> Table:
-    """A table of a model's inputs (``sim --inputs``): ``features`` columns, or one more for
-    the labels.  Labels that are class names are numbered in sorted order, as ``compress``
-    numbered the training table's; that is the same numbering only when the table names all
-    ``classes`` classes, so a table naming fewer is refused.  ``targets``: a regression
-    program's, whose label column holds target values."""
-    table = load_table(path, label_column, features, "inputs", targets=targets,
-                       outputs=classes)
+def inputs_of_table(path, label_column: str | None, labels_path, program):
+    """A command's ``--inputs TABLE.csv``: the inputs of ``program`` and their labels (the
+    table's, else ``--labels``' ``.npy``, else None); what was read is told on stderr.  The
+    table holds the model's inputs, and its labels in one more column (a regression's
+    targets: as many as it has outputs).  Labels that are class names are numbered in sorted
+    order, as ``compress`` numbered the training table's; that is the same numbering only when
+    the table names every class of the model, so a table naming fewer is refused."""
+    from .common import load_npy, stderr_console
+
+    classes = program.network.layers[-1].out_features
+    table = load_table(path, label_column, program.model_in_features, "inputs",
+                       targets=program.task == "regression", outputs=classes)
     if table.class_names is not None and len(table.class_names) != classes:
         raise InputError(f"{path}: the labels ({table.label_column}) name "
                          f"{len(table.class_names)} classes ({', '.join(table.class_names)}) "
                          f"and the model has {classes}: numbered in sorted order they would "
                          f"not be the training's numbers; give class numbers instead")
-    return table
-
-
-def inputs_of_table(path, label_column: str | None, labels_path, program):
-    """A command's ``--inputs TABLE.csv``: the inputs of ``program`` and their labels (the
-    table's, else ``--labels``' ``.npy``, else None); what was read is told on stderr."""
-    from .common import load_npy, stderr_console
-
-    table = table_inputs(path, label_column, program.model_in_features,
-                         program.network.layers[-1].out_features,
-                         targets=program.task == "regression")
     stderr_console().print(table.describe(path), highlight=False)
     if table.y is not None and labels_path:
         raise InputError(f"--labels {labels_path}: the labels are {path}'s "
