@@ -188,11 +188,9 @@ def summary_rows(ctx: _Context) -> list[SummaryRow]:
                        f"{program.config.code_bits}-bit codes, board "
                        f"{program.board or 'none'}", "engine.json")]
     data = f" ({ctx.accuracy_data})" if ctx.accuracy_data else ""
-    regression = (ctx.compressed is not None
-                  and getattr(ctx.compressed.report, "metric", "accuracy") == "r2")
     # A regression model's figures are R² (compress's ``training.score``), not percentages.
-    figure, name = ((lambda v: "n/a" if v is None else f"{v:.4f}", "R²") if regression
-                    else (_percent, "accuracy"))
+    figure, name = ((lambda v: "n/a" if v is None else f"{v:.4f}", "R²")
+                    if program.task == "regression" else (_percent, "accuracy"))
     rows.append(SummaryRow("accuracy_float", f"Float {name}", figure(ctx.float_accuracy),
                            f"uncompressed model, float64 NumPy{data}"))
     rows.append(SummaryRow("accuracy_compressed", f"Compressed {name}",

@@ -7,8 +7,11 @@ the column ``--label-column`` names (a header name or a 0-based index), else the
 ``label``, ``target``, ``class``, ``y`` (or ``labels``, ``category``), else the only column
 that holds names rather than numbers (iris's ``species``), else the last.  Class
 names (``setosa``, ``spam``) are numbered in sorted order and the numbering is told; every
-other column is a feature and must hold numbers.  Nothing is guessed silently: a missing or
-non-numeric feature is refused naming its line and column.
+other column is a feature and must hold numbers.  A regression's label columns hold its
+targets.  Nothing is guessed silently: a missing or non-numeric feature is refused naming its
+line and column, and the columns left out as not data (an empty trailing one, pandas' index)
+are told.  ``sim`` and ``report`` read their ``--inputs`` tables the same way
+(:func:`inputs_of_table`).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from sparseforge.compiler.errors import InputError, no_such_file
 __all__ = ["LABEL_NAMES", "Table", "inputs_of_table", "is_table", "load_table"]
 
 LABEL_NAMES = ("label", "labels", "target", "class", "y", "category")
-_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+_SUFFIXES = (".csv", ".tsv")
 
 
 @dataclass(frozen=True)
 class Table:
     x: np.ndarray                   # samples x features, float32
-    y: np.ndarray | None            # class numbers, int64 (None: a table of features only)
+    y: np.ndarray | None            # class numbers, int64, or a regression's float32 targets
+                                    # (None: a table of features only)
     label_column: str | None        # as the note names it: 'species' or 'column 4'
     feature_columns: int
     class_names: tuple[str, ...] | None   # class i's name, when the labels were names
