@@ -164,3 +164,30 @@ def test_tables_as_spreadsheets_and_pandas_write_them(tmp_path, text, told):
     np.testing.assert_allclose(table.x, [[1.5, 2], [3, 4]])
     assert table.y.tolist() == [0, 1]
     assert table.describe(path).endswith("labels from 'label'" + told)
+
+
+def test_a_test_table_is_reported_on_with_the_training_tables_numbering(tmp_path, capsys):
+    train = iris_like(tmp_path / "train.csv")
+    test = write(tmp_path / "test.csv", ["sepal_length,sepal_width,species,petal_length",
+                                         "2.1,2.0,virginica,1.9", "1.0,1.1,versicolor,0.9"])
+    common = ["compress", "--data", str(train), "--test-data", str(test), "--sparsity", "0.5",
+              "--prune-steps", "1", "--prune-epochs", "1", "--final-epochs", "2",
+              "--share-epochs", "2", "-o", str(tmp_path / "m.sfm"), "--json"]
+    assert main(common) == 0
+    captured = capsys.readouterr()
+    # Two classes named, numbered as the training table's three: 2 and 1, not 1 and 0.
+    assert ("test.csv: 2 samples, 3 feature columns, labels from 'species' (the only column "
+            "of names); classes 0 = setosa, 1 = versicolor, 2 = virginica"
+            in " ".join(captured.err.split()))
+    report = json.loads(captured.out)
+    assert report["provenance"]["test_samples"] == 2
+    assert report["accuracy_data"] == "test data"
+    assert load_table(test, class_names=SPECIES).y.tolist() == [2, 1]
+    write(test, ["sepal_length,sepal_width,species,petal_length", "2.1,2.0,iris,1.9"])
+    assert main(common) == 2
+    assert ("test.csv: the labels ('species' (the only column of names)) name 'iris', which "
+            "the training data does not (its classes: setosa, versicolor, virginica)"
+            in " ".join(capsys.readouterr().err.split()))
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((4, 3)), y_train=np.arange(4) % 2)
+    assert main([*common[:2], str(tmp_path / "d.npz"), *common[3:]]) == 2
+    assert "goes with a .csv --data, both tables" in capsys.readouterr().err

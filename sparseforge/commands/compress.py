@@ -39,6 +39,9 @@ def register(verbs) -> None:
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_train, y_train [, x_val, y_val, x_test, "
                                        "y_test], or a .csv/.tsv table: the training set")
+    parser.add_argument("--test-data", metavar="TABLE",
+                        help="with a .csv --data: a second table, the test set the accuracies "
+                             "are reported on (its class names numbered as --data's)")
     parser.add_argument("--task", choices=("classification", "regression"),
                         help="classification (labels are classes; the default) or regression "
                              "(targets are values: trained on the squared error, scored by "
@@ -313,7 +316,7 @@ def _classes(*pairs) -> int | None:
 
 
 def load_data(path: Path | None, label_column: str | None = None, console=None, *,
-              regression: bool = False):
+              regression: bool = False, test_path: Path | None = None):
     from sparseforge.compiler.compress.digits import load_digits_split
     from sparseforge.compiler.errors import InputError
 
@@ -324,11 +327,19 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
             raise InputError("--label-column chooses a column of a .csv --data; there is none")
         train, val, test = load_digits_split()
         return (train.x, train.y), (val.x, val.y), (test.x, test.y)
+    if test_path is not None and not (is_table(path) and is_table(test_path)):
+        raise InputError(f"--test-data {test_path} goes with a .csv --data, both tables (an "
+                         f".npz --data holds its test set as x_test, y_test)")
     if is_table(path):
         table = load_table(path, label_column, targets=regression)
-        if console is not None:
-            console.print(table.describe(path), highlight=False)
-        return (table.x, table.y), None, None
+        tables = [(path, table)]
+        if test_path is not None:
+            tables.append((test_path, load_table(test_path, label_column, targets=regression,
+                                                 class_names=table.class_names)))
+        for where, read in tables if console is not None else ():
+            console.print(read.describe(where), highlight=False)
+        test = tables[1][1] if test_path is not None else None
+        return (table.x, table.y), None, (test.x, test.y) if test is not None else None
     if label_column is not None:
         raise InputError(f"--label-column chooses a column of a .csv table; {path} is not one")
     arrays = load_npz(path)
@@ -382,9 +393,13 @@ def run(args) -> int:
         if regression and args.data is None:
             raise InputError("--task regression needs --data: the default data (the digits) "
                              "is for classification")
+        if args.test_data and not args.data:
+            raise InputError("--test-data goes with a .csv --data (the digits have their own "
+                             "test split)")
         train, val, test = load_data(Path(args.data) if args.data else None,
                                      args.label_column, stderr_console(),
-                                     regression=regression)
+                                     regression=regression,
+                                     test_path=Path(args.test_data) if args.test_data else None)
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
             # an output for every class any of the sets names.

@@ -58,12 +58,14 @@ def is_table(path: Path) -> bool:
 
 
 def load_table(path, label_column: str | None = None, features: int | None = None,
-               what: str = "data", *, targets: bool = False, outputs: int = 1) -> Table:
+               what: str = "data", *, targets: bool = False, outputs: int = 1,
+               class_names: tuple[str, ...] | None = None) -> Table:
     """The table at ``path``.  ``features``: the inputs the model takes, when known; a table
     that many columns wide (and no ``label_column``) is features only, without labels.
     ``targets``: the label column holds a regression's target values (float32), not
     classes; several columns (``label_column`` "t1,t2"; unnamed, the last ``outputs``) hold
-    a regression's several outputs' targets (y samples x columns)."""
+    a regression's several outputs' targets (y samples x columns).  ``class_names``: class
+    names numbered as another table's were (a test set's, as its training set's)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(no_such_file(path, what))
@@ -131,7 +133,7 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
                       for label in labels], axis=1)
         return Table(x, y[:, 0] if len(labels) == 1 else y, name, len(features), None,
                      dropped)
-    y, class_names = _labels(path, [row[labels[0]] for _, row in rows], name)
+    y, class_names = _labels(path, [row[labels[0]] for _, row in rows], name, class_names)
     return Table(x, y, name, len(features), class_names, dropped)
 
 
@@ -256,7 +258,8 @@ def _targets(path: Path, cells: list[str], rows, name: str) -> np.ndarray:
     return np.array([float(cell) for cell in cells], dtype=np.float32)
 
 
-def _labels(path: Path, cells: list[str], name: str) -> tuple[np.ndarray, tuple | None]:
+def _labels(path: Path, cells: list[str], name: str,
+            numbering: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple | None]:
     if all(map(_number, cells)):
         values = np.array([float(cell) for cell in cells])
         if not np.all(values == np.round(values)):
@@ -267,5 +270,13 @@ def _labels(path: Path, cells: list[str], name: str) -> tuple[np.ndarray, tuple 
         return values.astype(np.int64), None
     if any(cell == "" for cell in cells):
         raise InputError(f"{path}: sample {cells.index('') + 1} has no label ({name})")
+    if numbering is not None:
+        number = {class_name: index for index, class_name in enumerate(numbering)}
+        unknown = sorted(set(cells) - set(number))
+        if unknown:
+            raise InputError(f"{path}: the labels ({name}) name {', '.join(map(repr, unknown))}, "
+                             f"which the training data does not (its classes: "
+                             f"{', '.join(numbering)})")
+        return np.array([number[cell] for cell in cells], dtype=np.int64), numbering
     names, y = np.unique(np.array(cells), return_inverse=True)
     return y.astype(np.int64), tuple(str(n) for n in names)
