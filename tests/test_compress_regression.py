@@ -108,6 +108,17 @@ def test_the_command_line_compresses_a_regression_from_a_table(tmp_path, capsys)
     assert "R² on training data: float" in capsys.readouterr().out
     assert main(["compress", *common]) == 2
     assert "--task regression needs your MODEL" in capsys.readouterr().err
+    # A model of two outputs takes the table's last two columns as its targets.
+    x, y = problem(2, samples=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(trained(2, x, y), torch.from_numpy(x[:1]), tmp_path / "m2.onnx",
+                          dynamo=False)
+    lines = ["a,b,c,d,e,f,t1,t2"] + [",".join(f"{v:.4f}" for v in (*row, *t))
+                                     for row, t in zip(x, y)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    assert main(["compress", str(tmp_path / "m2.onnx"), *common]) == 0
+    assert "labels from 't1', 't2' (the last 2)" in capsys.readouterr().err
 
 
 def test_a_simulation_of_a_regression_program_scores_its_targets_by_r2():

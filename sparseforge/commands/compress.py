@@ -315,8 +315,21 @@ def _classes(*pairs) -> int | None:
     return int(max(largest)) + 1 if largest else None
 
 
+def _regression_outputs(args) -> int:
+    """How many outputs the regression MODEL has, so that a table's last as many columns are
+    its targets; 1 when the model cannot be read as it is (compress then says why, or swaps
+    the activations it was asked to)."""
+    from sparseforge.compiler.compress.convert import to_network
+
+    try:
+        return to_network(load_model(Path(args.model), progress=False),
+                          regression=True).output_size
+    except Exception:           # noqa: BLE001 - a probe: compress reads the model again
+        return 1
+
+
 def load_data(path: Path | None, label_column: str | None = None, console=None, *,
-              regression: bool = False, test_path: Path | None = None):
+              regression: bool = False, test_path: Path | None = None, outputs: int = 1):
     from sparseforge.compiler.compress.digits import load_digits_split
     from sparseforge.compiler.errors import InputError
 
@@ -331,10 +344,11 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
         raise InputError(f"--test-data {test_path} goes with a .csv --data, both tables (an "
                          f".npz --data holds its test set as x_test, y_test)")
     if is_table(path):
-        table = load_table(path, label_column, targets=regression)
+        table = load_table(path, label_column, targets=regression, outputs=outputs)
         tables = [(path, table)]
         if test_path is not None:
             tables.append((test_path, load_table(test_path, label_column, targets=regression,
+                                                 outputs=outputs,
                                                  class_names=table.class_names)))
         for where, read in tables if console is not None else ():
             console.print(read.describe(where), highlight=False)
@@ -399,7 +413,8 @@ def run(args) -> int:
         train, val, test = load_data(Path(args.data) if args.data else None,
                                      args.label_column, stderr_console(),
                                      regression=regression,
-                                     test_path=Path(args.test_data) if args.test_data else None)
+                                     test_path=Path(args.test_data) if args.test_data else None,
+                                     outputs=_regression_outputs(args) if regression else 1)
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
             # an output for every class any of the sets names.
