@@ -247,7 +247,9 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     shape) or a torch ``Dataset`` / ``DataLoader`` of ``(x, label)`` samples, collected.
 
     ``val`` (default: the training data) drives the sensitivity scan; the reported accuracies
-    are on ``test`` when given, else on ``val``.  Options are the fields of
+    are on ``test`` when given, else on ``val``.  With ``task="regression"`` ``y`` holds each
+    sample's target values (a vector for one output, samples x outputs for several) and the
+    accuracies are R² (``training.score``).  Options are the fields of
     :class:`CompressionConfig` (or pass ``config=``); ``sparsity`` is 0.9 unless given, and
     cannot be given beside ``per_layer_sparsity`` or ``sensitivity_budget`` (which choose each
     layer's).  The model is not modified.
