@@ -335,25 +335,27 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
 
     from .table import is_table, load_table
 
+    if test_path is not None and not (path is not None and is_table(path)
+                                      and is_table(test_path)):
+        raise InputError(f"--test-data {test_path} goes with a .csv --data, both tables (an "
+                         f".npz --data holds its test set as x_test, y_test; the digits have "
+                         f"their own)")
     if path is None:
         if label_column is not None:
             raise InputError("--label-column chooses a column of a .csv --data; there is none")
         train, val, test = load_digits_split()
         return (train.x, train.y), (val.x, val.y), (test.x, test.y)
-    if test_path is not None and not (is_table(path) and is_table(test_path)):
-        raise InputError(f"--test-data {test_path} goes with a .csv --data, both tables (an "
-                         f".npz --data holds its test set as x_test, y_test)")
     if is_table(path):
-        table = load_table(path, label_column, targets=regression, outputs=outputs)
-        tables = [(path, table)]
-        if test_path is not None:
-            tables.append((test_path, load_table(test_path, label_column, targets=regression,
-                                                 outputs=outputs,
-                                                 class_names=table.class_names)))
-        for where, read in tables if console is not None else ():
-            console.print(read.describe(where), highlight=False)
-        test = tables[1][1] if test_path is not None else None
-        return (table.x, table.y), None, (test.x, test.y) if test is not None else None
+        train = load_table(path, label_column, targets=regression, outputs=outputs)
+        # The test table's class names are numbered as the training table's.
+        test = None if test_path is None else load_table(
+            test_path, label_column, targets=regression, outputs=outputs,
+            class_names=train.class_names)
+        if console is not None:
+            for where, table in ((path, train), (test_path, test)):
+                if table is not None:
+                    console.print(table.describe(where), highlight=False)
+        return (train.x, train.y), None, None if test is None else (test.x, test.y)
     if label_column is not None:
         raise InputError(f"--label-column chooses a column of a .csv table; {path} is not one")
     arrays = load_npz(path)
@@ -377,6 +379,8 @@ def run(args) -> int:
     from sparseforge.compiler.compress.accounting import render
     from sparseforge.compiler.compress.api import CompressionConfig
     from sparseforge.compiler.errors import InputError
+
+    from .table import is_table
 
     console = console_for(args)
     start = time.perf_counter()
@@ -407,14 +411,14 @@ def run(args) -> int:
         if regression and args.data is None:
             raise InputError("--task regression needs --data: the default data (the digits) "
                              "is for classification")
-        if args.test_data and not args.data:
-            raise InputError("--test-data goes with a .csv --data (the digits have their own "
-                             "test split)")
-        train, val, test = load_data(Path(args.data) if args.data else None,
-                                     args.label_column, stderr_console(),
+        data_path = Path(args.data) if args.data else None
+        # Only a table whose target columns nobody named needs the model's output count.
+        probe = (regression and data_path is not None and args.label_column is None
+                 and is_table(data_path))
+        train, val, test = load_data(data_path, args.label_column, stderr_console(),
                                      regression=regression,
                                      test_path=Path(args.test_data) if args.test_data else None,
-                                     outputs=_regression_outputs(args) if regression else 1)
+                                     outputs=_regression_outputs(args) if probe else 1)
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
             # an output for every class any of the sets names.
