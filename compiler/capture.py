@@ -32,12 +32,13 @@ normalises over the batch: dropping it as the class softmax would change the pre
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .ir import SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
+from .ir import ENGINE_ACTIVATIONS, SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
 __all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
            "capture", "capture_module", "capture_onnx", "check_graph", "is_activation_not_run"]
@@ -48,7 +49,7 @@ _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 # Activations people use that the engine does not have (module and function names, lower
 # case without underscores): their refusal says what to do instead.
 ACTIVATIONS_NOT_RUN = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
-                       "swish", "mish", "tanh", "sigmoid", "hardtanh", "relu6", "hardswish",
+                       "swish", "mish", "tanh", "sigmoid", "hardswish",
                        "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
 
 
@@ -58,9 +59,9 @@ def is_activation_not_run(kind: str) -> bool:
     return kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN
 
 
-SWAP_HINT = ("the engine's only activation is ReLU: build the model with nn.ReLU in its place "
-             "and train it again, or let compress swap it and retrain (sf.compress(..., "
-             "swap_activations=True), --swap-activations)")
+SWAP_HINT = (f"{ENGINE_ACTIVATIONS}: build the model with nn.ReLU in its place and train it "
+             f"again, or let compress swap it and retrain (sf.compress(..., "
+             f"swap_activations=True), --swap-activations)")
 
 
 class UnsupportedLayerError(InputError):
@@ -308,6 +309,12 @@ def _module_handlers():
                 "L)), is supported as the network's first layer")
         return [Op(OpKind.RESHAPE, name, {}, {"shape": size})]
 
+    def clamp(module, name):
+        # An infinite bound (a one-sided clamp as a Hardtanh) is an open side.
+        low, high = float(module.min_val), float(module.max_val)
+        return [Op(OpKind.CLAMP, name, {}, {"low": low if math.isfinite(low) else None,
+                                            "high": high if math.isfinite(high) else None})]
+
     def softmax(module, name):
         return [Op(OpKind.SOFTMAX, name, {}, {"axis": _softmax_dim(module.dim, name)})]
 
@@ -325,6 +332,8 @@ def _module_handlers():
         nn.AdaptiveAvgPool1d: _pool1d_module,
         nn.BatchNorm2d: batchnorm,
         nn.ReLU: simple(OpKind.RELU),
+        nn.ReLU6: clamp,
+        nn.Hardtanh: clamp,
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
         nn.Unflatten: unflatten,
@@ -671,11 +680,17 @@ def _function_kinds():
             "log_softmax": OpKind.SOFTMAX, "size": None, "dim": None,
             torch.sigmoid: OpKind.SIGMOID, F.sigmoid: OpKind.SIGMOID, "sigmoid": OpKind.SIGMOID,
             # Casts to a float type and device moves change nothing the engine computes
-            # (checked by _cast); clamp(min=0) is a ReLU (checked by _clamp).
+            # (checked by _cast); clamp(min=0) is a ReLU, other bounds a CLAMP (_clamp).
             "float": OpKind.IDENTITY, "double": OpKind.IDENTITY, "to": OpKind.IDENTITY,
             "type": OpKind.IDENTITY, "cpu": OpKind.IDENTITY,
-            torch.clamp: OpKind.RELU, "clamp": OpKind.RELU, torch.clamp_min: OpKind.RELU,
-            "clamp_min": OpKind.RELU}
+            **{target: OpKind.CLAMP for target in _clamp_calls(torch, F)}}
+
+
+def _clamp_calls(torch, F):
+    """The calls that limit a tensor to bounds: clamp and clip (functions and methods, and
+    their one-sided forms), ReLU6 and Hardtanh as functions."""
+    return (torch.clamp, "clamp", torch.clamp_min, "clamp_min", torch.clamp_max, "clamp_max",
+            torch.clip, "clip", F.relu6, F.hardtanh, "relu6", "hardtanh")
 
 
 def _pooling_functions():
@@ -781,17 +796,33 @@ def _cast(node, path: str) -> None:
                                       "own fixed point replaces: leave it out")
 
 
-def _clamp(node, path: str) -> None:
-    """``clamp(min=0)`` and ``clamp_min(0)`` are a ReLU; any other clamp is not."""
-    names = ("min",) if "clamp_min" in str(getattr(node.target, "__name__", node.target)) \
-        else ("min", "max")
+def _clamp(node, path: str) -> tuple[OpKind, dict]:
+    """What a clamp call is: ``clamp(min=0)`` and ``clamp_min(0)`` a ReLU, other constant
+    bounds a CLAMP (``relu6(x)`` 0 .. 6, ``hardtanh(x)`` -1 .. 1 unless given)."""
+    called = str(getattr(node.target, "__name__", node.target))
+    if called == "relu6":
+        return OpKind.CLAMP, {"low": 0.0, "high": 6.0}
+    names = {"clamp_min": ("min",), "clamp_max": ("max",),
+             "hardtanh": ("min_val", "max_val")}.get(called, ("min", "max"))
     bounds = dict(zip(names, node.args[1:]))
     bounds.update(node.kwargs)
-    if bounds.get("min") != 0 or bounds.get("max") is not None:
-        shown = ", ".join(f"{k}={v}" for k, v in bounds.items())
-        raise UnsupportedSettingError(f"layer {path!r}", "clamp", "bounds", f"({shown})",
-                                      "clamp(min=0), a ReLU, is supported; other bounds are "
-                                      "not (the engine's only activation is ReLU)")
+    bounds.pop("inplace", None)
+    if called == "hardtanh":
+        bounds = {"min": bounds.get("min_val", -1.0), "max": bounds.get("max_val", 1.0)}
+    low, high = bounds.get("min"), bounds.get("max")
+    shown = ", ".join(f"{k}={v}" for k, v in bounds.items())
+    if any(value is not None and not isinstance(value, (int, float))
+           for value in (low, high)) or (low is None and high is None):
+        raise UnsupportedSettingError(f"layer {path!r}", called, "bounds", f"({shown})",
+                                      "bounds given as numbers are supported; a tensor "
+                                      "computed in the forward or no bound is not")
+    if low is not None and high is not None and not low < high:
+        raise UnsupportedSettingError(f"layer {path!r}", called, "bounds", f"({shown})",
+                                      "a lower bound below the upper bound")
+    if low == 0 and high is None:
+        return OpKind.RELU, {}
+    return OpKind.CLAMP, {"low": None if low is None else float(low),
+                          "high": None if high is None else float(high)}
 
 
 def _trace(module, name) -> list[Op]:
@@ -864,8 +895,8 @@ def _trace(module, name) -> list[Op]:
                 attrs["squeeze"] = True
             if target in ("to", "type"):
                 _cast(node, path)
-            if target in (torch.clamp, "clamp", torch.clamp_min, "clamp_min"):
-                _clamp(node, path)
+            if kind is OpKind.CLAMP:
+                kind, attrs = _clamp(node, path)
             if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
                 attrs["axis"] = _softmax_dim(dim, path)
@@ -1083,6 +1114,8 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
         elif node.op_type == "Squeeze":
             ops.append(Op(OpKind.FLATTEN, name, {}, {"squeeze": True}))
+        elif node.op_type == "Clip":
+            ops.append(_onnx_clip(node, name, attrs, constants))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
                 ops.append(_check_flatten(node, name, attrs, {**constants, **shapes}))
@@ -1217,6 +1250,28 @@ def _onnx_pool(node, name: str, attrs) -> Op:
                                       "with padding the engine counts the padding zeros")
     return Op(OpKind.AVGPOOL, name, {}, {"kernel": kernel, "stride": stride,
                                          "padding": padding})
+
+
+def _onnx_clip(node, name: str, attrs, constants) -> Op:
+    """A Clip (ReLU6 and Hardtanh export as one): its bounds are inputs 1 and 2 since opset
+    11, attributes before; ``min`` 0 without ``max`` is a ReLU."""
+    bounds = [attrs.get("min"), attrs.get("max")]
+    for at, tensor in enumerate(node.input[1:3]):
+        if tensor:
+            value = _constant(constants, tensor, name)
+            if value.size != 1:
+                raise UnsupportedSettingError(f"ONNX node {name!r}", "Clip", "bounds",
+                                              f"of shape {value.shape}", "one number each")
+            bounds[at] = float(value.ravel()[0])
+    low, high = bounds
+    if low is None and high is None:
+        return Op(OpKind.IDENTITY, name)
+    if low is not None and high is not None and not low < high:
+        raise UnsupportedSettingError(f"ONNX node {name!r}", "Clip", "bounds",
+                                      f"{low} .. {high}", "a lower bound below the upper")
+    if low == 0 and high is None:
+        return Op(OpKind.RELU, name)
+    return Op(OpKind.CLAMP, name, {}, {"low": low, "high": high})
 
 
 def _onnx_softmax(attrs, opset: int) -> dict:

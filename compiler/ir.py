@@ -32,7 +32,7 @@ from .conv import ConvGeometry, Pool, avg_pool_matrix, im2col, max_pool, pair
 from .errors import InputError
 from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
 
-__all__ = ["OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
+__all__ = ["ENGINE_ACTIVATIONS", "OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
            "QuantizedConv2d", "QuantizedNetwork", "RowRequant", "SUPPORTED_OPS", "op_geometry",
            "op_output_shape", "check_finite", "check_inputs"]
 
@@ -40,6 +40,9 @@ __all__ = ["OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLin
 class OpKind(enum.Enum):
     LINEAR = "linear"
     RELU = "relu"
+    # ReLU6, Hardtanh, clamp(min, max): attrs low and high (either None: unbounded there); fused
+    # into the layer before it as its output range, which the per-row write-back saturates to.
+    CLAMP = "clamp"
     BATCHNORM = "batchnorm"       # folded into the preceding Linear
     FLATTEN = "flatten"           # erased (inputs are flat vectors)
     IDENTITY = "identity"         # Dropout and Identity: erased at inference
@@ -53,7 +56,12 @@ class OpKind(enum.Enum):
     RESHAPE = "reshape"
 
 
+# What the engine's write-back computes, for the messages that refuse anything else.
+ENGINE_ACTIVATIONS = ("the engine's activations are ReLU and, after a Linear layer, clamps "
+                      "(ReLU6, Hardtanh)")
+
 SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
+                 "ReLU6, Hardtanh and clamp (after a Linear)",
                  "BatchNorm1d", "BatchNorm2d",
                  "MaxPool2d, MaxPool1d and AdaptiveMaxPool (after a convolution)",
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",
@@ -145,7 +153,8 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     elif op.kind is OpKind.CONV:
         geometry = op_geometry(op, shape)
         return Conv2d(op.name, op.params["weight"].reshape(geometry.out_channels, -1),
-                      op.params["bias"], bool(op.attrs.get("relu")), geometry).forward(x)
+                      op.params["bias"], bool(op.attrs.get("relu")), geometry,
+                      clamp=op.attrs.get("clamp")).forward(x)
     elif op.kind is OpKind.BATCHNORM:
         p = op.params
         maps = x.reshape(len(x), shape[0], -1)
@@ -163,7 +172,17 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         x = 1 / (1 + np.exp(-x))
     if op.kind in (OpKind.RELU,) or op.attrs.get("relu"):
         x = np.maximum(x, 0)
+    if op.kind is OpKind.CLAMP:
+        x = clamped(x, (op.attrs.get("low"), op.attrs.get("high")))
+    elif op.attrs.get("clamp") is not None:
+        x = clamped(x, op.attrs["clamp"])
     return x
+
+
+def clamped(x: np.ndarray, bounds: tuple[float | None, float | None]) -> np.ndarray:
+    """``x`` limited to ``bounds`` (low, high; None leaves that side open)."""
+    low, high = bounds
+    return np.clip(x, -np.inf if low is None else low, np.inf if high is None else high)
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,13 +207,23 @@ class Graph:
 
 @dataclass(frozen=True, eq=False)
 class Linear:
-    """A fully connected layer ``y = W x + b`` (W is out x in), optionally followed by ReLU."""
+    """A fully connected layer ``y = W x + b`` (W is out x in), optionally followed by ReLU
+    and by a ``clamp`` to ``(low, high)`` (ReLU6, Hardtanh; None leaves a side open)."""
     name: str
     weight: np.ndarray
     bias: np.ndarray
     relu: bool
+    clamp: tuple[float | None, float | None] | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
+        if self.clamp is not None:
+            low, high = self.clamp
+            if (low is None and high is None) or not all(
+                    bound is None or np.isfinite(bound) for bound in self.clamp) or (
+                    low is not None and high is not None and not low < high):
+                raise ValueError(f"layer {self.name}: clamp bounds must be finite numbers or "
+                                 f"None (open), at least one given, low < high; not "
+                                 f"{self.clamp}")
         if self.weight.ndim != 2:
             raise ValueError(f"layer {self.name}: weight must be 2-D, not {self.weight.shape}")
         if self.bias.shape != (self.weight.shape[0],):
@@ -220,7 +249,18 @@ class Linear:
         bias = self.bias if bias is None else bias
         y = np.asarray(x, dtype=np.float64).reshape(len(x), -1) @ weight.T.astype(np.float64)
         y = y + bias
-        return np.maximum(y, 0) if self.relu else y
+        return self.activation(y)
+
+    def activation(self, y: np.ndarray) -> np.ndarray:
+        """The layer's ReLU and clamp on its sums ``y``."""
+        y = np.maximum(y, 0) if self.relu else y
+        return y if self.clamp is None else clamped(y, self.clamp)
+
+    @property
+    def nonnegative(self) -> bool:
+        """Whether every output is at least 0 (ReLU, or a clamp from 0 up)."""
+        return self.relu or (self.clamp is not None and self.clamp[0] is not None
+                             and self.clamp[0] >= 0)
 
 
 class _MapSizes:
@@ -257,9 +297,8 @@ class Conv2d(_MapSizes, Linear):
         weight = self.weight if weight is None else weight
         bias = self.bias if bias is None else bias
         patches = im2col(g, np.asarray(x, dtype=np.float64))
-        y = patches @ weight.T.astype(np.float64) + bias           # batch, position, channel
-        if self.relu:
-            y = np.maximum(y, 0)
+        # batch, position, channel
+        y = self.activation(patches @ weight.T.astype(np.float64) + bias)
         maps = y.transpose(0, 2, 1).reshape(len(y), g.out_channels, g.conv_height,
                                             g.conv_width)
         return max_pool(g.pool, maps).reshape(len(y), -1)

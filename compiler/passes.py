@@ -12,6 +12,7 @@ import numpy as np
 from .conv import Pool, avg_pool_matrix
 from .errors import InputError
 from .ir import (
+    ENGINE_ACTIVATIONS,
     Conv2d,
     Graph,
     Linear,
@@ -42,7 +43,7 @@ _LAYERS = (OpKind.LINEAR, OpKind.CONV)
 _KIND_NAMES = {OpKind.LINEAR: "Linear", OpKind.RELU: "ReLU", OpKind.BATCHNORM: "BatchNorm",
                OpKind.CONV: "Conv2d", OpKind.MAXPOOL: "MaxPool2d", OpKind.AVGPOOL: "AvgPool2d",
                OpKind.SOFTMAX: "Softmax", OpKind.FLATTEN: "Flatten", OpKind.IDENTITY: "Identity",
-               OpKind.SIGMOID: "Sigmoid"}
+               OpKind.SIGMOID: "Sigmoid", OpKind.CLAMP: "clamp"}
 
 
 def _named(op: Op) -> str:
@@ -51,6 +52,11 @@ def _named(op: Op) -> str:
     if op.kind is OpKind.BATCHNORM and op.attrs.get("elementwise"):
         return f"the elementwise {op.attrs['elementwise']} {op.name!r}"
     return f"{_KIND_NAMES[op.kind]} {op.name!r}"
+
+
+def _bounds(clamp) -> str:
+    low, high = clamp
+    return f"to {'-inf' if low is None else f'{low:g}'} .. {'inf' if high is None else f'{high:g}'}"
 
 
 def _before(ops: list[Op]) -> str:
@@ -151,7 +157,8 @@ def _fold_forward(norm: Op, before: Op | None, layer: Op | None, shape) -> Op:
     if layer is None or layer.kind not in _LAYERS or (
             layer.kind is OpKind.CONV and tuple(layer.attrs.get("padding", (0, 0))) != (0, 0)
             and np.any(shift)):
-        if before is not None and before.kind in (OpKind.RELU, OpKind.MAXPOOL, OpKind.AVGPOOL):
+        if before is not None and before.kind in (OpKind.RELU, OpKind.CLAMP, OpKind.MAXPOOL,
+                                                  OpKind.AVGPOOL):
             hint = (f"move it before the {_KIND_NAMES[before.kind]} (layer -> BatchNorm -> "
                     f"ReLU -> pooling is the order that folds)")
         elif before is not None and before.attrs.get("relu"):
@@ -238,25 +245,50 @@ def _box_convolution(op: Op, shape) -> Op:
 
 
 def fuse_relu(graph: Graph) -> Graph:
-    """Fuse each ReLU into the Linear or convolution right before it (``attrs['relu']``), also
-    across a max pooling after a convolution (the two commute).  After it, no RELU op remains;
-    a ReLU with no layer right before it is an error (the engine applies ReLU as part of a
-    layer's write-back)."""
+    """Fuse each ReLU into the Linear or convolution right before it (``attrs['relu']``), and
+    each clamp (ReLU6, Hardtanh) as its output range (``attrs['clamp']``, ``(low, high)``,
+    None an open side), also across a max pooling after a convolution (they commute).  After
+    it, no RELU or CLAMP op remains; one with no layer right before it is an error (the
+    engine applies them as part of a layer's write-back)."""
     ops: list[Op] = []
     for op in graph.ops:
-        if op.kind is not OpKind.RELU:
+        if op.kind not in (OpKind.RELU, OpKind.CLAMP):
             ops.append(op)
             continue
         at = len(ops) - 1
         if (at >= 1 and ops[at].kind is OpKind.MAXPOOL and ops[at - 1].kind is OpKind.CONV):
             at -= 1
+        what = "ReLU" if op.kind is OpKind.RELU else "a clamp (ReLU6, Hardtanh)"
         if at < 0 or ops[at].kind not in _LAYERS:
             raise InputError(f"{_named(op)} follows {_before(ops)}, not a Linear layer or a "
-                             f"convolution; the engine applies ReLU as part of a layer's "
+                             f"convolution; the engine applies {what} as part of a layer's "
                              f"write-back")
         layer = ops[at]
-        ops[at] = Op(layer.kind, layer.name, layer.params, {**layer.attrs, "relu": True})
+        ops[at] = Op(layer.kind, layer.name, layer.params,
+                     {**layer.attrs, **_activation_after(layer, op)})
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def _activation_after(layer: Op, op: Op) -> dict:
+    """The ``relu`` and ``clamp`` attributes of ``layer`` once the ReLU or clamp ``op`` that
+    follows it is fused: the layer applies ReLU, then its clamp, so a ReLU after a clamp
+    raises the clamp's lower bound to 0, and two clamps meet in their overlap."""
+    relu, clamp = bool(layer.attrs.get("relu")), layer.attrs.get("clamp")
+    if op.kind is OpKind.RELU:
+        if clamp is None:
+            return {"relu": True}
+        low, high = clamp
+        low, high = max(low, 0.0) if low is not None else 0.0, high
+    else:
+        low, high = op.attrs.get("low"), op.attrs.get("high")
+        if clamp is not None:
+            low = clamp[0] if low is None else low if clamp[0] is None else max(low, clamp[0])
+            high = (clamp[1] if high is None else high if clamp[1] is None
+                    else min(high, clamp[1]))
+    if high is not None and ((low is not None and low >= high) or (relu and high <= 0)):
+        raise InputError(f"{_named(op)} after layer {layer.name!r} leaves it a constant "
+                         f"output (every value clamped to one bound); remove the layer")
+    return {"relu": relu or op.kind is OpKind.RELU, "clamp": (low, high)}
 
 
 def fuse_maxpool(graph: Graph) -> Graph:
@@ -286,7 +318,7 @@ def fuse_maxpool(graph: Graph) -> Graph:
 
 def drop_final_softmax(graph: Graph) -> Graph:
     """Drop a Softmax or a Sigmoid at the end (neither changes the argmax the engine's
-    outputs give); one anywhere else is an error (the engine's only nonlinearity is ReLU),
+    outputs give); one anywhere else is an error (the engine has neither),
     and so is a final Softmax whose ``axis`` attribute is not the class axis (1 or -1): over
     the batch it changes which class wins."""
     ops = list(graph.ops)
@@ -303,7 +335,7 @@ def drop_final_softmax(graph: Graph) -> Graph:
         if op.kind in (OpKind.SOFTMAX, OpKind.SIGMOID):
             raise InputError(f"{_named(op)} is not the last layer; only a final "
                              f"{_KIND_NAMES[op.kind]} is supported (it is dropped for argmax; "
-                             f"the engine's only activation is ReLU)")
+                             f"{ENGINE_ACTIVATIONS})")
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
@@ -336,7 +368,7 @@ def outputs_as_they_are(graph: Graph) -> Graph:
     has neither) and one output stays one."""
     for op in graph.ops:
         if op.kind in (OpKind.SOFTMAX, OpKind.SIGMOID):
-            raise InputError(f"{_named(op)}: the engine's only activation is ReLU, and a "
+            raise InputError(f"{_named(op)}: {ENGINE_ACTIVATIONS}, and a "
                              f"regression model's outputs are its values (a classifier's "
                              f"final {_KIND_NAMES[op.kind]} is dropped, since the argmax "
                              f"stays): train the model without it, or as a classifier")
@@ -358,12 +390,18 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
             raise ValueError(f"{op.name} ({op.kind.value}) is left after the passes")
         weight = np.asarray(op.params["weight"], dtype=np.float64)
         bias = np.asarray(op.params["bias"], dtype=np.float64)
-        relu = bool(op.attrs.get("relu", False))
+        relu, clamp = bool(op.attrs.get("relu", False)), op.attrs.get("clamp")
         if op.kind is OpKind.CONV:
+            if clamp is not None:
+                raise InputError(f"{_named(op)} is followed by a clamp (ReLU6, Hardtanh) "
+                                 f"{_bounds(clamp)}: the engine clamps a Linear layer's "
+                                 f"outputs, a convolution's write-back has ReLU only; use "
+                                 f"ReLU there (sf.compress(..., swap_activations=True) "
+                                 f"retrains the model with it)")
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
                                  op_geometry(op, shape)))
         else:
-            layers.append(Linear(op.name, weight, bias, relu))
+            layers.append(Linear(op.name, weight, bias, relu, clamp=clamp))
     if layers and layers[0].in_features != graph.input_size:
         raise InputError(f"layer {layers[0].name!r} takes {layers[0].in_features} inputs, the "
                          f"network's input has {graph.input_size}")

@@ -12,6 +12,7 @@ the layer names and ReLU flags of the network the model came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -24,8 +25,9 @@ __all__ = ["network_to_torch", "to_network", "torch_to_network", "with_weights"]
 
 def network_to_torch(network: Network):
     """The network as an ``nn.Sequential`` of ``nn.Linear`` (float32; a convolution as a
-    :class:`~.convolution.MatrixConv2d`) and ``nn.ReLU``, a fresh copy: training it leaves
-    ``network`` unchanged.  It takes flat inputs, as the network does."""
+    :class:`~.convolution.MatrixConv2d`), ``nn.ReLU`` and ``nn.Hardtanh`` (a layer's clamp),
+    a fresh copy: training it leaves ``network`` unchanged.  It takes flat inputs, as the
+    network does."""
     import torch
     import torch.nn as nn
 
@@ -41,7 +43,15 @@ def network_to_torch(network: Network):
         modules.append(linear)
         if layer.relu:
             modules.append(nn.ReLU())
+        if layer.clamp is not None:
+            # A side left open is an infinite bound (capture reads it back as open).
+            low, high = layer.clamp
+            modules.append(nn.Hardtanh(-math.inf if low is None else low,
+                                       math.inf if high is None else high))
     return nn.Sequential(*modules)
+
+
+
 
 
 def torch_to_network(model, like: Network) -> Network:
@@ -71,9 +81,11 @@ def torch_to_network(model, like: Network) -> Network:
         bias = (module.bias.detach().cpu().numpy().astype(np.float64)
                 if module.bias is not None else np.zeros(weight.shape[0]))
         if geometry is not None:
-            out.append(Conv2d(template.name, weight, bias, template.relu, geometry))
+            out.append(Conv2d(template.name, weight, bias, template.relu, geometry,
+                              clamp=template.clamp))
         else:
-            out.append(Linear(template.name, weight, bias, template.relu))
+            out.append(Linear(template.name, weight, bias, template.relu,
+                              clamp=template.clamp))
     return Network(tuple(out), like.source)
 
 

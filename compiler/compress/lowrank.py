@@ -41,7 +41,7 @@ def rank_for_energy(weight: np.ndarray, energy: float) -> int:
 
 def factorize_network(network: Network, ranks: dict[str, int]) -> Network:
     """The network with each layer named in ``ranks`` split into two: ``<name>.v`` (``B``, no
-    bias, no ReLU) then ``<name>.u`` (``A``, the layer's bias and ReLU)."""
+    bias, no ReLU) then ``<name>.u`` (``A``, the layer's bias, ReLU and clamp)."""
     unknown = sorted(set(ranks) - {layer.name for layer in network.layers})
     if unknown:
         raise ValueError(f"no layer named {', '.join(unknown)}; the layers are "
@@ -53,7 +53,7 @@ def factorize_network(network: Network, ranks: dict[str, int]) -> Network:
             continue
         a, b, _ = svd_factors(layer.weight, ranks[layer.name])
         layers.append(Linear(f"{layer.name}.v", b, np.zeros(len(b)), False))
-        layers.append(Linear(f"{layer.name}.u", a, layer.bias, layer.relu))
+        layers.append(Linear(f"{layer.name}.u", a, layer.bias, layer.relu, clamp=layer.clamp))
     return Network(tuple(layers), network.source)
 
 

@@ -159,7 +159,8 @@ class CompressedModel:
     def manifest(self) -> dict:
         """The JSON manifest of this model's ``.sfm`` file."""
         layers = []
-        for index, layer in enumerate(self.network.layers):
+        for index, (layer, shared) in enumerate(zip(self.network.layers,
+                                                    self.float_network.layers)):
             layers.append({
                 "name": layer.name, "in_features": layer.in_features,
                 "out_features": layer.out_features, "code_bits": layer.code_bits,
@@ -172,6 +173,7 @@ class CompressedModel:
                            + (REQUANT_KINDS if layer.requant is not None else ())},
                 **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
                    if layer.requant is not None else {}),
+                **({"clamp": list(shared.clamp)} if shared.clamp is not None else {}),
                 **({"conv": layer.geometry.to_json()}
                    if isinstance(layer, QuantizedConv2d) else {})})
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
@@ -426,10 +428,24 @@ def _layer(index: int, entry, arrays, bad):
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
             relu=entry["relu"], requant=_requant(index, entry, arrays, bad), **conv)
-        shared = (Conv2d if conv else Linear)(name, weight, float_bias, entry["relu"], **conv)
+        shared = (Conv2d if conv else Linear)(name, weight, float_bias, entry["relu"],
+                                              clamp=_clamp(entry, bad), **conv)
     except ValueError as error:
         raise bad(f"{where}: {error}") from None
     return layer, shared, mask
+
+
+def _clamp(entry: dict, bad) -> tuple | None:
+    """A layer's float clamp (``[low, high]``, null an open side), or None."""
+    if "clamp" not in entry:
+        return None
+    clamp = entry["clamp"]
+    if not (isinstance(clamp, list) and len(clamp) == 2 and all(
+            bound is None or (isinstance(bound, (int, float)) and not isinstance(bound, bool))
+            for bound in clamp)):
+        raise bad(f"layer {entry.get('name')!r}: clamp must be [low, high] (numbers or "
+                  f"null), not {clamp!r}")
+    return tuple(None if bound is None else float(bound) for bound in clamp)
 
 
 def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:

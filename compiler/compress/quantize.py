@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork
+from ..ir import (Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork,
+                  RowRequant)
 from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
 
-__all__ = ["input_format_for", "inputs_lost", "network_codebooks", "quantize_network"]
+__all__ = ["clamp_requant", "input_format_for", "inputs_lost", "network_codebooks",
+           "quantize_network"]
 
 MAX_SHIFT = 63
 
@@ -174,12 +176,30 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
     bias_int = round_half_up(np.ldexp(layer.bias, accumulator_frac))
     bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
     conv = {"geometry": layer.geometry} if isinstance(layer, Conv2d) else {}
+    output_format = FixedFormat(act_bits, output_frac)
+    relu, requant = layer.relu, None
+    if layer.clamp is not None:
+        requant = clamp_requant(layer, output_format, accumulator_frac - output_frac)
+        relu = requant.low >= 0
     return (QuantizedConv2d if conv else QuantizedLinear)(
         name=layer.name, codes=codes, codebook=codebook_int,
         bias=FixedFormat(bits, accumulator_frac).quantize(layer.bias), code_bits=code_bits,
         input_format=input_format, weight_format=weight_format,
-        output_format=FixedFormat(act_bits, output_frac), bias_bits=bits, relu=layer.relu,
-        **conv)
+        output_format=output_format, bias_bits=bits, relu=relu, requant=requant, **conv)
+
+
+def clamp_requant(layer: Linear, output_format: FixedFormat, shift: int) -> RowRequant:
+    """The power-of-two requantization of a layer with a clamp, as rows whose output range
+    is the clamp's bounds in ``output_format`` (each rounded half up and saturated, as any
+    value is; an open side is the format's end; with ReLU from 0 up): docs/numerics.md
+    "Clamps"."""
+    low, high = (None if bound is None else int(output_format.quantize(bound))
+                 for bound in layer.clamp)
+    low = output_format.min if low is None else low
+    high = output_format.max if high is None else high
+    if layer.relu:
+        low, high = max(low, 0), max(high, 0)
+    return RowRequant.power_of_two(layer.out_features, shift, low, high)
 
 
 def _accumulator_bits(layer: QuantizedLinear, nonnegative_inputs: bool) -> int:

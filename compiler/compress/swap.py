@@ -1,7 +1,8 @@
 """Swapping the activations the engine does not have for ReLU, which it has.
 
 A model trained with GELU, Tanh, LeakyReLU, ELU, SiLU, ... cannot run on the engine as it is:
-the requantizer's only nonlinearity is ReLU (docs/numerics.md).  :func:`swap_activations`
+the requantizer's nonlinearities are ReLU and, after a Linear layer, a clamp (ReLU6, Hardtanh;
+docs/numerics.md), so a clamp after a convolution is swapped too.  :func:`swap_activations`
 returns a copy of the model whose hidden activations of those kinds are ReLUs, traced with
 ``torch.fx`` so that activations written as functions in a ``forward`` (``F.gelu(x)``,
 ``x.tanh()``) are found as well as modules; ``sf.compress(..., swap_activations=True)`` then
@@ -63,11 +64,19 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
                 getattr(node.target, "__name__", "")
         else:
             return None
-        return name if is_activation_not_run(name) else None
+        if is_activation_not_run(name):
+            return name
+        # A clamp runs after a Linear layer, not after a convolution.
+        return name if name.lower() in _CLAMPS and after_convolution(node) else None
 
     def weighted_after(index: int) -> bool:
         return any(node.op == "call_module" and isinstance(modules[node.target], weighted)
                    for node in nodes[index + 1:])
+
+    def after_convolution(node) -> bool:
+        before = [n for n in nodes[:nodes.index(node)]
+                  if n.op == "call_module" and isinstance(modules[n.target], weighted)]
+        return bool(before) and not isinstance(modules[before[-1].target], nn.Linear)
 
     swaps = []
     for index, node in enumerate(nodes):
@@ -102,6 +111,9 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     for region in _activation_regions(graph):
         if not any(later.op_type in weighted for later in nodes[region[-1] + 1:]):
             continue                            # it ends the network: not swapped
+        before = [node.op_type for node in nodes[:region[0]] if node.op_type in weighted]
+        if [nodes[i].op_type for i in region] == ["Clip"] and before[-1:] != ["Conv"]:
+            continue                            # a clamp after a Linear layer runs
         first, last = nodes[region[0]], nodes[region[-1]]
         swaps.append(Swap(first.name or f"{first.op_type}_{region[0]}",
                           _region_name([nodes[i] for i in region], _entry(first, graph))))
@@ -116,6 +128,9 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     graph.node.extend(kept)
     return proto, swaps
 
+
+# The clamps (lower case) the engine runs after a Linear layer but not after a convolution.
+_CLAMPS = {"relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"}
 
 # Elementwise ops an exporter writes activations with; a region of them must hold one of the
 # nonlinear ones to be an activation (a Mul and an Add by constants alone are an affine map).
@@ -188,8 +203,9 @@ def _activation_regions(graph) -> list[list[int]]:
 
 
 def _is_activation(node) -> bool:
-    """Whether one ONNX node is an activation the engine does not have; a Clip is ReLU6 or
-    Hardtanh (or clamp(min=0), a ReLU already, which a swap leaves as it is)."""
+    """Whether one ONNX node is an activation the engine may not have; a Clip is ReLU6 or
+    Hardtanh (or clamp(min=0), a ReLU already, which a swap leaves as it is), which the
+    engine runs after a Linear layer (the caller keeps those)."""
     return is_activation_not_run(node.op_type) or node.op_type == "Clip"
 
 
