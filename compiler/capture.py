@@ -48,7 +48,7 @@ _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
 # Activations people use that the engine does not have (module and function names, lower
 # case without underscores): their refusal says what to do instead.
-ACTIVATIONS_NOT_RUN = {"leakyrelu", "prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
+ACTIVATIONS_NOT_RUN = {"prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
                        "swish", "mish", "tanh", "sigmoid", "hardswish",
                        "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
 
@@ -334,6 +334,8 @@ def _module_handlers():
         nn.ReLU: simple(OpKind.RELU),
         nn.ReLU6: clamp,
         nn.Hardtanh: clamp,
+        nn.LeakyReLU: lambda module, name: [Op(OpKind.LEAKY, name, {},
+                                               {"slope": float(module.negative_slope)})],
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
         nn.Unflatten: unflatten,
@@ -683,7 +685,8 @@ def _function_kinds():
             # (checked by _cast); clamp(min=0) is a ReLU, other bounds a CLAMP (_clamp).
             "float": OpKind.IDENTITY, "double": OpKind.IDENTITY, "to": OpKind.IDENTITY,
             "type": OpKind.IDENTITY, "cpu": OpKind.IDENTITY,
-            **{target: OpKind.CLAMP for target in _clamp_calls(torch, F)}}
+            **{target: OpKind.CLAMP for target in _clamp_calls(torch, F)},
+            F.leaky_relu: OpKind.LEAKY}
 
 
 def _clamp_calls(torch, F):
@@ -825,6 +828,15 @@ def _clamp(node, path: str) -> tuple[OpKind, dict]:
                           "high": None if high is None else float(high)}
 
 
+def _leaky_slope(node, path: str) -> float:
+    """``F.leaky_relu(x, negative_slope)``'s slope (0.01 unless given), a number."""
+    slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
+    if not isinstance(slope, (int, float)) or isinstance(slope, bool):
+        raise UnsupportedSettingError(f"layer {path!r}", "leaky_relu", "negative_slope",
+                                      repr(slope), "a slope given as a number")
+    return float(slope)
+
+
 def _trace(module, name) -> list[Op]:
     import torch
     import torch.fx
@@ -897,6 +909,8 @@ def _trace(module, name) -> list[Op]:
                 _cast(node, path)
             if kind is OpKind.CLAMP:
                 kind, attrs = _clamp(node, path)
+            if kind is OpKind.LEAKY:
+                attrs["slope"] = _leaky_slope(node, path)
             if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
                 attrs["axis"] = _softmax_dim(dim, path)
@@ -1116,6 +1130,8 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.FLATTEN, name, {}, {"squeeze": True}))
         elif node.op_type == "Clip":
             ops.append(_onnx_clip(node, name, attrs, constants))
+        elif node.op_type == "LeakyRelu":
+            ops.append(Op(OpKind.LEAKY, name, {}, {"slope": float(attrs.get("alpha", 0.01))}))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
                 ops.append(_check_flatten(node, name, attrs, {**constants, **shapes}))

@@ -35,7 +35,7 @@ def _bits_for(count: int) -> int:
 
 
 _LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False,
-                   "conv": False, "skip_zeros": False}
+                   "conv": False, "skip_zeros": False, "layer_activation": False}
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,13 @@ class EngineConfig:
         word of them a cycle and asks only for the nonzero activations: a layer's scan takes
         about one cycle per nonzero input (and one per all-zero word) instead of one per
         input.  Needs ``scan_lanes`` 1, a power-of-two ``pes`` and no ``conv``.
+    layer_activation : the power-of-two write-back applies each layer's activation from its
+        descriptor: an output range ``low`` .. ``high`` (ReLU6, Hardtanh, clamps) and a
+        ``leak`` (a leaky ReLU of slope ``2**-leak``: a negative result is shifted by
+        ``shift + leak``), ``numerics.requantize_rows``.  The compiler sets it only for a
+        model that needs it; it costs each requantizer two comparisons with registers and a
+        choice of shift.  Not with ``multiplier_bits`` (whose layers have their ranges
+        already, and no leak).
     """
     pes: int
     act_bits: int = 8
@@ -148,6 +155,7 @@ class EngineConfig:
     lut_products: bool = False
     conv: bool = False
     skip_zeros: bool = False
+    layer_activation: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -183,7 +191,8 @@ class EngineConfig:
             raise ValueError(f"rounding_bits ({self.rounding_bits}) needs multiplier_bits; "
                              f"the power-of-two write-back has no rounding term")
         for name in ("decoded_weights", "column_queue", "readout_register",
-                     "link_registers", "lut_products", "conv", "skip_zeros"):
+                     "link_registers", "lut_products", "conv", "skip_zeros",
+                     "layer_activation"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         lanes = self.writeback_lanes or self.pes
@@ -206,6 +215,10 @@ class EngineConfig:
                                 or self.conv):
             raise ValueError(f"skip_zeros needs scan_lanes 1 (not {self.scan_lanes}), a "
                              f"power-of-two pes (not {self.pes}) and no conv")
+        if self.layer_activation and self.multiplier_bits:
+            raise ValueError(f"layer_activation is the power-of-two write-back's; with "
+                             f"multiplier_bits {self.multiplier_bits} each layer has its "
+                             f"output range already")
         if self.conv and self.multiplier_bits:
             raise ValueError(f"conv runs the power-of-two requantization, not multiplier_bits "
                              f"{self.multiplier_bits}")

@@ -86,6 +86,7 @@ class ModelNeeds:
     multiplier_bits: int = 2    # the widest per-row multiplier (signed), were rows scaled
     rounding_bits: int = 0      # the widest per-row rounding term, were rows scaled
     conv: bool = False          # the conv mode (a convolution, or asked for)
+    layer_activation: bool = False  # a power-of-two layer has a range or leak of its own
 
 
 def _check_network(qnet) -> QuantizedNetwork:
@@ -131,6 +132,12 @@ def _needs(network, pes: int, scan_lanes: int, idx_bits: int, encoded) -> ModelN
     # (docs/numerics.md: acc_bits holds the bound, the bias and the rounding constant).
     bound = max(network.accumulator_bounds())
     scales = [_row_scale_needs(layer) for layer in layers]
+    row_scales = any(layer.activation_form() is None for layer in layers)
+    if row_scales and any(layer.row_requant().leak for layer in layers):
+        raise ValueError("a layer is leaky and another needs per-row scales: the per-row "
+                         "write-back has no leak")
+    # A leaky layer's negative results shift by its shift and leak together.
+    leaks = [0 if row_scales else layer.activation_form()[3] for layer in layers]
     return ModelNeeds(
         pes=pes, idx_bits=idx_bits, scan_lanes=scan_lanes,
         act_bits=network.act_bits,
@@ -149,9 +156,11 @@ def _needs(network, pes: int, scan_lanes: int, idx_bits: int, encoded) -> ModelN
         bias_depth=sum(ceil_div(layer.out_features, pes) for layer in layers),
         occupancy_depth=sum(ceil_div(layer.in_features, scan_lanes) for layer in layers),
         max_column_entries=max_column,
-        max_shift=max(shift for shift, _, _ in scales),
+        max_shift=max(shift + leak for (shift, _, _), leak in zip(scales, leaks)),
         accumulator_bound=bound,
-        row_scales=any(layer.power_of_two_form() is None for layer in layers),
+        row_scales=row_scales,
+        layer_activation=not row_scales and any(layer.power_of_two_form() is None
+                                                for layer in layers),
         multiplier_bits=max(bits for _, bits, _ in scales),
         rounding_bits=max(bits for _, _, bits in scales))
 
@@ -284,7 +293,8 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
             writeback_lanes=writeback_lanes or 0,
             # Only a model that needs them gets multipliers in its requantizers.
             multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
-            rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv)
+            rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv,
+            layer_activation=needs.layer_activation)
     except ValueError as error:
         if headroom:
             raise DoesNotFit(f"headroom {headroom:g} enlarges the engine past what it can "
@@ -436,6 +446,10 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     if needs.conv and not config.conv:
         problems.append("conv: the model has convolutions, the engine runs Linear layers only "
                         "(conv False)")
+    if needs.layer_activation and not config.layer_activation:
+        problems.append("layer_activation: a layer has an output range or a leak of its own "
+                        "(a clamp such as ReLU6, a leaky ReLU), the engine's write-back has "
+                        "ReLU only (layer_activation False)")
     if needs.row_scales and not config.row_scales:
         problems.append(f"multiplier_bits: the model's requantization is per row "
                         f"({needs.multiplier_bits}-bit multipliers), the engine's is a "

@@ -299,6 +299,10 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
     if config.row_scales:
         rows_of = [layer.row_requant() for layer in layers]
         ranges = {"low": [r.low for r in rows_of], "high": [r.high for r in rows_of]}
+    elif config.layer_activation:
+        forms = [_activation(layer) for layer in layers]
+        ranges = {"low": [f[1] for f in forms], "high": [f[2] for f in forms],
+                  "leak": [f[3] for f in forms]}
     out_counts = lowering.out_counts if lowering else [l.out_features for l in layers]
     descriptors = isa.pack(
         isa.descriptor_layout(config),
@@ -307,8 +311,10 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         groups=[ceil_div(l.in_features, lanes) for l in layers],
         pointer_base=[b["pointer_base"] for b in bases], bias_base=[b["bias_base"] for b in bases],
         occupancy_base=[b["occupancy_base"] for b in bases],
-        shift=[0 if config.row_scales else _power_of_two(l)[0] for l in layers],
-        relu=[int(l.relu if config.row_scales else _power_of_two(l)[1]) for l in layers],
+        shift=[0 if config.row_scales else _activation(l)[0] if config.layer_activation
+               else _power_of_two(l)[0] for l in layers],
+        relu=[int(l.relu if config.row_scales or config.layer_activation
+                  else _power_of_two(l)[1]) for l in layers],
         **ranges)
     return Image(
         config=config,
@@ -338,6 +344,14 @@ def _geometry_words(config: EngineConfig, lowering) -> np.ndarray:
 
 def _power_of_two(layer) -> tuple[int, bool]:
     form = layer.power_of_two_form()
+    if form is None:
+        raise ValueError(f"layer {layer.name} needs per-row requantization, which this engine "
+                         f"(multiplier_bits 0) does not have")
+    return form
+
+
+def _activation(layer) -> tuple[int, int, int, int]:
+    form = layer.activation_form()
     if form is None:
         raise ValueError(f"layer {layer.name} needs per-row requantization, which this engine "
                          f"(multiplier_bits 0) does not have")

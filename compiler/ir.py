@@ -23,6 +23,7 @@ Activations are flat vectors at every level; a feature map is flattened in PyTor
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ from .conv import ConvGeometry, Pool, avg_pool_matrix, im2col, max_pool, pair
 from .errors import InputError
 from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
 
-__all__ = ["ENGINE_ACTIVATIONS", "OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
+__all__ = ["ENGINE_ACTIVATIONS", "MAX_LEAK", "OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
            "QuantizedConv2d", "QuantizedNetwork", "RowRequant", "SUPPORTED_OPS", "op_geometry",
            "op_output_shape", "check_finite", "check_inputs"]
 
@@ -43,6 +44,8 @@ class OpKind(enum.Enum):
     # ReLU6, Hardtanh, clamp(min, max): attrs low and high (either None: unbounded there); fused
     # into the layer before it as its output range, which the per-row write-back saturates to.
     CLAMP = "clamp"
+    # LeakyReLU: attrs slope; fused into the layer before it as its leak (a slope of 2**-leak).
+    LEAKY = "leaky"
     BATCHNORM = "batchnorm"       # folded into the preceding Linear
     FLATTEN = "flatten"           # erased (inputs are flat vectors)
     IDENTITY = "identity"         # Dropout and Identity: erased at inference
@@ -56,12 +59,15 @@ class OpKind(enum.Enum):
     RESHAPE = "reshape"
 
 
+# The largest leak (a leaky ReLU's slope 2**-leak) a layer may have: the descriptor's field.
+MAX_LEAK = 15
+
 # What the engine's write-back computes, for the messages that refuse anything else.
-ENGINE_ACTIVATIONS = ("the engine's activations are ReLU and, after a Linear layer, clamps "
-                      "(ReLU6, Hardtanh)")
+ENGINE_ACTIVATIONS = ("the engine's activations are ReLU, LeakyReLU (a slope of 2**-k) and "
+                      "clamps (ReLU6, Hardtanh)")
 
 SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
-                 "ReLU6, Hardtanh and clamp (after a Linear)",
+                 "LeakyReLU", "ReLU6, Hardtanh and clamp",
                  "BatchNorm1d", "BatchNorm2d",
                  "MaxPool2d, MaxPool1d and AdaptiveMaxPool (after a convolution)",
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",
@@ -154,7 +160,7 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         geometry = op_geometry(op, shape)
         return Conv2d(op.name, op.params["weight"].reshape(geometry.out_channels, -1),
                       op.params["bias"], bool(op.attrs.get("relu")), geometry,
-                      clamp=op.attrs.get("clamp")).forward(x)
+                      clamp=op.attrs.get("clamp"), leak=op.attrs.get("leak", 0)).forward(x)
     elif op.kind is OpKind.BATCHNORM:
         p = op.params
         maps = x.reshape(len(x), shape[0], -1)
@@ -172,6 +178,10 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         x = 1 / (1 + np.exp(-x))
     if op.kind in (OpKind.RELU,) or op.attrs.get("relu"):
         x = np.maximum(x, 0)
+    if op.kind is OpKind.LEAKY:
+        x = np.where(x < 0, x * op.attrs["slope"], x)
+    if op.attrs.get("leak"):
+        x = np.where(x < 0, np.ldexp(x, -op.attrs["leak"]), x)
     if op.kind is OpKind.CLAMP:
         x = clamped(x, (op.attrs.get("low"), op.attrs.get("high")))
     elif op.attrs.get("clamp") is not None:
@@ -207,15 +217,21 @@ class Graph:
 
 @dataclass(frozen=True, eq=False)
 class Linear:
-    """A fully connected layer ``y = W x + b`` (W is out x in), optionally followed by ReLU
-    and by a ``clamp`` to ``(low, high)`` (ReLU6, Hardtanh; None leaves a side open)."""
+    """A fully connected layer ``y = W x + b`` (W is out x in), optionally followed by ReLU or
+    a leaky ReLU of slope ``2**-leak``, and by a ``clamp`` to ``(low, high)`` (ReLU6,
+    Hardtanh; None leaves a side open)."""
     name: str
     weight: np.ndarray
     bias: np.ndarray
     relu: bool
     clamp: tuple[float | None, float | None] | None = field(default=None, kw_only=True)
+    leak: int = field(default=0, kw_only=True)
 
     def __post_init__(self):
+        if not (isinstance(self.leak, int) and 0 <= self.leak <= MAX_LEAK) or (
+                self.leak and self.relu):
+            raise ValueError(f"layer {self.name}: leak must be an integer from 0 to "
+                             f"{MAX_LEAK}, and 0 with ReLU; not {self.leak!r}")
         if self.clamp is not None:
             low, high = self.clamp
             if (low is None and high is None) or not all(
@@ -252,8 +268,11 @@ class Linear:
         return self.activation(y)
 
     def activation(self, y: np.ndarray) -> np.ndarray:
-        """The layer's ReLU and clamp on its sums ``y``."""
+        """The layer's ReLU or leaky ReLU (slope ``2**-leak``), then its clamp, on its sums
+        ``y``."""
         y = np.maximum(y, 0) if self.relu else y
+        if self.leak:
+            y = np.where(y < 0, np.ldexp(y, -self.leak), y)
         return y if self.clamp is None else clamped(y, self.clamp)
 
     @property
@@ -341,13 +360,15 @@ class RowRequant:
     going to the even neighbour where ``half_even[i]``.  ``rounding[i]`` (``0 <= rounding <
     |multiplier|`` or 0) carries the part of the row's offset finer than one accumulator step
     (a float bias, a folded BatchNorm); ``low .. high`` is the layer's output range (ReLU
-    included: ``low >= 0``)."""
+    included: ``low >= 0``); ``leak`` (power-of-two rows only) shifts a negative ``r`` right
+    by that many bits more before the clamp: a leaky ReLU of slope ``2**-leak``."""
     multiplier: np.ndarray
     shift: np.ndarray
     rounding: np.ndarray
     half_even: np.ndarray
     low: int
     high: int
+    leak: int = field(default=0, kw_only=True)
 
     def __post_init__(self):
         for name, kind in (("multiplier", "iu"), ("shift", "iu"), ("rounding", "iu"),
@@ -371,13 +392,32 @@ class RowRequant:
                 and self.low <= self.high):
             raise ValueError(f"the output range {self.low!r} .. {self.high!r} is empty or not "
                              f"integers")
+        if not (isinstance(self.leak, int) and 0 <= self.leak <= MAX_LEAK):
+            raise ValueError(f"leak must be an integer from 0 to {MAX_LEAK}, not {self.leak!r}")
 
     @classmethod
-    def power_of_two(cls, rows: int, shift: int, low: int, high: int) -> RowRequant:
+    def power_of_two(cls, rows: int, shift: int, low: int, high: int, *,
+                     leak: int = 0) -> RowRequant:
         """Today's requantization as rows: every multiplier 1, the layer's shift, half up."""
         return cls(np.ones(rows, np.int64), np.full(rows, shift, np.int64),
                    np.where(shift > 0, 1 << max(shift - 1, 0), 0) * np.ones(rows, np.int64),
-                   np.zeros(rows, bool), low, high)
+                   np.zeros(rows, bool), low, high, leak=leak)
+
+    def apply(self, acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """The rows' outputs for accumulators ``acc`` (..., rows) and biases."""
+        return requantize_rows(acc, bias, self.multiplier, self.shift, self.low, self.high,
+                               rounding=self.rounding, half_even=self.half_even,
+                               leak=self.leak)
+
+    @property
+    def power_of_two_shift(self) -> int | None:
+        """The layer's one shift when these rows are the power-of-two form (every multiplier
+        1, one shift, half up), else None."""
+        shift = int(self.shift[0]) if self.shift.size else 0
+        expected = RowRequant.power_of_two(len(self.shift), shift, self.low, self.high)
+        same = all(np.array_equal(getattr(self, name), getattr(expected, name))
+                   for name in ("multiplier", "shift", "rounding", "half_even"))
+        return shift if same else None
 
     @property
     def multiplier_bits(self) -> int:
@@ -484,9 +524,7 @@ class QuantizedLinear:
         ReLU)."""
         if self.requant is not None:
             if self.relu and self.requant.low < 0:
-                return RowRequant(self.requant.multiplier, self.requant.shift,
-                                  self.requant.rounding, self.requant.half_even, 0,
-                                  max(self.requant.high, 0))
+                return dataclasses.replace(self.requant, low=0, high=max(self.requant.high, 0))
             return self.requant
         fmt = self.output_format
         return RowRequant.power_of_two(self.codes.shape[0], self.shift,
@@ -495,18 +533,26 @@ class QuantizedLinear:
     def power_of_two_form(self) -> tuple[int, bool] | None:
         """``(shift, relu)`` when this layer's requantization is the power-of-two write-back's
         (every multiplier 1, one shift, half up, the activation width's range, from 0 for
-        ReLU), which an engine without ``multiplier_bits`` runs; else None."""
+        ReLU, no leak), which an engine without ``multiplier_bits`` runs; else None."""
         if self.requant is None:
             return self.shift, self.relu
-        rows, fmt = self.row_requant(), self.output_format
-        shift = int(rows.shift[0]) if rows.shift.size else 0
-        relu = rows.low == 0
-        if rows.low not in (0, -(1 << (fmt.bits - 1))) or rows.high != (1 << (fmt.bits - 1)) - 1:
+        form = self.activation_form()
+        fmt = self.output_format
+        if form is None or form[3] or form[1] not in (0, -(1 << (fmt.bits - 1))) \
+                or form[2] != (1 << (fmt.bits - 1)) - 1:
             return None
-        expected = RowRequant.power_of_two(self.codes.shape[0], shift, rows.low, rows.high)
-        same = all(np.array_equal(getattr(rows, name), getattr(expected, name))
-                   for name in ("multiplier", "shift", "rounding", "half_even"))
-        return (shift, relu) if same else None
+        return form[0], form[1] == 0
+
+    def activation_form(self) -> tuple[int, int, int, int] | None:
+        """``(shift, low, high, leak)`` when this layer's requantization is the power-of-two
+        write-back's with any output range and leak (``EngineConfig.layer_activation``);
+        else None (per-row scales)."""
+        if self.requant is None:
+            fmt = self.output_format
+            return self.shift, 0 if self.relu else fmt.min, fmt.max, 0
+        rows = self.row_requant()
+        shift = rows.power_of_two_shift
+        return None if shift is None else (shift, rows.low, rows.high, rows.leak)
 
     @property
     def weights(self) -> np.ndarray:
@@ -519,9 +565,7 @@ class QuantizedLinear:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         acc = np.asarray(x, dtype=np.int64) @ self.weights.T
-        rows = self.row_requant()
-        return requantize_rows(acc, self.bias, rows.multiplier, rows.shift, rows.low,
-                               rows.high, rounding=rows.rounding, half_even=rows.half_even)
+        return self.row_requant().apply(acc, self.bias)
 
 
 @dataclass(frozen=True, eq=False)
@@ -546,9 +590,7 @@ class QuantizedConv2d(_MapSizes, QuantizedLinear):
         g = self.geometry
         patches = im2col(g, np.asarray(x, dtype=np.int64))
         acc = (patches @ self.weights.T).reshape(-1, g.out_channels)
-        rows = self.row_requant()
-        y = requantize_rows(acc, self.bias, rows.multiplier, rows.shift, rows.low, rows.high,
-                            rounding=rows.rounding, half_even=rows.half_even)
+        y = self.row_requant().apply(acc, self.bias)
         maps = y.reshape(len(x), g.positions, g.out_channels).transpose(0, 2, 1)
         maps = maps.reshape(len(x), g.out_channels, g.conv_height, g.conv_width)
         return max_pool(g.pool, maps).reshape(len(x), -1)

@@ -119,7 +119,8 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
     layer's ``p[0]`` in every PE's pointer memory), ``bias_base`` (of its row 0 in every PE's
     bias memory), ``occupancy_base``; ``shift`` (requantize shift) and ``relu``.  With
     ``config.multiplier_bits`` also ``low`` and ``high``, the layer's output range (ReLU
-    folded in); the shift then comes per row from the scale words (the field is 0).
+    folded in); the shift then comes per row from the scale words (the field is 0).  With
+    ``config.layer_activation`` ``low``, ``high`` and ``leak`` (``numerics.requantize_rows``).
     """
     fields = {
         "in_features": config.feature_bits,
@@ -132,10 +133,15 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
         "shift": config.shift_bits,
         "relu": 1,
     }
-    if config.row_scales:
+    if config.row_scales or config.layer_activation:
         fields["low"] = signed(config.act_bits)
         fields["high"] = signed(config.act_bits)
+    if config.layer_activation:
+        fields["leak"] = LEAK_BITS
     return data.StructLayout(fields)
+
+
+LEAK_BITS = 4       # a layer's leak (ir.MAX_LEAK = 15)
 
 
 MAP_BITS = 8        # a map's rows or columns (maps up to 255 x 255)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork
+from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant
 from .numerics import ceil_div
 
 __all__ = ["EngineNetwork", "Lowering", "MapLayout", "Walk", "has_convolutions", "lower"]
@@ -217,9 +217,9 @@ def lower(network: QuantizedNetwork, pes: int, scan_lanes: int) -> Lowering:
     # whole words (a PE row per word).
     shapes = [(*shape, ceil_div(shape[0], lanes) * lanes)]
     for layer in network.layers:
-        if layer.requant is not None and isinstance(layer, QuantizedConv2d):
-            raise ValueError(f"layer {layer.name}: a convolution runs with the power-of-two "
-                             f"requantization only, not with per-row scales")
+        if layer.activation_form() is None:
+            raise ValueError(f"layer {layer.name}: conv mode runs the power-of-two "
+                             f"requantization only, not per-row scales")
         out = (layer.geometry.out_shape if isinstance(layer, QuantizedConv2d)
                else (layer.out_features, 1, 1))
         shapes.append((*out, ceil_div(layer.codes.shape[0], pes) * pes))
@@ -283,8 +283,13 @@ def _lowered(layer: QuantizedLinear, source: MapLayout, target: MapLayout, pes: 
 
 
 def _engine_layer(layer: QuantizedLinear, codes: np.ndarray) -> QuantizedLinear:
+    requant = layer.requant
+    if requant is not None:
+        # The layer's range and leak (its rows all alike) for the stored kernel's rows.
+        shift, low, high, leak = layer.activation_form()
+        requant = RowRequant.power_of_two(len(codes), shift, low, high, leak=leak)
     return QuantizedLinear(
         name=layer.name, codes=codes, codebook=layer.codebook, bias=layer.bias,
         code_bits=layer.code_bits, input_format=layer.input_format,
         weight_format=layer.weight_format, output_format=layer.output_format,
-        bias_bits=layer.bias_bits, relu=layer.relu, requant=layer.requant)
+        bias_bits=layer.bias_bits, relu=layer.relu, requant=requant)

@@ -216,14 +216,16 @@ def requantize(acc, bias, shift: int, bits: int, relu: bool) -> np.ndarray:
 
 
 def requantize_rows(acc, bias, multiplier, shift, low: int, high: int, *, rounding=None,
-                    half_even=False) -> np.ndarray:
+                    half_even=False, leak: int = 0) -> np.ndarray:
     """A layer's output from its accumulators, per output row ``i`` (the last axis):
 
     ``t = (acc + bias_i) * M_i + rounding_i`` (``rounding_i`` defaults to ``2**(s_i - 1)``, 0
     when ``s_i`` is 0, which rounds ``(acc + bias_i) * M_i / 2**s_i`` half up); ``r = t >>
     s_i`` (arithmetic: floor); with ``half_even_i``, when the low ``s_i`` bits of ``t`` are all
     zero (``s_i > 0``: a tie, with the default rounding) and ``r`` is odd, ``r - 1`` instead;
-    the output is ``r`` clamped to ``low .. high`` (ReLU is ``low = 0``).  ``bias``,
+    a negative ``r`` is shifted right by ``leak`` more (floor: a leaky ReLU's slope
+    ``2**-leak``); the output is ``r`` clamped to ``low .. high`` (ReLU is ``low = 0``).
+    ``bias``,
     ``multiplier`` (signed), ``shift`` (``>= 0``), ``rounding`` and ``half_even`` are scalars or
     one value per row.  Exact: computed in Python integers when a product could leave int64.
     """
@@ -248,6 +250,8 @@ def requantize_rows(acc, bias, multiplier, shift, low: int, high: int, *, roundi
     low_bits = t & ((np.ones_like(shift) << shift) - 1)
     tie = half_even & (shift > 0) & (low_bits == 0) & ((r & 1) == 1)
     r = r - tie.astype(np.int64)
+    if leak:
+        r = np.where(r < 0, r >> leak, r)
     return np.clip(r, low, high).astype(np.int64)
 
 

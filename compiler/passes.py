@@ -7,12 +7,16 @@ returns the canonical :class:`Network` the rest of the compiler works on.
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 
 from .conv import Pool, avg_pool_matrix
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .ir import (
     ENGINE_ACTIVATIONS,
+    MAX_LEAK,
     Conv2d,
     Graph,
     Linear,
@@ -43,7 +47,7 @@ _LAYERS = (OpKind.LINEAR, OpKind.CONV)
 _KIND_NAMES = {OpKind.LINEAR: "Linear", OpKind.RELU: "ReLU", OpKind.BATCHNORM: "BatchNorm",
                OpKind.CONV: "Conv2d", OpKind.MAXPOOL: "MaxPool2d", OpKind.AVGPOOL: "AvgPool2d",
                OpKind.SOFTMAX: "Softmax", OpKind.FLATTEN: "Flatten", OpKind.IDENTITY: "Identity",
-               OpKind.SIGMOID: "Sigmoid", OpKind.CLAMP: "clamp"}
+               OpKind.SIGMOID: "Sigmoid", OpKind.CLAMP: "clamp", OpKind.LEAKY: "LeakyReLU"}
 
 
 def _named(op: Op) -> str:
@@ -54,9 +58,26 @@ def _named(op: Op) -> str:
     return f"{_KIND_NAMES[op.kind]} {op.name!r}"
 
 
-def _bounds(clamp) -> str:
-    low, high = clamp
-    return f"to {'-inf' if low is None else f'{low:g}'} .. {'inf' if high is None else f'{high:g}'}"
+def _leak_of(op: Op) -> int:
+    """A LeakyReLU's leak: ``k`` of the slope ``2**-k`` nearest its own (in ratio), warned
+    when the two differ.  The engine shifts a negative result ``k`` bits right (the
+    requantizer's shift, a few bits further), so the slope is a power of two; compression then
+    trains with that slope."""
+    slope = float(op.attrs["slope"])
+    if not 0 < slope < 1:
+        raise InputError(f"{_named(op)} has negative_slope {slope:g}: the engine's leaky ReLU "
+                         f"takes a slope between 0 and 1 (0 is a ReLU)")
+    leak = round(-math.log2(slope))
+    if not 1 <= leak <= MAX_LEAK:
+        raise InputError(f"{_named(op)} has negative_slope {slope:g}, which the engine's "
+                         f"slopes 2**-1 .. 2**-{MAX_LEAK} do not come near; use a ReLU, or a "
+                         f"slope of at most 0.7")
+    if math.ldexp(1.0, -leak) != slope:
+        warnings.warn(InputWarning(
+            f"{_named(op)}: negative_slope {slope:g} runs as 2**-{leak} = "
+            f"{math.ldexp(1.0, -leak):g}, the nearest slope the engine has (a shift); "
+            f"compression trains the model with it"), stacklevel=2)
+    return leak
 
 
 def _before(ops: list[Op]) -> str:
@@ -157,8 +178,8 @@ def _fold_forward(norm: Op, before: Op | None, layer: Op | None, shape) -> Op:
     if layer is None or layer.kind not in _LAYERS or (
             layer.kind is OpKind.CONV and tuple(layer.attrs.get("padding", (0, 0))) != (0, 0)
             and np.any(shift)):
-        if before is not None and before.kind in (OpKind.RELU, OpKind.CLAMP, OpKind.MAXPOOL,
-                                                  OpKind.AVGPOOL):
+        if before is not None and before.kind in (OpKind.RELU, OpKind.CLAMP, OpKind.LEAKY,
+                                                  OpKind.MAXPOOL, OpKind.AVGPOOL):
             hint = (f"move it before the {_KIND_NAMES[before.kind]} (layer -> BatchNorm -> "
                     f"ReLU -> pooling is the order that folds)")
         elif before is not None and before.attrs.get("relu"):
@@ -245,20 +266,22 @@ def _box_convolution(op: Op, shape) -> Op:
 
 
 def fuse_relu(graph: Graph) -> Graph:
-    """Fuse each ReLU into the Linear or convolution right before it (``attrs['relu']``), and
-    each clamp (ReLU6, Hardtanh) as its output range (``attrs['clamp']``, ``(low, high)``,
-    None an open side), also across a max pooling after a convolution (they commute).  After
-    it, no RELU or CLAMP op remains; one with no layer right before it is an error (the
-    engine applies them as part of a layer's write-back)."""
+    """Fuse each ReLU into the Linear or convolution right before it (``attrs['relu']``), each
+    LeakyReLU as its ``leak`` (the slope ``2**-leak`` nearest the model's, warned when not the
+    same) and each clamp (ReLU6, Hardtanh) as its output range (``attrs['clamp']``, ``(low,
+    high)``, None an open side), also across a max pooling after a convolution (they
+    commute).  After it, no RELU, LEAKY or CLAMP op remains; one with no layer right before
+    it is an error (the engine applies them as part of a layer's write-back)."""
     ops: list[Op] = []
     for op in graph.ops:
-        if op.kind not in (OpKind.RELU, OpKind.CLAMP):
+        if op.kind not in (OpKind.RELU, OpKind.CLAMP, OpKind.LEAKY):
             ops.append(op)
             continue
         at = len(ops) - 1
         if (at >= 1 and ops[at].kind is OpKind.MAXPOOL and ops[at - 1].kind is OpKind.CONV):
             at -= 1
-        what = "ReLU" if op.kind is OpKind.RELU else "a clamp (ReLU6, Hardtanh)"
+        what = {OpKind.RELU: "ReLU", OpKind.LEAKY: "LeakyReLU",
+                OpKind.CLAMP: "a clamp (ReLU6, Hardtanh)"}[op.kind]
         if at < 0 or ops[at].kind not in _LAYERS:
             raise InputError(f"{_named(op)} follows {_before(ops)}, not a Linear layer or a "
                              f"convolution; the engine applies {what} as part of a layer's "
@@ -274,7 +297,18 @@ def _activation_after(layer: Op, op: Op) -> dict:
     follows it is fused: the layer applies ReLU, then its clamp, so a ReLU after a clamp
     raises the clamp's lower bound to 0, and two clamps meet in their overlap."""
     relu, clamp = bool(layer.attrs.get("relu")), layer.attrs.get("clamp")
+    leak = layer.attrs.get("leak", 0)
+    if op.kind is OpKind.LEAKY:
+        if clamp is not None:
+            raise InputError(f"{_named(op)} follows a clamp of layer {layer.name!r}; the "
+                             f"engine applies a leaky ReLU before a clamp, not after: put the "
+                             f"LeakyReLU first")
+        if relu or leak:            # after a ReLU it changes nothing; after another, compose
+            return {"leak": min(leak + _leak_of(op), MAX_LEAK)} if leak else {}
+        return {"leak": _leak_of(op)}
     if op.kind is OpKind.RELU:
+        if leak:                    # a ReLU after a leaky ReLU is the ReLU
+            return {"relu": True, "leak": 0}
         if clamp is None:
             return {"relu": True}
         low, high = clamp
@@ -391,17 +425,12 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
         weight = np.asarray(op.params["weight"], dtype=np.float64)
         bias = np.asarray(op.params["bias"], dtype=np.float64)
         relu, clamp = bool(op.attrs.get("relu", False)), op.attrs.get("clamp")
+        activation = {"clamp": clamp, "leak": op.attrs.get("leak", 0)}
         if op.kind is OpKind.CONV:
-            if clamp is not None:
-                raise InputError(f"{_named(op)} is followed by a clamp (ReLU6, Hardtanh) "
-                                 f"{_bounds(clamp)}: the engine clamps a Linear layer's "
-                                 f"outputs, a convolution's write-back has ReLU only; use "
-                                 f"ReLU there (sf.compress(..., swap_activations=True) "
-                                 f"retrains the model with it)")
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
-                                 op_geometry(op, shape)))
+                                 op_geometry(op, shape), **activation))
         else:
-            layers.append(Linear(op.name, weight, bias, relu, clamp=clamp))
+            layers.append(Linear(op.name, weight, bias, relu, **activation))
     if layers and layers[0].in_features != graph.input_size:
         raise InputError(f"layer {layers[0].name!r} takes {layers[0].in_features} inputs, the "
                          f"network's input has {graph.input_size}")

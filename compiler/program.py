@@ -448,7 +448,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
             "weight_format": layer.weight_format.to_json(),
             "output_format": layer.output_format.to_json(),
             "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz,
-            **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
+            **({"requant": {"low": layer.requant.low, "high": layer.requant.high,
+                            **({"leak": layer.requant.leak} if layer.requant.leak else {})}}
                if layer.requant is not None else {}),
             **({"conv": layer.geometry.to_json()} if isinstance(layer, QuantizedConv2d)
                else {})})
@@ -639,7 +640,8 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                         for name in REQUANT_ARRAYS}
                 requant = RowRequant(rows["multiplier"], rows["shift"], rows["rounding"],
                                      rows["half_even"] != 0, int(entry["requant"]["low"]),
-                                     int(entry["requant"]["high"]))
+                                     int(entry["requant"]["high"]),
+                                     leak=int(entry["requant"].get("leak", 0)))
             layers.append((QuantizedConv2d if conv else QuantizedLinear)(
                 name=str(entry["name"]), codes=codes, codebook=codebook.astype(np.int64),
                 bias=bias.astype(np.int64), code_bits=int(entry["code_bits"]),

@@ -269,6 +269,11 @@ class LutModel:
     # counter it replaces: 172 logic cells on the iCEBreaker's 8-PE digits engine (5225
     # packed against 5053 without it, at 262fa5d).
     skip_zeros_cells: float = 172.0
+    # layer_activation: each requantizer's comparisons with the layer's range and the choice
+    # of its shift (a negative sum's), and the shared registers of the range and that shift
+    # (from the design, not calibrated: two comparators and a multiplexer per activation bit).
+    activation_per_requantizer_bit: float = 4.0
+    activation_shared: float = 24.0
     # iCE40: a PE's activation queue is flip-flops (no LUT RAM), and every engine of the
     # calibration sweep had queues of ``QUEUE_DEPTH_CALIBRATED`` groups, absorbed in the terms
     # above; each group more costs a flip-flop per bit and its share of the read multiplexer
@@ -302,6 +307,9 @@ class LutModel:
                        + self.per_queue_cell * queue_cells)
         if config.skip_zeros:
             scaled += self.skip_zeros_cells
+        if config.layer_activation:
+            scaled += (self.activation_shared + self.activation_per_requantizer_bit
+                       * config.act_bits * (config.writeback_lanes or config.pes))
         if self.per_queue_entry_bit:
             group_bits = engine_queues(config)[0].width
             scaled += (self.per_queue_entry_bit * config.pes * group_bits

@@ -1,4 +1,5 @@
-"""Write-back arithmetic of a PE: bias, rounding shift, saturation, ReLU.
+"""Write-back arithmetic of a PE: bias, rounding shift, saturation, ReLU (or the layer's range
+and leak).
 
 Implements ``requantize`` of docs/numerics.md (``compiler/numerics.py`` is the definition this
 is checked against): ``clamp((acc + bias + 2**(shift-1)) >> shift)``, then ReLU.  EIE applies
@@ -64,6 +65,9 @@ class Requantizer(wiring.Component):
     i : In(stream of {acc, bias}), always ready.
     shift, relu : In; the layer's requantize parameters, stable from the cycle before a
         write-back's first input to its end.
+    low, high, negative_shift : In, with ``config.layer_activation``; the layer's output range
+        (which then replaces ``relu``) and the shift of a negative sum (``shift`` plus the
+        layer's leak), as stable.
     o : Out(stream of signed(act_bits)), always ready: the output ``latency(config)`` cycles
         later (with ``config.readout_register`` the operands first go into a register as they
         are, so the memories' outputs in front reach a flip-flop through wiring alone).
@@ -77,6 +81,8 @@ class Requantizer(wiring.Component):
             "i": In(stream.Signature(operands, always_ready=True)),
             "shift": In(config.shift_bits),
             "relu": In(1),
+            **({"low": In(signed(config.act_bits)), "high": In(signed(config.act_bits)),
+                "negative_shift": In(config.shift_bits)} if config.layer_activation else {}),
             "o": Out(stream.Signature(signed(config.act_bits), always_ready=True)),
         })
 
@@ -117,22 +123,31 @@ class Requantizer(wiring.Component):
             total_valid.eq(operands_valid),
         ]
 
-        # Stage 2: arithmetic shift right (floor), which with the constant rounds half up.
+        # Stage 2: arithmetic shift right (floor), which with the constant rounds half up.  A
+        # leaky layer shifts a negative sum `leak` bits further (numerics.requantize_rows).
+        amount = self.shift
+        if config.layer_activation:
+            amount = Mux(total < 0, self.negative_shift, self.shift)
         shifted = Signal(signed(wide), reset_less=True)
         shifted_valid = Signal()
         if split:
             fine_bits = 3
             coarse = Signal(signed(wide), reset_less=True)
             coarse_valid = Signal()
+            fine = self.shift[:fine_bits]
+            if config.layer_activation:
+                # The sum's sign chose the shift: its fine part follows the coarse result.
+                fine = Signal(fine_bits, reset_less=True)
+                m.d.sync += fine.eq(amount[:fine_bits])
             m.d.sync += [
-                coarse.eq(total >> (self.shift[fine_bits:] << fine_bits)),
+                coarse.eq(total >> (amount[fine_bits:] << fine_bits)),
                 coarse_valid.eq(total_valid),
-                shifted.eq(coarse >> self.shift[:fine_bits]),
+                shifted.eq(coarse >> fine),
                 shifted_valid.eq(coarse_valid),
             ]
         else:
             m.d.sync += [
-                shifted.eq(total >> self.shift),
+                shifted.eq(total >> amount),
                 shifted_valid.eq(total_valid),
             ]
 
@@ -148,13 +163,20 @@ class Requantizer(wiring.Component):
             # requantizers, next to their PEs, to the activation buffer.
             relu_value = Signal(signed(config.act_bits), reset_less=True)
             relu_valid = Signal()
+            if config.layer_activation:
+                _clamp_into(m, relu_value, clamped, self.low, self.high)
+            else:
+                m.d.sync += relu_value.eq(Mux(self.relu & (clamped < 0), 0, clamped))
             m.d.sync += [
                 clamped_valid.eq(shifted_valid),
-                relu_value.eq(Mux(self.relu & (clamped < 0), 0, clamped)),
                 relu_valid.eq(clamped_valid),
                 value.eq(relu_value),
                 self.o.valid.eq(relu_valid),
             ]
+        elif config.layer_activation:
+            # The layer's range lies within the activations': one clamp saturates too.
+            _clamp_into(m, value, shifted, self.low, self.high)
+            m.d.sync += self.o.valid.eq(shifted_valid)
         else:
             _clamp_into(m, value, shifted, Mux(self.relu, 0, low), high)
             m.d.sync += self.o.valid.eq(shifted_valid)

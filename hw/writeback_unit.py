@@ -38,7 +38,8 @@ class WritebackUnit(wiring.Component):
     Members
     -------
     layer : In(``isa.descriptor_layout``); the running layer (its ``rows``, ``bias_base``,
-        ``shift`` and ``relu``), registered here before use.
+        ``shift`` and ``relu``; its ``low``, ``high`` and ``leak`` with
+        ``config.layer_activation``), registered here before use.
     start : In; a one-cycle pulse starts a layer's write-back.
     schedules : Out(``writeback.schedule_signature``) per PE; which row to read out and when.
     readouts : In(stream of ``pe.readout_layout``, always ready) per PE; the PEs' rows.
@@ -99,11 +100,15 @@ class WritebackUnit(wiring.Component):
             m.d.sync += phase.eq(0 if period == 1 else phase + 1)
         with m.Else():
             m.d.sync += phase.eq(0)
-        if config.row_scales:
-            slot = self._slots(m)
+        if config.row_scales or config.layer_activation:
             layer_low = Signal.like(self.layer.low)
             layer_high = Signal.like(self.layer.high)
             m.d.sync += [layer_low.eq(self.layer.low), layer_high.eq(self.layer.high)]
+        if config.layer_activation:
+            negative_shift = Signal.like(self.layer.shift)
+            m.d.sync += negative_shift.eq(self.layer.shift + self.layer.leak)
+        if config.row_scales:
+            slot = self._slots(m)
         for group in range(pes // period):
             if config.row_scales:
                 requantizer = ChannelRequantizer(
@@ -114,6 +119,9 @@ class WritebackUnit(wiring.Component):
             else:
                 requantizer = Requantizer(config)
                 m.d.comb += [requantizer.shift.eq(layer_shift), requantizer.relu.eq(layer_relu)]
+                if config.layer_activation:
+                    m.d.comb += [requantizer.low.eq(layer_low), requantizer.high.eq(layer_high),
+                                 requantizer.negative_shift.eq(negative_shift)]
             m.submodules[f"requantizer{group}"] = requantizer
             members = self.readouts[group * period:(group + 1) * period]
             with m.Switch(phase):

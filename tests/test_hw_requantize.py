@@ -10,14 +10,20 @@ from sparseforge.compiler.numerics import requantize, requantize_rows
 from sparseforge.hw.requantize import ChannelRequantizer, Requantizer, latency
 
 
-def rtl_requantize(config, acc, bias, shift, relu):
-    """Push (acc, bias) pairs through the Requantizer, one per cycle; return its outputs."""
+def rtl_requantize(config, acc, bias, shift, relu, activation=None):
+    """Push (acc, bias) pairs through the Requantizer, one per cycle; return its outputs.
+    ``activation``: ``(low, high, leak)`` with ``config.layer_activation``."""
     dut = Requantizer(config)
     outputs = []
 
     async def testbench(ctx):
         ctx.set(dut.shift, shift)
         ctx.set(dut.relu, relu)
+        if activation is not None:
+            low, high, leak = activation
+            ctx.set(dut.low, low)
+            ctx.set(dut.high, high)
+            ctx.set(dut.negative_shift, shift + leak)
         await ctx.tick()                # the parameters settle a cycle before the first input
         for cycle in range(len(acc) + latency(config)):
             if cycle < len(acc):
@@ -151,3 +157,26 @@ def test_multiplier_in_logic_matches_the_product(a_bits, b_bits):
     simulator.add_testbench(testbench)
     simulator.run()
     np.testing.assert_array_equal(products, a * b)
+
+
+@pytest.mark.parametrize("link_registers", [False, True])
+@pytest.mark.parametrize("shift, low, high, leak", [
+    (4, 0, 96, 0),          # ReLU6 at frac 4
+    (3, -64, 64, 0),        # Hardtanh(-1, 1) at frac 6
+    (5, -128, 127, 3),      # LeakyReLU(0.125)
+    (0, -128, 127, 7),      # no shift, a leak of 7
+    (6, -20, 50, 2),        # a range and a leak
+])
+def test_a_layers_range_and_leak_match_numerics(link_registers, shift, low, high, leak):
+    config = EngineConfig(pes=1, act_bits=8, acc_bits=20, bias_bits=12,
+                          readout_register=link_registers, link_registers=link_registers,
+                          layer_activation=True)
+    rng = np.random.default_rng(shift + leak)
+    acc = rng.integers(-(1 << 19), 1 << 19, 300) >> rng.integers(0, 12, 300)
+    acc[:6] = [0, -1, -(1 << (shift + leak)), (1 << 19) - 1, -(1 << 19), 1]
+    bias = rng.integers(-(1 << 11), 1 << 11, 300)
+    bias[:6] = 0
+    expected = requantize_rows(acc, bias, 1, shift, low, high, leak=leak)
+    assert len(np.unique(expected)) > 20            # the cases reach both bounds and between
+    np.testing.assert_array_equal(
+        rtl_requantize(config, acc, bias, shift, low == 0, (low, high, leak)), expected)

@@ -89,7 +89,15 @@ def test_a_power_of_two_layer_keeps_the_power_of_two_engine():
     scaled = QuantizedLinear("fc", codes, layer.codebook, layer.bias, 2, layer.input_format,
                              layer.weight_format, layer.output_format, 16, True,
                              requant=RowRequant.power_of_two(6, 3, 0, 100))
-    assert derive_config(QuantizedNetwork((scaled,)), 2).multiplier_bits > 0
+    # A narrower range alone is the power-of-two write-back's with the layer's range.
+    narrow = derive_config(QuantizedNetwork((scaled,)), 2)
+    assert narrow.layer_activation and narrow.multiplier_bits == 0
+    # A multiplier other than 1 is per-row scaling.
+    thrice = QuantizedLinear("fc", codes, layer.codebook, layer.bias, 2, layer.input_format,
+                             layer.weight_format, layer.output_format, 16, True,
+                             requant=RowRequant(np.full(6, 3), np.full(6, 5), np.zeros(6, int),
+                                                np.zeros(6, bool), 0, 127))
+    assert derive_config(QuantizedNetwork((thrice,)), 2).multiplier_bits > 0
 
 
 def test_an_unquantized_output_needs_calibration(tmp_path):

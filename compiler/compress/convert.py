@@ -25,7 +25,8 @@ __all__ = ["network_to_torch", "to_network", "torch_to_network", "with_weights"]
 
 def network_to_torch(network: Network):
     """The network as an ``nn.Sequential`` of ``nn.Linear`` (float32; a convolution as a
-    :class:`~.convolution.MatrixConv2d`), ``nn.ReLU`` and ``nn.Hardtanh`` (a layer's clamp),
+    :class:`~.convolution.MatrixConv2d`), ``nn.ReLU``, ``nn.LeakyReLU`` and ``nn.Hardtanh`` (a
+    layer's clamp),
     a fresh copy: training it leaves ``network`` unchanged.  It takes flat inputs, as the
     network does."""
     import torch
@@ -43,6 +44,8 @@ def network_to_torch(network: Network):
         modules.append(linear)
         if layer.relu:
             modules.append(nn.ReLU())
+        if layer.leak:
+            modules.append(nn.LeakyReLU(math.ldexp(1.0, -layer.leak)))
         if layer.clamp is not None:
             # A side left open is an infinite bound (capture reads it back as open).
             low, high = layer.clamp
@@ -80,12 +83,9 @@ def torch_to_network(model, like: Network) -> Network:
                              f"network's {template.weight.shape}")
         bias = (module.bias.detach().cpu().numpy().astype(np.float64)
                 if module.bias is not None else np.zeros(weight.shape[0]))
-        if geometry is not None:
-            out.append(Conv2d(template.name, weight, bias, template.relu, geometry,
-                              clamp=template.clamp))
-        else:
-            out.append(Linear(template.name, weight, bias, template.relu,
-                              clamp=template.clamp))
+        # The template's name and activation; the geometry as the module has it.
+        out.append(dataclasses.replace(template, weight=weight, bias=bias,
+                                       **({"geometry": geometry} if geometry else {})))
     return Network(tuple(out), like.source)
 
 

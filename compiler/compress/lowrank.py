@@ -10,6 +10,8 @@ matrix achieves.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..ir import Linear, Network
@@ -41,7 +43,7 @@ def rank_for_energy(weight: np.ndarray, energy: float) -> int:
 
 def factorize_network(network: Network, ranks: dict[str, int]) -> Network:
     """The network with each layer named in ``ranks`` split into two: ``<name>.v`` (``B``, no
-    bias, no ReLU) then ``<name>.u`` (``A``, the layer's bias, ReLU and clamp)."""
+    bias, no ReLU) then ``<name>.u`` (``A``, the layer's bias and activation)."""
     unknown = sorted(set(ranks) - {layer.name for layer in network.layers})
     if unknown:
         raise ValueError(f"no layer named {', '.join(unknown)}; the layers are "
@@ -53,7 +55,7 @@ def factorize_network(network: Network, ranks: dict[str, int]) -> Network:
             continue
         a, b, _ = svd_factors(layer.weight, ranks[layer.name])
         layers.append(Linear(f"{layer.name}.v", b, np.zeros(len(b)), False))
-        layers.append(Linear(f"{layer.name}.u", a, layer.bias, layer.relu, clamp=layer.clamp))
+        layers.append(dataclasses.replace(layer, name=f"{layer.name}.u", weight=a))
     return Network(tuple(layers), network.source)
 
 

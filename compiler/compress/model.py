@@ -171,9 +171,12 @@ class CompressedModel:
                 "codebook": [int(v) for v in layer.codebook], "nnz": layer.nnz,
                 "arrays": {kind: f"{kind}_{index}" for kind in self._array_kinds()
                            + (REQUANT_KINDS if layer.requant is not None else ())},
-                **({"requant": {"low": layer.requant.low, "high": layer.requant.high}}
+                **({"requant": {"low": layer.requant.low, "high": layer.requant.high,
+                                **({"leak": layer.requant.leak} if layer.requant.leak
+                                   else {})}}
                    if layer.requant is not None else {}),
                 **({"clamp": list(shared.clamp)} if shared.clamp is not None else {}),
+                **({"leak": shared.leak} if shared.leak else {}),
                 **({"conv": layer.geometry.to_json()}
                    if isinstance(layer, QuantizedConv2d) else {})})
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION,
@@ -428,8 +431,11 @@ def _layer(index: int, entry, arrays, bad):
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
             relu=entry["relu"], requant=_requant(index, entry, arrays, bad), **conv)
+        leak = entry.get("leak", 0)
+        if not isinstance(leak, int) or isinstance(leak, bool):
+            raise bad(f"{where}.leak must be an integer, not {leak!r}")
         shared = (Conv2d if conv else Linear)(name, weight, float_bias, entry["relu"],
-                                              clamp=_clamp(entry, bad), **conv)
+                                              clamp=_clamp(entry, bad), leak=leak, **conv)
     except ValueError as error:
         raise bad(f"{where}: {error}") from None
     return layer, shared, mask
@@ -455,9 +461,10 @@ def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:
     ranges = entry["requant"]
     if not (isinstance(ranges, dict) and all(isinstance(ranges.get(k), int)
                                              and not isinstance(ranges.get(k), bool)
-                                             for k in ("low", "high"))):
-        raise bad(f"layers[{index}].requant must be {{'low': int, 'high': int}}, not "
-                  f"{ranges!r}")
+                                             for k in ("low", "high"))
+            and isinstance(ranges.get("leak", 0), int)):
+        raise bad(f"layers[{index}].requant must be {{'low': int, 'high': int}} (and "
+                  f"'leak': int), not {ranges!r}")
     rows = {}
     for kind in REQUANT_KINDS:
         array = arrays[f"{kind}_{index}"]
@@ -467,7 +474,7 @@ def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:
         rows[kind] = array
     return RowRequant(rows["multiplier"].astype(np.int64), rows["shift"].astype(np.int64),
                       rows["rounding"].astype(np.int64), rows["half_even"] != 0,
-                      ranges["low"], ranges["high"])
+                      ranges["low"], ranges["high"], leak=ranges.get("leak", 0))
 
 
 def _kind_name(kind: str) -> str:

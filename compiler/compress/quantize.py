@@ -20,7 +20,7 @@ from ..ir import (Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, Qua
                   RowRequant)
 from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
 
-__all__ = ["clamp_requant", "input_format_for", "inputs_lost", "network_codebooks",
+__all__ = ["activation_requant", "input_format_for", "inputs_lost", "network_codebooks",
            "quantize_network"]
 
 MAX_SHIFT = 63
@@ -178,8 +178,8 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
     conv = {"geometry": layer.geometry} if isinstance(layer, Conv2d) else {}
     output_format = FixedFormat(act_bits, output_frac)
     relu, requant = layer.relu, None
-    if layer.clamp is not None:
-        requant = clamp_requant(layer, output_format, accumulator_frac - output_frac)
+    if layer.clamp is not None or layer.leak:
+        requant = activation_requant(layer, output_format, accumulator_frac - output_frac)
         relu = requant.low >= 0
     return (QuantizedConv2d if conv else QuantizedLinear)(
         name=layer.name, codes=codes, codebook=codebook_int,
@@ -188,18 +188,19 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
         output_format=output_format, bias_bits=bits, relu=relu, requant=requant, **conv)
 
 
-def clamp_requant(layer: Linear, output_format: FixedFormat, shift: int) -> RowRequant:
-    """The power-of-two requantization of a layer with a clamp, as rows whose output range
-    is the clamp's bounds in ``output_format`` (each rounded half up and saturated, as any
-    value is; an open side is the format's end; with ReLU from 0 up): docs/numerics.md
-    "Clamps"."""
+def activation_requant(layer: Linear, output_format: FixedFormat, shift: int) -> RowRequant:
+    """The power-of-two requantization of a layer with a clamp or a leak, as rows whose
+    output range is the clamp's bounds in ``output_format`` (each rounded half up and
+    saturated, as any value is; an open side is the format's end; with ReLU from 0 up) and
+    whose leak is the layer's: docs/numerics.md "Clamps and leaky ReLU"."""
     low, high = (None if bound is None else int(output_format.quantize(bound))
-                 for bound in layer.clamp)
+                 for bound in (layer.clamp or (None, None)))
     low = output_format.min if low is None else low
     high = output_format.max if high is None else high
     if layer.relu:
         low, high = max(low, 0), max(high, 0)
-    return RowRequant.power_of_two(layer.out_features, shift, low, high)
+    # One row per output channel of a convolution (its kernel matrix's rows).
+    return RowRequant.power_of_two(len(layer.weight), shift, low, high, leak=layer.leak)
 
 
 def _accumulator_bits(layer: QuantizedLinear, nonnegative_inputs: bool) -> int:

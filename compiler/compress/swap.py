@@ -1,14 +1,14 @@
 """Swapping the activations the engine does not have for ReLU, which it has.
 
-A model trained with GELU, Tanh, LeakyReLU, ELU, SiLU, ... cannot run on the engine as it is:
-the requantizer's nonlinearities are ReLU and, after a Linear layer, a clamp (ReLU6, Hardtanh;
-docs/numerics.md), so a clamp after a convolution is swapped too.  :func:`swap_activations`
-returns a copy of the model whose hidden activations of those kinds are ReLUs, traced with
+A model trained with GELU, Tanh, ELU, SiLU, ... cannot run on the engine as it is: the
+requantizer's nonlinearities are ReLU, a leaky ReLU and a clamp (docs/numerics.md).
+:func:`swap_activations` returns a copy of the model whose hidden activations of the other
+kinds are ReLUs, traced with
 ``torch.fx`` so that activations written as functions in a ``forward`` (``F.gelu(x)``,
 ``x.tanh()``) are found as well as modules; ``sf.compress(..., swap_activations=True)`` then
 retrains the copy (its weights are the model's: a start, not a result) before compressing it.
 :func:`swap_onnx_activations` does the same to an ONNX model's activations: single nodes
-(``Tanh``, ``LeakyRelu``, ``Gelu``, ``Clip``, ...) and the elementwise arithmetic exporters
+(``Tanh``, ``Elu``, ``Gelu``, ...) and the elementwise arithmetic exporters
 write for some (SiLU as ``x * Sigmoid(x)``, GELU before opset 20 as ``Erf`` arithmetic).
 
 An activation that ends the network is left alone: a final Sigmoid is dropped by the compiler
@@ -64,19 +64,11 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
                 getattr(node.target, "__name__", "")
         else:
             return None
-        if is_activation_not_run(name):
-            return name
-        # A clamp runs after a Linear layer, not after a convolution.
-        return name if name.lower() in _CLAMPS and after_convolution(node) else None
+        return name if is_activation_not_run(name) else None
 
     def weighted_after(index: int) -> bool:
         return any(node.op == "call_module" and isinstance(modules[node.target], weighted)
                    for node in nodes[index + 1:])
-
-    def after_convolution(node) -> bool:
-        before = [n for n in nodes[:nodes.index(node)]
-                  if n.op == "call_module" and isinstance(modules[n.target], weighted)]
-        return bool(before) and not isinstance(modules[before[-1].target], nn.Linear)
 
     swaps = []
     for index, node in enumerate(nodes):
@@ -98,7 +90,7 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
 def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     """An ONNX model (a path, or an ``onnx.ModelProto``, which is not changed) as a
     ``ModelProto`` whose hidden activations the engine does not run are ``Relu`` nodes, and
-    the swaps made.  An activation is one node (``Tanh``, ``LeakyRelu``, ``Gelu``, ...) or
+    the swaps made.  An activation is one node (``Tanh``, ``Elu``, ``Gelu``, ...) or
     the elementwise arithmetic an exporter writes for one (:func:`_activation_regions`:
     ``x * Sigmoid(x)`` for SiLU, ``Erf`` arithmetic for GELU)."""
     import onnx
@@ -111,9 +103,6 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     for region in _activation_regions(graph):
         if not any(later.op_type in weighted for later in nodes[region[-1] + 1:]):
             continue                            # it ends the network: not swapped
-        before = [node.op_type for node in nodes[:region[0]] if node.op_type in weighted]
-        if [nodes[i].op_type for i in region] == ["Clip"] and before[-1:] != ["Conv"]:
-            continue                            # a clamp after a Linear layer runs
         first, last = nodes[region[0]], nodes[region[-1]]
         swaps.append(Swap(first.name or f"{first.op_type}_{region[0]}",
                           _region_name([nodes[i] for i in region], _entry(first, graph))))
@@ -128,9 +117,6 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     graph.node.extend(kept)
     return proto, swaps
 
-
-# The clamps (lower case) the engine runs after a Linear layer but not after a convolution.
-_CLAMPS = {"relu6", "hardtanh", "clamp", "clip", "clamp_min", "clamp_max"}
 
 # Elementwise ops an exporter writes activations with; a region of them must hold one of the
 # nonlinear ones to be an activation (a Mul and an Add by constants alone are an affine map).
@@ -156,7 +142,7 @@ def _entry(node, graph) -> str:
 
 def _activation_regions(graph) -> list[list[int]]:
     """The graph's activations (node indices, in order): a node of a kind the engine does not
-    have (``Tanh``, ``Gelu``, a ``Clip``, ...), or a run of elementwise nodes that reads one
+    have (``Tanh``, ``Gelu``, ...), or a run of elementwise nodes that reads one
     tensor from outside (the activation's input) besides constants, leaves one output to the
     rest of the graph (the last node's) and holds a nonlinear op: an activation written as
     arithmetic.  Constant nodes between them are not part of it."""
@@ -203,10 +189,9 @@ def _activation_regions(graph) -> list[list[int]]:
 
 
 def _is_activation(node) -> bool:
-    """Whether one ONNX node is an activation the engine may not have; a Clip is ReLU6 or
-    Hardtanh (or clamp(min=0), a ReLU already, which a swap leaves as it is), which the
-    engine runs after a Linear layer (the caller keeps those)."""
-    return is_activation_not_run(node.op_type) or node.op_type == "Clip"
+    """Whether one ONNX node is an activation the engine does not have (a Clip, ReLU6 or
+    Hardtanh, it has: only within arithmetic, as in HardSwish, is one swapped)."""
+    return is_activation_not_run(node.op_type)
 
 
 def _region_name(region: list, entry: str) -> str:

@@ -37,7 +37,6 @@ from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.errors import InputWarning
 from sparseforge.compiler.ir import RowRequant
 from sparseforge.compiler.lowering import Walk
-from sparseforge.compiler.numerics import requantize_rows
 
 __all__ = [
     "AccumulatorOverflow",
@@ -128,6 +127,9 @@ def decode_image(config: EngineConfig, image) -> list[DecodedLayer]:
                                  scale["shift"][:out_features], scale["rounding"][:out_features],
                                  scale["half_even"][:out_features].astype(bool),
                                  field["low"], field["high"])
+        elif config.layer_activation:
+            requant = RowRequant.power_of_two(out_features, field["shift"], field["low"],
+                                              field["high"], leak=field["leak"])
         else:
             top = (1 << (config.act_bits - 1)) - 1
             requant = RowRequant.power_of_two(out_features, field["shift"],
@@ -155,9 +157,7 @@ def run_layer(config: EngineConfig, layer: DecodedLayer, x: np.ndarray) -> np.nd
                                   f"can reach {int(magnitude[b, i])}, beyond the "
                                   f"{config.acc_bits}-bit accumulator")
     acc = x @ layer.weights.T
-    rows = layer.requant
-    return requantize_rows(acc, layer.bias, rows.multiplier, rows.shift, rows.low, rows.high,
-                           rounding=rows.rounding, half_even=rows.half_even)
+    return layer.requant.apply(acc, layer.bias)
 
 
 def image_walks(config: EngineConfig, image) -> list[Walk]:
