@@ -160,3 +160,26 @@ def test_onnx_activations_written_as_arithmetic(tmp_path, opset):
     x, y = blobs()
     with pytest.raises(UnsupportedLayerError, match="not a chain of layers"):
         sf.compress(str(path), train=(x, y), swap_activations=True, **FAST)
+
+
+def test_a_matmul_layers_bias_stays_the_layers_when_its_activation_is_swapped():
+    # Keras and other exporters write a layer as MatMul then Add: the Add is the bias, not
+    # part of the Tanh after it.
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    constants = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+                 for name, shape in (("W1", (4, 6)), ("b1", (6,)), ("W2", (6, 2)), ("b2", (2,)))]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W1"], ["h0"], name="mm1"),
+         helper.make_node("Add", ["h0", "b1"], ["h1"], name="add1"),
+         helper.make_node("Tanh", ["h1"], ["h2"], name="tanh"),
+         helper.make_node("MatMul", ["h2", "W2"], ["h3"], name="mm2"),
+         helper.make_node("Add", ["h3", "b2"], ["y"], name="add2")], "keras",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])], constants)
+    proto, swaps = swap_onnx_activations(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    assert swaps == [Swap("tanh", "Tanh")]
+    assert [(node.op_type, list(node.input)) for node in proto.graph.node][:3] == [
+        ("MatMul", ["x", "W1"]), ("Add", ["h0", "b1"]), ("Relu", ["h1"])]

@@ -122,6 +122,7 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
 # nonlinear ones to be an activation (a Mul and an Add by constants alone are an affine map).
 _ELEMENTWISE = {"Sigmoid", "Tanh", "Erf", "Exp", "Log", "Softplus", "HardSigmoid", "Mul",
                 "Div", "Add", "Sub", "Pow", "Sqrt", "Neg", "Clip", "Min", "Max"}
+_AFFINE = {"Add", "Sub", "Mul", "Div"}
 _NONLINEAR = {"Sigmoid", "Tanh", "Erf", "Exp", "Log", "Softplus", "HardSigmoid", "Pow", "Sqrt",
               "Clip", "Min", "Max"}
 
@@ -178,6 +179,13 @@ def _activation_regions(graph) -> list[list[int]]:
             if all(reader in region for name in inner for reader in readers.get(name, [])):
                 break
             region.pop()
+        # A layer's bias (MatMul, then Add) or a scale in front is the layer's, not the
+        # activation's: arithmetic by a constant that alone reads the region's input is left
+        # out (GELU's x / sqrt(2) and HardSwish's x + 3 are not: x is read again later).
+        while len(region) > 1 and nodes[region[0]].op_type in _AFFINE and [
+                i for i in region if entry in nodes[i].input] == [region[0]]:
+            entry = nodes[region[0]].output[0]
+            region = region[1:]
         if len(region) > 1 and any(nodes[i].op_type in _NONLINEAR for i in region):
             regions.append(region)
             index = region[-1] + 1
