@@ -315,6 +315,15 @@ def _module_handlers():
         return [Op(OpKind.CLAMP, name, {}, {"low": low if math.isfinite(low) else None,
                                             "high": high if math.isfinite(high) else None})]
 
+    def prelu(module, name):
+        # One learned slope is a leaky ReLU; a slope per channel the engine does not have.
+        if module.num_parameters != 1:
+            raise UnsupportedSettingError(
+                f"layer {name!r}", "PReLU", "num_parameters", module.num_parameters,
+                "one slope for the layer (PReLU()), which runs as a leaky ReLU; the engine "
+                "has no slope per channel (swap_activations=True retrains with ReLU)")
+        return [Op(OpKind.LEAKY, name, {}, {"slope": float(_effective(module, "weight")[0])})]
+
     def softmax(module, name):
         return [Op(OpKind.SOFTMAX, name, {}, {"axis": _softmax_dim(module.dim, name)})]
 
@@ -336,6 +345,7 @@ def _module_handlers():
         nn.Hardtanh: clamp,
         nn.LeakyReLU: lambda module, name: [Op(OpKind.LEAKY, name, {},
                                                {"slope": float(module.negative_slope)})],
+        nn.PReLU: prelu,
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
         nn.Unflatten: unflatten,
@@ -1132,6 +1142,9 @@ def capture_onnx(path) -> Graph:
             ops.append(_onnx_clip(node, name, attrs, constants))
         elif node.op_type == "LeakyRelu":
             ops.append(Op(OpKind.LEAKY, name, {}, {"slope": float(attrs.get("alpha", 0.01))}))
+        elif node.op_type == "PRelu" and _constant(constants, node.input[1], name).size == 1:
+            slope = _constant(constants, node.input[1], name)
+            ops.append(Op(OpKind.LEAKY, name, {}, {"slope": float(slope.ravel()[0])}))
         elif node.op_type in _ONNX_SIMPLE:
             if node.op_type in ("Flatten", "Reshape"):
                 ops.append(_check_flatten(node, name, attrs, {**constants, **shapes}))

@@ -67,7 +67,7 @@ ENGINE_ACTIVATIONS = ("the engine's activations are ReLU, LeakyReLU (a slope of 
                       "clamps (ReLU6, Hardtanh)")
 
 SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
-                 "LeakyReLU", "ReLU6, Hardtanh and clamp",
+                 "LeakyReLU and PReLU (one slope)", "ReLU6, Hardtanh and clamp",
                  "BatchNorm1d", "BatchNorm2d",
                  "MaxPool2d, MaxPool1d and AdaptiveMaxPool (after a convolution)",
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",

@@ -1087,7 +1087,7 @@ def test_an_unsupported_layer_is_named_with_what_is_supported(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     supported = (r"supported: Linear, Conv2d and Conv1d \(groups 1 or in_channels\), ReLU, "
-                 r"LeakyReLU, ReLU6, Hardtanh and clamp, BatchNorm1d")
+                 r"LeakyReLU and PReLU \(one slope\), ReLU6, Hardtanh and clamp, BatchNorm1d")
     tanh = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
     with pytest.raises(UnsupportedLayerError,
                        match=rf"layer '1' cannot run on the engine \(Tanh\); {supported}"):

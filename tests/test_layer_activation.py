@@ -84,6 +84,22 @@ def test_relu_leaks_and_clamps_after_one_layer_compose():
                                    model(torch.tensor(x).float()).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("source", ["module", "onnx"])
+def test_a_prelu_of_one_slope_is_a_leaky_relu_and_one_per_channel_is_refused(source):
+    model = nn.Sequential(nn.Linear(4, 5), nn.PReLU(init=0.25), nn.Linear(5, 2))
+    network = canonicalize(capture(onnx_of(model, 4) if source == "onnx" else model))
+    assert network.layers[0].leak == 2
+    channels = nn.Sequential(nn.Linear(4, 5), nn.PReLU(5), nn.Linear(5, 2))
+    with pytest.raises(InputError, match=r"PReLU.*num_parameters 5" if source == "module"
+                       else r"PRelu"):
+        capture(onnx_of(channels, 4) if source == "onnx" else channels)
+    swapped = (swap_onnx_activations(onnx_of(channels, 4)) if source == "onnx"
+               else swap_activations(channels))[1]
+    kept = (swap_onnx_activations(onnx_of(model, 4)) if source == "onnx"
+            else swap_activations(model))[1]
+    assert len(swapped) == 1 and kept == []
+
+
 def test_a_slope_the_engine_does_not_have_runs_as_the_nearest_and_is_told():
     model = nn.Sequential(nn.Linear(4, 5), nn.LeakyReLU(), nn.Linear(5, 2))
     with pytest.warns(InputWarning, match=r"LeakyReLU '1': negative_slope 0.01 runs as "

@@ -58,7 +58,10 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
 
     def kind_of(node) -> str | None:
         if node.op == "call_module":
-            name = type(modules[node.target]).__name__
+            module = modules[node.target]
+            name = type(module).__name__
+            if isinstance(module, nn.PReLU) and module.num_parameters == 1:
+                return None                     # one slope: a leaky ReLU, which runs
         elif node.op in ("call_function", "call_method"):
             name = node.target if isinstance(node.target, str) else \
                 getattr(node.target, "__name__", "")
@@ -158,7 +161,7 @@ def _activation_regions(graph) -> list[list[int]]:
         node = nodes[index]
         inputs = [name for name in node.input if name and name not in constants]
         if node.op_type not in _ELEMENTWISE or len(inputs) != 1:
-            if _is_activation(node):
+            if _is_activation(node, graph):
                 regions.append([index])
             index += 1
             continue
@@ -190,15 +193,23 @@ def _activation_regions(graph) -> list[list[int]]:
             regions.append(region)
             index = region[-1] + 1
         else:
-            if _is_activation(nodes[index]):
+            if _is_activation(nodes[index], graph):
                 regions.append([index])
             index += 1
     return regions
 
 
-def _is_activation(node) -> bool:
+def _is_activation(node, graph) -> bool:
     """Whether one ONNX node is an activation the engine does not have (a Clip, ReLU6 or
-    Hardtanh, it has: only within arithmetic, as in HardSwish, is one swapped)."""
+    Hardtanh, it has: only within arithmetic, as in HardSwish, is one swapped; and a PRelu of
+    one slope, a leaky ReLU)."""
+    if node.op_type == "PRelu" and len(node.input) > 1:
+        from onnx import numpy_helper
+
+        slopes = [numpy_helper.to_array(init) for init in graph.initializer
+                  if init.name == node.input[1]]
+        if slopes and slopes[0].size == 1:
+            return False
     return is_activation_not_run(node.op_type)
 
 
