@@ -241,3 +241,51 @@ def test_ranges_and_leaks_are_bit_exact_on_the_rtl(kind, tmp_path):
     np.testing.assert_array_equal(result.outputs, golden)
     predicted = np.array([[timing.cycles for timing in row] for row in predict(program, x_int)])
     np.testing.assert_array_equal(result.cycles, predicted)
+
+
+def with_random_activations(network, rng):
+    """``network`` with each layer given a random output range (within its format's, from 0
+    or below) and a random leak (0 .. 6), as a clamp and a leaky ReLU quantize to."""
+    import dataclasses
+
+    from sparseforge.compiler.ir import QuantizedNetwork, RowRequant
+
+    layers = []
+    for layer in network.layers:
+        fmt = layer.output_format
+        low = int(rng.choice([0, fmt.min, int(rng.integers(fmt.min, 0))]))
+        high = int(rng.integers(max(low, 0) + 1, fmt.max + 1))
+        leak = 0 if low == 0 else int(rng.integers(0, 7))
+        rows = RowRequant.power_of_two(layer.out_features, layer.shift, low, high, leak=leak)
+        layers.append(dataclasses.replace(layer, relu=low == 0, requant=rows))
+    return QuantizedNetwork(tuple(layers))
+
+
+@pytest.mark.cocotb
+def test_random_ranges_and_leaks_on_one_engine(tmp_path):
+    """Random networks of the engine sweep (tests/test_engine_random.py) with a random range
+    and leak on every layer, on one 4-PE engine with shared requantizers and the ECP5's
+    registers (the requantizer's two-stage shift and clamp), inputs streamed with stalls."""
+    from sparseforge.compiler.program import compile as compile_program
+    from sparseforge.sim.reference.golden import run_image
+    from sparseforge.sim.rtl import RtlCase, run_rtl
+    from sparseforge.sim.runner import available_simulators
+    from tests.test_engine_random import Case, check, make_cases, shared_config
+
+    if "verilator" not in available_simulators():
+        pytest.skip("verilator is not installed")
+    rng = np.random.default_rng(77)
+    cases = [Case(case.name, with_random_activations(case.network, rng), case.inputs)
+             for case in make_cases(4, 40)[5:17]]                  # 12 small networks
+    config = shared_config(cases, 4, scan_lanes=2, fifo_depth=4, writeback_lanes=2,
+                           readout_register=True, link_registers=True, layer_activation=True)
+    programs = [compile_program(case.network, config=config) for case in cases]
+    taken = [program.taken_inputs(case.inputs) for case, program in zip(cases, programs)]
+    results = run_rtl(config, [RtlCase(case.name, program.image, x,
+                                       run_image(config, program.image, x))
+                               for case, program, x in zip(cases, programs, taken)],
+                      build_dir=tmp_path, seed=7, input_idle=0.3, output_stall=0.3)
+    leaky = sum(layer.requant.leak > 0 for case in cases for layer in case.network.layers)
+    assert leaky >= 5
+    for case, program, result in zip(cases, programs, results):
+        check(program, case, result)
