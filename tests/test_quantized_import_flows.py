@@ -132,16 +132,32 @@ def _one_gemm(tmp_path, outputs: int):
     return model, save(model, tmp_path / f"gemm{outputs}.onnx")
 
 
-def test_import_shows_no_accuracy_for_a_one_output_model(tmp_path, capsys):
+def test_a_one_output_model_is_a_binary_classifier_unless_a_regression(tmp_path, capsys):
     model, path = _one_gemm(tmp_path, 1)
-    x = random_inputs(model, 20)
-    np.savez(tmp_path / "data.npz", x_test=x, y_test=np.arange(20) % 2)
+    x = random_inputs(model, 40)
+    logit = reference_outputs(path, x)[:, 0]
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=(logit > 0).astype(int))
     assert main(["import", path, "-o", str(tmp_path / "m.sfm"), "--data",
                  str(tmp_path / "data.npz"), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert "accuracy_imported" not in payload
-    assert payload["accuracy_skipped"].startswith("the model has one output")
-    assert sf.load_compressed(tmp_path / "m.sfm").report.accuracy_quantized is None
+    # (0, logit): the argmax is the logit's sign, as the model's own executor's.
+    assert payload["mismatches"] == 0 and payload["accuracy_reference"] == 1.0
+    assert payload["accuracy_imported"] == 1.0
+    imported = sf.load_compressed(tmp_path / "m.sfm")
+    assert imported.network.layers[-1].out_features == 2
+    assert imported.report.accuracy_quantized == 1.0
+    program = sf.compile(imported, pes=2)
+    assert program.task == "classification"
+    np.testing.assert_array_equal(sf.reference(program, x).argmax(axis=1), logit > 0)
+
+    assert main(["import", path, "-o", str(tmp_path / "r.sfm"), "--data",
+                 str(tmp_path / "data.npz"), "--json", "--task", "regression"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert "accuracy_imported" not in payload and payload["mismatches"] == 0
+    assert payload["accuracy_skipped"].startswith("a regression's outputs are values")
+    regression = sf.load_compressed(tmp_path / "r.sfm")
+    assert regression.network.layers[-1].out_features == 1
+    assert sf.compile(regression, pes=2).task == "regression"
 
 
 def test_import_checks_its_data_as_sim_and_compress_do(tmp_path, capsys):
@@ -172,3 +188,12 @@ def test_a_bias_added_after_the_products_quantizer_names_the_way_round(tmp_path)
     with pytest.raises(UnsupportedModel, match=r"'bias' \(Add\): .*run onnxruntime's "
                                                r"quant_pre_process on the float model first"):
         sf.load_quantized(path)
+
+
+def test_labels_given_with_the_calibration_give_the_reports_accuracies(tmp_path):
+    model, path = _one_gemm(tmp_path, 3)
+    x = random_inputs(model, 30)
+    y = reference_outputs(path, x).argmax(axis=1)
+    imported = sf.load_quantized(path, (x, y))
+    assert imported.report.accuracy_quantized == 1.0 and imported.report.accuracy_float > 0.9
+    assert imported.report.accuracy_data == "calibration"

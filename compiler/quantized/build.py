@@ -11,6 +11,7 @@ matter) and its constant as bias.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,7 +21,7 @@ import numpy as np
 from ..compress.accounting import account
 from ..compress.model import CompressedModel
 from ..errors import InputError
-from ..ir import (Linear, Network, QuantizedLinear, QuantizedNetwork, RowRequant,
+from ..ir import (Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant,
                   check_finite)
 from ..numerics import FixedFormat, Rounding, ScaledFormat, signed_bits
 from . import ops
@@ -80,7 +81,8 @@ class ImportedLayer:
 APPROXIMATION_LIMIT = 2
 
 
-def load_quantized(path, calibration=None, *, approximate: bool = False) -> CompressedModel:
+def load_quantized(path, calibration=None, *, approximate: bool = False,
+                   task: str = "classification") -> CompressedModel:
     """A QONNX or ONNX QDQ model (Brevitas exports either) as a ``CompressedModel``, the model's
     own quantization kept: ``sf.compile``, ``sf.simulate`` and ``sf.build`` take it as they take
     ``sf.compress``'s.
@@ -91,7 +93,12 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
     ``approximate``: a row whose quantizer no multiplier of the engine's width reproduces
     exactly gets the nearest one (its worst-case error is in ``provenance["import"]
     ["approximated"]`` and printed by ``sparseforge import``) instead of a refusal.
+    ``task``: ``"classification"`` (a model of one output is a binary classifier's logit and
+    runs as two outputs, ``(0, logit)``, as ``sf.compress`` runs one: the argmax is 1 where
+    the logit is above 0) or ``"regression"`` (the outputs are values, kept as they are).
     """
+    if task not in ("classification", "regression"):
+        raise InputError(f"task must be \"classification\" or \"regression\", not {task!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"load_quantized takes the path of an ONNX file, not a "
                          f"{type(path).__name__}: save it first (onnx.save(model, 'm.onnx'))")
@@ -102,9 +109,13 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
                          f"takes {chain.in_features}")
     network, float_network, layers, approximated = network_from_chain(
         chain, calibration=x, approximate=approximate)
+    binary = (task == "classification" and network.layers[-1].out_features == 1
+              and not isinstance(network.layers[-1], QuantizedConv2d))
+    if binary:
+        network, float_network = logit_as_two_classes(network, float_network)
     report = account(network)
     accuracy_float = accuracy_quantized = None
-    if y is not None and network.output_size > 1:     # one output picks no class
+    if y is not None and task == "classification":
         accuracy_quantized = float(np.mean(
             network.forward(network.quantize_input(x)).argmax(axis=1) == y))
         accuracy_float = float(np.mean(float_network.forward(x).argmax(axis=1) == y))
@@ -112,8 +123,10 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
                           "calibration" if y is not None else "", None)
     provenance = {
         "source": str(path),
+        "config": {"task": task},
         "import": {
             "format": chain.kind,
+            "binary_logit_as_two_classes": binary,
             "input": network.input_format.to_json(),
             "layers": [layer.to_json() for layer in layers],
             "approximated": [{"layer": a.layer, "row": a.row, "error": a.error, "at": a.at}
@@ -127,6 +140,28 @@ def load_quantized(path, calibration=None, *, approximate: bool = False) -> Comp
         },
     }
     return CompressedModel(network, float_network, report, provenance)
+
+
+def logit_as_two_classes(network: QuantizedNetwork, float_network: Network):
+    """A binary classifier's one output (its logit) as two, ``(0, logit)``: a row of no
+    weights, no bias and a multiplier of 1 in front of the last layer's, whose output is the
+    integer 0, which every output format here reads as 0.0 (``ScaledFormat`` takes the zero
+    point off).  The argmax is then 1 exactly where the logit is above 0 (compress's
+    ``passes.binary_logit_as_two_classes`` on the float model)."""
+    last, float_last = network.layers[-1], float_network.layers[-1]
+    rows = last.row_requant()
+    requant = dataclasses.replace(
+        rows, multiplier=np.concatenate([[1], rows.multiplier]),
+        shift=np.concatenate([[0], rows.shift]), rounding=np.concatenate([[0], rows.rounding]),
+        half_even=np.concatenate([[False], rows.half_even]))
+    widened = dataclasses.replace(
+        last, codes=np.vstack([np.zeros_like(last.codes[:1]), last.codes]),
+        bias=np.concatenate([[0], last.bias]).astype(np.int64), requant=requant)
+    float_widened = dataclasses.replace(
+        float_last, weight=np.vstack([np.zeros_like(float_last.weight[:1]), float_last.weight]),
+        bias=np.concatenate([[0.0], float_last.bias]))
+    return (QuantizedNetwork(network.layers[:-1] + (widened,)),
+            Network(float_network.layers[:-1] + (float_widened,), float_network.source))
 
 
 def _calibration(calibration):

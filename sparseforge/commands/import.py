@@ -36,6 +36,11 @@ def register(verbs) -> None:
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_test, y_test (or x_val, y_val; x_train, "
                                        "y_train; x, y) to compare accuracies")
+    parser.add_argument("--task", choices=("classification", "regression"),
+                        default="classification",
+                        help="classification (default; a model of one output is a binary "
+                             "classifier's logit, run as two classes) or regression (the "
+                             "outputs are values)")
     parser.add_argument("--approximate", action="store_true",
                         help="approximate a quantizer no multiplier reproduces exactly "
                              "(prints the worst-case error) instead of refusing the model")
@@ -89,7 +94,10 @@ def run(args) -> int:
         calibration = x = y = None
         if args.data:
             calibration, x, y = load_data(Path(args.data))
-        model = sf.load_quantized(args.model, calibration, approximate=args.approximate)
+        model = sf.load_quantized(args.model, calibration, approximate=args.approximate,
+                                  task=args.task)
+        # A binary classifier's logit runs as the second of two outputs (the first is 0).
+        binary = model.provenance["import"]["binary_logit_as_two_classes"]
         figures = {}
         if x is not None:
             x = x.reshape(len(x), -1)
@@ -100,11 +108,13 @@ def run(args) -> int:
                 reference = reference_outputs(args.model, x)
             integers = model.predict(x)
             figures = {"samples": len(x), "outputs_compared": int(reference.size),
-                       "mismatches": compare(model.network, reference, integers)}
-            if y is not None and integers.shape[1] < 2:
-                # argmax over one output is class 0 for every sample: no accuracy to show.
-                figures["accuracy_skipped"] = ("the model has one output, so it picks no "
-                                               "class: an accuracy over labels means nothing")
+                       "mismatches": compare(model.network, reference,
+                                             integers[:, 1:] if binary else integers)}
+            if binary:
+                reference = np.hstack([np.zeros_like(reference), reference])
+            if y is not None and args.task == "regression":
+                figures["accuracy_skipped"] = ("a regression's outputs are values: no "
+                                               "accuracy over classes")
             elif y is not None:
                 y = checked_labels(y, len(x), integers.shape[1])
                 figures["accuracy_imported"] = float(np.mean(integers.argmax(axis=1) == y))
