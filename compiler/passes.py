@@ -293,9 +293,11 @@ def fuse_relu(graph: Graph) -> Graph:
 
 
 def _activation_after(layer: Op, op: Op) -> dict:
-    """The ``relu`` and ``clamp`` attributes of ``layer`` once the ReLU or clamp ``op`` that
-    follows it is fused: the layer applies ReLU, then its clamp, so a ReLU after a clamp
-    raises the clamp's lower bound to 0, and two clamps meet in their overlap."""
+    """The ``relu``, ``leak`` and ``clamp`` attributes of ``layer`` once the ReLU, LeakyReLU or
+    clamp ``op`` that follows it is fused.  The layer applies ReLU or its leak, then its
+    clamp: a ReLU after a clamp raises the clamp's lower bound to 0, two clamps meet in their
+    overlap, a ReLU after a leaky ReLU is the ReLU, two leaky ReLUs multiply their slopes,
+    and a leaky ReLU after a clamp is refused (the order the engine does not have)."""
     relu, clamp = bool(layer.attrs.get("relu")), layer.attrs.get("clamp")
     leak = layer.attrs.get("leak", 0)
     if op.kind is OpKind.LEAKY:
@@ -303,9 +305,14 @@ def _activation_after(layer: Op, op: Op) -> dict:
             raise InputError(f"{_named(op)} follows a clamp of layer {layer.name!r}; the "
                              f"engine applies a leaky ReLU before a clamp, not after: put the "
                              f"LeakyReLU first")
-        if relu or leak:            # after a ReLU it changes nothing; after another, compose
-            return {"leak": min(leak + _leak_of(op), MAX_LEAK)} if leak else {}
-        return {"leak": _leak_of(op)}
+        if relu:                    # after a ReLU it changes nothing
+            return {}
+        leak += _leak_of(op)
+        if leak > MAX_LEAK:
+            raise InputError(f"{_named(op)} after another leaky ReLU of layer {layer.name!r} "
+                             f"makes a slope of 2**-{leak}, below the engine's 2**-{MAX_LEAK}; "
+                             f"use a ReLU")
+        return {"leak": leak}
     if op.kind is OpKind.RELU:
         if leak:                    # a ReLU after a leaky ReLU is the ReLU
             return {"relu": True, "leak": 0}
