@@ -33,16 +33,16 @@ from .conv import ConvGeometry, Pool, avg_pool_matrix, im2col, max_pool, pair
 from .errors import InputError
 from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
 
-__all__ = ["ENGINE_ACTIVATIONS", "MAX_LEAK", "OpKind", "Op", "Graph", "Linear", "Conv2d", "Network", "QuantizedLinear",
-           "QuantizedConv2d", "QuantizedNetwork", "RowRequant", "SUPPORTED_OPS", "op_geometry",
-           "op_output_shape", "check_finite", "check_inputs"]
+__all__ = ["ENGINE_ACTIVATIONS", "MAX_LEAK", "OpKind", "Op", "Graph", "Linear", "Conv2d",
+           "Network", "QuantizedLinear", "QuantizedConv2d", "QuantizedNetwork", "RowRequant",
+           "SUPPORTED_OPS", "op_geometry", "op_output_shape", "check_finite", "check_inputs"]
 
 
 class OpKind(enum.Enum):
     LINEAR = "linear"
     RELU = "relu"
     # ReLU6, Hardtanh, clamp(min, max): attrs low and high (either None: unbounded there); fused
-    # into the layer before it as its output range, which the per-row write-back saturates to.
+    # into the layer before it as its output range, which the write-back saturates to.
     CLAMP = "clamp"
     # LeakyReLU: attrs slope; fused into the layer before it as its leak (a slope of 2**-leak).
     LEAKY = "leaky"
@@ -274,12 +274,6 @@ class Linear:
         if self.leak:
             y = np.where(y < 0, np.ldexp(y, -self.leak), y)
         return y if self.clamp is None else clamped(y, self.clamp)
-
-    @property
-    def nonnegative(self) -> bool:
-        """Whether every output is at least 0 (ReLU, or a clamp from 0 up)."""
-        return self.relu or (self.clamp is not None and self.clamp[0] is not None
-                             and self.clamp[0] >= 0)
 
 
 class _MapSizes:
