@@ -537,6 +537,23 @@ class QuantizedLinear:
             return None
         return form[0], form[1] == 0
 
+    def activation_text(self) -> str:
+        """The layer's activation as a person reads it: ``ReLU``, ``leaky 2**-3``, ``none``,
+        and an output range narrower than the activations' in real numbers (``ReLU, clamp
+        0 .. 6``); a model's per-row requantization by its range."""
+        form = self.activation_form()
+        fmt = self.output_format
+        rows = self.row_requant()
+        low, high, leak = (rows.low, rows.high, rows.leak) if form is None else form[1:]
+        kind = f"leaky 2**-{leak}" if leak else "ReLU" if low == 0 else "none"
+        if (low in (0, fmt.min)) and high == fmt.max:
+            return kind
+        if isinstance(fmt, FixedFormat):
+            bounds = f"{float(fmt.dequantize(low)):g} .. {float(fmt.dequantize(high)):g}"
+        else:
+            bounds = f"{low} .. {high} (integers)"
+        return f"{kind}, clamp {bounds}" if kind != "none" else f"clamp {bounds}"
+
     def activation_form(self) -> tuple[int, int, int, int] | None:
         """``(shift, low, high, leak)`` when this layer's requantization is the power-of-two
         write-back's with any output range and leak (``EngineConfig.layer_activation``);

@@ -289,3 +289,12 @@ def test_random_ranges_and_leaks_on_one_engine(tmp_path):
     assert leaky >= 5
     for case, program, result in zip(cases, programs, results):
         check(program, case, result)
+
+
+def test_the_compile_table_names_each_layers_activation():
+    from sparseforge.sim.reference.workload import layer_stats
+
+    x = np.random.default_rng(2).normal(scale=2, size=(200, 10))
+    program = sf.compile(quantize_network(dense_network(), x), pes=4)
+    assert [stats.activation for stats in layer_stats(program)] == [
+        "ReLU, clamp 0 .. 6", "leaky 2**-3, clamp -1 .. 1", "none"]

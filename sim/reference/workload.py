@@ -103,6 +103,7 @@ class LayerStats:
     entries_mean: float
     entries_max: int
     memory_bits: int                  # see layer_stats
+    activation: str = ""              # QuantizedLinear.activation_text
 
     @property
     def density(self) -> float:
@@ -119,7 +120,7 @@ class LayerStats:
                 "entries_per_pe": {"min": self.entries_min,
                                    "mean": round(self.entries_mean, 3),
                                    "max": self.entries_max},
-                "memory_bits": self.memory_bits}
+                "memory_bits": self.memory_bits, "activation": self.activation}
 
 
 def layer_stats(program) -> list[LayerStats]:
@@ -145,5 +146,5 @@ def layer_stats(program) -> list[LayerStats]:
                 + descriptor_bits)
         stats.append(LayerStats(layer.name, (layer.out_features, layer.in_features), layer.nnz,
                                 entries - layer.nnz, int(per_pe.min()), float(per_pe.mean()),
-                                int(per_pe.max()), bits))
+                                int(per_pe.max()), bits, layer.activation_text()))
     return stats

@@ -176,14 +176,15 @@ def render(console, program, payload) -> None:
                         f"included; memory bits)", title_justify="left",
                   box=box.SIMPLE_HEAD)
     for column in ("layer", "shape", "nnz", "density", "padding", "PE min", "PE mean",
-                   "PE max", "bits"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
+                   "PE max", "bits", "activation"):
+        table.add_column(column, justify="left" if column in ("layer", "activation")
+                         else "right")
     for layer in payload["layers"]:
         per_pe = layer["entries_per_pe"]
         table.add_row(layer["name"], "x".join(map(str, layer["shape"])), f"{layer['nnz']:,}",
                       f"{100 * layer['density']:.1f}%", f"{layer['padding']:,}",
                       str(per_pe["min"]), f"{per_pe['mean']:.1f}", str(per_pe["max"]),
-                      f"{layer['memory_bits']:,}")
+                      f"{layer['memory_bits']:,}", layer["activation"])
     console.print(table)
     for layer in payload.get("dead_units_removed", []):
         console.print(f"{layer['layer']}: {layer['units'] - layer['kept']} of its "
