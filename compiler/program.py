@@ -48,7 +48,8 @@ from .conv import ConvGeometry
 from .dead_units import InputSelection, remove_dead_units, remove_unused_inputs
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .errors import InputError, InputWarning
-from .ir import QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant, check_inputs
+from .ir import (MAX_LEAK, QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant,
+                 check_inputs)
 from .lowering import Lowering, has_convolutions, lower
 from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
@@ -677,6 +678,15 @@ def _check_entry(entry, index: int, directory: Path) -> None:
             raise ProgramError(f"{where}.{key} must be a positive integer, not {value!r}")
     if not isinstance(entry.get("relu"), bool):
         raise ProgramError(f"{where}.relu must be true or false, not {entry.get('relu')!r}")
+    requant = entry.get("requant", {})
+    if not isinstance(requant, dict) or not all(
+            isinstance(requant.get(key, 0), int) and not isinstance(requant.get(key, 0), bool)
+            for key in ("low", "high", "leak")):
+        raise ProgramError(f"{where}.requant must be an object of integers low, high (and "
+                           f"leak), not {requant!r}")
+    if not 0 <= requant.get("leak", 0) <= MAX_LEAK:
+        raise ProgramError(f"{where}.requant.leak must be from 0 to {MAX_LEAK}, not "
+                           f"{requant['leak']}")
 
 
 def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: Path) -> Image:

@@ -298,3 +298,20 @@ def test_the_compile_table_names_each_layers_activation():
     program = sf.compile(quantize_network(dense_network(), x), pes=4)
     assert [stats.activation for stats in layer_stats(program)] == [
         "ReLU, clamp 0 .. 6", "leaky 2**-3, clamp -1 .. 1", "none"]
+
+
+@pytest.mark.parametrize("leak, message", [
+    ("3", "must be an object of integers"), (True, "must be an object of integers"),
+    (-1, "leak must be from 0 to 15"), (16, "leak must be from 0 to 15")])
+def test_a_program_with_a_bad_leak_is_refused_naming_the_field(leak, message, tmp_path):
+    import json
+
+    from sparseforge.compiler.program import ProgramError
+
+    x = np.random.default_rng(2).normal(scale=2, size=(50, 10))
+    folder = sf.compile(quantize_network(dense_network(), x), pes=4).save(tmp_path / "p")
+    manifest = json.loads((folder / "program.json").read_text())
+    manifest["layers"][1]["requant"]["leak"] = leak
+    (folder / "program.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProgramError, match=r"program.json: layers\[1\]\.requant.*" + message):
+        sf.load_program(folder)
