@@ -730,13 +730,14 @@ def _context(program, compressed, sim, build, inputs, float_accuracy, quantized_
 
 
 def _layer_table(ctx: _Context) -> list[dict]:
-    """One row per layer: shape, nonzeros, density, padding, entries per PE, cycles."""
+    """One row per layer: shape, activation, nonzeros, density, padding, entries per PE,
+    cycles."""
     from sparseforge.sim.reference.workload import layer_stats
 
     rows = []
     for index, stats in enumerate(layer_stats(ctx.program)):
         row = {"layer": stats.name, "shape": f"{stats.shape[0]}x{stats.shape[1]}",
-               "nonzeros": f"{stats.nnz:,}", "density": f"{100 * stats.density:.2f}%",
+               "activation": stats.activation, "nonzeros": f"{stats.nnz:,}", "density": f"{100 * stats.density:.2f}%",
                "padding": f"{stats.padding:,}",
                "entries per PE (min/mean/max)": f"{stats.entries_min}/"
                                                 f"{stats.entries_mean:.1f}/{stats.entries_max}"}
