@@ -88,8 +88,8 @@ class UnsupportedSettingError(InputError):
 
 
 def capture(model, input_shape=None) -> Graph:
-    """Capture an ``nn.Module``, or an ONNX model: a file given by its path (``.onnx``) or an
-    ``onnx.ModelProto``.
+    """Capture an ``nn.Module``, an ONNX model (a file given by its path, ``.onnx``, or an
+    ``onnx.ModelProto``) or a scikit-learn MLP (``sklearn_capture.py``).
     ``input_shape`` (channels, rows, columns) is a module's input map, which a network with
     convolutions needs (an ONNX file states its own)."""
     if type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx"):
@@ -100,12 +100,16 @@ def capture(model, input_shape=None) -> Graph:
             raise ValueError(f"{path}: capture reads ONNX files (.onnx); for a PyTorch "
                              f"checkpoint build the module and pass it")
         return capture_onnx(path)
+    from .sklearn_capture import capture_sklearn, is_sklearn_model
+
+    if is_sklearn_model(model):
+        return capture_sklearn(model)
     import torch
 
     if isinstance(model, torch.nn.Module):
         return capture_module(model, input_shape)
-    raise TypeError(f"capture takes an nn.Module or a path to an ONNX file, not "
-                    f"{type(model).__name__}")
+    raise TypeError(f"capture takes an nn.Module, a path to an ONNX file or a scikit-learn "
+                    f"MLP, not {type(model).__name__}")
 
 
 def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Graph:

@@ -423,10 +423,13 @@ def _warn_of_lost_inputs(x: np.ndarray, act_bits: int) -> None:
                                                                   else "")
     warnings.warn(f"{len(lost)} of the {x.reshape(len(x), -1).shape[1]} input features "
                   f"({shown}) round to 0 in every training sample: the inputs share one "
-                  f"{act_bits}-bit format ({input_format.frac} fraction bits), set by the largest input "
-                  f"(|x| up to {float(np.abs(x).max()):.4g}), and these are below its step "
-                  f"{input_format.scale:.3g}; the network will not see them. Scale the "
-                  f"inputs (standardize each feature) before training and compressing",
+                  f"{act_bits}-bit format ({input_format.frac} fraction bits), set by the "
+                  f"largest input (|x| up to {float(np.abs(x).max()):.4g}), and these are "
+                  f"below its step {input_format.scale:.3g}; the network will not see them. "
+                  f"Scale the inputs (standardize each feature) before training and "
+                  f"compressing; a scaling inside the model (an input BatchNorm, (x - mean) / "
+                  f"std in its forward, a scikit-learn Pipeline's scaler) is folded into the "
+                  f"first layer and does not help: take it out and give the data scaled",
                   InputWarning, stacklevel=3)
 
 
