@@ -124,7 +124,10 @@ class InputSelection:
             raise ValueError(f"the selection is of {self.features} inputs of a Linear first "
                              f"layer, not of {first.name}")
         codes = np.ascontiguousarray(first.codes[:, list(self.columns)])
-        return QuantizedNetwork((dataclasses.replace(first, codes=codes), *network.layers[1:]))
+        scaling = (None if first.input_scaling is None
+                   else first.input_scaling.take(self.columns))
+        return QuantizedNetwork((dataclasses.replace(first, codes=codes, input_scaling=scaling),
+                                 *network.layers[1:]))
 
     def to_json(self) -> dict:
         return {"features": self.features, "columns": list(self.columns)}

@@ -33,9 +33,10 @@ from .conv import ConvGeometry, Pool, avg_pool_matrix, im2col, max_pool, pair
 from .errors import InputError
 from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
 
-__all__ = ["ENGINE_ACTIVATIONS", "MAX_LEAK", "OpKind", "Op", "Graph", "Linear", "Conv2d",
-           "Network", "QuantizedLinear", "QuantizedConv2d", "QuantizedNetwork", "RowRequant",
-           "SUPPORTED_OPS", "op_geometry", "op_output_shape", "check_finite", "check_inputs"]
+__all__ = ["ENGINE_ACTIVATIONS", "MAX_LEAK", "InputScaling", "OpKind", "Op", "Graph", "Linear",
+           "Conv2d", "Network", "QuantizedLinear", "QuantizedConv2d", "QuantizedNetwork",
+           "RowRequant", "SUPPORTED_OPS", "op_geometry", "op_output_shape", "check_finite",
+           "check_inputs"]
 
 
 class OpKind(enum.Enum):
@@ -154,6 +155,8 @@ def op_output_shape(op: Op, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if op.attrs.get("input_scaling") is not None:
+        x = x * op.attrs["input_scaling"][0] + op.attrs["input_scaling"][1]
     if op.kind is OpKind.LINEAR:
         x = x @ op.params["weight"].T.astype(np.float64) + op.params["bias"]
     elif op.kind is OpKind.CONV:
@@ -189,6 +192,20 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
+def _only_first_scales(layers) -> None:
+    for layer in layers[1:]:
+        if layer.input_scaling is not None:
+            raise ValueError(f"layer {layer.name}: only the first layer scales the inputs")
+
+
+def _check_scaling(layer) -> None:
+    scaling = layer.input_scaling
+    if scaling is not None and (not isinstance(scaling, InputScaling)
+                                or scaling.features != layer.in_features):
+        raise ValueError(f"layer {layer.name}: input scaling must be an InputScaling of its "
+                         f"{layer.in_features} inputs, not {scaling!r}")
+
+
 def clamped(x: np.ndarray, bounds: tuple[float | None, float | None]) -> np.ndarray:
     """``x`` limited to ``bounds`` (low, high; None leaves that side open)."""
     low, high = bounds
@@ -216,6 +233,40 @@ class Graph:
 
 
 @dataclass(frozen=True, eq=False)
+class InputScaling:
+    """A scale and shift per input feature, ``x * scale + shift``, that the host applies to a
+    model's inputs before they are quantized: a normalisation in front of the first layer (an
+    input BatchNorm, ``(x - mean) / std`` in a forward, a scikit-learn scaler) kept out of the
+    first layer's weights, so that the engine's one input format sees features of the sizes
+    the model does (docs/numerics.md "Formats")."""
+    scale: np.ndarray
+    shift: np.ndarray
+
+    def __post_init__(self):
+        for name in ("scale", "shift"):
+            array = np.asarray(getattr(self, name), dtype=np.float64)
+            if array.ndim != 1 or not np.all(np.isfinite(array)):
+                raise ValueError(f"input scaling {name} must be a 1-D array of finite numbers")
+            object.__setattr__(self, name, array)
+        if self.scale.shape != self.shift.shape:
+            raise ValueError(f"input scaling of {len(self.scale)} scales and "
+                             f"{len(self.shift)} shifts")
+
+    @property
+    def features(self) -> int:
+        return len(self.scale)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """The scaled inputs (batch x features, float64)."""
+        return np.asarray(x, dtype=np.float64) * self.scale + self.shift
+
+    def take(self, columns) -> InputScaling:
+        """The scaling of the features ``columns`` only."""
+        columns = list(columns)
+        return InputScaling(self.scale[columns], self.shift[columns])
+
+
+@dataclass(frozen=True, eq=False)
 class Linear:
     """A fully connected layer ``y = W x + b`` (W is out x in), optionally followed by ReLU or
     a leaky ReLU of slope ``2**-leak``, and by a ``clamp`` to ``(low, high)`` (ReLU6,
@@ -226,8 +277,11 @@ class Linear:
     relu: bool
     clamp: tuple[float | None, float | None] | None = field(default=None, kw_only=True)
     leak: int = field(default=0, kw_only=True)
+    # The first layer's only: the inputs' scaling, applied by Network.forward (not here).
+    input_scaling: InputScaling | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
+        _check_scaling(self)
         if not (isinstance(self.leak, int) and 0 <= self.leak <= MAX_LEAK) or (
                 self.leak and self.relu):
             raise ValueError(f"layer {self.name}: leak must be an integer from 0 to "
@@ -331,6 +385,7 @@ class Network:
             if before.out_features != after.in_features:
                 raise ValueError(f"layer {after.name} takes {after.in_features} inputs but "
                                  f"{before.name} gives {before.out_features}")
+        _only_first_scales(self.layers)
 
     @property
     def input_size(self) -> int:
@@ -340,8 +395,14 @@ class Network:
     def output_size(self) -> int:
         return self.layers[-1].out_features
 
+    @property
+    def input_scaling(self) -> InputScaling | None:
+        return self.layers[0].input_scaling
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if self.input_scaling is not None:
+            x = self.input_scaling.apply(x)
         for layer in self.layers:
             x = layer.forward(x)
         return x
@@ -448,8 +509,12 @@ class QuantizedLinear:
     bias_bits: int
     relu: bool
     requant: RowRequant | None = None
+    # The first layer's only: the inputs' scaling, which QuantizedNetwork.quantize_input
+    # applies before quantizing (the host's work, not the engine's).
+    input_scaling: InputScaling | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
+        _check_scaling(self)
         where = f"layer {self.name}"
         if self.codes.ndim != 2 or self.codes.dtype != np.uint8:
             raise ValueError(f"{where}: codes must be a 2-D uint8 array, not "
@@ -622,6 +687,11 @@ class QuantizedNetwork:
             if before.output_format != after.input_format:
                 raise ValueError(f"layer {after.name}'s input format {after.input_format} is "
                                  f"not {before.name}'s output format {before.output_format}")
+        _only_first_scales(self.layers)
+
+    @property
+    def input_scaling(self) -> InputScaling | None:
+        return self.layers[0].input_scaling
 
     @property
     def input_format(self) -> FixedFormat:
@@ -665,8 +735,10 @@ class QuantizedNetwork:
         """Float inputs, batch x features (or batch x any shape of as many values; maps of a
         convolutional network in its channels, rows, columns order), to the first layer's
         integers; anything else is refused with an :class:`InputError`."""
-        return self.input_format.quantize(check_inputs(x, self.layers[0].in_features,
-                                                       self.input_map_shape))
+        x = check_inputs(x, self.layers[0].in_features, self.input_map_shape)
+        if self.input_scaling is not None:
+            x = self.input_scaling.apply(x)
+        return self.input_format.quantize(x)
 
     def forward(self, x_int: np.ndarray) -> np.ndarray:
         """Integer inputs (batch x in) to integer outputs: the reference semantics."""

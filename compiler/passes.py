@@ -17,6 +17,7 @@ from .errors import InputError, InputWarning
 from .ir import (
     ENGINE_ACTIVATIONS,
     MAX_LEAK,
+    InputScaling,
     Conv2d,
     Graph,
     Linear,
@@ -106,6 +107,11 @@ def fold_batchnorm(graph: Graph) -> Graph:
     Linear or unpadded convolution right after it, whose inputs it scales and shifts:
     ``W' = W diag(s)``, ``b' = b + W t`` with ``t = beta - s m`` (a BatchNorm2d before a
     Flatten and a Linear gives each position of a channel that channel's ``s`` and ``t``).
+    One at the model's input, right before its first layer (an input normalisation), is
+    not folded: it becomes that layer's ``input_scaling`` attribute, per input feature,
+    which the host applies before quantizing (``ir.InputScaling``), so the engine's one
+    input format sees the features as the model does; a padded convolution's padding is
+    then the scaled map's, as in the model.
     After it, no BATCHNORM op remains; one with neither is an error (a ReLU or a pooling
     after it does not commute with its shift, and a padded convolution would shift its
     padding too)."""
@@ -114,6 +120,15 @@ def fold_batchnorm(graph: Graph) -> Graph:
     ops: list[Op] = []
     pending = None                      # (BatchNorm, the op before it) to fold forward
     for op, shape in zip(graph.ops, shapes):
+        if pending is not None and pending[1] is None and not ops and op.kind in _LAYERS:
+            # Per channel of a map: each of its positions.
+            scale, shift = _batchnorm_affine(pending[0])
+            spread = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            ops.append(Op(op.kind, op.name, op.params,
+                          {**op.attrs, "input_scaling": (np.repeat(scale, spread),
+                                                         np.repeat(shift, spread))}))
+            pending = None
+            continue
         if pending is not None:
             ops.append(_fold_forward(*pending, op, shape))
             pending = None
@@ -432,7 +447,9 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
         weight = np.asarray(op.params["weight"], dtype=np.float64)
         bias = np.asarray(op.params["bias"], dtype=np.float64)
         relu, clamp = bool(op.attrs.get("relu", False)), op.attrs.get("clamp")
-        activation = {"clamp": clamp, "leak": op.attrs.get("leak", 0)}
+        scaling = op.attrs.get("input_scaling")
+        activation = {"clamp": clamp, "leak": op.attrs.get("leak", 0),
+                      "input_scaling": None if scaling is None else InputScaling(*scaling)}
         if op.kind is OpKind.CONV:
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
                                  op_geometry(op, shape), **activation))

@@ -16,7 +16,9 @@ On disk a program is a directory (docs/compiler.md):
 * ``image.npz`` -- the image: ``entries_<k>``, ``pointers_<k>``, ``biases_<k>`` per PE,
   ``codebook``, and ``occupancy`` / ``descriptors`` as uint32 chunk matrices (word x chunk,
   lowest chunk first), so no object arrays and no pickle (loaded with ``allow_pickle=False``);
-* ``network.npz`` -- each layer's ``codes_<l>``, ``codebook_<l>``, ``bias_<l>``.
+* ``network.npz`` -- each layer's ``codes_<l>``, ``codebook_<l>``, ``bias_<l>`` (and its row
+  scales; the first layer's ``input_scale_0``, ``input_shift_0``: the inputs' scaling, which
+  ``quantize_input`` applies).
 
 Saving writes the whole folder at once (``outputs.write_folder``: a temporary sibling renamed
 into place), together with the files a caller adds (``compile`` adds ``engine.v`` and
@@ -48,8 +50,8 @@ from .conv import ConvGeometry
 from .dead_units import InputSelection, remove_dead_units, remove_unused_inputs
 from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_image
 from .errors import InputError, InputWarning
-from .ir import (MAX_LEAK, QuantizedConv2d, QuantizedLinear, QuantizedNetwork, RowRequant,
-                 check_inputs)
+from .ir import (MAX_LEAK, InputScaling, QuantizedConv2d, QuantizedLinear, QuantizedNetwork,
+                 RowRequant, check_inputs)
 from .lowering import Lowering, has_convolutions, lower
 from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
@@ -442,6 +444,9 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         layer_arrays[f"codebook_{index}"] = layer.codebook.astype(np.int64)
         layer_arrays[f"bias_{index}"] = layer.bias.astype(np.int64)
         layer_arrays.update(_requant_arrays(layer, index))
+        if layer.input_scaling is not None:
+            layer_arrays[f"input_scale_{index}"] = layer.input_scaling.scale
+            layer_arrays[f"input_shift_{index}"] = layer.input_scaling.shift
         layer_table.append({
             "name": layer.name, "in_features": layer.in_features,
             "out_features": layer.out_features, "code_bits": layer.code_bits,
@@ -453,7 +458,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
                             **({"leak": layer.requant.leak} if layer.requant.leak else {})}}
                if layer.requant is not None else {}),
             **({"conv": layer.geometry.to_json()} if isinstance(layer, QuantizedConv2d)
-               else {})})
+               else {}),
+            **({"input_scaling": True} if layer.input_scaling is not None else {})})
     np.savez(directory / "network.npz", **layer_arrays)
     (directory / "engine.json").write_text(config.dumps() + "\n")
     if extra is not None:
@@ -595,6 +601,17 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                            f"objects): {type(error).__name__}: {error}") from error
 
 
+def _floats(arrays: dict, key: str, where: str) -> np.ndarray:
+    """A 1-D float array from a loaded .npz, or a ProgramError naming what is wrong with it."""
+    if key not in arrays:
+        raise ProgramError(f"{where} lacks the array {key!r}")
+    array = arrays[key]
+    if array.dtype.kind != "f" or array.ndim != 1 or not np.all(np.isfinite(array)):
+        raise ProgramError(f"{where}: {key} must be 1-D finite floats, not {array.dtype} "
+                           f"{array.shape}")
+    return array
+
+
 def _array(arrays: dict, key: str, where: str, *, ndim: int) -> np.ndarray:
     """An integer array from a loaded .npz, or a ProgramError naming what is wrong with it."""
     if key not in arrays:
@@ -643,6 +660,13 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                                      rows["half_even"] != 0, int(entry["requant"]["low"]),
                                      int(entry["requant"]["high"]),
                                      leak=int(entry["requant"].get("leak", 0)))
+            scaling = None
+            if entry.get("input_scaling") is True and index == 0:
+                scaling = InputScaling(*(_floats(arrays, f"{kind}_0", where)
+                                         for kind in ("input_scale", "input_shift")))
+            elif "input_scaling" in entry:
+                raise ProgramError(f"{directory}/program.json: layers[{index}].input_scaling "
+                                   f"must be true, on the first layer only")
             layers.append((QuantizedConv2d if conv else QuantizedLinear)(
                 name=str(entry["name"]), codes=codes, codebook=codebook.astype(np.int64),
                 bias=bias.astype(np.int64), code_bits=int(entry["code_bits"]),
@@ -650,7 +674,7 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                 weight_format=FixedFormat.from_json(entry["weight_format"]),
                 output_format=format_from_json(entry["output_format"]),
                 bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"]), requant=requant,
-                **conv))
+                input_scaling=scaling, **conv))
         except (KeyError, TypeError) as error:
             raise ProgramError(f"{directory}/program.json: layer {index} lacks or mangles "
                                f"{error}") from None

@@ -67,16 +67,24 @@ def test_fold_batchnorm_into_the_preceding_linear():
     assert not np.allclose(after.ops[0].params["weight"], graph.ops[0].params["weight"])
 
 
-@pytest.mark.parametrize("ops", [
-    (batchnorm("bn", 6), linear("fc", 3, 6)),                                  # the input's
-    (linear("fc1", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5), linear("fc", 3, 5)),
-])
-def test_fold_batchnorm_without_a_layer_before_into_the_linear_after_it(ops):
-    graph = Graph(ops, 6)
+def test_fold_batchnorm_without_a_layer_before_into_the_linear_after_it():
+    graph = Graph((linear("fc1", 5, 6), op(OpKind.RELU, "act"), batchnorm("bn", 5),
+                   linear("fc", 3, 5)), 6)
     after = fold_batchnorm(graph)
     assert_same_function(graph, after)
     assert OpKind.BATCHNORM not in kinds(after) and after.ops[-1].name == "fc"
     assert not np.allclose(after.ops[-1].params["bias"], graph.ops[-1].params["bias"])
+
+
+def test_a_batchnorm_at_the_input_becomes_the_first_layers_input_scaling():
+    graph = Graph((batchnorm("bn", 6), linear("fc", 3, 6)), 6)
+    after = fold_batchnorm(graph)
+    assert_same_function(graph, after)
+    assert kinds(after) == [OpKind.LINEAR]
+    # The weights stay the model's: the host scales the inputs.
+    np.testing.assert_array_equal(after.ops[0].params["weight"], graph.ops[1].params["weight"])
+    scale, shift = after.ops[0].attrs["input_scaling"]
+    assert scale.shape == shift.shape == (6,)
 
 
 @pytest.mark.parametrize("ops,before,after", [
@@ -117,11 +125,18 @@ def test_fold_a_batchnorm2d_into_the_convolution_or_the_linear_after_it():
         after = fold_batchnorm(graph)
         np.testing.assert_allclose(after.run(x), graph.run(x), rtol=1e-10, atol=1e-10)
         assert OpKind.BATCHNORM not in kinds(after)
-    # Into a padded convolution it would shift the padding's zeros too.
+    # At the input, before a padded convolution, it is the host's scaling of each channel's
+    # positions: the padding is the scaled map's, as in the model.
     padded = Graph((batchnorm("bn", 2), conv("c", 3, 2, (1, 1))), 72, input_shape=(2, 6, 6))
+    after = fold_batchnorm(padded)
+    np.testing.assert_allclose(after.run(x), padded.run(x), rtol=1e-10, atol=1e-10)
+    assert after.ops[0].attrs["input_scaling"][0].shape == (72,)
+    # After a ReLU, into a padded convolution, it would shift the padding's zeros too.
+    inside = Graph((conv("c0", 2, 2, (1, 1)), op(OpKind.RELU, "act"), batchnorm("bn", 2),
+                    conv("c", 3, 2, (1, 1))), 72, input_shape=(2, 6, 6))
     with pytest.raises(InputError, match=r"comes before Conv2d 'c' \(padded: its padding would "
                                          r"be shifted too\)"):
-        fold_batchnorm(padded)
+        fold_batchnorm(inside)
 
 
 def test_fuse_relu():

@@ -310,10 +310,14 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
             raise ValueError(f"the {name} data has label {int(data.y.max())} but the model "
                              f"has {1 if one_output else network.output_size} "
                              f"output{'' if one_output else 's'}{why}")
-    _check_input_scale(train_set.x, config.act_bits)
+    # What the engine's one input format sees: the inputs as the host scales them (an input
+    # normalisation the model starts with, ir.InputScaling).
+    seen = (train_set.x if network.input_scaling is None
+            else network.input_scaling.apply(train_set.x.reshape(len(train_set.x), -1)))
+    _check_input_scale(seen, config.act_bits)
     if not regression:
         _warn_of_class_coverage(train_set, val_set, test_set)
-    _warn_of_lost_inputs(train_set.x, config.act_bits)
+    _warn_of_lost_inputs(seen, config.act_bits)
     _warn_of_weak_settings(network, config)
     report_set = test_set or val_set
     swapping = {}
@@ -427,9 +431,8 @@ def _warn_of_lost_inputs(x: np.ndarray, act_bits: int) -> None:
                   f"largest input (|x| up to {float(np.abs(x).max()):.4g}), and these are "
                   f"below its step {input_format.scale:.3g}; the network will not see them. "
                   f"Scale the inputs (standardize each feature) before training and "
-                  f"compressing; a scaling inside the model (an input BatchNorm, (x - mean) / "
-                  f"std in its forward, a scikit-learn Pipeline's scaler) is folded into the "
-                  f"first layer and does not help: take it out and give the data scaled",
+                  f"compressing (or begin the model with a scaling, an input BatchNorm or "
+                  f"(x - mean) / std in its forward, which the host applies)",
                   InputWarning, stacklevel=3)
 
 

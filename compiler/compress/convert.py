@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..ir import Conv2d, Linear, Network
-from .convolution import MatrixConv2d
+from .convolution import InputScalingModule, MatrixConv2d
 
 __all__ = ["network_to_torch", "to_network", "torch_to_network", "with_weights"]
 
@@ -35,6 +35,9 @@ def network_to_torch(network: Network):
     if not isinstance(network, Network):
         raise TypeError(f"network_to_torch takes a Network, not {type(network).__name__}")
     modules = []
+    if network.input_scaling is not None:
+        modules.append(InputScalingModule(network.input_scaling.scale,
+                                          network.input_scaling.shift))
     for layer in network.layers:
         linear = (MatrixConv2d(layer.geometry) if isinstance(layer, Conv2d)
                   else nn.Linear(layer.in_features, layer.out_features))

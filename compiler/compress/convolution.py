@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..conv import ConvGeometry
 
-__all__ = ["MatrixConv2d", "conv_forward"]
+__all__ = ["InputScalingModule", "MatrixConv2d", "conv_forward"]
 
 
 def conv_forward(x, weight, bias, geometry: ConvGeometry):
@@ -42,3 +42,19 @@ class MatrixConv2d(nn.Linear):
 
     def forward(self, x):
         return conv_forward(x, self.weight, self.bias, self.geometry)
+
+
+class InputScalingModule(nn.Module):
+    """The inputs' scaling (``ir.InputScaling``) in front of a network trained in torch: fixed
+    buffers, not parameters (training does not move it, and the pruning and sharing that look
+    for weights do not see it)."""
+
+    def __init__(self, scale, shift):
+        import torch
+
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
+
+    def forward(self, x):
+        return x * self.scale + self.shift

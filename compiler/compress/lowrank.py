@@ -54,8 +54,11 @@ def factorize_network(network: Network, ranks: dict[str, int]) -> Network:
             layers.append(layer)
             continue
         a, b, _ = svd_factors(layer.weight, ranks[layer.name])
-        layers.append(Linear(f"{layer.name}.v", b, np.zeros(len(b)), False))
-        layers.append(dataclasses.replace(layer, name=f"{layer.name}.u", weight=a))
+        # The first of the two takes the inputs, and their scaling with them.
+        layers.append(Linear(f"{layer.name}.v", b, np.zeros(len(b)), False,
+                             input_scaling=layer.input_scaling))
+        layers.append(dataclasses.replace(layer, name=f"{layer.name}.u", weight=a,
+                                          input_scaling=None))
     return Network(tuple(layers), network.source)
 
 

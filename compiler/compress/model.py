@@ -38,6 +38,7 @@ from ..conv import ConvGeometry
 from ..errors import InputError, no_such_file
 from ..ir import (
     Conv2d,
+    InputScaling,
     Linear,
     Network,
     QuantizedConv2d,
@@ -69,6 +70,8 @@ OPTIONAL_KINDS = ("pruned_weight",)
 # Arrays of a layer with its own per-row requantization (an imported model's; the manifest's
 # layer then has "requant": {"low", "high"}).
 REQUANT_KINDS = ("multiplier", "shift", "rounding", "half_even")
+# The inputs' scaling (ir.InputScaling), the first layer's: the host applies it.
+SCALING_KINDS = ("input_scale", "input_shift")
 # The storage figures a loaded report must reproduce from the arrays.
 CHECKED_FIGURES = ("weights", "nnz", "padding", "code_bits", "bias_bits", "dense_bits",
                    "compressed_bits", "huffman_bits", "pointer_bits")
@@ -176,6 +179,7 @@ class CompressedModel:
                                    else {})}}
                    if layer.requant is not None else {}),
                 **({"clamp": list(shared.clamp)} if shared.clamp is not None else {}),
+                **({"input_scaling": True} if layer.input_scaling is not None else {}),
                 **({"leak": shared.leak} if shared.leak else {}),
                 **({"conv": layer.geometry.to_json()}
                    if isinstance(layer, QuantizedConv2d) else {})})
@@ -196,6 +200,9 @@ class CompressedModel:
             arrays[f"mask_{index}"] = np.asarray(mask, dtype=bool)
             arrays[f"float_weight_{index}"] = np.asarray(shared.weight, dtype=np.float64)
             arrays[f"float_bias_{index}"] = np.asarray(shared.bias, dtype=np.float64)
+            if layer.input_scaling is not None:
+                arrays[f"input_scale_{index}"] = layer.input_scaling.scale
+                arrays[f"input_shift_{index}"] = layer.input_scaling.shift
             if self.pruned_weights is not None:
                 arrays[f"pruned_weight_{index}"] = np.asarray(self.pruned_weights[index],
                                                               dtype=np.float64)
@@ -309,6 +316,8 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
         expected |= optional
     expected |= {f"{kind}_{i}" for i, entry in enumerate(entries)
                  if isinstance(entry, dict) and "requant" in entry for kind in REQUANT_KINDS}
+    if isinstance(entries[0], dict) and entries[0].get("input_scaling"):
+        expected |= {f"{kind}_0" for kind in SCALING_KINDS}
     if set(arrays) != expected:
         extra, missing = sorted(set(arrays) - expected), sorted(expected - set(arrays))
         raise bad(f"arrays.npz does not match the manifest's {len(entries)} layers: "
@@ -424,18 +433,30 @@ def _layer(index: int, entry, arrays, bad):
         raise bad(f"float_weight_{index} has nonzero weights where mask_{index} says pruned "
                   f"({int(np.sum(weight[~mask] != 0))} of them)")
     conv = {} if geometry is None else {"geometry": geometry}
+    scaling = None
+    if entry.get("input_scaling"):
+        scale, shift = (arrays[f"{kind}_{index}"] for kind in SCALING_KINDS)
+        if scale.dtype.kind != "f" or shift.dtype.kind != "f" or scale.shape != shift.shape:
+            raise bad(f"input_scale_{index} and input_shift_{index} must be floats of one "
+                      f"shape, not {scale.dtype} {scale.shape} and {shift.dtype} {shift.shape}")
+        try:
+            scaling = InputScaling(scale, shift)
+        except ValueError as error:
+            raise bad(f"{where}: {error}") from None
     try:
         layer = (QuantizedConv2d if conv else QuantizedLinear)(
             name=name, codes=codes, codebook=np.asarray(codebook, dtype=np.int64),
             bias=bias.astype(np.int64), code_bits=entry["code_bits"],
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
-            relu=entry["relu"], requant=_requant(index, entry, arrays, bad), **conv)
+            relu=entry["relu"], requant=_requant(index, entry, arrays, bad),
+            input_scaling=scaling, **conv)
         leak = entry.get("leak", 0)
         if not isinstance(leak, int) or isinstance(leak, bool):
             raise bad(f"{where}.leak must be an integer, not {leak!r}")
         shared = (Conv2d if conv else Linear)(name, weight, float_bias, entry["relu"],
-                                              clamp=_clamp(entry, bad), leak=leak, **conv)
+                                              clamp=_clamp(entry, bad), leak=leak,
+                                              input_scaling=scaling, **conv)
     except ValueError as error:
         raise bad(f"{where}: {error}") from None
     return layer, shared, mask

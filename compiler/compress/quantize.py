@@ -100,6 +100,9 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
     books = (network_codebooks(network, code_bits) if codebooks is None
              else [_check_book(layer, codes, codebook, code_bits)
                    for layer, (codes, codebook) in _pairs(network, codebooks)])
+    if network.input_scaling is not None:
+        # The first layer sees the inputs as the host scales them.
+        calibration = network.input_scaling.apply(calibration)
     input_format = input_format_for(calibration, act_bits)
     x_int = input_format.quantize(calibration)
     layers = []
@@ -185,7 +188,8 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
         name=layer.name, codes=codes, codebook=codebook_int,
         bias=FixedFormat(bits, accumulator_frac).quantize(layer.bias), code_bits=code_bits,
         input_format=input_format, weight_format=weight_format,
-        output_format=output_format, bias_bits=bits, relu=relu, requant=requant, **conv)
+        output_format=output_format, bias_bits=bits, relu=relu, requant=requant,
+        input_scaling=layer.input_scaling, **conv)
 
 
 def activation_requant(layer: Linear, output_format: FixedFormat, shift: int) -> RowRequant:

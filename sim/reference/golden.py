@@ -256,6 +256,8 @@ def real_inputs(program, X) -> np.ndarray:
     follow the float model (data scaled unlike the training data, most often)."""
     x_int = program.quantize_input(X)
     x = np.asarray(program.taken_inputs(X), dtype=np.float64)
+    if program.network.input_scaling is not None:       # what the input format holds
+        x = program.network.input_scaling.apply(x.reshape(len(x), -1))
     fmt = program.network.input_format
     limit = fmt.max * fmt.scale
     beyond = np.abs(x) > 2 * limit
