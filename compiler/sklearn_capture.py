@@ -7,9 +7,9 @@ and ``intercepts_``, their hidden activation as ``activation`` (``relu``, the de
 ``out_activation_`` (``softmax``, ``logistic`` for a binary classifier's one logit, or
 ``identity``): a final Softmax or Sigmoid the passes drop, as for a module.  A scaler in front
 (``StandardScaler``, ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``) is an affine map of
-each feature, captured as an elementwise scale and shift that folds into the first layer, so
-the engine takes the features as the pipeline does.  The model is read, never unpickled here:
-the caller holds the object.
+each feature, captured as an elementwise scale and shift: the inputs' scaling, which the host
+applies before quantizing (``ir.InputScaling``), so the program takes raw features as the
+pipeline does.  The model is read, never unpickled here: the caller holds the object.
 """
 
 from __future__ import annotations

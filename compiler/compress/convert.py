@@ -26,9 +26,8 @@ __all__ = ["network_to_torch", "to_network", "torch_to_network", "with_weights"]
 def network_to_torch(network: Network):
     """The network as an ``nn.Sequential`` of ``nn.Linear`` (float32; a convolution as a
     :class:`~.convolution.MatrixConv2d`), ``nn.ReLU``, ``nn.LeakyReLU`` and ``nn.Hardtanh`` (a
-    layer's clamp),
-    a fresh copy: training it leaves ``network`` unchanged.  It takes flat inputs, as the
-    network does."""
+    layer's clamp), after the inputs' scaling (``InputScalingModule``), if any: a fresh copy,
+    training it leaves ``network`` unchanged.  It takes flat inputs, as the network does."""
     import torch
     import torch.nn as nn
 
