@@ -53,6 +53,8 @@ class Region(enum.IntEnum, shape=ADDRESS_BITS - INDEX_BITS - PE_BITS):
                         # (``isa.scale_layout``; engines with ``multiplier_bits`` only)
     GEOMETRY = 10       # write: each layer's geometry word in 32-bit chunks, chunk ``c`` of
                         # layer ``l`` at ``chunk_index(l, c, width)`` (conv engines only)
+    TABLES = 11         # write: activation tables, ``slot * 2**act_bits + value +
+                        # 2**(act_bits-1)`` -> output (engines with ``table_slots`` only)
 
 
 PER_PE_REGIONS = (Region.ENTRIES, Region.POINTERS, Region.BIASES, Region.SCALES)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .activations import Function
 from .ir import ENGINE_ACTIVATIONS, SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
 __all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
@@ -193,12 +194,12 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
             raise InputError(f"{error} (after {produced_by})") from None
         if op.kind in (OpKind.LINEAR, OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL):
             produced_by = f"{op.name!r}"
-    # A Sigmoid is dropped where it ends the network (passes.drop_final_softmax); inside it,
-    # it is an activation the engine does not have.
+    # A Sigmoid is dropped where it ends a classifier (passes.drop_final_softmax); inside the
+    # network it is an activation function like Tanh, which the engine runs as a table.
     for index, op in enumerate(kept):
         if op.kind is OpKind.SIGMOID and any(later.kind is not OpKind.SOFTMAX
                                              for later in kept[index + 1:]):
-            raise UnsupportedLayerError(f"layer {op.name!r}", "Sigmoid")
+            kept[index] = Op(OpKind.FUNCTION, op.name, {}, {"function": Function("sigmoid")})
     return Graph(tuple(kept), input_size, source, input_shape)
 
 
@@ -319,6 +320,15 @@ def _module_handlers():
         return [Op(OpKind.CLAMP, name, {}, {"low": low if math.isfinite(low) else None,
                                             "high": high if math.isfinite(high) else None})]
 
+    def function(kind, *settings):
+        # GELU's `approximate` is "none" or "tanh"; the others' settings are numbers.
+        def capture(module, name):
+            given = {setting: getattr(module, setting) for setting in settings}
+            if "approximate" in given:
+                given = {"tanh": float(given.pop("approximate") == "tanh")}
+            return [Op(OpKind.FUNCTION, name, {}, {"function": Function.of(kind, **given)})]
+        return capture
+
     def prelu(module, name):
         # One learned slope is a leaky ReLU; a slope per channel the engine does not have.
         if module.num_parameters != 1:
@@ -350,6 +360,13 @@ def _module_handlers():
         nn.LeakyReLU: lambda module, name: [Op(OpKind.LEAKY, name, {},
                                                {"slope": float(module.negative_slope)})],
         nn.PReLU: prelu,
+        **{module: function(name, *params) for module, name, params in (
+            (nn.Tanh, "tanh", ()), (nn.GELU, "gelu", ("approximate",)), (nn.SiLU, "silu", ()),
+            (nn.ELU, "elu", ("alpha",)), (nn.SELU, "selu", ()), (nn.CELU, "celu", ("alpha",)),
+            (nn.Softplus, "softplus", ("beta", "threshold")), (nn.Mish, "mish", ()),
+            (nn.Hardswish, "hardswish", ()), (nn.Hardsigmoid, "hardsigmoid", ()),
+            (nn.Softsign, "softsign", ()), (nn.Tanhshrink, "tanhshrink", ()),
+            (nn.LogSigmoid, "logsigmoid", ()))},
         nn.BatchNorm1d: batchnorm,
         nn.Flatten: simple(OpKind.FLATTEN),
         nn.Unflatten: unflatten,
@@ -700,7 +717,20 @@ def _function_kinds():
             "float": OpKind.IDENTITY, "double": OpKind.IDENTITY, "to": OpKind.IDENTITY,
             "type": OpKind.IDENTITY, "cpu": OpKind.IDENTITY,
             **{target: OpKind.CLAMP for target in _clamp_calls(torch, F)},
-            F.leaky_relu: OpKind.LEAKY}
+            F.leaky_relu: OpKind.LEAKY,
+            **{target: OpKind.FUNCTION for target in _function_calls(torch, F)}}
+
+
+def _function_calls(torch, F) -> dict:
+    """Activation functions called in a forward -> (their name, their settings after the
+    input, in the call's order)."""
+    return {torch.tanh: ("tanh", ()), F.tanh: ("tanh", ()), "tanh": ("tanh", ()),
+            F.gelu: ("gelu", ("approximate",)), F.silu: ("silu", ()),
+            F.elu: ("elu", ("alpha",)), F.selu: ("selu", ()), F.celu: ("celu", ("alpha",)),
+            F.softplus: ("softplus", ("beta", "threshold")), F.mish: ("mish", ()),
+            F.hardswish: ("hardswish", ()), F.hardsigmoid: ("hardsigmoid", ()),
+            F.softsign: ("softsign", ()), F.tanhshrink: ("tanhshrink", ()),
+            F.logsigmoid: ("logsigmoid", ())}
 
 
 def _clamp_calls(torch, F):
@@ -842,6 +872,23 @@ def _clamp(node, path: str) -> tuple[OpKind, dict]:
                           "high": None if high is None else float(high)}
 
 
+def _function_of(node, path: str):
+    """The activation function a call computes, its settings numbers (GELU's ``approximate``
+    "none" or "tanh")."""
+    import torch
+    import torch.nn.functional as F
+
+    kind, names = _function_calls(torch, F)[node.target]
+    given = dict(zip(names, node.args[1:]))
+    given.update({k: v for k, v in node.kwargs.items() if k != "inplace"})
+    if "approximate" in given:
+        given = {**given, "tanh": float(given.pop("approximate") == "tanh")}
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in given.values()):
+        raise UnsupportedSettingError(f"layer {path!r}", kind, "settings", repr(given),
+                                      "settings given as numbers")
+    return Function.of(kind, **given)
+
+
 def _leaky_slope(node, path: str) -> float:
     """``F.leaky_relu(x, negative_slope)``'s slope (0.01 unless given), a number."""
     slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
@@ -925,6 +972,8 @@ def _trace(module, name) -> list[Op]:
                 kind, attrs = _clamp(node, path)
             if kind is OpKind.LEAKY:
                 attrs["slope"] = _leaky_slope(node, path)
+            if kind is OpKind.FUNCTION:
+                attrs["function"] = _function_of(node, path)
             if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
                 attrs["axis"] = _softmax_dim(dim, path)
@@ -1144,6 +1193,9 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.FLATTEN, name, {}, {"squeeze": True}))
         elif node.op_type == "Clip":
             ops.append(_onnx_clip(node, name, attrs, constants))
+        elif node.op_type in _ONNX_FUNCTIONS:
+            ops.append(Op(OpKind.FUNCTION, name, {},
+                          {"function": _onnx_function(node, name, attrs)}))
         elif node.op_type == "LeakyRelu":
             ops.append(Op(OpKind.LEAKY, name, {}, {"slope": float(attrs.get("alpha", 0.01))}))
         elif node.op_type == "PRelu" and _constant(constants, node.input[1], name).size == 1:
@@ -1283,6 +1335,29 @@ def _onnx_pool(node, name: str, attrs) -> Op:
                                       "with padding the engine counts the padding zeros")
     return Op(OpKind.AVGPOOL, name, {}, {"kernel": kernel, "stride": stride,
                                          "padding": padding})
+
+
+_ONNX_FUNCTIONS = {"Tanh": "tanh", "Elu": "elu", "Celu": "celu", "Selu": "selu",
+                   "Softplus": "softplus", "Mish": "mish", "HardSwish": "hardswish",
+                   "HardSigmoid": "hardsigmoid", "Softsign": "softsign", "Gelu": "gelu"}
+
+
+def _onnx_function(node, name: str, attrs):
+    """An ONNX activation node as the function PyTorch's would be; settings PyTorch's
+    functions do not have (a HardSigmoid of another slope, a Selu of other constants) are
+    refused by name."""
+    kind = _ONNX_FUNCTIONS[node.op_type]
+    if kind in ("elu", "celu"):
+        return Function.of(kind, alpha=attrs.get("alpha", 1.0))
+    if kind == "gelu":
+        return Function.of(kind, tanh=float(attrs.get("approximate", "none") == "tanh"))
+    expected = {"hardsigmoid": {"alpha": 1 / 6, "beta": 0.5},
+                "selu": {"alpha": 1.6732632423543772, "gamma": 1.0507009873554805}}.get(kind, {})
+    for setting, value in expected.items():
+        if abs(attrs.get(setting, value) - value) > 1e-6:
+            raise UnsupportedSettingError(f"ONNX node {name!r}", node.op_type, setting,
+                                          attrs[setting], f"{setting} {value:.6g}, PyTorch's")
+    return Function(kind)
 
 
 def _onnx_clip(node, name: str, attrs, constants) -> Op:

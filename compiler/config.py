@@ -35,7 +35,8 @@ def _bits_for(count: int) -> int:
 
 
 _LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False,
-                   "conv": False, "skip_zeros": False, "layer_activation": False}
+                   "conv": False, "skip_zeros": False, "layer_activation": False,
+                   "table_slots": 0}
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,12 @@ class EngineConfig:
         model that needs it; it costs each requantizer two comparisons with registers and a
         choice of shift.  Not with ``multiplier_bits`` (whose layers have their ranges
         already, and no leak).
+    table_slots : layers that may run an activation function as a table (Tanh, GELU, ...):
+        each requantizer keeps ``table_slots * 2**act_bits`` table words (a block RAM on an
+        iCE40 per two slots of 8-bit activations), written by the host (``bus.Region.TABLES``)
+        and read with the requantized value, a cycle more in the write-back; a layer's
+        descriptor names its slot (``table``, ``table_slot``).  0 (the default): no tables.
+        Needs ``act_bits`` of at most 8 and no ``multiplier_bits``.
     """
     pes: int
     act_bits: int = 8
@@ -156,6 +163,7 @@ class EngineConfig:
     conv: bool = False
     skip_zeros: bool = False
     layer_activation: bool = False
+    table_slots: int = 0
 
     def __post_init__(self):
         def check(name, low, high):
@@ -215,6 +223,10 @@ class EngineConfig:
                                 or self.conv):
             raise ValueError(f"skip_zeros needs scan_lanes 1 (not {self.scan_lanes}), a "
                              f"power-of-two pes (not {self.pes}) and no conv")
+        check("table_slots", 0, 64)
+        if self.table_slots and (self.act_bits > 8 or self.multiplier_bits):
+            raise ValueError(f"table_slots needs act_bits of at most 8 (not {self.act_bits}) "
+                             f"and no multiplier_bits (not {self.multiplier_bits})")
         if self.layer_activation and self.multiplier_bits:
             raise ValueError(f"layer_activation is the power-of-two write-back's; with "
                              f"multiplier_bits {self.multiplier_bits} each layer has its "

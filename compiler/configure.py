@@ -87,6 +87,7 @@ class ModelNeeds:
     rounding_bits: int = 0      # the widest per-row rounding term, were rows scaled
     conv: bool = False          # the conv mode (a convolution, or asked for)
     layer_activation: bool = False  # a power-of-two layer has a range or leak of its own
+    table_slots: int = 0        # layers with an activation function's table
 
 
 def _check_network(qnet) -> QuantizedNetwork:
@@ -133,9 +134,10 @@ def _needs(network, pes: int, scan_lanes: int, idx_bits: int, encoded) -> ModelN
     bound = max(network.accumulator_bounds())
     scales = [_row_scale_needs(layer) for layer in layers]
     row_scales = any(layer.activation_form() is None for layer in layers)
-    if row_scales and any(layer.row_requant().leak for layer in layers):
-        raise ValueError("a layer is leaky and another needs per-row scales: the per-row "
-                         "write-back has no leak")
+    if row_scales and any(layer.row_requant().leak or layer.table is not None
+                          for layer in layers):
+        raise ValueError("a layer is leaky or has an activation table and another needs "
+                         "per-row scales: the per-row write-back has neither")
     # A leaky layer's negative results shift by its shift and leak together.
     leaks = [0 if row_scales else layer.activation_form()[3] for layer in layers]
     return ModelNeeds(
@@ -161,6 +163,7 @@ def _needs(network, pes: int, scan_lanes: int, idx_bits: int, encoded) -> ModelN
         row_scales=row_scales,
         layer_activation=not row_scales and any(layer.power_of_two_form() is None
                                                 for layer in layers),
+        table_slots=sum(layer.table is not None for layer in layers),
         multiplier_bits=max(bits for _, bits, _ in scales),
         rounding_bits=max(bits for _, _, bits in scales))
 
@@ -294,7 +297,7 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
             # Only a model that needs them gets multipliers in its requantizers.
             multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
             rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv,
-            layer_activation=needs.layer_activation)
+            layer_activation=needs.layer_activation, table_slots=needs.table_slots)
     except ValueError as error:
         if headroom:
             raise DoesNotFit(f"headroom {headroom:g} enlarges the engine past what it can "
@@ -446,6 +449,9 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     if needs.conv and not config.conv:
         problems.append("conv: the model has convolutions, the engine runs Linear layers only "
                         "(conv False)")
+    if needs.table_slots > config.table_slots:
+        problems.append(f"table_slots: {needs.table_slots} layers run an activation function "
+                        f"as a table, the engine has {config.table_slots} table slots")
     if needs.layer_activation and not config.layer_activation:
         problems.append("layer_activation: a layer has an output range or a leak of its own "
                         "(a clamp such as ReLU6, a leaky ReLU), the engine's write-back has "

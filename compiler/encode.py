@@ -214,7 +214,9 @@ class Image:
     arrays, a row's at its bias index; else None).  Shared: ``codebook`` (int64, layers x
     ``2**code_bits``), ``occupancy`` and ``descriptors`` (object arrays of Python ints: the
     words are wider than 64 bits for wide engines), ``layer_count``; with ``config.conv``
-    ``geometry``, each layer's ``isa.geometry_layout`` word (object array of Python ints).
+    ``geometry``, each layer's ``isa.geometry_layout`` word (object array of Python ints);
+    with ``config.table_slots`` ``tables`` (int64, slots x ``2**act_bits``: slot ``s``'s
+    output for the value ``v`` at ``v + 2**(act_bits-1)``; unused slots 0).
     """
     config: EngineConfig
     entries: tuple[np.ndarray, ...]
@@ -226,6 +228,7 @@ class Image:
     layer_count: int
     scales: tuple[np.ndarray, ...] | None = None
     geometry: np.ndarray | None = None
+    tables: np.ndarray | None = None
 
     def bus_writes(self) -> np.ndarray:
         """(address, data) rows, an ``(n, 2)`` uint64 array, that load this image through the
@@ -303,6 +306,14 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         forms = [_activation(layer) for layer in layers]
         ranges = {"low": [f[1] for f in forms], "high": [f[2] for f in forms],
                   "leak": [f[3] for f in forms]}
+    tables = None
+    if config.table_slots:
+        tables, slots = _tables(config, layers)
+        ranges.update(table=[int(slot is not None) for slot in slots],
+                      table_slot=[slot or 0 for slot in slots])
+    elif any(layer.table is not None for layer in layers):
+        raise ValueError("a layer runs an activation function as a table, which this engine "
+                         "(table_slots 0) does not have")
     out_counts = lowering.out_counts if lowering else [l.out_features for l in layers]
     descriptors = isa.pack(
         isa.descriptor_layout(config),
@@ -327,7 +338,7 @@ def pack_image(config: EngineConfig, network, encoded=None) -> Image:
         layer_count=len(layers),
         scales=tuple(np.array([int(w) for words in per_pe for w in words], dtype=object)
                      for per_pe in scales) if config.row_scales else None,
-        geometry=_geometry_words(config, lowering) if lowering else None)
+        geometry=_geometry_words(config, lowering) if lowering else None, tables=tables)
 
 
 def _geometry_words(config: EngineConfig, lowering) -> np.ndarray:
@@ -348,6 +359,24 @@ def _power_of_two(layer) -> tuple[int, bool]:
         raise ValueError(f"layer {layer.name} needs per-row requantization, which this engine "
                          f"(multiplier_bits 0) does not have")
     return form
+
+
+def _tables(config: EngineConfig, layers) -> tuple[np.ndarray, list[int | None]]:
+    """The engine's table words (slots x ``2**act_bits``) and each layer's slot (None: no
+    table), the layers with one in order."""
+    tables = np.zeros((config.table_slots, 1 << config.act_bits), dtype=np.int64)
+    slots: list[int | None] = []
+    for layer in layers:
+        if layer.table is None:
+            slots.append(None)
+            continue
+        slot = sum(s is not None for s in slots)
+        if slot >= config.table_slots or len(layer.table) != tables.shape[1]:
+            raise ValueError(f"layer {layer.name}: its table does not fit the engine's "
+                             f"{config.table_slots} table slots of {tables.shape[1]} values")
+        tables[slot] = layer.table
+        slots.append(slot)
+    return tables, slots
 
 
 def _activation(layer) -> tuple[int, int, int, int]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .activations import Function
 from .conv import ConvGeometry, Pool, avg_pool_matrix, im2col, max_pool, pair
 from .errors import InputError
 from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_rows
@@ -47,6 +48,9 @@ class OpKind(enum.Enum):
     CLAMP = "clamp"
     # LeakyReLU: attrs slope; fused into the layer before it as its leak (a slope of 2**-leak).
     LEAKY = "leaky"
+    # Tanh, GELU, SiLU, ... (attrs function: an activations.Function): fused into the layer
+    # before it, which the engine runs with a table of the function's values.
+    FUNCTION = "function"
     BATCHNORM = "batchnorm"       # folded into the preceding Linear
     FLATTEN = "flatten"           # erased (inputs are flat vectors)
     IDENTITY = "identity"         # Dropout and Identity: erased at inference
@@ -163,7 +167,8 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         geometry = op_geometry(op, shape)
         return Conv2d(op.name, op.params["weight"].reshape(geometry.out_channels, -1),
                       op.params["bias"], bool(op.attrs.get("relu")), geometry,
-                      clamp=op.attrs.get("clamp"), leak=op.attrs.get("leak", 0)).forward(x)
+                      clamp=op.attrs.get("clamp"), leak=op.attrs.get("leak", 0),
+                      function=op.attrs.get("function")).forward(x)
     elif op.kind is OpKind.BATCHNORM:
         p = op.params
         maps = x.reshape(len(x), shape[0], -1)
@@ -183,6 +188,8 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         x = np.maximum(x, 0)
     if op.kind is OpKind.LEAKY:
         x = np.where(x < 0, x * op.attrs["slope"], x)
+    if op.kind is OpKind.FUNCTION or op.attrs.get("function") is not None:
+        x = op.attrs["function"](x)
     if op.attrs.get("leak"):
         x = np.where(x < 0, np.ldexp(x, -op.attrs["leak"]), x)
     if op.kind is OpKind.CLAMP:
@@ -277,6 +284,8 @@ class Linear:
     relu: bool
     clamp: tuple[float | None, float | None] | None = field(default=None, kw_only=True)
     leak: int = field(default=0, kw_only=True)
+    # An elementwise activation run as a table (activations.Function), before the clamp.
+    function: Function | None = field(default=None, kw_only=True)
     # The first layer's only: the inputs' scaling, applied by Network.forward (not here).
     input_scaling: InputScaling | None = field(default=None, kw_only=True)
 
@@ -286,6 +295,10 @@ class Linear:
                 self.leak and self.relu):
             raise ValueError(f"layer {self.name}: leak must be an integer from 0 to "
                              f"{MAX_LEAK}, and 0 with ReLU; not {self.leak!r}")
+        if self.function is not None and (not isinstance(self.function, Function)
+                                          or self.relu or self.leak):
+            raise ValueError(f"layer {self.name}: an activation function is a Function, "
+                             f"without ReLU or a leak; not {self.function!r}")
         if self.clamp is not None:
             low, high = self.clamp
             if (low is None and high is None) or not all(
@@ -327,6 +340,8 @@ class Linear:
         y = np.maximum(y, 0) if self.relu else y
         if self.leak:
             y = np.where(y < 0, np.ldexp(y, -self.leak), y)
+        if self.function is not None:
+            y = self.function(y)
         return y if self.clamp is None else clamped(y, self.clamp)
 
 
@@ -424,6 +439,9 @@ class RowRequant:
     low: int
     high: int
     leak: int = field(default=0, kw_only=True)
+    # An activation's table (power-of-two rows only): the output for each requantized value
+    # r of the activation width, at r + 2**(bits-1) (docs/numerics.md "Activations as tables").
+    table: np.ndarray | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         for name, kind in (("multiplier", "iu"), ("shift", "iu"), ("rounding", "iu"),
@@ -449,20 +467,29 @@ class RowRequant:
                              f"integers")
         if not (isinstance(self.leak, int) and 0 <= self.leak <= MAX_LEAK):
             raise ValueError(f"leak must be an integer from 0 to {MAX_LEAK}, not {self.leak!r}")
+        if self.table is not None:
+            table = np.asarray(self.table)
+            size = len(table)
+            if (table.ndim != 1 or table.dtype.kind not in "iu" or size < 4
+                    or size & (size - 1) or self.leak
+                    or (self.low, self.high) != (-(size >> 1), (size >> 1) - 1)):
+                raise ValueError("an activation table is 2**bits integers over the whole "
+                                 "range of bits-wide values, without a leak")
+            object.__setattr__(self, "table", table.astype(np.int64))
 
     @classmethod
     def power_of_two(cls, rows: int, shift: int, low: int, high: int, *,
-                     leak: int = 0) -> RowRequant:
+                     leak: int = 0, table: np.ndarray | None = None) -> RowRequant:
         """Today's requantization as rows: every multiplier 1, the layer's shift, half up."""
         return cls(np.ones(rows, np.int64), np.full(rows, shift, np.int64),
                    np.where(shift > 0, 1 << max(shift - 1, 0), 0) * np.ones(rows, np.int64),
-                   np.zeros(rows, bool), low, high, leak=leak)
+                   np.zeros(rows, bool), low, high, leak=leak, table=table)
 
     def apply(self, acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """The rows' outputs for accumulators ``acc`` (..., rows) and biases."""
-        return requantize_rows(acc, bias, self.multiplier, self.shift, self.low, self.high,
-                               rounding=self.rounding, half_even=self.half_even,
-                               leak=self.leak)
+        r = requantize_rows(acc, bias, self.multiplier, self.shift, self.low, self.high,
+                            rounding=self.rounding, half_even=self.half_even, leak=self.leak)
+        return r if self.table is None else self.table[r - self.low]
 
     @property
     def power_of_two_shift(self) -> int | None:
@@ -512,6 +539,9 @@ class QuantizedLinear:
     # The first layer's only: the inputs' scaling, which QuantizedNetwork.quantize_input
     # applies before quantizing (the host's work, not the engine's).
     input_scaling: InputScaling | None = field(default=None, kw_only=True)
+    # The activation function whose table ``requant.table`` is (for people: the table is the
+    # definition).
+    function: Function | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         _check_scaling(self)
@@ -582,7 +612,7 @@ class QuantizedLinear:
         multiplier 1, the layer's shift, half up, the activation width's range, from 0 with
         ReLU)."""
         if self.requant is not None:
-            if self.relu and self.requant.low < 0:
+            if self.relu and self.requant.low < 0 and self.requant.table is None:
                 return dataclasses.replace(self.requant, low=0, high=max(self.requant.high, 0))
             return self.requant
         fmt = self.output_format
@@ -610,6 +640,8 @@ class QuantizedLinear:
         fmt = self.output_format
         rows = self.row_requant()
         low, high, leak = (rows.low, rows.high, rows.leak) if form is None else form[1:]
+        if rows.table is not None:
+            return f"{self.function or 'function'} (table)"
         kind = f"leaky 2**-{leak}" if leak else "ReLU" if low == 0 else "none"
         if (low in (0, fmt.min)) and high == fmt.max:
             return kind
@@ -618,6 +650,11 @@ class QuantizedLinear:
         else:
             bounds = f"{low} .. {high} (integers)"
         return f"{kind}, clamp {bounds}" if kind != "none" else f"clamp {bounds}"
+
+    @property
+    def table(self) -> np.ndarray | None:
+        """The activation's table (``RowRequant.table``), or None."""
+        return None if self.requant is None else self.requant.table
 
     def activation_form(self) -> tuple[int, int, int, int] | None:
         """``(shift, low, high, leak)`` when this layer's requantization is the power-of-two

@@ -120,7 +120,9 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
     bias memory), ``occupancy_base``; ``shift`` (requantize shift) and ``relu``.  With
     ``config.multiplier_bits`` also ``low`` and ``high``, the layer's output range (ReLU
     folded in); the shift then comes per row from the scale words (the field is 0).  With
-    ``config.layer_activation`` ``low``, ``high`` and ``leak`` (``numerics.requantize_rows``).
+    ``config.layer_activation`` ``low``, ``high`` and ``leak`` (``numerics.requantize_rows``);
+    with ``config.table_slots`` ``table`` (the layer's output is its table's) and
+    ``table_slot``.
     """
     fields = {
         "in_features": config.feature_bits,
@@ -138,6 +140,9 @@ def descriptor_layout(config: EngineConfig) -> data.StructLayout:
         fields["high"] = signed(config.act_bits)
     if config.layer_activation:
         fields["leak"] = LEAK_BITS
+    if config.table_slots:
+        fields["table"] = 1
+        fields["table_slot"] = max(1, (config.table_slots - 1).bit_length())
     return data.StructLayout(fields)
 
 
@@ -317,4 +322,8 @@ def image_bus_writes(config: EngineConfig, image) -> np.ndarray:
             wide(Region.SCALES, image.scales[pe], scale_layout(config).size, pe)
     if config.conv:
         wide(Region.GEOMETRY, image.geometry, geometry_layout(config).size)
+    if config.table_slots:
+        tables = np.asarray(image.tables, dtype=np.int64).reshape(-1)
+        writes += [(bus_address(Region.TABLES, i), int(t) & 0xFFFFFFFF)
+                   for i, t in enumerate(tables)]
     return np.array(writes, dtype=np.uint64).reshape(-1, 2)

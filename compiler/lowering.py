@@ -287,7 +287,8 @@ def _engine_layer(layer: QuantizedLinear, codes: np.ndarray) -> QuantizedLinear:
     if requant is not None:
         # The layer's range and leak (its rows all alike) for the stored kernel's rows.
         shift, low, high, leak = layer.activation_form()
-        requant = RowRequant.power_of_two(len(codes), shift, low, high, leak=leak)
+        requant = RowRequant.power_of_two(len(codes), shift, low, high, leak=leak,
+                                          table=layer.table)
     return QuantizedLinear(
         name=layer.name, codes=codes, codebook=layer.codebook, bias=layer.bias,
         code_bits=layer.code_bits, input_format=layer.input_format,

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from .activations import Function
 from .conv import Pool, avg_pool_matrix
 from .errors import InputError, InputWarning
 from .ir import (
@@ -48,7 +49,8 @@ _LAYERS = (OpKind.LINEAR, OpKind.CONV)
 _KIND_NAMES = {OpKind.LINEAR: "Linear", OpKind.RELU: "ReLU", OpKind.BATCHNORM: "BatchNorm",
                OpKind.CONV: "Conv2d", OpKind.MAXPOOL: "MaxPool2d", OpKind.AVGPOOL: "AvgPool2d",
                OpKind.SOFTMAX: "Softmax", OpKind.FLATTEN: "Flatten", OpKind.IDENTITY: "Identity",
-               OpKind.SIGMOID: "Sigmoid", OpKind.CLAMP: "clamp", OpKind.LEAKY: "LeakyReLU"}
+               OpKind.SIGMOID: "Sigmoid", OpKind.CLAMP: "clamp", OpKind.LEAKY: "LeakyReLU",
+               OpKind.FUNCTION: "activation"}
 
 
 def _named(op: Op) -> str:
@@ -194,7 +196,8 @@ def _fold_forward(norm: Op, before: Op | None, layer: Op | None, shape) -> Op:
             layer.kind is OpKind.CONV and tuple(layer.attrs.get("padding", (0, 0))) != (0, 0)
             and np.any(shift)):
         if before is not None and before.kind in (OpKind.RELU, OpKind.CLAMP, OpKind.LEAKY,
-                                                  OpKind.MAXPOOL, OpKind.AVGPOOL):
+                                                  OpKind.FUNCTION, OpKind.MAXPOOL,
+                                                  OpKind.AVGPOOL):
             hint = (f"move it before the {_KIND_NAMES[before.kind]} (layer -> BatchNorm -> "
                     f"ReLU -> pooling is the order that folds)")
         elif before is not None and before.attrs.get("relu"):
@@ -289,14 +292,20 @@ def fuse_relu(graph: Graph) -> Graph:
     it is an error (the engine applies them as part of a layer's write-back)."""
     ops: list[Op] = []
     for op in graph.ops:
-        if op.kind not in (OpKind.RELU, OpKind.CLAMP, OpKind.LEAKY):
+        if op.kind not in (OpKind.RELU, OpKind.CLAMP, OpKind.LEAKY, OpKind.FUNCTION):
             ops.append(op)
             continue
         at = len(ops) - 1
         if (at >= 1 and ops[at].kind is OpKind.MAXPOOL and ops[at - 1].kind is OpKind.CONV):
+            if op.kind is OpKind.FUNCTION and not op.attrs["function"].monotone:
+                raise InputError(f"{_named(op)} ({op.attrs['function']}) follows a max "
+                                 f"pooling: the engine pools after a convolution's write-back, "
+                                 f"which a function that can decrease does not commute with; "
+                                 f"put it before the pooling")
             at -= 1
         what = {OpKind.RELU: "ReLU", OpKind.LEAKY: "LeakyReLU",
-                OpKind.CLAMP: "a clamp (ReLU6, Hardtanh)"}[op.kind]
+                OpKind.CLAMP: "a clamp (ReLU6, Hardtanh)",
+                OpKind.FUNCTION: "an activation function"}[op.kind]
         if at < 0 or ops[at].kind not in _LAYERS:
             raise InputError(f"{_named(op)} follows {_before(ops)}, not a Linear layer or a "
                              f"convolution; the engine applies {what} as part of a layer's "
@@ -308,13 +317,27 @@ def fuse_relu(graph: Graph) -> Graph:
 
 
 def _activation_after(layer: Op, op: Op) -> dict:
-    """The ``relu``, ``leak`` and ``clamp`` attributes of ``layer`` once the ReLU, LeakyReLU or
-    clamp ``op`` that follows it is fused.  The layer applies ReLU or its leak, then its
-    clamp: a ReLU after a clamp raises the clamp's lower bound to 0, two clamps meet in their
-    overlap, a ReLU after a leaky ReLU is the ReLU, two leaky ReLUs multiply their slopes,
-    and a leaky ReLU after a clamp is refused (the order the engine does not have)."""
+    """The ``relu``, ``leak``, ``function`` and ``clamp`` attributes of ``layer`` once the
+    ReLU, LeakyReLU, activation function or clamp ``op`` that follows it is fused.  The layer
+    applies ReLU, its leak or its function, then its clamp: a ReLU after a clamp raises the
+    clamp's lower bound to 0, two clamps meet in their overlap, a ReLU after a leaky ReLU is
+    the ReLU, two leaky ReLUs multiply their slopes, a ReLU after a function is a clamp from
+    0; a leaky ReLU after a clamp or a function, and a function after any other activation,
+    are refused (orders the engine does not have)."""
     relu, clamp = bool(layer.attrs.get("relu")), layer.attrs.get("clamp")
-    leak = layer.attrs.get("leak", 0)
+    leak, function = layer.attrs.get("leak", 0), layer.attrs.get("function")
+    if op.kind is OpKind.FUNCTION:
+        if relu or leak or clamp is not None or function is not None:
+            raise InputError(f"{_named(op)} follows another activation of layer "
+                             f"{layer.name!r}; the engine applies one activation function to "
+                             f"a layer's sums (a clamp or a ReLU may follow it)")
+        return {"function": op.attrs["function"]}
+    if function is not None and op.kind is not OpKind.CLAMP:
+        if op.kind is OpKind.LEAKY:
+            raise InputError(f"{_named(op)} follows the activation function of layer "
+                             f"{layer.name!r}, which the engine does not run after one")
+        # A ReLU after a function is a clamp from 0 (in the function's table).
+        op = Op(OpKind.CLAMP, op.name, {}, {"low": 0.0, "high": None})
     if op.kind is OpKind.LEAKY:
         if clamp is not None:
             raise InputError(f"{_named(op)} follows a clamp of layer {layer.name!r}; the "
@@ -420,15 +443,19 @@ PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool,
 def outputs_as_they_are(graph: Graph) -> Graph:
     """A regression model's passes in the place of the classifier's two that read outputs
     as class scores (``drop_final_softmax``, ``binary_logit_as_two_classes``): its outputs
-    are the values themselves, so a final Softmax or Sigmoid cannot be dropped (the engine
-    has neither) and one output stays one."""
+    are the values themselves, so a final Sigmoid is kept, as the activation function it is
+    (a table on the last layer), a Softmax cannot be (the engine has none) and one output
+    stays one."""
+    ops = []
     for op in graph.ops:
-        if op.kind in (OpKind.SOFTMAX, OpKind.SIGMOID):
-            raise InputError(f"{_named(op)}: {ENGINE_ACTIVATIONS}, and a "
-                             f"regression model's outputs are its values (a classifier's "
-                             f"final {_KIND_NAMES[op.kind]} is dropped, since the argmax "
-                             f"stays): train the model without it, or as a classifier")
-    return graph
+        if op.kind is OpKind.SOFTMAX:
+            raise InputError(f"{_named(op)}: the engine has no softmax, and a regression "
+                             f"model's outputs are its values (a classifier's final Softmax "
+                             f"is dropped, since the argmax stays): train the model without "
+                             f"it, or as a classifier")
+        ops.append(Op(OpKind.FUNCTION, op.name, {}, {"function": Function("sigmoid")})
+                   if op.kind is OpKind.SIGMOID else op)
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 
 REGRESSION_PASSES = tuple(outputs_as_they_are if apply is drop_final_softmax else apply
@@ -449,6 +476,7 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
         relu, clamp = bool(op.attrs.get("relu", False)), op.attrs.get("clamp")
         scaling = op.attrs.get("input_scaling")
         activation = {"clamp": clamp, "leak": op.attrs.get("leak", 0),
+                      "function": op.attrs.get("function"),
                       "input_scaling": None if scaling is None else InputScaling(*scaling)}
         if op.kind is OpKind.CONV:
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,

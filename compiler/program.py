@@ -52,6 +52,7 @@ from .encode import PECSC, Image, decode_layer, encode_layer, layer_bases, pack_
 from .errors import InputError, InputWarning
 from .ir import (MAX_LEAK, InputScaling, QuantizedConv2d, QuantizedLinear, QuantizedNetwork,
                  RowRequant, check_inputs)
+from .activations import Function
 from .lowering import Lowering, has_convolutions, lower
 from .numerics import FixedFormat, ceil_div, format_from_json
 from .outputs import write_folder
@@ -437,6 +438,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
             arrays[f"scales_{k}"] = _chunked(image.scales[k], isa.scale_layout(config).size)
     if config.conv:
         arrays["geometry"] = _chunked(image.geometry, isa.geometry_layout(config).size)
+    if config.table_slots:
+        arrays["tables"] = np.asarray(image.tables, dtype=np.int64)
     np.savez(directory / "image.npz", **arrays)
     layer_arrays, layer_table = {}, []
     for index, layer in enumerate(network.layers):
@@ -444,6 +447,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         layer_arrays[f"codebook_{index}"] = layer.codebook.astype(np.int64)
         layer_arrays[f"bias_{index}"] = layer.bias.astype(np.int64)
         layer_arrays.update(_requant_arrays(layer, index))
+        if layer.table is not None:
+            layer_arrays[f"table_{index}"] = layer.table
         if layer.input_scaling is not None:
             layer_arrays[f"input_scale_{index}"] = layer.input_scaling.scale
             layer_arrays[f"input_shift_{index}"] = layer.input_scaling.shift
@@ -455,8 +460,10 @@ def _write(program: Program, directory: Path, extra=None) -> None:
             "output_format": layer.output_format.to_json(),
             "bias_bits": layer.bias_bits, "relu": layer.relu, "nnz": layer.nnz,
             **({"requant": {"low": layer.requant.low, "high": layer.requant.high,
-                            **({"leak": layer.requant.leak} if layer.requant.leak else {})}}
+                            **({"leak": layer.requant.leak} if layer.requant.leak else {}),
+                            **({"table": True} if layer.requant.table is not None else {})}}
                if layer.requant is not None else {}),
+            **({"function": layer.function.to_json()} if layer.function is not None else {}),
             **({"conv": layer.geometry.to_json()} if isinstance(layer, QuantizedConv2d)
                else {}),
             **({"input_scaling": True} if layer.input_scaling is not None else {})})
@@ -659,7 +666,11 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                 requant = RowRequant(rows["multiplier"], rows["shift"], rows["rounding"],
                                      rows["half_even"] != 0, int(entry["requant"]["low"]),
                                      int(entry["requant"]["high"]),
-                                     leak=int(entry["requant"].get("leak", 0)))
+                                     leak=int(entry["requant"].get("leak", 0)),
+                                     table=(_array(arrays, f"table_{index}", where, ndim=1)
+                                            if entry["requant"].get("table") is True else None))
+            function = (None if entry.get("function") is None
+                        else Function.from_json(entry["function"]))
             scaling = None
             if entry.get("input_scaling") is True and index == 0:
                 scaling = InputScaling(*(_floats(arrays, f"{kind}_0", where)
@@ -674,7 +685,7 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                 weight_format=FixedFormat.from_json(entry["weight_format"]),
                 output_format=format_from_json(entry["output_format"]),
                 bias_bits=int(entry["bias_bits"]), relu=bool(entry["relu"]), requant=requant,
-                input_scaling=scaling, **conv))
+                input_scaling=scaling, function=function, **conv))
         except (KeyError, TypeError) as error:
             raise ProgramError(f"{directory}/program.json: layer {index} lacks or mangles "
                                f"{error}") from None
@@ -705,7 +716,7 @@ def _check_entry(entry, index: int, directory: Path) -> None:
     requant = entry.get("requant", {})
     if not isinstance(requant, dict) or not all(
             isinstance(requant.get(key, 0), int) and not isinstance(requant.get(key, 0), bool)
-            for key in ("low", "high", "leak")):
+            for key in ("low", "high", "leak")) or requant.get("table", True) is not True:
         raise ProgramError(f"{where}.requant must be an object of integers low, high (and "
                            f"leak), not {requant!r}")
     if not 0 <= requant.get("leak", 0) <= MAX_LEAK:
@@ -743,7 +754,8 @@ def _image_from(config: EngineConfig, arrays: dict, manifest: dict, directory: P
         codebook=_array(arrays, "codebook", where, ndim=2),
         occupancy=words["occupancy"], descriptors=words["descriptors"],
         layer_count=layer_count, scales=_scales_from(config, arrays, where),
-        geometry=words.get("geometry"))
+        geometry=words.get("geometry"),
+        tables=_array(arrays, "tables", where, ndim=2) if config.table_slots else None)
 
 
 def _scales_from(config: EngineConfig, arrays: dict, where: str):
@@ -844,8 +856,12 @@ def validate_image(image: Image, network: QuantizedNetwork, *, where: str = "ima
 def _compare(image: Image, expected: Image, where: str) -> None:
     """Field by field equality with the canonical image of the network."""
     for name in ("codebook", "occupancy", "descriptors") + (
-            ("geometry",) if image.config.conv else ()):
+            ("geometry",) if image.config.conv else ()) + (
+            ("tables",) if image.config.table_slots else ()):
         got, want = getattr(image, name), getattr(expected, name)
+        if np.shape(got) != np.shape(want):
+            raise ProgramError(f"{where}: {name} has shape {np.shape(got)}, the network's "
+                               f"encoding {np.shape(want)}")
         differ = [i for i, (a, b) in enumerate(zip(np.ravel(got), np.ravel(want)))
                   if int(a) != int(b)]
         if differ:

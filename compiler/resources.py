@@ -88,7 +88,8 @@ def engine_memories(config: EngineConfig, family: str | None = None) -> tuple[Me
     words and biases) and the accumulator file's RAM part; shared the activation buffer (N
     activations wide), the occupancy words, the codebooks (none with ``decoded_weights``:
     nothing reads them, Yosys removes them), the descriptors, the cycle counters and the
-    link's frame buffer; with ``multiplier_bits``, each requantizer's scale words; in conv mode
+    link's frame buffer; with ``multiplier_bits``, each requantizer's scale words; with
+    ``table_slots``, each requantizer's activation tables; in conv mode
     the geometry words (32-bit chunks) and each requantizer's pooling registers.  The
     activation buffer holds the feature maps in conv mode (``max_features`` covers them).
 
@@ -110,8 +111,11 @@ def engine_memories(config: EngineConfig, family: str | None = None) -> tuple[Me
         Memory("descriptors", config.max_layers, descriptor_bits, pinned=family == "ice40"),
         Memory("cycles", config.max_layers, 32),
         Memory("link", LINK_FRAME_BYTES, 8),
-    ) + ((Memory("nonzero map", config.act_words, pes),) if config.skip_zeros else ()) + ((Memory("scales", config.scale_depth, isa.scale_layout(config).size,
-                 config.writeback_lanes or pes),) if config.row_scales else ()) + ((
+    ) + ((Memory("nonzero map", config.act_words, pes),) if config.skip_zeros else ()) + (
+        (Memory("scales", config.scale_depth, isa.scale_layout(config).size,
+                config.writeback_lanes or pes),) if config.row_scales else ()) + (
+        (Memory("tables", config.table_slots << config.act_bits, config.act_bits,
+                config.writeback_lanes or pes),) if config.table_slots else ()) + ((
         Memory("geometry", config.max_layers << bus.chunk_bits(
             isa.geometry_layout(config).size), bus.BUS_DATA_BITS),
         Memory("pooling", config.max_rows * config.writeback_period, config.act_bits,

@@ -96,7 +96,9 @@ class Engine(wiring.Component):
         processing_elements = self._processing_elements(m)
         m.submodules.codebook_registers = codebook_registers = CodebookRegisters(config)
         m.submodules.writeback_unit = writeback_unit = WritebackUnit(
-            config, scales=_scale_memories(config, image))
+            config, scales=_scale_memories(config, image),
+            tables=None if image is None or image.tables is None
+            else [int(word) for word in image.tables.reshape(-1)])
         m.submodules.host_writes = host_writes = HostWriteDecoder(
             config, layer_count=0 if image is None else int(image.layer_count))
         m.submodules.host_reads = host_reads = HostReadPath(config)
@@ -169,6 +171,8 @@ class Engine(wiring.Component):
         if config.row_scales:
             for write, into in zip(host_writes.scale_writes, writeback_unit.scale_writes):
                 wiring.connect(m, write, into)
+        if config.table_slots:
+            wiring.connect(m, host_writes.tables, writeback_unit.table_write)
 
         # ---- host bus -----------------------------------------------------------------------
         wiring.connect(m, host_writes.occupancy, broadcast.occupancy_write)

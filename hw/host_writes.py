@@ -22,7 +22,7 @@ from sparseforge.compiler.config import EngineConfig
 from .activation_ports import lane_write_signature
 from .geometry_loader import geometry_depth
 from .pe import Target
-from .requantize import scale_write_signature
+from .requantize import scale_write_signature, table_write_signature
 
 __all__ = ["HostWriteDecoder", "bus_write_signature", "pe_write_signature"]
 
@@ -83,6 +83,9 @@ class HostWriteDecoder(wiring.Component):
         cycle after its last chunk (refused while busy, as the PE writes are).
     geometry : In(``memory.WritePort.Signature``), conv engines only; the geometry memory's
         write port, a chunk (``bus.Region.GEOMETRY``, index ``bus.chunk_index``) a word.
+    tables : Out(``requantize.table_write_signature``), with ``config.table_slots`` only; a
+        word of the activation tables (``bus.Region.TABLES``), a cycle after the bus write
+        (refused while busy), to every requantizer.
     """
 
     def __init__(self, config: EngineConfig, *, layer_count: int = 0):
@@ -120,6 +123,8 @@ class HostWriteDecoder(wiring.Component):
         if config.row_scales:
             ports["scale_writes"] = Out(scale_write_signature(config)).array(
                 config.pes // config.writeback_period)
+        if config.table_slots:
+            ports["tables"] = Out(table_write_signature(config))
         if config.conv:
             ports["geometry"] = In(memory.WritePort.Signature(
                 addr_width=ceil_log2(max(2, geometry_depth(config))), shape=bus.BUS_DATA_BITS))
@@ -182,6 +187,10 @@ class HostWriteDecoder(wiring.Component):
                          self.geometry.en.eq(writing & (region == bus.Region.GEOMETRY))]
         if config.row_scales:
             self._scale_writes(m, writing, region, address.pe, index, staged)
+        if config.table_slots:
+            # Registered: the tables are in every requantizer, spread over the die.
+            m.d.sync += [self.tables.en.eq(writing & (region == bus.Region.TABLES)),
+                         self.tables.addr.eq(index), self.tables.data.eq(host_bus.w_data)]
 
         registers_write = host_bus.w_en & (region == bus.Region.REGISTERS)
         with m.If(registers_write & (index == bus.Register.LAYER_COUNT) & ~self.busy):

@@ -31,7 +31,7 @@ from .multiply import LATENCY as MULTIPLY_LATENCY
 from .multiply import RegisteredMultiplier
 
 __all__ = ["ChannelRequantizer", "Requantizer", "CHANNEL_LATENCY", "LATENCY", "latency",
-           "scale_write_signature"]
+           "scale_write_signature", "table_write_signature"]
 
 LATENCY = 4     # cycles from an input transfer to its output transfer (without readout_register)
 # The per-row requantizer: the sum, the product (two), the rounding term, the shift, the
@@ -42,10 +42,20 @@ CHANNEL_LATENCY = 5 + MULTIPLY_LATENCY
 def latency(config: EngineConfig) -> int:
     """Cycles from an input transfer to its output transfer for ``config``: a cycle more with
     ``readout_register``, three more with ``link_registers`` (shift and saturation in two
-    stages each, and an output register); with ``multiplier_bits`` the per-row requantizer's
-    (its multiplier's two more)."""
+    stages each, and an output register), one more with ``table_slots`` (the table's read);
+    with ``multiplier_bits`` the per-row requantizer's (its multiplier's two more)."""
     base = CHANNEL_LATENCY if config.row_scales else LATENCY
-    return base + config.readout_register + 3 * config.link_registers
+    return (base + config.readout_register + 3 * config.link_registers
+            + (config.table_slots > 0))
+
+
+def table_write_signature(config: EngineConfig) -> wiring.Signature:
+    """A host write of one word of the activation tables (``bus.Region.TABLES``)."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(range(max(2, config.table_slots << config.act_bits))),
+        "data": Out(config.act_bits),
+    })
 
 
 def scale_write_signature(config: EngineConfig) -> wiring.Signature:
@@ -68,13 +78,23 @@ class Requantizer(wiring.Component):
     low, high, negative_shift : In, with ``config.layer_activation``; the layer's output range
         (which then replaces ``relu``) and the shift of a negative sum (``shift`` plus the
         layer's leak), as stable.
+    table, table_slot : In, with ``config.table_slots``; the layer's output is its table's
+        (slot ``table_slot``) at the requantized value, as stable.  table_write : In
+        (``table_write_signature``); the host's writes of the table memory.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    tables : with ``config.table_slots``, the table memory's initial words (slot-major), or
+        None (zeros).
     o : Out(stream of signed(act_bits)), always ready: the output ``latency(config)`` cycles
         later (with ``config.readout_register`` the operands first go into a register as they
         are, so the memories' outputs in front reach a flip-flop through wiring alone).
     """
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, *, tables=None):
         self._config = config
+        self._tables = tables
         operands = data.StructLayout({"acc": signed(config.acc_bits),
                                       "bias": signed(config.bias_bits)})
         super().__init__({
@@ -83,6 +103,9 @@ class Requantizer(wiring.Component):
             "relu": In(1),
             **({"low": In(signed(config.act_bits)), "high": In(signed(config.act_bits)),
                 "negative_shift": In(config.shift_bits)} if config.layer_activation else {}),
+            **({"table": In(1), "table_slot": In(range(max(2, config.table_slots))),
+                "table_write": In(table_write_signature(config))}
+               if config.table_slots else {}),
             "o": Out(stream.Signature(signed(config.act_bits), always_ready=True)),
         })
 
@@ -155,6 +178,8 @@ class Requantizer(wiring.Component):
         low = -(1 << (config.act_bits - 1))
         high = (1 << (config.act_bits - 1)) - 1
         value = Signal(signed(config.act_bits), reset_less=True)
+        # With tables a stage follows: the valid of stage 3 is its input.
+        value_valid = Signal() if config.table_slots else self.o.valid
         if split:
             clamped = Signal(signed(config.act_bits), reset_less=True)
             clamped_valid = Signal()
@@ -171,16 +196,39 @@ class Requantizer(wiring.Component):
                 clamped_valid.eq(shifted_valid),
                 relu_valid.eq(clamped_valid),
                 value.eq(relu_value),
-                self.o.valid.eq(relu_valid),
+                value_valid.eq(relu_valid),
             ]
         elif config.layer_activation:
             # The layer's range lies within the activations': one clamp saturates too.
             _clamp_into(m, value, shifted, self.low, self.high)
-            m.d.sync += self.o.valid.eq(shifted_valid)
+            m.d.sync += value_valid.eq(shifted_valid)
         else:
             _clamp_into(m, value, shifted, Mux(self.relu, 0, low), high)
-            m.d.sync += self.o.valid.eq(shifted_valid)
-        m.d.comb += self.o.payload.eq(value)
+            m.d.sync += value_valid.eq(shifted_valid)
+        if not config.table_slots:
+            m.d.comb += self.o.payload.eq(value)
+            return m
+
+        # Stage 4 (tables): the layer's table read at the value (its sign bit flipped: value
+        # + 2**(bits-1)), or the value itself, a cycle later either way.
+        depth = config.table_slots << config.act_bits
+        m.submodules.tables = tables = memory.Memory(
+            shape=config.act_bits, depth=depth,
+            init=[] if self._tables is None else [int(w) & ((1 << config.act_bits) - 1)
+                                                  for w in self._tables])
+        write = tables.write_port()
+        read = tables.read_port()
+        m.d.comb += [
+            write.en.eq(self.table_write.en), write.addr.eq(self.table_write.addr),
+            write.data.eq(self.table_write.data),
+            read.addr.eq(Cat(value[:-1], ~value[-1], self.table_slot)
+                         if config.table_slots > 1 else Cat(value[:-1], ~value[-1])),
+        ]
+        untabled = Signal.like(value, reset_less=True)
+        use_table = Signal()
+        m.d.sync += [untabled.eq(value), use_table.eq(self.table),
+                     self.o.valid.eq(value_valid)]
+        m.d.comb += self.o.payload.eq(Mux(use_table, read.data.as_signed(), untabled))
         return m
 
 

@@ -21,7 +21,8 @@ from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
 
 from .pe import readout_layout
-from .requantize import ChannelRequantizer, Requantizer, scale_write_signature
+from .requantize import (ChannelRequantizer, Requantizer, scale_write_signature,
+                         table_write_signature)
 from .writeback import PES_PER_SCHEDULE, WritebackSchedule, schedule_signature
 
 __all__ = ["WritebackUnit"]
@@ -48,11 +49,14 @@ class WritebackUnit(wiring.Component):
         ``phase``-th of its PEs, ``requantize.latency(config)`` cycles after that PE's readout.
     scale_writes : In(``requantize.scale_write_signature``) per group, with
         ``config.multiplier_bits`` only; the host's writes of its requantizer's scale words.
+    table_write : In(``requantize.table_write_signature``), with ``config.table_slots`` only;
+        the host's writes of the activation tables, to every requantizer's copy.
     """
 
-    def __init__(self, config: EngineConfig, *, scales=None):
+    def __init__(self, config: EngineConfig, *, scales=None, tables=None):
         self._config = config
         self._scales = scales
+        self._tables = tables
         groups = config.pes // config.writeback_period
         ports = {
             "layer": In(isa.descriptor_layout(config)),
@@ -65,6 +69,8 @@ class WritebackUnit(wiring.Component):
         }
         if config.row_scales:
             ports["scale_writes"] = In(scale_write_signature(config)).array(groups)
+        if config.table_slots:
+            ports["table_write"] = In(table_write_signature(config))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -107,6 +113,11 @@ class WritebackUnit(wiring.Component):
         if config.layer_activation:
             negative_shift = Signal.like(self.layer.shift)
             m.d.sync += negative_shift.eq(self.layer.shift + self.layer.leak)
+        if config.table_slots:
+            layer_table = Signal()
+            layer_table_slot = Signal.like(self.layer.table_slot)
+            m.d.sync += [layer_table.eq(self.layer.table),
+                         layer_table_slot.eq(self.layer.table_slot)]
         if config.row_scales:
             slot = self._slots(m)
         for group in range(pes // period):
@@ -117,8 +128,13 @@ class WritebackUnit(wiring.Component):
                 m.d.comb += [requantizer.slot.eq(slot), requantizer.low.eq(layer_low),
                              requantizer.high.eq(layer_high)]
             else:
-                requantizer = Requantizer(config)
+                requantizer = Requantizer(config, tables=self._tables)
                 m.d.comb += [requantizer.shift.eq(layer_shift), requantizer.relu.eq(layer_relu)]
+                if config.table_slots:
+                    m.d.comb += [requantizer.table.eq(layer_table),
+                                 requantizer.table_slot.eq(layer_table_slot)]
+                    wiring.connect(m, wiring.flipped(self.table_write),
+                                   requantizer.table_write)
                 if config.layer_activation:
                     m.d.comb += [requantizer.low.eq(layer_low), requantizer.high.eq(layer_high),
                                  requantizer.negative_shift.eq(negative_shift)]

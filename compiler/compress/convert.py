@@ -48,6 +48,8 @@ def network_to_torch(network: Network):
             modules.append(nn.ReLU())
         if layer.leak:
             modules.append(nn.LeakyReLU(math.ldexp(1.0, -layer.leak)))
+        if layer.function is not None:
+            modules.append(layer.function.torch_module())
         if layer.clamp is not None:
             # A side left open is an infinite bound (capture reads it back as open).
             low, high = layer.clamp

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..conv import ConvGeometry
 from ..errors import InputError, no_such_file
+from ..activations import Function
 from ..ir import (
     Conv2d,
     InputScaling,
@@ -176,8 +177,12 @@ class CompressedModel:
                            + (REQUANT_KINDS if layer.requant is not None else ())},
                 **({"requant": {"low": layer.requant.low, "high": layer.requant.high,
                                 **({"leak": layer.requant.leak} if layer.requant.leak
+                                   else {}),
+                                **({"table": True} if layer.requant.table is not None
                                    else {})}}
                    if layer.requant is not None else {}),
+                **({"function": shared.function.to_json()}
+                   if shared.function is not None else {}),
                 **({"clamp": list(shared.clamp)} if shared.clamp is not None else {}),
                 **({"input_scaling": True} if layer.input_scaling is not None else {}),
                 **({"leak": shared.leak} if shared.leak else {}),
@@ -210,6 +215,8 @@ class CompressedModel:
                 for kind in REQUANT_KINDS:
                     arrays[f"{kind}_{index}"] = np.asarray(getattr(layer.requant, kind),
                                                            dtype=np.int64)
+                if layer.requant.table is not None:
+                    arrays[f"table_{index}"] = layer.requant.table
         return arrays
 
     def save(self, path) -> Path:
@@ -316,6 +323,9 @@ def from_parts(manifest, arrays: dict[str, np.ndarray], where: str = "model"
         expected |= optional
     expected |= {f"{kind}_{i}" for i, entry in enumerate(entries)
                  if isinstance(entry, dict) and "requant" in entry for kind in REQUANT_KINDS}
+    expected |= {f"table_{i}" for i, entry in enumerate(entries)
+                 if isinstance(entry, dict) and isinstance(entry.get("requant"), dict)
+                 and entry["requant"].get("table")}
     if isinstance(entries[0], dict) and entries[0].get("input_scaling"):
         expected |= {f"{kind}_0" for kind in SCALING_KINDS}
     if set(arrays) != expected:
@@ -433,6 +443,11 @@ def _layer(index: int, entry, arrays, bad):
         raise bad(f"float_weight_{index} has nonzero weights where mask_{index} says pruned "
                   f"({int(np.sum(weight[~mask] != 0))} of them)")
     conv = {} if geometry is None else {"geometry": geometry}
+    try:
+        function = (None if entry.get("function") is None
+                    else Function.from_json(entry["function"]))
+    except ValueError as error:
+        raise bad(f"{where}.function: {error}") from None
     scaling = None
     if entry.get("input_scaling"):
         scale, shift = (arrays[f"{kind}_{index}"] for kind in SCALING_KINDS)
@@ -450,13 +465,15 @@ def _layer(index: int, entry, arrays, bad):
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
             relu=entry["relu"], requant=_requant(index, entry, arrays, bad),
-            input_scaling=scaling, **conv)
+            input_scaling=scaling, function=function, **conv)
         leak = entry.get("leak", 0)
         if not isinstance(leak, int) or isinstance(leak, bool):
             raise bad(f"{where}.leak must be an integer, not {leak!r}")
-        shared = (Conv2d if conv else Linear)(name, weight, float_bias, entry["relu"],
+        # A table's outputs may all be >= 0 (a sigmoid's): the float layer has no ReLU then.
+        shared = (Conv2d if conv else Linear)(name, weight, float_bias,
+                                              entry["relu"] and function is None,
                                               clamp=_clamp(entry, bad), leak=leak,
-                                              input_scaling=scaling, **conv)
+                                              function=function, input_scaling=scaling, **conv)
     except ValueError as error:
         raise bad(f"{where}: {error}") from None
     return layer, shared, mask
@@ -493,9 +510,14 @@ def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:
             raise bad(f"{kind}_{index} must hold {entry['out_features']} integers, not "
                       f"{array.dtype} {array.shape}")
         rows[kind] = array
+    table = None
+    if ranges.get("table"):
+        table = arrays[f"table_{index}"]
+        if table.dtype.kind not in "iu" or table.ndim != 1:
+            raise bad(f"table_{index} must hold integers, not {table.dtype} {table.shape}")
     return RowRequant(rows["multiplier"].astype(np.int64), rows["shift"].astype(np.int64),
                       rows["rounding"].astype(np.int64), rows["half_even"] != 0,
-                      ranges["low"], ranges["high"], leak=ranges.get("leak", 0))
+                      ranges["low"], ranges["high"], leak=ranges.get("leak", 0), table=table)
 
 
 def _kind_name(kind: str) -> str:

@@ -14,6 +14,8 @@ arithmetic that will run.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..ir import (Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork,
@@ -174,6 +176,11 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
     codes[codebook_int[codes] == 0] = 0
     accumulator_frac = input_format.frac + weight_format.frac
     float_out = _float_layer(layer, input_format.dequantize(x_int), codebook, codes)
+    if layer.function is not None:
+        return _table_layer(layer, codes, codebook_int, input_format, weight_format, act_bits,
+                            code_bits, bias_bits, float_out,
+                            _float_layer(dataclasses.replace(layer, function=None, clamp=None),
+                                         input_format.dequantize(x_int), codebook, codes))
     output_frac = min(choose_frac(float(np.abs(float_out).max()), act_bits), accumulator_frac)
     output_frac = max(output_frac, accumulator_frac - MAX_SHIFT)
     bias_int = round_half_up(np.ldexp(layer.bias, accumulator_frac))
@@ -190,6 +197,37 @@ def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFo
         input_format=input_format, weight_format=weight_format,
         output_format=output_format, bias_bits=bits, relu=relu, requant=requant,
         input_scaling=layer.input_scaling, **conv)
+
+
+def _table_layer(layer: Linear, codes, codebook_int, input_format: FixedFormat,
+                 weight_format: FixedFormat, act_bits: int, code_bits: int,
+                 bias_bits: int | None, float_out, float_sums) -> QuantizedLinear:
+    """A layer with an activation function: its sums requantized to a pre-activation format
+    (from the calibration's sums), then a table of the function (and the clamp) at every
+    pre-activation value, in the output format (from the calibration's outputs):
+    docs/numerics.md "Activations as tables"."""
+    if act_bits != 8:
+        raise ValueError(f"layer {layer.name}: its activation function ({layer.function}) runs "
+                         f"as a table of 256 values, for 8-bit activations; compress with "
+                         f"act_bits=8 (--act-bits 8)")
+    accumulator_frac = input_format.frac + weight_format.frac
+    pre_frac = min(choose_frac(float(np.abs(float_sums).max()), act_bits), accumulator_frac)
+    pre_frac = max(pre_frac, accumulator_frac - MAX_SHIFT)
+    pre_format = FixedFormat(act_bits, pre_frac)
+    output_format = FixedFormat(act_bits, choose_frac(float(np.abs(float_out).max()), act_bits))
+    values = np.arange(pre_format.min, pre_format.max + 1)
+    table = output_format.quantize(layer.activation(pre_format.dequantize(values)))
+    requant = RowRequant.power_of_two(len(layer.weight), accumulator_frac - pre_frac,
+                                      pre_format.min, pre_format.max, table=table)
+    bias_int = round_half_up(np.ldexp(layer.bias, accumulator_frac))
+    bits = bias_bits or max(8, int(np.abs(bias_int).max(initial=0)).bit_length() + 1)
+    conv = {"geometry": layer.geometry} if isinstance(layer, Conv2d) else {}
+    return (QuantizedConv2d if conv else QuantizedLinear)(
+        name=layer.name, codes=codes, codebook=codebook_int,
+        bias=FixedFormat(bits, accumulator_frac).quantize(layer.bias), code_bits=code_bits,
+        input_format=input_format, weight_format=weight_format, output_format=output_format,
+        bias_bits=bits, relu=bool(table.min() >= 0), requant=requant,
+        input_scaling=layer.input_scaling, function=layer.function, **conv)
 
 
 def activation_requant(layer: Linear, output_format: FixedFormat, shift: int) -> RowRequant:

@@ -127,6 +127,10 @@ def decode_image(config: EngineConfig, image) -> list[DecodedLayer]:
                                  scale["shift"][:out_features], scale["rounding"][:out_features],
                                  scale["half_even"][:out_features].astype(bool),
                                  field["low"], field["high"])
+        elif config.table_slots and field["table"]:
+            top = (1 << (config.act_bits - 1)) - 1
+            requant = RowRequant.power_of_two(out_features, field["shift"], -top - 1, top,
+                                              table=image.tables[field["table_slot"]])
         elif config.layer_activation:
             requant = RowRequant.power_of_two(out_features, field["shift"], field["low"],
                                               field["high"], leak=field["leak"])
