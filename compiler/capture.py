@@ -41,23 +41,26 @@ from .errors import InputError
 from .activations import Function
 from .ir import ENGINE_ACTIVATIONS, SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
-__all__ = ["ACTIVATIONS_NOT_RUN", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
-           "capture", "capture_module", "capture_onnx", "check_graph", "is_activation_not_run"]
+__all__ = ["SWAPPABLE_ACTIVATIONS", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
+           "capture", "capture_module", "capture_onnx", "check_graph", "is_swappable_activation"]
 
 _SPATIAL = (OpKind.CONV, OpKind.MAXPOOL, OpKind.AVGPOOL)
 
 
-# Activations people use that the engine does not have (module and function names, lower
-# case without underscores): their refusal says what to do instead.
-ACTIVATIONS_NOT_RUN = {"prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
-                       "swish", "mish", "tanh", "sigmoid", "hardswish",
-                       "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
+# Activations besides the engine's own (ReLU, a leaky ReLU, clamps), as module and function
+# names in lower case without underscores: the ones swap_activations replaces by ReLU.  Most
+# run as tables (activations.py) with 8-bit activations; where they do not (a PReLU per
+# channel, RReLU, 16-bit activations) their refusal says how to have ReLU in their place.
+SWAPPABLE_ACTIVATIONS = {"prelu", "rrelu", "elu", "selu", "celu", "gelu", "silu",
+                         "swish", "mish", "tanh", "sigmoid", "hardswish",
+                         "hardsigmoid", "softplus", "softsign", "logsigmoid", "tanhshrink"}
 
 
-def is_activation_not_run(kind: str) -> bool:
-    """Whether a layer, function or ONNX op named ``kind`` is an activation the engine does
-    not have (:data:`ACTIVATIONS_NOT_RUN`, compared without case and underscores)."""
-    return kind.lower().replace("_", "") in ACTIVATIONS_NOT_RUN
+def is_swappable_activation(kind: str) -> bool:
+    """Whether a layer, function or ONNX op named ``kind`` is an activation besides the
+    engine's own, which swap_activations replaces (:data:`SWAPPABLE_ACTIVATIONS`, compared
+    without case and underscores)."""
+    return kind.lower().replace("_", "") in SWAPPABLE_ACTIVATIONS
 
 
 SWAP_HINT = (f"{ENGINE_ACTIVATIONS}: build the model with nn.ReLU in its place and train it "
@@ -71,7 +74,7 @@ class UnsupportedLayerError(InputError):
     def __init__(self, where: str, kind: str, hint: str | None = None):
         # hint: what to do instead; by default, for an activation the engine does not have,
         # how to have ReLU in its place.
-        if hint is None and is_activation_not_run(kind):
+        if hint is None and is_swappable_activation(kind):
             hint = SWAP_HINT
         super().__init__(f"{where} cannot run on the engine ({kind}); supported: "
                          f"{', '.join(SUPPORTED_OPS)}" + (f"; {hint}" if hint else ""))

@@ -68,18 +68,24 @@ class OpKind(enum.Enum):
 MAX_LEAK = 15
 
 # What the engine's write-back computes, for the messages that refuse anything else.
-ENGINE_ACTIVATIONS = ("the engine's activations are ReLU, LeakyReLU (a slope of 2**-k) and "
-                      "clamps (ReLU6, Hardtanh)")
+ENGINE_ACTIVATIONS = ("the engine's activations are ReLU, LeakyReLU (a slope of 2**-k), "
+                      "clamps (ReLU6, Hardtanh) and, with 8-bit activations, elementwise "
+                      "functions as tables (Tanh, Sigmoid, GELU, SiLU, ELU, SELU, CELU, "
+                      "Softplus, Mish, Hardswish, Hardsigmoid, Softsign, Tanhshrink, "
+                      "LogSigmoid)")
 
 SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
                  "LeakyReLU and PReLU (one slope)", "ReLU6, Hardtanh and clamp",
+                 "Tanh, Sigmoid, GELU, SiLU, ELU, SELU, CELU, Softplus, Mish, Hardswish, "
+                 "Hardsigmoid, Softsign, Tanhshrink, LogSigmoid (as tables, 8-bit)",
                  "BatchNorm1d", "BatchNorm2d",
                  "MaxPool2d, MaxPool1d and AdaptiveMaxPool (after a convolution)",
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",
                  "AdaptiveAvgPool1d(1)",
                  "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",
                  "+, -, *, / by a constant (input normalisation)",
-                 "Softmax or Sigmoid (last layer only)")
+                 "Softmax (last layer only)",
+                 "a final Sigmoid (dropped: the argmax is the logits')")
 
 
 @dataclass(frozen=True, eq=False)

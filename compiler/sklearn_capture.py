@@ -3,7 +3,8 @@ scalers, into the same :class:`~.ir.Graph` a PyTorch module is captured into.
 
 ``MLPClassifier`` and ``MLPRegressor`` keep their weights as ``coefs_`` (in x out per layer)
 and ``intercepts_``, their hidden activation as ``activation`` (``relu``, the default, and
-``identity`` run on the engine; ``tanh`` and ``logistic`` do not) and their output's as
+``identity`` run on the engine as they are, ``tanh`` and ``logistic`` as tables with 8-bit
+activations: ``activations.py``) and their output's as
 ``out_activation_`` (``softmax``, ``logistic`` for a binary classifier's one logit, or
 ``identity``): a final Softmax or Sigmoid the passes drop, as for a module.  A scaler in front
 (``StandardScaler``, ``MinMaxScaler``, ``MaxAbsScaler``, ``RobustScaler``) is an affine map of
@@ -16,13 +17,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import Function
 from .capture import check_graph
 from .errors import InputError
 from .ir import Graph, Op, OpKind
 
 __all__ = ["capture_sklearn", "is_sklearn_model"]
 
-_HIDDEN = {"relu": OpKind.RELU, "identity": None}
+_HIDDEN = {"relu": OpKind.RELU, "identity": None, "tanh": OpKind.FUNCTION,
+           "logistic": OpKind.FUNCTION}
+_FUNCTIONS = {"tanh": "tanh", "logistic": "sigmoid"}
 _OUTPUT = {"softmax": OpKind.SOFTMAX, "logistic": OpKind.SIGMOID, "identity": None}
 
 
@@ -56,6 +60,9 @@ def capture_sklearn(model) -> Graph:
                 if index == last else hidden)
         if kind is OpKind.SOFTMAX:
             ops.append(Op(kind, f"{name}.out_activation_", {}, {"axis": 1}))
+        elif kind is OpKind.FUNCTION:
+            ops.append(Op(kind, f"{name}.activation", {},
+                          {"function": Function(_FUNCTIONS[mlp.activation])}))
         elif kind is not None:
             ops.append(Op(kind, f"{name}.{'out_activation_' if index == last else 'activation'}"))
     return check_graph(ops, int(mlp.coefs_[0].shape[0]), f"scikit-learn {type(model).__name__}")
@@ -64,8 +71,8 @@ def capture_sklearn(model) -> Graph:
 def _activation(kind: str, known: dict, where: str):
     if kind not in known:
         raise InputError(f"the scikit-learn model's {where} is {kind!r}, which the engine does "
-                         f"not run: it runs activation='relu' (the default) or 'identity'; fit "
-                         f"the model again with activation='relu'")
+                         f"not run: it runs activation='relu' (the default), 'identity', "
+                         f"'tanh' or 'logistic'")
     return known[kind]
 
 

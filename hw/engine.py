@@ -96,9 +96,7 @@ class Engine(wiring.Component):
         processing_elements = self._processing_elements(m)
         m.submodules.codebook_registers = codebook_registers = CodebookRegisters(config)
         m.submodules.writeback_unit = writeback_unit = WritebackUnit(
-            config, scales=_scale_memories(config, image),
-            tables=None if image is None or image.tables is None
-            else [int(word) for word in image.tables.reshape(-1)])
+            config, scales=_scale_memories(config, image), tables=_table_words(config, image))
         m.submodules.host_writes = host_writes = HostWriteDecoder(
             config, layer_count=0 if image is None else int(image.layer_count))
         m.submodules.host_reads = host_reads = HostReadPath(config)
@@ -324,6 +322,13 @@ def _features_last_int(config: EngineConfig, word: int) -> int:
     low = _feature_bits(config)
     return (word >> low) | ((word & ((1 << low) - 1)) << (isa.descriptor_layout(config).size
                                                           - low))
+
+
+def _table_words(config: EngineConfig, image):
+    """The image's activation tables, slot after slot (``2**act_bits`` words each)."""
+    if not config.table_slots or image is None or image.tables is None:
+        return None
+    return [int(word) for word in image.tables.reshape(-1)]
 
 
 def _scale_memories(config: EngineConfig, image):

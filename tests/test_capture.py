@@ -104,7 +104,7 @@ def test_linear_without_bias_gets_zero_bias():
     np.testing.assert_array_equal(graph.ops[0].params["bias"], np.zeros(3))
 
 
-@pytest.mark.parametrize("layer,kind", [(nn.Conv3d(1, 1, 3), "Conv3d"), (nn.Tanh(), "Tanh"),
+@pytest.mark.parametrize("layer,kind", [(nn.Conv3d(1, 1, 3), "Conv3d"), (nn.RReLU(), "RReLU"),
                                         (nn.LSTM(4, 4), "LSTM")])
 def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
     model = nn.Sequential(OrderedDict(fc=nn.Linear(4, 4),
@@ -118,11 +118,11 @@ def test_unsupported_module_names_path_type_and_supported_ops(layer, kind):
     assert message.endswith(f"{ENGINE_ACTIVATIONS}: build the model with "
                             "nn.ReLU in its place and train it again, or let compress swap it "
                             "and retrain (sf.compress(..., swap_activations=True), "
-                            "--swap-activations)") == (kind == "Tanh")
+                            "--swap-activations)") == (kind == "RReLU")
 
 
 class Sigmoidal(nn.Module):
-    """A sigmoid between layers: an activation the engine does not have."""
+    """A sigmoid between layers: an activation function, run as a table."""
 
     def __init__(self):
         super().__init__()
@@ -145,9 +145,12 @@ def test_unsupported_function_in_a_traced_forward():
     with pytest.raises(UnsupportedLayerError,
                        match=r"'Pointwise.erf' cannot run on the engine \(erf\)"):
         capture(Pointwise(torch.erf))
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'Sigmoidal.sigmoid' cannot run on "
-                                                    r"the engine \(Sigmoid\); supported: "):
-        capture(Sigmoidal())
+    model = Sigmoidal()
+    graph = capture(model)
+    assert [op.kind for op in graph.ops] == [OpKind.LINEAR, OpKind.FUNCTION, OpKind.LINEAR]
+    assert graph.ops[1].attrs["function"].name == "sigmoid"
+    x = inputs(3)
+    np.testing.assert_allclose(graph.run(x), torch_out(model, x), rtol=1e-5, atol=1e-6)
 
 
 class Pointwise(nn.Module):
@@ -337,12 +340,12 @@ def test_onnx_matmul_add_and_batchnorm(tmp_path):
 
 def test_onnx_unsupported_node_and_non_chain(tmp_path):
     w = np.ones((3, 3))
-    tanh = onnx_file(tmp_path / "s.onnx", [
+    sine = onnx_file(tmp_path / "s.onnx", [
         helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
-        helper.make_node("Tanh", ["h"], ["y"], name="squash")], {"w": w}, [None, 3])
+        helper.make_node("Sin", ["h"], ["y"], name="wave")], {"w": w}, [None, 3])
     with pytest.raises(UnsupportedLayerError,
-                       match="ONNX node 'squash' cannot run on the engine \\(Tanh\\)"):
-        capture(tanh)
+                       match="ONNX node 'wave' cannot run on the engine \\(Sin\\)"):
+        capture(sine)
     sigmoid = onnx_file(tmp_path / "f.onnx", [
         helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
         helper.make_node("Sigmoid", ["h"], ["y"], name="squash")], {"w": w}, [None, 3])

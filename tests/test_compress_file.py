@@ -240,9 +240,9 @@ def test_compress_refuses_a_nan_weight_naming_the_layer():
 def test_compress_refuses_an_unsupported_layer_naming_it():
     from sparseforge.compiler.capture import UnsupportedLayerError
 
-    model = nn.Sequential(nn.Linear(64, 16), nn.Sigmoid(), nn.Linear(16, 10))
+    model = nn.Sequential(nn.Linear(64, 16), nn.Softmin(dim=1), nn.Linear(16, 10))
     with pytest.raises(UnsupportedLayerError, match="'1'.* cannot run on the engine "
-                                                    "\\(Sigmoid\\); supported: Linear"):
+                                                    "\\(Softmin\\); supported: Linear"):
         sf.compress(model, DATA, **FAST)
 
 
@@ -355,7 +355,7 @@ def test_cli_refuses_an_onnx_model_with_an_unsupported_layer(tmp_path, capsys):
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
         [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1, name="fc"),
-         helper.make_node("Tanh", ["h"], ["y"], name="squash")],
+         helper.make_node("Sin", ["h"], ["y"], name="squash")],
         "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
         [numpy_helper.from_array(rng.normal(size=(10, 64)).astype(np.float32), "w"),
@@ -366,7 +366,7 @@ def test_cli_refuses_an_onnx_model_with_an_unsupported_layer(tmp_path, capsys):
     assert main(["compress", str(path), "-o", str(out), "--json"]) == 2
     captured = capsys.readouterr()
     assert "squash" in json.loads(captured.out)["error"]     # the one JSON object: the error
-    assert "squash" in captured.err and "Tanh" in captured.err
+    assert "squash" in captured.err and "Sin" in captured.err
     assert "supported: Linear" in captured.err
     assert not out.exists()
 

@@ -1087,14 +1087,21 @@ def test_an_unsupported_layer_is_named_with_what_is_supported(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     supported = (r"supported: Linear, Conv2d and Conv1d \(groups 1 or in_channels\), ReLU, "
-                 r"LeakyReLU and PReLU \(one slope\), ReLU6, Hardtanh and clamp, BatchNorm1d")
-    tanh = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+                 r"LeakyReLU and PReLU \(one slope\), ReLU6, Hardtanh and clamp, Tanh, Sigmoid, "
+                 r"GELU, .*LogSigmoid \(as tables, 8-bit\), BatchNorm1d")
+    rrelu = nn.Sequential(nn.Linear(6, 5), nn.RReLU(), nn.Linear(5, 3))
     with pytest.raises(UnsupportedLayerError,
-                       match=rf"layer '1' cannot run on the engine \(Tanh\); {supported}"):
-        capture(tanh)
+                       match=rf"layer '1' cannot run on the engine \(RReLU\); {supported}"):
+        capture(rrelu)
     data = random_dataset(samples=20, features=6, classes=3)
     with pytest.raises(UnsupportedLayerError, match=r"layer '1' cannot run on the engine"):
-        compress(tanh, (data.x, data.y))
+        compress(rrelu, (data.x, data.y))
+    # A table is for 8-bit activations: refused before any training, saying what to do.
+    tanh = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    with pytest.raises(InputError, match=r"activation functions run as tables of 256 values, "
+                                         r"for 8-bit activations, not 16-bit: layer '0' with tanh; "
+                                         r"compress with act_bits=8"):
+        compress(tanh, (data.x, data.y), act_bits=16)
     # A convolution runs, given the input's shape (compress takes it from 4-D data).
     conv = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3)), nn.Flatten(), nn.Linear(8, 2))
     with pytest.raises(InputError, match="layer '0.0' works on feature maps: give the input's "

@@ -78,8 +78,8 @@ def test_a_regression_model_compresses_and_its_program_scores_as_reported(output
 
 def test_what_a_regression_cannot_be_is_refused_by_name():
     x, y = problem(1, samples=200)
-    with pytest.raises(InputError, match=r"Sigmoid.*a regression model's outputs are its values"):
-        sf.compress(trained(1, x, y, final=nn.Sigmoid()), (x, y), task="regression")
+    with pytest.raises(InputError, match=r"Softmax.*a regression model's outputs are its values"):
+        sf.compress(trained(1, x, y, final=nn.Softmax(dim=1)), (x, y), task="regression")
     with pytest.raises(InputError, match="the train data has 2 targets a sample but the model "
                                          "has 1 output"):
         sf.compress(trained(1, x, y), (x, np.c_[y, y]), task="regression")
@@ -90,6 +90,21 @@ def test_what_a_regression_cannot_be_is_refused_by_name():
     with pytest.raises(InputError, match=r"y holds nan at sample 3"):
         sf.compress(trained(1, x, y), (x, np.where(np.arange(200)[:, None] == 3, np.nan, y)),
                     task="regression")
+
+
+def test_a_regressions_final_sigmoid_runs_as_its_last_layers_table():
+    x, y = problem(1)
+    y = 1 / (1 + np.exp(-2 * y))                    # targets in (0, 1)
+    model = trained(1, x[:500], y[:500], final=nn.Sigmoid())
+    compressed = sf.compress(model, (x[:500], y[:500]), test=(x[500:], y[500:]),
+                             task="regression", **SCHEDULE)
+    last = compressed.network.layers[-1]
+    assert str(last.function) == "sigmoid" and last.out_features == 1
+    assert compressed.report.accuracy_quantized > 0.8
+    program = sf.compile(compressed, pes=2)
+    values = program.dequantize(sf.reference(program, x[500:]))
+    assert 0 <= values.min() and values.max() <= 1
+    assert score(values, y[500:]) == pytest.approx(compressed.report.accuracy_quantized)
 
 
 def test_the_command_line_compresses_a_regression_from_a_table(tmp_path, capsys):

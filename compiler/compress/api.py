@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import check_pes
 from ..errors import InputError, InputWarning
-from ..capture import SWAP_HINT, UnsupportedLayerError, is_activation_not_run
+from ..capture import SWAP_HINT, UnsupportedLayerError
 from ..ir import ENGINE_ACTIVATIONS, Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
 from .accounting import account
@@ -27,7 +27,7 @@ from .model import CompressedModel
 from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
 from .quantize import inputs_lost, quantize_network
 from .share import from_shared, to_shared
-from .swap import Swap, swap_activations, swap_onnx_activations
+from .swap import Swap, swap_activations, swap_onnx_activations, swap_sklearn_activations
 from .training import Dataset, TrainConfig, accuracy, as_dataset, as_pair, score, seeded
 from .training import train as fine_tune
 
@@ -71,9 +71,11 @@ class CompressionConfig:
     task : "classification" (labels are class numbers, the outputs class scores) or
         "regression" (targets are values, one per output; trained on the mean squared error,
         scored by R², and a final Sigmoid or Softmax is refused, not dropped).
-    swap_activations : where the model has hidden activations the engine does not run (GELU,
-        Tanh, LeakyReLU, ELU, SiLU, ...), run ReLU in their place and retrain the model
-        ``swap_epochs`` epochs before compressing it (``swap.py``); off: they are refused.
+    swap_activations : where the model has hidden activations besides ReLU, a leaky ReLU and
+        clamps (GELU, Tanh, ELU, SiLU, ...), run ReLU in their place and retrain the model
+        ``swap_epochs`` epochs before compressing it (``swap.py``): the engine without
+        activation tables, 16-bit activations.  Off: they run as tables (8-bit activations)
+        and what cannot (a PReLU per channel, SiLU written as ``x * sigmoid(x)``) is refused.
     """
     sparsity: float = 0.9
     per_layer_sparsity: tuple[float, ...] | None = None
@@ -280,6 +282,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     val_set = as_dataset(val, "val", regression=regression) if val is not None else train_set
     test_set = as_dataset(test, "test", regression=regression) if test is not None else None
     network, swaps = _captured(model, train, config)
+    _check_tables(network, config.act_bits)
     for name, data in (("train", train_set), ("val", val_set), ("test", test_set)):
         if data is not None and data.x.shape[1] != network.input_size:
             raise ValueError(f"the model takes {network.input_size} inputs but the {name} data "
@@ -458,34 +461,61 @@ def _warn_of_weak_settings(network: Network, config: CompressionConfig) -> None:
 
 
 def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Swap]]:
-    """The model as a float Network, and the activations swapped for ReLU to make it one
-    (``config.swap_activations``; none unless the capture refuses an activation)."""
+    """The model as a float Network, and the activations swapped for ReLU on the way
+    (``config.swap_activations``: every hidden activation besides the engine's own, which
+    otherwise run as tables or are refused)."""
     shape = _input_shape(train)
+    module = unwrapped(model)
+    if config.swap_activations and not isinstance(module, Network):
+        swapped, swaps = _swapped(module)
+        if swaps:
+            return to_network(swapped, shape, regression=config.regression), swaps
     try:
         return to_network(model, shape, regression=config.regression), []
     except UnsupportedLayerError as refusal:
-        import torch
+        from ..sklearn_capture import is_sklearn_model
 
-        module = unwrapped(model)
-        if isinstance(module, torch.nn.Module):
-            if not (config.swap_activations and is_activation_not_run(refusal.kind)):
-                raise
-            swapped, swaps = swap_activations(module)
-        elif isinstance(module, Network):
+        if isinstance(module, Network) or _is_torch_module(module) or is_sklearn_model(module):
             raise
-        else:
-            # An exporter writes some activations as arithmetic (SiLU as x * Sigmoid(x)),
-            # which the capture refuses as a node off the chain: named here.
-            swapped, swaps = swap_onnx_activations(module)
-            if swaps and not config.swap_activations:
-                named = ", ".join(map(str, swaps))
-                raise UnsupportedLayerError(refusal.where, refusal.kind,
-                                            f"the model's activations the engine does not "
-                                            f"have: {named}; {SWAP_HINT}") from None
+        # An exporter writes some activations as arithmetic (SiLU as x * Sigmoid(x)),
+        # which the capture refuses as a node off the chain: named here.
+        _, swaps = swap_onnx_activations(module)
         if not swaps:
-            # What was refused is not a hidden activation (a final Tanh, say).
             raise
-        return to_network(swapped, shape, regression=config.regression), swaps
+        named = ", ".join(map(str, swaps))
+        raise UnsupportedLayerError(refusal.where, refusal.kind,
+                                    f"the model's activations the engine does not "
+                                    f"have: {named}; {SWAP_HINT}") from None
+
+
+def _check_tables(network: Network, act_bits: int) -> None:
+    """Refused before training, not after: a table of 2**act_bits values per layer is for 8-bit
+    activations (quantize.py says the same of a Network given to it)."""
+    functions = [f"layer {layer.name!r} with {layer.function}" for layer in network.layers
+                 if layer.function is not None]
+    if functions and act_bits != 8:
+        raise InputError(f"the model's activation functions run as tables of 256 values, for "
+                         f"8-bit activations, not {act_bits}-bit: {', '.join(functions)}; "
+                         f"compress with act_bits=8 (--act-bits 8), or with ReLU in their place "
+                         f"(swap_activations=True, --swap-activations)")
+
+
+def _is_torch_module(model) -> bool:
+    import torch
+
+    return isinstance(model, torch.nn.Module)
+
+
+def _swapped(model) -> tuple[object, list[Swap]]:
+    """``model`` (a module or an ONNX model) with its hidden activations besides ReLU, a
+    leaky ReLU and clamps swapped for ReLU, and the swaps."""
+    from ..sklearn_capture import is_sklearn_model
+
+    if _is_torch_module(model):
+        return swap_activations(model)
+    if is_sklearn_model(model):
+        return swap_sklearn_activations(model)
+    return swap_onnx_activations(model)
 
 
 def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dataset,
@@ -520,15 +550,19 @@ def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dat
 
 
 def _own_accuracy(model, train, data: Dataset) -> float | None:
-    """Top-1 accuracy of the user's own model (a module, run by torch, or an ONNX model, run
-    by onnxruntime) on ``data``, shaped as the training data was; None where its outputs are
+    """Top-1 accuracy of the user's own model (a module, run by torch, an ONNX model, run
+    by onnxruntime, or a scikit-learn MLP, by itself) on ``data``, shaped as the training data was; None where its outputs are
     not one score per class (a single logit) or the model cannot run the data as given
     (grey images without their channel axis, say)."""
     import torch
 
+    from ..sklearn_capture import is_sklearn_model
+
     shape = tuple(getattr(train[0], "shape", ()))[1:] or (data.x.shape[1],)
     x = data.x.reshape((-1, *shape))
-    if isinstance(model, torch.nn.Module):
+    if is_sklearn_model(model):
+        outputs = model.predict(x) if data.regression else model.predict_proba(x)
+    elif isinstance(model, torch.nn.Module):
         training = model.training               # the user's module is left as it was
         try:
             with torch.no_grad():

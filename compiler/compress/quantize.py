@@ -18,6 +18,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import InputError
 from ..ir import (Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork,
                   RowRequant)
 from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
@@ -207,9 +208,10 @@ def _table_layer(layer: Linear, codes, codebook_int, input_format: FixedFormat,
     pre-activation value, in the output format (from the calibration's outputs):
     docs/numerics.md "Activations as tables"."""
     if act_bits != 8:
-        raise ValueError(f"layer {layer.name}: its activation function ({layer.function}) runs "
-                         f"as a table of 256 values, for 8-bit activations; compress with "
-                         f"act_bits=8 (--act-bits 8)")
+        raise InputError(f"layer {layer.name}: its activation function ({layer.function}) runs "
+                         f"as a table of 256 values, for 8-bit activations, not {act_bits}-bit; "
+                         f"compress with act_bits=8 (--act-bits 8), or with ReLU in its place "
+                         f"(swap_activations=True, --swap-activations)")
     accumulator_frac = input_format.frac + weight_format.frac
     pre_frac = min(choose_frac(float(np.abs(float_sums).max()), act_bits), accumulator_frac)
     pre_frac = max(pre_frac, accumulator_frac - MAX_SHIFT)

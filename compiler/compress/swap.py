@@ -21,9 +21,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..capture import UnsupportedLayerError, is_activation_not_run
+from ..capture import UnsupportedLayerError, is_swappable_activation
 
-__all__ = ["Swap", "swap_activations", "swap_onnx_activations"]
+__all__ = ["Swap", "swap_activations", "swap_onnx_activations", "swap_sklearn_activations"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
                 getattr(node.target, "__name__", "")
         else:
             return None
-        return name if is_activation_not_run(name) else None
+        return name if is_swappable_activation(name) else None
 
     def weighted_after(index: int) -> bool:
         return any(node.op == "call_module" and isinstance(modules[node.target], weighted)
@@ -88,6 +88,18 @@ def swap_activations(model) -> tuple[object, list[Swap]]:
     traced.graph.lint()
     traced.recompile()
     return traced, swaps
+
+
+def swap_sklearn_activations(model) -> tuple[object, list[Swap]]:
+    """A copy of a fitted scikit-learn MLP (or a Pipeline ending in one; not changed) whose
+    hidden activation ``tanh`` or ``logistic`` is ``relu``, and the swap made."""
+    mlp = model.steps[-1][1] if type(model).__name__ == "Pipeline" else model
+    if getattr(mlp, "activation", "relu") not in ("tanh", "logistic"):
+        return model, []
+    swapped = copy.deepcopy(model)
+    swapped_mlp = swapped.steps[-1][1] if type(model).__name__ == "Pipeline" else swapped
+    swapped_mlp.activation = "relu"
+    return swapped, [Swap("hidden layers", mlp.activation)]
 
 
 def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
@@ -210,7 +222,7 @@ def _is_activation(node, graph) -> bool:
                   if init.name == node.input[1]]
         if slopes and slopes[0].size == 1:
             return False
-    return is_activation_not_run(node.op_type)
+    return is_swappable_activation(node.op_type)
 
 
 def _region_name(region: list, entry: str) -> str:
