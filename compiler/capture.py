@@ -885,7 +885,7 @@ def _function_of(node, path: str):
     given = dict(zip(names, node.args[1:]))
     given.update({k: v for k, v in node.kwargs.items() if k != "inplace"})
     if "approximate" in given:
-        given = {**given, "tanh": float(given.pop("approximate") == "tanh")}
+        given["tanh"] = float(given.pop("approximate") == "tanh")
     if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in given.values()):
         raise UnsupportedSettingError(f"layer {path!r}", kind, "settings", repr(given),
                                       "settings given as numbers")
@@ -1353,7 +1353,10 @@ def _onnx_function(node, name: str, attrs):
     if kind in ("elu", "celu"):
         return Function.of(kind, alpha=attrs.get("alpha", 1.0))
     if kind == "gelu":
-        return Function.of(kind, tanh=float(attrs.get("approximate", "none") == "tanh"))
+        approximate = attrs.get("approximate", b"none")
+        if isinstance(approximate, bytes):
+            approximate = approximate.decode()
+        return Function.of(kind, tanh=float(approximate == "tanh"))
     expected = {"hardsigmoid": {"alpha": 1 / 6, "beta": 0.5},
                 "selu": {"alpha": 1.6732632423543772, "gamma": 1.0507009873554805}}.get(kind, {})
     for setting, value in expected.items():
