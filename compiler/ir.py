@@ -478,9 +478,10 @@ class RowRequant:
             size = len(table)
             if (table.ndim != 1 or table.dtype.kind not in "iu" or size < 4
                     or size & (size - 1) or self.leak
-                    or (self.low, self.high) != (-(size >> 1), (size >> 1) - 1)):
-                raise ValueError("an activation table is 2**bits integers over the whole "
-                                 "range of bits-wide values, without a leak")
+                    or (self.low, self.high) != (-(size >> 1), (size >> 1) - 1)
+                    or table.min() < self.low or table.max() > self.high):
+                raise ValueError("an activation table is 2**bits integers of bits-wide "
+                                 "values, one for each bits-wide value, without a leak")
             object.__setattr__(self, "table", table.astype(np.int64))
 
     @classmethod

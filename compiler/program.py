@@ -633,6 +633,17 @@ def _array(arrays: dict, key: str, where: str, *, ndim: int) -> np.ndarray:
     return array
 
 
+def _function(entry: dict, index: int, directory: Path) -> Function | None:
+    """A layer's activation function (``[name, [parameters]]``), refused naming the field."""
+    if entry.get("function") is None:
+        return None
+    try:
+        return Function.from_json(entry["function"])
+    except ValueError as error:
+        raise ProgramError(f"{directory}/program.json: layers[{index}].function: "
+                           f"{error}") from None
+
+
 def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNetwork:
     where = f"{directory}/network.npz"
     table = manifest.get("layers")
@@ -669,8 +680,7 @@ def _network_from(manifest: dict, arrays: dict, directory: Path) -> QuantizedNet
                                      leak=int(entry["requant"].get("leak", 0)),
                                      table=(_array(arrays, f"table_{index}", where, ndim=1)
                                             if entry["requant"].get("table") is True else None))
-            function = (None if entry.get("function") is None
-                        else Function.from_json(entry["function"]))
+            function = _function(entry, index, directory)
             scaling = None
             if entry.get("input_scaling") is True and index == 0:
                 scaling = InputScaling(*(_floats(arrays, f"{kind}_0", where)

@@ -325,3 +325,28 @@ def test_tables_are_bit_exact_on_the_rtl(kind, tmp_path):
     np.testing.assert_array_equal(result.outputs, golden)
     predicted = np.array([[timing.cycles for timing in row] for row in predict(program, x_int)])
     np.testing.assert_array_equal(result.cycles, predicted)
+
+
+@pytest.mark.parametrize("function, message", [
+    (["swish", []], "no activation function 'swish'"),
+    (["elu", [1.0, 2.0]], r"elu takes 1 finite parameters \(alpha\)"),
+    ("tanh", r"an activation function is \[name, \[parameters\]\]")])
+def test_a_program_with_a_bad_function_is_refused_naming_the_field(function, message, tmp_path):
+    import json
+
+    from sparseforge.compiler.program import ProgramError
+
+    x = np.random.default_rng(2).normal(scale=2, size=(50, 10))
+    folder = sf.compile(quantize_network(dense_network(), x), pes=2).save(tmp_path / "p")
+    manifest = json.loads((folder / "program.json").read_text())
+    manifest["layers"][1]["function"] = function
+    (folder / "program.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProgramError, match=r"program.json: layers\[1\].*" + message):
+        sf.load_program(folder)
+
+
+def test_a_table_of_values_outside_its_width_is_refused():
+    from sparseforge.compiler.ir import RowRequant
+
+    with pytest.raises(ValueError, match="an activation table is 2\\*\\*bits integers"):
+        RowRequant.power_of_two(3, 2, -128, 127, table=np.full(256, 128))
