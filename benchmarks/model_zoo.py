@@ -1,8 +1,8 @@
 """Other people's networks on other data sets: models written the ways people write them
 (input BatchNorm, a one-output logit, Linear -> ReLU -> BatchNorm, a CNN that views flat data
 as images, a 1-D CNN on signals, a final Sigmoid, LeakyReLU(0.1) (run as a slope of 2**-3), a
-CNN with ReLU6 and LeakyReLU(0.2), and GELU and Tanh swapped for ReLU by
-``swap_activations``),
+CNN with ReLU6 and LeakyReLU(0.2), GELU and Tanh run as tables, a CNN with Tanh and SiLU as
+tables, and GELU and Tanh swapped for ReLU by ``swap_activations``),
 trained here on scikit-learn's bundled data sets and a synthetic signal task, then taken
 through the pipeline as a user would: ``sf.compress`` -> ``sf.compile`` for the iCEBreaker
 and the ULX3S-85F -> the golden model's accuracy on the test split, the cycle model's cycles
@@ -172,6 +172,16 @@ CASES = [
          lambda: nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1),
                                nn.ReLU6(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 32),
                                nn.LeakyReLU(0.2), nn.Linear(32, 10)),
+         kind="conv", sparsity=0.6),
+    # GELU and Tanh as they are: each layer's table (8-bit activations).
+    Case("digits-gelu-tables", "digits as flat 64-pixel rows (10 classes)", digits_flat,
+         lambda: nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 32), nn.Tanh(),
+                               nn.Linear(32, 10))),
+    # A CNN with Tanh after its convolution (before the pooling, as LeNet had it) and SiLU.
+    Case("digits-cnn-tanh-silu", "digits as flat 64-pixel rows (10 classes)", digits_flat,
+         lambda: nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1),
+                               nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128, 32),
+                               nn.SiLU(), nn.Linear(32, 10)),
          kind="conv", sparsity=0.6),
     # The same kind of model with the activations swapped for ReLU and retrained.
     Case("digits-gelu-swapped", "digits as flat 64-pixel rows (10 classes)", digits_flat,
