@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import InputError
 from .activations import Function
+from .onnx_activations import FUNCTION_DOMAIN, function_regions
 from .ir import ENGINE_ACTIVATIONS, SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
 
 __all__ = ["SWAPPABLE_ACTIVATIONS", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
@@ -1096,6 +1097,8 @@ def capture_onnx(path) -> Graph:
             model = onnx.load(str(path))
         except Exception as error:          # onnx raises DecodeError, OSError and others
             raise ValueError(f"{path}: not a readable ONNX file ({error})") from error
+    # SiLU, Mish, GELU (before opset 20) and others exported as arithmetic: one node each.
+    model = function_regions(model)
     graph = model.graph
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")),
                  onnx.defs.onnx_opset_version())
@@ -1196,6 +1199,10 @@ def capture_onnx(path) -> Graph:
             ops.append(Op(OpKind.FLATTEN, name, {}, {"squeeze": True}))
         elif node.op_type == "Clip":
             ops.append(_onnx_clip(node, name, attrs, constants))
+        elif node.domain == FUNCTION_DOMAIN:
+            ops.append(Op(OpKind.FUNCTION, name, {}, {"function": Function(
+                node.op_type, tuple(next((a.floats for a in node.attribute
+                                          if a.name == "params"), ())))}))
         elif node.op_type in _ONNX_FUNCTIONS:
             ops.append(Op(OpKind.FUNCTION, name, {},
                           {"function": _onnx_function(node, name, attrs)}))

@@ -350,3 +350,50 @@ def test_a_table_of_values_outside_its_width_is_refused():
 
     with pytest.raises(ValueError, match="an activation table is 2\\*\\*bits integers"):
         RowRequant.power_of_two(3, 2, -128, 127, table=np.full(256, 128))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("activation, name", [
+    (nn.SiLU(), "silu"), (nn.Mish(), "mish"), (nn.GELU(), "gelu"),
+    (nn.GELU(approximate="tanh"), "gelu(tanh=1)"), (nn.Hardswish(), "hardswish"),
+    (nn.LogSigmoid(), "logsigmoid"), (nn.Tanhshrink(), "tanhshrink"), (nn.Softsign(), "softsign"),
+])
+def test_functions_an_exporter_writes_as_arithmetic_are_recognised(activation, name, opset):
+    """torch.onnx writes these as a few elementwise nodes (SiLU as x * Sigmoid(x), GELU as Erf
+    arithmetic, ...): the capture evaluates such a run and finds the function it computes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), activation, nn.Linear(8, 3)).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(1, 6), buffer, dynamo=False, opset_version=opset)
+    import onnx
+
+    graph = capture(onnx.load_from_string(buffer.getvalue()))
+    assert [str(op.attrs.get("function", op.kind.value)) for op in graph.ops] == [
+        "linear", name, "linear"]
+    x = np.random.default_rng(0).normal(scale=3, size=(50, 6))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x).float()).numpy()
+    np.testing.assert_allclose(graph.run(x), expected, rtol=1e-5, atol=1e-5)
+
+
+class AlmostGelu(nn.Module):
+    """x * sigmoid(1.702 x), GELU's sigmoid approximation: none of the engine's functions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.fc1(x)
+        return self.fc2(x * torch.sigmoid(1.702 * x))
+
+
+def test_arithmetic_that_is_almost_a_function_is_not_taken_for_it():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = onnx_of(AlmostGelu(), 6)
+    with pytest.raises(InputError, match=r"cannot run on the engine \(Mul\)"):
+        capture(proto)

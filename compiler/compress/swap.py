@@ -22,6 +22,7 @@ import copy
 from dataclasses import dataclass
 
 from ..capture import UnsupportedLayerError, is_swappable_activation
+from ..onnx_activations import activation_regions, entry_of, region_name
 
 __all__ = ["Swap", "swap_activations", "swap_onnx_activations", "swap_sklearn_activations"]
 
@@ -106,7 +107,7 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     """An ONNX model (a path, or an ``onnx.ModelProto``, which is not changed) as a
     ``ModelProto`` whose hidden activations the engine does not run are ``Relu`` nodes, and
     the swaps made.  An activation is one node (``Tanh``, ``Elu``, ``Gelu``, ...) or
-    the elementwise arithmetic an exporter writes for one (:func:`_activation_regions`:
+    the elementwise arithmetic an exporter writes for one (``onnx_activations.activation_regions``:
     ``x * Sigmoid(x)`` for SiLU, ``Erf`` arithmetic for GELU)."""
     import onnx
 
@@ -115,14 +116,14 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     nodes = list(graph.node)
     weighted = {"Gemm", "MatMul", "Conv"}
     swaps, replaced, removed = [], {}, set()
-    for region in _activation_regions(graph):
+    for region in activation_regions(graph, _is_activation):
         if not any(later.op_type in weighted for later in nodes[region[-1] + 1:]):
             continue                            # it ends the network: not swapped
         first, last = nodes[region[0]], nodes[region[-1]]
         swaps.append(Swap(first.name or f"{first.op_type}_{region[0]}",
-                          _region_name([nodes[i] for i in region], _entry(first, graph))))
+                          region_name([nodes[i] for i in region], entry_of(first, graph))))
         # PRelu's slope is a second input, the others' settings attributes: a Relu has none.
-        replaced[region[0]] = onnx.helper.make_node("Relu", [_entry(first, graph)],
+        replaced[region[0]] = onnx.helper.make_node("Relu", [entry_of(first, graph)],
                                                     [last.output[0]],
                                                     name=first.name or last.name)
         removed.update(region)
@@ -131,84 +132,6 @@ def swap_onnx_activations(model) -> tuple[object, list[Swap]]:
     del graph.node[:]
     graph.node.extend(kept)
     return proto, swaps
-
-
-# Elementwise ops an exporter writes activations with; a region of them must hold one of the
-# nonlinear ones to be an activation (a Mul and an Add by constants alone are an affine map).
-_ELEMENTWISE = {"Sigmoid", "Tanh", "Erf", "Exp", "Log", "Softplus", "HardSigmoid", "Mul",
-                "Div", "Add", "Sub", "Pow", "Sqrt", "Neg", "Clip", "Min", "Max"}
-_AFFINE = {"Add", "Sub", "Mul", "Div"}
-_NONLINEAR = {"Sigmoid", "Tanh", "Erf", "Exp", "Log", "Softplus", "HardSigmoid", "Pow", "Sqrt",
-              "Clip", "Min", "Max"}
-
-
-def _constants(graph) -> set[str]:
-    """The names of the graph's constant tensors (initializers, Constant nodes' outputs)."""
-    names = {init.name for init in graph.initializer}
-    names.update(node.output[0] for node in graph.node if node.op_type == "Constant")
-    return names
-
-
-def _entry(node, graph) -> str:
-    """The tensor a region (starting at ``node``) applies its activation to: the node's first
-    input that is not a constant."""
-    constants = _constants(graph)
-    return next(name for name in node.input if name and name not in constants)
-
-
-def _activation_regions(graph) -> list[list[int]]:
-    """The graph's activations (node indices, in order): a node of a kind the engine does not
-    have (``Tanh``, ``Gelu``, ...), or a run of elementwise nodes that reads one
-    tensor from outside (the activation's input) besides constants, leaves one output to the
-    rest of the graph (the last node's) and holds a nonlinear op: an activation written as
-    arithmetic.  Constant nodes between them are not part of it."""
-    constants = _constants(graph)
-    nodes = list(graph.node)
-    readers: dict[str, list[int]] = {}
-    for index, node in enumerate(nodes):
-        for name in node.input:
-            readers.setdefault(name, []).append(index)
-    regions, index = [], 0
-    while index < len(nodes):
-        node = nodes[index]
-        inputs = [name for name in node.input if name and name not in constants]
-        if node.op_type not in _ELEMENTWISE or len(inputs) != 1:
-            if _is_activation(node, graph):
-                regions.append([index])
-            index += 1
-            continue
-        entry, region, made = inputs[0], [], set()
-        for later in range(index, len(nodes)):
-            node = nodes[later]
-            if node.op_type == "Constant":
-                continue
-            if node.op_type not in _ELEMENTWISE or any(
-                    name not in constants and name != entry and name not in made
-                    for name in node.input if name):
-                break
-            region.append(later)
-            made.update(node.output)
-        # The longest prefix whose inner outputs are read only inside it.
-        while region:
-            inner = {name for i in region[:-1] for name in nodes[i].output}
-            if all(reader in region for name in inner for reader in readers.get(name, [])):
-                break
-            region.pop()
-        # A layer's bias (MatMul, then Add) or a scale in front is the layer's, not the
-        # activation's: arithmetic by a constant that alone reads the region's input is left
-        # out (GELU's x / sqrt(2) and HardSwish's x + 3 are not: x is read again later).
-        while len(region) > 1 and nodes[region[0]].op_type in _AFFINE and [
-                i for i in region if entry in nodes[i].input] == [region[0]]:
-            entry = nodes[region[0]].output[0]
-            region = region[1:]
-        if len(region) > 1 and any(nodes[i].op_type in _NONLINEAR for i in region):
-            regions.append(region)
-            index = region[-1] + 1
-        else:
-            if _is_activation(nodes[index], graph):
-                regions.append([index])
-            index += 1
-    return regions
 
 
 def _is_activation(node, graph) -> bool:
@@ -223,21 +146,3 @@ def _is_activation(node, graph) -> bool:
         if slopes and slopes[0].size == 1:
             return False
     return is_swappable_activation(node.op_type)
-
-
-def _region_name(region: list, entry: str) -> str:
-    """What an activation region (its nodes; ``entry`` its input) is: the activation it
-    usually is, or its ops."""
-    ops = [node.op_type for node in region]
-    if len(ops) == 1:
-        return ops[0]
-    times_input = ops[-1] == "Mul" and entry in region[-1].input
-    if ops == ["Sigmoid", "Mul"] and times_input:
-        return "SiLU (x * Sigmoid(x))"
-    if ops == ["Softplus", "Tanh", "Mul"] and times_input:
-        return "Mish (x * Tanh(Softplus(x)))"
-    if "Erf" in ops:
-        return "GELU (Erf arithmetic)"
-    if "Tanh" in ops and "Pow" in ops:
-        return "GELU (Tanh approximation)"
-    return " -> ".join(ops)
