@@ -19,7 +19,7 @@ import numpy as np
 from ..config import check_pes
 from ..errors import InputError, InputWarning
 from ..capture import SWAP_HINT, UnsupportedLayerError
-from ..ir import ENGINE_ACTIVATIONS, Network, QuantizedNetwork
+from ..ir import Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
 from .accounting import account
 from .convert import network_to_torch, to_network, torch_to_network, unwrapped, weight_layers
@@ -537,7 +537,7 @@ def _retrained(model, network: Network, swaps: list[Swap], train, train_set: Dat
     own = _own_accuracy(unwrapped(model), train, report_set)
     named = ", ".join(map(str, swaps))
     figure = "{:.4f}".format if config.regression else "{:.1%}".format
-    warnings.warn(f"{ENGINE_ACTIVATIONS}: {named} swapped for ReLU and the "
+    warnings.warn(f"swap_activations: {named} swapped for ReLU and the "
                   f"model retrained ({config.swap_epochs} epochs): "
                   f"{'R²' if config.regression else 'accuracy'} "
                   + (f"{figure(own)} as given, " if own is not None else "")
