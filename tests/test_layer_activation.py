@@ -26,6 +26,7 @@ from sparseforge.compiler.conv import ConvGeometry, Pool
 from sparseforge.compiler.errors import InputError, InputWarning
 from sparseforge.compiler.ir import Conv2d, Linear, Network
 from sparseforge.compiler.passes import canonicalize
+from tests.rtl_checks import assert_bit_and_cycle_exact
 
 SCHEDULE = dict(sparsity=0.6, prune_steps=2, prune_epochs=3, final_epochs=6, share_epochs=4)
 
@@ -218,13 +219,6 @@ def test_a_compressed_model_keeps_its_activations_through_its_file(tmp_path):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 def test_ranges_and_leaks_are_bit_exact_on_the_rtl(kind, tmp_path):
-    from sparseforge.sim.reference.golden import run_image
-    from sparseforge.sim.rtl import RtlCase, run_rtl
-    from sparseforge.sim.runner import available_simulators
-    from sparseforge.sim.simulate import predict
-
-    if "verilator" not in available_simulators():
-        pytest.skip("verilator is not installed")
     network = dense_network() if kind == "dense" else conv_network()
     x = np.random.default_rng(3).normal(scale=2, size=(24, network.input_size))
     quantized = quantize_network(network, x)
@@ -232,15 +226,7 @@ def test_ranges_and_leaks_are_bit_exact_on_the_rtl(kind, tmp_path):
     program = sf.compile(quantized, pes=4 if kind == "dense" else 2, board="icebreaker")
     assert program.config.layer_activation and not program.config.multiplier_bits
     assert program.config.conv == (kind == "conv")
-    x_int = program.quantize_input(x)
-    golden = run_image(program.config, program.image, x_int)
-    np.testing.assert_array_equal(program.network_output(golden), quantized.forward(x_int))
-    [result] = run_rtl(program.config, [RtlCase(kind, program.image, x_int, golden)],
-                       build_dir=tmp_path / "rtl", input_idle=0.2, output_stall=0.2)
-    assert result.mismatches == 0
-    np.testing.assert_array_equal(result.outputs, golden)
-    predicted = np.array([[timing.cycles for timing in row] for row in predict(program, x_int)])
-    np.testing.assert_array_equal(result.cycles, predicted)
+    assert_bit_and_cycle_exact(program, quantized, x, tmp_path / "rtl", kind)
 
 
 def with_random_activations(network, rng):
