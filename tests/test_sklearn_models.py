@@ -61,7 +61,7 @@ def test_a_scaled_mlp_compresses_and_its_program_classifies_as_reported():
         compressed = sf.compress(model, (x_train, y_train), test=(x_test, y_test), **SCHEDULE)
     assert compressed.report.accuracy_float == pytest.approx(model.score(x_test, y_test))
     assert compressed.report.accuracy_quantized > 0.9
-    program = sf.compile(compressed, board="icebreaker")
+    program = sf.compile(compressed, board="icebreaker", pes=4)
     golden = sf.reference(program, x_test).argmax(axis=1)
     assert np.mean(golden == y_test) == pytest.approx(compressed.report.accuracy_quantized)
 
