@@ -103,7 +103,7 @@ def engine_memories(config: EngineConfig, family: str | None = None) -> tuple[Me
         Memory("entries", config.entry_depth, config.entry_memory_bits, pes),
         Memory("parameters", config.parameter_depth, isa.parameter_bits(config), pes),
         Memory("accumulators", config.max_rows, config.acc_memory_bits or config.acc_bits,
-               pes),
+               pes, pinned=family == "ice40"),
         Memory("activations", config.act_words, pes * config.act_bits),
         Memory("occupancy", config.occupancy_depth, isa.occupancy_layout(config).size),
         Memory("codebook", 0 if config.decoded_weights else
@@ -285,12 +285,6 @@ class LutModel:
     # 8 PEs, one requantizer, 5566 against 5493 cells; 6 PEs, three, 5517 against 5379).
     table_shared: float = 40.0
     table_per_requantizer: float = 33.0
-    # iCE40: a memory small enough for Yosys to keep in flip-flops (a small model's
-    # accumulators and activations; the cycle counters are there in every design of the
-    # sweep, in ``shared``): its flip-flops less the block RAM's ports it does without, per
-    # bit, fitted to two builds of a 13-32-3 MLP at 8 PEs (576 such bits; 5106 and 5579
-    # cells with one and four write-back lanes against 4963 and 5518 without this term).
-    per_logic_memory_bit: float = 0.0
     # iCE40: a PE's activation queue is flip-flops (no LUT RAM), and every engine of the
     # calibration sweep had queues of ``QUEUE_DEPTH_CALIBRATED`` groups, absorbed in the terms
     # above; each group more costs a flip-flop per bit and its share of the read multiplexer
@@ -322,10 +316,6 @@ class LutModel:
                                if brams_for(m, family) == 0)
             scaled += (self.per_lutram_cell * (memory_cells + queue_cells)
                        + self.per_queue_cell * queue_cells)
-        if self.per_logic_memory_bit:
-            scaled += self.per_logic_memory_bit * sum(
-                m.copies * m.depth * m.width for m in engine_memories(config, family)
-                if m.name != "cycles" and brams_for(m, family) == 0)
         if config.skip_zeros:
             scaled += self.skip_zeros_cells
         if config.table_slots:
@@ -352,12 +342,11 @@ class LutModel:
 
 # The fewest entry address bits the logic estimate counts per PE.  Every design of the iCE40
 # calibration sweep had 8 to 11, and there the PE's logic follows them (``per_address_bit``
-# stands in for the PE as a whole, ``per_pe`` being 0); below 8 it does not shrink with them
-# (a small model on many PEs): packed, a 13-32-3 MLP at 8 PEs (5 bits) took 5579 cells
-# against an estimate of 4673 counting 5 bits and 5518 counting 8 (-1.1%), a 64-64-32-10 one
-# at 8 and 6 PEs (7 bits) 5493 and 5379 against 5194 and 5079, 5476 and 5290 counting 8
-# (-0.3%, -1.7%): counted at 7 and 5, the fit check accepted two of those three designs,
-# which nextpnr cannot place.
+# stands in for the PE as a whole, ``per_pe`` being 0); below 8 it does not shrink as fast:
+# a 64-64-32-10 MLP at 8 and 6 PEs (7 bits) packed 5493 and 5379 cells against 5194 and
+# 5079 counting 7 (the check accepted the second, which nextpnr cannot place), 5476 and 5290
+# counting 8 (-0.3%, -1.7%).  A 13-32-3 MLP (5-6 bits) is over-estimated counting 8 (4138,
+# 4476 and 4619 cells at 4, 6 and 8 PEs against 4379, 4817 and 5011: the safe side).
 MIN_ADDRESS_BITS = 8
 
 # The activation queues' depth in every engine of the iCE40 calibration sweep (the iCE40
@@ -382,8 +371,7 @@ LUT_MODELS = {
                       per_lane_bit=8.5, per_register_bit=2.92, per_address_bit=35.23,
                       per_requantizer_bit=10.88, per_sum_bit=8.0 * 0.8,
                       per_piece_bit=3.7 * 0.8, per_product_bit=2.4 * 0.8,
-                      conv_shared=450 + 533, conv_per_pe=39, per_queue_entry_bit=1.5,
-                      per_logic_memory_bit=0.25),
+                      conv_shared=450 + 533, conv_per_pe=39, per_queue_entry_bit=1.5),
     # ECP5 in LUT4s (TRELLIS_COMB), fitted (least squares on the relative error) to the ECP5
     # sweep (12 designs, 8 to 32 PEs): its logic follows its LUT RAM, which the queues and the
     # memories Yosys leaves out of block RAM take (a TRELLIS_DPR16X4 cell packs into about 7

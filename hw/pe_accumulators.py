@@ -50,8 +50,13 @@ class AccumulatorFile(wiring.Component):
         config = self._config
         low_bits = config.acc_memory_bits or config.acc_bits
         high_bits = config.acc_bits - low_bits
+        # On an iCE40 a small model's few rows would go to flip-flops (Yosys's rule for small
+        # memories): a block RAM is what every PE of the fit check's calibration has, and
+        # the UP5K's logic is the scarcer.
+        small_part = (getattr(platform, "device", "") or "").startswith("iCE40")
         m.submodules.memory = storage = memory.Memory(
-            shape=low_bits, depth=config.max_rows, init=[])
+            shape=low_bits, depth=config.max_rows, init=[],
+            attrs={"ram_style": "block"} if small_part else {})
         write = storage.write_port()
         read = storage.read_port(transparent_for=(write,))
         m.d.comb += [
