@@ -75,7 +75,7 @@ class CompressionConfig:
         clamps (GELU, Tanh, ELU, SiLU, ...), run ReLU in their place and retrain the model
         ``swap_epochs`` epochs before compressing it (``swap.py``): the engine without
         activation tables, 16-bit activations.  Off: they run as tables (8-bit activations)
-        and what cannot (a PReLU per channel, SiLU written as ``x * sigmoid(x)``) is refused.
+        and what cannot (a PReLU per channel, arithmetic such as ``x * tanh(x)``) is refused.
     """
     sparsity: float = 0.9
     per_layer_sparsity: tuple[float, ...] | None = None
@@ -477,8 +477,8 @@ def _captured(model, train, config: CompressionConfig) -> tuple[Network, list[Sw
 
         if isinstance(module, Network) or _is_torch_module(module) or is_sklearn_model(module):
             raise
-        # An exporter writes some activations as arithmetic (SiLU as x * Sigmoid(x)),
-        # which the capture refuses as a node off the chain: named here.
+        # Arithmetic that is no function the engine has a table of (x * tanh(x)), which the
+        # capture refuses as a node off the chain: named here as the activation it is.
         _, swaps = swap_onnx_activations(module)
         if not swaps:
             raise
@@ -507,8 +507,8 @@ def _is_torch_module(model) -> bool:
 
 
 def _swapped(model) -> tuple[object, list[Swap]]:
-    """``model`` (a module or an ONNX model) with its hidden activations besides ReLU, a
-    leaky ReLU and clamps swapped for ReLU, and the swaps."""
+    """``model`` (a module, an ONNX model or a scikit-learn MLP) with its hidden activations
+    besides ReLU, a leaky ReLU and clamps swapped for ReLU, and the swaps."""
     from ..sklearn_capture import is_sklearn_model
 
     if _is_torch_module(model):

@@ -1,7 +1,9 @@
-"""Swapping the activations the engine does not have for ReLU, which it has.
+"""Swapping a model's activations besides ReLU, a leaky ReLU and clamps for ReLU.
 
-A model trained with GELU, Tanh, ELU, SiLU, ... cannot run on the engine as it is: the
-requantizer's nonlinearities are ReLU, a leaky ReLU and a clamp (docs/numerics.md).
+A model trained with GELU, Tanh, ELU, SiLU, ... runs on the engine with a table per layer for
+its function (8-bit activations, docs/numerics.md "Activations as tables"); for 16-bit
+activations, an engine without table memories, or arithmetic that is no function the engine
+has, the requantizer's own nonlinearities are ReLU, a leaky ReLU and a clamp.
 :func:`swap_activations` returns a copy of the model whose hidden activations of the other
 kinds are ReLUs, traced with
 ``torch.fx`` so that activations written as functions in a ``forward`` (``F.gelu(x)``,
@@ -11,9 +13,9 @@ retrains the copy (its weights are the model's: a start, not a result) before co
 (``Tanh``, ``Elu``, ``Gelu``, ...) and the elementwise arithmetic exporters
 write for some (SiLU as ``x * Sigmoid(x)``, GELU before opset 20 as ``Erf`` arithmetic).
 
-An activation that ends the network is left alone: a final Sigmoid is dropped by the compiler
-(it does not change the argmax) and any other is refused there, since swapping it would
-change what the outputs mean.
+An activation that ends the network is left alone: a classifier's final Sigmoid is dropped
+by the compiler (it does not change the argmax) and any other runs as the last layer's table,
+since swapping it would change what the outputs mean.
 """
 
 from __future__ import annotations
