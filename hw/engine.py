@@ -284,7 +284,7 @@ class Engine(wiring.Component):
         # On an iCE40 the descriptors would take ~100 logic cells as flip-flops and a mux; the
         # part has block RAMs to spare once the activation buffer sits in SPRAM.
         # Only the host writes the descriptors and the codebook (hw/ram.py).
-        small_part = (getattr(platform, "device", "") or "").startswith("iCE40")
+        small_part = ram.on_ice40(platform)
         m.submodules.descriptors = descriptors = memory.Memory(
             shape=isa.descriptor_layout(config).size, depth=config.max_layers,
             init=[] if image is None else [_features_last_int(config, int(d))

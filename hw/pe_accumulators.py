@@ -17,6 +17,8 @@ from amaranth.utils import ceil_log2
 
 from sparseforge.compiler.config import EngineConfig
 
+from . import ram
+
 __all__ = ["AccumulatorFile"]
 
 
@@ -53,7 +55,7 @@ class AccumulatorFile(wiring.Component):
         # On an iCE40 a small model's few rows would go to flip-flops (Yosys's rule for small
         # memories): a block RAM is what every PE of the fit check's calibration has, and
         # the UP5K's logic is the scarcer.
-        small_part = (getattr(platform, "device", "") or "").startswith("iCE40")
+        small_part = ram.on_ice40(platform)
         m.submodules.memory = storage = memory.Memory(
             shape=low_bits, depth=config.max_rows, init=[],
             attrs={"ram_style": "block"} if small_part else {})

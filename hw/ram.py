@@ -20,10 +20,16 @@ from types import SimpleNamespace
 from amaranth import Signal
 from amaranth.lib import memory
 
-__all__ = ["ATTRIBUTES", "registered_read_port"]
+__all__ = ["ATTRIBUTES", "on_ice40", "registered_read_port"]
 
 # Memory attributes for a host-written memory (merge with any others, such as ram_style).
 ATTRIBUTES = {"no_rw_check": 1}
+
+
+def on_ice40(platform) -> bool:
+    """Whether ``platform`` builds for an iCE40 (whose small memories Yosys would make of
+    flip-flops, where a block RAM is cheaper in the part's scarce logic)."""
+    return (getattr(platform, "device", "") or "").startswith("iCE40")
 
 
 def registered_read_port(m, storage: memory.Memory, name: str) -> SimpleNamespace:
