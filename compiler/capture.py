@@ -16,6 +16,11 @@ setting the engine does not run (a dilated or asymmetrically padded convolution,
 than 1 or the input channels, a pooling with padding or ceil mode) with
 :class:`UnsupportedSettingError` naming the setting and its value.
 
+A skip connection (a sum of the chain's last output and an earlier one, ``x + F(x)``, or an
+ONNX ``Add`` of the two) is marked where it leaves and where it is added back, in whichever
+module it was traced, and ``residual.merge_skip_connections`` carries it through the block as
+extra rows, which makes the chain the rest of the compiler runs.
+
 A depthwise convolution (``groups == in_channels``) is captured as the ordinary convolution
 it equals: a kernel that is zero across channels, which the sparse engine never stores.
 
@@ -41,6 +46,7 @@ from .errors import InputError
 from .activations import Function
 from .onnx_activations import FUNCTION_DOMAIN, function_regions
 from .ir import ENGINE_ACTIVATIONS, SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
+from .residual import merge_skip_connections, source_marker, sum_marker
 
 __all__ = ["SWAPPABLE_ACTIVATIONS", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
            "capture", "capture_module", "capture_onnx", "check_graph", "is_swappable_activation"]
@@ -408,7 +414,7 @@ def capture_module(model, input_shape=None) -> Graph:
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"capture_module takes an nn.Module, not {type(model).__name__}")
-    ops = _capture(model, "")
+    ops = merge_skip_connections(_capture(model, ""))
     layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
     if not layers:
         raise ValueError(f"the model ({type(model).__name__}) has no Linear or Conv2d layer "
@@ -919,6 +925,8 @@ def _trace(module, name) -> list[Op]:
     kinds, pooling = _function_kinds(), _pooling_functions()
     ops: list[Op] = []
     previous, shape_queries = None, set()
+    positions = {}                      # node -> len(ops) once its output is the chain's end
+    sources = []                        # (position, marker): where skip connections leave
     constants = {}                      # get_attr nodes (buffers, parameters): their values
     for node in traced.graph.nodes:
         if node.op == "get_attr" and _is_tensor_attribute(traced, node.target):
@@ -931,6 +939,7 @@ def _trace(module, name) -> list[Op]:
                 raise UnsupportedLayerError(f"{where!r} (its forward takes more than one input)",
                                             type(module).__name__)
             previous = node
+            positions[node] = 0
             continue
         if node.op == "output":
             if node.args[0] is not previous:
@@ -946,12 +955,23 @@ def _trace(module, name) -> list[Op]:
         if affine is not None:
             ops.append(affine)
             previous = node
+            positions[node] = len(ops)
+            continue
+        skipped = _skip_source(node, previous, positions)
+        if skipped is not None:
+            # A skip connection: the chain's end plus an earlier value (residual.py).
+            key = object()
+            sources.append((positions[skipped], source_marker(key, path)))
+            ops.append(sum_marker(key, path))
+            previous = node
+            positions[node] = len(ops)
             continue
         others = set(node.all_input_nodes) - {previous} - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] is not previous or others:
-            raise UnsupportedLayerError(f"{path!r}", "not a chain of layers: branches, skip "
-                                        "connections and parameters used directly are not "
-                                        "supported")
+            raise UnsupportedLayerError(f"{path!r}", "not a chain of layers: branches and "
+                                        "parameters used directly are not supported, skip "
+                                        "connections only as a sum of an earlier value and "
+                                        "the chain's last")
         if node.op == "call_module":
             ops += _capture(traced.get_submodule(target), f"{where}.{target}" if name
                             else str(target))
@@ -983,7 +1003,33 @@ def _trace(module, name) -> list[Op]:
                 attrs["axis"] = _softmax_dim(dim, path)
             ops.append(Op(kind, path, {}, attrs))
         previous = node
+        positions[node] = len(ops)
+    for position, marker in sorted(sources, key=lambda source: -source[0]):
+        ops.insert(position, marker)
     return ops
+
+
+def _skip_source(node, previous, positions):
+    """For ``previous + s`` (or ``s + previous``), ``s`` an earlier value of the chain: ``s``;
+    otherwise None."""
+    import operator
+
+    import torch
+
+    if node.op not in ("call_function", "call_method") or len(node.args) != 2 \
+            or node.kwargs.get("alpha", 1) != 1 or set(node.kwargs) - {"alpha"}:
+        return None
+    try:
+        if node.target not in (operator.add, operator.iadd, torch.add, "add", "add_"):
+            return None
+    except TypeError:                           # unhashable target
+        return None
+    first, second = node.args
+    if first is previous and second is not previous and second in positions:
+        return second
+    if second is previous and first is not previous and first in positions:
+        return first
+    return None
 
 
 def _is_tensor_attribute(module, target: str) -> bool:
@@ -1138,9 +1184,24 @@ def capture_onnx(path) -> Graph:
     current = inputs[0].name            # the tensor the next node must consume
     ops: list[Op] = []
     pending = None                      # (MatMul name, weight out x in) waiting for its Add
+    positions = {current: 0}            # tensor -> len(ops) when it was the chain's end
+    sources = []                        # (position, marker): where skip connections leave
     for node in (n for index, n in enumerate(graph.node) if index not in folded):
         name = node.name or f"{node.op_type}_{len(ops)}"
         data = [i for i in node.input if i and i not in constants and i not in shapes]
+        if node.op_type == "Add" and len(data) == 2 and current in data \
+                and len(set(data)) == 2 and (set(data) - {current}) <= set(positions):
+            # A skip connection: the chain's end plus an earlier value (residual.py).
+            if pending is not None:
+                ops.append(_linear(pending[0], pending[1], None))
+                pending = None
+            key = object()
+            sources.append((positions[next(i for i in data if i != current)],
+                            source_marker(key, name)))
+            ops.append(sum_marker(key, name))
+            current = node.output[0]
+            positions[current] = len(ops)
+            continue
         if data != [current]:
             raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {_reads(node, data)}, "
                                         f"not just the previous output {current!r}: not a "
@@ -1218,8 +1279,13 @@ def capture_onnx(path) -> Graph:
                 ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
         else:
             raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
+        if pending is None:
+            positions[current] = len(ops)
     if pending is not None:
         ops.append(_linear(pending[0], pending[1], None))
+    for position, marker in sorted(sources, key=lambda source: -source[0]):
+        ops.insert(position, marker)
+    ops = merge_skip_connections(ops)
     if outputs != [current]:
         raise UnsupportedLayerError(f"{path}: the graph's output {', '.join(outputs)} (not just "
                                     f"the last node's output {current!r}: a model of one "

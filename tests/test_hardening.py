@@ -621,19 +621,19 @@ def test_10_errors_carry_no_colour_codes_and_lines_stay_whole(tmp_path, model_fi
     assert any(len(line) > 80 for line in out.splitlines())   # not wrapped for a pipe
 
 
-def test_10_a_residual_model_is_refused_in_plain_words():
+def test_10_a_branching_model_is_refused_in_plain_words():
     import torch
 
-    class Residual(torch.nn.Module):
+    class Branches(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = torch.nn.Linear(4, 4)
+            self.fc, self.shortcut = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
 
         def forward(self, x):
-            return self.fc(x) + x
+            return self.fc(x) + self.shortcut(x)
 
     with pytest.raises(UserError) as caught:
-        sf.compress(Residual(), (np.zeros((8, 4)), np.zeros(8, dtype=np.int64)))
+        sf.compress(Branches(), (np.zeros((8, 4)), np.zeros(8, dtype=np.int64)))
     message = str(caught.value)
     assert "cannot run on the engine (not a chain of layers" in message
     assert "is a R" not in message

@@ -1,0 +1,227 @@
+"""Skip connections: residual blocks captured as a chain (compiler/residual.py) compute what
+the model computes, from PyTorch modules and ONNX files, and run on the engine bit-exact."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sparseforge as sf
+from sparseforge.compiler.capture import UnsupportedLayerError, capture
+from sparseforge.compiler.passes import canonicalize
+from sparseforge.compiler.residual import SkipConnectionError
+
+
+def seeded(module, seed=0):
+    torch.manual_seed(seed)
+    for parameter in module.parameters():
+        nn.init.normal_(parameter, std=0.5)
+    for norm in (m for m in module.modules() if isinstance(m, nn.BatchNorm1d)):
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    return module.eval()
+
+
+class Block(nn.Module):
+    """``where`` the sum is: "pre" relu(fc2(relu(fc1(x))) + x), "post" x + relu(fc2(...)),
+    "single" relu(fc1(x) + x), "norm" relu(bn(fc2(relu(fc1(x)))) + x)."""
+
+    def __init__(self, width=6, hidden=5, where="pre", leaky=False):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.norm = nn.BatchNorm1d(width)
+        self.where = where
+        self.act = nn.LeakyReLU(0.25) if leaky else nn.ReLU()
+
+    def forward(self, x):
+        if self.where == "single":
+            return F.relu(self.fc2(self.fc1(x).relu()) + x)
+        h = self.act(self.fc1(x))
+        if self.where == "pre":
+            return torch.relu(self.fc2(h) + x)
+        if self.where == "norm":
+            return F.relu(self.norm(self.fc2(h)) + x)
+        return x + F.relu(self.fc2(h))
+
+
+class Single(nn.Module):
+    def __init__(self, width=6):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x):
+        return F.relu(self.fc(x) + x)
+
+
+class Net(nn.Module):
+    """Linear -> [ReLU] -> blocks -> Linear (or the blocks' sum as the output)."""
+
+    def __init__(self, blocks, relu_first=True, head=True):
+        super().__init__()
+        self.stem = nn.Linear(4, 6)
+        self.relu_first = relu_first
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(6, 3) if head else None
+
+    def forward(self, x):
+        h = self.stem(x)
+        if self.relu_first:
+            h = torch.relu(h)
+        h = self.blocks(h)
+        return self.head(h) if self.head is not None else h
+
+
+def inputs(count=64, features=4, seed=1):
+    return np.random.default_rng(seed).standard_normal((count, features)).astype(np.float32)
+
+
+def torch_out(model, x):
+    with torch.no_grad():
+        return model(torch.tensor(x)).double().numpy()
+
+
+CASES = {
+    "pre": lambda: Net([Block(where="pre")]),
+    "post": lambda: Net([Block(where="post")]),
+    "post, post (consecutive sums)": lambda: Net([Block(where="post"), Block(where="post")]),
+    "post as the output": lambda: Net([Block(where="post")], head=False),
+    "single Linear": lambda: Net([Single()]),
+    "BatchNorm before the sum": lambda: Net([Block(where="norm")]),
+    "source can be negative": lambda: Net([Block(where="pre")], relu_first=False),
+    "negative source, post": lambda: Net([Block(where="post")], relu_first=False),
+    "LeakyReLU, nonnegative source": lambda: Net([Block(where="pre", leaky=True)]),
+    "three blocks": lambda: Net([Block(where="pre"), Block(where="post"), Block(where="pre")]),
+}
+
+
+@pytest.mark.parametrize("make", CASES.values(), ids=CASES.keys())
+def test_a_residual_block_is_a_chain_that_computes_the_same(make):
+    model = seeded(make())
+    network = canonicalize(capture(model))
+    x = inputs()
+    np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_carried_value_costs_one_entry_a_row():
+    network = canonicalize(capture(seeded(Net([Block(where="pre")]))))
+    # stem 4 -> 6, block's first Linear 6 -> 5 plus 6 carried rows, its last (5 + 6) -> 6.
+    assert [(layer.out_features, layer.in_features) for layer in network.layers] == [
+        (6, 4), (11, 6), (6, 11), (3, 6)]
+    carried = network.layers[1].weight[5:]
+    np.testing.assert_array_equal(carried, np.eye(6))
+    # A source that can be negative is carried as itself and its negation.
+    split = canonicalize(capture(seeded(Net([Block(where="pre")], relu_first=False))))
+    assert split.layers[1].out_features == 5 + 12
+
+
+def test_onnx_residual_blocks(tmp_path):
+    for where in ("pre", "post"):
+        model = seeded(Net([Block(where=where), Block(where="norm")]))
+        path = tmp_path / f"{where}.onnx"
+        with warnings.catch_warnings():      # TorchScript export's deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, torch.zeros(1, 4), str(path), dynamo=False,
+                              input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}})
+        network = canonicalize(capture(path))
+        x = inputs()
+        np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4,
+                                   atol=1e-4)
+
+
+class AroundTanh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x):
+        return torch.relu(self.fc2(torch.tanh(self.fc1(x))) + x)
+
+
+class Projection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.shortcut = nn.Linear(6, 4), nn.Linear(6, 4)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x) + self.shortcut(x))
+
+
+class Mismatch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        return self.fc2(h) + h + x
+
+
+class LeakyCarry(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.fc2(F.leaky_relu(self.fc1(x), 0.25)) + x
+
+
+@pytest.mark.parametrize("block, error, message", [
+    (AroundTanh(), SkipConnectionError, r"goes around 'fc1\.?.*tanh|goes around .*function"),
+    (Projection(), UnsupportedLayerError, r"'1\.shortcut'.*not a chain of layers"),
+    (Mismatch(), SkipConnectionError, r"overlap"),
+    (LeakyCarry(), SkipConnectionError, r"LeakyReLU"),
+], ids=["around a Tanh", "projection shortcut", "nested sums", "negative value through a leak"])
+def test_skip_connections_the_chain_cannot_carry_are_refused_by_name(block, error, message):
+    model = nn.Sequential(nn.Linear(4, 6), block, nn.Linear(6 if not isinstance(
+        block, Projection) else 4, 3))
+    with pytest.raises(error, match=message):
+        capture(seeded(model))
+
+
+def blobs(features=4, classes=3, count=300, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=2.0, size=(classes, features))
+    y = rng.integers(0, classes, count)
+    return (centres[y] + rng.normal(size=(count, features))).astype(np.float32), y
+
+
+def trained(model, x, y, epochs=30):
+    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
+    data, labels = torch.tensor(x), torch.tensor(y)
+    model.train()
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        F.cross_entropy(model(data), labels).backward()
+        optimiser.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def compressed_residual():
+    x, y = blobs()
+    torch.manual_seed(0)
+    model = trained(Net([Block(where="pre"), Block(where="post")]), x, y)
+    compressed = sf.compress(model, (x[:240], y[:240]), test=(x[240:], y[240:]), sparsity=0.5,
+                             prune_steps=1, prune_epochs=2, final_epochs=2, share_epochs=2)
+    return model, compressed, x[240:], y[240:]
+
+
+def test_a_residual_network_compresses_and_keeps_its_accuracy(compressed_residual):
+    model, compressed, x, y = compressed_residual
+    float_accuracy = float((torch_out(model, x).argmax(1) == y).mean())
+    quantized_accuracy = float((compressed.predict(x).argmax(1) == y).mean())
+    assert float_accuracy > 0.8
+    assert quantized_accuracy >= float_accuracy - 0.1
+
+
+@pytest.mark.cocotb
+def test_a_residual_network_is_bit_exact_on_the_rtl(compressed_residual, tmp_path):
+    from tests.rtl_checks import assert_bit_and_cycle_exact
+
+    _, compressed, x, _ = compressed_residual
+    program = sf.compile(compressed, pes=4, board="icebreaker")
+    assert_bit_and_cycle_exact(program, compressed.network, x[:12], tmp_path / "rtl", "residual")
