@@ -46,7 +46,7 @@ from .errors import InputError
 from .activations import Function
 from .onnx_activations import FUNCTION_DOMAIN, function_regions
 from .ir import ENGINE_ACTIVATIONS, SUPPORTED_OPS, Graph, Op, OpKind, op_output_shape
-from .residual import merge_skip_connections, source_marker, sum_marker
+from .residual import is_shortcut, merge_skip_connections, source_marker, sum_marker
 
 __all__ = ["SWAPPABLE_ACTIVATIONS", "SWAP_HINT", "UnsupportedLayerError", "UnsupportedSettingError",
            "capture", "capture_module", "capture_onnx", "check_graph", "is_swappable_activation"]
@@ -923,113 +923,156 @@ def _trace(module, name) -> list[Op]:
                          f"nn.Flatten() or x.view(x.size(0), -1), or export the model to ONNX "
                          f"and give the .onnx file") from error
     kinds, pooling = _function_kinds(), _pooling_functions()
-    ops: list[Op] = []
-    previous, shape_queries = None, set()
-    positions = {}                      # node -> len(ops) once its output is the chain's end
-    sources = []                        # (position, marker): where skip connections leave
+    # Every value the forward computes: node -> (the node it reads, its ops), or ("sum", a,
+    # b) for a skip connection's sum; the output is then resolved into a chain (_resolve).
+    produced: dict = {}
+    order: dict = {}
+    root, result, shape_queries = None, None, set()
     constants = {}                      # get_attr nodes (buffers, parameters): their values
-    for node in traced.graph.nodes:
+    for index, node in enumerate(traced.graph.nodes):
+        order[node] = index
         if node.op == "get_attr" and _is_tensor_attribute(traced, node.target):
             # A constant the forward computes with, (x - self.mean) / self.std say: allowed
             # where it is an elementwise operand (_affine below), refused anywhere else.
             constants[node] = _array(_attribute(traced, node.target))
             continue
         if node.op == "placeholder":
-            if previous is not None:
+            if root is not None:
                 raise UnsupportedLayerError(f"{where!r} (its forward takes more than one input)",
                                             type(module).__name__)
-            previous = node
-            positions[node] = 0
+            root = node
+            produced[node] = None
             continue
         if node.op == "output":
-            if node.args[0] is not previous:
-                raise UnsupportedLayerError(f"{where!r} (it returns something other than its "
-                                            f"last layer's output)", type(module).__name__)
+            result = node.args[0]
             break
         target = node.target
         path = f"{where}.{target}" if node.op == "call_module" else f"{where}.{node.name}"
         if _is_shape_query(node, kinds, shape_queries):
             shape_queries.add(node)     # x.size(0), x.shape[0]: feeds a reshape only
             continue
-        affine = _affine(node, previous, constants, path)
+        data = [value for value in node.all_input_nodes if value in produced]
+        affine = _affine(node, data[0], constants, path) if len(data) == 1 else None
         if affine is not None:
-            ops.append(affine)
-            previous = node
-            positions[node] = len(ops)
+            produced[node] = (data[0], [affine])
             continue
-        skipped = _skip_source(node, previous, positions)
-        if skipped is not None:
-            # A skip connection: the chain's end plus an earlier value (residual.py).
-            key = object()
-            sources.append((positions[skipped], source_marker(key, path)))
-            ops.append(sum_marker(key, path))
-            previous = node
-            positions[node] = len(ops)
+        if _is_sum(node) and len(set(data)) == 2 and set(node.args) == set(data):
+            produced[node] = ("sum", *node.args)        # a skip connection (residual.py)
             continue
-        others = set(node.all_input_nodes) - {previous} - shape_queries
-        if node.op == "get_attr" or not node.args or node.args[0] is not previous or others:
+        others = set(node.all_input_nodes) - shape_queries
+        if node.op == "get_attr" or not node.args or node.args[0] not in produced \
+                or others != {node.args[0]}:
             raise UnsupportedLayerError(f"{path!r}", "not a chain of layers: branches and "
                                         "parameters used directly are not supported, skip "
                                         "connections only as a sum of an earlier value and "
-                                        "the chain's last")
-        if node.op == "call_module":
-            ops += _capture(traced.get_submodule(target), f"{where}.{target}" if name
-                            else str(target))
-        elif (pooled := _pooling_call(node, path, pooling)) is not None:
-            ops += pooled
-        else:
-            try:
-                kind = kinds.get(target)
-            except TypeError:                          # unhashable target
-                kind = None
-            if kind is None:
-                raise UnsupportedLayerError(f"{path!r}",
-                                            str(getattr(target, "__name__", target)))
-            attrs = {}
-            if kind is OpKind.FLATTEN and target in ("view", "reshape", torch.reshape):
-                kind, attrs = _view_kind(node, path, shape_queries)
-            if target in ("squeeze", torch.squeeze):
-                attrs["squeeze"] = True
-            if target in ("to", "type"):
-                _cast(node, path)
-            if kind is OpKind.CLAMP:
-                kind, attrs = _clamp(node, path)
-            if kind is OpKind.LEAKY:
-                attrs["slope"] = _leaky_slope(node, path)
-            if kind is OpKind.FUNCTION:
-                attrs["function"] = _function_of(node, path)
-            if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
-                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-                attrs["axis"] = _softmax_dim(dim, path)
-            ops.append(Op(kind, path, {}, attrs))
-        previous = node
-        positions[node] = len(ops)
-    for position, marker in sorted(sources, key=lambda source: -source[0]):
-        ops.insert(position, marker)
-    return ops
+                                        "a value computed from it")
+        produced[node] = (node.args[0], _node_ops(node, traced, where, name, path, kinds,
+                                                   pooling, shape_queries))
+    if result not in produced or result is root:
+        raise UnsupportedLayerError(f"{where!r} (it returns something other than its "
+                                    f"last layer's output)", type(module).__name__)
+    return _resolve(result, root, produced, order)
 
 
-def _skip_source(node, previous, positions):
-    """For ``previous + s`` (or ``s + previous``), ``s`` an earlier value of the chain: ``s``;
-    otherwise None."""
+def _node_ops(node, traced, where: str, name: str, path: str, kinds, pooling,
+              shape_queries) -> list[Op]:
+    """The ops of one node of a traced forward that reads one value."""
+    import torch
+
+    target = node.target
+    if node.op == "call_module":
+        return _capture(traced.get_submodule(target), f"{where}.{target}" if name
+                        else str(target))
+    if (pooled := _pooling_call(node, path, pooling)) is not None:
+        return pooled
+    try:
+        kind = kinds.get(target)
+    except TypeError:                          # unhashable target
+        kind = None
+    if kind is None:
+        raise UnsupportedLayerError(f"{path!r}", str(getattr(target, "__name__", target)))
+    attrs = {}
+    if kind is OpKind.FLATTEN and target in ("view", "reshape", torch.reshape):
+        kind, attrs = _view_kind(node, path, shape_queries)
+    if target in ("squeeze", torch.squeeze):
+        attrs["squeeze"] = True
+    if target in ("to", "type"):
+        _cast(node, path)
+    if kind is OpKind.CLAMP:
+        kind, attrs = _clamp(node, path)
+    if kind is OpKind.LEAKY:
+        attrs["slope"] = _leaky_slope(node, path)
+    if kind is OpKind.FUNCTION:
+        attrs["function"] = _function_of(node, path)
+    if kind is OpKind.SOFTMAX:          # softmax(x, dim), x.softmax(dim) or dim=...
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        attrs["axis"] = _softmax_dim(dim, path)
+    return [Op(kind, path, {}, attrs)]
+
+
+def _is_sum(node) -> bool:
+    """``a + b`` of two values (``+``, ``+=``, ``torch.add``, ``a.add(b)``; no ``alpha``)."""
     import operator
 
     import torch
 
     if node.op not in ("call_function", "call_method") or len(node.args) != 2 \
             or node.kwargs.get("alpha", 1) != 1 or set(node.kwargs) - {"alpha"}:
-        return None
+        return False
     try:
-        if node.target not in (operator.add, operator.iadd, torch.add, "add", "add_"):
-            return None
+        return node.target in (operator.add, operator.iadd, torch.add, "add", "add_")
     except TypeError:                           # unhashable target
-        return None
-    first, second = node.args
-    if first is previous and second is not previous and second in positions:
-        return second
-    if second is previous and first is not previous and first in positions:
-        return first
-    return None
+        return False
+
+
+def _resolve(node, stop, produced: dict, order: dict) -> list[Op]:
+    """The ops that compute ``node`` from ``stop`` (an earlier value it depends on), with a
+    skip connection's sum as its two marked sides (residual.py): the side of layers and
+    BatchNorms only with the fewest layers is the shortcut, the other the block."""
+    chunks = []
+    while node is not stop:
+        entry = produced[node]
+        if entry is None:
+            raise UnsupportedLayerError(f"{node.name!r}", "not a chain of layers: a skip "
+                                        "connection that is not summed back")
+        if entry[0] == "sum":
+            _, first, second = entry
+            fork = _fork(first, second, produced, order)
+            sides = [_resolve(side, fork, produced, order) for side in (first, second)]
+            shortcuts = sorted((side for side in sides if is_shortcut(side)),
+                               key=lambda side: sum(op.kind in (OpKind.LINEAR, OpKind.CONV)
+                                                    for op in side))
+            if not shortcuts:
+                raise UnsupportedLayerError(f"{node.name!r}", "a sum of two branches: a skip "
+                                            "connection's shortcut is the value itself, or "
+                                            "Linear layers, 1 x 1 convolutions and BatchNorms")
+            shortcut = shortcuts[0]
+            block = sides[1] if shortcut is sides[0] else sides[0]
+            key = object()
+            chunks.append([source_marker(key, node.name), *block,
+                           sum_marker(key, node.name, shortcut)])
+            node = fork
+            continue
+        node, ops = entry
+        chunks.append(ops)
+    return [op for chunk in reversed(chunks) for op in chunk]
+
+
+def _fork(first, second, produced: dict, order: dict):
+    """The latest value both ``first`` and ``second`` are computed from."""
+    def ancestors(node) -> set:
+        seen, stack = set(), [node]
+        while stack:
+            value = stack.pop()
+            if value in seen:
+                continue
+            seen.add(value)
+            entry = produced[value]
+            if entry is not None:
+                stack += entry[1:] if entry[0] == "sum" else [entry[0]]
+        return seen
+
+    return max(ancestors(first) & ancestors(second), key=order.__getitem__)
 
 
 def _is_tensor_attribute(module, target: str) -> bool:

@@ -1,41 +1,52 @@
 """Skip connections as a chain of layers.
 
 The engine runs a chain: each layer reads the previous layer's outputs.  A residual block
-``z = F(s) + s`` (``F`` a few Linear layers with ReLUs between) is a chain too once ``s`` is
-carried through ``F``'s layers beside their own outputs: the block's first Linear gets rows
-that copy ``s`` (an identity block: one entry a row, which a sparse engine stores and runs at
-the cost of one weight each), every Linear after it passes them on, and the sum is folded into
-a Linear's weights, where it is linear:
+``z = F(s) + P(s)`` (``F`` Linear layers or convolutions with ReLUs between, ``P`` the
+shortcut: ``s`` itself, or a projection of Linear layers or 1 x 1 convolutions and
+BatchNorms) is a chain too once ``s`` is carried through ``F``'s layers beside their own
+outputs: the block's first layer gets rows (output channels) that copy ``s`` (an identity:
+one entry a row, or a convolution's kernel with one tap, which a sparse engine stores and runs
+at the cost of one weight each), every layer after it passes them on, and the sum is folded
+into a layer's weights, where it is linear:
 
-* the add right after the block's last Linear (``z = W a + b + s``, an activation after the
-  add or none: ResNet's ``relu(F(x) + x)``): that Linear takes the carried ``s`` as inputs
-  of weight one, ``[W, I]``;
-* the add after the block's activation (``z = relu(W a + b) + s``): the block's last layer
-  keeps the carried rows, and the next Linear ``C`` reads both halves, ``[C, C]``; with none
-  after it (the model's output is the sum) a Linear of ``[I, I]`` is added to sum them.
+* the sum right after the block's last layer (``z = W a + b + P s``, an activation after the
+  sum or none: ResNet's ``relu(bn(conv(h)) + x)``; the BatchNorm is folded into the layer
+  first): that layer takes the carried ``s`` as inputs too, ``[W, P]``;
+* the sum after the block's activation (``z = relu(W a + b) + s``): the block's last layer
+  keeps the carried rows, and the next Linear or convolution ``C`` reads both halves,
+  ``[C, C P]``; with none after it (the model's output is the sum, or an activation comes
+  first) a layer of its own sums them (``[I, P]``, a 1 x 1 convolution for maps).
 
-The carried rows go through the block's ReLUs, which leave them as they are when ``s`` is
-nonnegative (it comes from a ReLU); otherwise both ``s`` and ``-s`` are carried (two rows
-per value) and the sum takes their difference.  In floating point the chain computes what
-the block computes, up to rounding; compression then prunes, shares and quantizes it as any
-other network (the carried rows are weights like the others).
+A convolution carries ``s`` with a kernel whose one tap sits where the window's padding puts
+the output's own position (row ``padding[0]``, column ``padding[1]``), so a convolution of
+stride ``t`` carries ``s`` sampled every ``t`` pixels, as a 1 x 1 shortcut of stride ``t``
+samples it: the block's strides must multiply to the shortcut's.  The carried rows go
+through the block's ReLUs, which leave them as they are when ``s`` is nonnegative (it comes
+from a ReLU); otherwise both ``s`` and ``-s`` are carried (two rows per value) and the sum
+takes their difference.  In floating point the chain computes what the block computes, up to
+rounding; compression then prunes, shares and quantizes it as any other network (the carried
+rows are weights like the others).
 
 Capture marks a block with two identity ops (:func:`source_marker` where ``s`` is, and
-:func:`sum_marker` where the sum is), in whichever module they were traced, and
+:func:`sum_marker`, holding the shortcut's ops, where the sum is) and
 :func:`merge_skip_connections` rewrites the marked op list into the chain.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InputError
 from .ir import Op, OpKind
 
-__all__ = ["source_marker", "sum_marker", "merge_skip_connections", "SkipConnectionError"]
+__all__ = ["source_marker", "sum_marker", "is_shortcut", "merge_skip_connections",
+           "SkipConnectionError"]
 
 _CARRIED_ACTIVATIONS = (OpKind.RELU, OpKind.LEAKY)
 _PASSED = (OpKind.IDENTITY, OpKind.FLATTEN)
+_LAYERS = (OpKind.LINEAR, OpKind.CONV)
 
 
 class SkipConnectionError(InputError):
@@ -49,14 +60,55 @@ def source_marker(key: object, name: str) -> Op:
     return Op(OpKind.IDENTITY, name, {}, {"skip": ("source", key)})
 
 
-def sum_marker(key: object, name: str) -> Op:
+def sum_marker(key: object, name: str, shortcut=()) -> Op:
     """The op that marks where the skip connection ``key`` is added back (its name is the
-    add's, for the messages)."""
-    return Op(OpKind.IDENTITY, name, {}, {"skip": ("sum", key)})
+    sum's, for the messages), through the ``shortcut`` ops (none: the value itself)."""
+    return Op(OpKind.IDENTITY, name, {}, {"skip": ("sum", key), "shortcut": tuple(shortcut)})
+
+
+def is_shortcut(ops) -> bool:
+    """Whether ``ops`` can be a skip connection's shortcut: Linear layers, 1 x 1
+    convolutions without padding, BatchNorms (none: the value itself)."""
+    return all(op.kind in (OpKind.LINEAR, OpKind.BATCHNORM, OpKind.IDENTITY)
+               or op.kind is OpKind.CONV and op.params["weight"].shape[2:] == (1, 1)
+               and tuple(op.attrs.get("padding", (0, 0))) == (0, 0) for op in ops)
 
 
 def _marker(op: Op):
     return op.attrs.get("skip") if op.kind is OpKind.IDENTITY else None
+
+
+@dataclass(frozen=True)
+class _Sum:
+    """A sum still to be made: the value is ``matrix @ h + bias`` per position (``h`` the
+    chain's last output, channels of a map or features of a vector)."""
+    matrix: np.ndarray
+    bias: np.ndarray
+    conv: bool
+    name: str
+
+    def layer(self) -> Op:
+        """A layer of its own that makes the sum."""
+        name = f"{self.name} (the skip connection's sum)"
+        if self.conv:
+            return Op(OpKind.CONV, name, {"weight": self.matrix[:, :, None, None],
+                                          "bias": self.bias},
+                      {"stride": (1, 1), "padding": (0, 0)})
+        return Op(OpKind.LINEAR, name, {"weight": self.matrix, "bias": self.bias}, {})
+
+    def folds_into(self, op: Op) -> bool:
+        """Whether ``op`` can take the sum in its weights: a Linear, or a convolution when
+        there is no bias to add (a padded convolution's zeros would be shifted too)."""
+        return op.kind is OpKind.LINEAR or (op.kind is OpKind.CONV and self.conv
+                                            and not np.any(self.bias))
+
+    def fold(self, op: Op) -> Op:
+        """``op`` reading the sum's inputs instead of the sum."""
+        folded = _mixed_inputs(op, self.matrix)
+        if op.kind is OpKind.LINEAR:
+            spread = np.repeat(self.bias, op.params["weight"].shape[1] // len(self.bias))
+            folded = _layer(folded, bias=folded.params["bias"] + op.params["weight"] @ spread)
+        return folded
 
 
 def merge_skip_connections(ops: list[Op]) -> list[Op]:
@@ -66,15 +118,13 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
         return list(ops)
     blocks = _blocks(ops)
     out: list[Op] = []
-    pending: np.ndarray | None = None     # the value is pending @ (the chain's last output)
+    pending: _Sum | None = None
     nonnegative = False
-    sum_name = ""
     index = 0
     while index < len(ops):
         if index in blocks:
             end = blocks[index]
-            sum_name = ops[end].name
-            block, pending, nonnegative = _block(ops[index + 1:end], sum_name, pending,
+            block, pending, nonnegative = _block(ops[index + 1:end], ops[end], pending,
                                                  nonnegative)
             out += block
             index = end + 1
@@ -84,26 +134,19 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
         if op.kind in _PASSED:
             out.append(op)
             continue
-        if op.kind is OpKind.LINEAR and pending is not None:
-            op = _linear(op, op.params["weight"] @ pending, op.params["bias"])
-            pending = None
-        elif pending is not None:
-            # The sum goes into something that is not a Linear: a layer of its own sums it.
-            out.append(_sum_layer(pending, sum_name))
+        if pending is not None:
+            if pending.folds_into(op):
+                op = pending.fold(op)
+            else:
+                out.append(pending.layer())
             pending = None
         out.append(op)
         nonnegative = (op.kind is OpKind.RELU or op.kind is OpKind.CLAMP
                        and op.attrs.get("low") is not None and op.attrs["low"] >= 0
                        or op.kind is OpKind.MAXPOOL and nonnegative)
     if pending is not None:
-        out.append(_sum_layer(pending, sum_name))
+        out.append(pending.layer())
     return out
-
-
-def _sum_layer(pending: np.ndarray, name: str) -> Op:
-    """A Linear of its own that sums a block's outputs and the value carried beside them."""
-    return Op(OpKind.LINEAR, f"{name} (the skip connection's sum)",
-              {"weight": pending, "bias": np.zeros(len(pending))}, {})
 
 
 def _blocks(ops: list[Op]) -> dict[int, int]:
@@ -132,9 +175,161 @@ def _blocks(ops: list[Op]) -> dict[int, int]:
     return blocks
 
 
-def _affine(op: Op, size: int) -> tuple[np.ndarray, np.ndarray]:
+# ---- one block -------------------------------------------------------------------------------
+
+def _block(branch: list[Op], marker: Op, pending: _Sum | None,
+           source_nonnegative: bool) -> tuple[list[Op], _Sum | None, bool]:
+    """The chain for ``z = F(s) + P(s)``, ``F`` the ops of ``branch``, ``P`` the marker's
+    shortcut, and ``s`` the chain's last output (or ``pending`` of it).  Returns the chain's
+    ops, the sum still to be made after them (None: their last output is ``z``) and whether
+    ``z`` is nonnegative."""
+    name = marker.name
+    where = f"the skip connection summed at {name!r}"
+    branch = [op for op in branch if op.kind not in _PASSED]
+    for op in branch:
+        if op.kind not in (*_LAYERS, OpKind.BATCHNORM, *_CARRIED_ACTIVATIONS):
+            raise SkipConnectionError(
+                f"{where} goes around {op.name!r} ({op.kind.value}): a skip connection is "
+                f"supported around Linear layers and convolutions with ReLU or LeakyReLU and "
+                f"BatchNorm between them")
+    layers = [i for i, op in enumerate(branch) if op.kind in _LAYERS]
+    if not layers or layers[0] != 0:
+        raise SkipConnectionError(
+            f"{where}: its block must start with a Linear layer or a convolution"
+            + (f", not {branch[0].name!r}" if branch else " (it adds a value to itself)"))
+    conv = branch[0].kind is OpKind.CONV
+    if any(branch[i].kind is not branch[0].kind for i in layers):
+        raise SkipConnectionError(f"{where} goes around both Linear layers and convolutions")
+    first, last = layers[0], layers[-1]
+    after = branch[last + 1:]
+    before_sum = not any(op.kind in _CARRIED_ACTIVATIONS for op in after)
+    if before_sum and after:
+        # BatchNorms right after the block's last layer (ResNet's conv -> BatchNorm -> sum)
+        # are folded into it, so that the sum is added after them.
+        layer = branch[last]
+        for norm in after:
+            scale, shift = _affine(norm, len(layer.params["weight"]), where)
+            layer = _scaled_outputs(layer, scale, shift)
+        branch = branch[:last] + [layer]
+    size = branch[first].params["weight"].shape[1]
+    projection, offset, shortcut_stride = _shortcut(marker.attrs["shortcut"], size, conv, where)
+    _check_strides(branch, shortcut_stride, conv, where)
+    carrying = branch[first + 1:last] if before_sum else branch[first + 1:]
+    activations = [op for op in carrying if op.kind in _CARRIED_ACTIVATIONS]
+    split = bool(activations) and not source_nonnegative
+    if split and any(op.kind is OpKind.LEAKY for op in activations):
+        raise SkipConnectionError(
+            f"{where} carries a value that can be negative through a LeakyReLU "
+            f"({activations[0].name!r}); a ReLU before the block (the value added back "
+            f"nonnegative) or ReLU inside it is supported")
+    identity = np.eye(size)
+    to_source = identity if pending is None else pending.matrix          # h -> s
+    if pending is not None and np.any(pending.bias):
+        raise SkipConnectionError(f"{where} starts from a sum with a projection's bias "
+                                  f"(its shortcut's Linear or convolution): give that "
+                                  f"shortcut no bias, or put a layer between the blocks")
+    carry_rows = np.vstack([identity, -identity]) if split else identity     # s -> carried
+    added = projection @ (np.hstack([identity, -identity]) if split else identity)
+    width = len(carry_rows)
+
+    out: list[Op] = []
+    features = size                     # the block's own features (channels) at this point
+    for index, op in enumerate(branch):
+        if op.kind is OpKind.BATCHNORM:          # the carried rows pass unscaled
+            scale, shift = _affine(op, features, where)
+            out.append(Op(OpKind.BATCHNORM, op.name,
+                          {"weight": np.concatenate([scale, np.ones(width)]),
+                           "bias": np.concatenate([shift, np.zeros(width)]),
+                           "mean": np.zeros(features + width),
+                           "var": np.ones(features + width)}, {"eps": 0.0}))
+            continue
+        if op.kind not in _LAYERS:
+            out.append(op)
+            continue
+        features = len(op.params["weight"])
+        closes = index == last and before_sum
+        if closes:
+            _check_size(op, features, len(projection), where)
+        if index == first:
+            layer = _mixed_inputs(op, to_source)
+            if closes:                              # z = W s + b + P s
+                layer = _plus_at_tap(layer, projection @ to_source)
+            else:
+                layer = _with_rows(layer, carry_rows @ to_source)
+        elif closes:
+            layer = _with_inputs(op, added)
+        else:
+            layer = _passing(op, width)
+        if closes:
+            layer = _layer(layer, bias=layer.params["bias"] + offset)
+        out.append(layer)
+    if before_sum:
+        return out, None, False
+    _check_size(branch[last], features, len(projection), where)
+    # z = relu(...) + s is nonnegative when s is and the shortcut is s itself.
+    plain_shortcut = projection.shape[0] == projection.shape[1] and np.array_equal(
+        projection, np.eye(len(projection))) and not np.any(offset)
+    nonnegative = source_nonnegative and plain_shortcut and after[-1].kind is OpKind.RELU \
+        and all(op.kind is OpKind.RELU for op in after if op.kind in _CARRIED_ACTIVATIONS)
+    matrix = np.hstack([np.eye(features), added])
+    return out, _Sum(matrix, offset, conv, name), nonnegative
+
+
+def _shortcut(ops, size: int, conv: bool, where: str):
+    """The shortcut's ops as one map: (matrix, bias, stride) with ``P(s) = matrix @ s + bias``
+    at every position sampled every ``stride`` pixels."""
+    matrix, bias, stride = np.eye(size), np.zeros(size), (1, 1)
+    for op in ops:
+        if op.kind is OpKind.IDENTITY:
+            continue
+        if op.kind is OpKind.BATCHNORM:
+            scale, shift = _affine(op, len(matrix), where)
+            matrix, bias = scale[:, None] * matrix, scale * bias + shift
+            continue
+        if (op.kind is OpKind.CONV) != conv:
+            raise SkipConnectionError(f"{where} has a shortcut ({op.name!r}) of another kind "
+                                      f"than its block's layers")
+        weight = op.params["weight"]
+        weight = weight[:, :, 0, 0] if op.kind is OpKind.CONV else weight
+        if weight.shape[1] != len(matrix):
+            raise SkipConnectionError(f"{where}: its shortcut {op.name!r} takes "
+                                      f"{weight.shape[1]} inputs, not {len(matrix)}")
+        matrix, bias = weight @ matrix, weight @ bias + op.params["bias"]
+        if op.kind is OpKind.CONV:
+            step = tuple(op.attrs.get("stride", (1, 1)))
+            stride = (stride[0] * step[0], stride[1] * step[1])
+    return matrix, bias, stride
+
+
+def _check_strides(branch: list[Op], shortcut_stride, conv: bool, where: str) -> None:
+    """A convolution carries ``s`` at the tap its padding gives; the block's strides must
+    sample ``s`` where the shortcut does."""
+    if not conv:
+        return
+    stride = (1, 1)
+    for op in branch:
+        if op.kind is not OpKind.CONV:
+            continue
+        padding, kernel = tuple(op.attrs.get("padding", (0, 0))), op.params["weight"].shape[2:]
+        if padding[0] >= kernel[0] or padding[1] >= kernel[1]:
+            raise SkipConnectionError(f"{where} goes around {op.name!r}, whose padding "
+                                      f"{padding} is as wide as its kernel {kernel}")
+        step = tuple(op.attrs.get("stride", (1, 1)))
+        stride = (stride[0] * step[0], stride[1] * step[1])
+    if stride != shortcut_stride:
+        raise SkipConnectionError(f"{where}: its block's convolutions have a stride of "
+                                  f"{stride} in all and its shortcut {shortcut_stride}")
+
+
+def _check_size(op: Op, features: int, size: int, where: str) -> None:
+    if features != size:
+        raise SkipConnectionError(f"{where} adds {op.name!r}'s {features} outputs to a value of "
+                                  f"{size}: a sum needs both the same size")
+
+
+def _affine(op: Op, size: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """A BatchNorm or elementwise scale and shift (capture's BATCHNORM op) as one scale and
-    shift per feature of a vector of ``size``."""
+    shift per feature (channel) of ``size``."""
     p = op.params
     if "mean" in p:
         scale = p["weight"] / np.sqrt(p["var"] + op.attrs["eps"])
@@ -144,104 +339,68 @@ def _affine(op: Op, size: int) -> tuple[np.ndarray, np.ndarray]:
     scale, shift = (np.full(size, float(v.reshape(-1)[0])) if v.size == 1 else v.reshape(-1)
                     for v in (scale, shift))
     if scale.size != size or shift.size != size:
-        raise SkipConnectionError(f"{op.name!r} scales {scale.size} features inside a skip "
-                                  f"connection's block whose layer gives {size}")
+        raise SkipConnectionError(f"{where}: {op.name!r} scales {scale.size} features where "
+                                  f"the layer before it gives {size}")
     return scale, shift
 
 
-def _linear(op: Op, weight: np.ndarray, bias: np.ndarray) -> Op:
-    return Op(OpKind.LINEAR, op.name, {"weight": weight, "bias": bias}, dict(op.attrs))
+# ---- a layer's weights, Linear (out x in) or convolution (out x in x rows x columns) ----------
+
+def _layer(op: Op, weight=None, bias=None) -> Op:
+    return Op(op.kind, op.name, {"weight": op.params["weight"] if weight is None else weight,
+                                 "bias": op.params["bias"] if bias is None else bias},
+              dict(op.attrs))
 
 
-def _block(branch: list[Op], name: str, pending: np.ndarray | None,
-           source_nonnegative: bool) -> tuple[list[Op], np.ndarray | None, bool]:
-    """The chain for ``z = F(s) + s``, ``F`` the ops of ``branch`` and ``s`` the value
-    ``pending @ h`` (``h`` the chain's last output; ``pending`` None: ``s = h``).  Returns
-    the chain's ops, the map that gives ``z`` from the chain's new last output (None: it is
-    ``z``) and whether ``z`` is nonnegative."""
-    branch = [op for op in branch if op.kind not in _PASSED]
-    where = f"the skip connection summed at {name!r}"
-    for op in branch:
-        if op.kind not in (OpKind.LINEAR, OpKind.BATCHNORM, *_CARRIED_ACTIVATIONS):
-            kind = "a convolution" if op.kind is OpKind.CONV else op.kind.value
-            raise SkipConnectionError(
-                f"{where} goes around {op.name!r} ({kind}): a skip connection is supported "
-                f"around Linear layers with ReLU or LeakyReLU and BatchNorm1d between them")
-    linears = [i for i, op in enumerate(branch) if op.kind is OpKind.LINEAR]
-    if not linears or linears[0] != 0:
-        first = branch[0].name if branch else None
-        raise SkipConnectionError(
-            f"{where}: its block must start with a Linear layer"
-            + (f", not {first!r}" if first else " (it adds a value to itself)"))
-    first, last = linears[0], linears[-1]
-    after = branch[last + 1:]
-    before_sum = not any(op.kind in _CARRIED_ACTIVATIONS for op in after)
-    carrying = branch[first + 1:last] if before_sum else branch[first + 1:]
-    activations = [op for op in carrying if op.kind in _CARRIED_ACTIVATIONS]
-    if before_sum and after:
-        # BatchNorms right after the block's last Linear (ResNet's Linear -> BatchNorm -> sum):
-        # folded into it, so that the sum is added after them.
-        layer = branch[last]
-        weight, bias = layer.params["weight"], layer.params["bias"]
-        for norm in after:
-            scale, shift = _affine(norm, len(weight))
-            weight, bias = scale[:, None] * weight, scale * bias + shift
-        branch = branch[:last] + [_linear(layer, weight, bias)]
-    size = branch[first].params["weight"].shape[1]
-    split = bool(activations) and not source_nonnegative
-    if split and any(op.kind is OpKind.LEAKY for op in activations):
-        raise SkipConnectionError(
-            f"{where} carries a value that can be negative through a LeakyReLU "
-            f"({activations[0].name!r}); a ReLU before the block (the value added back "
-            f"nonnegative) or ReLU inside it is supported")
-    identity = np.eye(size)
-    to_source = identity if pending is None else pending         # h -> s
-    carry_rows = np.vstack([identity, -identity]) if split else identity      # s -> carried
-    carried_to_source = np.hstack([identity, -identity]) if split else identity
-    width = len(carry_rows)
-
-    out: list[Op] = []
-    features = size                     # the block's own features at this point
-    for index, op in enumerate(branch):
-        if op.kind is OpKind.BATCHNORM:          # the carried rows pass unscaled
-            scale, shift = _affine(op, features)
-            out.append(Op(OpKind.BATCHNORM, op.name,
-                          {"weight": np.concatenate([scale, np.ones(width)]),
-                           "bias": np.concatenate([shift, np.zeros(width)])},
-                          {"elementwise": "scale and shift"}))
-            continue
-        if op.kind is not OpKind.LINEAR:
-            out.append(op)
-            continue
-        weight, bias = op.params["weight"], op.params["bias"]
-        features = len(weight)
-        closes = index == last and before_sum
-        if index == first:
-            weight = weight @ to_source
-            if closes:                              # z = W s + b + s
-                _check_size(op, features, size, where)
-                weight = weight + to_source
-            else:
-                weight = np.vstack([weight, carry_rows @ to_source])
-                bias = np.concatenate([bias, np.zeros(width)])
-        elif closes:
-            _check_size(op, features, size, where)
-            weight = np.hstack([weight, carried_to_source])
-        else:
-            weight = np.block([[weight, np.zeros((features, width))],
-                               [np.zeros((width, weight.shape[1])), np.eye(width)]])
-            bias = np.concatenate([bias, np.zeros(width)])
-        out.append(_linear(op, weight, bias))
-    if before_sum:
-        return out, None, False
-    _check_size(branch[last], features, size, where)
-    nonnegative = source_nonnegative and all(op.kind is OpKind.RELU for op in after
-                                             if op.kind in _CARRIED_ACTIVATIONS) \
-        and after[-1].kind is OpKind.RELU
-    return out, np.hstack([np.eye(size), carried_to_source]), nonnegative
+def _tap(op: Op, matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (out x in) as ``op``'s kind of weight: a convolution's kernel with one tap,
+    where its padding puts the output's own position."""
+    if op.kind is OpKind.LINEAR:
+        return matrix
+    kernel = op.params["weight"].shape[2:]
+    row, column = op.attrs.get("padding", (0, 0))
+    weight = np.zeros((*matrix.shape, *kernel))
+    weight[:, :, row, column] = matrix
+    return weight
 
 
-def _check_size(op: Op, features: int, size: int, where: str) -> None:
-    if features != size:
-        raise SkipConnectionError(f"{where} adds {op.name!r}'s {features} outputs to a value of "
-                                  f"{size}: a sum needs both the same size")
+def _mixed_inputs(op: Op, matrix: np.ndarray) -> Op:
+    """``op`` reading ``matrix @ h`` (per position) from ``h``; a Linear after a flattened map
+    reads each of the map's positions so."""
+    weight = op.params["weight"]
+    if op.kind is OpKind.CONV:
+        return _layer(op, np.einsum("oc...,cj->oj...", weight, matrix))
+    positions = weight.shape[1] // len(matrix)
+    return _layer(op, weight @ np.kron(matrix, np.eye(positions)))
+
+
+def _scaled_outputs(op: Op, scale: np.ndarray, shift: np.ndarray) -> Op:
+    weight = op.params["weight"]
+    return _layer(op, weight * scale.reshape(-1, *[1] * (weight.ndim - 1)),
+                  op.params["bias"] * scale + shift)
+
+
+def _with_rows(op: Op, rows: np.ndarray) -> Op:
+    """``op`` with outputs appended that copy ``rows @ input`` (at the tap)."""
+    return _layer(op, np.concatenate([op.params["weight"], _tap(op, rows)]),
+                  np.concatenate([op.params["bias"], np.zeros(len(rows))]))
+
+
+def _with_inputs(op: Op, columns: np.ndarray) -> Op:
+    """``op`` with inputs appended, added to its outputs through ``columns`` (at the tap)."""
+    return _layer(op, np.concatenate([op.params["weight"], _tap(op, columns)], axis=1))
+
+
+def _passing(op: Op, width: int) -> Op:
+    """``op`` with ``width`` inputs appended that it passes on as outputs of its own."""
+    weight = op.params["weight"]
+    zeros = np.zeros((len(weight), width, *weight.shape[2:]))
+    top = np.concatenate([weight, zeros], axis=1)
+    bottom = np.concatenate([np.zeros((width, weight.shape[1], *weight.shape[2:])),
+                             _tap(op, np.eye(width))], axis=1)
+    return _layer(op, np.concatenate([top, bottom]),
+                  np.concatenate([op.params["bias"], np.zeros(width)]))
+
+
+def _plus_at_tap(op: Op, matrix: np.ndarray) -> Op:
+    return _layer(op, op.params["weight"] + _tap(op, matrix))

@@ -201,7 +201,7 @@ def test_casts_that_round_and_clamps_that_cannot_be_bounds_are_refused(step, mes
 
 def test_parallel_branches_are_refused_as_not_a_chain():
     # (A skip connection added back is a chain once carried: tests/test_residual.py.)
-    with pytest.raises(UnsupportedLayerError, match=r"\.gate' .*not a chain of layers"):
+    with pytest.raises(UnsupportedLayerError, match=r"\.mul' .*not a chain of layers"):
         capture(TwoBranches())
 
 

@@ -627,10 +627,10 @@ def test_10_a_branching_model_is_refused_in_plain_words():
     class Branches(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc, self.shortcut = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.fc, self.gate = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
 
         def forward(self, x):
-            return self.fc(x) + self.shortcut(x)
+            return self.fc(x) * torch.sigmoid(self.gate(x))
 
     with pytest.raises(UserError) as caught:
         sf.compress(Branches(), (np.zeros((8, 4)), np.zeros(8, dtype=np.int64)))
