@@ -924,7 +924,7 @@ def _trace(module, name) -> list[Op]:
                          f"and give the .onnx file") from error
     kinds, pooling = _function_kinds(), _pooling_functions()
     # Every value the forward computes: node -> (the node it reads, its ops), or ("sum", a,
-    # b) for a skip connection's sum; the output is then resolved into a chain (_resolve).
+    # b, path) for a skip connection's sum (_SUM); the output is then resolved into a chain (_resolve).
     produced: dict = {}
     order: dict = {}
     root, result, shape_queries = None, None, set()
@@ -957,7 +957,7 @@ def _trace(module, name) -> list[Op]:
             produced[node] = (data[0], [affine])
             continue
         if _is_sum(node) and len(set(data)) == 2 and set(node.args) == set(data):
-            produced[node] = ("sum", *node.args)        # a skip connection (residual.py)
+            produced[node] = (_SUM, *node.args, path)   # a skip connection (residual.py)
             continue
         others = set(node.all_input_nodes) - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] not in produced \
@@ -1010,6 +1010,10 @@ def _node_ops(node, traced, where: str, name: str, path: str, kinds, pooling,
     return [Op(kind, path, {}, attrs)]
 
 
+# The first item of a produced value's entry that is a skip connection's sum.
+_SUM = object()
+
+
 def _is_sum(node) -> bool:
     """``a + b`` of two values (``+``, ``+=``, ``torch.add``, ``a.add(b)``; no ``alpha``)."""
     import operator
@@ -1030,27 +1034,26 @@ def _resolve(node, stop, produced: dict, order: dict) -> list[Op]:
     skip connection's sum as its two marked sides (residual.py): the side of layers and
     BatchNorms only with the fewest layers is the shortcut, the other the block."""
     chunks = []
-    while node is not stop:
+    while node != stop:
         entry = produced[node]
         if entry is None:
-            raise UnsupportedLayerError(f"{node.name!r}", "not a chain of layers: a skip "
-                                        "connection that is not summed back")
-        if entry[0] == "sum":
-            _, first, second = entry
+            raise UnsupportedLayerError(f"{getattr(node, 'name', node)!r}", "not a chain of "
+                                        "layers: a skip connection that is not summed back")
+        if entry[0] is _SUM:
+            _, first, second, name = entry
             fork = _fork(first, second, produced, order)
             sides = [_resolve(side, fork, produced, order) for side in (first, second)]
             shortcuts = sorted((side for side in sides if is_shortcut(side)),
                                key=lambda side: sum(op.kind in (OpKind.LINEAR, OpKind.CONV)
                                                     for op in side))
             if not shortcuts:
-                raise UnsupportedLayerError(f"{node.name!r}", "a sum of two branches: a skip "
+                raise UnsupportedLayerError(f"{name!r}", "a sum of two branches: a skip "
                                             "connection's shortcut is the value itself, or "
                                             "Linear layers, 1 x 1 convolutions and BatchNorms")
             shortcut = shortcuts[0]
             block = sides[1] if shortcut is sides[0] else sides[0]
             key = object()
-            chunks.append([source_marker(key, node.name), *block,
-                           sum_marker(key, node.name, shortcut)])
+            chunks.append([source_marker(key, name), *block, sum_marker(key, name, shortcut)])
             node = fork
             continue
         node, ops = entry
@@ -1069,7 +1072,7 @@ def _fork(first, second, produced: dict, order: dict):
             seen.add(value)
             entry = produced[value]
             if entry is not None:
-                stack += entry[1:] if entry[0] == "sum" else [entry[0]]
+                stack += entry[1:3] if entry[0] is _SUM else [entry[0]]
         return seen
 
     return max(ancestors(first) & ancestors(second), key=order.__getitem__)
@@ -1224,115 +1227,41 @@ def capture_onnx(path) -> Graph:
     if len(inputs) != 1:
         raise ValueError(f"{path}: the graph must have exactly one input, not "
                          f"{[i.name for i in inputs]}")
-    current = inputs[0].name            # the tensor the next node must consume
-    ops: list[Op] = []
-    pending = None                      # (MatMul name, weight out x in) waiting for its Add
-    positions = {current: 0}            # tensor -> len(ops) when it was the chain's end
-    sources = []                        # (position, marker): where skip connections leave
-    for node in (n for index, n in enumerate(graph.node) if index not in folded):
-        name = node.name or f"{node.op_type}_{len(ops)}"
-        data = [i for i in node.input if i and i not in constants and i not in shapes]
-        if node.op_type == "Add" and len(data) == 2 and current in data \
-                and len(set(data)) == 2 and (set(data) - {current}) <= set(positions):
-            # A skip connection: the chain's end plus an earlier value (residual.py).
-            if pending is not None:
-                ops.append(_linear(pending[0], pending[1], None))
-                pending = None
-            key = object()
-            sources.append((positions[next(i for i in data if i != current)],
-                            source_marker(key, name)))
-            ops.append(sum_marker(key, name))
-            current = node.output[0]
-            positions[current] = len(ops)
+    # Every tensor the graph computes: name -> (the tensor it reads, its ops), or (_SUM, a, b,
+    # node name) for a skip connection's Add; the output is then resolved into a chain.
+    produced: dict = {inputs[0].name: None}
+    order: dict = {inputs[0].name: -1}
+    matmuls = set()                     # tensors a MatMul made: an Add of a constant is its bias
+    for index, node in enumerate(graph.node):
+        if index in folded:
             continue
-        if data != [current]:
-            raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {_reads(node, data)}, "
-                                        f"not just the previous output {current!r}: not a "
-                                        f"chain of layers)", node.op_type)
-        current = node.output[0]
+        name = node.name or f"{node.op_type}_{index}"
+        data = [i for i in node.input if i and i not in constants and i not in shapes]
+        output = node.output[0]
+        order[output] = index
+        if node.op_type == "Add" and len(set(data)) == 2 and set(data) <= set(produced):
+            produced[output] = (_SUM, *data, name)     # a skip connection (residual.py)
+            continue
+        if len(data) != 1 or data[0] not in produced:
+            raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {_reads(node, data)}: "
+                                        f"not a chain of layers)", node.op_type)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if pending is not None and node.op_type != "Add":
-            ops.append(_linear(pending[0], pending[1], None))
-            pending = None
-        if node.op_type in ("Gemm", "MatMul") and len(node.input) < 2:
-            raise UnsupportedLayerError(f"ONNX node {name!r}", f"{node.op_type} with "
-                                        f"{len(node.input)} input, no weight")
-        if node.op_type == "Gemm":
-            if attrs.get("transA", 0):
-                raise UnsupportedLayerError(f"ONNX node {name!r} (Gemm with transA=1)", "Gemm")
-            weight = _constant(constants, node.input[1], name)
-            weight = (weight if attrs.get("transB", 0) else weight.T) * attrs.get("alpha", 1.0)
-            bias = (_constant(constants, node.input[2], name) * attrs.get("beta", 1.0)
-                    if len(node.input) > 2 and node.input[2] else None)
-            ops.append(_linear(name, weight, bias))
-        elif node.op_type == "MatMul":
-            if node.input[0] != data[0]:
-                raise UnsupportedLayerError(f"ONNX node {name!r} (MatMul with the weight on "
-                                            f"the left)", "MatMul")
-            pending = (name, _constant(constants, node.input[1], name).T)
-        elif node.op_type == "Add" and pending is not None:
+        if node.op_type == "Add" and data[0] in matmuls:
+            # MatMul then Add of a constant: one Linear with its bias.
+            source, [linear] = produced[data[0]]
             operand = next(i for i in node.input if i in constants)
-            ops.append(_linear(pending[0], pending[1], _constant(constants, operand, name)))
-            pending = None
-        elif node.op_type in _ONNX_ARITHMETIC and len(node.input) == 2 \
-                and sum(i in constants for i in node.input) == 1:
-            # Arithmetic by a constant (input normalisation: Sub, then Div).
-            constant_first = node.input[0] in constants
-            operand = node.input[0 if constant_first else 1]
-            if constant_first and node.op_type == "Div":
-                raise UnsupportedLayerError(f"ONNX node {name!r} (a constant divided by the "
-                                            f"data)", "Div")
-            ops.append(_affine_op(_ONNX_ARITHMETIC[node.op_type], constants[operand],
-                                  constant_first, name))
-        elif node.op_type == "BatchNormalization":
-            scale, shift, mean, var = (_constant(constants, node.input[i], name)
-                                       for i in range(1, 5))
-            ops.append(Op(OpKind.BATCHNORM, name, {"weight": scale, "bias": shift,
-                                                    "mean": mean, "var": var},
-                          {"eps": float(attrs.get("epsilon", 1e-5))}))
-        elif node.op_type == "Conv":
-            ops.append(_onnx_conv(node, name, attrs, constants))
-        elif node.op_type in ("MaxPool", "AveragePool"):
-            ops.append(_onnx_pool(node, name, attrs))
-        elif node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
-            ops.append(Op(OpKind.AVGPOOL if node.op_type == "GlobalAveragePool"
-                          else OpKind.MAXPOOL, name, {}, {"global": True}))
-        elif node.op_type in ("Softmax", "LogSoftmax"):
-            ops.append(Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset)))
-        elif node.op_type == "Squeeze":
-            ops.append(Op(OpKind.FLATTEN, name, {}, {"squeeze": True}))
-        elif node.op_type == "Clip":
-            ops.append(_onnx_clip(node, name, attrs, constants))
-        elif node.domain == FUNCTION_DOMAIN:
-            ops.append(Op(OpKind.FUNCTION, name, {}, {"function": Function(
-                node.op_type, tuple(next((a.floats for a in node.attribute
-                                          if a.name == "params"), ())))}))
-        elif node.op_type in _ONNX_FUNCTIONS:
-            ops.append(Op(OpKind.FUNCTION, name, {},
-                          {"function": _onnx_function(node, name, attrs)}))
-        elif node.op_type == "LeakyRelu":
-            ops.append(Op(OpKind.LEAKY, name, {}, {"slope": float(attrs.get("alpha", 0.01))}))
-        elif node.op_type == "PRelu" and _constant(constants, node.input[1], name).size == 1:
-            slope = _constant(constants, node.input[1], name)
-            ops.append(Op(OpKind.LEAKY, name, {}, {"slope": float(slope.ravel()[0])}))
-        elif node.op_type in _ONNX_SIMPLE:
-            if node.op_type in ("Flatten", "Reshape"):
-                ops.append(_check_flatten(node, name, attrs, {**constants, **shapes}))
-            else:
-                ops.append(Op(_ONNX_SIMPLE[node.op_type], name))
-        else:
-            raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
-        if pending is None:
-            positions[current] = len(ops)
-    if pending is not None:
-        ops.append(_linear(pending[0], pending[1], None))
-    for position, marker in sorted(sources, key=lambda source: -source[0]):
-        ops.insert(position, marker)
-    ops = merge_skip_connections(ops)
-    if outputs != [current]:
-        raise UnsupportedLayerError(f"{path}: the graph's output {', '.join(outputs)} (not just "
-                                    f"the last node's output {current!r}: a model of one "
-                                    f"output, its chain's last)", "outputs")
+            produced[output] = (source, [_linear(linear.name, linear.params["weight"],
+                                                 _constant(constants, operand, name))])
+            continue
+        if node.op_type == "MatMul":
+            matmuls.add(output)
+        produced[output] = (data[0], _onnx_ops(node, name, attrs, data, constants, shapes,
+                                               opset))
+    if len(outputs) != 1 or outputs[0] not in produced or outputs[0] == inputs[0].name:
+        raise UnsupportedLayerError(f"{path}: the graph's output {', '.join(outputs)} (not "
+                                    f"a model of one output computed from its input)",
+                                    "outputs")
+    ops = merge_skip_connections(_resolve(outputs[0], inputs[0].name, produced, order))
     layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
     if not layers:
         raise ValueError(f"{path}: the ONNX graph has no Gemm, MatMul or Conv layer")
@@ -1355,6 +1284,73 @@ def capture_onnx(path) -> Graph:
         raise ValueError(f"{path}: the graph input {inputs[0].name!r} has {int(np.prod(dims))} "
                          f"features but {layers[0].name} takes {input_size}")
     return check_graph(ops, input_size, str(path))
+
+
+def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, shapes: dict,
+              opset: int) -> list[Op]:
+    """The ops of one ONNX node that reads one computed tensor (a MatMul's Linear without
+    its bias: an Add of a constant after it gives it one)."""
+    if node.op_type in ("Gemm", "MatMul") and len(node.input) < 2:
+        raise UnsupportedLayerError(f"ONNX node {name!r}", f"{node.op_type} with "
+                                    f"{len(node.input)} input, no weight")
+    if node.op_type == "Gemm":
+        if attrs.get("transA", 0):
+            raise UnsupportedLayerError(f"ONNX node {name!r} (Gemm with transA=1)", "Gemm")
+        weight = _constant(constants, node.input[1], name)
+        weight = (weight if attrs.get("transB", 0) else weight.T) * attrs.get("alpha", 1.0)
+        bias = (_constant(constants, node.input[2], name) * attrs.get("beta", 1.0)
+                if len(node.input) > 2 and node.input[2] else None)
+        return [_linear(name, weight, bias)]
+    if node.op_type == "MatMul":
+        if node.input[0] != data[0]:
+            raise UnsupportedLayerError(f"ONNX node {name!r} (MatMul with the weight on "
+                                        f"the left)", "MatMul")
+        return [_linear(name, _constant(constants, node.input[1], name).T, None)]
+    if node.op_type in _ONNX_ARITHMETIC and len(node.input) == 2 \
+            and sum(i in constants for i in node.input) == 1:
+        # Arithmetic by a constant (input normalisation: Sub, then Div).
+        constant_first = node.input[0] in constants
+        operand = node.input[0 if constant_first else 1]
+        if constant_first and node.op_type == "Div":
+            raise UnsupportedLayerError(f"ONNX node {name!r} (a constant divided by the "
+                                        f"data)", "Div")
+        return [_affine_op(_ONNX_ARITHMETIC[node.op_type], constants[operand],
+                           constant_first, name)]
+    if node.op_type == "BatchNormalization":
+        scale, shift, mean, var = (_constant(constants, node.input[i], name)
+                                   for i in range(1, 5))
+        return [Op(OpKind.BATCHNORM, name, {"weight": scale, "bias": shift,
+                                            "mean": mean, "var": var},
+                   {"eps": float(attrs.get("epsilon", 1e-5))})]
+    if node.op_type == "Conv":
+        return [_onnx_conv(node, name, attrs, constants)]
+    if node.op_type in ("MaxPool", "AveragePool"):
+        return [_onnx_pool(node, name, attrs)]
+    if node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
+        return [Op(OpKind.AVGPOOL if node.op_type == "GlobalAveragePool"
+                   else OpKind.MAXPOOL, name, {}, {"global": True})]
+    if node.op_type in ("Softmax", "LogSoftmax"):
+        return [Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset))]
+    if node.op_type == "Squeeze":
+        return [Op(OpKind.FLATTEN, name, {}, {"squeeze": True})]
+    if node.op_type == "Clip":
+        return [_onnx_clip(node, name, attrs, constants)]
+    if node.domain == FUNCTION_DOMAIN:
+        return [Op(OpKind.FUNCTION, name, {}, {"function": Function(
+            node.op_type, tuple(next((a.floats for a in node.attribute
+                                      if a.name == "params"), ())))})]
+    if node.op_type in _ONNX_FUNCTIONS:
+        return [Op(OpKind.FUNCTION, name, {}, {"function": _onnx_function(node, name, attrs)})]
+    if node.op_type == "LeakyRelu":
+        return [Op(OpKind.LEAKY, name, {}, {"slope": float(attrs.get("alpha", 0.01))})]
+    if node.op_type == "PRelu" and _constant(constants, node.input[1], name).size == 1:
+        slope = _constant(constants, node.input[1], name)
+        return [Op(OpKind.LEAKY, name, {}, {"slope": float(slope.ravel()[0])})]
+    if node.op_type in _ONNX_SIMPLE:
+        if node.op_type in ("Flatten", "Reshape"):
+            return [_check_flatten(node, name, attrs, {**constants, **shapes})]
+        return [Op(_ONNX_SIMPLE[node.op_type], name)]
+    raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
 
 
 def _reads(node, data: list[str]) -> str:

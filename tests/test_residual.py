@@ -119,21 +119,6 @@ def test_the_carried_value_costs_one_entry_a_row():
     assert split.layers[1].out_features == 5 + 12
 
 
-def test_onnx_residual_blocks(tmp_path):
-    for where in ("pre", "post"):
-        model = seeded(Net([Block(where=where), Block(where="norm")]))
-        path = tmp_path / f"{where}.onnx"
-        with warnings.catch_warnings():      # TorchScript export's deprecation
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, torch.zeros(1, 4), str(path), dynamo=False,
-                              input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "batch"}})
-        network = canonicalize(capture(path))
-        x = inputs()
-        np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4,
-                                   atol=1e-4)
-
-
 class ConvBlock(nn.Module):
     """ResNet's basic block: conv -> BatchNorm -> ReLU -> conv -> BatchNorm, summed with the
     input (or its 1 x 1 projection where the stride or the channels change) before ("pre")
@@ -184,6 +169,35 @@ def test_a_convolutional_residual_block_is_a_chain_that_computes_the_same(make):
     shape = (1, 16) if one_d else (1, 8, 8)
     network = canonicalize(capture(model, input_shape=shape))
     x = np.random.default_rng(2).standard_normal((16, *shape)).astype(np.float32)
+    np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
+
+
+def exported(model, path, shape):
+    with warnings.catch_warnings():      # TorchScript export's deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, *shape), str(path), dynamo=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+    return path
+
+
+ONNX_CASES = {
+    "pre, then a BatchNorm before the sum": (lambda: Net([Block(where="pre"),
+                                                          Block(where="norm")]), (4,)),
+    "post, then a BatchNorm before the sum": (lambda: Net([Block(where="post"),
+                                                           Block(where="norm")]), (4,)),
+    "projection shortcut": (lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), Projection(),
+                                                  nn.Linear(4, 3)), (4,)),
+    "ResNet blocks, stride 2 with a projection": (
+        lambda: resnet(ConvBlock(4), ConvBlock(4, 8, stride=2)), (1, 8, 8)),
+    "ResNet block, post": (lambda: resnet(ConvBlock(4, where="post"), pool=False), (1, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("make, shape", ONNX_CASES.values(), ids=ONNX_CASES.keys())
+def test_onnx_residual_blocks(make, shape, tmp_path):
+    model = seeded(make())
+    network = canonicalize(capture(exported(model, tmp_path / "m.onnx", shape)))
+    x = np.random.default_rng(4).standard_normal((16, *shape)).astype(np.float32)
     np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
 
 
@@ -278,3 +292,28 @@ def test_a_residual_network_is_bit_exact_on_the_rtl(compressed_residual, tmp_pat
     _, compressed, x, _ = compressed_residual
     program = sf.compile(compressed, pes=4, board="icebreaker")
     assert_bit_and_cycle_exact(program, compressed.network, x[:12], tmp_path / "rtl", "residual")
+
+
+def test_a_convolutional_residual_network_compiles_and_its_program_computes_the_network():
+    from sklearn.datasets import load_digits
+
+    from sparseforge.sim.reference.golden import run_image
+
+    digits = load_digits()
+    x = (digits.data[:400] / 16).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = digits.target[:400]
+    torch.manual_seed(0)
+    model = resnet(ConvBlock(4), ConvBlock(4, 8, stride=2), classes=10)
+    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(20):
+        optimiser.zero_grad()
+        F.cross_entropy(model(torch.tensor(x)), torch.tensor(y)).backward()
+        optimiser.step()
+    compressed = sf.compress(model.eval(), (x[:300], y[:300]), test=(x[300:], y[300:]),
+                             sparsity=0.5, prune_steps=1, prune_epochs=1, final_epochs=1,
+                             share_epochs=1)
+    program = sf.compile(compressed, pes=1, board="icebreaker")
+    assert program.config.conv
+    x_int = program.quantize_input(x[300:320])
+    golden = program.network_output(run_image(program.config, program.image, x_int))
+    np.testing.assert_array_equal(golden, compressed.network.forward(x_int))
