@@ -2,7 +2,8 @@
 (input BatchNorm, a one-output logit, Linear -> ReLU -> BatchNorm, a CNN that views flat data
 as images, a 1-D CNN on signals, a final Sigmoid, LeakyReLU(0.1) (run as a slope of 2**-3), a
 CNN with ReLU6 and LeakyReLU(0.2), GELU and Tanh run as tables, a CNN with Tanh and SiLU as
-tables, and GELU and Tanh swapped for ReLU by ``swap_activations``),
+tables, GELU and Tanh swapped for ReLU by ``swap_activations``, an MLP with two residual
+blocks and a ResNet of two basic blocks, one with a 1 x 1 projection),
 trained here on scikit-learn's bundled data sets and a synthetic signal task, then taken
 through the pipeline as a user would: ``sf.compress`` -> ``sf.compile`` for the iCEBreaker
 and the ULX3S-85F -> the golden model's accuracy on the test split, the cycle model's cycles
@@ -130,6 +131,50 @@ class SignalCNN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool1d(x, 1), 1))
 
 
+class ResidualMLP(nn.Module):
+    """Two residual blocks, one summed before its ReLU and one after, as MLP-Mixer-like
+    tabular models write them."""
+
+    def __init__(self, features=64, width=48, classes=10):
+        super().__init__()
+        self.stem = nn.Linear(features, width)
+        self.fc1, self.fc2 = nn.Linear(width, width), nn.Linear(width, width)
+        self.fc3, self.fc4 = nn.Linear(width, width), nn.Linear(width, width)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        h = F.relu(self.fc2(F.relu(self.fc1(h))) + h)
+        h = h + F.relu(self.fc4(F.relu(self.fc3(h))))
+        return self.head(h)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet basic block, with its 1 x 1 projection where the stride or the
+    channels change."""
+
+    def __init__(self, channels, out, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, out, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out)
+        self.conv2 = nn.Conv2d(out, out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        self.downsample = None if stride == 1 and channels == out else nn.Sequential(
+            nn.Conv2d(channels, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity)
+
+
+def small_resnet():
+    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 4, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(4), nn.ReLU(), BasicBlock(4, 4), BasicBlock(4, 8, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
 @dataclass
 class Case:
     name: str
@@ -187,6 +232,11 @@ CASES = [
     Case("digits-gelu-swapped", "digits as flat 64-pixel rows (10 classes)", digits_flat,
          lambda: nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 32), nn.Tanh(),
                                nn.Linear(32, 10)), options={"swap_activations": True}),
+    # Skip connections: carried through their blocks as extra rows (compiler/residual.py).
+    Case("digits-residual-mlp", "digits as flat 64-pixel rows (10 classes)", digits_flat,
+         ResidualMLP),
+    Case("digits-resnet", "digits as flat 64-pixel rows (10 classes)", digits_flat,
+         small_resnet, kind="conv", sparsity=0.5),
 ]
 
 

@@ -2,8 +2,8 @@
 
 Modules are walked in execution order: ``nn.Sequential`` (nested to any depth) child by child,
 a leaf module of a known type as one op (the table :func:`_module_handlers`), and any other
-container with ``torch.fx`` (its forward must be a chain: each op takes the previous op's
-output).  Parameters are read as evaluation mode sees them: BatchNorm's running statistics,
+container with ``torch.fx`` (its forward must be a chain: each op takes one value computed
+before it, and two values meet only in a skip connection's sum).  Parameters are read as evaluation mode sees them: BatchNorm's running statistics,
 and for a model pruned with ``torch.nn.utils.prune`` the effective ``weight_orig *
 weight_mask``.  ONNX graphs are read with the ``onnx`` package: Gemm (``transB``, ``alpha``,
 ``beta``), MatMul followed by Add, Conv, MaxPool, AveragePool, GlobalAveragePool, Relu,
@@ -1173,7 +1173,8 @@ def capture_onnx(path) -> Graph:
     """Read an ONNX file's graph (or an ``onnx.ModelProto``'s) into a shape-checked Graph.
 
     The graph must be a chain from its one real input (not an initializer) to its output:
-    each node's data input is the previous node's output.  Weights must be initializers or
+    each node reads one computed tensor, and two meet only in a skip connection's ``Add``
+    (resolved as a traced forward's sums are, :func:`_resolve`).  Weights must be initializers or
     Constant nodes (``onnx.numpy_helper``), or Identity nodes reading one.  ``Gemm`` computes
     ``alpha * A B' + beta * C`` with ``B' = B^T`` when ``transB``; ``MatMul(x, W)`` takes
     ``W`` as in x out, and an ``Add`` right after it is its bias.  A Softmax's axis is read as
