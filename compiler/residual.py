@@ -125,7 +125,7 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
         if index in blocks:
             end = blocks[index]
             block, pending, nonnegative = _block(ops[index + 1:end], ops[end], pending,
-                                                 nonnegative)
+                                                 nonnegative, out)
             out += block
             index = end + 1
             continue
@@ -177,12 +177,14 @@ def _blocks(ops: list[Op]) -> dict[int, int]:
 
 # ---- one block -------------------------------------------------------------------------------
 
-def _block(branch: list[Op], marker: Op, pending: _Sum | None,
-           source_nonnegative: bool) -> tuple[list[Op], _Sum | None, bool]:
+def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegative: bool,
+           chain: list[Op]) -> tuple[list[Op], _Sum | None, bool]:
     """The chain for ``z = F(s) + P(s)``, ``F`` the ops of ``branch``, ``P`` the marker's
-    shortcut, and ``s`` the chain's last output (or ``pending`` of it).  Returns the chain's
-    ops, the sum still to be made after them (None: their last output is ``z``) and whether
-    ``z`` is nonnegative."""
+    shortcut, and ``s`` the last output of ``chain`` (the ops before the block), or
+    ``pending`` of it.  Returns the block's ops, the sum still to be made after them (None:
+    their last output is ``z``) and whether ``z`` is nonnegative.  A block that starts with
+    a BatchNorm or an activation (a pre-activation ResNet's) has ``s`` copied by the layer
+    before it, whose ops in ``chain`` are changed so."""
     name = marker.name
     where = f"the skip connection summed at {name!r}"
     branch = [op for op in branch if op.kind not in _PASSED]
@@ -193,12 +195,12 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None,
                 f"supported around Linear layers and convolutions with ReLU or LeakyReLU and "
                 f"BatchNorm between them")
     layers = [i for i, op in enumerate(branch) if op.kind in _LAYERS]
-    if not layers or layers[0] != 0:
+    if not layers:
         raise SkipConnectionError(
-            f"{where}: its block must start with a Linear layer or a convolution"
-            + (f", not {branch[0].name!r}" if branch else " (it adds a value to itself)"))
-    conv = branch[0].kind is OpKind.CONV
-    if any(branch[i].kind is not branch[0].kind for i in layers):
+            f"{where}: its block has no Linear layer or convolution"
+            + (f" ({branch[0].name!r} alone)" if branch else " (it adds a value to itself)"))
+    conv = branch[layers[0]].kind is OpKind.CONV
+    if any(branch[i].kind is not branch[layers[0]].kind for i in layers):
         raise SkipConnectionError(f"{where} goes around both Linear layers and convolutions")
     first, last = layers[0], layers[-1]
     after = branch[last + 1:]
@@ -214,7 +216,9 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None,
     size = branch[first].params["weight"].shape[1]
     projection, offset, shortcut_stride = _shortcut(marker.attrs["shortcut"], size, conv, where)
     _check_strides(branch, shortcut_stride, conv, where)
-    carrying = branch[first + 1:last] if before_sum else branch[first + 1:]
+    early = first > 0                   # s is carried from the layer before the block
+    carrying = (branch[:last] if early else branch[first + 1:last]) if before_sum \
+        else (branch if early else branch[first + 1:])
     activations = [op for op in carrying if op.kind in _CARRIED_ACTIVATIONS]
     split = bool(activations) and not source_nonnegative
     if split and any(op.kind is OpKind.LEAKY for op in activations):
@@ -231,6 +235,8 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None,
     carry_rows = np.vstack([identity, -identity]) if split else identity     # s -> carried
     added = projection @ (np.hstack([identity, -identity]) if split else identity)
     width = len(carry_rows)
+    if early:
+        _carry_from_the_layer_before(chain, carry_rows, pending, where)
 
     out: list[Op] = []
     features = size                     # the block's own features (channels) at this point
@@ -250,7 +256,7 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None,
         closes = index == last and before_sum
         if closes:
             _check_size(op, features, len(projection), where)
-        if index == first:
+        if index == first and not early:
             layer = _mixed_inputs(op, to_source)
             if closes:                              # z = W s + b + P s
                 layer = _plus_at_tap(layer, projection @ to_source)
@@ -273,6 +279,45 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None,
         and all(op.kind is OpKind.RELU for op in after if op.kind in _CARRIED_ACTIVATIONS)
     matrix = np.hstack([np.eye(features), added])
     return out, _Sum(matrix, offset, conv, name), nonnegative
+
+
+def _carry_from_the_layer_before(chain: list[Op], carry_rows: np.ndarray,
+                                 pending: _Sum | None, where: str) -> None:
+    """Give the last layer of ``chain`` outputs that copy (``carry_rows``) the ones the block
+    reads, passed through the ops after it as its own outputs are (a copy, the same
+    activation and BatchNorm) or through none (a copy with its sign changed would not)."""
+    layers = [i for i, op in enumerate(chain) if op.kind in _LAYERS]
+    if pending is not None or not layers:
+        raise SkipConnectionError(
+            f"{where}: its block starts with {'an activation or a BatchNorm'} and there is "
+            f"no layer right before it to copy the value added back from ("
+            + ("another skip connection's sum comes first" if pending is not None
+               else "the block is at the model's input") + ")")
+    index = layers[-1]
+    layer, after = chain[index], chain[index + 1:]
+    copies = np.array_equal(carry_rows, np.eye(len(carry_rows)))
+    per_channel = (OpKind.RELU, OpKind.LEAKY, OpKind.CLAMP, OpKind.FUNCTION, OpKind.BATCHNORM,
+                   OpKind.MAXPOOL, OpKind.AVGPOOL, OpKind.IDENTITY)
+    passed = [op for op in after if op.kind is not OpKind.IDENTITY]
+    if any(op.kind not in per_channel for op in after) or (passed and not copies):
+        raise SkipConnectionError(
+            f"{where}: its block starts with an activation or a BatchNorm, so the value added "
+            f"back is copied by {layer.name!r} before it; "
+            + (f"{passed[0].name!r} between them would change a copy with its sign changed "
+               f"(the value can be negative and the block has a ReLU)" if not copies
+               else f"{next(op.name for op in after if op.kind not in per_channel)!r} "
+                    f"between them does not act on each value alone"))
+    weight, bias = layer.params["weight"], layer.params["bias"]
+    outputs = len(weight)
+    chain[index] = _layer(layer, np.concatenate([weight, np.tensordot(carry_rows, weight, 1)]),
+                          np.concatenate([bias, carry_rows @ bias]))
+    for position, op in enumerate(after, start=index + 1):
+        if op.kind is OpKind.BATCHNORM:
+            scale, shift = _affine(op, outputs, where)
+            chain[position] = Op(OpKind.BATCHNORM, op.name,
+                                 {"weight": np.tile(scale, 2), "bias": np.tile(shift, 2),
+                                  "mean": np.zeros(2 * outputs), "var": np.ones(2 * outputs)},
+                                 {"eps": 0.0})
 
 
 def _shortcut(ops, size: int, conv: bool, where: str):

@@ -47,6 +47,18 @@ class Block(nn.Module):
         return x + F.relu(self.fc2(h))
 
 
+class PreActivation(nn.Module):
+    """BatchNorm -> ReLU -> Linear, twice, summed with the input (a pre-activation block)."""
+
+    def __init__(self, width=6):
+        super().__init__()
+        self.bn1, self.fc1 = nn.BatchNorm1d(width), nn.Linear(width, width)
+        self.bn2, self.fc2 = nn.BatchNorm1d(width), nn.Linear(width, width)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.bn2(self.fc1(F.relu(self.bn1(x)))))) + x
+
+
 class Single(nn.Module):
     def __init__(self, width=6):
         super().__init__()
@@ -96,6 +108,7 @@ CASES = {
     "three blocks": lambda: Net([Block(where="pre"), Block(where="post"), Block(where="pre")]),
     "projection shortcut": lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), Projection(),
                                                  nn.Linear(4, 3)),
+    "pre-activation blocks": lambda: Net([PreActivation(), PreActivation()], relu_first=False),
 }
 
 
@@ -141,6 +154,21 @@ class ConvBlock(nn.Module):
         return self.shortcut(x) + F.relu(self.bn2(self.conv2(h)))
 
 
+class PreActivationBlock(nn.Module):
+    """PreActResNet's block: BatchNorm -> ReLU -> conv, twice, summed with the input."""
+
+    def __init__(self, channels, norm=True):
+        super().__init__()
+        self.bn1, self.conv1 = (nn.BatchNorm2d(channels) if norm else nn.Identity(),
+                                nn.Conv2d(channels, channels, 3, padding=1))
+        self.bn2, self.conv2 = nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 3,
+                                                                   padding=1)
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.bn1(x)))
+        return self.conv2(F.relu(self.bn2(out))) + x
+
+
 def resnet(*blocks, one_d=False, pool=True, positions=64, classes=3):
     conv, norm = (nn.Conv1d, nn.BatchNorm1d) if one_d else (nn.Conv2d, nn.BatchNorm2d)
     last = blocks[-1].conv2.out_channels
@@ -159,6 +187,12 @@ CONV_CASES = {
                                                       pool=False, positions=16),
     "Conv1d": lambda: resnet(ConvBlock(4, one_d=True), ConvBlock(4, 6, 2, one_d=True),
                              one_d=True),
+    "pre-activation blocks": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), PreActivationBlock(4), PreActivationBlock(4),
+        nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)),
+    "pre-activation block after a ReLU and a pooling": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        PreActivationBlock(4, norm=False), nn.Flatten(), nn.Linear(64, 3)),
 }
 
 
