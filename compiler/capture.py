@@ -36,6 +36,7 @@ normalises over the batch: dropping it as the class softmax would change the pre
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from pathlib import Path
@@ -1230,6 +1231,7 @@ def capture_onnx(path) -> Graph:
                          f"{[i.name for i in inputs]}")
     # Every tensor the graph computes: name -> (the tensor it reads, its ops), or (_SUM, a, b,
     # node name) for a skip connection's Add; the output is then resolved into a chain.
+    ranks = _onnx_ranks(model, inputs[0])
     produced: dict = {inputs[0].name: None}
     order: dict = {inputs[0].name: -1}
     matmuls = set()                     # tensors a MatMul made: an Add of a constant is its bias
@@ -1257,7 +1259,7 @@ def capture_onnx(path) -> Graph:
         if node.op_type == "MatMul":
             matmuls.add(output)
         produced[output] = (data[0], _onnx_ops(node, name, attrs, data, constants, shapes,
-                                               opset))
+                                               opset, ranks))
     if len(outputs) != 1 or outputs[0] not in produced or outputs[0] == inputs[0].name:
         raise UnsupportedLayerError(f"{path}: the graph's output {', '.join(outputs)} (not "
                                     f"a model of one output computed from its input)",
@@ -1288,9 +1290,10 @@ def capture_onnx(path) -> Graph:
 
 
 def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, shapes: dict,
-              opset: int) -> list[Op]:
+              opset: int, ranks: dict) -> list[Op]:
     """The ops of one ONNX node that reads one computed tensor (a MatMul's Linear without
-    its bias: an Add of a constant after it gives it one)."""
+    its bias: an Add of a constant after it gives it one); ``ranks`` holds the tensors'
+    ranks (:func:`_onnx_ranks`)."""
     if node.op_type in ("Gemm", "MatMul") and len(node.input) < 2:
         raise UnsupportedLayerError(f"ONNX node {name!r}", f"{node.op_type} with "
                                     f"{len(node.input)} input, no weight")
@@ -1330,6 +1333,13 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
     if node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
         return [Op(OpKind.AVGPOOL if node.op_type == "GlobalAveragePool"
                    else OpKind.MAXPOOL, name, {}, {"global": True})]
+    if node.op_type in ("ReduceMean", "ReduceMax"):
+        return _onnx_reduction(node, name, attrs, constants, ranks[data[0]])
+    if node.op_type == "Unsqueeze" and ranks[data[0]] == 3 and ranks[node.output[0]] == 4 \
+            and _axes(node, attrs, constants, name, 4) == [2]:
+        # A 1-D signal (batch x channels x samples) as a map of one row, the way sparseforge
+        # holds it already (the dynamo exporter writes AdaptiveMaxPool1d so).
+        return [Op(OpKind.IDENTITY, name)]
     if node.op_type in ("Softmax", "LogSoftmax"):
         return [Op(OpKind.SOFTMAX, name, {}, _onnx_softmax(attrs, opset))]
     if node.op_type == "Squeeze":
@@ -1352,6 +1362,51 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
             return [_check_flatten(node, name, attrs, {**constants, **shapes})]
         return [Op(_ONNX_SIMPLE[node.op_type], name)]
     raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
+
+
+def _onnx_ranks(model, graph_input) -> dict:
+    """Every tensor's rank, as onnx's shape inference gives it (the graph input's for any it
+    cannot infer)."""
+    import onnx
+
+    rank = len(graph_input.type.tensor_type.shape.dim)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:               # a model shape inference cannot follow: the input's rank
+        return collections.defaultdict(lambda: rank)
+    ranks = collections.defaultdict(lambda: rank)
+    for value in (*inferred.value_info, *inferred.input, *inferred.output):
+        if value.type.tensor_type.HasField("shape"):
+            ranks[value.name] = len(value.type.tensor_type.shape.dim)
+    return ranks
+
+
+def _axes(node, attrs: dict, constants: dict, name: str, rank: int) -> list[int] | None:
+    """A reduction's or an Unsqueeze's axes (an attribute before opset 13 or 18, an input
+    from it), each in 0 .. rank - 1, sorted; None when not given."""
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = _constant(constants, node.input[1], name).astype(int).ravel().tolist()
+    return None if axes is None else sorted(int(a) % rank for a in axes)
+
+
+def _onnx_reduction(node, name: str, attrs: dict, constants: dict, rank: int) -> list[Op]:
+    """``ReduceMean`` / ``ReduceMax`` over a map's spatial axes (rows and columns, or a 1-D
+    signal's samples) as global average / max pooling, then a flatten unless ``keepdims``:
+    PyTorch's dynamo exporter writes ``AdaptiveAvgPool2d(1)`` so.  The axes are an attribute
+    before opset 18 and an input from it."""
+    spatial = list(range(2, rank))
+    axes = _axes(node, attrs, constants, name, rank) if rank > 2 else None
+    kind, pooled = ((OpKind.AVGPOOL, "average") if node.op_type == "ReduceMean"
+                    else (OpKind.MAXPOOL, "max"))
+    if axes != spatial or not spatial:
+        raise UnsupportedSettingError(f"ONNX node {name!r}", node.op_type, "axes",
+                                      repr(axes),
+                                      f"a {node.op_type} over a map's spatial axes "
+                                      f"({', '.join(map(str, spatial)) or 'none here'}) is "
+                                      f"global {pooled} pooling; no other is supported")
+    ops = [Op(kind, name, {}, {"global": True})]
+    return ops if attrs.get("keepdims", 1) else ops + [Op(OpKind.FLATTEN, name)]
 
 
 def _reads(node, data: list[str]) -> str:
