@@ -672,7 +672,7 @@ def _adaptive_pool_module(module, name) -> list[Op]:
 def _capture(module, name) -> list[Op]:
     from torch import nn
 
-    handler = _module_handlers().get(type(module))
+    handler = _module_handlers().get(_unparametrized_type(module))
     if handler is not None:
         return handler(module, name or type(module).__name__)
     if type(module) is nn.Sequential:
@@ -686,6 +686,18 @@ def _capture(module, name) -> list[Op]:
         raise UnsupportedLayerError(f"layer {name or type(module).__name__!r}",
                                     type(module).__name__)
     return _trace(module, name)
+
+
+def _unparametrized_type(module) -> type:
+    """The module's class; for one with ``torch.nn.utils.parametrize`` parametrizations
+    (``weight_norm``, ``spectral_norm`` from ``torch.nn.utils.parametrizations``), the class it
+    was (PyTorch makes a ``ParametrizedLinear`` subclass), whose handler reads the weight
+    the parametrization computes, as the forward does."""
+    from torch.nn.utils import parametrize
+
+    if parametrize.is_parametrized(module):
+        return type(module).__bases__[0]
+    return type(module)
 
 
 def _is_shape_query(node, kinds, shape_queries) -> bool:

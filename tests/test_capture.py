@@ -99,6 +99,33 @@ def test_pruned_weights_are_the_effective_product_even_when_weight_is_stale():
     np.testing.assert_allclose(capture(model).run(x), torch_out(model, x), rtol=1e-5, atol=1e-6)
 
 
+class NormedForward(nn.Module):
+    def __init__(self, first):
+        super().__init__()
+        self.first, self.second = first, nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x)))
+
+
+@pytest.mark.parametrize("parametrization", ["weight_norm", "spectral_norm"])
+def test_parametrized_layers_are_captured_with_the_weight_they_compute(parametrization):
+    from torch.nn.utils import parametrizations
+
+    normed = getattr(parametrizations, parametrization)
+    torch.manual_seed(0)
+    for model in (nn.Sequential(normed(nn.Linear(10, 8)), nn.ReLU(), nn.Linear(8, 2)),
+                  NormedForward(normed(nn.Linear(10, 8)))):
+        x = inputs(10)
+        np.testing.assert_allclose(capture(model.eval()).run(x), torch_out(model, x),
+                                   rtol=1e-5, atol=1e-6)
+    conv = nn.Sequential(normed(nn.Conv2d(1, 3, 3, padding=1)), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(48, 2)).eval()
+    x = inputs(16)
+    np.testing.assert_allclose(capture(conv, input_shape=(1, 4, 4)).run(x),
+                               torch_out(conv, x.reshape(-1, 1, 4, 4)), rtol=1e-5, atol=1e-6)
+
+
 def test_linear_without_bias_gets_zero_bias():
     graph = capture(seeded_model(nn.Linear(4, 3, bias=False)))
     np.testing.assert_array_equal(graph.ops[0].params["bias"], np.zeros(3))
