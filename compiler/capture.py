@@ -352,6 +352,10 @@ def _module_handlers():
     def softmax(module, name):
         return [Op(OpKind.SOFTMAX, name, {}, {"axis": _softmax_dim(module.dim, name)})]
 
+    def pad(module, name):
+        return [_padding_op(tuple(module.padding), getattr(module, "value", 0.0), name,
+                            type(module).__name__)]
+
     return {
         nn.Linear: linear,
         nn.Conv2d: _conv_module,
@@ -388,8 +392,63 @@ def _module_handlers():
         nn.Identity: simple(OpKind.IDENTITY),
         nn.Softmax: softmax,
         nn.LogSoftmax: softmax,
+        nn.ZeroPad2d: pad,
+        nn.ConstantPad2d: pad,
+        nn.ZeroPad1d: pad,
+        nn.ConstantPad1d: pad,
         nn.Sigmoid: simple(OpKind.SIGMOID),
     }
+
+
+def _padding_op(padding: tuple, value, name: str, kind: str) -> Op:
+    """A zero padding (``nn.ZeroPad2d``, ``F.pad(x, (left, right, top, bottom))``, an ONNX
+    ``Pad``): an identity op holding (top, bottom, left, right), which
+    :func:`fold_padding` adds to the convolution after it."""
+    if not isinstance(value, (int, float)) or value != 0:
+        raise UnsupportedSettingError(f"layer {name!r}", kind, "value", repr(value),
+                                      "zero padding before a convolution is supported")
+    if len(padding) not in (2, 4) or not all(isinstance(p, int) and p >= 0 for p in padding):
+        raise UnsupportedSettingError(f"layer {name!r}", kind, "padding", repr(padding),
+                                      "(left, right) of a signal or (left, right, top, "
+                                      "bottom) of a map, none negative, is supported")
+    left, right, top, bottom = (*padding, 0, 0)[:4]
+    return Op(OpKind.IDENTITY, name, {}, {"pad": (top, bottom, left, right), "kind": kind})
+
+
+def fold_padding(ops: list[Op]) -> list[Op]:
+    """Every zero padding (:func:`_padding_op`) added to the padding of the convolution right
+    after it, which pads with zeros too; one anywhere else, or one that makes the
+    convolution's padding differ between two sides, is refused naming it."""
+    out: list[Op] = []
+    pending = None
+    for op in ops:
+        if pending is not None and op.kind is OpKind.IDENTITY and not op.attrs:
+            out.append(op)                                  # a Dropout between
+            continue
+        if pending is not None:
+            top, bottom, left, right = pending.attrs["pad"]
+            rows, columns = (tuple(op.attrs.get("padding", (0, 0))) if op.kind is OpKind.CONV
+                             else (0, 0))
+            if op.kind is not OpKind.CONV or top != bottom or left != right:
+                raise UnsupportedSettingError(
+                    f"layer {pending.name!r}", pending.attrs["kind"], "padding",
+                    f"(top {top}, bottom {bottom}, left {left}, right {right})",
+                    "a zero padding is supported right before a convolution, the same on "
+                    "both sides of each axis (it becomes the convolution's padding)"
+                    + ("" if op.kind is OpKind.CONV else f"; {op.name!r} follows it"))
+            op = Op(op.kind, op.name, op.params,
+                    {**op.attrs, "padding": (rows + top, columns + left)})
+            pending = None
+        if op.kind is OpKind.IDENTITY and "pad" in op.attrs:
+            pending = op
+            continue
+        out.append(op)
+    if pending is not None:
+        raise UnsupportedSettingError(f"layer {pending.name!r}", pending.attrs["kind"],
+                                      "padding", repr(pending.attrs["pad"]),
+                                      "a zero padding is supported right before a "
+                                      "convolution (it becomes the convolution's padding)")
+    return out
 
 
 def _softmax_dim(dim, name: str) -> int:
@@ -415,7 +474,7 @@ def capture_module(model, input_shape=None) -> Graph:
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"capture_module takes an nn.Module, not {type(model).__name__}")
-    ops = merge_skip_connections(_capture(model, ""))
+    ops = merge_skip_connections(fold_padding(_capture(model, "")))
     layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
     if not layers:
         raise ValueError(f"the model ({type(model).__name__}) has no Linear or Conv2d layer "
@@ -998,6 +1057,14 @@ def _node_ops(node, traced, where: str, name: str, path: str, kinds, pooling,
                         else str(target))
     if (pooled := _pooling_call(node, path, pooling)) is not None:
         return pooled
+    if target is torch.nn.functional.pad:
+        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+        if mode != "constant":
+            raise UnsupportedSettingError(f"{path!r}", "pad", "mode", repr(mode),
+                                          "zero padding (mode 'constant', value 0) before a "
+                                          "convolution is supported")
+        value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+        return [_padding_op(tuple(node.args[1]), value or 0.0, path, "pad")]
     try:
         kind = kinds.get(target)
     except TypeError:                          # unhashable target
@@ -1276,7 +1343,8 @@ def capture_onnx(path) -> Graph:
         raise UnsupportedLayerError(f"{path}: the graph's output {', '.join(outputs)} (not "
                                     f"a model of one output computed from its input)",
                                     "outputs")
-    ops = merge_skip_connections(_resolve(outputs[0], inputs[0].name, produced, order))
+    ops = merge_skip_connections(fold_padding(_resolve(outputs[0], inputs[0].name, produced,
+                                                       order)))
     layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
     if not layers:
         raise ValueError(f"{path}: the ONNX graph has no Gemm, MatMul or Conv layer")
@@ -1347,6 +1415,8 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
                    else OpKind.MAXPOOL, name, {}, {"global": True})]
     if node.op_type in ("ReduceMean", "ReduceMax"):
         return _onnx_reduction(node, name, attrs, constants, ranks[data[0]])
+    if node.op_type == "Pad":
+        return [_onnx_pad(node, name, attrs, constants, ranks[data[0]])]
     if node.op_type == "Unsqueeze" and ranks[data[0]] == 3 and ranks[node.output[0]] == 4 \
             and _axes(node, attrs, constants, name, 4) == [2]:
         # A 1-D signal (batch x channels x samples) as a map of one row, the way sparseforge
@@ -1374,6 +1444,30 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
             return [_check_flatten(node, name, attrs, {**constants, **shapes})]
         return [Op(_ONNX_SIMPLE[node.op_type], name)]
     raise UnsupportedLayerError(f"ONNX node {name!r}", node.op_type)
+
+
+def _onnx_pad(node, name: str, attrs: dict, constants: dict, rank: int) -> Op:
+    """An ONNX ``Pad`` of zeros over a map's rows and columns (or a signal's samples) as a
+    padding op (:func:`_padding_op`); its pads are an attribute before opset 11 and an input
+    from it, begins then ends per axis."""
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = attrs.get("pads")
+    if pads is None and len(node.input) > 1 and node.input[1]:
+        pads = _constant(constants, node.input[1], name).astype(int).ravel().tolist()
+    value = attrs.get("value", 0.0)
+    if len(node.input) > 2 and node.input[2]:
+        value = float(_constant(constants, node.input[2], name).ravel()[0])
+    if mode != "constant" or pads is None or len(pads) != 2 * rank or rank not in (3, 4) \
+            or any(pads[axis] or pads[rank + axis] for axis in (0, 1)) \
+            or (len(node.input) > 3 and node.input[3]):
+        raise UnsupportedSettingError(f"ONNX node {name!r}", "Pad", "mode and pads",
+                                      f"{mode!r} and {pads}", "zero padding of a map's rows "
+                                      "and columns (or a signal's samples) before a "
+                                      "convolution is supported")
+    begins, ends = pads[2:rank], pads[rank + 2:]
+    padding = (begins[-1], ends[-1], *((begins[0], ends[0]) if rank == 4 else ()))
+    return _padding_op(padding, value, name, "Pad")
 
 
 def _onnx_ranks(model, graph_input) -> dict:

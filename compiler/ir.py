@@ -83,6 +83,7 @@ SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU"
                  "AvgPool2d", "AvgPool1d", "AdaptiveAvgPool2d (a size dividing the map)",
                  "AdaptiveAvgPool1d(1)",
                  "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",
+                 "ZeroPad2d, ZeroPad1d, F.pad and ONNX Pad of zeros (before a convolution)",
                  "skip connections (x + F(x), or a projection shortcut of Linear layers or 1 x 1 "
                  "convolutions) around Linear layers or convolutions",
                  "+, -, *, / by a constant (input normalisation)",

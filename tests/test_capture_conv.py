@@ -696,3 +696,75 @@ def test_an_adaptive_average_pooling_whose_size_divides_the_map_is_a_pooling():
                                          r"windows would differ in size"):
         capture(seeded(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
                        nn.Flatten(), nn.Linear(12, 2)), input_shape=(2, 7, 7))
+
+
+# ---- zero padding before a convolution --------------------------------------------------------
+
+class PaddedByCall(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 3, 3, padding=1), nn.Linear(3 * 36, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(torch.nn.functional.pad(x, (1, 1, 1, 1))))
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("model, shape", [
+    (lambda: seeded(nn.ZeroPad2d(1), nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(),
+                    nn.Linear(48, 2)), (1, 4, 4)),
+    (lambda: seeded(nn.ConstantPad2d((2, 2, 1, 1), 0.0), nn.Dropout(), nn.Conv2d(1, 3, 3),
+                    nn.Flatten(), nn.Linear(3 * 4 * 6, 2)), (1, 4, 4)),
+    (lambda: seeded(nn.ZeroPad1d(2), nn.Conv1d(2, 3, 5, padding=1), nn.ReLU(), nn.Flatten(),
+                    nn.Linear(3 * 10, 2)), (2, 8)),
+    (lambda: PaddedByCall().eval(), (1, 4, 4)),
+], ids=["ZeroPad2d", "ConstantPad2d of zeros", "ZeroPad1d to a padded Conv1d", "F.pad"])
+def test_zero_padding_before_a_convolution_becomes_its_padding(model, shape, tmp_path):
+    model = model()
+    x = RNG.normal(size=(6, *shape))
+    network = canonicalize(capture(model, input_shape=shape))
+    np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-5, atol=1e-5)
+    # The same model through ONNX (PyTorch's default exporter puts the padding in the Conv).
+    path = tmp_path / "padded.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(2, *shape),), str(path), dynamo=True,
+                          verbose=False)
+    np.testing.assert_allclose(canonicalize(capture(path)).forward(x), torch_out(model, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda: seeded(nn.ConstantPad2d(1, 0.5), nn.Conv2d(1, 3, 3)), r"has value 0.5"),
+    (lambda: seeded(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(1, 3, 3)),
+     r"\(top 0, bottom 1, left 0, right 1\).*the same on both sides"),
+    (lambda: seeded(nn.Conv2d(1, 3, 3), nn.ZeroPad2d(1), nn.MaxPool2d(2)),
+     r"right before a convolution.*'2' follows it"),
+], ids=["not zeros", "one-sided", "before a pooling"])
+def test_paddings_a_convolution_cannot_take_are_refused_by_name(model, message):
+    with pytest.raises(UnsupportedSettingError, match=message):
+        capture(model(), input_shape=(1, 6, 6))
+
+
+def test_an_onnx_pad_of_zeros_before_a_conv_is_its_padding(tmp_path):
+    torch.manual_seed(3)
+    model = seeded(nn.ZeroPad2d((2, 2, 1, 1)), nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+    conv = model[1]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["padded"], name="pad", mode="constant"),
+             helper.make_node("Conv", ["padded", "w", "b"], ["c"], name="conv",
+                              kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    initializers = [numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 1, 2], np.int64),
+                                            "pads"),
+                    numpy_helper.from_array(conv.weight.detach().numpy(), "w"),
+                    numpy_helper.from_array(conv.bias.detach().numpy(), "b")]
+    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [None, 1, 4, 4])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializers)
+    path = tmp_path / "pad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    [op] = [op for op in capture(path).ops if op.kind is OpKind.CONV]
+    assert op.attrs["padding"] == (2, 3)
+    x = RNG.normal(size=(5, 1, 4, 4))
+    np.testing.assert_allclose(canonicalize(capture(path)).forward(x),
+                               torch_out(model, x).reshape(5, -1), rtol=1e-5, atol=1e-5)
