@@ -43,8 +43,9 @@ def run_program(device: Device, program, x, *, load: bool = False,
                 progress: Callable[[int, int], None] | None = None,
                 clock: Callable[[], float] = time.monotonic) -> ProgramRun:
     """Run the float inputs ``x`` (batch x features, or batch x any shape) of ``program`` on
-    the board behind ``device``: the image loaded first with ``load``, else required to be
-    the one the board holds (a half-loaded or other model is refused).  ``progress(done,
+    the board behind ``device``: the image loaded first with ``load`` (or when the board
+    holds none and the engine's entries are in SPRAM, which a bitstream cannot fill), else
+    required to be the one the board holds (a half-loaded or other model is refused).  ``progress(done,
     total)`` follows the stream; ``clock`` times it (a simulation passes its own)."""
     info = device.info()
     config = program.config
@@ -58,7 +59,9 @@ def run_program(device: Device, program, x, *, load: bool = False,
         raise EngineMismatch(f"the board's engine is not the one this program was compiled "
                              f"for: {', '.join(differ)}; flash the program's bitstream "
                              f"(sparseforge build, then flash), or compile for this engine")
-    if load:
+    if load or (config.spram_entries and info.image == 0):
+        # An engine with its entries in SPRAM starts without its image (the bitstream cannot
+        # hold them): every power-up needs the load.
         device.load(program.config, program.image)
     else:
         device.require_image(program.config, program.image)

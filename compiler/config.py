@@ -34,9 +34,13 @@ def _bits_for(count: int) -> int:
     return max(1, int(count).bit_length())
 
 
+# An iCE40 UltraPlus SPRAM (SB_SPRAM256KA), for spram_entries: words and their width.
+SPRAM_ENTRY_DEPTH = 16384
+SPRAM_ENTRY_BITS = 16
+
 _LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False,
                    "conv": False, "skip_zeros": False, "layer_activation": False,
-                   "table_slots": 0}
+                   "table_slots": 0, "spram_entries": False}
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,13 @@ class EngineConfig:
         and read with the requantized value, a cycle more in the write-back; a layer's
         descriptor names its slot (``table``, ``table_slot``).  0 (the default): no tables.
         Needs ``act_bits`` of at most 8 and no ``multiplier_bits``.
+    spram_entries : on an iCE40 UltraPlus, each PE's entry memory is one of the part's
+        single-port RAMs (SB_SPRAM256KA, 16K words of 16 bits) instead of block RAMs: a model
+        whose entries the 30 block RAMs cannot hold (an MNIST MLP, LeNet-5) runs on 1 or 2
+        PEs.  The compiler's choice there when the block RAM estimate is short and the SPRAMs
+        left beside the activation buffer's hold them; on other parts and in simulation the
+        entry memory is an ordinary memory (same timing).  Needs entries of at most 16 bits
+        and ``entry_depth`` of at most 16384.
     """
     pes: int
     act_bits: int = 8
@@ -164,6 +175,7 @@ class EngineConfig:
     skip_zeros: bool = False
     layer_activation: bool = False
     table_slots: int = 0
+    spram_entries: bool = False
 
     def __post_init__(self):
         def check(name, low, high):
@@ -200,7 +212,7 @@ class EngineConfig:
                              f"the power-of-two write-back has no rounding term")
         for name in ("decoded_weights", "column_queue", "readout_register",
                      "link_registers", "lut_products", "conv", "skip_zeros",
-                     "layer_activation"):
+                     "layer_activation", "spram_entries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
         lanes = self.writeback_lanes or self.pes
@@ -208,6 +220,11 @@ class EngineConfig:
         if self.pes % lanes or period & (period - 1):
             raise ValueError(f"writeback_lanes must divide pes ({self.pes}) by a power of two, "
                              f"not {self.writeback_lanes}")
+        if self.spram_entries and (self.entry_memory_bits > SPRAM_ENTRY_BITS
+                                   or self.entry_depth > SPRAM_ENTRY_DEPTH):
+            raise ValueError(f"spram_entries needs entries of at most {SPRAM_ENTRY_BITS} bits "
+                             f"and at most {SPRAM_ENTRY_DEPTH} of them per PE (an SPRAM), not "
+                             f"{self.entry_memory_bits} bits and {self.entry_depth}")
         if self.acc_memory_bits > self.acc_bits:
             raise ValueError(f"acc_memory_bits ({self.acc_memory_bits}) must not exceed "
                              f"acc_bits ({self.acc_bits})")

@@ -322,6 +322,15 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
                    for c in (config, decoded)}
         if brams_for(entries[decoded], part.family) <= brams_for(entries[config], part.family):
             config = decoded
+        if part.sprams and estimate_resources(config, part).bram > part.brams:
+            # Entries the block RAMs cannot hold go to an UltraPlus's SPRAMs, one a PE, when
+            # the ones beside the activation buffer's are enough (an MNIST MLP on 2 PEs).
+            try:
+                spram = dataclasses.replace(config, spram_entries=True)
+            except ValueError:              # entries too wide or too many for an SPRAM
+                spram = None
+            if spram is not None and estimate_resources(spram, part).spram <= part.sprams:
+                config = spram
     if part is not None:
         if writeback_lanes is None:
             # Least sharing first that the fit check accepts: the estimate within its

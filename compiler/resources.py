@@ -34,6 +34,7 @@ __all__ = [
     "Memory",
     "Resources",
     "activations_in_spram",
+    "entries_in_spram",
     "board_shortages",
     "brams_for",
     "check_board",
@@ -159,6 +160,7 @@ _LOGIC_BITS_PER_BLOCK = {"ice40": 64}
 _LUTRAM_CELL = {"ecp5": (16, 4, 4)}         # depth, width, cost; against a block's cost
 _BLOCK_COST = {"ecp5": 128}
 SPRAM_WIDTH = 16            # iCE40UP SB_SPRAM256KA: 16k x 16
+SPRAM_PORT_CELLS = 18       # an SPRAM entry memory's address multiplexer and enables, per PE
 SPRAM_DEPTH = 16384
 
 
@@ -198,6 +200,13 @@ def lutram_cells(memory: Memory, family: str) -> int:
         return 0
     depth, width, _ = _LUTRAM_CELL[family]
     return math.ceil(memory.depth / depth) * math.ceil(memory.width / width)
+
+
+def entries_in_spram(config: EngineConfig, device: str) -> bool:
+    """Whether the PEs' entry memories are the part's single-port RAMs
+    (``config.spram_entries`` on an iCE40 UltraPlus): the one rule, read by the engine
+    (``hw/pe_memories.py``) and by the estimate below."""
+    return config.spram_entries and device.startswith("iCE40UP")
 
 
 def activations_in_spram(config: EngineConfig, device: str) -> bool:
@@ -318,6 +327,10 @@ class LutModel:
                        + self.per_queue_cell * queue_cells)
         if config.skip_zeros:
             scaled += self.skip_zeros_cells
+        if config.spram_entries:
+            # An SPRAM has one port: the host's write address and the walker's read address
+            # share it through a multiplexer (from the design, not calibrated).
+            scaled += SPRAM_PORT_CELLS * config.pes
         if config.table_slots:
             scaled += (self.table_shared + self.table_per_requantizer
                        * (config.writeback_lanes or config.pes))
@@ -449,9 +462,12 @@ def estimate_resources(config: EngineConfig, part: Part | str,
         raise ValueError(f"unknown FPGA family {family!r}; known: {', '.join(LUT_MODELS)}")
     memories = engine_memories(config, family)
     in_spram = spram_part is not None and activations_in_spram(config, spram_part.name)
-    by_memory = tuple((m.name, 0 if (in_spram and m.name == "activations")
+    entries_spram = spram_part is not None and entries_in_spram(config, spram_part.name)
+    by_memory = tuple((m.name, 0 if (in_spram and m.name == "activations"
+                                     or entries_spram and m.name == "entries")
                        else brams_for(m, family)) for m in memories)
-    spram = math.ceil(config.pes * config.act_bits / SPRAM_WIDTH) if in_spram else 0
+    spram = (math.ceil(config.pes * config.act_bits / SPRAM_WIDTH) if in_spram else 0) + (
+        config.pes if entries_spram else 0)
     lut_model = lut_model or LUT_MODELS[family]
     return Resources(family=family, lut=lut_model.luts(config, family),
                      bram=sum(count for _, count in by_memory),

@@ -13,18 +13,22 @@ entry's codebook value, looked up when the image is loaded, instead of its code
 and an iCE40 block RAM holding at most 256 entries is 16 bits wide anyway.
 
 Only the host writes these memories, and never while the engine runs, so their read ports are
-``hw/ram.py``'s, without collision logic.
+``hw/ram.py``'s, without collision logic.  With ``config.spram_entries`` on an iCE40 UltraPlus
+the entry memory is one SB_SPRAM256KA (a single port: the host's write address while it
+writes, the walker's read address otherwise); SPRAMs have no initial contents, so such a
+board starts without an image and the host loads it (``boards/gateware/core.py``).
 """
 
 from types import SimpleNamespace
 
-from amaranth import Module, Mux, Signal
+from amaranth import ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import bus, isa
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.resources import entries_in_spram
 
 from . import ram
 
@@ -110,29 +114,31 @@ class PEMemories(wiring.Component):
         m = Module()
         config = self._config
 
-        # Synchronous reads, so both map to block RAM.
-        m.submodules.entries = entries = memory.Memory(
-            shape=isa.entry_memory_layout(config).size, depth=config.entry_depth,
-            init=_init(self._init["entries"]), attrs=ram.ATTRIBUTES)
+        write = self._write(m)
+        if entries_in_spram(config, getattr(platform, "device", "") or ""):
+            self._spram_entries(m, write)
+        else:
+            # Synchronous reads, so it maps to block RAM.
+            m.submodules.entries = entries = memory.Memory(
+                shape=isa.entry_memory_layout(config).size, depth=config.entry_depth,
+                init=_init(self._init["entries"]), attrs=ram.ATTRIBUTES)
+            entries_w = entries.write_port()
+            entries_r = ram.registered_read_port(m, entries, "entries_read")
+            m.d.comb += [
+                entries_r.addr.eq(self.entry_read.addr),
+                self.entry_read.data.eq(entries_r.data),
+                entries_w.addr.eq(write.addr), entries_w.data.eq(write.data),
+                entries_w.en.eq(write.en & (write.target == Target.ENTRIES)),
+            ]
         m.submodules.parameters = parameters = memory.Memory(
             shape=isa.parameter_bits(config), depth=config.parameter_depth,
             init=self._parameters_init(), attrs=ram.ATTRIBUTES)
-        entries_w = entries.write_port()
-        entries_r = ram.registered_read_port(m, entries, "entries_read")
         parameters_w = parameters.write_port()
         parameters_r = ram.registered_read_port(m, parameters, "parameters_read")
         m.d.comb += [
-            entries_r.addr.eq(self.entry_read.addr),
-            self.entry_read.data.eq(entries_r.data),
             parameters_r.addr.eq(self.parameter_read.addr),
             parameters_r.en.eq(self.parameter_read.en),
             self.parameter_read.data.eq(parameters_r.data),
-        ]
-
-        write = self._write(m)
-        m.d.comb += [
-            entries_w.addr.eq(write.addr), entries_w.data.eq(write.data),
-            entries_w.en.eq(write.en & (write.target == Target.ENTRIES)),
             parameters_w.addr.eq(Mux(write.target == Target.BIASES,
                                      config.pointer_depth + write.addr, write.addr)),
             parameters_w.data.eq(write.data),
@@ -140,6 +146,23 @@ class PEMemories(wiring.Component):
                                            | (write.target == Target.BIASES))),
         ]
         return m
+
+    def _spram_entries(self, m, write):
+        """The entry memory as an SB_SPRAM256KA: written by the host, read at every other
+        clock edge (its output holds the last word read, as a synchronous read port's)."""
+        from sparseforge.compiler.config import SPRAM_ENTRY_BITS, SPRAM_ENTRY_DEPTH
+
+        writing = write.en & (write.target == Target.ENTRIES)
+        address = Signal(range(SPRAM_ENTRY_DEPTH), name="entries_address")
+        data_out = Signal(SPRAM_ENTRY_BITS, name="entries_data_out")
+        m.d.comb += address.eq(Mux(writing, write.addr, self.entry_read.addr))
+        m.submodules.entries = Instance(
+            "SB_SPRAM256KA",
+            i_ADDRESS=address, i_DATAIN=write.data[:SPRAM_ENTRY_BITS], i_MASKWREN=0b1111,
+            i_WREN=writing, i_CHIPSELECT=1, i_CLOCK=ClockSignal("sync"), i_STANDBY=0,
+            i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=data_out)
+        m.d.comb += self.entry_read.data.eq(
+            data_out[:isa.entry_memory_layout(self._config).size])
 
     def _parameters_init(self):
         # Column words at pointer indices, then the biases.

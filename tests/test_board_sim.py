@@ -103,6 +103,26 @@ def test_the_run_command_streams_a_program_over_the_simulated_board(tmp_path):
 
 
 @pytest.mark.cocotb
+def test_a_board_whose_entries_are_in_spram_is_loaded_before_the_run(tmp_path):
+    # An iCE40 engine with spram_entries starts without its image (SPRAMs have no initial
+    # contents, so its bitstream reports none): `sparseforge run` loads it without --load.
+    import dataclasses
+
+    import sparseforge as sf
+    from sparseforge.boards.simulate import simulate_program_run
+    from tests.test_golden import random_network
+
+    rng = np.random.default_rng(36)
+    network = random_network(rng, [12, 16, 6], density=0.5)
+    config = dataclasses.replace(sf.compile(network, pes=2).config, spram_entries=True)
+    program = sf.compile(network, config=config)
+    limit = network.input_format.max * network.input_format.scale
+    x = rng.normal(scale=limit / 2, size=(3, 12))
+    result = simulate_program_run(program, x, build_dir=tmp_path, image_on_board=False)
+    np.testing.assert_array_equal(np.array(result["outputs"]), sf.reference(program, x))
+
+
+@pytest.mark.cocotb
 def test_an_input_and_outputs_wider_than_a_frame_run_over_the_simulated_board(tmp_path):
     # 140 inputs and 130 outputs: more than an INFER or LOAD_INPUT frame carries (125, 126).
     # The host writes the input into the activation region, seals the image again, and reads

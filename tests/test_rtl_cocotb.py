@@ -50,6 +50,29 @@ def test_engine_built_for_icebreaker_uses_spram_and_matches(tmp_path):
     assert_cycles_match_model(config, case.image, layers, acts, result.cycles)
 
 
+@pytest.mark.cocotb
+def test_engine_with_its_entries_in_spram_matches(tmp_path):
+    # spram_entries: each PE's entry memory one SB_SPRAM256KA in the iCE40 build (besides the
+    # activation buffer's), loaded over the host bus; Yosys's model of the primitive.
+    import dataclasses
+
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    rng = np.random.default_rng(5)
+    layers = random_layers(rng, [(40, 24), (10, 40)], density=0.4)
+    config = dataclasses.replace(config_for(layers, 2, 1), spram_entries=True,
+                                 decoded_weights=True)
+    inputs = rng.integers(-128, 128, (4, 24))
+    inputs[:, rng.random(24) < 0.3] = 0
+    acts = golden(layers, inputs)
+    case = RtlCase("spram_entries", build_image(config, layers), inputs, acts[-1])
+    (result,) = run_rtl(config, [case], build_dir=tmp_path, platform=ICEBreakerPlatform(),
+                        input_idle=0.2, output_stall=0.2)
+    assert (tmp_path / "engine.v").read_text().count("SB_SPRAM256KA") >= 3   # 1 + 2 PEs
+    np.testing.assert_array_equal(result.outputs, case.expected)
+    assert_cycles_match_model(config, case.image, layers, acts, result.cycles)
+
+
 def test_a_build_directory_is_used_by_one_run_at_a_time(tmp_path):
     # Two `sparseforge sim` of one program share PROGRAM/sim: while one run holds the build
     # directory's lock, another process cannot take it (it waits in run_rtl).

@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from sparseforge.compiler import isa
 from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.resources import entries_in_spram
 from sparseforge.hw.engine import Engine
 
 from .. import protocol
@@ -82,8 +83,12 @@ class LinkedEngine(wiring.Component):
         m.submodules.crossing = crossing = BusCrossing("link")
         link_bits = self._clocks_per_bit
         to_link = DomainRenamer("link")
-        identity = (0 if self._image is None else protocol.image_identity(
-            isa.image_bus_writes(self._config, self._image)))
+        # An engine whose entries are in SPRAM (no initial contents) starts without its image:
+        # the board says so, and the host loads it (program_run).
+        baked = self._image is not None and not entries_in_spram(
+            self._config, getattr(platform, "device", "") or "")
+        identity = (protocol.image_identity(isa.image_bus_writes(self._config, self._image))
+                    if baked else 0)
         m.submodules.bridge = bridge = to_link(LinkBridge(self._config, self._max_payload,
                                                           identity))
         m.submodules.receiver = receiver = to_link(UARTReceiver(link_bits))
