@@ -124,6 +124,12 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
     while index < len(ops):
         if index in blocks:
             end = blocks[index]
+            first_layer = next((op for op in ops[index + 1:end] if op.kind in _LAYERS), None)
+            if pending is not None and first_layer is not None \
+                    and pending.conv != (first_layer.kind is OpKind.CONV):
+                # A map's sum before a block of Linear layers (after a Flatten): made first.
+                _make_sum(out, pending)
+                pending = None
             block, pending, nonnegative = _block(ops[index + 1:end], ops[end], pending,
                                                  nonnegative, out)
             out += block
@@ -138,15 +144,24 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
             if pending.folds_into(op):
                 op = pending.fold(op)
             else:
-                out.append(pending.layer())
+                _make_sum(out, pending)
             pending = None
         out.append(op)
         nonnegative = (op.kind is OpKind.RELU or op.kind is OpKind.CLAMP
                        and op.attrs.get("low") is not None and op.attrs["low"] >= 0
                        or op.kind is OpKind.MAXPOOL and nonnegative)
     if pending is not None:
-        out.append(pending.layer())
+        _make_sum(out, pending)
     return out
+
+
+def _make_sum(out: list[Op], pending: _Sum) -> None:
+    """Append ``pending``'s layer of its own to ``out``, before a Flatten (and Dropouts) at
+    its end: the sum is of the map."""
+    position = len(out)
+    while position and out[position - 1].kind in _PASSED:
+        position -= 1
+    out.insert(position, pending.layer())
 
 
 def _blocks(ops: list[Op]) -> dict[int, int]:
@@ -228,10 +243,12 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
             f"nonnegative) or ReLU inside it is supported")
     identity = np.eye(size)
     to_source = identity if pending is None else pending.matrix          # h -> s
-    if pending is not None and np.any(pending.bias):
-        raise SkipConnectionError(f"{where} starts from a sum with a projection's bias "
-                                  f"(its shortcut's Linear or convolution): give that "
-                                  f"shortcut no bias, or put a layer between the blocks")
+    # s = to_source @ h + source_bias: a sum through a projection with a bias before it.
+    source_bias = np.zeros(size) if pending is None else pending.bias
+    if conv and np.any(source_bias):
+        raise SkipConnectionError(f"{where} starts from a sum with a projection's bias (its "
+                                  f"shortcut's convolution): a padded convolution cannot take "
+                                  f"it as a bias; give that shortcut no bias")
     carry_rows = np.vstack([identity, -identity]) if split else identity     # s -> carried
     added = projection @ (np.hstack([identity, -identity]) if split else identity)
     width = len(carry_rows)
@@ -258,10 +275,14 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
             _check_size(op, features, len(projection), where)
         if index == first and not early:
             layer = _mixed_inputs(op, to_source)
+            bias = op.params["bias"] + _taps_sum(op) @ source_bias
             if closes:                              # z = W s + b + P s
                 layer = _plus_at_tap(layer, projection @ to_source)
+                bias = bias + projection @ source_bias
             else:
                 layer = _with_rows(layer, carry_rows @ to_source)
+                bias = np.concatenate([bias, carry_rows @ source_bias])
+            layer = _layer(layer, bias=bias)
         elif closes:
             layer = _with_inputs(op, added)
         else:
@@ -445,6 +466,13 @@ def _passing(op: Op, width: int) -> Op:
                              _tap(op, np.eye(width))], axis=1)
     return _layer(op, np.concatenate([top, bottom]),
                   np.concatenate([op.params["bias"], np.zeros(width)]))
+
+
+def _taps_sum(op: Op) -> np.ndarray:
+    """``op``'s weight summed over a convolution's taps (out x in): what a constant input
+    adds to each output (zero only where a convolution's source bias is, checked above)."""
+    weight = op.params["weight"]
+    return weight if weight.ndim == 2 else weight.sum(axis=(2, 3))
 
 
 def _plus_at_tap(op: Op, matrix: np.ndarray) -> Op:

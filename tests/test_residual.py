@@ -190,6 +190,9 @@ CONV_CASES = {
     "pre-activation blocks": lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), PreActivationBlock(4), PreActivationBlock(4),
         nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)),
+    "a map's sum, then a Linear block": lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), ConvBlock(4, where="post"),
+        nn.Flatten(), Single(64), nn.Linear(64, 3)),
     "pre-activation block after a ReLU and a pooling": lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         PreActivationBlock(4, norm=False), nn.Flatten(), nn.Linear(64, 3)),
@@ -351,3 +354,51 @@ def test_a_convolutional_residual_network_compiles_and_its_program_computes_the_
     x_int = program.quantize_input(x[300:320])
     golden = program.network_output(run_image(program.config, program.image, x_int))
     np.testing.assert_array_equal(golden, compressed.network.forward(x_int))
+
+
+class RandomBlock(nn.Module):
+    """A residual block drawn from ``rng``: 1 to 3 Linear layers with ReLU, LeakyReLU (on a
+    nonnegative value) or BatchNorm between, an optional BatchNorm before the sum, the sum
+    before or after the last activation, through the value itself or a projection."""
+
+    def __init__(self, rng, width, nonnegative):
+        super().__init__()
+        depth = int(rng.integers(1, 4))
+        widths = [width] + [int(rng.integers(2, 9)) for _ in range(depth - 1)] + [width]
+        steps = []
+        for index in range(depth):
+            steps.append(nn.Linear(widths[index], widths[index + 1]))
+            if index < depth - 1:
+                if rng.random() < 0.3:
+                    steps.append(nn.BatchNorm1d(widths[index + 1]))
+                steps.append(nn.LeakyReLU(0.25) if nonnegative and rng.random() < 0.3
+                             else nn.ReLU())
+        if rng.random() < 0.3:
+            steps.append(nn.BatchNorm1d(width))
+        self.branch = nn.Sequential(*steps)
+        self.after = bool(rng.random() < 0.5)           # the sum after a last ReLU
+        self.projection = nn.Linear(width, width) if rng.random() < 0.25 else None
+
+    def forward(self, x):
+        shortcut = x if self.projection is None else self.projection(x)
+        if self.after:
+            return torch.relu(self.branch(x)) + shortcut
+        return torch.relu(self.branch(x) + shortcut)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_residual_networks_are_chains_that_compute_the_same(seed):
+    rng = np.random.default_rng(seed)
+    width = int(rng.integers(2, 8))
+    relu_first = bool(rng.random() < 0.6)
+    blocks, nonnegative = [], relu_first
+    for _ in range(int(rng.integers(1, 4))):
+        block = RandomBlock(rng, width, nonnegative)
+        blocks.append(block)
+        nonnegative = block.projection is None and (not block.after or nonnegative)
+    torch.manual_seed(seed)
+    model = seeded(nn.Sequential(nn.Linear(4, width), *([nn.ReLU()] if relu_first else []),
+                                 *blocks, nn.Linear(width, 3)), seed)
+    network = canonicalize(capture(model))
+    x = inputs(seed=seed)
+    np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
