@@ -126,8 +126,10 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
             end = blocks[index]
             first_layer = next((op for op in ops[index + 1:end] if op.kind in _LAYERS), None)
             if pending is not None and first_layer is not None \
-                    and pending.conv != (first_layer.kind is OpKind.CONV):
-                # A map's sum before a block of Linear layers (after a Flatten): made first.
+                    and (pending.conv != (first_layer.kind is OpKind.CONV)
+                         or pending.conv and np.any(pending.bias)):
+                # A map's sum before a block of Linear layers (after a Flatten), or with a
+                # projection's bias, which a padded convolution cannot take: made first.
                 _make_sum(out, pending)
                 pending = None
             block, pending, nonnegative = _block(ops[index + 1:end], ops[end], pending,
@@ -244,11 +246,7 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
     identity = np.eye(size)
     to_source = identity if pending is None else pending.matrix          # h -> s
     # s = to_source @ h + source_bias: a sum through a projection with a bias before it.
-    source_bias = np.zeros(size) if pending is None else pending.bias
-    if conv and np.any(source_bias):
-        raise SkipConnectionError(f"{where} starts from a sum with a projection's bias (its "
-                                  f"shortcut's convolution): a padded convolution cannot take "
-                                  f"it as a bias; give that shortcut no bias")
+    source_bias = np.zeros(size) if pending is None else pending.bias   # none for a map's
     carry_rows = np.vstack([identity, -identity]) if split else identity     # s -> carried
     added = projection @ (np.hstack([identity, -identity]) if split else identity)
     width = len(carry_rows)
@@ -470,7 +468,8 @@ def _passing(op: Op, width: int) -> Op:
 
 def _taps_sum(op: Op) -> np.ndarray:
     """``op``'s weight summed over a convolution's taps (out x in): what a constant input
-    adds to each output (zero only where a convolution's source bias is, checked above)."""
+    adds to each output (a convolution's is only ever given zeros: a map's sum with a bias is
+    made by a layer of its own first, since padding would not add it)."""
     weight = op.params["weight"]
     return weight if weight.ndim == 2 else weight.sum(axis=(2, 3))
 

@@ -402,3 +402,26 @@ def test_random_residual_networks_are_chains_that_compute_the_same(seed):
     network = canonicalize(capture(model))
     x = inputs(seed=seed)
     np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_convolutional_residual_networks_are_chains_that_compute_the_same(seed):
+    rng = np.random.default_rng(100 + seed)
+    one_d = bool(rng.random() < 0.3)
+    channels, blocks, size = int(rng.integers(2, 5)), [], 8
+    for _ in range(int(rng.integers(1, 3))):
+        out = int(rng.choice([channels, channels + 2]))
+        stride = int(rng.choice([1, 2])) if size > 2 else 1
+        blocks.append(ConvBlock(channels, out, stride, where=str(rng.choice(["pre", "post"])),
+                                one_d=one_d))
+        channels, size = out, (size + 1) // stride if stride == 2 else size
+    conv, norm = (nn.Conv1d, nn.BatchNorm1d) if one_d else (nn.Conv2d, nn.BatchNorm2d)
+    stem = blocks[0].conv1.in_channels
+    model = nn.Sequential(conv(1, stem, 3, padding=1), norm(stem), nn.ReLU(), *blocks,
+                          nn.Flatten(), nn.LazyLinear(3))
+    shape = (1, 8) if one_d else (1, 8, 8)
+    model(torch.zeros(2, *shape))                               # sizes the LazyLinear
+    model = seeded(model, seed)
+    network = canonicalize(capture(model, input_shape=shape))
+    x = np.random.default_rng(seed).standard_normal((6, *shape)).astype(np.float32)
+    np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
