@@ -1029,7 +1029,11 @@ def _trace(module, name) -> list[Op]:
             produced[node] = (data[0], [affine])
             continue
         if _is_sum(node) and len(set(data)) == 2 and set(node.args) == set(data):
-            produced[node] = (_SUM, *node.args, path)   # a skip connection (residual.py)
+            produced[node] = (_SUM, *node.args, path, "sum")   # a skip connection
+            continue
+        joined = _concatenated(node)
+        if joined is not None and len(set(joined)) == 2 and set(joined) <= set(produced):
+            produced[node] = (_SUM, *joined, path, "cat")      # one concatenated back
             continue
         others = set(node.all_input_nodes) - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] not in produced \
@@ -1094,6 +1098,23 @@ def _node_ops(node, traced, where: str, name: str, path: str, kinds, pooling,
 _SUM = object()
 
 
+def _concatenated(node):
+    """The two values of ``torch.cat([a, b], dim=1)`` (features, or a map's channels), or
+    None for any other node."""
+    import torch
+
+    try:
+        if node.op != "call_function" or node.target not in (torch.cat, torch.concat):
+            return None
+    except TypeError:                           # unhashable target
+        return None
+    values = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    if not isinstance(values, (list, tuple)) or len(values) != 2 or dim not in (1, -3):
+        return None
+    return tuple(values)
+
+
 def _is_sum(node) -> bool:
     """``a + b`` of two values (``+``, ``+=``, ``torch.add``, ``a.add(b)``; no ``alpha``)."""
     import operator
@@ -1120,20 +1141,22 @@ def _resolve(node, stop, produced: dict, order: dict) -> list[Op]:
             raise UnsupportedLayerError(f"{getattr(node, 'name', node)!r}", "not a chain of "
                                         "layers: a skip connection that is not summed back")
         if entry[0] is _SUM:
-            _, first, second, name = entry
+            _, first, second, name, combine = entry
             fork = _fork(first, second, produced, order)
             sides = [_resolve(side, fork, produced, order) for side in (first, second)]
             shortcuts = sorted((side for side in sides if is_shortcut(side)),
                                key=lambda side: sum(op.kind in (OpKind.LINEAR, OpKind.CONV)
                                                     for op in side))
             if not shortcuts:
-                raise UnsupportedLayerError(f"{name!r}", "a sum of two branches: a skip "
+                raise UnsupportedLayerError(f"{name!r}", f"a {combine} of two branches: a skip "
                                             "connection's shortcut is the value itself, or "
                                             "Linear layers, 1 x 1 convolutions and BatchNorms")
             shortcut = shortcuts[0]
             block = sides[1] if shortcut is sides[0] else sides[0]
             key = object()
-            chunks.append([source_marker(key, name), *block, sum_marker(key, name, shortcut)])
+            chunks.append([source_marker(key, name), *block,
+                           sum_marker(key, name, shortcut, concatenated=combine == "cat",
+                                      shortcut_first=shortcut is sides[0])])
             node = fork
             continue
         node, ops = entry
@@ -1322,7 +1345,13 @@ def capture_onnx(path) -> Graph:
         output = node.output[0]
         order[output] = index
         if node.op_type == "Add" and len(set(data)) == 2 and set(data) <= set(produced):
-            produced[output] = (_SUM, *data, name)     # a skip connection (residual.py)
+            produced[output] = (_SUM, *data, name, "sum")      # a skip connection
+            continue
+        if node.op_type == "Concat" and len(set(data)) == 2 and set(data) <= set(produced) \
+                and data == [i for i in node.input if i] \
+                and {a.name: onnx.helper.get_attribute_value(a)
+                     for a in node.attribute}.get("axis") in (1, -3):
+            produced[output] = (_SUM, *data, name, "cat")      # one concatenated back
             continue
         if len(data) != 1 or data[0] not in produced:
             raise UnsupportedLayerError(f"ONNX node {name!r} (it reads {_reads(node, data)}: "

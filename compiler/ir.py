@@ -85,7 +85,8 @@ SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU"
                  "Flatten", "Unflatten (first layer only)", "Dropout", "Identity",
                  "ZeroPad2d, ZeroPad1d, F.pad and ONNX Pad of zeros (before a convolution)",
                  "skip connections (x + F(x), or a projection shortcut of Linear layers or 1 x 1 "
-                 "convolutions) around Linear layers or convolutions",
+                 "convolutions) around Linear layers or convolutions, and a value "
+                 "concatenated back (torch.cat([x, F(x)], 1): DenseNet, wide and deep)",
                  "+, -, *, / by a constant (input normalisation)",
                  "Softmax (last layer only)",
                  "a final Sigmoid (dropped: the argmax is the logits')")

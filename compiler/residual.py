@@ -60,10 +60,15 @@ def source_marker(key: object, name: str) -> Op:
     return Op(OpKind.IDENTITY, name, {}, {"skip": ("source", key)})
 
 
-def sum_marker(key: object, name: str, shortcut=()) -> Op:
+def sum_marker(key: object, name: str, shortcut=(), *, concatenated: bool = False,
+               shortcut_first: bool = False) -> Op:
     """The op that marks where the skip connection ``key`` is added back (its name is the
-    sum's, for the messages), through the ``shortcut`` ops (none: the value itself)."""
-    return Op(OpKind.IDENTITY, name, {}, {"skip": ("sum", key), "shortcut": tuple(shortcut)})
+    sum's, for the messages), through the ``shortcut`` ops (none: the value itself); with
+    ``concatenated``, joined to the block's outputs instead (``torch.cat``, the shortcut's
+    before the block's with ``shortcut_first``)."""
+    return Op(OpKind.IDENTITY, name, {}, {"skip": ("sum", key), "shortcut": tuple(shortcut),
+                                          "concatenated": concatenated,
+                                          "shortcut_first": shortcut_first})
 
 
 def is_shortcut(ops) -> bool:
@@ -124,12 +129,16 @@ def merge_skip_connections(ops: list[Op]) -> list[Op]:
     while index < len(ops):
         if index in blocks:
             end = blocks[index]
-            first_layer = next((op for op in ops[index + 1:end] if op.kind in _LAYERS), None)
+            inside = [op for op in ops[index + 1:end] if op.kind not in _PASSED]
+            first_layer = next((op for op in inside if op.kind in _LAYERS), None)
             if pending is not None and first_layer is not None \
                     and (pending.conv != (first_layer.kind is OpKind.CONV)
-                         or pending.conv and np.any(pending.bias)):
-                # A map's sum before a block of Linear layers (after a Flatten), or with a
-                # projection's bias, which a padded convolution cannot take: made first.
+                         or pending.conv and np.any(pending.bias)
+                         or inside[0] is not first_layer):
+                # A map's sum before a block of Linear layers (after a Flatten), with a
+                # projection's bias, which a padded convolution cannot take, or before a
+                # block that starts with an activation (whose value added back a layer
+                # copies): made by a layer of its own first.
                 _make_sum(out, pending)
                 pending = None
             block, pending, nonnegative = _block(ops[index + 1:end], ops[end], pending,
@@ -221,7 +230,10 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
         raise SkipConnectionError(f"{where} goes around both Linear layers and convolutions")
     first, last = layers[0], layers[-1]
     after = branch[last + 1:]
-    before_sum = not any(op.kind in _CARRIED_ACTIVATIONS for op in after)
+    concatenated = marker.attrs.get("concatenated", False)
+    # Added before the block's last activation (or with none): folded into its last layer.
+    # Concatenated: the carried rows stay beside the block's outputs to the end.
+    before_sum = not concatenated and not any(op.kind in _CARRIED_ACTIVATIONS for op in after)
     if before_sum and after:
         # BatchNorms right after the block's last layer (ResNet's conv -> BatchNorm -> sum)
         # are folded into it, so that the sum is added after them.
@@ -290,6 +302,9 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
         out.append(layer)
     if before_sum:
         return out, None, False
+    if concatenated:
+        return out, _joined(features, projection, added, offset, conv, name,
+                            marker.attrs["shortcut_first"]), False
     _check_size(branch[last], features, len(projection), where)
     # z = relu(...) + s is nonnegative when s is and the shortcut is s itself.
     plain_shortcut = projection.shape[0] == projection.shape[1] and np.array_equal(
@@ -298,6 +313,19 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
         and all(op.kind is OpKind.RELU for op in after if op.kind in _CARRIED_ACTIVATIONS)
     matrix = np.hstack([np.eye(features), added])
     return out, _Sum(matrix, offset, conv, name), nonnegative
+
+
+def _joined(features: int, projection, added, offset, conv: bool, name: str,
+            shortcut_first: bool) -> _Sum:
+    """The concatenation of the block's ``features`` outputs and the shortcut's, from the
+    block's outputs and the carried rows beside them."""
+    width = added.shape[1]
+    block = np.hstack([np.eye(features), np.zeros((features, width))])
+    shortcut = np.hstack([np.zeros((len(projection), features)), added])
+    zeros = np.zeros(features)
+    if shortcut_first:
+        return _Sum(np.vstack([shortcut, block]), np.concatenate([offset, zeros]), conv, name)
+    return _Sum(np.vstack([block, shortcut]), np.concatenate([zeros, offset]), conv, name)
 
 
 def _carry_from_the_layer_before(chain: list[Op], carry_rows: np.ndarray,

@@ -238,6 +238,54 @@ def test_onnx_residual_blocks(make, shape, tmp_path):
     np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
 
 
+class WideAndDeep(nn.Module):
+    """The deep part's features concatenated with a linear ("wide") view of the input."""
+
+    def __init__(self, wide_first=False):
+        super().__init__()
+        self.deep = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU())
+        self.wide = nn.Linear(6, 3)
+        self.head = nn.Linear(8, 3)
+        self.wide_first = wide_first
+
+    def forward(self, x):
+        parts = [self.wide(x), self.deep(x)] if self.wide_first else [self.deep(x), self.wide(x)]
+        return self.head(torch.cat(parts, dim=1))
+
+
+class DenseLayer(nn.Module):
+    """DenseNet's layer: the input and BatchNorm -> ReLU -> conv of it, concatenated."""
+
+    def __init__(self, channels, growth=3):
+        super().__init__()
+        self.norm, self.conv = nn.BatchNorm2d(channels), nn.Conv2d(channels, growth, 3,
+                                                                   padding=1)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(F.relu(self.norm(x)))], 1)
+
+
+CONCATENATED = {
+    "wide and deep": (lambda: nn.Sequential(nn.Linear(4, 6), WideAndDeep()), (4,)),
+    "wide first": (lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), WideAndDeep(True)),
+                   (4,)),
+    "DenseNet layers": (lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), DenseLayer(4), DenseLayer(7), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(10, 3)), (1, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("make, shape", CONCATENATED.values(), ids=CONCATENATED.keys())
+def test_a_value_concatenated_back_is_carried_as_a_sum_is(make, shape, tmp_path):
+    model = seeded(make())
+    x = np.random.default_rng(5).standard_normal((12, *shape)).astype(np.float32)
+    network = canonicalize(capture(model, input_shape=shape if len(shape) == 3 else None))
+    np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
+    onnx_network = canonicalize(capture(exported(model, tmp_path / "m.onnx", shape)))
+    np.testing.assert_allclose(onnx_network.forward(x), torch_out(model, x), rtol=1e-4,
+                               atol=1e-4)
+
+
 class AroundTanh(nn.Module):
     def __init__(self):
         super().__init__()
