@@ -42,11 +42,12 @@ class ProgramRun:
 def run_program(device: Device, program, x, *, load: bool = False,
                 progress: Callable[[int, int], None] | None = None,
                 clock: Callable[[], float] = time.monotonic) -> ProgramRun:
-    """Run the float inputs ``x`` (batch x features, or batch x any shape) of ``program`` on
-    the board behind ``device``: the image loaded first with ``load`` (or when the board
-    holds none and the engine's entries are in SPRAM, which a bitstream cannot fill), else
-    required to be the one the board holds (a half-loaded or other model is refused).  ``progress(done,
-    total)`` follows the stream; ``clock`` times it (a simulation passes its own)."""
+    """Run the float inputs ``x`` (batch x features, or batch x any shape) of ``program`` on the
+    board behind ``device``: the image loaded first with ``load`` (or when the board holds
+    none and the engine's entries are in SPRAM, which a bitstream cannot fill), else
+    required to be the one the board holds (a half-loaded or other model is refused).
+    ``progress(done, total)`` follows the stream; ``clock`` times it (a simulation passes
+    its own)."""
     info = device.info()
     config = program.config
     # What INFO reports of the engine's structure must be the program's: an image laid out

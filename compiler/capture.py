@@ -3,13 +3,14 @@
 Modules are walked in execution order: ``nn.Sequential`` (nested to any depth) child by child,
 a leaf module of a known type as one op (the table :func:`_module_handlers`), and any other
 container with ``torch.fx`` (its forward must be a chain: each op takes one value computed
-before it, and two values meet only in a skip connection's sum).  Parameters are read as evaluation mode sees them: BatchNorm's running statistics,
-and for a model pruned with ``torch.nn.utils.prune`` the effective ``weight_orig *
-weight_mask``.  ONNX graphs are read with the ``onnx`` package: Gemm (``transB``, ``alpha``,
-``beta``), MatMul followed by Add, Conv, MaxPool, AveragePool, GlobalAveragePool, Relu,
-Flatten/Reshape to a vector, BatchNormalization, Dropout/Identity and a final Softmax; an
-Identity that reads an initializer or a Constant (``torch.onnx.export`` reads a deduplicated
-initializer's copies through one) is that constant under another name.
+before it, and two values meet only in a skip connection's sum). Parameters are read as
+evaluation mode sees them: BatchNorm's running statistics, and for a model pruned with
+``torch.nn.utils.prune`` the effective ``weight_orig * weight_mask``. ONNX graphs are read with
+the ``onnx`` package: Gemm (``transB``, ``alpha``, ``beta``), MatMul followed by Add, Conv,
+MaxPool, AveragePool, GlobalAveragePool, Relu, Flatten/Reshape to a vector, BatchNormalization,
+Dropout/Identity and a final Softmax; an Identity that reads an initializer or a Constant
+(``torch.onnx.export`` reads a deduplicated initializer's copies through one) is that constant
+under another name.
 Anything else is refused with :class:`UnsupportedLayerError` naming the module path (or node
 name), its type, and what is supported (``ir.SUPPORTED_OPS``); a supported layer with a
 setting the engine does not run (a dilated or asymmetrically padded convolution, groups other
@@ -995,8 +996,9 @@ def _trace(module, name) -> list[Op]:
                          f"nn.Flatten() or x.view(x.size(0), -1), or export the model to ONNX "
                          f"and give the .onnx file") from error
     kinds, pooling = _function_kinds(), _pooling_functions()
-    # Every value the forward computes: node -> (the node it reads, its ops), or ("sum", a,
-    # b, path) for a skip connection's sum (_SUM); the output is then resolved into a chain (_resolve).
+    # Every value the forward computes: node -> (the node it reads, its ops), or (_SUM, a, b,
+    # path, "sum" or "cat") for a skip connection; the output is then resolved into a chain
+    # (_resolve).
     produced: dict = {}
     order: dict = {}
     root, result, shape_queries = None, None, set()
