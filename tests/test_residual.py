@@ -230,12 +230,18 @@ ONNX_CASES = {
 }
 
 
-@pytest.mark.parametrize("make, shape", ONNX_CASES.values(), ids=ONNX_CASES.keys())
-def test_onnx_residual_blocks(make, shape, tmp_path):
+def assert_the_export_computes_the_model(make, shape, path, export=exported):
+    """The model ``make()`` makes (seeded; inputs ``shape``), exported to ``path`` by
+    ``export`` and captured, computes what the model does."""
     model = seeded(make())
-    network = canonicalize(capture(exported(model, tmp_path / "m.onnx", shape)))
+    network = canonicalize(capture(export(model, path, shape)))
     x = np.random.default_rng(4).standard_normal((16, *shape)).astype(np.float32)
     np.testing.assert_allclose(network.forward(x), torch_out(model, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make, shape", ONNX_CASES.values(), ids=ONNX_CASES.keys())
+def test_onnx_residual_blocks(make, shape, tmp_path):
+    assert_the_export_computes_the_model(make, shape, tmp_path / "m.onnx")
 
 
 class WideAndDeep(nn.Module):
