@@ -12,7 +12,7 @@ from torch import nn
 
 from sparseforge.compiler.capture import UnsupportedSettingError, capture
 from tests.test_residual import (Block, ConvBlock, Net, PreActivationBlock,
-                                 assert_the_export_computes_the_model, resnet, seeded)
+                                 assert_the_export_computes_the_model, resnet)
 
 pytest.importorskip("onnxscript")
 
