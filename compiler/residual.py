@@ -299,7 +299,10 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
             layer = _passing(op, width)
         if closes:
             layer = _layer(layer, bias=layer.params["bias"] + offset)
-        out.append(layer)
+        # Named with what it does beside the model's layer, for the tables and reports.
+        out.append(_noted(layer, "and the sum" if closes and index == first and not early
+                          else f"and {width} carried inputs" if closes
+                          else f"and {width} carried rows"))
     if before_sum:
         return out, None, False
     if concatenated:
@@ -356,8 +359,10 @@ def _carry_from_the_layer_before(chain: list[Op], carry_rows: np.ndarray,
                     f"between them does not act on each value alone"))
     weight, bias = layer.params["weight"], layer.params["bias"]
     outputs = len(weight)
-    chain[index] = _layer(layer, np.concatenate([weight, np.tensordot(carry_rows, weight, 1)]),
-                          np.concatenate([bias, carry_rows @ bias]))
+    chain[index] = _noted(_layer(layer, np.concatenate([weight,
+                                                        np.tensordot(carry_rows, weight, 1)]),
+                                 np.concatenate([bias, carry_rows @ bias])),
+                          f"and {len(carry_rows)} copied rows")
     for position, op in enumerate(after, start=index + 1):
         if op.kind is OpKind.BATCHNORM:
             scale, shift = _affine(op, outputs, where)
@@ -442,6 +447,11 @@ def _layer(op: Op, weight=None, bias=None) -> Op:
     return Op(op.kind, op.name, {"weight": op.params["weight"] if weight is None else weight,
                                  "bias": op.params["bias"] if bias is None else bias},
               dict(op.attrs))
+
+
+def _noted(op: Op, note: str) -> Op:
+    """``op`` with ``note`` after its name (the model's layer, and what the chain adds)."""
+    return Op(op.kind, f"{op.name} ({note})", op.params, dict(op.attrs))
 
 
 def _tap(op: Op, matrix: np.ndarray) -> np.ndarray:
