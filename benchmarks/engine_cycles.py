@@ -54,6 +54,7 @@ from rich.table import Table
 
 import sparseforge as sf
 from sparseforge.compiler.compress.digits import load_digits_split
+from sparseforge.compiler.configure import widest_capacity
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat, ceil_div
 from sparseforge.hw.verilog import write_engine_verilog
@@ -310,12 +311,6 @@ def workload_layers(workload: Workload):
     return getattr(workload.model, "network", workload.model).layers
 
 
-# Capacity fields where an engine shared by several workloads takes the largest need.
-_CAPACITY = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
-             "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
-             "max_column_entries")
-
-
 def run_engine(workloads: list[Workload], pes: int, work_dir: Path, say) -> list[Run]:
     """Generate and verilate one engine of ``pes`` PEs that runs every workload (each
     capacity field the largest any needs; scan lanes, queues and write-back as derived for
@@ -325,8 +320,7 @@ def run_engine(workloads: list[Workload], pes: int, work_dir: Path, say) -> list
     programs = [sf.compile(w.model, pes=pes) for w in workloads]
     config = programs[0].config
     if len(programs) > 1:
-        widest = {name: max(getattr(p.config, name) for p in programs) for name in _CAPACITY}
-        config = dataclasses.replace(config, **widest)
+        config = dataclasses.replace(config, **widest_capacity(p.config for p in programs))
         programs = [sf.compile(w.model, config=config) for w in workloads]
     compile_seconds = time.perf_counter() - started
     engine = {"scan_lanes": config.scan_lanes, "fifo_depth": config.fifo_depth,

@@ -3,7 +3,8 @@
 as images, a 1-D CNN on signals, a final Sigmoid, LeakyReLU(0.1) (run as a slope of 2**-3), a
 CNN with ReLU6 and LeakyReLU(0.2), GELU and Tanh run as tables, a CNN with Tanh and SiLU as
 tables, GELU and Tanh swapped for ReLU by ``swap_activations``, an MLP with two residual
-blocks and a ResNet of two basic blocks, one with a 1 x 1 projection),
+blocks, a ResNet of two basic blocks, one with a 1 x 1 projection, and MNIST's 784-128-10 MLP
+and LeNet-5 on the digits enlarged to 28 x 28),
 trained here on scikit-learn's bundled data sets and a synthetic signal task, then taken
 through the pipeline as a user would: ``sf.compress`` -> ``sf.compile`` for the iCEBreaker
 and the ULX3S-85F -> the golden model's accuracy on the test split, the cycle model's cycles
@@ -86,6 +87,17 @@ def digits_flat():
 
     x, y = load_digits(return_X_y=True)
     return _split(x / 16.0, y)
+
+
+def digits_28():
+    """The 8x8 digits enlarged to MNIST's 28 x 28 (bilinear), flat rows of 784 pixels: a
+    model of MNIST's size on data that ships with scikit-learn."""
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    images = zoom(x.reshape(-1, 8, 8) / 16.0, (1, 3.5, 3.5), order=1)
+    return _split(np.clip(images, 0, 1).reshape(len(x), 784), y)
 
 
 def signals():
@@ -237,6 +249,16 @@ CASES = [
          ResidualMLP),
     Case("digits-resnet", "digits as flat 64-pixel rows (10 classes)", digits_flat,
          small_resnet, kind="conv", sparsity=0.5),
+    # MNIST's sizes: the 784-128-10 MLP and LeNet-5 (on the iCEBreaker, entries in SPRAM).
+    Case("digits28-mlp", "digits enlarged to 28 x 28 (784 pixels, 10 classes)", digits_28,
+         lambda: nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)),
+         sparsity=0.9),
+    Case("digits28-lenet5", "digits enlarged to 28 x 28 (784 pixels, 10 classes)", digits_28,
+         lambda: nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 6, 5), nn.ReLU(),
+                               nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                               nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(),
+                               nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)),
+         kind="conv", sparsity=0.8),
 ]
 
 

@@ -40,7 +40,7 @@ SPRAM_ENTRY_BITS = 16
 
 _LATER_DEFAULTS = {"multiplier_bits": 0, "rounding_bits": 0, "lut_products": False,
                    "conv": False, "skip_zeros": False, "layer_activation": False,
-                   "table_slots": 0, "spram_entries": False}
+                   "table_slots": 0, "spram_entries": False, "pool_rows": 0}
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,10 @@ class EngineConfig:
         left beside the activation buffer's hold them; on other parts and in simulation the
         entry memory is an ordinary memory (same timing).  Needs entries of at most 16 bits
         and ``entry_depth`` of at most 16384.
+    pool_rows : conv mode: the rows whose results the pooling registers keep (the most a
+        max-pooling layer has); 0 (the default) means ``max_rows``.  Layers that do not pool
+        start every window with their own results and never read the registers, so a wide
+        Linear layer does not size them (on an iCE40 they are flip-flops).
     """
     pes: int
     act_bits: int = 8
@@ -176,6 +180,7 @@ class EngineConfig:
     layer_activation: bool = False
     table_slots: int = 0
     spram_entries: bool = False
+    pool_rows: int = 0
 
     def __post_init__(self):
         def check(name, low, high):
@@ -204,6 +209,7 @@ class EngineConfig:
         check("shift_bits", 1, 7)
         check("max_column_entries", 1, depth_limit)
         check("acc_memory_bits", 0, 48)
+        check("pool_rows", 0, self.max_rows)
         check("writeback_lanes", 0, 64)
         check("multiplier_bits", 0, 25)
         check("rounding_bits", 0, 62)
@@ -261,6 +267,12 @@ class EngineConfig:
     def entry_bits(self) -> int:
         """An entry of the program image: zero run and code."""
         return self.idx_bits + self.code_bits
+
+    @property
+    def pooling_depth(self) -> int:
+        """Values each requantizer's pooling registers keep: ``pool_rows`` (or ``max_rows``)
+        results of ``writeback_period`` PEs each."""
+        return max(2, (self.pool_rows or self.max_rows) * self.writeback_period)
 
     @property
     def entry_memory_bits(self) -> int:

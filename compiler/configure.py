@@ -88,6 +88,7 @@ class ModelNeeds:
     conv: bool = False          # the conv mode (a convolution, or asked for)
     layer_activation: bool = False  # a power-of-two layer has a range or leak of its own
     table_slots: int = 0        # layers with an activation function's table
+    pool_rows: int = 0          # conv mode: the most rows a max-pooling layer has (0: none)
 
 
 def _check_network(qnet) -> QuantizedNetwork:
@@ -115,7 +116,11 @@ def model_needs(qnet, pes: int, *, scan_lanes: int, idx_bits: int = IDX_BITS,
         needs = _needs(lowering.engine, pes, scan_lanes, idx_bits, encoded)
         widest = max(max(lowering.out_counts), lowering.buffer_words * pes,
                      max(layer.in_features for layer in lowering.engine.layers))
-        return dataclasses.replace(needs, max_features=widest, conv=True)
+        pooled = [ceil_div(layer.out_features, pes)
+                  for layer, walk in zip(lowering.engine.layers, lowering.walks)
+                  if walk.window_rows * walk.window_cols > 1]
+        return dataclasses.replace(needs, max_features=widest, conv=True,
+                                   pool_rows=max(pooled, default=0))
     return _needs(network, pes, scan_lanes, idx_bits, encoded)
 
 
@@ -297,7 +302,11 @@ def derive_config(qnet, pes: int = 8, *, board=None, scan_lanes: int | None = No
             # Only a model that needs them gets multipliers in its requantizers.
             multiplier_bits=needs.multiplier_bits if needs.row_scales else 0,
             rounding_bits=needs.rounding_bits if needs.row_scales else 0, conv=needs.conv,
-            layer_activation=needs.layer_activation, table_slots=needs.table_slots)
+            layer_activation=needs.layer_activation, table_slots=needs.table_slots,
+            # The pooling registers for the layers that pool, when fewer than every row (a
+            # Linear layer of LeNet's 120 rows would otherwise size them: flip-flops on iCE40).
+            pool_rows=(grow(needs.pool_rows)
+                       if 0 < grow(needs.pool_rows) < grow(needs.max_rows) else 0))
     except ValueError as error:
         if headroom:
             raise DoesNotFit(f"headroom {headroom:g} enlarges the engine past what it can "
@@ -439,6 +448,17 @@ _AT_LEAST = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "m
              "max_column_entries")
 
 
+def widest_capacity(configs) -> dict:
+    """The capacity fields of one engine that every engine of ``configs`` fits in: each
+    width and depth the largest of them, and pooling registers for the most pooled rows (0,
+    every row, when that is ``max_rows``), for ``dataclasses.replace``."""
+    configs = list(configs)
+    widest = {name: max(getattr(config, name) for config in configs) for name in _AT_LEAST}
+    pooled = max(config.pool_rows or config.max_rows for config in configs)
+    widest["pool_rows"] = pooled if pooled < widest["max_rows"] else 0
+    return widest
+
+
 def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     """Check that ``qnet`` runs on an existing engine ``config`` (same PEs and activation
     width; every width and depth at least what the model needs; every shift within
@@ -458,6 +478,9 @@ def fit(qnet, config: EngineConfig, *, encoded=None) -> ModelNeeds:
     if needs.conv and not config.conv:
         problems.append("conv: the model has convolutions, the engine runs Linear layers only "
                         "(conv False)")
+    if needs.pool_rows > (config.pool_rows or config.max_rows):
+        problems.append(f"pool_rows: a max-pooling layer has {needs.pool_rows} rows, the "
+                        f"engine's pooling registers keep {config.pool_rows}")
     if needs.table_slots > config.table_slots:
         problems.append(f"table_slots: {needs.table_slots} layers run an activation function "
                         f"as a table, the engine has {config.table_slots} table slots")

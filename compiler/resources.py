@@ -119,7 +119,7 @@ def engine_memories(config: EngineConfig, family: str | None = None) -> tuple[Me
                 config.writeback_lanes or pes),) if config.table_slots else ()) + ((
         Memory("geometry", config.max_layers << bus.chunk_bits(
             isa.geometry_layout(config).size), bus.BUS_DATA_BITS),
-        Memory("pooling", config.max_rows * config.writeback_period, config.act_bits,
+        Memory("pooling", config.pooling_depth, config.act_bits,
                config.writeback_lanes or pes)) if config.conv else ())
 
 

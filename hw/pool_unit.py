@@ -51,7 +51,7 @@ class PoolUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self._config
-        depth = max(2, config.max_rows * config.writeback_period)
+        depth = config.pooling_depth
         for group in range(config.pes // config.writeback_period):
             # Small (a few values): registers or LUT RAM, read in the cycle its index is shown.
             m.submodules[f"maxima{group}"] = maxima = memory.Memory(

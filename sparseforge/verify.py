@@ -78,11 +78,6 @@ CONV_VARIANTS = {
     8: {"scan_lanes": 1, "fifo_depth": 2, "writeback_lanes": 2, "readout_register": True,
         "decoded_weights": True},
 }
-# The fields the engine sizes for the largest case (the others come from the variant).
-_CAPACITY = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
-             "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
-             "max_column_entries")
-
 
 # ---- the cases ----------------------------------------------------------------------------
 
@@ -193,7 +188,8 @@ def engine_config(pes: int, networks: str = "linear", cases=()):
     largest any case needs (taken from dense worst cases of the generator's biggest shapes,
     with the widest codebooks; for conv networks, from ``cases``, the campaign's)."""
     from sparseforge.compiler.config import check_pes
-    from sparseforge.compiler.configure import default_scan_lanes, derive_config
+    from sparseforge.compiler.configure import (default_scan_lanes, derive_config,
+                                                widest_capacity)
 
     pes = check_pes(pes)
     if networks == "conv":
@@ -203,8 +199,7 @@ def engine_config(pes: int, networks: str = "linear", cases=()):
                                                "writeback_lanes": pes // 4}))
         derived = [derive_config(case.network, pes, scan_lanes=variant["scan_lanes"])
                    for case in cases]
-        widest = {name: max(getattr(config, name) for config in derived)
-                  for name in _CAPACITY}
+        widest = widest_capacity(derived)
         structure = {name: value for name, value in variant.items() if name != "scan_lanes"}
         return dataclasses.replace(derived[0], **widest, **structure)
     variant = dict(VARIANTS.get(pes, {"scan_lanes": default_scan_lanes(pes), "fifo_depth": 8,
@@ -216,7 +211,7 @@ def engine_config(pes: int, networks: str = "linear", cases=()):
                       empty_columns=0, extremes=True)]
     derived = [derive_config(network, pes, scan_lanes=variant["scan_lanes"])
                for network in worst]
-    widest = {name: max(getattr(config, name) for config in derived) for name in _CAPACITY}
+    widest = widest_capacity(derived)
     structure = {name: value for name, value in variant.items() if name != "scan_lanes"}
     return dataclasses.replace(derived[0], **widest, **structure)
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from sparseforge.compiler.config import EngineConfig
-from sparseforge.compiler.configure import derive_config
+from sparseforge.compiler.configure import derive_config, widest_capacity
 from sparseforge.compiler.ir import QuantizedConv2d
 from sparseforge.compiler.program import compile as compile_program
 from sparseforge.sim.reference.golden import run_image
@@ -44,10 +44,6 @@ STALLS = {"input_idle": 0.3, "output_stall": 0.3}
 # Cycles a case may take (the cycle model's, one input): keeps the 100 cases within the
 # suite's budget (cocotb drives the streams a cycle at a time).
 CYCLE_BUDGET = 12_000
-
-_CAPACITY = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
-             "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
-             "max_column_entries")
 
 
 @dataclasses.dataclass
@@ -78,8 +74,7 @@ def make_cases(pes: int, count: int) -> list[Case]:
 def shared_config(cases: list[Case], pes: int, **engine) -> EngineConfig:
     derived = [derive_config(case.network, pes, scan_lanes=engine["scan_lanes"])
                for case in cases]
-    widest = {name: max(getattr(config, name) for config in derived) for name in _CAPACITY}
-    return dataclasses.replace(derived[0], **widest,
+    return dataclasses.replace(derived[0], **widest_capacity(derived),
                                **{name: value for name, value in engine.items()
                                   if name != "scan_lanes"})
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from sparseforge.compiler.config import EngineConfig
-from sparseforge.compiler.configure import derive_config
+from sparseforge.compiler.configure import derive_config, widest_capacity
 from sparseforge.compiler.ir import QuantizedLinear, QuantizedNetwork
 from sparseforge.compiler.numerics import FixedFormat
 from sparseforge.compiler.program import compile as compile_program
@@ -50,10 +50,6 @@ ENGINES = {
 CASES_PER_ENGINE = 40        # 200 in all
 STALLS = {"input_idle": 0.3, "output_stall": 0.3}
 
-# Fields where the shared engine takes the largest value any case needs.
-_CAPACITY = ("code_bits", "coef_bits", "acc_bits", "bias_bits", "max_layers", "max_features",
-             "max_rows", "entry_depth", "pointer_depth", "bias_depth", "occupancy_depth",
-             "max_column_entries")
 
 
 @dataclasses.dataclass
@@ -140,8 +136,7 @@ def shared_config(cases: list[Case], pes: int, **engine) -> EngineConfig:
     """The smallest engine every case fits: each capacity field's maximum over the cases."""
     derived = [derive_config(case.network, pes, scan_lanes=engine["scan_lanes"])
                for case in cases]
-    widest = {name: max(getattr(config, name) for config in derived) for name in _CAPACITY}
-    return dataclasses.replace(derived[0], **widest,
+    return dataclasses.replace(derived[0], **widest_capacity(derived),
                                **{name: value for name, value in engine.items()
                                   if name != "scan_lanes"})
 

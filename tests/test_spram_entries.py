@@ -1,7 +1,9 @@
-"""Entries in SPRAM (``EngineConfig.spram_entries``): on the iCEBreaker's UltraPlus a model whose
-entries the block RAMs cannot hold (an MNIST-sized MLP) gets each PE's entry memory in one of the
-part's SPRAMs.  The engine with them is simulated in tests/test_rtl_cocotb.py (Yosys's model of
-the primitive) and the board's run in tests/test_board_sim.py."""
+"""Room for MNIST-sized models on the iCEBreaker.  Entries in SPRAM
+(``EngineConfig.spram_entries``): a model whose entries the block RAMs cannot hold (an
+MNIST-sized MLP) gets each PE's entry memory in one of the UltraPlus's SPRAMs.  Pooling
+registers for the pooled layers' rows only (``pool_rows``: LeNet-5's).  The engine with SPRAM
+entries is simulated in tests/test_rtl_cocotb.py (Yosys's model of the primitive) and the
+board's run in tests/test_board_sim.py."""
 
 import dataclasses
 
@@ -12,7 +14,7 @@ import sparseforge as sf
 from sparseforge.boards.registry import board
 from sparseforge.compiler.config import EngineConfig
 from sparseforge.compiler.errors import InputWarning
-from sparseforge.compiler.resources import estimate_resources
+from sparseforge.compiler.resources import engine_memories, estimate_resources
 from tests.test_golden import random_network
 
 
@@ -46,3 +48,37 @@ def test_the_flag_round_trips_and_is_refused_where_an_spram_cannot_hold_the_entr
     with pytest.raises(ValueError, match="spram_entries needs entries of at most 16 bits and "
                                          "at most 16384"):
         EngineConfig(pes=2, entry_depth=20000, spram_entries=True)
+
+
+def pooled_network(rows: int, channels: int):
+    """A 1x8x8 map through a pooled 3x3 convolution of ``channels``, then a Linear of
+    ``rows`` outputs and a classifier: integer, as compression gives it."""
+    from sparseforge.compiler.compress.quantize import quantize_network
+    from sparseforge.compiler.conv import ConvGeometry, Pool
+    from sparseforge.compiler.ir import Conv2d, Linear, Network
+
+    rng = np.random.default_rng(channels)
+    geometry = ConvGeometry(1, 8, 8, channels, (3, 3), (1, 1), (1, 1), Pool((2, 2), (2, 2)))
+    network = Network((
+        Conv2d("conv", rng.choice([0.0, -0.5, 0.5], size=(channels, 9)),
+               rng.normal(size=channels), True, geometry),
+        Linear("fc1", rng.choice([0.0, 0.0, 0.5], size=(rows, 16 * channels)),
+               rng.normal(size=rows), True),
+        Linear("fc2", rng.choice([0.0, -0.5, 0.5], size=(3, rows)), rng.normal(size=3), False)))
+    return quantize_network(network, rng.normal(size=(40, 64)))
+
+
+def test_the_pooling_registers_keep_the_pooled_layers_rows_not_every_layers():
+    # LeNet's Linear layer of 120 rows sized them before: 960 flip-flops on an iCE40 at 1 PE.
+    from sparseforge.compiler.configure import DoesNotFit, fit
+
+    program = sf.compile(pooled_network(rows=120, channels=6), pes=1)
+    config = program.config
+    assert (config.max_rows, config.pool_rows, config.pooling_depth) == (120, 6, 6)
+    assert {m.name: m.depth for m in engine_memories(config)}["pooling"] == 6
+    # A model whose pooled layer has more rows does not fit that engine: named.
+    with pytest.raises(DoesNotFit, match="pool_rows: a max-pooling layer has 10 rows, the "
+                                         "engine's pooling registers keep 6"):
+        fit(pooled_network(rows=20, channels=10), config)
+    # Where the pooled layer has the most rows, nothing changes (0: every row).
+    assert sf.compile(pooled_network(rows=4, channels=6), pes=1).config.pool_rows == 0
