@@ -27,6 +27,11 @@ takes their difference.  In floating point the chain computes what the block com
 rounding; compression then prunes, shares and quantizes it as any other network (the carried
 rows are weights like the others).
 
+A block that starts with a BatchNorm or an activation (a pre-activation ResNet's) has ``s``
+copied by the layer before it instead.  A value concatenated back (``torch.cat([x, F(x)], 1)``:
+DenseNet, wide and deep models) is carried the same way, and the next layer reads the block's
+outputs and the carried rows in the concatenation's order.
+
 Capture marks a block with two identity ops (:func:`source_marker` where ``s`` is, and
 :func:`sum_marker`, holding the shortcut's ops, where the sum is) and
 :func:`merge_skip_connections` rewrites the marked op list into the chain.

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from sparseforge.compiler import bus, isa
-from sparseforge.compiler.config import EngineConfig
+from sparseforge.compiler.config import SPRAM_ENTRY_BITS, SPRAM_ENTRY_DEPTH, EngineConfig
 from sparseforge.compiler.resources import entries_in_spram
 
 from . import ram
@@ -150,8 +150,6 @@ class PEMemories(wiring.Component):
     def _spram_entries(self, m, write):
         """The entry memory as an SB_SPRAM256KA: written by the host, read at every other
         clock edge (its output holds the last word read, as a synchronous read port's)."""
-        from sparseforge.compiler.config import SPRAM_ENTRY_BITS, SPRAM_ENTRY_DEPTH
-
         writing = write.en & (write.target == Target.ENTRIES)
         address = Signal(range(SPRAM_ENTRY_DEPTH), name="entries_address")
         data_out = Signal(SPRAM_ENTRY_BITS, name="entries_data_out")
