@@ -268,7 +268,7 @@ def _block(branch: list[Op], marker: Op, pending: _Sum | None, source_nonnegativ
     added = projection @ (np.hstack([identity, -identity]) if split else identity)
     width = len(carry_rows)
     if early:
-        _carry_from_the_layer_before(chain, carry_rows, pending, where)
+        _carry_from_the_layer_before(chain, carry_rows, where)
 
     out: list[Op] = []
     features = size                     # the block's own features (channels) at this point
@@ -336,18 +336,18 @@ def _joined(features: int, projection, added, offset, conv: bool, name: str,
     return _Sum(np.vstack([block, shortcut]), np.concatenate([zeros, offset]), conv, name)
 
 
-def _carry_from_the_layer_before(chain: list[Op], carry_rows: np.ndarray,
-                                 pending: _Sum | None, where: str) -> None:
+def _carry_from_the_layer_before(chain: list[Op], carry_rows: np.ndarray, where: str) -> None:
     """Give the last layer of ``chain`` outputs that copy (``carry_rows``) the ones the block
     reads, passed through the ops after it as its own outputs are (a copy, the same
-    activation and BatchNorm) or through none (a copy with its sign changed would not)."""
+    activation and BatchNorm) or through none (a copy with its sign changed would not).  A
+    sum still to be made before the block was made by a layer of its own first
+    (:func:`merge_skip_connections`), so the chain's last output is the value itself."""
     layers = [i for i, op in enumerate(chain) if op.kind in _LAYERS]
-    if pending is not None or not layers:
+    if not layers:
         raise SkipConnectionError(
-            f"{where}: its block starts with {'an activation or a BatchNorm'} and there is "
-            f"no layer right before it to copy the value added back from ("
-            + ("another skip connection's sum comes first" if pending is not None
-               else "the block is at the model's input") + ")")
+            f"{where}: its block starts with an activation or a BatchNorm and there is no "
+            f"layer before it to copy the value added back from (the block is at the model's "
+            f"input)")
     index = layers[-1]
     layer, after = chain[index], chain[index + 1:]
     copies = np.array_equal(carry_rows, np.eye(len(carry_rows)))
