@@ -14,8 +14,8 @@ under another name.
 Anything else is refused with :class:`UnsupportedLayerError` naming the module path (or node
 name), its type, and what is supported (``ir.SUPPORTED_OPS``); a supported layer with a
 setting the engine does not run (a dilated or asymmetrically padded convolution, groups other
-than 1 or the input channels, a pooling with padding or ceil mode) with
-:class:`UnsupportedSettingError` naming the setting and its value.
+than 1 or the input channels, an average pooling in ceil mode that adds a partial window)
+with :class:`UnsupportedSettingError` naming the setting and its value.
 
 A skip connection (a sum of the chain's last output and an earlier one, ``x + F(x)``, or an
 ONNX ``Add`` of the two) is marked where it leaves and where it is added back, in whichever
@@ -605,11 +605,11 @@ def _pool1d_module(module, name) -> list[Op]:
         if dilation != 1:
             raise UnsupportedSettingError(f"layer {name!r}", "MaxPool1d", "dilation", dilation,
                                           "the engine pools with dilation 1")
-        equal = nn.MaxPool2d(kernel, stride, flat(module.padding), 1, module.ceil_mode,
-                             module.return_indices)
+        equal = nn.MaxPool2d(kernel, stride, flat(module.padding), 1,
+                             return_indices=module.return_indices, ceil_mode=module.ceil_mode)
         return _max_pool_module(equal, name)
-    equal = nn.AvgPool2d(kernel, stride, flat(module.padding), module.ceil_mode,
-                         module.count_include_pad)
+    equal = nn.AvgPool2d(kernel, stride, flat(module.padding), ceil_mode=module.ceil_mode,
+                         count_include_pad=module.count_include_pad)
     return _avg_pool_module(equal, name)
 
 
@@ -664,23 +664,21 @@ def _ungrouped(weight: np.ndarray, groups: int, in_channels: int, where: str,
 
 def _pool_settings(module, name, kind) -> dict:
     where = f"layer {name!r}"
-    if getattr(module, "ceil_mode", False):
-        raise UnsupportedSettingError(where, kind, "ceil_mode", True,
-                                      "the engine pools in floor mode")
     if kind == "MaxPool2d":
         if module.dilation not in (1, (1, 1)):
             raise UnsupportedSettingError(where, kind, "dilation", module.dilation,
                                           "the engine pools with dilation 1")
-        if module.padding not in (0, (0, 0)):
-            raise UnsupportedSettingError(where, kind, "padding", module.padding,
-                                          "the engine's max pooling has no padding")
         if module.return_indices:
             raise UnsupportedSettingError(where, kind, "return_indices", True,
                                           "the engine returns the pooled values only")
     kernel = module.kernel_size
     stride = module.stride if module.stride not in (None, ()) else kernel
+    # Padding and ceil mode: an average pooling counts the padding's zeros; a max pooling's
+    # padding and ceil mode's last window become a convolution of their own in front of it
+    # (passes.pad_max_pooling); ceil mode is checked against the map in check_graph.
     return {"kernel": _as_pair(kernel), "stride": _as_pair(stride),
-            "padding": _as_pair(getattr(module, "padding", 0))}
+            "padding": _as_pair(getattr(module, "padding", 0)),
+            "ceil_mode": bool(getattr(module, "ceil_mode", False))}
 
 
 def _as_pair(value) -> tuple[int, int]:
@@ -688,9 +686,7 @@ def _as_pair(value) -> tuple[int, int]:
 
 
 def _max_pool_module(module, name) -> list[Op]:
-    settings = _pool_settings(module, name, "MaxPool2d")
-    del settings["padding"]
-    return [Op(OpKind.MAXPOOL, name, {}, settings)]
+    return [Op(OpKind.MAXPOOL, name, {}, _pool_settings(module, name, "MaxPool2d"))]
 
 
 def _avg_pool_module(module, name) -> list[Op]:
@@ -1621,9 +1617,6 @@ def _onnx_pool(node, name: str, attrs) -> Op:
     where, kind = f"ONNX node {name!r}", node.op_type
     if len(attrs.get("kernel_shape", ())) == 1:
         attrs = _one_row(attrs)
-    if attrs.get("ceil_mode", 0):
-        raise UnsupportedSettingError(where, kind, "ceil_mode", 1,
-                                      "the engine pools in floor mode")
     if any(d != 1 for d in attrs.get("dilations", [1, 1])):
         raise UnsupportedSettingError(where, kind, "dilations", list(attrs["dilations"]),
                                       "the engine pools with dilation 1")
@@ -1633,16 +1626,15 @@ def _onnx_pool(node, name: str, attrs) -> Op:
     kernel = tuple(int(v) for v in attrs["kernel_shape"])
     stride = tuple(int(v) for v in attrs.get("strides", [1, 1]))
     padding = _onnx_pads(attrs, name, kind, kernel)
+    ceil_mode = bool(attrs.get("ceil_mode", 0))
     if kind == "MaxPool":
-        if padding != (0, 0):
-            raise UnsupportedSettingError(where, kind, "pads", list(attrs["pads"]),
-                                          "the engine's max pooling has no padding")
-        return Op(OpKind.MAXPOOL, name, {}, {"kernel": kernel, "stride": stride})
+        return Op(OpKind.MAXPOOL, name, {}, {"kernel": kernel, "stride": stride,
+                                             "padding": padding, "ceil_mode": ceil_mode})
     if padding != (0, 0) and not attrs.get("count_include_pad", 0):
         raise UnsupportedSettingError(where, kind, "count_include_pad", 0,
                                       "with padding the engine counts the padding zeros")
     return Op(OpKind.AVGPOOL, name, {}, {"kernel": kernel, "stride": stride,
-                                         "padding": padding})
+                                         "padding": padding, "ceil_mode": ceil_mode})
 
 
 _ONNX_FUNCTIONS = {"Tanh": "tanh", "Elu": "elu", "Celu": "celu", "Selu": "selu",

@@ -36,8 +36,8 @@ from .numerics import FixedFormat, ScaledFormat, accumulator_bound, requantize_r
 
 __all__ = ["ENGINE_ACTIVATIONS", "MAX_LEAK", "InputScaling", "OpKind", "Op", "Graph", "Linear",
            "Conv2d", "Network", "QuantizedLinear", "QuantizedConv2d", "QuantizedNetwork",
-           "RowRequant", "SUPPORTED_OPS", "op_geometry", "op_output_shape", "check_finite",
-           "check_inputs"]
+           "RowRequant", "SUPPORTED_OPS", "op_geometry", "op_output_shape", "pool_overhang",
+           "check_finite", "check_inputs"]
 
 
 class OpKind(enum.Enum):
@@ -150,7 +150,32 @@ def _pooling(op: Op, shape: tuple[int, ...]) -> tuple:
     if (shape[1] + 2 * padding[0] < kernel[0]) or (shape[2] + 2 * padding[1] < kernel[1]):
         raise ValueError(f"pooling {op.name!r}: a {kernel[0]}x{kernel[1]} window does not fit "
                          f"its {shape[1]}x{shape[2]} input")
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"pooling {op.name!r}: padding {padding} is more than half its "
+                         f"{kernel[0]}x{kernel[1]} window (a window of padding alone)")
     return kernel, stride, padding
+
+
+def pool_overhang(op: Op, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The rows and columns a pooling in ceil mode (``attrs['ceil_mode']``) reaches past its
+    padded map on a map of ``shape``: PyTorch's (and ONNX's) rule keeps a last, partial window
+    that starts inside the map or its first padding.  (0, 0) in floor mode, or where ceil mode
+    adds no window."""
+    if not op.attrs.get("ceil_mode"):
+        return 0, 0
+    kernel, stride, padding = _pooling(op, shape)
+    overhang = []
+    for size, k, s, p in zip(shape[1:], kernel, stride, padding):
+        windows = -(-(size + 2 * p - k) // s) + 1
+        if (windows - 1) * s >= size + p:
+            windows -= 1
+        overhang.append(max(0, (windows - 1) * s + k - (size + 2 * p)))
+    if op.kind is OpKind.AVGPOOL and any(overhang):
+        raise ValueError(f"average pooling {op.name!r} in ceil mode on a {shape[1]}x{shape[2]} "
+                         f"map adds a partial window, which PyTorch averages over fewer values; "
+                         f"the engine's average divides by the window's size: use ceil_mode="
+                         f"False (or a map the windows tile)")
+    return overhang[0], overhang[1]
 
 
 def op_output_shape(op: Op, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -162,7 +187,9 @@ def op_output_shape(op: Op, shape: tuple[int, ...]) -> tuple[int, ...]:
         return op_geometry(op, shape).out_shape
     if op.kind in (OpKind.MAXPOOL, OpKind.AVGPOOL):
         (kh, kw), (sh, sw), (ph, pw) = _pooling(op, shape)
-        return (shape[0], (shape[1] + 2 * ph - kh) // sh + 1, (shape[2] + 2 * pw - kw) // sw + 1)
+        eh, ew = pool_overhang(op, shape)
+        return (shape[0], (shape[1] + 2 * ph + eh - kh) // sh + 1,
+                (shape[2] + 2 * pw + ew - kw) // sw + 1)
     if op.kind is OpKind.FLATTEN:
         return (int(np.prod(shape)),)
     return shape
@@ -185,8 +212,11 @@ def _run_op(op: Op, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         scale = (p["weight"] / np.sqrt(p["var"] + op.attrs["eps"]))[:, None]
         x = ((maps - p["mean"][:, None]) * scale + p["bias"][:, None]).reshape(len(x), -1)
     elif op.kind is OpKind.MAXPOOL:
-        kernel, stride, _ = _pooling(op, shape)
-        x = max_pool(Pool(kernel, stride), x.reshape(len(x), *shape)).reshape(len(x), -1)
+        kernel, stride, (ph, pw) = _pooling(op, shape)
+        eh, ew = pool_overhang(op, shape)
+        maps = np.pad(x.reshape(len(x), *shape), ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)),
+                      constant_values=-np.inf)
+        x = max_pool(Pool(kernel, stride), maps).reshape(len(x), -1)
     elif op.kind is OpKind.AVGPOOL:
         x = x @ avg_pool_matrix(shape, *_pooling(op, shape)).T
     elif op.kind is OpKind.SOFTMAX:

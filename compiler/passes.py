@@ -28,6 +28,7 @@ from .ir import (
     adaptive_window,
     op_geometry,
     op_output_shape,
+    pool_overhang,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "fuse_maxpool",
     "fuse_relu",
     "outputs_as_they_are",
+    "pad_max_pooling",
 ]
 
 _LAYERS = (OpKind.LINEAR, OpKind.CONV)
@@ -283,6 +285,67 @@ def _box_convolution(op: Op, shape) -> Op:
               {"stride": tuple(stride), "padding": tuple(padding)})
 
 
+def _nonnegative_activation(op: Op) -> bool:
+    """``op`` is a ReLU, or a clamp from 0 or above: its outputs are never negative."""
+    return (op.kind is OpKind.RELU or op.kind is OpKind.CLAMP
+            and op.attrs.get("low") is not None and op.attrs["low"] >= 0)
+
+
+def pad_max_pooling(graph: Graph) -> Graph:
+    """Give each max pooling with padding, or in ceil mode with a partial last window
+    (ResNet's stem, ``MaxPool2d(3, 2, padding=1)``), a convolution of its own in front of it
+    that makes the padding: a depthwise kernel with a single tap of 1 that copies the map into
+    a larger one with zeros around it, padded ``p`` on either side and ``p + e`` after, ``e``
+    the rows and columns ceil mode reaches past the map (the tap sits ``e`` in from the
+    kernel's first row and column, and the convolution pads ``p + e`` on either side).  The
+    pooling then runs without padding on that map, as the engine pools.  PyTorch pads a max
+    pooling with -inf; zeros are the same only where the values are never negative, so the
+    pooling must follow a ReLU (or a clamp from 0), or be followed by one, which is moved in
+    front of it (the two commute).  After it, no MAXPOOL op has padding or ceil mode."""
+    ops: list[Op] = []
+    source = list(zip(graph.ops, _shapes(graph)))
+    index = 0
+    while index < len(source):
+        op, shape = source[index]
+        index += 1
+        if op.kind is not OpKind.MAXPOOL or op.attrs.get("global") or "adaptive" in op.attrs:
+            ops.append(op)
+            continue
+        kernel = tuple(op.attrs["kernel"])
+        stride = tuple(op.attrs.get("stride", kernel))
+        padding = tuple(op.attrs.get("padding", (0, 0)))
+        overhang = pool_overhang(op, shape)
+        plain = Op(OpKind.MAXPOOL, op.name, {}, {"kernel": kernel, "stride": stride})
+        if padding == (0, 0) and overhang == (0, 0):
+            ops.append(plain)
+            continue
+        activation = None
+        if ops and _nonnegative_activation(ops[-1]):
+            activation = ops.pop()
+        elif index < len(source) and _nonnegative_activation(source[index][0]):
+            activation = source[index][0]
+            index += 1
+        else:
+            what = (f"padding {padding}" if padding != (0, 0)
+                    else "ceil mode (a partial last window)")
+            raise InputError(f"{_named(op)} has {what}: the engine pools without padding, so "
+                             f"the padding becomes zeros around the map, which is the max "
+                             f"pooling PyTorch computes (padding -inf) only on values that are "
+                             f"never negative; it follows {_before(ops)}: put a ReLU right "
+                             f"before or after the pooling")
+        ops.append(activation)
+        channels = shape[0]
+        tap = overhang
+        weight = np.zeros((channels, channels, tap[0] + 1, tap[1] + 1))
+        weight[np.arange(channels), np.arange(channels), tap[0], tap[1]] = 1.0
+        ops.append(Op(OpKind.CONV, f"{op.name} (padding)",
+                      {"weight": weight, "bias": np.zeros(channels)},
+                      {"stride": (1, 1), "padding": (padding[0] + tap[0], padding[1] + tap[1])}))
+        ops.append(Op(OpKind.RELU, f"{op.name} (padding)"))
+        ops.append(plain)
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
 def fuse_relu(graph: Graph) -> Graph:
     """Fuse each ReLU into the Linear or convolution right before it (``attrs['relu']``), each
     LeakyReLU as its ``leak`` (the slope ``2**-leak`` nearest the model's, warned when not the
@@ -437,7 +500,7 @@ def binary_logit_as_two_classes(graph: Graph) -> Graph:
 
 
 PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool,
-          binary_logit_as_two_classes, fuse_relu, fuse_maxpool)
+          pad_max_pooling, binary_logit_as_two_classes, fuse_relu, fuse_maxpool)
 
 
 def outputs_as_they_are(graph: Graph) -> Graph:

@@ -152,8 +152,7 @@ def test_conv_padding_same_and_valid_and_a_pruned_kernel():
     (nn.Conv2d(4, 4, 3, groups=2), "groups", "2"),
     (nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), "padding_mode", "'reflect'"),
     (nn.Conv2d(2, 2, 2, padding="same"), "padding", "'same' with the even kernel"),
-    (nn.MaxPool2d(2, padding=1), "padding", "1"),
-    (nn.MaxPool2d(2, ceil_mode=True), "ceil_mode", "True"),
+    (nn.MaxPool2d(2, dilation=2), "dilation", "2"),
     (nn.AvgPool2d(3, padding=1, count_include_pad=False), "count_include_pad", "False"),
     (nn.AdaptiveAvgPool2d((None, 2)), "output_size", r"\(None, 2\)"),
 ])
@@ -456,10 +455,10 @@ def test_pooling_written_as_function_calls_is_captured(tail):
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda x: nn.functional.max_pool2d(x, 2, padding=1), "padding"),
+    (lambda x: nn.functional.max_pool2d(x, 2, dilation=2), "dilation"),
     (lambda x: nn.functional.adaptive_avg_pool2d(x, (None, 2)), "output_size"),
     (lambda x: x.mean(1), "a mean over a map's rows and columns"),
-], ids=["max_pool2d-padding", "adaptive-2", "mean-channels"])
+], ids=["max_pool2d-dilation", "adaptive-2", "mean-channels"])
 def test_pooling_calls_the_engine_does_not_run_are_refused(call, message):
     class Model(nn.Module):
         def __init__(self):
