@@ -328,6 +328,9 @@ class Linear:
     function: Function | None = field(default=None, kw_only=True)
     # The first layer's only: the inputs' scaling, applied by Network.forward (not here).
     input_scaling: InputScaling | None = field(default=None, kw_only=True)
+    # Made by the passes, not the model (a max pooling's padding, an average pooling): its
+    # weights are what it computes, so compression neither prunes nor trains them.
+    structural: bool = field(default=False, kw_only=True)
 
     def __post_init__(self):
         _check_scaling(self)

@@ -241,7 +241,8 @@ def fold_avgpool(graph: Graph) -> Graph:
     """Fold each average pooling into the Linear right after it (``W' = W P``, ``P`` the
     pooling as a matrix: global average pooling before a classifier costs no layer), or, with
     anything else after it, make it a convolution of its own: a depthwise kernel of
-    ``1 / (kh kw)`` (zero padding counted in the divisor).  After it, no AVGPOOL op remains."""
+    ``1 / (kh kw)`` (zero padding counted in the divisor), ``structural`` (compression neither
+    prunes nor trains it).  After it, no AVGPOOL op remains."""
     shapes = _shapes(graph)
     ops: list[Op] = []
     pending = None                      # (pooling op, its input shape) waiting for a Linear
@@ -282,7 +283,7 @@ def _box_convolution(op: Op, shape) -> Op:
     for c in range(channels):
         weight[c, c] = 1.0 / (kernel[0] * kernel[1])
     return Op(OpKind.CONV, op.name, {"weight": weight, "bias": np.zeros(channels)},
-              {"stride": tuple(stride), "padding": tuple(padding)})
+              {"stride": tuple(stride), "padding": tuple(padding), "structural": True})
 
 
 def _nonnegative_activation(op: Op) -> bool:
@@ -301,7 +302,8 @@ def pad_max_pooling(graph: Graph) -> Graph:
     pooling then runs without padding on that map, as the engine pools.  PyTorch pads a max
     pooling with -inf; zeros are the same only where the values are never negative, so the
     pooling must follow a ReLU (or a clamp from 0), or be followed by one, which is moved in
-    front of it (the two commute).  After it, no MAXPOOL op has padding or ceil mode."""
+    front of it (the two commute).  The copy is ``structural``: compression neither prunes
+    nor trains it.  After it, no MAXPOOL op has padding or ceil mode."""
     ops: list[Op] = []
     source = list(zip(graph.ops, _shapes(graph)))
     index = 0
@@ -340,7 +342,8 @@ def pad_max_pooling(graph: Graph) -> Graph:
         weight[np.arange(channels), np.arange(channels), tap[0], tap[1]] = 1.0
         ops.append(Op(OpKind.CONV, f"{op.name} (padding)",
                       {"weight": weight, "bias": np.zeros(channels)},
-                      {"stride": (1, 1), "padding": (padding[0] + tap[0], padding[1] + tap[1])}))
+                      {"stride": (1, 1), "padding": (padding[0] + tap[0], padding[1] + tap[1]),
+                       "structural": True}))
         ops.append(Op(OpKind.RELU, f"{op.name} (padding)"))
         ops.append(plain)
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
@@ -540,7 +543,8 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
         scaling = op.attrs.get("input_scaling")
         activation = {"clamp": clamp, "leak": op.attrs.get("leak", 0),
                       "function": op.attrs.get("function"),
-                      "input_scaling": None if scaling is None else InputScaling(*scaling)}
+                      "input_scaling": None if scaling is None else InputScaling(*scaling),
+                      "structural": bool(op.attrs.get("structural", False))}
         if op.kind is OpKind.CONV:
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
                                  op_geometry(op, shape), **activation))

@@ -139,10 +139,18 @@ def test_a_compressed_stem_compiles_to_a_program_that_computes_it():
         F.cross_entropy(model(torch.tensor(x[:300])), torch.tensor(y[:300])).backward()
         optimiser.step()
     compressed = sf.compress(model.eval(), (x[:300], y[:300]), test=(x[300:], y[300:]),
-                             sparsity=0.5, prune_steps=1, prune_epochs=1, final_epochs=1,
+                             sparsity=0.9, prune_steps=1, prune_epochs=1, final_epochs=1,
                              share_epochs=1)
     assert [layer.name for layer in compressed.network.layers] == [
         "stem", "pool (padding)", "conv", "Stem.max_pool2d (padding)", "fc"]
+    # The copies are neither pruned (at 90%, where the model's layers are) nor trained.
+    for index, channels in ((1, 8), (3, 12)):
+        copy = compressed.float_network.layers[index]
+        assert copy.structural and np.count_nonzero(copy.weight) == channels
+        np.testing.assert_array_equal(copy.weight[copy.weight != 0], 1.0)
+        np.testing.assert_array_equal(copy.bias, 0.0)
+        assert np.count_nonzero(compressed.network.layers[index].codes) == channels
+    assert compressed.provenance["sparsities"][1] == round(1 - 1 / 8, 4)
     for board, pes in (("icebreaker", 1), ("ulx3s-85f", 8)):
         program = sf.compile(compressed, pes=pes, board=board)
         x_int = compressed.network.quantize_input(x[300:320].reshape(20, -1))

@@ -49,7 +49,9 @@ class CompressionConfig:
 
     sparsity : overall fraction of weights pruned.  The last layer, small and sensitive, is
         pruned at most to ``last_layer_sparsity``; the others make up the difference.
-    per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer).
+    per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer or
+        convolution of the model; the layers the compiler adds, such as a max pooling's
+        padding, are not pruned).
     sensitivity_budget : choose per-layer sparsities from a sensitivity scan on the validation
         data instead: each layer the highest scanned sparsity whose accuracy loss, pruning that
         layer alone without retraining, stays within this budget (a fraction, 0.01 = 1 point).
@@ -330,6 +332,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     accuracy_float = float_accuracy(network, report_set)
 
     torch_model = network_to_torch(network)
+    _freeze_structural(torch_model, network)
     sparsities = _sparsities(config, network, torch_model, val_set)
     tuning = TrainConfig(epochs=config.prune_epochs, learning_rate=config.learning_rate,
                          weight_decay=config.weight_decay,
@@ -352,6 +355,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                            for layer, mask in zip(weight_layers(torch_model), masks))
     with seeded(config.seed):
         to_shared(torch_model, config.codebook_levels, masks)
+    _freeze_structural(torch_model, network)
     fine_tune(torch_model, train_set,
               dataclasses.replace(tuning, epochs=config.share_epochs, seed=config.seed + 100),
               loss_fn=loss_fn, description="training the shared weights", progress=progress)
@@ -379,6 +383,14 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     return CompressedModel(quantized, float_network, report, provenance,
                            masks=tuple(np.asarray(m, dtype=bool) for m in masks),
                            pruned_weights=pruned_weights)
+
+
+def _freeze_structural(torch_model, network: Network) -> None:
+    """Keep the structural layers' weights and biases out of training: they compute what
+    the passes made them for (a max pooling's padding: zeros around the map)."""
+    for module, layer in zip(weight_layers(torch_model), network.layers):
+        if layer.structural:
+            module.requires_grad_(False)
 
 
 def _check_input_scale(x: np.ndarray, act_bits: int) -> None:
@@ -604,14 +616,28 @@ def _input_shape(train) -> tuple[int, ...] | None:
 
 def _sparsities(config: CompressionConfig, network: Network, torch_model, val_set
                 ) -> list[float]:
-    sizes = [layer.weight.size for layer in network.layers]
+    """Each layer's sparsity.  The model's own layers get the configuration's; a structural
+    layer (``Linear.structural``: made by the passes, a copy or an average) the fraction of
+    its weights that are zero already, so pruning keeps every weight it has."""
+    own = [index for index, layer in enumerate(network.layers) if not layer.structural]
+    sizes = [network.layers[index].weight.size for index in own]
     if config.per_layer_sparsity is not None:
         if len(config.per_layer_sparsity) != len(sizes):
+            made = len(network.layers) - len(own)
             raise ValueError(f"per_layer_sparsity has {len(config.per_layer_sparsity)} values "
-                             f"for {len(sizes)} layers")
-        return list(config.per_layer_sparsity)
-    if config.sensitivity_budget is not None:
+                             f"for {len(sizes)} layers" + (f" (the {made} layer(s) the "
+                                                           f"compiler made are not pruned)"
+                                                           if made else ""))
+        chosen = list(config.per_layer_sparsity)
+    elif config.sensitivity_budget is not None:
         curves = sensitivity_scan(torch_model, val_set)
-        return choose_sparsities(curves, accuracy(torch_model, val_set),
-                                 config.sensitivity_budget, sizes)
-    return distribute_sparsity(sizes, config.sparsity, config.last_layer_sparsity)
+        everyone = choose_sparsities(curves, accuracy(torch_model, val_set),
+                                     config.sensitivity_budget,
+                                     [layer.weight.size for layer in network.layers])
+        chosen = [everyone[index] for index in own]
+    else:
+        chosen = distribute_sparsity(sizes, config.sparsity, config.last_layer_sparsity)
+    sparsities = [float(np.mean(layer.weight == 0)) for layer in network.layers]
+    for index, sparsity in zip(own, chosen):
+        sparsities[index] = sparsity
+    return sparsities
