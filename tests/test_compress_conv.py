@@ -240,3 +240,23 @@ def test_the_report_knows_the_model_a_conv_program_came_from(tiny_cnn_model, tmp
     other = dataclasses.replace(model, network=type(network)(tuple(layers)))
     with pytest.raises(ValueError, match="not the one the program was compiled from"):
         write_report(tmp_path / "b", compressed=other, program=program)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU6(), nn.Hardtanh(-1.0, 1.0), nn.Tanh()],
+                         ids=["relu6", "hardtanh", "tanh"])
+def test_a_convolution_with_its_own_requantization_saves_and_loads(activation, tmp_path):
+    """A clamp or a table after a convolution gives it per-row requantization, one value per
+    output channel (not per output feature): the .sfm keeps them so, and loads them back."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), activation, nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(64, 3)).eval()
+    x = images(60).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = np.arange(60) % 3
+    compressed = sf.compress(model, (x, y), sparsity=0.5, prune_steps=1, prune_epochs=1,
+                             final_epochs=1, share_epochs=1)
+    assert compressed.network.layers[0].requant is not None
+    assert compressed.network.layers[0].requant.multiplier.shape == (4,)
+    loaded = load_compressed(compressed.save(tmp_path / "requant.sfm"))
+    np.testing.assert_array_equal(loaded.network.layers[0].requant.multiplier,
+                                  compressed.network.layers[0].requant.multiplier)
+    np.testing.assert_array_equal(loaded.predict(x), compressed.predict(x))

@@ -464,7 +464,7 @@ def _layer(index: int, entry, arrays, bad):
             bias=bias.astype(np.int64), code_bits=entry["code_bits"],
             input_format=formats["input_format"], weight_format=formats["weight_format"],
             output_format=formats["output_format"], bias_bits=entry["bias_bits"],
-            relu=entry["relu"], requant=_requant(index, entry, arrays, bad),
+            relu=entry["relu"], requant=_requant(index, entry, arrays, len(codes), bad),
             input_scaling=scaling, function=function, **conv)
         leak = entry.get("leak", 0)
         if not isinstance(leak, int) or isinstance(leak, bool):
@@ -492,8 +492,9 @@ def _clamp(entry: dict, bad) -> tuple | None:
     return tuple(None if bound is None else float(bound) for bound in clamp)
 
 
-def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:
-    """A layer's per-row requantization from its arrays, or None (the power-of-two case)."""
+def _requant(index: int, entry: dict, arrays, rows: int, bad) -> RowRequant | None:
+    """A layer's per-row requantization from its arrays, or None (the power-of-two case):
+    one value per row of its weight matrix (``rows``: a convolution's output channels)."""
     if "requant" not in entry:
         return None
     ranges = entry["requant"]
@@ -503,20 +504,20 @@ def _requant(index: int, entry: dict, arrays, bad) -> RowRequant | None:
             and isinstance(ranges.get("leak", 0), int)):
         raise bad(f"layers[{index}].requant must be {{'low': int, 'high': int}} (and "
                   f"'leak': int), not {ranges!r}")
-    rows = {}
+    values = {}
     for kind in REQUANT_KINDS:
         array = arrays[f"{kind}_{index}"]
-        if array.dtype.kind not in "iub" or array.shape != (entry["out_features"],):
-            raise bad(f"{kind}_{index} must hold {entry['out_features']} integers, not "
+        if array.dtype.kind not in "iub" or array.shape != (rows,):
+            raise bad(f"{kind}_{index} must hold {rows} integers (one per row), not "
                       f"{array.dtype} {array.shape}")
-        rows[kind] = array
+        values[kind] = array
     table = None
     if ranges.get("table"):
         table = arrays[f"table_{index}"]
         if table.dtype.kind not in "iu" or table.ndim != 1:
             raise bad(f"table_{index} must hold integers, not {table.dtype} {table.shape}")
-    return RowRequant(rows["multiplier"].astype(np.int64), rows["shift"].astype(np.int64),
-                      rows["rounding"].astype(np.int64), rows["half_even"] != 0,
+    return RowRequant(values["multiplier"].astype(np.int64), values["shift"].astype(np.int64),
+                      values["rounding"].astype(np.int64), values["half_even"] != 0,
                       ranges["low"], ranges["high"], leak=ranges.get("leak", 0), table=table)
 
 
