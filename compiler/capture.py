@@ -1455,6 +1455,19 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
         return [Op(OpKind.FLATTEN, name, {}, {"squeeze": True})]
     if node.op_type == "Clip":
         return [_onnx_clip(node, name, attrs, constants)]
+    if node.op_type in ("Max", "Min") and len(node.input) == 2 \
+            and sum(i in constants for i in node.input) == 1:
+        # A bound by a constant: the dynamo exporter writes torch.clamp(x, min=0) after
+        # another clamp as Max(x, 0) (the 0 shared with the first Clip).
+        bound = constants[next(i for i in node.input if i in constants)]
+        if bound.size != 1:
+            raise UnsupportedSettingError(f"ONNX node {name!r}", node.op_type, "bound",
+                                          f"of shape {bound.shape}", "one number")
+        value = float(bound.ravel()[0])
+        if node.op_type == "Max" and value == 0:
+            return [Op(OpKind.RELU, name)]
+        low, high = (value, None) if node.op_type == "Max" else (None, value)
+        return [Op(OpKind.CLAMP, name, {}, {"low": low, "high": high})]
     if node.domain == FUNCTION_DOMAIN:
         return [Op(OpKind.FUNCTION, name, {}, {"function": Function(
             node.op_type, tuple(next((a.floats for a in node.attribute

@@ -42,7 +42,25 @@ CASES = {
         nn.Conv2d(1, 4, 3, padding=1), PreActivationBlock(4), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), (1, 8, 8)),
     "residual MLP": (lambda: Net([Block(where="pre"), Block(where="post")]), (4,)),
+    "clamps one after another": (lambda: Clamps(), (4,)),
+    "stem with a padded max pooling": (lambda: nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(), nn.Linear(24, 3)), (1, 7, 7)),
 }
+
+
+class Clamps(nn.Module):
+    """``clamp(x, 0, 1)`` then ``clamp(x, min=0)`` and ``clamp(x, max=2)``: the exporter writes
+    the later ones as ``Max`` and ``Min`` with a constant (sharing the first Clip's 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = torch.clamp(self.fc2(torch.clamp(self.fc1(x), 0, 1)), min=0)
+        return self.fc3(torch.clamp(x, max=2.0))
 
 
 @pytest.mark.parametrize("make, shape", CASES.values(), ids=CASES.keys())
