@@ -475,7 +475,15 @@ def capture_module(model, input_shape=None) -> Graph:
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"capture_module takes an nn.Module, not {type(model).__name__}")
-    ops = merge_skip_connections(fold_padding(_capture(model, "")))
+    try:
+        ops = merge_skip_connections(fold_padding(_capture(model, "")))
+    except UnsupportedLayerError as refusal:
+        lacking = _layer_the_engine_lacks(model)
+        if lacking is None or f"{lacking[0]!r}" in str(refusal):
+            raise
+        # A trace stops at the first call it cannot read, often the helper in front of the
+        # layer (an embedding's x.long()): name the layer.
+        raise UnsupportedLayerError(f"layer {lacking[0]!r}", lacking[1]) from refusal
     layers = [op for op in ops if op.kind in (OpKind.LINEAR, OpKind.CONV)]
     if not layers:
         raise ValueError(f"the model ({type(model).__name__}) has no Linear or Conv2d layer "
@@ -507,6 +515,18 @@ def capture_module(model, input_shape=None) -> Graph:
     if spatial is None and len(input_shape) != 3:
         return check_graph(ops, int(np.prod(input_shape)), type(model).__name__)
     return check_graph(ops, int(np.prod(input_shape)), type(model).__name__, input_shape)
+
+
+def _layer_the_engine_lacks(model) -> tuple[str, str] | None:
+    """The path and type of the first submodule of a kind the engine never runs (an
+    embedding, a recurrent layer, a LayerNorm, attention, an upsampling), or None."""
+    from torch import nn
+
+    lacking = (nn.Embedding, nn.EmbeddingBag, nn.RNNBase, nn.LayerNorm, nn.GroupNorm,
+               nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+               nn.Upsample)
+    return next(((name, type(module).__name__) for name, module in model.named_modules()
+                 if name and isinstance(module, lacking)), None)
 
 
 def _input_map(ops: list[Op], input_shape, source: str):
@@ -570,7 +590,8 @@ def _conv1d_module(module, name) -> list[Op]:
     return [Op(OpKind.CONV, name, {
         "weight": _ungrouped(weight, module.groups, module.in_channels, where, kind),
         "bias": bias if bias is not None else np.zeros(module.out_channels)},
-        {"stride": (1, int(module.stride[0])), "padding": (0, padding)})]
+        {"stride": (1, int(module.stride[0])), "padding": (0, padding),
+         **_parameters(weight, module.groups)})]
 
 
 def _pool1d_module(module, name) -> list[Op]:
@@ -629,7 +650,8 @@ def _conv_module(module, name) -> list[Op]:
     return [Op(OpKind.CONV, name, {
         "weight": _ungrouped(weight, module.groups, module.in_channels, where, kind),
         "bias": bias if bias is not None else np.zeros(module.out_channels)},
-        {"stride": tuple(module.stride), "padding": padding})]
+        {"stride": tuple(module.stride), "padding": padding,
+         **_parameters(weight, module.groups)})]
 
 
 def _conv_padding(padding, kernel, where: str, kind: str) -> tuple[int, int]:
@@ -642,6 +664,12 @@ def _conv_padding(padding, kernel, where: str, kind: str) -> tuple[int, int]:
                                           "the engine pads symmetrically")
         return kernel[0] // 2, kernel[1] // 2
     return int(padding[0]), int(padding[1])
+
+
+def _parameters(weight: np.ndarray, groups: int) -> dict:
+    """A grouped convolution's ``parameters`` attribute: the weights the model has, fewer
+    than the full kernel :func:`_ungrouped` makes (the overall sparsity counts these)."""
+    return {"parameters": int(weight.size)} if groups != 1 else {}
 
 
 def _ungrouped(weight: np.ndarray, groups: int, in_channels: int, where: str,
@@ -1331,6 +1359,7 @@ def capture_onnx(path) -> Graph:
                          f"{[i.name for i in inputs]}")
     # Every tensor the graph computes: name -> (the tensor it reads, its ops), or (_SUM, a, b,
     # node name) for a skip connection's Add; the output is then resolved into a chain.
+    _refuse_layers_the_engine_lacks(graph, stored, folded)
     ranks = _onnx_ranks(model, inputs[0])
     produced: dict = {inputs[0].name: None}
     order: dict = {inputs[0].name: -1}
@@ -1611,7 +1640,8 @@ def _onnx_conv(node, name: str, attrs, constants) -> Op:
               {"weight": _ungrouped(weight, groups, in_channels, where, kind),
                "bias": np.asarray(bias, dtype=np.float64).reshape(-1)},
               {"stride": tuple(int(v) for v in attrs.get("strides", [1, 1])),
-               "padding": _onnx_pads(attrs, name, kind, weight.shape[2:])})
+               "padding": _onnx_pads(attrs, name, kind, weight.shape[2:]),
+               **_parameters(weight, groups)})
 
 
 def _one_row(attrs) -> dict:
@@ -1648,6 +1678,32 @@ def _onnx_pool(node, name: str, attrs) -> Op:
                                       "with padding the engine counts the padding zeros")
     return Op(OpKind.AVGPOOL, name, {}, {"kernel": kernel, "stride": stride,
                                          "padding": padding, "ceil_mode": ceil_mode})
+
+
+# Layers the engine does not run, which exporters surround with helper nodes (a GRU's initial
+# state is a ConstantOfShape, an Embedding's indices a Cast): named before those are met.
+_LAYERS_THE_ENGINE_LACKS = {
+    "LSTM": "LSTM, a recurrent layer", "GRU": "GRU, a recurrent layer",
+    "RNN": "RNN, a recurrent layer", "LayerNormalization": "LayerNorm",
+    "Attention": "attention", "MultiHeadAttention": "attention",
+    "Resize": "Upsample / interpolate", "Upsample": "Upsample / interpolate",
+    "Einsum": "einsum"}
+
+
+def _refuse_layers_the_engine_lacks(graph, stored: dict, folded: set) -> None:
+    """Refuse a graph with a layer the engine does not run (:data:`_LAYERS_THE_ENGINE_LACKS`,
+    and an embedding: a Gather from a matrix of weights), by that layer's node."""
+    for index, node in enumerate(graph.node):
+        if index in folded:
+            continue
+        name = node.name or f"{node.op_type}_{index}"
+        kind = _LAYERS_THE_ENGINE_LACKS.get(node.op_type)
+        if node.op_type == "Gather" and node.input and node.input[0] in stored \
+                and np.asarray(stored[node.input[0]]).ndim == 2 \
+                and np.asarray(stored[node.input[0]]).dtype.kind == "f":
+            kind = "an embedding (nn.Embedding): a table lookup by index"
+        if kind is not None:
+            raise UnsupportedLayerError(f"ONNX node {name!r}", kind)
 
 
 _ONNX_FUNCTIONS = {"Tanh": "tanh", "Elu": "elu", "Celu": "celu", "Selu": "selu",

@@ -299,6 +299,15 @@ class InputScaling:
             raise ValueError(f"input scaling of {len(self.scale)} scales and "
                              f"{len(self.shift)} shifts")
 
+    # By value: a model loaded from its .sfm holds equal arrays, not the same ones (the report
+    # matches a program to the model it was compiled from by its layers' fields).
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, InputScaling) and np.array_equal(self.scale, other.scale)
+                and np.array_equal(self.shift, other.shift))
+
+    def __hash__(self) -> int:
+        return hash((self.scale.tobytes(), self.shift.tobytes()))
+
     @property
     def features(self) -> int:
         return len(self.scale)
@@ -331,6 +340,10 @@ class Linear:
     # Made by the passes, not the model (a max pooling's padding, an average pooling): its
     # weights are what it computes, so compression neither prunes nor trains them.
     structural: bool = field(default=False, kw_only=True)
+    # The weights the model has for this layer where the matrix holds more entries (a
+    # depthwise kernel, zero across channels; an average pooling folded into a Linear, each
+    # weight repeated over the window): what the overall sparsity counts.  None: weight.size.
+    parameters: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         _check_scaling(self)

@@ -250,8 +250,11 @@ def fold_avgpool(graph: Graph) -> Graph:
         if pending is not None and op.kind is OpKind.LINEAR:
             pool, pool_shape = pending
             matrix = avg_pool_matrix(pool_shape, *_pool_settings(pool, pool_shape))
+            # The model's weights stay the Linear's own, not the matrix's repeats of them.
+            parameters = op.attrs.get("parameters", op.params["weight"].size)
             ops.append(Op(OpKind.LINEAR, op.name, {"weight": op.params["weight"] @ matrix,
-                                                   "bias": op.params["bias"]}, dict(op.attrs)))
+                                                   "bias": op.params["bias"]},
+                          {**op.attrs, "parameters": int(parameters)}))
             pending = None
             continue
         if pending is not None:
@@ -544,7 +547,8 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
         activation = {"clamp": clamp, "leak": op.attrs.get("leak", 0),
                       "function": op.attrs.get("function"),
                       "input_scaling": None if scaling is None else InputScaling(*scaling),
-                      "structural": bool(op.attrs.get("structural", False))}
+                      "structural": bool(op.attrs.get("structural", False)),
+                      "parameters": op.attrs.get("parameters")}
         if op.kind is OpKind.CONV:
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
                                  op_geometry(op, shape), **activation))

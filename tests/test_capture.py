@@ -460,3 +460,44 @@ def test_truncated_onnx_file(tmp_path):
     path.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match="not a readable ONNX file"):
         capture(path)
+
+
+class _Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru, self.fc = nn.GRU(8, 16, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.gru(x.view(-1, 8, 8))[1][-1])
+
+
+class _Embedded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table, self.fc = nn.Embedding(17, 4), nn.Linear(256, 4)
+
+    def forward(self, x):
+        return self.fc(self.table(x.long()).flatten(1))
+
+
+@pytest.mark.parametrize("make,module_says,onnx_says", [
+    (_Recurrent, r"layer 'gru' cannot run on the engine \(GRU\)",
+     r"ONNX node '/gru/GRU' cannot run on the engine \(GRU, a recurrent layer\)"),
+    (_Embedded, r"layer 'table' cannot run on the engine \(Embedding\)",
+     r"ONNX node '/table/Gather' cannot run on the engine \(an embedding \(nn.Embedding\)"),
+], ids=["gru", "embedding"])
+def test_a_layer_the_engine_lacks_is_named_not_the_helper_before_it(make, module_says,
+                                                                    onnx_says, tmp_path):
+    """Exporters and traces meet a helper first (a GRU's initial state, ConstantOfShape; an
+    embedding's x.long(), Cast): the refusal names the layer."""
+    import warnings
+
+    model = make().eval()
+    with pytest.raises(UnsupportedLayerError, match=module_says):
+        capture(model)
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(2, 64), path, dynamo=False)
+    with pytest.raises(UnsupportedLayerError, match=onnx_says):
+        capture(path)

@@ -260,3 +260,85 @@ def test_a_convolution_with_its_own_requantization_saves_and_loads(activation, t
     np.testing.assert_array_equal(loaded.network.layers[0].requant.multiplier,
                                   compressed.network.layers[0].requant.multiplier)
     np.testing.assert_array_equal(loaded.predict(x), compressed.predict(x))
+
+
+def _gap_cnn(depthwise: bool):
+    torch.manual_seed(0)
+    middle = ([nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 16, 1)]
+              if depthwise else [nn.Conv2d(8, 16, 3, padding=1)])
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), *middle, nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+
+
+@pytest.mark.parametrize("depthwise", [False, True], ids=["plain", "depthwise"])
+def test_the_overall_sparsity_counts_the_models_weights(depthwise):
+    """A global average pooling folded into the classifier repeats each of its weights over
+    the map (Linear(16, 4) becomes 4 x 1024), and a depthwise kernel is stored as the full
+    kernel, zero across channels: the overall sparsity counts the model's weights, so the
+    classifier does not outweigh the convolutions (it was refused: "the last layer holds
+    4096 of the 5528 weights") and a depthwise layer keeps its share of its own."""
+    from sparseforge.compiler.compress.api import CompressionConfig, _sparsities
+    from sparseforge.compiler.compress.convert import to_network
+
+    network = to_network(_gap_cnn(depthwise), (1, 8, 8))
+    classifier = network.layers[-1]
+    assert classifier.weight.shape == (4, 16 * 64) and classifier.parameters == 64
+    config = CompressionConfig(sparsity=0.8)
+    sparsities = _sparsities(config, network, None, None)
+    own = [layer.parameters or layer.weight.size for layer in network.layers]
+    # The entries kept, in the model's weights (an entry of a repeat is 1/repeats of one).
+    kept = [(1 - s) * layer.weight.size * count / np.count_nonzero(layer.weight)
+            for s, layer, count in zip(sparsities, network.layers, own)]
+    assert sum(kept) == pytest.approx(0.2 * sum(own), rel=1e-6)
+    assert sparsities[-1] == pytest.approx(0.8)          # capped; each repeat keeps 20%
+    if depthwise:
+        kernel = network.layers[1]
+        assert kernel.parameters == 72 and np.count_nonzero(kernel.weight) == 72
+        assert round((1 - sparsities[1]) * kernel.weight.size) < 72      # pruned, not spared
+
+
+def test_a_large_accuracy_loss_says_where_it_went_and_what_keeps_more():
+    from sparseforge.compiler.compress.accounting import loss_hint
+
+    x = images(64).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = np.arange(64) % 4
+    report = sf.compress(_gap_cnn(False), (x, y), sparsity=0.5, prune_steps=1, prune_epochs=0,
+                         final_epochs=0, share_epochs=0).report
+    pruning = dataclasses.replace(report, accuracy_float=0.9, accuracy_shared=0.5,
+                                  accuracy_quantized=0.5)
+    assert "pruning and weight sharing: a lower --sparsity" in loss_hint(pruning)
+    assert "pruning and weight sharing" in pruning.to_text()
+    fixed_point = dataclasses.replace(pruning, accuracy_shared=0.89)
+    assert "fixed point: wider activations" in loss_hint(fixed_point)
+    assert loss_hint(dataclasses.replace(pruning, accuracy_quantized=0.86)) is None
+
+
+@pytest.mark.parametrize("one_d", [False, True], ids=["images", "signals"])
+def test_channels_last_data_for_an_onnx_cnn_is_refused_with_the_transpose(one_d, tmp_path):
+    """An ONNX graph states its input's shape, so data of the same size in another layout
+    would be read wrongly without a word: channels last is named, with its transpose."""
+    import warnings
+
+    from sparseforge.compiler.errors import InputError
+
+    torch.manual_seed(0)
+    conv = nn.Conv1d(3, 4, 3, padding=1) if one_d else nn.Conv2d(3, 4, 3, padding=1)
+    shape = (3, 16) if one_d else (3, 6, 6)
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, *shape))
+    path = tmp_path / "cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), torch.zeros(1, *shape), path, dynamo=False)
+    x = np.random.default_rng(0).uniform(size=(40, *shape)).astype(np.float32)
+    y = np.arange(40) % 2
+    last = x.transpose(0, 2, 1) if one_d else x.transpose(0, 2, 3, 1)
+    order = r"x\.transpose\(0, 2, 1\)" if one_d else r"x\.transpose\(0, 3, 1, 2\)"
+    with pytest.raises(InputError, match=rf"the training data's samples are "
+                                         rf"{' x '.join(map(str, last.shape[1:]))}, the model "
+                                         rf"takes {' x '.join(map(str, shape))} .* channels "
+                                         rf"last\? {order}"):
+        sf.compress(path, (last, y), sparsity=0.5, prune_steps=1, prune_epochs=0,
+                    final_epochs=0, share_epochs=0)
+    sf.compress(path, (x, y), sparsity=0.5, prune_steps=1, prune_epochs=0, final_epochs=0,
+                share_epochs=0)

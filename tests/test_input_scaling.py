@@ -7,6 +7,7 @@ travels through compression, the ``.sfm``, the compiler's dropped inputs and the
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -89,6 +90,19 @@ def test_a_pipelines_scaler_travels_through_the_file_and_the_program(tmp_path):
     np.testing.assert_array_equal(sf.reference(program, x_test), expected)
     reloaded = sf.load_program(program.save(tmp_path / "program"))
     np.testing.assert_array_equal(sf.reference(reloaded, x_test), expected)
+    # The report knows the loaded model for the one the program came from (its scaling is
+    # equal arrays, not the same ones), and a model with another scaling for another.
+    from sparseforge.run_report import write_report
+
+    write_report(tmp_path / "report", compressed=loaded, program=sf.compile(compressed, pes=4))
+    other = load_compressed(tmp_path / "m.sfm")
+    layer = other.network.layers[0]
+    changed = dataclasses.replace(layer, input_scaling=dataclasses.replace(
+        layer.input_scaling, shift=layer.input_scaling.shift + 1))
+    other = dataclasses.replace(other, network=dataclasses.replace(
+        other.network, layers=(changed, *other.network.layers[1:])))
+    with pytest.raises(ValueError, match="not the one the program was compiled from"):
+        write_report(tmp_path / "other", compressed=other, program=program)
 
 
 def test_inputs_no_weight_reads_are_dropped_with_their_scaling():

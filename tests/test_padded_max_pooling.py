@@ -66,7 +66,8 @@ def test_the_network_computes_the_padded_pooling(pool, size, activation_first):
 
 
 def test_ceil_mode_that_adds_no_window_costs_nothing():
-    network = canonicalize(capture(pooled(nn.MaxPool2d(2, ceil_mode=True), 8), input_shape=(2, 8, 8)))
+    model = pooled(nn.MaxPool2d(2, ceil_mode=True), 8)
+    network = canonicalize(capture(model, input_shape=(2, 8, 8)))
     assert [layer.name for layer in network.layers] == ["0", "4"]
     assert network.layers[0].geometry.pool.kernel == (2, 2)
 

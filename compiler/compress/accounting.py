@@ -24,6 +24,7 @@ __all__ = [
     "LayerReport",
     "account",
     "account_layer",
+    "loss_hint",
     "render",
 ]
 
@@ -245,6 +246,29 @@ def render(report: CompressionReport, console=None) -> None:
         console.print(f"accuracy{where}: float {100 * report.accuracy_float:.2f}%{shared}, "
                       f"compressed fixed point {100 * report.accuracy_quantized:.2f}% "
                       f"({change})", highlight=False)
+        hint = loss_hint(report)
+        if hint:
+            console.print(hint, highlight=False)
+
+
+# Points of accuracy lost past which the summary says where they went and what keeps them.
+LOSS_HINT_POINTS = 5.0
+
+
+def loss_hint(report) -> str | None:
+    """Where a large accuracy loss happened and what keeps more: in pruning and sharing (the
+    pruned and shared float network already lost it), or in fixed point.  None below
+    :data:`LOSS_HINT_POINTS`."""
+    drop = report.accuracy_drop
+    if drop is None or report.metric == "r2" or drop < LOSS_HINT_POINTS:
+        return None
+    if report.accuracy_shared is not None and \
+            100 * (report.accuracy_float - report.accuracy_shared) >= LOSS_HINT_POINTS / 2:
+        return ("most of it went in pruning and weight sharing: a lower --sparsity, a "
+                "sensitivity scan that chooses each layer's (--sensitivity-budget 0.01), "
+                "more levels (--weight-bits) or longer fine-tuning (--final-epochs) keep more")
+    return ("most of it went in fixed point: wider activations or codebook values "
+            "(--act-bits 16, --coef-bits 16) keep more")
 
 
 def _kib(bits: int) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import check_pes
 from ..errors import InputError, InputWarning
 from ..capture import SWAP_HINT, UnsupportedLayerError
-from ..ir import Network, QuantizedNetwork
+from ..ir import Conv2d, Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
 from .accounting import account
 from .convert import network_to_torch, to_network, torch_to_network, unwrapped, weight_layers
@@ -284,6 +284,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     val_set = as_dataset(val, "val", regression=regression) if val is not None else train_set
     test_set = as_dataset(test, "test", regression=regression) if test is not None else None
     network, swaps = _captured(model, train, config)
+    _check_channels_first(network, _input_shape(train))
     _check_tables(network, config.act_bits)
     for name, data in (("train", train_set), ("val", val_set), ("test", test_set)):
         if data is not None and data.x.shape[1] != network.input_size:
@@ -463,7 +464,10 @@ def _warn_of_weak_settings(network: Network, config: CompressionConfig) -> None:
         # Named as the model names it (its position among the weight layers is not the
         # module's: 'head', or '4' after a Conv, a ReLU, a pooling and a Flatten).
         magnitudes = np.abs(layer.weight[layer.weight != 0])
-        if magnitudes.size and float(np.median(magnitudes)) < config.learning_rate:
+        # A folded average's weights are its Linear's over the window: small by the window's
+        # size, and each entry trains on its own (measured: no worse than a scaled rate).
+        folded = layer.parameters is not None and layer.parameters < magnitudes.size
+        if magnitudes.size and not folded and float(np.median(magnitudes)) < config.learning_rate:
             warnings.warn(f"layer {layer.name}'s weights are small (median |w| "
                           f"{float(np.median(magnitudes)):.2g}) against the fine-tuning "
                           f"learning rate {config.learning_rate:g}: each step moves a weight "
@@ -606,6 +610,25 @@ def _own_accuracy(model, train, data: Dataset) -> float | None:
     return score(outputs, data.y)
 
 
+def _check_channels_first(network: Network, shape: tuple[int, ...] | None) -> None:
+    """Refuse images given channels last to a network that takes them channels first (an
+    ONNX graph states its input's shape, so the data's is not used to capture it, and a
+    channels-last batch of the same size would be read, wrongly, without a word)."""
+    first = network.layers[0] if network.layers else None
+    if shape is None or not isinstance(first, Conv2d):
+        return
+    channels, rows, columns = first.geometry.in_shape
+    expected, last, order = (((channels, rows, columns), (rows, columns, channels),
+                              "x.transpose(0, 3, 1, 2)") if rows > 1 or len(shape) == 3
+                             else ((channels, columns), (columns, channels),
+                                   "x.transpose(0, 2, 1)"))
+    if len(shape) == len(expected) and shape != expected and shape == last:
+        raise InputError(f"the training data's samples are {' x '.join(map(str, shape))}, "
+                         f"the model takes {' x '.join(map(str, expected))} (channels "
+                         f"first, as PyTorch's convolutions do): channels last? {order} puts "
+                         f"the channels first")
+
+
 def _input_shape(train) -> tuple[int, ...] | None:
     """The input map's (channels, rows, columns) when the training data is a batch of maps,
     or (channels, length) when it is a batch of 1-D signals."""
@@ -616,11 +639,14 @@ def _input_shape(train) -> tuple[int, ...] | None:
 
 def _sparsities(config: CompressionConfig, network: Network, torch_model, val_set
                 ) -> list[float]:
-    """Each layer's sparsity.  The model's own layers get the configuration's; a structural
-    layer (``Linear.structural``: made by the passes, a copy or an average) the fraction of
-    its weights that are zero already, so pruning keeps every weight it has."""
+    """Each layer's sparsity, the fraction of its weight matrix pruned.  The model's own
+    layers get the configuration's, counted in the weights the model has (``parameters``: a
+    depthwise kernel's, not the full kernel's zeros across channels; a Linear's, not the
+    repeats of them an average pooling folded in makes); a structural layer
+    (``Linear.structural``: made by the passes, a copy or an average) the fraction of its
+    weights that are zero already, so pruning keeps every weight it has."""
     own = [index for index, layer in enumerate(network.layers) if not layer.structural]
-    sizes = [network.layers[index].weight.size for index in own]
+    sizes = [_parameters(network.layers[index]) for index in own]
     if config.per_layer_sparsity is not None:
         if len(config.per_layer_sparsity) != len(sizes):
             made = len(network.layers) - len(own)
@@ -639,5 +665,16 @@ def _sparsities(config: CompressionConfig, network: Network, torch_model, val_se
         chosen = distribute_sparsity(sizes, config.sparsity, config.last_layer_sparsity)
     sparsities = [float(np.mean(layer.weight == 0)) for layer in network.layers]
     for index, sparsity in zip(own, chosen):
+        layer = network.layers[index]
+        if layer.parameters is not None:
+            # Of the entries that can be nonzero (a depthwise kernel's own; every repeat of a
+            # folded weight), the same fraction is kept.
+            kept = (1.0 - sparsity) * np.count_nonzero(layer.weight) / layer.weight.size
+            sparsity = float(min(1.0 - kept, 0.999))
         sparsities[index] = sparsity
     return sparsities
+
+
+def _parameters(layer) -> int:
+    """The weights the model has for ``layer`` (what the overall sparsity counts)."""
+    return layer.weight.size if layer.parameters is None else layer.parameters
