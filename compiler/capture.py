@@ -1061,6 +1061,10 @@ def _trace(module, name) -> list[Op]:
         if joined is not None and len(set(joined)) == 2 and set(joined) <= set(produced):
             produced[node] = (_SUM, *joined, path, "cat")      # one concatenated back
             continue
+        gated = _self_gated(node, produced)
+        if gated is not None:
+            produced[node] = gated
+            continue
         others = set(node.all_input_nodes) - shape_queries
         if node.op == "get_attr" or not node.args or node.args[0] not in produced \
                 or others != {node.args[0]}:
@@ -1139,6 +1143,33 @@ def _concatenated(node):
     if not isinstance(values, (list, tuple)) or len(values) != 2 or dim not in (1, -3):
         return None
     return tuple(values)
+
+
+def _self_gated(node, produced: dict):
+    """``x * torch.sigmoid(x)`` written out (Swish, as EfficientNet-style code writes SiLU):
+    the produced entry of the SiLU it is, or None for any other node.  (ONNX graphs get the
+    same from ``onnx_activations.function_regions``.)"""
+    import operator
+
+    import torch
+
+    try:
+        if node.op not in ("call_function", "call_method") or node.kwargs \
+                or node.target not in (operator.mul, torch.mul, "mul") or len(node.args) != 2:
+            return None
+    except TypeError:                           # unhashable target
+        return None
+    for value, gate in (node.args, node.args[::-1]):
+        entry = produced.get(gate)
+        if value in produced and entry is not None and entry[0] is value \
+                and len(entry[1]) == 1 and _is_sigmoid(entry[1][0]):
+            return value, [Op(OpKind.FUNCTION, node.name, {}, {"function": Function("silu")})]
+    return None
+
+
+def _is_sigmoid(op: Op) -> bool:
+    return op.kind is OpKind.SIGMOID or (op.kind is OpKind.FUNCTION
+                                         and op.attrs["function"].name == "sigmoid")
 
 
 def _is_sum(node) -> bool:

@@ -383,3 +383,36 @@ def test_arithmetic_that_is_almost_a_function_is_not_taken_for_it():
         proto = onnx_of(AlmostGelu(), 6)
     with pytest.raises(InputError, match=r"cannot run on the engine \(Mul\)"):
         capture(proto)
+
+
+class WrittenSwish(nn.Module):
+    """SiLU written out in a forward, as EfficientNet-style code does."""
+
+    def __init__(self, form):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2, self.form = nn.Linear(6, 8), nn.Linear(8, 3), form
+
+    def forward(self, x):
+        x = self.fc1(x)
+        if self.form == "product":
+            x = x * torch.sigmoid(x)
+        elif self.form == "gate-first":
+            x = torch.sigmoid(x) * x
+        else:
+            x = x.mul(x.sigmoid())
+        return self.fc2(x)
+
+
+@pytest.mark.parametrize("form", ["product", "gate-first", "methods"])
+def test_a_swish_written_in_a_forward_is_silu(form):
+    model = WrittenSwish(form).eval()
+    graph = capture(model)
+    assert [str(op.attrs.get("function", op.kind.value)) for op in graph.ops] == [
+        "linear", "silu", "linear"]
+    x = np.random.default_rng(0).normal(scale=3, size=(50, 6))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x).float()).numpy()
+    np.testing.assert_allclose(graph.run(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="not a chain of layers"):
+        capture(AlmostGelu())               # x * sigmoid(1.702 x) is no SiLU

@@ -27,6 +27,17 @@ def test_class_names_as_labels_are_told_how_to_number_them():
     assert "names, y = np.unique(y, return_inverse=True)" in message
 
 
+def test_real_valued_targets_are_told_to_be_a_regression():
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"train: y must hold integer class labels, not "
+                                         r"float32 values \(0\.5, .*\); targets that are "
+                                         r"values are a regression: compress with --task "
+                                         r"regression \(sf\.compress\(\.\.\., "
+                                         r"task='regression'\)\)"):
+        sf.compress(nn.Sequential(nn.Linear(4, 1)), (x, (y + 0.5).astype(np.float32)),
+                    sparsity=0.5, **FAST)
+
+
 def test_labels_numbered_apart_are_told_to_be_renumbered():
     x, y = _data()
     with pytest.raises(ValueError) as error:      # classes 1, 3, 5 of a 3-output model

@@ -36,6 +36,7 @@ __all__ = [
     "FULL_SCHEDULE_SAMPLES",
     "compress",
     "distribute_sparsity",
+    "reachable_sparsity",
     "float_accuracy",
     "integer_accuracy",
     "network_to_torch",
@@ -48,7 +49,10 @@ class CompressionConfig:
     """Every knob of :func:`compress`; the defaults are the ones the digits figures use.
 
     sparsity : overall fraction of weights pruned.  The last layer, small and sensitive, is
-        pruned at most to ``last_layer_sparsity``; the others make up the difference.
+        pruned at most to ``last_layer_sparsity``; the others make up the difference.  Each
+        layer keeps at least ``min_weights_per_output`` weights per output (its rows): where
+        that puts the overall sparsity out of reach, it is lowered to the highest within
+        reach, with a warning.
     per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer or
         convolution of the model; the layers the compiler adds, such as a max pooling's
         padding, are not pruned).
@@ -83,6 +87,7 @@ class CompressionConfig:
     per_layer_sparsity: tuple[float, ...] | None = None
     sensitivity_budget: float | None = None
     last_layer_sparsity: float = 0.8
+    min_weights_per_output: int = 2
     prune_steps: int = 8
     prune_epochs: int | None = None
     final_epochs: int | None = None
@@ -126,6 +131,8 @@ class CompressionConfig:
                 "layer's sparsity; give one)")
         require(_real(self.last_layer_sparsity) and 0.0 <= self.last_layer_sparsity < 1.0,
                 "last_layer_sparsity", "in [0, 1)")
+        require(_int(self.min_weights_per_output) and self.min_weights_per_output >= 0,
+                "min_weights_per_output", "an integer >= 0")
         require(_int(self.prune_steps) and self.prune_steps >= 1, "prune_steps",
                 "an integer >= 1")
         require(isinstance(self.swap_activations, (bool, np.bool_)), "swap_activations",
@@ -209,25 +216,55 @@ def _real(value) -> bool:
         value, (bool, np.bool_))
 
 
-def distribute_sparsity(sizes: list[int], target: float, last_cap: float) -> list[float]:
-    """Per-layer sparsities with the overall ``target``: the last layer at most ``last_cap``,
-    the rest equal and higher to make up for it (never above 0.99)."""
-    if len(sizes) == 1 or target <= last_cap:
-        return [target] * len(sizes)
-    pruned = target * sum(sizes) - last_cap * sizes[-1]
-    rest = pruned / sum(sizes[:-1])
-    if rest > 0.99:
-        reachable = (0.99 * sum(sizes[:-1]) + last_cap * sizes[-1]) / sum(sizes)
+def distribute_sparsity(sizes: list[int], target: float, last_cap: float,
+                        floors: list[int] | None = None) -> list[float]:
+    """Per-layer sparsities with the overall ``target``: the layers equal, but none above its
+    cap -- the last layer's ``last_cap`` (where others can make up for it), 0.99, and what
+    keeps ``floors[i]`` of its weights -- and the others higher to make up for the capped
+    ones.  A target out of reach is a ValueError offering the highest within it."""
+    caps = _sparsity_caps(sizes, last_cap, floors)
+    total = sum(sizes)
+    reachable = sum(cap * n for cap, n in zip(caps, sizes)) / total
+    if target > reachable + 1e-12:
         # Rounded down, so the figure offered is one that can be asked for.
         offer = math.floor(reachable * 100) / 100
+        floored = [] if floors is None else [
+            f"{floor} of {n}" for floor, n, cap in zip(floors, sizes, caps)
+            if floor and cap == 1.0 - min(floor, n) / n and cap < 0.99]
+        kept = (f", and layers keeping at least {', '.join(floored)} weights" if floored
+                else "")
         raise ValueError(f"overall sparsity {target} is out of reach: with the last layer at "
-                         f"most {last_cap} and the others at most 0.99 it is "
+                         f"most {last_cap} and the others at most 0.99{kept} it is "
                          f"{reachable:.4f} (the last layer holds {sizes[-1]} of the "
-                         f"{sum(sizes)} weights); ask for sparsity={offer:g} or less "
+                         f"{total} weights); ask for sparsity={offer:g} or less "
                          f"(--sparsity {offer:g} on the command line), raise "
                          f"last_layer_sparsity or give per_layer_sparsity, or let a "
                          f"sensitivity scan choose each layer's (--sensitivity-budget)")
-    return [rest] * (len(sizes) - 1) + [last_cap]
+    low, high = 0.0, 1.0                # the uncapped layers' sparsity, by bisection
+    for _ in range(100):
+        middle = (low + high) / 2
+        if sum(min(middle, cap) * n for cap, n in zip(caps, sizes)) < target * total:
+            low = middle
+        else:
+            high = middle
+    return [min(high, cap) for cap in caps]
+
+
+def reachable_sparsity(sizes: list[int], last_cap: float,
+                       floors: list[int] | None = None) -> float:
+    """The highest overall sparsity :func:`distribute_sparsity` reaches with these caps."""
+    caps = _sparsity_caps(sizes, last_cap, floors)
+    return sum(cap * n for cap, n in zip(caps, sizes)) / sum(sizes)
+
+
+def _sparsity_caps(sizes: list[int], last_cap: float, floors: list[int] | None) -> list[float]:
+    floors = [0] * len(sizes) if floors is None else floors
+    caps = [1.0 - min(floor, n) / n for floor, n in zip(floors, sizes)]
+    if len(sizes) == 1:
+        return caps
+    caps = [min(cap, 0.99) for cap in caps]
+    caps[-1] = min(caps[-1], last_cap)
+    return caps
 
 
 def integer_accuracy(network: QuantizedNetwork, data: Dataset) -> float:
@@ -662,7 +699,21 @@ def _sparsities(config: CompressionConfig, network: Network, torch_model, val_se
                                      [layer.weight.size for layer in network.layers])
         chosen = [everyone[index] for index in own]
     else:
-        chosen = distribute_sparsity(sizes, config.sparsity, config.last_layer_sparsity)
+        # Each layer keeps at least min_weights_per_output weights per output (a small CNN's
+        # first convolution holds few: at 90% some filters would get none).
+        floors = [min(config.min_weights_per_output * len(network.layers[index].weight), size)
+                  for index, size in zip(own, sizes)]
+        last = config.last_layer_sparsity
+        target = config.sparsity
+        if reachable_sparsity(sizes, last) >= target > reachable_sparsity(sizes, last, floors):
+            target = reachable_sparsity(sizes, last, floors)
+            warnings.warn(f"overall sparsity {config.sparsity:g} would leave layers fewer than "
+                          f"{config.min_weights_per_output} weights per output: pruned to "
+                          f"{target:.3f} instead, each layer keeping at least that many (the "
+                          f"model has {sum(sizes)} weights; --min-weights-per-output 0 "
+                          f"(min_weights_per_output=0) lifts it, a sensitivity scan chooses "
+                          f"each layer's: --sensitivity-budget 0.01)", InputWarning, stacklevel=3)
+        chosen = distribute_sparsity(sizes, target, last, floors)
     sparsities = [float(np.mean(layer.weight == 0)) for layer in network.layers]
     for index, sparsity in zip(own, chosen):
         layer = network.layers[index]

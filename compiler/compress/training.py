@@ -133,7 +133,11 @@ def as_dataset(data, what: str, *, regression: bool = False) -> Dataset:
                          f"classes 0 .. K-1, e.g. names, y = np.unique(y, return_inverse=True), "
                          f"the same numbering for every set")
     if y.dtype.kind not in "iu" and not (y.dtype.kind in "fb" and np.all(y == np.round(y))):
-        raise InputError(f"{what}: y must hold integer class labels, not {y.dtype} values")
+        fraction = y[y != np.round(y)][:3] if y.dtype.kind == "f" else y.ravel()[:3]
+        raise InputError(f"{what}: y must hold integer class labels, not {y.dtype} values "
+                         f"({', '.join(f'{v:g}' for v in fraction.tolist())}, ...); targets "
+                         f"that are values are a regression: compress with --task regression "
+                         f"(sf.compress(..., task='regression')) and a model of its own")
     if y.size and y.min() < 0:
         # -1 / +1 (a binary target as SVMs take it) or -1 for "unknown".
         raise InputError(f"{what}: y holds the negative label {int(y.min())}; labels are "
