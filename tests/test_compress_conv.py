@@ -283,7 +283,7 @@ def test_the_overall_sparsity_counts_the_models_weights(depthwise):
     network = to_network(_gap_cnn(depthwise), (1, 8, 8))
     classifier = network.layers[-1]
     assert classifier.weight.shape == (4, 16 * 64) and classifier.parameters == 64
-    config = CompressionConfig(sparsity=0.8)
+    config = CompressionConfig(sparsity=0.8, min_weights_per_filter=0)
     sparsities = _sparsities(config, network, None, None)
     own = [layer.parameters or layer.weight.size for layer in network.layers]
     # The entries kept, in the model's weights (an entry of a repeat is 1/repeats of one).
@@ -295,6 +295,23 @@ def test_the_overall_sparsity_counts_the_models_weights(depthwise):
         kernel = network.layers[1]
         assert kernel.parameters == 72 and np.count_nonzero(kernel.weight) == 72
         assert round((1 - sparsities[1]) * kernel.weight.size) < 72      # pruned, not spared
+
+
+def test_each_convolution_keeps_weights_for_its_filters_and_the_target_is_lowered_to_it():
+    from sparseforge.compiler.compress.api import CompressionConfig, _sparsities
+    from sparseforge.compiler.compress.convert import to_network
+    from sparseforge.compiler.errors import InputWarning
+
+    network = to_network(_gap_cnn(True), (1, 8, 8))         # 336 weights, 72 in the first
+    with pytest.warns(InputWarning, match=r"overall sparsity 0.9 would leave convolutions "
+                                          r"fewer than 2 weights per filter: pruned to "
+                                          r"0\.\d+ instead"):
+        sparsities = _sparsities(CompressionConfig(sparsity=0.9), network, None, None)
+    for layer, sparsity in zip(network.layers[:-1], sparsities):
+        assert round((1 - sparsity) * layer.weight.size) >= 2 * len(layer.weight) - 1
+    # Where the floors do not bind, nothing changes; a Linear layer has none.
+    assert _sparsities(CompressionConfig(sparsity=0.5), network, None, None) == _sparsities(
+        CompressionConfig(sparsity=0.5, min_weights_per_filter=0), network, None, None)
 
 
 def test_a_large_accuracy_loss_says_where_it_went_and_what_keeps_more():

@@ -50,9 +50,9 @@ class CompressionConfig:
 
     sparsity : overall fraction of weights pruned.  The last layer, small and sensitive, is
         pruned at most to ``last_layer_sparsity``; the others make up the difference.  Each
-        layer keeps at least ``min_weights_per_output`` weights per output (its rows): where
-        that puts the overall sparsity out of reach, it is lowered to the highest within
-        reach, with a warning.
+        convolution keeps at least ``min_weights_per_filter`` weights per filter: where that
+        puts the overall sparsity out of reach, it is lowered to the highest within reach,
+        with a warning.
     per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer or
         convolution of the model; the layers the compiler adds, such as a max pooling's
         padding, are not pruned).
@@ -87,7 +87,7 @@ class CompressionConfig:
     per_layer_sparsity: tuple[float, ...] | None = None
     sensitivity_budget: float | None = None
     last_layer_sparsity: float = 0.8
-    min_weights_per_output: int = 2
+    min_weights_per_filter: int = 2
     prune_steps: int = 8
     prune_epochs: int | None = None
     final_epochs: int | None = None
@@ -131,8 +131,8 @@ class CompressionConfig:
                 "layer's sparsity; give one)")
         require(_real(self.last_layer_sparsity) and 0.0 <= self.last_layer_sparsity < 1.0,
                 "last_layer_sparsity", "in [0, 1)")
-        require(_int(self.min_weights_per_output) and self.min_weights_per_output >= 0,
-                "min_weights_per_output", "an integer >= 0")
+        require(_int(self.min_weights_per_filter) and self.min_weights_per_filter >= 0,
+                "min_weights_per_filter", "an integer >= 0")
         require(_int(self.prune_steps) and self.prune_steps >= 1, "prune_steps",
                 "an integer >= 1")
         require(isinstance(self.swap_activations, (bool, np.bool_)), "swap_activations",
@@ -699,20 +699,25 @@ def _sparsities(config: CompressionConfig, network: Network, torch_model, val_se
                                      [layer.weight.size for layer in network.layers])
         chosen = [everyone[index] for index in own]
     else:
-        # Each layer keeps at least min_weights_per_output weights per output (a small CNN's
-        # first convolution holds few: at 90% some filters would get none).
-        floors = [min(config.min_weights_per_output * len(network.layers[index].weight), size)
+        # Each convolution keeps at least min_weights_per_filter weights per filter: its few
+        # weights serve every position (Deep Compression prunes convolutions far less than
+        # fully connected layers), and a small CNN's first one holds a few dozen, which at
+        # 90% left filters none.  A Linear layer's hidden units may all go: the compiler
+        # removes the dead ones, a smaller layer.
+        floors = [min(config.min_weights_per_filter * len(network.layers[index].weight), size)
+                  if isinstance(network.layers[index], Conv2d) else 0
                   for index, size in zip(own, sizes)]
         last = config.last_layer_sparsity
         target = config.sparsity
         if reachable_sparsity(sizes, last) >= target > reachable_sparsity(sizes, last, floors):
             target = reachable_sparsity(sizes, last, floors)
-            warnings.warn(f"overall sparsity {config.sparsity:g} would leave layers fewer than "
-                          f"{config.min_weights_per_output} weights per output: pruned to "
-                          f"{target:.3f} instead, each layer keeping at least that many (the "
-                          f"model has {sum(sizes)} weights; --min-weights-per-output 0 "
-                          f"(min_weights_per_output=0) lifts it, a sensitivity scan chooses "
-                          f"each layer's: --sensitivity-budget 0.01)", InputWarning, stacklevel=3)
+            warnings.warn(f"overall sparsity {config.sparsity:g} would leave convolutions "
+                          f"fewer than {config.min_weights_per_filter} weights per filter: "
+                          f"pruned to {target:.3f} instead, each keeping at least that many "
+                          f"(the model has {sum(sizes)} weights; --min-weights-per-filter 0 "
+                          f"(min_weights_per_filter=0) lifts it, a sensitivity scan chooses "
+                          f"each layer's: --sensitivity-budget 0.01)", InputWarning,
+                          stacklevel=3)
         chosen = distribute_sparsity(sizes, target, last, floors)
     sparsities = [float(np.mean(layer.weight == 0)) for layer in network.layers]
     for index, sparsity in zip(own, chosen):

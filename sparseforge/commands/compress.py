@@ -52,11 +52,11 @@ def register(verbs) -> None:
                              "else the last)")
     parser.add_argument("--sparsity", type=float,
                         help="overall fraction of weights pruned (default 0.9; lowered, "
-                             "with a warning, where a layer would keep fewer than "
-                             "--min-weights-per-output weights per output)")
-    parser.add_argument("--min-weights-per-output", type=int, metavar="N",
-                        help="the fewest weights per output a layer keeps when the overall "
-                             "sparsity is distributed (default 2; 0: none)")
+                             "with a warning, where a convolution would keep fewer than "
+                             "--min-weights-per-filter weights per filter)")
+    parser.add_argument("--min-weights-per-filter", type=int, metavar="N",
+                        help="the fewest weights per filter a convolution keeps when the "
+                             "overall sparsity is distributed (default 2; 0: none)")
     parser.add_argument("--weight-bits", type=int, default=4,
                         help="bits per weight: codebook index width, 1..8 (default 4)")
     parser.add_argument("--levels", type=int,
@@ -393,7 +393,7 @@ def run(args) -> int:
         options = {name: getattr(args, name) for name in
                    ("levels", "bias_bits", "max_acc_bits", "balance_pes",
                     "sensitivity_budget", "learning_rate", "prune_steps", "prune_epochs",
-                    "final_epochs", "share_epochs", "swap_epochs", "min_weights_per_output")
+                    "final_epochs", "share_epochs", "swap_epochs", "min_weights_per_filter")
                    if getattr(args, name) is not None}
         if args.swap_activations:
             options["swap_activations"] = True
