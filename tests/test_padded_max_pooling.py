@@ -124,10 +124,9 @@ def test_onnx_exports_of_padded_poolings_compute_the_model(tmp_path, dynamo):
                                rtol=1e-4, atol=1e-4)
 
 
-def test_a_compressed_stem_compiles_to_a_program_that_computes_it():
+@pytest.fixture(scope="module")
+def compressed_stem():
     from sklearn.datasets import load_digits
-
-    from sparseforge.sim.reference.golden import run_image
 
     digits = load_digits()
     x = (digits.data[:400] / 16).astype(np.float32).reshape(-1, 1, 8, 8)
@@ -140,8 +139,15 @@ def test_a_compressed_stem_compiles_to_a_program_that_computes_it():
         F.cross_entropy(model(torch.tensor(x[:300])), torch.tensor(y[:300])).backward()
         optimiser.step()
     compressed = sf.compress(model.eval(), (x[:300], y[:300]), test=(x[300:], y[300:]),
-                             sparsity=0.9, prune_steps=1, prune_epochs=1, final_epochs=1,
-                             share_epochs=1)
+                             sparsity=0.9, min_weights_per_filter=0, prune_steps=1,
+                             prune_epochs=1, final_epochs=1, share_epochs=1)
+    return compressed, x[300:]
+
+
+def test_a_compressed_stem_compiles_to_a_program_that_computes_it(compressed_stem):
+    from sparseforge.sim.reference.golden import run_image
+
+    compressed, x = compressed_stem
     assert [layer.name for layer in compressed.network.layers] == [
         "stem", "pool (padding)", "conv", "Stem.max_pool2d (padding)", "fc"]
     # The copies are neither pruned (at 90%, where the model's layers are) nor trained.
@@ -154,10 +160,19 @@ def test_a_compressed_stem_compiles_to_a_program_that_computes_it():
     assert compressed.provenance["sparsities"][1] == round(1 - 1 / 8, 4)
     for board, pes in (("icebreaker", 1), ("ulx3s-85f", 8)):
         program = sf.compile(compressed, pes=pes, board=board)
-        x_int = compressed.network.quantize_input(x[300:320].reshape(20, -1))
+        x_int = compressed.network.quantize_input(x[:20].reshape(20, -1))
         golden = program.network_output(run_image(program.config, program.image,
                                                   program.engine_input(x_int)))
         np.testing.assert_array_equal(golden, compressed.network.forward(x_int))
+
+
+@pytest.mark.cocotb
+def test_a_padded_stem_is_bit_and_cycle_exact_on_the_rtl(compressed_stem, tmp_path):
+    from tests.rtl_checks import assert_bit_and_cycle_exact
+
+    compressed, x = compressed_stem
+    program = sf.compile(compressed, pes=1, board="icebreaker")
+    assert_bit_and_cycle_exact(program, compressed.network, x[:4], tmp_path / "rtl", "stem")
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool1d(3, 2, padding=1), nn.MaxPool1d(2, ceil_mode=True)],
