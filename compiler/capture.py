@@ -139,6 +139,11 @@ def check_graph(ops, input_size: int, source: str = "", input_shape=None) -> Gra
     shape, produced_by = input_shape or (input_size,), "the input"
     kept = []
     for op in ops:
+        if op.kind is OpKind.IDENTITY and ("sample" in op.attrs or "pad_channels" in op.attrs):
+            what = ("sampling" if "sample" in op.attrs else "channel padding")
+            raise UnsupportedLayerError(f"{op.name!r}", what, f"{what} is supported in a skip "
+                                        f"connection's shortcut (ResNet's option A: "
+                                        f"F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)))")
         if op.kind is OpKind.RESHAPE:
             target = _as_map(op.attrs["shape"])
             size = int(np.prod(shape))
@@ -399,6 +404,25 @@ def _module_handlers():
         nn.ConstantPad1d: pad,
         nn.Sigmoid: simple(OpKind.SIGMOID),
     }
+
+
+def _sampling_op(index, name: str) -> Op:
+    """``x[:, :, ::s, ::t]`` (ResNet's "option A" shortcut samples every other pixel): an op
+    that samples a map with strides ``(s, t)``, which a skip connection's shortcut takes as a
+    1 x 1 convolution's stride (``residual._shortcut``); any other indexing is refused."""
+    whole = slice(None)
+    steps = None
+    if isinstance(index, tuple) and len(index) in (3, 4) and index[:2] == (whole, whole) \
+            and all(isinstance(i, slice) and i.start in (None, 0) and i.stop is None
+                    and (i.step is None or isinstance(i.step, int) and i.step >= 1)
+                    for i in index[2:]):
+        steps = tuple(i.step or 1 for i in index[2:])
+        steps = (1, *steps) if len(steps) == 1 else steps
+    if steps is None:
+        raise UnsupportedLayerError(f"{name!r} (indexing {index!r})", "getitem",
+                                    "indexing is supported as x[:, :, ::s, ::t], a skip "
+                                    "connection's shortcut sampling the map")
+    return Op(OpKind.IDENTITY, name, {}, {"sample": steps})
 
 
 def _padding_op(padding: tuple, value, name: str, kind: str) -> Op:
@@ -879,6 +903,8 @@ def _pooling_call(node, path: str, pooling) -> list[Op] | None:
     """The ops of a pooling function call or of ``x.mean((2, 3))`` / ``x.amax((2, 3))``
     (global average or max pooling, then a flatten unless ``keepdim``), or None for any other
     call."""
+    import torch
+
     reduction = (node.target if node.op == "call_method"
                  else getattr(node.target, "__name__", "") if node.op == "call_function"
                  else None)
@@ -907,10 +933,44 @@ def _pooling_call(node, path: str, pooling) -> list[Op] | None:
     module_type, names = found
     arguments = dict(zip(names, node.args[1:]))
     arguments.update(node.kwargs)
+    axis = _map_dimension(arguments.get("kernel_size"), node.args[0])
+    if axis is not None and module_type in (torch.nn.AvgPool2d, torch.nn.MaxPool2d) \
+            and arguments.get("stride") in (None, arguments["kernel_size"]) \
+            and not any(hasattr(value, "op") for key, value in arguments.items()
+                        if key not in ("kernel_size", "stride")) \
+            and arguments.get("padding", 0) in (0, (0, 0)):
+        # F.avg_pool2d(x, x.size(3)): a window as wide as the map, global pooling when the
+        # map is square (checked on the map: ir._pooling).
+        kind = OpKind.AVGPOOL if module_type is torch.nn.AvgPool2d else OpKind.MAXPOOL
+        return [Op(kind, path, {}, {"global": True, "square_of": axis})]
     if any(hasattr(value, "op") for value in arguments.values()):      # an fx Node
         raise UnsupportedLayerError(f"{path!r}", f"{module_type.__name__} (its settings are "
                                     f"computed in the forward; give them as numbers)")
     return _capture(module_type(**arguments), path)
+
+
+def _map_dimension(value, source) -> int | None:
+    """The axis (2: rows, 3: columns) when ``value`` is a traced read of one of ``source``'s
+    map dimensions: ``x.size(3)``, ``x.size()[3]``, ``x.shape[3]`` (or -1, -2); else None."""
+    import operator
+
+    if not hasattr(value, "op"):
+        return None
+    axis = None
+    if value.op == "call_method" and value.target == "size" and len(value.args) == 2 \
+            and value.args[0] is source:
+        axis = value.args[1]
+    elif value.op == "call_function" and value.target is operator.getitem \
+            and len(value.args) == 2 and hasattr(value.args[0], "op"):
+        shape = value.args[0]
+        reads = ((shape.op == "call_method" and shape.target == "size"
+                  and shape.args == (source,))
+                 or (shape.op == "call_function" and shape.target is getattr
+                     and shape.args == (source, "shape")))
+        axis = value.args[1] if reads else None
+    if not isinstance(axis, int) or axis % 4 not in (2, 3):
+        return None
+    return axis % 4
 
 
 def _view_kind(node, path: str, shape_queries) -> tuple[OpKind, dict]:
@@ -1098,7 +1158,15 @@ def _node_ops(node, traced, where: str, name: str, path: str, kinds, pooling,
                                           "zero padding (mode 'constant', value 0) before a "
                                           "convolution is supported")
         value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
-        return [_padding_op(tuple(node.args[1]), value or 0.0, path, "pad")]
+        padding = tuple(node.args[1])
+        if len(padding) == 6 and not any(padding[:4]) and not value:
+            # Channels padded with zeros (ResNet's "option A" shortcut): a shortcut's map.
+            return [Op(OpKind.IDENTITY, path, {}, {"pad_channels": tuple(padding[4:])})]
+        return [_padding_op(padding, value or 0.0, path, "pad")]
+    import operator
+
+    if target is operator.getitem and len(node.args) == 2:
+        return [_sampling_op(node.args[1], path)]
     try:
         kind = kinds.get(target)
     except TypeError:                          # unhashable target
@@ -1504,6 +1572,8 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
         return _onnx_reduction(node, name, attrs, constants, ranks[data[0]])
     if node.op_type == "Pad":
         return [_onnx_pad(node, name, attrs, constants, ranks[data[0]])]
+    if node.op_type == "Slice":
+        return [_onnx_slice(node, name, attrs, constants, ranks[data[0]])]
     if node.op_type == "Unsqueeze" and ranks[data[0]] == 3 and ranks[node.output[0]] == 4 \
             and _axes(node, attrs, constants, name, 4) == [2]:
         # A 1-D signal (batch x channels x samples) as a map of one row, the way sparseforge
@@ -1558,6 +1628,12 @@ def _onnx_pad(node, name: str, attrs: dict, constants: dict, rank: int) -> Op:
     value = attrs.get("value", 0.0)
     if len(node.input) > 2 and node.input[2]:
         value = float(_constant(constants, node.input[2], name).ravel()[0])
+    if mode == "constant" and pads is not None and len(pads) == 2 * rank and rank == 4 \
+            and not value and not (len(node.input) > 3 and node.input[3]) \
+            and (pads[1] or pads[rank + 1]) \
+            and not any(pads[axis] or pads[rank + axis] for axis in (0, 2, 3)):
+        # Channels padded with zeros (ResNet's "option A" shortcut): a shortcut's map.
+        return Op(OpKind.IDENTITY, name, {}, {"pad_channels": (pads[1], pads[rank + 1])})
     if mode != "constant" or pads is None or len(pads) != 2 * rank or rank not in (3, 4) \
             or any(pads[axis] or pads[rank + axis] for axis in (0, 1)) \
             or (len(node.input) > 3 and node.input[3]):
@@ -1568,6 +1644,37 @@ def _onnx_pad(node, name: str, attrs: dict, constants: dict, rank: int) -> Op:
     begins, ends = pads[2:rank], pads[rank + 2:]
     padding = (begins[-1], ends[-1], *((begins[0], ends[0]) if rank == 4 else ()))
     return _padding_op(padding, value, name, "Pad")
+
+
+def _onnx_slice(node, name: str, attrs: dict, constants: dict, rank: int) -> Op:
+    """An ONNX ``Slice`` that samples a map's rows or columns from the first, every ``step``
+    (``x[:, :, ::2, ::2]`` exports as one per axis), as :func:`_sampling_op`'s op; any other
+    slice is refused."""
+    def operand(at, default):
+        if len(node.input) > at and node.input[at]:
+            # Constants are held as float64: "to the end" (INT64_MAX) is clipped, not wrapped.
+            value = np.clip(_constant(constants, node.input[at], name), -2.0 ** 62, 2.0 ** 62)
+            return value.astype(np.int64).ravel().tolist()
+        return attrs.get(("starts", "ends", "axes", "steps")[at - 1], default)
+
+    starts, ends = operand(1, None), operand(2, None)
+    axes = operand(3, list(range(len(starts or ()))))
+    steps = operand(4, [1] * len(axes))
+    sampled = {}
+    if starts is not None and ends is not None \
+            and len(starts) == len(ends) == len(axes) == len(steps):
+        for start, end, axis, step in zip(starts, ends, axes, steps):
+            if start != 0 or end < 1 << 30 or axis % rank not in (2, 3) or step < 1 \
+                    or rank != 4:
+                sampled = None
+                break
+            sampled[axis % rank] = step
+    if not sampled:
+        raise UnsupportedLayerError(f"ONNX node {name!r} (a Slice of starts {starts}, ends "
+                                    f"{ends}, axes {axes}, steps {steps})", "Slice",
+                                    "a Slice is supported as x[:, :, ::s, ::t], a skip "
+                                    "connection's shortcut sampling the map")
+    return Op(OpKind.IDENTITY, name, {}, {"sample": (sampled.get(2, 1), sampled.get(3, 1))})
 
 
 def _onnx_ranks(model, graph_input) -> dict:

@@ -140,6 +140,12 @@ def _pooling(op: Op, shape: tuple[int, ...]) -> tuple:
         raise ValueError(f"pooling {op.name!r} needs a feature map (channels x rows x "
                          f"columns), not an input of shape {shape}")
     if op.attrs.get("global"):
+        if "square_of" in op.attrs and shape[1] != shape[2]:
+            side = "columns" if op.attrs["square_of"] == 3 else "rows"
+            raise ValueError(f"pooling {op.name!r} takes a window of the map's {side} on each "
+                             f"side (x.size({op.attrs['square_of']})), global pooling only on "
+                             f"a square map, not {shape[1]}x{shape[2]}: use "
+                             f"F.adaptive_avg_pool2d(x, 1) or a window of numbers")
         return shape[1:], shape[1:], (0, 0)
     if "adaptive" in op.attrs:
         window = adaptive_window(op, shape)

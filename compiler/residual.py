@@ -382,6 +382,18 @@ def _shortcut(ops, size: int, conv: bool, where: str):
     at every position sampled every ``stride`` pixels."""
     matrix, bias, stride = np.eye(size), np.zeros(size), (1, 1)
     for op in ops:
+        if op.kind is OpKind.IDENTITY and "sample" in op.attrs:     # x[:, :, ::s, ::t]
+            if not conv:
+                raise SkipConnectionError(f"{where} samples a vector ({op.name!r})")
+            step = tuple(op.attrs["sample"])
+            stride = (stride[0] * step[0], stride[1] * step[1])
+            continue
+        if op.kind is OpKind.IDENTITY and "pad_channels" in op.attrs:   # zero channels
+            before, after = op.attrs["pad_channels"]
+            matrix = np.vstack([np.zeros((before, matrix.shape[1])), matrix,
+                                np.zeros((after, matrix.shape[1]))])
+            bias = np.concatenate([np.zeros(before), bias, np.zeros(after)])
+            continue
         if op.kind is OpKind.IDENTITY:
             continue
         if op.kind is OpKind.BATCHNORM:
