@@ -34,7 +34,12 @@ RNG = np.random.default_rng(17)
 
 def seeded(*modules):
     torch.manual_seed(17)
-    model = nn.Sequential(*modules)
+    return randomised_batchnorms(nn.Sequential(*modules))
+
+
+def randomised_batchnorms(model):
+    """``model`` in evaluation mode with every BatchNorm2d's statistics and affine drawn from
+    torch's generator (a fresh one is the identity, which would test no folding)."""
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             with torch.no_grad():

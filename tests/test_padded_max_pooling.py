@@ -17,6 +17,8 @@ import sparseforge as sf
 from sparseforge.compiler.capture import capture
 from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.passes import canonicalize
+from tests.rtl_checks import assert_the_program_computes_the_network, digits_images, trained
+from tests.test_capture_conv import torch_out
 
 RNG = np.random.default_rng(29)
 
@@ -29,11 +31,6 @@ def pooled(pool, size, activation_first=True, channels=3):
     model = nn.Sequential(*body, nn.Flatten(), nn.LazyLinear(4))
     model(torch.zeros(1, 2, size, size))
     return model.eval()
-
-
-def torch_out(model, x):
-    with torch.no_grad():
-        return model(torch.from_numpy(x.astype(np.float32))).numpy().astype(np.float64)
 
 
 @pytest.mark.parametrize("pool", [
@@ -126,27 +123,16 @@ def test_onnx_exports_of_padded_poolings_compute_the_model(tmp_path, dynamo):
 
 @pytest.fixture(scope="module")
 def compressed_stem():
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.data[:400] / 16).astype(np.float32).reshape(-1, 1, 8, 8)
-    y = digits.target[:400]
+    x, y = digits_images()
     torch.manual_seed(0)
-    model = Stem()
-    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(30):
-        optimiser.zero_grad()
-        F.cross_entropy(model(torch.tensor(x[:300])), torch.tensor(y[:300])).backward()
-        optimiser.step()
-    compressed = sf.compress(model.eval(), (x[:300], y[:300]), test=(x[300:], y[300:]),
+    model = trained(Stem(), x[:300], y[:300], steps=30)
+    compressed = sf.compress(model, (x[:300], y[:300]), test=(x[300:], y[300:]),
                              sparsity=0.9, min_weights_per_filter=0, prune_steps=1,
                              prune_epochs=1, final_epochs=1, share_epochs=1)
     return compressed, x[300:]
 
 
 def test_a_compressed_stem_compiles_to_a_program_that_computes_it(compressed_stem):
-    from sparseforge.sim.reference.golden import run_image
-
     compressed, x = compressed_stem
     assert [layer.name for layer in compressed.network.layers] == [
         "stem", "pool (padding)", "conv", "Stem.max_pool2d (padding)", "fc"]
@@ -159,11 +145,7 @@ def test_a_compressed_stem_compiles_to_a_program_that_computes_it(compressed_ste
         assert np.count_nonzero(compressed.network.layers[index].codes) == channels
     assert compressed.provenance["sparsities"][1] == round(1 - 1 / 8, 4)
     for board, pes in (("icebreaker", 1), ("ulx3s-85f", 8)):
-        program = sf.compile(compressed, pes=pes, board=board)
-        x_int = compressed.network.quantize_input(x[:20].reshape(20, -1))
-        golden = program.network_output(run_image(program.config, program.image,
-                                                  program.engine_input(x_int)))
-        np.testing.assert_array_equal(golden, compressed.network.forward(x_int))
+        assert_the_program_computes_the_network(compressed, x[:20], pes, board)
 
 
 @pytest.mark.cocotb

@@ -17,6 +17,8 @@ import sparseforge as sf
 from sparseforge.compiler.capture import UnsupportedLayerError, capture
 from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.passes import canonicalize
+from tests.rtl_checks import assert_the_program_computes_the_network, digits_images, trained
+from tests.test_capture_conv import randomised_batchnorms, torch_out
 
 
 class LambdaLayer(nn.Module):
@@ -68,19 +70,7 @@ class ResNet(nn.Module):
 
 def randomised(model):
     torch.manual_seed(3)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            with torch.no_grad():
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.normal_()
-                module.bias.normal_()
-    return model.eval()
-
-
-def torch_out(model, x):
-    with torch.no_grad():
-        return model(torch.from_numpy(x.astype(np.float32))).numpy().astype(np.float64)
+    return randomised_batchnorms(model)
 
 
 @pytest.mark.parametrize("source", ["module", "torchscript", "dynamo"])
@@ -139,25 +129,10 @@ def test_sampling_outside_a_shortcut_and_an_oblong_map_pooled_by_its_width_are_r
 
 
 def test_an_option_a_resnet_compiles_to_a_program_that_computes_it():
-    from sklearn.datasets import load_digits
-
-    from sparseforge.sim.reference.golden import run_image
-
-    digits = load_digits()
-    x = (digits.data[:400] / 16).astype(np.float32).reshape(-1, 1, 8, 8)
-    y = digits.target[:400]
+    x, y = digits_images()
     torch.manual_seed(0)
-    model = ResNet(channels=1)
-    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(20):
-        optimiser.zero_grad()
-        F.cross_entropy(model(torch.tensor(x[:300])), torch.tensor(y[:300])).backward()
-        optimiser.step()
-    compressed = sf.compress(model.eval(), (x[:300], y[:300]), test=(x[300:], y[300:]),
+    model = trained(ResNet(channels=1), x[:300], y[:300], steps=20)
+    compressed = sf.compress(model, (x[:300], y[:300]), test=(x[300:], y[300:]),
                              sparsity=0.5, prune_steps=1, prune_epochs=1, final_epochs=1,
                              share_epochs=1)
-    program = sf.compile(compressed, pes=1, board="icebreaker")
-    x_int = compressed.network.quantize_input(x[300:316].reshape(16, -1))
-    golden = program.network_output(run_image(program.config, program.image,
-                                              program.engine_input(x_int)))
-    np.testing.assert_array_equal(golden, compressed.network.forward(x_int))
+    assert_the_program_computes_the_network(compressed, x[300:316], 1, "icebreaker")
