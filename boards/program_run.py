@@ -48,6 +48,12 @@ def run_program(device: Device, program, x, *, load: bool = False,
     required to be the one the board holds (a half-loaded or other model is refused).
     ``progress(done, total)`` follows the stream; ``clock`` times it (a simulation passes
     its own)."""
+    if program.lowering is not None and program.lowering.maps[-1].base != 0:
+        # The link's INFER and READ_OUTPUT read the outputs from activation 0; the compiler
+        # puts them there for every network of two layers or more.
+        raise ValueError("this program's outputs are not at activation 0, where the board's "
+                         "link reads them (a network of a single convolution): add a layer "
+                         "(a Linear classifier), or run it in simulation (sparseforge sim)")
     info = device.info()
     config = program.config
     # What INFO reports of the engine's structure must be the program's: an image laid out

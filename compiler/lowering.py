@@ -17,7 +17,9 @@ hold zeros or anything: no kernel column reads them.  Padding is not stored: the
 generator knows the map's bounds and skips a pixel outside them (its group of activations is
 never offered to a PE).  The maps alternate between two regions, so a layer never overwrites
 its own input: the network's input map in region A (word 0, where the input stream and the
-host write it), layer ``l``'s output in region B for even ``l`` and A for odd ``l``.
+host write it), layer ``l``'s output in region B for even ``l`` and A for odd ``l``; the
+last layer's output at word 0 of A, where the host reads it (with an odd number of layers,
+three or more, the map before it sits in A right after it).
 
 **Kernels.**  A convolution's kernel matrix (``out_channels x in_channels * kh * kw``,
 PyTorch's column order (channel, kernel row, kernel column)) is stored with its columns in the
@@ -224,10 +226,19 @@ def lower(network: QuantizedNetwork, pes: int, scan_lanes: int) -> Lowering:
                else (layer.out_features, 1, 1))
         shapes.append((*out, ceil_div(layer.codes.shape[0], pes) * pes))
     # Two regions: map m in A (word 0) for even m, in B (after the largest of A) for odd m.
+    # The output must end in A too, at word 0, where the host reads it (the link's INFER and
+    # READ_OUTPUT, as an MLP leaves it): with an odd number of layers (3 or more) the last
+    # map is at word 0 and the one before it in A right after it.
     words = [ceil_div(h * w * s, pes) for _, h, w, s in shapes]
-    region_a = max(words[0::2])
-    region_b = max(words[1::2])
-    maps = tuple(MapLayout(0 if m % 2 == 0 else region_a, *shapes[m]) for m in range(len(shapes)))
+    last = len(shapes) - 1
+    in_a = [m for m in range(len(shapes)) if m % 2 == 0]
+    bases_in_a = {m: 0 for m in in_a}
+    if last % 2 and last >= 3:
+        in_a.append(last)
+        bases_in_a.update({last: 0, last - 1: words[last]})
+    region_a = max(bases_in_a[m] + words[m] for m in in_a)
+    region_b = max((words[m] for m in range(len(shapes)) if m not in bases_in_a), default=0)
+    maps = tuple(MapLayout(bases_in_a.get(m, region_a), *shapes[m]) for m in range(len(shapes)))
     engine_layers, walks, out_counts = [], [], []
     for index, layer in enumerate(network.layers):
         codes, walk = _lowered(layer, maps[index], maps[index + 1], pes, lanes)

@@ -143,3 +143,42 @@ def test_an_input_and_outputs_wider_than_a_frame_run_over_the_simulated_board(tm
     result = simulate_program_run(program, x, build_dir=tmp_path)
     assert "error" not in result, result.get("error")
     np.testing.assert_array_equal(np.array(result["outputs"]), sf.reference(program, x))
+
+
+@pytest.mark.cocotb
+def test_a_convolutional_program_of_three_layers_runs_over_the_simulated_board(tmp_path):
+    # The link reads the outputs at activation 0: a conv program of an odd number of layers
+    # ends there too (its maps alternate between two regions; the last one's output used to
+    # land in the second, and `sparseforge run` answered the layer before's values).
+    import sparseforge as sf
+    from sparseforge.boards.simulate import simulate_program_run
+    from sparseforge.compiler.compress.quantize import quantize_network
+    from sparseforge.compiler.compress.share import share_network
+    from tests.test_compress_conv import conv_network, images
+
+    shared, books = share_network(conv_network(), 16)
+    program = sf.compile(quantize_network(shared, images(40), codebooks=books), pes=2,
+                         board="icebreaker")
+    assert len(program.lowering.maps) == 4 and program.lowering.maps[-1].base == 0
+    x = images(3)
+    result = simulate_program_run(program, x, build_dir=tmp_path)
+    assert "error" not in result, result.get("error")
+    np.testing.assert_array_equal(np.array(result["outputs"]), sf.reference(program, x))
+
+
+def test_a_program_whose_outputs_the_link_cannot_read_is_refused_before_the_board():
+    # A single convolution writes its output beside its input, not at activation 0.
+    import sparseforge as sf
+    from sparseforge.boards.program_run import run_program
+    from sparseforge.compiler.compress.quantize import quantize_network
+    from sparseforge.compiler.compress.share import share_network
+    from sparseforge.compiler.ir import Network
+    from tests.test_compress_conv import conv_network, images
+
+    shared, books = share_network(Network(conv_network().layers[:1]), 16)
+    program = sf.compile(quantize_network(shared, images(20), codebooks=books), pes=2,
+                         board="icebreaker")
+    assert program.lowering.maps[-1].base != 0
+    with pytest.raises(ValueError, match="outputs are not at activation 0, where the board's "
+                                         "link reads them"):
+        run_program(None, program, images(2))
