@@ -863,10 +863,20 @@ def check_inputs(x, features: int, map_shape: tuple[int, ...] | None = None) -> 
     if array.ndim < 2:
         raise InputError(f"inputs must be batch x features (2-D or more), not of shape "
                          f"{array.shape}; one input is x[None]")
+    signal = None if map_shape is None or map_shape[1] != 1 else (map_shape[0], map_shape[2])
+    if signal is not None and array.ndim == 3 and tuple(array.shape[1:]) != signal:
+        # A 1-D network's signal, given as batch x channels x samples.
+        hint = (" (channels last? x.transpose(0, 2, 1) puts them first)"
+                if tuple(array.shape[1:]) == signal[::-1] else "")
+        raise InputError(f"inputs are of shape {tuple(array.shape[1:])}, the model takes "
+                         f"signals of {signal[0]} channels x {signal[1]} samples{hint}")
     if (map_shape is not None and array.ndim == len(map_shape) + 1
             and tuple(array.shape[1:]) != tuple(map_shape)):
         hint = (" (channels last? x.transpose(0, 3, 1, 2) puts them first)"
                 if sorted(array.shape[1:]) == sorted(map_shape) else "")
+        if signal is not None and tuple(array.shape[1:]) == (1, *signal):
+            hint = (f" (signals of {signal[0]} channels x {signal[1]} samples: x[:, 0] drops "
+                    f"the extra axis)")
         raise InputError(f"inputs are maps of shape {tuple(array.shape[1:])}, the model takes "
                          f"maps of {tuple(map_shape)} (channels, rows, columns){hint}")
     if array.shape[0] == 0:

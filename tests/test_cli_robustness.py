@@ -302,3 +302,29 @@ def test_compress_help_explains_act_bits_and_seed(capsys, monkeypatch):
              if line.strip().startswith("--")}
     assert "width of the activations" in lines["--act-bits"]
     assert "seed of the training, the k-means and the default model" in lines["--seed"]
+
+
+def test_sim_labels_without_inputs_are_refused_and_the_default_data_is_named(
+        tmp_path, capsys, monkeypatch):
+    # A 64-input model of other data would otherwise be scored on the digits, under the
+    # name of the user's labels file.
+    import sparseforge as sf
+    from tests.test_golden import random_network
+    from tests.test_program_cli import save_model
+
+    network = random_network(np.random.default_rng(8), [64, 8, 10], density=0.6)
+    model = save_model(network, tmp_path / "m.sfm")
+    assert main(["compile", str(model), "--pes", "2", "-o", str(tmp_path / "prog"),
+                 "--no-verilog"]) == 0
+    np.save(tmp_path / "y.npy", np.zeros(5, np.int64))
+    assert main(["sim", str(tmp_path / "prog"), "--labels", str(tmp_path / "y.npy")]) == 2
+    assert "needs --inputs: without --inputs the simulation runs the bundled digits" in \
+        capsys.readouterr().err
+
+    def simulate(*_, **__):
+        raise RuntimeError("not simulated in this test")
+
+    monkeypatch.setattr(sf, "simulate", simulate)
+    assert main(["sim", str(tmp_path / "prog"), "--count", "3", "--build-dir",
+                 str(tmp_path / "b")]) == 2
+    assert "no --inputs: the bundled digits test split" in capsys.readouterr().err

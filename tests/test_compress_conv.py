@@ -357,5 +357,11 @@ def test_channels_last_data_for_an_onnx_cnn_is_refused_with_the_transpose(one_d,
                                          rf"last\? {order}"):
         sf.compress(path, (last, y), sparsity=0.5, prune_steps=1, prune_epochs=0,
                     final_epochs=0, share_epochs=0)
-    sf.compress(path, (x, y), sparsity=0.5, prune_steps=1, prune_epochs=0, final_epochs=0,
-                share_epochs=0)
+    compressed = sf.compress(path, (x, y), sparsity=0.5, prune_steps=1, prune_epochs=0,
+                             final_epochs=0, share_epochs=0)
+    # The compiled program's inputs (sim, run, reference) are checked the same way.
+    program = sf.compile(compressed, pes=2)
+    with pytest.raises(InputError, match=rf"channels last\? {order} puts them first"):
+        sf.reference(program, last)
+    np.testing.assert_array_equal(sf.reference(program, x),
+                                  sf.reference(program, x.reshape(len(x), -1)))

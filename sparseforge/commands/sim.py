@@ -62,8 +62,15 @@ def run(args) -> int:
         elif args.inputs:
             x = load_npy(args.inputs)
             labels = load_npy(args.labels, "labels") if args.labels else None
+        elif args.labels:
+            raise InputError(f"--labels {args.labels} needs --inputs: without --inputs the "
+                             f"simulation runs the bundled digits test split, with its own "
+                             f"labels")
         else:
             x, labels = default_inputs(program)
+            # Said, so that a 64-input model of other data is not scored on the digits quietly.
+            stderr_console().print(f"no --inputs: the bundled digits test split ({len(x)} "
+                                   f"images) and its labels", highlight=False)
         try:
             x = check_inputs(x, program.model_in_features,
                              program.network.input_map_shape)[:args.count]
