@@ -17,3 +17,19 @@ def test_engine_verilog_lints_clean(config, tmp_path):
     source = tmp_path / "engine.v"
     source.write_text(verilog.convert(Engine(config), name="engine", emit_src=False))
     assert lint(source, "engine") == []
+
+
+def test_the_same_verilog_is_not_written_again(tmp_path):
+    # A compiled simulator is rebuilt when its sources are newer: writing the same engine
+    # again (every `sparseforge sim` of a program) must leave the file, and its time, alone.
+    import os
+
+    from sparseforge.hw.verilog import write_engine_verilog
+
+    config = EngineConfig(pes=2)
+    path = write_engine_verilog(config, tmp_path / "engine.v")
+    os.utime(path, (1_000_000, 1_000_000))
+    assert write_engine_verilog(config, path) == path
+    assert path.stat().st_mtime == 1_000_000
+    write_engine_verilog(EngineConfig(pes=4), path)
+    assert path.stat().st_mtime != 1_000_000
