@@ -22,7 +22,7 @@ from pathlib import Path
 from sparseforge.compiler import configure
 from sparseforge.compiler.errors import InputError, InputWarning
 from sparseforge.compiler.outputs import write_file, write_folder
-from sparseforge.compiler.resources import fit_advice
+from sparseforge.compiler.resources import DoesNotFit, check_board, fit_advice
 
 from .bitstream import BitstreamBuild, BuildError, DoesNotPlace, build_bitstream
 from .pll import PLL_RANGE_MHZ
@@ -99,6 +99,14 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
                          f"{target.target_mhz:g} MHz)")
     compiled_for = find_board(program.board) if program.board is not None else None
     if compiled_for is not None and compiled_for.part_name != target.part_name:
+        # The compiler's estimate refuses, before minutes of synthesis, an engine this part
+        # cannot hold (compile checked it against the part it was compiled for only).
+        try:
+            check_board(program.config, configure.resolve_part(name))
+        except DoesNotFit as error:
+            raise DoesNotFit(f"{error}\n(the program was compiled for {program.board}: "
+                             f"compile it with --board {name} for an engine shaped for this "
+                             f"part)") from None
         # Its engine was shaped for that part (memory splits, registers, write-back lanes).
         warnings.warn(f"the program was compiled for {program.board} "
                       f"({compiled_for.part_name}), not for {name} ({target.part_name}); "

@@ -141,6 +141,21 @@ def test_a_program_built_for_another_part_than_its_own_is_warned_of(tmp_path, mo
         sf.build(program, "ulx3s-85f", build_dir=tmp_path / "b")
 
 
+def test_a_program_for_a_larger_part_is_refused_by_the_estimate_before_synthesis(
+        tmp_path, monkeypatch):
+    from tests.test_golden import random_network
+
+    seen = []
+    monkeypatch.setattr(build_module, "build_bitstream", _fake_bitstream(40.0, seen))
+    program = sf.compile(random_network(np.random.default_rng(5), [64, 96, 10], density=0.5),
+                         pes=32, board="ulx3s-85f")
+    with pytest.raises(DoesNotFit, match=r"(?s)does not fit the iCE40UP5K \(estimate\).*\n\(the "
+                                         r"program was compiled for ulx3s-85f: compile it "
+                                         r"with --board icebreaker"):
+        sf.build(program, "icebreaker", build_dir=tmp_path / "b")
+    assert seen == [] and not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("frequency", [0, 0.0, -5, float("nan"), float("inf"), "33"])
 def test_a_clock_that_is_not_a_positive_frequency_is_refused(tmp_path, frequency):
     # 0 was taken for "not given" and built at the board's clock.
