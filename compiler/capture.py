@@ -1594,10 +1594,7 @@ def _onnx_ops(node, name: str, attrs: dict, data: list[str], constants: dict, sh
             raise UnsupportedSettingError(f"ONNX node {name!r}", node.op_type, "bound",
                                           f"of shape {bound.shape}", "one number")
         value = float(bound.ravel()[0])
-        if node.op_type == "Max" and value == 0:
-            return [Op(OpKind.RELU, name)]
-        low, high = (value, None) if node.op_type == "Max" else (None, value)
-        return [Op(OpKind.CLAMP, name, {}, {"low": low, "high": high})]
+        return [_bounds_op(name, *((value, None) if node.op_type == "Max" else (None, value)))]
     if node.domain == FUNCTION_DOMAIN:
         return [Op(OpKind.FUNCTION, name, {}, {"function": Function(
             node.op_type, tuple(next((a.floats for a in node.attribute
@@ -1887,6 +1884,11 @@ def _onnx_clip(node, name: str, attrs, constants) -> Op:
     if low is not None and high is not None and not low < high:
         raise UnsupportedSettingError(f"ONNX node {name!r}", "Clip", "bounds",
                                       f"{low} .. {high}", "a lower bound below the upper")
+    return _bounds_op(name, low, high)
+
+
+def _bounds_op(name: str, low: float | None, high: float | None) -> Op:
+    """A clamp to ``(low, high)`` (None an open side); from 0 with no upper bound, a ReLU."""
     if low == 0 and high is None:
         return Op(OpKind.RELU, name)
     return Op(OpKind.CLAMP, name, {}, {"low": low, "high": high})

@@ -339,13 +339,12 @@ def pad_max_pooling(graph: Graph) -> Graph:
                              f"never negative; it follows {_before(ops)}: put a ReLU right "
                              f"before or after the pooling")
         ops.append(activation)
-        channels = shape[0]
-        tap = overhang
-        weight = np.zeros((channels, channels, tap[0] + 1, tap[1] + 1))
-        weight[np.arange(channels), np.arange(channels), tap[0], tap[1]] = 1.0
+        channels, (rows, columns) = shape[0], overhang
+        weight = np.zeros((channels, channels, rows + 1, columns + 1))
+        weight[np.arange(channels), np.arange(channels), rows, columns] = 1.0
         ops.append(Op(OpKind.CONV, f"{op.name} (padding)",
                       {"weight": weight, "bias": np.zeros(channels)},
-                      {"stride": (1, 1), "padding": (padding[0] + tap[0], padding[1] + tap[1]),
+                      {"stride": (1, 1), "padding": (padding[0] + rows, padding[1] + columns),
                        "structural": True}))
         ops.append(Op(OpKind.RELU, f"{op.name} (padding)"))
         ops.append(plain)

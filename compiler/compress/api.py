@@ -224,7 +224,7 @@ def distribute_sparsity(sizes: list[int], target: float, last_cap: float,
     ones.  A target out of reach is a ValueError offering the highest within it."""
     caps = _sparsity_caps(sizes, last_cap, floors)
     total = sum(sizes)
-    reachable = sum(cap * n for cap, n in zip(caps, sizes)) / total
+    reachable = reachable_sparsity(sizes, last_cap, floors)
     if target > reachable + 1e-12:
         # Rounded down, so the figure offered is one that can be asked for.
         offer = math.floor(reachable * 100) / 100
