@@ -227,3 +227,28 @@ def _mlp(tmp_path):
 
     torch.save(digits_mlp(8, inputs=6, classes=3).state_dict(), tmp_path / "mlp.pt")
     return tmp_path / "mlp.pt"
+
+
+def test_an_npz_of_x_and_y_is_the_training_data(tmp_path, capsys):
+    import torch
+
+    from sparseforge.compiler.compress.digits import digits_mlp
+    from sparseforge.compiler.compress.model import load_compressed
+
+    torch.save(digits_mlp(16, inputs=6, classes=3).state_dict(), tmp_path / "mine.pt")
+    with np.load(_data(tmp_path / "d.npz")) as arrays:
+        np.savez(tmp_path / "xy.npz", x=arrays["x_train"], y=arrays["y_train"])
+    # It was refused: "lacks x_train, y_train (has x, y)".
+    assert main(["compress", str(tmp_path / "mine.pt"), "--data", str(tmp_path / "xy.npz"),
+                 "--sparsity", "0.5", "-o", str(tmp_path / "m.sfm")]) == 0
+    captured = capsys.readouterr()
+    assert "xy.npz: x, y read as the training data" in captured.err
+    assert "accuracy on training data" in captured.out
+    assert load_compressed(tmp_path / "m.sfm").network.layers[0].in_features == 6
+    # Beside a test set, x and y are not guessed at.
+    with np.load(_data(tmp_path / "d.npz")) as arrays:
+        np.savez(tmp_path / "odd.npz", x=arrays["x_train"], y=arrays["y_train"],
+                 x_test=arrays["x_train"], y_test=arrays["y_train"])
+    assert main(["compress", str(tmp_path / "mine.pt"), "--data", str(tmp_path / "odd.npz"),
+                 "-o", str(tmp_path / "n.sfm")]) == 2
+    assert "lacks x_train, y_train" in capsys.readouterr().err

@@ -364,6 +364,12 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
     if label_column is not None:
         raise InputError(f"--label-column chooses a column of a .csv table; {path} is not one")
     arrays = load_npz(path)
+    if not {"x_train", "x_val", "x_test"} & set(arrays) and {"x", "y"} <= set(arrays):
+        # One set, named as most people name it: the training data, as a CSV's table is.
+        arrays["x_train"], arrays["y_train"] = arrays.pop("x"), arrays.pop("y")
+        if console is not None:
+            console.print(f"{path}: x, y read as the training data (x_test, y_test in the "
+                          f"archive give a test set to report accuracy on)", highlight=False)
     missing = {"x_train", "y_train"} - set(arrays)
     if missing:
         raise ValueError(f"{path}: lacks {', '.join(sorted(missing))} (has "
