@@ -541,8 +541,17 @@ def load_program(directory) -> Program:
     network = _network_from(manifest, _load_npz(directory / "network.npz"), directory)
     image = _image_from(config, arrays, manifest, directory)
     output_order = _output_order_from(manifest, network, config, manifest_path)
-    validate_image(image, output_network(network, output_order),
-                   where=f"{directory}/image.npz")
+    try:
+        validate_image(image, output_network(network, output_order),
+                       where=f"{directory}/image.npz")
+    except ProgramError as error:
+        if not manifest.get("files"):
+            raise
+        # Its files are the ones it was saved with: the compiler that wrote them laid the
+        # program out by other rules than this one's (an earlier sparseforge).
+        raise ProgramError(f"{error}\n{directory} is as it was saved, so an earlier "
+                           f"sparseforge compiled it: compile the model again (sparseforge "
+                           f"compile MODEL.sfm -o {directory})") from None
     board = manifest.get("board")
     task = manifest.get("task", "classification")
     if task not in ("classification", "regression"):

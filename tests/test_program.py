@@ -1,6 +1,7 @@
 """The program: compile, save/load round trips, atomic saving, and bad images refused with the
 field named."""
 
+import hashlib
 import json
 import types
 
@@ -341,3 +342,24 @@ def test_model_that_no_longer_fits_the_engine(saved):
     with pytest.raises(ProgramError, match="the model does not fit this engine:\n  "
                                            "entry_depth: the model needs \\d+, the engine has 3"):
         load_program(saved)
+
+
+def test_a_program_as_saved_that_this_sparseforge_lays_out_otherwise_is_to_be_recompiled(
+        tmp_path, program):
+    # As a conv program of three layers compiled before its output moved to activation 0:
+    # the files are as saved, the engine it asks for is smaller than this compiler's layout.
+    directory = program.save(tmp_path / "prog")
+    engine = json.loads((directory / "engine.json").read_text())
+    engine["entry_depth"] = 3
+    (directory / "engine.json").write_text(json.dumps(engine))
+    manifest = json.loads((directory / "program.json").read_text())
+    manifest["files"]["engine.json"] = hashlib.sha256(
+        (directory / "engine.json").read_bytes()).hexdigest()
+    (directory / "program.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProgramError) as raised:
+        load_program(directory)
+    assert "entry_depth: the model needs" in str(raised.value)
+    # It said only that the model does not fit, as if the user had chosen the engine.
+    assert (f"{directory} is as it was saved, so an earlier sparseforge compiled it: compile "
+            f"the model again (sparseforge compile MODEL.sfm -o {directory})"
+            in str(raised.value))
