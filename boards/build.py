@@ -104,9 +104,12 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
         try:
             check_board(program.config, configure.resolve_part(name))
         except DoesNotFit as error:
-            raise DoesNotFit(f"{error}\n(the program was compiled for {program.board}: "
+            # Compiling for this part is the way out that matters: it shapes the engine (PEs,
+            # lanes, memories) for it; the estimate's generic ones come after.
+            shortfall, _, ways = str(error).partition("\nways out: ")
+            raise DoesNotFit(f"{shortfall}\nthe program was compiled for {program.board}: "
                              f"compile it with --board {name} for an engine shaped for this "
-                             f"part)") from None
+                             f"part" + (f" (other ways out: {ways})" if ways else "")) from None
         # Its engine was shaped for that part (memory splits, registers, write-back lanes).
         warnings.warn(f"the program was compiled for {program.board} "
                       f"({compiled_for.part_name}), not for {name} ({target.part_name}); "

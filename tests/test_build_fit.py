@@ -149,10 +149,13 @@ def test_a_program_for_a_larger_part_is_refused_by_the_estimate_before_synthesis
     monkeypatch.setattr(build_module, "build_bitstream", _fake_bitstream(40.0, seen))
     program = sf.compile(random_network(np.random.default_rng(5), [64, 96, 10], density=0.5),
                          pes=32, board="ulx3s-85f")
-    with pytest.raises(DoesNotFit, match=r"(?s)does not fit the iCE40UP5K \(estimate\).*\n\(the "
+    with pytest.raises(DoesNotFit, match=r"(?s)does not fit the iCE40UP5K \(estimate\):\n.*\nthe "
                                          r"program was compiled for ulx3s-85f: compile it "
-                                         r"with --board icebreaker"):
+                                         r"with --board icebreaker for an engine shaped for "
+                                         r"this part \(other ways out: ") as raised:
         sf.build(program, "icebreaker", build_dir=tmp_path / "b")
+    # The generic ways out came first, the one that matters for this program last.
+    assert str(raised.value).count("ways out") == 1
     assert seen == [] and not (tmp_path / "b").exists()
 
 
