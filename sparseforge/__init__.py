@@ -11,10 +11,10 @@ The pipeline is compress -> compile -> engine -> board; each stage consumes the 
 stage's artifact.  Names are imported on first use, so ``import sparseforge`` stays light.
 """
 
-import importlib
-from importlib import metadata
+import importlib as _importlib
+from importlib import metadata as _metadata
 
-__version__ = metadata.version("sparseforge")      # pyproject.toml's, the one definition
+__version__ = _metadata.version("sparseforge")     # pyproject.toml's, the one definition
 
 # public name -> (module, attribute)
 _API = {
@@ -40,10 +40,11 @@ def __getattr__(name):
         module, attribute = _API[name]
     except KeyError:
         raise AttributeError(f"module 'sparseforge' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attribute)
+    value = getattr(_importlib.import_module(module), attribute)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_API))
+    # The public names once each (a name used once is in globals() too) and the module's own.
+    return sorted({*_API, *(name for name in globals() if name.startswith("__"))})

@@ -155,3 +155,13 @@ def test_reference_and_simulate_of_a_compressed_model_say_to_compile_it(tmp_path
     program = sf.compile(compressed, pes=2)
     assert np.array_equal(program.dequantize(sf.reference(program, x)),
                           compressed.dequantize(compressed.predict(x)))
+
+
+def test_dir_of_the_package_lists_each_public_name_once():
+    import sparseforge as sf
+
+    sf.load_compressed                          # imported on first use: then in globals() too
+    public = [name for name in dir(sf) if not name.startswith("_")]
+    # It listed load_compressed twice once used, and the importlib and metadata it imports.
+    assert public == sorted(sf.__all__)
+    assert sf.__version__
