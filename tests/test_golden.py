@@ -229,3 +229,28 @@ def test_accumulator_bound_after_relu_holds_for_every_nonnegative_input():
     reached = np.abs(extremes @ weights.T).max(axis=0) + np.abs(bias)
     assert reached.max() == bound
     assert bound < accumulator_bound(weights, bias, 8)
+
+
+def test_inputs_beyond_the_range_are_told_in_the_users_units_under_input_scaling():
+    import dataclasses
+
+    from sparseforge.compiler.ir import InputScaling
+
+    rng = np.random.default_rng(6)
+    network = random_network(rng, [4, 8, 3], density=0.5)
+    # The model normalises feature 2 as (x - 100) / 50: the format's range is about
+    # 100 +- 50 * limit in the user's units.
+    scaling = InputScaling(np.array([1.0, 1.0, 1 / 50, 1.0]), np.array([0.0, 0.0, -2.0, 0.0]))
+    first = dataclasses.replace(network.layers[0], input_scaling=scaling)
+    network = dataclasses.replace(network, layers=(first, *network.layers[1:]))
+    program = sf.compile(network, pes=2)
+    limit = network.input_format.max * network.input_format.scale
+    x = np.full((2, 4), 0.5 * limit)
+    x[:, 2] = 100.0
+    reference(program, x)
+    x[1, 2] = 100 + 50 * 10 * limit
+    # It quoted the scaled units ("|x| up to 3.969"), not the ones the user passed.
+    with pytest.warns(InputWarning, match=rf"\(input 2 is {100 + 500 * limit:.4g} where the "
+                                          rf"training data's reach about "
+                                          rf"{100 - 50 * limit:.4g} to {100 + 50 * limit:.4g}\)"):
+        reference(program, x)

@@ -259,18 +259,29 @@ def real_inputs(program, X) -> np.ndarray:
     the training data set for them (over twice it): they saturate, and the outputs no longer
     follow the float model (data scaled unlike the training data, most often)."""
     x_int = program.quantize_input(X)
-    x = np.asarray(program.taken_inputs(X), dtype=np.float64)
-    if program.network.input_scaling is not None:       # what the input format holds
-        x = program.network.input_scaling.apply(x.reshape(len(x), -1))
+    raw = np.asarray(program.taken_inputs(X), dtype=np.float64).reshape(len(x_int), -1)
+    scaling = program.network.input_scaling
+    x = raw if scaling is None else scaling.apply(raw)  # what the input format holds
     fmt = program.network.input_format
     limit = fmt.max * fmt.scale
     beyond = np.abs(x) > 2 * limit
     if beyond.any():
+        if scaling is None:
+            reach = (f"|x| up to {limit:.4g}; these reach {float(np.abs(x).max()):.4g}")
+        else:
+            # In the user's units: the model's input normalisation maps each feature's range
+            # onto the format's, so the range differs from feature to feature.
+            sample, feature = np.unravel_index(int(np.argmax(np.abs(x))), x.shape)
+            low, high = sorted((np.array([-limit, limit]) - scaling.shift[feature])
+                               / scaling.scale[feature])
+            column = (feature if program.inputs is None
+                      else int(program.inputs.columns[feature]))       # the model's numbering
+            reach = (f"input {column} is {raw[sample, feature]:.4g} where the training "
+                     f"data's reach about {low:.4g} to {high:.4g}")
         warnings.warn(f"{int(beyond.sum())} of the {x.size} input values lie beyond twice the "
-                      f"range the training data set for the inputs (|x| up to {limit:.4g}; "
-                      f"these reach {float(np.abs(x).max()):.4g}) and saturate: the outputs "
-                      f"will not follow the model's; scale the inputs as the training data "
-                      f"were", InputWarning, stacklevel=3)
+                      f"range the training data set for the inputs ({reach}) and saturate: "
+                      f"the outputs will not follow the model's; scale the inputs as the "
+                      f"training data were", InputWarning, stacklevel=3)
     return x_int
 
 
