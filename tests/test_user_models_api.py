@@ -165,3 +165,48 @@ def test_dir_of_the_package_lists_each_public_name_once():
     # It listed load_compressed twice once used, and the importlib and metadata it imports.
     assert public == sorted(sf.__all__)
     assert sf.__version__
+
+
+def _iris_model():
+    import torch
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    x = ((x - x.mean(axis=0)) / x.std(axis=0)).astype(np.float32)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 10), nn.ReLU(), nn.Linear(10, 3))
+    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(300):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y)).backward()
+        optimiser.step()
+    return model, (x, y)
+
+
+def test_the_default_sparsity_lowers_itself_where_it_would_ruin_a_small_model():
+    model, data = _iris_model()
+    schedule = dict(prune_steps=2, prune_epochs=4, final_epochs=10, share_epochs=5)
+    # 0.9 of a 4-10-3 MLP's 70 weights leaves 7: it lost 98 points of 98 on the command line.
+    compressed = sf.compress(model, data, **schedule)
+    tried = compressed.provenance["sparsity_tried"]
+    assert tried[0]["sparsity"] == 0.9 and tried[0]["loss"] > 0.02
+    assert [t["sparsity"] for t in tried] == [0.9, 0.8, 0.7, 0.5, 0.3][:len(tried)]
+    chosen = compressed.provenance["config"]["sparsity"]
+    kept = next((t for t in tried if t["loss"] <= 0.02), min(tried, key=lambda t: t["loss"]))
+    assert chosen == kept["sparsity"] < 0.9
+    assert compressed.provenance["sparsity_tried_on"] == "training data"
+    report = compressed.report
+    assert report.accuracy_float - report.accuracy_quantized == pytest.approx(kept["loss"],
+                                                                              abs=1e-3)
+    # A sparsity given is the one used, whatever it costs.
+    given = sf.compress(model, data, sparsity=0.9, **schedule)
+    assert "sparsity_tried" not in given.provenance
+    assert given.provenance["config"]["sparsity"] == 0.9
+
+
+def test_the_fallback_is_refused_beside_a_per_layer_choice():
+    from sparseforge.compiler.compress.api import CompressionConfig
+
+    with pytest.raises(ValueError, match="fallback_loss must be None when per_layer_sparsity "
+                                         "or sensitivity_budget chooses"):
+        CompressionConfig(fallback_loss=0.02, sensitivity_budget=0.01)

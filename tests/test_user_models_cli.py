@@ -252,3 +252,31 @@ def test_an_npz_of_x_and_y_is_the_training_data(tmp_path, capsys):
     assert main(["compress", str(tmp_path / "mine.pt"), "--data", str(tmp_path / "odd.npz"),
                  "-o", str(tmp_path / "n.sfm")]) == 2
     assert "lacks x_train, y_train" in capsys.readouterr().err
+
+
+def test_the_default_sparsity_says_when_it_lowered_itself(tmp_path, capsys):
+    import json
+    import warnings
+
+    import torch
+
+    from tests.test_user_models_api import _iris_model
+
+    model, (x, y) = _iris_model()
+    with warnings.catch_warnings():             # the legacy exporter's deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(1, 4), str(tmp_path / "iris.onnx"), dynamo=False)
+    np.savez(tmp_path / "iris.npz", x_train=x, y_train=y)
+    schedule = ["--prune-steps", "2", "--prune-epochs", "4", "--final-epochs", "10",
+                "--share-epochs", "5"]
+    assert main(["compress", str(tmp_path / "iris.onnx"), "--data", str(tmp_path / "iris.npz"),
+                 "-o", str(tmp_path / "m.sfm"), *schedule]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "sparsity: the default lowered itself (0.9 lost " in out
+    assert " on the training data): compressed at " in out
+    assert main(["compress", str(tmp_path / "iris.onnx"), "--data", str(tmp_path / "iris.npz"),
+                 "-o", str(tmp_path / "n.sfm"), "--sparsity", "0.9", "--json",
+                 *schedule]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["sparsity"] == pytest.approx(0.9, abs=0.02)
+    assert "sparsity_tried" not in figures["provenance"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ class CompressionConfig:
     per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer or
         convolution of the model; the layers the compiler adds, such as a max pooling's
         padding, are not pruned).
+    fallback_loss : where ``sparsity`` loses more than this on the validation data (a
+        fraction: 0.02 is two points of accuracy, or 0.02 of R²), the lower overall
+        sparsities of ``FALLBACK_SPARSITIES`` are tried in turn and the first within it kept
+        (the one that lost least, if none is).  None: ``sparsity`` as given.  :func:`compress`
+        and ``sparseforge compress`` set ``DEFAULT_FALLBACK_LOSS`` when no sparsity is given:
+        the default 0.9 suits the digits' 64-100-10 MLP, and leaves a 4-10-3 one 7 weights.
     sensitivity_budget : choose per-layer sparsities from a sensitivity scan on the validation
         data instead: each layer the highest scanned sparsity whose accuracy loss, pruning that
         layer alone without retraining, stays within this budget (a fraction, 0.01 = 1 point).
@@ -84,6 +91,7 @@ class CompressionConfig:
         and what cannot (a PReLU per channel, arithmetic such as ``x * tanh(x)``) is refused.
     """
     sparsity: float = 0.9
+    fallback_loss: float | None = None
     per_layer_sparsity: tuple[float, ...] | None = None
     sensitivity_budget: float | None = None
     last_layer_sparsity: float = 0.8
@@ -123,6 +131,13 @@ class CompressionConfig:
             object.__setattr__(self, "per_layer_sparsity", tuple(self.per_layer_sparsity))
             require(all(_real(s) and 0.0 <= s < 1.0 for s in self.per_layer_sparsity),
                     "per_layer_sparsity", "a tuple of values in [0, 1)")
+        require(self.fallback_loss is None or (_real(self.fallback_loss)
+                                               and 0.0 <= self.fallback_loss < 1.0),
+                "fallback_loss", "None or in [0, 1)")
+        require(self.fallback_loss is None or (self.per_layer_sparsity is None
+                                               and self.sensitivity_budget is None),
+                "fallback_loss", "None when per_layer_sparsity or sensitivity_budget chooses "
+                "each layer's sparsity (it lowers the overall sparsity)")
         require(self.sensitivity_budget is None or (_real(self.sensitivity_budget)
                                                     and 0.0 <= self.sensitivity_budget < 1.0),
                 "sensitivity_budget", "None or in [0, 1)")
@@ -200,6 +215,10 @@ class CompressionConfig:
 
 
 TASKS = ("classification", "regression")
+# The overall sparsities ``fallback_loss`` tries, in turn, below the one asked for.
+FALLBACK_SPARSITIES = (0.8, 0.7, 0.5, 0.3)
+# The loss the default sparsity may cost before a lower one is tried (two points).
+DEFAULT_FALLBACK_LOSS = 0.02
 # Each phase's epochs on a small training set, and the fewest on a large one.
 SCHEDULE = {"prune_epochs": (8, 1), "final_epochs": (60, 2), "share_epochs": (40, 2),
             "swap_epochs": (30, 2)}
@@ -308,6 +327,8 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
             raise InputError(f"give sparsity= or {chosen[0]}=, not both: {chosen[0]} chooses "
                              f"each layer's sparsity, and the overall sparsity={sparsity} "
                              f"would be ignored")
+        if sparsity is None and not chosen:
+            options.setdefault("fallback_loss", DEFAULT_FALLBACK_LOSS)
         config = CompressionConfig(sparsity=0.9 if sparsity is None else sparsity,
                                    weight_bits=weight_bits, act_bits=act_bits, **options)
     elif options or sparsity is not None:
@@ -369,6 +390,56 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                                        config, progress)
     accuracy_float = float_accuracy(network, report_set)
 
+    attempt = _compressed_at(network, config, train_set, val_set, progress)
+    tried = [attempt.tried]
+    if config.fallback_loss is not None:
+        attempt, tried = _fallen_back(network, config, train_set, val_set, progress, attempt)
+    config = dataclasses.replace(config, sparsity=attempt.sparsity)
+    sparsities, masks, pruned_weights = attempt.sparsities, attempt.masks, attempt.pruned_weights
+    float_network, quantized = attempt.float_network, attempt.quantized
+    report = account(quantized, accuracy_float=accuracy_float,
+                     accuracy_quantized=integer_accuracy(quantized, report_set),
+                     accuracy_shared=float_accuracy(float_network, report_set),
+                     accuracy_data=("test data" if test_set is not None
+                                    else "validation data" if val is not None
+                                    else "training data"),
+                     metric="r2" if regression else "accuracy")
+    provenance = {
+        "source": network.source, "config": dataclasses.asdict(config),
+        "sparsities": [round(s, 4) for s in sparsities],
+        "train_samples": len(train_set), "val_samples": len(val_set),
+        "test_samples": len(test_set) if test_set is not None else 0,
+        "accuracy_float_val": float_accuracy(network, val_set),
+        "accuracy_quantized_val": integer_accuracy(quantized, val_set), **swapping,
+        **({"sparsity_tried": tried,
+            "sparsity_tried_on": "validation data" if val is not None else "training data"}
+           if len(tried) > 1 else {})}
+    return CompressedModel(quantized, float_network, report, provenance,
+                           masks=tuple(np.asarray(m, dtype=bool) for m in masks),
+                           pruned_weights=pruned_weights)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The network compressed at one overall sparsity, and its loss on the validation data."""
+    sparsity: float
+    sparsities: list[float]
+    masks: list
+    pruned_weights: tuple
+    float_network: Network
+    quantized: QuantizedNetwork
+    loss: float
+
+    @property
+    def tried(self) -> dict:
+        """The provenance's record of it."""
+        return {"sparsity": self.sparsity, "loss": round(self.loss, 4)}
+
+
+def _compressed_at(network: Network, config: CompressionConfig, train_set: Dataset,
+                   val_set: Dataset, progress: bool) -> _Attempt:
+    """Prune, share and quantize ``network`` at ``config``'s sparsity (a fresh copy of it:
+    each attempt starts from the float model)."""
     torch_model = network_to_torch(network)
     _freeze_structural(torch_model, network)
     sparsities = _sparsities(config, network, torch_model, val_set)
@@ -404,23 +475,34 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         code_bits=config.code_bits, bias_bits=config.bias_bits,
         max_acc_bits=config.max_acc_bits,
         codebooks=[(codes, codebook) for codes, codebook, _ in shared])
-    report = account(quantized, accuracy_float=accuracy_float,
-                     accuracy_quantized=integer_accuracy(quantized, report_set),
-                     accuracy_shared=float_accuracy(float_network, report_set),
-                     accuracy_data=("test data" if test_set is not None
-                                    else "validation data" if val is not None
-                                    else "training data"),
-                     metric="r2" if regression else "accuracy")
-    provenance = {
-        "source": network.source, "config": dataclasses.asdict(config),
-        "sparsities": [round(s, 4) for s in sparsities],
-        "train_samples": len(train_set), "val_samples": len(val_set),
-        "test_samples": len(test_set) if test_set is not None else 0,
-        "accuracy_float_val": float_accuracy(network, val_set),
-        "accuracy_quantized_val": integer_accuracy(quantized, val_set), **swapping}
-    return CompressedModel(quantized, float_network, report, provenance,
-                           masks=tuple(np.asarray(m, dtype=bool) for m in masks),
-                           pruned_weights=pruned_weights)
+    loss = float_accuracy(network, val_set) - integer_accuracy(quantized, val_set)
+    return _Attempt(config.sparsity, sparsities, masks, pruned_weights, float_network,
+                    quantized, float(loss))
+
+
+def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset,
+                 val_set: Dataset, progress: bool, first: _Attempt) -> tuple[_Attempt, list]:
+    """``first`` when its loss is within ``config.fallback_loss``, else the first of the
+    lower sparsities of ``FALLBACK_SPARSITIES`` within it (or the one that lost least), and
+    every sparsity tried with its loss."""
+    attempts = [first]
+    for sparsity in (s for s in FALLBACK_SPARSITIES if s < config.sparsity):
+        if attempts[-1].loss <= config.fallback_loss:
+            break
+        if progress:
+            print(f"sparsity {attempts[-1].sparsity:g} lost {_points(attempts[-1].loss)} "
+                  f"(more than {_points(config.fallback_loss)}): trying {sparsity:g}",
+                  file=sys.stderr)
+        attempts.append(_compressed_at(network, dataclasses.replace(config, sparsity=sparsity),
+                                       train_set, val_set, progress))
+    tried = [attempt.tried for attempt in attempts]
+    if attempts[-1].loss <= config.fallback_loss:
+        return attempts[-1], tried
+    return min(attempts, key=lambda attempt: attempt.loss), tried
+
+
+def _points(loss: float) -> str:
+    return f"{100 * loss:.1f} points"
 
 
 def _freeze_structural(torch_model, network: Network) -> None:

@@ -51,9 +51,11 @@ def register(verbs) -> None:
                              "0-based index (default: one headed label, target, class or y, "
                              "else the last)")
     parser.add_argument("--sparsity", type=float,
-                        help="overall fraction of weights pruned (default 0.9; lowered, "
-                             "with a warning, where a convolution would keep fewer than "
-                             "--min-weights-per-filter weights per filter)")
+                        help="overall fraction of weights pruned (default 0.9, lowered to "
+                             "0.8, 0.7, 0.5 or 0.3 where it loses more than two points on "
+                             "the validation data; lowered, with a warning, where a "
+                             "convolution would keep fewer than --min-weights-per-filter "
+                             "weights per filter)")
     parser.add_argument("--min-weights-per-filter", type=int, metavar="N",
                         help="the fewest weights per filter a convolution keeps when the "
                              "overall sparsity is distributed (default 2; 0: none)")
@@ -388,7 +390,8 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
 def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.accounting import render
-    from sparseforge.compiler.compress.api import CompressionConfig
+    from sparseforge.compiler.compress.api import (DEFAULT_FALLBACK_LOSS,
+                                                   CompressionConfig)
     from sparseforge.compiler.errors import InputError
 
     from .table import is_table
@@ -410,6 +413,9 @@ def run(args) -> int:
             raise ValueError(f"give --sparsity or --sensitivity-budget, not both: the "
                              f"sensitivity scan chooses each layer's sparsity, and "
                              f"--sparsity {args.sparsity:g} would be ignored")
+        if args.sparsity is None and args.sensitivity_budget is None:
+            # The default lowers itself where it costs the model more than two points.
+            options["fallback_loss"] = DEFAULT_FALLBACK_LOSS
         config = CompressionConfig(
             sparsity=0.9 if args.sparsity is None else args.sparsity,
             weight_bits=args.weight_bits, act_bits=args.act_bits,
@@ -452,6 +458,16 @@ def run(args) -> int:
                     + (f" ({error.filename})" if error.filename else ""))
     seconds = time.perf_counter() - start
     render(compressed.report, console)
+    tried = compressed.provenance.get("sparsity_tried")
+    if tried:
+        chosen = compressed.provenance["config"]["sparsity"]
+        unit = "of R²" if compressed.report.metric == "r2" else "points"
+        scale = 1 if unit == "of R²" else 100
+        console.print(f"sparsity: the default lowered itself ("
+                      + ", ".join(f"{t['sparsity']:g} lost {scale * t['loss']:.2f} {unit}"
+                                  for t in tried)
+                      + f" on the {compressed.provenance['sparsity_tried_on']}): compressed "
+                        f"at {chosen:g} (--sparsity S chooses)", highlight=False)
     console.print(f"wrote {path} in {seconds:.1f} s")
     emit_json(args, {**compressed.report.to_json(), "output": str(path),
                      "seconds": round(seconds, 2), "provenance": compressed.provenance})
