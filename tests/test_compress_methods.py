@@ -268,6 +268,27 @@ def test_binary_and_ternary_are_the_two_and_three_entry_codebooks():
     assert quantized.layers[0].codes.max() <= 2
 
 
+def test_weights_negligible_beside_the_biases_do_not_widen_the_biases_past_32_bits():
+    # A 2-8-8-2 MLP pruned at 0.9 kept one first-layer weight, which training took to about
+    # 1e-14: its scale put the binary point 46 bits in, and the biases needed 53 bits
+    # ("fixed-point width must be an integer from 2 to 48, not 53").
+    codes = np.zeros((8, 2), dtype=np.uint8)
+    codes[3, 1] = 1
+    codebook = np.array([0.0, -1e-14, 0.0, 0.0])
+    codes_2 = RNG.integers(0, 3, (2, 8)).astype(np.uint8)
+    codebook_2 = np.array([0.0, -1.0, 1.0, 0.0])
+    network = Network((Linear("fc1", codebook[codes], np.linspace(-1.0, 1.5, 8), True),
+                       Linear("fc2", codebook_2[codes_2], np.zeros(2), False)))
+    x = RNG.normal(size=(64, 2))
+    quantized = quantize_network(network, x, code_bits=2,
+                                 codebooks=[(codes, codebook), (codes_2, codebook_2)])
+    first = quantized.layers[0]
+    assert first.bias_bits <= 32
+    # What the layer computes is its biases (the weight rounds to nothing beside them).
+    np.testing.assert_allclose(quantized.forward(quantized.quantize_input(x))[:1],
+                               quantized.forward(quantized.quantize_input(x * 0))[:1])
+
+
 def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
     weight = RNG.normal(size=(6, 5))
     codes, codebook = share_weights(weight, np.ones_like(weight, bool), 4)

@@ -15,18 +15,22 @@ arithmetic that will run.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from ..errors import InputError
 from ..ir import (Conv2d, Linear, Network, QuantizedConv2d, QuantizedLinear, QuantizedNetwork,
                   RowRequant)
-from ..numerics import FixedFormat, accumulator_bits, accumulator_bound, choose_frac, round_half_up
+from ..numerics import (FRAC_LIMIT, FixedFormat, accumulator_bits, accumulator_bound,
+                        choose_frac, round_half_up)
 
 __all__ = ["activation_requant", "input_format_for", "inputs_lost", "network_codebooks",
            "quantize_network"]
 
 MAX_SHIFT = 63
+# The widest bias the quantizer gives a layer (CompressionConfig.bias_bits: 2 to 32).
+MAX_BIAS_BITS = 32
 
 
 def network_codebooks(network: Network, code_bits: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -110,7 +114,8 @@ def quantize_network(network: Network, calibration: np.ndarray, *, act_bits: int
     x_int = input_format.quantize(calibration)
     layers = []
     for layer, (codes, codebook) in zip(network.layers, books):
-        frac = choose_frac(float(np.abs(codebook).max()), coef_bits)
+        frac = min(choose_frac(float(np.abs(codebook).max()), coef_bits),
+                   _widest_weight_frac(layer, input_format))
         while True:
             quantized = _quantize_layer(layer, codes, codebook, x_int, input_format,
                                         FixedFormat(coef_bits, frac), act_bits, code_bits,
@@ -165,6 +170,17 @@ def _check_book(layer: Linear, codes, codebook, code_bits: int):
     padded = np.zeros(1 << code_bits)
     padded[:len(codebook)] = codebook
     return codes.astype(np.uint8), padded
+
+
+def _widest_weight_frac(layer: Linear, input_format: FixedFormat) -> int:
+    """The finest weight scale at which the layer's biases, on the accumulator's scale, fit
+    ``MAX_BIAS_BITS``.  Only weights negligible beside the biases meet it: a layer pruned to
+    one weight that training took to 1e-14 put the binary point 46 bits in, and its biases
+    needed 53 bits."""
+    largest = float(np.abs(layer.bias).max(initial=0.0))
+    if largest == 0.0:
+        return FRAC_LIMIT
+    return math.floor(math.log2(((1 << (MAX_BIAS_BITS - 1)) - 1) / largest)) - input_format.frac
 
 
 def _quantize_layer(layer: Linear, codes, codebook, x_int, input_format: FixedFormat,
