@@ -57,12 +57,13 @@ class CompressionConfig:
     per_layer_sparsity : explicit per-layer sparsities instead (one per Linear layer or
         convolution of the model; the layers the compiler adds, such as a max pooling's
         padding, are not pruned).
-    fallback_loss : where ``sparsity`` loses more than this on the validation data (a
-        fraction: 0.02 is two points of accuracy, or 0.02 of R²), the lower overall
-        sparsities of ``FALLBACK_SPARSITIES`` are tried in turn and the first within it kept
-        (the one that lost least, if none is).  None: ``sparsity`` as given.  :func:`compress`
-        and ``sparseforge compress`` set ``DEFAULT_FALLBACK_LOSS`` when no sparsity is given:
-        the default 0.9 suits the digits' 64-100-10 MLP, and leaves a 4-10-3 one 7 weights.
+    fallback_loss : where ``sparsity`` loses more than this on the validation data (else the
+        test data, else the training data; a fraction: 0.02 is two points of accuracy, or
+        0.02 of R²), the lower overall sparsities of ``FALLBACK_SPARSITIES`` are tried in turn
+        and the first within it kept (the one that lost least, if none is).  None:
+        ``sparsity`` as given.  :func:`compress` and ``sparseforge compress`` set
+        ``DEFAULT_FALLBACK_LOSS`` when no sparsity is given: the default 0.9 suits the digits'
+        64-100-10 MLP, and leaves a 4-10-3 one 7 weights.
     sensitivity_budget : choose per-layer sparsities from a sensitivity scan on the validation
         data instead: each layer the highest scanned sparsity whose accuracy loss, pruning that
         layer alone without retraining, stays within this budget (a fraction, 0.01 = 1 point).
@@ -390,10 +391,16 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                                        config, progress)
     accuracy_float = float_accuracy(network, report_set)
 
-    attempt = _compressed_at(network, config, train_set, val_set, progress)
+    # The default sparsity's judge: data the training did not see, where there is any (a
+    # model at 100% on its training data makes every pruned one look worse than it is).
+    judge, judged_on = ((val_set, "validation data") if val is not None
+                        else (test_set, "test data") if test_set is not None
+                        else (train_set, "training data"))
+    attempt = _compressed_at(network, config, train_set, val_set, judge, progress)
     tried = [attempt.tried]
     if config.fallback_loss is not None:
-        attempt, tried = _fallen_back(network, config, train_set, val_set, progress, attempt)
+        attempt, tried = _fallen_back(network, config, train_set, val_set, judge, progress,
+                                      attempt)
     config = dataclasses.replace(config, sparsity=attempt.sparsity)
     sparsities, masks, pruned_weights = attempt.sparsities, attempt.masks, attempt.pruned_weights
     float_network, quantized = attempt.float_network, attempt.quantized
@@ -411,8 +418,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         "test_samples": len(test_set) if test_set is not None else 0,
         "accuracy_float_val": float_accuracy(network, val_set),
         "accuracy_quantized_val": integer_accuracy(quantized, val_set), **swapping,
-        **({"sparsity_tried": tried,
-            "sparsity_tried_on": "validation data" if val is not None else "training data"}
+        **({"sparsity_tried": tried, "sparsity_tried_on": judged_on}
            if len(tried) > 1 else {})}
     return CompressedModel(quantized, float_network, report, provenance,
                            masks=tuple(np.asarray(m, dtype=bool) for m in masks),
@@ -437,9 +443,9 @@ class _Attempt:
 
 
 def _compressed_at(network: Network, config: CompressionConfig, train_set: Dataset,
-                   val_set: Dataset, progress: bool) -> _Attempt:
+                   val_set: Dataset, judge: Dataset, progress: bool) -> _Attempt:
     """Prune, share and quantize ``network`` at ``config``'s sparsity (a fresh copy of it:
-    each attempt starts from the float model)."""
+    each attempt starts from the float model), and measure its loss on ``judge``."""
     torch_model = network_to_torch(network)
     _freeze_structural(torch_model, network)
     sparsities = _sparsities(config, network, torch_model, val_set)
@@ -475,13 +481,14 @@ def _compressed_at(network: Network, config: CompressionConfig, train_set: Datas
         code_bits=config.code_bits, bias_bits=config.bias_bits,
         max_acc_bits=config.max_acc_bits,
         codebooks=[(codes, codebook) for codes, codebook, _ in shared])
-    loss = float_accuracy(network, val_set) - integer_accuracy(quantized, val_set)
+    loss = float_accuracy(network, judge) - integer_accuracy(quantized, judge)
     return _Attempt(config.sparsity, sparsities, masks, pruned_weights, float_network,
                     quantized, float(loss))
 
 
 def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset,
-                 val_set: Dataset, progress: bool, first: _Attempt) -> tuple[_Attempt, list]:
+                 val_set: Dataset, judge: Dataset, progress: bool,
+                 first: _Attempt) -> tuple[_Attempt, list]:
     """``first`` when its loss is within ``config.fallback_loss``, else the first of the
     lower sparsities of ``FALLBACK_SPARSITIES`` within it (or the one that lost least), and
     every sparsity tried with its loss."""
@@ -494,7 +501,7 @@ def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset
                   f"(more than {_points(config.fallback_loss)}): trying {sparsity:g}",
                   file=sys.stderr)
         attempts.append(_compressed_at(network, dataclasses.replace(config, sparsity=sparsity),
-                                       train_set, val_set, progress))
+                                       train_set, val_set, judge, progress))
     tried = [attempt.tried for attempt in attempts]
     if attempts[-1].loss <= config.fallback_loss:
         return attempts[-1], tried
