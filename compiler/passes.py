@@ -499,8 +499,10 @@ def binary_logit_as_two_classes(graph: Graph) -> Graph:
     last = ops.pop()
     weight = np.vstack([np.zeros_like(last.params["weight"]), last.params["weight"]])
     bias = np.concatenate([[0.0], np.asarray(last.params["bias"], dtype=np.float64)])
+    # The zero row is not the model's: the overall sparsity counts the logit's weights only.
+    parameters = last.attrs.get("parameters", last.params["weight"].size)
     ops.append(Op(OpKind.LINEAR, last.name, {"weight": weight, "bias": bias},
-                  dict(last.attrs)))
+                  {**last.attrs, "parameters": int(parameters)}))
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch.nn as nn
 
 import sparseforge as sf
+from sparseforge.compiler.errors import InputWarning
 
 FAST = dict(prune_steps=1, prune_epochs=1, final_epochs=1, share_epochs=1)
 
@@ -210,3 +211,28 @@ def test_the_fallback_is_refused_beside_a_per_layer_choice():
     with pytest.raises(ValueError, match="fallback_loss must be None when per_layer_sparsity "
                                          "or sensitivity_budget chooses"):
         CompressionConfig(fallback_loss=0.02, sensitivity_budget=0.01)
+
+
+def test_a_default_out_of_reach_is_lowered_and_a_given_one_refused():
+    # Linear(6, 4) -> Linear(4, 12): the last layer, pruned at most 0.8, holds 48 of the 72
+    # weights, so 0.9 cannot be reached; the default said "out of reach" and stopped.
+    x, y = _data(n=60, features=6, classes=12)
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 12))
+    with pytest.warns(InputWarning, match=r"the default sparsity 0.9 is out of reach: the last "
+                                          r"layer, pruned at most 0.8, holds 48 of the model's "
+                                          r"72 weights; pruned to 0.863 instead"):
+        compressed = sf.compress(model, (x, y), fallback_loss=0.99, **FAST)
+    assert compressed.report.sparsity == pytest.approx(0.863, abs=0.02)
+    with pytest.raises(ValueError, match="overall sparsity 0.9 is out of reach"):
+        sf.compress(model, (x, y), sparsity=0.9, **FAST)
+
+
+def test_a_binary_logits_zero_row_is_not_counted_as_the_models_weights():
+    # Linear(2, 16) -> Linear(16, 1) trained with BCE: 48 weights.  The second output the
+    # compiler adds, (0, logit), was counted as 16 more of the last layer's ("out of reach:
+    # the last layer holds 32 of the 64 weights").
+    x, y = _data(n=60, features=2, classes=2)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))
+    compressed = sf.compress(model, (x, y), sparsity=0.9, **FAST)
+    weights = sum(np.count_nonzero(layer.codes) for layer in compressed.network.layers)
+    assert weights == round(0.1 * 48)

@@ -798,9 +798,17 @@ def _sparsities(config: CompressionConfig, network: Network, torch_model, val_se
                   for index, size in zip(own, sizes)]
         last = config.last_layer_sparsity
         target = config.sparsity
+        if config.fallback_loss is not None and target > reachable_sparsity(sizes, last):
+            # The default, out of reach of a model whose last layer holds most of its weights:
+            # lowered, as it lowers itself for accuracy (a sparsity given is refused).
+            target = math.floor(1000 * reachable_sparsity(sizes, last)) / 1000
+            warnings.warn(f"the default sparsity {config.sparsity:g} is out of reach: the last "
+                          f"layer, pruned at most {last:g}, holds {sizes[-1]} of the model's "
+                          f"{sum(sizes)} weights; pruned to {target:g} instead",
+                          InputWarning, stacklevel=3)
         if reachable_sparsity(sizes, last) >= target > reachable_sparsity(sizes, last, floors):
-            target = reachable_sparsity(sizes, last, floors)
-            warnings.warn(f"overall sparsity {config.sparsity:g} would leave convolutions "
+            asked, target = target, reachable_sparsity(sizes, last, floors)
+            warnings.warn(f"overall sparsity {asked:g} would leave convolutions "
                           f"fewer than {config.min_weights_per_filter} weights per filter: "
                           f"pruned to {target:.3f} instead, each keeping at least that many "
                           f"(the model has {sum(sizes)} weights; --min-weights-per-filter 0 "
