@@ -36,6 +36,15 @@ def is_sklearn_model(model) -> bool:
     return type(model).__module__.split(".")[0] == "sklearn"
 
 
+def is_sklearn_regressor(model) -> bool:
+    """Whether ``model`` is a scikit-learn ``MLPRegressor``, alone or ending a Pipeline: its
+    outputs are values, whatever task it is compressed for."""
+    if not is_sklearn_model(model):
+        return False
+    last = model.steps[-1][1] if type(model).__name__ == "Pipeline" else model
+    return type(last).__name__ == "MLPRegressor"
+
+
 def capture_sklearn(model) -> Graph:
     """The Graph of a fitted ``MLPClassifier`` / ``MLPRegressor``, or of a ``Pipeline`` of
     scalers ending in one."""

@@ -73,6 +73,15 @@ def test_a_regressor_is_captured_with_its_outputs_as_values():
     model = fitted(MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0), x, y)
     network = to_network(model, regression=True)
     np.testing.assert_allclose(network.forward(x), model.predict(x), atol=1e-9)
+    # Compressed without task='regression': the estimator says its outputs are values (its
+    # targets were refused as class labels: "the train data has label 346 ...").
+    pipeline = fitted(make_pipeline(StandardScaler(), MLPRegressor(
+        hidden_layer_sizes=(16,), max_iter=300, random_state=0)), x, y[:, 0] * 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compressed = sf.compress(pipeline, (x, y[:, 0] * 100), **SCHEDULE)
+    assert compressed.report.metric == "r2"
+    assert compressed.provenance["config"]["task"] == "regression"
 
 
 @pytest.mark.parametrize("activation", ["tanh", "logistic"])

@@ -245,6 +245,15 @@ def test_an_npz_of_x_and_y_is_the_training_data(tmp_path, capsys):
     assert "xy.npz: x, y read as the training data" in captured.err
     assert "accuracy on training data" in captured.out
     assert load_compressed(tmp_path / "m.sfm").network.layers[0].in_features == 6
+    # In scikit-learn's capitals too (X, y; X_train, Y_train).
+    with np.load(_data(tmp_path / "d.npz")) as arrays:
+        np.savez(tmp_path / "caps.npz", X=arrays["x_train"], y=arrays["y_train"])
+        np.savez(tmp_path / "caps_split.npz", X_train=arrays["x_train"],
+                 Y_train=arrays["y_train"])
+    for name in ("caps.npz", "caps_split.npz"):
+        assert main(["compress", str(tmp_path / "mine.pt"), "--data", str(tmp_path / name),
+                     "--sparsity", "0.5", "-o", str(tmp_path / f"{name}.sfm")]) == 0
+    capsys.readouterr()
     # Beside a test set, x and y are not guessed at.
     with np.load(_data(tmp_path / "d.npz")) as arrays:
         np.savez(tmp_path / "odd.npz", x=arrays["x_train"], y=arrays["y_train"],

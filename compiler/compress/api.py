@@ -337,6 +337,12 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         raise TypeError(f"pass either config= or options, not both (got {given})")
     train, val, test = (None if data is None else as_pair(data, what)
                         for data, what in ((train, "train"), (val, "val"), (test, "test")))
+    from ..sklearn_capture import is_sklearn_regressor
+
+    if is_sklearn_regressor(model) and not config.regression:
+        # The estimator says what its outputs are: values (a classifier's task would read
+        # the targets as class labels and refuse them).
+        config = dataclasses.replace(config, task="regression")
     regression = config.regression
     train_set = as_dataset(train, "train", regression=regression)
     config = config.schedule_for(len(train_set))
