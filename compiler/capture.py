@@ -1975,7 +1975,9 @@ def _check_flatten(node, name: str, attrs, constants) -> Op:
     else:
         dims = np.asarray(shape, dtype=np.int64).reshape(-1).tolist()
     sample = dims[1:]
-    if len(dims) in (3, 4) and dims[0] in (_BATCH, -1, 0) and all(
+    # A leading 1 is the batch of a model exported with a fixed batch of one (the exporters'
+    # default, x.view(x.size(0), ...) traced at torch.randn(1, ...)).
+    if len(dims) in (3, 4) and dims[0] in (_BATCH, -1, 0, 1) and all(
             isinstance(d, int) and (d >= 1 or d == -1) for d in sample) and sample.count(-1) <= 1:
         return Op(OpKind.RESHAPE, name, {}, {"shape": tuple(sample)})
     if len(dims) != 2 or _UNKNOWN in dims:

@@ -370,6 +370,44 @@ def test_onnx_of_an_unflatten_that_makes_the_input_a_map(tmp_path, dynamic, view
     np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5, atol=1e-5)
 
 
+
+class _Viewed(nn.Module):
+    """``x.view(x.size(0), *view)`` in the forward, as people write it."""
+
+    def __init__(self, view):
+        super().__init__()
+        self.view = view
+        self.conv = nn.Conv2d(1, 2, 3) if len(view) == 3 else nn.Conv1d(2, 2, 3)
+        self.fc = nn.Linear(72 if len(view) == 3 else 60, 3)
+
+    def forward(self, x):
+        x = x.view(x.size(0), *self.view)
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("view", [(1, 8, 8), (2, 32)])
+def test_onnx_of_a_view_exported_at_a_fixed_batch_of_one(tmp_path, dynamo, view):
+    # Both exporters' default call (torch.randn(1, 64), no dynamic axes) writes the view's
+    # target with the batch as 1: "target shape [1, 1, 8, 8], which the engine does not run".
+    import logging
+
+    if dynamo:
+        pytest.importorskip("onnxscript")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    model = _Viewed(view).eval()
+    path = tmp_path / "viewed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 64),), str(path), dynamo=dynamo,
+                          input_names=["x"])
+    graph = capture(path)
+    assert graph.input_shape == (view if len(view) == 3 else (2, 1, 32))
+    x = np.random.default_rng(4).normal(size=(5, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5, atol=1e-5)
+
 @pytest.mark.parametrize("attrs,setting", [
     ({"pads": [1, 1, 0, 0]}, r"asymmetric padding pads=\[1, 1, 0, 0\]"),
     ({"dilations": [2, 2]}, r"dilations \[2, 2\]"),
