@@ -26,6 +26,11 @@ class InputWarning(UserWarning):
     command line prints it as ``warning: <message>``)."""
 
 
+class SparsityLowered(InputWarning):
+    """The default sparsity lowered itself where it cost the model too much (``sparseforge
+    compress`` says so in its summary instead)."""
+
+
 def no_such_file(path, what: str) -> str:
     """The message for a ``what`` file that is not there: a folder in its place is named as
     one (``no such file`` would send the user looking for a file that is not missing)."""

@@ -8,7 +8,7 @@ import pytest
 import torch.nn as nn
 
 import sparseforge as sf
-from sparseforge.compiler.errors import InputWarning
+from sparseforge.compiler.errors import InputWarning, SparsityLowered
 
 FAST = dict(prune_steps=1, prune_epochs=1, final_epochs=1, share_epochs=1)
 
@@ -188,7 +188,10 @@ def test_the_default_sparsity_lowers_itself_where_it_would_ruin_a_small_model():
     model, data = _iris_model()
     schedule = dict(prune_steps=2, prune_epochs=4, final_epochs=10, share_epochs=5)
     # 0.9 of a 4-10-3 MLP's 70 weights leaves 7: it lost 98 points of 98 on the command line.
-    compressed = sf.compress(model, data, **schedule)
+    with pytest.warns(SparsityLowered, match=r"the default sparsity lowered itself \(0.9 lost "
+                                             r"\d+.\d points, .* on the training data\): "
+                                             r"compressed at 0.\d \(sparsity= chooses\)"):
+        compressed = sf.compress(model, data, **schedule)
     tried = compressed.provenance["sparsity_tried"]
     assert tried[0]["sparsity"] == 0.9 and tried[0]["loss"] > 0.02
     assert [t["sparsity"] for t in tried] == [0.9, 0.8, 0.7, 0.5, 0.3][:len(tried)]

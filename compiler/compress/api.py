@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import check_pes
-from ..errors import InputError, InputWarning
+from ..errors import InputError, InputWarning, SparsityLowered
 from ..capture import SWAP_HINT, UnsupportedLayerError
 from ..ir import Conv2d, Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
@@ -407,6 +407,11 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
     if config.fallback_loss is not None:
         attempt, tried = _fallen_back(network, config, train_set, val_set, judge, progress,
                                       attempt)
+    if len(tried) > 1:
+        warnings.warn(f"the default sparsity lowered itself ("
+                      + ", ".join(f"{t['sparsity']:g} lost {_points(t['loss'])}" for t in tried)
+                      + f" on the {judged_on}): compressed at {attempt.sparsity:g} (sparsity= "
+                        f"chooses)", SparsityLowered, stacklevel=2)
     config = dataclasses.replace(config, sparsity=attempt.sparsity)
     sparsities, masks, pruned_weights = attempt.sparsities, attempt.masks, attempt.pruned_weights
     float_network, quantized = attempt.float_network, attempt.quantized

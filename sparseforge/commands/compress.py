@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -396,7 +397,7 @@ def run(args) -> int:
     from sparseforge.compiler.compress.accounting import render
     from sparseforge.compiler.compress.api import (DEFAULT_FALLBACK_LOSS,
                                                    CompressionConfig)
-    from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.errors import InputError, SparsityLowered
 
     from .table import is_table
 
@@ -450,7 +451,11 @@ def run(args) -> int:
                            classes=_classes(train, val, test) if args.data else None)
         if args.data is None and args.model is not None:
             check_default_data(model, Path(args.model))
-        compressed = sf.compress(model, train, val, test=test, config=config, progress=True)
+        with warnings.catch_warnings():
+            # Said in the summary, with each sparsity's loss.
+            warnings.simplefilter("ignore", SparsityLowered)
+            compressed = sf.compress(model, train, val, test=test, config=config,
+                                     progress=True)
     except (ValueError, TypeError) as error:
         return fail(str(error))
     try:
