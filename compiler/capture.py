@@ -531,9 +531,14 @@ def capture_module(model, input_shape=None) -> Graph:
                              f"channels x rows x columns")
     if input_shape is None:
         if spatial is not None:
-            raise InputError(f"layer {spatial.name!r} works on feature maps: give the input's "
-                             f"shape, input_shape=(channels, rows, columns) (sf.compress takes "
-                             f"it from data shaped batch x channels x rows x columns)")
+            first = next((op for op in ops if op.kind is OpKind.CONV), None)
+            channels = (first.params["weight"].shape[1] if first is not None
+                        else "channels")
+            raise InputError(f"layer {spatial.name!r} works on feature maps: give the data as "
+                             f"batch x channels x rows x columns, x.reshape(len(x), {channels}, "
+                             f"rows, columns) (sf.compress reads the map's shape from it; "
+                             f"capture and to_network take input_shape=(channels, rows, "
+                             f"columns))")
         return check_graph(ops, layers[0].params["weight"].shape[1], type(model).__name__)
     input_shape = tuple(int(d) for d in input_shape)
     if spatial is None and len(input_shape) != 3:

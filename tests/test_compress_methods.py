@@ -1125,8 +1125,8 @@ def test_an_unsupported_layer_is_named_with_what_is_supported(tmp_path, monkeypa
         compress(tanh, (data.x, data.y), act_bits=16)
     # A convolution runs, given the input's shape (compress takes it from 4-D data).
     conv = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3)), nn.Flatten(), nn.Linear(8, 2))
-    with pytest.raises(InputError, match="layer '0.0' works on feature maps: give the input's "
-                                         "shape"):
+    with pytest.raises(InputError, match="layer '0.0' works on feature maps: give the data as "
+                                         "batch x channels x rows x columns"):
         capture(conv)
     assert files_in(tmp_path) == []
 
