@@ -295,6 +295,36 @@ def _nonnegative_activation(op: Op) -> bool:
             and op.attrs.get("low") is not None and op.attrs["low"] >= 0)
 
 
+def merge_max_poolings(graph: Graph) -> Graph:
+    """Two max poolings in a row, each of non-overlapping windows (kernel = stride, no
+    padding, no partial window), as the one pooling they make: ``MaxPool2d(2)`` twice is
+    ``MaxPool2d(4)`` (the second's window covers k2 of the first's, k1 k2 rows of the map, and
+    floor(floor(h / k1) / k2) = floor(h / (k1 k2))).  The engine pools once per convolution."""
+    ops: list[Op] = []
+    shape = graph.input_shape or (graph.input_size,)        # the shape reaching `op`
+    before = shape                                           # the shape reaching ops[-1]
+    for op in graph.ops:
+        if op.kind is OpKind.MAXPOOL and ops and ops[-1].kind is OpKind.MAXPOOL \
+                and _tiles(ops[-1], before) and _tiles(op, shape):
+            first = ops.pop()
+            (k1h, k1w), (k2h, k2w) = _pool_settings(first, before)[0], _pool_settings(op, shape)[0]
+            merged = Op(OpKind.MAXPOOL, first.name, {},
+                        {"kernel": (k1h * k2h, k1w * k2w), "stride": (k1h * k2h, k1w * k2w)})
+            ops.append(merged)
+            shape = op_output_shape(merged, before)
+            continue
+        ops.append(op)
+        before, shape = shape, op_output_shape(op, shape)
+    return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def _tiles(op: Op, shape) -> bool:
+    """A pooling of ``shape`` whose windows tile the map without overlap or padding."""
+    kernel, stride, padding = _pool_settings(op, shape)
+    return (tuple(kernel) == tuple(stride) and tuple(padding) == (0, 0)
+            and tuple(pool_overhang(op, shape)) == (0, 0))
+
+
 def pad_max_pooling(graph: Graph) -> Graph:
     """Give each max pooling with padding, or in ceil mode with a partial last window
     (ResNet's stem, ``MaxPool2d(3, 2, padding=1)``), a convolution of its own in front of it
@@ -507,7 +537,7 @@ def binary_logit_as_two_classes(graph: Graph) -> Graph:
 
 
 PASSES = (erase_identities, drop_final_softmax, fold_batchnorm, fold_avgpool,
-          pad_max_pooling, binary_logit_as_two_classes, fuse_relu, fuse_maxpool)
+          merge_max_poolings, pad_max_pooling, binary_logit_as_two_classes, fuse_relu, fuse_maxpool)
 
 
 def outputs_as_they_are(graph: Graph) -> Graph:

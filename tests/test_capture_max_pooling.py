@@ -130,3 +130,34 @@ def test_a_squeeze_of_a_map_larger_than_one_pixel_is_refused():
     with pytest.raises(InputError, match=r"'Unpooled.squeeze' squeezes 'conv''s 4 x 6 x 6 map, "
                                          r"whose rows and columns are not 1"):
         to_network(Unpooled(True), (1, 8, 8))
+
+
+
+class TwicePooled(nn.Module):
+    """``self.second(self.pool(x))``, as people write a pooling by four."""
+
+    def __init__(self, second, features):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.second = second
+        self.fc = nn.Linear(4 * features, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.second(self.pool(F.relu(self.conv(x)))), 1))
+
+
+@pytest.mark.parametrize("second,features", [(lambda: nn.MaxPool2d(2), 9),
+                                             (lambda: nn.MaxPool2d(3), 4),
+                                             (lambda: nn.AdaptiveMaxPool2d(1), 1)])
+@pytest.mark.parametrize("size", [12, 13])
+def test_two_max_poolings_in_a_row_are_the_one_they_make(second, features, size):
+    # It said "MaxPool2d 'second' follows MaxPool2d 'pool', not a convolution that does not
+    # pool yet".  A 13 x 13 map loses its last row and column to both, as to the one.
+    model = TwicePooled(second(), features).eval()
+    network = to_network(model, input_shape=(1, size, size))
+    x = np.random.default_rng(1).normal(size=(6, size * size))
+    with torch.no_grad():
+        expected = model(torch.tensor(x, dtype=torch.float32).reshape(6, 1, size, size))
+    np.testing.assert_allclose(network.forward(x), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert network.layers[0].geometry.pool is not None and len(network.layers) == 2
