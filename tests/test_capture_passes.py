@@ -181,7 +181,7 @@ def test_canonicalize_runs_every_pass_and_builds_a_network():
                    op(OpKind.RELU, "act"), op(OpKind.IDENTITY, "drop"), linear("fc2", 3, 5),
                    op(OpKind.SOFTMAX, "soft")), 6, "test")
     network = canonicalize(graph)
-    assert isinstance(network, Network) and len(PASSES) == 8
+    assert isinstance(network, Network) and len(PASSES) == 9
     assert [(layer.name, layer.relu) for layer in network.layers] == [("fc1", True),
                                                                       ("fc2", False)]
     np.testing.assert_array_equal(network.forward(X).argmax(1), graph.run(X).argmax(1))
