@@ -350,9 +350,19 @@ class Linear:
     # depthwise kernel, zero across channels; an average pooling folded into a Linear, each
     # weight repeated over the window): what the overall sparsity counts.  None: weight.size.
     parameters: int | None = field(default=None, kw_only=True)
+    # An average pooling folded into this Linear whose windows tile the map: input feature i
+    # holds a copy of the model's weight for pooled feature ``tied_columns[i]``.  Compression
+    # keeps the copies equal (pruned and trained as the one weight they are).
+    tied_columns: np.ndarray | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         _check_scaling(self)
+        if self.tied_columns is not None:
+            columns = np.asarray(self.tied_columns, dtype=np.int64)
+            if columns.shape != (self.weight.shape[1],) or np.any(columns < 0):
+                raise ValueError(f"layer {self.name}: tied_columns must give each of the "
+                                 f"{self.weight.shape[1]} inputs its pooled feature")
+            object.__setattr__(self, "tied_columns", columns)
         if not (isinstance(self.leak, int) and 0 <= self.leak <= MAX_LEAK) or (
                 self.leak and self.relu):
             raise ValueError(f"layer {self.name}: leak must be an integer from 0 to "

@@ -254,7 +254,8 @@ def fold_avgpool(graph: Graph) -> Graph:
             parameters = op.attrs.get("parameters", op.params["weight"].size)
             ops.append(Op(OpKind.LINEAR, op.name, {"weight": op.params["weight"] @ matrix,
                                                    "bias": op.params["bias"]},
-                          {**op.attrs, "parameters": int(parameters)}))
+                          {**op.attrs, "parameters": int(parameters),
+                           "tied_columns": _tied_columns(matrix)}))
             pending = None
             continue
         if pending is not None:
@@ -267,6 +268,16 @@ def fold_avgpool(graph: Graph) -> Graph:
     if pending is not None:
         ops.append(_box_convolution(*pending))
     return Graph(tuple(ops), graph.input_size, graph.source, graph.input_shape)
+
+
+def _tied_columns(matrix: np.ndarray) -> np.ndarray | None:
+    """For a pooling matrix whose windows tile the map (each input in one window, every
+    weight the same), each input's pooled feature: the folded Linear repeats its weight
+    there.  None for overlapping or padded windows, whose repeats differ."""
+    taken = matrix != 0
+    if not np.all(taken.sum(axis=0) == 1) or len(np.unique(matrix[taken])) != 1:
+        return None
+    return taken.argmax(axis=0)
 
 
 def _pool_settings(op: Op, shape) -> tuple:
@@ -580,6 +591,8 @@ def canonicalize(graph: Graph, *, regression: bool = False) -> Network:
                       "input_scaling": None if scaling is None else InputScaling(*scaling),
                       "structural": bool(op.attrs.get("structural", False)),
                       "parameters": op.attrs.get("parameters")}
+        if op.attrs.get("tied_columns") is not None:
+            activation["tied_columns"] = op.attrs["tied_columns"]
         if op.kind is OpKind.CONV:
             layers.append(Conv2d(op.name, weight.reshape(len(weight), -1), bias, relu,
                                  op_geometry(op, shape), **activation))

@@ -297,6 +297,26 @@ def test_the_overall_sparsity_counts_the_models_weights(depthwise):
         assert round((1 - sparsities[1]) * kernel.weight.size) < 72      # pruned, not spared
 
 
+
+def test_a_folded_average_poolings_copies_are_pruned_and_trained_as_one_weight():
+    """Linear(16, 4) after a global average pooling of an 8 x 8 map is stored as 4 x 1024, each
+    weight repeated over the 64 positions.  Each copy was pruned and trained on its own: the
+    compressed network no longer averaged, and kept more nonzeros than the model had weights
+    (a probe's: 1384 weights, 2154 nonzeros, "81% pruned").  Now each kept weight keeps all of
+    its copies, equal."""
+    x = images(96).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = np.arange(96) % 4
+    compressed = sf.compress(_gap_cnn(False), (x, y), sparsity=0.8, min_weights_per_filter=0,
+                             prune_steps=2, prune_epochs=2, final_epochs=2, share_epochs=2)
+    classifier = compressed.network.layers[-1]
+    codes = classifier.codes.reshape(4, 16, 64)
+    # Every (class, channel) weight: all 64 copies pruned, or all kept with one code.
+    assert np.all(codes == codes[:, :, :1])
+    kept = np.count_nonzero(codes[:, :, 0])
+    assert kept == round(0.2 * 64)                        # the last layer's cap, 0.8
+    shared = compressed.float_network.layers[-1].weight.reshape(4, 16, 64)
+    np.testing.assert_array_equal(shared, np.repeat(shared[:, :, :1], 64, axis=2))
+
 def test_each_convolution_keeps_weights_for_its_filters_and_the_target_is_lowered_to_it():
     from sparseforge.compiler.compress.api import CompressionConfig, _sparsities
     from sparseforge.compiler.compress.convert import to_network

@@ -473,7 +473,9 @@ def _compressed_at(network: Network, config: CompressionConfig, train_set: Datas
                               epochs_per_step=config.prune_epochs,
                               final_epochs=config.final_epochs,
                               balance_pes=config.balance_pes, train_config=tuning,
-                              loss_fn=loss_fn, progress=progress)
+                              loss_fn=loss_fn, progress=progress,
+                              ties=[getattr(layer, "tied_columns", None)
+                                    for layer in network.layers])
 
     # The weights before sharing, for the report's before/after histograms.
     pruned_weights = tuple(np.where(np.asarray(mask, dtype=bool),

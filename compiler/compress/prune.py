@@ -90,19 +90,36 @@ def pe_nonzeros(mask: np.ndarray, pes: int) -> np.ndarray:
 
 
 class MaskKeeper:
-    """Holds one mask per Linear layer and zeroes the pruned weights of a model on call."""
+    """Holds one mask per Linear layer and zeroes the pruned weights of a model on call; and
+    keeps each tied layer's copies equal (``ties``: per layer None, or each input's group, as
+    ``Linear.tied_columns``), each set to their mean: training them as the one weight they
+    are, where each copy's gradient differs."""
 
-    def __init__(self, masks: list[np.ndarray]):
+    def __init__(self, masks: list[np.ndarray], ties=None):
         import torch
 
         self.masks = [torch.from_numpy(np.asarray(mask, dtype=np.float32)) for mask in masks]
+        self.ties = [None if columns is None else torch.from_numpy(np.asarray(columns))
+                     for columns in (ties or [None] * len(masks))]
 
     def __call__(self, model) -> None:
         import torch
 
         with torch.no_grad():
-            for layer, mask in zip(linear_layers(model), self.masks):
+            for layer, mask, columns in zip(linear_layers(model), self.masks, self.ties):
                 layer.weight.mul_(mask)
+                if columns is not None:
+                    layer.weight.copy_(_tied(layer.weight, columns)[:, columns])
+
+
+def _tied(weight, columns):
+    """The mean of each group of tied columns of ``weight`` (out x groups)."""
+    import torch
+
+    groups = int(columns.max()) + 1
+    sums = weight.new_zeros(weight.shape[0], groups).index_add_(1, columns, weight)
+    counts = torch.bincount(columns, minlength=groups).to(weight.dtype)
+    return sums / counts
 
 
 def global_sparsity(model) -> float:
@@ -114,7 +131,7 @@ def global_sparsity(model) -> float:
 def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int = 8,
                       epochs_per_step: int = 8, final_epochs: int = 30,
                       balance_pes: int | None = None, train_config=None, loss_fn=None,
-                      progress: bool = False) -> list[np.ndarray]:
+                      progress: bool = False, ties=None) -> list[np.ndarray]:
     """Deep Compression's prune-retrain loop with Zhu and Gupta's gradual schedule: in ``steps``
     steps the sparsity of each layer follows ``target * (1 - (1 - t)**3)`` (most of the pruning
     early, gently at the end), each step retrained with the masks held; then a final
@@ -124,7 +141,9 @@ def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int =
     same number of weights in every layer.  Weights that are zero on entry stay pruned (a
     model pruned before); a layer already sparser than asked keeps its sparsity.
     ``loss_fn(model, x, y)`` replaces cross-entropy (e.g. :func:`.distill.distillation_loss`
-    against the unpruned teacher).
+    against the unpruned teacher).  ``ties`` (per layer None or ``Linear.tied_columns``):
+    a tied layer is pruned a group of copies at a time, by their mean, and its copies kept
+    equal through the training.
     """
     import dataclasses
 
@@ -147,6 +166,11 @@ def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int =
         schedule = 1.0 - (1.0 - step / steps) ** 3
         for index, (layer, target) in enumerate(zip(layers, sparsities)):
             weight = layer.weight.detach().numpy()
+            columns = None if ties is None else ties[index]
+            if columns is not None:
+                # The model's weights, one per group of copies (each group is whole).
+                weight = weight[:, np.unique(columns, return_index=True)[1]]
+                masks[index] = masks[index][:, np.unique(columns, return_index=True)[1]]
             fraction = target * schedule
             if balance_pes:
                 # Never ask a PE for more weights than it still has.
@@ -155,7 +179,9 @@ def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int =
                 fraction = max(fraction, 1.0 - fewest * owners / weight.size)
             masks[index] = (balanced_mask(weight, fraction, balance_pes, masks[index])
                             if balance_pes else magnitude_mask(weight, fraction, masks[index]))
-        keeper = MaskKeeper(masks)
+            if columns is not None:
+                masks[index] = masks[index][:, columns]
+        keeper = MaskKeeper(masks, ties)
         keeper(model)
         train(model, train_set, dataclasses.replace(config, epochs=epochs_per_step,
                                                     seed=config.seed + step),
