@@ -364,13 +364,18 @@ def test_onnx_of_an_unflatten_that_makes_the_input_a_map(tmp_path, dynamic, view
         torch.onnx.export(model, torch.zeros(1, 64), str(path), dynamo=False,
                           input_names=["x"],
                           dynamic_axes={"x": {0: "batch"}} if dynamic else None)
+    _assert_the_export_reads_as_the_view(path, model, view)
+
+
+def _assert_the_export_reads_as_the_view(path, model, view):
+    """The ONNX file at ``path`` is read with ``view`` as its input map (a 1-D signal's as a
+    map of one row), and computes what ``model`` does on flat inputs of 64."""
     graph = capture(path)
     assert graph.input_shape == (view if len(view) == 3 else (2, 1, 32))
     x = np.random.default_rng(4).normal(size=(5, 64)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5, atol=1e-5)
-
 
 
 class _Viewed(nn.Module):
@@ -403,12 +408,7 @@ def test_onnx_of_a_view_exported_at_a_fixed_batch_of_one(tmp_path, dynamo, view)
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(1, 64),), str(path), dynamo=dynamo,
                           input_names=["x"])
-    graph = capture(path)
-    assert graph.input_shape == (view if len(view) == 3 else (2, 1, 32))
-    x = np.random.default_rng(4).normal(size=(5, 64)).astype(np.float32)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(canonicalize(graph).forward(x), expected, rtol=1e-5, atol=1e-5)
+    _assert_the_export_reads_as_the_view(path, model, view)
 
 @pytest.mark.parametrize("attrs,setting", [
     ({"pads": [1, 1, 0, 0]}, r"asymmetric padding pads=\[1, 1, 0, 0\]"),
