@@ -408,10 +408,9 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         attempt, tried = _fallen_back(network, config, train_set, val_set, judge, progress,
                                       attempt)
     if len(tried) > 1:
-        warnings.warn(f"the default sparsity lowered itself ("
-                      + ", ".join(f"{t['sparsity']:g} lost {_points(t['loss'])}" for t in tried)
-                      + f" on the {judged_on}): compressed at {attempt.sparsity:g} (sparsity= "
-                        f"chooses)", SparsityLowered, stacklevel=2)
+        warnings.warn("the default sparsity " + fallback_summary(
+            tried, judged_on, attempt.sparsity, regression) + " (sparsity= chooses)",
+            SparsityLowered, stacklevel=2)
     config = dataclasses.replace(config, sparsity=attempt.sparsity)
     sparsities, masks, pruned_weights = attempt.sparsities, attempt.masks, attempt.pruned_weights
     float_network, quantized = attempt.float_network, attempt.quantized
@@ -510,8 +509,9 @@ def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset
         if attempts[-1].loss <= config.fallback_loss:
             break
         if progress:
-            print(f"sparsity {attempts[-1].sparsity:g} lost {_points(attempts[-1].loss)} "
-                  f"(more than {_points(config.fallback_loss)}): trying {sparsity:g}",
+            print(f"sparsity {attempts[-1].sparsity:g} lost "
+                  f"{_loss(attempts[-1].loss, config.regression)} (more than "
+                  f"{_loss(config.fallback_loss, config.regression)}): trying {sparsity:g}",
                   file=sys.stderr)
         attempts.append(_compressed_at(network, dataclasses.replace(config, sparsity=sparsity),
                                        train_set, val_set, judge, progress))
@@ -521,8 +521,16 @@ def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset
     return min(attempts, key=lambda attempt: attempt.loss), tried
 
 
-def _points(loss: float) -> str:
-    return f"{100 * loss:.1f} points"
+def fallback_summary(tried: list[dict], judged_on: str, chosen: float,
+                     regression: bool) -> str:
+    """How the default sparsity lowered itself, from the provenance's ``sparsity_tried``."""
+    return (f"lowered itself ("
+            + ", ".join(f"{t['sparsity']:g} lost {_loss(t['loss'], regression)}" for t in tried)
+            + f" on the {judged_on}): compressed at {chosen:g}")
+
+
+def _loss(loss: float, regression: bool) -> str:
+    return f"{loss:.3f} of R²" if regression else f"{100 * loss:.1f} points"
 
 
 def _freeze_structural(torch_model, network: Network) -> None:

@@ -169,8 +169,8 @@ def prune_iteratively(model, train_set, sparsities: list[float], *, steps: int =
             columns = None if ties is None else ties[index]
             if columns is not None:
                 # The model's weights, one per group of copies (each group is whole).
-                weight = weight[:, np.unique(columns, return_index=True)[1]]
-                masks[index] = masks[index][:, np.unique(columns, return_index=True)[1]]
+                firsts = np.unique(columns, return_index=True)[1]
+                weight, masks[index] = weight[:, firsts], masks[index][:, firsts]
             fraction = target * schedule
             if balance_pes:
                 # Never ask a PE for more weights than it still has.

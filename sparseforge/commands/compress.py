@@ -396,7 +396,7 @@ def run(args) -> int:
     import sparseforge as sf
     from sparseforge.compiler.compress.accounting import render
     from sparseforge.compiler.compress.api import (DEFAULT_FALLBACK_LOSS,
-                                                   CompressionConfig)
+                                                   CompressionConfig, fallback_summary)
     from sparseforge.compiler.errors import InputError, SparsityLowered
 
     from .table import is_table
@@ -469,17 +469,12 @@ def run(args) -> int:
     render(compressed.report, console)
     tried = compressed.provenance.get("sparsity_tried")
     if tried:
-        chosen = compressed.provenance["config"]["sparsity"]
         judged_on = compressed.provenance["sparsity_tried_on"]
-        unit = "of R²" if compressed.report.metric == "r2" else "points"
-        scale = 1 if unit == "of R²" else 100
-        console.print(f"sparsity: the default lowered itself ("
-                      + ", ".join(f"{t['sparsity']:g} lost {scale * t['loss']:.2f} {unit}"
-                                  for t in tried)
-                      + f" on the {judged_on}): compressed at {chosen:g} (--sparsity S "
-                        f"chooses" + ("; validation data, x_val and y_val, keep the test data "
-                                      "out of the choice)" if judged_on == "test data" else ")"),
-                      highlight=False)
+        console.print("sparsity: the default " + fallback_summary(
+            tried, judged_on, compressed.provenance["config"]["sparsity"],
+            compressed.report.metric == "r2") + " (--sparsity S chooses"
+            + ("; validation data, x_val and y_val, keep the test data out of the choice)"
+               if judged_on == "test data" else ")"), highlight=False)
     console.print(f"wrote {path} in {seconds:.1f} s")
     emit_json(args, {**compressed.report.to_json(), "output": str(path),
                      "seconds": round(seconds, 2), "provenance": compressed.provenance})
