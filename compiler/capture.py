@@ -13,8 +13,8 @@ Dropout/Identity and a final Softmax; an Identity that reads an initializer or a
 under another name.
 Anything else is refused with :class:`UnsupportedLayerError` naming the module path (or node
 name), its type, and what is supported (``ir.SUPPORTED_OPS``); a supported layer with a
-setting the engine does not run (a dilated or asymmetrically padded convolution, groups other
-than 1 or the input channels, an average pooling in ceil mode that adds a partial window)
+setting the engine does not run (a dilated or asymmetrically padded convolution, an average
+pooling in ceil mode that adds a partial window)
 with :class:`UnsupportedSettingError` naming the setting and its value.
 
 A skip connection (a sum of the chain's last output and an earlier one, ``x + F(x)``, or an
@@ -22,8 +22,9 @@ ONNX ``Add`` of the two) is marked where it leaves and where it is added back, i
 module it was traced, and ``residual.merge_skip_connections`` carries it through the block as
 extra rows, which makes the chain the rest of the compiler runs.
 
-A depthwise convolution (``groups == in_channels``) is captured as the ordinary convolution
-it equals: a kernel that is zero across channels, which the sparse engine never stores.
+A grouped convolution (depthwise: ``groups == in_channels``) is captured as the ordinary
+convolution it equals: a kernel that is zero between groups, which the sparse engine never
+stores.
 
 A network with convolutions needs its input's shape (channels, rows, columns): an ONNX graph
 states it; for an ``nn.Module`` pass ``input_shape`` (``sf.compress`` takes it from data
@@ -664,8 +665,8 @@ def _pool1d_module(module, name) -> list[Op]:
 
 
 def _conv_module(module, name) -> list[Op]:
-    """A ``Conv2d`` as a CONV op: zero padding, dilation 1, groups 1 or in_channels (the
-    depthwise kernel written out as the full one it equals, zero across channels)."""
+    """A ``Conv2d`` as a CONV op: zero padding, dilation 1, any groups (a grouped kernel
+    written out as the full one it equals, zero between groups)."""
     where, kind = f"layer {name!r}", "Conv2d"
     if tuple(module.dilation) != (1, 1):
         raise UnsupportedSettingError(where, kind, "dilation", tuple(module.dilation),
@@ -703,19 +704,21 @@ def _parameters(weight: np.ndarray, groups: int) -> dict:
 
 def _ungrouped(weight: np.ndarray, groups: int, in_channels: int, where: str,
                kind: str) -> np.ndarray:
-    """A grouped kernel (out x in/groups x kh x kw) as the full kernel it equals: groups 1 as
-    it is, depthwise (groups == in_channels) zero across channels."""
+    """A grouped kernel (out x in/groups x kh x kw) as the full kernel it equals, zero
+    between groups: group g's outputs read group g's inputs only (depthwise: groups ==
+    in_channels, each output one channel)."""
     if groups == 1:
         return weight
-    if groups != in_channels:
+    out_channels, inputs_per_group = weight.shape[0], weight.shape[1]
+    if in_channels % groups or out_channels % groups or inputs_per_group * groups != in_channels:
         raise UnsupportedSettingError(where, kind, "groups", groups,
-                                      f"the engine runs groups 1 or in_channels "
-                                      f"({in_channels}, depthwise)")
-    out_channels = weight.shape[0]
+                                      f"groups must divide the {in_channels} input and "
+                                      f"{out_channels} output channels")
     full = np.zeros((out_channels, in_channels, *weight.shape[2:]))
-    per_channel = out_channels // in_channels
+    outputs_per_group = out_channels // groups
     for o in range(out_channels):
-        full[o, o // per_channel] = weight[o, 0]
+        first = (o // outputs_per_group) * inputs_per_group
+        full[o, first:first + inputs_per_group] = weight[o]
     return full
 
 

@@ -74,7 +74,7 @@ ENGINE_ACTIVATIONS = ("the engine's activations are ReLU, LeakyReLU (a slope of 
                       "Softplus, Mish, Hardswish, Hardsigmoid, Softsign, Tanhshrink, "
                       "LogSigmoid)")
 
-SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (groups 1 or in_channels)", "ReLU",
+SUPPORTED_OPS = ("Linear", "Conv2d and Conv1d (grouped and depthwise too)", "ReLU",
                  "LeakyReLU and PReLU (one slope)", "ReLU6, Hardtanh and clamp",
                  "Tanh, Sigmoid, GELU, SiLU, ELU, SELU, CELU, Softplus, Mish, Hardswish, "
                  "Hardsigmoid, Softsign, Tanhshrink, LogSigmoid (as tables, 8-bit)",

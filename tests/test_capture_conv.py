@@ -140,6 +140,37 @@ def test_a_cnn_is_captured_and_canonicalised_with_its_function():
     assert network.input_size == 180 and network.output_size == 3
 
 
+def test_a_grouped_convolution_is_the_full_one_it_equals(tmp_path):
+    # groups=2 (ResNeXt, ShuffleNet) was refused: "the engine runs groups 1 or in_channels".
+    import onnxruntime
+
+    model = seeded(nn.Conv2d(4, 6, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten())
+    x = RNG.normal(size=(3, 4, 5, 5))
+    graph = capture(model, input_shape=(4, 5, 5))
+    kernel = graph.ops[0].params["weight"]
+    # Outputs 0-2 read inputs 0-1, outputs 3-5 inputs 2-3: zero between the groups.
+    assert not kernel[:3, 2:].any() and not kernel[3:, :2].any()
+    assert graph.ops[0].attrs["parameters"] == 6 * 2 * 9
+    np.testing.assert_allclose(canonicalize(graph).forward(x), torch_out(model, x), rtol=1e-5,
+                               atol=1e-5)
+    weight = RNG.normal(size=(6, 2, 3, 3))
+    path = onnx_cnn(tmp_path / "grouped.onnx", [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3],
+                         group=2)], {"w": weight}, [None, 4, 5, 5])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = x.astype(np.float32)
+    np.testing.assert_allclose(capture(path).run(x).reshape(3, -1),
+                               session.run(None, {"x": x})[0].reshape(3, -1),
+                               rtol=1e-4, atol=1e-4)
+    # Groups that do not divide the outputs (torch builds none; an ONNX file can hold one).
+    path = onnx_cnn(tmp_path / "odd.onnx", [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3],
+                         group=4)], {"w": weight[:, :1]}, [None, 4, 5, 5])
+    with pytest.raises(UnsupportedSettingError, match="groups must divide the 4 input and 6 "
+                                                      "output channels"):
+        capture(path)
+
+
 def test_conv_padding_same_and_valid_and_a_pruned_kernel():
     conv = nn.Conv2d(1, 2, 3, padding="same")
     torch.nn.utils.prune.l1_unstructured(conv, "weight", amount=0.5)
@@ -154,7 +185,6 @@ def test_conv_padding_same_and_valid_and_a_pruned_kernel():
 
 @pytest.mark.parametrize("layer,setting,value", [
     (nn.Conv2d(2, 2, 3, dilation=2), "dilation", r"\(2, 2\)"),
-    (nn.Conv2d(4, 4, 3, groups=2), "groups", "2"),
     (nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), "padding_mode", "'reflect'"),
     (nn.Conv2d(2, 2, 2, padding="same"), "padding", "'same' with the even kernel"),
     (nn.MaxPool2d(2, dilation=2), "dilation", "2"),
@@ -410,16 +440,15 @@ def test_onnx_of_a_view_exported_at_a_fixed_batch_of_one(tmp_path, dynamo, view)
                           input_names=["x"])
     _assert_the_export_reads_as_the_view(path, model, view)
 
+
 @pytest.mark.parametrize("attrs,setting", [
     ({"pads": [1, 1, 0, 0]}, r"asymmetric padding pads=\[1, 1, 0, 0\]"),
     ({"dilations": [2, 2]}, r"dilations \[2, 2\]"),
-    ({"group": 2}, "groups 2"),
     ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, "auto_pad SAME_UPPER, which the engine "
                                                     "does not run; SAME pads symmetrically only"),
 ])
 def test_onnx_unsupported_conv_settings_are_named(tmp_path, attrs, setting):
-    channels = 2 if attrs.get("group") else 4
-    weight = np.ones((4, channels, 3, 3))
+    weight = np.ones((4, 4, 3, 3))
     path = onnx_cnn(tmp_path / "c.onnx", [
         helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], **attrs)],
         {"w": weight}, [None, 4, 8, 8])

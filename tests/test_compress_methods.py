@@ -1107,7 +1107,7 @@ def test_an_unsupported_layer_is_named_with_what_is_supported(tmp_path, monkeypa
     from sparseforge.compiler.errors import InputError
 
     monkeypatch.chdir(tmp_path)
-    supported = (r"supported: Linear, Conv2d and Conv1d \(groups 1 or in_channels\), ReLU, "
+    supported = (r"supported: Linear, Conv2d and Conv1d \(grouped and depthwise too\), ReLU, "
                  r"LeakyReLU and PReLU \(one slope\), ReLU6, Hardtanh and clamp, Tanh, Sigmoid, "
                  r"GELU, .*LogSigmoid \(as tables, 8-bit\), BatchNorm1d")
     rrelu = nn.Sequential(nn.Linear(6, 5), nn.RReLU(), nn.Linear(5, 3))
