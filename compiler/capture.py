@@ -710,7 +710,7 @@ def _ungrouped(weight: np.ndarray, groups: int, in_channels: int, where: str,
     if groups == 1:
         return weight
     out_channels, inputs_per_group = weight.shape[0], weight.shape[1]
-    if in_channels % groups or out_channels % groups or inputs_per_group * groups != in_channels:
+    if out_channels % groups or inputs_per_group * groups != in_channels:
         raise UnsupportedSettingError(where, kind, "groups", groups,
                                       f"groups must divide the {in_channels} input and "
                                       f"{out_channels} output channels")
