@@ -317,6 +317,28 @@ def test_a_folded_average_poolings_copies_are_pruned_and_trained_as_one_weight()
     shared = compressed.float_network.layers[-1].weight.reshape(4, 16, 64)
     np.testing.assert_array_equal(shared, np.repeat(shared[:, :, :1], 64, axis=2))
 
+def test_the_report_counts_the_models_weights_as_the_overall_sparsity_does(tmp_path):
+    """The report counted the matrices' entries: a depthwise kernel's zeros across channels as
+    pruned weights, and each of a folded classifier weight's 64 copies as a weight of its own,
+    so a depthwise model warned "pruned to 0.808" and reported 0.759.  It counts the model's
+    weights (336 here), each kept weight once, and its dense baseline is the model's."""
+    x = images(96).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = np.arange(96) % 4
+    compressed = sf.compress(_gap_cnn(True), (x, y), sparsity=0.8, min_weights_per_filter=0,
+                             prune_steps=1, prune_epochs=1, final_epochs=1, share_epochs=1)
+    report = compressed.report
+    assert report.weights == 72 + 72 + 128 + 64
+    kept = [np.count_nonzero(layer.codes) for layer in compressed.network.layers]
+    kept[-1] = np.count_nonzero(compressed.network.layers[-1].codes.reshape(4, 16, 64)[..., 0])
+    assert report.nnz == sum(kept)
+    assert report.sparsity == pytest.approx(0.8, abs=0.01)
+    depthwise, classifier = report.layers[1], report.layers[-1]
+    assert (depthwise.weights, depthwise.model_weights) == (8 * 8 * 9, 72)
+    assert classifier.dense_bits == 32 * (64 + 4)
+    # A saved model's report is checked against its arrays with the counts it keeps.
+    assert load_compressed(compressed.save(tmp_path / "dw.sfm")).report == report
+
+
 def test_each_convolution_keeps_weights_for_its_filters_and_the_target_is_lowered_to_it():
     from sparseforge.compiler.compress.api import CompressionConfig, _sparsities
     from sparseforge.compiler.compress.convert import to_network

@@ -7,12 +7,20 @@ codebook (``2**code_bits x coef_bits``) and the biases (``bias_bits`` each).  Wi
 codes and the relative indices of the entries are Huffman-coded instead, and the two code tables
 are counted (canonical Huffman: one code length per symbol of each alphabet).  Column pointers
 are listed on their own line and in a separate "with pointers" ratio, so nothing is hidden.
+
+Where the engine's matrix holds more entries than the model has weights (a depthwise or grouped
+kernel, zero between its groups; an average pooling folded into the Linear after it, each weight
+repeated over its window) the weights, the nonzeros, the density and the dense baseline are the
+model's (``model_weights``, ``model_nnz``: what the overall sparsity counts), and the compressed
+storage the engine's.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
+
+import numpy as np
 
 from ..encode import encode_csc
 from ..ir import QuantizedLinear, QuantizedNetwork
@@ -25,6 +33,7 @@ __all__ = [
     "account",
     "account_layer",
     "loss_hint",
+    "model_weight_counts",
     "render",
 ]
 
@@ -49,14 +58,32 @@ class LayerReport:
     pointer_bits: int               # (in + 1) column pointers wide enough for the entries
     huffman_code_length: float      # average Huffman length of a code, bits
     huffman_index_length: float     # average Huffman length of a relative index, bits
+    # The model's own weights and nonzeros where the matrix holds more entries (None: the
+    # matrix's); the arrays do not say them, so a saved report keeps them.
+    model_weights: int | None = None
+    model_nnz: int | None = None
 
     @property
     def entries(self) -> int:
         return self.nnz + self.padding
 
     @property
+    def own_weights(self) -> int:
+        """The model's weights for this layer (the overall sparsity counts these)."""
+        return self.weights if self.model_weights is None else self.model_weights
+
+    @property
+    def own_nnz(self) -> int:
+        """The model's nonzero weights for this layer (a weight repeated counted once)."""
+        return self.nnz if self.model_nnz is None else self.model_nnz
+
+    @property
+    def model_counts(self) -> tuple[int, int] | None:
+        return None if self.model_weights is None else (self.model_weights, self.model_nnz)
+
+    @property
     def density(self) -> float:
-        return self.nnz / self.weights if self.weights else 0.0
+        return self.own_nnz / self.own_weights if self.own_weights else 0.0
 
     @property
     def compression_ratio(self) -> float:
@@ -78,11 +105,11 @@ class CompressionReport:
 
     @property
     def weights(self) -> int:
-        return sum(layer.weights for layer in self.layers)
+        return sum(layer.own_weights for layer in self.layers)
 
     @property
     def nnz(self) -> int:
-        return sum(layer.nnz for layer in self.layers)
+        return sum(layer.own_nnz for layer in self.layers)
 
     @property
     def sparsity(self) -> float:
@@ -149,18 +176,21 @@ class CompressionReport:
         fields = LayerReport.__dataclass_fields__
         layers = []
         for index, layer in enumerate(obj["layers"]):
-            missing = sorted(set(fields) - set(layer))
+            missing = sorted(name for name, field in fields.items()
+                             if name not in layer and field.default is MISSING)
             if missing:
                 raise ValueError(f"report layer {index} lacks {', '.join(missing)}")
             layers.append(LayerReport(**{k: (tuple(layer[k]) if k == "shape" else layer[k])
-                                         for k in fields}))
+                                         for k in fields if k in layer}))
         return cls(tuple(layers), obj.get("accuracy_float"), obj.get("accuracy_quantized"),
                    obj.get("accuracy_data", ""), obj.get("accuracy_shared"),
                    obj.get("metric", "accuracy"))
 
 
-def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS) -> LayerReport:
-    """The storage figures of one integer layer (see the module docstring)."""
+def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS,
+                  model_counts: tuple[int, int] | None = None) -> LayerReport:
+    """The storage figures of one integer layer (see the module docstring); ``model_counts``:
+    the model's weights and nonzeros where the matrix holds more entries (:func:`model_weight_counts`)."""
     csc = encode_csc(layer.codes, (1 << idx_bits) - 1)
     entries = len(csc.codes)
     # A convolution's figures are its kernel matrix's, stored once for every position.
@@ -176,12 +206,34 @@ def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS) -> LayerRepo
         weights=layer.codes.size, nnz=layer.nnz, padding=csc.padding,
         code_bits=layer.code_bits, index_bits=idx_bits,
         coef_bits=layer.weight_format.bits, bias_bits=layer.bias_bits,
-        dense_bits=32 * (layer.codes.size + rows),
+        dense_bits=32 * ((layer.codes.size if model_counts is None else model_counts[0]) + rows),
         compressed_bits=entries * (layer.code_bits + idx_bits) + fixed,
         huffman_bits=coded + tables + fixed,
         pointer_bits=(columns + 1) * max(1, math.ceil(math.log2(entries + 1))),
         huffman_code_length=_mean_length(code_lengths, csc.codes),
-        huffman_index_length=_mean_length(index_lengths, csc.zero_runs))
+        huffman_index_length=_mean_length(index_lengths, csc.zero_runs),
+        model_weights=None if model_counts is None else int(model_counts[0]),
+        model_nnz=None if model_counts is None else int(model_counts[1]))
+
+
+def model_weight_counts(model_layer, codes: np.ndarray) -> tuple[int, int] | None:
+    """The model's weights and nonzeros for a layer whose matrix (``codes``) holds more
+    entries than the model has weights, else None.  ``model_layer`` is the float layer as
+    captured, before pruning: its ``parameters`` (a depthwise or grouped convolution, whose
+    zeros between groups are not weights; a binary classifier's logit beside the zero row the
+    compiler adds) and ``tied_columns`` (an average pooling folded into a Linear whose copies
+    are tied: a weight is nonzero where any of its copies is).  An untied fold's copies are
+    trained apart, so they are the matrix's own."""
+    if model_layer.parameters is None:
+        return None
+    if model_layer.tied_columns is not None:
+        rows, columns = np.nonzero(codes)
+        kept = np.zeros((codes.shape[0], int(model_layer.tied_columns.max()) + 1), dtype=bool)
+        kept[rows, model_layer.tied_columns[columns]] = True
+        return model_layer.parameters, int(np.count_nonzero(kept))
+    if np.count_nonzero(model_layer.weight) > model_layer.parameters:
+        return None
+    return model_layer.parameters, int(np.count_nonzero(codes))
 
 
 def _mean_length(lengths: dict[int, int], symbols) -> float:
@@ -191,10 +243,14 @@ def _mean_length(lengths: dict[int, int], symbols) -> float:
 
 
 def account(network: QuantizedNetwork, *, accuracy_float=None, accuracy_quantized=None,
-            accuracy_data: str = "", accuracy_shared=None,
-            metric: str = "accuracy") -> CompressionReport:
-    """Deep Compression's accounting of ``network``, with the accuracies (or R²) given."""
-    return CompressionReport(tuple(account_layer(layer) for layer in network.layers),
+            accuracy_data: str = "", accuracy_shared=None, metric: str = "accuracy",
+            model_counts=None) -> CompressionReport:
+    """Deep Compression's accounting of ``network``, with the accuracies (or R²) given;
+    ``model_counts``, per layer, the model's weights and nonzeros where the matrix holds more
+    entries (None: the matrix's)."""
+    counts = model_counts or [None] * len(network.layers)
+    return CompressionReport(tuple(account_layer(layer, model_counts=count)
+                                   for layer, count in zip(network.layers, counts)),
                              accuracy_float, accuracy_quantized, accuracy_data,
                              accuracy_shared, metric)
 

@@ -22,7 +22,7 @@ from ..errors import InputError, InputWarning, SparsityLowered
 from ..capture import SWAP_HINT, UnsupportedLayerError
 from ..ir import Conv2d, Network, QuantizedNetwork
 from ..numerics import FRAC_LIMIT
-from .accounting import account
+from .accounting import account, model_weight_counts
 from .convert import network_to_torch, to_network, torch_to_network, unwrapped, weight_layers
 from .model import CompressedModel
 from .prune import choose_sparsities, prune_iteratively, sensitivity_scan
@@ -420,7 +420,9 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                      accuracy_data=("test data" if test_set is not None
                                     else "validation data" if val is not None
                                     else "training data"),
-                     metric="r2" if regression else "accuracy")
+                     metric="r2" if regression else "accuracy",
+                     model_counts=[model_weight_counts(model_layer, layer.codes) for model_layer, layer
+                                   in zip(network.layers, quantized.layers)])
     provenance = {
         "source": network.source, "config": dataclasses.asdict(config),
         "sparsities": [round(s, 4) for s in sparsities],

@@ -533,7 +533,7 @@ def _report(obj, network: QuantizedNetwork, bad) -> CompressionReport:
         stored = CompressionReport.from_json(obj)
     except (KeyError, TypeError, ValueError) as error:
         raise bad(f"manifest 'report' is malformed: {error}") from None
-    recomputed = account(network)
+    recomputed = account(network, model_counts=[layer.model_counts for layer in stored.layers])
     if len(stored.layers) != len(recomputed.layers):
         raise bad(f"the report lists {len(stored.layers)} layers, the model has "
                   f"{len(recomputed.layers)}")
