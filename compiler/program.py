@@ -92,7 +92,9 @@ class Program:
     (``dead_units.InputSelection``; None: all), ``output_order`` where the engine keeps the
     last layer's rows (``balance.balance_outputs``: its output ``i`` is the network's output
     ``output_order[i]``; None: in the network's order); ``task`` the model's
-    (``CompressionConfig.task``): a regression's outputs are values, not class scores."""
+    (``CompressionConfig.task``): a regression's outputs are values, not class scores;
+    ``class_names`` the classes' names where the training labels were names (class ``i`` is
+    ``class_names[i]``, as ``compress`` numbered them), else None."""
     config: EngineConfig
     image: Image
     network: QuantizedNetwork
@@ -100,6 +102,7 @@ class Program:
     inputs: InputSelection | None = None
     output_order: np.ndarray | None = None
     task: str = "classification"
+    class_names: tuple[str, ...] | None = None
 
     @property
     def layer_count(self) -> int:
@@ -330,7 +333,7 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
             configure.check_board(config, configure.resolve_part(board),
                                   engine_for=engine_for, imported=configure.is_imported(model))
     program = Program(config, pack_image(config, stored, encoded), network, board,
-                      selection, output_order, _task_of(model))
+                      selection, output_order, _task_of(model), _class_names_of(model, network))
     if verify:
         _verify(program)
     return program
@@ -479,7 +482,8 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         **({"inputs": program.inputs.to_json()} if program.inputs is not None else {}),
         **({"output_order": [int(row) for row in program.output_order]}
            if program.output_order is not None else {}),
-        **({"task": program.task} if program.task != "classification" else {})},
+        **({"task": program.task} if program.task != "classification" else {}),
+        **({"class_names": list(program.class_names)} if program.class_names else {})},
         indent=2) + "\n")
 
 
@@ -557,8 +561,13 @@ def load_program(directory) -> Program:
     if task not in ("classification", "regression"):
         raise ProgramError(f"{manifest_path}: 'task' must be \"classification\" or "
                            f"\"regression\", not {task!r}")
+    class_names = manifest.get("class_names")
+    if class_names is not None and not _class_names_fit(class_names, network):
+        raise ProgramError(f"{manifest_path}: 'class_names' must name each of the model's "
+                           f"{network.layers[-1].out_features} classes once, as strings")
     return Program(config, image, network, board if isinstance(board, str) else None,
-                   _inputs_from(manifest, network, manifest_path), output_order, task)
+                   _inputs_from(manifest, network, manifest_path), output_order, task,
+                   None if class_names is None else tuple(class_names))
 
 
 def _task_of(model) -> str:
@@ -568,6 +577,19 @@ def _task_of(model) -> str:
     config = provenance.get("config") if isinstance(provenance, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     return task if task in ("classification", "regression") else "classification"
+
+
+def _class_names_of(model, network: QuantizedNetwork) -> tuple[str, ...] | None:
+    """The classes' names the compressed model keeps (its provenance's ``class_names``, from
+    a table whose labels were names), or None."""
+    provenance = getattr(model, "provenance", None)
+    names = provenance.get("class_names") if isinstance(provenance, dict) else None
+    return tuple(names) if names is not None and _class_names_fit(names, network) else None
+
+
+def _class_names_fit(names, network: QuantizedNetwork) -> bool:
+    return (isinstance(names, list) and all(isinstance(name, str) for name in names)
+            and len(set(names)) == len(names) == network.layers[-1].out_features)
 
 
 def _output_order_from(manifest: dict, network: QuantizedNetwork, config: EngineConfig,

@@ -191,3 +191,38 @@ def test_a_test_table_is_reported_on_with_the_training_tables_numbering(tmp_path
     np.savez(tmp_path / "d.npz", x_train=np.zeros((4, 3)), y_train=np.arange(4) % 2)
     assert main([*common[:2], str(tmp_path / "d.npz"), *common[3:]]) == 2
     assert "goes with a .csv --data, both tables" in capsys.readouterr().err
+
+
+def test_the_program_keeps_the_class_names_so_a_test_table_may_name_fewer(tmp_path, capsys,
+                                                                         monkeypatch):
+    """A test table naming two of the training's three classes was refused by ``sim`` (in
+    sorted order its names would be 0 and 1): the names travel from ``compress`` through the
+    model into the program, which numbers a table's names as the training's."""
+    import sparseforge as sf
+    from sparseforge.compiler.program import ProgramError
+
+    model, program_path = tmp_path / "m.sfm", tmp_path / "program"
+    assert main(["compress", "--data", str(iris_like(tmp_path / "iris.csv")), "-o", str(model),
+                 "--sparsity", "0.5", "--prune-steps", "1", "--prune-epochs", "1",
+                 "--final-epochs", "1", "--share-epochs", "1"]) == 0
+    assert main(["compile", str(model), "-o", str(program_path), "--pes", "2"]) == 0
+    capsys.readouterr()
+    assert sf.load_program(program_path).class_names == SPECIES
+    seen = {}
+
+    def simulate(program, x, *, labels=None, **_):
+        seen.update(labels=labels)
+        raise RuntimeError("not simulated in this test")
+
+    monkeypatch.setattr(sf, "simulate", simulate)
+    test = write(tmp_path / "test.csv", ["sepal_length,sepal_width,species,petal_length",
+                                         "2.1,2.0,virginica,1.9", "1.0,1.1,versicolor,0.9"])
+    assert main(["sim", str(program_path), "--inputs", str(test), "--build-dir",
+                 str(tmp_path / "b")]) == 2
+    assert seen["labels"].tolist() == [2, 1]
+    manifest = program_path / "program.json"
+    saved = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**saved, "class_names": ["setosa", "setosa", "x"]}))
+    with pytest.raises(ProgramError, match="'class_names' must name each of the model's 3 "
+                                           "classes once"):
+        sf.load_program(program_path)

@@ -19,6 +19,7 @@ pointers and the Huffman-coded size on their own lines, and accuracy before and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -337,7 +338,11 @@ def _regression_outputs(args) -> int:
 
 
 def load_data(path: Path | None, label_column: str | None = None, console=None, *,
-              regression: bool = False, test_path: Path | None = None, outputs: int = 1):
+              regression: bool = False, test_path: Path | None = None, outputs: int = 1,
+              class_names: list | None = None):
+    """The training, validation and test pairs (x, y) of ``--data`` (each None where the
+    data has none; the digits without it).  A table whose labels are names numbers them in
+    sorted order, and appends the names to ``class_names`` where it is given."""
     from sparseforge.compiler.compress.digits import load_digits_split
     from sparseforge.compiler.errors import InputError
 
@@ -363,6 +368,8 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
             for where, table in ((path, train), (test_path, test)):
                 if table is not None:
                     console.print(table.describe(where), highlight=False)
+        if class_names is not None and train.class_names:
+            class_names.extend(train.class_names)
         return (train.x, train.y), None, None if test is None else (test.x, test.y)
     if label_column is not None:
         raise InputError(f"--label-column chooses a column of a .csv table; {path} is not one")
@@ -437,10 +444,12 @@ def run(args) -> int:
         # Only a table whose target columns nobody named needs the model's output count.
         probe = (regression and data_path is not None and args.label_column is None
                  and is_table(data_path))
+        class_names = []
         train, val, test = load_data(data_path, args.label_column, stderr_console(),
                                      regression=regression,
                                      test_path=Path(args.test_data) if args.test_data else None,
-                                     outputs=_regression_outputs(args) if probe else 1)
+                                     outputs=_regression_outputs(args) if probe else 1,
+                                     class_names=class_names)
         if args.model is None and args.data:
             # The default is an MLP: it takes each sample flattened (images too), and has
             # an output for every class any of the sets names.
@@ -456,6 +465,11 @@ def run(args) -> int:
             warnings.simplefilter("ignore", SparsityLowered)
             compressed = sf.compress(model, train, val, test=test, config=config,
                                      progress=True)
+        if class_names:
+            # The program keeps them, so a test table naming fewer classes is numbered as
+            # this one was, and predictions can be told by name.
+            compressed = dataclasses.replace(compressed, provenance={
+                **compressed.provenance, "class_names": class_names})
     except (ValueError, TypeError) as error:
         return fail(str(error))
     try:

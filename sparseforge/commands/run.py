@@ -65,6 +65,8 @@ def run(args) -> int:
     values = program.dequantize(result.outputs) if program.task == "regression" else None
     if values is not None:
         console.print(f"outputs: {np.round(values, 6).tolist()}")
+    elif program.class_names:
+        console.print(f"predictions: {[program.class_names[c] for c in result.predictions]}")
     else:
         console.print(f"predictions: {result.predictions.tolist()}")
     console.print(f"on-chip cycles per inference: {result.cycles.mean():.0f} (the last one's "
@@ -73,6 +75,8 @@ def run(args) -> int:
                   f"inferences/s")
     emit_json(args, {**({"values": values.tolist()} if values is not None else
                         {"predictions": result.predictions.tolist()}),
+                     **({"class_names": list(program.class_names)} if program.class_names
+                        else {}),
                      "outputs": result.outputs.tolist(), "cycles": result.cycles.tolist(),
                      "layer_cycles": result.layer_cycles, "wall_seconds": result.seconds,
                      "inferences_per_second": result.inferences_per_second, "port": port})

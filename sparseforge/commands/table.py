@@ -141,14 +141,18 @@ def inputs_of_table(path, label_column: str | None, labels_path, program):
     """A command's ``--inputs TABLE.csv``: the inputs of ``program`` and their labels (the
     table's, else ``--labels``' ``.npy``, else None); what was read is told on stderr.  The
     table holds the model's inputs, and its labels in one more column (a regression's
-    targets: as many as it has outputs).  Labels that are class names are numbered in sorted
-    order, as ``compress`` numbered the training table's; that is the same numbering only when
-    the table names every class of the model, so a table naming fewer is refused."""
+    targets: as many as it has outputs).  Labels that are class names are numbered as
+    ``compress`` numbered the training table's: by the names the program keeps
+    (``Program.class_names``); a program without them (compiled from a model trained on
+    numbered labels, or from before they were kept) numbers them in sorted order, which is
+    the same numbering only when the table names every class, so a table naming fewer is
+    refused."""
     from .common import load_npy, stderr_console
 
     classes = program.network.layers[-1].out_features
     table = load_table(path, label_column, program.model_in_features, "inputs",
-                       targets=program.task == "regression", outputs=classes)
+                       targets=program.task == "regression", outputs=classes,
+                       class_names=program.class_names)
     if table.class_names is not None and len(table.class_names) != classes:
         raise InputError(f"{path}: the labels ({table.label_column}) name "
                          f"{len(table.class_names)} classes ({', '.join(table.class_names)}) "
