@@ -157,7 +157,9 @@ def inputs_of_table(path, label_column: str | None, labels_path, program):
         raise InputError(f"{path}: the labels ({table.label_column}) name "
                          f"{len(table.class_names)} classes ({', '.join(table.class_names)}) "
                          f"and the model has {classes}: numbered in sorted order they would "
-                         f"not be the training's numbers; give class numbers instead")
+                         f"not be the training's numbers; give class numbers instead (or "
+                         f"compress the model from its table again: the program then keeps "
+                         f"the training's names)")
     stderr_console().print(table.describe(path), highlight=False)
     if table.y is not None and labels_path:
         raise InputError(f"--labels {labels_path}: the labels are {path}'s "
