@@ -364,6 +364,13 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
         test = None if test_path is None else load_table(
             test_path, label_column, targets=regression, outputs=outputs,
             class_names=train.class_names)
+        if test is not None and not regression and (
+                (train.class_names is None) != (test.class_names is None)):
+            raise InputError(f"{test_path}: the labels are class "
+                             f"{'names' if test.class_names else 'numbers'} and {path}'s are "
+                             f"class {'names' if train.class_names else 'numbers'}: give "
+                             f"both tables the same kind of labels (names are numbered in "
+                             f"sorted order, which need not be the numbers' order)")
         if console is not None:
             for where, table in ((path, train), (test_path, test)):
                 if table is not None:

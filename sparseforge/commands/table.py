@@ -133,7 +133,8 @@ def load_table(path, label_column: str | None = None, features: int | None = Non
                       for label in labels], axis=1)
         return Table(x, y[:, 0] if len(labels) == 1 else y, name, len(features), None,
                      dropped)
-    y, class_names = _labels(path, [row[labels[0]] for _, row in rows], name, class_names)
+    y, class_names = _labels(path, [row[labels[0]] for _, row in rows], name, class_names,
+                             [number for number, _ in rows])
     return Table(x, y, name, len(features), class_names, dropped)
 
 
@@ -265,8 +266,10 @@ def _targets(path: Path, cells: list[str], rows, name: str) -> np.ndarray:
 
 
 def _labels(path: Path, cells: list[str], name: str,
-            numbering: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple | None]:
-    if all(map(_number, cells)):
+            numbering: tuple[str, ...] | None = None,
+            lines: list[int] | None = None) -> tuple[np.ndarray, tuple | None]:
+    numbers = [_number(cell) for cell in cells]
+    if all(numbers):
         values = np.array([float(cell) for cell in cells])
         if not np.all(values == np.round(values)):
             raise InputError(f"{path}: the labels ({name}) hold fractions such as "
@@ -276,6 +279,19 @@ def _labels(path: Path, cells: list[str], name: str,
         return values.astype(np.int64), None
     if any(cell == "" for cell in cells):
         raise InputError(f"{path}: sample {cells.index('') + 1} has no label ({name})")
+    if any(numbers):
+        # Numbered with the names in sorted order, '10' would come before '2': every class
+        # would be renumbered by one stray cell.
+        names = [i for i, number in enumerate(numbers) if not number]
+        odd = names if len(names) <= len(cells) - len(names) else \
+            [i for i, number in enumerate(numbers) if number]
+        line = f" line {lines[odd[0]]}" if lines else f" sample {odd[0] + 1}"
+        raise InputError(f"{path}{line}, {name}: {cells[odd[0]]!r} is "
+                         f"{'not a number' if odd is names else 'a number'}, and "
+                         f"{len(cells) - len(odd)} of the {len(cells)} labels are "
+                         f"{'numbers' if odd is names else 'names'}: labels are class numbers "
+                         f"or class names, not both (fix or drop the line"
+                         f"{'s' if len(odd) > 1 else ''})")
     if numbering is not None:
         number = {class_name: index for index, class_name in enumerate(numbering)}
         unknown = sorted(set(cells) - set(number))
