@@ -120,8 +120,10 @@ def test_sim_takes_a_table_of_inputs_with_or_without_labels(tmp_path, capsys, mo
     # A seventh column of class names, all three of the model's classes: numbered in order.
     named = [f"{row},{name}" for row, name in zip(rows, ("b", "a", "c", "b"))]
     assert sim(write(tmp_path / "xy.csv", [header + ",kind", *named])) == 2
-    assert "labels from 'kind' (the only column of names); classes 0 = a, 1 = b, 2 = c" in \
-        " ".join(capsys.readouterr().err.split())
+    told = " ".join(capsys.readouterr().err.split())
+    assert "labels from 'kind' (the only column of names); classes 0 = a, 1 = b, 2 = c" in told
+    assert "note: the program keeps no class names (its model was compressed from class " \
+           "numbers)" in told
     assert seen["labels"].tolist() == [1, 0, 2, 1]
     # Names of two classes cannot be numbered as the training's three were.
     assert sim(write(tmp_path / "two.csv", [header + ",kind", *named[:2]])) == 2

@@ -239,3 +239,18 @@ def test_a_binary_logits_zero_row_is_not_counted_as_the_models_weights():
     compressed = sf.compress(model, (x, y), sparsity=0.9, **FAST)
     weights = sum(np.count_nonzero(layer.codes) for layer in compressed.network.layers)
     assert weights == round(0.1 * 48)
+
+
+def test_labels_numbered_otherwise_than_the_models_outputs_are_told():
+    """A model trained with setosa = 0 given labels numbered in another order (a table's
+    names in sorted order) scored 0% as float, and compression went on fine-tuning it to the
+    wrong numbering without a word."""
+    model, (x, y) = _iris_model()
+    with pytest.warns(InputWarning, match=r"agree with the training labels on \d+\.\d% of "
+                                          r"the samples, and on 9\d\.\d% with the labels "
+                                          r"renumbered \(0 as 2, 1 as 0, 2 as 1\): are the "
+                                          r"labels numbered as the model's outputs\?"):
+        sf.compress(model, (x, (y + 1) % 3), sparsity=0.5, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)        # the model's own numbering
+        sf.compress(model, (x, y), sparsity=0.5, **FAST)

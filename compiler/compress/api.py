@@ -396,6 +396,9 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
         network, swapping = _retrained(model, network, swaps, train, train_set, report_set,
                                        config, progress)
     accuracy_float = float_accuracy(network, report_set)
+    if not regression:
+        _warn_of_label_order(network, report_set, "test" if test_set is not None
+                             else "validation" if val is not None else "training")
 
     # The default sparsity's judge: data the training did not see, where there is any (a
     # model at 100% on its training data makes every pruned one look worse than it is).
@@ -558,6 +561,33 @@ def _check_input_scale(x: np.ndarray, act_bits: int) -> None:
             f"{act_bits}-bit fixed point places its binary point at most {FRAC_LIMIT} bits "
             f"either way and would need {frac}; scale the inputs (standardise each feature: "
             f"zero mean, unit variance)")
+
+
+def _warn_of_label_order(network: Network, data: Dataset, where: str) -> None:
+    """Warn where the model's outputs agree with the labels far better once the labels are
+    renumbered: the labels are numbered otherwise than the model's outputs (a table's class
+    names numbered in sorted order for a model trained in another order), and every
+    accuracy, and fine-tuning itself, would follow the wrong numbering."""
+    from scipy.optimize import linear_sum_assignment
+
+    outputs = network.output_size
+    if outputs < 2 or not len(data.y):
+        return
+    predicted = network.forward(data.x).argmax(axis=1)
+    agreement = np.zeros((outputs, outputs), dtype=np.int64)
+    np.add.at(agreement, (data.y, predicted), 1)
+    labels, best = linear_sum_assignment(agreement, maximize=True)
+    accuracy = np.trace(agreement) / len(data.y)
+    renumbered = agreement[labels, best].sum() / len(data.y)
+    if renumbered - accuracy < 0.25 or renumbered < 2 * accuracy:
+        return
+    moves = ", ".join(f"{label} as {output}" for label, output in zip(labels, best)
+                      if label != output and agreement[label].any())
+    warnings.warn(f"the model's outputs agree with the {where} labels on "
+                  f"{100 * accuracy:.1f}% of the samples, and on {100 * renumbered:.1f}% with "
+                  f"the labels renumbered ({moves}): are the labels numbered as the model's "
+                  f"outputs? (a table's class names are numbered in sorted order; give class "
+                  f"numbers in the model's order)", InputWarning, stacklevel=3)
 
 
 def _warn_of_class_coverage(train: Dataset, *others: Dataset | None) -> None:

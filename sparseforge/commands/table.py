@@ -162,6 +162,12 @@ def inputs_of_table(path, label_column: str | None, labels_path, program):
                          f"compress the model from its table again: the program then keeps "
                          f"the training's names)")
     stderr_console().print(table.describe(path), highlight=False)
+    if table.class_names is not None and program.class_names is None:
+        stderr_console().print(
+            f"note: the program keeps no class names (its model was compressed from class "
+            f"numbers): {path}'s names are numbered in sorted order, which is the model's "
+            f"numbering only if its training numbered them so (give class numbers if not)",
+            highlight=False)
     if table.y is not None and labels_path:
         raise InputError(f"--labels {labels_path}: the labels are {path}'s "
                          f"{table.label_column}; give one or the other")
