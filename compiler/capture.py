@@ -121,6 +121,7 @@ def capture(model, input_shape=None) -> Graph:
     import torch
 
     if isinstance(model, torch.nn.Module):
+        _refuse_brevitas(model)
         return capture_module(model, input_shape)
     raise TypeError(f"capture takes an nn.Module, a path to an ONNX file or a scikit-learn "
                     f"MLP, not {type(model).__name__}")
@@ -486,6 +487,23 @@ def _softmax_dim(dim, name: str) -> int:
         raise UnsupportedSettingError(f"layer {name!r}", "Softmax", "dim", repr(dim),
                                       "give the class axis as a number (dim=1 or dim=-1)")
     return dim
+
+
+def _refuse_brevitas(model) -> None:
+    """A module quantized with Brevitas (its quantizers trace as rounding, not layers): say
+    how such a model comes in with its own quantization."""
+    found = next(((name, module) for name, module in model.named_modules()
+                  if type(module).__module__.startswith("brevitas.")), None)
+    if found is None:
+        return
+    name, module = found
+    where = f"layer {name!r} is a {type(module).__name__}" if name else \
+        f"it is a {type(module).__name__}"
+    raise InputError(f"the model is quantized with Brevitas ({where}): export it with "
+                     f"brevitas.export.export_qonnx(model, torch.randn(1, inputs), "
+                     f"'model.onnx') and bring it in with its own quantization, "
+                     f"sf.load_quantized('model.onnx') (sparseforge import); compress takes a "
+                     f"float model")
 
 
 def capture_module(model, input_shape=None) -> Graph:
@@ -1405,6 +1423,13 @@ _ONNX_SIMPLE = {"Relu": OpKind.RELU, "Flatten": OpKind.FLATTEN, "Reshape": OpKin
                 "Sigmoid": OpKind.SIGMOID}
 
 
+# Nodes of a model quantized by its own training or by a quantization tool: ONNX's QDQ and
+# QOperator forms, and QONNX's (Brevitas).
+_QUANTIZATION_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+    "QLinearMatMul", "MatMulInteger", "ConvInteger", "Quant", "BipolarQuant", "Trunc"})
+
+
 def capture_onnx(path) -> Graph:
     """Read an ONNX file's graph (or an ``onnx.ModelProto``'s) into a shape-checked Graph.
 
@@ -1426,6 +1451,13 @@ def capture_onnx(path) -> Graph:
             model = onnx.load(str(path))
         except Exception as error:          # onnx raises DecodeError, OSError and others
             raise ValueError(f"{path}: not a readable ONNX file ({error})") from error
+    quantization = sorted({node.op_type for node in model.graph.node
+                           if node.op_type in _QUANTIZATION_OPS})
+    if quantization:
+        # Its quantization is the model's own: taken as a float graph, each would be refused.
+        raise InputError(f"{path} is a quantized model ({', '.join(quantization)} nodes): "
+                         f"sparseforge import (sf.load_quantized) runs it with its own "
+                         f"quantization; compress takes a float model")
     # SiLU, Mish, GELU (before opset 20) and others exported as arithmetic: one node each.
     model = function_regions(model)
     graph = model.graph

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import sparseforge as sf
+from sparseforge.compiler.errors import InputError
 from sparseforge.compiler.quantized import UnsupportedModel
 from tests.quantized_models import Builder, save
 
@@ -116,3 +117,28 @@ def test_a_layer_output_quantized_twice_names_brevitas_output_quant(tmp_path):
     with pytest.raises(UnsupportedModel, match=r"node 'input_quant' \(Quant\): .*quantize the "
                                                r"input once"):
         sf.load_quantized(path)
+
+
+def test_a_quantized_model_given_to_compress_is_told_to_be_imported(tmp_path):
+    """onnxruntime's QDQ or a Brevitas model given to compress was refused node by node
+    ("'0.bias_DequantizeLinear' cannot run on the engine"), never naming import."""
+    from tests.brevitas_models import build_mlp
+    from tests.quantized_models import qdq_per_tensor, qonnx_gemm_matmul
+
+    x, y = np.zeros((8, 4), np.float32), np.arange(8) % 3
+    for model, nodes in ((qdq_per_tensor(), "DequantizeLinear, QuantizeLinear"),
+                         (qonnx_gemm_matmul(), "Quant")):
+        path = save(model, tmp_path / "q.onnx")
+        with pytest.raises(InputError, match=rf"q.onnx is a quantized model \({nodes} "
+                                                rf"nodes\): sparseforge import \(sf.load_"
+                                                rf"quantized\) runs it with its own "
+                                                rf"quantization"):
+            sf.compress(path, (x, y), sparsity=0.5)
+    brevitas = build_mlp(4, 4, hidden=8, input_bits=8)
+    with pytest.raises(InputError, match=r"the model is quantized with Brevitas \(layer "
+                                            r"'0' is a QuantIdentity\): export it with "
+                                            r"brevitas.export.export_qonnx"):
+        sf.compress(brevitas, (np.zeros((8, 64), np.float32), np.arange(8) % 3))
+    with pytest.raises(InputError, match=r"not a Sequential: export it first: "
+                                            r"brevitas.export.export_qonnx"):
+        sf.load_quantized(brevitas)

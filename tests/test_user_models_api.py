@@ -37,6 +37,13 @@ def test_real_valued_targets_are_told_to_be_a_regression():
                                          r"task='regression'\)\)"):
         sf.compress(nn.Sequential(nn.Linear(4, 1)), (x, (y + 0.5).astype(np.float32)),
                     sparsity=0.5, **FAST)
+    # Two targets a sample: they were taken for one-hot rows ("y.argmax(axis=1) gives the
+    # labels").
+    targets = np.stack([y + 0.5, y * 2.0], axis=1).astype(np.float32)
+    with pytest.raises(ValueError, match=r"train: y holds rows of 2 values \(shape \(30, 2\)\), "
+                                         r"not class labels: targets that are values are a "
+                                         r"regression: compress with --task regression"):
+        sf.compress(nn.Sequential(nn.Linear(4, 2)), (x, targets), sparsity=0.5, **FAST)
 
 
 def test_labels_numbered_apart_are_told_to_be_renumbered():

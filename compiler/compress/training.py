@@ -113,6 +113,13 @@ def as_dataset(data, what: str, *, regression: bool = False) -> Dataset:
         _check_finite_x(data, x, what)
         return Dataset(x, _targets(y, len(x), what))
     if y.ndim == 2 and y.shape[1] > 1 and len(y) == len(x):
+        if y.dtype.kind == "f" and not np.allclose(y.sum(axis=1), 1.0):
+            # Neither one-hot nor class scores: a value per output, as a regression has.
+            raise InputError(f"{what}: y holds rows of {y.shape[1]} values (shape {y.shape}), "
+                             f"not class labels: targets that are values are a regression: "
+                             f"compress with --task regression (sf.compress(..., "
+                             f"task='regression')); for one-hot rows or class scores, "
+                             f"y.argmax(axis=1) gives the labels")
         raise InputError(f"{what}: y must hold one class label per sample, not rows of "
                          f"{y.shape[1]} (one-hot or scores, shape {y.shape}); "
                          f"y.argmax(axis=1) gives the labels")

@@ -100,8 +100,14 @@ def load_quantized(path, calibration=None, *, approximate: bool = False,
     if task not in ("classification", "regression"):
         raise InputError(f"task must be \"classification\" or \"regression\", not {task!r}")
     if not isinstance(path, (str, os.PathLike)):
+        if any(base.__module__.startswith("torch.nn") for base in type(path).__mro__):
+            how = ("export it first: brevitas.export.export_qonnx(model, torch.randn(1, "
+                   "inputs), 'm.onnx') for a Brevitas model; a float module goes to "
+                   "sf.compress, which quantizes it")
+        else:
+            how = "save it first (onnx.save(model, 'm.onnx'))"
         raise InputError(f"load_quantized takes the path of an ONNX file, not a "
-                         f"{type(path).__name__}: save it first (onnx.save(model, 'm.onnx'))")
+                         f"{type(path).__name__}: {how}")
     x, y = _calibration(calibration)
     chain = read_chain(path, x)
     if x is not None and x.shape[1] != chain.in_features:
