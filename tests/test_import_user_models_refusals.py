@@ -142,3 +142,34 @@ def test_a_quantized_model_given_to_compress_is_told_to_be_imported(tmp_path):
     with pytest.raises(InputError, match=r"not a Sequential: export it first: "
                                             r"brevitas.export.export_qonnx"):
         sf.load_quantized(brevitas)
+
+
+def test_import_reads_data_as_compress_does(tmp_path, capsys):
+    """import --data refused what compress --data reads (scikit-learn's X_test, a CSV
+    table), took a .pt file for a broken ONNX one, and spoke of "calibration samples" for a
+    model that needed none."""
+    from sparseforge.cli import main
+    from tests.quantized_models import qdq_per_tensor, random_inputs
+
+    model = qdq_per_tensor()
+    path, output = save(model, tmp_path / "q.onnx"), str(tmp_path / "m.sfm")
+    x = random_inputs(model, 24)
+    y = sf.load_quantized(path).predict(x).argmax(axis=1)
+    np.savez(tmp_path / "upper.npz", X_test=x, Y_test=y)
+    assert main(["import", path, "--data", str(tmp_path / "upper.npz"), "-o", output,
+                 "--json"]) == 0
+    assert '"accuracy_imported": 1.0' in capsys.readouterr().out
+    table = tmp_path / "data.csv"
+    table.write_text("\n".join([",".join(f"f{i}" for i in range(8)) + ",label"]
+                               + [",".join(f"{v:.6f}" for v in row) + f",{label}"
+                                  for row, label in zip(x, y)]) + "\n")
+    assert main(["import", path, "--data", str(table), "-o", output]) == 0
+    assert "data.csv: 24 samples, 8 feature columns, labels from 'label'" in \
+        " ".join(capsys.readouterr().err.split())
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 not onnx")
+    assert main(["import", str(tmp_path / "model.pt"), "-o", output]) == 2
+    assert "model.pt: a PyTorch file, not an ONNX model: import takes a quantized ONNX " \
+           "model" in " ".join(capsys.readouterr().err.split())
+    np.savez(tmp_path / "narrow.npz", x=x[:, :5], y=y)
+    assert main(["import", path, "--data", str(tmp_path / "narrow.npz"), "-o", output]) == 2
+    assert "the samples have 5 features, the model takes 8" in capsys.readouterr().err

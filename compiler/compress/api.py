@@ -424,8 +424,9 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                                     else "validation data" if val is not None
                                     else "training data"),
                      metric="r2" if regression else "accuracy",
-                     model_counts=[model_weight_counts(model_layer, layer.codes) for model_layer, layer
-                                   in zip(network.layers, quantized.layers)])
+                     model_counts=[model_weight_counts(model_layer, layer.codes)
+                                   for model_layer, layer in zip(network.layers,
+                                                                 quantized.layers)])
     provenance = {
         "source": network.source, "config": dataclasses.asdict(config),
         "sparsities": [round(s, 4) for s in sparsities],
@@ -564,30 +565,36 @@ def _check_input_scale(x: np.ndarray, act_bits: int) -> None:
 
 
 def _warn_of_label_order(network: Network, data: Dataset, where: str) -> None:
-    """Warn where the model's outputs agree with the labels far better once the labels are
-    renumbered: the labels are numbered otherwise than the model's outputs (a table's class
-    names numbered in sorted order for a model trained in another order), and every
-    accuracy, and fine-tuning itself, would follow the wrong numbering."""
+    """Warn where the labels are numbered otherwise than the model's outputs (a table's class
+    names numbered in sorted order for a model trained in another order): every accuracy,
+    and fine-tuning itself, would follow the wrong numbering."""
+    if network.output_size < 2 or not len(data.y):
+        return
+    hint = renumbering_hint(network.forward(data.x).argmax(axis=1), data.y,
+                            network.output_size, where)
+    if hint is not None:
+        warnings.warn(hint, InputWarning, stacklevel=3)
+
+
+def renumbering_hint(predicted: np.ndarray, labels: np.ndarray, outputs: int,
+                     where: str) -> str | None:
+    """Where the model's answers (``predicted``) agree with ``labels`` far better once the
+    labels are renumbered, what to say (with the renumbering), else None."""
     from scipy.optimize import linear_sum_assignment
 
-    outputs = network.output_size
-    if outputs < 2 or not len(data.y):
-        return
-    predicted = network.forward(data.x).argmax(axis=1)
     agreement = np.zeros((outputs, outputs), dtype=np.int64)
-    np.add.at(agreement, (data.y, predicted), 1)
-    labels, best = linear_sum_assignment(agreement, maximize=True)
-    accuracy = np.trace(agreement) / len(data.y)
-    renumbered = agreement[labels, best].sum() / len(data.y)
+    np.add.at(agreement, (np.asarray(labels, dtype=np.int64), predicted), 1)
+    rows, best = linear_sum_assignment(agreement, maximize=True)
+    accuracy = np.trace(agreement) / len(labels)
+    renumbered = agreement[rows, best].sum() / len(labels)
     if renumbered - accuracy < 0.25 or renumbered < 2 * accuracy:
-        return
-    moves = ", ".join(f"{label} as {output}" for label, output in zip(labels, best)
+        return None
+    moves = ", ".join(f"{label} as {output}" for label, output in zip(rows, best)
                       if label != output and agreement[label].any())
-    warnings.warn(f"the model's outputs agree with the {where} labels on "
-                  f"{100 * accuracy:.1f}% of the samples, and on {100 * renumbered:.1f}% with "
-                  f"the labels renumbered ({moves}): are the labels numbered as the model's "
-                  f"outputs? (a table's class names are numbered in sorted order; give class "
-                  f"numbers in the model's order)", InputWarning, stacklevel=3)
+    return (f"the model's outputs agree with the {where} labels on {100 * accuracy:.1f}% of "
+            f"the samples, and on {100 * renumbered:.1f}% with the labels renumbered "
+            f"({moves}): are the labels numbered as the model's outputs? (a table's class "
+            f"names are numbered in sorted order; give class numbers in the model's order)")
 
 
 def _warn_of_class_coverage(train: Dataset, *others: Dataset | None) -> None:

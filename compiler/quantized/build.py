@@ -111,8 +111,8 @@ def load_quantized(path, calibration=None, *, approximate: bool = False,
     x, y = _calibration(calibration)
     chain = read_chain(path, x)
     if x is not None and x.shape[1] != chain.in_features:
-        raise InputError(f"the calibration samples have {x.shape[1]} features, the model "
-                         f"takes {chain.in_features}")
+        raise InputError(f"the samples have {x.shape[1]} features, the model takes "
+                         f"{chain.in_features}")
     network, float_network, layers, approximated = network_from_chain(
         chain, calibration=x, approximate=approximate)
     binary = (task == "classification" and network.layers[-1].out_features == 1

@@ -231,6 +231,11 @@ def read_chain(path, calibration_input=None) -> Chain:
             proto.graph.value_info.remove(value_info)
         model = ModelWrapper(proto)
     except Exception as error:          # protobuf's DecodeError and friends
+        if Path(path).suffix.lower() in (".pt", ".pth", ".bin", ".ckpt"):
+            raise InputError(f"{path}: a PyTorch file, not an ONNX model: import takes a "
+                             f"quantized ONNX model (a Brevitas model exported with "
+                             f"brevitas.export.export_qonnx, onnxruntime's quantize_static); "
+                             f"a float PyTorch model goes to compress") from None
         raise InputError(f"{path}: not a readable ONNX model: {error}") from None
     for node in model.graph.node:
         if node.op_type in QONNX_OPS:

@@ -118,6 +118,15 @@ def load_npz(path, what: str = "data") -> dict:
                          f"{f' (array {key!r})' if key is not None else ''}: {error}") from error
 
 
+def lowercase_keys(arrays: dict) -> dict:
+    """The arrays with their names in lower case (``X_train``, ``Y_train`` as scikit-learn's
+    habit writes them are ``x_train``, ``y_train``), unless two names would become one."""
+    lower = {key.lower() for key in arrays}
+    if len(lower) != len(arrays):
+        return arrays
+    return {key.lower(): value for key, value in arrays.items()}
+
+
 def load_npy(path, what: str = "inputs"):
     """One array from an ``.npy`` file, without pickle; an ``.npz`` archive or a file of
     another kind is refused with a message that says which was expected."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import (add_json_flag, check_writable, console_for, emit_json, fail, load_npz,
-                     stderr_console)
+                     lowercase_keys, stderr_console)
 
 
 def register(verbs) -> None:
@@ -380,11 +380,7 @@ def load_data(path: Path | None, label_column: str | None = None, console=None, 
         return (train.x, train.y), None, None if test is None else (test.x, test.y)
     if label_column is not None:
         raise InputError(f"--label-column chooses a column of a .csv table; {path} is not one")
-    arrays = load_npz(path)
-    lower = {key.lower(): key for key in arrays}
-    if len(lower) == len(arrays) and set(lower) != set(arrays):
-        # X_train, Y_train as scikit-learn's habit writes them: the same arrays.
-        arrays = {key.lower(): value for key, value in arrays.items()}
+    arrays = lowercase_keys(load_npz(path))
     if not {"x_train", "x_val", "x_test"} & set(arrays) and {"x", "y"} <= set(arrays):
         # One set, named as most people name it: the training data, as a CSV's table is.
         arrays["x_train"], arrays["y_train"] = arrays.pop("x"), arrays.pop("y")

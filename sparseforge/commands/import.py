@@ -8,7 +8,8 @@ whose worst-case error is printed.  The table lists per layer the weights' grid 
 the activations' integer ranges and scales, the sparsity and the requantization.
 
 With ``--data DATA.npz`` (``x_test, y_test``, else ``x_val, y_val``, ``x_train, y_train`` or
-``x, y``): the accuracy of the imported integer network next to the reference executor's
+``x, y``; the names in either case, ``X_test``), or a CSV table read as ``compress --data``
+reads one: the accuracy of the imported integer network next to the reference executor's
 (qonnx's for QONNX, onnxruntime for QDQ), and how many outputs differ from the executor's
 after dequantization.  Samples (``x_train`` or the evaluation set) also calibrate a tensor the
 model leaves unquantized (its input or its output), the only place the importer chooses a
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import add_json_flag, check_writable, console_for, emit_json, fail, load_npz
+from .common import (add_json_flag, check_writable, console_for, emit_json, fail, load_npz,
+                     lowercase_keys, stderr_console)
 
 
 def register(verbs) -> None:
@@ -35,7 +37,8 @@ def register(verbs) -> None:
     parser.add_argument("-o", "--output", default="build/model.sfm",
                         help="the .sfm file to write (default: build/model.sfm)")
     parser.add_argument("--data", help=".npz with x_test, y_test (or x_val, y_val; x_train, "
-                                       "y_train; x, y) to compare accuracies")
+                                       "y_train; x, y), or a .csv table of features and "
+                                       "labels, to compare accuracies")
     parser.add_argument("--task", choices=("classification", "regression"),
                         default="classification",
                         help="classification (default; a model of one output is a binary "
@@ -49,10 +52,18 @@ def register(verbs) -> None:
 
 
 def load_data(path: Path):
-    """(calibration samples, evaluation samples, evaluation labels or None) from an .npz."""
+    """(calibration samples, evaluation samples, evaluation labels or None) from an .npz, or
+    from a CSV table (its samples both)."""
     from sparseforge.compiler.errors import InputError
 
-    arrays = load_npz(path)
+    from .table import is_table, load_table
+
+    if is_table(path):
+        table = load_table(path)
+        stderr_console().print(table.describe(path), highlight=False)
+        x = _samples(table.x, str(path))
+        return x, x, table.y
+    arrays = lowercase_keys(load_npz(path))
     for name in ("test", "val", "train", ""):
         x_key, y_key = (f"x_{name}", f"y_{name}") if name else ("x", "y")
         if x_key in arrays:
@@ -84,6 +95,7 @@ def _samples(array, what: str) -> np.ndarray:
 
 def run(args) -> int:
     import sparseforge as sf
+    from sparseforge.compiler.compress.api import renumbering_hint
     from sparseforge.compiler.quantized.reference import compare, reference_outputs
     from sparseforge.sim.simulate import checked_labels
 
@@ -117,6 +129,10 @@ def run(args) -> int:
                                                "accuracy over classes")
             elif y is not None:
                 y = checked_labels(y, len(x), integers.shape[1])
+                hint = renumbering_hint(reference.argmax(axis=1), y, reference.shape[1],
+                                        "data's")
+                if hint is not None:
+                    stderr_console().print(f"warning: {hint}", highlight=False)
                 figures["accuracy_imported"] = float(np.mean(integers.argmax(axis=1) == y))
                 figures["accuracy_reference"] = float(np.mean(reference.argmax(axis=1) == y))
                 # Saved with the model, as compress saves its own: the report reads them.
