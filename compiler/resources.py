@@ -626,12 +626,23 @@ def fit_ways(config: EngineConfig, part: Part, short=("LUT",), *, engine_for=Non
         ways.append(f"fewer write-back lanes (requantizers shared by more PEs: "
                     f"--writeback-lanes {min(sharing)}, or writeback_lanes={min(sharing)} in "
                     f"sf.compile; now {config.writeback_lanes or config.pes})")
-    if "BRAM" in short and imported:
-        ways.append("a smaller model in the PEs' memories (prune the model further, or give it "
-                    "narrower weights, where it is trained, and export it again)")
-    elif "BRAM" in short:
-        ways.append("a smaller model in the PEs' memories (compress with a higher --sparsity "
-                    "or fewer --weight-bits)")
+    if "BRAM" in short:
+        blocks = estimate_resources(config, part).brams_by_memory
+        per_pe = sum(count for name, count in blocks if name in ("entries", "parameters"))
+        if per_pe <= 2 * config.pes:
+            # A PE's memories cannot take fewer than a block each: say where the rest go.
+            spent = ", ".join(f"{name} {count}" for name, count in blocks if count)
+            ways.append(f"(a smaller model will not do: each PE's entries and parameters "
+                        f"take a block RAM each already; the block RAMs go to {spent}"
+                        + ("; the scales are the per-row requantization of a model "
+                           "imported with its own quantization" if config.row_scales else "")
+                        + ")")
+        elif imported:
+            ways.append("a smaller model in the PEs' memories (prune the model further, or "
+                        "give it narrower weights, where it is trained, and export it again)")
+        else:
+            ways.append("a smaller model in the PEs' memories (compress with a higher "
+                        "--sparsity or fewer --weight-bits)")
     # The smallest board whose part holds this engine by the estimate (the engine as
     # configured; compiled for that board it would be shaped for it, usually smaller).
     for board, name in sorted(BOARD_PARTS.items(), key=lambda item: PARTS[item[1]].luts):

@@ -54,3 +54,27 @@ def test_the_fit_advice_of_an_imported_model_after_saving(tmp_path):
     assert "compress with" not in str(refused.value)
     assert main(["compile", str(model), "--pes", "2", "--board", "icebreaker", "-o",
                  str(tmp_path / "p"), "--no-verilog"]) == 2
+
+
+def test_a_small_imported_model_short_of_block_rams_is_not_told_to_shrink(tmp_path):
+    """A 13-16-3 imported model at 8 PEs on the UP5K needs 32 block RAMs: each PE's memories
+    take one each already, and the per-row requantization's scale words the rest; "a smaller
+    model in the PEs' memories (prune the model further ...)" sent the user the wrong way."""
+    b = Builder(12)
+    x = b.qdq("x", np.float32(0.02), 0, np.int8)
+    y = b.node("Gemm", [x, b.dq_weights(16, 13, bits=4), b.const(b.rng.normal(0, 0.3, 16))],
+               transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.uint8)
+    y = b.node("Gemm", [y, b.dq_weights(3, 16, bits=4), b.const(b.rng.normal(0, 0.2, 3))],
+               transB=1)
+    y = b.qdq(y, b.scale(0.05, 0.2), 0, np.int8)
+    imported = sf.load_quantized(save(b.model("x", y, ["N", 13], qonnx=False),
+                                      tmp_path / "small.onnx"))
+    with pytest.raises(DoesNotFit) as refused:
+        sf.compile(imported, 8, "icebreaker", verify=False)
+    message = str(refused.value)
+    assert "BRAM" in message and "a smaller model in the PEs' memories" not in message
+    assert ("a smaller model will not do: each PE's entries and parameters take a block RAM "
+            "each already; the block RAMs go to entries 8, parameters 8, accumulators 8"
+            in message)
+    assert "scales are the per-row requantization" in message
