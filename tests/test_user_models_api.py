@@ -261,3 +261,27 @@ def test_labels_numbered_otherwise_than_the_models_outputs_are_told():
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)        # the model's own numbering
         sf.compress(model, (x, y), sparsity=0.5, **FAST)
+
+
+def test_the_fallback_does_not_try_again_a_sparsity_the_last_attempt_reached(monkeypatch):
+    """A CNN whose 0.9 was out of reach reached 0.799; the fallback then tried 0.8, the same
+    network compressed again, and said "0.9 lost 33.3 points, 0.8 lost 33.3 points"."""
+    from sparseforge.compiler.compress import api
+
+    tried = []
+
+    def compressed_at(network, config, *_):
+        # The attempts as _compressed_at makes them, its figures given: 0.79 at most reached.
+        tried.append(config.sparsity)
+        return api._Attempt(config.sparsity, [], [], (), None, None,
+                            loss=0.5 if config.sparsity > 0.6 else 0.0,
+                            reached=min(config.sparsity, 0.79))
+
+    monkeypatch.setattr(api, "_compressed_at", compressed_at)
+    config = api.CompressionConfig(sparsity=0.9, fallback_loss=0.02)
+    chosen, records = api._fallen_back(None, config, None, None, None, False,
+                                       compressed_at(None, config))
+    assert tried == [0.9, 0.7, 0.5] and chosen.sparsity == 0.5
+    assert api.fallback_summary(records, "validation data", 0.5, False) == (
+        "lowered itself (0.9 (reached 0.79) lost 50.0 points, 0.7 lost 50.0 points, 0.5 lost "
+        "0.0 points on the validation data): compressed at 0.5")

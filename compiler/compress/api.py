@@ -451,11 +451,13 @@ class _Attempt:
     float_network: Network
     quantized: QuantizedNetwork
     loss: float
+    reached: float            # the overall sparsity reached (below a target out of reach)
 
     @property
     def tried(self) -> dict:
         """The provenance's record of it."""
-        return {"sparsity": self.sparsity, "loss": round(self.loss, 4)}
+        return {"sparsity": self.sparsity, "reached": round(self.reached, 4),
+                "loss": round(self.loss, 4)}
 
 
 def _compressed_at(network: Network, config: CompressionConfig, train_set: Dataset,
@@ -500,8 +502,15 @@ def _compressed_at(network: Network, config: CompressionConfig, train_set: Datas
         max_acc_bits=config.max_acc_bits,
         codebooks=[(codes, codebook) for codes, codebook, _ in shared])
     loss = float_accuracy(network, judge) - integer_accuracy(quantized, judge)
+    reached = account(quantized, model_counts=[
+        model_weight_counts(model_layer, layer.codes)
+        for model_layer, layer in zip(network.layers, quantized.layers)]).sparsity
     return _Attempt(config.sparsity, sparsities, masks, pruned_weights, float_network,
-                    quantized, float(loss))
+                    quantized, float(loss), float(reached))
+
+
+# How far below its target an attempt may reach and still count as that target.
+REACHED_TOLERANCE = 0.01
 
 
 def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset,
@@ -514,8 +523,11 @@ def _fallen_back(network: Network, config: CompressionConfig, train_set: Dataset
     for sparsity in (s for s in FALLBACK_SPARSITIES if s < config.sparsity):
         if attempts[-1].loss <= config.fallback_loss:
             break
+        if sparsity > attempts[-1].reached - REACHED_TOLERANCE:
+            # A target out of reach was lowered to about this one already: no new attempt.
+            continue
         if progress:
-            print(f"sparsity {attempts[-1].sparsity:g} lost "
+            print(f"sparsity {_tried_label(attempts[-1].tried)} lost "
                   f"{_loss(attempts[-1].loss, config.regression)} (more than "
                   f"{_loss(config.fallback_loss, config.regression)}): trying {sparsity:g}",
                   file=sys.stderr)
@@ -531,8 +543,16 @@ def fallback_summary(tried: list[dict], judged_on: str, chosen: float,
                      regression: bool) -> str:
     """How the default sparsity lowered itself, from the provenance's ``sparsity_tried``."""
     return (f"lowered itself ("
-            + ", ".join(f"{t['sparsity']:g} lost {_loss(t['loss'], regression)}" for t in tried)
+            + ", ".join(f"{_tried_label(t)} lost {_loss(t['loss'], regression)}"
+                        for t in tried)
             + f" on the {judged_on}): compressed at {chosen:g}")
+
+
+def _tried_label(tried: dict) -> str:
+    """A sparsity tried, with the one reached where the target was out of reach."""
+    reached = tried.get("reached", tried["sparsity"])
+    return (f"{tried['sparsity']:g}" if tried["sparsity"] - reached < REACHED_TOLERANCE
+            else f"{tried['sparsity']:g} (reached {reached:.3g})")
 
 
 def _loss(loss: float, regression: bool) -> str:
