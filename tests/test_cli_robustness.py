@@ -121,6 +121,18 @@ def test_labels_of_a_single_column_are_taken_as_a_vector(tmp_path, capsys, monke
                  str(tmp_path / "y.npy"), "--build-dir", str(tmp_path / "b")]) == 2
     assert "not simulated in this test" in capsys.readouterr().err
     assert seen["labels"].shape == (5,) and seen["labels"].tolist() == [0, 1, 2, 0, 1]
+    # --count cuts inputs and labels alike; labels of another set (more of them) were
+    # accepted under a --count and scored the inputs against them.
+    assert main(["sim", str(program_dir), "--inputs", str(tmp_path / "x.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--count", "3", "--build-dir", str(tmp_path / "b")]) == 2
+    assert seen["labels"].tolist() == [0, 1, 2]
+    np.save(tmp_path / "y9.npy", np.arange(9) % 3)
+    for verb in ("sim", "report"):
+        assert main([verb, str(program_dir), "--inputs", str(tmp_path / "x.npy"), "--labels",
+                     str(tmp_path / "y9.npy"), "--count", "3", "--simulate" if verb == "report"
+                     else "--build-dir", *([] if verb == "report" else [str(tmp_path / "b")])]
+                    ) == 2
+        assert "y9.npy: 9 labels for 5 inputs" in capsys.readouterr().err
 
 
 def _simulation_of(program, x) -> dict:

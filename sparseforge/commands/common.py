@@ -174,8 +174,8 @@ def _is_npy(path: Path) -> bool:
 
 def check_labels(labels, count: int | None, classes: int, where: str):
     """Labels as a vector of integer classes ``0 .. classes-1``, ``count`` of them when given
-    (more are allowed when a ``--count`` cuts the inputs).  A single column, shape ``(n, 1)``,
-    is taken as the vector it holds, as ``compress --data`` takes one."""
+    (one for each input given: a ``--count`` cuts both afterwards).  A single column, shape
+    ``(n, 1)``, is taken as the vector it holds, as ``compress --data`` takes one."""
     import numpy as np
 
     from sparseforge.compiler.errors import InputError
@@ -203,14 +203,14 @@ def check_labels(labels, count: int | None, classes: int, where: str):
 
 def check_targets(targets, count: int, outputs: int, where: str):
     """A regression program's targets as ``count`` x ``outputs`` values (``--labels`` of a
-    regression: :func:`check_labels`' counterpart), the first ``count`` of those given."""
+    regression: :func:`check_labels`' counterpart), one row for each input given."""
     import numpy as np
 
     from sparseforge.compiler.errors import InputError
     from sparseforge.sim.simulate import checked_targets
 
     try:
-        return checked_targets(np.asarray(targets)[:count], count, outputs)
+        return checked_targets(np.asarray(targets), count, outputs)
     except ValueError as error:
         raise InputError(f"{where}: {error}") from None
 

@@ -93,17 +93,13 @@ def _inputs(args, program):
         check_inputs(x, program.model_in_features, program.network.input_map_shape)
     except InputError as error:
         raise InputError(f"{source}: {error}") from None
+    # The labels go with the inputs given, all of them: --count cuts both.
     if labels is not None and args.simulate and program.task == "regression":
-        labels = check_targets(labels, min(len(x), args.count or len(x)),
-                               program.network.layers[-1].out_features,
+        labels = check_targets(labels, len(x), program.network.layers[-1].out_features,
                                args.labels or args.inputs)
     elif labels is not None and args.simulate:
-        labels = check_labels(labels, len(x) if not args.count else None,
-                              program.network.layers[-1].out_features,
+        labels = check_labels(labels, len(x), program.network.layers[-1].out_features,
                               args.labels or args.inputs or "the digits labels")
-        needed = min(len(x), args.count or len(x))
-        if len(labels) < needed:
-            raise InputError(f"{args.labels}: {len(labels)} labels for {needed} inputs")
     if args.count:
         x = x[:args.count]
         labels = None if labels is None else labels[:args.count]

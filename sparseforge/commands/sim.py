@@ -72,19 +72,17 @@ def run(args) -> int:
             stderr_console().print(f"no --inputs: the bundled digits test split ({len(x)} "
                                    f"images) and its labels", highlight=False)
         try:
-            x = check_inputs(x, program.model_in_features,
-                             program.network.input_map_shape)[:args.count]
+            x = check_inputs(x, program.model_in_features, program.network.input_map_shape)
         except InputError as error:
             raise InputError(f"{args.inputs or 'the digits test split'}: {error}") from None
+        # The labels go with the inputs given, all of them: --count cuts both.
         if labels is not None and program.task == "regression":
             labels = check_targets(labels, len(x), program.network.layers[-1].out_features,
-                                   args.labels or args.inputs)
+                                   args.labels or args.inputs)[:args.count]
         elif labels is not None:
-            labels = check_labels(labels, len(x) if not args.count else None,
-                                  program.network.layers[-1].out_features,
+            labels = check_labels(labels, len(x), program.network.layers[-1].out_features,
                                   args.labels or args.inputs or "the digits labels")[:args.count]
-            if len(labels) < len(x):
-                raise InputError(f"{args.labels}: {len(labels)} labels for {len(x)} inputs")
+        x = x[:args.count]
     except (ProgramError, ValueError, OSError) as error:
         return fail(str(error))
     build_dir = Path(args.build_dir) if args.build_dir else Path(args.program) / "sim"
