@@ -157,6 +157,14 @@ def test_a_program_for_a_larger_part_is_refused_by_the_estimate_before_synthesis
     # The generic ways out came first, the one that matters for this program last.
     assert str(raised.value).count("ways out") == 1
     assert seen == [] and not (tmp_path / "b").exists()
+    # Compiled for no board, it was checked against no part: synthesis started.
+    boardless = sf.compile(random_network(np.random.default_rng(5), [64, 96, 10],
+                                          density=0.5), pes=32)
+    with pytest.raises(DoesNotFit, match=r"(?s)does not fit the iCE40UP5K \(estimate\):\n.*\n"
+                                         r"the program was compiled for no board: compile it "
+                                         r"with --board icebreaker"):
+        sf.build(boardless, "icebreaker", build_dir=tmp_path / "b")
+    assert seen == [] and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("frequency", [0, 0.0, -5, float("nan"), float("inf"), "33"])
