@@ -53,6 +53,7 @@ class Build:
     attempts: list[dict] = field(default_factory=list)
     seed: int | None = None            # nextpnr's seed of the kept placement (None: default)
     seeds: list[dict] = field(default_factory=list)   # the kept attempt's seeds and figures
+    program: str | None = None         # the digest of the program built (Program.digest)
 
     @property
     def timing_met(self) -> bool:
@@ -65,7 +66,8 @@ class Build:
                 "utilisation": {k: v.to_json() for k, v in self.utilisation.items()},
                 "seconds": round(self.seconds, 1), "attempts": self.attempts,
                 "seed": _seed_name(self.seed),
-                "seeds": [{**s, "seed": _seed_name(s["seed"])} for s in self.seeds]}
+                "seeds": [{**s, "seed": _seed_name(s["seed"])} for s in self.seeds],
+                **({"program": self.program} if self.program else {})}
 
 
 def build(program, board: str | None = None, *, frequency_mhz: float | None = None,
@@ -195,7 +197,7 @@ def _build_into(program, target: Board, folder: Path, frequency_mhz, fit_clock, 
                     target_mhz=clocking.frequency_hz / 1e6,
                     utilisation=result.report.resources,
                     seconds=time.monotonic() - started, build_dir=folder, attempts=attempts,
-                    seed=result.seed, seeds=result.seeds)
+                    seed=result.seed, seeds=result.seeds, program=program.digest())
     write_file(folder / "build.json", json.dumps(_record(outcome, folder), indent=2))
     return outcome
 

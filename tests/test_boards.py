@@ -42,6 +42,7 @@ def test_icebreaker_bitstream_for_the_digits_engine(digits_program, tmp_path):
     assert result.timing_met and result.target_mhz == pytest.approx(18, abs=0.5)
     saved = json.loads((tmp_path / "build.json").read_text())
     assert saved["fmax_mhz"] == pytest.approx(result.fmax_mhz, abs=0.01)
+    assert saved["program"] == program.digest()         # what report and flash check
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """User mistakes on the command line, each refused early with a message that names the file or
 value and the way out (a robustness sweep's findings)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -154,8 +156,6 @@ def _simulation_of(program, x) -> dict:
 
 
 def test_report_names_the_file_each_fault_comes_from(tmp_path, capsys, program_dir):
-    import json
-
     from sparseforge.commands.common import load_npz
     from sparseforge.compiler.errors import InputError
 
@@ -340,3 +340,27 @@ def test_sim_labels_without_inputs_are_refused_and_the_default_data_is_named(
     assert main(["sim", str(tmp_path / "prog"), "--count", "3", "--build-dir",
                  str(tmp_path / "b")]) == 2
     assert "no --inputs: the bundled digits test split" in capsys.readouterr().err
+
+
+def test_another_programs_build_is_not_reported_or_flashed_as_this_ones(tmp_path, capsys,
+                                                                         program_dir):
+    """A bitstream folder copied from another program: the report showed its Fmax and DSPs
+    beside this engine, and flash offered its top.bin."""
+    import shutil
+
+    from sparseforge.boards.build import Build, _record
+
+    program = tmp_path / "program"
+    shutil.copytree(program_dir, program)
+    folder = program / "bitstream"
+    (folder / "attempt1").mkdir(parents=True)
+    (folder / "attempt1" / "top.bin").write_bytes(b"\xff\x00\x00\xff")
+    built = Build("icebreaker", folder / "attempt1" / "top.bin", 42.0, 33.0, {}, 1.0, folder,
+                  program="0123456789abcdef")
+    (folder / "build.json").write_text(json.dumps(_record(built, folder)))
+    assert main(["report", str(program), "-o", str(tmp_path / "report")]) == 2
+    assert ("build.json holds the build of another program (digest 0123456789abcdef"
+            in capsys.readouterr().err)
+    assert main(["flash", str(program), "--dry-run"]) == 2
+    assert "build.json is the build of another program (digest 0123456789abcdef" in \
+        " ".join(capsys.readouterr().err.split())

@@ -26,13 +26,24 @@ def run(args) -> int:
 
     console = console_for(args)
     directory = Path(args.program)
+    if directory.is_file():
+        return fail(f"{directory} is a file: flash takes a program folder (sparseforge "
+                    f"compile MODEL -o DIR, then sparseforge build DIR), or --bitstream FILE "
+                    f"with --board")
     record = directory / "bitstream" / "build.json"
-    built = load_record(record) if record.is_file() else {}
+    try:
+        built = load_record(record) if record.is_file() else {}
+        if built and not args.bitstream:
+            _check_build_of(directory, built, record)
+    except ValueError as error:
+        return fail(str(error))
     board = args.board or built.get("board")
     bitstream = args.bitstream or built.get("bitstream")
     if not board or not bitstream:
-        return fail(f"{directory}: no build found; run `sparseforge build {directory} "
-                    f"--board B` first, or pass --board and --bitstream")
+        compiled_for = _board_of(directory)
+        return fail(f"{directory}: no build found; run `sparseforge build {directory}"
+                    + ("" if compiled_for else " --board B") + "` first, or pass --board "
+                    f"and --bitstream")
     try:
         bitstream = check_bitstream(board, Path(bitstream))
         command = programmer_command(board, bitstream)
@@ -47,3 +58,31 @@ def run(args) -> int:
     console.print(f"flashed {bitstream} to the {board}")
     emit_json(args, {"command": command, "flashed": True})
     return 0
+
+
+def _check_build_of(directory: Path, built: dict, record: Path) -> None:
+    """Refuse to flash the build of another program than the one in ``directory`` (a
+    bitstream folder copied from another program), where build.json names its program."""
+    from sparseforge.compiler.errors import InputError
+    from sparseforge.compiler.program import load_program
+
+    named = built.get("program")
+    if not named or not (directory / "program.json").is_file():
+        return
+    digest = load_program(directory).digest()
+    if named != digest:
+        raise InputError(f"{record} is the build of another program (digest {named}, "
+                         f"{directory}'s is {digest}): build this one (sparseforge build "
+                         f"{directory})")
+
+
+def _board_of(directory: Path) -> str | None:
+    """The board the program in ``directory`` was compiled for, if it says (without loading
+    the program)."""
+    import json
+
+    try:
+        board = json.loads((directory / "program.json").read_text()).get("board")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return board if isinstance(board, str) else None
