@@ -895,3 +895,24 @@ def test_8_whole_number_labels_stored_as_floats_are_taken_as_classes():
         assert taken.dtype.kind == "i" and taken.tolist() == [1, 0, 9]
     with pytest.raises(ValueError, match="labels must be integers"):
         checked_labels(np.array([1.0, np.nan, 2.0]), 3, 10)
+
+
+def test_7_a_failure_after_load_says_the_board_may_hold_a_smaller_engine(
+        tmp_path, program_dir, capsys, monkeypatch):
+    """run --load of a program larger than the flashed engine (whose depths INFO does not
+    report) loaded, and then failed with the link's or the device's text alone."""
+    from sparseforge.boards import device, program_run
+
+    def fails(*_, **__):
+        raise device.DeviceError(protocol.Opcode.INFER, protocol.Status.BAD_LENGTH)
+
+    monkeypatch.setattr(device, "SerialTransport", lambda port, baud: None)
+    monkeypatch.setattr(program_run, "run_program", fails)
+    np.save(tmp_path / "x.npy", np.zeros((3, 64)))
+    command = ("run", program_dir, "--input", tmp_path / "x.npy", "--port", tmp_path / "tty")
+    status, out, _ = cli(capsys, *command, "--load", "--json")
+    assert status == 2 and "INFER failed on the device: BAD_LENGTH" in json_error(out)
+    assert "; with --load, a program whose memories are larger than the flashed engine's" \
+        in json_error(out)
+    status, out, _ = cli(capsys, *command, "--json")
+    assert status == 2 and "--load" not in json_error(out)

@@ -22,6 +22,14 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
+# INFO tells the engine's PEs, widths and lanes, not its memories' depths: a program larger
+# than the flashed engine loads (its words wrap) and then fails.
+_LOADED_LARGER = ("; with --load, a program whose memories are larger than the flashed "
+                  "engine's (entries, features, accumulator width, which the board does not "
+                  "report) loads and then fails: compile it for the flashed engine "
+                  "(sf.compile(model, config=...)) or flash its own bitstream")
+
+
 def run(args) -> int:
     import sparseforge as sf
     from sparseforge.boards.device import (
@@ -50,6 +58,8 @@ def run(args) -> int:
             result = run_program(device, program, x, load=args.load,
                                  progress=lambda done, total: bar.update(task, completed=done))
     except LinkError as error:
+        if args.load and port is not None:
+            return fail(f"{error}{_LOADED_LARGER}")
         if port is None or "no reply" not in str(error):
             return fail(str(error))
         # Nothing answered on the port: say which, and what usually causes it.
@@ -58,7 +68,9 @@ def run(args) -> int:
                     + (" (the FT2232H's channel B, the second of its two ports)"
                        if board.usb_interface else "")
                     + "? pass --port to choose another")
-    except (DeviceError, ValueError, OSError) as error:
+    except DeviceError as error:
+        return fail(f"{error}{_LOADED_LARGER if args.load else ''}")
+    except (ValueError, OSError) as error:
         return fail(str(error))
     # A regression's outputs are values (read from their fixed point); a classifier's answer
     # is the class of its largest output.
