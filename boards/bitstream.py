@@ -18,7 +18,9 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -102,6 +104,10 @@ class _Script:
     synth: list[str]
     pnr: str
     pack: list[str]
+    # The shells running now (the seeds' nextpnr runs in threads), for stop().
+    _running: set = field(default_factory=set, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
 
     @classmethod
     def read(cls, path: Path) -> _Script:
@@ -121,9 +127,40 @@ class _Script:
         return cls(preamble, synth, pnr, pack)
 
     def run(self, lines: list[str], cwd: Path, env: dict, timeout: float):
+        """The lines in a shell of its own process group, so that stopping the build (a
+        SIGTERM, Ctrl-C, the timeout) stops the tools it started: killing the shell alone
+        left Yosys running."""
         text = "\n".join(self.preamble + lines) + "\n"
-        return subprocess.run(["sh", "-c", text], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        with subprocess.Popen(["sh", "-c", text], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) as process:
+            with self._lock:
+                self._running.add(process)
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except BaseException:
+                _stop(process)
+                raise
+            finally:
+                with self._lock:
+                    self._running.discard(process)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        """Stop every tool this script is running (other threads' too)."""
+        with self._lock:
+            running = list(self._running)
+        for process in running:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Kill ``process``'s group (the shell and the tools it started) and reap the shell."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
 
 
 def _pnr_line(line: str, seed: int | None, pack_only: bool) -> str:
@@ -196,8 +233,16 @@ def build_bitstream(platform, top, build_dir: Path, *, name: str = "top",
         return folder, result, time.monotonic() - begun
 
     workers = max(1, min(len(seeds), jobs or os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         placements = list(pool.map(place, seeds))
+    except BaseException:
+        # Stopped (SIGTERM, Ctrl-C) or failed here: the other seeds' nextpnr runs go too,
+        # before the pool waits for them.
+        script.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     tried, best, failure = [], None, None
     for seed, (folder, result, seconds) in zip(seeds, placements):
         log = folder / f"{name}.tim"

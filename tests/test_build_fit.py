@@ -302,3 +302,29 @@ def test_a_given_engine_that_does_not_fit_is_told_the_most_pes_that_do():
     with pytest.raises(DoesNotFit, match=r"ways out: fewer PEs \(--pes \d, or pes=\d in "
                                          r"sf.compile: the most that fit\)"):
         sf.compile(network, config=engine, board="icebreaker")
+
+
+def test_a_stopped_build_stops_the_tools_its_shell_started(tmp_path):
+    """SIGTERM to `sparseforge build` during synthesis ended the shell and left Yosys running
+    on its own: the build's shell runs in a process group of its own, killed whole."""
+    import os
+    import subprocess
+    import time
+
+    from sparseforge.boards.bitstream import _Script
+
+    script = _Script([], ["true"], "true", [])
+    with pytest.raises(subprocess.TimeoutExpired):
+        # A tool the shell started (the way Yosys runs under Amaranth's script).
+        script.run(["sleep 60 & echo $! > tool.pid; wait"], tmp_path, dict(os.environ), 1.0)
+    tool = int((tmp_path / "tool.pid").read_text())
+    for _ in range(50):
+        try:
+            os.kill(tool, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(tool, 9)
+        pytest.fail("the tool the shell started outlived the build")
+    assert script.run(["echo done"], tmp_path, dict(os.environ), 10.0).stdout == "done\n"
