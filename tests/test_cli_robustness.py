@@ -364,3 +364,27 @@ def test_another_programs_build_is_not_reported_or_flashed_as_this_ones(tmp_path
     assert main(["flash", str(program), "--dry-run"]) == 2
     assert "build.json is the build of another program (digest 0123456789abcdef" in \
         " ".join(capsys.readouterr().err.split())
+
+
+def test_compile_does_not_replace_a_program_folder_holding_the_users_files(tmp_path, capsys,
+                                                                           program_dir):
+    """compile -o DIR replaced the folder whole, the model it was compiling and the user's
+    inputs kept there with it."""
+    import shutil
+
+    program = tmp_path / "program"
+    shutil.copytree(program_dir, program)
+    shutil.copyfile(program_dir.parent / "m.sfm", program / "model.sfm")
+    assert main(["compile", str(program / "model.sfm"), "-o", str(program)]) == 2
+    assert "model.sfm lies inside" in capsys.readouterr().err
+    assert (program / "model.sfm").exists()
+    shutil.move(program / "model.sfm", tmp_path / "model.sfm")
+    np.save(program / "x_test.npy", np.zeros((2, 6)))
+    assert main(["compile", str(tmp_path / "model.sfm"), "-o", str(program)]) == 2
+    assert "holds files no sparseforge verb wrote there (x_test.npy)" in \
+        " ".join(capsys.readouterr().err.split())
+    (program / "x_test.npy").unlink()
+    (program / "sim.json").write_text("{}")              # a verb's: replaced with the program
+    assert main(["compile", str(tmp_path / "model.sfm"), "-o", str(program),
+                 "--no-verilog"]) == 0
+    assert not (program / "sim.json").exists()

@@ -51,6 +51,16 @@ def run(args) -> int:
     from sparseforge.compiler.compress.model import CompressedModelError
 
     console = console_for(args)
+    model, output = Path(args.model).resolve(), Path(args.output).resolve()
+    if output in model.parents:
+        return fail(f"{args.model} lies inside {args.output}, which compile replaces whole "
+                    f"with the program: write the program elsewhere (-o) or move the model "
+                    f"out first")
+    foreign = _not_a_programs(Path(args.output))
+    if foreign:
+        return fail(f"{args.output} holds files no sparseforge verb wrote there "
+                    f"({', '.join(foreign)}), and compile replaces the folder whole: move "
+                    f"them out first, or write the program elsewhere (-o)")
     try:
         compressed = sf.load_compressed(args.model)
         program = sf.compile(compressed, pes=args.pes, board=args.board,
@@ -83,6 +93,26 @@ def run(args) -> int:
     console.print(f"wrote {directory}" + (f" (with {verilog.name})" if verilog else ""))
     emit_json(args, payload)
     return 0
+
+
+# What the verbs write into a program's folder beside the files program.json lists.
+_PROGRAM_OUTPUTS = frozenset({"program.json", "report.json", "engine.v", "sim", "sim.json",
+                              "bitstream", "report"})
+
+
+def _not_a_programs(directory: Path) -> list[str]:
+    """The entries of an existing program folder that no verb wrote (the user's own files,
+    which replacing the folder removes)."""
+    manifest = directory / "program.json"
+    if not manifest.is_file():
+        return []
+    try:
+        listed = set(json.loads(manifest.read_text()).get("files", {}))
+    except (OSError, ValueError, AttributeError):
+        listed = set()
+    return sorted(entry.name for entry in directory.iterdir()
+                  if entry.name not in listed | _PROGRAM_OUTPUTS
+                  and not entry.name.startswith("."))
 
 
 def removed_units(model, network) -> list[dict]:
