@@ -110,9 +110,10 @@ def _not_a_programs(directory: Path) -> list[str]:
         listed = set(json.loads(manifest.read_text()).get("files", {}))
     except (OSError, ValueError, AttributeError):
         listed = set()
+    # A name ending .tmp is a verb's write cut short.
     return sorted(entry.name for entry in directory.iterdir()
                   if entry.name not in listed | _PROGRAM_OUTPUTS
-                  and not entry.name.startswith("."))
+                  and not entry.name.startswith(".") and not entry.name.endswith(".tmp"))
 
 
 def removed_units(model, network) -> list[dict]:
