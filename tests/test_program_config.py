@@ -348,5 +348,12 @@ def test_the_advice_names_write_back_lanes_that_exist_and_a_smaller_model_for_br
     assert "write-back lanes" not in resources.fit_advice(odd, part)  # 3 PEs: none to share
     even = derive_config(small_network(), 8)
     assert "--writeback-lanes 1," in resources.fit_advice(even, part)
+    # Its PEs' memories take a block RAM each already: a smaller model would not shrink them.
     advice = resources.fit_advice(even, part, {"BRAM"})
+    assert "a smaller model will not do" in advice and "higher --sparsity" not in advice
+    from tests.test_golden import random_network
+
+    large = derive_config(random_network(np.random.default_rng(1), [256, 256, 10],
+                                         density=0.3), 8)
+    advice = resources.fit_advice(large, part, {"BRAM"})
     assert "higher --sparsity" in advice and "fewer PEs" not in advice
