@@ -742,8 +742,11 @@ def _layer_table(ctx: _Context) -> list[dict]:
                "entries per PE (min/mean/max)": f"{stats.entries_min}/"
                                                 f"{stats.entries_mean:.1f}/{stats.entries_max}"}
         if ctx.work is not None:
-            row["nonzero inputs (mean)"] = (f"{ctx.work[index].nonzero.mean():.1f} of "
-                                            f"{stats.shape[1]}")
+            work = ctx.work[index]
+            row["nonzero inputs (mean)"] = (
+                f"{work.nonzero.mean():.1f} of {work.positions * stats.shape[1]}"
+                + (f" ({work.positions} patches of {stats.shape[1]})"
+                   if work.positions > 1 else ""))
         if ctx.compressed is not None:
             report = ctx.compressed.report.layers[index]
             rows_, columns = ctx.compressed.network.layers[index].codes.shape

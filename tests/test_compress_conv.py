@@ -235,6 +235,16 @@ def test_the_report_knows_the_model_a_conv_program_came_from(tiny_cnn_model, tmp
     program = sf.compile(model, pes=2)
     assert write_report(tmp_path / "a", compressed=model, program=program,
                         inputs=x[:4]).is_file()
+    # A conv layer's nonzero inputs are counted over its patches ("276.0 of 9" was the
+    # count over every position against one patch's columns).
+    from sparseforge.sim.reference.workload import workload
+
+    first = workload(program, program.quantize_input(x[:4]))[0]
+    table = (tmp_path / "a" / "report.md").read_text()
+    assert first.positions > 1 and (f"{first.nonzero.mean():.1f} of "
+                                    f"{first.positions * program.column_counts(0).shape[1]} "
+                                    f"({first.positions} patches of "
+                                    f"{program.column_counts(0).shape[1]})") in table
     layers = list(network.layers)
     layers[0] = dataclasses.replace(layers[0], bias=layers[0].bias + 1)
     other = dataclasses.replace(model, network=type(network)(tuple(layers)))

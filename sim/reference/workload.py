@@ -27,7 +27,8 @@ __all__ = ["LayerStats", "LayerWork", "layer_stats", "layer_work", "work_of", "w
 class LayerWork:
     """One layer's work for a batch of inputs."""
     work: np.ndarray            # batch x pes: E_k
-    nonzero: np.ndarray         # batch: nonzero input activations
+    nonzero: np.ndarray         # batch: nonzero input activations (over the positions)
+    positions: int = 1          # conv mode: the patches walked, each of the layer's columns
 
     @property
     def pes(self) -> int:
@@ -85,7 +86,7 @@ def workload(program, x_int) -> list[LayerWork]:
                                     return_patches=True)
         return [LayerWork(np.einsum("bpk,nk->bn", active.astype(np.int64),
                                     program.column_counts(index)),
-                          active.sum(axis=(1, 2)))
+                          active.sum(axis=(1, 2)), active.shape[1])
                 for index, active in enumerate(patches)]
     activations = run_image(program.config, program.image, x_int, return_layers=True)
     return [layer_work(program, index, activations[index])
