@@ -476,15 +476,23 @@ def _write(program: Program, directory: Path, extra=None) -> None:
         extra(directory)
     files = {path.name: _sha256(path) for path in sorted(directory.iterdir())
              if path.is_file() and path.name != "program.json"}
-    (directory / "program.json").write_text(json.dumps({
+    manifest = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "layer_count": image.layer_count,
         "board": program.board, "layers": layer_table, "files": files,
         **({"inputs": program.inputs.to_json()} if program.inputs is not None else {}),
         **({"output_order": [int(row) for row in program.output_order]}
            if program.output_order is not None else {}),
         **({"task": program.task} if program.task != "classification" else {}),
-        **({"class_names": list(program.class_names)} if program.class_names else {})},
-        indent=2) + "\n")
+        **({"class_names": list(program.class_names)} if program.class_names else {})}
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (directory / "program.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _manifest_digest(manifest: dict) -> str:
+    """SHA-256 of program.json's own content (its other keys): an edit is told from a
+    program an earlier sparseforge laid out otherwise."""
+    content = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 REQUANT_ARRAYS = ("multiplier", "shift", "rounding", "half_even")
@@ -551,6 +559,11 @@ def load_program(directory) -> Program:
     except ProgramError as error:
         if not manifest.get("files"):
             raise
+        saved = manifest.get("manifest_sha256")
+        if saved is not None and saved != _manifest_digest(manifest):
+            raise ProgramError(f"{error}\n{manifest_path} was edited after it was saved (its "
+                               f"digest differs): compile the model again (sparseforge "
+                               f"compile MODEL.sfm -o {directory})") from None
         # Its files are the ones it was saved with: the compiler that wrote them laid the
         # program out by other rules than this one's (an earlier sparseforge).
         raise ProgramError(f"{error}\n{directory} is as it was saved, so an earlier "

@@ -355,6 +355,7 @@ def test_a_program_as_saved_that_this_sparseforge_lays_out_otherwise_is_to_be_re
     manifest = json.loads((directory / "program.json").read_text())
     manifest["files"]["engine.json"] = hashlib.sha256(
         (directory / "engine.json").read_bytes()).hexdigest()
+    del manifest["manifest_sha256"]                 # an earlier sparseforge wrote none
     (directory / "program.json").write_text(json.dumps(manifest))
     with pytest.raises(ProgramError) as raised:
         load_program(directory)
@@ -363,3 +364,14 @@ def test_a_program_as_saved_that_this_sparseforge_lays_out_otherwise_is_to_be_re
     assert (f"{directory} is as it was saved, so an earlier sparseforge compiled it: compile "
             f"the model again (sparseforge compile MODEL.sfm -o {directory})"
             in str(raised.value))
+
+
+def test_an_edited_program_json_is_told_from_an_earlier_sparseforges(tmp_path, program):
+    # A layer's ReLU flipped in program.json: "an earlier sparseforge compiled it", it said.
+    directory = program.save(tmp_path / "prog")
+    manifest = json.loads((directory / "program.json").read_text())
+    manifest["layers"][0]["relu"] = not manifest["layers"][0]["relu"]
+    (directory / "program.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProgramError, match=r"program.json was edited after it was saved \(its "
+                                           r"digest differs\): compile the model again"):
+        load_program(directory)
