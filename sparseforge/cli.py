@@ -84,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return args.run(args) or 0
     except (UserError, ToolNotFoundError) as error:
+        _quiet_unused_elaboratables()
         return fail(str(error))
     except KeyboardInterrupt:
+        _quiet_unused_elaboratables()
         print("interrupted", file=sys.stderr)
         return 130
     except _Terminated:
+        _quiet_unused_elaboratables()
         print("terminated", file=sys.stderr)
         return 143
     except BrokenPipeError:
@@ -98,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_unused_elaboratables() -> None:
+    """A verb stopped halfway leaves components it built and never used: Amaranth warns of
+    each as it is collected (46 warnings with source paths after a Ctrl-C in compile), which
+    would bury the one line that says what happened."""
+    unused = sys.modules.get("amaranth._unused")
+    if unused is not None:
+        warnings.simplefilter("ignore", unused.UnusedMustUse)
 
 
 class _Terminated(BaseException):

@@ -916,3 +916,27 @@ def test_7_a_failure_after_load_says_the_board_may_hold_a_smaller_engine(
         in json_error(out)
     status, out, _ = cli(capsys, *command, "--json")
     assert status == 2 and "--load" not in json_error(out)
+
+
+def test_4_an_interrupted_verb_is_not_followed_by_amaranths_unused_warnings(monkeypatch,
+                                                                           capsys):
+    """Ctrl-C in compile printed 46 UnusedElaboratable warnings (the components it had built)
+    after "interrupted"."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import Module
+
+    from sparseforge.commands import compile as compile_verb
+
+    def interrupted(args):
+        Module()                       # built and never used, as a cut-short elaboration's
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compile_verb, "run", interrupted)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["compile", "m.sfm"]) == 130
+        gc.collect()
+    assert "interrupted" in capsys.readouterr().err
+    assert not [w for w in caught if "never used" in str(w.message)]
