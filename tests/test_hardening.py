@@ -925,11 +925,12 @@ def test_4_an_interrupted_verb_is_not_followed_by_amaranths_unused_warnings(monk
     import gc
     import warnings
 
-    from amaranth.hdl import Module
+    from amaranth.hdl import Fragment, Module
 
     from sparseforge.commands import compile as compile_verb
 
     def interrupted(args):
+        Fragment.get(Module(), None)   # elaboration began (Amaranth warns from then on)
         Module()                       # built and never used, as a cut-short elaboration's
         raise KeyboardInterrupt
 
