@@ -105,9 +105,12 @@ def _run_rtl(config, cases, build_dir, simulator, waves, input_idle, output_stal
     sources = [source] + ([primitive_models(platform)] if platform is not None else [])
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     test_dir = None
-    simulator_dir = build_dir / f"{simulator}_{digest}"
+    # A simulator built with waves is another build: in a folder of its own, so that the plain
+    # one stays (a failed waves build wiped it, and the next plain run built it again).
+    name = f"{simulator}{'_waves' if waves else ''}_{digest}"
+    simulator_dir = build_dir / name
     if simulators_dir is not None:
-        simulator_dir = Path(simulators_dir).resolve() / f"{simulator}_{digest}"
+        simulator_dir = Path(simulators_dir).resolve() / name
         test_dir = build_dir / "run"
 
     plan_cases = []

@@ -388,3 +388,30 @@ def test_compile_does_not_replace_a_program_folder_holding_the_users_files(tmp_p
     assert main(["compile", str(tmp_path / "model.sfm"), "-o", str(program),
                  "--no-verilog"]) == 0
     assert not (program / "sim.json").exists()
+
+
+def test_a_simulator_built_with_waves_is_kept_apart_from_the_plain_one(tmp_path, monkeypatch,
+                                                                       program_dir):
+    """sim --waves built into the plain simulator's folder: the next plain run (or a failed
+    waves build) built it again, 30 s where 3 s were the cached run."""
+    from pathlib import Path
+
+    from sparseforge.compiler.program import load_program
+    from sparseforge.sim import rtl
+
+    program = load_program(program_dir)
+    folders = []
+
+    def cocotb(sources, toplevel, module, *, build_dir, **_):
+        folders.append(Path(build_dir).name)
+        raise AssertionError("not simulated in this test")
+
+    monkeypatch.setattr(rtl, "run_cocotb", cocotb)
+    case = rtl.RtlCase("one", program.image, np.zeros((1, 6), np.int64),
+                       np.zeros((1, 3), np.int64))
+    for waves in (False, True):
+        with pytest.raises(RuntimeError, match="no results"):
+            rtl.run_rtl(program.config, [case], build_dir=tmp_path, waves=waves)
+    plain, traced = folders
+    assert plain.startswith("verilator_") and traced == plain.replace("verilator_",
+                                                                        "verilator_waves_")
