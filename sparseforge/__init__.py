@@ -27,7 +27,7 @@ _API = {
     "load_program": ("sparseforge.compiler.program", "load_program"),
     "reference": ("sparseforge.api", "reference"),
     "simulate": ("sparseforge.api", "simulate"),
-    "build": ("sparseforge.boards.build", "build"),
+    "build": ("sparseforge.api", "build"),
     "sweep": ("sparseforge.sweep", "sweep"),
     "EngineConfig": ("sparseforge.compiler.config", "EngineConfig"),
 }

@@ -5,8 +5,8 @@ golden model's check of the image against the network it came from
 (:func:`~sparseforge.sim.reference.golden.check_program`): the compiler verifies what it can
 by itself (the image decodes to the network's codes), and the check that needs the golden
 model runs here, above both, so that no stage imports one above it.  ``sf.reference`` and
-``sf.simulate`` are the golden model's and the simulation's, refusing another stage's artifact
-(a compressed model, a path) with what to pass instead.
+``sf.simulate`` are the golden model's and the simulation's, and ``sf.build`` the board's,
+refusing another stage's artifact (a compressed model, a path) with what to pass instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import functools
 from sparseforge.compiler import program as _program
 from sparseforge.sim.reference import golden as _golden
 
-__all__ = ["compile", "reference", "simulate"]
+__all__ = ["build", "compile", "reference", "simulate"]
 
 
 def compile(model, pes: int | None = None, board: str | None = None, *,
@@ -33,6 +33,12 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     keeps an engine the board's fit estimate would refuse (nextpnr then decides);
     ``balance=False`` keeps every layer's row order (no ``compiler.balance`` pass) and
     ``remove_dead=False`` every hidden unit (no ``compiler.dead_units`` pass)."""
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"sf.compile takes a compressed model, not a path: "
+                        f"sf.load_compressed({str(model)!r}) reads an .sfm file (a float "
+                        f"model is compressed first, sf.compress)")
     program = _program.compile(model, pes, board, scan_lanes=scan_lanes, fifo_depth=fifo_depth,
                                headroom=headroom, writeback_lanes=writeback_lanes,
                                skip_zeros=skip_zeros, config=config, verify=verify,
@@ -41,6 +47,15 @@ def compile(model, pes: int | None = None, board: str | None = None, *,
     if verify:
         _golden.check_program(program)
     return program
+
+
+def build(program, board: str | None = None, **options):
+    """Build ``program``'s bitstream for ``board``: ``sparseforge.boards.build.build`` (its
+    docstring gives the options), ``program`` checked first (a compressed model or a path is
+    refused with what to pass)."""
+    from sparseforge.boards import build as _build
+
+    return _build.build(_program_of(program, "sf.build"), board, **options)
 
 
 def _program_of(program, verb: str):

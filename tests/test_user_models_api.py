@@ -160,6 +160,16 @@ def test_reference_and_simulate_of_a_compressed_model_say_to_compile_it(tmp_path
         with pytest.raises(TypeError, match=r"takes a Program, not a path: "
                                             r"sf.load_program\('build/p'\) reads"):
             call("build/p", x)
+    # sf.build was an AttributeError of each ("no attribute 'board'"), sf.compile of a path a
+    # TypeError from deep inside.
+    with pytest.raises(TypeError, match=r"sf.build takes a Program, from sf.compile"):
+        sf.build(compressed, "icebreaker")
+    with pytest.raises(TypeError, match=r"sf.build takes a Program, not a path: "
+                                        r"sf.load_program\('build/p'\) reads"):
+        sf.build("build/p", "icebreaker")
+    with pytest.raises(TypeError, match=r"sf.compile takes a compressed model, not a path: "
+                                        r"sf.load_compressed\('m.sfm'\) reads"):
+        sf.compile("m.sfm", pes=2)
     program = sf.compile(compressed, pes=2)
     assert np.array_equal(program.dequantize(sf.reference(program, x)),
                           compressed.dequantize(compressed.predict(x)))

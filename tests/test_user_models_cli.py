@@ -64,6 +64,12 @@ def test_a_torchscript_archive_is_named_as_one(tmp_path, capsys):
     assert "scripted.pt: is a TorchScript archive (torch.jit.save), which sparseforge does " \
            "not read: export the original module to ONNX" in err
     assert not (tmp_path / "m.sfm").exists()
+    # A compressed model given again was told it needs pickle.
+    (tmp_path / "done.sfm").write_bytes(b"PK\x03\x04")
+    assert main(["compress", str(tmp_path / "done.sfm"), "--data", str(data), "-o",
+                 str(tmp_path / "m.sfm")]) == 2
+    assert "done.sfm is a compressed model already (.sfm): compile it" in \
+        " ".join(capsys.readouterr().err.split())
 
 
 def test_a_slow_compression_says_how_far_it_got_without_a_terminal(tmp_path, capsys,

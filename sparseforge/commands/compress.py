@@ -127,6 +127,10 @@ def load_model(path: Path | None, *, progress: bool = True, seed: int = 0, train
         raise ValueError(no_such_file(path, "model"))
     if path.suffix.lower() == ".onnx":
         return path
+    if path.suffix.lower() == ".sfm":
+        raise ValueError(f"{path} is a compressed model already (.sfm): compile it "
+                         f"(sparseforge compile {path}); compress takes the float model "
+                         f"(.onnx, or the default MLP's state_dict)")
     data_archive = not_a_model(path)
     if data_archive:
         raise ValueError(data_archive)
