@@ -62,8 +62,11 @@ def write_folder(target, fill: Callable[[Path], None], *, what: str = "output",
             os.mkdir(staging, 0o700)
         except OSError as error:
             ours = False
+            blocking = next((folder for folder in target.parents
+                             if folder.exists() and not folder.is_dir()), None)
             raise InputError(f"cannot write the {what} {target}: "
-                             f"{error.strerror or error}") from None
+                             + (f"{blocking} is a file, not a folder" if blocking else
+                                f"{error.strerror or error}")) from None
         os.chmod(staging, umask_mode(0o777))
         fill(staging)
         # Another writer may put its folder in place between our renames: then ours goes in

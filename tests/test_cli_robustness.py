@@ -415,3 +415,12 @@ def test_a_simulator_built_with_waves_is_kept_apart_from_the_plain_one(tmp_path,
     plain, traced = folders
     assert plain.startswith("verilator_") and traced == plain.replace("verilator_",
                                                                         "verilator_waves_")
+
+
+def test_a_program_folder_under_a_file_names_the_file(tmp_path, capsys, program_dir):
+    # It said "File exists".
+    (tmp_path / "afile").write_text("")
+    assert main(["compile", str(program_dir.parent / "m.sfm"), "-o",
+                 str(tmp_path / "afile" / "sub"), "--no-verilog"]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in \
+        " ".join(capsys.readouterr().err.split())
