@@ -413,3 +413,20 @@ def test_compress_trains_the_default_on_images_flattened_with_every_class(tmp_pa
             "training data") in capsys.readouterr().err
     layers = sf.load_compressed(tmp_path / "m.sfm").network.layers
     assert (layers[0].in_features, layers[-1].out_features) == (36, 3)
+
+
+def test_an_edited_sfm_is_refused(tmp_path):
+    """A layer's ReLU turned off in the manifest compiled without a word."""
+    path = make_model().save(tmp_path / "m.sfm")
+    assert load_compressed(path).report is not None          # as saved: read
+    with zipfile.ZipFile(path) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        arrays = archive.read("arrays.npz")
+    manifest["layers"][0]["relu"] = not manifest["layers"][0]["relu"]
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(manifest))
+        archive.writestr("arrays.npz", arrays)
+    with pytest.raises(CompressedModelError, match=r"m.sfm was changed after it was saved "
+                                                   r"\(the digest of its manifest and arrays "
+                                                   r"differs\)"):
+        load_compressed(path)

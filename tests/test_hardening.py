@@ -427,6 +427,7 @@ def rewrite_sfm(source, target, change):
         manifest = json.loads(archive.read("manifest.json"))
         arrays = archive.read("arrays.npz")
     change(manifest)
+    manifest.pop("content_sha256", None)    # by hand, without the digest: its fields checked
     with zipfile.ZipFile(target, "w") as archive:
         archive.writestr("manifest.json", json.dumps(manifest))
         archive.writestr("arrays.npz", arrays)

@@ -22,6 +22,7 @@ field and the value.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -226,9 +227,13 @@ class CompressedModel:
         if path.is_dir() or text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
             raise ValueError(f"{text} is a folder; give a file name such as "
                              f"{path / 'model.sfm'}")
-        manifest = json.dumps(self.manifest(), indent=2, allow_nan=False)
         buffer = io.BytesIO()
         np.savez(buffer, **self.arrays())
+        content = self.manifest()
+        # Of the manifest as it will be read back (JSON turns tuples to lists, keys to text).
+        content["content_sha256"] = _content_digest(
+            json.loads(json.dumps(content, allow_nan=False)), buffer.getvalue())
+        manifest = json.dumps(content, indent=2, allow_nan=False)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -249,6 +254,14 @@ class CompressedModel:
             Path(temporary).unlink(missing_ok=True)
             raise
         return path
+
+
+def _content_digest(manifest: dict, arrays_bytes: bytes) -> str:
+    """SHA-256 of a ``.sfm``'s manifest (its other keys) and its arrays member, as written."""
+    content = {key: value for key, value in manifest.items() if key != "content_sha256"}
+    hashed = hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=False).encode())
+    hashed.update(arrays_bytes)
+    return hashed.hexdigest()
 
 
 def load_compressed(path) -> CompressedModel:
@@ -284,6 +297,14 @@ def load_compressed(path) -> CompressedModel:
         manifest = json.loads(manifest_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CompressedModelError(f"{path}: manifest.json is not JSON: {error}") from error
+    # Of a file of this format (another's is refused by its format or version, below).
+    saved_digest = (manifest.get("content_sha256") if isinstance(manifest, dict)
+                    and manifest.get("format") == FORMAT_NAME
+                    and manifest.get("version") == FORMAT_VERSION else None)
+    if saved_digest is not None and saved_digest != _content_digest(manifest, arrays_bytes):
+        # A layer's ReLU or codebook edited in the manifest compiled without a word.
+        raise CompressedModelError(f"{path} was changed after it was saved (the digest of its "
+                                   f"manifest and arrays differs): compress the model again")
     try:
         with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as saved:
             arrays = {key: saved[key] for key in saved.files}
