@@ -258,6 +258,11 @@ def summary_rows(ctx: _Context) -> list[SummaryRow]:
         rows.append(SummaryRow("efficiency", "Load-balance efficiency",
                                _percent(work / float(ctx.predicted.sum()), 1),
                                "(sum_k E_k / N) / cycle-model cycles (no RTL simulation)"))
+    else:
+        # Said, not left out: a reader looks for the cycles first.
+        rows.append(SummaryRow("cycles", "Cycles per inference", "n/a",
+                               "no inputs to count them on: give some (--inputs, inputs=); "
+                               "the digits test split is the default of 64-input programs"))
     cycles = sim.total if sim is not None else (
         float(ctx.predicted.sum(axis=1).mean()) if ctx.predicted is not None else None)
     if build is not None:

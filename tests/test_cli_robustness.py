@@ -424,3 +424,12 @@ def test_a_program_folder_under_a_file_names_the_file(tmp_path, capsys, program_
                  str(tmp_path / "afile" / "sub"), "--no-verilog"]) == 2
     assert f"{tmp_path / 'afile'} is a file, not a folder" in \
         " ".join(capsys.readouterr().err.split())
+
+
+def test_a_report_without_inputs_says_there_are_no_cycles(tmp_path, capsys, program_dir):
+    # A program of 6 inputs has no default inputs: the cycles, efficiency and latency rows
+    # were left out without a word, and the notes spoke of cycles.
+    assert main(["report", str(program_dir), "-o", str(tmp_path / "report"), "--json"]) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    text = json.dumps(summary)
+    assert "no inputs to count them on: give some (--inputs, inputs=)" in text
