@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -100,11 +102,29 @@ def write_folder(target, fill: Callable[[Path], None], *, what: str = "output",
                         with contextlib.suppress(OSError):
                             os.rename(aside, target)
                     shutil.rmtree(aside, ignore_errors=True)
+            _remove_abandoned(target)
             return target
         raise InputError(f"{target} kept changing while the {what} was written into it")
     finally:
         if ours:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# A staging or set-aside folder older than this was left by a writer that was killed
+# (SIGKILL, a power cut: no ``finally`` ran); a live writer's is minutes old at most.
+ABANDONED_AFTER_SECONDS = 24 * 3600
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove what killed writers of ``target`` left beside it (``.NAME.<hex>.tmp`` staging
+    and ``.NAME.<hex>.old`` set-aside folders older than ``ABANDONED_AFTER_SECONDS``)."""
+    now = time.time()
+    for pattern in (f".{glob.escape(target.name)}.*.tmp", f".{glob.escape(target.name)}.*.old"):
+        for left in target.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                if (left.is_dir() and not left.is_symlink()
+                        and now - left.lstat().st_mtime > ABANDONED_AFTER_SECONDS):
+                    shutil.rmtree(left, ignore_errors=True)
 
 
 def write_file(target, data: bytes | str) -> Path:

@@ -942,3 +942,22 @@ def test_4_an_interrupted_verb_is_not_followed_by_amaranths_unused_warnings(monk
         gc.collect()
     assert "interrupted" in capsys.readouterr().err
     assert not [w for w in caught if "never used" in str(w.message)]
+
+
+def test_4_what_a_killed_compile_left_is_removed_by_the_next(tmp_path, network):
+    """SIGKILL runs no cleanup: its staging folder stayed beside the program for good."""
+    import os
+    import time
+
+    from sparseforge.compiler.outputs import ABANDONED_AFTER_SECONDS
+
+    program = sf.compile(network, pes=4)
+    killed = tmp_path / ".prog.0123456789abcdef0123456789abcdef.tmp"
+    killed.mkdir()
+    (killed / "image.npz").write_bytes(b"half")
+    live = tmp_path / ".prog.fedcba9876543210fedcba9876543210.tmp"    # another writer's, now
+    live.mkdir()
+    old = time.time() - ABANDONED_AFTER_SECONDS - 60
+    os.utime(killed, (old, old))
+    program.save(tmp_path / "prog")
+    assert not killed.exists() and live.exists()
