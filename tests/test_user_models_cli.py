@@ -121,6 +121,10 @@ def test_sim_says_it_is_building_when_the_output_is_a_log(tmp_path, capsys, monk
     assert main(["sim", str(tmp_path / "program"), "--inputs", str(tmp_path / "x.npy")]) == 2
     assert seen and seen[0].startswith("simulating 3 inputs on verilator (the first run of "
                                        "an engine builds it first, a minute or more)...")
+    # With a build there, the minute is not promised.
+    (tmp_path / "program" / "sim" / "verilator_0123456789abcdef").mkdir(parents=True)
+    assert main(["sim", str(tmp_path / "program"), "--inputs", str(tmp_path / "x.npy")]) == 2
+    assert seen[1].endswith("simulating 3 inputs on verilator...\n")
 
 
 def test_a_training_checkpoint_is_read_for_its_model_state_dict(tmp_path, capsys):

@@ -93,9 +93,10 @@ def run(args) -> int:
     if not console.is_terminal:
         # The status line below shows on a terminal only; a log would see nothing during the
         # simulator's build (a minute or more for a new engine).
-        stderr_console().print(f"simulating {len(x)} inputs on {args.simulator} (the "
-                               f"first run of an engine builds it first, a minute or "
-                               f"more)...", highlight=False)
+        built = any(build_dir.glob(f"{args.simulator}_*"))
+        stderr_console().print(f"simulating {len(x)} inputs on {args.simulator}"
+                               + ("" if built else " (the first run of an engine builds it "
+                                  "first, a minute or more)") + "...", highlight=False)
     try:
         with console.status(f"simulating {len(x)} inputs on {args.simulator}..."):
             result = sf.simulate(program, x, labels=labels, simulator=args.simulator,
