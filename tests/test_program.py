@@ -42,8 +42,8 @@ def test_compile_accepts_a_compressed_model_or_a_network(network, program):
 
 
 def test_compile_errors(network, program):
-    with pytest.raises(TypeError, match="compile takes a CompressedModel or a "
-                                        "QuantizedNetwork, not str"):
+    with pytest.raises(TypeError, match=r"sf.compile takes a compressed model, not a path: "
+                                        r"sf.load_compressed\('model.sfm'\) reads"):
         sf.compile("model.sfm")
     with pytest.raises(ValueError, match="pes must be between 1 and 64, not 65"):
         sf.compile(network, pes=65)
