@@ -424,9 +424,7 @@ def compress(model, train=None, val=None, *, sparsity: float | None = None,
                                     else "validation data" if val is not None
                                     else "training data"),
                      metric="r2" if regression else "accuracy",
-                     model_counts=[model_weight_counts(model_layer, layer.codes)
-                                   for model_layer, layer in zip(network.layers,
-                                                                 quantized.layers)])
+                     model_counts=_model_counts(network, quantized))
     provenance = {
         "source": network.source, "config": dataclasses.asdict(config),
         "sparsities": [round(s, 4) for s in sparsities],
@@ -502,11 +500,16 @@ def _compressed_at(network: Network, config: CompressionConfig, train_set: Datas
         max_acc_bits=config.max_acc_bits,
         codebooks=[(codes, codebook) for codes, codebook, _ in shared])
     loss = float_accuracy(network, judge) - integer_accuracy(quantized, judge)
-    reached = account(quantized, model_counts=[
-        model_weight_counts(model_layer, layer.codes)
-        for model_layer, layer in zip(network.layers, quantized.layers)]).sparsity
+    reached = account(quantized, model_counts=_model_counts(network, quantized)).sparsity
     return _Attempt(config.sparsity, sparsities, masks, pruned_weights, float_network,
                     quantized, float(loss), float(reached))
+
+
+def _model_counts(network: Network, quantized: QuantizedNetwork) -> list:
+    """Per layer, the model's weights and nonzeros where the matrix holds more entries than
+    the model has weights (the report and the overall sparsity count those)."""
+    return [model_weight_counts(model_layer, layer.codes)
+            for model_layer, layer in zip(network.layers, quantized.layers)]
 
 
 # How far below its target an attempt may reach and still count as that target.
