@@ -190,7 +190,8 @@ class CompressionReport:
 def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS,
                   model_counts: tuple[int, int] | None = None) -> LayerReport:
     """The storage figures of one integer layer (see the module docstring); ``model_counts``:
-    the model's weights and nonzeros where the matrix holds more entries (:func:`model_weight_counts`)."""
+    the model's weights and nonzeros where the matrix holds more entries
+    (:func:`model_weight_counts`)."""
     csc = encode_csc(layer.codes, (1 << idx_bits) - 1)
     entries = len(csc.codes)
     # A convolution's figures are its kernel matrix's, stored once for every position.
@@ -206,7 +207,8 @@ def account_layer(layer: QuantizedLinear, idx_bits: int = IDX_BITS,
         weights=layer.codes.size, nnz=layer.nnz, padding=csc.padding,
         code_bits=layer.code_bits, index_bits=idx_bits,
         coef_bits=layer.weight_format.bits, bias_bits=layer.bias_bits,
-        dense_bits=32 * ((layer.codes.size if model_counts is None else model_counts[0]) + rows),
+        dense_bits=32 * (rows + (layer.codes.size if model_counts is None
+                                 else model_counts[0])),
         compressed_bits=entries * (layer.code_bits + idx_bits) + fixed,
         huffman_bits=coded + tables + fixed,
         pointer_bits=(columns + 1) * max(1, math.ceil(math.log2(entries + 1))),

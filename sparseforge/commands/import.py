@@ -51,15 +51,15 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def load_data(path: Path):
+def load_data(path: Path, regression: bool = False):
     """(calibration samples, evaluation samples, evaluation labels or None) from an .npz, or
-    from a CSV table (its samples both)."""
+    from a CSV table (its samples both; a regression's label column holds target values)."""
     from sparseforge.compiler.errors import InputError
 
     from .table import is_table, load_table
 
     if is_table(path):
-        table = load_table(path)
+        table = load_table(path, targets=regression)
         stderr_console().print(table.describe(path), highlight=False)
         x = _samples(table.x, str(path))
         return x, x, table.y
@@ -105,7 +105,7 @@ def run(args) -> int:
         check_writable(args.output)         # before the import's work, not after it
         calibration = x = y = None
         if args.data:
-            calibration, x, y = load_data(Path(args.data))
+            calibration, x, y = load_data(Path(args.data), args.task == "regression")
         model = sf.load_quantized(args.model, calibration, approximate=args.approximate,
                                   task=args.task)
         # A binary classifier's logit runs as the second of two outputs (the first is 0).
