@@ -227,6 +227,18 @@ def _record(outcome: Build, build_dir: Path) -> dict:
     return record
 
 
+def check_record_of(program, record: dict, path) -> None:
+    """Refuse the build record (``build.json``) of another program than ``program`` (a
+    bitstream folder copied from another program: its Fmax, resources and bitstream would be
+    taken for this one's), by the digest it names (a record written before it did cannot
+    tell)."""
+    named = record.get("program") if isinstance(record, dict) else None
+    if named and named != program.digest():
+        raise InputError(f"{path} is the build of another program (digest {named}, this "
+                         f"program's is {program.digest()}): build this one (sparseforge "
+                         f"build)")
+
+
 def load_record(path) -> dict:
     """A ``build.json``, its paths made usable from here (relative ones are to its folder)."""
     path = Path(path)

@@ -359,7 +359,7 @@ def test_another_programs_build_is_not_reported_or_flashed_as_this_ones(tmp_path
                   program="0123456789abcdef")
     (folder / "build.json").write_text(json.dumps(_record(built, folder)))
     assert main(["report", str(program), "-o", str(tmp_path / "report")]) == 2
-    assert ("build.json holds the build of another program (digest 0123456789abcdef"
+    assert ("build.json is the build of another program (digest 0123456789abcdef"
             in capsys.readouterr().err)
     assert main(["flash", str(program), "--dry-run"]) == 2
     assert "build.json is the build of another program (digest 0123456789abcdef" in \

@@ -20,7 +20,8 @@ def register(verbs) -> None:
 
 
 def run(args) -> int:
-    from sparseforge.boards.build import load_record
+    from sparseforge.boards.build import check_record_of, load_record
+    from sparseforge.compiler.program import load_program
     from sparseforge.boards.flash import check_bitstream, flash, programmer_command
     from sparseforge.hw.toolchain import ToolNotFoundError
 
@@ -33,8 +34,8 @@ def run(args) -> int:
     record = directory / "bitstream" / "build.json"
     try:
         built = load_record(record) if record.is_file() else {}
-        if built and not args.bitstream:
-            _check_build_of(directory, built, record)
+        if built and not args.bitstream and (directory / "program.json").is_file():
+            check_record_of(load_program(directory), built, record)
     except ValueError as error:
         return fail(str(error))
     board = args.board or built.get("board")
@@ -58,22 +59,6 @@ def run(args) -> int:
     console.print(f"flashed {bitstream} to the {board}")
     emit_json(args, {"command": command, "flashed": True})
     return 0
-
-
-def _check_build_of(directory: Path, built: dict, record: Path) -> None:
-    """Refuse to flash the build of another program than the one in ``directory`` (a
-    bitstream folder copied from another program), where build.json names its program."""
-    from sparseforge.compiler.errors import InputError
-    from sparseforge.compiler.program import load_program
-
-    named = built.get("program")
-    if not named or not (directory / "program.json").is_file():
-        return
-    digest = load_program(directory).digest()
-    if named != digest:
-        raise InputError(f"{record} is the build of another program (digest {named}, "
-                         f"{directory}'s is {digest}): build this one (sparseforge build "
-                         f"{directory})")
 
 
 def _board_of(directory: Path) -> str | None:

@@ -132,21 +132,9 @@ def _check_simulation_of(program, simulation: dict, path: Path) -> None:
                          f"this one has {program.layer_count}; simulate this one (--simulate)")
 
 
-def _check_build_of(program, build: dict, path: Path) -> None:
-    """Refuse another program's build figures (its Fmax and resources would be reported as
-    this one's), by the program's digest where the file names it (a build.json written
-    before it did cannot tell)."""
-    from sparseforge.compiler.errors import InputError
-
-    named = build.get("program") if isinstance(build, dict) else None
-    if named and named != program.digest():
-        raise InputError(f"{path} holds the build of another program (digest {named}, this "
-                         f"program's is {program.digest()}); build this one (sparseforge "
-                         f"build)")
-
-
 def run(args) -> int:
     import sparseforge as sf
+    from sparseforge.boards.build import check_record_of
     from sparseforge.compiler.compress.model import CompressedModelError
     from sparseforge.compiler.program import ProgramError
     from sparseforge.compiler.errors import InputWarning
@@ -197,7 +185,7 @@ def run(args) -> int:
         if args.build or build_path.is_file():
             build = _read_json(build_path, "build figures")
             _named(build_figures, build, build_path)
-            _check_build_of(program, build, build_path)
+            check_record_of(program, build, build_path)
             sources["build"] = str(build_path)
         out = Path(args.output) if args.output else directory / "report"
         with console.status("drawing the plots..."):
