@@ -100,28 +100,21 @@ def build(program, board: str | None = None, *, frequency_mhz: float | None = No
                          f"{frequency_mhz:g} (omit --frequency for the board's target clock, "
                          f"{target.target_mhz:g} MHz)")
     compiled_for = find_board(program.board) if program.board is not None else None
-    if compiled_for is None:
-        # Compiled for no board, so checked against no part: the estimate refuses here, before
-        # minutes of synthesis, an engine this part cannot hold.
-        try:
-            check_board(program.config, configure.resolve_part(name))
-        except DoesNotFit as error:
-            shortfall, _, ways = str(error).partition("\nways out: ")
-            raise DoesNotFit(f"{shortfall}\nthe program was compiled for no board: compile "
-                             f"it with --board {name} for an engine shaped for this part"
-                             + (f" (other ways out: {ways})" if ways else "")) from None
-    elif compiled_for.part_name != target.part_name:
+    if compiled_for is None or compiled_for.part_name != target.part_name:
         # The compiler's estimate refuses, before minutes of synthesis, an engine this part
-        # cannot hold (compile checked it against the part it was compiled for only).
+        # cannot hold (compile checked it against the part it was compiled for only, or
+        # none).
         try:
             check_board(program.config, configure.resolve_part(name))
         except DoesNotFit as error:
             # Compiling for this part is the way out that matters: it shapes the engine (PEs,
             # lanes, memories) for it; the estimate's generic ones come after.
             shortfall, _, ways = str(error).partition("\nways out: ")
-            raise DoesNotFit(f"{shortfall}\nthe program was compiled for {program.board}: "
-                             f"compile it with --board {name} for an engine shaped for this "
-                             f"part" + (f" (other ways out: {ways})" if ways else "")) from None
+            raise DoesNotFit(f"{shortfall}\nthe program was compiled for "
+                             f"{program.board or 'no board'}: compile it with --board {name} "
+                             f"for an engine shaped for this part"
+                             + (f" (other ways out: {ways})" if ways else "")) from None
+    if compiled_for is not None and compiled_for.part_name != target.part_name:
         # Its engine was shaped for that part (memory splits, registers, write-back lanes).
         warnings.warn(f"the program was compiled for {program.board} "
                       f"({compiled_for.part_name}), not for {name} ({target.part_name}); "
