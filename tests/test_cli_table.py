@@ -228,6 +228,20 @@ def test_the_program_keeps_the_class_names_so_a_test_table_may_name_fewer(tmp_pa
     assert main(["sim", str(program_path), "--inputs", str(test), "--build-dir",
                  str(tmp_path / "b")]) == 2
     assert seen["labels"].tolist() == [2, 1]
+    # run prints the predictions by name (the board's answer given here: no board attached).
+    from sparseforge.boards import device, program_run
+
+    monkeypatch.setattr(device, "SerialTransport", lambda port, baud: None)
+    monkeypatch.setattr(program_run, "run_program", lambda *_, **__: program_run.ProgramRun(
+        np.array([[0, 5, 1], [9, 0, 0]]), np.array([100, 100]), [60, 40], 0.01))
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    assert main(["run", str(program_path), "--input", str(tmp_path / "x.npy"), "--port",
+                 str(tmp_path / "tty"), "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert ran["predictions"] == [1, 0] and ran["class_names"] == list(SPECIES)
+    assert main(["run", str(program_path), "--input", str(tmp_path / "x.npy"), "--port",
+                 str(tmp_path / "tty")]) == 0
+    assert "predictions: ['versicolor', 'setosa']" in capsys.readouterr().out
     manifest = program_path / "program.json"
     saved = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**saved, "class_names": ["setosa", "setosa", "x"]}))
