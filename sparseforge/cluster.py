@@ -1,7 +1,8 @@
 """The Ray session that ``sweep`` and ``verify`` run their tasks in.
 
 Local by default: ``ray.init`` starts Ray on this machine with ``workers`` CPUs (default: all of
-them), without the dashboard, and shuts it down afterwards.  With ``address`` the tasks go to a
+them), without the dashboard, and shuts it down afterwards (a session of its own, even where a
+cluster runs on this machine; its workers on PyTorch's portable kernels, as the command line).  With ``address`` the tasks go to a
 running cluster (``ray start --head`` on one machine, ``ray start --address=HEAD:6379`` on the
 others; ``"auto"`` finds one started on this machine).  A caller that has already called
 ``ray.init`` (a notebook, a test's ``ray.cluster_utils.Cluster``) keeps its session: it is used
@@ -52,7 +53,15 @@ def ray_session(address: str | None = None, workers: int | None = None):
     if address is not None:
         ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, **quiet)
+        # address "local": a session of its own even where a cluster runs on this machine
+        # (ray.init would attach to it, and refuse num_cpus).  Its workers use PyTorch's
+        # portable kernels, as the command line does, whatever this process imported: a
+        # sweep's figures (and the store that keeps them) are the same from the API and the
+        # CLI.
+        kernels = os.environ.get("ATEN_CPU_CAPABILITY", "default")
+        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
+                 include_dashboard=False,
+                 runtime_env={"env_vars": {"ATEN_CPU_CAPABILITY": kernels}}, **quiet)
     try:
         yield ray
     finally:

@@ -281,3 +281,21 @@ def test_cli_sweep_json_and_errors(local_ray, small_model, tmp_path, capsys):
     assert status == 2
     assert json.loads(captured.out) == {"error": "pes must be between 1 and 64, not 0"}
     assert "error:" in captured.err
+
+
+def test_a_local_session_is_its_own_and_its_workers_use_the_portable_kernels(monkeypatch):
+    """With a cluster running on the machine (RAY_ADDRESS, or one `ray start` left behind)
+    ray.init attached to it and refused num_cpus ("When connecting to an existing cluster,
+    num_cpus and num_gpus must not be provided"): sweep and verify exited 2.  And workers
+    used the caller's kernels: an API sweep stored other figures than the CLI's."""
+    from sparseforge.cluster import ray_session
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")            # no cluster there
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    with ray_session(workers=1) as ray:
+        @ray.remote
+        def kernels():
+            import os
+            return os.environ.get("ATEN_CPU_CAPABILITY")
+
+        assert ray.get(kernels.remote()) == "default"
