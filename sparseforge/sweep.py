@@ -645,7 +645,7 @@ def describe_subject(model, data) -> dict:
         described = str(model)
     elif hasattr(model, "network") and hasattr(model, "report"):          # CompressedModel
         network = model.network
-        widths = [network.input_size] + [layer.out_features for layer in network.layers]
+        widths = [network.layers[0].in_features] + [layer.out_features for layer in network.layers]
         described = f"a compressed model ({'-'.join(map(str, widths))})"
     else:
         count = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0

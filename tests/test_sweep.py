@@ -130,6 +130,11 @@ def test_the_report_says_what_was_swept_and_on_which_split_the_accuracy_is():
     line = subject_line(describe_subject(None, _as_data((x, y), None, None)))
     assert "accuracy on the train split" in line and "optimistic" in line
     assert "embedded" in describe_subject(None, None)["data"]
+    # A compressed model (docs/sweep.md allows one) was an AttributeError here, so every
+    # sweep of one failed.
+    from tests.test_compress_file import make_model
+
+    assert describe_subject(make_model(), None)["model"] == "a compressed model (12-9-4)"
 
 
 def test_a_sweep_without_held_out_data_warns_that_its_accuracy_is_the_training_datas(tmp_path):
