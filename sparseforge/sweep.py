@@ -899,6 +899,15 @@ def _record(ray, key, point: Point, refs: dict, versions: dict, out: Path) -> di
     figures = dict(results["figures"])
     if "simulate" in results:
         figures["simulation"] = results["simulate"]
+        if results["simulate"] is not None and not results["simulate"]["bit_exact"]:
+            # The engine disagreed with the golden model: an engine fault, not a design point
+            # to rank (it stayed "ok" and on the Pareto front).
+            simulation = results["simulate"]
+            failure = Failure("simulate", f"not bit-exact: {simulation['mismatches']} outputs "
+                              f"of {simulation['inputs']} inputs differ from the golden model "
+                              f"(an engine fault: please report it with this point)")
+            return record | {"status": "failed", "failure": failure.to_json(),
+                             "figures": figures}
     if "build" in results:
         built = results["build"]
         directory = out / "points" / key

@@ -304,3 +304,25 @@ def test_a_local_session_is_its_own_and_its_workers_use_the_portable_kernels(mon
             return os.environ.get("ATEN_CPU_CAPABILITY")
 
         assert ray.get(kernels.remote()) == "default"
+
+
+def test_a_point_whose_simulation_is_not_bit_exact_is_a_failure(tmp_path):
+    """It was recorded "ok", ranked and kept on the Pareto front; only sweep.json said
+    bit_exact false."""
+    from sparseforge.sweep import Point, _record
+
+    class Resolved:                      # ray.get of values already resolved
+        @staticmethod
+        def get(value):
+            return value
+
+    figures = {"accuracy": 0.9, "cycles_per_inference": 300.0}
+    refs = {"figures": figures, "simulate": {"bit_exact": False, "mismatches": 1, "inputs": 3}}
+    record = _record(Resolved, "k", Point("icebreaker", 4, 0.9, 4, 0), refs, {}, tmp_path)
+    assert record["status"] == "failed"
+    assert record["failure"]["stage"] == "simulate"
+    assert record["failure"]["reason"].startswith("not bit-exact: 1 outputs of 3 inputs "
+                                                  "differ from the golden model")
+    refs["simulate"] = {"bit_exact": True, "mismatches": 0, "inputs": 3}
+    assert _record(Resolved, "k", Point("icebreaker", 4, 0.9, 4, 0), refs, {},
+                   tmp_path)["status"] == "ok"
