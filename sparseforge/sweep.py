@@ -124,7 +124,8 @@ class SweepSpec:
         for pes in self.pes:
             check_pes(pes, "pes")
         for sparsity in self.sparsity:
-            if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+            if (not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool)
+                    or not 0.0 <= sparsity < 1.0):
                 raise ValueError(f"sparsity must be in [0, 1), not {sparsity!r}")
         for bits in self.weight_bits:
             if not _integer(bits) or not 1 <= bits <= 8:
@@ -134,6 +135,9 @@ class SweepSpec:
                 raise ValueError(f"seeds must be integers, not {seed!r}")
         for name in self.boards:
             find_board(name)
+        if not isinstance(self.build, bool):
+            # A TOML "yes" or "false" (a string) was true, and built.
+            raise ValueError(f"build must be true or false, not {self.build!r}")
         if not _integer(self.simulate) or self.simulate < 0:
             raise ValueError(f"simulate must be a count of inputs >= 0, not {self.simulate!r}")
         if self.cycle_inputs is not None and (not _integer(self.cycle_inputs)

@@ -60,6 +60,8 @@ def small_model():
     ({"boards": ("icebreaker", "nosuchboard")}, "nosuchboard"),
     ({"pes": (4, 4)}, "pes lists a value twice: [4, 4]"),
     ({"simulate": -1}, "simulate must be a count of inputs >= 0, not -1"),
+    ({"build": "false"}, "build must be true or false, not 'false'"),
+    ({"sparsity": (False,)}, "sparsity must be in [0, 1), not False"),
     ({"power_w": (("icebreaker", 0),)}, "power of icebreaker must be watts > 0, not 0"),
     ({"compression": (("seed", 3),)}, "compression option 'seed' is an axis of the sweep"),
     ({"compression": (("epochs", 3),)}, "compression option 'epochs' is not a "
