@@ -61,7 +61,10 @@ def import_base_engine(revision: str, into: Path):
             destination.parent.mkdir(parents=True, exist_ok=True)
             text = re.sub(r"\bsparseforge\.", f"{BASE_PACKAGE}.", path.read_text())
             text = re.sub(r"\bfrom sparseforge import\b", f"from {BASE_PACKAGE} import", text)
-            destination.write_text(text.replace('metadata.version("sparseforge")', '"base"'))
+            # The staged copy is not installed: its version is a name ("_metadata.version(...)"
+            # in the package's __init__ since 26712f1, "metadata.version(...)" before).
+            destination.write_text(re.sub(r'\b_?metadata\.version\("sparseforge"\)', '"base"',
+                                          text))
     sys.path.insert(0, str(into / "staged"))
     return importlib.import_module(f"{BASE_PACKAGE}.hw.engine").Engine, \
         _base_config_class(revision)
