@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 import sparseforge as sf  # noqa: E402
 from sparseforge.compiler.compress.digits import load_digits_split  # noqa: E402
 
-MODEL = ROOT / "build" / "benchmarks" / "cnn28.sfm"
 
 
 def upscale(x: np.ndarray) -> np.ndarray:
@@ -49,10 +48,10 @@ def network():
                              nn.Flatten(), nn.Linear(784, 10))
 
 
-def compressed_model(fresh: bool, say):
-    if MODEL.exists() and not fresh:
-        say(f"reusing {MODEL} (--fresh to train and compress again)")
-        return sf.load_compressed(MODEL)
+def compressed_model(model_path: Path, fresh: bool, say):
+    if model_path.exists() and not fresh:
+        say(f"reusing {model_path} (--fresh to train and compress again)")
+        return sf.load_compressed(model_path)
     import torch.nn as nn
 
     from sparseforge.compiler.compress.training import Dataset, TrainConfig, train
@@ -67,8 +66,8 @@ def compressed_model(fresh: bool, say):
     cm = sf.compress(model, (upscale(splits[0].x), train_set.y), (upscale(splits[1].x), val.y),
                      test=(upscale(splits[2].x), test.y), per_layer_sparsity=(0.5, 0.75, 0.8),
                      prune_steps=4, prune_epochs=3, final_epochs=10, share_epochs=10)
-    MODEL.parent.mkdir(parents=True, exist_ok=True)
-    cm.save(MODEL)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    cm.save(model_path)
     return cm
 
 
@@ -88,7 +87,8 @@ def main() -> None:
               flush=True)
 
     figures = {}
-    cm = compressed_model(args.fresh, say)
+    # Beside --out's folder (build/benchmarks/cnn28.sfm by default), not always there.
+    cm = compressed_model(args.out.with_suffix(".sfm"), args.fresh, say)
     report = cm.report
     figures["accuracy_float"] = report.accuracy_float
     figures["accuracy_compressed"] = report.accuracy_quantized

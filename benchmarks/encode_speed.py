@@ -11,6 +11,7 @@ into memory words) and ``compile`` (encode + configure + pack + the decode/golde
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -45,6 +46,8 @@ def layer(rng, name, out_features, in_features, density, relu):
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rng = np.random.default_rng(0)
     print(f"{'case':<34}{'nonzeros':>10}{'entries':>10}{'encode':>11}{'decode':>11}")
     for out_features, in_features, density, pes in ((300, 784, 0.08, 8),
