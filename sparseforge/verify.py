@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -491,6 +492,9 @@ def verify(cases: int = 1000, *, pes=None, simulator: str = "verilator", seed: i
     mismatches.sort(key=lambda m: (m.pes, m.index))
     campaign = Campaign(total, tuple(plan), simulator, seed, seconds, mismatches, per_engine,
                         len(nodes), workers, address, out, networks=networks)
+    # This campaign's reproducers only: an earlier campaign's beside a clean verify.json
+    # read as mismatches of this one.
+    shutil.rmtree(out / "mismatches", ignore_errors=True)
     campaign.saved = [save_reproducer(m, out / "mismatches", configs[m.pes])
                       for m in mismatches]
     (out / "verify.json").write_text(json.dumps(campaign.to_json(), indent=1) + "\n")

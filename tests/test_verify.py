@@ -138,9 +138,12 @@ def test_campaign_is_bit_and_cycle_exact_on_one_shared_build(local_ray, tmp_path
     if "verilator" not in available_simulators():
         pytest.skip("verilator is not installed")
     progress = []
+    (tmp_path / "mismatches" / "an-earlier-campaigns").mkdir(parents=True)
     campaign = verify(12, pes=(2,), workers=None, out=tmp_path, batch=3,
                       progress=lambda *state: progress.append(state))
     assert campaign.cases == 12 and campaign.mismatches == []
+    # Only this campaign's reproducers (none) beside its verify.json.
+    assert not (tmp_path / "mismatches").exists()
     assert campaign.per_engine[2]["cases"] == 12
     assert campaign.cases_per_second > 0
     # Four batches (two stalled, two not) over two workers, one Verilator build between them.
