@@ -28,7 +28,7 @@ _API = {
     "reference": ("sparseforge.api", "reference"),
     "simulate": ("sparseforge.api", "simulate"),
     "build": ("sparseforge.api", "build"),
-    "sweep": ("sparseforge.sweep", "sweep"),
+    "sweep": ("sparseforge.sweeps", "sweep"),
     "EngineConfig": ("sparseforge.compiler.config", "EngineConfig"),
 }
 

@@ -22,7 +22,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from sparseforge.cli import main  # noqa: E402
-from sparseforge.sweep import (  # noqa: E402
+from sparseforge.sweeps import (  # noqa: E402
     ResultStore,
     SweepSpec,
     model_digest,
@@ -110,7 +110,7 @@ def test_pareto_front_keeps_the_undominated():
 
 
 def test_a_failures_headline_keeps_every_shortfall():
-    from sparseforge.sweep import headline
+    from sparseforge.sweeps import headline
 
     reason = ("the engine (16 PEs, 90 entries per PE) does not fit the iCE40UP5K (estimate):\n"
               "  LUT: needs about 9000, the iCE40UP5K has 5280\n"
@@ -121,7 +121,7 @@ def test_a_failures_headline_keeps_every_shortfall():
 
 
 def test_the_report_says_what_was_swept_and_on_which_split_the_accuracy_is():
-    from sparseforge.sweep import _as_data, describe_subject, subject_line
+    from sparseforge.sweeps import _as_data, describe_subject, subject_line
 
     x, y = np.zeros((6, 13), np.float32), np.arange(6) % 3
     held_out = describe_subject("wine.onnx", _as_data((x, y), (x[:2], y[:2]), (x[:3], y[:3])))
@@ -311,7 +311,7 @@ def test_a_local_session_is_its_own_and_its_workers_use_the_portable_kernels(mon
 def test_a_point_whose_simulation_is_not_bit_exact_is_a_failure(tmp_path):
     """It was recorded "ok", ranked and kept on the Pareto front; only sweep.json said
     bit_exact false."""
-    from sparseforge.sweep import Point, _record
+    from sparseforge.sweeps import Point, _record
 
     class Resolved:                      # ray.get of values already resolved
         @staticmethod
@@ -328,3 +328,12 @@ def test_a_point_whose_simulation_is_not_bit_exact_is_a_failure(tmp_path):
     refs["simulate"] = {"bit_exact": True, "mismatches": 0, "inputs": 3}
     assert _record(Resolved, "k", Point("icebreaker", 4, 0.9, 4, 0), refs, {},
                    tmp_path)["status"] == "ok"
+
+
+def test_sf_sweep_stays_the_function_after_its_module_is_imported():
+    # `from sparseforge.sweep import SweepSpec` made sf.sweep that module ("'module' object
+    # is not callable"): the module is sparseforge.sweeps.
+    import sparseforge as sf
+    from sparseforge.sweeps import SweepSpec  # noqa: F401
+
+    assert callable(sf.sweep) and sf.sweep.__name__ == "sweep"

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from sparseforge.sweep import sweep  # noqa: E402
+from sparseforge.sweeps import sweep  # noqa: E402
 
 FAST = {"prune_steps": 2, "prune_epochs": 2, "final_epochs": 4, "share_epochs": 4}
 

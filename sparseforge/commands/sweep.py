@@ -76,7 +76,7 @@ def _list(kind):
 def spec_from(args):
     """The sweep's spec: the TOML file's, with the flags given on top; and the model and data
     paths."""
-    from sparseforge.sweep import SweepSpec, seed_list
+    from sparseforge.sweeps import SweepSpec, seed_list
 
     from .compress import not_a_model, npz_keys
 
@@ -118,7 +118,7 @@ def spec_from(args):
 
 def run(args) -> int:
     from sparseforge.cluster import RayMissing
-    from sparseforge.sweep import sweep
+    from sparseforge.sweeps import sweep
 
     from .compress import load_data, load_model
 
@@ -191,7 +191,7 @@ def render(console, result) -> None:
     from rich import box
     from rich.table import Table
 
-    from sparseforge.sweep import COLUMNS, headline, subject_line, table_row
+    from sparseforge.sweeps import COLUMNS, headline, subject_line, table_row
 
     if result.subject:
         console.print(subject_line(result.subject), highlight=False)
@@ -223,7 +223,7 @@ def render(console, result) -> None:
 
 
 def _label(point: dict) -> str:
-    from sparseforge.sweep import Point
+    from sparseforge.sweeps import Point
 
     return Point(point["board"], point["pes"], point["sparsity"], point["weight_bits"],
                  point["seed"]).label
