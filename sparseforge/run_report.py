@@ -73,10 +73,13 @@ class SimFigures:
     bound: np.ndarray               # layers: mean max_k E_k
     overhead: np.ndarray            # layers: the cycle model's fixed per-layer overhead
     efficiency: float               # (sum_k E_k / N) / measured cycles, over the whole run
+    # The mean total as the simulation gave it (sim --json's total_mean): the sum of the
+    # rounded layer means is off in the last digit (218.55 for sim's 218.54).
+    total_mean: float | None = None
 
     @property
     def total(self) -> float:
-        return float(self.measured.sum())
+        return float(self.measured.sum()) if self.total_mean is None else self.total_mean
 
 
 def sim_figures(simulation) -> SimFigures | None:
@@ -97,7 +100,9 @@ def sim_figures(simulation) -> SimFigures | None:
             limit=np.asarray(cycles["limit_mean"], dtype=float),
             bound=np.asarray(cycles["bound_mean"], dtype=float),
             overhead=np.asarray(cycles["overhead"], dtype=float),
-            efficiency=float(payload["efficiency"]))
+            efficiency=float(payload["efficiency"]),
+            total_mean=(float(cycles["total_mean"]) if cycles.get("total_mean") is not None
+                        else None))
     except (KeyError, TypeError) as error:
         raise ValueError(f"the simulation figures lack or mangle {error} (expected what "
                          f"'sparseforge sim --json' prints)") from None

@@ -433,3 +433,18 @@ def test_a_report_without_inputs_says_there_are_no_cycles(tmp_path, capsys, prog
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     text = json.dumps(summary)
     assert "no inputs to count them on: give some (--inputs, inputs=)" in text
+
+
+def test_the_reports_cycles_are_the_simulations_total_not_the_sum_of_rounded_layers():
+    # sim printed 218.5 (218.5438) and report 218.6, the sum of the rounded layer means.
+    from sparseforge.run_report import sim_figures
+
+    layers = [100.27, 118.28]
+    payload = {"simulator": "verilator", "inputs": 3, "accuracy": None, "mismatches": 0,
+               "efficiency": 0.5,
+               "cycles": {"per_layer_mean": layers, "total_mean": 218.5438,
+                          "predicted_mean": layers, "limit_mean": layers,
+                          "bound_mean": layers, "overhead": [20, 20]}}
+    assert sim_figures(payload).total == 218.5438
+    del payload["cycles"]["total_mean"]                  # a file from before it was kept
+    assert sim_figures(payload).total == 218.55
