@@ -658,12 +658,11 @@ def describe_subject(model, data) -> dict:
         return {"model": described, "data": "scikit-learn 8x8 digits (the embedded split)",
                 "accuracy_split": "test"}
     train, val, test = data
-    sizes = ", ".join(f"{name} {len(split[0]):,}"
-                      for name, split in (("train", train), ("val", val), ("test", test))
-                      if split is not None)
     # _as_data stands the validation or the training split in for a missing test split.
     split = ("test" if test is not None and test is not val and test is not train
              else "val" if test is val and val is not None else "train")
+    given = (("train", train), ("val", val)) + ((("test", test),) if split == "test" else ())
+    sizes = ", ".join(f"{name} {len(pair[0]):,}" for name, pair in given if pair is not None)
     return {"model": described, "data": f"given ({sizes} inputs)", "accuracy_split": split}
 
 

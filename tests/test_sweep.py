@@ -129,6 +129,9 @@ def test_the_report_says_what_was_swept_and_on_which_split_the_accuracy_is():
                         "accuracy_split": "test"}
     assert describe_subject(None, _as_data((x, y), (x[:2], y[:2]), None))["accuracy_split"] \
         == "val"
+    # No test split given: none is listed (the training split stood in as "test 6").
+    assert describe_subject(None, _as_data((x, y), None, None))["data"] == \
+        "given (train 6 inputs)"
     line = subject_line(describe_subject(None, _as_data((x, y), None, None)))
     assert "accuracy on the train split" in line and "optimistic" in line
     assert "embedded" in describe_subject(None, None)["data"]
