@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from contextlib import contextmanager
 
 __all__ = ["RayMissing", "require_ray", "ray_session"]
@@ -45,6 +46,8 @@ def ray_session(address: str | None = None, workers: int | None = None):
         raise ValueError(f"workers={workers} sizes a local Ray session; a cluster at "
                          f"{address!r} has the CPUs its nodes were started with")
     ray = require_ray()
+    if address is not None:
+        _check_reachable(address)
     if ray.is_initialized():
         yield ray
         return
@@ -66,3 +69,18 @@ def ray_session(address: str | None = None, workers: int | None = None):
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse a ``HOST:PORT`` nobody answers on with a :class:`ConnectionError`: ray.init
+    would retry "Failed to connect to GCS" for minutes, deaf to SIGTERM.  ``"auto"``,
+    ``"local"`` and ``ray://`` addresses are Ray's to resolve."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or "://" in address or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: "
+                              f"{error.strerror or error} (is `ray start --head` running "
+                              f"there, on that port?)") from None

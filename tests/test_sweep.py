@@ -340,3 +340,13 @@ def test_sf_sweep_stays_the_function_after_its_module_is_imported():
     from sparseforge.sweeps import SweepSpec  # noqa: F401
 
     assert callable(sf.sweep) and sf.sweep.__name__ == "sweep"
+
+
+def test_a_cluster_nobody_answers_on_is_refused_at_once(tmp_path, capsys):
+    """--address 127.0.0.1:1 printed Ray's "Failed to connect to GCS" for over six minutes and
+    ignored SIGTERM; docs/cli.md promises exit 2."""
+    started = time.monotonic()
+    assert main(["sweep", "--pes", "4", "--address", "127.0.0.1:1", "--out",
+                 str(tmp_path / "sweep")]) == 2
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert time.monotonic() - started < 60 and not (tmp_path / "sweep").exists()
