@@ -3,8 +3,9 @@
 Local by default: ``ray.init`` starts Ray on this machine with ``workers`` CPUs (default: all of
 them), without the dashboard, and shuts it down afterwards (a session of its own, even where a
 cluster runs on this machine; its workers on PyTorch's portable kernels, as the command line).
-With ``address`` the tasks go to a running cluster (``ray start --head`` on one machine, ``ray start --address=HEAD:6379`` on the
-others; ``"auto"`` finds one started on this machine).  A caller that has already called
+With ``address`` the tasks go to a running cluster (``ray start --head`` on one machine,
+``ray start --address=HEAD:6379`` on the others; ``"auto"`` finds one started on this
+machine).  A caller that has already called
 ``ray.init`` (a notebook, a test's ``ray.cluster_utils.Cluster``) keeps its session: it is used
 as it is and left running.
 """
